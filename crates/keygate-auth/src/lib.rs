@@ -1,0 +1,33 @@
+//! The pure heart of keygate: key formats, permissions, restrictions and request verification.
+//!
+//! Nothing here performs I/O or reads the clock: the caller passes `now`, the peer address, the
+//! raw bytes of the request and a [`KeyLookup`] (the in-memory key cache). That keeps the hot path
+//! testable to the byte and lets property tests drive it without a server.
+//!
+//! The one entry point for signed requests is [`Verifier::verify`]; the only way to obtain a
+//! [`VerifiedRequest`] is through it, and handlers read parameters only from that value, so what
+//! was verified is exactly what is executed.
+
+pub mod account;
+pub mod base62;
+pub mod credential;
+pub mod entropy;
+pub mod keyfmt;
+pub mod params;
+pub mod permission;
+pub mod replay;
+pub mod restriction;
+pub mod verify;
+
+pub use account::AccountId;
+pub use credential::{Credential, KeyType, PublicKey, PublicKeyError};
+pub use entropy::{Entropy, EntropyError};
+pub use keyfmt::{ApiKeyId, HmacSecret, KeyFormatError};
+pub use params::{ParamError, ParamErrorKind, Params};
+pub use permission::{Permission, Permissions, PermissionsError};
+pub use replay::ReplayGuard;
+pub use restriction::{IpAllowlist, RestrictionError, Restrictions, WithdrawLimit};
+pub use verify::{
+    Access, Denial, KeyEntry, KeyLookup, KeyStatus, Limits, Rejection, UnverifiedRequest, VerifiedRequest,
+    Verifier,
+};

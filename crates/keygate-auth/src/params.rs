@@ -1,0 +1,315 @@
+//! The one strict parser for request parameters: query string and form body, as sent.
+//!
+//! Binance reads parameters from the query string and from a form-encoded body whatever the
+//! `Content-Type` says, and the signature covers `query ‖ body` byte for byte (minus the
+//! `signature` pair). This module splits both parts once, decodes names and values, records where
+//! the `signature` pair sits so the signed bytes can be taken without re-serialising anything, and
+//! applies the duplicate rules:
+//!
+//! * a name repeated within the query, or within the body, is -1101;
+//! * a name present in both keeps the query's value (Binance's rule);
+//! * `signature` may appear once in all (in either part), since two would be ambiguous.
+//!
+//! Raw spaces and raw UTF-8 are accepted (ccxt sends some bodies unescaped); `+` decodes to a
+//! space, as in any form encoding, except inside `signature`, whose base64 `+` is kept.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// Most parameters one request may carry.
+pub const MAX_PARAMS: usize = 64;
+
+/// The class of a parameter error, mapped by the server to Binance's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamErrorKind {
+    /// -1100: characters or a format the parameter may not have.
+    IllegalChars,
+    /// -1101: too many parameters, or one sent twice.
+    TooMany,
+    /// -1102: a mandatory parameter missing, empty or malformed.
+    Mandatory,
+}
+
+/// A parameter error with Binance's wording.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{msg}")]
+pub struct ParamError {
+    /// Which Binance code applies.
+    pub kind: ParamErrorKind,
+    /// The message for the client.
+    pub msg: String,
+}
+
+impl ParamError {
+    /// -1100 for `name` with Binance's message.
+    #[must_use]
+    pub fn illegal(name: &str) -> Self {
+        Self { kind: ParamErrorKind::IllegalChars, msg: format!("Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.") }
+    }
+
+    /// -1100 with a specific message.
+    #[must_use]
+    pub fn illegal_msg(msg: impl Into<String>) -> Self {
+        Self { kind: ParamErrorKind::IllegalChars, msg: msg.into() }
+    }
+
+    /// -1102 for a missing or empty mandatory parameter.
+    #[must_use]
+    pub fn mandatory(name: &str) -> Self {
+        Self { kind: ParamErrorKind::Mandatory, msg: format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed.") }
+    }
+
+    /// -1101 for a duplicated parameter.
+    #[must_use]
+    pub fn duplicate(name: &str) -> Self {
+        Self { kind: ParamErrorKind::TooMany, msg: format!("Duplicate values for parameter '{name}'.") }
+    }
+}
+
+/// Decoded parameters of one request, plus the location of its signature.
+///
+/// Built only by [`Params::parse`]; handlers read values through [`Params::get`] and friends.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+    signature: Option<SignatureSpot>,
+}
+
+#[derive(Debug, Clone)]
+struct SignatureSpot {
+    in_body: bool,
+    /// The byte range of the pair *and* one adjacent `&`, so removing it leaves the rest as sent.
+    cut: Range<usize>,
+    value: String,
+}
+
+fn decode(raw: &[u8], plus_is_space: bool) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let hi = raw.get(i + 1).copied().and_then(hex)?;
+                let lo = raw.get(i + 2).copied().and_then(hex)?;
+                out.push(u8::try_from(hi * 16 + lo).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+impl Params {
+    /// Parses the raw query string (without `?`) and the raw body.
+    ///
+    /// # Errors
+    /// [`ParamError`] for undecodable text, illegal names, duplicates, or too many parameters.
+    pub fn parse(query: &[u8], body: &[u8]) -> Result<Self, ParamError> {
+        let mut params = Self { pairs: Vec::with_capacity(12), signature: None };
+        let query_len = params.parse_part(query, false)?;
+        params.parse_part(body, true)?;
+        // Query wins over body: drop body duplicates of query names.
+        let (q, b) = params.pairs.split_at(query_len);
+        if b.iter().any(|(n, _)| q.iter().any(|(qn, _)| qn == n)) {
+            let body_only: Vec<(String, String)> =
+                b.iter().filter(|(n, _)| !q.iter().any(|(qn, _)| qn == n)).cloned().collect();
+            params.pairs.truncate(query_len);
+            params.pairs.extend(body_only);
+        }
+        Ok(params)
+    }
+
+    /// Parses one part, returning how many pairs it added.
+    fn parse_part(&mut self, part: &[u8], in_body: bool) -> Result<usize, ParamError> {
+        if part.is_empty() {
+            return Ok(0);
+        }
+        let start_len = self.pairs.len();
+        let mut offset = 0usize;
+        for seg in part.split(|&b| b == b'&') {
+            let seg_start = offset;
+            offset += seg.len() + 1;
+            if seg.is_empty() {
+                return Err(ParamError::illegal_msg("Empty parameter found; check for a stray '&'."));
+            }
+            let (raw_name, raw_value) = match seg.iter().position(|&b| b == b'=') {
+                Some(i) => (&seg[..i], &seg[i + 1..]),
+                None => (seg, &b""[..]),
+            };
+            let name = decode(raw_name, true).filter(|n| valid_name(n)).ok_or_else(|| {
+                ParamError::illegal_msg(format!("Illegal parameter name '{}'.", String::from_utf8_lossy(raw_name)))
+            })?;
+            if name == "signature" {
+                if self.signature.is_some() {
+                    return Err(ParamError::duplicate("signature"));
+                }
+                let value = decode(raw_value, false).ok_or_else(|| ParamError::illegal_msg("Illegal characters found in parameter 'signature'."))?;
+                let seg_end = seg_start + seg.len();
+                // Remove the pair and one separator: the preceding `&` when there is one, else the
+                // following one, so `a=1&signature=x&b=2` leaves `a=1&b=2`.
+                let cut = if seg_start > 0 {
+                    seg_start - 1..seg_end
+                } else if seg_end < part.len() {
+                    seg_start..seg_end + 1
+                } else {
+                    seg_start..seg_end
+                };
+                self.signature = Some(SignatureSpot { in_body, cut, value });
+                continue;
+            }
+            let value = decode(raw_value, true)
+                .ok_or_else(|| ParamError::illegal_msg(format!("Illegal characters found in parameter '{name}'.")))?;
+            if self.pairs[start_len..].iter().any(|(n, _)| *n == name) {
+                return Err(ParamError::duplicate(&name));
+            }
+            if self.pairs.len() >= MAX_PARAMS {
+                return Err(ParamError { kind: ParamErrorKind::TooMany, msg: "Too many parameters sent for this endpoint.".into() });
+            }
+            self.pairs.push((name, value));
+        }
+        Ok(self.pairs.len() - start_len)
+    }
+
+    /// The decoded value of `name`, if sent. An empty value is returned as `Some("")`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name`, required to be present and non-empty.
+    ///
+    /// # Errors
+    /// -1102 [`ParamError`] when missing or empty.
+    pub fn require(&self, name: &str) -> Result<&str, ParamError> {
+        match self.get(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(ParamError::mandatory(name)),
+        }
+    }
+
+    /// All decoded pairs except `signature`, query first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The decoded `signature` value, if one was sent.
+    #[must_use]
+    pub fn signature(&self) -> Option<&str> {
+        self.signature.as_ref().map(|s| s.value.as_str())
+    }
+
+    /// The signed bytes: `query ‖ body` as sent, with the `signature` pair removed.
+    ///
+    /// Borrowed when the signature sits at the end of the only non-empty part (what every
+    /// common client sends), so the hot path copies nothing.
+    #[must_use]
+    pub fn signed_payload<'a>(&self, query: &'a [u8], body: &'a [u8]) -> SignedPayload<'a> {
+        let Some(spot) = &self.signature else {
+            return SignedPayload::Two(query, body);
+        };
+        let (part, other) = if spot.in_body { (body, query) } else { (query, body) };
+        let head = &part[..spot.cut.start];
+        let tail = &part[spot.cut.end..];
+        match (spot.in_body, tail.is_empty()) {
+            (false, true) => SignedPayload::Two(head, body),
+            (true, true) => SignedPayload::Two(other, head),
+            (false, false) => SignedPayload::Owned([head, tail, body].concat()),
+            (true, false) => SignedPayload::Owned([other, head, tail].concat()),
+        }
+    }
+}
+
+/// The bytes a signature covers, in at most two borrowed pieces or one owned buffer.
+#[derive(Debug)]
+pub enum SignedPayload<'a> {
+    /// Two consecutive pieces (either may be empty).
+    Two(&'a [u8], &'a [u8]),
+    /// A rebuilt buffer, when the signature sat in the middle of a part.
+    Owned(Vec<u8>),
+}
+
+impl SignedPayload<'_> {
+    /// The payload as one contiguous slice, copying only when it is in two non-empty pieces.
+    #[must_use]
+    pub fn contiguous(&self) -> Cow<'_, [u8]> {
+        match self {
+            Self::Two(a, b) if b.is_empty() => Cow::Borrowed(a),
+            Self::Two(a, b) if a.is_empty() => Cow::Borrowed(b),
+            Self::Two(a, b) => Cow::Owned([*a, *b].concat()),
+            Self::Owned(v) => Cow::Borrowed(v),
+        }
+    }
+
+    /// The pieces in order, for incremental hashing.
+    #[must_use]
+    pub fn pieces(&self) -> [&[u8]; 2] {
+        match self {
+            Self::Two(a, b) => [a, b],
+            Self::Owned(v) => [v, &[]],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(q: &str, b: &str) -> Vec<u8> {
+        let p = Params::parse(q.as_bytes(), b.as_bytes()).unwrap();
+        p.signed_payload(q.as_bytes(), b.as_bytes()).contiguous().into_owned()
+    }
+
+    #[test]
+    fn signed_payload_is_the_sent_bytes_minus_the_signature_pair() {
+        assert_eq!(payload("a=1&b=2&signature=abc", ""), b"a=1&b=2");
+        assert_eq!(payload("signature=abc&a=1", ""), b"a=1");
+        assert_eq!(payload("a=1&signature=abc&b=2", ""), b"a=1&b=2");
+        assert_eq!(payload("a=1", "b=2&signature=abc"), b"a=1b=2");
+        assert_eq!(payload("", "b=2&signature=abc"), b"b=2");
+        assert_eq!(payload("signature=abc", "b=2"), b"b=2");
+        assert_eq!(payload("a=%41", "b=c d&signature=abc&e=1"), b"a=%41b=c d&e=1");
+    }
+
+    #[test]
+    fn duplicates_within_a_part_are_refused_and_the_query_wins_between_parts() {
+        let e = Params::parse(b"a=1&a=2", b"").unwrap_err();
+        assert_eq!(e.kind, ParamErrorKind::TooMany);
+        let e = Params::parse(b"", b"a=1&a=2").unwrap_err();
+        assert_eq!(e.kind, ParamErrorKind::TooMany);
+        let p = Params::parse(b"a=1", b"a=2&b=3").unwrap();
+        assert_eq!(p.get("a"), Some("1"));
+        assert_eq!(p.get("b"), Some("3"));
+        assert_eq!(p.iter().count(), 2);
+        assert!(Params::parse(b"signature=a", b"signature=b").is_err());
+    }
+
+    #[test]
+    fn values_are_decoded_with_plus_as_space_except_in_the_signature() {
+        let p = Params::parse(b"name=My+Wallet%20%C3%BC&signature=ab%2Bc+d", b"").unwrap();
+        assert_eq!(p.get("name"), Some("My Wallet ü"));
+        assert_eq!(p.signature(), Some("ab+c+d"));
+        let raw = Params::parse("x=raw ü".as_bytes(), b"").unwrap();
+        assert_eq!(raw.get("x"), Some("raw ü"));
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        for bad in [&b"a=%zz"[..], b"a=%4", b"a=%FF", b"&a=1", b"a=1&", b"=1", b"a b=1", b"a=1&&b=2"] {
+            assert!(Params::parse(bad, b"").is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(Params::parse(b"flag", b"").unwrap().get("flag"), Some(""));
+    }
+}

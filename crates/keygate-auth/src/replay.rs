@@ -1,0 +1,105 @@
+//! Single-use signatures for TRADE and withdrawal endpoints.
+//!
+//! Binance's signed payload binds neither method nor path, so a captured request could be replayed
+//! within its `recvWindow`, on the same or another endpoint. keygate remembers every signature seen
+//! on a single-use endpoint until its window has passed, and refuses a second use. Memory is
+//! bounded: when full (after dropping expired entries) new requests are refused, never old entries
+//! evicted, since eviction would reopen the replay window for exactly the requests an attacker
+//! floods past.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+const SHARDS: usize = 16;
+
+/// The guard's answer for one signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// First use: recorded.
+    Fresh,
+    /// Seen before within its window.
+    Reused,
+    /// The guard is full of unexpired signatures; refuse rather than forget one.
+    Full,
+}
+
+/// A bounded, sharded set of recently used signatures with their expiry times.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    shards: Vec<Mutex<HashMap<[u8; 16], u64>>>,
+    per_shard: usize,
+}
+
+impl ReplayGuard {
+    /// A guard holding at most `capacity` live signatures (rounded up to a multiple of 16).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), per_shard }
+    }
+
+    /// Records `signature` (its decoded bytes) as used until `expires_us`, judged at `now_us`.
+    ///
+    /// Only the first 16 bytes are kept: signatures from a valid key are unpredictable, so a
+    /// collision within one window is as likely as guessing a 128-bit value.
+    pub fn check_and_record(&self, signature: &[u8], expires_us: u64, now_us: u64) -> ReplayOutcome {
+        let mut id = [0u8; 16];
+        let n = signature.len().min(16);
+        id[..n].copy_from_slice(&signature[..n]);
+        let shard = usize::from(id[0]) % SHARDS;
+        // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+        let mut map = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(&id) {
+            Some(&exp) if exp >= now_us => return ReplayOutcome::Reused,
+            _ => {}
+        }
+        if map.len() >= self.per_shard {
+            map.retain(|_, exp| *exp >= now_us);
+            if map.len() >= self.per_shard {
+                return ReplayOutcome::Full;
+            }
+        }
+        map.insert(id, expires_us);
+        ReplayOutcome::Fresh
+    }
+
+    /// Number of signatures currently held (expired ones included until pruned).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()).sum()
+    }
+
+    /// True if and only if no signature is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_is_refused_the_second_time_within_its_window_only() {
+        let g = ReplayGuard::new(64);
+        assert_eq!(g.check_and_record(&[7; 32], 1_000, 0), ReplayOutcome::Fresh);
+        assert_eq!(g.check_and_record(&[7; 32], 1_000, 500), ReplayOutcome::Reused);
+        assert_eq!(g.check_and_record(&[7; 32], 3_000, 2_000), ReplayOutcome::Fresh);
+    }
+
+    #[test]
+    fn a_full_guard_refuses_instead_of_evicting_then_recovers_after_expiry() {
+        let g = ReplayGuard::new(16);
+        // Every id lands in shard 0 (first byte 0), whose capacity is 1.
+        let sig = |i: u8| {
+            let mut s = [0u8; 32];
+            s[1] = i;
+            s
+        };
+        assert_eq!(g.check_and_record(&sig(1), 100, 0), ReplayOutcome::Fresh);
+        assert_eq!(g.check_and_record(&sig(2), 100, 0), ReplayOutcome::Full);
+        assert_eq!(g.check_and_record(&sig(1), 100, 50), ReplayOutcome::Reused);
+        assert_eq!(g.check_and_record(&sig(2), 300, 200), ReplayOutcome::Fresh);
+    }
+}

@@ -1,0 +1,497 @@
+//! Verification of one signed request: the hot path.
+//!
+//! Order of checks, and why:
+//! 1. API key header present and well-formed (checksum): -2014, no store access for garbage.
+//! 2. Parameters parsed by the one strict parser: -1100/-1101/-1102.
+//! 3. Key looked up in the cache: unknown is -2015.
+//! 4. `timestamp`, `recvWindow` and the time window: -1102/-1131/-1021, before any cryptography so
+//!    stale traffic is cheap to refuse.
+//! 5. Signature over the bytes as sent: -1022.
+//! 6. Only now the key's own state: status, expiry, IP allowlist, permission, symbol allowlist,
+//!    single use. All are -2015 on the wire; the specific reason may be disclosed because the
+//!    caller has proved possession of the key.
+
+use crate::account::AccountId;
+use crate::credential::Credential;
+use crate::keyfmt::ApiKeyId;
+use crate::params::{ParamError, Params};
+use crate::permission::{Permission, Permissions};
+use crate::replay::{ReplayGuard, ReplayOutcome};
+use crate::restriction::Restrictions;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::Mac as _;
+use keygate_proto::{UnixMicros, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Lifecycle state of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// Usable.
+    Active,
+    /// Switched off by its owner or an operator; may be switched on again.
+    Disabled,
+    /// Permanently unusable.
+    Revoked,
+    /// Past its expiry, as recorded by the expiry policy.
+    Expired,
+}
+
+impl KeyStatus {
+    /// Lower-case name for tables and JSON.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Everything the verifier needs to know about one key, as held in the in-memory cache.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// The public key id.
+    pub id: ApiKeyId,
+    /// The owning account.
+    pub account_id: AccountId,
+    /// What verifies its signatures.
+    pub credential: Credential,
+    /// What it may do.
+    pub permissions: Permissions,
+    /// Where and how it may be used.
+    pub restrictions: Restrictions,
+    /// Lifecycle state.
+    pub status: KeyStatus,
+    /// Creation time (reported by `apiRestrictions`).
+    pub created_at: UnixMillis,
+}
+
+/// Finds a key by its id without I/O: the server's key cache implements this.
+pub trait KeyLookup {
+    /// The entry for `api_key`, if the key exists.
+    fn lookup(&self, api_key: &str) -> Option<Arc<KeyEntry>>;
+}
+
+/// What an endpoint demands of a key: the permission implied by its security type, and whether
+/// its signatures are single-use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The permission the key must hold.
+    pub permission: Permission,
+    /// True for TRADE and withdrawal endpoints (see [`ReplayGuard`]).
+    pub single_use: bool,
+}
+
+impl Access {
+    /// Binance `USER_DATA`: needs `read`.
+    pub const USER_DATA: Self = Self { permission: Permission::Read, single_use: false };
+    /// Binance `TRADE`: needs `trade`; single-use signatures.
+    pub const TRADE: Self = Self { permission: Permission::Trade, single_use: true };
+    /// Withdrawals: need `withdraw` (and hence an IP allowlist); single-use signatures.
+    pub const WITHDRAW: Self = Self { permission: Permission::Withdraw, single_use: true };
+}
+
+/// Bounds the verifier applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted body in bytes (the server enforces it before reading, too).
+    pub max_body: usize,
+    /// How far ahead of server time a `timestamp` may be, in ms (Binance: 1000).
+    pub max_future_ms: u64,
+    /// `recvWindow` when none is sent, in ms (Binance: 5000).
+    pub default_recv_window_ms: u64,
+    /// Largest accepted `recvWindow`, in ms (Binance: 60000).
+    pub max_recv_window_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body: 64 * 1024, max_future_ms: 1000, default_recv_window_ms: 5000, max_recv_window_ms: 60_000 }
+    }
+}
+
+/// The raw inputs of one request, exactly as received.
+#[derive(Debug, Clone, Copy)]
+pub struct UnverifiedRequest<'a> {
+    /// The `X-MBX-APIKEY` header bytes, if present.
+    pub api_key: Option<&'a [u8]>,
+    /// The raw query string, without `?`.
+    pub query: &'a [u8],
+    /// The raw body.
+    pub body: &'a [u8],
+    /// The client address (socket peer, or the trusted proxy's forwarded address).
+    pub peer: IpAddr,
+}
+
+/// Why a request was refused. The server maps each to Binance's code and HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No `X-MBX-APIKEY` header on a signed endpoint (-2014).
+    MissingApiKey,
+    /// The header is not a well-formed keygate key id (-2014).
+    MalformedApiKey,
+    /// Well-formed, but no such key (-2015).
+    UnknownApiKey,
+    /// The body exceeds [`Limits::max_body`].
+    BodyTooLarge,
+    /// A parameter error (-1100/-1101/-1102).
+    Param(ParamError),
+    /// `recvWindow` malformed or above the maximum (-1131).
+    BadRecvWindow,
+    /// `timestamp` too far ahead of server time (-1021).
+    TimestampAhead {
+        /// By how much, in ms.
+        ahead_ms: u64,
+    },
+    /// `timestamp` older than `recvWindow` (-1021).
+    TimestampStale {
+        /// How far behind server time, in ms.
+        behind_ms: u64,
+    },
+    /// The signature does not verify (-1022).
+    BadSignature,
+    /// The key is disabled (-2015).
+    KeyDisabled,
+    /// The key is revoked (-2015).
+    KeyRevoked,
+    /// The key is past its expiry (-2015).
+    KeyExpired,
+    /// The client address is not in the key's allowlist (-2015).
+    IpNotAllowed {
+        /// The address the request came from.
+        ip: IpAddr,
+    },
+    /// The key lacks the endpoint's permission (-2015).
+    PermissionMissing(Permission),
+    /// Withdrawals need an IP allowlist, and the key has none (-2015).
+    IpRestrictionRequired,
+    /// The key may not trade this symbol (-2015).
+    SymbolNotAllowed(String),
+    /// This signature was already used on a single-use endpoint (-1022).
+    SignatureReused,
+    /// The replay guard is full (-1003, retry shortly).
+    ReplayGuardFull,
+}
+
+impl Denial {
+    /// A stable, machine-readable reason, e.g. `IP_NOT_ALLOWED`, for headers and audit records.
+    #[must_use]
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey => "API_KEY_MISSING",
+            Self::MalformedApiKey => "API_KEY_MALFORMED",
+            Self::UnknownApiKey => "API_KEY_UNKNOWN",
+            Self::BodyTooLarge => "BODY_TOO_LARGE",
+            Self::Param(_) => "BAD_PARAMETER",
+            Self::BadRecvWindow => "BAD_RECV_WINDOW",
+            Self::TimestampAhead { .. } => "TIMESTAMP_AHEAD",
+            Self::TimestampStale { .. } => "TIMESTAMP_STALE",
+            Self::BadSignature => "SIGNATURE_INVALID",
+            Self::KeyDisabled => "KEY_DISABLED",
+            Self::KeyRevoked => "KEY_REVOKED",
+            Self::KeyExpired => "KEY_EXPIRED",
+            Self::IpNotAllowed { .. } => "IP_NOT_ALLOWED",
+            Self::PermissionMissing(Permission::Read) => "PERMISSION_MISSING_READ",
+            Self::PermissionMissing(Permission::Trade) => "PERMISSION_MISSING_TRADE",
+            Self::PermissionMissing(Permission::Withdraw) => "PERMISSION_MISSING_WITHDRAW",
+            Self::IpRestrictionRequired => "IP_RESTRICTION_REQUIRED",
+            Self::SymbolNotAllowed(_) => "SYMBOL_NOT_ALLOWED",
+            Self::SignatureReused => "SIGNATURE_REUSED",
+            Self::ReplayGuardFull => "REPLAY_GUARD_FULL",
+        }
+    }
+
+    /// True if and only if the denial was decided after the signature verified, so the specific
+    /// reason may be told to the caller without helping a stranger probe key ids.
+    #[must_use]
+    pub const fn after_signature(&self) -> bool {
+        matches!(
+            self,
+            Self::KeyDisabled
+                | Self::KeyRevoked
+                | Self::KeyExpired
+                | Self::IpNotAllowed { .. }
+                | Self::PermissionMissing(_)
+                | Self::IpRestrictionRequired
+                | Self::SymbolNotAllowed(_)
+                | Self::SignatureReused
+                | Self::ReplayGuardFull
+        )
+    }
+}
+
+/// A refused request: the reason, and the key when it was found (for audit aggregation).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// Why.
+    pub denial: Denial,
+    /// The key the request named, when it exists.
+    pub key: Option<Arc<KeyEntry>>,
+}
+
+/// A request whose key, signature, time window and permissions have all been checked.
+///
+/// There is no public constructor: only [`Verifier::verify`] makes one, so a handler that takes
+/// a `VerifiedRequest` cannot run on unverified input.
+#[derive(Debug)]
+pub struct VerifiedRequest {
+    key: Arc<KeyEntry>,
+    params: Params,
+    timestamp: UnixMicros,
+    recv_window_us: u64,
+}
+
+impl VerifiedRequest {
+    /// The key that signed the request.
+    #[must_use]
+    pub fn key(&self) -> &Arc<KeyEntry> {
+        &self.key
+    }
+
+    /// The account the key belongs to.
+    #[must_use]
+    pub fn account_id(&self) -> AccountId {
+        self.key.account_id
+    }
+
+    /// The verified parameters: the only place handlers may read input from.
+    #[must_use]
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The request's `timestamp`.
+    #[must_use]
+    pub fn timestamp(&self) -> UnixMicros {
+        self.timestamp
+    }
+
+    /// True if and only if the request is still inside its `recvWindow` at `now`: the second check
+    /// Binance makes when an order reaches the matching engine.
+    #[must_use]
+    pub fn still_fresh(&self, now: UnixMicros) -> bool {
+        now.0.saturating_sub(self.timestamp.0) <= self.recv_window_us
+    }
+}
+
+/// Parses `timestamp`: milliseconds, or microseconds when it has 16 digits.
+fn parse_timestamp(v: &str) -> Option<UnixMicros> {
+    if v.is_empty() || v.len() > 16 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = v.parse().ok()?;
+    Some(UnixMicros(if n >= 100_000_000_000_000 { n } else { n.checked_mul(1000)? }))
+}
+
+/// Parses `recvWindow` (ms, up to three decimals) into microseconds.
+fn parse_recv_window(v: &str) -> Option<u64> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || int.len() > 9 || !digits(int) || frac.len() > 3 || !digits(frac) || (v.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let ms: u64 = int.parse().ok()?;
+    let mut us_frac: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    for _ in frac.len()..3 {
+        us_frac *= 10;
+    }
+    Some(ms * 1000 + us_frac)
+}
+
+fn decode_hex32(text: &[u8]) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
+}
+
+/// Checks a signature, returning the decoded signature bytes for the replay guard.
+fn check_signature(credential: &Credential, signature: &str, payload: &crate::params::SignedPayload<'_>) -> Option<Vec<u8>> {
+    match credential {
+        Credential::Hmac(keyed) => {
+            let expected = decode_hex32(signature.as_bytes())?;
+            let mut mac = keyed.clone();
+            for piece in payload.pieces() {
+                mac.update(piece);
+            }
+            // `verify_slice` compares in constant time.
+            mac.verify_slice(&expected).ok()?;
+            Some(expected.to_vec())
+        }
+        Credential::Ed25519(vk) => {
+            let mut raw = [0u8; 66];
+            let n = STANDARD.decode_slice(signature.as_bytes(), &mut raw).ok()?;
+            let bytes: [u8; 64] = raw.get(..n)?.try_into().ok()?;
+            let sig = ed25519_dalek::Signature::from_bytes(&bytes);
+            vk.verify_strict(&payload.contiguous(), &sig).ok()?;
+            Some(bytes.to_vec())
+        }
+        Credential::Rsa { key, size } => {
+            use rsa::signature::Verifier as _;
+            let bytes = STANDARD.decode(signature.as_bytes()).ok()?;
+            if bytes.len() != *size {
+                return None;
+            }
+            let sig = rsa::pkcs1v15::Signature::try_from(bytes.as_slice()).ok()?;
+            key.verify(&payload.contiguous(), &sig).ok()?;
+            Some(bytes)
+        }
+    }
+}
+
+/// The verifier: limits plus the replay guard, shared by every request of a server.
+#[derive(Debug)]
+pub struct Verifier {
+    limits: Limits,
+    replay: ReplayGuard,
+}
+
+impl Verifier {
+    /// A verifier with `limits` and a replay guard of `replay_capacity` signatures.
+    #[must_use]
+    pub fn new(limits: Limits, replay_capacity: usize) -> Self {
+        Self { limits, replay: ReplayGuard::new(replay_capacity) }
+    }
+
+    /// The limits in force.
+    #[must_use]
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Verifies one request against `access` at time `now`.
+    ///
+    /// # Errors
+    /// A [`Rejection`] with the first failed check, in the order given in the module docs.
+    pub fn verify(
+        &self,
+        req: &UnverifiedRequest<'_>,
+        access: Access,
+        keys: &dyn KeyLookup,
+        now: UnixMicros,
+    ) -> Result<VerifiedRequest, Rejection> {
+        let reject = |denial, key: Option<&Arc<KeyEntry>>| Rejection { denial, key: key.cloned() };
+        let api_key = match req.api_key {
+            None | Some(b"") => return Err(reject(Denial::MissingApiKey, None)),
+            Some(k) => k,
+        };
+        if ApiKeyId::check(api_key).is_err() {
+            return Err(reject(Denial::MalformedApiKey, None));
+        }
+        if req.body.len() > self.limits.max_body {
+            return Err(reject(Denial::BodyTooLarge, None));
+        }
+        let params = Params::parse(req.query, req.body).map_err(|e| reject(Denial::Param(e), None))?;
+        // `check` passed, so the header is ASCII.
+        let key_text = std::str::from_utf8(api_key).map_err(|_| reject(Denial::MalformedApiKey, None))?;
+        let Some(key) = keys.lookup(key_text) else {
+            return Err(reject(Denial::UnknownApiKey, None));
+        };
+        let key = Some(&key);
+        let timestamp = params
+            .get("timestamp")
+            .and_then(parse_timestamp)
+            .ok_or_else(|| reject(Denial::Param(ParamError::mandatory("timestamp")), key))?;
+        let recv_window_us = match params.get("recvWindow") {
+            None => self.limits.default_recv_window_ms * 1000,
+            Some(v) => match parse_recv_window(v) {
+                Some(us) if us <= self.limits.max_recv_window_ms * 1000 => us,
+                _ => return Err(reject(Denial::BadRecvWindow, key)),
+            },
+        };
+        let ahead_limit = now.0.saturating_add(self.limits.max_future_ms * 1000);
+        if timestamp.0 >= ahead_limit {
+            let ahead_ms = (timestamp.0 - now.0).div_ceil(1000);
+            return Err(reject(Denial::TimestampAhead { ahead_ms }, key));
+        }
+        if now.0.saturating_sub(timestamp.0) > recv_window_us {
+            let behind_ms = (now.0 - timestamp.0) / 1000;
+            return Err(reject(Denial::TimestampStale { behind_ms }, key));
+        }
+        let signature = match params.signature() {
+            Some(s) if !s.is_empty() => s,
+            _ => return Err(reject(Denial::Param(ParamError::mandatory("signature")), key)),
+        };
+        let payload = params.signed_payload(req.query, req.body);
+        let Some(key_ref) = key else {
+            return Err(reject(Denial::UnknownApiKey, None));
+        };
+        let Some(sig_bytes) = check_signature(&key_ref.credential, signature, &payload) else {
+            return Err(reject(Denial::BadSignature, key));
+        };
+        drop(payload);
+        // The caller holds the key: from here on, specific reasons may be told.
+        match key_ref.status {
+            KeyStatus::Active => {}
+            KeyStatus::Disabled => return Err(reject(Denial::KeyDisabled, key)),
+            KeyStatus::Revoked => return Err(reject(Denial::KeyRevoked, key)),
+            KeyStatus::Expired => return Err(reject(Denial::KeyExpired, key)),
+        }
+        let r = &key_ref.restrictions;
+        if r.expires_at.is_some_and(|e| e.as_micros() <= now.0) {
+            return Err(reject(Denial::KeyExpired, key));
+        }
+        if !r.ip_allowlist.allows(req.peer) {
+            return Err(reject(Denial::IpNotAllowed { ip: req.peer.to_canonical() }, key));
+        }
+        if !key_ref.permissions.contains(access.permission) {
+            return Err(reject(Denial::PermissionMissing(access.permission), key));
+        }
+        if access.permission == Permission::Withdraw && r.ip_allowlist.is_empty() {
+            return Err(reject(Denial::IpRestrictionRequired, key));
+        }
+        if access.permission == Permission::Trade
+            && let Some(symbol) = params.get("symbol")
+            && !r.allows_symbol(symbol)
+        {
+            return Err(reject(Denial::SymbolNotAllowed(symbol.to_owned()), key));
+        }
+        if access.single_use {
+            let expires = timestamp.0.saturating_add(recv_window_us);
+            match self.replay.check_and_record(&sig_bytes, expires, now.0) {
+                ReplayOutcome::Fresh => {}
+                ReplayOutcome::Reused => return Err(reject(Denial::SignatureReused, key)),
+                ReplayOutcome::Full => return Err(reject(Denial::ReplayGuardFull, key)),
+            }
+        }
+        Ok(VerifiedRequest { key: Arc::clone(key_ref), params, timestamp, recv_window_us })
+    }
+}
+
+/// Returns true if and only if `permissions` grants what `access` needs; the single source of
+/// that rule for callers that check without a request (e.g. the console's key preview).
+#[must_use]
+pub fn grants(permissions: Permissions, access: Access) -> bool {
+    permissions.contains(access.permission)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_ms_and_us_and_recv_windows_with_decimals() {
+        assert_eq!(parse_timestamp("1499827319559"), Some(UnixMicros(1_499_827_319_559_000)));
+        assert_eq!(parse_timestamp("1499827319559123"), Some(UnixMicros(1_499_827_319_559_123)));
+        assert_eq!(parse_timestamp("1e12"), None);
+        assert_eq!(parse_timestamp("-1"), None);
+        assert_eq!(parse_recv_window("5000"), Some(5_000_000));
+        assert_eq!(parse_recv_window("6000.346"), Some(6_000_346));
+        assert_eq!(parse_recv_window("6000.3"), Some(6_000_300));
+        assert_eq!(parse_recv_window("6000."), None);
+        assert_eq!(parse_recv_window("6000.1234"), None);
+        assert_eq!(parse_recv_window("1e3"), None);
+    }
+}
