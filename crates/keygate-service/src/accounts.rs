@@ -1,0 +1,175 @@
+//! Account operations.
+
+use crate::view::{AccountView, AuditView};
+use crate::{Actor, Service, ServiceError, ServiceResult, password};
+use keygate_auth::AccountId;
+use keygate_store::{AccountRecord, AccountStatus, AuditDraft, NewAccount};
+use zeroize::Zeroizing;
+
+/// Checks an account name: 2 to 32 of `a-z 0-9 _ . -`, starting with a letter or digit.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] saying what is allowed.
+pub fn check_name(name: &str) -> Result<(), ServiceError> {
+    let ok = (2..=32).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "account name {name:?} must be 2 to 32 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit"
+        )))
+    }
+}
+
+impl Service {
+    /// Creates an account with a password. Operators and the system may create accounts;
+    /// owners cannot create other accounts (sign-up is its own path).
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a bad name or weak password, [`ServiceError::Conflict`] if the
+    /// name is taken, [`ServiceError::Forbidden`] for owners.
+    pub async fn create_account(&self, actor: &Actor, name: &str, password: Zeroizing<String>) -> ServiceResult<AccountView> {
+        if matches!(actor, Actor::Owner { .. }) {
+            return Err(ServiceError::Forbidden("owners cannot create other accounts".into()));
+        }
+        check_name(name)?;
+        password::check_strength(&password)?;
+        let params = self.inner.config.password;
+        // argon2 is deliberately slow: keep it off the async executor's threads.
+        let hash = tokio::task::spawn_blocking(move || password::hash(params, &password))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))??;
+        let now = self.now_ms();
+        let audit = AuditDraft {
+            at: now,
+            actor: actor.label(),
+            action: "account.create".into(),
+            target: format!("account:{name}"),
+            account_id: None,
+            source: actor.source(),
+            details: serde_json::json!({ "name": name }),
+        };
+        let rec = self
+            .inner
+            .store
+            .create_account(NewAccount { name: name.to_owned(), password_hash: hash, created_at: now }, audit)
+            .await
+            .map_err(|e| match ServiceError::from(e) {
+                ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?}")),
+                other => other,
+            })?;
+        Ok(AccountView::from(&rec))
+    }
+
+    /// All accounts (operator view).
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for owners; storage errors.
+    pub async fn list_accounts(&self, actor: &Actor) -> ServiceResult<Vec<AccountView>> {
+        if matches!(actor, Actor::Owner { .. }) {
+            return Err(ServiceError::Forbidden("only the operator can list accounts".into()));
+        }
+        Ok(self.inner.store.list_accounts().await?.iter().map(AccountView::from).collect())
+    }
+
+    /// One account by name; owners see only their own.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] when missing or not visible to `actor`.
+    pub async fn account(&self, actor: &Actor, name: &str) -> ServiceResult<AccountView> {
+        Ok(AccountView::from(&self.account_record(actor, name).await?))
+    }
+
+    pub(crate) async fn account_record(&self, actor: &Actor, name: &str) -> ServiceResult<AccountRecord> {
+        let rec = self.inner.store.account_by_name(name).await?.ok_or_else(|| ServiceError::NotFound(format!("account {name:?}")))?;
+        if let Actor::Owner { account_id, .. } = actor
+            && *account_id != rec.id
+        {
+            return Err(ServiceError::NotFound(format!("account {name:?}")));
+        }
+        Ok(rec)
+    }
+
+    pub(crate) async fn account_name(&self, id: AccountId) -> ServiceResult<String> {
+        Ok(self.inner.store.account_by_id(id).await?.map_or_else(|| format!("#{id}"), |a| a.name))
+    }
+
+    /// Checks a login; returns the account when name and password match and it is active.
+    /// The same answer (`None`) for an unknown name and a wrong password.
+    ///
+    /// # Errors
+    /// Storage errors only.
+    pub async fn check_password(&self, name: &str, password: Zeroizing<String>) -> ServiceResult<Option<AccountView>> {
+        let rec = self.inner.store.account_by_name(name).await?;
+        let stored = rec.as_ref().map(|r| r.password_hash.clone());
+        let params = self.inner.config.password;
+        let ok = tokio::task::spawn_blocking(move || match stored {
+            Some(hash) => password::verify(&hash, &password),
+            // Hash anyway for unknown names, so timing does not reveal which names exist.
+            None => {
+                let _ = password::hash(params, &password);
+                false
+            }
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))?;
+        Ok(rec.filter(|r| ok && r.status == AccountStatus::Active).as_ref().map(AccountView::from))
+    }
+
+    /// Sets a new password (operator, or the owner of the account).
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`], [`ServiceError::Invalid`] for a weak password.
+    pub async fn set_password(&self, actor: &Actor, name: &str, password: Zeroizing<String>) -> ServiceResult<()> {
+        let mut rec = self.account_record(actor, name).await?;
+        password::check_strength(&password)?;
+        let params = self.inner.config.password;
+        rec.password_hash = tokio::task::spawn_blocking(move || password::hash(params, &password))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))??;
+        let audit = AuditDraft {
+            at: self.now_ms(),
+            actor: actor.label(),
+            action: "account.password".into(),
+            target: format!("account:{name}"),
+            account_id: Some(rec.id),
+            source: actor.source(),
+            details: serde_json::json!({}),
+        };
+        self.inner.store.update_account(&rec, audit).await?;
+        Ok(())
+    }
+
+    /// Audit records after `after`: all for the operator, the account's own for an owner.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn audit_log(&self, actor: &Actor, after: i64, limit: u32) -> ServiceResult<Vec<AuditView>> {
+        let filter = match actor {
+            Actor::Owner { account_id, .. } => Some(*account_id),
+            Actor::Operator { .. } | Actor::System { .. } => None,
+        };
+        Ok(self.inner.store.audit_records(after, limit.min(10_000), filter).await?.iter().map(AuditView::from).collect())
+    }
+
+    /// Walks the whole audit chain and checks every link; returns the number of records.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming the first broken record; [`ServiceError::Forbidden`] for
+    /// owners (the chain spans all accounts).
+    pub async fn verify_audit_chain(&self, actor: &Actor) -> ServiceResult<i64> {
+        if matches!(actor, Actor::Owner { .. }) {
+            return Err(ServiceError::Forbidden("only the operator can verify the whole chain".into()));
+        }
+        let (mut prev, mut seq) = ([0u8; 32], 0i64);
+        loop {
+            let batch = self.inner.store.audit_records(seq, 1000, None).await?;
+            if batch.is_empty() {
+                return Ok(seq);
+            }
+            (prev, seq) = keygate_store::audit::verify_chain(prev, seq, &batch).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The service layer's error type.
+
+use keygate_store::StoreError;
+
+/// Why a service operation was refused or failed. Messages are for the person who asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No such account or key (also answered for another owner's key, to reveal nothing).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The input is invalid; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    /// The actor may not do this at all.
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    /// The actor may do this only after a fresh TOTP code (step-up).
+    #[error("this change needs a fresh 2FA code (step-up): {0}")]
+    StepUpRequired(String),
+    /// A unique name is taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// Persistence failed.
+    #[error("storage failed: {0}")]
+    Store(StoreError),
+    /// Something that should not happen (no randomness, corrupt key material).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::Conflict(what) => Self::Conflict(what),
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl From<keygate_auth::EntropyError> for ServiceError {
+    fn from(e: keygate_auth::EntropyError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}

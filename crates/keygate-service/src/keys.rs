@@ -1,0 +1,335 @@
+//! API key operations and DESIGN.md section 3's rules on who may do what.
+//!
+//! * Owners act only on their own account's keys; another account's key is "not found".
+//! * Owners need a step-up (fresh TOTP) to create a key with `trade` or `withdraw`, to widen a key
+//!   (a permission, an IP range, a withdrawal address, a later expiry, more symbols, a higher
+//!   limit) and to revoke all keys. Narrowing and revoking one key never need it: making a key
+//!   safer must always be easy.
+//! * Operators and the system skip the step-up; their changes are audited and marked on the key.
+//! * `withdraw` always needs an IP allowlist, for every actor.
+//! * A revoked key never changes again.
+
+use crate::view::{CreatedKey, KeyView};
+use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult};
+use keygate_auth::{
+    ApiKeyId, HmacSecret, IpAllowlist, KeyStatus, Permission, Permissions, PublicKey, Restrictions, WithdrawLimit,
+};
+use keygate_proto::{Symbol, UnixMillis};
+use keygate_store::{AuditDraft, KeyMaterial, KeyRecord};
+
+/// Most keys one account may hold (revoked ones excluded).
+pub const MAX_KEYS_PER_ACCOUNT: usize = 100;
+
+/// The signing material for a new key.
+#[derive(Debug, Clone)]
+pub enum NewKeyMaterial {
+    /// Generate an HMAC secret (returned once).
+    Hmac,
+    /// Register an Ed25519 public key (PEM or base64).
+    Ed25519(String),
+    /// Register an RSA public key (PEM).
+    Rsa(String),
+}
+
+/// A key to create.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The owning account's name.
+    pub account: String,
+    /// A label for the owner.
+    pub label: String,
+    /// Signing material.
+    pub material: NewKeyMaterial,
+    /// Permissions (`read` implied).
+    pub permissions: Permissions,
+    /// Restrictions.
+    pub restrictions: Restrictions,
+}
+
+/// Changes to a key; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyEdit {
+    /// New label.
+    pub label: Option<String>,
+    /// New permission set.
+    pub permissions: Option<Permissions>,
+    /// New IP allowlist (empty: any address).
+    pub ip_allowlist: Option<IpAllowlist>,
+    /// New expiry (`Some(None)` removes it).
+    pub expires_at: Option<Option<UnixMillis>>,
+    /// New symbol allowlist (empty: all).
+    pub symbols: Option<Vec<Symbol>>,
+    /// New withdrawal addresses (empty: none).
+    pub withdraw_addresses: Option<Vec<String>>,
+    /// New withdrawal limit (`Some(None)` removes it).
+    pub withdraw_limit_24h: Option<Option<WithdrawLimit>>,
+    /// Enable (`Active`) or disable (`Disabled`); use revoke to revoke.
+    pub status: Option<KeyStatus>,
+}
+
+fn check_label(label: &str) -> ServiceResult<()> {
+    if label.chars().count() > 64 || label.chars().any(char::is_control) {
+        return Err(ServiceError::Invalid("the label must be at most 64 printable characters".into()));
+    }
+    Ok(())
+}
+
+/// The rules every key must satisfy, whoever changes it.
+fn check_key_rules(permissions: Permissions, r: &Restrictions, now: UnixMillis) -> ServiceResult<()> {
+    r.validate().map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    if permissions.contains(Permission::Withdraw) && r.ip_allowlist.is_empty() {
+        return Err(ServiceError::Invalid(
+            "the withdraw permission needs an IP allowlist: add --ip with the addresses that may withdraw".into(),
+        ));
+    }
+    if r.expires_at.is_some_and(|e| e <= now) {
+        return Err(ServiceError::Invalid("the expiry must be in the future".into()));
+    }
+    Ok(())
+}
+
+impl Service {
+    fn audit(&self, actor: &Actor, action: &str, key: &KeyRecord, details: serde_json::Value) -> AuditDraft {
+        AuditDraft {
+            at: self.now_ms(),
+            actor: actor.label(),
+            action: action.into(),
+            target: key.id.to_string(),
+            account_id: Some(key.account_id),
+            source: actor.source(),
+            details,
+        }
+    }
+
+    /// Creates a key. For HMAC keys the secret is in the result, and nowhere else, ever again.
+    ///
+    /// # Errors
+    /// [`ServiceError::StepUpRequired`] for an owner granting trade/withdraw without step-up;
+    /// [`ServiceError::Invalid`] for unreadable public keys, withdraw without IP allowlist, a past
+    /// expiry or bad restrictions; [`ServiceError::NotFound`] for an unknown account.
+    pub async fn create_key(&self, actor: &Actor, new: NewKey) -> ServiceResult<CreatedKey> {
+        let account = self.account_record(actor, &new.account).await?;
+        let now = self.now_ms();
+        check_label(&new.label)?;
+        check_key_rules(new.permissions, &new.restrictions, now)?;
+        if new.permissions.widens(Permissions::READ_ONLY) && !actor.stepped_up(now) {
+            return Err(ServiceError::StepUpRequired("creating a key that can trade or withdraw".into()));
+        }
+        let live = self.inner.store.list_keys(Some(account.id)).await?.iter().filter(|k| k.status != KeyStatus::Revoked).count();
+        if live >= MAX_KEYS_PER_ACCOUNT {
+            return Err(ServiceError::Invalid(format!(
+                "account {} already has {MAX_KEYS_PER_ACCOUNT} keys; revoke unused ones first",
+                account.name
+            )));
+        }
+        let (material, secret) = match &new.material {
+            NewKeyMaterial::Hmac => {
+                let secret = HmacSecret::generate(&mut OsEntropy)?;
+                (KeyMaterial::Hmac(secret.clone()), Some(secret))
+            }
+            NewKeyMaterial::Ed25519(text) => {
+                (KeyMaterial::Public(PublicKey::parse_ed25519(text).map_err(|e| ServiceError::Invalid(e.to_string()))?), None)
+            }
+            NewKeyMaterial::Rsa(text) => {
+                (KeyMaterial::Public(PublicKey::parse_rsa(text).map_err(|e| ServiceError::Invalid(e.to_string()))?), None)
+            }
+        };
+        let record = KeyRecord {
+            id: ApiKeyId::generate(&mut OsEntropy)?,
+            account_id: account.id,
+            label: new.label.clone(),
+            material,
+            permissions: new.permissions,
+            restrictions: new.restrictions.clone(),
+            status: KeyStatus::Active,
+            created_at: now,
+            created_by: actor.kind().into(),
+            updated_at: now,
+            updated_by: actor.kind().into(),
+            last_used_at: None,
+            last_used_ip: None,
+            use_count: 0,
+        };
+        let audit = self.audit(
+            actor,
+            "key.create",
+            &record,
+            serde_json::json!({
+                "label": record.label,
+                "type": record.material.key_type(),
+                "permissions": record.permissions,
+                "restrictions": record.restrictions,
+            }),
+        );
+        self.inner.store.insert_key(&record, audit).await?;
+        self.inner.cache.upsert(&record)?;
+        Ok(CreatedKey { key: KeyView::new(&record, &account.name), secret })
+    }
+
+    async fn key_record(&self, actor: &Actor, id: &str) -> ServiceResult<KeyRecord> {
+        let not_found = || ServiceError::NotFound(format!("key {id}"));
+        let id = ApiKeyId::parse(id).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let rec = self.inner.store.get_key(&id).await?.ok_or_else(not_found)?;
+        if let Actor::Owner { account_id, .. } = actor
+            && *account_id != rec.account_id
+        {
+            return Err(not_found());
+        }
+        Ok(rec)
+    }
+
+    /// One key.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] when missing or not `actor`'s.
+    pub async fn key(&self, actor: &Actor, id: &str) -> ServiceResult<KeyView> {
+        let rec = self.key_record(actor, id).await?;
+        Ok(KeyView::new(&rec, &self.account_name(rec.account_id).await?))
+    }
+
+    /// Keys of one account (by name), or of every account for operators when `account` is None.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for an unknown or foreign account.
+    pub async fn list_keys(&self, actor: &Actor, account: Option<&str>) -> ServiceResult<Vec<KeyView>> {
+        let filter = match (actor, account) {
+            (_, Some(name)) => Some(self.account_record(actor, name).await?.id),
+            (Actor::Owner { account_id, .. }, None) => Some(*account_id),
+            (_, None) => None,
+        };
+        let accounts = self.inner.store.list_accounts().await?;
+        let name_of = |id| accounts.iter().find(|a| a.id == id).map_or_else(|| format!("#{id}"), |a| a.name.clone());
+        Ok(self.inner.store.list_keys(filter).await?.iter().map(|k| KeyView::new(k, &name_of(k.account_id))).collect())
+    }
+
+    /// Changes a key.
+    ///
+    /// # Errors
+    /// [`ServiceError::StepUpRequired`] when an owner widens the key without step-up;
+    /// [`ServiceError::Invalid`] for a revoked key, bad values or a rule violation.
+    pub async fn edit_key(&self, actor: &Actor, id: &str, edit: KeyEdit) -> ServiceResult<KeyView> {
+        let before = self.key_record(actor, id).await?;
+        if before.status == KeyStatus::Revoked {
+            return Err(ServiceError::Invalid(format!("key {id} is revoked; revoked keys cannot be changed")));
+        }
+        let now = self.now_ms();
+        let mut after = before.clone();
+        if let Some(label) = edit.label {
+            check_label(&label)?;
+            after.label = label;
+        }
+        if let Some(p) = edit.permissions {
+            after.permissions = p;
+        }
+        let r = &mut after.restrictions;
+        if let Some(v) = edit.ip_allowlist {
+            r.ip_allowlist = v;
+        }
+        if let Some(v) = edit.expires_at {
+            r.expires_at = v;
+        }
+        if let Some(v) = edit.symbols {
+            r.symbols = v;
+        }
+        if let Some(v) = edit.withdraw_addresses {
+            r.withdraw_addresses = v;
+        }
+        if let Some(v) = edit.withdraw_limit_24h {
+            r.withdraw_limit_24h = v;
+        }
+        match edit.status {
+            None => {}
+            Some(s @ (KeyStatus::Active | KeyStatus::Disabled)) => after.status = s,
+            Some(other) => {
+                return Err(ServiceError::Invalid(format!("a key cannot be set to {}; use revoke", other.as_str())));
+            }
+        }
+        check_key_rules(after.permissions, &after.restrictions, now)?;
+        let re_enabled = before.status != KeyStatus::Active && after.status == KeyStatus::Active;
+        let widened =
+            after.permissions.widens(before.permissions) || after.restrictions.widens(&before.restrictions) || re_enabled;
+        if widened && !actor.stepped_up(now) {
+            return Err(ServiceError::StepUpRequired("widening a key's permissions or restrictions".into()));
+        }
+        after.updated_at = now;
+        after.updated_by = actor.kind().into();
+        let audit = self.audit(
+            actor,
+            "key.edit",
+            &after,
+            serde_json::json!({
+                "widened": widened,
+                "before": { "label": before.label, "permissions": before.permissions, "restrictions": before.restrictions, "status": before.status },
+                "after": { "label": after.label, "permissions": after.permissions, "restrictions": after.restrictions, "status": after.status },
+            }),
+        );
+        self.inner.store.update_key(&after, audit).await?;
+        self.inner.cache.upsert(&after)?;
+        Ok(KeyView::new(&after, &self.account_name(after.account_id).await?))
+    }
+
+    /// Revokes a key: the next request signed with it fails. Never needs a step-up.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] when missing or not `actor`'s.
+    pub async fn revoke_key(&self, actor: &Actor, id: &str) -> ServiceResult<KeyView> {
+        let mut rec = self.key_record(actor, id).await?;
+        if rec.status != KeyStatus::Revoked {
+            rec.status = KeyStatus::Revoked;
+            rec.updated_at = self.now_ms();
+            rec.updated_by = actor.kind().into();
+            let audit = self.audit(actor, "key.revoke", &rec, serde_json::json!({ "label": rec.label }));
+            self.inner.store.update_key(&rec, audit).await?;
+            self.inner.cache.upsert(&rec)?;
+        }
+        Ok(KeyView::new(&rec, &self.account_name(rec.account_id).await?))
+    }
+
+    /// Revokes every key of an account; an owner needs a step-up (DESIGN.md section 3).
+    ///
+    /// # Errors
+    /// [`ServiceError::StepUpRequired`], [`ServiceError::NotFound`].
+    pub async fn revoke_all_keys(&self, actor: &Actor, account: &str) -> ServiceResult<usize> {
+        let acc = self.account_record(actor, account).await?;
+        if !actor.stepped_up(self.now_ms()) {
+            return Err(ServiceError::StepUpRequired("revoking all keys".into()));
+        }
+        let mut n = 0;
+        for k in self.inner.store.list_keys(Some(acc.id)).await? {
+            if k.status != KeyStatus::Revoked {
+                self.revoke_key(actor, k.id.as_str()).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Counts one verified request for usage bookkeeping (in memory; see [`Service::flush`]).
+    pub fn record_use(&self, key: &ApiKeyId, ip: &str) {
+        self.inner.usage.record(key, self.now_ms(), ip);
+    }
+
+    /// Counts one denied request for the aggregated audit record.
+    pub fn record_denial(&self, rejection: &keygate_auth::Rejection, ip: &str) {
+        self.inner.denials.record(rejection, self.now_ms(), ip);
+    }
+
+    /// Writes pending usage counters and closed denial aggregates to the store (`all`: also the
+    /// current minute's, at shutdown).
+    ///
+    /// # Errors
+    /// Storage errors; pending usage is kept for the next flush.
+    pub async fn flush(&self, all: bool) -> ServiceResult<()> {
+        let deltas = self.inner.usage.drain();
+        if !deltas.is_empty()
+            && let Err(e) = self.inner.store.record_usage(&deltas).await
+        {
+            self.inner.usage.restore(deltas);
+            return Err(e.into());
+        }
+        for draft in self.inner.denials.drain(self.now_ms(), all) {
+            self.inner.store.append_audit(draft).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Password hashing with argon2id.
+
+use crate::ServiceError;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
+
+/// argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for PasswordParams {
+    /// OWASP's recommended minimum for argon2id: 19 MiB, 2 iterations, 1 lane.
+    fn default() -> Self {
+        Self { m_cost: 19 * 1024, t_cost: 2, p_cost: 1 }
+    }
+}
+
+impl PasswordParams {
+    /// Deliberately cheap parameters for tests, so suites stay fast on two cores. Never for
+    /// production: the hash string records its parameters, so such hashes stay weak.
+    #[must_use]
+    pub const fn insecure_for_tests() -> Self {
+        Self { m_cost: 256, t_cost: 1, p_cost: 1 }
+    }
+
+    fn argon2(self) -> Result<Argon2<'static>, ServiceError> {
+        let params = Params::new(self.m_cost, self.t_cost, self.p_cost, None)
+            .map_err(|e| ServiceError::Internal(format!("argon2 parameters: {e}")))?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+/// Checks a new password against the minimum rules.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] saying what is wrong.
+pub fn check_strength(password: &str) -> Result<(), ServiceError> {
+    if password.chars().count() < 10 {
+        return Err(ServiceError::Invalid("the password must have at least 10 characters".into()));
+    }
+    if password.len() > 1024 {
+        return Err(ServiceError::Invalid("the password must have at most 1024 bytes".into()));
+    }
+    Ok(())
+}
+
+/// Hashes `password` into a PHC string.
+///
+/// # Errors
+/// [`ServiceError::Internal`] if randomness or hashing fails.
+pub fn hash(params: PasswordParams, password: &str) -> Result<String, ServiceError> {
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).map_err(|e| ServiceError::Internal(format!("no system randomness: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| ServiceError::Internal(format!("salt: {e}")))?;
+    let pw = Zeroizing::new(password.as_bytes().to_vec());
+    params
+        .argon2()?
+        .hash_password(&pw, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ServiceError::Internal(format!("argon2: {e}")))
+}
+
+/// True if and only if `password` matches the PHC string `stored` (constant-time comparison
+/// inside argon2).
+#[must_use]
+pub fn verify(stored: &str, password: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_and_verify_only_the_right_password() {
+        let h = hash(PasswordParams::insecure_for_tests(), "correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify(&h, "correct horse battery"));
+        assert!(!verify(&h, "correct horse batterx"));
+        assert!(!verify("not a hash", "x"));
+    }
+}

@@ -1,0 +1,132 @@
+//! Usage counters and denial aggregates, kept in memory and flushed off the hot path.
+
+use keygate_auth::{AccountId, ApiKeyId, Rejection};
+use keygate_proto::UnixMillis;
+use keygate_store::{AuditDraft, UsageDelta};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+/// Per-key request counts since the last flush.
+#[derive(Debug, Default)]
+pub struct UsageTracker {
+    pending: Mutex<HashMap<ApiKeyId, UsageDelta>>,
+}
+
+impl UsageTracker {
+    /// Counts one verified request.
+    pub fn record(&self, key: &ApiKeyId, at: UnixMillis, ip: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get_mut(key) {
+            Some(d) => {
+                d.count += 1;
+                if at >= d.last_used_at {
+                    d.last_used_at = at;
+                    if d.last_used_ip != ip {
+                        ip.clone_into(&mut d.last_used_ip);
+                    }
+                }
+            }
+            None => {
+                map.insert(key.clone(), UsageDelta { key_id: key.clone(), count: 1, last_used_at: at, last_used_ip: ip.to_owned() });
+            }
+        }
+    }
+
+    /// Takes everything counted so far.
+    pub fn drain(&self) -> Vec<UsageDelta> {
+        let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        map.drain().map(|(_, d)| d).collect()
+    }
+
+    /// Puts back deltas whose flush failed, so no count is lost.
+    pub fn restore(&self, deltas: Vec<UsageDelta>) {
+        for d in deltas {
+            let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let e = map.entry(d.key_id.clone()).or_insert_with(|| UsageDelta { count: 0, ..d.clone() });
+            e.count += d.count;
+            if d.last_used_at > e.last_used_at {
+                e.last_used_at = d.last_used_at;
+                e.last_used_ip = d.last_used_ip;
+            }
+        }
+    }
+}
+
+/// Most distinct (key, reason, minute) groups held between flushes; beyond it denials are only
+/// counted, so a flood of made-up key ids cannot exhaust memory.
+const MAX_GROUPS: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DenialGroup {
+    key: Option<ApiKeyId>,
+    account: Option<AccountId>,
+    reason: &'static str,
+    minute: UnixMillis,
+}
+
+#[derive(Debug, Default)]
+struct DenialState {
+    groups: HashMap<DenialGroup, (u64, String)>,
+    overflow: u64,
+}
+
+/// Denied requests, aggregated per key, reason and minute for the audit log.
+#[derive(Debug, Default)]
+pub struct DenialAggregator {
+    state: Mutex<DenialState>,
+}
+
+impl DenialAggregator {
+    /// Counts one denial.
+    pub fn record(&self, rejection: &Rejection, at: UnixMillis, ip: &str) {
+        let group = DenialGroup {
+            key: rejection.key.as_ref().map(|k| k.id.clone()),
+            account: rejection.key.as_ref().map(|k| k.account_id),
+            reason: rejection.denial.reason(),
+            minute: at.minute_start(),
+        };
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = st.groups.get_mut(&group) {
+            entry.0 += 1;
+            ip.clone_into(&mut entry.1);
+        } else if st.groups.len() < MAX_GROUPS {
+            st.groups.insert(group, (1, ip.to_owned()));
+        } else {
+            st.overflow += 1;
+        }
+    }
+
+    /// Audit drafts for every group whose minute has ended by `now` (all groups when `all`).
+    pub fn drain(&self, now: UnixMillis, all: bool) -> Vec<AuditDraft> {
+        let current = now.minute_start();
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let closed: Vec<DenialGroup> = st.groups.keys().filter(|g| all || g.minute < current).cloned().collect();
+        let mut out = Vec::with_capacity(closed.len() + 1);
+        for g in closed {
+            if let Some((count, ip)) = st.groups.remove(&g) {
+                out.push(AuditDraft {
+                    at: now,
+                    actor: "api".into(),
+                    action: "api.denied".into(),
+                    target: g.key.as_ref().map_or_else(|| "unknown-key".to_owned(), ToString::to_string),
+                    account_id: g.account,
+                    source: Some(ip),
+                    details: serde_json::json!({ "reason": g.reason, "count": count, "minute": g.minute.0 }),
+                });
+            }
+        }
+        if st.overflow > 0 && (all || st.groups.is_empty()) {
+            out.push(AuditDraft {
+                at: now,
+                actor: "api".into(),
+                action: "api.denied".into(),
+                target: "overflow".into(),
+                account_id: None,
+                source: None,
+                details: serde_json::json!({ "reason": "MANY_DISTINCT_DENIALS", "count": st.overflow }),
+            });
+            st.overflow = 0;
+        }
+        out
+    }
+}

@@ -1,0 +1,152 @@
+//! The records the store keeps, as the service layer sees them.
+
+use keygate_auth::{AccountId, ApiKeyId, HmacSecret, KeyStatus, KeyType, Permissions, PublicKey, Restrictions};
+use keygate_proto::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+/// Whether an account may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    /// Usable.
+    Active,
+    /// Locked by an operator.
+    Disabled,
+}
+
+impl AccountStatus {
+    /// Lower-case name, as stored.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// An account to create.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Unique login name.
+    pub name: String,
+    /// argon2id PHC string; never the password.
+    pub password_hash: String,
+    /// Creation time.
+    pub created_at: UnixMillis,
+}
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Store-assigned id.
+    pub id: AccountId,
+    /// Unique login name.
+    pub name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Usable or locked.
+    pub status: AccountStatus,
+    /// Creation time.
+    pub created_at: UnixMillis,
+}
+
+/// The signing material of a key: the HMAC secret (encrypted at rest by the store) or the
+/// registered public key (the server keeps no secret at all).
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// Server-generated shared secret.
+    Hmac(HmacSecret),
+    /// User-registered Ed25519 or RSA public key.
+    Public(PublicKey),
+}
+
+impl KeyMaterial {
+    /// The key type this material belongs to.
+    #[must_use]
+    pub fn key_type(&self) -> KeyType {
+        match self {
+            Self::Hmac(_) => KeyType::Hmac,
+            Self::Public(p) => p.key_type(),
+        }
+    }
+}
+
+/// A stored API key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// The public key id.
+    pub id: ApiKeyId,
+    /// The owning account.
+    pub account_id: AccountId,
+    /// The owner's name for it.
+    pub label: String,
+    /// Secret or public key.
+    pub material: KeyMaterial,
+    /// What it may do.
+    pub permissions: Permissions,
+    /// Where and how it may be used.
+    pub restrictions: Restrictions,
+    /// Lifecycle state.
+    pub status: KeyStatus,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Who created it: `owner`, `operator` or `system` (DESIGN.md: operator and system actions are
+    /// marked on the key).
+    pub created_by: String,
+    /// Last change time.
+    pub updated_at: UnixMillis,
+    /// Who made the last change.
+    pub updated_by: String,
+    /// When a request last verified with it.
+    pub last_used_at: Option<UnixMillis>,
+    /// From where.
+    pub last_used_ip: Option<String>,
+    /// How many requests verified with it.
+    pub use_count: u64,
+}
+
+/// Usage to add to a key, batched off the hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageDelta {
+    /// The key.
+    pub key_id: ApiKeyId,
+    /// Requests since the last flush.
+    pub count: u64,
+    /// Time of the latest of them.
+    pub last_used_at: UnixMillis,
+    /// Address of the latest of them.
+    pub last_used_ip: String,
+}
+
+/// An audit event before the store numbers and chains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDraft {
+    /// When it happened.
+    pub at: UnixMillis,
+    /// Who: `owner:alice`, `operator:cli`, `system:expiry`, `api:kg_…`.
+    pub actor: String,
+    /// What, as `noun.verb`: `key.create`, `key.revoke`, `account.create`, `api.denied`.
+    pub action: String,
+    /// What it was done to: a key id, `account:NAME`.
+    pub target: String,
+    /// The account concerned, for per-account audit views.
+    pub account_id: Option<AccountId>,
+    /// Network source, when there is one (`127.0.0.1`, `unix-socket`).
+    pub source: Option<String>,
+    /// Action-specific details; never a secret.
+    pub details: serde_json::Value,
+}
+
+/// An audit record as stored: numbered and hash-chained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// The event.
+    pub draft: AuditDraft,
+    /// Hash of the previous record (all zeros for the first).
+    pub prev_hash: [u8; 32],
+    /// Hash of this record, see [`crate::audit::chain_hash`].
+    pub hash: [u8; 32],
+}
