@@ -120,7 +120,8 @@ impl PublicKey {
     pub fn from_stored(key_type: KeyType, pem: &str) -> Result<Self, PublicKeyError> {
         match key_type {
             KeyType::Ed25519 => Self::parse_ed25519(pem),
-            KeyType::Rsa | KeyType::Hmac => Self::parse_rsa(pem),
+            KeyType::Rsa => Self::parse_rsa(pem),
+            KeyType::Hmac => Err(PublicKeyError::RsaUnreadable),
         }
     }
 

@@ -246,8 +246,8 @@ impl SignedPayload<'_> {
     #[must_use]
     pub fn contiguous(&self) -> Cow<'_, [u8]> {
         match self {
-            Self::Two(a, b) if b.is_empty() => Cow::Borrowed(a),
-            Self::Two(a, b) if a.is_empty() => Cow::Borrowed(b),
+            Self::Two(a, []) => Cow::Borrowed(a),
+            Self::Two([], b) => Cow::Borrowed(b),
             Self::Two(a, b) => Cow::Owned([*a, *b].concat()),
             Self::Owned(v) => Cow::Borrowed(v),
         }

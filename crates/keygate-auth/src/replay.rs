@@ -8,6 +8,7 @@
 //! floods past.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
 use std::sync::Mutex;
 
 const SHARDS: usize = 16;
@@ -28,6 +29,9 @@ pub enum ReplayOutcome {
 pub struct ReplayGuard {
     shards: Vec<Mutex<HashMap<[u8; 16], u64>>>,
     per_shard: usize,
+    /// Picks a signature's shard with a per-process secret, so a key holder cannot grind
+    /// signatures into one shard and fill it for everyone else.
+    shard_of: RandomState,
 }
 
 impl ReplayGuard {
@@ -35,7 +39,7 @@ impl ReplayGuard {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), per_shard }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), per_shard, shard_of: RandomState::new() }
     }
 
     /// Records `signature` (its decoded bytes) as used until `expires_us`, judged at `now_us`.
@@ -46,7 +50,7 @@ impl ReplayGuard {
         let mut id = [0u8; 16];
         let n = signature.len().min(16);
         id[..n].copy_from_slice(&signature[..n]);
-        let shard = usize::from(id[0]) % SHARDS;
+        let shard = (self.shard_of.hash_one(id) % SHARDS as u64) as usize;
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
         let mut map = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(&id) {
@@ -91,12 +95,20 @@ mod tests {
     #[test]
     fn a_full_guard_refuses_instead_of_evicting_then_recovers_after_expiry() {
         let g = ReplayGuard::new(16);
-        // Every id lands in shard 0 (first byte 0), whose capacity is 1.
-        let sig = |i: u8| {
+        // Capacity 1 per shard: find two signatures that land in the same shard.
+        let shard = |s: &[u8; 32]| {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&s[..16]);
+            g.shard_of.hash_one(id) % SHARDS as u64
+        };
+        let mk = |i: u8| {
             let mut s = [0u8; 32];
             s[1] = i;
             s
         };
+        let first = mk(1);
+        let second = (2..=255).map(mk).find(|s| shard(s) == shard(&first)).unwrap();
+        let sig = |i: u8| if i == 1 { first } else { second };
         assert_eq!(g.check_and_record(&sig(1), 100, 0), ReplayOutcome::Fresh);
         assert_eq!(g.check_and_record(&sig(2), 100, 0), ReplayOutcome::Full);
         assert_eq!(g.check_and_record(&sig(1), 100, 50), ReplayOutcome::Reused);

@@ -12,6 +12,12 @@ pub const MAX_SYMBOLS: usize = 200;
 /// Most withdrawal addresses one key may carry.
 pub const MAX_WITHDRAW_ADDRESSES: usize = 50;
 
+/// Shortest IPv4 prefix an allowlist entry may have: anything wider is not a restriction, and a
+/// `0.0.0.0/0` entry would satisfy "withdraw needs an IP allowlist" while allowing every address.
+pub const MIN_V4_PREFIX: u8 = 8;
+/// Shortest IPv6 prefix an allowlist entry may have.
+pub const MIN_V6_PREFIX: u8 = 16;
+
 /// Why a restriction was refused; the message is meant for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestrictionError {
@@ -25,6 +31,14 @@ pub enum RestrictionError {
         given: String,
         /// The network it probably meant.
         suggested: String,
+    },
+    /// A range so wide it restricts nothing.
+    #[error("{given:?} is too broad to restrict anything; entries must be /{shortest} or narrower")]
+    TooBroad {
+        /// What was typed.
+        given: String,
+        /// The shortest prefix allowed for its family.
+        shortest: u8,
     },
     /// Too many entries of one kind.
     #[error("too many {what} (at most {max})")]
@@ -123,6 +137,10 @@ fn parse_net(raw: &str) -> Result<IpNet, RestrictionError> {
         }
         (a, _) => (a, prefix.unwrap_or(if a.is_ipv4() { 32 } else { 128 })),
     };
+    let shortest = if addr.is_ipv4() { MIN_V4_PREFIX } else { MIN_V6_PREFIX };
+    if prefix < shortest {
+        return Err(RestrictionError::TooBroad { given: raw.to_owned(), shortest });
+    }
     let net = IpNet::new(addr, prefix).map_err(|_| bad())?;
     if net.network() != addr {
         return Err(RestrictionError::HostBitsSet { given: raw.to_owned(), suggested: net.trunc().to_string() });
@@ -232,6 +250,10 @@ mod tests {
         assert!(matches!(IpAllowlist::parse(&["10.0.0.0/33"]), Err(RestrictionError::BadCidr(_))));
         assert!(matches!(IpAllowlist::parse(&["10.0.0.0/"]), Err(RestrictionError::BadCidr(_))));
         assert!(matches!(IpAllowlist::parse(&["::ffff:1.2.3.4/64"]), Err(RestrictionError::BadCidr(_))));
+        assert!(matches!(IpAllowlist::parse(&["0.0.0.0/0"]), Err(RestrictionError::TooBroad { .. })));
+        assert!(matches!(IpAllowlist::parse(&["::/0"]), Err(RestrictionError::TooBroad { .. })));
+        assert!(matches!(IpAllowlist::parse(&["::ffff:0.0.0.0/96"]), Err(RestrictionError::TooBroad { .. })));
+        assert!(IpAllowlist::parse(&["10.0.0.0/8", "2001::/16"]).is_ok());
         let e = IpAllowlist::parse(&["203.0.113.5/24"]).unwrap_err();
         assert_eq!(e.to_string(), "\"203.0.113.5/24\" has host bits set; did you mean 203.0.113.0/24?");
     }

@@ -280,7 +280,8 @@ impl VerifiedRequest {
     }
 }
 
-/// Parses `timestamp`: milliseconds, or microseconds when it has 16 digits.
+/// Parses `timestamp`: milliseconds, or microseconds when it has 15 or more digits (a
+/// millisecond value that large would be thousands of years ahead).
 fn parse_timestamp(v: &str) -> Option<UnixMicros> {
     if v.is_empty() || v.len() > 16 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
