@@ -1,1 +1,36 @@
-//! placeholder
+//! The HTTP layer: Binance-shaped routes, the signed-request extractor, health checks, and the
+//! admin channel. Thin by design: every decision about keys lives in `keygate-service`, every
+//! rule about requests in `keygate-auth`; this crate moves bytes between them and the wire.
+
+pub mod admin;
+pub mod client_ip;
+mod error;
+pub mod extract;
+pub mod request_id;
+mod routes;
+pub mod serve;
+
+pub use error::ApiError;
+pub use serve::{ServerConfig, ServerHandle};
+
+use axum::Router;
+use keygate_auth::Verifier;
+use keygate_service::Service;
+use std::sync::Arc;
+
+/// Shared state of every request handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Keys, accounts, audit.
+    pub service: Service,
+    /// The request verifier (limits and replay guard).
+    pub verifier: Arc<Verifier>,
+    /// Networks whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+}
+
+/// The router with every route and layer, separate from binding a socket so tests can drive it
+/// with `oneshot`.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}

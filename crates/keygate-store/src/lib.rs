@@ -29,7 +29,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything keygate persists, behind one object-safe trait so backends are values.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Creates an account; [`StoreError::Conflict`] if the name is taken.
+    /// Creates an account; [`StoreError::Conflict`] if the name is taken. The audit record gets
+    /// the new account id when `audit.account_id` is `None`, so the owner sees their account's
+    /// creation in their own audit view.
     async fn create_account(&self, new: NewAccount, audit: AuditDraft) -> StoreResult<AccountRecord>;
 
     /// The account with `name`, if any.

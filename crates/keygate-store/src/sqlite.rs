@@ -1,1 +1,602 @@
-//! SQLite backend (being written).
+//! The SQLite backend: one database file, WAL journal, one writer.
+//!
+//! Every mutation runs in a `BEGIN IMMEDIATE` transaction on a pool of exactly one connection, so
+//! writes (and with them audit appends) are serialised in this process and the audit record and
+//! the change it describes commit together or not at all. Reads go through a separate read-only
+//! pool, which WAL lets run beside the writer without blocking it.
+//!
+//! HMAC secrets are sealed with the store's [`SecretCipher`] before they reach SQL and opened after
+//! they leave it; the database holds only ciphertext and the id of the master key that sealed it.
+
+use crate::audit::chain_hash;
+use crate::crypto::{Sealed, SecretCipher, secret_aad};
+use crate::records::{AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta};
+use crate::{Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use keygate_auth::{AccountId, ApiKeyId, HmacSecret, KeyStatus, KeyType, Permissions, PublicKey, Restrictions};
+use keygate_proto::UnixMillis;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row as _, Sqlite};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// How hard a commit works to reach the disk (DESIGN.md section 5, "Durable").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `synchronous=NORMAL`: a committed transaction survives the process being killed; the
+    /// last commits may be lost on power failure. The default.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is synced to disk, so it also survives power loss.
+    Full,
+}
+
+/// How long a connection waits for a lock held by another connection before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections of the read pool.
+const READERS: u32 = 4;
+
+/// The columns of `api_keys`, in the order [`SqliteStore::key_from_row`] reads them by name.
+const KEY_COLUMNS: &str = "id, account_id, label, key_type, public_key_pem, secret_ciphertext, secret_master_key_id, \
+     permissions, restrictions, status, created_at, created_by, updated_at, updated_by, last_used_at, last_used_ip, use_count";
+const ACCOUNT_COLUMNS: &str = "id, name, password_hash, status, created_at";
+const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, account_id, source, details, prev_hash, hash";
+
+/// A [`Store`] on one SQLite database file.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// Exactly one connection: every mutation, in a transaction.
+    writer: SqlitePool,
+    /// Read-only connections for queries.
+    reader: SqlitePool,
+    cipher: Arc<SecretCipher>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The cipher holds the master key: name it by its public id only.
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("master_key_id", &self.cipher.current_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` and brings its schema up to date.
+    ///
+    /// The parent directory must exist. The file is opened in WAL mode with foreign keys
+    /// enforced and a 5 s busy timeout; `sync` chooses between `synchronous=NORMAL` and `FULL`.
+    ///
+    /// # Errors
+    /// [`StoreError::Setup`] naming the file when it cannot be opened or migrated.
+    pub async fn open(path: &Path, cipher: Arc<SecretCipher>, sync: SyncMode) -> StoreResult<Self> {
+        let setup = |e: &dyn fmt::Display| StoreError::Setup(format!("cannot open database {}: {e}", path.display()));
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match sync {
+                SyncMode::Normal => SqliteSynchronous::Normal,
+                SyncMode::Full => SqliteSynchronous::Full,
+            })
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| setup(&e))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Setup(format!("cannot migrate database {}: {e}", path.display())))?;
+        // Opened only now: the file exists and is in WAL mode, which a read-only connection
+        // cannot arrange by itself.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.create_if_missing(false).read_only(true))
+            .await
+            .map_err(|e| setup(&e))?;
+        Ok(Self { path: path.to_owned(), writer, reader, cipher })
+    }
+
+    /// Closes every connection, waiting for them to finish; the last one checkpoints the WAL
+    /// into the database file. Later calls on this store fail.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+        // IMMEDIATE takes the write lock up front, so a transaction that reads the chain head and
+        // then writes can never fail half-way with SQLITE_BUSY when another process holds the
+        // file (it waits up to the busy timeout instead).
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    fn key_from_row(&self, row: &SqliteRow) -> StoreResult<KeyRecord> {
+        let raw_id: String = col(row, "id", "api key row")?;
+        let id = ApiKeyId::parse(&raw_id).map_err(|e| corrupt_key(&raw_id, &e))?;
+        let what = raw_id.as_str();
+        let account_id = AccountId(col(row, "account_id", what)?);
+        let key_type = match col::<String>(row, "key_type", what)?.as_str() {
+            "hmac" => KeyType::Hmac,
+            "ed25519" => KeyType::Ed25519,
+            "rsa" => KeyType::Rsa,
+            other => return Err(corrupt_key(what, &format_args!("unknown key type {other:?}"))),
+        };
+        let material = match key_type {
+            KeyType::Hmac => {
+                let bytes: Option<Vec<u8>> = col(row, "secret_ciphertext", what)?;
+                let master_key_id: Option<String> = col(row, "secret_master_key_id", what)?;
+                let (Some(bytes), Some(master_key_id)) = (bytes, master_key_id) else {
+                    return Err(corrupt_key(what, &"HMAC key without a sealed secret"));
+                };
+                let plain = self.cipher.open(&Sealed { master_key_id, bytes }, &secret_aad(what, account_id.0))?;
+                let text = std::str::from_utf8(&plain).map_err(|_| corrupt_key(what, &"sealed secret is not text"))?;
+                // The copy lives in a zeroizing wrapper until HmacSecret (zeroized on drop) takes
+                // over its allocation; a rejected text is zeroized by HmacSecret's own drop.
+                let mut text = Zeroizing::new(text.to_owned());
+                let secret = HmacSecret::parse(std::mem::take(&mut *text)).map_err(|e| corrupt_key(what, &e))?;
+                KeyMaterial::Hmac(secret)
+            }
+            KeyType::Ed25519 | KeyType::Rsa => {
+                let pem: Option<String> = col(row, "public_key_pem", what)?;
+                let pem = pem.ok_or_else(|| corrupt_key(what, &"public key missing"))?;
+                let key = PublicKey::from_stored(key_type, &pem).map_err(|e| corrupt_key(what, &e))?;
+                KeyMaterial::Public(key)
+            }
+        };
+        let permissions =
+            Permissions::parse_list(&col::<String>(row, "permissions", what)?).map_err(|e| corrupt_key(what, &e))?;
+        let restrictions: Restrictions =
+            serde_json::from_str(&col::<String>(row, "restrictions", what)?).map_err(|e| corrupt_key(what, &e))?;
+        let status = key_status(&col::<String>(row, "status", what)?).ok_or_else(|| corrupt_key(what, &"unknown status"))?;
+        let last_used_at = col::<Option<i64>>(row, "last_used_at", what)?.map(|t| from_db_time(t, what)).transpose()?;
+        let use_count = col::<i64>(row, "use_count", what)?;
+        let use_count = u64::try_from(use_count).map_err(|_| corrupt_key(what, &format_args!("use count {use_count}")))?;
+        Ok(KeyRecord {
+            id,
+            account_id,
+            label: col(row, "label", what)?,
+            material,
+            permissions,
+            restrictions,
+            status,
+            created_at: from_db_time(col(row, "created_at", what)?, what)?,
+            created_by: col(row, "created_by", what)?,
+            updated_at: from_db_time(col(row, "updated_at", what)?, what)?,
+            updated_by: col(row, "updated_by", what)?,
+            last_used_at,
+            last_used_ip: col(row, "last_used_ip", what)?,
+            use_count,
+        })
+    }
+}
+
+/// Reads column `name`, reporting a missing column or wrong type as corruption of `what`.
+fn col<'r, T>(row: &'r SqliteRow, name: &str, what: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(name).map_err(|e| StoreError::Corrupt(format!("{what}: column {name}: {e}")))
+}
+
+fn corrupt_key(id: &str, why: &dyn fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("API key {id}: {why}"))
+}
+
+fn to_db_time(t: UnixMillis, what: &str) -> StoreResult<i64> {
+    i64::try_from(t.0).map_err(|_| StoreError::Corrupt(format!("{what}: time {} ms is beyond the storable range", t.0)))
+}
+
+fn from_db_time(t: i64, what: &str) -> StoreResult<UnixMillis> {
+    u64::try_from(t).map(UnixMillis).map_err(|_| StoreError::Corrupt(format!("{what}: stored time {t} is negative")))
+}
+
+fn key_status(s: &str) -> Option<KeyStatus> {
+    Some(match s {
+        "active" => KeyStatus::Active,
+        "disabled" => KeyStatus::Disabled,
+        "revoked" => KeyStatus::Revoked,
+        "expired" => KeyStatus::Expired,
+        _ => return None,
+    })
+}
+
+fn account_from_row(row: &SqliteRow) -> StoreResult<AccountRecord> {
+    let id: i64 = col(row, "id", "account row")?;
+    let what = format!("account {id}");
+    let status = match col::<String>(row, "status", &what)?.as_str() {
+        "active" => AccountStatus::Active,
+        "disabled" => AccountStatus::Disabled,
+        other => return Err(StoreError::Corrupt(format!("{what}: unknown status {other:?}"))),
+    };
+    Ok(AccountRecord {
+        id: AccountId(id),
+        name: col(row, "name", &what)?,
+        password_hash: col(row, "password_hash", &what)?,
+        status,
+        created_at: from_db_time(col(row, "created_at", &what)?, &what)?,
+    })
+}
+
+fn hash32(bytes: Vec<u8>, what: &str) -> StoreResult<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes).map_err(|b| StoreError::Corrupt(format!("{what}: hash of {} bytes, not 32", b.len())))
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
+    let seq: i64 = col(row, "seq", "audit row")?;
+    let what = format!("audit record {seq}");
+    let details: String = col(row, "details", &what)?;
+    let details = serde_json::from_str(&details).map_err(|e| StoreError::Corrupt(format!("{what}: details: {e}")))?;
+    Ok(AuditRecord {
+        seq,
+        draft: AuditDraft {
+            at: from_db_time(col(row, "at", &what)?, &what)?,
+            actor: col(row, "actor", &what)?,
+            action: col(row, "action", &what)?,
+            target: col(row, "target", &what)?,
+            account_id: col::<Option<i64>>(row, "account_id", &what)?.map(AccountId),
+            source: col(row, "source", &what)?,
+            details,
+        },
+        prev_hash: hash32(col(row, "prev_hash", &what)?, &what)?,
+        hash: hash32(col(row, "hash", &what)?, &what)?,
+    })
+}
+
+/// Appends `draft` to the chain inside the caller's write transaction.
+async fn append(conn: &mut SqliteConnection, draft: AuditDraft) -> StoreResult<AuditRecord> {
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
+    let (prev_seq, prev_hash) = match last {
+        Some(row) => {
+            let seq: i64 = col(&row, "seq", "audit chain head")?;
+            (seq, hash32(col(&row, "hash", "audit chain head")?, "audit chain head")?)
+        }
+        None => (0, [0u8; 32]),
+    };
+    let seq = prev_seq + 1;
+    let hash = chain_hash(&prev_hash, seq, &draft);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, target, account_id, source, details, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(to_db_time(draft.at, "audit record")?)
+    .bind(&draft.actor)
+    .bind(&draft.action)
+    .bind(&draft.target)
+    .bind(draft.account_id.map(|a| a.0))
+    .bind(draft.source.as_deref())
+    .bind(draft.details.to_string())
+    .bind(prev_hash.as_slice())
+    .bind(hash.as_slice())
+    .execute(&mut *conn)
+    .await?;
+    Ok(AuditRecord { seq, draft, prev_hash, hash })
+}
+
+/// Maps the error of a statement whose only unique constraint is `what`'s own and whose only
+/// foreign key is `parent`, so the caller learns which value clashed.
+fn name_violation(e: sqlx::Error, what: &dyn fmt::Display, parent: &dyn fmt::Display) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(what.to_string()),
+        StoreError::NotFound(_) => StoreError::NotFound(parent.to_string()),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    /// Creates an account. When `audit.account_id` is `None` (the caller cannot know the id
+    /// yet), the audit record is attributed to the new account.
+    async fn create_account(&self, new: NewAccount, mut audit: AuditDraft) -> StoreResult<AccountRecord> {
+        let mut tx = self.begin().await?;
+        let created_at = to_db_time(new.created_at, "account")?;
+        let status = AccountStatus::Active;
+        let done = sqlx::query("INSERT INTO accounts (name, password_hash, status, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&new.name)
+            .bind(&new.password_hash)
+            .bind(status.as_str())
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| name_violation(e, &format_args!("account name {:?} is taken", new.name), &"account"))?;
+        let id = AccountId(done.last_insert_rowid());
+        audit.account_id.get_or_insert(id);
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(AccountRecord { id, name: new.name, password_hash: new.password_hash, status, created_at: new.created_at })
+    }
+
+    async fn account_by_name(&self, name: &str) -> StoreResult<Option<AccountRecord>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?");
+        let row = sqlx::query(&sql).bind(name).fetch_optional(&self.reader).await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn account_by_id(&self, id: AccountId) -> StoreResult<Option<AccountRecord>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?");
+        let row = sqlx::query(&sql).bind(id.0).fetch_optional(&self.reader).await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id");
+        sqlx::query(&sql).fetch_all(&self.reader).await?.iter().map(account_from_row).collect()
+    }
+
+    async fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE accounts SET password_hash = ?, status = ? WHERE id = ?")
+            .bind(&account.password_hash)
+            .bind(account.status.as_str())
+            .bind(account.id.0)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("account {}", account.id)));
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
+        let what = key.id.as_str();
+        let (pem, sealed) = match &key.material {
+            KeyMaterial::Hmac(secret) => {
+                let sealed = self.cipher.seal(secret.expose().as_bytes(), &secret_aad(what, key.account_id.0))?;
+                (None, Some(sealed))
+            }
+            KeyMaterial::Public(public) => (Some(public.pem()), None),
+        };
+        let restrictions = serde_json::to_string(&key.restrictions).map_err(|e| corrupt_key(what, &e))?;
+        let last_used_at = key.last_used_at.map(|t| to_db_time(t, what)).transpose()?;
+        let use_count = i64::try_from(key.use_count).map_err(|_| corrupt_key(what, &"use count beyond the storable range"))?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, label, key_type, public_key_pem, secret_ciphertext, \
+             secret_master_key_id, permissions, restrictions, status, created_at, created_by, updated_at, updated_by, \
+             last_used_at, last_used_ip, use_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(what)
+        .bind(key.account_id.0)
+        .bind(&key.label)
+        .bind(key.material.key_type().as_str())
+        .bind(pem)
+        .bind(sealed.as_ref().map(|s| s.bytes.as_slice()))
+        .bind(sealed.as_ref().map(|s| s.master_key_id.as_str()))
+        .bind(key.permissions.to_string())
+        .bind(restrictions)
+        .bind(key.status.as_str())
+        .bind(to_db_time(key.created_at, what)?)
+        .bind(&key.created_by)
+        .bind(to_db_time(key.updated_at, what)?)
+        .bind(&key.updated_by)
+        .bind(last_used_at)
+        .bind(key.last_used_ip.as_deref())
+        .bind(use_count)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| name_violation(e, &format_args!("API key {what}"), &format_args!("account {}", key.account_id)))?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_key(&self, id: &ApiKeyId) -> StoreResult<Option<KeyRecord>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?");
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.reader).await?;
+        row.map(|r| self.key_from_row(&r)).transpose()
+    }
+
+    async fn list_keys(&self, account: Option<AccountId>) -> StoreResult<Vec<KeyRecord>> {
+        // rowid breaks ties between keys created in the same millisecond: insertion order.
+        let rows = match account {
+            Some(a) => {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = ? ORDER BY created_at, rowid");
+                sqlx::query(&sql).bind(a.0).fetch_all(&self.reader).await?
+            }
+            None => {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, rowid");
+                sqlx::query(&sql).fetch_all(&self.reader).await?
+            }
+        };
+        rows.iter().map(|r| self.key_from_row(r)).collect()
+    }
+
+    async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
+        let what = key.id.as_str();
+        let restrictions = serde_json::to_string(&key.restrictions).map_err(|e| corrupt_key(what, &e))?;
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET label = ?, permissions = ?, restrictions = ?, status = ?, updated_at = ?, updated_by = ? \
+             WHERE id = ?",
+        )
+        .bind(&key.label)
+        .bind(key.permissions.to_string())
+        .bind(restrictions)
+        .bind(key.status.as_str())
+        .bind(to_db_time(key.updated_at, what)?)
+        .bind(&key.updated_by)
+        .bind(what)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("API key {what}")));
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for d in deltas {
+            let what = d.key_id.as_str();
+            // Counts saturate rather than overflow: SQLite would silently turn an overflowing
+            // integer into a float.
+            let count = i64::try_from(d.count).unwrap_or(i64::MAX);
+            sqlx::query(
+                "UPDATE api_keys SET \
+                   use_count = CASE WHEN use_count > 9223372036854775807 - ?1 THEN 9223372036854775807 \
+                                    ELSE use_count + ?1 END, \
+                   last_used_ip = CASE WHEN last_used_at IS NULL OR last_used_at <= ?2 THEN ?3 ELSE last_used_ip END, \
+                   last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at <= ?2 THEN ?2 ELSE last_used_at END \
+                 WHERE id = ?4",
+            )
+            .bind(count)
+            .bind(to_db_time(d.last_used_at, what)?)
+            .bind(&d.last_used_ip)
+            .bind(what)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, draft: AuditDraft) -> StoreResult<AuditRecord> {
+        let mut tx = self.begin().await?;
+        let record = append(&mut tx, draft).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn audit_records(&self, after: i64, limit: u32, account: Option<AccountId>) -> StoreResult<Vec<AuditRecord>> {
+        let rows = match account {
+            Some(a) => {
+                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+                sqlx::query(&sql).bind(a.0).bind(after).bind(i64::from(limit)).fetch_all(&self.reader).await?
+            }
+            None => {
+                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?");
+                sqlx::query(&sql).bind(after).bind(i64::from(limit)).fetch_all(&self.reader).await?
+            }
+        };
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    /// The SQLite-specific failure modes the backend-independent suite cannot reach: rows altered
+    /// behind the store's back.
+    async fn store_with_one_hmac_key() -> (tempfile::TempDir, SqliteStore, ApiKeyId) {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([3; 32]), vec![]));
+        let store = SqliteStore::open(&dir.path().join("k.db"), cipher, SyncMode::Normal).await.unwrap();
+        let draft = |action: &str| AuditDraft {
+            at: UnixMillis(1),
+            actor: "operator:test".into(),
+            action: action.into(),
+            target: "t".into(),
+            account_id: None,
+            source: None,
+            details: serde_json::json!({}),
+        };
+        let new = NewAccount { name: "alice".into(), password_hash: "h".into(), created_at: UnixMillis(1) };
+        let acc = store.create_account(new, draft("account.create")).await.unwrap();
+        let mut e = crate::conformance::TestEntropy::new(5);
+        let id = ApiKeyId::generate(&mut e).unwrap();
+        let key = KeyRecord {
+            id: id.clone(),
+            account_id: acc.id,
+            label: "bot".into(),
+            material: KeyMaterial::Hmac(HmacSecret::generate(&mut e).unwrap()),
+            permissions: Permissions::READ_ONLY,
+            restrictions: Restrictions::default(),
+            status: KeyStatus::Active,
+            created_at: UnixMillis(2),
+            created_by: "owner".into(),
+            updated_at: UnixMillis(2),
+            updated_by: "owner".into(),
+            last_used_at: None,
+            last_used_ip: None,
+            use_count: 0,
+        };
+        store.insert_key(&key, draft("key.create")).await.unwrap();
+        (dir, store, id)
+    }
+
+    async fn tamper(store: &SqliteStore, sql: &str) {
+        sqlx::query(sql).execute(&store.writer).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_ciphertext_moved_to_another_account_fails_to_open() {
+        let (_dir, store, id) = store_with_one_hmac_key().await;
+        tamper(&store, "PRAGMA foreign_keys = OFF").await;
+        tamper(&store, "UPDATE api_keys SET account_id = 99").await;
+        let err = store.get_key(&id).await.unwrap_err();
+        assert!(matches!(err, StoreError::Crypto(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreadable_stored_values_are_corrupt_and_name_the_key() {
+        let (_dir, store, id) = store_with_one_hmac_key().await;
+        for (sql, restore) in [
+            ("UPDATE api_keys SET restrictions = '{not json'", "UPDATE api_keys SET restrictions = '{}'"),
+            ("UPDATE api_keys SET permissions = 'read,admin'", "UPDATE api_keys SET permissions = 'read'"),
+            ("UPDATE api_keys SET created_at = -5", "UPDATE api_keys SET created_at = 2"),
+            ("UPDATE api_keys SET use_count = 'many'", "UPDATE api_keys SET use_count = 0"),
+        ] {
+            tamper(&store, sql).await;
+            let err = store.get_key(&id).await.unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt(ref m) if m.contains(id.as_str())), "{sql}: {err}");
+            tamper(&store, restore).await;
+        }
+        assert!(store.get_key(&id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_truncated_audit_hash_is_corrupt_rather_than_a_panic() {
+        let (_dir, store, _id) = store_with_one_hmac_key().await;
+        tamper(&store, "DROP TRIGGER audit_log_no_update").await;
+        tamper(&store, "UPDATE audit_log SET hash = x'0102' WHERE seq = 2").await;
+        let err = store.audit_records(0, 10, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(ref m) if m.contains("audit record 2")), "{err}");
+        let err = store.append_audit(store.audit_records(0, 1, None).await.unwrap()[0].draft.clone()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_refuses_updates_and_deletes() {
+        let (_dir, store, _id) = store_with_one_hmac_key().await;
+        for sql in ["UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"] {
+            let err = sqlx::query(sql).execute(&store.writer).await.unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
+        assert_eq!(store.audit_records(0, 10, None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn debug_output_names_the_master_key_by_id_only() {
+        let (_dir, store, _id) = store_with_one_hmac_key().await;
+        let text = format!("{store:?}");
+        assert!(text.contains("k.db") && text.contains(MasterKey::from_bytes([3; 32]).id()), "{text}");
+        assert!(!text.contains(&hex::encode([3u8; 32])), "{text}");
+    }
+}

@@ -1,1 +1,42 @@
-fn main() {}
+//! `keygate`: the command line. Parses arguments, wires the layers together, prints results.
+//! No domain rule lives here: key and account commands become admin requests, executed by the
+//! running server through its admin socket, or, with no server running, by the same code on a
+//! store this process opens itself.
+
+// A command-line program's job is to print.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cli;
+mod context;
+mod keygen;
+mod output;
+mod serve;
+
+use clap::Parser as _;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let default_level = if matches!(cli.command, cli::Command::Serve(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keygate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keygate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

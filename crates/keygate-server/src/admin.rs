@@ -1,0 +1,350 @@
+//! The admin channel: operator commands as JSON lines over a 0600 Unix socket in the data
+//! directory.
+//!
+//! While a server runs it owns the store, the key cache and (later) the engine, so the CLI's state
+//! changes must go through it to take effect at once: a key revoked from the CLI fails on its very
+//! next request. With no server running, the CLI calls [`execute`] itself on a store it opened
+//! directly, so both paths run the same code.
+
+use keygate_auth::{IpAllowlist, KeyStatus, Permissions, Restrictions, WithdrawLimit};
+use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
+use keygate_service::{Actor, KeyEdit, NewKey, NewKeyMaterial, Service, ServiceError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use zeroize::Zeroizing;
+
+/// Largest request line accepted on the socket.
+const MAX_LINE: usize = 1 << 20;
+
+/// Restrictions as typed by an operator, parsed by [`execute`] so both paths report the same
+/// errors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RestrictionArgs {
+    /// CIDR entries.
+    #[serde(default)]
+    pub ip: Vec<String>,
+    /// Symbols.
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    /// RFC 3339 expiry.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Withdrawal addresses.
+    #[serde(default)]
+    pub withdraw_addresses: Vec<String>,
+    /// `(amount, asset)`.
+    #[serde(default)]
+    pub withdraw_limit_24h: Option<(String, String)>,
+}
+
+/// Changes to a key as typed by an operator; `None` leaves a field unchanged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EditArgs {
+    /// New label.
+    pub label: Option<String>,
+    /// New permission list.
+    pub permissions: Option<String>,
+    /// New IP allowlist (empty list: any address).
+    pub ip: Option<Vec<String>>,
+    /// New symbols (empty list: all).
+    pub symbols: Option<Vec<String>>,
+    /// New expiry; `Some(None)` removes it.
+    pub expires: Option<Option<String>>,
+    /// New withdrawal addresses (empty list: none).
+    pub withdraw_addresses: Option<Vec<String>>,
+    /// New limit; `Some(None)` removes it.
+    pub withdraw_limit_24h: Option<Option<(String, String)>>,
+    /// `active` or `disabled`.
+    pub status: Option<KeyStatus>,
+}
+
+/// One operator command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// Create an account.
+    AccountCreate {
+        /// Name.
+        name: String,
+        /// Password.
+        password: String,
+    },
+    /// List accounts.
+    AccountList,
+    /// Show one account.
+    AccountShow {
+        /// Name.
+        name: String,
+    },
+    /// Set an account's password.
+    AccountPassword {
+        /// Name.
+        name: String,
+        /// New password.
+        password: String,
+    },
+    /// Create a key.
+    KeyCreate {
+        /// Owning account.
+        account: String,
+        /// Label.
+        label: String,
+        /// `hmac`, `ed25519` or `rsa`.
+        key_type: String,
+        /// Public key text for ed25519/rsa.
+        public_key: Option<String>,
+        /// Comma-separated permissions.
+        permissions: String,
+        /// Restrictions.
+        restrictions: RestrictionArgs,
+    },
+    /// List keys.
+    KeyList {
+        /// Only this account's.
+        account: Option<String>,
+    },
+    /// Show a key.
+    KeyShow {
+        /// Key id.
+        id: String,
+    },
+    /// Change a key.
+    KeyEdit {
+        /// Key id.
+        id: String,
+        /// Changes.
+        edit: EditArgs,
+    },
+    /// Revoke a key.
+    KeyRevoke {
+        /// Key id.
+        id: String,
+    },
+    /// Revoke every key of an account.
+    KeyRevokeAll {
+        /// Account name.
+        account: String,
+    },
+    /// Read the audit log.
+    AuditList {
+        /// Records after this sequence number.
+        after: i64,
+        /// At most this many.
+        limit: u32,
+    },
+    /// Check the audit chain.
+    AuditVerify,
+}
+
+/// The answer to one command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminResponse {
+    /// Success, with the command's JSON result.
+    Ok(serde_json::Value),
+    /// Failure, with a message for the operator.
+    Error {
+        /// `invalid`, `not_found`, `conflict`, `forbidden`, `step_up`, `internal`.
+        kind: String,
+        /// The message.
+        message: String,
+    },
+}
+
+fn invalid(msg: impl ToString) -> ServiceError {
+    ServiceError::Invalid(msg.to_string())
+}
+
+/// Parses an RFC 3339 time such as `2027-01-31T00:00:00Z` into ms.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] with an example of the expected form.
+pub fn parse_time(text: &str) -> Result<UnixMillis, ServiceError> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| invalid(format!("{text:?} is not a time like 2027-01-31T00:00:00Z")))?;
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ms).map(UnixMillis).map_err(|_| invalid(format!("{text:?} is before 1970")))
+}
+
+fn parse_symbols(list: &[String]) -> Result<Vec<Symbol>, ServiceError> {
+    let mut out = Vec::new();
+    for s in list.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        let sym = Symbol::parse(&s.to_ascii_uppercase()).map_err(invalid)?;
+        if !out.contains(&sym) {
+            out.push(sym);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_limit((amount, asset): &(String, String)) -> Result<WithdrawLimit, ServiceError> {
+    Ok(WithdrawLimit {
+        asset: AssetCode::parse(&asset.to_ascii_uppercase()).map_err(invalid)?,
+        amount: Amount::parse(amount).map_err(|e| invalid(format!("withdrawal limit {amount:?}: {e}")))?,
+    })
+}
+
+fn parse_restrictions(r: &RestrictionArgs) -> Result<Restrictions, ServiceError> {
+    Ok(Restrictions {
+        ip_allowlist: IpAllowlist::parse(&r.ip).map_err(invalid)?,
+        expires_at: r.expires.as_deref().map(parse_time).transpose()?,
+        symbols: parse_symbols(&r.symbols)?,
+        withdraw_addresses: r.withdraw_addresses.clone(),
+        withdraw_limit_24h: r.withdraw_limit_24h.as_ref().map(parse_limit).transpose()?,
+    })
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, ServiceError> {
+    serde_json::to_value(v).map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+/// Runs one command as `actor`.
+///
+/// # Errors
+/// The service's error, for the CLI to print.
+pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Result<serde_json::Value, ServiceError> {
+    match req {
+        AdminRequest::AccountCreate { name, password } => {
+            to_json(&service.create_account(actor, &name, Zeroizing::new(password)).await?)
+        }
+        AdminRequest::AccountList => to_json(&service.list_accounts(actor).await?),
+        AdminRequest::AccountShow { name } => to_json(&service.account(actor, &name).await?),
+        AdminRequest::AccountPassword { name, password } => {
+            service.set_password(actor, &name, Zeroizing::new(password)).await?;
+            Ok(serde_json::json!({ "account": name, "password": "changed" }))
+        }
+        AdminRequest::KeyCreate { account, label, key_type, public_key, permissions, restrictions } => {
+            let material = match (key_type.as_str(), public_key) {
+                ("hmac", None) => NewKeyMaterial::Hmac,
+                ("ed25519", Some(pk)) => NewKeyMaterial::Ed25519(pk),
+                ("rsa", Some(pk)) => NewKeyMaterial::Rsa(pk),
+                ("hmac", Some(_)) => return Err(invalid("an HMAC key takes no public key")),
+                ("ed25519" | "rsa", None) => return Err(invalid(format!("an {key_type} key needs its public key"))),
+                (other, _) => return Err(invalid(format!("unknown key type {other:?}; use hmac, ed25519 or rsa"))),
+            };
+            let new = NewKey {
+                account,
+                label,
+                material,
+                permissions: Permissions::parse_list(&permissions).map_err(invalid)?,
+                restrictions: parse_restrictions(&restrictions)?,
+            };
+            to_json(&service.create_key(actor, new).await?)
+        }
+        AdminRequest::KeyList { account } => to_json(&service.list_keys(actor, account.as_deref()).await?),
+        AdminRequest::KeyShow { id } => to_json(&service.key(actor, &id).await?),
+        AdminRequest::KeyEdit { id, edit } => {
+            let e = KeyEdit {
+                label: edit.label,
+                permissions: edit.permissions.as_deref().map(Permissions::parse_list).transpose().map_err(invalid)?,
+                ip_allowlist: edit.ip.as_deref().map(IpAllowlist::parse).transpose().map_err(invalid)?,
+                expires_at: edit.expires.map(|o| o.as_deref().map(parse_time).transpose()).transpose()?,
+                symbols: edit.symbols.as_deref().map(parse_symbols).transpose()?,
+                withdraw_addresses: edit.withdraw_addresses,
+                withdraw_limit_24h: edit.withdraw_limit_24h.map(|o| o.as_ref().map(parse_limit).transpose()).transpose()?,
+                status: edit.status,
+            };
+            to_json(&service.edit_key(actor, &id, e).await?)
+        }
+        AdminRequest::KeyRevoke { id } => to_json(&service.revoke_key(actor, &id).await?),
+        AdminRequest::KeyRevokeAll { account } => {
+            let n = service.revoke_all_keys(actor, &account).await?;
+            Ok(serde_json::json!({ "account": account, "revoked": n }))
+        }
+        AdminRequest::AuditList { after, limit } => to_json(&service.audit_log(actor, after, limit).await?),
+        AdminRequest::AuditVerify => {
+            let n = service.verify_audit_chain(actor).await?;
+            Ok(serde_json::json!({ "records": n, "chain": "intact" }))
+        }
+    }
+}
+
+/// The response for a service result.
+#[must_use]
+pub fn respond(result: Result<serde_json::Value, ServiceError>) -> AdminResponse {
+    match result {
+        Ok(v) => AdminResponse::Ok(v),
+        Err(e) => {
+            let kind = match &e {
+                ServiceError::Invalid(_) => "invalid",
+                ServiceError::NotFound(_) => "not_found",
+                ServiceError::Conflict(_) => "conflict",
+                ServiceError::Forbidden(_) => "forbidden",
+                ServiceError::StepUpRequired(_) => "step_up",
+                ServiceError::Store(_) | ServiceError::Internal(_) => "internal",
+            };
+            AdminResponse::Error { kind: kind.into(), message: e.to_string() }
+        }
+    }
+}
+
+/// Binds the admin socket at `path` (mode 0600), replacing a stale socket file.
+///
+/// # Errors
+/// I/O errors binding or setting permissions.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // The data directory lock is held by now, so a socket file here is a leftover of a killed
+    // server, never a live one.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves admin connections until the listener is dropped. Each connection may send several
+/// request lines; each gets one response line.
+pub async fn serve(listener: UnixListener, service: Service) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &service).await {
+                tracing::warn!(error = %e, "admin connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, service: &Service) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let actor = Actor::Operator { via: "admin-socket".into() };
+    loop {
+        let mut line = Zeroizing::new(String::new());
+        let n = (&mut lines).take(MAX_LINE as u64).read_line(&mut line).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let response = match serde_json::from_str::<AdminRequest>(&line) {
+            Ok(req) => respond(execute(service, &actor, req).await),
+            Err(e) => AdminResponse::Error { kind: "invalid".into(), message: format!("malformed admin request: {e}") },
+        };
+        let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+}
+
+/// Sends one command to the server listening on `path`.
+///
+/// # Errors
+/// I/O errors connecting or talking, or an unreadable answer.
+pub async fn call(path: &PathBuf, req: &AdminRequest) -> std::io::Result<AdminResponse> {
+    let stream = UnixStream::connect(path).await?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut answer = String::new();
+    BufReader::new(read).take(64 << 20).read_line(&mut answer).await?;
+    serde_json::from_str(&answer).map_err(std::io::Error::other)
+}

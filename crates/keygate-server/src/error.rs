@@ -1,0 +1,122 @@
+//! The HTTP layer's error type and its one mapping to Binance's `{code,msg}` and HTTP status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keygate_auth::{Denial, ParamError, ParamErrorKind};
+use keygate_proto::{ErrorBody, ErrorCode};
+
+/// Header carrying the specific denial reason, sent only after the signature verified.
+pub const REASON_HEADER: &str = "x-keygate-reason";
+
+/// Content type of every JSON answer, including errors: the official SDK parses error bodies only
+/// when it starts with `application/json`.
+pub const JSON: &str = "application/json;charset=UTF-8";
+
+/// An error answered on the exchange API.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A refused signed request.
+    Denied(Denial),
+    /// A bad parameter.
+    Param(ParamError),
+    /// No such route.
+    NotFound,
+    /// Route exists, method does not.
+    MethodNotAllowed,
+    /// Something failed inside; the cause is logged once by the error middleware, never sent.
+    Internal(String),
+}
+
+impl From<ParamError> for ApiError {
+    fn from(e: ParamError) -> Self {
+        Self::Param(e)
+    }
+}
+
+fn param_code(kind: ParamErrorKind) -> ErrorCode {
+    match kind {
+        ParamErrorKind::IllegalChars => ErrorCode::IllegalChars,
+        ParamErrorKind::TooMany => ErrorCode::TooManyParameters,
+        ParamErrorKind::Mandatory => ErrorCode::MandatoryParamEmptyOrMalformed,
+    }
+}
+
+impl ApiError {
+    /// HTTP status, Binance body and optional reason header: the single mapping for every error.
+    fn parts(&self) -> (StatusCode, ErrorBody, Option<&'static str>) {
+        let unauthorized = StatusCode::UNAUTHORIZED;
+        let bad = StatusCode::BAD_REQUEST;
+        match self {
+            Self::Param(e) => (bad, ErrorBody::with_msg(param_code(e.kind), e.msg.clone()), None),
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorBody::with_msg(ErrorCode::Unknown, "Unknown endpoint."), None),
+            Self::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, ErrorBody::with_msg(ErrorCode::Unknown, "Method not allowed for this endpoint."), None)
+            }
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None),
+            Self::Denied(d) => {
+                let reason = d.after_signature().then(|| d.reason());
+                let (status, body) = match d {
+                    Denial::MissingApiKey | Denial::MalformedApiKey => (unauthorized, ErrorBody::new(ErrorCode::BadApiKeyFormat)),
+                    Denial::UnknownApiKey
+                    | Denial::KeyDisabled
+                    | Denial::KeyRevoked
+                    | Denial::KeyExpired
+                    | Denial::IpNotAllowed { .. }
+                    | Denial::PermissionMissing(_)
+                    | Denial::IpRestrictionRequired
+                    | Denial::SymbolNotAllowed(_) => (unauthorized, ErrorBody::new(ErrorCode::RejectedApiKey)),
+                    Denial::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::with_msg(ErrorCode::TooManyParameters, "Request body too large.")),
+                    Denial::Param(e) => (bad, ErrorBody::with_msg(param_code(e.kind), e.msg.clone())),
+                    Denial::BadRecvWindow => (bad, ErrorBody::new(ErrorCode::BadRecvWindow)),
+                    Denial::TimestampAhead { ahead_ms } => (
+                        bad,
+                        ErrorBody::with_msg(
+                            ErrorCode::InvalidTimestamp,
+                            format!("Timestamp for this request was 1000ms ahead of the server's time (it is {ahead_ms} ms ahead)."),
+                        ),
+                    ),
+                    Denial::TimestampStale { behind_ms } => (
+                        bad,
+                        ErrorBody::with_msg(
+                            ErrorCode::InvalidTimestamp,
+                            format!("Timestamp for this request is outside of the recvWindow (it is {behind_ms} ms behind the server's time)."),
+                        ),
+                    ),
+                    Denial::BadSignature => (bad, ErrorBody::new(ErrorCode::InvalidSignature)),
+                    Denial::SignatureReused => {
+                        (bad, ErrorBody::with_msg(ErrorCode::InvalidSignature, "Signature for this request was already used."))
+                    }
+                    Denial::ReplayGuardFull => {
+                        (StatusCode::TOO_MANY_REQUESTS, ErrorBody::with_msg(ErrorCode::TooManyRequests, "Too many requests; retry shortly."))
+                    }
+                };
+                (status, body, reason)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body, reason) = self.parts();
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":-1000,\"msg\":\"error\"}".to_vec());
+        let mut res = (status, json).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        if let Some(r) = reason {
+            h.insert(REASON_HEADER, HeaderValue::from_static(r));
+        }
+        if matches!(self, Self::Denied(Denial::ReplayGuardFull)) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::Internal(cause) = self {
+            // Logged once, by the trace layer, from this extension; never sent to the client.
+            res.extensions_mut().insert(InternalCause(cause));
+        }
+        res
+    }
+}
+
+/// The internal cause of a 500, for the logging middleware.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);

@@ -1,0 +1,83 @@
+//! The signed-request extractor: the only way a handler gets a [`VerifiedRequest`].
+
+use crate::{ApiError, AppState, client_ip::client_ip};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, Request};
+use keygate_auth::{Access, UnverifiedRequest, VerifiedRequest};
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+
+/// Binance security types as types, so a route's access is fixed at compile time.
+pub trait Security: Send + Sync + 'static {
+    /// What the endpoint demands of a key.
+    const ACCESS: Access;
+}
+
+/// `USER_DATA`: read permission.
+#[derive(Debug)]
+pub struct UserData;
+impl Security for UserData {
+    const ACCESS: Access = Access::USER_DATA;
+}
+
+/// `TRADE`: trade permission, single-use signatures.
+#[derive(Debug)]
+pub struct Trade;
+impl Security for Trade {
+    const ACCESS: Access = Access::TRADE;
+}
+
+/// Withdrawals: withdraw permission, IP allowlist, single-use signatures.
+#[derive(Debug)]
+pub struct Withdraw;
+impl Security for Withdraw {
+    const ACCESS: Access = Access::WITHDRAW;
+}
+
+/// A request verified for security type `S`. Consumes the body: handlers read parameters only
+/// from [`VerifiedRequest::params`], so what was verified is what is executed.
+#[derive(Debug)]
+pub struct Signed<S: Security> {
+    /// The verified request.
+    pub request: VerifiedRequest,
+    /// The client address it came from.
+    pub client_ip: IpAddr,
+    _security: PhantomData<S>,
+}
+
+/// The client address of a request: the peer, or the trusted proxy's forwarded address.
+pub fn request_client_ip(req: &Request, state: &AppState) -> IpAddr {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(a)| a.ip());
+    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    client_ip(peer, xff, &state.trusted_proxies)
+}
+
+impl<S: Security> FromRequest<AppState> for Signed<S> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let ip = request_client_ip(&req, state);
+        let api_key = req.headers().get("x-mbx-apikey").map(|v| v.as_bytes().to_vec());
+        let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
+        let limit = state.verifier.limits().max_body;
+        let body: Bytes = match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(b) => b,
+            Err(_) => return Err(ApiError::Denied(keygate_auth::Denial::BodyTooLarge)),
+        };
+        let unverified = UnverifiedRequest { api_key: api_key.as_deref(), query: &query, body: &body, peer: ip };
+        let now = state.service.clock().now();
+        match state.verifier.verify(&unverified, S::ACCESS, state.service.cache().as_ref(), now) {
+            Ok(request) => {
+                state.service.record_use(&request.key().id, &ip.to_string());
+                Ok(Self { request, client_ip: ip, _security: PhantomData })
+            }
+            Err(rejection) => {
+                state.service.record_denial(&rejection, &ip.to_string());
+                Err(ApiError::Denied(rejection.denial))
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Key introspection.
+
+use super::BinanceJson;
+use crate::extract::{Signed, UserData};
+use keygate_auth::Permission;
+use keygate_proto::responses::ApiRestrictions;
+
+/// `GET /sapi/v1/account/apiRestrictions` (USER_DATA): what the calling key may do, in Binance's
+/// shape.
+pub(crate) async fn api_restrictions(signed: Signed<UserData>) -> BinanceJson<ApiRestrictions> {
+    let key = signed.request.key();
+    BinanceJson(ApiRestrictions {
+        ip_restrict: !key.restrictions.ip_allowlist.is_empty(),
+        create_time: key.created_at.0,
+        enable_reading: true,
+        enable_withdrawals: key.permissions.contains(Permission::Withdraw),
+        enable_internal_transfer: false,
+        enable_margin: false,
+        enable_futures: false,
+        permits_universal_transfer: false,
+        enable_vanilla_options: false,
+        enable_fix_api_trade: false,
+        enable_fix_read_only: false,
+        enable_spot_and_margin_trading: key.permissions.contains(Permission::Trade),
+        enable_portfolio_margin_trading: false,
+        trading_authority_expiration_time: key.restrictions.expires_at.map(|e| e.0),
+    })
+}

@@ -1,0 +1,130 @@
+//! Binding, serving, background flushing and graceful shutdown.
+
+use crate::{AppState, admin, app};
+use keygate_auth::{Limits, Verifier};
+use keygate_service::Service;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How the server listens and what it trusts.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Verification limits.
+    pub limits: Limits,
+    /// Signatures the replay guard can hold.
+    pub replay_capacity: usize,
+    /// How often usage counters and denial aggregates are written.
+    pub flush_interval: Duration,
+    /// Where to serve the admin channel, if anywhere.
+    pub admin_socket: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+            replay_capacity: 1_000_000,
+            flush_interval: Duration::from_secs(1),
+            admin_socket: None,
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: JoinHandle<std::io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, finishes in-flight requests, flushes usage and denials, and returns.
+    ///
+    /// # Errors
+    /// The server's I/O error, if it failed.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.join.await.map_err(std::io::Error::other)?
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    ///
+    /// # Errors
+    /// The server's I/O error.
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.join.await.map_err(std::io::Error::other)?
+    }
+
+    /// A sender that triggers the graceful shutdown, for signal handlers.
+    pub fn take_shutdown(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+/// Binds and starts serving in the background.
+///
+/// # Errors
+/// I/O errors binding the TCP port or the admin socket.
+pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<ServerHandle> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let admin = match &config.admin_socket {
+        Some(path) => Some(admin::bind(path)?),
+        None => None,
+    };
+    let state = AppState {
+        service: service.clone(),
+        verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let flush_every = config.flush_interval;
+    let socket_path = config.admin_socket.clone();
+    let join = tokio::spawn(async move {
+        let flusher = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(flush_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = service.flush(false).await {
+                        tracing::warn!(error = %e, "flushing usage counters failed; will retry");
+                    }
+                }
+            })
+        };
+        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone())));
+        let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+        flusher.abort();
+        if let Some(t) = admin_task {
+            t.abort();
+        }
+        if let Some(p) = socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Err(e) = service.flush(true).await {
+            tracing::error!(error = %e, "final flush of usage counters failed");
+        }
+        served
+    });
+    Ok(ServerHandle { addr, shutdown: Some(tx), join })
+}

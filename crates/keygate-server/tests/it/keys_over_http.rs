@@ -1,0 +1,95 @@
+//! Keys of every type used over HTTP, and revocation taking effect on the next request.
+
+use keygate_auth::{Permission, Permissions, Restrictions};
+use keygate_client::Signer;
+use keygate_service::{NewKey, NewKeyMaterial};
+use keygate_testkit::TestApp;
+use reqwest::Method;
+
+const RESTRICTIONS: &str = "/sapi/v1/account/apiRestrictions";
+
+#[tokio::test]
+async fn api_restrictions_reports_the_key_in_binance_shape() {
+    let app = TestApp::spawn().await;
+    app.account("alice").await;
+    let key = app.hmac_key("alice", Permissions::with(&[Permission::Trade]), Restrictions::default()).await;
+    let a = app.hmac_client(&key).signed(Method::GET, RESTRICTIONS, &[]).await.unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let b = &a.body;
+    assert_eq!(b["ipRestrict"], false);
+    assert_eq!(b["enableReading"], true);
+    assert_eq!(b["enableSpotAndMarginTrading"], true);
+    assert_eq!(b["enableWithdrawals"], false);
+    assert_eq!(b["createTime"], keygate_testkit::START.0);
+    for field in ["enableInternalTransfer", "enableMargin", "enableFutures", "permitsUniversalTransfer", "enableVanillaOptions", "enableFixApiTrade", "enableFixReadOnly", "enablePortfolioMarginTrading"] {
+        assert_eq!(b[field], false, "{field}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn ed25519_key_signs_requests_with_percent_encoded_base64() {
+    let app = TestApp::spawn().await;
+    app.account("alice").await;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let public_pem = {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        signing.verifying_key().to_public_key_pem(Default::default()).unwrap()
+    };
+    let created = app
+        .service
+        .create_key(
+            &TestApp::operator(),
+            NewKey {
+                account: "alice".into(),
+                label: "bot".into(),
+                material: NewKeyMaterial::Ed25519(public_pem),
+                permissions: Permissions::READ_ONLY,
+                restrictions: Restrictions::default(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(created.secret.is_none(), "the server keeps no secret for a public key");
+    let client = app.client(&created.key.api_key, Signer::Ed25519(signing));
+    let a = client.signed(Method::GET, RESTRICTIONS, &[("recvWindow", "10000")]).await.unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoked_key_is_refused_on_the_very_next_request() {
+    let app = TestApp::spawn().await;
+    app.account("alice").await;
+    let key = app.hmac_key("alice", Permissions::READ_ONLY, Restrictions::default()).await;
+    let client = app.hmac_client(&key);
+    assert_eq!(client.signed(Method::GET, RESTRICTIONS, &[]).await.unwrap().status, 200);
+    app.service.revoke_key(&TestApp::operator(), &key.key.api_key).await.unwrap();
+    let a = client.signed(Method::GET, RESTRICTIONS, &[]).await.unwrap();
+    assert_eq!((a.status, a.error().unwrap().code, a.reason.as_deref()), (401, -2015, Some("KEY_REVOKED")));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn parameters_in_the_body_are_verified_whatever_the_content_type() {
+    let app = TestApp::spawn().await;
+    app.account("alice").await;
+    let key = app.hmac_key("alice", Permissions::READ_ONLY, Restrictions::default()).await;
+    let client = app.hmac_client(&key);
+    let secret = key.secret.as_ref().unwrap().expose().to_owned();
+    let ts = client.now().0;
+    let query = format!("timestamp={ts}");
+    let body = "recvWindow=10000";
+    let sig = Signer::hmac(&secret).sign(format!("{query}{body}").as_bytes());
+    let url = format!("{}{RESTRICTIONS}?{query}", app.base_url);
+    let res = reqwest::Client::new()
+        .get(url)
+        .header("X-MBX-APIKEY", &key.key.api_key)
+        .header("Content-Type", "application/json;charset=utf-8")
+        .body(format!("{body}&signature={sig}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.shutdown().await;
+}

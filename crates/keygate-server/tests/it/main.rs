@@ -1,0 +1,9 @@
+//! End-to-end tests of the HTTP layer: the real server on port 0 over a real SQLite file.
+
+// Tests fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin_channel;
+mod errors;
+mod keys_over_http;
+mod usage_and_audit;

@@ -1,0 +1,375 @@
+//! Command-line arguments and dispatch.
+
+use crate::context::Context;
+use crate::{keygen, output, serve};
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use keygate_auth::KeyStatus;
+use keygate_server::admin::{AdminRequest, EditArgs, RestrictionArgs};
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// keygate: exchange-grade API keys and a Binance-compatible sandbox exchange.
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Data directory (database, admin socket, lock).
+    #[arg(long, global = true, env = "KEYGATE_DATA_DIR", default_value = "./keygate-data")]
+    pub data_dir: PathBuf,
+
+    /// Master key file that encrypts HMAC secrets at rest [default: ~/.config/keygate/master.key].
+    #[arg(long, global = true, env = "KEYGATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCmd),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Read and check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+/// Output format switch shared by listing commands.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Format {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Account commands.
+#[derive(Debug, Subcommand)]
+pub enum AccountsCmd {
+    /// Create an account (asks for a password, or reads it from stdin).
+    Create {
+        /// Account name.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Show one account.
+    Show {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Set an account's password.
+    Passwd {
+        /// Account name.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// Restriction flags shared by create.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RestrictionFlags {
+    /// Allow requests only from this IPv4/IPv6 address or CIDR range (repeatable).
+    #[arg(long = "ip", value_name = "CIDR")]
+    pub ip: Vec<String>,
+    /// Allow trading only these symbols (comma-separated).
+    #[arg(long, value_name = "SYMBOLS", value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Expiry time, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+    /// Allow withdrawals to this address (repeatable; none means no withdrawals).
+    #[arg(long = "withdraw-address", value_name = "ADDR")]
+    pub withdraw_address: Vec<String>,
+    /// Withdrawal ceiling per 24 hours, e.g. `--withdraw-limit-24h 0.5 BTC`.
+    #[arg(long = "withdraw-limit-24h", num_args = 2, value_names = ["AMOUNT", "ASSET"])]
+    pub withdraw_limit_24h: Option<Vec<String>>,
+}
+
+/// API key commands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Create a key: HMAC by default (secret shown once), or register a public key.
+    Create {
+        /// Owning account.
+        #[arg(long)]
+        account: String,
+        /// A label to recognise the key by.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Permissions, comma-separated: read (always), trade, withdraw.
+        #[arg(long, default_value = "read")]
+        permissions: String,
+        /// Register this Ed25519 public key (PEM or base64) instead of generating an HMAC secret.
+        #[arg(long, value_name = "FILE", conflicts_with = "rsa_public_key")]
+        ed25519_public_key: Option<PathBuf>,
+        /// Register this RSA public key (PEM, 2048 or 4096 bits).
+        #[arg(long, value_name = "FILE")]
+        rsa_public_key: Option<PathBuf>,
+        #[command(flatten)]
+        restrictions: RestrictionFlags,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// List keys.
+    List {
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Show one key.
+    Show {
+        /// API key id.
+        key: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Change a key's label, permissions or restrictions; enable or disable it.
+    Edit(EditFlags),
+    /// Revoke a key; its next request fails.
+    Revoke {
+        /// API key id.
+        key: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Revoke every key of an account.
+    RevokeAll {
+        /// Account name.
+        #[arg(long)]
+        account: String,
+    },
+    /// Write a new Ed25519 key pair (PKCS#8 PEM private key, mode 0600, and FILE.pub).
+    Keygen {
+        /// Where to write the private key; the public key goes to FILE.pub.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// `keys edit` flags.
+#[derive(Debug, Args)]
+pub struct EditFlags {
+    /// API key id.
+    pub key: String,
+    /// New label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// New permissions (replaces the set; read is implied).
+    #[arg(long)]
+    pub permissions: Option<String>,
+    /// New IP allowlist entries (replaces the list; repeatable).
+    #[arg(long = "ip", value_name = "CIDR")]
+    pub ip: Vec<String>,
+    /// Remove the IP allowlist (any address).
+    #[arg(long, conflicts_with = "ip")]
+    pub clear_ip: bool,
+    /// New symbol allowlist (replaces it).
+    #[arg(long, value_delimiter = ',')]
+    pub symbols: Vec<String>,
+    /// Remove the symbol allowlist (all symbols).
+    #[arg(long, conflicts_with = "symbols")]
+    pub clear_symbols: bool,
+    /// New expiry, RFC 3339.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Remove the expiry.
+    #[arg(long, conflicts_with = "expires")]
+    pub no_expiry: bool,
+    /// New withdrawal addresses (replaces the list; repeatable).
+    #[arg(long = "withdraw-address", value_name = "ADDR")]
+    pub withdraw_address: Vec<String>,
+    /// Remove all withdrawal addresses.
+    #[arg(long, conflicts_with = "withdraw_address")]
+    pub clear_withdraw_addresses: bool,
+    /// New withdrawal ceiling per 24 hours.
+    #[arg(long = "withdraw-limit-24h", num_args = 2, value_names = ["AMOUNT", "ASSET"])]
+    pub withdraw_limit_24h: Option<Vec<String>>,
+    /// Remove the withdrawal ceiling.
+    #[arg(long, conflicts_with = "withdraw_limit_24h")]
+    pub no_withdraw_limit: bool,
+    /// Disable the key (reversible).
+    #[arg(long, conflicts_with = "enable")]
+    pub disable: bool,
+    /// Enable a disabled key.
+    #[arg(long)]
+    pub enable: bool,
+    #[command(flatten)]
+    pub format: Format,
+}
+
+/// Audit commands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Print audit records.
+    List {
+        /// Only records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Check every link of the hash chain.
+    Verify,
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+        return Ok(trimmed);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for a password; pass --password-stdin and pipe it in");
+    }
+    let first = Zeroizing::new(rpassword::prompt_password("Password: ").context("reading the password")?);
+    let second = Zeroizing::new(rpassword::prompt_password("Repeat password: ").context("reading the password")?);
+    if first != second {
+        bail!("the two passwords differ");
+    }
+    Ok(first)
+}
+
+fn limit_arg(v: Option<Vec<String>>) -> Option<(String, String)> {
+    v.and_then(|v| match v.as_slice() {
+        [amount, asset] => Some((amount.clone(), asset.clone())),
+        _ => None,
+    })
+}
+
+fn read_key_file(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read public key file {}", path.display()))
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Anything that went wrong, with a message for the operator.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::new(cli.data_dir, cli.master_key_file)?;
+    match cli.command {
+        Command::Serve(args) => serve::run(&ctx, args).await,
+        Command::Accounts(cmd) => accounts(&ctx, cmd).await,
+        Command::Keys(cmd) => keys(&ctx, cmd).await,
+        Command::Audit(cmd) => audit(&ctx, cmd).await,
+    }
+}
+
+async fn accounts(ctx: &Context, cmd: AccountsCmd) -> anyhow::Result<()> {
+    match cmd {
+        AccountsCmd::Create { name, password_stdin, format } => {
+            let password = read_password(password_stdin)?;
+            let v = ctx.dispatch(AdminRequest::AccountCreate { name, password: password.to_string() }).await?;
+            output::account(&v, format.json)
+        }
+        AccountsCmd::List { format } => output::accounts(&ctx.dispatch(AdminRequest::AccountList).await?, format.json),
+        AccountsCmd::Show { name, format } => output::account(&ctx.dispatch(AdminRequest::AccountShow { name }).await?, format.json),
+        AccountsCmd::Passwd { name, password_stdin } => {
+            let password = read_password(password_stdin)?;
+            ctx.dispatch(AdminRequest::AccountPassword { name: name.clone(), password: password.to_string() }).await?;
+            println!("Password of {name} changed.");
+            Ok(())
+        }
+    }
+}
+
+async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Create { account, label, permissions, ed25519_public_key, rsa_public_key, restrictions, format } => {
+            let (key_type, public_key) = match (ed25519_public_key, rsa_public_key) {
+                (Some(p), _) => ("ed25519", Some(read_key_file(&p)?)),
+                (None, Some(p)) => ("rsa", Some(read_key_file(&p)?)),
+                (None, None) => ("hmac", None),
+            };
+            let req = AdminRequest::KeyCreate {
+                account,
+                label,
+                key_type: key_type.into(),
+                public_key,
+                permissions,
+                restrictions: RestrictionArgs {
+                    ip: restrictions.ip,
+                    symbols: restrictions.symbols,
+                    expires: restrictions.expires,
+                    withdraw_addresses: restrictions.withdraw_address,
+                    withdraw_limit_24h: limit_arg(restrictions.withdraw_limit_24h),
+                },
+            };
+            output::created_key(&ctx.dispatch(req).await?, format.json)
+        }
+        KeysCmd::List { account, format } => output::keys(&ctx.dispatch(AdminRequest::KeyList { account }).await?, format.json),
+        KeysCmd::Show { key, format } => output::key(&ctx.dispatch(AdminRequest::KeyShow { id: key }).await?, format.json),
+        KeysCmd::Edit(f) => {
+            let edit = EditArgs {
+                label: f.label,
+                permissions: f.permissions,
+                ip: if f.clear_ip { Some(Vec::new()) } else { (!f.ip.is_empty()).then_some(f.ip) },
+                symbols: if f.clear_symbols { Some(Vec::new()) } else { (!f.symbols.is_empty()).then_some(f.symbols) },
+                expires: if f.no_expiry { Some(None) } else { f.expires.map(Some) },
+                withdraw_addresses: if f.clear_withdraw_addresses {
+                    Some(Vec::new())
+                } else {
+                    (!f.withdraw_address.is_empty()).then_some(f.withdraw_address)
+                },
+                withdraw_limit_24h: if f.no_withdraw_limit { Some(None) } else { limit_arg(f.withdraw_limit_24h).map(Some) },
+                status: match (f.disable, f.enable) {
+                    (true, _) => Some(KeyStatus::Disabled),
+                    (_, true) => Some(KeyStatus::Active),
+                    _ => None,
+                },
+            };
+            output::key(&ctx.dispatch(AdminRequest::KeyEdit { id: f.key, edit }).await?, f.format.json)
+        }
+        KeysCmd::Revoke { key, format } => {
+            let v = ctx.dispatch(AdminRequest::KeyRevoke { id: key }).await?;
+            if format.json {
+                return output::json(&v);
+            }
+            println!("Revoked {}. Requests signed with it are refused from now on.", v["api_key"].as_str().unwrap_or("the key"));
+            Ok(())
+        }
+        KeysCmd::RevokeAll { account } => {
+            let v = ctx.dispatch(AdminRequest::KeyRevokeAll { account: account.clone() }).await?;
+            println!("Revoked {} key(s) of {account}.", v["revoked"]);
+            Ok(())
+        }
+        KeysCmd::Keygen { out } => keygen::run(&out),
+    }
+}
+
+async fn audit(ctx: &Context, cmd: AuditCmd) -> anyhow::Result<()> {
+    match cmd {
+        AuditCmd::List { after, limit, format } => output::audit(&ctx.dispatch(AdminRequest::AuditList { after, limit }).await?, format.json),
+        AuditCmd::Verify => {
+            let v = ctx.dispatch(AdminRequest::AuditVerify).await?;
+            println!("Audit chain intact: {} record(s) verified.", v["records"]);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Where the data lives and how a command reaches it: through a running server's admin socket,
+//! or by opening the store directly when no server runs.
+
+use anyhow::{Context as _, anyhow, bail};
+use keygate_server::admin::{self, AdminRequest, AdminResponse};
+use keygate_service::{Actor, Service, ServiceConfig, SystemClock};
+use keygate_store::crypto::{MasterKey, SecretCipher};
+use keygate_store::datadir::{DataDir, DataDirLock, LockError};
+use keygate_store::sqlite::{SqliteStore, SyncMode};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Resolved locations of the data directory and the master key file.
+#[derive(Debug)]
+pub struct Context {
+    /// The data directory.
+    pub data_dir: DataDir,
+    master_key_file: Option<PathBuf>,
+}
+
+/// The default master key location: the user's config directory, outside any data directory,
+/// so a copy of the data alone reveals no secret.
+fn default_master_key_file() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config")))?;
+    Some(config.join("keygate").join("master.key"))
+}
+
+impl Context {
+    /// A context for `data_dir`, with the master key file given or the default one.
+    ///
+    /// # Errors
+    /// Never today; kept fallible for configuration checks.
+    pub fn new(data_dir: PathBuf, master_key_file: Option<PathBuf>) -> anyhow::Result<Self> {
+        Ok(Self { data_dir: DataDir::new(data_dir), master_key_file: master_key_file.or_else(default_master_key_file) })
+    }
+
+    fn master_key_file(&self) -> anyhow::Result<&PathBuf> {
+        self.master_key_file
+            .as_ref()
+            .ok_or_else(|| anyhow!("no home or config directory to keep the master key in; pass --master-key-file"))
+    }
+
+    /// Takes the data directory's lock for `holder`.
+    ///
+    /// # Errors
+    /// [`LockError`] when another process holds it.
+    pub fn lock(&self, holder: &str) -> Result<DataDirLock, LockError> {
+        self.data_dir.try_lock(holder)
+    }
+
+    /// Opens the store and starts the service. The caller must hold the data directory lock.
+    ///
+    /// # Errors
+    /// Master key, database or migration failures, with the path concerned.
+    pub async fn open_service(&self, sync: SyncMode) -> anyhow::Result<Service> {
+        let master = MasterKey::load_or_create(self.master_key_file()?)?;
+        let cipher = Arc::new(SecretCipher::new(master, Vec::new()));
+        let store = SqliteStore::open(&self.data_dir.database(), cipher, sync)
+            .await
+            .with_context(|| format!("opening the database in {}", self.data_dir.path().display()))?;
+        Ok(Service::start(Arc::new(store), Arc::new(SystemClock), ServiceConfig::default()).await?)
+    }
+
+    /// Runs an admin request: through the server when one holds the data directory, otherwise
+    /// directly on the store (holding the lock meanwhile, so no server starts underneath).
+    ///
+    /// # Errors
+    /// The service's refusal or a failure to reach the data.
+    pub async fn dispatch(&self, req: AdminRequest) -> anyhow::Result<serde_json::Value> {
+        match self.lock("keygate cli") {
+            Ok(lock) => {
+                let service = self.open_service(SyncMode::Normal).await?;
+                let result = admin::execute(&service, &Actor::operator_cli(), req).await;
+                drop(lock);
+                Ok(result?)
+            }
+            Err(LockError::Held { .. }) => {
+                let socket = self.data_dir.admin_socket();
+                let answer = admin::call(&socket, &req).await.with_context(|| {
+                    format!("a keygate server holds {} but its admin socket {} does not answer", self.data_dir.path().display(), socket.display())
+                })?;
+                match answer {
+                    AdminResponse::Ok(v) => Ok(v),
+                    AdminResponse::Error { message, .. } => bail!("{message}"),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

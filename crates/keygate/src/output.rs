@@ -1,0 +1,164 @@
+//! Human tables and JSON for command results.
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde_json::Value;
+
+/// Prints `v` as pretty JSON.
+///
+/// # Errors
+/// Never in practice (a `Value` always serialises).
+pub fn json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn time(v: &Value) -> String {
+    v.as_u64()
+        .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    t
+}
+
+/// One account.
+pub fn account(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    accounts(&Value::Array(vec![v.clone()]), false)
+}
+
+/// A list of accounts.
+pub fn accounts(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut t = table(&["ID", "NAME", "STATUS", "CREATED"]);
+    for a in v.as_array().into_iter().flatten() {
+        t.add_row(vec![text(&a["id"]), text(&a["name"]), text(&a["status"]), time(&a["created_at"])]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+fn restrictions_summary(k: &Value) -> String {
+    let mut parts = Vec::new();
+    if k["ip_allowlist"].as_array().is_some_and(|a| !a.is_empty()) {
+        parts.push(format!("ip={}", text(&k["ip_allowlist"])));
+    }
+    if k["symbols"].as_array().is_some_and(|a| !a.is_empty()) {
+        parts.push(format!("symbols={}", text(&k["symbols"])));
+    }
+    if !k["expires_at"].is_null() {
+        parts.push(format!("expires={}", time(&k["expires_at"])));
+    }
+    if k["withdraw_addresses"].as_array().is_some_and(|a| !a.is_empty()) {
+        parts.push(format!("withdraw-to={}", text(&k["withdraw_addresses"])));
+    }
+    if let Some(l) = k["withdraw_limit_24h"].as_object() {
+        parts.push(format!("limit/24h={} {}", text(&l["amount"]), text(&l["asset"])));
+    }
+    if parts.is_empty() { "none (any IP)".into() } else { parts.join(" ") }
+}
+
+/// A list of keys.
+pub fn keys(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut t = table(&["API KEY", "ACCOUNT", "LABEL", "TYPE", "PERMISSIONS", "RESTRICTIONS", "STATUS", "LAST USED", "USES"]);
+    for k in v.as_array().into_iter().flatten() {
+        let last = if k["last_used_at"].is_null() {
+            "never".into()
+        } else {
+            format!("{} from {}", time(&k["last_used_at"]), text(&k["last_used_ip"]))
+        };
+        t.add_row(vec![
+            text(&k["api_key"]),
+            text(&k["account"]),
+            text(&k["label"]),
+            text(&k["type"]),
+            text(&k["permissions"]),
+            restrictions_summary(k),
+            text(&k["status"]),
+            last,
+            text(&k["use_count"]),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// One key, in detail.
+pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(k);
+    }
+    let rows = [
+        ("API key", text(&k["api_key"])),
+        ("Account", text(&k["account"])),
+        ("Label", text(&k["label"])),
+        ("Type", text(&k["type"])),
+        ("Permissions", text(&k["permissions"])),
+        ("IP allowlist", if k["ip_allowlist"].as_array().is_some_and(|a| !a.is_empty()) { text(&k["ip_allowlist"]) } else { "any address".into() }),
+        ("Symbols", if k["symbols"].as_array().is_some_and(|a| !a.is_empty()) { text(&k["symbols"]) } else { "all".into() }),
+        ("Expires", time(&k["expires_at"])),
+        ("Withdraw to", if k["withdraw_addresses"].as_array().is_some_and(|a| !a.is_empty()) { text(&k["withdraw_addresses"]) } else { "no address (withdrawals impossible)".into() }),
+        ("Withdraw limit/24h", k["withdraw_limit_24h"].as_object().map_or_else(|| "-".into(), |l| format!("{} {}", text(&l["amount"]), text(&l["asset"])))),
+        ("Status", text(&k["status"])),
+        ("Created", format!("{} by {}", time(&k["created_at"]), text(&k["created_by"]))),
+        ("Updated", format!("{} by {}", time(&k["updated_at"]), text(&k["updated_by"]))),
+        ("Last used", if k["last_used_at"].is_null() { "never".into() } else { format!("{} from {}", time(&k["last_used_at"]), text(&k["last_used_ip"])) }),
+        ("Uses", text(&k["use_count"])),
+    ];
+    for (name, value) in rows {
+        println!("{name:<20} {value}");
+    }
+    if let Some(pem) = k["public_key"].as_str() {
+        println!("Public key:\n{pem}");
+    }
+    Ok(())
+}
+
+/// A created key, with its secret shown once.
+pub fn created_key(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    key(v, false)?;
+    if let Some(secret) = v["secret"].as_str() {
+        println!();
+        println!("Secret key: {secret}");
+        println!("This secret is shown once and cannot be shown again. Store it now; anyone holding it can act with this key's permissions.");
+    }
+    Ok(())
+}
+
+/// Audit records.
+pub fn audit(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut t = table(&["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "SOURCE", "DETAILS"]);
+    for r in v.as_array().into_iter().flatten() {
+        t.add_row(vec![text(&r["seq"]), time(&r["at"]), text(&r["actor"]), text(&r["action"]), text(&r["target"]), text(&r["source"]), r["details"].to_string()]);
+    }
+    println!("{t}");
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! `keygate serve`.
+
+use crate::context::Context;
+use anyhow::{Context as _, bail};
+use clap::Args;
+use keygate_server::serve::{ServerConfig, start};
+use keygate_store::datadir::LockError;
+use keygate_store::sqlite::SyncMode;
+use std::net::SocketAddr;
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// A proxy (address or CIDR) whose X-Forwarded-For is believed (repeatable).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxy: Vec<String>,
+    /// Durability of writes: `normal` survives a crash of the process (kill -9); `full` also
+    /// survives power loss.
+    #[arg(long, value_parser = ["normal", "full"], default_value = "normal")]
+    pub sync: String,
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// When the data directory is in use, the address cannot be bound, or the store cannot open.
+pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+    let mut trusted = Vec::new();
+    for t in &args.trusted_proxy {
+        let net = keygate_auth::IpAllowlist::parse(&[t.as_str()]).map_err(|e| anyhow::anyhow!("--trusted-proxy {e}"))?;
+        trusted.extend(net.nets().iter().copied());
+    }
+    if !args.listen.ip().is_loopback() && trusted.is_empty() {
+        bail!(
+            "refusing to listen on {} without TLS: API secrets and signatures would cross the network in clear text. \
+             Listen on 127.0.0.1 (the default), or put keygate behind a TLS-terminating proxy and pass --trusted-proxy",
+            args.listen
+        );
+    }
+    let _lock = match ctx.lock("keygate serve") {
+        Ok(l) => l,
+        Err(LockError::Held { dir, holder }) => {
+            bail!("data directory {dir} is in use by {holder}; stop that server first or use another --data-dir")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let sync = if args.sync == "full" { SyncMode::Full } else { SyncMode::Normal };
+    let service = ctx.open_service(sync).await?;
+    let config = ServerConfig {
+        listen: args.listen,
+        trusted_proxies: trusted,
+        admin_socket: Some(ctx.data_dir.admin_socket()),
+        ..ServerConfig::default()
+    };
+    let mut handle = start(config, service.clone()).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("keygate listening on http://{}", handle.addr);
+    println!("data directory: {}", ctx.data_dir.path().display());
+    let trigger = handle.take_shutdown();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        if let Some(tx) = trigger {
+            let _ = tx.send(());
+        }
+    });
+    handle.wait().await.context("server failed")?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The real `keygate` binary, run as a user would, each test in a fresh directory.
+
+// Tests fail loudly by design; the wall clock stamps requests to a real server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// A fresh directory with its own data directory and master key file.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn master_key(&self) -> PathBuf {
+        self.dir.path().join("config").join("master.key")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keygate"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("KEYGATE_DATA_DIR", self.data())
+            .env("KEYGATE_MASTER_KEY_FILE", self.master_key())
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn fails(&self, args: &[&str], message: &str) {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(message), "{args:?}: expected {message:?} in {stderr:?}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    fn account(&self, name: &str) {
+        let mut child = self.command(&["accounts", "create", name, "--password-stdin"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    /// Starts `keygate serve` on a free port; returns the process and its base URL.
+    fn serve(&self, log: &str) -> (Child, String) {
+        let mut child = self
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("keygate listening on ").expect("the bound address is printed first").to_owned();
+        (child, url)
+    }
+}
+
+fn stop(child: Child) -> String {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "server exited with {:?}", out.status);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            out.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn system_time() -> keygate_client::TimeSource {
+    std::sync::Arc::new(|| {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        keygate_proto::UnixMillis(u64::try_from(d.as_millis()).unwrap())
+    })
+}
+
+#[test]
+fn creates_an_account_and_a_key_with_every_restriction_as_json() {
+    let s = Sandbox::new();
+    s.account("alice");
+    let k = s.json(&[
+        "keys", "create", "--account", "alice", "--label", "bot", "--permissions", "read,trade,withdraw",
+        "--ip", "203.0.113.0/24", "--ip", "2001:db8::/32", "--symbols", "BTCUSDT,ETHUSDT",
+        "--expires", "2099-01-31T00:00:00Z", "--withdraw-address", "bc1qexample", "--withdraw-address", "0xabc",
+        "--withdraw-limit-24h", "0.5", "BTC", "--json",
+    ]);
+    assert!(k["api_key"].as_str().unwrap().starts_with("kg_"));
+    assert!(k["secret"].as_str().unwrap().starts_with("kgs_"));
+    assert_eq!(k["permissions"], serde_json::json!(["read", "trade", "withdraw"]));
+    assert_eq!(k["ip_allowlist"], serde_json::json!(["203.0.113.0/24", "2001:db8::/32"]));
+    assert_eq!(k["symbols"], serde_json::json!(["BTCUSDT", "ETHUSDT"]));
+    assert_eq!(k["withdraw_addresses"], serde_json::json!(["bc1qexample", "0xabc"]));
+    assert_eq!(k["withdraw_limit_24h"], serde_json::json!({"asset": "BTC", "amount": "0.50000000"}));
+    assert_eq!(k["expires_at"], 4_073_500_800_000u64);
+    assert_eq!(k["created_by"], "operator");
+    let id = k["api_key"].as_str().unwrap();
+    let shown = s.json(&["keys", "show", id, "--json"]);
+    assert!(shown.get("secret").is_none(), "the secret is shown once, at creation");
+    let listed = s.json(&["keys", "list", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let table = s.ok(&["keys", "list"]);
+    assert!(table.contains(id) && table.contains("read,trade,withdraw"), "{table}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_a_failing_exit_and_changes_nothing() {
+    let s = Sandbox::new();
+    s.account("alice");
+    let missing = s.dir.path().join("nope.pem");
+    let missing = missing.to_str().unwrap();
+    let not_a_key = s.dir.path().join("garbage.pem");
+    std::fs::write(&not_a_key, "hello").unwrap();
+    let not_a_key = not_a_key.to_str().unwrap();
+    s.fails(&["keys", "create", "--account", "alice", "--permissions", "read,admin"], "unknown permission \"admin\"");
+    s.fails(&["keys", "create", "--account", "alice", "--ip", "10.0.0.300/8"], "is not an IPv4/IPv6 address or CIDR range");
+    s.fails(&["keys", "create", "--account", "alice", "--ip", "10.0.0.1/8"], "did you mean 10.0.0.0/8?");
+    s.fails(&["keys", "create", "--account", "alice", "--ed25519-public-key", missing], "cannot read public key file");
+    s.fails(&["keys", "create", "--account", "alice", "--ed25519-public-key", not_a_key], "not an Ed25519 public key");
+    s.fails(&["keys", "create", "--account", "alice", "--rsa-public-key", not_a_key], "not an RSA public key");
+    s.fails(&["keys", "create", "--account", "alice", "--permissions", "withdraw"], "needs an IP allowlist");
+    s.fails(&["keys", "create", "--account", "alice", "--expires", "tomorrow"], "is not a time like");
+    s.fails(&["keys", "create", "--account", "nobody"], "not found");
+    s.fails(&["keys", "create", "--account", "alice", "--withdraw-limit-24h", "1e-5", "BTC"], "withdrawal limit");
+    assert_eq!(s.json(&["keys", "list", "--json"]), serde_json::json!([]));
+    let audit = s.json(&["audit", "list", "--json"]);
+    assert_eq!(audit.as_array().unwrap().len(), 1, "only the account creation was recorded: {audit}");
+}
+
+#[test]
+fn keygen_writes_an_lf_pkcs8_pair_whose_public_key_registers() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = Sandbox::new();
+    s.account("alice");
+    let key = s.dir.path().join("bot.pem");
+    s.ok(&["keys", "keygen", "--out", key.to_str().unwrap()]);
+    let private = std::fs::read_to_string(&key).unwrap();
+    assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n") && !private.contains('\r'));
+    assert!(private.len() <= 120, "ccxt and python-binance detect Ed25519 by PEM length <= 120");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    s.fails(&["keys", "keygen", "--out", key.to_str().unwrap()], "already exists");
+    let public = format!("{}.pub", key.display());
+    let k = s.json(&["keys", "create", "--account", "alice", "--ed25519-public-key", &public, "--json"]);
+    assert_eq!(k["type"], "ed25519");
+    assert!(k["secret"].is_null());
+    let rsa = concat!(env!("CARGO_MANIFEST_DIR"), "/../keygate-auth/tests/it/fixtures/rsa2048_public.pem");
+    let r = s.json(&["keys", "create", "--account", "alice", "--rsa-public-key", rsa, "--json"]);
+    assert_eq!(r["type"], "rsa");
+}
+
+#[test]
+fn the_data_directory_holds_no_secret_in_plain_text() {
+    let s = Sandbox::new();
+    s.account("alice");
+    let k = s.json(&["keys", "create", "--account", "alice", "--json"]);
+    let secret = k["secret"].as_str().unwrap();
+    let data = all_bytes(&s.data());
+    assert!(!data.is_empty());
+    assert!(!contains(&data, secret.as_bytes()), "secret found in the data directory");
+    assert!(!contains(&data, &secret.as_bytes()[4..20]), "part of the secret found in the data directory");
+    assert!(contains(&data, k["api_key"].as_str().unwrap().as_bytes()), "the scan reads the database");
+    assert!(!s.master_key().starts_with(s.data()), "the master key lives outside the data directory");
+}
+
+#[test]
+fn non_loopback_listen_without_tls_is_refused() {
+    let s = Sandbox::new();
+    s.fails(&["serve", "--listen", "0.0.0.0:0"], "refusing to listen on 0.0.0.0:0 without TLS");
+}
+
+#[tokio::test]
+async fn with_a_server_running_the_cli_goes_through_its_admin_socket_and_revocation_is_immediate() {
+    let s = Sandbox::new();
+    s.account("alice");
+    let (server, url) = s.serve("trace");
+    s.fails(&["serve", "--listen", "127.0.0.1:0"], "is in use by keygate serve (pid");
+    let k = s.json(&["keys", "create", "--account", "alice", "--json"]);
+    let id = k["api_key"].as_str().unwrap();
+    let client = keygate_client::Client::new(url, id, keygate_client::Signer::hmac(k["secret"].as_str().unwrap()), system_time());
+    let path = "/sapi/v1/account/apiRestrictions";
+    let ok = client.signed(reqwest::Method::GET, path, &[("recvWindow", "10000")]).await.unwrap();
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    let q = keygate_client::signed_query(&[], client.now(), client.signer());
+    let signature = q.rsplit_once("signature=").unwrap().1.to_owned();
+    s.ok(&["keys", "revoke", id]);
+    let refused = client.raw(reqwest::Method::GET, path, &q, "").await.unwrap();
+    assert_eq!((refused.status, refused.reason.as_deref()), (401, Some("KEY_REVOKED")));
+    let log = stop(server);
+    assert!(log.contains("apiRestrictions"), "the trace log was captured");
+    assert!(!log.contains(&signature), "a signature reached the log");
+    assert!(!log.contains("timestamp="), "a signed query string reached the log");
+    // Usage counters were flushed on shutdown; the store is ours again.
+    let shown = s.json(&["keys", "show", id, "--json"]);
+    assert_eq!(shown["use_count"], 1);
+    assert_eq!(shown["status"], "revoked");
+    assert_eq!(s.ok(&["audit", "verify"]).trim(), "Audit chain intact: 4 record(s) verified.");
+}
