@@ -150,7 +150,8 @@ impl PublicKey {
             }
             KeyType::Rsa | KeyType::Hmac => {
                 use rsa::pkcs8::DecodePublicKey as _;
-                let key = rsa::RsaPublicKey::from_public_key_pem(&self.pem).map_err(|_| PublicKeyError::RsaUnreadable)?;
+                let key =
+                    rsa::RsaPublicKey::from_public_key_pem(&self.pem).map_err(|_| PublicKeyError::RsaUnreadable)?;
                 let size = key.size();
                 Ok(Credential::Rsa { key: Box::new(rsa::pkcs1v15::VerifyingKey::new(key)), size })
             }

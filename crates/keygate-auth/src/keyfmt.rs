@@ -36,9 +36,18 @@ pub enum KeyFormatError {
     Checksum(&'static str),
 }
 
-fn check(text: &[u8], prefix: &str, random_len: usize, what: &'static str, shape: &'static str) -> Result<(), KeyFormatError> {
+fn check(
+    text: &[u8],
+    prefix: &str,
+    random_len: usize,
+    what: &'static str,
+    shape: &'static str,
+) -> Result<(), KeyFormatError> {
     let total = prefix.len() + random_len + CHECKSUM_LEN;
-    if text.len() != total || !text.starts_with(prefix.as_bytes()) || !text[prefix.len()..].iter().all(|&b| is_base62(b)) {
+    if text.len() != total
+        || !text.starts_with(prefix.as_bytes())
+        || !text[prefix.len()..].iter().all(|&b| is_base62(b))
+    {
         return Err(KeyFormatError::Shape(what, shape));
     }
     let (body, sum) = text.split_at(total - CHECKSUM_LEN);

@@ -28,6 +28,5 @@ pub use permission::{Permission, Permissions, PermissionsError};
 pub use replay::ReplayGuard;
 pub use restriction::{IpAllowlist, RestrictionError, Restrictions, WithdrawLimit};
 pub use verify::{
-    Access, Denial, KeyEntry, KeyLookup, KeyStatus, Limits, Rejection, UnverifiedRequest, VerifiedRequest,
-    Verifier,
+    Access, Denial, KeyEntry, KeyLookup, KeyStatus, Limits, Rejection, UnverifiedRequest, VerifiedRequest, Verifier,
 };

@@ -44,7 +44,12 @@ impl ParamError {
     /// -1100 for `name` with Binance's message.
     #[must_use]
     pub fn illegal(name: &str) -> Self {
-        Self { kind: ParamErrorKind::IllegalChars, msg: format!("Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.") }
+        Self {
+            kind: ParamErrorKind::IllegalChars,
+            msg: format!(
+                "Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'."
+            ),
+        }
     }
 
     /// -1100 with a specific message.
@@ -56,7 +61,10 @@ impl ParamError {
     /// -1102 for a missing or empty mandatory parameter.
     #[must_use]
     pub fn mandatory(name: &str) -> Self {
-        Self { kind: ParamErrorKind::Mandatory, msg: format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed.") }
+        Self {
+            kind: ParamErrorKind::Mandatory,
+            msg: format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+        }
     }
 
     /// -1101 for a duplicated parameter.
@@ -156,7 +164,8 @@ impl Params {
                 if self.signature.is_some() {
                     return Err(ParamError::duplicate("signature"));
                 }
-                let value = decode(raw_value, false).ok_or_else(|| ParamError::illegal_msg("Illegal characters found in parameter 'signature'."))?;
+                let value = decode(raw_value, false)
+                    .ok_or_else(|| ParamError::illegal_msg("Illegal characters found in parameter 'signature'."))?;
                 let seg_end = seg_start + seg.len();
                 // Remove the pair and one separator: the preceding `&` when there is one, else the
                 // following one, so `a=1&signature=x&b=2` leaves `a=1&b=2`.
@@ -176,7 +185,10 @@ impl Params {
                 return Err(ParamError::duplicate(&name));
             }
             if self.pairs.len() >= MAX_PARAMS {
-                return Err(ParamError { kind: ParamErrorKind::TooMany, msg: "Too many parameters sent for this endpoint.".into() });
+                return Err(ParamError {
+                    kind: ParamErrorKind::TooMany,
+                    msg: "Too many parameters sent for this endpoint.".into(),
+                });
             }
             self.pairs.push((name, value));
         }

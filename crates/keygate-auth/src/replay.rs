@@ -39,7 +39,11 @@ impl ReplayGuard {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), per_shard, shard_of: RandomState::new() }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard,
+            shard_of: RandomState::new(),
+        }
     }
 
     /// Records `signature` (its decoded bytes) as used until `expires_us`, judged at `now_us`.

@@ -294,7 +294,13 @@ fn parse_timestamp(v: &str) -> Option<UnixMicros> {
 fn parse_recv_window(v: &str) -> Option<u64> {
     let (int, frac) = v.split_once('.').unwrap_or((v, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || int.len() > 9 || !digits(int) || frac.len() > 3 || !digits(frac) || (v.contains('.') && frac.is_empty()) {
+    if int.is_empty()
+        || int.len() > 9
+        || !digits(int)
+        || frac.len() > 3
+        || !digits(frac)
+        || (v.contains('.') && frac.is_empty())
+    {
         return None;
     }
     let ms: u64 = int.parse().ok()?;
@@ -319,7 +325,11 @@ fn decode_hex32(text: &[u8]) -> Option<[u8; 32]> {
 }
 
 /// Checks a signature, returning the decoded signature bytes for the replay guard.
-fn check_signature(credential: &Credential, signature: &str, payload: &crate::params::SignedPayload<'_>) -> Option<Vec<u8>> {
+fn check_signature(
+    credential: &Credential,
+    signature: &str,
+    payload: &crate::params::SignedPayload<'_>,
+) -> Option<Vec<u8>> {
     match credential {
         Credential::Hmac(keyed) => {
             let expected = decode_hex32(signature.as_bytes())?;

@@ -65,7 +65,10 @@ fn main() {
     let cache = KeyCache::default();
     let mut records = Vec::with_capacity(KEYS + 2);
     for _ in 0..KEYS {
-        records.push(record(ApiKeyId::generate(&mut rng).unwrap(), KeyMaterial::Hmac(HmacSecret::generate(&mut rng).unwrap())));
+        records.push(record(
+            ApiKeyId::generate(&mut rng).unwrap(),
+            KeyMaterial::Hmac(HmacSecret::generate(&mut rng).unwrap()),
+        ));
     }
     let hmac_id = ApiKeyId::generate(&mut rng).unwrap();
     let secret = HmacSecret::generate(&mut rng).unwrap();
@@ -107,7 +110,12 @@ fn main() {
     });
     g.bench_function("hmac_pipeline", |b| {
         b.iter(|| {
-            let req = UnverifiedRequest { api_key: Some(hmac_id.as_str().as_bytes()), query: black_box(hmac_query.as_bytes()), body: b"", peer };
+            let req = UnverifiedRequest {
+                api_key: Some(hmac_id.as_str().as_bytes()),
+                query: black_box(hmac_query.as_bytes()),
+                body: b"",
+                peer,
+            };
             black_box(verifier.verify(&req, Access::USER_DATA, &cache, now).is_ok())
         });
     });
@@ -117,22 +125,34 @@ fn main() {
     });
     g.bench_function("ed25519_pipeline", |b| {
         b.iter(|| {
-            let req = UnverifiedRequest { api_key: Some(ed_id.as_str().as_bytes()), query: black_box(ed_query.as_bytes()), body: b"", peer };
+            let req = UnverifiedRequest {
+                api_key: Some(ed_id.as_str().as_bytes()),
+                query: black_box(ed_query.as_bytes()),
+                body: b"",
+                peer,
+            };
             black_box(verifier.verify(&req, Access::USER_DATA, &cache, now).is_ok())
         });
     });
     g.finish();
     // Keep the lookup honest: the entry really comes from the cache, not a stale clone.
-    assert!(cache.lookup(hmac_id.as_str()).is_some_and(|e: std::sync::Arc<KeyEntry>| matches!(e.credential, Credential::Hmac(_))));
+    assert!(
+        cache
+            .lookup(hmac_id.as_str())
+            .is_some_and(|e: std::sync::Arc<KeyEntry>| matches!(e.credential, Credential::Hmac(_)))
+    );
     c.final_summary();
 
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| std::path::PathBuf::from("target"), std::path::PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| std::path::PathBuf::from("target"), std::path::PathBuf::from);
     let target = if target.join("criterion").exists() { target } else { std::path::PathBuf::from("../../target") };
     let get = |n: &str| keygate_bench::mean_ns(&target, "verify", n);
     println!("\nratios (pipeline / baseline, same run, {KEYS} keys cached):");
     for (pipe, base, goal) in [("hmac_pipeline", "hmac_baseline", 2.0), ("ed25519_pipeline", "ed25519_baseline", 1.1)] {
         match (get(pipe), get(base)) {
-            (Some(p), Some(b)) => println!("  {pipe:<18} {p:>9.0} ns  {base:<18} {b:>9.0} ns  ratio {:.2}  (target <= {goal})", p / b),
+            (Some(p), Some(b)) => {
+                println!("  {pipe:<18} {p:>9.0} ns  {base:<18} {b:>9.0} ns  ratio {:.2}  (target <= {goal})", p / b)
+            }
             _ => println!("  {pipe}: no estimates found under {}", target.display()),
         }
     }

@@ -139,7 +139,10 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("base_url", &self.base_url).field("api_key", &self.api_key).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,14 +160,24 @@ impl Client {
         let reason = header("x-keygate-reason");
         let request_id = header("x-request-id");
         let bytes = res.bytes().await?;
-        Ok(Answer { status, reason, request_id, body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null) })
+        Ok(Answer {
+            status,
+            reason,
+            request_id,
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        })
     }
 
     /// A signed request with every parameter in the query string.
     ///
     /// # Errors
     /// [`ClientError::Http`] when the server cannot be reached.
-    pub async fn signed(&self, method: reqwest::Method, path: &str, params: &[(&str, &str)]) -> Result<Answer, ClientError> {
+    pub async fn signed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
         let q = signed_query(params, (self.time)(), &self.signer);
         self.raw(method, path, &q, "").await
     }
@@ -173,8 +186,18 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Http`] when the server cannot be reached.
-    pub async fn raw(&self, method: reqwest::Method, path: &str, query: &str, body: &str) -> Result<Answer, ClientError> {
-        let url = if query.is_empty() { format!("{}{path}", self.base_url) } else { format!("{}{path}?{query}", self.base_url) };
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &str,
+        body: &str,
+    ) -> Result<Answer, ClientError> {
+        let url = if query.is_empty() {
+            format!("{}{path}", self.base_url)
+        } else {
+            format!("{}{path}?{query}", self.base_url)
+        };
         let mut req = self.http.request(method, url).header("X-MBX-APIKEY", &self.api_key);
         if !body.is_empty() {
             req = req.header("Content-Type", "application/x-www-form-urlencoded").body(body.to_owned());

@@ -70,10 +70,8 @@ impl Amount {
         }
         let mut units: u64 = 0;
         for b in int.bytes() {
-            units = units
-                .checked_mul(10)
-                .and_then(|u| u.checked_add(u64::from(b - b'0')))
-                .ok_or(DecimalError::TooLarge)?;
+            units =
+                units.checked_mul(10).and_then(|u| u.checked_add(u64::from(b - b'0'))).ok_or(DecimalError::TooLarge)?;
         }
         units = units.checked_mul(SCALE).ok_or(DecimalError::TooLarge)?;
         if let Some(f) = frac {

@@ -13,11 +13,7 @@ pub struct NameError {
 
 fn validate(what: &'static str, s: &str) -> Result<(), NameError> {
     let ok = !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    if ok {
-        Ok(())
-    } else {
-        Err(NameError { what, got: s.chars().take(40).collect() })
-    }
+    if ok { Ok(()) } else { Err(NameError { what, got: s.chars().take(40).collect() }) }
 }
 
 macro_rules! name_type {

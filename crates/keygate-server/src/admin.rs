@@ -243,7 +243,10 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
                 expires_at: edit.expires.map(|o| o.as_deref().map(parse_time).transpose()).transpose()?,
                 symbols: edit.symbols.as_deref().map(parse_symbols).transpose()?,
                 withdraw_addresses: edit.withdraw_addresses,
-                withdraw_limit_24h: edit.withdraw_limit_24h.map(|o| o.as_ref().map(parse_limit).transpose()).transpose()?,
+                withdraw_limit_24h: edit
+                    .withdraw_limit_24h
+                    .map(|o| o.as_ref().map(parse_limit).transpose())
+                    .transpose()?,
                 status: edit.status,
             };
             to_json(&service.edit_key(actor, &id, e).await?)

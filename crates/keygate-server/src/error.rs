@@ -48,15 +48,21 @@ impl ApiError {
         let bad = StatusCode::BAD_REQUEST;
         match self {
             Self::Param(e) => (bad, ErrorBody::with_msg(param_code(e.kind), e.msg.clone()), None),
-            Self::NotFound => (StatusCode::NOT_FOUND, ErrorBody::with_msg(ErrorCode::Unknown, "Unknown endpoint."), None),
-            Self::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, ErrorBody::with_msg(ErrorCode::Unknown, "Method not allowed for this endpoint."), None)
+            Self::NotFound => {
+                (StatusCode::NOT_FOUND, ErrorBody::with_msg(ErrorCode::Unknown, "Unknown endpoint."), None)
             }
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorBody::with_msg(ErrorCode::Unknown, "Method not allowed for this endpoint."),
+                None,
+            ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None),
             Self::Denied(d) => {
                 let reason = d.after_signature().then(|| d.reason());
                 let (status, body) = match d {
-                    Denial::MissingApiKey | Denial::MalformedApiKey => (unauthorized, ErrorBody::new(ErrorCode::BadApiKeyFormat)),
+                    Denial::MissingApiKey | Denial::MalformedApiKey => {
+                        (unauthorized, ErrorBody::new(ErrorCode::BadApiKeyFormat))
+                    }
                     Denial::UnknownApiKey
                     | Denial::KeyDisabled
                     | Denial::KeyRevoked
@@ -65,30 +71,42 @@ impl ApiError {
                     | Denial::PermissionMissing(_)
                     | Denial::IpRestrictionRequired
                     | Denial::SymbolNotAllowed(_) => (unauthorized, ErrorBody::new(ErrorCode::RejectedApiKey)),
-                    Denial::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::with_msg(ErrorCode::TooManyParameters, "Request body too large.")),
+                    Denial::BodyTooLarge => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        ErrorBody::with_msg(ErrorCode::TooManyParameters, "Request body too large."),
+                    ),
                     Denial::Param(e) => (bad, ErrorBody::with_msg(param_code(e.kind), e.msg.clone())),
                     Denial::BadRecvWindow => (bad, ErrorBody::new(ErrorCode::BadRecvWindow)),
                     Denial::TimestampAhead { ahead_ms } => (
                         bad,
                         ErrorBody::with_msg(
                             ErrorCode::InvalidTimestamp,
-                            format!("Timestamp for this request was 1000ms ahead of the server's time (it is {ahead_ms} ms ahead)."),
+                            format!(
+                                "Timestamp for this request was 1000ms ahead of the server's time (it is {ahead_ms} ms ahead)."
+                            ),
                         ),
                     ),
                     Denial::TimestampStale { behind_ms } => (
                         bad,
                         ErrorBody::with_msg(
                             ErrorCode::InvalidTimestamp,
-                            format!("Timestamp for this request is outside of the recvWindow (it is {behind_ms} ms behind the server's time)."),
+                            format!(
+                                "Timestamp for this request is outside of the recvWindow (it is {behind_ms} ms behind the server's time)."
+                            ),
                         ),
                     ),
                     Denial::BadSignature => (bad, ErrorBody::new(ErrorCode::InvalidSignature)),
-                    Denial::SignatureReused => {
-                        (bad, ErrorBody::with_msg(ErrorCode::InvalidSignature, "Signature for this request was already used."))
-                    }
-                    Denial::ReplayGuardFull => {
-                        (StatusCode::TOO_MANY_REQUESTS, ErrorBody::with_msg(ErrorCode::TooManyRequests, "Too many requests; retry shortly."))
-                    }
+                    Denial::SignatureReused => (
+                        bad,
+                        ErrorBody::with_msg(
+                            ErrorCode::InvalidSignature,
+                            "Signature for this request was already used.",
+                        ),
+                    ),
+                    Denial::ReplayGuardFull => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorBody::with_msg(ErrorCode::TooManyRequests, "Too many requests; retry shortly."),
+                    ),
                 };
                 (status, body, reason)
             }

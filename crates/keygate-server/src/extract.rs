@@ -47,10 +47,8 @@ pub struct Signed<S: Security> {
 
 /// The client address of a request: the peer, or the trusted proxy's forwarded address.
 pub fn request_client_ip(req: &Request, state: &AppState) -> IpAddr {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(a)| a.ip());
+    let peer =
+        req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(a)| a.ip());
     let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     client_ip(peer, xff, &state.trusted_proxies)
 }

@@ -30,7 +30,12 @@ impl Service {
     /// # Errors
     /// [`ServiceError::Invalid`] for a bad name or weak password, [`ServiceError::Conflict`] if the
     /// name is taken, [`ServiceError::Forbidden`] for owners.
-    pub async fn create_account(&self, actor: &Actor, name: &str, password: Zeroizing<String>) -> ServiceResult<AccountView> {
+    pub async fn create_account(
+        &self,
+        actor: &Actor,
+        name: &str,
+        password: Zeroizing<String>,
+    ) -> ServiceResult<AccountView> {
         if matches!(actor, Actor::Owner { .. }) {
             return Err(ServiceError::Forbidden("owners cannot create other accounts".into()));
         }
@@ -83,7 +88,12 @@ impl Service {
     }
 
     pub(crate) async fn account_record(&self, actor: &Actor, name: &str) -> ServiceResult<AccountRecord> {
-        let rec = self.inner.store.account_by_name(name).await?.ok_or_else(|| ServiceError::NotFound(format!("account {name:?}")))?;
+        let rec = self
+            .inner
+            .store
+            .account_by_name(name)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("account {name:?}")))?;
         if let Actor::Owner { account_id, .. } = actor
             && *account_id != rec.id
         {
@@ -151,7 +161,14 @@ impl Service {
             Actor::Owner { account_id, .. } => Some(*account_id),
             Actor::Operator { .. } | Actor::System { .. } => None,
         };
-        Ok(self.inner.store.audit_records(after, limit.min(10_000), filter).await?.iter().map(AuditView::from).collect())
+        Ok(self
+            .inner
+            .store
+            .audit_records(after, limit.min(10_000), filter)
+            .await?
+            .iter()
+            .map(AuditView::from)
+            .collect())
     }
 
     /// Walks the whole audit chain and checks every link; returns the number of records.
@@ -169,7 +186,8 @@ impl Service {
             if batch.is_empty() {
                 return Ok(seq);
             }
-            (prev, seq) = keygate_store::audit::verify_chain(prev, seq, &batch).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            (prev, seq) = keygate_store::audit::verify_chain(prev, seq, &batch)
+                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         }
     }
 }

@@ -22,7 +22,9 @@ pub struct KeyCache {
 pub fn entry_for(record: &KeyRecord) -> Result<KeyEntry, ServiceError> {
     let credential = match &record.material {
         KeyMaterial::Hmac(secret) => Credential::hmac(secret),
-        KeyMaterial::Public(pk) => pk.credential().map_err(|e| ServiceError::Internal(format!("key {}: {e}", record.id)))?,
+        KeyMaterial::Public(pk) => {
+            pk.credential().map_err(|e| ServiceError::Internal(format!("key {}: {e}", record.id)))?
+        }
     };
     Ok(KeyEntry {
         id: record.id.clone(),

@@ -115,7 +115,14 @@ impl Service {
         if new.permissions.widens(Permissions::READ_ONLY) && !actor.stepped_up(now) {
             return Err(ServiceError::StepUpRequired("creating a key that can trade or withdraw".into()));
         }
-        let live = self.inner.store.list_keys(Some(account.id)).await?.iter().filter(|k| k.status != KeyStatus::Revoked).count();
+        let live = self
+            .inner
+            .store
+            .list_keys(Some(account.id))
+            .await?
+            .iter()
+            .filter(|k| k.status != KeyStatus::Revoked)
+            .count();
         if live >= MAX_KEYS_PER_ACCOUNT {
             return Err(ServiceError::Invalid(format!(
                 "account {} already has {MAX_KEYS_PER_ACCOUNT} keys; revoke unused ones first",
@@ -127,12 +134,14 @@ impl Service {
                 let secret = HmacSecret::generate(&mut OsEntropy)?;
                 (KeyMaterial::Hmac(secret.clone()), Some(secret))
             }
-            NewKeyMaterial::Ed25519(text) => {
-                (KeyMaterial::Public(PublicKey::parse_ed25519(text).map_err(|e| ServiceError::Invalid(e.to_string()))?), None)
-            }
-            NewKeyMaterial::Rsa(text) => {
-                (KeyMaterial::Public(PublicKey::parse_rsa(text).map_err(|e| ServiceError::Invalid(e.to_string()))?), None)
-            }
+            NewKeyMaterial::Ed25519(text) => (
+                KeyMaterial::Public(PublicKey::parse_ed25519(text).map_err(|e| ServiceError::Invalid(e.to_string()))?),
+                None,
+            ),
+            NewKeyMaterial::Rsa(text) => (
+                KeyMaterial::Public(PublicKey::parse_rsa(text).map_err(|e| ServiceError::Invalid(e.to_string()))?),
+                None,
+            ),
         };
         let record = KeyRecord {
             id: ApiKeyId::generate(&mut OsEntropy)?,
@@ -246,8 +255,9 @@ impl Service {
         }
         check_key_rules(after.permissions, &after.restrictions, now)?;
         let re_enabled = before.status != KeyStatus::Active && after.status == KeyStatus::Active;
-        let widened =
-            after.permissions.widens(before.permissions) || after.restrictions.widens(&before.restrictions) || re_enabled;
+        let widened = after.permissions.widens(before.permissions)
+            || after.restrictions.widens(&before.restrictions)
+            || re_enabled;
         if widened && !actor.stepped_up(now) {
             return Err(ServiceError::StepUpRequired("widening a key's permissions or restrictions".into()));
         }

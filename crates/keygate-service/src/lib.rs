@@ -32,16 +32,10 @@ use usage::{DenialAggregator, UsageTracker};
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
 /// Policy switches of the service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServiceConfig {
     /// argon2id cost for passwords.
     pub password: PasswordParams,
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        Self { password: PasswordParams::default() }
-    }
 }
 
 /// The operating system's random number generator, the production [`Entropy`].

@@ -27,7 +27,10 @@ impl UsageTracker {
                 }
             }
             None => {
-                map.insert(key.clone(), UsageDelta { key_id: key.clone(), count: 1, last_used_at: at, last_used_ip: ip.to_owned() });
+                map.insert(
+                    key.clone(),
+                    UsageDelta { key_id: key.clone(), count: 1, last_used_at: at, last_used_ip: ip.to_owned() },
+                );
             }
         }
     }

@@ -25,9 +25,15 @@ async fn env() -> Env {
     let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([5; 32]), vec![]));
     let store = SqliteStore::open(&dir.path().join("db"), cipher, SyncMode::Normal).await.unwrap();
     let clock = Arc::new(ManualClock::new(UnixMicros(NOW.as_micros())));
-    let service = Service::start(Arc::new(store), clock, ServiceConfig { password: PasswordParams::insecure_for_tests() }).await.unwrap();
+    let service =
+        Service::start(Arc::new(store), clock, ServiceConfig { password: PasswordParams::insecure_for_tests() })
+            .await
+            .unwrap();
     for name in ["alice", "bob"] {
-        service.create_account(&Actor::operator_cli(), name, Zeroizing::new("correct horse battery".into())).await.unwrap();
+        service
+            .create_account(&Actor::operator_cli(), name, Zeroizing::new("correct horse battery".into()))
+            .await
+            .unwrap();
     }
     Env { service, _dir: dir }
 }
@@ -53,12 +59,21 @@ fn ips(list: &[&str]) -> Restrictions {
 async fn owner_needs_a_step_up_to_create_a_trading_key_but_not_a_read_only_one() {
     let e = env().await;
     let trade = Permissions::with(&[Permission::Trade]);
-    let err = e.service.create_key(&owner(1, "alice", false), new_key("alice", trade, Restrictions::default())).await.unwrap_err();
+    let err = e
+        .service
+        .create_key(&owner(1, "alice", false), new_key("alice", trade, Restrictions::default()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ServiceError::StepUpRequired(_)), "{err}");
     assert!(e.service.list_keys(&Actor::operator_cli(), None).await.unwrap().is_empty(), "nothing half-created");
-    let ro = e.service.create_key(&owner(1, "alice", false), new_key("alice", Permissions::READ_ONLY, Restrictions::default())).await.unwrap();
+    let ro = e
+        .service
+        .create_key(&owner(1, "alice", false), new_key("alice", Permissions::READ_ONLY, Restrictions::default()))
+        .await
+        .unwrap();
     assert_eq!(ro.key.created_by, "owner");
-    let t = e.service.create_key(&owner(1, "alice", true), new_key("alice", trade, Restrictions::default())).await.unwrap();
+    let t =
+        e.service.create_key(&owner(1, "alice", true), new_key("alice", trade, Restrictions::default())).await.unwrap();
     assert!(t.key.permissions.contains(Permission::Trade));
 }
 
@@ -73,13 +88,20 @@ async fn withdraw_without_an_ip_allowlist_is_refused_for_every_actor() {
     let ok = e.service.create_key(&Actor::operator_cli(), new_key("alice", w, ips(&["203.0.113.0/24"]))).await.unwrap();
     // Removing the allowlist later is refused too.
     let edit = KeyEdit { ip_allowlist: Some(IpAllowlist::default()), ..KeyEdit::default() };
-    assert!(matches!(e.service.edit_key(&Actor::operator_cli(), &ok.key.api_key, edit).await, Err(ServiceError::Invalid(_))));
+    assert!(matches!(
+        e.service.edit_key(&Actor::operator_cli(), &ok.key.api_key, edit).await,
+        Err(ServiceError::Invalid(_))
+    ));
 }
 
 #[tokio::test]
 async fn owners_cannot_see_or_touch_another_accounts_keys() {
     let e = env().await;
-    let bobs = e.service.create_key(&Actor::operator_cli(), new_key("bob", Permissions::READ_ONLY, Restrictions::default())).await.unwrap();
+    let bobs = e
+        .service
+        .create_key(&Actor::operator_cli(), new_key("bob", Permissions::READ_ONLY, Restrictions::default()))
+        .await
+        .unwrap();
     let alice = owner(1, "alice", true);
     assert!(matches!(e.service.key(&alice, &bobs.key.api_key).await, Err(ServiceError::NotFound(_))));
     assert!(matches!(e.service.revoke_key(&alice, &bobs.key.api_key).await, Err(ServiceError::NotFound(_))));
@@ -91,13 +113,20 @@ async fn owners_cannot_see_or_touch_another_accounts_keys() {
 #[tokio::test]
 async fn narrowing_never_needs_a_step_up_and_widening_always_does() {
     let e = env().await;
-    let k = e.service.create_key(&owner(1, "alice", false), new_key("alice", Permissions::READ_ONLY, ips(&["10.0.0.0/8"]))).await.unwrap();
+    let k = e
+        .service
+        .create_key(&owner(1, "alice", false), new_key("alice", Permissions::READ_ONLY, ips(&["10.0.0.0/8"])))
+        .await
+        .unwrap();
     let id = k.key.api_key;
     let plain = owner(1, "alice", false);
     let narrow = KeyEdit { ip_allowlist: Some(IpAllowlist::parse(&["10.1.0.0/16"]).unwrap()), ..KeyEdit::default() };
     e.service.edit_key(&plain, &id, narrow).await.unwrap();
     for widen in [
-        KeyEdit { ip_allowlist: Some(IpAllowlist::parse(&["10.1.0.0/16", "192.0.2.0/24"]).unwrap()), ..KeyEdit::default() },
+        KeyEdit {
+            ip_allowlist: Some(IpAllowlist::parse(&["10.1.0.0/16", "192.0.2.0/24"]).unwrap()),
+            ..KeyEdit::default()
+        },
         KeyEdit { ip_allowlist: Some(IpAllowlist::default()), ..KeyEdit::default() },
         KeyEdit { permissions: Some(Permissions::with(&[Permission::Trade])), ..KeyEdit::default() },
         KeyEdit { withdraw_addresses: Some(vec!["addr1".into()]), ..KeyEdit::default() },
@@ -106,30 +135,62 @@ async fn narrowing_never_needs_a_step_up_and_widening_always_does() {
         assert!(matches!(err, ServiceError::StepUpRequired(_)), "{widen:?}: {err}");
         e.service.edit_key(&owner(1, "alice", true), &id, widen).await.unwrap();
     }
-    let disabled = e.service.edit_key(&plain, &id, KeyEdit { status: Some(KeyStatus::Disabled), ..KeyEdit::default() }).await.unwrap();
+    let disabled = e
+        .service
+        .edit_key(&plain, &id, KeyEdit { status: Some(KeyStatus::Disabled), ..KeyEdit::default() })
+        .await
+        .unwrap();
     assert_eq!(disabled.status, KeyStatus::Disabled);
-    let err = e.service.edit_key(&plain, &id, KeyEdit { status: Some(KeyStatus::Active), ..KeyEdit::default() }).await.unwrap_err();
+    let err = e
+        .service
+        .edit_key(&plain, &id, KeyEdit { status: Some(KeyStatus::Active), ..KeyEdit::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(err, ServiceError::StepUpRequired(_)), "re-enabling widens: {err}");
 }
 
 #[tokio::test]
 async fn a_revoked_key_never_changes_again_and_revoke_all_needs_a_step_up() {
     let e = env().await;
-    let a = e.service.create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default())).await.unwrap();
-    e.service.create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default())).await.unwrap();
+    let a = e
+        .service
+        .create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default()))
+        .await
+        .unwrap();
+    e.service
+        .create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default()))
+        .await
+        .unwrap();
     let revoked = e.service.revoke_key(&owner(1, "alice", false), &a.key.api_key).await.unwrap();
     assert_eq!(revoked.status, KeyStatus::Revoked);
     let edit = KeyEdit { label: Some("again".into()), ..KeyEdit::default() };
-    assert!(matches!(e.service.edit_key(&Actor::operator_cli(), &a.key.api_key, edit).await, Err(ServiceError::Invalid(_))));
-    assert!(matches!(e.service.revoke_all_keys(&owner(1, "alice", false), "alice").await, Err(ServiceError::StepUpRequired(_))));
+    assert!(matches!(
+        e.service.edit_key(&Actor::operator_cli(), &a.key.api_key, edit).await,
+        Err(ServiceError::Invalid(_))
+    ));
+    assert!(matches!(
+        e.service.revoke_all_keys(&owner(1, "alice", false), "alice").await,
+        Err(ServiceError::StepUpRequired(_))
+    ));
     assert_eq!(e.service.revoke_all_keys(&owner(1, "alice", true), "alice").await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn every_change_is_audited_with_its_actor_and_the_chain_verifies() {
     let e = env().await;
-    let k = e.service.create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default())).await.unwrap();
-    e.service.edit_key(&owner(1, "alice", false), &k.key.api_key, KeyEdit { label: Some("renamed".into()), ..KeyEdit::default() }).await.unwrap();
+    let k = e
+        .service
+        .create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default()))
+        .await
+        .unwrap();
+    e.service
+        .edit_key(
+            &owner(1, "alice", false),
+            &k.key.api_key,
+            KeyEdit { label: Some("renamed".into()), ..KeyEdit::default() },
+        )
+        .await
+        .unwrap();
     e.service.revoke_key(&owner(1, "alice", false), &k.key.api_key).await.unwrap();
     let log = e.service.audit_log(&Actor::operator_cli(), 0, 100).await.unwrap();
     let actions: Vec<(&str, &str)> = log.iter().map(|r| (r.actor.as_str(), r.action.as_str())).collect();
@@ -157,13 +218,27 @@ async fn bad_account_names_weak_passwords_and_wrong_logins_are_refused() {
     let e = env().await;
     let op = Actor::operator_cli();
     for bad in ["A", "Alice", "-x", "a b", "x".repeat(33).as_str()] {
-        assert!(matches!(e.service.create_account(&op, bad, Zeroizing::new("long enough pw".into())).await, Err(ServiceError::Invalid(_))), "{bad}");
+        assert!(
+            matches!(
+                e.service.create_account(&op, bad, Zeroizing::new("long enough pw".into())).await,
+                Err(ServiceError::Invalid(_))
+            ),
+            "{bad}"
+        );
     }
-    assert!(matches!(e.service.create_account(&op, "carol", Zeroizing::new("short".into())).await, Err(ServiceError::Invalid(_))));
-    assert!(matches!(e.service.create_account(&op, "alice", Zeroizing::new("long enough pw".into())).await, Err(ServiceError::Conflict(_))));
+    assert!(matches!(
+        e.service.create_account(&op, "carol", Zeroizing::new("short".into())).await,
+        Err(ServiceError::Invalid(_))
+    ));
+    assert!(matches!(
+        e.service.create_account(&op, "alice", Zeroizing::new("long enough pw".into())).await,
+        Err(ServiceError::Conflict(_))
+    ));
     assert!(e.service.check_password("alice", Zeroizing::new("correct horse battery".into())).await.unwrap().is_some());
     assert!(e.service.check_password("alice", Zeroizing::new("wrong horse battery".into())).await.unwrap().is_none());
-    assert!(e.service.check_password("nobody", Zeroizing::new("correct horse battery".into())).await.unwrap().is_none());
+    assert!(
+        e.service.check_password("nobody", Zeroizing::new("correct horse battery".into())).await.unwrap().is_none()
+    );
 }
 
 #[tokio::test]

@@ -52,7 +52,11 @@ pub enum ChainError {
 ///
 /// # Errors
 /// [`ChainError`] at the first record that does not fit.
-pub fn verify_chain(mut prev: [u8; 32], mut prev_seq: i64, records: &[AuditRecord]) -> Result<([u8; 32], i64), ChainError> {
+pub fn verify_chain(
+    mut prev: [u8; 32],
+    mut prev_seq: i64,
+    records: &[AuditRecord],
+) -> Result<([u8; 32], i64), ChainError> {
     for r in records {
         if r.seq != prev_seq + 1 {
             return Err(ChainError::Gap { expected_after: prev_seq, found: r.seq });

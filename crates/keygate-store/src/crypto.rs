@@ -38,7 +38,8 @@ impl MasterKey {
     /// [`StoreError::Setup`] if the operating system has no randomness to give.
     pub fn generate() -> Result<Self, StoreError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(bytes.as_mut_slice()).map_err(|e| StoreError::Setup(format!("no system randomness: {e}")))?;
+        getrandom::getrandom(bytes.as_mut_slice())
+            .map_err(|e| StoreError::Setup(format!("no system randomness: {e}")))?;
         Ok(Self::from_bytes(*bytes))
     }
 
@@ -49,7 +50,9 @@ impl MasterKey {
     /// # Errors
     /// [`StoreError::Setup`] with a message naming the file and the problem.
     pub fn load_or_create(path: &Path) -> Result<Self, StoreError> {
-        let setup = |what: &str, e: &dyn fmt::Display| StoreError::Setup(format!("master key file {}: {what}: {e}", path.display()));
+        let setup = |what: &str, e: &dyn fmt::Display| {
+            StoreError::Setup(format!("master key file {}: {what}: {e}", path.display()))
+        };
         if !path.exists() {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| setup("cannot create its directory", &e))?;
@@ -80,8 +83,9 @@ impl MasterKey {
         }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| setup("cannot read it", &e))?);
         let mut bytes = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text.trim(), bytes.as_mut_slice())
-            .map_err(|_| StoreError::Setup(format!("master key file {} must hold 64 hex characters", path.display())))?;
+        hex::decode_to_slice(text.trim(), bytes.as_mut_slice()).map_err(|_| {
+            StoreError::Setup(format!("master key file {} must hold 64 hex characters", path.display()))
+        })?;
         Ok(Self::from_bytes(*bytes))
     }
 

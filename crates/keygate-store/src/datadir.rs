@@ -103,7 +103,8 @@ impl DataDir {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                let holder = if text.trim().is_empty() { "another keygate process".to_owned() } else { text.trim().to_owned() };
+                let holder =
+                    if text.trim().is_empty() { "another keygate process".to_owned() } else { text.trim().to_owned() };
                 return Err(LockError::Held { dir: self.path.display().to_string(), holder });
             }
             Err(std::fs::TryLockError::Error(e)) => {

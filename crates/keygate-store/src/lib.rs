@@ -18,7 +18,10 @@ pub mod sqlite;
 pub mod conformance;
 
 pub use error::StoreError;
-pub use records::{AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta};
+pub use records::{
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
+};
+pub use sqlite::{SqliteStore, SyncMode};
 
 use async_trait::async_trait;
 use keygate_auth::{AccountId, ApiKeyId};

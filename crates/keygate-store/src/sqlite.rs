@@ -10,13 +10,16 @@
 
 use crate::audit::chain_hash;
 use crate::crypto::{Sealed, SecretCipher, secret_aad};
-use crate::records::{AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta};
+use crate::records::{
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
+};
 use crate::{Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use keygate_auth::{AccountId, ApiKeyId, HmacSecret, KeyStatus, KeyType, Permissions, PublicKey, Restrictions};
 use keygate_proto::UnixMillis;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row as _, Sqlite};
 use std::fmt;
@@ -87,11 +90,8 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| setup(&e))?;
+        let writer =
+            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(|e| setup(&e))?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&writer)
             .await
@@ -163,10 +163,12 @@ impl SqliteStore {
             Permissions::parse_list(&col::<String>(row, "permissions", what)?).map_err(|e| corrupt_key(what, &e))?;
         let restrictions: Restrictions =
             serde_json::from_str(&col::<String>(row, "restrictions", what)?).map_err(|e| corrupt_key(what, &e))?;
-        let status = key_status(&col::<String>(row, "status", what)?).ok_or_else(|| corrupt_key(what, &"unknown status"))?;
+        let status =
+            key_status(&col::<String>(row, "status", what)?).ok_or_else(|| corrupt_key(what, &"unknown status"))?;
         let last_used_at = col::<Option<i64>>(row, "last_used_at", what)?.map(|t| from_db_time(t, what)).transpose()?;
         let use_count = col::<i64>(row, "use_count", what)?;
-        let use_count = u64::try_from(use_count).map_err(|_| corrupt_key(what, &format_args!("use count {use_count}")))?;
+        let use_count =
+            u64::try_from(use_count).map_err(|_| corrupt_key(what, &format_args!("use count {use_count}")))?;
         Ok(KeyRecord {
             id,
             account_id,
@@ -260,7 +262,8 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
 
 /// Appends `draft` to the chain inside the caller's write transaction.
 async fn append(conn: &mut SqliteConnection, draft: AuditDraft) -> StoreResult<AuditRecord> {
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
+    let last =
+        sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
     let (prev_seq, prev_hash) = match last {
         Some(row) => {
             let seq: i64 = col(&row, "seq", "audit chain head")?;
@@ -366,7 +369,8 @@ impl Store for SqliteStore {
         };
         let restrictions = serde_json::to_string(&key.restrictions).map_err(|e| corrupt_key(what, &e))?;
         let last_used_at = key.last_used_at.map(|t| to_db_time(t, what)).transpose()?;
-        let use_count = i64::try_from(key.use_count).map_err(|_| corrupt_key(what, &"use count beyond the storable range"))?;
+        let use_count =
+            i64::try_from(key.use_count).map_err(|_| corrupt_key(what, &"use count beyond the storable range"))?;
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, account_id, label, key_type, public_key_pem, secret_ciphertext, \
@@ -483,7 +487,9 @@ impl Store for SqliteStore {
     async fn audit_records(&self, after: i64, limit: u32, account: Option<AccountId>) -> StoreResult<Vec<AuditRecord>> {
         let rows = match account {
             Some(a) => {
-                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+                );
                 sqlx::query(&sql).bind(a.0).bind(after).bind(i64::from(limit)).fetch_all(&self.reader).await?
             }
             None => {
@@ -556,19 +562,23 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_stored_values_are_corrupt_and_name_the_key() {
-        let (_dir, store, id) = store_with_one_hmac_key().await;
-        for (sql, restore) in [
-            ("UPDATE api_keys SET restrictions = '{not json'", "UPDATE api_keys SET restrictions = '{}'"),
-            ("UPDATE api_keys SET permissions = 'read,admin'", "UPDATE api_keys SET permissions = 'read'"),
-            ("UPDATE api_keys SET created_at = -5", "UPDATE api_keys SET created_at = 2"),
-            ("UPDATE api_keys SET use_count = 'many'", "UPDATE api_keys SET use_count = 0"),
+        for sql in [
+            "UPDATE api_keys SET restrictions = '{not json'",
+            "UPDATE api_keys SET permissions = 'read,admin'",
+            "UPDATE api_keys SET status = 'paused'",
+            "UPDATE api_keys SET created_at = -5",
+            "UPDATE api_keys SET use_count = 'many'",
+            "UPDATE api_keys SET secret_master_key_id = NULL",
+            "UPDATE api_keys SET key_type = 'ed25519', public_key_pem = 'not a key'",
         ] {
+            let (_dir, store, id) = store_with_one_hmac_key().await;
+            tamper(&store, "PRAGMA ignore_check_constraints = ON").await;
             tamper(&store, sql).await;
             let err = store.get_key(&id).await.unwrap_err();
             assert!(matches!(err, StoreError::Corrupt(ref m) if m.contains(id.as_str())), "{sql}: {err}");
-            tamper(&store, restore).await;
+            let err = store.list_keys(None).await.unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt(_)), "{sql}: {err}");
         }
-        assert!(store.get_key(&id).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -578,7 +588,8 @@ mod tests {
         tamper(&store, "UPDATE audit_log SET hash = x'0102' WHERE seq = 2").await;
         let err = store.audit_records(0, 10, None).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(ref m) if m.contains("audit record 2")), "{err}");
-        let err = store.append_audit(store.audit_records(0, 1, None).await.unwrap()[0].draft.clone()).await.unwrap_err();
+        let err =
+            store.append_audit(store.audit_records(0, 1, None).await.unwrap()[0].draft.clone()).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
     }
 
@@ -590,6 +601,28 @@ mod tests {
             assert!(err.to_string().contains("append-only"), "{err}");
         }
         assert_eq!(store.audit_records(0, 10, None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_use_wal_foreign_keys_and_the_chosen_sync_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, want) in [(SyncMode::Normal, 1), (SyncMode::Full, 2)] {
+            let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([3; 32]), vec![]));
+            let store = SqliteStore::open(&dir.path().join("s.db"), cipher, mode).await.unwrap();
+            let pragma = async |pool: &SqlitePool, name: &str| -> String {
+                let row = sqlx::query(&format!("PRAGMA {name}")).fetch_one(pool).await.unwrap();
+                row.try_get::<String, _>(0).or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string())).unwrap()
+            };
+            for pool in [&store.writer, &store.reader] {
+                assert_eq!(pragma(pool, "journal_mode").await, "wal");
+                assert_eq!(pragma(pool, "foreign_keys").await, "1");
+                assert_eq!(pragma(pool, "busy_timeout").await, "5000");
+            }
+            assert_eq!(pragma(&store.writer, "synchronous").await, want.to_string(), "{mode:?}");
+            let err = sqlx::query("CREATE TABLE t (x)").execute(&store.reader).await.unwrap_err();
+            assert!(err.to_string().contains("readonly"), "the read pool must not write: {err}");
+            store.close().await;
+        }
     }
 
     #[tokio::test]

@@ -89,7 +89,10 @@ impl TestApp {
     /// If creation fails.
     #[allow(clippy::unwrap_used)] // Test support.
     pub async fn account(&self, name: &str) -> keygate_service::AccountView {
-        self.service.create_account(&Self::operator(), name, Zeroizing::new("correct horse battery".into())).await.unwrap()
+        self.service
+            .create_account(&Self::operator(), name, Zeroizing::new("correct horse battery".into()))
+            .await
+            .unwrap()
     }
 
     /// Creates an HMAC key as the operator.
@@ -98,7 +101,13 @@ impl TestApp {
     /// If creation fails.
     #[allow(clippy::unwrap_used)] // Test support.
     pub async fn hmac_key(&self, account: &str, permissions: Permissions, restrictions: Restrictions) -> CreatedKey {
-        let new = NewKey { account: account.into(), label: "test".into(), material: NewKeyMaterial::Hmac, permissions, restrictions };
+        let new = NewKey {
+            account: account.into(),
+            label: "test".into(),
+            material: NewKeyMaterial::Hmac,
+            permissions,
+            restrictions,
+        };
         self.service.create_key(&Self::operator(), new).await.unwrap()
     }
 
@@ -117,7 +126,12 @@ impl TestApp {
     #[must_use]
     pub fn client(&self, api_key: &str, signer: Signer) -> Client {
         let clock = self.clock.clone();
-        Client::new(self.base_url.clone(), api_key, signer, Arc::new(move || keygate_service::Clock::now(&*clock).as_millis()))
+        Client::new(
+            self.base_url.clone(),
+            api_key,
+            signer,
+            Arc::new(move || keygate_service::Clock::now(&*clock).as_millis()),
+        )
     }
 
     /// Stops the server gracefully (flushing usage counters).

@@ -289,7 +289,9 @@ async fn accounts(ctx: &Context, cmd: AccountsCmd) -> anyhow::Result<()> {
             output::account(&v, format.json)
         }
         AccountsCmd::List { format } => output::accounts(&ctx.dispatch(AdminRequest::AccountList).await?, format.json),
-        AccountsCmd::Show { name, format } => output::account(&ctx.dispatch(AdminRequest::AccountShow { name }).await?, format.json),
+        AccountsCmd::Show { name, format } => {
+            output::account(&ctx.dispatch(AdminRequest::AccountShow { name }).await?, format.json)
+        }
         AccountsCmd::Passwd { name, password_stdin } => {
             let password = read_password(password_stdin)?;
             ctx.dispatch(AdminRequest::AccountPassword { name: name.clone(), password: password.to_string() }).await?;
@@ -323,8 +325,12 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
             };
             output::created_key(&ctx.dispatch(req).await?, format.json)
         }
-        KeysCmd::List { account, format } => output::keys(&ctx.dispatch(AdminRequest::KeyList { account }).await?, format.json),
-        KeysCmd::Show { key, format } => output::key(&ctx.dispatch(AdminRequest::KeyShow { id: key }).await?, format.json),
+        KeysCmd::List { account, format } => {
+            output::keys(&ctx.dispatch(AdminRequest::KeyList { account }).await?, format.json)
+        }
+        KeysCmd::Show { key, format } => {
+            output::key(&ctx.dispatch(AdminRequest::KeyShow { id: key }).await?, format.json)
+        }
         KeysCmd::Edit(f) => {
             let edit = EditArgs {
                 label: f.label,
@@ -337,7 +343,11 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
                 } else {
                     (!f.withdraw_address.is_empty()).then_some(f.withdraw_address)
                 },
-                withdraw_limit_24h: if f.no_withdraw_limit { Some(None) } else { limit_arg(f.withdraw_limit_24h).map(Some) },
+                withdraw_limit_24h: if f.no_withdraw_limit {
+                    Some(None)
+                } else {
+                    limit_arg(f.withdraw_limit_24h).map(Some)
+                },
                 status: match (f.disable, f.enable) {
                     (true, _) => Some(KeyStatus::Disabled),
                     (_, true) => Some(KeyStatus::Active),
@@ -351,7 +361,10 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
             if format.json {
                 return output::json(&v);
             }
-            println!("Revoked {}. Requests signed with it are refused from now on.", v["api_key"].as_str().unwrap_or("the key"));
+            println!(
+                "Revoked {}. Requests signed with it are refused from now on.",
+                v["api_key"].as_str().unwrap_or("the key")
+            );
             Ok(())
         }
         KeysCmd::RevokeAll { account } => {
@@ -365,7 +378,9 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
 
 async fn audit(ctx: &Context, cmd: AuditCmd) -> anyhow::Result<()> {
     match cmd {
-        AuditCmd::List { after, limit, format } => output::audit(&ctx.dispatch(AdminRequest::AuditList { after, limit }).await?, format.json),
+        AuditCmd::List { after, limit, format } => {
+            output::audit(&ctx.dispatch(AdminRequest::AuditList { after, limit }).await?, format.json)
+        }
         AuditCmd::Verify => {
             let v = ctx.dispatch(AdminRequest::AuditVerify).await?;
             println!("Audit chain intact: {} record(s) verified.", v["records"]);

@@ -80,7 +80,11 @@ impl Context {
             Err(LockError::Held { .. }) => {
                 let socket = self.data_dir.admin_socket();
                 let answer = admin::call(&socket, &req).await.with_context(|| {
-                    format!("a keygate server holds {} but its admin socket {} does not answer", self.data_dir.path().display(), socket.display())
+                    format!(
+                        "a keygate server holds {} but its admin socket {} does not answer",
+                        self.data_dir.path().display(),
+                        socket.display()
+                    )
                 })?;
                 match answer {
                     AdminResponse::Ok(v) => Ok(v),

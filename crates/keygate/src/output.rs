@@ -82,7 +82,8 @@ pub fn keys(v: &Value, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(v);
     }
-    let mut t = table(&["API KEY", "ACCOUNT", "LABEL", "TYPE", "PERMISSIONS", "RESTRICTIONS", "STATUS", "LAST USED", "USES"]);
+    let mut t =
+        table(&["API KEY", "ACCOUNT", "LABEL", "TYPE", "PERMISSIONS", "RESTRICTIONS", "STATUS", "LAST USED", "USES"]);
     for k in v.as_array().into_iter().flatten() {
         let last = if k["last_used_at"].is_null() {
             "never".into()
@@ -116,15 +117,44 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
         ("Label", text(&k["label"])),
         ("Type", text(&k["type"])),
         ("Permissions", text(&k["permissions"])),
-        ("IP allowlist", if k["ip_allowlist"].as_array().is_some_and(|a| !a.is_empty()) { text(&k["ip_allowlist"]) } else { "any address".into() }),
-        ("Symbols", if k["symbols"].as_array().is_some_and(|a| !a.is_empty()) { text(&k["symbols"]) } else { "all".into() }),
+        (
+            "IP allowlist",
+            if k["ip_allowlist"].as_array().is_some_and(|a| !a.is_empty()) {
+                text(&k["ip_allowlist"])
+            } else {
+                "any address".into()
+            },
+        ),
+        (
+            "Symbols",
+            if k["symbols"].as_array().is_some_and(|a| !a.is_empty()) { text(&k["symbols"]) } else { "all".into() },
+        ),
         ("Expires", time(&k["expires_at"])),
-        ("Withdraw to", if k["withdraw_addresses"].as_array().is_some_and(|a| !a.is_empty()) { text(&k["withdraw_addresses"]) } else { "no address (withdrawals impossible)".into() }),
-        ("Withdraw limit/24h", k["withdraw_limit_24h"].as_object().map_or_else(|| "-".into(), |l| format!("{} {}", text(&l["amount"]), text(&l["asset"])))),
+        (
+            "Withdraw to",
+            if k["withdraw_addresses"].as_array().is_some_and(|a| !a.is_empty()) {
+                text(&k["withdraw_addresses"])
+            } else {
+                "no address (withdrawals impossible)".into()
+            },
+        ),
+        (
+            "Withdraw limit/24h",
+            k["withdraw_limit_24h"]
+                .as_object()
+                .map_or_else(|| "-".into(), |l| format!("{} {}", text(&l["amount"]), text(&l["asset"]))),
+        ),
         ("Status", text(&k["status"])),
         ("Created", format!("{} by {}", time(&k["created_at"]), text(&k["created_by"]))),
         ("Updated", format!("{} by {}", time(&k["updated_at"]), text(&k["updated_by"]))),
-        ("Last used", if k["last_used_at"].is_null() { "never".into() } else { format!("{} from {}", time(&k["last_used_at"]), text(&k["last_used_ip"])) }),
+        (
+            "Last used",
+            if k["last_used_at"].is_null() {
+                "never".into()
+            } else {
+                format!("{} from {}", time(&k["last_used_at"]), text(&k["last_used_ip"]))
+            },
+        ),
         ("Uses", text(&k["use_count"])),
     ];
     for (name, value) in rows {
@@ -145,7 +175,9 @@ pub fn created_key(v: &Value, as_json: bool) -> anyhow::Result<()> {
     if let Some(secret) = v["secret"].as_str() {
         println!();
         println!("Secret key: {secret}");
-        println!("This secret is shown once and cannot be shown again. Store it now; anyone holding it can act with this key's permissions.");
+        println!(
+            "This secret is shown once and cannot be shown again. Store it now; anyone holding it can act with this key's permissions."
+        );
     }
     Ok(())
 }
@@ -157,7 +189,15 @@ pub fn audit(v: &Value, as_json: bool) -> anyhow::Result<()> {
     }
     let mut t = table(&["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "SOURCE", "DETAILS"]);
     for r in v.as_array().into_iter().flatten() {
-        t.add_row(vec![text(&r["seq"]), time(&r["at"]), text(&r["actor"]), text(&r["action"]), text(&r["target"]), text(&r["source"]), r["details"].to_string()]);
+        t.add_row(vec![
+            text(&r["seq"]),
+            time(&r["at"]),
+            text(&r["actor"]),
+            text(&r["action"]),
+            text(&r["target"]),
+            text(&r["source"]),
+            r["details"].to_string(),
+        ]);
     }
     println!("{t}");
     Ok(())

@@ -30,7 +30,8 @@ pub struct ServeArgs {
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let mut trusted = Vec::new();
     for t in &args.trusted_proxy {
-        let net = keygate_auth::IpAllowlist::parse(&[t.as_str()]).map_err(|e| anyhow::anyhow!("--trusted-proxy {e}"))?;
+        let net =
+            keygate_auth::IpAllowlist::parse(&[t.as_str()]).map_err(|e| anyhow::anyhow!("--trusted-proxy {e}"))?;
         trusted.extend(net.nets().iter().copied());
     }
     if !args.listen.ip().is_loopback() && trusted.is_empty() {
@@ -55,7 +56,8 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         admin_socket: Some(ctx.data_dir.admin_socket()),
         ..ServerConfig::default()
     };
-    let mut handle = start(config, service.clone()).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let mut handle =
+        start(config, service.clone()).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("keygate listening on http://{}", handle.addr);
     println!("data directory: {}", ctx.data_dir.path().display());
     let trigger = handle.take_shutdown();

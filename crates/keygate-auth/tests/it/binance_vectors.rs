@@ -14,7 +14,8 @@ use keygate_proto::UnixMicros;
 const SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
 const TIMESTAMP_MS: u64 = 1_499_827_319_559;
 
-const PAYLOAD: &str = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559";
+const PAYLOAD: &str =
+    "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559";
 const HEX: &str = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71";
 
 /// The same order with a percent-encoded full-width symbol (`１２３４５６`), as Binance signs since
@@ -42,12 +43,7 @@ fn binance_key() -> (Keys, ApiKeyId) {
 
 fn verify(query: &str, body: &str) -> Result<VerifiedRequest, Rejection> {
     let (keys, id) = binance_key();
-    crate::support::verifier().verify(
-        &request(id.as_str(), query, body),
-        Access::USER_DATA,
-        &keys,
-        now(),
-    )
+    crate::support::verifier().verify(&request(id.as_str(), query, body), Access::USER_DATA, &keys, now())
 }
 
 #[test]
@@ -72,17 +68,8 @@ fn documented_signature_in_the_query_verifies_in_lower_and_upper_case_hex() {
 
 #[test]
 fn documented_signature_with_mixed_case_hex_verifies() {
-    let mixed: String = HEX
-        .chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if i % 2 == 0 {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            }
-        })
-        .collect();
+    let mixed: String =
+        HEX.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect();
     assert!(verify(&format!("{PAYLOAD}&signature={mixed}"), "").is_ok());
 }
 
@@ -92,11 +79,7 @@ fn verified_parameters_are_the_decoded_values_of_the_signed_payload() {
     assert_eq!(verified.params().get("symbol"), Some("１２３４５６"));
     assert_eq!(verified.params().get("price"), Some("0.1"));
     assert_eq!(verified.params().signature(), Some(HEX2));
-    assert_eq!(
-        verified.params().iter().count(),
-        8,
-        "signature is not among the parameters"
-    );
+    assert_eq!(verified.params().iter().count(), 8, "signature is not among the parameters");
     assert_eq!(verified.account_id().0, 42);
 }
 
@@ -114,11 +97,7 @@ fn documented_payload_with_one_character_changed_is_a_bad_signature() {
         let payload = PAYLOAD.replacen(from, to, 1);
         assert_ne!(payload, PAYLOAD);
         let query = format!("{payload}&signature={HEX}");
-        assert_eq!(
-            denial(verify(&query, "")),
-            Denial::BadSignature,
-            "{from} -> {to}"
-        );
+        assert_eq!(denial(verify(&query, "")), Denial::BadSignature, "{from} -> {to}");
     }
 }
 
@@ -129,11 +108,7 @@ fn documented_signature_with_one_hex_digit_changed_is_a_bad_signature() {
         sig[i] = if sig[i] == b'0' { b'1' } else { b'0' };
         let sig = String::from_utf8(sig).unwrap();
         let query = format!("{PAYLOAD}&signature={sig}");
-        assert_eq!(
-            denial(verify(&query, "")),
-            Denial::BadSignature,
-            "digit {i}"
-        );
+        assert_eq!(denial(verify(&query, "")), Denial::BadSignature, "digit {i}");
     }
 }
 
@@ -147,11 +122,7 @@ fn documented_payload_changed_at_any_single_position_never_verifies() {
             }
             payload[i] = replacement;
             let query = format!("{}&signature={HEX}", String::from_utf8(payload).unwrap());
-            assert!(
-                verify(&query, "").is_err(),
-                "position {i} -> {}",
-                char::from(replacement)
-            );
+            assert!(verify(&query, "").is_err(), "position {i} -> {}", char::from(replacement));
         }
     }
 }
@@ -193,10 +164,7 @@ fn documented_request_is_stale_once_its_recv_window_has_passed() {
     let query = format!("{PAYLOAD}&signature={HEX}");
     let req = request(id.as_str(), &query, "");
     let v = crate::support::verifier();
-    assert!(
-        v.verify(&req, Access::USER_DATA, &keys, ms(TIMESTAMP_MS + 5000))
-            .is_ok()
-    );
+    assert!(v.verify(&req, Access::USER_DATA, &keys, ms(TIMESTAMP_MS + 5000)).is_ok());
     let late = v.verify(&req, Access::USER_DATA, &keys, ms(TIMESTAMP_MS + 5001));
     assert_eq!(denial(late), Denial::TimestampStale { behind_ms: 5001 });
 }

@@ -2,12 +2,11 @@
 //! disclosed once the signature has verified.
 
 use crate::support::{
-    HmacKey, Keys, NOW_MS, PEER, denial, hmac_hex, key_id, ms, order, request, request_from,
-    verifier,
+    HmacKey, Keys, NOW_MS, PEER, denial, hmac_hex, key_id, ms, order, request, request_from, verifier,
 };
 use keygate_auth::{
-    Access, Denial, IpAllowlist, KeyEntry, KeyLookup, KeyStatus, Limits, ParamError,
-    ParamErrorKind, Permission, Permissions, UnverifiedRequest, Verifier,
+    Access, Denial, IpAllowlist, KeyEntry, KeyLookup, KeyStatus, Limits, ParamError, ParamErrorKind, Permission,
+    Permissions, UnverifiedRequest, Verifier,
 };
 use keygate_proto::{Symbol, UnixMicros, UnixMillis};
 use std::net::IpAddr;
@@ -48,16 +47,8 @@ fn allow(entries: &[&str]) -> impl FnOnce(&mut KeyEntry) {
 fn rejects_request_without_api_key_header() {
     let k = HmacKey::new(|_| {});
     let query = k.signed(&order(NOW_MS));
-    let req = UnverifiedRequest {
-        api_key: None,
-        query: query.as_bytes(),
-        body: b"",
-        peer: PEER,
-    };
-    let r = k
-        .verifier
-        .verify(&req, Access::USER_DATA, &MustNotLookUp, now())
-        .unwrap_err();
+    let req = UnverifiedRequest { api_key: None, query: query.as_bytes(), body: b"", peer: PEER };
+    let r = k.verifier.verify(&req, Access::USER_DATA, &MustNotLookUp, now()).unwrap_err();
     assert_eq!(r.denial, Denial::MissingApiKey);
     assert!(r.key.is_none());
 }
@@ -66,16 +57,8 @@ fn rejects_request_without_api_key_header() {
 fn rejects_empty_api_key_header_as_missing() {
     let k = HmacKey::new(|_| {});
     let query = k.signed(&order(NOW_MS));
-    let req = UnverifiedRequest {
-        api_key: Some(b""),
-        query: query.as_bytes(),
-        body: b"",
-        peer: PEER,
-    };
-    let r = k
-        .verifier
-        .verify(&req, Access::USER_DATA, &MustNotLookUp, now())
-        .unwrap_err();
+    let req = UnverifiedRequest { api_key: Some(b""), query: query.as_bytes(), body: b"", peer: PEER };
+    let r = k.verifier.verify(&req, Access::USER_DATA, &MustNotLookUp, now()).unwrap_err();
     assert_eq!(r.denial, Denial::MissingApiKey);
 }
 
@@ -92,22 +75,9 @@ fn rejects_malformed_api_key_without_consulting_the_key_cache() {
     let secret = k.secret.expose().as_bytes();
     let not_utf8 = [0xFFu8; 41];
     for header in [&typo[..], truncated, binance, secret, &not_utf8, b" "] {
-        let req = UnverifiedRequest {
-            api_key: Some(header),
-            query: query.as_bytes(),
-            body: b"",
-            peer: PEER,
-        };
-        let r = k
-            .verifier
-            .verify(&req, Access::USER_DATA, &MustNotLookUp, now())
-            .unwrap_err();
-        assert_eq!(
-            r.denial,
-            Denial::MalformedApiKey,
-            "{:?}",
-            String::from_utf8_lossy(header)
-        );
+        let req = UnverifiedRequest { api_key: Some(header), query: query.as_bytes(), body: b"", peer: PEER };
+        let r = k.verifier.verify(&req, Access::USER_DATA, &MustNotLookUp, now()).unwrap_err();
+        assert_eq!(r.denial, Denial::MalformedApiKey, "{:?}", String::from_utf8_lossy(header));
         assert!(r.key.is_none());
     }
 }
@@ -117,15 +87,7 @@ fn rejects_well_formed_but_unknown_api_key() {
     let k = HmacKey::new(|_| {});
     let stranger = key_id(999);
     let query = k.signed(&order(NOW_MS));
-    let r = k
-        .verifier
-        .verify(
-            &request(stranger.as_str(), &query, ""),
-            Access::USER_DATA,
-            &k.keys,
-            now(),
-        )
-        .unwrap_err();
+    let r = k.verifier.verify(&request(stranger.as_str(), &query, ""), Access::USER_DATA, &k.keys, now()).unwrap_err();
     assert_eq!(r.denial, Denial::UnknownApiKey);
     assert!(r.key.is_none());
 }
@@ -136,10 +98,7 @@ fn rejects_well_formed_but_unknown_api_key() {
 fn rejects_parameter_repeated_within_the_query_or_within_the_body() {
     let k = HmacKey::new(|_| {});
     let repeated = format!("{}&side=SELL", order(NOW_MS));
-    for (query, body) in [
-        (k.signed(&repeated), String::new()),
-        (String::new(), k.signed(&repeated)),
-    ] {
+    for (query, body) in [(k.signed(&repeated), String::new()), (String::new(), k.signed(&repeated))] {
         let e = param_error(denial(k.verify(&query, &body, Access::USER_DATA, now())));
         assert_eq!(e.kind, ParamErrorKind::TooMany, "{e}");
         assert_eq!(e.msg, "Duplicate values for parameter 'side'.");
@@ -166,14 +125,7 @@ fn parameter_in_both_query_and_body_takes_the_query_value() {
     let query = format!("symbol=ETHUSDT&timestamp={NOW_MS}");
     let body = format!("symbol=BTCUSDT&quantity=3&timestamp={}", NOW_MS - 60_000);
     let sig = k.sign(&format!("{query}{body}"));
-    let v = k
-        .verify(
-            &query,
-            &format!("{body}&signature={sig}"),
-            Access::USER_DATA,
-            now(),
-        )
-        .unwrap();
+    let v = k.verify(&query, &format!("{body}&signature={sig}"), Access::USER_DATA, now()).unwrap();
     assert_eq!(v.params().get("symbol"), Some("ETHUSDT"));
     assert_eq!(v.params().get("quantity"), Some("3"));
     // The query's timestamp is the one judged: the body's is a minute old.
@@ -181,26 +133,13 @@ fn parameter_in_both_query_and_body_takes_the_query_value() {
     // Handlers see each name once, with the query's value.
     let pairs: Vec<(&str, &str)> = v.params().iter().collect();
     let expected_ts = NOW_MS.to_string();
-    assert_eq!(
-        pairs,
-        [
-            ("symbol", "ETHUSDT"),
-            ("timestamp", expected_ts.as_str()),
-            ("quantity", "3")
-        ]
-    );
+    assert_eq!(pairs, [("symbol", "ETHUSDT"), ("timestamp", expected_ts.as_str()), ("quantity", "3")]);
 }
 
 #[test]
 fn rejects_illegal_characters_and_stray_separators() {
     let k = HmacKey::new(|_| {});
-    for bad in [
-        "symbol=%ZZ",
-        "symbol=%FF",
-        "sym bol=BTCUSDT",
-        "&symbol=BTCUSDT",
-        "symbol=BTCUSDT&&side=BUY",
-    ] {
+    for bad in ["symbol=%ZZ", "symbol=%FF", "sym bol=BTCUSDT", "&symbol=BTCUSDT", "symbol=BTCUSDT&&side=BUY"] {
         let query = k.signed(&format!("{bad}&timestamp={NOW_MS}"));
         let e = param_error(denial(k.verify(&query, "", Access::USER_DATA, now())));
         assert_eq!(e.kind, ParamErrorKind::IllegalChars, "{bad}: {e}");
@@ -212,34 +151,16 @@ fn rejects_more_than_sixty_four_parameters() {
     let k = HmacKey::new(|_| {});
     let many: Vec<String> = (0..64).map(|i| format!("p{i}=1")).collect();
     let payload = format!("{}&timestamp={NOW_MS}", many.join("&"));
-    let e = param_error(denial(k.verify(
-        &k.signed(&payload),
-        "",
-        Access::USER_DATA,
-        now(),
-    )));
+    let e = param_error(denial(k.verify(&k.signed(&payload), "", Access::USER_DATA, now())));
     assert_eq!(e.kind, ParamErrorKind::TooMany);
 }
 
 #[test]
 fn rejects_body_over_the_limit() {
     let k = HmacKey::new(|_| {});
-    let v = Verifier::new(
-        Limits {
-            max_body: 100,
-            ..Limits::default()
-        },
-        16,
-    );
+    let v = Verifier::new(Limits { max_body: 100, ..Limits::default() }, 16);
     let body = k.signed(&format!("{}&note={}", order(NOW_MS), "x".repeat(100)));
-    let r = v
-        .verify(
-            &request(k.id.as_str(), "", &body),
-            Access::USER_DATA,
-            &k.keys,
-            now(),
-        )
-        .unwrap_err();
+    let r = v.verify(&request(k.id.as_str(), "", &body), Access::USER_DATA, &k.keys, now()).unwrap_err();
     assert_eq!(r.denial, Denial::BodyTooLarge);
 }
 
@@ -257,9 +178,7 @@ fn rejects_missing_or_malformed_timestamp() {
         format!("{no_ts}&timestamp=+1700000000000"),
     ];
     for payload in cases {
-        let r = k
-            .verify(&k.signed(&payload), "", Access::USER_DATA, now())
-            .unwrap_err();
+        let r = k.verify(&k.signed(&payload), "", Access::USER_DATA, now()).unwrap_err();
         let e = param_error(r.denial);
         assert_eq!(e.kind, ParamErrorKind::Mandatory, "{payload}");
         assert!(e.msg.contains("'timestamp'"), "{}", e.msg);
@@ -272,11 +191,7 @@ fn rejects_missing_or_malformed_timestamp() {
 fn rejects_missing_or_empty_signature() {
     let k = HmacKey::new(|_| {});
     let payload = order(NOW_MS);
-    for query in [
-        payload.clone(),
-        format!("{payload}&signature="),
-        format!("{payload}&signature"),
-    ] {
+    for query in [payload.clone(), format!("{payload}&signature="), format!("{payload}&signature")] {
         let e = param_error(denial(k.verify(&query, "", Access::USER_DATA, now())));
         assert_eq!(e.kind, ParamErrorKind::Mandatory, "{query}");
         assert!(e.msg.contains("'signature'"), "{}", e.msg);
@@ -288,18 +203,7 @@ fn rejects_missing_or_empty_signature() {
 #[test]
 fn rejects_recv_window_above_sixty_seconds_or_malformed() {
     let k = HmacKey::new(|_| {});
-    for window in [
-        "60001",
-        "60000.001",
-        "999999999",
-        "abc",
-        "1e3",
-        "5000.",
-        ".5",
-        "5000.1234",
-        "-1",
-        "",
-    ] {
+    for window in ["60001", "60000.001", "999999999", "abc", "1e3", "5000.", ".5", "5000.1234", "-1", ""] {
         let payload = format!("{}&recvWindow={window}", order(NOW_MS));
         assert_eq!(
             denial(k.verify(&k.signed(&payload), "", Access::USER_DATA, now())),
@@ -314,73 +218,30 @@ fn accepts_recv_window_up_to_sixty_seconds_with_three_decimals() {
     let k = HmacKey::new(|_| {});
     for window in ["60000", "60000.000", "6000.346", "0", "5000.5"] {
         let payload = format!("{}&recvWindow={window}", order(NOW_MS));
-        assert!(
-            k.verify(&k.signed(&payload), "", Access::USER_DATA, now())
-                .is_ok(),
-            "{window}"
-        );
+        assert!(k.verify(&k.signed(&payload), "", Access::USER_DATA, now()).is_ok(), "{window}");
     }
 }
 
 #[test]
 fn rejects_timestamp_a_second_or_more_ahead_of_server_time() {
     let k = HmacKey::new(|_| {});
-    assert!(
-        k.verify(
-            &k.signed(&order(NOW_MS + 999)),
-            "",
-            Access::USER_DATA,
-            now()
-        )
-        .is_ok()
-    );
-    let ahead = k.verify(
-        &k.signed(&order(NOW_MS + 1000)),
-        "",
-        Access::USER_DATA,
-        now(),
-    );
+    assert!(k.verify(&k.signed(&order(NOW_MS + 999)), "", Access::USER_DATA, now()).is_ok());
+    let ahead = k.verify(&k.signed(&order(NOW_MS + 1000)), "", Access::USER_DATA, now());
     assert_eq!(denial(ahead), Denial::TimestampAhead { ahead_ms: 1000 });
-    let far = k.verify(
-        &k.signed(&order(NOW_MS + 3_600_000)),
-        "",
-        Access::USER_DATA,
-        now(),
-    );
-    assert_eq!(
-        denial(far),
-        Denial::TimestampAhead {
-            ahead_ms: 3_600_000
-        }
-    );
+    let far = k.verify(&k.signed(&order(NOW_MS + 3_600_000)), "", Access::USER_DATA, now());
+    assert_eq!(denial(far), Denial::TimestampAhead { ahead_ms: 3_600_000 });
 }
 
 #[test]
 fn rejects_timestamp_outside_recv_window() {
     let k = HmacKey::new(|_| {});
     // Default window: 5000 ms, inclusive.
-    assert!(
-        k.verify(
-            &k.signed(&order(NOW_MS - 5000)),
-            "",
-            Access::USER_DATA,
-            now()
-        )
-        .is_ok()
-    );
-    let stale = k.verify(
-        &k.signed(&order(NOW_MS - 5001)),
-        "",
-        Access::USER_DATA,
-        now(),
-    );
+    assert!(k.verify(&k.signed(&order(NOW_MS - 5000)), "", Access::USER_DATA, now()).is_ok());
+    let stale = k.verify(&k.signed(&order(NOW_MS - 5001)), "", Access::USER_DATA, now());
     assert_eq!(denial(stale), Denial::TimestampStale { behind_ms: 5001 });
     // An explicit window.
     let wide = format!("{}&recvWindow=10000", order(NOW_MS - 9000));
-    assert!(
-        k.verify(&k.signed(&wide), "", Access::USER_DATA, now())
-            .is_ok()
-    );
+    assert!(k.verify(&k.signed(&wide), "", Access::USER_DATA, now()).is_ok());
     let narrow = format!("{}&recvWindow=1000", order(NOW_MS - 1500));
     assert_eq!(
         denial(k.verify(&k.signed(&narrow), "", Access::USER_DATA, now())),
@@ -392,21 +253,8 @@ fn rejects_timestamp_outside_recv_window() {
 fn recv_window_decimals_are_honoured_to_the_microsecond() {
     let k = HmacKey::new(|_| {});
     let query = k.signed(&format!("{}&recvWindow=100.5", order(NOW_MS)));
-    assert!(
-        k.verify(
-            &query,
-            "",
-            Access::USER_DATA,
-            UnixMicros(NOW_MS * 1000 + 100_500)
-        )
-        .is_ok()
-    );
-    let late = k.verify(
-        &query,
-        "",
-        Access::USER_DATA,
-        UnixMicros(NOW_MS * 1000 + 100_501),
-    );
+    assert!(k.verify(&query, "", Access::USER_DATA, UnixMicros(NOW_MS * 1000 + 100_500)).is_ok());
+    let late = k.verify(&query, "", Access::USER_DATA, UnixMicros(NOW_MS * 1000 + 100_501));
     assert_eq!(denial(late), Denial::TimestampStale { behind_ms: 100 });
 }
 
@@ -416,9 +264,7 @@ fn accepts_timestamp_in_microseconds() {
     let ts_us = NOW_MS * 1000 + 123;
     assert_eq!(ts_us.to_string().len(), 16);
     let query = k.signed(&format!("symbol=BTCUSDT&timestamp={ts_us}"));
-    let v = k
-        .verify(&query, "", Access::USER_DATA, UnixMicros(ts_us + 1))
-        .unwrap();
+    let v = k.verify(&query, "", Access::USER_DATA, UnixMicros(ts_us + 1)).unwrap();
     assert_eq!(v.timestamp(), UnixMicros(ts_us));
     assert!(v.still_fresh(UnixMicros(ts_us + 5_000_000)));
     assert!(!v.still_fresh(UnixMicros(ts_us + 5_000_001)));
@@ -427,10 +273,7 @@ fn accepts_timestamp_in_microseconds() {
     assert_eq!(denial(stale), Denial::TimestampStale { behind_ms: 5000 });
     let ahead = k.verify(&query, "", Access::USER_DATA, UnixMicros(ts_us - 1_000_000));
     assert_eq!(denial(ahead), Denial::TimestampAhead { ahead_ms: 1000 });
-    assert!(
-        k.verify(&query, "", Access::USER_DATA, UnixMicros(ts_us - 999_999))
-            .is_ok()
-    );
+    assert!(k.verify(&query, "", Access::USER_DATA, UnixMicros(ts_us - 999_999)).is_ok());
 }
 
 // ---- The signature -----------------------------------------------------------------------------
@@ -441,14 +284,7 @@ fn rejects_signature_made_with_another_secret() {
     let other = crate::support::hmac_secret(2);
     let payload = order(NOW_MS);
     let sig = hmac_hex(other.expose().as_bytes(), payload.as_bytes());
-    let r = k
-        .verify(
-            &format!("{payload}&signature={sig}"),
-            "",
-            Access::USER_DATA,
-            now(),
-        )
-        .unwrap_err();
+    let r = k.verify(&format!("{payload}&signature={sig}"), "", Access::USER_DATA, now()).unwrap_err();
     assert_eq!(r.denial, Denial::BadSignature);
     assert_eq!(r.key.unwrap().id, k.id);
 }
@@ -458,27 +294,18 @@ fn rejects_hmac_signature_of_wrong_length_or_alphabet() {
     let k = HmacKey::new(|_| {});
     let payload = order(NOW_MS);
     let good = k.sign(&payload);
-    let b64 = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        hex::decode(&good).unwrap(),
-    );
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, hex::decode(&good).unwrap());
     let cases = [
         good[..63].to_owned(),
         format!("{good}0"),
         format!("{}g", &good[..63]),
         format!("{good}{good}"),
-        b64.replace('+', "%2B")
-            .replace('/', "%2F")
-            .replace('=', "%3D"),
+        b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D"),
         format!("+{}", &good[1..]),
     ];
     for sig in cases {
         let query = format!("{payload}&signature={sig}");
-        assert_eq!(
-            denial(k.verify(&query, "", Access::USER_DATA, now())),
-            Denial::BadSignature,
-            "{sig}"
-        );
+        assert_eq!(denial(k.verify(&query, "", Access::USER_DATA, now())), Denial::BadSignature, "{sig}");
     }
 }
 
@@ -489,10 +316,7 @@ fn rejects_signature_over_other_bytes_than_those_sent() {
     let sent = format!("symbol=BTCUSDT&note=a%20b&timestamp={NOW_MS}");
     let signed = format!("symbol=BTCUSDT&note=a b&timestamp={NOW_MS}");
     let query = format!("{sent}&signature={}", k.sign(&signed));
-    assert_eq!(
-        denial(k.verify(&query, "", Access::USER_DATA, now())),
-        Denial::BadSignature
-    );
+    assert_eq!(denial(k.verify(&query, "", Access::USER_DATA, now())), Denial::BadSignature);
 }
 
 // ---- The key's own state, told only after the signature verified ------------------------------
@@ -505,9 +329,7 @@ fn rejects_disabled_revoked_and_expired_keys() {
         (KeyStatus::Expired, Denial::KeyExpired),
     ] {
         let k = HmacKey::new(|e| e.status = status);
-        let r = k
-            .verify(&k.signed(&order(NOW_MS)), "", Access::USER_DATA, now())
-            .unwrap_err();
+        let r = k.verify(&k.signed(&order(NOW_MS)), "", Access::USER_DATA, now()).unwrap_err();
         assert_eq!(r.denial, expected);
         assert_eq!(r.key.unwrap().status, status);
     }
@@ -529,42 +351,21 @@ fn rejects_key_whose_expiry_has_passed() {
 fn rejects_ipv4_peer_outside_allowlist() {
     let k = HmacKey::new(allow(&["198.51.100.0/24"]));
     let query = k.signed(&order(NOW_MS));
-    assert!(
-        k.verify_from(ip("198.51.100.9"), &query, "", Access::USER_DATA, now())
-            .is_ok()
-    );
+    assert!(k.verify_from(ip("198.51.100.9"), &query, "", Access::USER_DATA, now()).is_ok());
     let r = k.verify_from(ip("198.51.101.9"), &query, "", Access::USER_DATA, now());
-    assert_eq!(
-        denial(r),
-        Denial::IpNotAllowed {
-            ip: ip("198.51.101.9")
-        }
-    );
+    assert_eq!(denial(r), Denial::IpNotAllowed { ip: ip("198.51.101.9") });
 }
 
 #[test]
 fn rejects_ipv6_peer_outside_allowlist() {
     let k = HmacKey::new(allow(&["2001:db8::/32"]));
     let query = k.signed(&order(NOW_MS));
-    assert!(
-        k.verify_from(ip("2001:db8:ffff::1"), &query, "", Access::USER_DATA, now())
-            .is_ok()
-    );
+    assert!(k.verify_from(ip("2001:db8:ffff::1"), &query, "", Access::USER_DATA, now()).is_ok());
     let r = k.verify_from(ip("2001:db9::1"), &query, "", Access::USER_DATA, now());
-    assert_eq!(
-        denial(r),
-        Denial::IpNotAllowed {
-            ip: ip("2001:db9::1")
-        }
-    );
+    assert_eq!(denial(r), Denial::IpNotAllowed { ip: ip("2001:db9::1") });
     // An IPv4 peer never matches an IPv6 range.
     let r = k.verify_from(ip("198.51.100.9"), &query, "", Access::USER_DATA, now());
-    assert_eq!(
-        denial(r),
-        Denial::IpNotAllowed {
-            ip: ip("198.51.100.9")
-        }
-    );
+    assert_eq!(denial(r), Denial::IpNotAllowed { ip: ip("198.51.100.9") });
 }
 
 #[test]
@@ -572,30 +373,10 @@ fn ipv4_mapped_peer_matches_ipv4_allowlist_entry() {
     // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`.
     let k = HmacKey::new(allow(&["198.51.100.0/24"]));
     let query = k.signed(&order(NOW_MS));
-    assert!(
-        k.verify_from(
-            ip("::ffff:198.51.100.9"),
-            &query,
-            "",
-            Access::USER_DATA,
-            now()
-        )
-        .is_ok()
-    );
-    let r = k.verify_from(
-        ip("::ffff:203.0.113.7"),
-        &query,
-        "",
-        Access::USER_DATA,
-        now(),
-    );
+    assert!(k.verify_from(ip("::ffff:198.51.100.9"), &query, "", Access::USER_DATA, now()).is_ok());
+    let r = k.verify_from(ip("::ffff:203.0.113.7"), &query, "", Access::USER_DATA, now());
     // The reported address is the canonical IPv4 one.
-    assert_eq!(
-        denial(r),
-        Denial::IpNotAllowed {
-            ip: ip("203.0.113.7")
-        }
-    );
+    assert_eq!(denial(r), Denial::IpNotAllowed { ip: ip("203.0.113.7") });
 }
 
 #[test]
@@ -606,55 +387,36 @@ fn rejects_endpoint_whose_permission_the_key_lacks() {
     });
     let query = k.signed(&order(NOW_MS));
     assert!(k.verify(&query, "", Access::USER_DATA, now()).is_ok());
-    assert_eq!(
-        denial(k.verify(&query, "", Access::TRADE, now())),
-        Denial::PermissionMissing(Permission::Trade)
-    );
-    assert_eq!(
-        denial(k.verify(&query, "", Access::WITHDRAW, now())),
-        Denial::PermissionMissing(Permission::Withdraw)
-    );
+    assert_eq!(denial(k.verify(&query, "", Access::TRADE, now())), Denial::PermissionMissing(Permission::Trade));
+    assert_eq!(denial(k.verify(&query, "", Access::WITHDRAW, now())), Denial::PermissionMissing(Permission::Withdraw));
 }
 
 #[test]
 fn trade_permission_does_not_imply_withdraw() {
     let k = HmacKey::new(allow(&["203.0.113.0/24"]));
     let query = k.signed(&order(NOW_MS));
-    assert_eq!(
-        denial(k.verify(&query, "", Access::WITHDRAW, now())),
-        Denial::PermissionMissing(Permission::Withdraw)
-    );
+    assert_eq!(denial(k.verify(&query, "", Access::WITHDRAW, now())), Denial::PermissionMissing(Permission::Withdraw));
 }
 
 #[test]
 fn rejects_withdrawal_by_key_without_ip_allowlist() {
     let unrestricted = HmacKey::new(|e| e.permissions = Permissions::with(&[Permission::Withdraw]));
     let query = unrestricted.signed(&order(NOW_MS));
-    assert_eq!(
-        denial(unrestricted.verify(&query, "", Access::WITHDRAW, now())),
-        Denial::IpRestrictionRequired
-    );
+    assert_eq!(denial(unrestricted.verify(&query, "", Access::WITHDRAW, now())), Denial::IpRestrictionRequired);
 
     let restricted = HmacKey::new(|e| {
         e.permissions = Permissions::with(&[Permission::Withdraw]);
         e.restrictions.ip_allowlist = IpAllowlist::parse(&["203.0.113.0/24"]).unwrap();
     });
     let query = restricted.signed(&order(NOW_MS));
-    assert!(
-        restricted
-            .verify(&query, "", Access::WITHDRAW, now())
-            .is_ok()
-    );
+    assert!(restricted.verify(&query, "", Access::WITHDRAW, now()).is_ok());
 }
 
 #[test]
 fn rejects_trade_on_symbol_outside_the_keys_allowlist() {
     let k = HmacKey::new(|e| e.restrictions.symbols = vec![Symbol::parse("ETHUSDT").unwrap()]);
     let btc = k.signed(&order(NOW_MS));
-    assert_eq!(
-        denial(k.verify(&btc, "", Access::TRADE, now())),
-        Denial::SymbolNotAllowed("BTCUSDT".into())
-    );
+    assert_eq!(denial(k.verify(&btc, "", Access::TRADE, now())), Denial::SymbolNotAllowed("BTCUSDT".into()));
     let eth = k.signed(&order(NOW_MS).replace("BTCUSDT", "ETHUSDT"));
     assert!(k.verify(&eth, "", Access::TRADE, now()).is_ok());
     // Reading about another symbol is not trading it.
@@ -665,10 +427,7 @@ fn rejects_trade_on_symbol_outside_the_keys_allowlist() {
 fn symbol_allowlist_applies_to_the_symbol_in_the_body_too() {
     let k = HmacKey::new(|e| e.restrictions.symbols = vec![Symbol::parse("ETHUSDT").unwrap()]);
     let body = k.signed(&order(NOW_MS));
-    assert_eq!(
-        denial(k.verify("", &body, Access::TRADE, now())),
-        Denial::SymbolNotAllowed("BTCUSDT".into())
-    );
+    assert_eq!(denial(k.verify("", &body, Access::TRADE, now())), Denial::SymbolNotAllowed("BTCUSDT".into()));
 }
 
 #[test]
@@ -677,26 +436,12 @@ fn rejects_signature_reused_on_a_single_use_endpoint() {
     let payload = order(NOW_MS);
     let query = k.signed(&payload);
     assert!(k.verify(&query, "", Access::TRADE, now()).is_ok());
-    assert_eq!(
-        denial(k.verify(&query, "", Access::TRADE, ms(NOW_MS + 10))),
-        Denial::SignatureReused
-    );
+    assert_eq!(denial(k.verify(&query, "", Access::TRADE, ms(NOW_MS + 10))), Denial::SignatureReused);
     // The same signature in upper case, or moved to the body, is the same signature.
-    let upper = format!(
-        "{payload}&signature={}",
-        k.sign(&payload).to_ascii_uppercase()
-    );
+    let upper = format!("{payload}&signature={}", k.sign(&payload).to_ascii_uppercase());
+    assert_eq!(denial(k.verify(&upper, "", Access::TRADE, now())), Denial::SignatureReused);
     assert_eq!(
-        denial(k.verify(&upper, "", Access::TRADE, now())),
-        Denial::SignatureReused
-    );
-    assert_eq!(
-        denial(k.verify(
-            &payload,
-            &format!("signature={}", k.sign(&payload)),
-            Access::TRADE,
-            now()
-        )),
+        denial(k.verify(&payload, &format!("signature={}", k.sign(&payload)), Access::TRADE, now())),
         Denial::SignatureReused
     );
     // A signature first used on a TRADE endpoint cannot be replayed on a withdrawal either.
@@ -706,10 +451,7 @@ fn rejects_signature_reused_on_a_single_use_endpoint() {
     });
     let query = w.signed(&payload);
     assert!(w.verify(&query, "", Access::TRADE, now()).is_ok());
-    assert_eq!(
-        denial(w.verify(&query, "", Access::WITHDRAW, now())),
-        Denial::SignatureReused
-    );
+    assert_eq!(denial(w.verify(&query, "", Access::WITHDRAW, now())), Denial::SignatureReused);
 }
 
 #[test]
@@ -730,22 +472,12 @@ fn refused_single_use_request_does_not_use_up_its_signature() {
     // the same signature still works once the key may trade (same seed: same id and secret).
     let k = HmacKey::new(|e| e.permissions = Permissions::READ_ONLY);
     let query = k.signed(&order(NOW_MS));
-    assert_eq!(
-        denial(k.verify(&query, "", Access::TRADE, now())),
-        Denial::PermissionMissing(Permission::Trade)
-    );
+    assert_eq!(denial(k.verify(&query, "", Access::TRADE, now())), Denial::PermissionMissing(Permission::Trade));
     let widened = HmacKey::new(|_| {});
     assert_eq!(widened.id, k.id);
     let req = request(k.id.as_str(), &query, "");
-    assert!(
-        k.verifier
-            .verify(&req, Access::TRADE, &widened.keys, now())
-            .is_ok()
-    );
-    assert_eq!(
-        denial(k.verifier.verify(&req, Access::TRADE, &widened.keys, now())),
-        Denial::SignatureReused
-    );
+    assert!(k.verifier.verify(&req, Access::TRADE, &widened.keys, now()).is_ok());
+    assert_eq!(denial(k.verifier.verify(&req, Access::TRADE, &widened.keys, now())), Denial::SignatureReused);
 }
 
 #[test]
@@ -757,28 +489,12 @@ fn full_replay_guard_refuses_instead_of_forgetting() {
     let mut outcomes = Vec::new();
     for i in 0..17 {
         let query = k.signed(&order(NOW_MS - i));
-        let r = v.verify(
-            &request(k.id.as_str(), &query, ""),
-            Access::TRADE,
-            &k.keys,
-            now(),
-        );
+        let r = v.verify(&request(k.id.as_str(), &query, ""), Access::TRADE, &k.keys, now());
         outcomes.push(r.map(|_| ()).map_err(|r| r.denial));
     }
-    let first_full = outcomes
-        .iter()
-        .position(|o| *o == Err(Denial::ReplayGuardFull))
-        .unwrap();
-    assert!(
-        outcomes[..first_full].iter().all(Result::is_ok),
-        "{outcomes:?}"
-    );
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| o.is_ok() || *o == Err(Denial::ReplayGuardFull)),
-        "{outcomes:?}"
-    );
+    let first_full = outcomes.iter().position(|o| *o == Err(Denial::ReplayGuardFull)).unwrap();
+    assert!(outcomes[..first_full].iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.is_ok() || *o == Err(Denial::ReplayGuardFull)), "{outcomes:?}");
 }
 
 // ---- What is disclosed -------------------------------------------------------------------------
@@ -858,14 +574,9 @@ fn key_state_is_not_disclosed_without_a_valid_signature() {
     assert_eq!(r.denial, Denial::BadSignature);
     assert!(!r.denial.after_signature());
     let stale = k.signed(&order(NOW_MS - 60_000));
-    assert_eq!(
-        denial(k.verify(&stale, "", Access::TRADE, now())),
-        Denial::TimestampStale { behind_ms: 60_000 }
-    );
+    assert_eq!(denial(k.verify(&stale, "", Access::TRADE, now())), Denial::TimestampStale { behind_ms: 60_000 });
     // With the signature, the first key-state reason is told.
-    let r = k
-        .verify(&k.signed(&payload), "", Access::TRADE, now())
-        .unwrap_err();
+    let r = k.verify(&k.signed(&payload), "", Access::TRADE, now()).unwrap_err();
     assert_eq!(r.denial, Denial::KeyRevoked);
     assert!(r.denial.after_signature());
 }
@@ -878,34 +589,23 @@ fn post_signature_checks_run_in_the_documented_order() {
         e.restrictions.expires_at = Some(UnixMillis(1));
         e.restrictions.ip_allowlist = IpAllowlist::parse(&["10.0.0.0/8"]).unwrap();
     });
-    assert_eq!(
-        denial(k.verify(&query(&k), "", Access::TRADE, now())),
-        Denial::KeyExpired
-    );
+    assert_eq!(denial(k.verify(&query(&k), "", Access::TRADE, now())), Denial::KeyExpired);
     let k = HmacKey::new(|e| {
         e.permissions = Permissions::READ_ONLY;
         e.restrictions.ip_allowlist = IpAllowlist::parse(&["10.0.0.0/8"]).unwrap();
     });
-    assert_eq!(
-        denial(k.verify(&query(&k), "", Access::TRADE, now())),
-        Denial::IpNotAllowed { ip: PEER }
-    );
+    assert_eq!(denial(k.verify(&query(&k), "", Access::TRADE, now())), Denial::IpNotAllowed { ip: PEER });
     let k = HmacKey::new(|e| {
         e.permissions = Permissions::READ_ONLY;
         e.restrictions.symbols = vec![Symbol::parse("ETHUSDT").unwrap()];
     });
-    assert_eq!(
-        denial(k.verify(&query(&k), "", Access::TRADE, now())),
-        Denial::PermissionMissing(Permission::Trade)
-    );
+    assert_eq!(denial(k.verify(&query(&k), "", Access::TRADE, now())), Denial::PermissionMissing(Permission::Trade));
 }
 
 #[test]
 fn verified_request_carries_the_key_and_account() {
     let k = HmacKey::new(|_| {});
-    let v = k
-        .verify(&k.signed(&order(NOW_MS)), "", Access::TRADE, now())
-        .unwrap();
+    let v = k.verify(&k.signed(&order(NOW_MS)), "", Access::TRADE, now()).unwrap();
     assert_eq!(v.key().id, k.id);
     assert_eq!(v.account_id().0, 42);
     assert_eq!(v.params().get("side"), Some("BUY"));
@@ -918,11 +618,5 @@ fn unknown_key_is_reported_before_its_parameters_are_judged() {
     let keys = Keys::default();
     let stranger = key_id(5);
     let req = request_from(PEER, stranger.as_str(), "timestamp=1", "");
-    assert_eq!(
-        verifier()
-            .verify(&req, Access::USER_DATA, &keys, now())
-            .unwrap_err()
-            .denial,
-        Denial::UnknownApiKey
-    );
+    assert_eq!(verifier().verify(&req, Access::USER_DATA, &keys, now()).unwrap_err().denial, Denial::UnknownApiKey);
 }

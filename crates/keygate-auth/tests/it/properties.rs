@@ -1,13 +1,12 @@
 //! Property tests of the verifier and of the parameter parser.
 
 use crate::support::{
-    Keys, NOW_MS, PEER, ed25519_b64, entry, hmac_hex, hmac_secret, key_id, ms, percent_encode_b64,
-    verifier,
+    Keys, NOW_MS, PEER, ed25519_b64, entry, hmac_hex, hmac_secret, key_id, ms, percent_encode_b64, verifier,
 };
 use keygate_auth::verify::grants;
 use keygate_auth::{
-    Access, ApiKeyId, Credential, Denial, HmacSecret, IpAllowlist, Params, Permission, Permissions,
-    Rejection, UnverifiedRequest, VerifiedRequest,
+    Access, ApiKeyId, Credential, Denial, HmacSecret, IpAllowlist, Params, Permission, Permissions, Rejection,
+    UnverifiedRequest, VerifiedRequest,
 };
 use keygate_proto::UnixMicros;
 use proptest::prelude::*;
@@ -47,10 +46,7 @@ impl SigningKey {
 }
 
 /// A cache holding one key for `signing`, with `configure` applied.
-fn cache(
-    signing: &SigningKey,
-    configure: impl FnOnce(&mut keygate_auth::KeyEntry),
-) -> (Keys, ApiKeyId) {
+fn cache(signing: &SigningKey, configure: impl FnOnce(&mut keygate_auth::KeyEntry)) -> (Keys, ApiKeyId) {
     let id = key_id(3);
     let mut e = entry(id.clone(), signing.credential());
     configure(&mut e);
@@ -67,12 +63,7 @@ fn verify_raw(
     access: Access,
     now: UnixMicros,
 ) -> Result<VerifiedRequest, Rejection> {
-    let req = UnverifiedRequest {
-        api_key: Some(id.as_str().as_bytes()),
-        query,
-        body,
-        peer: PEER,
-    };
+    let req = UnverifiedRequest { api_key: Some(id.as_str().as_bytes()), query, body, peer: PEER };
     verifier().verify(&req, access, keys, now)
 }
 
@@ -87,10 +78,7 @@ fn signed_request(signing: &SigningKey, pairs: &[String], split: usize) -> (Vec<
     if body.is_empty() {
         (format!("{query}&signature={sig}").into_bytes(), Vec::new())
     } else {
-        (
-            query.into_bytes(),
-            format!("{body}&signature={sig}").into_bytes(),
-        )
+        (query.into_bytes(), format!("{body}&signature={sig}").into_bytes())
     }
 }
 

@@ -5,9 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::Signer as _;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use keygate_auth::{
-    Access, AccountId, ApiKeyId, Credential, Denial, Entropy, EntropyError, HmacSecret, KeyEntry,
-    KeyLookup, KeyStatus, Limits, Permission, Permissions, Rejection, Restrictions,
-    UnverifiedRequest, VerifiedRequest, Verifier,
+    Access, AccountId, ApiKeyId, Credential, Denial, Entropy, EntropyError, HmacSecret, KeyEntry, KeyLookup, KeyStatus,
+    Limits, Permission, Permissions, Rejection, Restrictions, UnverifiedRequest, VerifiedRequest, Verifier,
 };
 use keygate_proto::{UnixMicros, UnixMillis};
 use sha2::Sha256;
@@ -73,8 +72,7 @@ impl Keys {
     /// Adds `entry` under its id and returns the shared handle.
     pub fn insert(&mut self, entry: KeyEntry) -> Arc<KeyEntry> {
         let entry = Arc::new(entry);
-        self.0
-            .insert(entry.id.as_str().to_owned(), Arc::clone(&entry));
+        self.0.insert(entry.id.as_str().to_owned(), Arc::clone(&entry));
         entry
     }
 }
@@ -117,24 +115,12 @@ pub fn ed25519_b64(key: &ed25519_dalek::SigningKey, payload: &[u8]) -> String {
 
 /// Percent-encodes the three base64 characters that are not URL-safe, as Binance requires.
 pub fn percent_encode_b64(b64: &str) -> String {
-    b64.replace('+', "%2B")
-        .replace('/', "%2F")
-        .replace('=', "%3D")
+    b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")
 }
 
 /// The raw request as a client would send it from `peer`.
-pub fn request_from<'a>(
-    peer: IpAddr,
-    api_key: &'a str,
-    query: &'a str,
-    body: &'a str,
-) -> UnverifiedRequest<'a> {
-    UnverifiedRequest {
-        api_key: Some(api_key.as_bytes()),
-        query: query.as_bytes(),
-        body: body.as_bytes(),
-        peer,
-    }
+pub fn request_from<'a>(peer: IpAddr, api_key: &'a str, query: &'a str, body: &'a str) -> UnverifiedRequest<'a> {
+    UnverifiedRequest { api_key: Some(api_key.as_bytes()), query: query.as_bytes(), body: body.as_bytes(), peer }
 }
 
 /// The raw request as a client would send it from [`PEER`].
@@ -149,9 +135,7 @@ pub fn verifier() -> Verifier {
 
 /// A typical order payload (without signature) at `timestamp_ms`.
 pub fn order(timestamp_ms: u64) -> String {
-    format!(
-        "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=100&timestamp={timestamp_ms}"
-    )
+    format!("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=100&timestamp={timestamp_ms}")
 }
 
 /// The denial of a result that must be a rejection.
@@ -181,12 +165,7 @@ impl HmacKey {
         configure(&mut e);
         let mut keys = Keys::default();
         keys.insert(e);
-        Self {
-            keys,
-            id,
-            secret,
-            verifier: verifier(),
-        }
+        Self { keys, id, secret, verifier: verifier() }
     }
 
     /// Hex signature of `payload` with this key's secret.
@@ -219,11 +198,6 @@ impl HmacKey {
         access: Access,
         now: UnixMicros,
     ) -> Result<VerifiedRequest, Rejection> {
-        self.verifier.verify(
-            &request_from(peer, self.id.as_str(), query, body),
-            access,
-            &self.keys,
-            now,
-        )
+        self.verifier.verify(&request_from(peer, self.id.as_str(), query, body), access, &self.keys, now)
     }
 }

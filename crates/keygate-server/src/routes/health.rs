@@ -11,6 +11,11 @@ pub(crate) async fn live() -> BinanceJson<serde_json::Value> {
 
 /// `GET /readyz`: the store answers and the key cache is loaded.
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<BinanceJson<serde_json::Value>, ApiError> {
-    state.service.store().account_by_id(keygate_auth::AccountId(0)).await.map_err(|e| ApiError::Internal(format!("store not ready: {e}")))?;
+    state
+        .service
+        .store()
+        .account_by_id(keygate_auth::AccountId(0))
+        .await
+        .map_err(|e| ApiError::Internal(format!("store not ready: {e}")))?;
     Ok(BinanceJson(serde_json::json!({ "status": "ready", "keys_cached": state.service.cache().len() })))
 }

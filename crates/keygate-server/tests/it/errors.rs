@@ -16,7 +16,8 @@ async fn public_endpoints_answer_json_with_a_request_id_and_ignore_an_empty_key_
     assert_eq!(res.headers()["content-type"], "application/json;charset=UTF-8");
     assert_eq!(res.headers()["x-request-id"].len(), 32);
     assert_eq!(res.text().await.unwrap(), "{}");
-    let time: serde_json::Value = http.get(format!("{}/api/v3/time", app.base_url)).send().await.unwrap().json().await.unwrap();
+    let time: serde_json::Value =
+        http.get(format!("{}/api/v3/time", app.base_url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(time["serverTime"], keygate_testkit::START.0);
     let missing = http.get(format!("{}/api/v3/nothing", app.base_url)).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -32,7 +33,12 @@ async fn signed_endpoint_without_or_with_a_malformed_key_is_minus_2014() {
     assert_eq!(res.status(), 401);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["code"], -2014);
-    let res = http.get(format!("{}{RESTRICTIONS}?timestamp=1", app.base_url)).header("X-MBX-APIKEY", "kg_abc").send().await.unwrap();
+    let res = http
+        .get(format!("{}{RESTRICTIONS}?timestamp=1", app.base_url))
+        .header("X-MBX-APIKEY", "kg_abc")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     assert!(!res.headers().contains_key("x-keygate-reason"));
     app.shutdown().await;
@@ -87,7 +93,10 @@ async fn duplicate_and_missing_parameters_get_binance_parameter_codes() {
 async fn ip_outside_the_allowlist_is_minus_2015_with_the_reason_after_a_valid_signature() {
     let app = TestApp::spawn().await;
     app.account("alice").await;
-    let r = Restrictions { ip_allowlist: IpAllowlist::parse(&["10.0.0.0/8", "2001:db8::/32"]).unwrap(), ..Restrictions::default() };
+    let r = Restrictions {
+        ip_allowlist: IpAllowlist::parse(&["10.0.0.0/8", "2001:db8::/32"]).unwrap(),
+        ..Restrictions::default()
+    };
     let key = app.hmac_key("alice", Permissions::READ_ONLY, r).await;
     let a = app.hmac_client(&key).signed(Method::GET, RESTRICTIONS, &[]).await.unwrap();
     assert_eq!((a.status, a.error().unwrap().code), (401, -2015));

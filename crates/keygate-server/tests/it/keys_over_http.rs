@@ -21,7 +21,16 @@ async fn api_restrictions_reports_the_key_in_binance_shape() {
     assert_eq!(b["enableSpotAndMarginTrading"], true);
     assert_eq!(b["enableWithdrawals"], false);
     assert_eq!(b["createTime"], keygate_testkit::START.0);
-    for field in ["enableInternalTransfer", "enableMargin", "enableFutures", "permitsUniversalTransfer", "enableVanillaOptions", "enableFixApiTrade", "enableFixReadOnly", "enablePortfolioMarginTrading"] {
+    for field in [
+        "enableInternalTransfer",
+        "enableMargin",
+        "enableFutures",
+        "permitsUniversalTransfer",
+        "enableVanillaOptions",
+        "enableFixApiTrade",
+        "enableFixReadOnly",
+        "enablePortfolioMarginTrading",
+    ] {
         assert_eq!(b[field], false, "{field}");
     }
     app.shutdown().await;

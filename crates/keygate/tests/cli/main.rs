@@ -58,7 +58,12 @@ impl Sandbox {
     }
 
     fn account(&self, name: &str) {
-        let mut child = self.command(&["accounts", "create", name, "--password-stdin"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = self
+            .command(&["accounts", "create", name, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
         assert!(child.wait().unwrap().success());
     }
@@ -75,7 +80,8 @@ impl Sandbox {
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("keygate listening on ").expect("the bound address is printed first").to_owned();
+        let url =
+            line.trim().strip_prefix("keygate listening on ").expect("the bound address is printed first").to_owned();
         (child, url)
     }
 }
@@ -115,10 +121,30 @@ fn creates_an_account_and_a_key_with_every_restriction_as_json() {
     let s = Sandbox::new();
     s.account("alice");
     let k = s.json(&[
-        "keys", "create", "--account", "alice", "--label", "bot", "--permissions", "read,trade,withdraw",
-        "--ip", "203.0.113.0/24", "--ip", "2001:db8::/32", "--symbols", "BTCUSDT,ETHUSDT",
-        "--expires", "2099-01-31T00:00:00Z", "--withdraw-address", "bc1qexample", "--withdraw-address", "0xabc",
-        "--withdraw-limit-24h", "0.5", "BTC", "--json",
+        "keys",
+        "create",
+        "--account",
+        "alice",
+        "--label",
+        "bot",
+        "--permissions",
+        "read,trade,withdraw",
+        "--ip",
+        "203.0.113.0/24",
+        "--ip",
+        "2001:db8::/32",
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--expires",
+        "2099-01-31T00:00:00Z",
+        "--withdraw-address",
+        "bc1qexample",
+        "--withdraw-address",
+        "0xabc",
+        "--withdraw-limit-24h",
+        "0.5",
+        "BTC",
+        "--json",
     ]);
     assert!(k["api_key"].as_str().unwrap().starts_with("kg_"));
     assert!(k["secret"].as_str().unwrap().starts_with("kgs_"));
@@ -148,7 +174,10 @@ fn bad_input_gets_a_clear_message_a_failing_exit_and_changes_nothing() {
     std::fs::write(&not_a_key, "hello").unwrap();
     let not_a_key = not_a_key.to_str().unwrap();
     s.fails(&["keys", "create", "--account", "alice", "--permissions", "read,admin"], "unknown permission \"admin\"");
-    s.fails(&["keys", "create", "--account", "alice", "--ip", "10.0.0.300/8"], "is not an IPv4/IPv6 address or CIDR range");
+    s.fails(
+        &["keys", "create", "--account", "alice", "--ip", "10.0.0.300/8"],
+        "is not an IPv4/IPv6 address or CIDR range",
+    );
     s.fails(&["keys", "create", "--account", "alice", "--ip", "10.0.0.1/8"], "did you mean 10.0.0.0/8?");
     s.fails(&["keys", "create", "--account", "alice", "--ed25519-public-key", missing], "cannot read public key file");
     s.fails(&["keys", "create", "--account", "alice", "--ed25519-public-key", not_a_key], "not an Ed25519 public key");
@@ -211,7 +240,12 @@ async fn with_a_server_running_the_cli_goes_through_its_admin_socket_and_revocat
     s.fails(&["serve", "--listen", "127.0.0.1:0"], "is in use by keygate serve (pid");
     let k = s.json(&["keys", "create", "--account", "alice", "--json"]);
     let id = k["api_key"].as_str().unwrap();
-    let client = keygate_client::Client::new(url, id, keygate_client::Signer::hmac(k["secret"].as_str().unwrap()), system_time());
+    let client = keygate_client::Client::new(
+        url,
+        id,
+        keygate_client::Signer::hmac(k["secret"].as_str().unwrap()),
+        system_time(),
+    );
     let path = "/sapi/v1/account/apiRestrictions";
     let ok = client.signed(reqwest::Method::GET, path, &[("recvWindow", "10000")]).await.unwrap();
     assert_eq!(ok.status, 200, "{:?}", ok.body);

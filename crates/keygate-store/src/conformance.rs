@@ -1,0 +1,1128 @@
+//! The store conformance suite: the behaviour every [`Store`] backend must show, written once.
+//!
+//! A backend provides a [`Harness`] (a fresh, empty backend per test, opened and reopened on
+//! demand) and instantiates the whole suite with one line, as rustls runs one test suite per
+//! crypto provider:
+//!
+//! ```text
+//! keygate_store::store_conformance_suite!(keygate_store::conformance::SqliteHarness);
+//! ```
+//!
+//! Each test is a public `async fn name<H: Harness>()`, so a backend can also call one directly.
+//! The macro wraps each in a plain `#[test]` that drives it on a multi-threaded tokio runtime
+//! built here, so the instantiating crate needs no tokio features of its own and concurrent tests
+//! really run in parallel.
+
+// A conformance test reports failure by panicking, like any test; `unwrap` on a store result is
+// the clearest way to say "this call must succeed".
+#![allow(clippy::unwrap_used)]
+
+use crate::audit::{ChainError, chain_hash, verify_chain};
+use crate::crypto::{MasterKey, SecretCipher};
+use crate::records::{
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
+};
+use crate::sqlite::{SqliteStore, SyncMode};
+use crate::{Store, StoreError};
+use async_trait::async_trait;
+use keygate_auth::{
+    AccountId, ApiKeyId, Entropy, EntropyError, HmacSecret, IpAllowlist, KeyStatus, Permission, Permissions, PublicKey,
+    Restrictions, WithdrawLimit,
+};
+use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One backend under test.
+#[async_trait]
+pub trait Harness: Send + Sync + Sized + 'static {
+    /// A fresh, empty backend (new temp dir / new database).
+    async fn fresh() -> Self;
+
+    /// Opens (or reopens, after the previous handle was dropped) the store on this backend,
+    /// with the master key [`TEST_MASTER_KEY`].
+    async fn open(&self) -> Arc<dyn Store>;
+
+    /// Opens the store on this backend with a cipher that knows only the master key `key`.
+    async fn open_with_master_key(&self, key: [u8; 32]) -> Arc<dyn Store>;
+
+    /// Every byte the backend holds at rest (all files of the SQLite data dir incl. -wal/-shm),
+    /// for secret scanning.
+    async fn dump(&self) -> Vec<u8>;
+}
+
+/// The master key [`Harness::open`] uses.
+pub const TEST_MASTER_KEY: [u8; 32] = [0x42; 32];
+
+/// Runs one conformance test to completion on a fresh multi-threaded runtime.
+///
+/// # Panics
+/// When the test fails, or no runtime can be built.
+#[doc(hidden)]
+pub fn run(test: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the test")
+        .block_on(test);
+}
+
+/// Expands into one `#[test]` per conformance test, each against a fresh `$harness`.
+///
+/// ```text
+/// keygate_store::store_conformance_suite!(keygate_store::conformance::SqliteHarness);
+/// ```
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($harness:ty) => {
+        $crate::store_conformance_suite!(@tests $harness;
+            accounts_are_found_by_name_and_id_and_listed_in_id_order,
+            account_update_replaces_only_password_hash_and_status_and_is_audited,
+            update_of_a_missing_account_is_not_found_and_not_audited,
+            duplicate_account_name_is_a_conflict_and_leaves_no_trace,
+            hmac_key_round_trips_with_an_identical_secret,
+            ed25519_and_rsa_public_keys_round_trip,
+            permissions_and_restrictions_round_trip_exactly,
+            keys_are_listed_per_account_and_overall_in_creation_order,
+            duplicate_key_id_is_a_conflict_and_keeps_the_original,
+            key_for_an_unknown_account_is_not_found_and_leaves_no_trace,
+            update_key_changes_only_mutable_fields_and_is_audited,
+            update_of_a_missing_key_is_not_found_and_not_audited,
+            record_usage_accumulates_counts_keeps_the_latest_time_and_address_and_skips_unknown_keys,
+            every_mutation_appends_exactly_one_chained_audit_record,
+            audit_records_filter_by_account_and_page_by_sequence,
+            tampered_audit_records_fail_chain_verification,
+            concurrent_writers_all_succeed_and_keep_one_intact_chain,
+            hmac_secrets_are_never_stored_in_plain_text,
+            everything_survives_a_restart,
+            another_master_key_cannot_open_secrets_and_says_so,
+            out_of_range_values_are_refused_without_a_trace,
+        );
+    };
+    (@tests $harness:ty; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::conformance::run($crate::conformance::$name::<$harness>());
+            }
+        )+
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SQLite harness
+// ---------------------------------------------------------------------------------------------
+
+/// A SQLite database in a fresh temporary directory, deleted afterwards unless the test failed
+/// (then kept, and its path printed, for inspection).
+#[derive(Debug)]
+pub struct SqliteHarness {
+    path: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl SqliteHarness {
+    /// The data directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SqliteHarness {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            // Test output is the one place a failed test can point at its evidence.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("store conformance test failed; its database is kept in {}", kept.display());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for SqliteHarness {
+    async fn fresh() -> Self {
+        let dir = tempfile::Builder::new().prefix("keygate-store-").tempdir().expect("a temporary directory");
+        Self { path: dir.path().to_owned(), dir: Some(dir) }
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        self.open_with_master_key(TEST_MASTER_KEY).await
+    }
+
+    async fn open_with_master_key(&self, key: [u8; 32]) -> Arc<dyn Store> {
+        let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes(key), Vec::new()));
+        let store = SqliteStore::open(&self.path.join("keygate.db"), cipher, SyncMode::Normal).await;
+        Arc::new(store.expect("the SQLite store opens"))
+    }
+
+    async fn dump(&self) -> Vec<u8> {
+        // Every file, the -wal and -shm files included: a value written a moment ago sits in the
+        // WAL until a checkpoint copies it into the main file. A store dropped just before may
+        // still be checkpointing (connections close in the background), so the WAL is read
+        // before the main file: a value is then in the WAL as read, or was already in the main
+        // file before the WAL was read. A file that vanished meanwhile held nothing the main
+        // file lacks.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.path)
+            .expect("the data directory is readable")
+            .map(|e| e.expect("a directory entry").path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort_by_key(|p| (!p.to_string_lossy().ends_with("-wal"), p.clone()));
+        assert!(files.iter().any(|p| p.ends_with("keygate.db")), "no database file in {files:?}");
+        let mut dump = Vec::new();
+        for p in files {
+            match std::fs::read(&p) {
+                Ok(bytes) => dump.extend(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("cannot read {}: {e}", p.display()),
+            }
+        }
+        dump
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// Deterministic entropy (xorshift64*) so generated ids and secrets repeat from run to run.
+/// Never for anything but tests.
+#[derive(Debug, Clone)]
+pub struct TestEntropy(u64);
+
+impl TestEntropy {
+    /// A stream determined by `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+}
+
+impl Entropy for TestEntropy {
+    fn fill(&mut self, dest: &mut [u8]) -> Result<(), EntropyError> {
+        for b in dest {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            *b = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+        }
+        Ok(())
+    }
+}
+
+/// A 2048-bit RSA public key, made once with `openssl genrsa 2048 | openssl rsa -pubout`.
+pub const RSA_PUBLIC_KEY_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAodYfqKwjR1IGplN3bDgO
+UKE8PC1pNOQ0FVXFiBa9Me8ePIIcMdMt6QPPyqCs7cuc8gfKyiRG6dolKFZLXqVe
+O8YhpVeqyovHJ540C2pGTFSY5NzvP8GPMerh2YN+hmr38vy+wz4QhysjK+FMvYh8
+wvf1XFA4UUEdSogyU0xRjHZa/QF83xX4kJ+MDTcSIaN4Hv50SAcyz2v54Nmq4tTv
+cv+hD/CKg3ojqMnHqRzFu3jEhBiaVbJI4V9PtE/P6T5a38/mFprEzX5hqMcW5aOr
+V0yqH/z47jVPxzAG+spEaMi3em6/HRMKRRVrgdOga4VsFTiNQDqRiNbdjcJ4xAci
+kwIDAQAB
+-----END PUBLIC KEY-----
+";
+
+/// The Ed25519 public key of the signing key with seed `[7; 32]`.
+fn ed25519_key() -> PublicKey {
+    use ed25519_dalek::pkcs8::EncodePublicKey as _;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    let vk = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+    PublicKey::parse_ed25519(&vk.to_public_key_pem(LineEnding::LF).unwrap()).unwrap()
+}
+
+fn rsa_key() -> PublicKey {
+    PublicKey::parse_rsa(RSA_PUBLIC_KEY_PEM).unwrap()
+}
+
+fn hmac(e: &mut TestEntropy) -> KeyMaterial {
+    KeyMaterial::Hmac(HmacSecret::generate(e).unwrap())
+}
+
+fn secret_of(k: &KeyRecord) -> &HmacSecret {
+    match &k.material {
+        KeyMaterial::Hmac(s) => s,
+        KeyMaterial::Public(_) => panic!("{} is not an HMAC key", k.id),
+    }
+}
+
+/// A plain active key of `account` with `material`, created at `at`.
+fn key(e: &mut TestEntropy, account: AccountId, material: KeyMaterial, at: u64) -> KeyRecord {
+    KeyRecord {
+        id: ApiKeyId::generate(e).unwrap(),
+        account_id: account,
+        label: format!("key made at {at}"),
+        material,
+        permissions: Permissions::READ_ONLY,
+        restrictions: Restrictions::default(),
+        status: KeyStatus::Active,
+        created_at: UnixMillis(at),
+        created_by: "owner".into(),
+        updated_at: UnixMillis(at),
+        updated_by: "owner".into(),
+        last_used_at: None,
+        last_used_ip: None,
+        use_count: 0,
+    }
+}
+
+/// A plain active HMAC key with a fresh secret.
+fn hmac_key(e: &mut TestEntropy, account: AccountId, at: u64) -> KeyRecord {
+    let material = hmac(e);
+    key(e, account, material, at)
+}
+
+/// Restrictions with every field set, IPv4 and IPv6 included.
+fn full_restrictions() -> Restrictions {
+    Restrictions {
+        ip_allowlist: IpAllowlist::parse(&["203.0.113.0/24", "2001:db8::/32", "198.51.100.7"]).unwrap(),
+        expires_at: Some(UnixMillis(1_900_000_000_123)),
+        symbols: vec![Symbol::parse("BTCUSDT").unwrap(), Symbol::parse("ETHBTC").unwrap()],
+        withdraw_addresses: vec!["bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh".into(), "0xAbC123".into()],
+        withdraw_limit_24h: Some(WithdrawLimit {
+            asset: AssetCode::parse("BTC").unwrap(),
+            amount: Amount::parse("0.5").unwrap(),
+        }),
+    }
+}
+
+fn draft(action: &str, target: &str, account: Option<AccountId>) -> AuditDraft {
+    AuditDraft {
+        at: UnixMillis(1_700_000_000_000),
+        actor: "operator:cli".into(),
+        action: action.into(),
+        target: target.into(),
+        account_id: account,
+        source: Some("unix-socket".into()),
+        details: serde_json::json!({ "action": action }),
+    }
+}
+
+async fn new_account(store: &dyn Store, name: &str, at: u64) -> AccountRecord {
+    let new = NewAccount {
+        name: name.into(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${name}"),
+        created_at: UnixMillis(at),
+    };
+    store.create_account(new, draft("account.create", &format!("account:{name}"), None)).await.unwrap()
+}
+
+async fn insert(store: &dyn Store, k: &KeyRecord) {
+    store.insert_key(k, draft("key.create", k.id.as_str(), Some(k.account_id))).await.unwrap();
+}
+
+/// The whole chain, read in small pages so paging is exercised too.
+async fn whole_audit(store: &dyn Store) -> Vec<AuditRecord> {
+    let mut all: Vec<AuditRecord> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |r| r.seq);
+        let page = store.audit_records(after, 7, None).await.unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        assert!(page.len() <= 7, "audit_records returned more than its limit");
+        all.extend(page);
+    }
+}
+
+async fn audit_len(store: &dyn Store) -> usize {
+    whole_audit(store).await.len()
+}
+
+/// Asserts two key records are equal in every field, the secret or public key included.
+#[track_caller]
+fn assert_same_key(got: &KeyRecord, want: &KeyRecord) {
+    let id = &want.id;
+    assert_eq!(got.id, want.id);
+    assert_eq!(got.account_id, want.account_id, "{id}: account");
+    assert_eq!(got.label, want.label, "{id}: label");
+    match (&got.material, &want.material) {
+        (KeyMaterial::Hmac(a), KeyMaterial::Hmac(b)) => assert!(a.expose() == b.expose(), "{id}: HMAC secret differs"),
+        (KeyMaterial::Public(a), KeyMaterial::Public(b)) => assert_eq!(a, b, "{id}: public key"),
+        (a, b) => panic!("{id}: material {a:?} where {b:?} was stored"),
+    }
+    assert_eq!(got.material.key_type(), want.material.key_type(), "{id}: key type");
+    assert_eq!(got.permissions, want.permissions, "{id}: permissions");
+    assert_eq!(got.restrictions, want.restrictions, "{id}: restrictions");
+    assert_eq!(got.status, want.status, "{id}: status");
+    assert_eq!(got.created_at, want.created_at, "{id}: created_at");
+    assert_eq!(got.created_by, want.created_by, "{id}: created_by");
+    assert_eq!(got.updated_at, want.updated_at, "{id}: updated_at");
+    assert_eq!(got.updated_by, want.updated_by, "{id}: updated_by");
+    assert_eq!(got.last_used_at, want.last_used_at, "{id}: last_used_at");
+    assert_eq!(got.last_used_ip, want.last_used_ip, "{id}: last_used_ip");
+    assert_eq!(got.use_count, want.use_count, "{id}: use_count");
+}
+
+#[track_caller]
+fn assert_same_keys(got: &[KeyRecord], want: &[KeyRecord]) {
+    let ids = |ks: &[KeyRecord]| ks.iter().map(|k| k.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(got), ids(want), "key list (ids, in order)");
+    for (g, w) in got.iter().zip(want) {
+        assert_same_key(g, w);
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts
+// ---------------------------------------------------------------------------------------------
+
+/// Accounts come back by name, by id and in a list ordered by id; unknown ones are `None`.
+pub async fn accounts_are_found_by_name_and_id_and_listed_in_id_order<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 2_000).await;
+    assert_ne!(alice.id, bob.id);
+    assert_eq!(alice.name, "alice");
+    assert_eq!(alice.status, AccountStatus::Active);
+    assert_eq!(alice.created_at, UnixMillis(1_000));
+    assert_eq!(store.account_by_name("alice").await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.account_by_name("bob").await.unwrap(), Some(bob.clone()));
+    assert_eq!(store.account_by_id(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.account_by_id(bob.id).await.unwrap(), Some(bob.clone()));
+    assert_eq!(store.account_by_name("carol").await.unwrap(), None);
+    assert_eq!(store.account_by_id(AccountId(alice.id.0.max(bob.id.0) + 1000)).await.unwrap(), None);
+    let mut want = vec![alice, bob];
+    want.sort_by_key(|a| a.id);
+    assert_eq!(store.list_accounts().await.unwrap(), want);
+}
+
+/// `update_account` replaces the password hash and status, leaves name and creation time, and
+/// appends its audit record.
+pub async fn account_update_replaces_only_password_hash_and_status_and_is_audited<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 2_000).await;
+    let changed = AccountRecord {
+        name: "mallory".into(),
+        password_hash: "$argon2id$new".into(),
+        status: AccountStatus::Disabled,
+        created_at: UnixMillis(5),
+        ..alice.clone()
+    };
+    let audit = draft("account.disable", "account:alice", Some(alice.id));
+    store.update_account(&changed, audit.clone()).await.unwrap();
+    let want =
+        AccountRecord { password_hash: "$argon2id$new".into(), status: AccountStatus::Disabled, ..alice.clone() };
+    assert_eq!(store.account_by_id(alice.id).await.unwrap(), Some(want.clone()));
+    assert_eq!(store.account_by_name("alice").await.unwrap(), Some(want));
+    assert_eq!(store.account_by_name("mallory").await.unwrap(), None);
+    assert_eq!(store.account_by_id(bob.id).await.unwrap(), Some(bob), "another account changed");
+    let chain = whole_audit(&*store).await;
+    assert_eq!(chain.len(), 3);
+    assert_eq!(chain[2].draft, audit);
+}
+
+/// Updating an account that does not exist is `NotFound` and appends nothing.
+pub async fn update_of_a_missing_account_is_not_found_and_not_audited<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let ghost = AccountRecord { id: AccountId(alice.id.0 + 1000), name: "ghost".into(), ..alice };
+    let err =
+        store.update_account(&ghost, draft("account.disable", "account:ghost", Some(ghost.id))).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(audit_len(&*store).await, 1);
+    assert_eq!(store.list_accounts().await.unwrap().len(), 1);
+}
+
+/// A second account with a taken name is a `Conflict`: no account, no audit record.
+pub async fn duplicate_account_name_is_a_conflict_and_leaves_no_trace<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let again = NewAccount { name: "alice".into(), password_hash: "other".into(), created_at: UnixMillis(2_000) };
+    let err = store.create_account(again, draft("account.create", "account:alice", None)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.list_accounts().await.unwrap(), vec![alice.clone()]);
+    assert_eq!(store.account_by_name("alice").await.unwrap(), Some(alice));
+    assert_eq!(audit_len(&*store).await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------
+
+/// An HMAC key comes back with the very secret it was stored with; unknown ids are `None`.
+pub async fn hmac_key_round_trips_with_an_identical_secret<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(1);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let k = hmac_key(&mut e, alice.id, 2_000);
+    insert(&*store, &k).await;
+    let got = store.get_key(&k.id).await.unwrap().expect("the key just inserted");
+    assert_same_key(&got, &k);
+    assert_same_keys(&store.list_keys(Some(alice.id)).await.unwrap(), std::slice::from_ref(&k));
+    assert_same_keys(&store.list_keys(None).await.unwrap(), std::slice::from_ref(&k));
+    let unknown = ApiKeyId::generate(&mut e).unwrap();
+    assert!(store.get_key(&unknown).await.unwrap().is_none());
+}
+
+/// Ed25519 and RSA keys come back with their public keys and types.
+pub async fn ed25519_and_rsa_public_keys_round_trip<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(2);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let ed = key(&mut e, alice.id, KeyMaterial::Public(ed25519_key()), 2_000);
+    let rsa = key(&mut e, alice.id, KeyMaterial::Public(rsa_key()), 3_000);
+    insert(&*store, &ed).await;
+    insert(&*store, &rsa).await;
+    assert_same_key(&store.get_key(&ed.id).await.unwrap().unwrap(), &ed);
+    assert_same_key(&store.get_key(&rsa.id).await.unwrap().unwrap(), &rsa);
+    assert_same_keys(&store.list_keys(None).await.unwrap(), &[ed, rsa]);
+}
+
+/// Every permission set and every restriction field (IPv4 and IPv6 ranges, expiry, symbols,
+/// addresses, withdrawal limit) comes back exactly as stored.
+pub async fn permissions_and_restrictions_round_trip_exactly<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(3);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let mut keys = Vec::new();
+    for (i, perms) in [
+        Permissions::READ_ONLY,
+        Permissions::with(&[Permission::Trade]),
+        Permissions::with(&[Permission::Withdraw]),
+        Permissions::with(&[Permission::Trade, Permission::Withdraw]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = 2_000 + i as u64;
+        let mut k = if i % 2 == 0 {
+            hmac_key(&mut e, alice.id, at)
+        } else {
+            key(&mut e, alice.id, KeyMaterial::Public(ed25519_key()), at)
+        };
+        k.permissions = perms;
+        k.restrictions = if i == 0 { Restrictions::default() } else { full_restrictions() };
+        k.label = format!("bot #{i}: ünïcödé, 'quotes' and \"more\"");
+        k.status = [KeyStatus::Active, KeyStatus::Disabled, KeyStatus::Revoked, KeyStatus::Expired][i];
+        k.created_by = ["owner", "operator", "system", "owner"][i].into();
+        k.updated_at = UnixMillis(at + 10);
+        k.updated_by = "system".into();
+        k.last_used_at = (i > 1).then_some(UnixMillis(at + 5));
+        k.last_used_ip = (i > 1).then(|| "2001:db8::7".to_owned());
+        k.use_count = i as u64 * 1_000_000_007;
+        insert(&*store, &k).await;
+        keys.push(k);
+    }
+    for k in &keys {
+        assert_same_key(&store.get_key(&k.id).await.unwrap().unwrap(), k);
+    }
+    assert_same_keys(&store.list_keys(Some(alice.id)).await.unwrap(), &keys);
+}
+
+/// `list_keys` returns one account's keys or all keys, oldest first, whatever the insertion
+/// order; an account without keys has none.
+pub async fn keys_are_listed_per_account_and_overall_in_creation_order<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(4);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    let carol = new_account(&*store, "carol", 1_000).await;
+    let a30 = hmac_key(&mut e, alice.id, 30_000);
+    let a10 = key(&mut e, alice.id, KeyMaterial::Public(rsa_key()), 10_000);
+    let b20 = hmac_key(&mut e, bob.id, 20_000);
+    for k in [&a30, &b20, &a10] {
+        insert(&*store, k).await;
+    }
+    assert_same_keys(&store.list_keys(Some(alice.id)).await.unwrap(), &[a10.clone(), a30.clone()]);
+    assert_same_keys(&store.list_keys(Some(bob.id)).await.unwrap(), std::slice::from_ref(&b20));
+    assert!(store.list_keys(Some(carol.id)).await.unwrap().is_empty());
+    assert!(store.list_keys(Some(AccountId(carol.id.0 + 1000))).await.unwrap().is_empty());
+    assert_same_keys(&store.list_keys(None).await.unwrap(), &[a10, b20, a30]);
+}
+
+/// Inserting a key id that exists is a `Conflict`; the stored key and the chain are unchanged.
+pub async fn duplicate_key_id_is_a_conflict_and_keeps_the_original<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(5);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    let k = hmac_key(&mut e, alice.id, 2_000);
+    insert(&*store, &k).await;
+    let before = audit_len(&*store).await;
+    let mut impostor = hmac_key(&mut e, bob.id, 3_000);
+    impostor.id = k.id.clone();
+    let err = store.insert_key(&impostor, draft("key.create", k.id.as_str(), Some(bob.id))).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_same_key(&store.get_key(&k.id).await.unwrap().unwrap(), &k);
+    assert!(store.list_keys(Some(bob.id)).await.unwrap().is_empty());
+    assert_eq!(audit_len(&*store).await, before);
+}
+
+/// A key for an account that does not exist is `NotFound`: no key, no audit record.
+pub async fn key_for_an_unknown_account_is_not_found_and_leaves_no_trace<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(6);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let ghost = AccountId(alice.id.0 + 1000);
+    let k = hmac_key(&mut e, ghost, 2_000);
+    let err = store.insert_key(&k, draft("key.create", k.id.as_str(), Some(ghost))).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(store.get_key(&k.id).await.unwrap().is_none());
+    assert!(store.list_keys(None).await.unwrap().is_empty());
+    assert_eq!(audit_len(&*store).await, 1);
+}
+
+/// `update_key` writes label, permissions, restrictions, status and `updated_*`, and nothing
+/// else: account, material, creation fields and usage keep their stored values.
+pub async fn update_key_changes_only_mutable_fields_and_is_audited<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(7);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    let original = hmac_key(&mut e, alice.id, 2_000);
+    let other = key(&mut e, alice.id, KeyMaterial::Public(ed25519_key()), 2_500);
+    insert(&*store, &original).await;
+    insert(&*store, &other).await;
+    store
+        .record_usage(&[UsageDelta {
+            key_id: original.id.clone(),
+            count: 4,
+            last_used_at: UnixMillis(2_100),
+            last_used_ip: "192.0.2.1".into(),
+        }])
+        .await
+        .unwrap();
+    let stored = store.get_key(&original.id).await.unwrap().unwrap();
+
+    let mut changed = hmac_key(&mut e, bob.id, 9_000);
+    changed.id = original.id.clone();
+    changed.label = "renamed".into();
+    changed.permissions = Permissions::with(&[Permission::Trade]);
+    changed.restrictions = full_restrictions();
+    changed.status = KeyStatus::Disabled;
+    changed.created_by = "system".into();
+    changed.updated_at = UnixMillis(3_000);
+    changed.updated_by = "operator".into();
+    changed.last_used_at = Some(UnixMillis(1));
+    changed.last_used_ip = Some("198.51.100.1".into());
+    changed.use_count = 999;
+    let audit = draft("key.update", original.id.as_str(), Some(alice.id));
+    store.update_key(&changed, audit.clone()).await.unwrap();
+
+    let want = KeyRecord {
+        label: changed.label.clone(),
+        permissions: changed.permissions,
+        restrictions: changed.restrictions.clone(),
+        status: changed.status,
+        updated_at: changed.updated_at,
+        updated_by: changed.updated_by.clone(),
+        ..stored
+    };
+    assert_eq!(want.use_count, 4);
+    assert_same_key(&store.get_key(&original.id).await.unwrap().unwrap(), &want);
+    assert_same_key(&store.get_key(&other.id).await.unwrap().unwrap(), &other);
+    assert!(store.list_keys(Some(bob.id)).await.unwrap().is_empty());
+    let chain = whole_audit(&*store).await;
+    assert_eq!(chain.len(), 5);
+    assert_eq!(chain[4].draft, audit);
+}
+
+/// Updating a key that does not exist is `NotFound` and appends nothing.
+pub async fn update_of_a_missing_key_is_not_found_and_not_audited<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(8);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let k = hmac_key(&mut e, alice.id, 2_000);
+    let err = store.update_key(&k, draft("key.update", k.id.as_str(), Some(alice.id))).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(store.get_key(&k.id).await.unwrap().is_none());
+    assert_eq!(audit_len(&*store).await, 1);
+}
+
+/// Usage counts add up across and within batches; last-used time and address move only forward
+/// (an equal time takes the newer address); unknown keys are skipped; nothing is audited.
+pub async fn record_usage_accumulates_counts_keeps_the_latest_time_and_address_and_skips_unknown_keys<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(9);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let k1 = hmac_key(&mut e, alice.id, 2_000);
+    let k2 = key(&mut e, alice.id, KeyMaterial::Public(ed25519_key()), 2_000);
+    let k3 = hmac_key(&mut e, alice.id, 2_000);
+    for k in [&k1, &k2, &k3] {
+        insert(&*store, k).await;
+    }
+    let unknown = ApiKeyId::generate(&mut e).unwrap();
+    let d = |k: &ApiKeyId, count: u64, at: u64, ip: &str| UsageDelta {
+        key_id: k.clone(),
+        count,
+        last_used_at: UnixMillis(at),
+        last_used_ip: ip.into(),
+    };
+    let usage = async |k: &KeyRecord| {
+        let got = store.get_key(&k.id).await.unwrap().unwrap();
+        (got.use_count, got.last_used_at.map(|t| t.0), got.last_used_ip)
+    };
+
+    store.record_usage(&[]).await.unwrap();
+    store
+        .record_usage(&[
+            d(&k1.id, 3, 10_000, "192.0.2.1"),
+            d(&unknown, 5, 10_000, "192.0.2.99"),
+            d(&k1.id, 2, 5_000, "192.0.2.2"),
+            d(&k2.id, 1, 7_000, "2001:db8::1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(usage(&k1).await, (5, Some(10_000), Some("192.0.2.1".into())));
+    assert_eq!(usage(&k2).await, (1, Some(7_000), Some("2001:db8::1".into())));
+    assert_eq!(usage(&k3).await, (0, None, None));
+
+    store.record_usage(&[d(&k1.id, 1, 10_000, "192.0.2.3")]).await.unwrap();
+    assert_eq!(usage(&k1).await, (6, Some(10_000), Some("192.0.2.3".into())));
+    store.record_usage(&[d(&k1.id, 4, 9_000, "192.0.2.4")]).await.unwrap();
+    assert_eq!(usage(&k1).await, (10, Some(10_000), Some("192.0.2.3".into())));
+    store.record_usage(&[d(&k1.id, 1, 11_000, "192.0.2.5")]).await.unwrap();
+    assert_eq!(usage(&k1).await, (11, Some(11_000), Some("192.0.2.5".into())));
+    store.record_usage(&[d(&unknown, 1, 11_000, "192.0.2.5")]).await.unwrap();
+
+    assert!(store.get_key(&unknown).await.unwrap().is_none());
+    assert_eq!(audit_len(&*store).await, 4, "usage must not be audited");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit chain
+// ---------------------------------------------------------------------------------------------
+
+/// Each successful mutation appends one record, numbered from 1 without gaps, holding its draft
+/// exactly (details JSON included), chained so that `verify_chain` accepts the whole log;
+/// failed mutations and usage append nothing. `create_account` attributes its record to the new
+/// account when the draft names none.
+pub async fn every_mutation_appends_exactly_one_chained_audit_record<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(10);
+    let mut want: Vec<AuditDraft> = Vec::new();
+
+    let alice = new_account(&*store, "alice", 1_000).await;
+    want.push(draft("account.create", "account:alice", Some(alice.id)));
+    let mut explicit = draft("account.create", "account:bob", None);
+    explicit.source = None;
+    explicit.details = serde_json::json!({ "by": "signup" });
+    let bob = store
+        .create_account(
+            NewAccount { name: "bob".into(), password_hash: "h".into(), created_at: UnixMillis(1) },
+            explicit.clone(),
+        )
+        .await
+        .unwrap();
+    want.push(AuditDraft { account_id: Some(bob.id), ..explicit });
+
+    let k = hmac_key(&mut e, alice.id, 2_000);
+    insert(&*store, &k).await;
+    want.push(draft("key.create", k.id.as_str(), Some(alice.id)));
+    let dup = store.insert_key(&k, draft("key.create", k.id.as_str(), Some(alice.id))).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let dup = store
+        .create_account(
+            NewAccount { name: "bob".into(), password_hash: "h".into(), created_at: UnixMillis(1) },
+            draft("account.create", "account:bob", None),
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+
+    let revoked = KeyRecord { status: KeyStatus::Revoked, ..k.clone() };
+    let d = draft("key.revoke", k.id.as_str(), Some(alice.id));
+    store.update_key(&revoked, d.clone()).await.unwrap();
+    want.push(d);
+    let d = draft("account.disable", "account:bob", Some(bob.id));
+    store.update_account(&AccountRecord { status: AccountStatus::Disabled, ..bob.clone() }, d.clone()).await.unwrap();
+    want.push(d);
+    store
+        .record_usage(&[UsageDelta {
+            key_id: k.id.clone(),
+            count: 1,
+            last_used_at: UnixMillis(3),
+            last_used_ip: "192.0.2.1".into(),
+        }])
+        .await
+        .unwrap();
+    let details = serde_json::json!({
+        "nested": { "b": [1, 2.5, -3, 1e-7], "a": "ünïcödé \"quoted\" \\ \u{1F511}" },
+        "z": null,
+        "big": u64::MAX,
+        "neg": i64::MIN,
+        "empty": {},
+    });
+    let denial = AuditDraft {
+        at: UnixMillis(1_700_000_060_000),
+        actor: format!("api:{}", k.id),
+        action: "api.denied".into(),
+        target: k.id.to_string(),
+        account_id: None,
+        source: Some("2001:db8::1".into()),
+        details,
+    };
+    let appended = store.append_audit(denial.clone()).await.unwrap();
+    want.push(denial);
+
+    let chain = whole_audit(&*store).await;
+    assert_eq!(chain.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=want.len() as i64).collect::<Vec<_>>());
+    for (r, w) in chain.iter().zip(&want) {
+        assert_eq!(&r.draft, w, "audit record {}", r.seq);
+    }
+    assert_eq!(chain.last(), Some(&appended), "append_audit returns the record as stored");
+    assert_eq!(chain[0].prev_hash, [0; 32]);
+    let last = chain.last().unwrap();
+    assert_eq!(verify_chain([0; 32], 0, &chain), Ok((last.hash, last.seq)));
+    assert_eq!(appended.hash, chain_hash(&appended.prev_hash, appended.seq, &appended.draft));
+    // Paging: after and limit.
+    let page = store.audit_records(2, 2, None).await.unwrap();
+    assert_eq!(page, chain[2..4].to_vec());
+    assert!(store.audit_records(last.seq, 10, None).await.unwrap().is_empty());
+    assert!(store.audit_records(0, 0, None).await.unwrap().is_empty());
+    assert_eq!(store.audit_records(-5, 1, None).await.unwrap(), chain[..1].to_vec());
+}
+
+/// With an account given, `audit_records` returns only that account's records, still in
+/// sequence order and paged by `after`/`limit`.
+pub async fn audit_records_filter_by_account_and_page_by_sequence<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(11);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    for i in 0..3u64 {
+        insert(&*store, &hmac_key(&mut e, alice.id, 2_000 + i)).await;
+        insert(&*store, &key(&mut e, bob.id, KeyMaterial::Public(ed25519_key()), 2_000 + i)).await;
+        store.append_audit(draft("login.failed", "account:nobody", None)).await.unwrap();
+    }
+    let chain = whole_audit(&*store).await;
+    assert_eq!(chain.len(), 11);
+    for acc in [alice.id, bob.id] {
+        let want: Vec<AuditRecord> = chain.iter().filter(|r| r.draft.account_id == Some(acc)).cloned().collect();
+        assert_eq!(want.len(), 4, "account.create and three key.create");
+        assert_eq!(store.audit_records(0, 100, Some(acc)).await.unwrap(), want);
+        assert_eq!(store.audit_records(0, 2, Some(acc)).await.unwrap(), want[..2].to_vec());
+        assert_eq!(store.audit_records(want[1].seq, 100, Some(acc)).await.unwrap(), want[2..].to_vec());
+        for r in &want {
+            assert_eq!(r.hash, chain_hash(&r.prev_hash, r.seq, &r.draft), "record {} fits its own hash", r.seq);
+        }
+    }
+    assert!(store.audit_records(0, 100, Some(AccountId(bob.id.0 + 1000))).await.unwrap().is_empty());
+}
+
+/// Changing any field of a stored record, dropping, reordering or re-hashing one is caught by
+/// `verify_chain` at the right sequence number.
+pub async fn tampered_audit_records_fail_chain_verification<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    for i in 0..5 {
+        store.append_audit(draft("login.failed", &format!("account:user{i}"), None)).await.unwrap();
+    }
+    let chain = whole_audit(&*store).await;
+    assert_eq!(chain.len(), 5);
+    assert!(verify_chain([0; 32], 0, &chain).is_ok());
+
+    let tampered = |f: &dyn Fn(&mut Vec<AuditRecord>)| {
+        let mut copy = chain.clone();
+        f(&mut copy);
+        verify_chain([0; 32], 0, &copy)
+    };
+    assert_eq!(
+        tampered(&|c| c[2].draft.details = serde_json::json!({ "action": "nothing" })),
+        Err(ChainError::BadHash(3))
+    );
+    assert_eq!(tampered(&|c| c[2].draft.actor = "owner:alice".into()), Err(ChainError::BadHash(3)));
+    assert_eq!(tampered(&|c| c[2].draft.at = UnixMillis(c[2].draft.at.0 + 1)), Err(ChainError::BadHash(3)));
+    assert_eq!(tampered(&|c| c[2].draft.account_id = Some(AccountId(1))), Err(ChainError::BadHash(3)));
+    assert_eq!(tampered(&|c| c[1].hash[0] ^= 1), Err(ChainError::BadHash(2)));
+    assert_eq!(tampered(&|c| drop(c.remove(2))), Err(ChainError::Gap { expected_after: 2, found: 4 }));
+    assert_eq!(tampered(&|c| c.swap(1, 2)), Err(ChainError::Gap { expected_after: 1, found: 3 }));
+    // Rewriting a record together with its own hash still breaks the next link.
+    let rewritten = |c: &mut Vec<AuditRecord>| {
+        c[2].draft.target = "account:someone-else".into();
+        c[2].hash = chain_hash(&c[2].prev_hash, c[2].seq, &c[2].draft);
+    };
+    assert_eq!(tampered(&rewritten), Err(ChainError::BadHash(4)));
+    // Continuing from a verified prefix checks the rest against it.
+    assert_eq!(verify_chain(chain[1].hash, 2, &chain[2..]), Ok((chain[4].hash, 5)));
+    assert_eq!(verify_chain(chain[0].hash, 2, &chain[2..]), Err(ChainError::BadHash(3)));
+}
+
+/// Twenty tasks creating accounts and keys and appending audit records at once all succeed,
+/// while readers see a valid chain prefix throughout; the final chain holds exactly one record
+/// per mutation and verifies.
+pub async fn concurrent_writers_all_succeed_and_keep_one_intact_chain<H: Harness>() {
+    const WRITERS: u64 = 20;
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut writers = Vec::new();
+    for i in 0..WRITERS {
+        let store = Arc::clone(&store);
+        writers.push(tokio::spawn(async move {
+            let mut e = TestEntropy::new(100 + i);
+            let acc = new_account(&*store, &format!("user{i}"), 1_000 + i).await;
+            let k = if i % 2 == 0 {
+                hmac_key(&mut e, acc.id, 2_000 + i)
+            } else {
+                key(&mut e, acc.id, KeyMaterial::Public(ed25519_key()), 2_000 + i)
+            };
+            insert(&*store, &k).await;
+            store.append_audit(draft("login.ok", &format!("account:user{i}"), Some(acc.id))).await.unwrap();
+            store
+                .update_key(
+                    &KeyRecord { label: "renamed".into(), ..k.clone() },
+                    draft("key.update", k.id.as_str(), Some(acc.id)),
+                )
+                .await
+                .unwrap();
+            (acc, k)
+        }));
+    }
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let store = Arc::clone(&store);
+        readers.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let prefix = store.audit_records(0, u32::MAX, None).await.unwrap();
+                verify_chain([0; 32], 0, &prefix).unwrap();
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut created = Vec::new();
+    for w in writers {
+        created.push(w.await.unwrap());
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    let chain = whole_audit(&*store).await;
+    assert_eq!(chain.len() as u64, WRITERS * 4);
+    assert!(verify_chain([0; 32], 0, &chain).is_ok());
+    let accounts = store.list_accounts().await.unwrap();
+    assert_eq!(accounts.len() as u64, WRITERS);
+    let keys = store.list_keys(None).await.unwrap();
+    assert_eq!(keys.len() as u64, WRITERS);
+    for (acc, k) in &created {
+        assert_eq!(store.account_by_id(acc.id).await.unwrap().as_ref(), Some(acc));
+        assert_same_key(
+            &store.get_key(&k.id).await.unwrap().unwrap(),
+            &KeyRecord { label: "renamed".into(), ..k.clone() },
+        );
+        assert_eq!(chain.iter().filter(|r| r.draft.account_id == Some(acc.id)).count(), 4);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets at rest, restarts, master keys
+// ---------------------------------------------------------------------------------------------
+
+/// After HMAC keys are stored, updated and used, no byte the backend holds contains a secret,
+/// its random part or its hex form, while an Ed25519 public key stored beside them is found in
+/// the same bytes (so the scan does see stored values). Checked while the store is open and again
+/// after it is dropped.
+pub async fn hmac_secrets_are_never_stored_in_plain_text<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(12);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let mut secrets = Vec::new();
+    for i in 0..3 {
+        let k = hmac_key(&mut e, alice.id, 2_000 + i);
+        insert(&*store, &k).await;
+        store
+            .update_key(
+                &KeyRecord { status: KeyStatus::Disabled, ..k.clone() },
+                draft("key.disable", k.id.as_str(), None),
+            )
+            .await
+            .unwrap();
+        store
+            .record_usage(&[UsageDelta {
+                key_id: k.id.clone(),
+                count: 1,
+                last_used_at: UnixMillis(3_000),
+                last_used_ip: "192.0.2.1".into(),
+            }])
+            .await
+            .unwrap();
+        secrets.push(secret_of(&k).clone());
+    }
+    let ed = key(&mut e, alice.id, KeyMaterial::Public(ed25519_key()), 4_000);
+    insert(&*store, &ed).await;
+    let pem = ed25519_key().pem().to_owned();
+
+    let scan = |dump: &[u8], when: &str| {
+        assert!(
+            contains(dump, pem.as_bytes()),
+            "{when}: the dump does not hold the stored Ed25519 public key: it sees nothing"
+        );
+        assert!(contains(dump, ed.id.as_str().as_bytes()), "{when}: the dump does not hold a stored key id");
+        for s in &secrets {
+            let text = s.expose();
+            assert!(!contains(dump, text.as_bytes()), "{when}: an HMAC secret is stored in plain text");
+            assert!(
+                !contains(dump, &text.as_bytes()[4..]),
+                "{when}: an HMAC secret's random part is stored in plain text"
+            );
+            assert!(!contains(dump, hex::encode(text).as_bytes()), "{when}: an HMAC secret is stored as hex");
+            assert!(!contains(dump, hex::encode_upper(text).as_bytes()), "{when}: an HMAC secret is stored as hex");
+        }
+    };
+    scan(&h.dump().await, "while open");
+    drop(store);
+    scan(&h.dump().await, "after closing");
+}
+
+/// Dropping the store and opening it again finds everything as it was: accounts, keys with
+/// their decrypted secrets, usage, and an audit chain that continues where it stopped.
+pub async fn everything_survives_a_restart<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(13);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_100).await;
+    store
+        .update_account(
+            &AccountRecord { status: AccountStatus::Disabled, ..bob.clone() },
+            draft("account.disable", "account:bob", Some(bob.id)),
+        )
+        .await
+        .unwrap();
+    let mut hk = hmac_key(&mut e, alice.id, 2_000);
+    hk.restrictions = full_restrictions();
+    hk.permissions = Permissions::with(&[Permission::Trade, Permission::Withdraw]);
+    let ek = key(&mut e, alice.id, KeyMaterial::Public(ed25519_key()), 2_100);
+    let rk = key(&mut e, bob.id, KeyMaterial::Public(rsa_key()), 2_200);
+    for k in [&hk, &ek, &rk] {
+        insert(&*store, k).await;
+    }
+    store
+        .update_key(
+            &KeyRecord { status: KeyStatus::Revoked, ..rk.clone() },
+            draft("key.revoke", rk.id.as_str(), Some(bob.id)),
+        )
+        .await
+        .unwrap();
+    store
+        .record_usage(&[UsageDelta {
+            key_id: hk.id.clone(),
+            count: 42,
+            last_used_at: UnixMillis(5_000),
+            last_used_ip: "203.0.113.9".into(),
+        }])
+        .await
+        .unwrap();
+    store.append_audit(draft("api.denied", hk.id.as_str(), Some(alice.id))).await.unwrap();
+
+    let accounts = store.list_accounts().await.unwrap();
+    let keys = store.list_keys(None).await.unwrap();
+    let chain = whole_audit(&*store).await;
+    assert_eq!(keys[0].use_count, 42);
+    drop(store);
+
+    let store = h.open().await;
+    assert_eq!(store.list_accounts().await.unwrap(), accounts);
+    assert_same_keys(&store.list_keys(None).await.unwrap(), &keys);
+    assert_same_key(&store.get_key(&hk.id).await.unwrap().unwrap(), &keys[0]);
+    assert_eq!(whole_audit(&*store).await, chain);
+    let next = store.append_audit(draft("login.ok", "account:alice", Some(alice.id))).await.unwrap();
+    let last = chain.last().unwrap();
+    assert_eq!((next.seq, next.prev_hash), (last.seq + 1, last.hash));
+    assert!(verify_chain([0; 32], 0, &whole_audit(&*store).await).is_ok());
+}
+
+/// Opened with another master key, the store refuses to produce an HMAC key with a `Crypto`
+/// error that leaks no secret, rather than panicking or returning garbage; public-key keys and
+/// accounts stay readable, and the right master key opens everything again.
+pub async fn another_master_key_cannot_open_secrets_and_says_so<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(14);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let hk = hmac_key(&mut e, alice.id, 2_000);
+    let ek = key(&mut e, alice.id, KeyMaterial::Public(ed25519_key()), 2_100);
+    insert(&*store, &hk).await;
+    insert(&*store, &ek).await;
+    drop(store);
+
+    assert_ne!(TEST_MASTER_KEY, [9; 32]);
+    let wrong = h.open_with_master_key([9; 32]).await;
+    let err = wrong.get_key(&hk.id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Crypto(_)), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(&secret_of(&hk).expose()[4..]), "the error leaks the secret");
+    // A listing cannot silently skip the key it cannot open.
+    let listed = wrong.list_keys(None).await;
+    assert!(matches!(listed, Err(StoreError::Crypto(_))), "{listed:?}");
+    assert_same_key(&wrong.get_key(&ek.id).await.unwrap().unwrap(), &ek);
+    assert_eq!(wrong.account_by_id(alice.id).await.unwrap().map(|a| a.name), Some("alice".into()));
+    drop(wrong);
+
+    let right = h.open().await;
+    assert_same_key(&right.get_key(&hk.id).await.unwrap().unwrap(), &hk);
+}
+
+/// Times and counters beyond what the backend can store are refused with an error, never a
+/// panic or a wrapped value, and the refused change leaves no record or audit entry.
+pub async fn out_of_range_values_are_refused_without_a_trace<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(15);
+    let alice = new_account(&*store, "alice", 1_000).await;
+
+    let far = NewAccount { name: "far".into(), password_hash: "h".into(), created_at: UnixMillis(u64::MAX) };
+    assert!(store.create_account(far, draft("account.create", "account:far", None)).await.is_err());
+    let mut late = hmac_key(&mut e, alice.id, 2_000);
+    late.created_at = UnixMillis(u64::MAX);
+    assert!(store.insert_key(&late, draft("key.create", late.id.as_str(), Some(alice.id))).await.is_err());
+    let mut busy = key(&mut e, alice.id, KeyMaterial::Public(ed25519_key()), 2_000);
+    busy.use_count = u64::MAX;
+    assert!(store.insert_key(&busy, draft("key.create", busy.id.as_str(), Some(alice.id))).await.is_err());
+    let mut bad_draft = draft("login.failed", "account:alice", Some(alice.id));
+    bad_draft.at = UnixMillis(u64::MAX);
+    assert!(store.append_audit(bad_draft).await.is_err());
+
+    assert_eq!(store.list_accounts().await.unwrap(), vec![alice]);
+    assert!(store.list_keys(None).await.unwrap().is_empty());
+    assert_eq!(audit_len(&*store).await, 1);
+}
+
+#[cfg(test)]
+mod tests {
+    /// Guards against a test written here but never run: every `pub async fn name<H: Harness>`
+    /// must be listed in `store_conformance_suite!`.
+    #[test]
+    fn every_conformance_test_is_listed_in_the_suite_macro() {
+        let src = include_str!("conformance.rs");
+        let (head, body) = src.split_once("macro_rules! store_conformance_suite").unwrap();
+        let listed = &body[..body.find("(@tests $harness:ty;").unwrap()];
+        let tests: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .filter_map(|l| l.split_once("<H: Harness>()").map(|(name, _)| name))
+            .collect();
+        assert!(tests.len() >= 20, "found only {tests:?}");
+        for t in tests {
+            assert!(listed.contains(&format!("{t},")), "{t} is not in store_conformance_suite!");
+        }
+        assert!(!head.is_empty());
+    }
+}
