@@ -13,8 +13,24 @@
 //! Raw spaces and raw UTF-8 are accepted (ccxt sends some bodies unescaped); `+` decodes to a
 //! space, as in any form encoding, except inside `signature`, whose base64 `+` is kept.
 
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::ops::Range;
+
+/// A byte range of `Params::buf`; `u32` keeps the inline pair list small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Span(u32, u32);
+
+impl Span {
+    fn of(r: Range<usize>) -> Self {
+        // Bodies are capped far below 4 GiB (`Limits::max_body`), so offsets fit.
+        Self(u32::try_from(r.start).unwrap_or(u32::MAX), u32::try_from(r.end).unwrap_or(u32::MAX))
+    }
+
+    fn get(self, buf: &str) -> &str {
+        buf.get(self.0 as usize..self.1 as usize).unwrap_or("")
+    }
+}
 
 /// Most parameters one request may carry.
 pub const MAX_PARAMS: usize = 64;
@@ -77,9 +93,13 @@ impl ParamError {
 /// Decoded parameters of one request, plus the location of its signature.
 ///
 /// Built only by [`Params::parse`]; handlers read values through [`Params::get`] and friends.
+/// Every decoded name and value lives in one buffer, so parsing a request costs two allocations
+/// however many parameters it has.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
-    pairs: Vec<(String, String)>,
+    buf: String,
+    /// Name and value spans in `buf`; inline up to 16 pairs, more than any Binance endpoint takes.
+    pairs: SmallVec<[(Span, Span); 16]>,
     signature: Option<SignatureSpot>,
 }
 
@@ -88,11 +108,21 @@ struct SignatureSpot {
     in_body: bool,
     /// The byte range of the pair *and* one adjacent `&`, so removing it leaves the rest as sent.
     cut: Range<usize>,
-    value: String,
+    /// The decoded value, in `Params::buf`.
+    value: Span,
 }
 
-fn decode(raw: &[u8], plus_is_space: bool) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
+/// Appends the percent-decoded `raw` to `out`, returning where it landed; `None` when the escapes
+/// are malformed or the result is not UTF-8.
+fn decode_into(raw: &[u8], plus_is_space: bool, out: &mut String, scratch: &mut Vec<u8>) -> Option<Range<usize>> {
+    let start = out.len();
+    let needs_decoding =
+        if plus_is_space { memchr::memchr2(b'%', b'+', raw).is_some() } else { memchr::memchr(b'%', raw).is_some() };
+    if !needs_decoding {
+        out.push_str(std::str::from_utf8(raw).ok()?);
+        return Some(start..out.len());
+    }
+    scratch.clear();
     let mut i = 0;
     while i < raw.len() {
         match raw[i] {
@@ -100,20 +130,47 @@ fn decode(raw: &[u8], plus_is_space: bool) -> Option<String> {
                 let hex = |b: u8| (b as char).to_digit(16);
                 let hi = raw.get(i + 1).copied().and_then(hex)?;
                 let lo = raw.get(i + 2).copied().and_then(hex)?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
+                scratch.push(u8::try_from(hi * 16 + lo).ok()?);
                 i += 3;
             }
             b'+' if plus_is_space => {
-                out.push(b' ');
+                scratch.push(b' ');
                 i += 1;
             }
             b => {
-                out.push(b);
+                scratch.push(b);
                 i += 1;
             }
         }
     }
-    String::from_utf8(out).ok()
+    out.push_str(std::str::from_utf8(scratch).ok()?);
+    Some(start..out.len())
+}
+
+/// The `&`-separated segments of a part, found with a vectorised search (this loop is most of
+/// the parser's time).
+struct Segments<'a> {
+    rest: &'a [u8],
+    done: bool,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a [u8];
+
+    /// Yields exactly what `rest.split(|&b| b == b'&')` would.
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.done {
+            return None;
+        }
+        if let Some(i) = memchr::memchr(b'&', self.rest) {
+            let seg = &self.rest[..i];
+            self.rest = &self.rest[i + 1..];
+            Some(seg)
+        } else {
+            self.done = true;
+            Some(self.rest)
+        }
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -126,46 +183,54 @@ impl Params {
     /// # Errors
     /// [`ParamError`] for undecodable text, illegal names, duplicates, or too many parameters.
     pub fn parse(query: &[u8], body: &[u8]) -> Result<Self, ParamError> {
-        let mut params = Self { pairs: Vec::with_capacity(12), signature: None };
-        let query_len = params.parse_part(query, false)?;
-        params.parse_part(body, true)?;
-        // Query wins over body: drop body duplicates of query names.
-        let (q, b) = params.pairs.split_at(query_len);
-        if b.iter().any(|(n, _)| q.iter().any(|(qn, _)| qn == n)) {
-            let body_only: Vec<(String, String)> =
-                b.iter().filter(|(n, _)| !q.iter().any(|(qn, _)| qn == n)).cloned().collect();
+        let mut params =
+            Self { buf: String::with_capacity(query.len() + body.len()), pairs: SmallVec::new(), signature: None };
+        let mut scratch = Vec::new();
+        let query_len = params.parse_part(query, false, &mut scratch)?;
+        params.parse_part(body, true, &mut scratch)?;
+        // Query wins over body: drop body pairs whose name the query already has.
+        if query_len > 0 && params.pairs.len() > query_len {
+            let (q, b) = params.pairs.split_at(query_len);
+            let buf = &params.buf;
+            let kept: Vec<_> =
+                b.iter().filter(|(n, _)| !q.iter().any(|(qn, _)| qn.get(buf) == n.get(buf))).copied().collect();
             params.pairs.truncate(query_len);
-            params.pairs.extend(body_only);
+            params.pairs.extend(kept);
         }
         Ok(params)
     }
 
     /// Parses one part, returning how many pairs it added.
-    fn parse_part(&mut self, part: &[u8], in_body: bool) -> Result<usize, ParamError> {
+    fn parse_part(&mut self, part: &[u8], in_body: bool, scratch: &mut Vec<u8>) -> Result<usize, ParamError> {
         if part.is_empty() {
             return Ok(0);
         }
         let start_len = self.pairs.len();
         let mut offset = 0usize;
-        for seg in part.split(|&b| b == b'&') {
+        for seg in (Segments { rest: part, done: false }) {
             let seg_start = offset;
             offset += seg.len() + 1;
             if seg.is_empty() {
                 return Err(ParamError::illegal_msg("Empty parameter found; check for a stray '&'."));
             }
-            let (raw_name, raw_value) = match seg.iter().position(|&b| b == b'=') {
+            let (raw_name, raw_value) = match memchr::memchr(b'=', seg) {
                 Some(i) => (&seg[..i], &seg[i + 1..]),
                 None => (seg, &b""[..]),
             };
-            let name = decode(raw_name, true).filter(|n| valid_name(n)).ok_or_else(|| {
-                ParamError::illegal_msg(format!("Illegal parameter name '{}'.", String::from_utf8_lossy(raw_name)))
-            })?;
-            if name == "signature" {
+            let bad_name =
+                || ParamError::illegal_msg(format!("Illegal parameter name '{}'.", String::from_utf8_lossy(raw_name)));
+            let name = Span::of(decode_into(raw_name, true, &mut self.buf, scratch).ok_or_else(bad_name)?);
+            if !valid_name(name.get(&self.buf)) {
+                return Err(bad_name());
+            }
+            if name.get(&self.buf) == "signature" {
                 if self.signature.is_some() {
                     return Err(ParamError::duplicate("signature"));
                 }
-                let value = decode(raw_value, false)
-                    .ok_or_else(|| ParamError::illegal_msg("Illegal characters found in parameter 'signature'."))?;
+                let value =
+                    Span::of(decode_into(raw_value, false, &mut self.buf, scratch).ok_or_else(|| {
+                        ParamError::illegal_msg("Illegal characters found in parameter 'signature'.")
+                    })?);
                 let seg_end = seg_start + seg.len();
                 // Remove the pair and one separator: the preceding `&` when there is one, else the
                 // following one, so `a=1&signature=x&b=2` leaves `a=1&b=2`.
@@ -179,10 +244,12 @@ impl Params {
                 self.signature = Some(SignatureSpot { in_body, cut, value });
                 continue;
             }
-            let value = decode(raw_value, true)
-                .ok_or_else(|| ParamError::illegal_msg(format!("Illegal characters found in parameter '{name}'.")))?;
-            if self.pairs[start_len..].iter().any(|(n, _)| *n == name) {
-                return Err(ParamError::duplicate(&name));
+            let value = Span::of(decode_into(raw_value, true, &mut self.buf, scratch).ok_or_else(|| {
+                ParamError::illegal_msg(format!("Illegal characters found in parameter '{}'.", name.get(&self.buf)))
+            })?);
+            let this = name.get(&self.buf);
+            if self.pairs[start_len..].iter().any(|(n, _)| n.get(&self.buf) == this) {
+                return Err(ParamError::duplicate(this));
             }
             if self.pairs.len() >= MAX_PARAMS {
                 return Err(ParamError {
@@ -198,7 +265,7 @@ impl Params {
     /// The decoded value of `name`, if sent. An empty value is returned as `Some("")`.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(n, _)| n.get(&self.buf) == name).map(|(_, v)| v.get(&self.buf))
     }
 
     /// The value of `name`, required to be present and non-empty.
@@ -214,13 +281,13 @@ impl Params {
 
     /// All decoded pairs except `signature`, query first.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs.iter().map(|(n, v)| (n.get(&self.buf), v.get(&self.buf)))
     }
 
     /// The decoded `signature` value, if one was sent.
     #[must_use]
     pub fn signature(&self) -> Option<&str> {
-        self.signature.as_ref().map(|s| s.value.as_str())
+        self.signature.as_ref().map(|s| s.value.get(&self.buf))
     }
 
     /// The signed bytes: `query ‖ body` as sent, with the `signature` pair removed.

@@ -312,24 +312,26 @@ fn parse_recv_window(v: &str) -> Option<u64> {
 }
 
 fn decode_hex32(text: &[u8]) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, pair) in text.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = u8::try_from(hi * 16 + lo).ok()?;
-    }
+    // Either case, as Binance accepts; a wrong length or any non-hex byte fails.
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
-/// Checks a signature, returning the decoded signature bytes for the replay guard.
+/// The first 16 bytes of a decoded signature: its identity in the replay guard.
+fn replay_id(sig: &[u8]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let n = sig.len().min(16);
+    id[..n].copy_from_slice(&sig[..n]);
+    id
+}
+
+/// Checks a signature, returning its replay-guard identity.
 fn check_signature(
     credential: &Credential,
     signature: &str,
     payload: &crate::params::SignedPayload<'_>,
-) -> Option<Vec<u8>> {
+) -> Option<[u8; 16]> {
     match credential {
         Credential::Hmac(keyed) => {
             let expected = decode_hex32(signature.as_bytes())?;
@@ -339,7 +341,7 @@ fn check_signature(
             }
             // `verify_slice` compares in constant time.
             mac.verify_slice(&expected).ok()?;
-            Some(expected.to_vec())
+            Some(replay_id(&expected))
         }
         Credential::Ed25519(vk) => {
             let mut raw = [0u8; 66];
@@ -347,7 +349,7 @@ fn check_signature(
             let bytes: [u8; 64] = raw.get(..n)?.try_into().ok()?;
             let sig = ed25519_dalek::Signature::from_bytes(&bytes);
             vk.verify_strict(&payload.contiguous(), &sig).ok()?;
-            Some(bytes.to_vec())
+            Some(replay_id(&bytes))
         }
         Credential::Rsa { key, size } => {
             use rsa::signature::Verifier as _;
@@ -357,7 +359,7 @@ fn check_signature(
             }
             let sig = rsa::pkcs1v15::Signature::try_from(bytes.as_slice()).ok()?;
             key.verify(&payload.contiguous(), &sig).ok()?;
-            Some(bytes)
+            Some(replay_id(&bytes))
         }
     }
 }

@@ -134,6 +134,14 @@ fn main() {
             black_box(verifier.verify(&req, Access::USER_DATA, &cache, now).is_ok())
         });
     });
+    // Components of the pipeline, to see where its time goes.
+    g.bench_function("part_parse", |b| {
+        b.iter(|| black_box(keygate_auth::Params::parse(black_box(hmac_query.as_bytes()), b"").is_ok()));
+    });
+    g.bench_function("part_lookup", |b| b.iter(|| black_box(cache.lookup(black_box(hmac_id.as_str())).is_some())));
+    g.bench_function("part_key_check", |b| {
+        b.iter(|| black_box(ApiKeyId::check(black_box(hmac_id.as_str().as_bytes())).is_ok()))
+    });
     g.finish();
     // Keep the lookup honest: the entry really comes from the cache, not a stale clone.
     assert!(

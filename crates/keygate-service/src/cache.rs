@@ -3,16 +3,19 @@
 use crate::ServiceError;
 use keygate_auth::{Credential, KeyEntry, KeyLookup};
 use keygate_store::{KeyMaterial, KeyRecord};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// Every key, decoded for verification (keyed HMAC states, parsed public keys), by key id.
 ///
 /// Updated by the service right after each committed change, so a revocation is visible to the
 /// very next request on this node.
+///
+/// The map uses an unkeyed fast hash: its keys are random ids the server generated, and a client
+/// can only look up, never insert, so it cannot build colliding entries to slow it down.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    map: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    map: RwLock<FxHashMap<String, Arc<KeyEntry>>>,
 }
 
 /// Decodes a stored key into its cache entry.
@@ -43,7 +46,7 @@ impl KeyCache {
     /// # Errors
     /// As [`entry_for`]; the cache is unchanged on error.
     pub fn load(&self, records: Vec<KeyRecord>) -> Result<(), ServiceError> {
-        let mut fresh = HashMap::with_capacity(records.len());
+        let mut fresh = FxHashMap::with_capacity_and_hasher(records.len(), Default::default());
         for r in &records {
             fresh.insert(r.id.as_str().to_owned(), Arc::new(entry_for(r)?));
         }

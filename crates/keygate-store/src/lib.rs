@@ -75,4 +75,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Audit records with `seq > after`, oldest first, at most `limit`; only those concerning
     /// `account` when given.
     async fn audit_records(&self, after: i64, limit: u32, account: Option<AccountId>) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Closes every connection and waits for it, so a process can hand its data to the next one
+    /// cleanly (SQLite checkpoints its WAL on the last close). Later calls fail.
+    async fn close(&self);
 }

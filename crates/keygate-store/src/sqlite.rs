@@ -499,6 +499,10 @@ impl Store for SqliteStore {
         };
         rows.iter().map(audit_from_row).collect()
     }
+
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
 }
 
 #[cfg(test)]

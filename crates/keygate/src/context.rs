@@ -74,6 +74,7 @@ impl Context {
             Ok(lock) => {
                 let service = self.open_service(SyncMode::Normal).await?;
                 let result = admin::execute(&service, &Actor::operator_cli(), req).await;
+                service.store().close().await;
                 drop(lock);
                 Ok(result?)
             }

@@ -68,8 +68,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             let _ = tx.send(());
         }
     });
-    handle.wait().await.context("server failed")?;
-    Ok(())
+    let served = handle.wait().await.context("server failed");
+    service.store().close().await;
+    served
 }
 
 async fn wait_for_signal() {
