@@ -1,15 +1,4 @@
-//! Account identity as the verifier reports it.
+//! Account identity as the verifier reports it (defined in `keygate-proto`, shared with the
+//! exchange).
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// The numeric id of an account, assigned by the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct AccountId(pub i64);
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use keygate_proto::AccountId;
