@@ -44,6 +44,8 @@ pub enum ParamErrorKind {
     TooMany,
     /// -1102: a mandatory parameter missing, empty or malformed.
     Mandatory,
+    /// -1104: parameters the endpoint does not read.
+    NotRead,
 }
 
 /// A parameter error with Binance's wording.
@@ -279,6 +281,29 @@ impl Params {
         }
     }
 
+    /// Refuses parameters outside `known` (plus `timestamp` and `recvWindow`), as Binance's -1104
+    /// does. Every endpoint calls this with the names it reads, so bytes the handler ignores
+    /// cannot ride along under a valid signature (for example a value re-split between query and
+    /// body into a stray parameter).
+    ///
+    /// # Errors
+    /// -1104 [`ParamError`] naming how many were read and sent.
+    pub fn ensure_only(&self, known: &[&str]) -> Result<(), ParamError> {
+        let read = self.iter().filter(|(n, _)| *n == "timestamp" || *n == "recvWindow" || known.contains(n)).count();
+        let sent = self.pairs.len();
+        if read == sent {
+            return Ok(());
+        }
+        Err(ParamError {
+            kind: ParamErrorKind::NotRead,
+            msg: format!(
+                "Not all sent parameters were read; read '{}' parameter(s) but was sent '{}'.",
+                read + 1,
+                sent + 1
+            ),
+        })
+    }
+
     /// All decoded pairs except `signature`, query first.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs.iter().map(|(n, v)| (n.get(&self.buf), v.get(&self.buf)))
@@ -382,6 +407,15 @@ mod tests {
         assert_eq!(p.signature(), Some("ab+c+d"));
         let raw = Params::parse("x=raw ü".as_bytes(), b"").unwrap();
         assert_eq!(raw.get("x"), Some("raw ü"));
+    }
+
+    #[test]
+    fn parameters_an_endpoint_does_not_read_are_minus_1104() {
+        let p = Params::parse(b"symbol=X&timestamp=1&recvWindow=5000", b"0&signature=ab").unwrap();
+        let e = p.ensure_only(&["symbol"]).unwrap_err();
+        assert_eq!(e.kind, ParamErrorKind::NotRead);
+        assert!(p.ensure_only(&["symbol", "0"]).is_ok());
+        assert!(Params::parse(b"timestamp=1", b"").unwrap().ensure_only(&[]).is_ok());
     }
 
     #[test]

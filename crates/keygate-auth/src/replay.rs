@@ -1,8 +1,10 @@
 //! Single-use signatures for TRADE and withdrawal endpoints.
 //!
 //! Binance's signed payload binds neither method nor path, so a captured request could be replayed
-//! within its `recvWindow`, on the same or another endpoint. keygate remembers every signature seen
-//! on a single-use endpoint until its window has passed, and refuses a second use. Memory is
+//! within its `recvWindow`, on the same or another endpoint: a logged `GET /api/v3/order` replayed
+//! as `DELETE /api/v3/order` would cancel the order. keygate remembers every signature it verifies,
+//! on any endpoint, until its window has passed, and refuses one that was seen before on a
+//! single-use (TRADE or withdrawal) endpoint. Reading endpoints accept a repeat, as Binance does. Memory is
 //! bounded: when full (after dropping expired entries) new requests are refused, never old entries
 //! evicted, since eviction would reopen the replay window for exactly the requests an attacker
 //! floods past.
@@ -24,10 +26,18 @@ pub enum ReplayOutcome {
     Full,
 }
 
+#[derive(Debug, Default)]
+struct Shard {
+    live: HashMap<[u8; 16], u64>,
+    /// No entry expires before this instant, so a full shard is not rescanned until then: a
+    /// flood that keeps it full costs one comparison per request, not a scan.
+    earliest_expiry: u64,
+}
+
 /// A bounded, sharded set of recently used signatures with their expiry times.
 #[derive(Debug)]
 pub struct ReplayGuard {
-    shards: Vec<Mutex<HashMap<[u8; 16], u64>>>,
+    shards: Vec<Mutex<Shard>>,
     per_shard: usize,
     /// Picks a signature's shard with a per-process secret, so a key holder cannot grind
     /// signatures into one shard and fill it for everyone else.
@@ -40,7 +50,7 @@ impl ReplayGuard {
     pub fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard,
             shard_of: RandomState::new(),
         }
@@ -56,25 +66,32 @@ impl ReplayGuard {
         id[..n].copy_from_slice(&signature[..n]);
         let shard = (self.shard_of.hash_one(id) % SHARDS as u64) as usize;
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
-        let mut map = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.get(&id) {
+        let mut shard = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match shard.live.get(&id) {
             Some(&exp) if exp >= now_us => return ReplayOutcome::Reused,
             _ => {}
         }
-        if map.len() >= self.per_shard {
-            map.retain(|_, exp| *exp >= now_us);
-            if map.len() >= self.per_shard {
+        if shard.live.len() >= self.per_shard {
+            if now_us <= shard.earliest_expiry {
+                return ReplayOutcome::Full;
+            }
+            shard.live.retain(|_, exp| *exp >= now_us);
+            shard.earliest_expiry = shard.live.values().copied().min().unwrap_or(0);
+            if shard.live.len() >= self.per_shard {
                 return ReplayOutcome::Full;
             }
         }
-        map.insert(id, expires_us);
+        if shard.live.is_empty() || expires_us < shard.earliest_expiry {
+            shard.earliest_expiry = expires_us;
+        }
+        shard.live.insert(id, expires_us);
         ReplayOutcome::Fresh
     }
 
     /// Number of signatures currently held (expired ones included until pruned).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()).sum()
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).live.len()).sum()
     }
 
     /// True if and only if no signature is held.

@@ -465,19 +465,22 @@ impl Verifier {
         if access.permission == Permission::Withdraw && r.ip_allowlist.is_empty() {
             return Err(reject(Denial::IpRestrictionRequired, key));
         }
-        if access.permission == Permission::Trade
-            && let Some(symbol) = params.get("symbol")
-            && !r.allows_symbol(symbol)
-        {
-            return Err(reject(Denial::SymbolNotAllowed(symbol.to_owned()), key));
-        }
-        if access.single_use {
-            let expires = timestamp.0.saturating_add(recv_window_us);
-            match self.replay.check_and_record(&sig_bytes, expires, now.0) {
-                ReplayOutcome::Fresh => {}
-                ReplayOutcome::Reused => return Err(reject(Denial::SignatureReused, key)),
-                ReplayOutcome::Full => return Err(reject(Denial::ReplayGuardFull, key)),
+        if access.permission == Permission::Trade && !r.symbols.is_empty() {
+            // A key limited to some symbols may only make TRADE requests that name one of them;
+            // a request naming none (or naming them another way) is refused, not waved through.
+            match params.get("symbol") {
+                Some(symbol) if r.allows_symbol(symbol) => {}
+                other => return Err(reject(Denial::SymbolNotAllowed(other.unwrap_or("").to_owned()), key)),
             }
+        }
+        // Every verified signature is remembered until its window ends, whatever the endpoint, so
+        // a signature first seen on a reading endpoint cannot be replayed on a trading one.
+        let expires = timestamp.0.saturating_add(recv_window_us);
+        match self.replay.check_and_record(&sig_bytes, expires, now.0) {
+            ReplayOutcome::Fresh => {}
+            ReplayOutcome::Reused if !access.single_use => {}
+            ReplayOutcome::Reused => return Err(reject(Denial::SignatureReused, key)),
+            ReplayOutcome::Full => return Err(reject(Denial::ReplayGuardFull, key)),
         }
         Ok(VerifiedRequest { key: Arc::clone(key_ref), params, timestamp, recv_window_us })
     }

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     TooManyParameters,
     /// -1102 MANDATORY_PARAM_EMPTY_OR_MALFORMED.
     MandatoryParamEmptyOrMalformed,
+    /// -1104 UNREAD_PARAMETERS: parameters the endpoint does not take.
+    UnreadParameters,
     /// -1121 BAD_SYMBOL.
     BadSymbol,
     /// -1131 BAD_RECV_WINDOW.
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::IllegalChars => -1100,
             Self::TooManyParameters => -1101,
             Self::MandatoryParamEmptyOrMalformed => -1102,
+            Self::UnreadParameters => -1104,
             Self::BadSymbol => -1121,
             Self::BadRecvWindow => -1131,
             Self::BadApiKeyFormat => -2014,
@@ -71,6 +74,7 @@ impl ErrorCode {
             Self::IllegalChars => "Illegal characters found in a parameter.",
             Self::TooManyParameters => "Too many parameters sent for this endpoint.",
             Self::MandatoryParamEmptyOrMalformed => "A mandatory parameter was not sent, was empty/null, or malformed.",
+            Self::UnreadParameters => "Not all sent parameters were read.",
             Self::BadSymbol => "Invalid symbol.",
             Self::BadRecvWindow => "recvWindow must be less than 60000",
             Self::BadApiKeyFormat => "API-key format invalid.",

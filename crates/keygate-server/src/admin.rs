@@ -305,8 +305,13 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 /// request lines; each gets one response line.
 pub async fn serve(listener: UnixListener, service: Service) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed; pausing");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let service = service.clone();
         tokio::spawn(async move {

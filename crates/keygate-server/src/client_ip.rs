@@ -1,37 +1,38 @@
 //! The client address: the socket peer, unless that peer is a configured trusted proxy.
 
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-/// The address to apply IP allowlists and rate limits to.
+/// Parses one `X-Forwarded-For` hop: an address, or an address with a port as some proxies
+/// write it (`203.0.113.7:5678`, `[2001:db8::1]:443`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// The address to apply IP allowlists and rate limits to, or `None` when it cannot be known.
 ///
-/// When `peer` is a trusted proxy, `X-Forwarded-For` is read from the right: each hop appended
-/// by a trusted proxy is skipped, and the first untrusted hop is the client. Anything a client
-/// wrote further left is ignored, so it cannot choose its own address. Without a trusted peer,
-/// or when the header is missing or malformed, the peer itself is the client.
+/// When `peer` is a trusted proxy, every `X-Forwarded-For` header line is read, in order, as one
+/// list, and walked from the right: each hop that is itself a trusted proxy is skipped, and the
+/// first untrusted hop is the client. Anything further left was written by the client and is
+/// ignored, so a client cannot choose its own address, not even by sending its own header line
+/// ahead of the proxy's. A hop that cannot be read where the client should be gives `None`: the
+/// caller must refuse rather than guess. Without a trusted peer the peer itself is the client.
 #[must_use]
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
-        return peer;
+        return Some(peer);
     }
-    let Some(header) = forwarded_for else {
-        return peer;
-    };
     let mut client = peer;
-    for hop in header.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip.to_canonical();
-                if !is_trusted(&client) {
-                    return client;
-                }
-            }
-            Err(_) => return client,
+    for hop in forwarded_for.iter().rev().flat_map(|line| line.rsplit(',')) {
+        client = parse_hop(hop)?.to_canonical();
+        if !is_trusted(&client) {
+            return Some(client);
         }
     }
-    client
+    Some(client)
 }
 
 #[cfg(test)]
@@ -42,22 +43,42 @@ mod tests {
         v.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
     #[test]
     fn untrusted_peer_is_the_client_whatever_the_header_says() {
-        let ip = client_ip("198.51.100.1".parse().unwrap(), Some("203.0.113.9"), &nets(&["10.0.0.0/8"]));
-        assert_eq!(ip.to_string(), "198.51.100.1");
+        assert_eq!(
+            client_ip("198.51.100.1".parse().unwrap(), &["203.0.113.9"], &nets(&["10.0.0.0/8"])),
+            ip("198.51.100.1")
+        );
     }
 
     #[test]
     fn trusted_proxy_yields_the_rightmost_untrusted_hop() {
         let t = nets(&["10.0.0.0/8"]);
-        let ip = client_ip("10.0.0.2".parse().unwrap(), Some("1.1.1.1, 203.0.113.9, 10.0.0.5"), &t);
-        assert_eq!(ip.to_string(), "203.0.113.9");
+        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &["1.1.1.1, 203.0.113.9, 10.0.0.5"], &t), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn a_header_line_sent_by_the_client_ahead_of_the_proxys_cannot_choose_the_address() {
+        // HAProxy's `option forwardfor` appends its own line after the client's.
+        let t = nets(&["10.0.0.0/8"]);
+        let lines = ["192.0.2.50", "198.51.100.23"];
+        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &lines, &t), ip("198.51.100.23"));
+    }
+
+    #[test]
+    fn hops_with_ports_are_read_and_unreadable_hops_give_no_address() {
+        let t = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &["203.0.113.9:5678"], &t), ip("203.0.113.9"));
+        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &["[2001:db8::1]:443"], &t), ip("2001:db8::1"));
+        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &["unknown"], &t), None);
     }
 
     #[test]
     fn ipv4_mapped_peers_are_canonicalised() {
-        let ip = client_ip("::ffff:192.0.2.7".parse().unwrap(), None, &[]);
-        assert_eq!(ip.to_string(), "192.0.2.7");
+        assert_eq!(client_ip("::ffff:192.0.2.7".parse().unwrap(), &[], &[]), ip("192.0.2.7"));
     }
 }

@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound,
     /// Route exists, method does not.
     MethodNotAllowed,
+    /// A trusted proxy forwarded a client address that cannot be read, so no IP rule can be
+    /// applied; refused rather than guessed.
+    UnknownClient,
     /// Something failed inside; the cause is logged once by the error middleware, never sent.
     Internal(String),
 }
@@ -38,6 +41,7 @@ fn param_code(kind: ParamErrorKind) -> ErrorCode {
         ParamErrorKind::IllegalChars => ErrorCode::IllegalChars,
         ParamErrorKind::TooMany => ErrorCode::TooManyParameters,
         ParamErrorKind::Mandatory => ErrorCode::MandatoryParamEmptyOrMalformed,
+        ParamErrorKind::NotRead => ErrorCode::UnreadParameters,
     }
 }
 
@@ -57,6 +61,14 @@ impl ApiError {
                 None,
             ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None),
+            Self::UnknownClient => (
+                bad,
+                ErrorBody::with_msg(
+                    ErrorCode::Unauthorized,
+                    "The client address forwarded by the proxy cannot be read.",
+                ),
+                None,
+            ),
             Self::Denied(d) => {
                 let reason = d.after_signature().then(|| d.reason());
                 let (status, body) = match d {

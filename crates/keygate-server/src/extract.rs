@@ -45,20 +45,31 @@ pub struct Signed<S: Security> {
     _security: PhantomData<S>,
 }
 
-/// The client address of a request: the peer, or the trusted proxy's forwarded address.
-pub fn request_client_ip(req: &Request, state: &AppState) -> IpAddr {
-    let peer =
-        req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(a)| a.ip());
-    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    client_ip(peer, xff, &state.trusted_proxies)
+/// The client address of a request: the peer, or the trusted proxy's forwarded address;
+/// `None` when a trusted proxy forwarded an address that cannot be read, or the connection's
+/// peer is unknown.
+pub fn request_client_ip(req: &Request, state: &AppState) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let lines: Vec<&str> = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    client_ip(peer, &lines, &state.trusted_proxies)
 }
 
 impl<S: Security> FromRequest<AppState> for Signed<S> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let ip = request_client_ip(&req, state);
+        let Some(ip) = request_client_ip(&req, state) else {
+            return Err(ApiError::UnknownClient);
+        };
         let api_key = req.headers().get("x-mbx-apikey").map(|v| v.as_bytes().to_vec());
+        // Refuse a missing or malformed key before reading a byte of the body.
+        match api_key.as_deref() {
+            None | Some(b"") => return Err(ApiError::Denied(keygate_auth::Denial::MissingApiKey)),
+            Some(k) if keygate_auth::ApiKeyId::check(k).is_err() => {
+                return Err(ApiError::Denied(keygate_auth::Denial::MalformedApiKey));
+            }
+            Some(_) => {}
+        }
         let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
         let limit = state.verifier.limits().max_body;
         let body: Bytes = match axum::body::to_bytes(req.into_body(), limit).await {

@@ -25,6 +25,10 @@ pub struct ServerConfig {
     pub flush_interval: Duration,
     /// Where to serve the admin channel, if anywhere.
     pub admin_socket: Option<PathBuf>,
+    /// Most open client connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers, and then its body.
+    pub read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +40,8 @@ impl Default for ServerConfig {
             replay_capacity: 1_000_000,
             flush_interval: Duration::from_secs(1),
             admin_socket: None,
+            max_connections: 4096,
+            read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -93,6 +99,7 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
     };
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;
+    let limits = (config.max_connections, config.read_timeout);
     let socket_path = config.admin_socket.clone();
     let join = tokio::spawn(async move {
         let flusher = {
@@ -109,11 +116,9 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
             })
         };
         let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone())));
-        let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
+        let served = serve_http(listener, app(state), &limits, rx).await;
+        // The flusher only sleeps between flushes, and the final flush below catches up on
+        // anything it had not written yet.
         flusher.abort();
         if let Some(t) = admin_task {
             t.abort();
@@ -127,4 +132,60 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
         served
     });
     Ok(ServerHandle { addr, shutdown: Some(tx), join })
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` fires, then lets in-flight requests finish
+/// (for at most 10 s).
+///
+/// Written out instead of `axum::serve` for what a public endpoint needs and that one lacks: a
+/// deadline for request headers (slow-header clients), a cap on open connections, and a pause
+/// after a failed accept (when file descriptors run out) instead of a busy loop.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    &(max_connections, read_timeout): &(usize, Duration),
+    mut shutdown: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(read_timeout));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; pausing");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(read_timeout)
+            .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections were still open after 10 s and were dropped");
+    }
+    Ok(())
 }

@@ -62,7 +62,7 @@ impl Service {
             .create_account(NewAccount { name: name.to_owned(), password_hash: hash, created_at: now }, audit)
             .await
             .map_err(|e| match ServiceError::from(e) {
-                ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?}")),
+                ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
                 other => other,
             })?;
         Ok(AccountView::from(&rec))

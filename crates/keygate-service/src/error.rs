@@ -17,8 +17,9 @@ pub enum ServiceError {
     /// The actor may do this only after a fresh TOTP code (step-up).
     #[error("this change needs a fresh 2FA code (step-up): {0}")]
     StepUpRequired(String),
-    /// A unique name is taken.
-    #[error("{0} already exists")]
+    /// The change collides with the current state: a unique name is taken, or the key was
+    /// revoked meanwhile.
+    #[error("{0}")]
     Conflict(String),
     /// Persistence failed.
     #[error("storage failed: {0}")]

@@ -108,6 +108,7 @@ impl Service {
     /// [`ServiceError::Invalid`] for unreadable public keys, withdraw without IP allowlist, a past
     /// expiry or bad restrictions; [`ServiceError::NotFound`] for an unknown account.
     pub async fn create_key(&self, actor: &Actor, new: NewKey) -> ServiceResult<CreatedKey> {
+        let _writing = self.inner.key_writes.lock().await;
         let account = self.account_record(actor, &new.account).await?;
         let now = self.now_ms();
         check_label(&new.label)?;
@@ -217,6 +218,7 @@ impl Service {
     /// [`ServiceError::StepUpRequired`] when an owner widens the key without step-up;
     /// [`ServiceError::Invalid`] for a revoked key, bad values or a rule violation.
     pub async fn edit_key(&self, actor: &Actor, id: &str, edit: KeyEdit) -> ServiceResult<KeyView> {
+        let _writing = self.inner.key_writes.lock().await;
         let before = self.key_record(actor, id).await?;
         if before.status == KeyStatus::Revoked {
             return Err(ServiceError::Invalid(format!("key {id} is revoked; revoked keys cannot be changed")));
@@ -283,6 +285,12 @@ impl Service {
     /// # Errors
     /// [`ServiceError::NotFound`] when missing or not `actor`'s.
     pub async fn revoke_key(&self, actor: &Actor, id: &str) -> ServiceResult<KeyView> {
+        let _writing = self.inner.key_writes.lock().await;
+        self.revoke_locked(actor, id).await
+    }
+
+    /// Revokes with the key-write lock already held.
+    async fn revoke_locked(&self, actor: &Actor, id: &str) -> ServiceResult<KeyView> {
         let mut rec = self.key_record(actor, id).await?;
         if rec.status != KeyStatus::Revoked {
             rec.status = KeyStatus::Revoked;
@@ -304,10 +312,11 @@ impl Service {
         if !actor.stepped_up(self.now_ms()) {
             return Err(ServiceError::StepUpRequired("revoking all keys".into()));
         }
+        let _writing = self.inner.key_writes.lock().await;
         let mut n = 0;
         for k in self.inner.store.list_keys(Some(acc.id)).await? {
             if k.status != KeyStatus::Revoked {
-                self.revoke_key(actor, k.id.as_str()).await?;
+                self.revoke_locked(actor, k.id.as_str()).await?;
                 n += 1;
             }
         }
@@ -337,8 +346,13 @@ impl Service {
             self.inner.usage.restore(deltas);
             return Err(e.into());
         }
-        for draft in self.inner.denials.drain(self.now_ms(), all) {
-            self.inner.store.append_audit(draft).await?;
+        let mut drafts = self.inner.denials.drain(self.now_ms(), all).into_iter();
+        while let Some(draft) = drafts.next() {
+            if let Err(e) = self.inner.store.append_audit(draft.clone()).await {
+                // Keep what was not written for the next flush: denials are evidence.
+                self.inner.denials.restore(std::iter::once(draft).chain(drafts));
+                return Err(e.into());
+            }
         }
         Ok(())
     }

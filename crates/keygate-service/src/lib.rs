@@ -62,6 +62,9 @@ struct Inner {
     config: ServiceConfig,
     usage: UsageTracker,
     denials: DenialAggregator,
+    /// Serialises every read-modify-write of keys in this process, so a concurrent edit can never
+    /// write back a stale copy over a revocation, and the per-account key count holds.
+    key_writes: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -80,6 +83,7 @@ impl Service {
                 config,
                 usage: UsageTracker::default(),
                 denials: DenialAggregator::default(),
+                key_writes: tokio::sync::Mutex::new(()),
             }),
         })
     }

@@ -71,6 +71,7 @@ struct DenialGroup {
 struct DenialState {
     groups: HashMap<DenialGroup, (u64, String)>,
     overflow: u64,
+    unwritten: Vec<AuditDraft>,
 }
 
 /// Denied requests, aggregated per key, reason and minute for the audit log.
@@ -99,12 +100,20 @@ impl DenialAggregator {
         }
     }
 
-    /// Audit drafts for every group whose minute has ended by `now` (all groups when `all`).
+    /// Puts back drafts that could not be written, to be retried by the next flush.
+    pub fn restore(&self, drafts: impl Iterator<Item = AuditDraft>) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.unwritten.extend(drafts);
+    }
+
+    /// Audit drafts for every group whose minute has ended by `now` (all groups when `all`),
+    /// after any put back by a failed flush.
     pub fn drain(&self, now: UnixMillis, all: bool) -> Vec<AuditDraft> {
         let current = now.minute_start();
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let closed: Vec<DenialGroup> = st.groups.keys().filter(|g| all || g.minute < current).cloned().collect();
-        let mut out = Vec::with_capacity(closed.len() + 1);
+        let mut out = std::mem::take(&mut st.unwritten);
+        out.reserve(closed.len() + 1);
         for g in closed {
             if let Some((count, ip)) = st.groups.remove(&g) {
                 out.push(AuditDraft {

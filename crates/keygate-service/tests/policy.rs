@@ -254,3 +254,33 @@ async fn unreadable_public_keys_and_past_expiry_are_invalid() {
     k.restrictions.expires_at = Some(NOW);
     assert!(matches!(e.service.create_key(&op, k).await, Err(ServiceError::Invalid(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_edit_never_undoes_a_revocation() {
+    let e = env().await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let k = e.service.create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default())).await.unwrap();
+        ids.push(k.key.api_key);
+    }
+    let mut tasks = Vec::new();
+    for id in &ids {
+        let (s1, s2, id1, id2) = (e.service.clone(), e.service.clone(), id.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            let edit = KeyEdit { label: Some("renamed".into()), ..KeyEdit::default() };
+            // Either order is fine; what matters is that the key ends revoked.
+            let _ = s1.edit_key(&Actor::operator_cli(), &id1, edit).await;
+        }));
+        tasks.push(tokio::spawn(async move {
+            s2.revoke_key(&Actor::operator_cli(), &id2).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for id in &ids {
+        assert_eq!(e.service.key(&Actor::operator_cli(), id).await.unwrap().status, KeyStatus::Revoked);
+        let cached = keygate_auth::KeyLookup::lookup(e.service.cache().as_ref(), id).unwrap();
+        assert_eq!(cached.status, KeyStatus::Revoked, "the cache agrees with the store");
+    }
+}

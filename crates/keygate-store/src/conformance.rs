@@ -12,6 +12,10 @@
 //! The macro wraps each in a plain `#[test]` that drives it on a multi-threaded tokio runtime
 //! built here, so the instantiating crate needs no tokio features of its own and concurrent tests
 //! really run in parallel.
+//!
+//! A backend that needs something the machine may not have (a PostgreSQL server) says so in
+//! [`Harness::available`]; each test then prints `NAME: skipped: REASON` and passes, so a run
+//! without the server says plainly what it did not test rather than failing or pretending.
 
 // A conformance test reports failure by panicking, like any test; `unwrap` on a store result is
 // the clearest way to say "this call must succeed".
@@ -19,6 +23,7 @@
 
 use crate::audit::{ChainError, chain_hash, verify_chain};
 use crate::crypto::{MasterKey, SecretCipher};
+use crate::postgres::{PgStore, describe};
 use crate::records::{
     AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
 };
@@ -30,13 +35,28 @@ use keygate_auth::{
     Restrictions, WithdrawLimit,
 };
 use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 use std::future::Future;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One backend under test.
 #[async_trait]
 pub trait Harness: Send + Sync + Sized + 'static {
+    /// Whether the backend can be tested on this machine; `Err(reason)` makes every test print
+    /// that it skipped and why, and pass. Only for what a developer may legitimately lack (an
+    /// unset server URL): a backend that is configured but broken must fail in [`Harness::fresh`].
+    ///
+    /// # Errors
+    /// The reason to print, e.g. `KEYGATE_TEST_POSTGRES_URL is not set`.
+    fn available() -> Result<(), String> {
+        Ok(())
+    }
+
     /// A fresh, empty backend (new temp dir / new database).
     async fn fresh() -> Self;
 
@@ -47,8 +67,8 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// Opens the store on this backend with a cipher that knows only the master key `key`.
     async fn open_with_master_key(&self, key: [u8; 32]) -> Arc<dyn Store>;
 
-    /// Every byte the backend holds at rest (all files of the SQLite data dir incl. -wal/-shm),
-    /// for secret scanning.
+    /// Every byte of stored data the backend can show (all files of the SQLite data dir incl.
+    /// -wal/-shm; every value of every PostgreSQL table), for secret scanning.
     async fn dump(&self) -> Vec<u8>;
 }
 
@@ -67,6 +87,23 @@ pub fn run(test: impl Future<Output = ()>) {
         .build()
         .expect("a tokio runtime for the test")
         .block_on(test);
+}
+
+/// Runs one conformance test against `H`, or reports that it skipped when [`Harness::available`]
+/// says the backend cannot be tested here.
+///
+/// # Panics
+/// When the test fails, or no runtime can be built.
+#[doc(hidden)]
+pub fn run_or_skip<H: Harness>(name: &str, test: impl Future<Output = ()>) {
+    match H::available() {
+        Ok(()) => run(test),
+        Err(reason) => {
+            // Straight to the process's stderr: libtest captures `eprintln!` of a passing test
+            // and shows it only with --nocapture, and a skip must be seen in every run.
+            let _ = writeln!(std::io::stderr(), "{name}: skipped: {reason}");
+        }
+    }
 }
 
 /// Expands into one `#[test]` per conformance test, each against a fresh `$harness`.
@@ -90,7 +127,10 @@ macro_rules! store_conformance_suite {
             key_for_an_unknown_account_is_not_found_and_leaves_no_trace,
             update_key_changes_only_mutable_fields_and_is_audited,
             update_of_a_missing_key_is_not_found_and_not_audited,
+            a_revoked_key_is_never_updated_again,
             record_usage_accumulates_counts_keeps_the_latest_time_and_address_and_skips_unknown_keys,
+            usage_counts_saturate_at_the_largest_storable_count,
+            concurrent_usage_flushes_over_the_same_keys_all_count,
             every_mutation_appends_exactly_one_chained_audit_record,
             audit_records_filter_by_account_and_page_by_sequence,
             tampered_audit_records_fail_chain_verification,
@@ -105,7 +145,10 @@ macro_rules! store_conformance_suite {
         $(
             #[test]
             fn $name() {
-                $crate::conformance::run($crate::conformance::$name::<$harness>());
+                $crate::conformance::run_or_skip::<$harness>(
+                    stringify!($name),
+                    $crate::conformance::$name::<$harness>(),
+                );
             }
         )+
     };
@@ -185,6 +228,194 @@ impl Harness for SqliteHarness {
                 Err(e) => panic!("cannot read {}: {e}", p.display()),
             }
         }
+        dump
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The PostgreSQL harness
+// ---------------------------------------------------------------------------------------------
+
+/// The variable naming the PostgreSQL server the PostgreSQL conformance tests use, e.g.
+/// `postgres://postgres@127.0.0.1:5432/postgres`. The user must be allowed to create databases.
+pub const PG_URL_ENV: &str = "KEYGATE_TEST_POSTGRES_URL";
+
+/// Numbers the databases this process creates, so parallel tests never collide.
+static PG_DATABASES: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh database `kg_test_<pid>_<counter>_<random>` on the server named by
+/// [`PG_URL_ENV`], dropped afterwards unless the test failed (then kept, and its name printed,
+/// for inspection). Needs PostgreSQL 13 or later (`DROP DATABASE ... WITH (FORCE)`).
+pub struct PgHarness {
+    /// The server, connected to its maintenance database (the URL's own).
+    server: PgConnectOptions,
+    /// The test database's name.
+    name: String,
+}
+
+impl std::fmt::Debug for PgHarness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // By hand: the options' own Debug shows the password of the URL.
+        f.debug_struct("PgHarness").field("server", &describe(&self.server)).field("name", &self.name).finish()
+    }
+}
+
+impl PgHarness {
+    /// The test database's name, for messages and for tests that look for it in output.
+    #[must_use]
+    pub fn database(&self) -> &str {
+        &self.name
+    }
+
+    /// Connection options for the test database, for tests that connect beside the store (to
+    /// tamper with rows, or open it with other settings).
+    #[must_use]
+    pub fn options(&self) -> PgConnectOptions {
+        self.server.clone().database(&self.name)
+    }
+
+    /// Opens a [`PgStore`] (not behind `dyn Store`) on the test database, for tests of what only
+    /// PostgreSQL has.
+    pub async fn open_pg(&self, key: [u8; 32]) -> PgStore {
+        let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes(key), Vec::new()));
+        let store = PgStore::open_with(self.options(), cipher, SyncMode::Normal).await;
+        store.unwrap_or_else(|e| panic!("the PostgreSQL store on {} opens: {e}", self.name))
+    }
+}
+
+impl Drop for PgHarness {
+    fn drop(&mut self) {
+        let server = describe(&self.server);
+        if std::thread::panicking() {
+            // Test output is the one place a failed test can point at its evidence.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "store conformance test failed; its database {} is kept on {server} \
+                     (drop it with: DROP DATABASE {} WITH (FORCE))",
+                    self.name, self.name
+                );
+            }
+            return;
+        }
+        // Drop runs inside the test's runtime, where nothing can be awaited; a thread of its own
+        // with its own runtime does the async work. FORCE ends connections of stores dropped a
+        // moment ago whose pools are still closing in the background.
+        let options = self.server.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = std::thread::spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect_with(&options).await?;
+                sqlx::query(&sql).execute(&mut conn).await?;
+                conn.close().await
+            })
+            .map_err(|e| e.to_string())
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("cannot drop test database {} on {server}: {e}", self.name),
+            Err(_) => panic!("dropping test database {} on {server} panicked", self.name),
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for PgHarness {
+    fn available() -> Result<(), String> {
+        // Only an unset variable skips; a set one that is empty, invalid or names a server that
+        // does not answer fails every test, so a misconfigured CI job cannot pass silently.
+        match std::env::var_os(PG_URL_ENV) {
+            None => Err(format!("{PG_URL_ENV} is not set")),
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn fresh() -> Self {
+        let url = std::env::var(PG_URL_ENV).unwrap_or_else(|e| panic!("{PG_URL_ENV}: {e}"));
+        assert!(
+            !url.trim().is_empty(),
+            "{PG_URL_ENV} is set but empty: set it to a server such as \
+             postgres://postgres@127.0.0.1:5432/postgres, or unset it to skip the PostgreSQL tests"
+        );
+        let server =
+            PgConnectOptions::from_str(&url).unwrap_or_else(|e| panic!("{PG_URL_ENV} is not a PostgreSQL URL: {e}"));
+        let mut random = [0u8; 4];
+        getrandom::getrandom(&mut random).expect("system randomness");
+        let name = format!(
+            "kg_test_{}_{}_{}",
+            std::process::id(),
+            PG_DATABASES.fetch_add(1, Ordering::Relaxed),
+            hex::encode(random)
+        );
+        let target = describe(&server);
+        let mut conn = PgConnection::connect_with(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the PostgreSQL server {target} named by {PG_URL_ENV}: {e}"));
+        // template0 with an explicit encoding and locale: independent of what template1 holds
+        // and of the cluster's default locale.
+        sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name} on {target}: {e}"));
+        conn.close().await.expect("closing the setup connection");
+        Self { server, name }
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        self.open_with_master_key(TEST_MASTER_KEY).await
+    }
+
+    async fn open_with_master_key(&self, key: [u8; 32]) -> Arc<dyn Store> {
+        Arc::new(self.open_pg(key).await)
+    }
+
+    async fn dump(&self) -> Vec<u8> {
+        // Every value of every column of every table a client can read: as text (where bytea
+        // comes out hex-encoded, `\x6b67...`) and, for bytea columns, also as the raw bytes, so a
+        // secret is found whether it was stored as text, as hex or as bytes. The server's files
+        // (heap, WAL) are not visible to a client; they hold these same values, so a value absent
+        // here was never sent to the server in the clear. (The SQLite harness reads the files.)
+        let mut conn = PgConnection::connect_with(&self.options()).await.expect("a connection to the test database");
+        let columns: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT c.table_schema::text, c.table_name::text, c.column_name::text, c.data_type::text \
+             FROM information_schema.columns c \
+             JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+             WHERE t.table_type = 'BASE TABLE' AND c.table_schema NOT IN ('pg_catalog', 'information_schema') \
+             ORDER BY c.table_schema, c.table_name, c.ordinal_position",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("the list of columns");
+        let tables: std::collections::BTreeSet<&str> = columns.iter().map(|c| c.1.as_str()).collect();
+        for want in ["accounts", "api_keys", "audit_log"] {
+            assert!(tables.contains(want), "table {want} not found among {tables:?}");
+        }
+        let quote = |ident: &str| format!("\"{}\"", ident.replace('"', "\"\""));
+        let mut dump = Vec::new();
+        for (schema, table, column, data_type) in &columns {
+            let from = format!("{}.{}", quote(schema), quote(table));
+            let texts: Vec<Option<String>> = sqlx::query_scalar(&format!("SELECT {}::text FROM {from}", quote(column)))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("cannot read {from}.{column}: {e}"));
+            for t in texts.into_iter().flatten() {
+                dump.extend(t.into_bytes());
+                dump.push(b'\n');
+            }
+            if data_type == "bytea" {
+                let raw: Vec<Option<Vec<u8>>> = sqlx::query_scalar(&format!("SELECT {} FROM {from}", quote(column)))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot read {from}.{column}: {e}"));
+                for b in raw.into_iter().flatten() {
+                    dump.extend(b);
+                    dump.push(b'\n');
+                }
+            }
+        }
+        conn.close().await.expect("closing the dump connection");
         dump
     }
 }
@@ -654,6 +885,30 @@ pub async fn update_of_a_missing_key_is_not_found_and_not_audited<H: Harness>() 
     assert_eq!(audit_len(&*store).await, 1);
 }
 
+/// A revoked key is never updated again, even by a writer holding a copy read before the
+/// revocation: the store refuses with a conflict and records nothing.
+pub async fn a_revoked_key_is_never_updated_again<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(81);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let k = hmac_key(&mut e, alice.id, 2_000);
+    insert(&*store, &k).await;
+    let stale = k.clone();
+    let mut revoked = k.clone();
+    revoked.status = KeyStatus::Revoked;
+    store.update_key(&revoked, draft("key.revoke", k.id.as_str(), Some(alice.id))).await.unwrap();
+    let before = audit_len(&*store).await;
+    let mut relabelled = stale;
+    relabelled.label = "still here".into();
+    let err = store.update_key(&relabelled, draft("key.edit", k.id.as_str(), Some(alice.id))).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let got = store.get_key(&k.id).await.unwrap().unwrap();
+    assert_eq!(got.status, KeyStatus::Revoked);
+    assert_ne!(got.label, "still here");
+    assert_eq!(audit_len(&*store).await, before);
+}
+
 /// Usage counts add up across and within batches; last-used time and address move only forward
 /// (an equal time takes the newer address); unknown keys are skipped; nothing is audited.
 pub async fn record_usage_accumulates_counts_keeps_the_latest_time_and_address_and_skips_unknown_keys<H: Harness>() {
@@ -703,6 +958,78 @@ pub async fn record_usage_accumulates_counts_keeps_the_latest_time_and_address_a
 
     assert!(store.get_key(&unknown).await.unwrap().is_none());
     assert_eq!(audit_len(&*store).await, 4, "usage must not be audited");
+}
+
+/// A use count that would pass the largest storable count (`i64::MAX`) stays there: no error, no
+/// wrap-around, whether it gets there in small steps or in one delta beyond the range.
+pub async fn usage_counts_saturate_at_the_largest_storable_count<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(16);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let mut k = hmac_key(&mut e, alice.id, 2_000);
+    k.use_count = i64::MAX as u64 - 2;
+    insert(&*store, &k).await;
+    let d = |count: u64, at: u64| UsageDelta {
+        key_id: k.id.clone(),
+        count,
+        last_used_at: UnixMillis(at),
+        last_used_ip: "192.0.2.1".into(),
+    };
+    let count = async || store.get_key(&k.id).await.unwrap().unwrap().use_count;
+    store.record_usage(&[d(1, 3_000)]).await.unwrap();
+    assert_eq!(count().await, i64::MAX as u64 - 1);
+    store.record_usage(&[d(5, 3_001)]).await.unwrap();
+    assert_eq!(count().await, i64::MAX as u64);
+    store.record_usage(&[d(1, 3_002), d(u64::MAX, 3_003)]).await.unwrap();
+    let got = store.get_key(&k.id).await.unwrap().unwrap();
+    assert_eq!((got.use_count, got.last_used_at), (i64::MAX as u64, Some(UnixMillis(3_003))));
+}
+
+/// Usage flushes running at once over the same keys, listed in opposite orders, all succeed (no
+/// deadlock between them) and every count is added exactly once.
+pub async fn concurrent_usage_flushes_over_the_same_keys_all_count<H: Harness>() {
+    const FLUSHES: u64 = 16;
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(17);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let k = hmac_key(&mut e, alice.id, 2_000 + i);
+        insert(&*store, &k).await;
+        keys.push(k.id);
+    }
+    let mut flushes = Vec::new();
+    for f in 0..FLUSHES {
+        let store = Arc::clone(&store);
+        let mut batch: Vec<UsageDelta> = keys
+            .iter()
+            .map(|id| UsageDelta {
+                key_id: id.clone(),
+                count: 1,
+                last_used_at: UnixMillis(3_000 + f),
+                last_used_ip: format!("192.0.2.{f}"),
+            })
+            .collect();
+        if f % 2 == 1 {
+            batch.reverse();
+        }
+        flushes.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                store.record_usage(&batch).await.unwrap();
+            }
+        }));
+    }
+    for f in flushes {
+        f.await.unwrap();
+    }
+    for id in &keys {
+        let got = store.get_key(id).await.unwrap().unwrap();
+        assert_eq!(got.use_count, FLUSHES * 5, "{id}");
+        assert_eq!(got.last_used_at, Some(UnixMillis(3_000 + FLUSHES - 1)), "{id}");
+        assert_eq!(got.last_used_ip, Some(format!("192.0.2.{}", FLUSHES - 1)), "{id}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

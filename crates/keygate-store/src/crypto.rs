@@ -11,7 +11,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -54,10 +54,14 @@ impl MasterKey {
             StoreError::Setup(format!("master key file {}: {what}: {e}", path.display()))
         };
         if !path.exists() {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| setup("cannot create its directory", &e))?;
-                // Best effort: the directory holds nothing else of ours.
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                // Only a directory keygate creates is made private; an existing one (say /etc) is
+                // never touched: the key file's own 0600 mode is what protects it.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| setup("cannot create its directory", &e))?;
             }
             let key = Self::generate()?;
             let mut f = std::fs::OpenOptions::new()

@@ -1,30 +1,37 @@
 //! Persistence behind traits: accounts, keys, the audit chain.
 //!
-//! The service layer talks to [`Store`] only; the backend (SQLite now, PostgreSQL later) is chosen
-//! at run time by handing in a different `Arc<dyn Store>`, never by a Cargo feature or a branch
-//! inside a query method. HMAC secrets are encrypted here, with the [`crypto::SecretCipher`] the
-//! store is opened with, so no backend ever sees one in plain text. Every mutation takes the
-//! [`AuditDraft`] that describes it and writes both in one transaction: a change is never
-//! recorded without its audit record, nor the other way round.
+//! The service layer talks to [`Store`] only; the backend (SQLite in the data directory, or a
+//! PostgreSQL database shared by several nodes) is chosen at run time by handing in a different
+//! `Arc<dyn Store>` (see [`open`]), never by a Cargo feature or a branch inside a query method.
+//! HMAC secrets are encrypted here, with the [`crypto::SecretCipher`] the store is opened with, so
+//! no backend ever sees one in plain text. Every mutation takes the [`AuditDraft`] that describes
+//! it and writes both in one transaction: a change is never recorded without its audit record,
+//! nor the other way round. Both backends pass the same conformance suite.
 
 pub mod audit;
 pub mod crypto;
 pub mod datadir;
 mod error;
+pub mod postgres;
 pub mod records;
+mod rows;
 pub mod sqlite;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use error::StoreError;
+pub use postgres::PgStore;
 pub use records::{
     AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
 };
 pub use sqlite::{SqliteStore, SyncMode};
 
 use async_trait::async_trait;
+use crypto::SecretCipher;
 use keygate_auth::{AccountId, ApiKeyId};
+use std::path::Path;
+use std::sync::Arc;
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -61,7 +68,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_keys(&self, account: Option<AccountId>) -> StoreResult<Vec<KeyRecord>>;
 
     /// Replaces a key's mutable fields (label, permissions, restrictions, status, updated_*);
-    /// its id, account, type, material and creation fields never change.
+    /// its id, account, type, material and creation fields never change. A revoked key is never
+    /// updated again: [`StoreError::Conflict`], even for a writer that read it before the
+    /// revocation (the guard is in the statement, so it holds across processes and nodes).
     async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()>;
 
     /// Adds usage counters and moves last-used time and address forward; unknown keys are
@@ -79,4 +88,112 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Closes every connection and waits for it, so a process can hand its data to the next one
     /// cleanly (SQLite checkpoints its WAL on the last close). Later calls fail.
     async fn close(&self);
+}
+
+/// Opens the store the configuration names: the PostgreSQL database at `database_url` when it is
+/// a `postgres://` or `postgresql://` URL, the SQLite database at `sqlite_path` when there is no
+/// URL. The one place the backend is chosen, so callers hold an `Arc<dyn Store>` and never ask
+/// which one it is.
+///
+/// `sync` applies to both: SQLite's `synchronous` pragma, PostgreSQL's `synchronous_commit` (see
+/// [`PgStore::open`]). `sqlite_path` is not touched when a URL is given.
+///
+/// # Errors
+/// [`StoreError::Setup`] for a URL of any other scheme (the message names the scheme, never the
+/// URL, which may hold a password), and whatever [`PgStore::open`] or [`SqliteStore::open`]
+/// return.
+pub async fn open(
+    database_url: Option<&str>,
+    sqlite_path: &Path,
+    cipher: Arc<SecretCipher>,
+    sync: SyncMode,
+) -> StoreResult<Arc<dyn Store>> {
+    let Some(url) = database_url else {
+        return Ok(Arc::new(SqliteStore::open(sqlite_path, cipher, sync).await?));
+    };
+    match url_scheme(url) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql") => {
+            Ok(Arc::new(PgStore::open(url, cipher, sync).await?))
+        }
+        Some(scheme) => Err(StoreError::Setup(format!(
+            "unsupported database URL scheme {scheme:?}: use a postgres:// or postgresql:// URL, or no database \
+             URL to keep the SQLite database in the data directory"
+        ))),
+        None => Err(StoreError::Setup(
+            "the database URL is not a URL: expected postgres://user@host:port/database, or no database URL to \
+             keep the SQLite database in the data directory"
+                .into(),
+        )),
+    }
+}
+
+/// The scheme of `url` (before `://`), if it has a well-formed one (RFC 3986 section 3.1), so that
+/// an error can name it without echoing anything after it.
+fn url_scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    well_formed.then_some(scheme)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    fn cipher() -> Arc<SecretCipher> {
+        Arc::new(SecretCipher::new(MasterKey::from_bytes([1; 32]), vec![]))
+    }
+
+    #[tokio::test]
+    async fn no_url_opens_sqlite_at_the_given_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let store = open(None, &path, cipher(), SyncMode::Normal).await.unwrap();
+        assert!(format!("{store:?}").starts_with("SqliteStore"), "{store:?}");
+        assert!(store.list_accounts().await.unwrap().is_empty());
+        store.close().await;
+        assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn other_schemes_are_refused_naming_the_scheme_but_not_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        for (url, named) in [
+            ("mysql://root:hunter2@db/keygate", Some("\"mysql\"")),
+            ("sqlite://hunter2.db", Some("\"sqlite\"")),
+            ("postgres:hunter2@db", None),
+            ("user:hunter2@db://x", None),
+            ("", None),
+        ] {
+            let err = open(Some(url), &path, cipher(), SyncMode::Normal).await.unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, StoreError::Setup(_)), "{url}: {err:?}");
+            assert!(!text.contains("hunter2"), "{url}: the message echoes the URL: {text}");
+            if let Some(named) = named {
+                assert!(text.contains(named), "{url}: {text}");
+            }
+            assert!(text.contains("postgres://"), "{url}: the message says what would work: {text}");
+        }
+        assert!(!path.exists(), "a refused URL must not fall back to SQLite");
+    }
+
+    #[tokio::test]
+    async fn a_postgres_url_opens_postgres_whatever_the_scheme_spelling() {
+        // A port that is not a number fails in PostgreSQL's URL parser, at once: the error shows
+        // that the URL went to PostgreSQL (and not to SQLite, which would create the file).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        for url in ["postgres://u:hunter2@db:x/k", "postgresql://u:hunter2@db:x/k", "PostgreSQL://u:hunter2@db:x/k"] {
+            let err = open(Some(url), &path, cipher(), SyncMode::Normal).await.unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("invalid PostgreSQL database URL"), "{url}: {text}");
+            assert!(!text.contains("hunter2"), "{url}: {text}");
+        }
+        assert!(!path.exists());
+    }
 }

@@ -9,33 +9,34 @@
 //! they leave it; the database holds only ciphertext and the id of the master key that sealed it.
 
 use crate::audit::chain_hash;
-use crate::crypto::{Sealed, SecretCipher, secret_aad};
-use crate::records::{
-    AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
+use crate::crypto::SecretCipher;
+use crate::records::{AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyRecord, NewAccount, UsageDelta};
+use crate::rows::{
+    ACCOUNT_COLUMNS, AUDIT_COLUMNS, EncodedKey, KEY_COLUMNS, account_from_row, audit_from_row, chain_head,
+    key_from_row, name_violation, restrictions_text, to_db_time, usage_count,
 };
 use crate::{Store, StoreError, StoreResult};
 use async_trait::async_trait;
-use keygate_auth::{AccountId, ApiKeyId, HmacSecret, KeyStatus, KeyType, Permissions, PublicKey, Restrictions};
-use keygate_proto::UnixMillis;
+use keygate_auth::{AccountId, ApiKeyId};
+use sqlx::Sqlite;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row as _, Sqlite};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use zeroize::Zeroizing;
 
 /// How hard a commit works to reach the disk (DESIGN.md section 5, "Durable").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     /// `synchronous=NORMAL`: a committed transaction survives the process being killed; the
-    /// last commits may be lost on power failure. The default.
+    /// last commits may be lost on power failure. The default. On PostgreSQL: the server's own
+    /// `synchronous_commit` setting.
     #[default]
     Normal,
-    /// `synchronous=FULL`: every commit is synced to disk, so it also survives power loss.
+    /// `synchronous=FULL`: every commit is synced to disk, so it also survives power loss. On
+    /// PostgreSQL: `synchronous_commit=on` for keygate's sessions, whatever the server's default.
     Full,
 }
 
@@ -43,12 +44,6 @@ pub enum SyncMode {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections of the read pool.
 const READERS: u32 = 4;
-
-/// The columns of `api_keys`, in the order [`SqliteStore::key_from_row`] reads them by name.
-const KEY_COLUMNS: &str = "id, account_id, label, key_type, public_key_pem, secret_ciphertext, secret_master_key_id, \
-     permissions, restrictions, status, created_at, created_by, updated_at, updated_by, last_used_at, last_used_ip, use_count";
-const ACCOUNT_COLUMNS: &str = "id, name, password_hash, status, created_at";
-const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, account_id, source, details, prev_hash, hash";
 
 /// A [`Store`] on one SQLite database file.
 pub struct SqliteStore {
@@ -125,152 +120,13 @@ impl SqliteStore {
         // file (it waits up to the busy timeout instead).
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
-
-    fn key_from_row(&self, row: &SqliteRow) -> StoreResult<KeyRecord> {
-        let raw_id: String = col(row, "id", "api key row")?;
-        let id = ApiKeyId::parse(&raw_id).map_err(|e| corrupt_key(&raw_id, &e))?;
-        let what = raw_id.as_str();
-        let account_id = AccountId(col(row, "account_id", what)?);
-        let key_type = match col::<String>(row, "key_type", what)?.as_str() {
-            "hmac" => KeyType::Hmac,
-            "ed25519" => KeyType::Ed25519,
-            "rsa" => KeyType::Rsa,
-            other => return Err(corrupt_key(what, &format_args!("unknown key type {other:?}"))),
-        };
-        let material = match key_type {
-            KeyType::Hmac => {
-                let bytes: Option<Vec<u8>> = col(row, "secret_ciphertext", what)?;
-                let master_key_id: Option<String> = col(row, "secret_master_key_id", what)?;
-                let (Some(bytes), Some(master_key_id)) = (bytes, master_key_id) else {
-                    return Err(corrupt_key(what, &"HMAC key without a sealed secret"));
-                };
-                let plain = self.cipher.open(&Sealed { master_key_id, bytes }, &secret_aad(what, account_id.0))?;
-                let text = std::str::from_utf8(&plain).map_err(|_| corrupt_key(what, &"sealed secret is not text"))?;
-                // The copy lives in a zeroizing wrapper until HmacSecret (zeroized on drop) takes
-                // over its allocation; a rejected text is zeroized by HmacSecret's own drop.
-                let mut text = Zeroizing::new(text.to_owned());
-                let secret = HmacSecret::parse(std::mem::take(&mut *text)).map_err(|e| corrupt_key(what, &e))?;
-                KeyMaterial::Hmac(secret)
-            }
-            KeyType::Ed25519 | KeyType::Rsa => {
-                let pem: Option<String> = col(row, "public_key_pem", what)?;
-                let pem = pem.ok_or_else(|| corrupt_key(what, &"public key missing"))?;
-                let key = PublicKey::from_stored(key_type, &pem).map_err(|e| corrupt_key(what, &e))?;
-                KeyMaterial::Public(key)
-            }
-        };
-        let permissions =
-            Permissions::parse_list(&col::<String>(row, "permissions", what)?).map_err(|e| corrupt_key(what, &e))?;
-        let restrictions: Restrictions =
-            serde_json::from_str(&col::<String>(row, "restrictions", what)?).map_err(|e| corrupt_key(what, &e))?;
-        let status =
-            key_status(&col::<String>(row, "status", what)?).ok_or_else(|| corrupt_key(what, &"unknown status"))?;
-        let last_used_at = col::<Option<i64>>(row, "last_used_at", what)?.map(|t| from_db_time(t, what)).transpose()?;
-        let use_count = col::<i64>(row, "use_count", what)?;
-        let use_count =
-            u64::try_from(use_count).map_err(|_| corrupt_key(what, &format_args!("use count {use_count}")))?;
-        Ok(KeyRecord {
-            id,
-            account_id,
-            label: col(row, "label", what)?,
-            material,
-            permissions,
-            restrictions,
-            status,
-            created_at: from_db_time(col(row, "created_at", what)?, what)?,
-            created_by: col(row, "created_by", what)?,
-            updated_at: from_db_time(col(row, "updated_at", what)?, what)?,
-            updated_by: col(row, "updated_by", what)?,
-            last_used_at,
-            last_used_ip: col(row, "last_used_ip", what)?,
-            use_count,
-        })
-    }
-}
-
-/// Reads column `name`, reporting a missing column or wrong type as corruption of `what`.
-fn col<'r, T>(row: &'r SqliteRow, name: &str, what: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(name).map_err(|e| StoreError::Corrupt(format!("{what}: column {name}: {e}")))
-}
-
-fn corrupt_key(id: &str, why: &dyn fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("API key {id}: {why}"))
-}
-
-fn to_db_time(t: UnixMillis, what: &str) -> StoreResult<i64> {
-    i64::try_from(t.0).map_err(|_| StoreError::Corrupt(format!("{what}: time {} ms is beyond the storable range", t.0)))
-}
-
-fn from_db_time(t: i64, what: &str) -> StoreResult<UnixMillis> {
-    u64::try_from(t).map(UnixMillis).map_err(|_| StoreError::Corrupt(format!("{what}: stored time {t} is negative")))
-}
-
-fn key_status(s: &str) -> Option<KeyStatus> {
-    Some(match s {
-        "active" => KeyStatus::Active,
-        "disabled" => KeyStatus::Disabled,
-        "revoked" => KeyStatus::Revoked,
-        "expired" => KeyStatus::Expired,
-        _ => return None,
-    })
-}
-
-fn account_from_row(row: &SqliteRow) -> StoreResult<AccountRecord> {
-    let id: i64 = col(row, "id", "account row")?;
-    let what = format!("account {id}");
-    let status = match col::<String>(row, "status", &what)?.as_str() {
-        "active" => AccountStatus::Active,
-        "disabled" => AccountStatus::Disabled,
-        other => return Err(StoreError::Corrupt(format!("{what}: unknown status {other:?}"))),
-    };
-    Ok(AccountRecord {
-        id: AccountId(id),
-        name: col(row, "name", &what)?,
-        password_hash: col(row, "password_hash", &what)?,
-        status,
-        created_at: from_db_time(col(row, "created_at", &what)?, &what)?,
-    })
-}
-
-fn hash32(bytes: Vec<u8>, what: &str) -> StoreResult<[u8; 32]> {
-    <[u8; 32]>::try_from(bytes).map_err(|b| StoreError::Corrupt(format!("{what}: hash of {} bytes, not 32", b.len())))
-}
-
-fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
-    let seq: i64 = col(row, "seq", "audit row")?;
-    let what = format!("audit record {seq}");
-    let details: String = col(row, "details", &what)?;
-    let details = serde_json::from_str(&details).map_err(|e| StoreError::Corrupt(format!("{what}: details: {e}")))?;
-    Ok(AuditRecord {
-        seq,
-        draft: AuditDraft {
-            at: from_db_time(col(row, "at", &what)?, &what)?,
-            actor: col(row, "actor", &what)?,
-            action: col(row, "action", &what)?,
-            target: col(row, "target", &what)?,
-            account_id: col::<Option<i64>>(row, "account_id", &what)?.map(AccountId),
-            source: col(row, "source", &what)?,
-            details,
-        },
-        prev_hash: hash32(col(row, "prev_hash", &what)?, &what)?,
-        hash: hash32(col(row, "hash", &what)?, &what)?,
-    })
 }
 
 /// Appends `draft` to the chain inside the caller's write transaction.
 async fn append(conn: &mut SqliteConnection, draft: AuditDraft) -> StoreResult<AuditRecord> {
     let last =
         sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
-    let (prev_seq, prev_hash) = match last {
-        Some(row) => {
-            let seq: i64 = col(&row, "seq", "audit chain head")?;
-            (seq, hash32(col(&row, "hash", "audit chain head")?, "audit chain head")?)
-        }
-        None => (0, [0u8; 32]),
-    };
+    let (prev_seq, prev_hash) = chain_head(last.as_ref())?;
     let seq = prev_seq + 1;
     let hash = chain_hash(&prev_hash, seq, &draft);
     sqlx::query(
@@ -290,16 +146,6 @@ async fn append(conn: &mut SqliteConnection, draft: AuditDraft) -> StoreResult<A
     .execute(&mut *conn)
     .await?;
     Ok(AuditRecord { seq, draft, prev_hash, hash })
-}
-
-/// Maps the error of a statement whose only unique constraint is `what`'s own and whose only
-/// foreign key is `parent`, so the caller learns which value clashed.
-fn name_violation(e: sqlx::Error, what: &dyn fmt::Display, parent: &dyn fmt::Display) -> StoreError {
-    match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(what.to_string()),
-        StoreError::NotFound(_) => StoreError::NotFound(parent.to_string()),
-        other => other,
-    }
 }
 
 #[async_trait]
@@ -360,17 +206,7 @@ impl Store for SqliteStore {
 
     async fn insert_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
         let what = key.id.as_str();
-        let (pem, sealed) = match &key.material {
-            KeyMaterial::Hmac(secret) => {
-                let sealed = self.cipher.seal(secret.expose().as_bytes(), &secret_aad(what, key.account_id.0))?;
-                (None, Some(sealed))
-            }
-            KeyMaterial::Public(public) => (Some(public.pem()), None),
-        };
-        let restrictions = serde_json::to_string(&key.restrictions).map_err(|e| corrupt_key(what, &e))?;
-        let last_used_at = key.last_used_at.map(|t| to_db_time(t, what)).transpose()?;
-        let use_count =
-            i64::try_from(key.use_count).map_err(|_| corrupt_key(what, &"use count beyond the storable range"))?;
+        let enc = EncodedKey::new(&self.cipher, key)?;
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, account_id, label, key_type, public_key_pem, secret_ciphertext, \
@@ -381,19 +217,19 @@ impl Store for SqliteStore {
         .bind(key.account_id.0)
         .bind(&key.label)
         .bind(key.material.key_type().as_str())
-        .bind(pem)
-        .bind(sealed.as_ref().map(|s| s.bytes.as_slice()))
-        .bind(sealed.as_ref().map(|s| s.master_key_id.as_str()))
-        .bind(key.permissions.to_string())
-        .bind(restrictions)
+        .bind(enc.pem)
+        .bind(enc.sealed.as_ref().map(|s| s.bytes.as_slice()))
+        .bind(enc.sealed.as_ref().map(|s| s.master_key_id.as_str()))
+        .bind(&enc.permissions)
+        .bind(&enc.restrictions)
         .bind(key.status.as_str())
-        .bind(to_db_time(key.created_at, what)?)
+        .bind(enc.created_at)
         .bind(&key.created_by)
-        .bind(to_db_time(key.updated_at, what)?)
+        .bind(enc.updated_at)
         .bind(&key.updated_by)
-        .bind(last_used_at)
+        .bind(enc.last_used_at)
         .bind(key.last_used_ip.as_deref())
-        .bind(use_count)
+        .bind(enc.use_count)
         .execute(&mut *tx)
         .await
         .map_err(|e| name_violation(e, &format_args!("API key {what}"), &format_args!("account {}", key.account_id)))?;
@@ -405,7 +241,7 @@ impl Store for SqliteStore {
     async fn get_key(&self, id: &ApiKeyId) -> StoreResult<Option<KeyRecord>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?");
         let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.reader).await?;
-        row.map(|r| self.key_from_row(&r)).transpose()
+        row.map(|r| key_from_row(&self.cipher, &r)).transpose()
     }
 
     async fn list_keys(&self, account: Option<AccountId>) -> StoreResult<Vec<KeyRecord>> {
@@ -420,28 +256,37 @@ impl Store for SqliteStore {
                 sqlx::query(&sql).fetch_all(&self.reader).await?
             }
         };
-        rows.iter().map(|r| self.key_from_row(r)).collect()
+        rows.iter().map(|r| key_from_row(&self.cipher, r)).collect()
     }
 
     async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
         let what = key.id.as_str();
-        let restrictions = serde_json::to_string(&key.restrictions).map_err(|e| corrupt_key(what, &e))?;
+        let restrictions = restrictions_text(key)?;
+        let updated_at = to_db_time(key.updated_at, what)?;
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE api_keys SET label = ?, permissions = ?, restrictions = ?, status = ?, updated_at = ?, updated_by = ? \
-             WHERE id = ?",
+             WHERE id = ? AND status <> 'revoked'",
         )
         .bind(&key.label)
         .bind(key.permissions.to_string())
         .bind(restrictions)
         .bind(key.status.as_str())
-        .bind(to_db_time(key.updated_at, what)?)
+        .bind(updated_at)
         .bind(&key.updated_by)
         .bind(what)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("API key {what}")));
+            // A revoked key never changes again, whatever a concurrent writer read before the
+            // revocation committed: tell "revoked" apart from "missing".
+            let exists =
+                sqlx::query("SELECT 1 FROM api_keys WHERE id = ?").bind(what).fetch_optional(&mut *tx).await?.is_some();
+            return Err(if exists {
+                StoreError::Conflict(format!("API key {what} is revoked; revoked keys never change"))
+            } else {
+                StoreError::NotFound(format!("API key {what}"))
+            });
         }
         append(&mut tx, audit).await?;
         tx.commit().await?;
@@ -457,7 +302,7 @@ impl Store for SqliteStore {
             let what = d.key_id.as_str();
             // Counts saturate rather than overflow: SQLite would silently turn an overflowing
             // integer into a float.
-            let count = i64::try_from(d.count).unwrap_or(i64::MAX);
+            let count = usage_count(d.count);
             sqlx::query(
                 "UPDATE api_keys SET \
                    use_count = CASE WHEN use_count > 9223372036854775807 - ?1 THEN 9223372036854775807 \
@@ -511,6 +356,10 @@ mod tests {
 
     use super::*;
     use crate::crypto::MasterKey;
+    use crate::records::KeyMaterial;
+    use keygate_auth::{HmacSecret, KeyStatus, Permissions, Restrictions};
+    use keygate_proto::UnixMillis;
+    use sqlx::Row as _;
 
     /// The SQLite-specific failure modes the backend-independent suite cannot reach: rows altered
     /// behind the store's back.

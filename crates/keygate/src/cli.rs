@@ -22,6 +22,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "KEYGATE_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
 
+    /// PostgreSQL database (postgres://user@host:port/db) instead of the SQLite file in the data
+    /// directory; several nodes can share it. The data directory still holds the node's lock and
+    /// admin socket.
+    #[arg(long, global = true, env = "KEYGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -272,7 +278,7 @@ fn read_key_file(path: &PathBuf) -> anyhow::Result<String> {
 /// # Errors
 /// Anything that went wrong, with a message for the operator.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context::new(cli.data_dir, cli.master_key_file)?;
+    let ctx = Context::new(cli.data_dir, cli.master_key_file, cli.database_url)?;
     match cli.command {
         Command::Serve(args) => serve::run(&ctx, args).await,
         Command::Accounts(cmd) => accounts(&ctx, cmd).await,

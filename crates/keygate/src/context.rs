@@ -6,7 +6,7 @@ use keygate_server::admin::{self, AdminRequest, AdminResponse};
 use keygate_service::{Actor, Service, ServiceConfig, SystemClock};
 use keygate_store::crypto::{MasterKey, SecretCipher};
 use keygate_store::datadir::{DataDir, DataDirLock, LockError};
-use keygate_store::sqlite::{SqliteStore, SyncMode};
+use keygate_store::sqlite::SyncMode;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ pub struct Context {
     /// The data directory.
     pub data_dir: DataDir,
     master_key_file: Option<PathBuf>,
+    database_url: Option<String>,
 }
 
 /// The default master key location: the user's config directory, outside any data directory,
@@ -33,8 +34,16 @@ impl Context {
     ///
     /// # Errors
     /// Never today; kept fallible for configuration checks.
-    pub fn new(data_dir: PathBuf, master_key_file: Option<PathBuf>) -> anyhow::Result<Self> {
-        Ok(Self { data_dir: DataDir::new(data_dir), master_key_file: master_key_file.or_else(default_master_key_file) })
+    pub fn new(
+        data_dir: PathBuf,
+        master_key_file: Option<PathBuf>,
+        database_url: Option<String>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            data_dir: DataDir::new(data_dir),
+            master_key_file: master_key_file.or_else(default_master_key_file),
+            database_url: database_url.filter(|u| !u.is_empty()),
+        })
     }
 
     fn master_key_file(&self) -> anyhow::Result<&PathBuf> {
@@ -56,12 +65,27 @@ impl Context {
     /// # Errors
     /// Master key, database or migration failures, with the path concerned.
     pub async fn open_service(&self, sync: SyncMode) -> anyhow::Result<Service> {
-        let master = MasterKey::load_or_create(self.master_key_file()?)?;
+        let key_file = self.master_key_file()?;
+        let database = self.data_dir.database();
+        if self.database_url.is_none() && database.exists() && !key_file.exists() {
+            // A new master key would seal new secrets under a key the existing data does not know,
+            // and the next start would fail on them: refuse, and say where to look.
+            bail!(
+                "{} holds data sealed with a master key, but the master key file {} does not exist; point --master-key-file (or KEYGATE_MASTER_KEY_FILE) at the file that was used with it",
+                database.display(),
+                key_file.display()
+            );
+        }
+        let master = MasterKey::load_or_create(key_file)?;
         let cipher = Arc::new(SecretCipher::new(master, Vec::new()));
-        let store = SqliteStore::open(&self.data_dir.database(), cipher, sync)
-            .await
-            .with_context(|| format!("opening the database in {}", self.data_dir.path().display()))?;
-        Ok(Service::start(Arc::new(store), Arc::new(SystemClock), ServiceConfig::default()).await?)
+        let store =
+            keygate_store::open(self.database_url.as_deref(), &database, cipher, sync).await.with_context(|| {
+                match &self.database_url {
+                    Some(_) => "opening the PostgreSQL database".to_owned(),
+                    None => format!("opening the database in {}", self.data_dir.path().display()),
+                }
+            })?;
+        Ok(Service::start(store, Arc::new(SystemClock), ServiceConfig::default()).await?)
     }
 
     /// Runs an admin request: through the server when one holds the data directory, otherwise
@@ -70,6 +94,15 @@ impl Context {
     /// # Errors
     /// The service's refusal or a failure to reach the data.
     pub async fn dispatch(&self, req: AdminRequest) -> anyhow::Result<serde_json::Value> {
+        // Only creating an account may start a data directory; anything else on a directory that
+        // does not exist is a typo or the wrong working directory, not an empty keygate.
+        if !matches!(req, AdminRequest::AccountCreate { .. }) && !self.data_dir.path().exists() {
+            bail!(
+                "no keygate data directory at {}; pass --data-dir (or KEYGATE_DATA_DIR), or create it with \
+                 `keygate serve` or `keygate accounts create`",
+                self.data_dir.path().display()
+            );
+        }
         match self.lock("keygate cli") {
             Ok(lock) => {
                 let service = self.open_service(SyncMode::Normal).await?;

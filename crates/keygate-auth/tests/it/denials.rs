@@ -424,6 +424,15 @@ fn rejects_trade_on_symbol_outside_the_keys_allowlist() {
 }
 
 #[test]
+fn trade_request_naming_no_symbol_is_refused_for_a_key_with_a_symbol_allowlist() {
+    let k = HmacKey::new(|e| e.restrictions.symbols = vec![Symbol::parse("ETHUSDT").unwrap()]);
+    let none = k.signed(&format!("orderId=7&timestamp={NOW_MS}"));
+    assert_eq!(denial(k.verify(&none, "", Access::TRADE, now())), Denial::SymbolNotAllowed(String::new()));
+    let other_name = k.signed(&format!("symbols=%5B%22ETHUSDT%22%5D&timestamp={NOW_MS}"));
+    assert_eq!(denial(k.verify(&other_name, "", Access::TRADE, now())), Denial::SymbolNotAllowed(String::new()));
+}
+
+#[test]
 fn symbol_allowlist_applies_to_the_symbol_in_the_body_too() {
     let k = HmacKey::new(|e| e.restrictions.symbols = vec![Symbol::parse("ETHUSDT").unwrap()]);
     let body = k.signed(&order(NOW_MS));
@@ -455,15 +464,16 @@ fn rejects_signature_reused_on_a_single_use_endpoint() {
 }
 
 #[test]
-fn accepts_repeated_signature_on_a_user_data_endpoint() {
-    // Binance has no replay cache; keygate adds one only where a replay moves money.
+fn accepts_repeated_signature_on_a_user_data_endpoint_but_not_its_replay_on_a_trade_endpoint() {
+    // Binance has no replay cache; keygate refuses repeats only where a replay moves money.
     let k = HmacKey::new(|_| {});
     let query = k.signed(&order(NOW_MS));
     for _ in 0..3 {
         assert!(k.verify(&query, "", Access::USER_DATA, now()).is_ok());
     }
-    // And reading does not use up the signature for a later single-use check.
-    assert!(k.verify(&query, "", Access::TRADE, now()).is_ok());
+    // A signature seen on a reading endpoint (say, GET /api/v3/order from an access log) cannot
+    // be replayed on a trading one (DELETE /api/v3/order): the payload binds no method or path.
+    assert_eq!(denial(k.verify(&query, "", Access::TRADE, now())), Denial::SignatureReused);
 }
 
 #[test]

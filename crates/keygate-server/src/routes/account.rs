@@ -1,15 +1,17 @@
 //! Key introspection.
 
 use super::BinanceJson;
+use crate::ApiError;
 use crate::extract::{Signed, UserData};
 use keygate_auth::Permission;
 use keygate_proto::responses::ApiRestrictions;
 
 /// `GET /sapi/v1/account/apiRestrictions` (USER_DATA): what the calling key may do, in Binance's
 /// shape.
-pub(crate) async fn api_restrictions(signed: Signed<UserData>) -> BinanceJson<ApiRestrictions> {
+pub(crate) async fn api_restrictions(signed: Signed<UserData>) -> Result<BinanceJson<ApiRestrictions>, ApiError> {
+    signed.request.params().ensure_only(&[])?;
     let key = signed.request.key();
-    BinanceJson(ApiRestrictions {
+    Ok(BinanceJson(ApiRestrictions {
         ip_restrict: !key.restrictions.ip_allowlist.is_empty(),
         create_time: key.created_at.0,
         enable_reading: true,
@@ -24,5 +26,5 @@ pub(crate) async fn api_restrictions(signed: Signed<UserData>) -> BinanceJson<Ap
         enable_spot_and_margin_trading: key.permissions.contains(Permission::Trade),
         enable_portfolio_margin_trading: false,
         trading_authority_expiration_time: key.restrictions.expires_at.map(|e| e.0),
-    })
+    }))
 }

@@ -264,3 +264,21 @@ async fn with_a_server_running_the_cli_goes_through_its_admin_socket_and_revocat
     assert_eq!(shown["status"], "revoked");
     assert_eq!(s.ok(&["audit", "verify"]).trim(), "Audit chain intact: 4 record(s) verified.");
 }
+
+#[test]
+fn commands_other_than_account_creation_refuse_a_missing_data_directory() {
+    let s = Sandbox::new();
+    s.fails(&["keys", "list"], "no keygate data directory at");
+    assert!(!s.data().exists(), "a typo must not create a data directory");
+    s.account("alice");
+    assert!(s.data().exists());
+}
+
+#[test]
+fn a_database_whose_master_key_file_is_missing_is_refused_rather_than_given_a_new_key() {
+    let s = Sandbox::new();
+    s.account("alice");
+    std::fs::remove_file(s.master_key()).unwrap();
+    s.fails(&["keys", "list"], "does not exist; point --master-key-file");
+    assert!(!s.master_key().exists(), "no new master key was created");
+}

@@ -1,0 +1,160 @@
+//! Every way a command or query can fail, each with the Binance code and message a client expects.
+//!
+//! The engine never decides HTTP statuses: the server maps [`ExchangeError::code`] to one. Messages
+//! follow Binance's wording so that client libraries classify the error the same way they would
+//! against the real exchange (ccxt maps -2010 to `InsufficientFunds`, -2011/-2013 to
+//! `OrderNotFound`, ...).
+
+use keygate_proto::Amount;
+use std::fmt;
+
+/// Why the engine refused a command or a query. A refused command leaves the state unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// -1121: the symbol is not a market of this exchange.
+    UnknownSymbol,
+    /// -1100 .. -1131: a parameter is malformed, missing, superfluous or out of its legal range.
+    /// The code and message are Binance's for the specific case.
+    BadParam {
+        /// Binance's code (-1100, -1102, -1106, -1120, -1127, -1128, ...).
+        code: i32,
+        /// Binance's message for the case.
+        msg: String,
+    },
+    /// -1013: an exchange filter (PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE, NOTIONAL,
+    /// MAX_NUM_ORDERS) refused the order.
+    Filter(&'static str),
+    /// -2010: the account's free balance does not cover what the order must lock.
+    InsufficientBalance,
+    /// -2010: a LIMIT_MAKER order would have traded immediately.
+    WouldTake,
+    /// -2010: the client order id is already used by an open order of the account on the symbol.
+    DuplicateOrder,
+    /// -2011: a cancel named an order that is not open (or does not exist).
+    UnknownOrder,
+    /// -2013: a query named an order that does not exist.
+    OrderNotFound,
+    /// -4018: the coin is not an asset of this exchange.
+    UnknownAsset,
+    /// -4019: the network does not exist for the coin, or is closed for this operation.
+    NetworkClosed {
+        /// What is closed, in words.
+        msg: String,
+    },
+    /// -4022: the withdrawal is below the network's minimum.
+    BelowWithdrawMin {
+        /// The network's minimum.
+        min: Amount,
+    },
+    /// -4023: the withdrawal is above the network's maximum.
+    AboveWithdrawMax {
+        /// The network's maximum.
+        max: Amount,
+    },
+    /// -4023: with this withdrawal the key would exceed its 24-hour limit.
+    WithdrawLimitExceeded,
+    /// -4015: the key's 24-hour limit is set in another asset, so it cannot withdraw this one.
+    WithdrawLimitOtherAsset,
+    /// -4026: the free balance does not cover the withdrawal.
+    WithdrawInsufficientBalance,
+    /// -4028: the amount does not exceed the network fee, so nothing would arrive.
+    AmountNotAboveFee,
+    /// -4035: the address is not on the key's withdrawal allowlist (an empty list allows none).
+    AddressNotAllowed,
+    /// -4047: a wallet history window longer than 90 days.
+    HistoryWindowTooLong,
+    /// -1000: an internal invariant failed (an arithmetic overflow the checks should have
+    /// excluded). Never expected; reported instead of panicking.
+    Internal(&'static str),
+}
+
+impl ExchangeError {
+    /// Binance's numeric error code for this error.
+    #[must_use]
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::UnknownSymbol => -1121,
+            Self::BadParam { code, .. } => *code,
+            Self::Filter(_) => -1013,
+            Self::InsufficientBalance | Self::WouldTake | Self::DuplicateOrder => -2010,
+            Self::UnknownOrder => -2011,
+            Self::OrderNotFound => -2013,
+            Self::UnknownAsset => -4018,
+            Self::NetworkClosed { .. } => -4019,
+            Self::BelowWithdrawMin { .. } => -4022,
+            Self::AboveWithdrawMax { .. } | Self::WithdrawLimitExceeded => -4023,
+            Self::WithdrawLimitOtherAsset => -4015,
+            Self::WithdrawInsufficientBalance => -4026,
+            Self::AmountNotAboveFee => -4028,
+            Self::AddressNotAllowed => -4035,
+            Self::HistoryWindowTooLong => -4047,
+            Self::Internal(_) => -1000,
+        }
+    }
+
+    /// Binance's message for this error (internal details are not exposed).
+    #[must_use]
+    pub fn message(&self) -> String {
+        match self {
+            Self::UnknownSymbol => "Invalid symbol.".to_owned(),
+            Self::BadParam { msg, .. } | Self::NetworkClosed { msg } => msg.clone(),
+            Self::Filter(name) => format!("Filter failure: {name}"),
+            Self::InsufficientBalance => "Account has insufficient balance for requested action.".to_owned(),
+            Self::WouldTake => "Order would immediately match and take.".to_owned(),
+            Self::DuplicateOrder => "Duplicate order sent.".to_owned(),
+            Self::UnknownOrder => "Unknown order sent.".to_owned(),
+            Self::OrderNotFound => "Order does not exist.".to_owned(),
+            Self::UnknownAsset => "We don't have this asset.".to_owned(),
+            Self::BelowWithdrawMin { min } => format!("Not less than the minimum pick-up quantity {min}."),
+            Self::AboveWithdrawMax { max } => format!("Not more than the maximum pick-up quantity {max}."),
+            Self::WithdrawLimitExceeded => "Within 24 hours, the withdrawal exceeds the maximum amount.".to_owned(),
+            Self::WithdrawLimitOtherAsset => "Withdraw is limited.".to_owned(),
+            Self::WithdrawInsufficientBalance => "You have insufficient balance.".to_owned(),
+            Self::AmountNotAboveFee => "The amount of withdrawal must be greater than the Commission.".to_owned(),
+            Self::AddressNotAllowed => "This address is not on the whitelist. Please join and try again.".to_owned(),
+            Self::HistoryWindowTooLong => "Time interval must be within 0-90 days".to_owned(),
+            Self::Internal(_) => "An unknown error occurred while processing the request.".to_owned(),
+        }
+    }
+
+    /// A -1100 error naming the parameter and its legal range, as Binance words it.
+    pub(crate) fn illegal(param: &str, range: &str) -> Self {
+        Self::BadParam {
+            code: -1100,
+            msg: format!("Illegal characters found in parameter '{param}'; legal range is '{range}'."),
+        }
+    }
+
+    /// A -1102 error for a missing mandatory parameter.
+    pub(crate) fn missing(param: &str) -> Self {
+        Self::BadParam {
+            code: -1102,
+            msg: format!("Mandatory parameter '{param}' was not sent, was empty/null, or malformed."),
+        }
+    }
+
+    /// A -1106 error for a parameter that this order type does not take.
+    pub(crate) fn not_required(param: &str) -> Self {
+        Self::BadParam { code: -1106, msg: format!("Parameter '{param}' sent when not required.") }
+    }
+
+    /// A -1128 error for parameters that cannot be combined.
+    pub(crate) fn bad_combination() -> Self {
+        Self::BadParam { code: -1128, msg: "Combination of optional parameters invalid.".to_owned() }
+    }
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Internal(what) => write!(f, "{} (internal: {what})", self.code()),
+            _ => write!(f, "{} {}", self.code(), self.message()),
+        }
+    }
+}
+
+impl std::error::Error for ExchangeError {}
+
+/// Shorthand used by the arithmetic helpers: an overflow that validation should have excluded.
+pub(crate) const OVERFLOW: ExchangeError = ExchangeError::Internal("arithmetic overflow");
