@@ -260,7 +260,11 @@ async fn a_concurrent_edit_never_undoes_a_revocation() {
     let e = env().await;
     let mut ids = Vec::new();
     for _ in 0..20 {
-        let k = e.service.create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default())).await.unwrap();
+        let k = e
+            .service
+            .create_key(&Actor::operator_cli(), new_key("alice", Permissions::READ_ONLY, Restrictions::default()))
+            .await
+            .unwrap();
         ids.push(k.key.api_key);
     }
     let mut tasks = Vec::new();
