@@ -30,6 +30,27 @@ pub struct AssetTotals {
     pub fees: u64,
 }
 
+/// One asset's books, as `keygate audit ledger` prints them (amounts in Binance decimals).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetReport {
+    /// The asset.
+    pub asset: AssetCode,
+    /// Sum of free balances.
+    pub free: String,
+    /// Sum of locked balances.
+    pub locked: String,
+    /// Fees kept.
+    pub fees: String,
+    /// Deposits credited.
+    pub deposits: String,
+    /// Withdrawals sent (net of fees).
+    pub withdrawals: String,
+}
+
+fn decimal(units: u128) -> String {
+    format!("{}.{:08}", units / 100_000_000, units % 100_000_000)
+}
+
 /// The conservation law failed for an asset: both sides are named so that the log says how far off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvariantViolation {
@@ -101,6 +122,33 @@ impl Ledger {
     /// The accounts that hold or ever held anything.
     pub fn accounts(&self) -> impl Iterator<Item = AccountId> + '_ {
         self.balances.keys().copied()
+    }
+
+    /// Every asset's books: sums of balances beside deposits, withdrawals and fees.
+    #[must_use]
+    pub fn report(&self) -> Vec<AssetReport> {
+        self.assets
+            .iter()
+            .enumerate()
+            .map(|(i, asset)| {
+                let (mut free, mut locked) = (0u128, 0u128);
+                for v in self.balances.values() {
+                    if let Some(b) = v.get(i) {
+                        free += u128::from(b.free);
+                        locked += u128::from(b.locked);
+                    }
+                }
+                let t = self.totals(i);
+                AssetReport {
+                    asset: asset.clone(),
+                    free: decimal(free),
+                    locked: decimal(locked),
+                    fees: decimal(t.fees.into()),
+                    deposits: decimal(t.deposits.into()),
+                    withdrawals: decimal(t.withdrawals.into()),
+                }
+            })
+            .collect()
     }
 
     /// Per-asset totals.

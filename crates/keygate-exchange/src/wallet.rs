@@ -301,6 +301,16 @@ impl Exchange {
         Ok(record)
     }
 
+    /// True if and only if `AdvanceWithdrawals` at `now` would complete at least one withdrawal,
+    /// so the engine submits it (and journals it) only when it changes something.
+    #[must_use]
+    pub fn withdrawals_due(&self, now: UnixMillis) -> bool {
+        let delay = self.config.withdraw_delay_ms;
+        self.withdrawals[self.next_withdrawal.min(self.withdrawals.len())..]
+            .iter()
+            .any(|r| r.status == WITHDRAW_PROCESSING && r.apply_time.0.saturating_add(delay) <= now.0)
+    }
+
     pub(crate) fn advance_withdrawals(&mut self, now: UnixMillis) -> Result<Vec<WithdrawalRecord>, ExchangeError> {
         let delay = self.config.withdraw_delay_ms;
         let mut done = Vec::new();

@@ -8,6 +8,7 @@
 
 use keygate_auth::{IpAllowlist, KeyStatus, Permissions, Restrictions, WithdrawLimit};
 use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
+use keygate_service::engine::Engine;
 use keygate_service::{Actor, KeyEdit, NewKey, NewKeyMaterial, Service, ServiceError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -136,6 +137,27 @@ pub enum AdminRequest {
     },
     /// Check the audit chain.
     AuditVerify,
+    /// Credit sandbox funds to an account (operators only; never reachable with an API key).
+    Deposit {
+        /// Account name.
+        account: String,
+        /// Asset code.
+        asset: String,
+        /// Amount, Binance decimal.
+        amount: String,
+        /// Network; the asset's first by default.
+        network: Option<String>,
+    },
+    /// Check the exchange ledger's invariant and show the totals per asset.
+    AuditLedger,
+}
+
+impl AdminRequest {
+    /// True if and only if the request needs the exchange engine.
+    #[must_use]
+    pub fn needs_engine(&self) -> bool {
+        matches!(self, Self::Deposit { .. } | Self::AuditLedger)
+    }
 }
 
 /// The answer to one command.
@@ -204,7 +226,13 @@ fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, ServiceError> {
 ///
 /// # Errors
 /// The service's error, for the CLI to print.
-pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Result<serde_json::Value, ServiceError> {
+pub async fn execute(
+    service: &Service,
+    engine: Option<&Engine>,
+    actor: &Actor,
+    req: AdminRequest,
+) -> Result<serde_json::Value, ServiceError> {
+    let engine = || engine.ok_or_else(|| ServiceError::Internal("this command needs the exchange engine".into()));
     match req {
         AdminRequest::AccountCreate { name, password } => {
             to_json(&service.create_account(actor, &name, Zeroizing::new(password)).await?)
@@ -261,6 +289,52 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
             let n = service.verify_audit_chain(actor).await?;
             Ok(serde_json::json!({ "records": n, "chain": "intact" }))
         }
+        AdminRequest::Deposit { account, asset, amount, network } => {
+            if matches!(actor, Actor::Owner { .. }) {
+                return Err(ServiceError::Forbidden("deposits are operator actions".into()));
+            }
+            let acc = service.account(actor, &account).await?;
+            let deposit = keygate_exchange::Deposit {
+                account: keygate_proto::AccountId(acc.id),
+                coin: AssetCode::parse(&asset.to_ascii_uppercase()).map_err(invalid)?,
+                network,
+                amount: Amount::parse(&amount).map_err(|e| invalid(format!("amount {amount:?}: {e}")))?,
+            };
+            let outcome = engine()?
+                .submit(keygate_exchange::Command::Deposit(deposit), None)
+                .await
+                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            let keygate_exchange::Outcome::Deposited(record) = outcome else {
+                return Err(ServiceError::Internal("unexpected engine answer to a deposit".into()));
+            };
+            service
+                .record_event(
+                    actor,
+                    "exchange.deposit",
+                    &format!("account:{account}"),
+                    Some(keygate_proto::AccountId(acc.id)),
+                    serde_json::json!({ "asset": record.coin, "amount": record.amount, "network": record.network, "id": record.id }),
+                )
+                .await?;
+            to_json(&record)
+        }
+        AdminRequest::AuditLedger => {
+            if matches!(actor, Actor::Owner { .. }) {
+                return Err(ServiceError::Forbidden("only the operator can audit the ledger".into()));
+            }
+            let report = engine()?
+                .query(|ex| {
+                    let ledger = ex.ledger();
+                    (ledger.check_invariant().map_err(|v| v.to_string()), serde_json::to_value(ledger.report()))
+                })
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            match report {
+                (Ok(()), Ok(totals)) => Ok(serde_json::json!({ "invariant": "holds", "assets": totals })),
+                (Err(broken), _) => Err(ServiceError::Invalid(format!("ledger invariant broken: {broken}"))),
+                (_, Err(e)) => Err(ServiceError::Internal(e.to_string())),
+            }
+        }
     }
 }
 
@@ -303,7 +377,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Serves admin connections until the listener is dropped. Each connection may send several
 /// request lines; each gets one response line.
-pub async fn serve(listener: UnixListener, service: Service) {
+pub async fn serve(listener: UnixListener, service: Service, engine: Engine) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -314,15 +388,16 @@ pub async fn serve(listener: UnixListener, service: Service) {
             }
         };
         let service = service.clone();
+        let engine = engine.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &service).await {
+            if let Err(e) = handle(stream, &service, &engine).await {
                 tracing::warn!(error = %e, "admin connection failed");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, service: &Service) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, service: &Service, engine: &Engine) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let actor = Actor::Operator { via: "admin-socket".into() };
@@ -333,7 +408,7 @@ async fn handle(stream: UnixStream, service: &Service) -> std::io::Result<()> {
             return Ok(());
         }
         let response = match serde_json::from_str::<AdminRequest>(&line) {
-            Ok(req) => respond(execute(service, &actor, req).await),
+            Ok(req) => respond(execute(service, Some(engine), &actor, req).await),
             Err(e) => AdminResponse::Error { kind: "invalid".into(), message: format!("malformed admin request: {e}") },
         };
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;

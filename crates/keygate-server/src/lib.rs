@@ -16,6 +16,7 @@ pub use serve::{ServerConfig, ServerHandle};
 use axum::Router;
 use keygate_auth::Verifier;
 use keygate_service::Service;
+use keygate_service::engine::Engine;
 use std::sync::Arc;
 
 /// Shared state of every request handler.
@@ -23,6 +24,8 @@ use std::sync::Arc;
 pub struct AppState {
     /// Keys, accounts, audit.
     pub service: Service,
+    /// The sandbox exchange's engine thread.
+    pub engine: Engine,
     /// The request verifier (limits and replay guard).
     pub verifier: Arc<Verifier>,
     /// Networks whose `X-Forwarded-For` is believed.

@@ -3,6 +3,7 @@
 use crate::{AppState, admin, app};
 use keygate_auth::{Limits, Verifier};
 use keygate_service::Service;
+use keygate_service::engine::Engine;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,7 +86,7 @@ impl ServerHandle {
 ///
 /// # Errors
 /// I/O errors binding the TCP port or the admin socket.
-pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<ServerHandle> {
+pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> std::io::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let admin = match &config.admin_socket {
@@ -94,6 +95,7 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
     };
     let state = AppState {
         service: service.clone(),
+        engine: engine.clone(),
         verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
     };
@@ -115,11 +117,13 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
                 }
             })
         };
-        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone())));
+        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone(), engine.clone())));
+        let advancer = tokio::spawn(advance_withdrawals(engine.clone(), service.clone()));
         let served = serve_http(listener, app(state), &limits, rx).await;
         // The flusher only sleeps between flushes, and the final flush below catches up on
         // anything it had not written yet.
         flusher.abort();
+        advancer.abort();
         if let Some(t) = admin_task {
             t.abort();
         }
@@ -188,4 +192,20 @@ async fn serve_http(
         tracing::warn!("some connections were still open after 10 s and were dropped");
     }
     Ok(())
+}
+
+/// Moves withdrawals through their lifecycle: once a second, completes those whose processing
+/// delay has passed. Submitted only when one is due, so an idle exchange journals nothing.
+async fn advance_withdrawals(engine: Engine, service: Service) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = service.clock().now().as_millis();
+        if engine.query(move |ex| ex.withdrawals_due(now)).await.unwrap_or(false)
+            && let Err(e) = engine.submit(keygate_exchange::Command::AdvanceWithdrawals, None).await
+        {
+            tracing::warn!(error = %e, "completing withdrawals failed; will retry");
+        }
+    }
 }

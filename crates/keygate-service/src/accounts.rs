@@ -152,6 +152,31 @@ impl Service {
         Ok(())
     }
 
+    /// Records an audited event that changes no key or account (an operator deposit, say).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn record_event(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        account: Option<AccountId>,
+        details: serde_json::Value,
+    ) -> ServiceResult<()> {
+        let draft = AuditDraft {
+            at: self.now_ms(),
+            actor: actor.label(),
+            action: action.into(),
+            target: target.into(),
+            account_id: account,
+            source: actor.source(),
+            details,
+        };
+        self.inner.store.append_audit(draft).await?;
+        Ok(())
+    }
+
     /// Audit records after `after`: all for the operator, the account's own for an owner.
     ///
     /// # Errors

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod actor;
 pub mod cache;
 pub mod clock;
+pub mod engine;
 mod error;
 pub mod keys;
 pub mod password;

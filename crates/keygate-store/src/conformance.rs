@@ -128,6 +128,8 @@ macro_rules! store_conformance_suite {
             update_key_changes_only_mutable_fields_and_is_audited,
             update_of_a_missing_key_is_not_found_and_not_audited,
             a_revoked_key_is_never_updated_again,
+            exchange_journal_appends_atomically_and_reads_back_in_order,
+            exchange_snapshots_keep_the_latest,
             record_usage_accumulates_counts_keeps_the_latest_time_and_address_and_skips_unknown_keys,
             usage_counts_saturate_at_the_largest_storable_count,
             concurrent_usage_flushes_over_the_same_keys_all_count,
@@ -907,6 +909,46 @@ pub async fn a_revoked_key_is_never_updated_again<H: Harness>() {
     assert_eq!(got.status, KeyStatus::Revoked);
     assert_ne!(got.label, "still here");
     assert_eq!(audit_len(&*store).await, before);
+}
+
+fn entry(seq: i64) -> crate::JournalEntry {
+    crate::JournalEntry {
+        seq,
+        at: UnixMillis(1_000 + u64::try_from(seq).unwrap()),
+        command: format!("cmd {seq}").into_bytes(),
+    }
+}
+
+/// The exchange journal is appended in all-or-nothing batches, read back in order and in pages,
+/// refuses a taken sequence number without writing any of its batch, and survives a restart.
+pub async fn exchange_journal_appends_atomically_and_reads_back_in_order<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    assert!(store.journal_after(0, 10).await.unwrap().is_empty());
+    store.append_journal(&[entry(1), entry(2), entry(3)]).await.unwrap();
+    store.append_journal(&[entry(4), entry(5)]).await.unwrap();
+    store.append_journal(&[]).await.unwrap();
+    assert_eq!(store.journal_after(0, 2).await.unwrap(), vec![entry(1), entry(2)]);
+    assert_eq!(store.journal_after(2, 100).await.unwrap(), vec![entry(3), entry(4), entry(5)]);
+    let err = store.append_journal(&[entry(6), entry(5)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(store.journal_after(5, 10).await.unwrap().is_empty(), "entry 6 was not half-written");
+    drop(store);
+    let store = h.open().await;
+    assert_eq!(store.journal_after(0, 100).await.unwrap().len(), 5);
+}
+
+/// Snapshots: the latest one wins and survives a restart.
+pub async fn exchange_snapshots_keep_the_latest<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    assert_eq!(store.latest_snapshot().await.unwrap(), None);
+    store.save_snapshot(3, b"state at 3").await.unwrap();
+    store.save_snapshot(5, b"state at 5").await.unwrap();
+    assert_eq!(store.latest_snapshot().await.unwrap(), Some((5, b"state at 5".to_vec())));
+    drop(store);
+    let store = h.open().await;
+    assert_eq!(store.latest_snapshot().await.unwrap(), Some((5, b"state at 5".to_vec())));
 }
 
 /// Usage counts add up across and within batches; last-used time and address move only forward

@@ -23,7 +23,7 @@ pub mod conformance;
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use records::{
-    AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
 };
 pub use sqlite::{SqliteStore, SyncMode};
 
@@ -84,6 +84,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Audit records with `seq > after`, oldest first, at most `limit`; only those concerning
     /// `account` when given.
     async fn audit_records(&self, after: i64, limit: u32, account: Option<AccountId>) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Appends exchange journal entries in one transaction: all or none. An entry whose `seq` is
+    /// already taken is a [`StoreError::Conflict`] and nothing of the batch is written (two engines
+    /// on one database would collide here rather than interleave).
+    async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()>;
+
+    /// Journal entries with `seq > after`, in order, at most `limit`.
+    async fn journal_after(&self, after: i64, limit: u32) -> StoreResult<Vec<JournalEntry>>;
+
+    /// Stores a snapshot of the exchange that includes every journal entry up to `seq`.
+    async fn save_snapshot(&self, seq: i64, state: &[u8]) -> StoreResult<()>;
+
+    /// The snapshot with the highest `seq`, if any.
+    async fn latest_snapshot(&self) -> StoreResult<Option<(i64, Vec<u8>)>>;
 
     /// Closes every connection and waits for it, so a process can hand its data to the next one
     /// cleanly (SQLite checkpoints its WAL on the last close). Later calls fail.

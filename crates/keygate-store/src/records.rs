@@ -150,3 +150,14 @@ pub struct AuditRecord {
     /// Hash of this record, see [`crate::audit::chain_hash`].
     pub hash: [u8; 32],
 }
+
+/// One accepted exchange command, as the engine journals it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Position in the journal, from 1, without gaps.
+    pub seq: i64,
+    /// When the engine applied it (the exchange replays it with this time).
+    pub at: UnixMillis,
+    /// The serialised command; opaque to the store.
+    pub command: Vec<u8>,
+}

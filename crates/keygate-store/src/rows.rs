@@ -8,7 +8,7 @@
 //! same way by both.
 
 use crate::crypto::{Sealed, SecretCipher, secret_aad};
-use crate::records::{AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord};
+use crate::records::{AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord};
 use crate::{StoreError, StoreResult};
 use keygate_auth::{AccountId, ApiKeyId, HmacSecret, KeyStatus, KeyType, Permissions, PublicKey, Restrictions};
 use keygate_proto::UnixMillis;
@@ -232,6 +232,13 @@ pub(crate) fn audit_from_row(row: &impl Columns) -> StoreResult<AuditRecord> {
         prev_hash: hash32(row.get("prev_hash", &what)?, &what)?,
         hash: hash32(row.get("hash", &what)?, &what)?,
     })
+}
+
+/// Reads an `exchange_journal` row.
+pub(crate) fn journal_from_row(row: &impl Columns) -> StoreResult<JournalEntry> {
+    let seq: i64 = row.get("seq", "journal row")?;
+    let what = format!("journal entry {seq}");
+    Ok(JournalEntry { seq, at: from_db_time(row.get("at", &what)?, &what)?, command: row.get("command", &what)? })
 }
 
 /// The `(seq, hash)` of the last audit record, read from a row holding those two columns, or the

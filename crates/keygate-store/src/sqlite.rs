@@ -10,10 +10,12 @@
 
 use crate::audit::chain_hash;
 use crate::crypto::SecretCipher;
-use crate::records::{AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyRecord, NewAccount, UsageDelta};
+use crate::records::{
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyRecord, NewAccount, UsageDelta,
+};
 use crate::rows::{
     ACCOUNT_COLUMNS, AUDIT_COLUMNS, EncodedKey, KEY_COLUMNS, account_from_row, audit_from_row, chain_head,
-    key_from_row, name_violation, restrictions_text, to_db_time, usage_count,
+    journal_from_row, key_from_row, name_violation, restrictions_text, to_db_time, usage_count,
 };
 use crate::{Store, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -343,6 +345,56 @@ impl Store for SqliteStore {
             }
         };
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for e in entries {
+            let at = to_db_time(e.at, "journal entry")?;
+            sqlx::query("INSERT INTO exchange_journal (seq, at, command) VALUES (?, ?, ?)")
+                .bind(e.seq)
+                .bind(at)
+                .bind(&e.command)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn journal_after(&self, after: i64, limit: u32) -> StoreResult<Vec<JournalEntry>> {
+        let rows = sqlx::query("SELECT seq, at, command FROM exchange_journal WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(journal_from_row).collect()
+    }
+
+    async fn save_snapshot(&self, seq: i64, state: &[u8]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO exchange_snapshots (seq, state) VALUES (?, ?) ON CONFLICT (seq) DO UPDATE SET state = excluded.state")
+            .bind(seq)
+            .bind(state)
+            .execute(&mut *tx)
+            .await?;
+        // Older snapshots are never read again.
+        sqlx::query("DELETE FROM exchange_snapshots WHERE seq < ?").bind(seq).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn latest_snapshot(&self) -> StoreResult<Option<(i64, Vec<u8>)>> {
+        let row = sqlx::query("SELECT seq, state FROM exchange_snapshots ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some((sqlx::Row::try_get(&r, "seq")?, sqlx::Row::try_get(&r, "state")?))),
+        }
     }
 
     async fn close(&self) {

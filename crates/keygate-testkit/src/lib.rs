@@ -27,6 +27,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// The service behind the server.
     pub service: Service,
+    /// The exchange engine behind the server.
+    pub engine: keygate_service::engine::Engine,
     /// The data directory (a temporary directory).
     pub data_dir: DataDir,
     handle: Option<ServerHandle>,
@@ -72,9 +74,26 @@ impl TestApp {
             ..ServerConfig::default()
         };
         tune(&mut config);
-        let handle = start(config, service.clone()).await.unwrap();
+        let engine = keygate_service::engine::Engine::start(
+            Arc::clone(service.store()),
+            clock.clone(),
+            keygate_exchange::ExchangeConfig::default(),
+            keygate_service::engine::EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        let handle = start(config, service.clone(), engine.clone()).await.unwrap();
         let addr = handle.addr;
-        Self { addr, base_url: format!("http://{addr}"), clock, service, data_dir, handle: Some(handle), _tmp: tmp }
+        Self {
+            addr,
+            base_url: format!("http://{addr}"),
+            clock,
+            service,
+            engine,
+            data_dir,
+            handle: Some(handle),
+            _tmp: tmp,
+        }
     }
 
     /// The operator actor.

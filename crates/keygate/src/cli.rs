@@ -44,9 +44,26 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
-    /// Read and check the audit log.
+    /// Read and check the audit log and the exchange ledger.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Credit sandbox funds to an account (an operator action; no API key can do this).
+    Deposit {
+        /// Account name.
+        #[arg(long)]
+        account: String,
+        /// Asset, e.g. USDT.
+        #[arg(long)]
+        asset: String,
+        /// Amount, e.g. 1000 or 0.5.
+        #[arg(long)]
+        amount: String,
+        /// Network; the asset's first by default.
+        #[arg(long)]
+        network: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
 }
 
 /// Output format switch shared by listing commands.
@@ -242,6 +259,11 @@ pub enum AuditCmd {
     },
     /// Check every link of the hash chain.
     Verify,
+    /// Check the exchange ledger: per asset, balances plus fees equal deposits minus withdrawals.
+    Ledger {
+        #[command(flatten)]
+        format: Format,
+    },
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
@@ -284,6 +306,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounts(cmd) => accounts(&ctx, cmd).await,
         Command::Keys(cmd) => keys(&ctx, cmd).await,
         Command::Audit(cmd) => audit(&ctx, cmd).await,
+        Command::Deposit { account, asset, amount, network, format } => {
+            let v = ctx.dispatch(AdminRequest::Deposit { account: account.clone(), asset, amount, network }).await?;
+            if format.json {
+                return output::json(&v);
+            }
+            println!(
+                "Deposited {} {} to {account} (deposit {}, network {}).",
+                v["amount"].as_str().unwrap_or("?"),
+                v["coin"].as_str().unwrap_or("?"),
+                v["id"].as_str().unwrap_or("?"),
+                v["network"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
     }
 }
 
@@ -386,6 +422,10 @@ async fn audit(ctx: &Context, cmd: AuditCmd) -> anyhow::Result<()> {
     match cmd {
         AuditCmd::List { after, limit, format } => {
             output::audit(&ctx.dispatch(AdminRequest::AuditList { after, limit }).await?, format.json)
+        }
+        AuditCmd::Ledger { format } => {
+            let v = ctx.dispatch(AdminRequest::AuditLedger).await?;
+            output::ledger(&v, format.json)
         }
         AuditCmd::Verify => {
             let v = ctx.dispatch(AdminRequest::AuditVerify).await?;

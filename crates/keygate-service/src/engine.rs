@@ -1,0 +1,273 @@
+//! The exchange engine runner: one thread owns the order books and the ledger.
+//!
+//! The LMAX / exchange-core shape (DESIGN.md section 5): commands arrive on a channel; the engine
+//! thread takes a batch, applies each command to the pure [`Exchange`], appends the batch's
+//! accepted commands to the store's journal in one transaction, and only then answers every
+//! command of the batch and runs the batch's read queries. An acknowledged order is therefore on
+//! disk, and a reader never sees state that is not. Periodic snapshots bound the replay at start:
+//! restarting loads the latest snapshot and re-applies the journal after it, which rebuilds exactly
+//! the same state because the exchange is deterministic (each journal entry carries the time the
+//! engine applied it).
+
+use crate::{Clock, ServiceError};
+use keygate_exchange::{Command, Exchange, ExchangeConfig, ExchangeError, Outcome};
+use keygate_proto::UnixMicros;
+use keygate_store::{JournalEntry, Store};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use tokio::sync::oneshot;
+
+/// Most commands applied and committed together.
+const MAX_BATCH: usize = 512;
+/// Queue length in front of the engine; beyond it callers are told to retry (429).
+const QUEUE: usize = 8192;
+
+/// Why the engine could not answer a command.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The exchange refused the command (Binance code and message inside).
+    #[error(transparent)]
+    Rejected(#[from] ExchangeError),
+    /// The request's `recvWindow` passed before the command reached the engine (-1021).
+    #[error("Timestamp for this request is outside of the recvWindow.")]
+    Expired,
+    /// The queue in front of the engine is full.
+    #[error("the exchange is busy; retry shortly")]
+    Busy,
+    /// Writing the journal failed; nothing of the batch was acknowledged.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The engine thread has stopped.
+    #[error("the exchange engine is not running")]
+    Stopped,
+}
+
+type Query = Box<dyn FnOnce(&Exchange) + Send>;
+
+enum Job {
+    Mutate { command: Command, fresh_until: Option<UnixMicros>, reply: oneshot::Sender<Result<Outcome, EngineError>> },
+    Query(Query),
+}
+
+/// A handle to the engine thread; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    tx: SyncSender<Job>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+/// How often (in journal entries) a snapshot is written.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Journal entries between snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { snapshot_every: 10_000 }
+    }
+}
+
+struct Runner {
+    exchange: Exchange,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    rt: tokio::runtime::Handle,
+    next_seq: i64,
+    snapshot_seq: i64,
+    config: EngineConfig,
+    exchange_config: ExchangeConfig,
+}
+
+impl Engine {
+    /// Rebuilds the exchange from the store (latest snapshot, then the journal after it) and
+    /// starts the engine thread.
+    ///
+    /// # Errors
+    /// When the store cannot be read or holds a journal the exchange cannot replay.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        exchange_config: ExchangeConfig,
+        config: EngineConfig,
+    ) -> Result<Self, ServiceError> {
+        let (exchange, last_seq, snapshot_seq) = recover(&*store, &exchange_config).await?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let runner = Runner {
+            exchange,
+            store,
+            clock,
+            rt: tokio::runtime::Handle::current(),
+            next_seq: last_seq + 1,
+            snapshot_seq,
+            config,
+            exchange_config,
+        };
+        std::thread::Builder::new()
+            .name("keygate-engine".into())
+            .spawn(move || runner.run(rx))
+            .map_err(|e| ServiceError::Internal(format!("cannot start the engine thread: {e}")))?;
+        Ok(Self { tx })
+    }
+
+    /// Applies `command` durably. `fresh_until` is the end of the request's `recvWindow`: the
+    /// engine checks it again when the command reaches it, as Binance does.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the exchange refuses it, the window passed, or storage failed.
+    pub async fn submit(&self, command: Command, fresh_until: Option<UnixMicros>) -> Result<Outcome, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Mutate { command, fresh_until, reply })?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Runs `f` on the committed state, after the batch in progress has been written.
+    ///
+    /// # Errors
+    /// [`EngineError::Busy`] or [`EngineError::Stopped`].
+    pub async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Exchange) -> R + Send + 'static,
+    ) -> Result<R, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Query(Box::new(move |ex| {
+            let _ = reply.send(f(ex));
+        })))?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    fn send(&self, job: Job) -> Result<(), EngineError> {
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => EngineError::Busy,
+            TrySendError::Disconnected(_) => EngineError::Stopped,
+        })
+    }
+}
+
+/// Loads the latest snapshot and replays the journal after it. A brand-new sandbox is written
+/// as snapshot 0 straight away, so its configuration (markets, assets, fees) is fixed with it:
+/// a later start with another configuration file cannot make the journal replay differently.
+async fn recover(store: &dyn Store, config: &ExchangeConfig) -> Result<(Exchange, i64, i64), ServiceError> {
+    let (mut exchange, mut seq) = match store.latest_snapshot().await? {
+        Some((seq, bytes)) => (
+            Exchange::from_snapshot(&bytes)
+                .map_err(|e| ServiceError::Internal(format!("exchange snapshot {seq}: {e}")))?,
+            seq,
+        ),
+        None => {
+            let fresh = Exchange::new(config.clone()).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            if store.journal_after(0, 1).await?.is_empty() {
+                let bytes = fresh.snapshot().map_err(|e| ServiceError::Internal(e.to_string()))?;
+                store.save_snapshot(0, &bytes).await?;
+            }
+            (fresh, 0)
+        }
+    };
+    let snapshot_seq = seq;
+    loop {
+        let entries = store.journal_after(seq, 10_000).await?;
+        if entries.is_empty() {
+            break;
+        }
+        for e in entries {
+            let command: Command = serde_json::from_slice(&e.command)
+                .map_err(|err| ServiceError::Internal(format!("journal entry {}: {err}", e.seq)))?;
+            // Entries were accepted when written; a refusal now means the replay diverged.
+            exchange
+                .apply(&command, e.at)
+                .map_err(|err| ServiceError::Internal(format!("journal entry {} no longer applies: {err}", e.seq)))?;
+            seq = e.seq;
+        }
+    }
+    Ok((exchange, seq, snapshot_seq))
+}
+
+impl Runner {
+    fn run(mut self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = Vec::with_capacity(64);
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+    }
+
+    fn run_batch(&mut self, batch: Vec<Job>) {
+        let now_us = self.clock.now();
+        let now = now_us.as_millis();
+        let mut journal = Vec::new();
+        let mut replies = Vec::new();
+        let mut queries = Vec::new();
+        for job in batch {
+            match job {
+                Job::Query(q) => queries.push(q),
+                Job::Mutate { command, fresh_until, reply } => {
+                    if fresh_until.is_some_and(|f| now_us > f) {
+                        replies.push((reply, Err(EngineError::Expired)));
+                        continue;
+                    }
+                    match self.exchange.apply(&command, now) {
+                        Ok(outcome) => {
+                            match serde_json::to_vec(&command) {
+                                Ok(bytes) => journal.push(JournalEntry { seq: self.next_seq, at: now, command: bytes }),
+                                Err(e) => {
+                                    replies.push((reply, Err(EngineError::Storage(e.to_string()))));
+                                    continue;
+                                }
+                            }
+                            self.next_seq += 1;
+                            replies.push((reply, Ok(outcome)));
+                        }
+                        Err(e) => replies.push((reply, Err(EngineError::Rejected(e)))),
+                    }
+                }
+            }
+        }
+        if !journal.is_empty()
+            && let Err(e) = self.rt.block_on(self.store.append_journal(&journal))
+        {
+            // Nothing of this batch is durable: refuse every command of it and rebuild the
+            // in-memory state from what is.
+            tracing::error!(error = %e, "journal append failed; rolling back the batch");
+            for (reply, result) in replies {
+                let _ = reply.send(result.and(Err(EngineError::Storage(e.to_string()))));
+            }
+            match self.rt.block_on(recover(&*self.store, &self.exchange_config)) {
+                Ok((ex, seq, snap)) => {
+                    self.exchange = ex;
+                    self.next_seq = seq + 1;
+                    self.snapshot_seq = snap;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot rebuild the exchange from the store"),
+            }
+            return;
+        }
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+        for q in queries {
+            q(&self.exchange);
+        }
+        let last = self.next_seq - 1;
+        if u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every {
+            match self.exchange.snapshot() {
+                Ok(bytes) => match self.rt.block_on(self.store.save_snapshot(last, &bytes)) {
+                    Ok(()) => self.snapshot_seq = last,
+                    Err(e) => tracing::warn!(error = %e, "snapshot failed; will retry"),
+                },
+                Err(e) => tracing::warn!(error = %e, "snapshot failed; will retry"),
+            }
+        }
+    }
+}
