@@ -1,0 +1,143 @@
+//! The engine runner: durable before acknowledged, and a restart rebuilds exactly the same state.
+
+// Tests fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use keygate_exchange::{Command, Deposit, ExchangeConfig, NewOrder, OrderType, Outcome, Side, TimeInForce};
+use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMicros};
+use keygate_service::ManualClock;
+use keygate_service::engine::{Engine, EngineConfig, EngineError};
+use keygate_store::Store;
+use keygate_store::crypto::{MasterKey, SecretCipher};
+use keygate_store::sqlite::{SqliteStore, SyncMode};
+use std::sync::Arc;
+
+const START_US: u64 = 1_767_225_600_000_000;
+
+async fn store(dir: &std::path::Path) -> Arc<dyn Store> {
+    let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([5; 32]), vec![]));
+    Arc::new(SqliteStore::open(&dir.join("db"), cipher, SyncMode::Normal).await.unwrap())
+}
+
+async fn engine(store: &Arc<dyn Store>, clock: &Arc<ManualClock>, snapshot_every: u64) -> Engine {
+    Engine::start(Arc::clone(store), clock.clone(), ExchangeConfig::default(), EngineConfig { snapshot_every })
+        .await
+        .unwrap()
+}
+
+fn deposit(account: i64, coin: &str, amount: &str) -> Command {
+    Command::Deposit(Deposit {
+        account: AccountId(account),
+        coin: AssetCode::parse(coin).unwrap(),
+        network: None,
+        amount: Amount::parse(amount).unwrap(),
+    })
+}
+
+fn limit(account: i64, side: Side, qty: &str, price: &str) -> Command {
+    Command::PlaceOrder(NewOrder {
+        account: AccountId(account),
+        symbol: Symbol::parse("BTCUSDT").unwrap(),
+        side,
+        order_type: OrderType::Limit,
+        time_in_force: Some(TimeInForce::Gtc),
+        quantity: Some(Amount::parse(qty).unwrap()),
+        quote_order_qty: None,
+        price: Some(Amount::parse(price).unwrap()),
+        new_client_order_id: None,
+        stp_mode: None,
+    })
+}
+
+async fn state(engine: &Engine) -> Vec<u8> {
+    engine.query(|ex| ex.snapshot().unwrap()).await.unwrap()
+}
+
+/// A mixed sequence: deposits, resting orders, a crossing order, a cancel.
+async fn trade_a_little(engine: &Engine, clock: &ManualClock) {
+    for c in [deposit(1, "USDT", "100000"), deposit(2, "BTC", "3"), limit(1, Side::Buy, "0.5", "50000")] {
+        engine.submit(c, None).await.unwrap();
+        clock.advance_ms(7);
+    }
+    engine.submit(limit(2, Side::Sell, "0.2", "49000"), None).await.unwrap();
+    clock.advance_ms(7);
+    let placed = engine.submit(limit(2, Side::Sell, "0.1", "51000"), None).await.unwrap();
+    let Outcome::Placed(p) = placed else { panic!("{placed:?}") };
+    engine
+        .submit(
+            Command::CancelOrder {
+                account: AccountId(2),
+                symbol: Symbol::parse("BTCUSDT").unwrap(),
+                order: keygate_exchange::OrderRef::Id(p.order.order_id),
+                new_client_order_id: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_rebuilds_exactly_the_acknowledged_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+    let before = {
+        let store = store(dir.path()).await;
+        let engine = engine(&store, &clock, 10_000).await;
+        trade_a_little(&engine, &clock).await;
+        let s = state(&engine).await;
+        store.close().await;
+        s
+    };
+    let store = store(dir.path()).await;
+    let engine = engine(&store, &clock, 10_000).await;
+    assert_eq!(state(&engine).await, before, "replaying the journal gives the same bytes");
+    let ok = engine.query(|ex| ex.ledger().check_invariant().is_ok()).await.unwrap();
+    assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_bound_the_replay_and_give_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+    let store = store(dir.path()).await;
+    let engine = engine(&store, &clock, 2).await;
+    trade_a_little(&engine, &clock).await;
+    let before = state(&engine).await;
+    let (snap_seq, _) = store.latest_snapshot().await.unwrap().unwrap();
+    assert!(snap_seq >= 4, "a snapshot was taken every two entries, latest at {snap_seq}");
+    let restarted =
+        Engine::start(Arc::clone(&store), clock.clone(), ExchangeConfig::default(), EngineConfig::default())
+            .await
+            .unwrap();
+    assert_eq!(state(&restarted).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_expired_commands_are_not_journaled_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+    let store = store(dir.path()).await;
+    let engine = engine(&store, &clock, 10_000).await;
+    engine.submit(deposit(1, "USDT", "10"), None).await.unwrap();
+    let before = state(&engine).await;
+    let journal = store.journal_after(0, 100).await.unwrap().len();
+    // Not enough USDT for this order.
+    let err = engine.submit(limit(1, Side::Buy, "1", "50000"), None).await.unwrap_err();
+    assert!(matches!(err, EngineError::Rejected(_)), "{err}");
+    // The request's window passed before the command reached the engine (Binance's second check).
+    let err = engine.submit(deposit(1, "USDT", "10"), Some(UnixMicros(START_US - 1))).await.unwrap_err();
+    assert!(matches!(err, EngineError::Expired), "{err}");
+    assert_eq!(state(&engine).await, before);
+    assert_eq!(store.journal_after(0, 100).await.unwrap().len(), journal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sandbox_fixes_its_configuration_in_snapshot_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+    let store = store(dir.path()).await;
+    let _engine = engine(&store, &clock, 10_000).await;
+    let (seq, _) = store.latest_snapshot().await.unwrap().expect("snapshot 0 written at creation");
+    assert_eq!(seq, 0);
+}
