@@ -49,36 +49,43 @@ fn hmac_key(seed: u64, account: AccountId) -> KeyRecord {
     }
 }
 
-/// Opens a fresh store and fills it with one account holding 100 keys.
-async fn prepared<H: Harness>() -> (H, Arc<dyn Store>, AccountId, Vec<KeyRecord>) {
+/// Opens a fresh store with two accounts: one that `insert_key` fills as it runs, and one holding
+/// exactly 100 keys for the reads and updates (so `list_keys` lists 100 keys on both backends,
+/// however many inserts each managed).
+async fn prepared<H: Harness>() -> (H, Arc<dyn Store>, AccountId, AccountId, Vec<KeyRecord>) {
     let h = H::fresh().await;
     let store = h.open().await;
-    let acc = store
-        .create_account(
-            NewAccount { name: "bench".into(), password_hash: "x".into(), created_at: UnixMillis(1) },
-            draft("account.create", "account:bench", None),
-        )
-        .await
-        .unwrap();
+    let mut ids = Vec::new();
+    for name in ["inserts", "bench"] {
+        let acc = store
+            .create_account(
+                NewAccount { name: name.into(), password_hash: "x".into(), created_at: UnixMillis(1) },
+                draft("account.create", &format!("account:{name}"), None),
+            )
+            .await
+            .unwrap();
+        ids.push(acc.id);
+    }
+    let (inserts, acc) = (ids[0], ids[1]);
     let mut keys = Vec::new();
     for i in 0..100 {
-        let k = hmac_key(1_000 + i, acc.id);
-        store.insert_key(&k, draft("key.create", k.id.as_str(), Some(acc.id))).await.unwrap();
+        let k = hmac_key(1_000 + i, acc);
+        store.insert_key(&k, draft("key.create", k.id.as_str(), Some(acc))).await.unwrap();
         keys.push(k);
     }
-    (h, store, acc.id, keys)
+    (h, store, inserts, acc, keys)
 }
 
 fn bench_backend<H: Harness>(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &str) {
-    let (_h, store, account, keys) = rt.block_on(prepared::<H>());
+    let (_h, store, inserts, account, keys) = rt.block_on(prepared::<H>());
     let seed = AtomicU64::new(1_000_000);
     let mut g = c.benchmark_group("store");
     g.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     g.bench_function(BenchmarkId::new("insert_key", backend), |b| {
         b.to_async(rt).iter(|| {
-            let k = hmac_key(seed.fetch_add(1, Ordering::Relaxed), account);
+            let k = hmac_key(seed.fetch_add(1, Ordering::Relaxed), inserts);
             let store = Arc::clone(&store);
-            async move { store.insert_key(&k, draft("key.create", k.id.as_str(), Some(account))).await.unwrap() }
+            async move { store.insert_key(&k, draft("key.create", k.id.as_str(), Some(inserts))).await.unwrap() }
         });
     });
     g.bench_function(BenchmarkId::new("get_key", backend), |b| {

@@ -3,7 +3,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keygate_auth::{Denial, ParamError, ParamErrorKind};
+use keygate_exchange::ExchangeError;
 use keygate_proto::{ErrorBody, ErrorCode};
+use keygate_service::engine::EngineError;
 
 /// Header carrying the specific denial reason, sent only after the signature verified.
 pub const REASON_HEADER: &str = "x-keygate-reason";
@@ -26,8 +28,41 @@ pub enum ApiError {
     /// A trusted proxy forwarded a client address that cannot be read, so no IP rule can be
     /// applied; refused rather than guessed.
     UnknownClient,
+    /// The exchange refused the request, or the handler refused it with an exchange-style
+    /// Binance code (-1xxx parameter errors, -2010/-2011/-2013, -4xxx wallet errors): 400 with
+    /// the code and message, except an internal invariant (-1000), which is a logged 500.
+    Exchange(ExchangeError),
+    /// The request's `recvWindow` passed before its command reached the engine (-1021).
+    Expired,
+    /// The engine's queue is full: 429 -1003 with `Retry-After`.
+    Busy,
     /// Something failed inside; the cause is logged once by the error middleware, never sent.
     Internal(String),
+}
+
+impl From<ExchangeError> for ApiError {
+    fn from(e: ExchangeError) -> Self {
+        Self::Exchange(e)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Rejected(e) => Self::Exchange(e),
+            EngineError::Expired => Self::Expired,
+            EngineError::Busy => Self::Busy,
+            EngineError::Storage(cause) => Self::Internal(format!("exchange storage: {cause}")),
+            EngineError::Stopped => Self::Internal("the exchange engine is not running".to_owned()),
+        }
+    }
+}
+
+impl ApiError {
+    /// A 400 with a Binance code the proto crate has no variant for (e.g. -1116, -1130, -2010).
+    pub(crate) fn binance(code: i32, msg: impl Into<String>) -> Self {
+        Self::Exchange(ExchangeError::BadParam { code, msg: msg.into() })
+    }
 }
 
 impl From<ParamError> for ApiError {
@@ -61,6 +96,17 @@ impl ApiError {
                 None,
             ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None),
+            Self::Exchange(ExchangeError::Internal(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None)
+            }
+            // Every other exchange refusal is the client's: -1xxx, -2010, -2011, -2013, -4xxx.
+            Self::Exchange(e) => (bad, ErrorBody { code: e.code(), msg: e.message() }, None),
+            Self::Expired => (bad, ErrorBody::new(ErrorCode::InvalidTimestamp), None),
+            Self::Busy => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorBody::with_msg(ErrorCode::TooManyRequests, "Too many requests queued."),
+                None,
+            ),
             Self::UnknownClient => (
                 bad,
                 ErrorBody::with_msg(
@@ -136,10 +182,15 @@ impl IntoResponse for ApiError {
         if let Some(r) = reason {
             h.insert(REASON_HEADER, HeaderValue::from_static(r));
         }
-        if matches!(self, Self::Denied(Denial::ReplayGuardFull)) {
+        if matches!(self, Self::Denied(Denial::ReplayGuardFull) | Self::Busy) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let Self::Internal(cause) = self {
+        let cause = match self {
+            Self::Internal(cause) => Some(cause),
+            Self::Exchange(ExchangeError::Internal(what)) => Some(format!("exchange invariant: {what}")),
+            _ => None,
+        };
+        if let Some(cause) = cause {
             // Logged once, by the trace layer, from this extension; never sent to the client.
             res.extensions_mut().insert(InternalCause(cause));
         }

@@ -1,0 +1,357 @@
+//! Public market data (security type NONE): `exchangeInfo`, `depth`, `trades`, `klines`, the
+//! tickers and `avgPrice`. They ignore `X-MBX-APIKEY` (an empty one included) and parse their
+//! query with the same strict parser as signed requests, so `-1100`/`-1101`/`-1104` mean the same
+//! everywhere.
+
+use super::BinanceJson;
+use super::wire::{self, SymbolSelection, opt, req};
+use crate::{ApiError, AppState};
+use axum::extract::{RawQuery, State};
+use keygate_auth::Params;
+use keygate_exchange::{ExchangeError, MarketSpec, PublicTrade};
+use keygate_proto::{Amount, Symbol, UnixMillis};
+use serde::Serialize;
+
+/// Parses a public endpoint's query and refuses parameters it does not read (-1104).
+pub(crate) fn public_params(query: Option<&str>, known: &[&str]) -> Result<Params, ApiError> {
+    let params = Params::parse(query.unwrap_or("").as_bytes(), b"")?;
+    params.ensure_only(known)?;
+    Ok(params)
+}
+
+/// Either one object (`symbol=`) or an array (no symbol, or `symbols=`).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany<T> {
+    /// `symbol=X`.
+    One(T),
+    /// Every market, or `symbols=[..]`.
+    Many(Vec<T>),
+}
+
+/// Runs `f` over every selected market inside one engine query, so the answer is one consistent
+/// state; an unknown symbol is -1121.
+async fn per_symbol<T: Send + 'static>(
+    state: &AppState,
+    selection: SymbolSelection,
+    f: impl Fn(&keygate_exchange::Exchange, &Symbol) -> Result<T, ExchangeError> + Send + 'static,
+) -> Result<OneOrMany<T>, ApiError> {
+    let answer = state
+        .engine
+        .query(move |ex| match selection {
+            SymbolSelection::One(s) => f(ex, &s).map(OneOrMany::One),
+            SymbolSelection::Some(list) => list.iter().map(|s| f(ex, s)).collect::<Result<_, _>>().map(OneOrMany::Many),
+            SymbolSelection::All => {
+                ex.markets().iter().map(|m| f(ex, &m.symbol)).collect::<Result<_, _>>().map(OneOrMany::Many)
+            }
+        })
+        .await??;
+    Ok(answer)
+}
+
+fn now(state: &AppState) -> UnixMillis {
+    state.service.clock().now().as_millis()
+}
+
+// ---------------------------------------------------------------------------------------------
+// exchangeInfo.
+// ---------------------------------------------------------------------------------------------
+
+/// `exchangeInfo`'s top level.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ExchangeInfo {
+    timezone: &'static str,
+    server_time: u64,
+    rate_limits: Vec<RateLimit>,
+    exchange_filters: Vec<serde_json::Value>,
+    symbols: Vec<SymbolInfo>,
+}
+
+/// One entry of `rateLimits`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RateLimit {
+    rate_limit_type: &'static str,
+    interval: &'static str,
+    interval_num: u32,
+    limit: u32,
+}
+
+/// Binance's published spot limits.
+fn rate_limits() -> Vec<RateLimit> {
+    let l = |rate_limit_type, interval, interval_num, limit| RateLimit { rate_limit_type, interval, interval_num, limit };
+    vec![
+        l("REQUEST_WEIGHT", "MINUTE", 1, 6000),
+        l("ORDERS", "SECOND", 10, 100),
+        l("ORDERS", "DAY", 1, 200_000),
+        l("RAW_REQUESTS", "MINUTE", 5, 61_000),
+    ]
+}
+
+/// One market in `exchangeInfo.symbols`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(clippy::struct_excessive_bools)] // Binance's shape: one flag per feature.
+struct SymbolInfo {
+    symbol: Symbol,
+    status: &'static str,
+    base_asset: String,
+    base_asset_precision: u32,
+    quote_asset: String,
+    quote_precision: u32,
+    quote_asset_precision: u32,
+    base_commission_precision: u32,
+    quote_commission_precision: u32,
+    order_types: [&'static str; 3],
+    iceberg_allowed: bool,
+    oco_allowed: bool,
+    oto_allowed: bool,
+    quote_order_qty_market_allowed: bool,
+    allow_trailing_stop: bool,
+    cancel_replace_allowed: bool,
+    is_spot_trading_allowed: bool,
+    is_margin_trading_allowed: bool,
+    filters: Vec<Filter>,
+    permissions: [&'static str; 0],
+    permission_sets: Vec<[&'static str; 1]>,
+    default_self_trade_prevention_mode: &'static str,
+    allowed_self_trade_prevention_modes: [&'static str; 4],
+}
+
+/// The filter types the official SDK knows (an unknown one makes it return a raw dict).
+#[derive(Debug, Serialize)]
+#[serde(tag = "filterType")]
+enum Filter {
+    #[serde(rename = "PRICE_FILTER", rename_all = "camelCase")]
+    Price { min_price: Amount, max_price: Amount, tick_size: Amount },
+    #[serde(rename = "LOT_SIZE", rename_all = "camelCase")]
+    LotSize { min_qty: Amount, max_qty: Amount, step_size: Amount },
+    #[serde(rename = "MARKET_LOT_SIZE", rename_all = "camelCase")]
+    MarketLotSize { min_qty: Amount, max_qty: Amount, step_size: Amount },
+    #[serde(rename = "NOTIONAL", rename_all = "camelCase")]
+    Notional {
+        min_notional: Amount,
+        apply_min_to_market: bool,
+        max_notional: Amount,
+        apply_max_to_market: bool,
+        avg_price_mins: u32,
+    },
+    #[serde(rename = "MAX_NUM_ORDERS", rename_all = "camelCase")]
+    MaxNumOrders { max_num_orders: u32 },
+}
+
+fn symbol_info(m: &MarketSpec, permission_sets: bool) -> SymbolInfo {
+    SymbolInfo {
+        symbol: m.symbol.clone(),
+        status: "TRADING",
+        base_asset: m.base.to_string(),
+        base_asset_precision: 8,
+        quote_asset: m.quote.to_string(),
+        quote_precision: 8,
+        quote_asset_precision: 8,
+        base_commission_precision: 8,
+        quote_commission_precision: 8,
+        order_types: ["LIMIT", "LIMIT_MAKER", "MARKET"],
+        iceberg_allowed: false,
+        oco_allowed: false,
+        oto_allowed: false,
+        quote_order_qty_market_allowed: true,
+        allow_trailing_stop: false,
+        cancel_replace_allowed: false,
+        is_spot_trading_allowed: true,
+        is_margin_trading_allowed: false,
+        filters: vec![
+            Filter::Price { min_price: m.min_price, max_price: m.max_price, tick_size: m.tick_size },
+            Filter::LotSize { min_qty: m.min_qty, max_qty: m.max_qty, step_size: m.step_size },
+            Filter::MarketLotSize { min_qty: m.market_min_qty, max_qty: m.market_max_qty, step_size: m.step_size },
+            Filter::Notional {
+                min_notional: m.min_notional,
+                apply_min_to_market: true,
+                max_notional: m.max_notional,
+                apply_max_to_market: false,
+                avg_price_mins: 5,
+            },
+            Filter::MaxNumOrders { max_num_orders: m.max_num_orders },
+        ],
+        permissions: [],
+        permission_sets: if permission_sets { vec![["SPOT"]] } else { Vec::new() },
+        default_self_trade_prevention_mode: "EXPIRE_MAKER",
+        allowed_self_trade_prevention_modes: ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+    }
+}
+
+/// `GET /api/v3/exchangeInfo` (also `symbol=`, `symbols=[..]`, `symbolStatus=`,
+/// `showPermissionSets=`): markets with Binance's filters, and only the order types the sandbox
+/// supports.
+pub(crate) async fn exchange_info(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<ExchangeInfo>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "symbols", "symbolStatus", "showPermissionSets"])?;
+    let selection = wire::symbol_selection(&p)?;
+    let show_sets = wire::opt_bool(&p, "showPermissionSets")?.unwrap_or(true);
+    let trading = match opt(&p, "symbolStatus")? {
+        None | Some("TRADING") => true,
+        Some("HALT" | "BREAK" | "END_OF_DAY") => false,
+        Some(_) => return Err(wire::invalid("symbolStatus")),
+    };
+    let markets = state.engine.query(|ex| ex.markets().to_vec()).await?;
+    let find = |s: &Symbol| markets.iter().find(|m| &m.symbol == s).ok_or(ExchangeError::UnknownSymbol);
+    let chosen: Vec<&MarketSpec> = match &selection {
+        SymbolSelection::All => markets.iter().collect(),
+        SymbolSelection::One(s) => vec![find(s)?],
+        SymbolSelection::Some(list) => list.iter().map(find).collect::<Result<_, _>>()?,
+    };
+    let symbols = if trading { chosen.into_iter().map(|m| symbol_info(m, show_sets)).collect() } else { Vec::new() };
+    Ok(BinanceJson(ExchangeInfo {
+        timezone: "UTC",
+        server_time: now(&state).0,
+        rate_limits: rate_limits(),
+        exchange_filters: Vec::new(),
+        symbols,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Book, trades, klines.
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /api/v3/depth`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DepthJson {
+    last_update_id: u64,
+    bids: Vec<(Amount, Amount)>,
+    asks: Vec<(Amount, Amount)>,
+}
+
+/// `GET /api/v3/depth` (`symbol`, `limit` default 100, above 5000 truncated to 5000).
+pub(crate) async fn depth(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<DepthJson>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "limit"])?;
+    let symbol = wire::symbol(&p)?;
+    let limit = wire::clamped_limit(&p, 5000)?;
+    let d = state.engine.query(move |ex| ex.depth(&symbol, limit)).await??;
+    Ok(BinanceJson(DepthJson { last_update_id: d.last_update_id, bids: d.bids, asks: d.asks }))
+}
+
+/// `GET /api/v3/trades` (`symbol`, `limit` default 500, max 1000).
+pub(crate) async fn trades(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<Vec<PublicTrade>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "limit"])?;
+    let symbol = wire::symbol(&p)?;
+    let limit = wire::clamped_limit(&p, 1000)?;
+    Ok(BinanceJson(state.engine.query(move |ex| ex.recent_trades(&symbol, limit)).await??))
+}
+
+/// One kline row: open time, o, h, l, c, volume, close time, quote volume, trade count, taker buy
+/// base, taker buy quote, and the unused `"0"`.
+type KlineRow = (u64, Amount, Amount, Amount, Amount, Amount, u64, Amount, u64, Amount, Amount, &'static str);
+
+/// `GET /api/v3/klines` (`symbol`, `interval`, `startTime`, `endTime`, `limit` default 500, max
+/// 1000).
+pub(crate) async fn klines(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<Vec<KlineRow>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "interval", "startTime", "endTime", "limit"])?;
+    let symbol = wire::symbol(&p)?;
+    let interval = req(&p, "interval")?.to_owned();
+    let start = wire::opt_time(&p, "startTime")?;
+    let end = wire::opt_time(&p, "endTime")?;
+    let limit = wire::clamped_limit(&p, 1000)?;
+    let at = now(&state);
+    let rows = state.engine.query(move |ex| ex.klines(&symbol, &interval, start, end, limit, at)).await??;
+    Ok(BinanceJson(
+        rows.into_iter()
+            .map(|k| {
+                (
+                    k.open_time.0,
+                    k.open,
+                    k.high,
+                    k.low,
+                    k.close,
+                    k.volume,
+                    k.close_time.0,
+                    k.quote_volume,
+                    k.trades,
+                    k.taker_buy_base,
+                    k.taker_buy_quote,
+                    "0",
+                )
+            })
+            .collect(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tickers.
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /api/v3/ticker/price`: one (`symbol`), some (`symbols`) or all.
+pub(crate) async fn ticker_price(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<OneOrMany<wire::PriceJson>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "symbols"])?;
+    let selection = wire::symbol_selection(&p)?;
+    let out = per_symbol(&state, selection, |ex, s| {
+        Ok(wire::PriceJson { symbol: s.clone(), price: ex.last_price(s)? })
+    })
+    .await?;
+    Ok(BinanceJson(out))
+}
+
+/// `GET /api/v3/ticker/24hr`: one, some or all; `type` FULL (default) or MINI.
+pub(crate) async fn ticker_24hr(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<OneOrMany<wire::Ticker24hJson>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "symbols", "type"])?;
+    let selection = wire::symbol_selection(&p)?;
+    let mini = match opt(&p, "type")? {
+        None | Some("FULL") => false,
+        Some("MINI") => true,
+        Some(_) => return Err(wire::invalid("type")),
+    };
+    let at = now(&state);
+    let out = per_symbol(&state, selection, move |ex, s| Ok(wire::ticker_24h(ex.ticker_24h(s, at)?, mini))).await?;
+    Ok(BinanceJson(out))
+}
+
+/// `GET /api/v3/ticker/bookTicker`: one, some or all.
+pub(crate) async fn book_ticker(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<OneOrMany<wire::BookTickerJson>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "symbols"])?;
+    let selection = wire::symbol_selection(&p)?;
+    let out = per_symbol(&state, selection, |ex, s| Ok(ex.book_ticker(s)?.into())).await?;
+    Ok(BinanceJson(out))
+}
+
+/// `GET /api/v3/avgPrice`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AvgPriceJson {
+    mins: u32,
+    price: Amount,
+    close_time: u64,
+}
+
+/// `GET /api/v3/avgPrice` (`symbol`): the 5-minute volume-weighted price.
+pub(crate) async fn avg_price(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<AvgPriceJson>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol"])?;
+    let symbol = wire::symbol(&p)?;
+    let at = now(&state);
+    let a = state.engine.query(move |ex| ex.avg_price(&symbol, at)).await??;
+    Ok(BinanceJson(AvgPriceJson { mins: a.mins, price: a.price, close_time: a.close_time.0 }))
+}

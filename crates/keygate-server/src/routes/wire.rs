@@ -1,0 +1,673 @@
+//! The exchange's wire format, both directions: reading parameters with Binance's strict rules
+//! and error codes, and turning the exchange's records into Binance's JSON field for field
+//! (decimals as strings with eight decimals, ids and times as integers, `orderListId: -1`, the
+//! misspelt `cummulativeQuoteQty`).
+
+use crate::ApiError;
+use keygate_auth::{ParamError, Params};
+use keygate_exchange::{
+    BookTicker, CanceledOrder, DepositRecord, Fill, MyTrade, Order, OrderRef, PlacedOrder, Ticker24h, WithdrawalRecord,
+};
+use keygate_proto::{Amount, AssetCode, DecimalError, Symbol, UnixMillis};
+use serde::Serialize;
+
+// ---------------------------------------------------------------------------------------------
+// Reading parameters.
+// ---------------------------------------------------------------------------------------------
+
+/// Binance's legal range for a symbol, quoted in -1100 messages.
+const SYMBOL_RANGE: &str = "^[A-Z0-9-_.]{1,20}$";
+/// Binance's legal range for an integer parameter.
+const INTEGER_RANGE: &str = "^[0-9]{1,20}$";
+/// Binance's legal range for client order ids.
+pub(crate) const CLIENT_ID_RANGE: &str = "^[.A-Z:/a-z0-9_-]{1,36}$";
+
+/// -1100 for `name` with Binance's message naming `range`.
+pub(crate) fn illegal(name: &str, range: &str) -> ApiError {
+    ApiError::Param(ParamError::illegal_msg(format!(
+        "Illegal characters found in parameter '{name}'; legal range is '{range}'."
+    )))
+}
+
+/// -1130: a value outside the parameter's enumeration.
+pub(crate) fn invalid(name: &str) -> ApiError {
+    ApiError::binance(-1130, format!("Data sent for parameter '{name}' is not valid."))
+}
+
+/// -1106: a parameter this request does not take.
+pub(crate) fn not_required(name: &str) -> ApiError {
+    ApiError::binance(-1106, format!("Parameter '{name}' sent when not required."))
+}
+
+/// A parameter's value; an empty value counts as not sent, so callers treat it as missing
+/// (-1102 where it is mandatory).
+pub(crate) fn opt<'a>(p: &'a Params, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match p.get(name) {
+        None => Ok(None),
+        Some("") => Err(ApiError::Param(ParamError::mandatory(name))),
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+/// A mandatory parameter (-1102 when missing or empty).
+pub(crate) fn req<'a>(p: &'a Params, name: &str) -> Result<&'a str, ApiError> {
+    Ok(p.require(name)?)
+}
+
+/// Parses a symbol's text: -1100 when it cannot be a symbol at all (the exchange answers -1121
+/// for a well-formed symbol it does not list).
+pub(crate) fn symbol_text(name: &str, v: &str) -> Result<Symbol, ApiError> {
+    Symbol::parse(v).map_err(|_| illegal(name, SYMBOL_RANGE))
+}
+
+/// The mandatory `symbol`.
+pub(crate) fn symbol(p: &Params) -> Result<Symbol, ApiError> {
+    symbol_text("symbol", req(p, "symbol")?)
+}
+
+/// The optional `symbol`.
+pub(crate) fn opt_symbol(p: &Params) -> Result<Option<Symbol>, ApiError> {
+    opt(p, "symbol")?.map(|v| symbol_text("symbol", v)).transpose()
+}
+
+/// `symbols=["BTCUSDT","ETHUSDT"]`, Binance's JSON list (spaces tolerated); a repeated symbol is
+/// -1151 as on Binance.
+pub(crate) fn opt_symbols(p: &Params) -> Result<Option<Vec<Symbol>>, ApiError> {
+    let Some(raw) = opt(p, "symbols")? else { return Ok(None) };
+    let range = r#"^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$"#;
+    let names: Vec<String> = serde_json::from_str(raw).map_err(|_| illegal("symbols", range))?;
+    if names.is_empty() {
+        return Err(ApiError::Param(ParamError::mandatory("symbols")));
+    }
+    let mut out: Vec<Symbol> = Vec::with_capacity(names.len());
+    for n in &names {
+        let s = Symbol::parse(n).map_err(|_| illegal("symbols", range))?;
+        if out.contains(&s) {
+            return Err(ApiError::binance(-1151, "Symbol is present multiple times in the list."));
+        }
+        out.push(s);
+    }
+    Ok(Some(out))
+}
+
+/// `symbol` or `symbols` (not both: -1128), or neither.
+pub(crate) enum SymbolSelection {
+    /// Neither: every market, answered as an array.
+    All,
+    /// `symbol`: one market, answered as an object.
+    One(Symbol),
+    /// `symbols`: these markets, answered as an array.
+    Some(Vec<Symbol>),
+}
+
+/// Reads `symbol` / `symbols`.
+pub(crate) fn symbol_selection(p: &Params) -> Result<SymbolSelection, ApiError> {
+    match (opt_symbol(p)?, opt_symbols(p)?) {
+        (Some(_), Some(_)) => Err(bad_combination()),
+        (Some(s), None) => Ok(SymbolSelection::One(s)),
+        (None, Some(v)) => Ok(SymbolSelection::Some(v)),
+        (None, None) => Ok(SymbolSelection::All),
+    }
+}
+
+/// -1128.
+pub(crate) fn bad_combination() -> ApiError {
+    ApiError::binance(-1128, "Combination of optional parameters invalid.")
+}
+
+/// Parses a Binance decimal (`^([0-9]{1,20})(\.[0-9]{1,20})?$`): exponents are -1100, more than
+/// eight significant decimals -1111.
+pub(crate) fn amount_text(name: &str, v: &str) -> Result<Amount, ApiError> {
+    Amount::parse(v).map_err(|e| match e {
+        DecimalError::TooPrecise => ApiError::binance(-1111, "Precision is over the maximum defined for this asset."),
+        DecimalError::Malformed | DecimalError::TooLarge => ApiError::Param(ParamError::illegal(name)),
+    })
+}
+
+/// An optional decimal parameter.
+pub(crate) fn opt_amount(p: &Params, name: &str) -> Result<Option<Amount>, ApiError> {
+    opt(p, name)?.map(|v| amount_text(name, v)).transpose()
+}
+
+/// An optional unsigned integer parameter (ids, times, limits).
+pub(crate) fn opt_u64(p: &Params, name: &str) -> Result<Option<u64>, ApiError> {
+    let Some(v) = opt(p, name)? else { return Ok(None) };
+    if v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(illegal(name, INTEGER_RANGE));
+    }
+    v.parse::<u64>().map(Some).map_err(|_| ApiError::binance(-1108, format!("Parameter '{name}' overflowed.")))
+}
+
+/// An optional `u32` parameter (limits, offsets); larger values are -1108.
+pub(crate) fn opt_u32(p: &Params, name: &str) -> Result<Option<u32>, ApiError> {
+    opt_u64(p, name)?
+        .map(|v| u32::try_from(v).map_err(|_| ApiError::binance(-1108, format!("Parameter '{name}' overflowed."))))
+        .transpose()
+}
+
+/// An optional time in milliseconds.
+pub(crate) fn opt_time(p: &Params, name: &str) -> Result<Option<UnixMillis>, ApiError> {
+    Ok(opt_u64(p, name)?.map(UnixMillis))
+}
+
+/// An optional boolean (`true`/`false`, as the clients send them).
+pub(crate) fn opt_bool(p: &Params, name: &str) -> Result<Option<bool>, ApiError> {
+    match opt(p, name)? {
+        None => Ok(None),
+        Some("true" | "TRUE" | "True") => Ok(Some(true)),
+        Some("false" | "FALSE" | "False") => Ok(Some(false)),
+        Some(_) => Err(invalid(name)),
+    }
+}
+
+/// An optional asset code; one that cannot be an asset is the exchange's -4018.
+pub(crate) fn opt_coin(p: &Params, name: &str) -> Result<Option<AssetCode>, ApiError> {
+    opt(p, name)?
+        .map(|v| AssetCode::parse(v).map_err(|_| ApiError::Exchange(keygate_exchange::ExchangeError::UnknownAsset)))
+        .transpose()
+}
+
+/// True if and only if `id` matches Binance's client order id pattern `^[.A-Z:/a-z0-9_-]{1,36}$`.
+pub(crate) fn valid_client_id(id: &str) -> bool {
+    (1..=36).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'/' | b'_' | b'-'))
+}
+
+/// An optional client order id parameter (`newClientOrderId`, `origClientOrderId`).
+pub(crate) fn opt_client_id(p: &Params, name: &str) -> Result<Option<String>, ApiError> {
+    match opt(p, name)? {
+        None => Ok(None),
+        Some(v) if valid_client_id(v) => Ok(Some(v.to_owned())),
+        Some(_) => Err(illegal(name, CLIENT_ID_RANGE)),
+    }
+}
+
+/// `orderId` or `origClientOrderId` (at least one: -1102 with Binance's message). When both are
+/// sent the id is used and the client id must match the order found (checked by the caller).
+pub(crate) fn order_ref(p: &Params) -> Result<(OrderRef, Option<String>), ApiError> {
+    let id = opt_u64(p, "orderId")?;
+    let client = opt_client_id(p, "origClientOrderId")?;
+    match (id, client) {
+        (Some(id), client) => Ok((OrderRef::Id(id), client)),
+        (None, Some(c)) => Ok((OrderRef::ClientId(c), None)),
+        (None, None) => Err(ApiError::binance(
+            -1102,
+            "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+        )),
+    }
+}
+
+/// `limit` for public market data: Binance truncates anything above `max` to `max`.
+pub(crate) fn clamped_limit(p: &Params, max: u32) -> Result<Option<u32>, ApiError> {
+    Ok(opt_u32(p, "limit")?.map(|l| l.min(max)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orders.
+// ---------------------------------------------------------------------------------------------
+
+/// Which shape `POST /api/v3/order` answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RespType {
+    /// Ids and time only.
+    Ack,
+    /// The order after matching.
+    Result,
+    /// The order and its fills.
+    Full,
+}
+
+/// `POST /api/v3/order`'s ACK part.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NewOrderJson {
+    symbol: Symbol,
+    order_id: u64,
+    order_list_id: i64,
+    client_order_id: String,
+    transact_time: u64,
+    #[serde(flatten)]
+    result: Option<ResultPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fills: Option<Vec<FillJson>>,
+}
+
+/// The RESULT part of a new order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultPart {
+    price: Amount,
+    orig_qty: Amount,
+    executed_qty: Amount,
+    orig_quote_order_qty: Amount,
+    cummulative_quote_qty: Amount,
+    status: &'static str,
+    time_in_force: &'static str,
+    #[serde(rename = "type")]
+    order_type: &'static str,
+    side: &'static str,
+    working_time: u64,
+    self_trade_prevention_mode: &'static str,
+}
+
+/// One entry of `fills`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FillJson {
+    price: Amount,
+    qty: Amount,
+    commission: Amount,
+    commission_asset: AssetCode,
+    trade_id: u64,
+}
+
+impl From<&Fill> for FillJson {
+    fn from(f: &Fill) -> Self {
+        Self {
+            price: f.price,
+            qty: f.qty,
+            commission: f.commission,
+            commission_asset: f.commission_asset.clone(),
+            trade_id: f.trade_id,
+        }
+    }
+}
+
+/// The new-order answer in the requested shape.
+pub(crate) fn new_order(placed: &PlacedOrder, resp: RespType) -> NewOrderJson {
+    let o = &placed.order;
+    let result = (resp != RespType::Ack).then(|| ResultPart {
+        price: o.price,
+        orig_qty: o.orig_qty,
+        executed_qty: o.executed_qty,
+        orig_quote_order_qty: o.orig_quote_order_qty,
+        cummulative_quote_qty: o.cummulative_quote_qty,
+        status: o.status.as_str(),
+        time_in_force: o.time_in_force.as_str(),
+        order_type: o.order_type.as_str(),
+        side: o.side.as_str(),
+        working_time: o.working_time.0,
+        self_trade_prevention_mode: o.self_trade_prevention_mode.as_str(),
+    });
+    NewOrderJson {
+        symbol: o.symbol.clone(),
+        order_id: o.order_id,
+        order_list_id: o.order_list_id,
+        client_order_id: o.client_order_id.clone(),
+        transact_time: o.time.0,
+        result,
+        fills: (resp == RespType::Full).then(|| placed.fills.iter().map(FillJson::from).collect()),
+    }
+}
+
+/// An order as `GET /api/v3/order`, `openOrders` and `allOrders` return it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OrderJson {
+    symbol: Symbol,
+    order_id: u64,
+    order_list_id: i64,
+    client_order_id: String,
+    price: Amount,
+    orig_qty: Amount,
+    executed_qty: Amount,
+    cummulative_quote_qty: Amount,
+    status: &'static str,
+    time_in_force: &'static str,
+    #[serde(rename = "type")]
+    order_type: &'static str,
+    side: &'static str,
+    stop_price: Amount,
+    iceberg_qty: Amount,
+    time: u64,
+    update_time: u64,
+    is_working: bool,
+    working_time: u64,
+    orig_quote_order_qty: Amount,
+    self_trade_prevention_mode: &'static str,
+}
+
+impl From<&Order> for OrderJson {
+    fn from(o: &Order) -> Self {
+        Self {
+            symbol: o.symbol.clone(),
+            order_id: o.order_id,
+            order_list_id: o.order_list_id,
+            client_order_id: o.client_order_id.clone(),
+            price: o.price,
+            orig_qty: o.orig_qty,
+            executed_qty: o.executed_qty,
+            cummulative_quote_qty: o.cummulative_quote_qty,
+            status: o.status.as_str(),
+            time_in_force: o.time_in_force.as_str(),
+            order_type: o.order_type.as_str(),
+            side: o.side.as_str(),
+            stop_price: o.stop_price,
+            iceberg_qty: o.iceberg_qty,
+            time: o.time.0,
+            update_time: o.update_time.0,
+            is_working: o.is_working,
+            working_time: o.working_time.0,
+            orig_quote_order_qty: o.orig_quote_order_qty,
+            self_trade_prevention_mode: o.self_trade_prevention_mode.as_str(),
+        }
+    }
+}
+
+/// A canceled order as `DELETE /api/v3/order` (and each entry of `DELETE /api/v3/openOrders`)
+/// returns it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CancelJson {
+    symbol: Symbol,
+    orig_client_order_id: String,
+    order_id: u64,
+    order_list_id: i64,
+    client_order_id: String,
+    transact_time: u64,
+    price: Amount,
+    orig_qty: Amount,
+    executed_qty: Amount,
+    orig_quote_order_qty: Amount,
+    cummulative_quote_qty: Amount,
+    status: &'static str,
+    time_in_force: &'static str,
+    #[serde(rename = "type")]
+    order_type: &'static str,
+    side: &'static str,
+    self_trade_prevention_mode: &'static str,
+}
+
+impl From<&CanceledOrder> for CancelJson {
+    fn from(c: &CanceledOrder) -> Self {
+        let o = &c.order;
+        Self {
+            symbol: o.symbol.clone(),
+            orig_client_order_id: o.client_order_id.clone(),
+            order_id: o.order_id,
+            order_list_id: o.order_list_id,
+            client_order_id: c.cancel_client_order_id.clone(),
+            transact_time: o.update_time.0,
+            price: o.price,
+            orig_qty: o.orig_qty,
+            executed_qty: o.executed_qty,
+            orig_quote_order_qty: o.orig_quote_order_qty,
+            cummulative_quote_qty: o.cummulative_quote_qty,
+            status: o.status.as_str(),
+            time_in_force: o.time_in_force.as_str(),
+            order_type: o.order_type.as_str(),
+            side: o.side.as_str(),
+            self_trade_prevention_mode: o.self_trade_prevention_mode.as_str(),
+        }
+    }
+}
+
+/// `GET /api/v3/myTrades` entries: the exchange's [`MyTrade`] already has Binance's field names
+/// and types (decimal strings, integer ids and times).
+pub(crate) type MyTradeJson = MyTrade;
+
+// ---------------------------------------------------------------------------------------------
+// Market data.
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /api/v3/ticker/24hr`, FULL.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Ticker24hFull {
+    symbol: Symbol,
+    price_change: String,
+    price_change_percent: String,
+    weighted_avg_price: Amount,
+    prev_close_price: Amount,
+    last_price: Amount,
+    last_qty: Amount,
+    bid_price: Amount,
+    bid_qty: Amount,
+    ask_price: Amount,
+    ask_qty: Amount,
+    open_price: Amount,
+    high_price: Amount,
+    low_price: Amount,
+    volume: Amount,
+    quote_volume: Amount,
+    open_time: u64,
+    close_time: u64,
+    first_id: i64,
+    last_id: i64,
+    count: u64,
+}
+
+/// `GET /api/v3/ticker/24hr`, MINI.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Ticker24hMini {
+    symbol: Symbol,
+    open_price: Amount,
+    high_price: Amount,
+    low_price: Amount,
+    last_price: Amount,
+    volume: Amount,
+    quote_volume: Amount,
+    open_time: u64,
+    close_time: u64,
+    first_id: i64,
+    last_id: i64,
+    count: u64,
+}
+
+/// A 24-hour ticker in either shape.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Ticker24hJson {
+    /// `type=FULL` (the default).
+    Full(Box<Ticker24hFull>),
+    /// `type=MINI`.
+    Mini(Box<Ticker24hMini>),
+}
+
+/// The ticker in the requested shape.
+pub(crate) fn ticker_24h(t: Ticker24h, mini: bool) -> Ticker24hJson {
+    if mini {
+        return Ticker24hJson::Mini(Box::new(Ticker24hMini {
+            symbol: t.symbol,
+            open_price: t.open_price,
+            high_price: t.high_price,
+            low_price: t.low_price,
+            last_price: t.last_price,
+            volume: t.volume,
+            quote_volume: t.quote_volume,
+            open_time: t.open_time.0,
+            close_time: t.close_time.0,
+            first_id: t.first_id,
+            last_id: t.last_id,
+            count: t.count,
+        }));
+    }
+    Ticker24hJson::Full(Box::new(Ticker24hFull {
+        symbol: t.symbol,
+        price_change: t.price_change,
+        price_change_percent: t.price_change_percent,
+        weighted_avg_price: t.weighted_avg_price,
+        prev_close_price: t.prev_close_price,
+        last_price: t.last_price,
+        last_qty: t.last_qty,
+        bid_price: t.bid_price,
+        bid_qty: t.bid_qty,
+        ask_price: t.ask_price,
+        ask_qty: t.ask_qty,
+        open_price: t.open_price,
+        high_price: t.high_price,
+        low_price: t.low_price,
+        volume: t.volume,
+        quote_volume: t.quote_volume,
+        open_time: t.open_time.0,
+        close_time: t.close_time.0,
+        first_id: t.first_id,
+        last_id: t.last_id,
+        count: t.count,
+    }))
+}
+
+/// `GET /api/v3/ticker/bookTicker`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BookTickerJson {
+    symbol: Symbol,
+    bid_price: Amount,
+    bid_qty: Amount,
+    ask_price: Amount,
+    ask_qty: Amount,
+}
+
+impl From<BookTicker> for BookTickerJson {
+    fn from(b: BookTicker) -> Self {
+        Self { symbol: b.symbol, bid_price: b.bid_price, bid_qty: b.bid_qty, ask_price: b.ask_price, ask_qty: b.ask_qty }
+    }
+}
+
+/// `GET /api/v3/ticker/price`.
+#[derive(Debug, Serialize)]
+pub(crate) struct PriceJson {
+    /// Symbol.
+    pub(crate) symbol: Symbol,
+    /// Last price.
+    pub(crate) price: Amount,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wallet.
+// ---------------------------------------------------------------------------------------------
+
+/// `YYYY-MM-DD hh:mm:ss` in UTC, as Binance prints `applyTime` and `completeTime`.
+pub(crate) fn wallet_time(t: UnixMillis) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let secs = i64::try_from(t.0 / 1000).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|d| d.format(&format).ok())
+        .unwrap_or_else(|| "1970-01-01 00:00:00".to_owned())
+}
+
+/// One entry of `GET /sapi/v1/capital/deposit/hisrec`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DepositJson {
+    id: String,
+    amount: Amount,
+    coin: AssetCode,
+    network: String,
+    status: u8,
+    address: String,
+    address_tag: String,
+    tx_id: String,
+    insert_time: u64,
+    complete_time: u64,
+    transfer_type: u8,
+    confirm_times: String,
+    unlock_confirm: u32,
+    wallet_type: u8,
+}
+
+impl From<&DepositRecord> for DepositJson {
+    fn from(d: &DepositRecord) -> Self {
+        Self {
+            id: d.id.clone(),
+            amount: d.amount,
+            coin: d.coin.clone(),
+            network: d.network.clone(),
+            status: d.status,
+            address: d.address.clone(),
+            address_tag: d.address_tag.clone(),
+            tx_id: d.tx_id.clone(),
+            insert_time: d.insert_time.0,
+            complete_time: d.insert_time.0,
+            transfer_type: d.transfer_type,
+            confirm_times: d.confirm_times.clone(),
+            unlock_confirm: d.unlock_confirm,
+            wallet_type: d.wallet_type,
+        }
+    }
+}
+
+/// One entry of `GET /sapi/v1/capital/withdraw/history`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WithdrawalJson {
+    id: String,
+    amount: Amount,
+    transaction_fee: Amount,
+    coin: AssetCode,
+    status: u8,
+    address: String,
+    tx_id: String,
+    apply_time: String,
+    network: String,
+    transfer_type: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    withdraw_order_id: Option<String>,
+    info: String,
+    confirm_no: u32,
+    wallet_type: u8,
+    tx_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    complete_time: Option<String>,
+}
+
+impl From<&WithdrawalRecord> for WithdrawalJson {
+    fn from(w: &WithdrawalRecord) -> Self {
+        Self {
+            id: w.id.clone(),
+            amount: w.amount,
+            transaction_fee: w.transaction_fee,
+            coin: w.coin.clone(),
+            status: w.status,
+            address: w.address.clone(),
+            tx_id: w.tx_id.clone(),
+            apply_time: wallet_time(w.apply_time),
+            network: w.network.clone(),
+            transfer_type: w.transfer_type,
+            withdraw_order_id: w.withdraw_order_id.clone(),
+            info: w.info.clone(),
+            confirm_no: w.confirm_no,
+            wallet_type: w.wallet_type,
+            tx_key: String::new(),
+            complete_time: w.complete_time.map(wallet_time),
+        }
+    }
+}
+
+/// Commission as Binance's account endpoint counts it: integer basis points of a fraction held
+/// in 1e-8 units (`0.001` is 10).
+pub(crate) fn basis_points(rate: Amount) -> u64 {
+    rate.units() / 10_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wallet_times_print_like_binance() {
+        assert_eq!(wallet_time(UnixMillis(1_767_225_600_999)), "2026-01-01 00:00:00");
+        assert_eq!(wallet_time(UnixMillis(1_570_878_722_000)), "2019-10-12 11:12:02");
+    }
+
+    #[test]
+    fn client_ids_follow_binances_pattern() {
+        assert!(valid_client_id("x-TKT5PX2F0123456789abcdef012345"));
+        assert!(valid_client_id("t:1/a.b_c-d"));
+        assert!(!valid_client_id(""));
+        assert!(!valid_client_id("has space"));
+        assert!(!valid_client_id(&"a".repeat(37)));
+    }
+
+    #[test]
+    fn decimals_refuse_exponents_with_minus_1100_and_excess_precision_with_minus_1111() {
+        let e = amount_text("quantity", "1e-05").unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Param(p) if p.msg == "Illegal characters found in parameter 'quantity'; legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.")
+        );
+        assert!(matches!(amount_text("price", "0.000000001"), Err(ApiError::Exchange(x)) if x.code() == -1111));
+        assert_eq!(basis_points(Amount::parse("0.001").unwrap()), 10);
+    }
+}
