@@ -11,6 +11,7 @@ pub mod error;
 pub mod exchange;
 mod ids;
 pub mod ledger;
+pub mod market_maker;
 pub mod order;
 pub mod query;
 pub mod wallet;
@@ -19,6 +20,7 @@ pub use config::{AssetSpec, ConfigError, ExchangeConfig, MarketSpec, NetworkSpec
 pub use error::ExchangeError;
 pub use exchange::{CanceledOrder, Command, Exchange, NewOrder, Outcome, PlacedOrder};
 pub use ledger::{AssetReport, Balance, InvariantViolation, Ledger};
+pub use market_maker::{MarketMaker, MarketMakerConfig};
 pub use order::{
     Fill, MyTrade, Order, OrderRef, OrderStatus, OrderType, PublicTrade, Side, StpMode, TimeInForce, Trade,
 };

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Time a client has to send its request headers, and then its body.
     pub read_timeout: Duration,
+    /// Simulated liquidity, when wanted.
+    pub market_maker: Option<keygate_exchange::MarketMakerConfig>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             admin_socket: None,
             max_connections: 4096,
             read_timeout: Duration::from_secs(10),
+            market_maker: None,
         }
     }
 }
@@ -102,6 +105,7 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;
     let limits = (config.max_connections, config.read_timeout);
+    let market_maker = config.market_maker.clone();
     let socket_path = config.admin_socket.clone();
     let join = tokio::spawn(async move {
         let flusher = {
@@ -119,11 +123,15 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         };
         let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone(), engine.clone())));
         let advancer = tokio::spawn(advance_withdrawals(engine.clone(), service.clone()));
+        let quoter = market_maker.map(|mm| tokio::spawn(run_market_maker(engine.clone(), mm)));
         let served = serve_http(listener, app(state), &limits, rx).await;
         // The flusher only sleeps between flushes, and the final flush below catches up on
         // anything it had not written yet.
         flusher.abort();
         advancer.abort();
+        if let Some(q) = quoter {
+            q.abort();
+        }
         if let Some(t) = admin_task {
             t.abort();
         }
@@ -206,6 +214,32 @@ async fn advance_withdrawals(engine: Engine, service: Service) {
             && let Err(e) = engine.submit(keygate_exchange::Command::AdvanceWithdrawals, None).await
         {
             tracing::warn!(error = %e, "completing withdrawals failed; will retry");
+        }
+    }
+}
+
+/// Keeps the simulated market maker's quotes up to date: every half second its walk takes a step,
+/// and whatever it asks for (funding, cancels, new quotes) goes through the engine like any other
+/// command, journal included.
+async fn run_market_maker(engine: Engine, config: keygate_exchange::MarketMakerConfig) {
+    let Ok(mm) = engine.query(move |ex| keygate_exchange::MarketMaker::new(config, ex)).await else {
+        return;
+    };
+    let mm = Arc::new(std::sync::Mutex::new(mm));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state = Arc::clone(&mm);
+        let commands = engine
+            .query(move |ex| state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick(ex))
+            .await
+            .unwrap_or_default();
+        for command in commands {
+            if let Err(e) = engine.submit(command, None).await {
+                // A quote that would cross (someone traded meanwhile) is simply skipped.
+                tracing::debug!(error = %e, "market maker command refused");
+            }
         }
     }
 }

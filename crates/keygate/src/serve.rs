@@ -21,6 +21,12 @@ pub struct ServeArgs {
     /// created with.
     #[arg(long, value_name = "FILE")]
     pub exchange_config: Option<std::path::PathBuf>,
+    /// Run the simulated market maker (account `market-maker`), so market orders find liquidity.
+    #[arg(long)]
+    pub market_maker: bool,
+    /// Seed of the market maker's random walk (the same seed gives the same prices).
+    #[arg(long, default_value_t = 1)]
+    pub market_maker_seed: u64,
     /// Durability of writes: `normal` survives a crash of the process (kill -9); `full` also
     /// survives power loss.
     #[arg(long, value_parser = ["normal", "full"], default_value = "normal")]
@@ -70,7 +76,14 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the exchange engine")?;
+    let market_maker = if args.market_maker {
+        let account = market_maker_account(&service).await?;
+        Some(keygate_exchange::MarketMakerConfig::new(account, args.market_maker_seed))
+    } else {
+        None
+    };
     let config = ServerConfig {
+        market_maker,
         listen: args.listen,
         trusted_proxies: trusted,
         admin_socket: Some(ctx.data_dir.admin_socket()),
@@ -106,4 +119,19 @@ async fn wait_for_signal() {
             let _ = ctrl_c.await;
         }
     }
+}
+
+/// The market maker's account, created (by the system, with a random password nobody knows) on
+/// first use.
+async fn market_maker_account(service: &keygate_service::Service) -> anyhow::Result<keygate_proto::AccountId> {
+    const NAME: &str = "market-maker";
+    let system = keygate_service::Actor::System { policy: "market-maker".into() };
+    if let Ok(a) = service.account(&system, NAME).await {
+        return Ok(keygate_proto::AccountId(a.id));
+    }
+    let mut raw = [0u8; 24];
+    getrandom::getrandom(&mut raw).context("no system randomness")?;
+    let password = zeroize::Zeroizing::new(raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let a = service.create_account(&system, NAME, password).await?;
+    Ok(keygate_proto::AccountId(a.id))
 }
