@@ -84,7 +84,8 @@ async fn acknowledged_orders_survive_kill_9_and_the_ledger_still_balances() {
     for (id, (who, ack)) in &acked {
         let client = &clients[who.as_str()];
         let id = id.to_string();
-        let got = client.signed(Method::GET, "/api/v3/order", &[("symbol", "BTCUSDT"), ("orderId", &id)]).await.unwrap();
+        let got =
+            client.signed(Method::GET, "/api/v3/order", &[("symbol", "BTCUSDT"), ("orderId", &id)]).await.unwrap();
         assert_eq!(got.status, 200, "acknowledged order {id} of {who} is gone after kill -9: {:?}", got.body);
         let executed = |v: &serde_json::Value| v["executedQty"].as_str().unwrap().parse::<f64>().unwrap();
         assert!(
