@@ -225,8 +225,11 @@ enum Target {
     Quote(u64),
 }
 
+/// Binance's `^[.A-Z:/a-z0-9_-]{1,36}$` for `newClientOrderId`.
 fn valid_client_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 36 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 36
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'))
 }
 
 impl Exchange {

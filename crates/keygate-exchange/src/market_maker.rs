@@ -76,7 +76,7 @@ fn round_down(v: u64, step: u64) -> u64 {
 }
 
 fn round_up(v: u64, step: u64) -> u64 {
-    if step == 0 || v % step == 0 { v } else { v.saturating_add(step - v % step) }
+    if step == 0 || v.is_multiple_of(step) { v } else { v.saturating_add(step - v % step) }
 }
 
 fn scale_bps(v: u64, bps_num: u64) -> u64 {

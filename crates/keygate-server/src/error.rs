@@ -38,6 +38,8 @@ pub enum ApiError {
     Busy,
     /// Something failed inside; the cause is logged once by the error middleware, never sent.
     Internal(String),
+    /// A dependency (the store) does not answer: 503, so load balancers take the node out.
+    Unavailable(String),
 }
 
 impl From<ExchangeError> for ApiError {
@@ -95,6 +97,7 @@ impl ApiError {
                 ErrorBody::with_msg(ErrorCode::Unknown, "Method not allowed for this endpoint."),
                 None,
             ),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(ErrorCode::Unknown), None),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None),
             Self::Exchange(ExchangeError::Internal(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None)
@@ -201,3 +204,44 @@ impl IntoResponse for ApiError {
 /// The internal cause of a 500, for the logging middleware.
 #[derive(Debug, Clone)]
 pub struct InternalCause(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: ApiError) -> (u16, i32, String, Option<String>, bool) {
+        let res = e.into_response();
+        let retry = res.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let logged = res.extensions().get::<InternalCause>().is_some();
+        let status = res.status().as_u16();
+        let bytes = body_bytes(res.into_body());
+        let parsed: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        (status, parsed.code, parsed.msg, retry, logged)
+    }
+
+    fn body_bytes(body: axum::body::Body) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(axum::body::to_bytes(body, 1 << 16)).unwrap().to_vec()
+    }
+
+    #[test]
+    fn engine_errors_map_to_binance_codes_and_statuses() {
+        let (s, c, m, _, logged) = answer(EngineError::Rejected(ExchangeError::UnknownSymbol).into());
+        assert_eq!((s, c, m.as_str(), logged), (400, -1121, "Invalid symbol.", false));
+        let (s, c, _, _, _) = answer(EngineError::Rejected(ExchangeError::InsufficientBalance).into());
+        assert_eq!((s, c), (400, -2010));
+        let (s, c, _, _, _) = answer(EngineError::Rejected(ExchangeError::AddressNotAllowed).into());
+        assert_eq!((s, c), (400, -4035));
+        let (s, c, m, _, _) = answer(EngineError::Expired.into());
+        assert_eq!((s, c, m.as_str()), (400, -1021, "Timestamp for this request is outside of the recvWindow."));
+        let (s, c, _, retry, _) = answer(EngineError::Busy.into());
+        assert_eq!((s, c, retry.as_deref()), (429, -1003, Some("1")));
+        for e in [EngineError::Storage("disk full".into()), EngineError::Stopped] {
+            let (s, c, m, _, logged) = answer(e.into());
+            assert_eq!((s, c, logged), (500, -1000, true));
+            assert!(!m.contains("disk"), "internal causes are never sent: {m}");
+        }
+        let (s, c, _, _, logged) = answer(ExchangeError::Internal("overflow").into());
+        assert_eq!((s, c, logged), (500, -1000, true));
+    }
+}

@@ -16,6 +16,6 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<BinanceJson<s
         .store()
         .account_by_id(keygate_auth::AccountId(0))
         .await
-        .map_err(|e| ApiError::Internal(format!("store not ready: {e}")))?;
+        .map_err(|e| ApiError::Unavailable(format!("store not ready: {e}")))?;
     Ok(BinanceJson(serde_json::json!({ "status": "ready", "keys_cached": state.service.cache().len() })))
 }

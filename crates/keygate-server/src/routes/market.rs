@@ -80,7 +80,8 @@ pub(crate) struct RateLimit {
 
 /// Binance's published spot limits.
 fn rate_limits() -> Vec<RateLimit> {
-    let l = |rate_limit_type, interval, interval_num, limit| RateLimit { rate_limit_type, interval, interval_num, limit };
+    let l =
+        |rate_limit_type, interval, interval_num, limit| RateLimit { rate_limit_type, interval, interval_num, limit };
     vec![
         l("REQUEST_WEIGHT", "MINUTE", 1, 6000),
         l("ORDERS", "SECOND", 10, 100),
@@ -300,10 +301,9 @@ pub(crate) async fn ticker_price(
 ) -> Result<BinanceJson<OneOrMany<wire::PriceJson>>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "symbols"])?;
     let selection = wire::symbol_selection(&p)?;
-    let out = per_symbol(&state, selection, |ex, s| {
-        Ok(wire::PriceJson { symbol: s.clone(), price: ex.last_price(s)? })
-    })
-    .await?;
+    let out =
+        per_symbol(&state, selection, |ex, s| Ok(wire::PriceJson { symbol: s.clone(), price: ex.last_price(s)? }))
+            .await?;
     Ok(BinanceJson(out))
 }
 

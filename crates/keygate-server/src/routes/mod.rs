@@ -1,15 +1,20 @@
 //! Route table: every endpoint with its security type.
 
 mod account;
+mod compat;
 mod health;
+mod market;
 mod public;
+mod trading;
+mod wallet;
+mod wire;
 
 use crate::error::{InternalCause, JSON};
 use crate::{ApiError, AppState, request_id};
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use std::time::Duration;
 use tower_http::trace::TraceLayer;
@@ -46,6 +51,34 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
         .route("/sapi/v1/account/apiRestrictions", get(account::api_restrictions))
+        // Market data (NONE).
+        .route("/api/v3/exchangeInfo", get(market::exchange_info))
+        .route("/api/v3/depth", get(market::depth))
+        .route("/api/v3/trades", get(market::trades))
+        .route("/api/v3/klines", get(market::klines))
+        .route("/api/v3/ticker/price", get(market::ticker_price))
+        .route("/api/v3/ticker/24hr", get(market::ticker_24hr))
+        .route("/api/v3/ticker/bookTicker", get(market::book_ticker))
+        .route("/api/v3/avgPrice", get(market::avg_price))
+        // Spot account and orders (USER_DATA reads, TRADE writes).
+        .route("/api/v3/account", get(trading::account))
+        .route("/api/v3/order", get(trading::query_order).post(trading::new_order).delete(trading::cancel_order))
+        .route("/api/v3/order/test", post(trading::test_order))
+        .route("/api/v3/openOrders", get(trading::open_orders).delete(trading::cancel_open_orders))
+        .route("/api/v3/allOrders", get(trading::all_orders))
+        .route("/api/v3/myTrades", get(trading::my_trades))
+        // Wallet (USER_DATA reads; withdrawals need the withdraw permission).
+        .route("/sapi/v1/capital/config/getall", get(wallet::all_coins))
+        .route("/sapi/v1/capital/deposit/hisrec", get(wallet::deposit_history))
+        .route("/sapi/v1/capital/deposit/address", get(wallet::deposit_address))
+        .route("/sapi/v1/capital/withdraw/history", get(wallet::withdraw_history))
+        .route("/sapi/v1/capital/withdraw/apply", post(wallet::withdraw))
+        .route("/sapi/v1/asset/tradeFee", get(wallet::trade_fee))
+        // ccxt's default load_markets() (reference G1).
+        .route("/fapi/v1/exchangeInfo", get(compat::futures_exchange_info))
+        .route("/dapi/v1/exchangeInfo", get(compat::futures_exchange_info))
+        .route("/sapi/v1/margin/allPairs", get(compat::margin_pairs))
+        .route("/sapi/v1/margin/isolated/allPairs", get(compat::margin_pairs))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .fallback(|| async { ApiError::NotFound })

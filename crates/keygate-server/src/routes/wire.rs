@@ -327,6 +327,13 @@ pub(crate) struct OrderJson {
     self_trade_prevention_mode: &'static str,
 }
 
+impl OrderJson {
+    /// The order's client id.
+    pub(crate) fn client_order_id(&self) -> &str {
+        &self.client_order_id
+    }
+}
+
 impl From<&Order> for OrderJson {
     fn from(o: &Order) -> Self {
         Self {
@@ -521,7 +528,13 @@ pub(crate) struct BookTickerJson {
 
 impl From<BookTicker> for BookTickerJson {
     fn from(b: BookTicker) -> Self {
-        Self { symbol: b.symbol, bid_price: b.bid_price, bid_qty: b.bid_qty, ask_price: b.ask_price, ask_qty: b.ask_qty }
+        Self {
+            symbol: b.symbol,
+            bid_price: b.bid_price,
+            bid_qty: b.bid_qty,
+            ask_price: b.ask_price,
+            ask_qty: b.ask_qty,
+        }
     }
 }
 

@@ -5,5 +5,9 @@
 
 mod admin_channel;
 mod errors;
+mod exchange_market;
+mod exchange_support;
+mod exchange_trading;
+mod exchange_wallet;
 mod keys_over_http;
 mod usage_and_audit;

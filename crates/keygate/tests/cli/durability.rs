@@ -4,8 +4,7 @@ use super::{Sandbox, system_time};
 use keygate_client::{Client, Signer};
 use reqwest::Method;
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
 fn start(s: &Sandbox) -> (Child, String) {

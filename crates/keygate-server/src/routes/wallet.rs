@@ -1,0 +1,373 @@
+//! The wallet (`/sapi/v1/capital/*`, `/sapi/v1/asset/tradeFee`): coins and networks, deposit
+//! addresses and history, withdrawals.
+//!
+//! A withdrawal carries the verified key's policy (address allowlist, 24-hour limit, key id) into
+//! the engine, which checks it atomically with the balance: two concurrent withdrawals cannot both
+//! pass a limit that only one fits under.
+
+use super::BinanceJson;
+use super::trading::fresh_until;
+use super::wire::{self, DepositJson, WithdrawalJson, opt, req};
+use crate::extract::{Signed, UserData, Withdraw};
+use crate::{ApiError, AppState};
+use axum::extract::State;
+use keygate_auth::Params;
+use keygate_exchange::wallet::WITHDRAW_PROCESSING;
+use keygate_exchange::{
+    AssetSpec, Command, DepositAddress, ExchangeError, HistoryQuery, NetworkSpec, Outcome, WithdrawPolicy,
+};
+use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+fn now(state: &AppState) -> UnixMillis {
+    state.service.clock().now().as_millis()
+}
+
+// ---------------------------------------------------------------------------------------------
+// capital/config/getall.
+// ---------------------------------------------------------------------------------------------
+
+/// One coin of `GET /sapi/v1/capital/config/getall`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CoinJson {
+    coin: AssetCode,
+    deposit_all_enable: bool,
+    withdraw_all_enable: bool,
+    name: String,
+    free: Amount,
+    locked: Amount,
+    freeze: &'static str,
+    withdrawing: Amount,
+    ipoing: &'static str,
+    ipoable: &'static str,
+    storage: &'static str,
+    is_legal_money: bool,
+    trading: bool,
+    network_list: Vec<NetworkJson>,
+}
+
+/// One network of a coin.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(clippy::struct_excessive_bools)] // Binance's shape.
+struct NetworkJson {
+    network: String,
+    coin: AssetCode,
+    withdraw_integer_multiple: Amount,
+    is_default: bool,
+    deposit_enable: bool,
+    withdraw_enable: bool,
+    deposit_desc: &'static str,
+    withdraw_desc: &'static str,
+    special_tips: &'static str,
+    name: String,
+    reset_address_status: bool,
+    address_regex: &'static str,
+    memo_regex: &'static str,
+    withdraw_fee: Amount,
+    withdraw_min: Amount,
+    withdraw_max: Amount,
+    min_confirm: u32,
+    un_lock_confirm: u32,
+    same_address: bool,
+    estimated_arrival_time: u32,
+    busy: bool,
+}
+
+/// The human name Binance gives a network code.
+fn network_name(code: &str) -> String {
+    match code {
+        "BTC" => "Bitcoin",
+        "ETH" => "Ethereum (ERC20)",
+        "BSC" => "BNB Smart Chain (BEP20)",
+        "TRX" => "Tron (TRC20)",
+        other => other,
+    }
+    .to_owned()
+}
+
+fn coin_json(spec: &AssetSpec, free: Amount, locked: Amount, withdrawing: Amount) -> CoinJson {
+    // The default network is the first withdraw-enabled one (the exchange's rule), else the first.
+    let default = spec.networks.iter().position(|n| n.withdraw_enable).unwrap_or(0);
+    let network = |(i, n): (usize, &NetworkSpec)| NetworkJson {
+        network: n.network.clone(),
+        coin: spec.coin.clone(),
+        withdraw_integer_multiple: Amount::from_units(1),
+        is_default: i == default,
+        deposit_enable: n.deposit_enable,
+        withdraw_enable: n.withdraw_enable,
+        deposit_desc: "",
+        withdraw_desc: "",
+        special_tips: "",
+        name: network_name(&n.network),
+        reset_address_status: false,
+        address_regex: "",
+        memo_regex: "",
+        withdraw_fee: n.withdraw_fee,
+        withdraw_min: n.withdraw_min,
+        withdraw_max: n.withdraw_max,
+        min_confirm: 1,
+        un_lock_confirm: 0,
+        same_address: false,
+        estimated_arrival_time: 1,
+        busy: false,
+    };
+    CoinJson {
+        coin: spec.coin.clone(),
+        deposit_all_enable: spec.networks.iter().any(|n| n.deposit_enable),
+        withdraw_all_enable: spec.networks.iter().any(|n| n.withdraw_enable),
+        name: spec.name.clone(),
+        free,
+        locked,
+        freeze: "0",
+        withdrawing,
+        ipoing: "0",
+        ipoable: "0",
+        storage: "0",
+        is_legal_money: false,
+        trading: true,
+        network_list: spec.networks.iter().enumerate().map(network).collect(),
+    }
+}
+
+/// `GET /sapi/v1/capital/config/getall` (USER_DATA): every coin with its networks and the
+/// account's balance; `withdrawing` is what processing withdrawals hold, `locked` the rest of the
+/// locked balance (open orders).
+pub(crate) async fn all_coins(
+    State(state): State<AppState>,
+    signed: Signed<UserData>,
+) -> Result<BinanceJson<Vec<CoinJson>>, ApiError> {
+    signed.request.params().ensure_only(&[])?;
+    let account = signed.request.account_id();
+    let at = now(&state);
+    let coins = state
+        .engine
+        .query(move |ex| {
+            let processing = HistoryQuery { status: Some(WITHDRAW_PROCESSING), ..HistoryQuery::default() };
+            let mut withdrawing: BTreeMap<AssetCode, u64> = BTreeMap::new();
+            for w in ex.withdraw_history(account, &processing, at).unwrap_or_default() {
+                let sum = withdrawing.entry(w.coin.clone()).or_default();
+                *sum = sum.saturating_add(w.amount.units());
+            }
+            let balances = ex.balances(account);
+            ex.assets()
+                .iter()
+                .map(|spec| {
+                    let b = balances.iter().find(|b| b.asset == spec.coin);
+                    let (free, locked) = b.map_or((0, 0), |b| (b.free.units(), b.locked.units()));
+                    let w = withdrawing.get(&spec.coin).copied().unwrap_or(0).min(locked);
+                    coin_json(spec, Amount::from_units(free), Amount::from_units(locked - w), Amount::from_units(w))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    Ok(BinanceJson(coins))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deposits.
+// ---------------------------------------------------------------------------------------------
+
+/// An optional `status` (a small integer).
+fn opt_status(p: &Params) -> Result<Option<u8>, ApiError> {
+    wire::opt_u64(p, "status")?.map(|s| u8::try_from(s).map_err(|_| wire::invalid("status"))).transpose()
+}
+
+/// `GET /sapi/v1/capital/deposit/hisrec` (USER_DATA): newest first (`coin`, `status`,
+/// `startTime`, `endTime` within 90 days, `offset`, `limit`; `includeSource` is accepted and adds
+/// nothing, the sandbox knows no source addresses).
+pub(crate) async fn deposit_history(
+    State(state): State<AppState>,
+    signed: Signed<UserData>,
+) -> Result<BinanceJson<Vec<DepositJson>>, ApiError> {
+    let p = signed.request.params();
+    p.ensure_only(&["coin", "status", "startTime", "endTime", "offset", "limit", "includeSource"])?;
+    wire::opt_bool(p, "includeSource")?;
+    let q = HistoryQuery {
+        coin: wire::opt_coin(p, "coin")?,
+        status: opt_status(p)?,
+        start_time: wire::opt_time(p, "startTime")?,
+        end_time: wire::opt_time(p, "endTime")?,
+        offset: wire::opt_u32(p, "offset")?,
+        limit: wire::opt_u32(p, "limit")?,
+        withdraw_order_id: None,
+    };
+    let account = signed.request.account_id();
+    let at = now(&state);
+    let list = state
+        .engine
+        .query(move |ex| {
+            ex.deposit_history(account, &q, at).map(|v| v.into_iter().map(DepositJson::from).collect::<Vec<_>>())
+        })
+        .await??;
+    Ok(BinanceJson(list))
+}
+
+/// `GET /sapi/v1/capital/deposit/address` (USER_DATA): `coin` (`network`, default the coin's
+/// first deposit-enabled network).
+pub(crate) async fn deposit_address(
+    State(state): State<AppState>,
+    signed: Signed<UserData>,
+) -> Result<BinanceJson<DepositAddress>, ApiError> {
+    let p = signed.request.params();
+    p.ensure_only(&["coin", "network"])?;
+    req(p, "coin")?;
+    let coin = wire::opt_coin(p, "coin")?.ok_or(ExchangeError::UnknownAsset)?;
+    let network = opt(p, "network")?.map(str::to_owned);
+    let account = signed.request.account_id();
+    let address = state.engine.query(move |ex| ex.deposit_address(account, &coin, network.as_deref())).await??;
+    Ok(BinanceJson(address))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Withdrawals.
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /sapi/v1/capital/withdraw/history` (USER_DATA): newest first (`coin`,
+/// `withdrawOrderId`, `status`, `startTime`, `endTime` within 90 days, `offset`, `limit`).
+pub(crate) async fn withdraw_history(
+    State(state): State<AppState>,
+    signed: Signed<UserData>,
+) -> Result<BinanceJson<Vec<WithdrawalJson>>, ApiError> {
+    let p = signed.request.params();
+    p.ensure_only(&["coin", "withdrawOrderId", "status", "startTime", "endTime", "offset", "limit"])?;
+    let q = HistoryQuery {
+        coin: wire::opt_coin(p, "coin")?,
+        status: opt_status(p)?,
+        start_time: wire::opt_time(p, "startTime")?,
+        end_time: wire::opt_time(p, "endTime")?,
+        offset: wire::opt_u32(p, "offset")?,
+        limit: wire::opt_u32(p, "limit")?,
+        withdraw_order_id: opt(p, "withdrawOrderId")?.map(str::to_owned),
+    };
+    let account = signed.request.account_id();
+    let at = now(&state);
+    let list = state
+        .engine
+        .query(move |ex| {
+            ex.withdraw_history(account, &q, at).map(|v| v.into_iter().map(WithdrawalJson::from).collect::<Vec<_>>())
+        })
+        .await??;
+    Ok(BinanceJson(list))
+}
+
+/// `{"id": "..."}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct WithdrawApplied {
+    id: String,
+}
+
+/// Free text a withdrawal may carry (`address`, `withdrawOrderId`, `name`): printable, bounded.
+fn text_param<'a>(p: &'a Params, name: &str, max: usize) -> Result<Option<&'a str>, ApiError> {
+    match opt(p, name)? {
+        Some(v) if v.len() > max || v.chars().any(char::is_control) => {
+            Err(wire::illegal(name, &format!("printable text of at most {max} bytes")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// `POST /sapi/v1/capital/withdraw/apply` (withdraw permission, IP allowlist, single-use
+/// signature): `coin`, `address`, `amount` (`network`, `withdrawOrderId`, `name`, `walletType`
+/// 0, `transactionFeeFlag`, an empty `addressTag`). The key's address allowlist, 24-hour limit
+/// and the balance are checked by the engine in one step.
+pub(crate) async fn withdraw(
+    State(state): State<AppState>,
+    signed: Signed<Withdraw>,
+) -> Result<BinanceJson<WithdrawApplied>, ApiError> {
+    let r = &signed.request;
+    let p = r.params();
+    p.ensure_only(&[
+        "coin",
+        "network",
+        "address",
+        "addressTag",
+        "amount",
+        "withdrawOrderId",
+        "walletType",
+        "name",
+        "transactionFeeFlag",
+    ])?;
+    req(p, "coin")?;
+    let coin = wire::opt_coin(p, "coin")?.ok_or(ExchangeError::UnknownAsset)?;
+    let address = text_param(p, "address", 128)?.ok_or_else(|| keygate_auth::ParamError::mandatory("address"))?;
+    let amount = wire::amount_text("amount", req(p, "amount")?)?;
+    let network = opt(p, "network")?.map(str::to_owned);
+    let withdraw_order_id = text_param(p, "withdrawOrderId", 100)?.map(str::to_owned);
+    // The sandbox's networks take no memo/tag, and it has only the spot wallet: refuse what it
+    // cannot honour rather than drop it silently.
+    match p.get("addressTag") {
+        None | Some("") => {}
+        Some(_) => return Err(wire::not_required("addressTag")),
+    }
+    match wire::opt_u64(p, "walletType")? {
+        None | Some(0) => {}
+        Some(_) => return Err(wire::invalid("walletType")),
+    }
+    // `name` labels the address in Binance's address book; `transactionFeeFlag` only concerns
+    // internal transfers. Both are checked and otherwise have no effect here.
+    text_param(p, "name", 200)?;
+    wire::opt_bool(p, "transactionFeeFlag")?;
+    let key = r.key();
+    let policy = WithdrawPolicy {
+        allowed_addresses: key.restrictions.withdraw_addresses.clone(),
+        limit_24h: key.restrictions.withdraw_limit_24h.as_ref().map(|l| (l.asset.clone(), l.amount)),
+        key_id: key.id.as_str().to_owned(),
+    };
+    let command = Command::Withdraw(keygate_exchange::Withdraw {
+        account: r.account_id(),
+        coin,
+        network,
+        address: address.to_owned(),
+        amount,
+        withdraw_order_id,
+        policy,
+    });
+    match state.engine.submit(command, fresh_until(&state, r)).await? {
+        Outcome::WithdrawApplied(record) => Ok(BinanceJson(WithdrawApplied { id: record.id })),
+        other => Err(ApiError::Internal(format!("unexpected engine outcome {other:?}"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trade fees.
+// ---------------------------------------------------------------------------------------------
+
+/// One entry of `GET /sapi/v1/asset/tradeFee`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TradeFeeJson {
+    symbol: Symbol,
+    maker_commission: Amount,
+    taker_commission: Amount,
+}
+
+/// `GET /sapi/v1/asset/tradeFee` (USER_DATA): maker and taker rates of one market (`symbol`) or
+/// all, always as an array.
+pub(crate) async fn trade_fee(
+    State(state): State<AppState>,
+    signed: Signed<UserData>,
+) -> Result<BinanceJson<Vec<TradeFeeJson>>, ApiError> {
+    let p = signed.request.params();
+    p.ensure_only(&["symbol"])?;
+    let only = wire::opt_symbol(p)?;
+    let fees = state
+        .engine
+        .query(move |ex| {
+            let symbols: Vec<Symbol> = match only {
+                Some(s) => vec![s],
+                None => ex.markets().iter().map(|m| m.symbol.clone()).collect(),
+            };
+            symbols
+                .into_iter()
+                .map(|s| {
+                    let (maker, taker) = ex.fee_rates(&s)?;
+                    Ok(TradeFeeJson { symbol: s, maker_commission: maker, taker_commission: taker })
+                })
+                .collect::<Result<Vec<_>, ExchangeError>>()
+        })
+        .await??;
+    Ok(BinanceJson(fees))
+}
