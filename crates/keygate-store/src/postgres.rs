@@ -50,7 +50,6 @@ const MAX_CONNECTIONS: u32 = 8;
 const LOCK_TIMEOUT: &str = "5s";
 
 /// A [`Store`] on a PostgreSQL database.
-
 pub struct PgStore {
     /// Where it is, without the password: `postgres://user@host:port/database`.
     target: String,

@@ -51,7 +51,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: u32 = 4;
 
 /// A [`Store`] on one SQLite database file.
-
 pub struct SqliteStore {
     path: PathBuf,
     /// Exactly one connection: every mutation, in a transaction.
