@@ -9,6 +9,7 @@ pub mod extract;
 pub mod request_id;
 mod routes;
 pub mod serve;
+pub mod weight;
 
 pub use error::ApiError;
 pub use serve::{ServerConfig, ServerHandle};
@@ -30,6 +31,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// Networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// Request weight used per client address this minute.
+    pub weights: Arc<weight::WeightCounter>,
 }
 
 /// The router with every route and layer, separate from binding a socket so tests can drive it

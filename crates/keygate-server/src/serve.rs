@@ -101,6 +101,7 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        weights: Arc::default(),
     };
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;

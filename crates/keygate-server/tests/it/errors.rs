@@ -117,3 +117,21 @@ async fn expired_key_is_refused_once_the_clock_passes_its_expiry() {
     assert_eq!((a.status, a.reason.as_deref()), (401, Some("KEY_EXPIRED")));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_response_reports_the_weight_used_this_minute() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+    let used = |res: &reqwest::Response| res.headers()["x-mbx-used-weight-1m"].to_str().unwrap().to_owned();
+    let first = http.get(format!("{}/api/v3/ping", app.base_url)).send().await.unwrap();
+    assert_eq!(used(&first), "1");
+    let info = http.get(format!("{}/api/v3/exchangeInfo", app.base_url)).send().await.unwrap();
+    assert_eq!(used(&info), "21", "exchangeInfo weighs 20");
+    let missing = http.get(format!("{}/api/v3/account", app.base_url)).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(used(&missing), "41", "refused requests count too, as on Binance");
+    app.clock.advance_ms(60_000);
+    let later = http.get(format!("{}/api/v3/ping", app.base_url)).send().await.unwrap();
+    assert_eq!(used(&later), "1", "a new minute starts from zero");
+    app.shutdown().await;
+}
