@@ -62,13 +62,7 @@ pub fn weight(method: &Method, path: &str, query: &str) -> u32 {
             }
         }
         ("GET", "/api/v3/allOrders") | ("GET", "/api/v3/myTrades") => 20,
-        ("POST", "/api/v3/order/test") => {
-            if value("computeCommissionRates") == "true" {
-                20
-            } else {
-                1
-            }
-        }
+        ("POST", "/api/v3/order/test") if value("computeCommissionRates") == "true" => 20,
         ("GET", "/sapi/v1/capital/config/getall") => 10,
         _ => 1,
     }
