@@ -64,13 +64,13 @@ impl std::fmt::Debug for Engine {
 /// How often (in journal entries) a snapshot is written.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
-    /// Journal entries between snapshots.
+    /// Journal entries between snapshots: each start replays at most about this many.
     pub snapshot_every: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { snapshot_every: 10_000 }
+        Self { snapshot_every: 100_000 }
     }
 }
 
@@ -81,6 +81,8 @@ struct Runner {
     rt: tokio::runtime::Handle,
     next_seq: i64,
     snapshot_seq: i64,
+    /// A snapshot is being written by its helper thread.
+    snapshotting: Arc<std::sync::atomic::AtomicBool>,
     config: EngineConfig,
     exchange_config: ExchangeConfig,
 }
@@ -106,6 +108,7 @@ impl Engine {
             rt: tokio::runtime::Handle::current(),
             next_seq: last_seq + 1,
             snapshot_seq,
+            snapshotting: Arc::default(),
             config,
             exchange_config,
         };
@@ -262,13 +265,31 @@ impl Runner {
             q(&self.exchange);
         }
         let last = self.next_seq - 1;
-        if u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every {
-            match self.exchange.snapshot() {
-                Ok(bytes) => match self.rt.block_on(self.store.save_snapshot(last, &bytes)) {
-                    Ok(()) => self.snapshot_seq = last,
-                    Err(e) => tracing::warn!(error = %e, "snapshot failed; will retry"),
-                },
-                Err(e) => tracing::warn!(error = %e, "snapshot failed; will retry"),
+        if u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every
+            && !self.snapshotting.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            // Serialising and writing a large state takes long; the engine only clones it (a
+            // memory copy) and a helper thread does the rest, so orders keep flowing meanwhile.
+            // The snapshot names the last entry it includes, so entries committed after it are
+            // simply replayed after it on the next start.
+            let copy = self.exchange.clone();
+            let store = Arc::clone(&self.store);
+            let rt = self.rt.clone();
+            let busy = Arc::clone(&self.snapshotting);
+            self.snapshot_seq = last;
+            let spawned = std::thread::Builder::new().name("keygate-snapshot".into()).spawn(move || {
+                match copy.snapshot() {
+                    Ok(bytes) => {
+                        if let Err(e) = rt.block_on(store.save_snapshot(last, &bytes)) {
+                            tracing::warn!(error = %e, "snapshot failed; the next one will retry");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "snapshot failed; the next one will retry"),
+                }
+                busy.store(false, std::sync::atomic::Ordering::Release);
+            });
+            if spawned.is_err() {
+                self.snapshotting.store(false, std::sync::atomic::Ordering::Release);
             }
         }
     }

@@ -104,7 +104,15 @@ async fn snapshots_bound_the_replay_and_give_the_same_state() {
     let engine = engine(&store, &clock, 2).await;
     trade_a_little(&engine, &clock).await;
     let before = state(&engine).await;
-    let (snap_seq, _) = store.latest_snapshot().await.unwrap().unwrap();
+    // Snapshots are written by a helper thread: give it a moment.
+    let mut snap_seq = 0;
+    for _ in 0..200 {
+        snap_seq = store.latest_snapshot().await.unwrap().map_or(0, |(s, _)| s);
+        if snap_seq >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert!(snap_seq >= 4, "a snapshot was taken every two entries, latest at {snap_seq}");
     let restarted =
         Engine::start(Arc::clone(&store), clock.clone(), ExchangeConfig::default(), EngineConfig::default())
