@@ -49,7 +49,11 @@ impl Book {
     }
 
     /// Appends a resting order at the back of its level.
-    pub(crate) fn insert(&mut self, side: Side, price: u64, order_id: u64, qty: u64) {
+    ///
+    /// Public so that the book can be driven without an [`Exchange`](crate::Exchange), e.g. by
+    /// the book-only benchmark (`keygate-bench`, `benches/orderbook.rs`); the engine rests orders
+    /// through this same function.
+    pub fn insert(&mut self, side: Side, price: u64, order_id: u64, qty: u64) {
         let level = self.side_mut(side).entry(price).or_default();
         level.queue.push_back(order_id);
         level.qty = level.qty.saturating_add(qty);
@@ -58,13 +62,57 @@ impl Book {
     }
 
     /// Takes a live order (with `qty` remaining) out of its level; the id is dropped lazily.
-    pub(crate) fn remove(&mut self, side: Side, price: u64, qty: u64) {
+    ///
+    /// Public for the same reason as [`Book::insert`]; the engine cancels through this function.
+    pub fn remove(&mut self, side: Side, price: u64, qty: u64) {
         let levels = self.side_mut(side);
         if let Some(level) = levels.get_mut(&price) {
             level.qty = level.qty.saturating_sub(qty);
             level.live = level.live.saturating_sub(1);
             if level.live == 0 {
                 levels.remove(&price);
+            }
+        }
+        self.update_id += 1;
+    }
+
+    /// The front live order of the best level on `side`, as `(price, order id)`, for matching a
+    /// taker against that side without an [`Exchange`](crate::Exchange).
+    ///
+    /// Ids for which `is_open` is false are popped from the front (lazy deletion), and a level
+    /// with no live id left is dropped, the way the engine's matching loop does it. Pair with
+    /// [`Book::fill_front`]; the engine itself inlines these steps.
+    pub fn front(&mut self, side: Side, mut is_open: impl FnMut(u64) -> bool) -> Option<(u64, u64)> {
+        loop {
+            let levels = self.side_mut(side);
+            let mut entry = match side {
+                Side::Buy => levels.last_entry()?,
+                Side::Sell => levels.first_entry()?,
+            };
+            let price = *entry.key();
+            let level = entry.get_mut();
+            while let Some(&id) = level.queue.front() {
+                if is_open(id) {
+                    return Some((price, id));
+                }
+                level.queue.pop_front();
+            }
+            entry.remove();
+        }
+    }
+
+    /// Fills `qty` of the order [`Book::front`] returned at `price` on `side`; `done` when that
+    /// leaves it nothing, which takes it off the queue (and drops the level if it was the last).
+    pub fn fill_front(&mut self, side: Side, price: u64, qty: u64, done: bool) {
+        let levels = self.side_mut(side);
+        if let Some(level) = levels.get_mut(&price) {
+            level.qty = level.qty.saturating_sub(qty);
+            if done {
+                level.queue.pop_front();
+                level.live = level.live.saturating_sub(1);
+                if level.live == 0 {
+                    levels.remove(&price);
+                }
             }
         }
         self.update_id += 1;
