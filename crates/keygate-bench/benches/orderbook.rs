@@ -799,9 +799,7 @@ fn main() {
         lob.push(time_book(Lobster::default, &mix));
         eng.push(time_engine(&eng_prefill, &eng_main, n));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| std::path::PathBuf::from("target"), std::path::PathBuf::from);
-    let target = if target.join("criterion").exists() { target } else { std::path::PathBuf::from("../../target") };
+    let target = keygate_bench::criterion_target();
     let crit = |group: &str, name: &str| keygate_bench::mean_ns(&target, group, name).map(|ns| n as f64 / (ns * 1e-9));
     let rows = [
         ("book", "keygate", median(kg)),

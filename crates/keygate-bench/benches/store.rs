@@ -145,9 +145,7 @@ fn main() {
         println!("KEYGATE_TEST_POSTGRES_URL is not set: PostgreSQL not measured");
     }
     c.final_summary();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| std::path::PathBuf::from("target"), std::path::PathBuf::from);
-    let target = if target.join("criterion").exists() { target } else { std::path::PathBuf::from("../../target") };
+    let target = keygate_bench::criterion_target();
     println!("\nstore operations, mean time (same run):");
     println!("  {:<24} {:>12} {:>12} {:>8}", "operation", "sqlite", "postgres", "pg/sqlite");
     for op in ["insert_key", "get_key", "update_key", "record_usage_100_keys", "append_audit", "list_keys_100"] {

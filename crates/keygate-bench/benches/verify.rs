@@ -151,9 +151,7 @@ fn main() {
     );
     c.final_summary();
 
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| std::path::PathBuf::from("target"), std::path::PathBuf::from);
-    let target = if target.join("criterion").exists() { target } else { std::path::PathBuf::from("../../target") };
+    let target = keygate_bench::criterion_target();
     let get = |n: &str| keygate_bench::mean_ns(&target, "verify", n);
     println!("\nratios (pipeline / baseline, same run, {KEYS} keys cached):");
     for (pipe, base, goal) in [("hmac_pipeline", "hmac_baseline", 2.0), ("ed25519_pipeline", "ed25519_baseline", 1.1)] {
