@@ -26,9 +26,46 @@ pub enum ReplayOutcome {
     Full,
 }
 
+/// A signature's identity with its keyed hash, computed once per request and used both to pick
+/// the shard and as the map's hash (the map's hasher passes it through), so a request costs one
+/// SipHash, not two. The hash is keyed with a per-process secret, so signatures cannot be ground
+/// into colliding buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SigId {
+    hash: u64,
+    id: [u8; 16],
+}
+
+impl std::hash::Hash for SigId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes through the one `u64` a [`SigId`] writes.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `SigId`; fold anything else in so it still hashes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shard {
-    live: HashMap<[u8; 16], u64>,
+    live: HashMap<SigId, u64, std::hash::BuildHasherDefault<PassThrough>>,
     /// No entry expires before this instant, so a full shard is not rescanned until then: a
     /// flood that keeps it full costs one comparison per request, not a scan.
     earliest_expiry: u64,
@@ -64,10 +101,12 @@ impl ReplayGuard {
         let mut id = [0u8; 16];
         let n = signature.len().min(16);
         id[..n].copy_from_slice(&signature[..n]);
-        let shard = (self.shard_of.hash_one(id) % SHARDS as u64) as usize;
+        let key = SigId { hash: self.shard_of.hash_one(id), id };
+        // The low bits pick the bucket inside the map; the high ones pick the shard.
+        let shard = ((key.hash >> 60) as usize) % SHARDS;
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
         let mut shard = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match shard.live.get(&id) {
+        match shard.live.get(&key) {
             Some(&exp) if exp >= now_us => return ReplayOutcome::Reused,
             _ => {}
         }
@@ -84,7 +123,7 @@ impl ReplayGuard {
         if shard.live.is_empty() || expires_us < shard.earliest_expiry {
             shard.earliest_expiry = expires_us;
         }
-        shard.live.insert(id, expires_us);
+        shard.live.insert(key, expires_us);
         ReplayOutcome::Fresh
     }
 
@@ -120,7 +159,7 @@ mod tests {
         let shard = |s: &[u8; 32]| {
             let mut id = [0u8; 16];
             id.copy_from_slice(&s[..16]);
-            g.shard_of.hash_one(id) % SHARDS as u64
+            (g.shard_of.hash_one(id) >> 60) % SHARDS as u64
         };
         let mk = |i: u8| {
             let mut s = [0u8; 32];
