@@ -7,8 +7,9 @@
 //! move it. Memory is bounded: at most [`MAX_TRACKED`] addresses and as many accounts.
 //!
 //! What counts (see docs/demo.md for the operator's view):
-//! - every request adds its weight (see [`crate::weight::weight`]) to its address's weight windows
-//!   and one to its raw-request windows, before anything else is done with it, signed or not;
+//! - every request to the exchange API (not `/healthz`, `/readyz` or the console) adds its
+//!   weight (see [`crate::weight::weight`]) to its address's weight windows and one to its
+//!   raw-request windows, before anything else is done with it, signed or not;
 //! - a request that finds its address over a limit is refused with 429 -1003 and costs no work;
 //!   refused requests still count, as on Binance, so the counter keeps climbing until the window
 //!   resets;
@@ -29,8 +30,8 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
 /// Most addresses (and, separately, accounts) tracked at once. When the table is full, entries
-/// whose windows have all passed are dropped, then entries without a ban; a new address that still
-/// finds no room is served uncounted rather than refused.
+/// whose windows have all passed are dropped, then entries without a ban (at most once a second);
+/// a new address that still finds no room is served uncounted rather than refused.
 pub const MAX_TRACKED: usize = 100_000;
 
 /// The unit of a limit's interval, as `exchangeInfo.rateLimits` names it.
@@ -221,6 +222,13 @@ impl RateLimitConfig {
     }
 }
 
+/// Whether `path` is outside Binance's API and its limits: health checks (a load balancer
+/// polling them must never be banned) and the web console (its own login throttling applies).
+#[must_use]
+pub fn exempt(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz") || path == "/console" || path.starts_with("/console/")
+}
+
 /// Whether `method path` places an order that counts against the account's `ORDERS` limits.
 /// `/api/v3/order/test` does not: it never reaches the matching engine.
 #[must_use]
@@ -337,28 +345,46 @@ fn secs_to_window_end(w: &Window, now: u64) -> u64 {
     end.saturating_sub(now).div_ceil(1_000).max(1)
 }
 
-/// Makes room in `map` for one more entry; false when there is none.
-fn make_room<K: Eq + Hash, V>(
-    map: &mut HashMap<K, V>,
-    keep: impl Fn(&V) -> bool,
-    keep_hard: impl Fn(&V) -> bool,
-) -> bool {
-    if map.len() < MAX_TRACKED {
-        return true;
+/// A bounded table of counters.
+#[derive(Debug)]
+struct Table<K, V> {
+    map: HashMap<K, V>,
+    /// When a full table was last pruned: pruning walks every entry, so a table that stays full
+    /// (every entry live) is pruned at most once a second, not on every request.
+    pruned_at: Option<u64>,
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Self { map: HashMap::new(), pruned_at: None }
     }
-    map.retain(|_, v| keep(v));
-    if map.len() >= MAX_TRACKED {
-        map.retain(|_, v| keep_hard(v));
+}
+
+impl<K: Eq + Hash, V> Table<K, V> {
+    /// Makes room for one more entry at `now`; false when there is none. Drops the entries
+    /// `keep` rejects, then, if that was not enough, those `keep_hard` rejects.
+    fn make_room(&mut self, now: u64, keep: impl Fn(&V) -> bool, keep_hard: impl Fn(&V) -> bool) -> bool {
+        if self.map.len() < MAX_TRACKED {
+            return true;
+        }
+        if self.pruned_at.is_some_and(|t| now < t.saturating_add(1_000)) {
+            return false;
+        }
+        self.pruned_at = Some(now);
+        self.map.retain(|_, v| keep(v));
+        if self.map.len() >= MAX_TRACKED {
+            self.map.retain(|_, v| keep_hard(v));
+        }
+        self.map.len() < MAX_TRACKED
     }
-    map.len() < MAX_TRACKED
 }
 
 /// The counters behind the limits, shared by every request.
 #[derive(Debug)]
 pub struct RateLimiter {
     config: RateLimitConfig,
-    ips: Mutex<HashMap<IpAddr, IpState>>,
-    accounts: Mutex<HashMap<AccountId, Counts>>,
+    ips: Mutex<Table<IpAddr, IpState>>,
+    accounts: Mutex<Table<AccountId, Counts>>,
 }
 
 /// What a request used so far in each `REQUEST_WEIGHT` window, for the response headers.
@@ -388,9 +414,9 @@ impl RateLimiter {
         let key = crate::weight::counting_key(ip);
         let mut ips = self.ips.lock().unwrap_or_else(PoisonError::into_inner);
         let forget = c.ban.forget_after_secs.saturating_mul(1_000);
-        if !ips.contains_key(&key)
-            && !make_room(
-                &mut ips,
+        if !ips.map.contains_key(&key)
+            && !ips.make_room(
+                now_ms,
                 |s| {
                     s.banned_until.saturating_add(forget) > now_ms
                         || !s.weight.stale(&c.request_weight, now_ms)
@@ -401,7 +427,7 @@ impl RateLimiter {
         {
             return (Vec::new(), Ok(()));
         }
-        let s = ips.entry(key).or_default();
+        let s = ips.map.entry(key).or_default();
         s.weight.roll(&c.request_weight, now_ms);
         s.raw.roll(&c.raw_requests, now_ms);
         let usage = |s: &IpState| -> Usage {
@@ -454,10 +480,12 @@ impl RateLimiter {
             return (Vec::new(), Ok(()));
         }
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        if !accounts.contains_key(&account) && !make_room(&mut accounts, |s| !s.stale(&c.orders, now_ms), |_| false) {
+        if !accounts.map.contains_key(&account)
+            && !accounts.make_room(now_ms, |s| !s.stale(&c.orders, now_ms), |_| false)
+        {
             return (Vec::new(), Ok(()));
         }
-        let s = accounts.entry(account).or_default();
+        let s = accounts.map.entry(account).or_default();
         s.roll(&c.orders, now_ms);
         let full = s.0.iter().zip(&c.orders).find(|(n, w)| n.1 >= w.limit).map(|(_, w)| *w);
         if full.is_none() {
@@ -538,6 +566,29 @@ mod tests {
         assert!(l.admit_order(a, 10_000).1.is_ok());
         let Err(Refusal::TooManyOrders { msg, .. }) = l.admit_order(a, 10_001).1 else { panic!() };
         assert_eq!(msg, "Too many new orders; current limit is 3 orders per 1 DAY.");
+    }
+
+    #[test]
+    fn a_full_table_drops_stale_entries_then_unbanned_ones_at_most_once_a_second() {
+        let ip = |i: usize| IpAddr::from(u32::try_from(i).unwrap().to_be_bytes());
+        let fill = |l: &RateLimiter, from: usize, now: u64| {
+            for i in from..from + MAX_TRACKED {
+                assert!(l.admit(ip(i), 1, now).1.is_ok());
+            }
+        };
+        // Full of entries whose windows have all passed: they go.
+        let l = RateLimiter::new(small());
+        fill(&l, 0, 0);
+        assert_eq!(l.admit(ip(MAX_TRACKED), 1, 300_000).0, vec![("1M".to_owned(), 1)]);
+        assert_eq!(l.ips.lock().unwrap().map.len(), 1);
+        // Full of live entries, none banned: they make way too.
+        let l = RateLimiter::new(small());
+        fill(&l, 0, 0);
+        assert_eq!(l.admit(ip(MAX_TRACKED), 1, 0).0, vec![("1M".to_owned(), 1)]);
+        assert_eq!(l.ips.lock().unwrap().map.len(), 1);
+        // Full again within the second: no second walk; the newcomer is served uncounted.
+        fill(&l, 2 * MAX_TRACKED, 500);
+        assert_eq!(l.admit(ip(4 * MAX_TRACKED), 1, 600), (Vec::new(), Ok(())));
     }
 
     #[test]

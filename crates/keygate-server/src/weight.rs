@@ -86,7 +86,7 @@ pub fn counting_key(ip: IpAddr) -> IpAddr {
 /// with `X-MBX-ORDER-COUNT-*` on order responses. With rate limits off it does nothing.
 pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next: Next) -> Response {
     let limiter = &state.limiter;
-    if !limiter.config().enabled {
+    if !limiter.config().enabled || crate::ratelimit::exempt(req.uri().path()) {
         return next.run(req).await;
     }
     let w = weight(req.method(), req.uri().path(), req.uri().query().unwrap_or(""));
