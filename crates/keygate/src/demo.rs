@@ -145,7 +145,11 @@ pub async fn prepare(ctx: &Context, service: &Service, engine: &Engine) -> anyho
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let account = match service.account(&system, ACCOUNT).await {
-        Ok(a) => AccountId(a.id),
+        Ok(a) if previous.is_some() || created_by_demo(service, &system).await? => AccountId(a.id),
+        Ok(_) => bail!(
+            "this sandbox has an account named {ACCOUNT:?} that the demo did not create; --demo would take it over \
+             (new keys, a new password). Use another --data-dir for the demo"
+        ),
         Err(ServiceError::NotFound(_)) => {
             let a = service.create_account(&system, ACCOUNT, random_password()?).await?;
             fund(service, engine, &system, AccountId(a.id)).await?;
@@ -180,6 +184,14 @@ pub async fn prepare(ctx: &Context, service: &Service, engine: &Engine) -> anyho
         }
         keys.push(create_key(service, &system, &dir, label, key_type, trades).await?);
     }
+    // Demo keys the file no longer lists (a lost file, a replaced key) are revoked: nobody can
+    // read their secrets any more, and they would pile up towards the per-account key limit.
+    for k in service.list_keys(&system, Some(ACCOUNT)).await? {
+        let ours = KEYS.iter().any(|(label, _, _)| *label == k.label);
+        if ours && k.status != KeyStatus::Revoked && !keys.iter().any(|d| d.api_key == k.api_key) {
+            service.revoke_key(&system, &k.api_key).await?;
+        }
+    }
     let file = DemoFile {
         base_url: String::new(),
         account: ACCOUNT.to_owned(),
@@ -187,6 +199,21 @@ pub async fn prepare(ctx: &Context, service: &Service, engine: &Engine) -> anyho
         keys,
     };
     Ok(Demo { file, path })
+}
+
+/// True if and only if the audit log says the `demo` account was created by the demo (for a
+/// restart that finds the account but lost `demo-keys.json`).
+async fn created_by_demo(service: &Service, system: &Actor) -> anyhow::Result<bool> {
+    let target = format!("account:{ACCOUNT}");
+    let mut after = 0;
+    loop {
+        let page = service.audit_log(system, after, 10_000).await?;
+        let Some(last) = page.last() else { return Ok(false) };
+        after = last.seq;
+        if let Some(r) = page.iter().find(|r| r.action == "account.create" && r.target == target) {
+            return Ok(r.actor == system.label());
+        }
+    }
 }
 
 /// True if and only if `key` is still the demo account's, active, and its secret or private key

@@ -175,6 +175,32 @@ fn demo_refuses_to_listen_beyond_loopback() {
     assert!(!s.data().join("demo-keys.json").exists());
 }
 
+#[tokio::test]
+async fn demo_keys_file_lost_gets_new_keys_and_a_foreign_demo_account_is_not_taken_over() {
+    let s = Sandbox::new();
+    let first = serve_demo(&s, &[]);
+    let before = keys_file(&s);
+    stop(first);
+    std::fs::remove_file(s.data().join("demo-keys.json")).unwrap();
+    let second = serve_demo(&s, &[]);
+    let after = keys_file(&s);
+    assert_ne!(key(&after, "demo-trade")["api_key"], key(&before, "demo-trade")["api_key"]);
+    assert_ne!(after["console"]["password"], before["console"]["password"]);
+    let trader = hmac_client(&second.url, key(&after, "demo-trade"));
+    assert_eq!(free(&trader, "USDT").await, "1000000.00000000");
+    // The keys of the lost file are revoked.
+    let old = hmac_client(&second.url, key(&before, "demo-trade"));
+    assert_eq!(old.signed(Method::GET, "/api/v3/account", &[]).await.unwrap().status, 401);
+    let active = s.json(&["keys", "list", "--json"]);
+    assert_eq!(active.as_array().unwrap().iter().filter(|k| k["status"] == "active").count(), 3, "{active}");
+    stop(second);
+
+    let other = Sandbox::new();
+    other.account("demo");
+    other.fails(&["serve", "--demo", "--listen", "127.0.0.1:0"], "that the demo did not create");
+    assert!(!other.data().join("demo-keys.json").exists());
+}
+
 #[test]
 fn demo_reset_refuses_a_sandbox_that_is_not_a_demo() {
     let s = Sandbox::new();
