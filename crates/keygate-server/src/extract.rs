@@ -86,9 +86,10 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
                 if counts_order {
                     // Per account, so only once the request is known to be the account's; an
                     // order over the limit never reaches the engine.
-                    let (counts, verdict) = state.limiter.admit_order(request.account_id(), now.as_millis().0);
+                    let (account, at_ms) = (request.account_id(), now.as_millis().0);
+                    let (usage, verdict) = state.limiter.admit_order(account, at_ms);
                     if let Some(slot) = order_counts {
-                        slot.set(counts);
+                        slot.set(crate::ratelimit::CountedOrder { account, at_ms, usage, counted: verdict.is_ok() });
                     }
                     verdict.map_err(ApiError::RateLimited)?;
                 }

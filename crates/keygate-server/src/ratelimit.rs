@@ -18,7 +18,8 @@
 //!   [`BanPolicy::forget_after_secs`] of the last twice as long, up to [`BanPolicy::max_secs`];
 //! - a new order (`POST /api/v3/order`, not `/order/test`) counts against its account once the
 //!   request has verified; an order over the limit is refused with 429 -1015 and never reaches
-//!   the engine. Orders count when placed and are not given back when they fill (Binance's older,
+//!   the engine. One the exchange then refuses (an error answer) is given back, as Binance counts
+//!   successfully placed orders. Orders are not given back when they fill (Binance's older,
 //!   simpler rule; its newer "unfilled order count" decrements on fills).
 
 use axum::http::Method;
@@ -274,21 +275,35 @@ impl Refusal {
     }
 }
 
-/// Where the order-counting step (after verification) leaves the account's order counts for the
-/// middleware to send as `X-MBX-ORDER-COUNT-*` headers: a request extension.
+/// An order the count was applied to, for the middleware: the headers to send, and what to give
+/// back if the exchange then refuses the order.
+#[derive(Debug, Clone)]
+pub struct CountedOrder {
+    /// The account charged.
+    pub account: AccountId,
+    /// When, ms (which windows were charged).
+    pub at_ms: u64,
+    /// Counts per `ORDERS` window after this order.
+    pub usage: Usage,
+    /// False when the order was refused by the limit itself (-1015) and so not counted.
+    pub counted: bool,
+}
+
+/// Where the order-counting step (after verification) leaves a [`CountedOrder`] for the
+/// middleware: a request extension.
 #[derive(Debug, Clone, Default)]
-pub struct OrderCountSlot(std::sync::Arc<std::sync::OnceLock<Usage>>);
+pub struct OrderCountSlot(std::sync::Arc<std::sync::OnceLock<CountedOrder>>);
 
 impl OrderCountSlot {
-    /// Records the counts (the first call wins).
-    pub fn set(&self, usage: Usage) {
-        let _ = self.0.set(usage);
+    /// Records the order (the first call wins).
+    pub fn set(&self, order: CountedOrder) {
+        let _ = self.0.set(order);
     }
 
-    /// The counts recorded, if any.
+    /// The order recorded, if any.
     #[must_use]
-    pub fn get(&self) -> Usage {
-        self.0.get().cloned().unwrap_or_default()
+    pub fn get(&self) -> Option<&CountedOrder> {
+        self.0.get()
     }
 }
 
@@ -497,6 +512,22 @@ impl RateLimiter {
             Some(w) => {
                 let msg = format!("Too many new orders; current limit is {} orders per {}.", w.limit, w.describe());
                 (usage, Err(Refusal::TooManyOrders { msg, retry_after: secs_to_window_end(&w, now_ms) }))
+            }
+        }
+    }
+}
+
+impl RateLimiter {
+    /// Gives back an order counted for `account` at `at_ms` that did not go through (a bad
+    /// parameter, insufficient balance): Binance counts successfully placed orders. Windows that
+    /// have moved on since are left alone.
+    pub fn refund_order(&self, account: AccountId, at_ms: u64) {
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = accounts.map.get_mut(&account) {
+            for (c, w) in s.0.iter_mut().zip(&self.config.orders) {
+                if c.0 == at_ms / w.span_ms() {
+                    c.1 = c.1.saturating_sub(1);
+                }
             }
         }
     }

@@ -103,6 +103,7 @@ pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next:
         Ok(()) => next.run(req).await,
         Err(refusal) => crate::ApiError::RateLimited(refusal).into_response(),
     };
+    let failed = !res.status().is_success();
     let h = res.headers_mut();
     for (i, (suffix, used)) in usage.iter().enumerate() {
         let name = format!("x-mbx-used-weight-{}", suffix.to_ascii_lowercase());
@@ -113,11 +114,19 @@ pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next:
             h.insert(name, v);
         }
     }
-    for (suffix, count) in orders.get() {
-        let name = format!("x-mbx-order-count-{}", suffix.to_ascii_lowercase());
-        if let (Ok(name), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(count.to_string())) {
-            h.insert(name, v);
+    match orders.get() {
+        // Refused after it was counted: not placed, so not counted (and no count headers, which
+        // Binance does not promise on rejected orders either).
+        Some(o) if o.counted && failed => limiter.refund_order(o.account, o.at_ms),
+        Some(o) => {
+            for (suffix, count) in &o.usage {
+                let name = format!("x-mbx-order-count-{}", suffix.to_ascii_lowercase());
+                if let (Ok(name), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(count.to_string())) {
+                    h.insert(name, v);
+                }
+            }
         }
+        None => {}
     }
     res
 }

@@ -147,6 +147,10 @@ async fn orders_carry_their_counts_and_the_limit_answers_minus_1015() {
         async move { send(reqwest::Client::new().post(url).header("X-MBX-APIKEY", key)).await }
     };
     let a = &alice.client;
+    // An order the exchange refuses (a client order id Binance does not allow) is not counted.
+    let r = order(a, "/api/v3/order", "bad id!").await;
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(-1100)), "{:?}", r.body);
+    assert_eq!(r.header("x-mbx-order-count-10s"), None);
     let r = order(a, "/api/v3/order", "a1").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!((r.header("x-mbx-order-count-10s"), r.header("x-mbx-order-count-1d")), (Some("1"), Some("1")));
