@@ -3,6 +3,7 @@
 // Tests fail loudly by design; the wall clock stamps requests to a real server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+mod demo;
 mod durability;
 
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -72,8 +73,16 @@ impl Sandbox {
 
     /// Starts `keygate serve` on a free port; returns the process and its base URL.
     fn serve(&self, log: &str) -> (Child, String) {
+        self.serve_with(&[], log)
+    }
+
+    /// Starts `keygate serve --listen 127.0.0.1:0` with `extra` flags; returns the process and its
+    /// base URL.
+    fn serve_with(&self, extra: &[&str], log: &str) -> (Child, String) {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .command(&args)
             .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
