@@ -186,6 +186,13 @@ pub fn secret_aad(key_id: &str, account_id: i64) -> Vec<u8> {
     format!("keygate/hmac-secret/v1|{key_id}|{account_id}").into_bytes()
 }
 
+/// The associated data binding a TOTP seed to its account, so a sealed seed moved to another
+/// account's row fails to open.
+#[must_use]
+pub fn totp_seed_aad(account_id: i64) -> Vec<u8> {
+    format!("keygate/totp-seed/v1|{account_id}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
