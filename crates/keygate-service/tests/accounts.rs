@@ -356,8 +356,12 @@ async fn totp_codes_are_throttled_per_account_for_five_minutes_even_the_right_on
     ));
     let Actor::Owner { stepped_up_until, .. } = e.actor(&s.token).await else { panic!() };
     assert_eq!(stepped_up_until, None);
+    for _ in 0..3 {
+        let _ = e.service.step_up(&s.token, "000000", src()).await.unwrap_err();
+    }
     let failed = e.service.audit_log(&Actor::operator_cli(), 0, 1000).await.unwrap();
-    assert!(failed.iter().any(|a| a.action == "totp.failed" && a.details["reason"] == "throttled"));
+    let throttled = failed.iter().filter(|a| a.action == "totp.failed" && a.details["reason"] == "throttled").count();
+    assert_eq!(throttled, 1, "refusals flood the audit log");
     e.clock.advance_ms(5 * MINUTE);
     e.service.step_up(&s.token, &e.code(&totp), src()).await.unwrap();
 }
@@ -559,4 +563,30 @@ async fn the_database_holds_no_totp_seed_session_id_or_recovery_code_in_plain_te
 
 fn hex_lower(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test]
+async fn junk_names_and_huge_passwords_are_refused_cheaply_and_recorded_without_echo() {
+    let e = env().await;
+    let junk = "X".repeat(100_000);
+    assert!(unauthenticated(e.service.login(&junk, pw(PASSWORD), src()).await));
+    let huge = "y".repeat(1_000_000);
+    assert!(unauthenticated(e.service.login("alice", pw(&huge), src()).await));
+    let log = e.service.audit_log(&Actor::operator_cli(), 0, 100).await.unwrap();
+    let failed: Vec<_> = log.iter().filter(|a| a.action == "auth.login_failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0].target, "account:<invalid>");
+    assert!(log.iter().all(|a| a.target.len() < 100 && a.actor.len() < 100));
+}
+
+#[tokio::test]
+async fn flush_deletes_ended_sessions_at_most_once_a_minute() {
+    let e = env().await;
+    let s = e.login("alice").await;
+    let hash = s.token.hash();
+    e.service.flush(false).await.unwrap();
+    assert!(e.service.store().session(&hash).await.unwrap().is_some(), "a live session was purged");
+    e.clock.advance_ms(31 * MINUTE);
+    e.service.flush(false).await.unwrap();
+    assert!(e.service.store().session(&hash).await.unwrap().is_none(), "an idle session stayed in the store");
 }
