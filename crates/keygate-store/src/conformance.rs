@@ -1733,7 +1733,8 @@ pub async fn totp_failures_count_in_windows_and_are_audited<H: Harness>() {
 
 /// After sessions, TOTP seeds and recovery codes are stored, no byte the backend holds contains
 /// a session id, a seed (raw, hex or base32) or a recovery code, while their hashes are there
-/// (so the scan does see stored values); a seed moved to another account's row cannot be opened.
+/// (so the scan does see stored values); the seed reads back intact after a restart. (That a
+/// sealed seed does not open for another account is `crypto::tests`' business.)
 pub async fn session_ids_totp_seeds_and_recovery_codes_are_never_stored_in_plain_text<H: Harness>() {
     let h = H::fresh().await;
     let store = h.open().await;
