@@ -479,6 +479,17 @@ async fn recovery_codes_stand_in_for_a_totp_code_once_each() {
     let up = e.service.step_up(&done.token, &codes.codes[4], src()).await.unwrap();
     let alice = e.actor(&up.token).await;
     assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 8);
+    // A new set replaces the old one; it takes a code, and a wrong one changes nothing.
+    assert!(matches!(e.service.regenerate_recovery_codes(&alice, "000000").await, Err(ServiceError::InvalidCode(_))));
+    assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 8);
+    let fresh = e.service.regenerate_recovery_codes(&alice, &codes.codes[5]).await.unwrap();
+    assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 10);
+    e.clock.advance_ms(30_000);
+    let again = e.login("alice").await;
+    let err = e.service.login_second_factor(&again.token, &codes.codes[6], src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "an old recovery code still works: {err}");
+    e.service.login_second_factor(&again.token, &fresh.codes[0], src()).await.unwrap();
+    assert!(e.audit_actions().await.contains(&"totp.recovery_codes_regenerated".to_owned()));
 }
 
 #[tokio::test]
