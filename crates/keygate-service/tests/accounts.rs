@@ -148,6 +148,16 @@ async fn sign_up_and_login_give_an_owner_session_with_a_csrf_token_all_audited()
     // Sign-up refusals.
     assert!(matches!(e.service.sign_up("alice", pw(PASSWORD), src()).await, Err(ServiceError::Conflict(_))));
     assert!(matches!(e.service.sign_up("carol", pw("short"), src()).await, Err(ServiceError::Invalid(_))));
+    // Ten sign-ups per address per hour (alice and bob came from IP already).
+    for i in 0..8 {
+        e.service.sign_up(&format!("user{i}"), pw(PASSWORD), src()).await.unwrap();
+    }
+    let err = e.service.sign_up("user8", pw(PASSWORD), src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Throttled { .. }), "{err}");
+    assert!(matches!(e.service.account(&Actor::operator_cli(), "user8").await, Err(ServiceError::NotFound(_))));
+    e.service.sign_up("user8", pw(PASSWORD), Some("198.51.100.3".into())).await.unwrap();
+    e.clock.advance_ms(60 * MINUTE);
+    e.service.sign_up("user9", pw(PASSWORD), src()).await.unwrap();
     let closed = env_with(|c| c.allow_sign_up = false).await;
     assert!(matches!(closed.service.sign_up("carol", pw(PASSWORD), src()).await, Err(ServiceError::Forbidden(_))));
 }
