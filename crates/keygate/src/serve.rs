@@ -31,6 +31,17 @@ pub struct ServeArgs {
     /// survives power loss.
     #[arg(long, value_parser = ["normal", "full"], default_value = "normal")]
     pub sync: String,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", env = "KEYGATE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", env = "KEYGATE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// A host name the web console answers to besides the listen address, localhost, 127.0.0.1
+    /// and [::1] (repeatable; `name` or `name:port`). Other Host headers are refused, which stops
+    /// DNS-rebinding attacks on a local console.
+    #[arg(long = "console-host", value_name = "HOST")]
+    pub console_host: Vec<String>,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -44,10 +55,15 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             keygate_auth::IpAllowlist::parse(&[t.as_str()]).map_err(|e| anyhow::anyhow!("--trusted-proxy {e}"))?;
         trusted.extend(net.nets().iter().copied());
     }
-    if !args.listen.ip().is_loopback() && trusted.is_empty() {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(keygate_server::tls::TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    if !args.listen.ip().is_loopback() && trusted.is_empty() && tls.is_none() {
         bail!(
-            "refusing to listen on {} without TLS: API secrets and signatures would cross the network in clear text. \
-             Listen on 127.0.0.1 (the default), or put keygate behind a TLS-terminating proxy and pass --trusted-proxy",
+            "refusing to listen on {} without TLS: API secrets, signatures, console passwords and session cookies \
+             would cross the network in clear text. Listen on 127.0.0.1 (the default), serve HTTPS with --tls-cert \
+             and --tls-key, or put keygate behind a TLS-terminating proxy and pass --trusted-proxy",
             args.listen
         );
     }
@@ -87,11 +103,15 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         trusted_proxies: trusted,
         admin_socket: Some(ctx.data_dir.admin_socket()),
+        tls: tls.clone(),
+        console_hosts: args.console_host.clone(),
         ..ServerConfig::default()
     };
     let mut handle =
         start(config, service.clone(), engine).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("keygate listening on http://{}", handle.addr);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("keygate listening on {scheme}://{}", handle.addr);
+    println!("web console: {scheme}://{}/console/", handle.addr);
     println!("data directory: {}", ctx.data_dir.path().display());
     let trigger = handle.take_shutdown();
     tokio::spawn(async move {
