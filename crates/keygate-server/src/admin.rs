@@ -350,6 +350,9 @@ pub fn respond(result: Result<serde_json::Value, ServiceError>) -> AdminResponse
                 ServiceError::Conflict(_) => "conflict",
                 ServiceError::Forbidden(_) => "forbidden",
                 ServiceError::StepUpRequired(_) => "step_up",
+                ServiceError::Unauthenticated(_) => "unauthenticated",
+                ServiceError::InvalidCode(_) => "invalid_code",
+                ServiceError::Throttled { .. } => "throttled",
                 ServiceError::Store(_) | ServiceError::Internal(_) => "internal",
             };
             AdminResponse::Error { kind: kind.into(), message: e.to_string() }

@@ -128,27 +128,33 @@ impl Service {
         Ok(rec.filter(|r| ok && r.status == AccountStatus::Active).as_ref().map(AccountView::from))
     }
 
-    /// Sets a new password (operator, or the owner of the account).
+    /// Sets a new password without the current one (the operator resetting it; an owner in the
+    /// console should use [`Service::change_password`], which asks for the current one). Like
+    /// every password change it ends all sessions of the account and locks withdrawals for
+    /// [`crate::ServiceConfig::withdrawal_lock_ms`].
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Invalid`] for a weak password.
     pub async fn set_password(&self, actor: &Actor, name: &str, password: Zeroizing<String>) -> ServiceResult<()> {
         let mut rec = self.account_record(actor, name).await?;
         password::check_strength(&password)?;
-        let params = self.inner.config.password;
-        rec.password_hash = tokio::task::spawn_blocking(move || password::hash(params, &password))
-            .await
-            .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))??;
+        rec.password_hash = self.hash_password(password).await?;
+        let now = self.now_ms();
+        rec.withdrawals_locked_until = Some(self.lock_until(&rec, now));
         let audit = AuditDraft {
-            at: self.now_ms(),
+            at: now,
             actor: actor.label(),
             action: "account.password".into(),
             target: format!("account:{name}"),
             account_id: Some(rec.id),
             source: actor.source(),
-            details: serde_json::json!({}),
+            details: serde_json::json!({
+                "by": actor.kind(),
+                "sessions_ended": true,
+                "withdrawals_locked_until": rec.withdrawals_locked_until,
+            }),
         };
-        self.inner.store.update_account(&rec, audit).await?;
+        self.inner.store.update_account_ending_sessions(&rec, None, audit).await?;
         Ok(())
     }
 
