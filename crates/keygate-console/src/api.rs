@@ -16,9 +16,6 @@ use keygate_service::{KeyEdit, NewKey, NewKeyMaterial, SessionInfo};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-/// The API's path prefix.
-pub const PREFIX: &str = "/api/console/v1";
-
 /// The API router and the `(METHOD, path)` of every operation it serves, so a test can hold the
 /// OpenAPI document to exactly this list.
 pub(crate) fn routes() -> (Router<Console>, Vec<(&'static str, &'static str)>) {
@@ -180,7 +177,7 @@ async fn acting(c: &Console, ctx: &Ctx) -> Result<Viewer, ConsoleError> {
 
 async fn two_factor(State(c): State<Console>, ctx: Ctx) -> ApiResult {
     let v = ctx.viewer(&c).await?;
-    let s = c.service().two_factor_status(&v.actor).await?;
+    let s = c.service().two_factor_status(&v.actor, &v.info.account).await?;
     Ok(json(StatusCode::OK, &s, &[]))
 }
 

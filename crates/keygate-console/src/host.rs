@@ -65,7 +65,11 @@ impl HostAllowlist {
 }
 
 fn has_port(host: &str) -> bool {
-    let tail = if host.starts_with('[') { host.rsplit_once("]:").map(|(_, p)| p) } else { host.rsplit_once(':').map(|(_, p)| p) };
+    let tail = if host.starts_with('[') {
+        host.rsplit_once("]:").map(|(_, p)| p)
+    } else {
+        host.rsplit_once(':').map(|(_, p)| p)
+    };
     tail.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 

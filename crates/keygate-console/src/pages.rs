@@ -184,11 +184,9 @@ pub(crate) struct SignupForm {
 
 async fn signup_page(ctx: Ctx) -> Response {
     match ctx.pre_token() {
-        Ok((csrf, cookie)) => render(
-            StatusCode::OK,
-            &SignupPage { nav: None, csrf, name: String::new(), error: None },
-            cookie.as_slice(),
-        ),
+        Ok((csrf, cookie)) => {
+            render(StatusCode::OK, &SignupPage { nav: None, csrf, name: String::new(), error: None }, cookie.as_slice())
+        }
         Err(e) => error_page(&e, None),
     }
 }
@@ -282,7 +280,9 @@ pub(crate) struct CodeForm {
 
 async fn login_totp_page(State(c): State<Console>, ctx: Ctx) -> Response {
     match ctx.pending(&c).await {
-        Some((_, info)) => render(StatusCode::OK, &LoginTotpPage { nav: None, csrf: info.csrf_token, error: None }, &[]),
+        Some((_, info)) => {
+            render(StatusCode::OK, &LoginTotpPage { nav: None, csrf: info.csrf_token, error: None }, &[])
+        }
         None => see_other("/console/login", &[]),
     }
 }
@@ -335,7 +335,7 @@ struct TwoFactorPage {
 }
 
 async fn two_factor_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
-    match c.service().two_factor_status(&v.actor).await {
+    match c.service().two_factor_status(&v.actor, &v.info.account).await {
         Ok(s) => render(
             status,
             &TwoFactorPage {
@@ -366,7 +366,6 @@ struct EnrollPage {
     csrf: String,
     qr_svg: String,
     secret: String,
-    otpauth_uri: String,
 }
 
 async fn two_factor_enroll(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<CodeForm>) -> Response {
@@ -385,11 +384,12 @@ async fn two_factor_enroll(State(c): State<Console>, ctx: Ctx, axum::Form(f): ax
                 csrf: v.info.csrf_token.clone(),
                 qr_svg: en.qr_svg.clone(),
                 secret: en.secret_base32.clone(),
-                otpauth_uri: en.otpauth_uri.clone(),
             },
             &[],
         ),
-        Err(e) => two_factor_view(&c, &v, ConsoleError::from(e).status(), Some("could not start enrollment".into())).await,
+        Err(e) => {
+            two_factor_view(&c, &v, ConsoleError::from(e).status(), Some("could not start enrollment".into())).await
+        }
     }
 }
 
@@ -412,7 +412,11 @@ async fn two_factor_confirm(State(c): State<Console>, ctx: Ctx, axum::Form(f): a
         Ok(codes) => {
             // Reload the session so the navigation shows 2FA as on.
             let v = ctx.viewer(&c).await.unwrap_or(v);
-            render(StatusCode::OK, &RecoveryPage { nav: Some(Nav::of(&v, c.now_ms())), codes: codes.codes.clone() }, &[])
+            render(
+                StatusCode::OK,
+                &RecoveryPage { nav: Some(Nav::of(&v, c.now_ms())), codes: codes.codes.clone() },
+                &[],
+            )
         }
         Err(e) => {
             let e = ConsoleError::from(e);
@@ -497,7 +501,12 @@ async fn step_up(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<C
             };
             render(
                 status,
-                &StepUpPage { nav: Some(Nav::of(&v, c.now_ms())), csrf: v.info.csrf_token.clone(), next, error: Some(msg) },
+                &StepUpPage {
+                    nav: Some(Nav::of(&v, c.now_ms())),
+                    csrf: v.info.csrf_token.clone(),
+                    next,
+                    error: Some(msg),
+                },
                 &[],
             )
         }
@@ -581,7 +590,10 @@ async fn keys_view(
 
 async fn keys_page(State(c): State<Console>, ctx: Ctx) -> Response {
     match viewer_or_login(&ctx, &c).await {
-        Ok(v) => keys_view(&c, &v, StatusCode::OK, FormValues { kind: "hmac".into(), ..FormValues::default() }, None, &[]).await,
+        Ok(v) => {
+            keys_view(&c, &v, StatusCode::OK, FormValues { kind: "hmac".into(), ..FormValues::default() }, None, &[])
+                .await
+        }
         Err(r) => r,
     }
 }
@@ -642,7 +654,11 @@ async fn create_key(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::For
             match &created.secret {
                 Some(secret) => render(
                     StatusCode::OK,
-                    &KeyCreatedPage { nav: Some(Nav::of(&v, c.now_ms())), key: row, secret: secret.expose().to_owned() },
+                    &KeyCreatedPage {
+                        nav: Some(Nav::of(&v, c.now_ms())),
+                        key: row,
+                        secret: secret.expose().to_owned(),
+                    },
                     &cookies,
                 ),
                 None => see_other(&format!("/console/keys/{}", row.id), &cookies),

@@ -70,7 +70,11 @@ impl KeyRow {
             ip_allowlist: k.ip_allowlist.nets().iter().map(ToString::to_string).collect(),
             symbols: k.symbols.iter().map(ToString::to_string).collect(),
             withdraw_addresses: k.withdraw_addresses.clone(),
-            withdraw_limit: k.withdraw_limit_24h.as_ref().map(|l| format!("{} {}", l.amount, l.asset)).unwrap_or_default(),
+            withdraw_limit: k
+                .withdraw_limit_24h
+                .as_ref()
+                .map(|l| format!("{} {}", l.amount, l.asset))
+                .unwrap_or_default(),
             expires: when(k.expires_at),
             expires_input: crate::forms::expiry_text(k.expires_at),
             created: when(Some(k.created_at)),

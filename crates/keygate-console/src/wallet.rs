@@ -9,7 +9,9 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keygate_exchange::{BalanceView, Command, DepositRecord, HistoryQuery, Order, OrderQuery, Outcome, WithdrawalRecord};
+use keygate_exchange::{
+    BalanceView, Command, DepositRecord, HistoryQuery, Order, OrderQuery, Outcome, WithdrawalRecord,
+};
 use keygate_exchange::{MyTrade, TradeQuery};
 use keygate_proto::{AccountId, Amount, AssetCode};
 use serde::{Deserialize, Serialize};
@@ -125,7 +127,6 @@ struct WalletPage {
     deposits: Vec<DepositRecord>,
     withdrawals: Vec<WithdrawalRecord>,
     error: Option<String>,
-    notice: Option<String>,
 }
 
 impl WalletPage {
@@ -134,7 +135,7 @@ impl WalletPage {
     }
 }
 
-async fn wallet_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>, notice: Option<String>) -> Response {
+async fn wallet_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
     let data = match load(c, v.info.account_id).await {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
@@ -155,14 +156,13 @@ async fn wallet_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<
         deposits: data.deposits.into_iter().take(100).collect(),
         withdrawals: data.withdrawals.into_iter().take(100).collect(),
         error,
-        notice,
     };
     render(status, &page, &[])
 }
 
 pub(crate) async fn page(State(c): State<Console>, ctx: Ctx) -> Response {
     match ctx.viewer(&c).await {
-        Ok(v) => wallet_view(&c, &v, StatusCode::OK, None, None).await,
+        Ok(v) => wallet_view(&c, &v, StatusCode::OK, None).await,
         Err(e) => error_page(&e, None),
     }
 }
@@ -188,7 +188,7 @@ pub(crate) async fn faucet_form(State(c): State<Console>, ctx: Ctx, axum::Form(f
             let _ = r;
             see_other("/console/wallet", &[])
         }
-        Err(e) => wallet_view(&c, &v, e.status(), Some(e.message()), None).await,
+        Err(e) => wallet_view(&c, &v, e.status(), Some(e.message())).await,
     }
 }
 
@@ -214,27 +214,108 @@ pub(crate) fn to_csv(data: &WalletData, which: &str) -> Option<String> {
     let ms = |t: keygate_proto::UnixMillis| t.0.to_string();
     Some(match which {
         "orders" => csv_rows(
-            &["time", "symbol", "orderId", "clientOrderId", "side", "type", "timeInForce", "price", "origQty", "executedQty", "cummulativeQuoteQty", "status"],
+            &[
+                "time",
+                "symbol",
+                "orderId",
+                "clientOrderId",
+                "side",
+                "type",
+                "timeInForce",
+                "price",
+                "origQty",
+                "executedQty",
+                "cummulativeQuoteQty",
+                "status",
+            ],
             data.orders.iter().map(|o| {
-                vec![ms(o.time), o.symbol.to_string(), o.order_id.to_string(), o.client_order_id.clone(), o.side.to_string(), o.order_type.to_string(), o.time_in_force.to_string(), o.price.to_string(), o.orig_qty.to_string(), o.executed_qty.to_string(), o.cummulative_quote_qty.to_string(), o.status.to_string()]
+                vec![
+                    ms(o.time),
+                    o.symbol.to_string(),
+                    o.order_id.to_string(),
+                    o.client_order_id.clone(),
+                    o.side.to_string(),
+                    o.order_type.to_string(),
+                    o.time_in_force.to_string(),
+                    o.price.to_string(),
+                    o.orig_qty.to_string(),
+                    o.executed_qty.to_string(),
+                    o.cummulative_quote_qty.to_string(),
+                    o.status.to_string(),
+                ]
             }),
         ),
         "trades" => csv_rows(
-            &["time", "symbol", "id", "orderId", "side", "price", "qty", "quoteQty", "commission", "commissionAsset", "maker"],
+            &[
+                "time",
+                "symbol",
+                "id",
+                "orderId",
+                "side",
+                "price",
+                "qty",
+                "quoteQty",
+                "commission",
+                "commissionAsset",
+                "maker",
+            ],
             data.trades.iter().map(|t| {
-                vec![ms(t.time), t.symbol.to_string(), t.id.to_string(), t.order_id.to_string(), if t.is_buyer { "BUY".into() } else { "SELL".into() }, t.price.to_string(), t.qty.to_string(), t.quote_qty.to_string(), t.commission.to_string(), t.commission_asset.to_string(), t.is_maker.to_string()]
+                vec![
+                    ms(t.time),
+                    t.symbol.to_string(),
+                    t.id.to_string(),
+                    t.order_id.to_string(),
+                    if t.is_buyer { "BUY".into() } else { "SELL".into() },
+                    t.price.to_string(),
+                    t.qty.to_string(),
+                    t.quote_qty.to_string(),
+                    t.commission.to_string(),
+                    t.commission_asset.to_string(),
+                    t.is_maker.to_string(),
+                ]
             }),
         ),
         "deposits" => csv_rows(
             &["insertTime", "id", "coin", "network", "amount", "status", "address", "txId"],
             data.deposits.iter().map(|d| {
-                vec![ms(d.insert_time), d.id.clone(), d.coin.to_string(), d.network.clone(), d.amount.to_string(), d.status.to_string(), d.address.clone(), d.tx_id.clone()]
+                vec![
+                    ms(d.insert_time),
+                    d.id.clone(),
+                    d.coin.to_string(),
+                    d.network.clone(),
+                    d.amount.to_string(),
+                    d.status.to_string(),
+                    d.address.clone(),
+                    d.tx_id.clone(),
+                ]
             }),
         ),
         "withdrawals" => csv_rows(
-            &["applyTime", "id", "coin", "network", "amount", "transactionFee", "status", "address", "txId", "withdrawOrderId"],
+            &[
+                "applyTime",
+                "id",
+                "coin",
+                "network",
+                "amount",
+                "transactionFee",
+                "status",
+                "address",
+                "txId",
+                "withdrawOrderId",
+            ],
             data.withdrawals.iter().map(|w| {
-                vec![ms(w.apply_time), w.id.clone(), w.coin.to_string(), w.network.clone(), w.amount.to_string(), w.transaction_fee.to_string(), w.status.to_string(), w.address.clone(), w.tx_id.clone(), w.withdraw_order_id.clone().unwrap_or_default()]
+                vec![
+                    ms(w.apply_time),
+                    w.id.clone(),
+                    w.coin.to_string(),
+                    w.network.clone(),
+                    w.amount.to_string(),
+                    w.transaction_fee.to_string(),
+                    w.status.to_string(),
+                    w.address.clone(),
+                    w.tx_id.clone(),
+                    w.withdraw_order_id.clone().unwrap_or_default(),
+                ]
             }),
         ),
         _ => return None,
@@ -245,7 +326,13 @@ pub(crate) fn to_csv(data: &WalletData, which: &str) -> Option<String> {
 pub(crate) fn csv_response(which: &str, body: String) -> Response {
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"keygate-{which}.csv\""))
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")), (header::CONTENT_DISPOSITION, disposition)], body)
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
         .into_response()
 }
 

@@ -39,8 +39,13 @@ async fn start_driver() -> Option<(Driver, PathBuf)> {
     let driver = find("KEYGATE_CHROMEDRIVER", &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
     let browser = find("KEYGATE_CHROMIUM", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
     let (Some(driver), Some(browser)) = (driver, browser) else {
-        assert!(!require, "KEYGATE_REQUIRE_BROWSER=1 but chromedriver/chromium are missing: apt-get install chromium chromium-driver");
-        eprintln!("SKIPPED browser test: chromedriver or chromium not found (apt-get install chromium chromium-driver)");
+        assert!(
+            !require,
+            "KEYGATE_REQUIRE_BROWSER=1 but chromedriver/chromium are missing: apt-get install chromium chromium-driver"
+        );
+        eprintln!(
+            "SKIPPED browser test: chromedriver or chromium not found (apt-get install chromium chromium-driver)"
+        );
         return None;
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -100,6 +105,18 @@ async fn path(c: &Client) -> String {
     c.current_url().await.unwrap().path().to_owned()
 }
 
+/// Waits (up to 10 s) for the browser to arrive at `want` after a form submission.
+async fn wait_for_path(c: &Client, want: &str) {
+    for _ in 0..100 {
+        if path(c).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = c.find(Locator::Css("body")).await.unwrap().text().await.unwrap_or_default();
+    panic!("expected to be at {want}, still at {}: {body}", path(c).await);
+}
+
 fn screenshot_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);
@@ -124,7 +141,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     fill(c, "#password", PASSWORD).await;
     fill(c, "#password2", PASSWORD).await;
     click(c, "form button[type=submit]").await;
-    assert_eq!(path(c).await, "/console/2fa");
+    wait_for_path(c, "/console/2fa").await;
 
     // Enroll TOTP: the code is computed from the secret shown on the page.
     click(c, "form[action='/console/2fa/enroll'] button").await;
@@ -169,7 +186,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     next_totp_step(app);
     fill(c, "#code", &totp(&secret, app)).await;
     click(c, "#edit-key button[type=submit]").await;
-    assert_eq!(path(c).await, format!("/console/keys/{api_key}"));
+    wait_for_path(c, &format!("/console/keys/{api_key}")).await;
     assert!(c.find(Locator::Css("#perm_trade")).await.unwrap().is_selected().await.unwrap());
     let r = client.signed(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
     assert_eq!(r.body["enableSpotAndMarginTrading"], true, "{:?}", r.body);
@@ -183,7 +200,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     // Revoke, with confirmation.
     c.goto(&format!("{base}/console/keys/{api_key}/revoke")).await.map_err(|e| e.to_string())?;
     click(c, "#confirm-revoke").await;
-    assert_eq!(path(c).await, "/console/keys");
+    wait_for_path(c, "/console/keys").await;
     assert!(text(c, "table.keys").await.contains("revoked"));
     let r = client.signed(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
     assert_eq!(r.status, 401, "{:?}", r.body);

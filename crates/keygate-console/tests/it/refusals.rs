@@ -15,7 +15,8 @@ async fn wrong_password_is_refused_and_sets_no_session() {
     a.sign_up("alice", PASSWORD).await;
     let mut b = Agent::new(&app);
     let page = b.get("/console/login").await;
-    let res = b.post("/console/login", &[("csrf", &page.csrf()), ("name", "alice"), ("password", "wrong password!!")]).await;
+    let res =
+        b.post("/console/login", &[("csrf", &page.csrf()), ("name", "alice"), ("password", "wrong password!!")]).await;
     assert_eq!(res.status, 401, "{}", res.body);
     assert!(res.body.contains("role=\"alert\""));
     assert!(!b.cookies.contains_key("kg_session"), "no session after a wrong password");
@@ -82,7 +83,8 @@ async fn trade_key_without_a_step_up_code_is_refused() {
     a.sign_up("alice", PASSWORD).await;
     a.enroll_totp(&app).await;
     let csrf = a.keys_csrf().await;
-    let res = a.post("/console/keys", &[("csrf", &csrf), ("label", "bot"), ("kind", "hmac"), ("perm_trade", "on")]).await;
+    let res =
+        a.post("/console/keys", &[("csrf", &csrf), ("label", "bot"), ("kind", "hmac"), ("perm_trade", "on")]).await;
     assert_eq!(res.status, 403, "{}", res.body);
     assert!(res.body.contains("needed for this change"), "the form asks for the code");
     assert!(res.body.contains("value=\"bot\""), "what was typed is kept");

@@ -108,7 +108,10 @@ impl Agent {
         assert_eq!(page.status, 200, "{}", page.body);
         let csrf = page.csrf();
         let res = self
-            .post("/console/signup", &[("csrf", &csrf), ("name", name), ("password", password), ("password2", password)])
+            .post(
+                "/console/signup",
+                &[("csrf", &csrf), ("name", name), ("password", password), ("password2", password)],
+            )
             .await;
         assert_eq!(res.status, 303, "{}", res.body);
         assert_eq!(res.location.as_deref(), Some("/console/2fa"));
@@ -139,9 +142,15 @@ impl Agent {
 
 /// The TOTP code for `secret` at the app's current time.
 pub fn totp(secret: &str, app: &TestApp) -> String {
-    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
-    let t = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes);
-    t.generate(app.clock.now().as_millis().0 / 1000)
+    let t = totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(6)
+        .with_step_duration(30)
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .with_account_name("test")
+        .build()
+        .unwrap();
+    t.generate(app.clock.now().as_millis().0 / 1000).to_string()
 }
 
 /// Moves the app's clock to the next 30-second TOTP step, so a fresh code exists.
