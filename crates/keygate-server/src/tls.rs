@@ -34,9 +34,8 @@ impl TlsConfig {
     /// # Errors
     /// [`TlsError`] naming the file that cannot be read or used.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source })
-        };
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source });
         let cert_pem = read(cert)?;
         let key_pem = zeroize::Zeroizing::new(read(key)?);
         Self::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
