@@ -98,9 +98,8 @@ pub(crate) async fn faucet(c: &Console, v: &Viewer, asset: &str) -> Result<Depos
     }
     let amount = faucet_amount(&asset);
     let deposit = keygate_exchange::Deposit { account: v.info.account_id, coin, network: None, amount };
-    let record = match c.engine().submit(Command::Deposit(deposit), None).await? {
-        Outcome::Deposited(r) => r,
-        _ => return Err(ConsoleError::Exchange("unexpected engine answer to a deposit".into())),
+    let Outcome::Deposited(record) = c.engine().submit(Command::Deposit(deposit), None).await? else {
+        return Err(ConsoleError::Exchange("unexpected engine answer to a deposit".into()));
     };
     c.service()
         .record_event(
@@ -184,10 +183,7 @@ pub(crate) async fn faucet_form(State(c): State<Console>, ctx: Ctx, axum::Form(f
         return error_page(&e, Some(Nav::of(&v, c.now_ms())));
     }
     match faucet(&c, &v, &f.asset).await {
-        Ok(r) => {
-            let _ = r;
-            see_other("/console/wallet", &[])
-        }
+        Ok(_) => see_other("/console/wallet", &[]),
         Err(e) => wallet_view(&c, &v, e.status(), Some(e.message())).await,
     }
 }
