@@ -108,9 +108,14 @@ pub(crate) fn error_page(e: &ConsoleError, nav: Option<Nav>) -> Response {
     render(e.status(), &page, &[])
 }
 
-/// The logged-in viewer, or the login page.
+/// The logged-in viewer, or the login page (the code prompt for a login waiting for its second
+/// factor).
 async fn viewer_or_login(ctx: &Ctx, c: &Console) -> Result<Viewer, Response> {
-    ctx.viewer(c).await.map_err(|e| error_page(&e, None))
+    match ctx.viewer(c).await {
+        Ok(v) => Ok(v),
+        Err(ConsoleError::NotLoggedIn) if ctx.pending(c).await.is_some() => Err(see_other("/console/login/totp", &[])),
+        Err(e) => Err(error_page(&e, None)),
+    }
 }
 
 /// Steps up with `code` when one was typed; afterwards `v` holds the rotated session, and the

@@ -98,11 +98,38 @@ async fn click(c: &Client, css: &str) {
 }
 
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+    // A page that is still loading after a submission can lose the element under us: retry.
+    let mut last = String::new();
+    for _ in 0..50 {
+        match c.find(Locator::Css(css)).await {
+            Ok(el) => match el.text().await {
+                Ok(t) => return t,
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: {last}");
 }
 
 async fn path(c: &Client) -> String {
     c.current_url().await.unwrap().path().to_owned()
+}
+
+/// Waits (up to 10 s) until the text of `css` contains `needle` (or, with `present` false, no
+/// longer does): for a form that posts back to the page it is on.
+async fn wait_for_text(c: &Client, css: &str, needle: &str, present: bool) {
+    for _ in 0..100 {
+        if let Ok(el) = c.find(Locator::Css(css)).await
+            && let Ok(t) = el.text().await
+            && t.contains(needle) == present
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} never {} {needle:?}", if present { "showed" } else { "stopped showing" });
 }
 
 /// Waits (up to 10 s) for the browser to arrive at `want` after a form submission.
@@ -115,6 +142,13 @@ async fn wait_for_path(c: &Client, want: &str) {
     }
     let body = c.find(Locator::Css("body")).await.unwrap().text().await.unwrap_or_default();
     panic!("expected to be at {want}, still at {}: {body}", path(c).await);
+}
+
+/// Saves a screenshot of the current page for review.
+async fn shot(c: &Client, name: &str) {
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), c.screenshot().await.unwrap()).unwrap();
 }
 
 fn screenshot_dir() -> PathBuf {
@@ -146,10 +180,12 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     // Enroll TOTP: the code is computed from the secret shown on the page.
     click(c, "form[action='/console/2fa/enroll'] button").await;
     let secret = text(c, "#totp-secret").await;
+    shot(c, "2fa-enroll").await;
     assert!(c.find(Locator::Css(".qr svg")).await.is_ok(), "a QR code");
     fill(c, "#code", &totp(&secret, app)).await;
     click(c, "form[action='/console/2fa/confirm'] button").await;
     let codes = text(c, "#recovery-codes").await;
+    shot(c, "2fa-recovery-codes").await;
     assert_eq!(codes.lines().count(), 10, "{codes}");
 
     // Create a read-only HMAC key: `read` alone is the default.
@@ -162,6 +198,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     let api_secret = text(c, "#api-secret").await;
     assert!(api_key.starts_with("kg_") && api_secret.starts_with("kgs_"));
     assert!(c.find(Locator::Css("button.copy[data-copy=api-secret]")).await.unwrap().is_displayed().await.unwrap());
+    shot(c, "key-created").await;
 
     // Use it over HTTP.
     let client = app.client(&api_key, Signer::hmac(&api_secret));
@@ -174,15 +211,14 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     c.goto(&format!("{base}/console/keys")).await.map_err(|e| e.to_string())?;
     let list = text(c, "table.keys").await;
     assert!(list.contains("portfolio tracker") && list.contains("no IP restriction"), "{list}");
-    let dir = screenshot_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("api-keys.png"), c.screenshot().await.unwrap()).unwrap();
+    shot(c, "api-keys").await;
 
     // Widen to trade: needs a fresh TOTP code (the enrollment code cannot be used again).
     c.goto(&format!("{base}/console/keys/{api_key}")).await.map_err(|e| e.to_string())?;
     click(c, "#perm_trade").await;
     click(c, "#edit-key button[type=submit]").await;
     assert!(text(c, ".error").await.contains("2FA"), "asks for the code");
+    shot(c, "key-edit-needs-code").await;
     next_totp_step(app);
     fill(c, "#code", &totp(&secret, app)).await;
     click(c, "#edit-key button[type=submit]").await;
@@ -194,7 +230,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     // Phone width stays readable.
     c.set_window_size(390, 844).await.map_err(|e| e.to_string())?;
     c.goto(&format!("{base}/console/keys")).await.map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("api-keys-phone.png"), c.screenshot().await.unwrap()).unwrap();
+    shot(c, "api-keys-phone").await;
     c.set_window_size(1280, 1000).await.map_err(|e| e.to_string())?;
 
     // Revoke, with confirmation.
@@ -209,8 +245,16 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     // The activity page shows what happened.
     c.goto(&format!("{base}/console/audit")).await.map_err(|e| e.to_string())?;
     let audit = text(c, "main").await;
+    shot(c, "activity").await;
     for action in ["key.create", "key.edit", "key.revoke", "totp.confirm"] {
         assert!(audit.contains(action), "{action} in {audit}");
     }
+
+    // The wallet: a faucet deposit through the form.
+    c.goto(&format!("{base}/console/wallet")).await.map_err(|e| e.to_string())?;
+    click(c, "form[action='/console/wallet/faucet'] button").await;
+    wait_for_text(c, "main", "No deposits.", false).await;
+    assert!(text(c, "main").await.contains("1.00000000"));
+    shot(c, "wallet").await;
     Ok(())
 }
