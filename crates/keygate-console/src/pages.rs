@@ -81,6 +81,16 @@ pub(crate) fn render<T: Template>(status: StatusCode, t: &T, cookies: &[HeaderVa
     res
 }
 
+/// Adds `Retry-After` to a throttled answer.
+fn retry_after(mut res: Response, e: &ConsoleError) -> Response {
+    if let Some(s) = e.retry_after()
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
 /// 303 See Other to `to`, adding `cookies`.
 pub(crate) fn see_other(to: &str, cookies: &[HeaderValue]) -> Response {
     let mut res = Redirect::to(to).into_response();
@@ -258,7 +268,7 @@ async fn login(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<Log
         Err(e) => {
             let e = ConsoleError::from(e);
             let csrf = ctx.pre.clone().unwrap_or_default();
-            render(e.status(), &LoginPage { nav: None, csrf, name, error: Some(e.message()) }, &[])
+            retry_after(render(e.status(), &LoginPage { nav: None, csrf, name, error: Some(e.message()) }, &[]), &e)
         }
     }
 }
@@ -306,7 +316,10 @@ async fn login_totp(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::For
             if matches!(e, ConsoleError::Service(ServiceError::Unauthenticated(_))) {
                 return see_other("/console/login", &[]);
             }
-            render(e.status(), &LoginTotpPage { nav: None, csrf: info.csrf_token, error: Some(e.message()) }, &[])
+            retry_after(
+                render(e.status(), &LoginTotpPage { nav: None, csrf: info.csrf_token, error: Some(e.message()) }, &[]),
+                &e,
+            )
         }
     }
 }

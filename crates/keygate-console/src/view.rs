@@ -111,3 +111,39 @@ impl KeyRow {
         parts.join("; ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(extra: serde_json::Value) -> KeyView {
+        let mut v = serde_json::json!({
+            "api_key": "kg_exampleexampleexample", "account_id": 1, "account": "alice", "label": "l",
+            "type": "hmac", "permissions": ["read"], "ip_allowlist": [], "expires_at": null, "symbols": [],
+            "withdraw_addresses": [], "withdraw_limit_24h": null, "status": "active", "created_at": 0,
+            "created_by": "owner", "updated_at": 0, "updated_by": "owner", "last_used_at": null,
+            "last_used_ip": null, "use_count": 0, "public_key": null
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn risk_flags() {
+        let now = UnixMillis(40 * DAY_MS);
+        let quiet = KeyRow::new(&key(serde_json::json!({})), now);
+        assert_eq!(quiet.risks, vec!["no IP restriction", "unused for 30+ days"]);
+        let busy = KeyRow::new(
+            &key(serde_json::json!({
+                "ip_allowlist": ["203.0.113.0/24"], "permissions": ["read", "withdraw"],
+                "last_used_at": 39 * DAY_MS, "expires_at": 42 * DAY_MS
+            })),
+            now,
+        );
+        assert_eq!(busy.risks, vec!["withdraw enabled", "expires soon"]);
+        let revoked = KeyRow::new(&key(serde_json::json!({ "status": "revoked" })), now);
+        assert!(revoked.risks.is_empty(), "a revoked key is no risk");
+    }
+}

@@ -200,3 +200,57 @@ async fn json_step_up_rotates_the_session_and_its_csrf_token() {
     let res = a.post_json("/api/console/v1/keys", Some(&new), body).await;
     assert_eq!(res.status, 201, "{}", res.body);
 }
+
+#[tokio::test]
+async fn an_ed25519_public_key_registered_in_the_console_signs_requests() {
+    use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, spki::der::pem::LineEnding};
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let public = signing.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let private = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let csrf = a.keys_csrf().await;
+    let res = a
+        .post("/console/keys", &[("csrf", &csrf), ("label", "ed"), ("kind", "ed25519"), ("public_key", &public)])
+        .await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let api_key = res.location.unwrap().trim_start_matches("/console/keys/").to_owned();
+    let page = a.get(&format!("/console/keys/{api_key}")).await;
+    assert!(page.body.contains("ed25519"));
+    let client = app.client(&api_key, Signer::ed25519_pem(&private).unwrap());
+    let r = client.signed(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // A key that is not a public key is refused with a message, and nothing is created.
+    let csrf = a.keys_csrf().await;
+    let res = a
+        .post("/console/keys", &[("csrf", &csrf), ("label", "bad"), ("kind", "rsa"), ("public_key", "not a key")])
+        .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert_eq!(app.service.list_keys(&Actor::operator_cli(), Some("alice")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_are_throttled() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let mut b = Agent::new(&app);
+    let mut last = 0;
+    for _ in 0..8 {
+        let page = b.get("/console/login").await;
+        let res = b
+            .post("/console/login", &[("csrf", &page.csrf()), ("name", "alice"), ("password", "wrong password!!")])
+            .await;
+        last = res.status;
+        if last == 429 {
+            assert!(res.body.contains("role=\"alert\""));
+            break;
+        }
+        assert_eq!(last, 401);
+    }
+    assert_eq!(last, 429, "throttled after a few failures");
+    let res =
+        b.post_json("/api/console/v1/login", None, serde_json::json!({"name": "alice", "password": PASSWORD})).await;
+    assert_eq!(res.status, 403, "the JSON login needs its token too: {}", res.body);
+}
