@@ -86,6 +86,12 @@ pub enum AdminRequest {
         /// New password.
         password: String,
     },
+    /// Remove an account's 2FA (its owner lost the device): ends its sessions, locks withdrawals
+    /// for 24 h.
+    AccountTotpReset {
+        /// Name.
+        name: String,
+    },
     /// Create a key.
     KeyCreate {
         /// Owning account.
@@ -242,6 +248,10 @@ pub async fn execute(
         AdminRequest::AccountPassword { name, password } => {
             service.set_password(actor, &name, Zeroizing::new(password)).await?;
             Ok(serde_json::json!({ "account": name, "password": "changed" }))
+        }
+        AdminRequest::AccountTotpReset { name } => {
+            service.totp_reset(actor, &name).await?;
+            Ok(serde_json::json!({ "account": name, "two_factor": "reset" }))
         }
         AdminRequest::KeyCreate { account, label, key_type, public_key, permissions, restrictions } => {
             let material = match (key_type.as_str(), public_key) {

@@ -3,7 +3,7 @@
 use crate::view::{AccountView, AuditView};
 use crate::{Actor, Service, ServiceError, ServiceResult, password};
 use keygate_auth::AccountId;
-use keygate_store::{AccountRecord, AccountStatus, AuditDraft, NewAccount};
+use keygate_store::{AccountRecord, AuditDraft, NewAccount};
 use zeroize::Zeroizing;
 
 /// Checks an account name: 2 to 32 of `a-z 0-9 _ . -`, starting with a letter or digit.
@@ -112,20 +112,8 @@ impl Service {
     /// # Errors
     /// Storage errors only.
     pub async fn check_password(&self, name: &str, password: Zeroizing<String>) -> ServiceResult<Option<AccountView>> {
-        let rec = self.inner.store.account_by_name(name).await?;
-        let stored = rec.as_ref().map(|r| r.password_hash.clone());
-        let params = self.inner.config.password;
-        let ok = tokio::task::spawn_blocking(move || match stored {
-            Some(hash) => password::verify(&hash, &password),
-            // Hash anyway for unknown names, so timing does not reveal which names exist.
-            None => {
-                let _ = password::hash(params, &password);
-                false
-            }
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))?;
-        Ok(rec.filter(|r| ok && r.status == AccountStatus::Active).as_ref().map(AccountView::from))
+        let (rec, ok) = self.password_matches(name, password).await?;
+        Ok(rec.filter(|_| ok).as_ref().map(AccountView::from))
     }
 
     /// Sets a new password without the current one (the operator resetting it; an owner in the

@@ -360,11 +360,12 @@ impl Service {
     }
 
     /// Writes pending usage counters and closed denial aggregates to the store (`all`: also the
-    /// current minute's, at shutdown).
+    /// current minute's, at shutdown), and at most once a minute deletes ended console sessions.
     ///
     /// # Errors
     /// Storage errors; pending usage is kept for the next flush.
     pub async fn flush(&self, all: bool) -> ServiceResult<()> {
+        self.purge_sessions_now_and_then().await?;
         let deltas = self.inner.usage.drain();
         if !deltas.is_empty()
             && let Err(e) = self.inner.store.record_usage(&deltas).await

@@ -98,6 +98,8 @@ struct Inner {
     login_by_account: throttle::FailureCounter,
     /// Failed logins per client address (IPv6 per /64), in memory.
     login_by_ip: throttle::FailureCounter,
+    /// When ended sessions were last deleted, ms.
+    last_session_purge: std::sync::atomic::AtomicU64,
     /// Serialises every read-modify-write of keys in this process, so a concurrent edit can never
     /// write back a stale copy over a revocation, and the per-account key count holds.
     key_writes: tokio::sync::Mutex<()>,
@@ -126,6 +128,7 @@ impl Service {
                     config.throttle.login_per_ip,
                     config.throttle.login_window_ms,
                 ),
+                last_session_purge: std::sync::atomic::AtomicU64::new(0),
                 key_writes: tokio::sync::Mutex::new(()),
                 config,
             }),

@@ -206,7 +206,15 @@ impl Service {
         name: &str,
         password: Zeroizing<String>,
     ) -> ServiceResult<(Option<AccountRecord>, bool)> {
-        let rec = self.inner.store.account_by_name(name).await?;
+        // A name that cannot exist is not looked up, and an overlong password is not hashed:
+        // neither can match, and neither should cost more than a normal attempt.
+        let rec = match accounts::check_name(name) {
+            Ok(()) => self.inner.store.account_by_name(name).await?,
+            Err(_) => None,
+        };
+        if password.len() > password::MAX_PASSWORD_BYTES {
+            return Ok((rec, false));
+        }
         let stored = rec.as_ref().map(|r| r.password_hash.clone());
         let params = self.inner.config.password;
         let ok = tokio::task::spawn_blocking(move || match stored {
@@ -242,17 +250,20 @@ impl Service {
         source: Option<String>,
     ) -> ServiceResult<NewSession> {
         let now = self.now_ms();
-        let account_key = name.to_ascii_lowercase();
+        // Audit records and throttle keys carry the name as typed only when it could be an
+        // account name: an attacker's megabyte of junk is recorded as `<invalid>`.
+        let name_shown = if accounts::check_name(name).is_ok() { name } else { "<invalid>" };
+        let account_key = name_shown.to_owned();
         let ip = ip_key(source.as_deref());
         let refused =
             self.inner.login_by_account.check(&account_key, now).and_then(|()| self.inner.login_by_ip.check(&ip, now));
         if let Err(refusal) = refused {
             if refusal.first {
-                let account = self.inner.store.account_by_name(name).await?.map(|a| a.id);
+                let account = self.inner.store.account_by_name(name_shown).await?.map(|a| a.id);
                 let draft = self.draft(
-                    format!("owner:{name}"),
+                    format!("owner:{name_shown}"),
                     "auth.login_failed",
-                    format!("account:{name}"),
+                    format!("account:{name_shown}"),
                     account,
                     source,
                     serde_json::json!({ "reason": "throttled", "retry_after_ms": refusal.retry_after_ms }),
@@ -267,9 +278,9 @@ impl Service {
             self.inner.login_by_account.fail(&account_key, now);
             self.inner.login_by_ip.fail(&ip, now);
             let draft = self.draft(
-                format!("owner:{name}"),
+                format!("owner:{name_shown}"),
                 "auth.login_failed",
-                format!("account:{name}"),
+                format!("account:{name_shown}"),
                 account_id,
                 source,
                 serde_json::json!({ "reason": "password" }),
@@ -485,7 +496,7 @@ impl Service {
             return Err(ServiceError::Unauthenticated("the 2FA code of this login is still due".into()));
         }
         let now = self.now_ms();
-        let account_key = account.name.to_ascii_lowercase();
+        let account_key = account.name.clone();
         if let Err(refusal) = self.inner.login_by_account.check(&account_key, now) {
             return Err(Self::throttled(refusal));
         }
@@ -531,6 +542,18 @@ impl Service {
     pub(crate) fn lock_until(&self, account: &AccountRecord, now: UnixMillis) -> UnixMillis {
         let fresh = now.plus_millis(self.inner.config.withdrawal_lock_ms);
         account.withdrawals_locked_until.map_or(fresh, |u| u.max(fresh))
+    }
+
+    /// [`Service::purge_sessions`] if the last purge was a minute ago or more (called from
+    /// [`Service::flush`], which the server runs every second or so).
+    pub(crate) async fn purge_sessions_now_and_then(&self) -> ServiceResult<()> {
+        let now = self.now_ms().0;
+        let last = self.inner.last_session_purge.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) < 60_000 {
+            return Ok(());
+        }
+        self.inner.last_session_purge.store(now, std::sync::atomic::Ordering::Relaxed);
+        self.purge_sessions().await.map(|_| ())
     }
 
     /// Deletes sessions that have passed their idle or absolute timeout (housekeeping; a

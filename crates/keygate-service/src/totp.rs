@@ -143,15 +143,18 @@ impl Service {
         if let Some(start) = tf.failure_window_start {
             let end = start.plus_millis(t.totp_window_ms);
             if tf.failures >= t.totp_failures && now >= start && now < end {
-                // Recorded as a failure too, so the refusal is in the audit log; the window's
-                // start does not move, so this never extends the lockout.
-                let audit = self.owner_draft(
-                    account,
-                    "totp.failed",
-                    source,
-                    serde_json::json!({ "purpose": purpose, "reason": "throttled" }),
-                );
-                self.inner.store.record_totp_failure(account.id, now, t.totp_window_ms, audit).await?;
+                // The first refusal of a window is recorded (counted, so later ones see it, and
+                // audited); later refusals write nothing, so a flood of attempts cannot flood the
+                // audit log. The window's start does not move: this never extends the lockout.
+                if tf.failures == t.totp_failures {
+                    let audit = self.owner_draft(
+                        account,
+                        "totp.failed",
+                        source,
+                        serde_json::json!({ "purpose": purpose, "reason": "throttled" }),
+                    );
+                    self.inner.store.record_totp_failure(account.id, now, t.totp_window_ms, audit).await?;
+                }
                 return Err(ServiceError::Throttled { what: "2FA code".into(), retry_after_ms: end.0 - now.0 });
             }
         }

@@ -340,3 +340,15 @@ async fn serve_on_postgresql_runs_end_to_end() {
     let out = with_db(s.command(&["audit", "verify"])).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Audit chain intact"), "{out:?}");
 }
+
+#[test]
+fn an_operator_resets_a_lost_2fa_device_and_it_is_audited() {
+    let s = Sandbox::new();
+    s.account("alice");
+    s.fails(&["accounts", "totp-reset", "nobody"], "not found");
+    let out = s.ok(&["accounts", "totp-reset", "alice"]);
+    assert!(out.contains("2FA of alice removed"), "{out}");
+    let audit = s.json(&["audit", "list", "--json"]);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
+    assert_eq!(actions, ["account.create", "totp.reset", "auth.sessions_ended"], "{audit}");
+}
