@@ -26,6 +26,7 @@ pub(crate) fn routes() -> (Router<Console>, Vec<(&'static str, &'static str)>) {
         ("POST", "/api/console/v1/login", post(login)),
         ("POST", "/api/console/v1/login/totp", post(login_totp)),
         ("POST", "/api/console/v1/logout", post(logout)),
+        ("POST", "/api/console/v1/password", post(password)),
         ("GET", "/api/console/v1/2fa", get(two_factor)),
         ("POST", "/api/console/v1/2fa/enroll", post(enroll)),
         ("POST", "/api/console/v1/2fa/confirm", post(confirm)),
@@ -166,6 +167,19 @@ async fn logout(State(c): State<Console>, ctx: Ctx) -> ApiResult {
     ctx.check_session_csrf(&token, None)?;
     c.service().logout(&token, ctx.source.clone()).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "logged_out": true }), &[ctx.clear_session_cookie()]))
+}
+
+#[derive(Debug, Deserialize)]
+struct PasswordBody {
+    current: Zeroizing<String>,
+    password: Zeroizing<String>,
+}
+
+/// `POST /password`: ends every session of the account but this one (which gets a new id).
+async fn password(State(c): State<Console>, ctx: Ctx, Body(b): Body<PasswordBody>) -> ApiResult {
+    let v = acting(&c, &ctx).await?;
+    let s = c.service().change_password(&v.token, b.current, b.password, ctx.source.clone()).await?;
+    Ok(json(StatusCode::OK, &SessionJson::of(&s.info), &[ctx.session_cookie(&s.token)]))
 }
 
 /// The logged-in viewer of a state-changing call, CSRF header checked.

@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/2fa/confirm", post(two_factor_confirm))
         .route("/console/2fa/disable", post(two_factor_disable))
         .route("/console/step-up", get(step_up_page).post(step_up))
+        .route("/console/password", get(password_page).post(change_password))
         .route("/console/keys", get(keys_page).post(create_key))
         .route("/console/keys/revoke-all", get(revoke_all_page).post(revoke_all))
         .route("/console/keys/{id}", get(edit_page).post(edit_key))
@@ -528,6 +529,86 @@ async fn step_up(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<C
                 &[],
             )
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Password.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    nav: Option<Nav>,
+    csrf: String,
+    error: Option<String>,
+    done: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PasswordForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    current: Zeroizing<String>,
+    #[serde(default)]
+    password: Zeroizing<String>,
+    #[serde(default)]
+    password2: Zeroizing<String>,
+}
+
+async fn password_page(State(c): State<Console>, ctx: Ctx) -> Response {
+    match viewer_or_login(&ctx, &c).await {
+        Ok(v) => render(
+            StatusCode::OK,
+            &PasswordPage {
+                nav: Some(Nav::of(&v, c.now_ms())),
+                csrf: v.info.csrf_token.clone(),
+                error: None,
+                done: false,
+            },
+            &[],
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn change_password(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<PasswordForm>) -> Response {
+    let v = match viewer_or_login(&ctx, &c).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(e) = ctx.check_session_csrf(&v.token, f.csrf.as_deref()) {
+        return error_page(&e, Some(Nav::of(&v, c.now_ms())));
+    }
+    let refuse = |e: ConsoleError| {
+        let page = PasswordPage {
+            nav: Some(Nav::of(&v, c.now_ms())),
+            csrf: v.info.csrf_token.clone(),
+            error: Some(e.message()),
+            done: false,
+        };
+        retry_after(render(e.status(), &page, &[]), &e)
+    };
+    if *f.password != *f.password2 {
+        return refuse(ConsoleError::BadRequest("the two new passwords differ".into()));
+    }
+    match c.service().change_password(&v.token, f.current, f.password, ctx.source.clone()).await {
+        Ok(fresh) => {
+            let page = PasswordPage {
+                nav: Some(Nav {
+                    account: fresh.info.account.clone(),
+                    csrf: fresh.info.csrf_token.clone(),
+                    two_factor: fresh.info.two_factor_enabled,
+                    stepped_up: false,
+                }),
+                csrf: fresh.info.csrf_token.clone(),
+                error: None,
+                done: true,
+            };
+            render(StatusCode::OK, &page, &[ctx.session_cookie(&fresh.token)])
+        }
+        Err(e) => refuse(e.into()),
     }
 }
 

@@ -254,3 +254,37 @@ async fn repeated_wrong_passwords_are_throttled() {
         b.post_json("/api/console/v1/login", None, serde_json::json!({"name": "alice", "password": PASSWORD})).await;
     assert_eq!(res.status, 403, "the JSON login needs its token too: {}", res.body);
 }
+
+#[tokio::test]
+async fn changing_the_password_ends_other_sessions_and_needs_the_current_one() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let mut other = Agent::new(&app);
+    let page = other.get("/console/login").await;
+    other.post("/console/login", &[("csrf", &page.csrf()), ("name", "alice"), ("password", PASSWORD)]).await;
+    assert_eq!(other.get("/console/keys").await.status, 200);
+
+    let page = a.get("/console/password").await;
+    let new = "an entirely new passphrase";
+    let res = a
+        .post(
+            "/console/password",
+            &[("csrf", &page.csrf()), ("current", "not the password"), ("password", new), ("password2", new)],
+        )
+        .await;
+    assert_eq!(res.status, 401, "{}", res.body);
+    assert_eq!(other.get("/console/keys").await.status, 200, "nothing changed");
+
+    let page = a.get("/console/password").await;
+    let res = a
+        .post(
+            "/console/password",
+            &[("csrf", &page.csrf()), ("current", PASSWORD), ("password", new), ("password2", new)],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert!(res.body.contains("Password changed"));
+    assert_eq!(a.get("/console/keys").await.status, 200, "this session goes on with a new id");
+    assert_eq!(other.get("/console/keys").await.status, 303, "the other session has ended");
+}
