@@ -28,7 +28,7 @@ impl Drop for Driver {
 
 fn find(var: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Ok(p) = std::env::var(var) {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
