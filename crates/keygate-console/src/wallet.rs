@@ -84,6 +84,7 @@ pub(crate) async fn faucet(c: &Console, v: &Viewer, asset: &str) -> Result<Depos
     }
     let asset = asset.trim().to_ascii_uppercase();
     let coin = AssetCode::parse(&asset).map_err(|e| ConsoleError::BadRequest(format!("asset {asset:?}: {e}")))?;
+    let _one_at_a_time = c.faucet_lock().await;
     let now = c.now_ms();
     let used = crate::pages::recent_audit(c, v, 1000)
         .await?
