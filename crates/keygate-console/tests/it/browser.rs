@@ -144,6 +144,24 @@ async fn wait_for_path(c: &Client, want: &str) {
     panic!("expected to be at {want}, still at {}: {body}", path(c).await);
 }
 
+/// Controls (inputs, selects, text areas; hidden inputs aside) of the current page that have no
+/// label: the page's accessibility floor.
+async fn unlabelled_controls(c: &Client) -> Vec<serde_json::Value> {
+    let script = "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))\
+        .filter(e => (!e.labels || e.labels.length === 0) && !e.getAttribute('aria-label'))\
+        .map(e => e.name || e.id);";
+    match c.execute(script, vec![]).await.unwrap() {
+        serde_json::Value::Array(v) => v,
+        other => panic!("unexpected script answer {other}"),
+    }
+}
+
+/// True when the page is wider than the window (a horizontal scroll bar).
+async fn overflows(c: &Client) -> bool {
+    let script = "return document.documentElement.scrollWidth > window.innerWidth;";
+    c.execute(script, vec![]).await.unwrap() == serde_json::Value::Bool(true)
+}
+
 /// Saves a screenshot of the current page for review.
 async fn shot(c: &Client, name: &str) {
     let dir = screenshot_dir();
@@ -190,6 +208,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
 
     // Create a read-only HMAC key: `read` alone is the default.
     c.goto(&format!("{base}/console/keys")).await.map_err(|e| e.to_string())?;
+    assert_eq!(unlabelled_controls(c).await, Vec::<serde_json::Value>::new(), "every control has a label");
     assert!(!c.find(Locator::Css("#perm_trade")).await.unwrap().is_selected().await.unwrap());
     assert!(!c.find(Locator::Css("#perm_withdraw")).await.unwrap().is_selected().await.unwrap());
     fill(c, "#create-key #label", "portfolio tracker").await;
@@ -215,6 +234,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
 
     // Widen to trade: needs a fresh TOTP code (the enrollment code cannot be used again).
     c.goto(&format!("{base}/console/keys/{api_key}")).await.map_err(|e| e.to_string())?;
+    assert_eq!(unlabelled_controls(c).await, Vec::<serde_json::Value>::new(), "every control has a label");
     click(c, "#perm_trade").await;
     click(c, "#edit-key button[type=submit]").await;
     assert!(text(c, ".error").await.contains("2FA"), "asks for the code");
@@ -229,6 +249,10 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
 
     // Phone width stays readable.
     c.set_window_size(390, 844).await.map_err(|e| e.to_string())?;
+    for page in ["/console/keys", &format!("/console/keys/{api_key}"), "/console/wallet", "/console/2fa"] {
+        c.goto(&format!("{base}{page}")).await.map_err(|e| e.to_string())?;
+        assert!(!overflows(c).await, "{page} is wider than a phone screen");
+    }
     c.goto(&format!("{base}/console/keys")).await.map_err(|e| e.to_string())?;
     shot(c, "api-keys-phone").await;
     c.set_window_size(1280, 1000).await.map_err(|e| e.to_string())?;
