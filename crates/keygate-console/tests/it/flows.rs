@@ -288,3 +288,45 @@ async fn changing_the_password_ends_other_sessions_and_needs_the_current_one() {
     assert_eq!(a.get("/console/keys").await.status, 200, "this session goes on with a new id");
     assert_eq!(other.get("/console/keys").await.status, 303, "the other session has ended");
 }
+
+#[tokio::test]
+async fn json_api_enrolls_2fa_and_logs_in_with_the_second_factor() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    let pre: serde_json::Value = serde_json::from_str(&a.get("/api/console/v1/session").await.body).unwrap();
+    let pre = pre["csrf_token"].as_str().unwrap().to_owned();
+    let creds = serde_json::json!({ "name": "alice", "password": PASSWORD });
+    let s: serde_json::Value =
+        serde_json::from_str(&a.post_json("/api/console/v1/signup", Some(&pre), creds.clone()).await.body).unwrap();
+    let csrf = s["csrf_token"].as_str().unwrap().to_owned();
+    let res = a.post_json("/api/console/v1/2fa/enroll", Some(&csrf), serde_json::json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.cache_control.as_deref(), Some("no-store"));
+    let e: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+    let secret = e["secret"].as_str().unwrap().to_owned();
+    assert!(e["qr_svg"].as_str().unwrap().contains("<svg"));
+    let res = a
+        .post_json("/api/console/v1/2fa/confirm", Some(&csrf), serde_json::json!({ "code": totp(&secret, &app) }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let codes: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+    assert_eq!(codes["recovery_codes"].as_array().unwrap().len(), 10);
+    let res = a.post_json("/api/console/v1/logout", Some(&csrf), serde_json::json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+
+    let mut b = Agent::new(&app);
+    let pre: serde_json::Value = serde_json::from_str(&b.get("/api/console/v1/session").await.body).unwrap();
+    let pre = pre["csrf_token"].as_str().unwrap().to_owned();
+    let s: serde_json::Value =
+        serde_json::from_str(&b.post_json("/api/console/v1/login", Some(&pre), creds).await.body).unwrap();
+    assert_eq!(s["two_factor_pending"], true);
+    assert_eq!(s["authenticated"], false);
+    let pending_csrf = s["csrf_token"].as_str().unwrap().to_owned();
+    assert_eq!(b.get("/api/console/v1/keys").await.status, 401);
+    // A recovery code works once in place of a TOTP code.
+    let recovery = codes["recovery_codes"][0].as_str().unwrap();
+    let res =
+        b.post_json("/api/console/v1/login/totp", Some(&pending_csrf), serde_json::json!({ "code": recovery })).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(b.get("/api/console/v1/keys").await.status, 200);
+}
