@@ -37,6 +37,8 @@ pub struct ServerConfig {
     /// Host names the console answers to besides the listen address, localhost, 127.0.0.1 and
     /// [::1] (DNS-rebinding defence).
     pub console_hosts: Vec<String>,
+    /// Sandbox faucet deposits an owner may take per 24 hours in the console (0: no faucet).
+    pub faucet_per_day: usize,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             market_maker: None,
             tls: None,
             console_hosts: Vec::new(),
+            faucet_per_day: 5,
         }
     }
 }
@@ -105,11 +108,11 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
     };
     // Cookies are Secure when the browser reaches us over TLS: ours, or a trusted proxy's.
     let secure_cookies = config.tls.is_some() || !config.trusted_proxies.is_empty();
-    let console = keygate_console::Console::new(
-        service.clone(),
-        engine.clone(),
-        keygate_console::ConsoleConfig::for_listen_addr(addr, &config.console_hosts, secure_cookies),
-    );
+    let mut console_config =
+        keygate_console::ConsoleConfig::for_listen_addr(addr, &config.console_hosts, secure_cookies);
+    console_config.faucet =
+        keygate_console::FaucetConfig { enabled: config.faucet_per_day > 0, per_day: config.faucet_per_day };
+    let console = keygate_console::Console::new(service.clone(), engine.clone(), console_config);
     let state = AppState {
         console,
         service: service.clone(),

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// DNS-rebinding attacks on a local console.
     #[arg(long = "console-host", value_name = "HOST")]
     pub console_host: Vec<String>,
+    /// Sandbox faucet deposits an account may take per 24 hours from the console's wallet page
+    /// (0 turns the faucet off; deposits are then operator actions only).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub faucet_per_day: usize,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -105,6 +109,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         admin_socket: Some(ctx.data_dir.admin_socket()),
         tls: tls.clone(),
         console_hosts: args.console_host.clone(),
+        faucet_per_day: args.faucet_per_day,
         ..ServerConfig::default()
     };
     let mut handle =

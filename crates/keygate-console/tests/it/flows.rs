@@ -330,3 +330,16 @@ async fn json_api_enrolls_2fa_and_logs_in_with_the_second_factor() {
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(b.get("/api/console/v1/keys").await.status, 200);
 }
+
+#[tokio::test]
+async fn the_faucet_can_be_turned_off() {
+    let app = TestApp::spawn_with(|c| c.faucet_per_day = 0).await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let page = a.get("/console/wallet").await;
+    assert!(!page.body.contains("/console/wallet/faucet"), "no faucet form");
+    let res = a.post("/console/wallet/faucet", &[("csrf", &page.csrf()), ("asset", "BTC")]).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    let wallet = a.get("/console/wallet").await;
+    assert!(!wallet.body.contains("1.00000000"));
+}
