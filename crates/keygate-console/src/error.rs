@@ -97,10 +97,10 @@ impl ConsoleError {
         }
     }
 
-    /// True when the refusal asks for a fresh 2FA code.
+    /// True when the refusal asks for a (new) fresh 2FA code.
     #[must_use]
     pub fn needs_step_up(&self) -> bool {
-        matches!(self, Self::Service(ServiceError::StepUpRequired(_)))
+        matches!(self, Self::Service(ServiceError::StepUpRequired(_) | ServiceError::InvalidCode(_)))
     }
 }
 

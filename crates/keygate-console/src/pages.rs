@@ -112,7 +112,7 @@ pub(crate) struct MessagePage {
 
 /// A refusal as a page: not logged in goes to the login page; anything else says what happened.
 pub(crate) fn error_page(e: &ConsoleError, nav: Option<Nav>) -> Response {
-    if matches!(e, ConsoleError::NotLoggedIn) {
+    if matches!(e, ConsoleError::NotLoggedIn | ConsoleError::Service(ServiceError::Unauthenticated(_))) {
         return see_other("/console/login", &[]);
     }
     let page = MessagePage { nav, title: "Refused".into(), message: e.message(), back: "/console/keys".into() };

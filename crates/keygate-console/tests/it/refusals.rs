@@ -276,3 +276,35 @@ async fn json_api_creates_a_key_with_the_session_token() {
     assert!(created["secret"].as_str().unwrap().starts_with("kgs_"));
     assert_eq!(created["permissions"], serde_json::json!(["read"]));
 }
+
+#[tokio::test]
+async fn trade_key_without_2fa_enabled_is_refused_with_a_pointer_to_2fa() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let csrf = a.keys_csrf().await;
+    let res =
+        a.post("/console/keys", &[("csrf", &csrf), ("label", "bot"), ("kind", "hmac"), ("perm_trade", "on")]).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(res.body.contains("2FA"), "{}", res.body);
+    assert!(keys_of(&app, "alice").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_step_up_code_in_the_form_changes_nothing_and_asks_again() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    a.enroll_totp(&app).await;
+    let csrf = a.keys_csrf().await;
+    let res = a
+        .post(
+            "/console/keys",
+            &[("csrf", &csrf), ("label", "bot"), ("kind", "hmac"), ("perm_trade", "on"), ("code", "123456")],
+        )
+        .await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(res.body.contains("needed for this change"), "{}", res.body);
+    assert!(res.set_cookies.is_empty(), "no step-up, no new session");
+    assert!(keys_of(&app, "alice").await.is_empty());
+}
