@@ -178,11 +178,16 @@ fn screenshot_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_signs_up_enrolls_2fa_and_manages_a_key_in_a_real_browser() {
     let Some((driver, chromium)) = start_driver().await else { return };
-    let app = TestApp::spawn().await;
+    let app = std::sync::Arc::new(TestApp::spawn().await);
     let c = browser(&driver, &chromium).await;
-    let result = journey(&c, &app).await;
+    // Run the journey in its own task so that a failed assertion still closes the browser.
+    let (c2, app2) = (c.clone(), std::sync::Arc::clone(&app));
+    let outcome = tokio::spawn(async move { journey(&c2, &app2).await }).await;
     let _ = c.close().await;
-    result.unwrap();
+    match outcome {
+        Ok(result) => result.unwrap(),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
