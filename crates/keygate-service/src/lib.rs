@@ -98,6 +98,8 @@ struct Inner {
     login_by_account: throttle::FailureCounter,
     /// Failed logins per client address (IPv6 per /64), in memory.
     login_by_ip: throttle::FailureCounter,
+    /// Accounts signed up per client address, in memory.
+    sign_ups_by_ip: throttle::FailureCounter,
     /// When ended sessions were last deleted, ms.
     last_session_purge: std::sync::atomic::AtomicU64,
     /// Serialises every read-modify-write of keys in this process, so a concurrent edit can never
@@ -128,6 +130,7 @@ impl Service {
                     config.throttle.login_per_ip,
                     config.throttle.login_window_ms,
                 ),
+                sign_ups_by_ip: throttle::FailureCounter::new(config.throttle.sign_ups_per_ip_per_hour, 60 * 60 * 1000),
                 last_session_purge: std::sync::atomic::AtomicU64::new(0),
                 key_writes: tokio::sync::Mutex::new(()),
                 config,

@@ -59,6 +59,9 @@ pub struct ThrottleConfig {
     pub totp_failures: u32,
     /// The TOTP window (default 5 min).
     pub totp_window_ms: u64,
+    /// Self sign-ups per client address (IPv6: per /64) per hour (default 10), so one client
+    /// cannot fill the store with accounts.
+    pub sign_ups_per_ip_per_hour: u32,
 }
 
 impl Default for ThrottleConfig {
@@ -69,6 +72,7 @@ impl Default for ThrottleConfig {
             login_window_ms: 15 * 60 * 1000,
             totp_failures: 5,
             totp_window_ms: 5 * 60 * 1000,
+            sign_ups_per_ip_per_hour: 10,
         }
     }
 }
@@ -157,7 +161,9 @@ impl Service {
     ///
     /// # Errors
     /// [`ServiceError::Forbidden`] when sign-up is switched off, [`ServiceError::Invalid`] for a
-    /// bad name or weak password, [`ServiceError::Conflict`] if the name is taken.
+    /// bad name or weak password, [`ServiceError::Conflict`] if the name is taken,
+    /// [`ServiceError::Throttled`] after [`ThrottleConfig::sign_ups_per_ip_per_hour`] accounts from
+    /// one address.
     pub async fn sign_up(
         &self,
         name: &str,
@@ -169,8 +175,12 @@ impl Service {
         }
         accounts::check_name(name)?;
         password::check_strength(&password)?;
-        let hash = self.hash_password(password).await?;
         let now = self.now_ms();
+        let ip = ip_key(source.as_deref());
+        if let Err(refusal) = self.inner.sign_ups_by_ip.check(&ip, now) {
+            return Err(ServiceError::Throttled { what: "sign-up".into(), retry_after_ms: refusal.retry_after_ms });
+        }
+        let hash = self.hash_password(password).await?;
         let audit = self.draft(
             format!("owner:{name}"),
             "account.sign_up",
@@ -188,6 +198,7 @@ impl Service {
                 ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
                 other => other,
             })?;
+        self.inner.sign_ups_by_ip.fail(&ip, now);
         Ok(AccountView::from(&rec))
     }
 

@@ -110,6 +110,20 @@ fn qr_svg(uri: &str) -> ServiceResult<String> {
     Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
 }
 
+/// A fresh set of recovery codes and their hashes.
+fn new_recovery_codes() -> ServiceResult<(RecoveryCodes, Vec<[u8; 32]>)> {
+    let mut codes = Vec::with_capacity(RECOVERY_CODES);
+    let mut hashes = Vec::with_capacity(RECOVERY_CODES);
+    for _ in 0..RECOVERY_CODES {
+        let c = generate_recovery_code(&mut OsEntropy)?;
+        let canonical = normalize_recovery_code(&c)
+            .ok_or_else(|| ServiceError::Internal("a generated recovery code does not parse".into()))?;
+        hashes.push(hash_recovery_code(&canonical));
+        codes.push(c.to_string());
+    }
+    Ok((RecoveryCodes { codes }, hashes))
+}
+
 fn owner_only(actor: &Actor) -> ServiceResult<AccountId> {
     match actor {
         Actor::Owner { account_id, .. } => Ok(*account_id),
@@ -261,15 +275,7 @@ impl Service {
         let Some(step) = totp_step(&tf.seed, &account.name, code, self.now_ms())? else {
             return Err(self.totp_failure(&account, "confirm", "wrong", actor.source()).await?);
         };
-        let mut codes = Vec::with_capacity(RECOVERY_CODES);
-        let mut hashes = Vec::with_capacity(RECOVERY_CODES);
-        for _ in 0..RECOVERY_CODES {
-            let c = generate_recovery_code(&mut OsEntropy)?;
-            let canonical = normalize_recovery_code(&c)
-                .ok_or_else(|| ServiceError::Internal("a generated recovery code does not parse".into()))?;
-            hashes.push(hash_recovery_code(&canonical));
-            codes.push(c.to_string());
-        }
+        let (codes, hashes) = new_recovery_codes()?;
         let audit = self.owner_draft(
             &account,
             "totp.confirm",
@@ -277,7 +283,28 @@ impl Service {
             serde_json::json!({ "recovery_codes": RECOVERY_CODES }),
         );
         self.inner.store.enable_two_factor(account.id, step, &hashes, self.now_ms(), audit).await?;
-        Ok(RecoveryCodes { codes })
+        Ok(codes)
+    }
+
+    /// Replaces the owner's recovery codes by a new set (the old ones, used or not, stop
+    /// working), given a current TOTP code or a recovery code. Audited as
+    /// `totp.recovery_codes_regenerated`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] when 2FA is not on or for non-owners,
+    /// [`ServiceError::InvalidCode`], [`ServiceError::Throttled`].
+    pub async fn regenerate_recovery_codes(&self, actor: &Actor, code: &str) -> ServiceResult<RecoveryCodes> {
+        let account = self.own_account(actor).await?;
+        let method = self.verify_second_factor(&account, code, "recovery_codes", actor.source()).await?;
+        let (codes, hashes) = new_recovery_codes()?;
+        let audit = self.owner_draft(
+            &account,
+            "totp.recovery_codes_regenerated",
+            actor.source(),
+            serde_json::json!({ "method": method, "recovery_codes": RECOVERY_CODES }),
+        );
+        self.inner.store.replace_recovery_codes(account.id, &hashes, audit).await?;
+        Ok(codes)
     }
 
     /// Turns 2FA off, given a current TOTP code or a recovery code; withdrawals are locked for

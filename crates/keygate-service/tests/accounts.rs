@@ -148,6 +148,16 @@ async fn sign_up_and_login_give_an_owner_session_with_a_csrf_token_all_audited()
     // Sign-up refusals.
     assert!(matches!(e.service.sign_up("alice", pw(PASSWORD), src()).await, Err(ServiceError::Conflict(_))));
     assert!(matches!(e.service.sign_up("carol", pw("short"), src()).await, Err(ServiceError::Invalid(_))));
+    // Ten sign-ups per address per hour (alice and bob came from IP already).
+    for i in 0..8 {
+        e.service.sign_up(&format!("user{i}"), pw(PASSWORD), src()).await.unwrap();
+    }
+    let err = e.service.sign_up("user8", pw(PASSWORD), src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Throttled { .. }), "{err}");
+    assert!(matches!(e.service.account(&Actor::operator_cli(), "user8").await, Err(ServiceError::NotFound(_))));
+    e.service.sign_up("user8", pw(PASSWORD), Some("198.51.100.3".into())).await.unwrap();
+    e.clock.advance_ms(60 * MINUTE);
+    e.service.sign_up("user9", pw(PASSWORD), src()).await.unwrap();
     let closed = env_with(|c| c.allow_sign_up = false).await;
     assert!(matches!(closed.service.sign_up("carol", pw(PASSWORD), src()).await, Err(ServiceError::Forbidden(_))));
 }
@@ -479,6 +489,17 @@ async fn recovery_codes_stand_in_for_a_totp_code_once_each() {
     let up = e.service.step_up(&done.token, &codes.codes[4], src()).await.unwrap();
     let alice = e.actor(&up.token).await;
     assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 8);
+    // A new set replaces the old one; it takes a code, and a wrong one changes nothing.
+    assert!(matches!(e.service.regenerate_recovery_codes(&alice, "000000").await, Err(ServiceError::InvalidCode(_))));
+    assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 8);
+    let fresh = e.service.regenerate_recovery_codes(&alice, &codes.codes[5]).await.unwrap();
+    assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 10);
+    e.clock.advance_ms(30_000);
+    let again = e.login("alice").await;
+    let err = e.service.login_second_factor(&again.token, &codes.codes[6], src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "an old recovery code still works: {err}");
+    e.service.login_second_factor(&again.token, &fresh.codes[0], src()).await.unwrap();
+    assert!(e.audit_actions().await.contains(&"totp.recovery_codes_regenerated".to_owned()));
 }
 
 #[tokio::test]

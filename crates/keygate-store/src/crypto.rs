@@ -208,6 +208,15 @@ mod tests {
     }
 
     #[test]
+    fn a_totp_seed_opens_only_for_the_account_it_was_sealed_for() {
+        let c = SecretCipher::new(MasterKey::from_bytes([1; 32]), vec![]);
+        let s = c.seal(&[9; 20], &totp_seed_aad(7)).unwrap();
+        assert_eq!(&*c.open(&s, &totp_seed_aad(7)).unwrap(), &[9; 20]);
+        assert!(c.open(&s, &totp_seed_aad(8)).is_err(), "a seed moved to another account opened");
+        assert!(c.open(&s, &secret_aad("kg_x", 7)).is_err(), "a seed opened as an HMAC secret");
+    }
+
+    #[test]
     fn a_rotated_cipher_still_opens_secrets_of_the_previous_master_key() {
         let old = SecretCipher::new(MasterKey::from_bytes([1; 32]), vec![]);
         let s = old.seal(b"x", b"a").unwrap();

@@ -195,6 +195,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         audit: Option<AuditDraft>,
     ) -> StoreResult<bool>;
 
+    /// Replaces all recovery codes of an account whose 2FA is enabled by `recovery_hashes`
+    /// (used or not, the old ones stop working). [`StoreError::Conflict`] if 2FA is not enabled.
+    async fn replace_recovery_codes(
+        &self,
+        account: AccountId,
+        recovery_hashes: &[[u8; 32]],
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+
     /// Unused recovery codes of the account.
     async fn recovery_codes_left(&self, account: AccountId) -> StoreResult<u32>;
 

@@ -704,6 +704,36 @@ impl Store for SqliteStore {
         Ok(used)
     }
 
+    async fn replace_recovery_codes(
+        &self,
+        account: AccountId,
+        recovery_hashes: &[[u8; 32]],
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let enabled = sqlx::query("SELECT 1 FROM two_factor WHERE account_id = ?1 AND enabled = 1")
+            .bind(account.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !enabled {
+            return Err(StoreError::Conflict(format!(
+                "two-factor authentication is not enabled for account {account}"
+            )));
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE account_id = ?1").bind(account.0).execute(&mut *tx).await?;
+        for h in recovery_hashes {
+            sqlx::query("INSERT INTO recovery_codes (account_id, code_hash, used_at) VALUES (?1, ?2, NULL)")
+                .bind(account.0)
+                .bind(h.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn recovery_codes_left(&self, account: AccountId) -> StoreResult<u32> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE account_id = ?1 AND used_at IS NULL")
