@@ -31,6 +31,7 @@ pub(crate) fn routes() -> (Router<Console>, Vec<(&'static str, &'static str)>) {
         ("POST", "/api/console/v1/2fa/enroll", post(enroll)),
         ("POST", "/api/console/v1/2fa/confirm", post(confirm)),
         ("POST", "/api/console/v1/2fa/disable", post(disable)),
+        ("POST", "/api/console/v1/2fa/recovery-codes", post(recovery_codes)),
         ("POST", "/api/console/v1/step-up", post(step_up)),
         ("GET", "/api/console/v1/keys", get(list_keys)),
         ("POST", "/api/console/v1/keys", post(create_key)),
@@ -216,6 +217,12 @@ async fn disable(State(c): State<Console>, ctx: Ctx, Body(b): Body<CodeBody>) ->
     let v = acting(&c, &ctx).await?;
     c.service().totp_disable(&v.actor, b.code.trim()).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "two_factor_enabled": false }), &[]))
+}
+
+async fn recovery_codes(State(c): State<Console>, ctx: Ctx, Body(b): Body<CodeBody>) -> ApiResult {
+    let v = acting(&c, &ctx).await?;
+    let codes = c.service().regenerate_recovery_codes(&v.actor, b.code.trim()).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "recovery_codes": codes.codes }), &[]))
 }
 
 async fn step_up(State(c): State<Console>, ctx: Ctx, Body(b): Body<CodeBody>) -> ApiResult {

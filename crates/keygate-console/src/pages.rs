@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/2fa/enroll", post(two_factor_enroll))
         .route("/console/2fa/confirm", post(two_factor_confirm))
         .route("/console/2fa/disable", post(two_factor_disable))
+        .route("/console/2fa/recovery-codes", post(regenerate_recovery_codes))
         .route("/console/step-up", get(step_up_page).post(step_up))
         .route("/console/password", get(password_page).post(change_password))
         .route("/console/keys", get(keys_page).post(create_key))
@@ -441,6 +442,31 @@ async fn two_factor_confirm(State(c): State<Console>, ctx: Ctx, axum::Form(f): a
             let e = ConsoleError::from(e);
             let msg = format!("{} Start the setup again to get a new QR code.", e.message());
             two_factor_view(&c, &v, e.status(), Some(msg)).await
+        }
+    }
+}
+
+async fn regenerate_recovery_codes(
+    State(c): State<Console>,
+    ctx: Ctx,
+    axum::Form(f): axum::Form<CodeForm>,
+) -> Response {
+    let v = match viewer_or_login(&ctx, &c).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(e) = ctx.check_session_csrf(&v.token, f.csrf.as_deref()) {
+        return error_page(&e, Some(Nav::of(&v, c.now_ms())));
+    }
+    match c.service().regenerate_recovery_codes(&v.actor, f.code.trim()).await {
+        Ok(codes) => render(
+            StatusCode::OK,
+            &RecoveryPage { nav: Some(Nav::of(&v, c.now_ms())), codes: codes.codes.clone() },
+            &[],
+        ),
+        Err(e) => {
+            let e = ConsoleError::from(e);
+            two_factor_view(&c, &v, e.status(), Some(e.message())).await
         }
     }
 }

@@ -343,3 +343,22 @@ async fn the_faucet_can_be_turned_off() {
     let wallet = a.get("/console/wallet").await;
     assert!(!wallet.body.contains("1.00000000"));
 }
+
+#[tokio::test]
+async fn new_recovery_codes_replace_the_old_ones() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let secret = a.enroll_totp(&app).await;
+    next_totp_step(&app);
+    let page = a.get("/console/2fa").await;
+    let res = a.post("/console/2fa/recovery-codes", &[("csrf", &page.csrf()), ("code", &totp(&secret, &app))]).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.cache_control.as_deref(), Some("no-store"));
+    let codes = crate::support::element_text(&res.body, "recovery-codes").unwrap();
+    assert_eq!(codes.lines().count(), 10);
+    // Without a valid code, nothing is replaced.
+    let page = a.get("/console/2fa").await;
+    let res = a.post("/console/2fa/recovery-codes", &[("csrf", &page.csrf()), ("code", "000000")]).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+}
