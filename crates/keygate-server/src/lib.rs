@@ -10,6 +10,7 @@ pub mod ratelimit;
 pub mod request_id;
 mod routes;
 pub mod serve;
+pub mod tls;
 pub mod weight;
 
 pub use error::ApiError;
@@ -24,6 +25,8 @@ use std::sync::Arc;
 /// Shared state of every request handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// The key owner's web console and its JSON API.
+    pub console: keygate_console::Console,
     /// Keys, accounts, audit.
     pub service: Service,
     /// The sandbox exchange's engine thread.

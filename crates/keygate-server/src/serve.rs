@@ -34,6 +34,13 @@ pub struct ServerConfig {
     pub market_maker: Option<keygate_exchange::MarketMakerConfig>,
     /// Request-weight, order-count and ban limits (Binance's by default).
     pub rate_limits: crate::ratelimit::RateLimitConfig,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Host names the console answers to besides the listen address, localhost, 127.0.0.1 and
+    /// [::1] (DNS-rebinding defence).
+    pub console_hosts: Vec<String>,
+    /// Sandbox faucet deposits an owner may take per 24 hours in the console (0: no faucet).
+    pub faucet_per_day: usize,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +56,9 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(10),
             market_maker: None,
             rate_limits: crate::ratelimit::RateLimitConfig::binance(),
+            tls: None,
+            console_hosts: Vec::new(),
+            faucet_per_day: 5,
         }
     }
 }
@@ -99,7 +109,15 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         Some(path) => Some(admin::bind(path)?),
         None => None,
     };
+    // Cookies are Secure when the browser reaches us over TLS: ours, or a trusted proxy's.
+    let secure_cookies = config.tls.is_some() || !config.trusted_proxies.is_empty();
+    let mut console_config =
+        keygate_console::ConsoleConfig::for_listen_addr(addr, &config.console_hosts, secure_cookies);
+    console_config.faucet =
+        keygate_console::FaucetConfig { enabled: config.faucet_per_day > 0, per_day: config.faucet_per_day };
+    let console = keygate_console::Console::new(service.clone(), engine.clone(), console_config);
     let state = AppState {
+        console,
         service: service.clone(),
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
@@ -109,6 +127,7 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;
     let limits = (config.max_connections, config.read_timeout);
+    let tls = config.tls.clone().map(|t| tokio_rustls::TlsAcceptor::from(t.0));
     let market_maker = config.market_maker.clone();
     let socket_path = config.admin_socket.clone();
     let join = tokio::spawn(async move {
@@ -128,7 +147,7 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone(), engine.clone())));
         let advancer = tokio::spawn(advance_withdrawals(engine.clone(), service.clone()));
         let quoter = market_maker.map(|mm| tokio::spawn(run_market_maker(engine.clone(), mm)));
-        let served = serve_http(listener, app(state), &limits, rx).await;
+        let served = serve_http(listener, app(state), &limits, tls, rx).await;
         // The flusher only sleeps between flushes, and the final flush below catches up on
         // anything it had not written yet.
         flusher.abort();
@@ -150,8 +169,9 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
     Ok(ServerHandle { addr, shutdown: Some(tx), join })
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` fires, then lets in-flight requests finish
-/// (for at most 10 s).
+/// Serves HTTP/1.1 (over TLS when `tls` is given) on `listener` until `shutdown` fires, then lets
+/// in-flight requests finish (for at most 10 s). The TLS handshake counts against the header
+/// deadline, so a client that opens a connection and says nothing holds it no longer over TLS.
 ///
 /// Written out instead of `axum::serve` for what a public endpoint needs and that one lacks: a
 /// deadline for request headers (slow-header clients), a cap on open connections, and a pause
@@ -160,9 +180,10 @@ async fn serve_http(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     &(max_connections, read_timeout): &(usize, Duration),
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     use tower::ServiceExt as _;
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(read_timeout));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -189,13 +210,18 @@ async fn serve_http(
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             req
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(read_timeout)
-            .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), service, read_timeout, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(read_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), service, read_timeout, watcher).await,
+                    // A failed or slow handshake: nothing was served, nothing to log per client.
+                    Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
             drop(permit);
         });
     }
@@ -204,6 +230,30 @@ async fn serve_http(
         tracing::warn!("some connections were still open after 10 s and were dropped");
     }
     Ok(())
+}
+
+/// Serves one connection (plain or TLS) until it closes or the graceful shutdown ends it.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    read_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tower::Service<
+            axum::extract::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
+    let _ = watcher.watch(conn).await;
 }
 
 /// Moves withdrawals through their lifecycle: once a second, completes those whose processing

@@ -46,6 +46,21 @@ pub struct ServeArgs {
     /// With --demo: delete the demo sandbox in the data directory and start a fresh one.
     #[arg(long, requires = "demo")]
     pub demo_reset: bool,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", env = "KEYGATE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", env = "KEYGATE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// A host name the web console answers to besides the listen address, localhost, 127.0.0.1
+    /// and [::1] (repeatable; `name` or `name:port`). Other Host headers are refused, which stops
+    /// DNS-rebinding attacks on a local console.
+    #[arg(long = "console-host", value_name = "HOST")]
+    pub console_host: Vec<String>,
+    /// Sandbox faucet deposits an account may take per 24 hours from the console's wallet page
+    /// (0 turns the faucet off; deposits are then operator actions only).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub faucet_per_day: usize,
 }
 
 /// The rate limits `serve` enforces: off, a file's, 10x Binance's for the demo, or Binance's.
@@ -85,10 +100,15 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let rate_limits = rate_limits(&args)?;
-    if !args.listen.ip().is_loopback() && trusted.is_empty() {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(keygate_server::tls::TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    if !args.listen.ip().is_loopback() && trusted.is_empty() && tls.is_none() {
         bail!(
-            "refusing to listen on {} without TLS: API secrets and signatures would cross the network in clear text. \
-             Listen on 127.0.0.1 (the default), or put keygate behind a TLS-terminating proxy and pass --trusted-proxy",
+            "refusing to listen on {} without TLS: API secrets, signatures, console passwords and session cookies \
+             would cross the network in clear text. Listen on 127.0.0.1 (the default), serve HTTPS with --tls-cert \
+             and --tls-key, or put keygate behind a TLS-terminating proxy and pass --trusted-proxy",
             args.listen
         );
     }
@@ -133,17 +153,22 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: trusted,
         admin_socket: Some(ctx.data_dir.admin_socket()),
         rate_limits,
+        tls: tls.clone(),
+        console_hosts: args.console_host.clone(),
+        faucet_per_day: args.faucet_per_day,
         ..ServerConfig::default()
     };
     let mut handle =
         start(config, service.clone(), engine).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("keygate listening on http://{}", handle.addr);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("keygate listening on {scheme}://{}", handle.addr);
+    println!("web console: {scheme}://{}/console/", handle.addr);
     println!("data directory: {}", ctx.data_dir.path().display());
     if let Some(demo) = demo.as_mut() {
-        let path = demo.write(&format!("http://{}", handle.addr))?.display().to_string();
+        let path = demo.write(&format!("{scheme}://{}", handle.addr))?.display().to_string();
         println!("demo: account {:?}, its API keys and console login are in {path} (mode 0600)", crate::demo::ACCOUNT);
         println!("demo: e.g. jq -r '.keys[] | select(.label == \"demo-trade\") | .api_key, .secret' {path}");
-        println!("demo: console at http://{}/console/; start over with --demo-reset", handle.addr);
+        println!("demo: console at {scheme}://{}/console/; start over with --demo-reset", handle.addr);
     }
     let trigger = handle.take_shutdown();
     tokio::spawn(async move {

@@ -31,6 +31,24 @@ impl<T: Serialize> IntoResponse for BinanceJson<T> {
     }
 }
 
+/// The console's pages and JSON API, told the client address the same way the exchange routes
+/// resolve it (trusted proxies included).
+fn console_routes(state: &AppState) -> Router<AppState> {
+    keygate_console::router(state.console.clone())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), console_client_addr))
+}
+
+async fn console_client_addr(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(ip) = crate::extract::request_client_ip(&req, &state) {
+        req.extensions_mut().insert(keygate_console::ClientAddr(ip));
+    }
+    next.run(req).await
+}
+
 pub(crate) fn router(state: AppState) -> Router {
     // Trace only method, path and request id: the query string carries signatures and signed
     // payloads, which must never reach a log line.
@@ -79,6 +97,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/dapi/v1/exchangeInfo", get(compat::futures_exchange_info))
         .route("/sapi/v1/margin/allPairs", get(compat::margin_pairs))
         .route("/sapi/v1/margin/isolated/allPairs", get(compat::margin_pairs))
+        .merge(console_routes(&state))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .fallback(|| async { ApiError::NotFound })

@@ -11,4 +11,5 @@ mod exchange_trading;
 mod exchange_wallet;
 mod keys_over_http;
 mod rate_limits;
+mod tls;
 mod usage_and_audit;

@@ -243,6 +243,16 @@ fn non_loopback_listen_without_tls_is_refused() {
     s.fails(&["serve", "--listen", "0.0.0.0:0"], "refusing to listen on 0.0.0.0:0 without TLS");
 }
 
+#[test]
+fn tls_files_that_cannot_be_read_are_named() {
+    let s = Sandbox::new();
+    s.fails(
+        &["serve", "--listen", "0.0.0.0:0", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
+        "cannot read /nonexistent/cert.pem",
+    );
+    s.fails(&["serve", "--tls-cert", "/nonexistent/cert.pem"], "--tls-key");
+}
+
 #[tokio::test]
 async fn with_a_server_running_the_cli_goes_through_its_admin_socket_and_revocation_is_immediate() {
     let s = Sandbox::new();

@@ -1,0 +1,149 @@
+//! What the pages show of keys: formatted fields and risk flags.
+
+use keygate_auth::{KeyStatus, Permission};
+use keygate_proto::UnixMillis;
+use keygate_service::KeyView;
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// `2026-01-01 00:00 UTC`, or `never` for `None`.
+pub(crate) fn when(at: Option<UnixMillis>) -> String {
+    at.and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms.0) * 1_000_000).ok())
+        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
+        .unwrap_or_else(|| "never".into())
+}
+
+/// A key row of the list and the edit page.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRow {
+    /// The full API key id (for links and forms; it is not secret).
+    pub id: String,
+    /// The first characters, for the list.
+    pub prefix: String,
+    pub label: String,
+    pub kind: String,
+    pub permissions: String,
+    pub trade: bool,
+    pub withdraw: bool,
+    pub ip_allowlist: Vec<String>,
+    pub symbols: Vec<String>,
+    pub withdraw_addresses: Vec<String>,
+    pub withdraw_limit: String,
+    pub expires: String,
+    pub expires_input: String,
+    pub created: String,
+    pub last_used: String,
+    pub last_ip: String,
+    pub use_count: u64,
+    pub status: String,
+    pub active: bool,
+    pub revoked: bool,
+    pub risks: Vec<&'static str>,
+}
+
+impl KeyRow {
+    /// The row for `k` at `now`.
+    pub(crate) fn new(k: &KeyView, now: UnixMillis) -> Self {
+        let mut risks = Vec::new();
+        let live = k.status != KeyStatus::Revoked;
+        if live && k.ip_allowlist.is_empty() {
+            risks.push("no IP restriction");
+        }
+        if live && k.permissions.contains(Permission::Withdraw) {
+            risks.push("withdraw enabled");
+        }
+        let quiet_since = k.last_used_at.unwrap_or(k.created_at);
+        if live && now.0.saturating_sub(quiet_since.0) >= 30 * DAY_MS {
+            risks.push("unused for 30+ days");
+        }
+        if live && k.expires_at.is_some_and(|e| e.0 > now.0 && e.0 - now.0 <= 7 * DAY_MS) {
+            risks.push("expires soon");
+        }
+        Self {
+            id: k.api_key.clone(),
+            prefix: k.api_key.chars().take(12).collect(),
+            label: k.label.clone(),
+            kind: serde_json::to_value(k.key_type).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            permissions: k.permissions.iter().map(Permission::as_str).collect::<Vec<_>>().join(", "),
+            trade: k.permissions.contains(Permission::Trade),
+            withdraw: k.permissions.contains(Permission::Withdraw),
+            ip_allowlist: k.ip_allowlist.nets().iter().map(ToString::to_string).collect(),
+            symbols: k.symbols.iter().map(ToString::to_string).collect(),
+            withdraw_addresses: k.withdraw_addresses.clone(),
+            withdraw_limit: k
+                .withdraw_limit_24h
+                .as_ref()
+                .map(|l| format!("{} {}", l.amount, l.asset))
+                .unwrap_or_default(),
+            expires: when(k.expires_at),
+            expires_input: crate::forms::expiry_text(k.expires_at),
+            created: when(Some(k.created_at)),
+            last_used: when(k.last_used_at),
+            last_ip: k.last_used_ip.clone().unwrap_or_else(|| "-".into()),
+            use_count: k.use_count,
+            status: k.status.as_str().to_owned(),
+            active: k.status == KeyStatus::Active,
+            revoked: k.status == KeyStatus::Revoked,
+            risks,
+        }
+    }
+
+    /// One line summarising the restrictions.
+    pub(crate) fn restrictions(&self) -> String {
+        let mut parts = Vec::new();
+        parts.push(if self.ip_allowlist.is_empty() {
+            "any IP".to_owned()
+        } else {
+            format!("IP: {}", self.ip_allowlist.join(", "))
+        });
+        if !self.symbols.is_empty() {
+            parts.push(format!("symbols: {}", self.symbols.join(", ")));
+        }
+        if !self.withdraw_addresses.is_empty() {
+            parts.push(format!("withdraw to: {}", self.withdraw_addresses.join(", ")));
+        }
+        if !self.withdraw_limit.is_empty() {
+            parts.push(format!("limit {}/24h", self.withdraw_limit));
+        }
+        if self.expires != "never" {
+            parts.push(format!("expires {}", self.expires));
+        }
+        parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(extra: serde_json::Value) -> KeyView {
+        let mut v = serde_json::json!({
+            "api_key": "kg_exampleexampleexample", "account_id": 1, "account": "alice", "label": "l",
+            "type": "hmac", "permissions": ["read"], "ip_allowlist": [], "expires_at": null, "symbols": [],
+            "withdraw_addresses": [], "withdraw_limit_24h": null, "status": "active", "created_at": 0,
+            "created_by": "owner", "updated_at": 0, "updated_by": "owner", "last_used_at": null,
+            "last_used_ip": null, "use_count": 0, "public_key": null
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn risk_flags() {
+        let now = UnixMillis(40 * DAY_MS);
+        let quiet = KeyRow::new(&key(serde_json::json!({})), now);
+        assert_eq!(quiet.risks, vec!["no IP restriction", "unused for 30+ days"]);
+        let busy = KeyRow::new(
+            &key(serde_json::json!({
+                "ip_allowlist": ["203.0.113.0/24"], "permissions": ["read", "withdraw"],
+                "last_used_at": 39 * DAY_MS, "expires_at": 42 * DAY_MS
+            })),
+            now,
+        );
+        assert_eq!(busy.risks, vec!["withdraw enabled", "expires soon"]);
+        let revoked = KeyRow::new(&key(serde_json::json!({ "status": "revoked" })), now);
+        assert!(revoked.risks.is_empty(), "a revoked key is no risk");
+    }
+}

@@ -1,0 +1,370 @@
+//! The wallet page: balances, the sandbox faucet, order/trade/deposit/withdrawal history and
+//! their CSV downloads. Reads go through the engine's query channel, as the exchange routes do.
+
+use crate::pages::{Nav, error_page, render, see_other};
+use crate::session::{Ctx, Viewer};
+use crate::view::when;
+use crate::{Console, ConsoleError};
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keygate_exchange::{
+    BalanceView, Command, DepositRecord, HistoryQuery, Order, OrderQuery, Outcome, WithdrawalRecord,
+};
+use keygate_exchange::{MyTrade, TradeQuery};
+use keygate_proto::{AccountId, Amount, AssetCode};
+use serde::{Deserialize, Serialize};
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Everything the wallet page and the JSON API show.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WalletData {
+    pub balances: Vec<BalanceView>,
+    pub orders: Vec<Order>,
+    pub trades: Vec<MyTrade>,
+    pub deposits: Vec<DepositRecord>,
+    pub withdrawals: Vec<WithdrawalRecord>,
+}
+
+/// The account's balances and recent history (orders and trades: the most recent 1000 per
+/// market; deposits and withdrawals: the last 90 days).
+pub(crate) async fn load(c: &Console, account: AccountId) -> Result<WalletData, ConsoleError> {
+    let now = c.now_ms();
+    let data = c
+        .engine()
+        .query(move |ex| {
+            let mut orders = Vec::new();
+            let mut trades = Vec::new();
+            for m in ex.markets() {
+                let oq = OrderQuery { limit: Some(1000), ..OrderQuery::default() };
+                orders.extend(ex.all_orders(account, &m.symbol, &oq).unwrap_or_default().into_iter().cloned());
+                let tq = TradeQuery { limit: Some(1000), ..TradeQuery::default() };
+                trades.extend(ex.my_trades(account, &m.symbol, &tq).unwrap_or_default());
+            }
+            orders.sort_by_key(|o| std::cmp::Reverse(o.time));
+            trades.sort_by_key(|t| std::cmp::Reverse(t.time));
+            let hq = HistoryQuery::default();
+            WalletData {
+                balances: ex.balances(account),
+                orders,
+                trades,
+                deposits: ex.deposit_history(account, &hq, now).unwrap_or_default().into_iter().cloned().collect(),
+                withdrawals: ex.withdraw_history(account, &hq, now).unwrap_or_default().into_iter().cloned().collect(),
+            }
+        })
+        .await?;
+    Ok(data)
+}
+
+/// The sandbox faucet's amount for `asset`: enough to try trading, not a fortune.
+pub(crate) fn faucet_amount(asset: &str) -> Amount {
+    let whole: u64 = match asset {
+        "BTC" => 1,
+        "ETH" | "BNB" => 10,
+        "USDT" | "USDC" | "BUSD" | "FDUSD" => 10_000,
+        _ => 100,
+    };
+    Amount::from_units(whole.saturating_mul(scale()))
+}
+
+/// Units per whole coin (`Amount` is fixed-point with 8 decimals).
+fn scale() -> u64 {
+    Amount::parse("1").map_or(100_000_000, Amount::units)
+}
+
+/// Credits the faucet amount of `asset` to the viewer's account, within the daily limit.
+pub(crate) async fn faucet(c: &Console, v: &Viewer, asset: &str) -> Result<DepositRecord, ConsoleError> {
+    let cfg = &c.config().faucet;
+    if !cfg.enabled {
+        return Err(ConsoleError::Service(keygate_service::ServiceError::Forbidden(
+            "the sandbox faucet is off on this server; ask the operator for a deposit".into(),
+        )));
+    }
+    let asset = asset.trim().to_ascii_uppercase();
+    let coin = AssetCode::parse(&asset).map_err(|e| ConsoleError::BadRequest(format!("asset {asset:?}: {e}")))?;
+    let _one_at_a_time = c.faucet_lock().await;
+    let now = c.now_ms();
+    let used = crate::pages::recent_audit(c, v, 1000)
+        .await?
+        .iter()
+        .filter(|r| r.action == "console.faucet" && r.at + DAY_MS > now.0)
+        .count();
+    if used >= cfg.per_day {
+        return Err(ConsoleError::TooMany(format!(
+            "the sandbox faucet gives at most {} deposits per account in 24 hours",
+            cfg.per_day
+        )));
+    }
+    let amount = faucet_amount(&asset);
+    let deposit = keygate_exchange::Deposit { account: v.info.account_id, coin, network: None, amount };
+    let Outcome::Deposited(record) = c.engine().submit(Command::Deposit(deposit), None).await? else {
+        return Err(ConsoleError::Exchange("unexpected engine answer to a deposit".into()));
+    };
+    c.service()
+        .record_event(
+            &v.actor,
+            "console.faucet",
+            &format!("account:{}", v.info.account),
+            Some(v.info.account_id),
+            serde_json::json!({ "asset": record.coin, "amount": record.amount, "id": record.id }),
+        )
+        .await?;
+    Ok(record)
+}
+
+#[derive(Template)]
+#[template(path = "wallet.html")]
+struct WalletPage {
+    nav: Option<Nav>,
+    csrf: String,
+    faucet: bool,
+    assets: Vec<String>,
+    balances: Vec<BalanceView>,
+    orders: Vec<Order>,
+    trades: Vec<MyTrade>,
+    deposits: Vec<DepositRecord>,
+    withdrawals: Vec<WithdrawalRecord>,
+    error: Option<String>,
+}
+
+impl WalletPage {
+    fn at(&self, t: &keygate_proto::UnixMillis) -> String {
+        when(Some(*t))
+    }
+}
+
+async fn wallet_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
+    let data = match load(c, v.info.account_id).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
+    };
+    let assets = c
+        .engine()
+        .query(|ex| ex.assets().iter().map(|a| a.coin.to_string()).collect::<Vec<_>>())
+        .await
+        .unwrap_or_default();
+    let page = WalletPage {
+        nav: Some(Nav::of(v, c.now_ms())),
+        csrf: v.info.csrf_token.clone(),
+        faucet: c.config().faucet.enabled,
+        assets,
+        balances: data.balances,
+        orders: data.orders.into_iter().take(100).collect(),
+        trades: data.trades.into_iter().take(100).collect(),
+        deposits: data.deposits.into_iter().take(100).collect(),
+        withdrawals: data.withdrawals.into_iter().take(100).collect(),
+        error,
+    };
+    render(status, &page, &[])
+}
+
+pub(crate) async fn page(State(c): State<Console>, ctx: Ctx) -> Response {
+    match ctx.viewer(&c).await {
+        Ok(v) => wallet_view(&c, &v, StatusCode::OK, None).await,
+        Err(e) => error_page(&e, None),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct FaucetForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    asset: String,
+}
+
+pub(crate) async fn faucet_form(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<FaucetForm>) -> Response {
+    let v = match ctx.viewer(&c).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e, None),
+    };
+    if let Err(e) = ctx.check_session_csrf(&v.token, f.csrf.as_deref()) {
+        return error_page(&e, Some(Nav::of(&v, c.now_ms())));
+    }
+    match faucet(&c, &v, &f.asset).await {
+        Ok(_) => see_other("/console/wallet", &[]),
+        Err(e) => wallet_view(&c, &v, e.status(), Some(e.message())).await,
+    }
+}
+
+/// One CSV cell: quoted when needed, and text that a spreadsheet would run as a formula is
+/// prefixed with `'` (CSV injection).
+fn cell(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+}
+
+fn csv_rows(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut out = header.join(",");
+    out.push_str("\r\n");
+    for r in rows {
+        out.push_str(&r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The CSV text of one history (`orders`, `trades`, `deposits`, `withdrawals`).
+pub(crate) fn to_csv(data: &WalletData, which: &str) -> Option<String> {
+    let ms = |t: keygate_proto::UnixMillis| t.0.to_string();
+    Some(match which {
+        "orders" => csv_rows(
+            &[
+                "time",
+                "symbol",
+                "orderId",
+                "clientOrderId",
+                "side",
+                "type",
+                "timeInForce",
+                "price",
+                "origQty",
+                "executedQty",
+                "cummulativeQuoteQty",
+                "status",
+            ],
+            data.orders.iter().map(|o| {
+                vec![
+                    ms(o.time),
+                    o.symbol.to_string(),
+                    o.order_id.to_string(),
+                    o.client_order_id.clone(),
+                    o.side.to_string(),
+                    o.order_type.to_string(),
+                    o.time_in_force.to_string(),
+                    o.price.to_string(),
+                    o.orig_qty.to_string(),
+                    o.executed_qty.to_string(),
+                    o.cummulative_quote_qty.to_string(),
+                    o.status.to_string(),
+                ]
+            }),
+        ),
+        "trades" => csv_rows(
+            &[
+                "time",
+                "symbol",
+                "id",
+                "orderId",
+                "side",
+                "price",
+                "qty",
+                "quoteQty",
+                "commission",
+                "commissionAsset",
+                "maker",
+            ],
+            data.trades.iter().map(|t| {
+                vec![
+                    ms(t.time),
+                    t.symbol.to_string(),
+                    t.id.to_string(),
+                    t.order_id.to_string(),
+                    if t.is_buyer { "BUY".into() } else { "SELL".into() },
+                    t.price.to_string(),
+                    t.qty.to_string(),
+                    t.quote_qty.to_string(),
+                    t.commission.to_string(),
+                    t.commission_asset.to_string(),
+                    t.is_maker.to_string(),
+                ]
+            }),
+        ),
+        "deposits" => csv_rows(
+            &["insertTime", "id", "coin", "network", "amount", "status", "address", "txId"],
+            data.deposits.iter().map(|d| {
+                vec![
+                    ms(d.insert_time),
+                    d.id.clone(),
+                    d.coin.to_string(),
+                    d.network.clone(),
+                    d.amount.to_string(),
+                    d.status.to_string(),
+                    d.address.clone(),
+                    d.tx_id.clone(),
+                ]
+            }),
+        ),
+        "withdrawals" => csv_rows(
+            &[
+                "applyTime",
+                "id",
+                "coin",
+                "network",
+                "amount",
+                "transactionFee",
+                "status",
+                "address",
+                "txId",
+                "withdrawOrderId",
+            ],
+            data.withdrawals.iter().map(|w| {
+                vec![
+                    ms(w.apply_time),
+                    w.id.clone(),
+                    w.coin.to_string(),
+                    w.network.clone(),
+                    w.amount.to_string(),
+                    w.transaction_fee.to_string(),
+                    w.status.to_string(),
+                    w.address.clone(),
+                    w.tx_id.clone(),
+                    w.withdraw_order_id.clone().unwrap_or_default(),
+                ]
+            }),
+        ),
+        _ => return None,
+    })
+}
+
+/// A CSV download response.
+pub(crate) fn csv_response(which: &str, body: String) -> Response {
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"keygate-{which}.csv\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub(crate) async fn csv(State(c): State<Console>, ctx: Ctx, Path(file): Path<String>) -> Response {
+    let v = match ctx.viewer(&c).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e, None),
+    };
+    let Some(which) = file.strip_suffix(".csv") else {
+        return error_page(&ConsoleError::BadRequest("no such download".into()), Some(Nav::of(&v, c.now_ms())));
+    };
+    let data = match load(&c, v.info.account_id).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&e, Some(Nav::of(&v, c.now_ms()))),
+    };
+    match to_csv(&data, which) {
+        Some(body) => csv_response(which, body),
+        None => error_page(&ConsoleError::BadRequest("no such download".into()), Some(Nav::of(&v, c.now_ms()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_and_defused() {
+        assert_eq!(cell("plain"), "plain");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(cell("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+    }
+
+    #[test]
+    fn faucet_gives_whole_coins() {
+        assert_eq!(faucet_amount("BTC").to_string().trim_end_matches('0').trim_end_matches('.'), "1");
+    }
+}
