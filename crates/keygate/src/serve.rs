@@ -158,6 +158,8 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         faucet_per_day: args.faucet_per_day,
         ..ServerConfig::default()
     };
+    // Before the address is printed: see wait_for_signal.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut handle =
         start(config, service.clone(), engine).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -172,7 +174,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     }
     let trigger = handle.take_shutdown();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(term).await;
         tracing::info!("shutting down");
         if let Some(tx) = trigger {
             let _ = tx.send(());
@@ -183,16 +185,19 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     served
 }
 
-async fn wait_for_signal() {
+/// Waits for Ctrl-C or SIGTERM. The SIGTERM handler is installed by the caller before the server
+/// announces its address, so a supervisor (or a test) that stops it right after reading that line
+/// gets a clean shutdown instead of the default action killing the process.
+async fn wait_for_signal(term: Option<tokio::signal::unix::Signal>) {
     let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
+    match term {
+        Some(mut term) => {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
             }
         }
-        Err(_) => {
+        None => {
             let _ = ctrl_c.await;
         }
     }
