@@ -1,0 +1,332 @@
+"""Shared fixtures of the client compatibility suite.
+
+The suite builds nothing: it runs the keygate binary named by KEYGATE_BIN (default
+target/debug/keygate, which scripts/compat builds first), in a fresh temporary data directory with
+a fresh master key file. Accounts, keys and deposits are made through the real CLI; while the
+server runs, the CLI reaches it through its admin socket.
+
+Nothing here imports a client library: every family's tests run in their own virtualenv, and the
+`Observer` below reads balances and orders with its own stdlib-only signer, so that what a client
+claims happened can be checked independently of that client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import math
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "compat-suite-password"
+# The withdrawal address every withdraw-capable key allows (a TRON-style address for USDT/TRX).
+WITHDRAW_ADDRESS = "TXkeygateCompatSuiteAddr0000000001"
+_names = itertools.count(1)
+
+
+def keygate_bin() -> Path:
+    """The binary under test: KEYGATE_BIN, relative paths taken from the repository root."""
+    p = Path(os.environ.get("KEYGATE_BIN", "target/debug/keygate"))
+    if not p.is_absolute():
+        p = REPO / p
+    if not p.is_file():
+        pytest.exit(f"keygate binary not found at {p}; run scripts/compat (it builds it) or set KEYGATE_BIN", 2)
+    return p
+
+
+@dataclass
+class Key:
+    """An API key as a client library needs it."""
+
+    api_key: str
+    kind: str  # "hmac" or "ed25519"
+    secret: str | None = None  # HMAC secret
+    private_pem: str | None = None  # Ed25519 PKCS#8 PEM (LF line endings)
+    account: str = ""
+    expires_at: int | None = None  # ms since the epoch
+
+
+class Keygate:
+    """A running `keygate serve` and its CLI."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.bin = keygate_bin()
+        self.env = dict(os.environ)
+        self.env["KEYGATE_DATA_DIR"] = str(root / "data")
+        self.env["KEYGATE_MASTER_KEY_FILE"] = str(root / "master.key")
+        self.env.pop("KEYGATE_DATABASE_URL", None)
+        self.env.setdefault("RUST_LOG", "warn")
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.log = root / "serve.log"
+
+    def start(self) -> None:
+        """Starts the server on a free port, with the market maker, and waits for its address."""
+        self.proc = subprocess.Popen(
+            [str(self.bin), "serve", "--listen", "127.0.0.1:0", "--market-maker"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log, "wb"),  # noqa: SIM115 - lives as long as the process
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+                if m:
+                    self.url = m.group(1)
+                    break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"keygate serve exited: {self.log.read_text()}")
+        else:
+            raise RuntimeError("keygate serve did not print its address within 30 s")
+        # The market maker quotes from its first tick; wait until the BTCUSDT book has both sides.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            book = self.public("/api/v3/depth", symbol="BTCUSDT", limit=5)
+            if book["bids"] and book["asks"]:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the market maker did not quote BTCUSDT within 30 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cli(self, *args: str, stdin: str | None = None) -> dict:
+        """Runs `keygate ARGS --json` and returns the parsed JSON answer."""
+        r = subprocess.run(
+            [str(self.bin), *args, "--json"],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"keygate {' '.join(args)} failed: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
+    def public(self, path: str, **params) -> dict | list:
+        q = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}{path}?{q}", timeout=10) as r:
+            return json.loads(r.read())
+
+    # ---- sandbox set-up through the real CLI ----------------------------------------------
+
+    def account(self, deposits: dict[str, str] | None = None) -> str:
+        """A new account, funded with `deposits` ({asset: amount})."""
+        name = f"compat-{next(_names)}"
+        self.cli("accounts", "create", name, "--password-stdin", stdin=PASSWORD + "\n")
+        for asset, amount in (deposits or {}).items():
+            self.cli("deposit", "--account", name, "--asset", asset, "--amount", amount)
+        return name
+
+    def key(
+        self,
+        account: str,
+        kind: str = "hmac",
+        permissions: str = "read",
+        ip: list[str] | None = None,
+        expires: str | None = None,
+        withdraw_addresses: list[str] | None = None,
+    ) -> Key:
+        """Creates a key with `keygate keys create`; Ed25519 pairs come from `keygate keys keygen`."""
+        args = ["keys", "create", "--account", account, "--permissions", permissions, "--label", "compat"]
+        private_pem = None
+        if kind == "ed25519":
+            out = self.root / f"ed25519-{next(_names)}.pem"
+            self.keygen(out)
+            private_pem = out.read_text()
+            args += ["--ed25519-public-key", f"{out}.pub"]
+        for cidr in ip or []:
+            args += ["--ip", cidr]
+        for addr in withdraw_addresses or []:
+            args += ["--withdraw-address", addr]
+        if expires:
+            args += ["--expires", expires]
+        v = self.cli(*args)
+        assert v["type"] == kind
+        return Key(
+            api_key=v["api_key"],
+            kind=kind,
+            secret=v.get("secret"),
+            private_pem=private_pem,
+            account=account,
+            expires_at=v.get("expires_at"),
+        )
+
+    def keygen(self, out: Path) -> str:
+        """`keygate keys keygen --out FILE` (prints text, not JSON); returns the private PEM."""
+        r = subprocess.run(
+            [str(self.bin), "keys", "keygen", "--out", str(out)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"keygate keys keygen failed: {r.stderr.strip()}")
+        return out.read_text()
+
+    def revoke(self, key: Key) -> None:
+        v = self.cli("keys", "revoke", key.api_key)
+        assert v["status"] == "revoked", v
+
+    def expiring_key(self, account: str, kind: str, seconds: int = 2) -> Key:
+        """A read key that expires `seconds` (to `seconds`+1) from now; RFC 3339 has whole seconds here."""
+        at = math.ceil(time.time()) + seconds
+        return self.key(account, kind, expires=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)))
+
+    @staticmethod
+    def wait_expired(key: Key) -> None:
+        assert key.expires_at is not None
+        delay = key.expires_at / 1000 - time.time() + 0.3
+        if delay > 0:
+            time.sleep(delay)
+
+
+class Observer:
+    """Reads an account through keygate's HTTP API with a read-only HMAC key and a stdlib signer,
+    independent of the client library under test."""
+
+    def __init__(self, kg: Keygate, account: str):
+        self.kg = kg
+        self.key = kg.key(account, "hmac", "read")
+
+    def get(self, path: str, **params) -> dict | list:
+        params["timestamp"] = int(time.time() * 1000)
+        q = urllib.parse.urlencode(params)
+        assert self.key.secret
+        sig = hmac.new(self.key.secret.encode(), q.encode(), hashlib.sha256).hexdigest()
+        req = urllib.request.Request(
+            f"{self.kg.url}{path}?{q}&signature={sig}", headers={"X-MBX-APIKEY": self.key.api_key}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """{asset: (free, locked)} for every asset the account holds."""
+        acc = self.get("/api/v3/account")
+        return {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in acc["balances"]}
+
+    def free(self, asset: str) -> Decimal:
+        return self.balances().get(asset, (Decimal(0), Decimal(0)))[0]
+
+    def locked(self, asset: str) -> Decimal:
+        return self.balances().get(asset, (Decimal(0), Decimal(0)))[1]
+
+    def snapshot(self) -> dict:
+        """Everything a refused request must leave untouched."""
+        return {
+            "balances": self.balances(),
+            "orders": {
+                s: self.get("/api/v3/allOrders", symbol=s) for s in ("BTCUSDT", "ETHUSDT")
+            },
+            "withdrawals": self.get("/sapi/v1/capital/withdraw/history"),
+        }
+
+
+@pytest.fixture(scope="session")
+def keygate():
+    root = Path(tempfile.mkdtemp(prefix="keygate-compat-"))
+    kg = Keygate(root)
+    try:
+        kg.start()
+        yield kg
+    finally:
+        kg.stop()
+        if os.environ.get("KEYGATE_COMPAT_KEEP"):
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def funded(keygate):
+    """A fresh account holding 10000 USDT and 1 ETH, and an observer on it."""
+    name = keygate.account({"USDT": "10000", "ETH": "1"})
+    return name, Observer(keygate, name)
+
+
+@pytest.fixture(params=["hmac", "ed25519"])
+def key_kind(request):
+    return request.param
+
+
+class Refusal:
+    """Asserts a refused call leaves balances, orders and withdrawals as they were."""
+
+    def __init__(self, observer: Observer):
+        self.observer = observer
+
+    def __enter__(self):
+        self.before = self.observer.snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        assert self.observer.snapshot() == self.before, "a refused request changed the account"
+        return False
+
+
+def D(x) -> Decimal:
+    """A decimal from a wire string or number."""
+    return Decimal(str(x))
+
+
+def fill_deltas(order: dict, base: str = "BTC", quote: str = "USDT") -> dict[str, Decimal]:
+    """What a filled order (Binance FULL response) must have done to the balances: base and quote
+    moved by executedQty and cummulativeQuoteQty, minus each fill's commission in its asset."""
+    executed, spent = D(order["executedQty"]), D(order["cummulativeQuoteQty"])
+    sign = 1 if order["side"] == "BUY" else -1
+    delta = {base: sign * executed, quote: -sign * spent}
+    assert order["fills"], "a filled order lists its fills"
+    assert sum(D(f["qty"]) for f in order["fills"]) == executed
+    assert sum(D(f["qty"]) * D(f["price"]) for f in order["fills"]) == spent
+    for f in order["fills"]:
+        delta[f["commissionAsset"]] = delta.get(f["commissionAsset"], Decimal(0)) - D(f["commission"])
+    return delta
+
+
+def assert_moved(
+    before: dict, after: dict, delta: dict[str, Decimal], locked: dict[str, Decimal] | None = None
+) -> None:
+    """Free balances moved by exactly `delta` and locked ones by `locked`; all others stayed."""
+    zero = (Decimal(0), Decimal(0))
+    locked = locked or {}
+    for asset in set(before) | set(after) | set(delta) | set(locked):
+        b, a = before.get(asset, zero), after.get(asset, zero)
+        assert a[0] - b[0] == delta.get(asset, Decimal(0)), f"{asset}: {b} -> {a}, expected {delta}"
+        assert a[1] - b[1] == locked.get(asset, Decimal(0)), f"{asset} locked: {b} -> {a}, expected {locked}"
+
+
+def WITHDRAWN(amount: str) -> tuple[dict, dict]:
+    """A withdrawal being processed: its amount leaves `free` and is held in `locked` until the
+    sandbox completes it."""
+    return {"USDT": -Decimal(amount)}, {"USDT": Decimal(amount)}
