@@ -101,14 +101,14 @@ class Keygate:
                 raise RuntimeError(f"keygate serve exited: {self.log.read_text()}")
         else:
             raise RuntimeError("keygate serve did not print its address within 30 s")
-        # The market maker quotes from its first tick; wait until the BTCUSDT book has both sides.
+        # The market maker quotes from its first ticks; wait until every book has both sides.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            book = self.public("/api/v3/depth", symbol="BTCUSDT", limit=5)
-            if book["bids"] and book["asks"]:
+            books = [self.public("/api/v3/depth", symbol=s, limit=5) for s in ("BTCUSDT", "ETHUSDT", "ETHBTC", "BNBUSDT")]
+            if all(b["bids"] and b["asks"] for b in books):
                 return
             time.sleep(0.2)
-        raise RuntimeError("the market maker did not quote BTCUSDT within 30 s")
+        raise RuntimeError("the market maker did not quote every market within 30 s")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

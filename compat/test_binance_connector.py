@@ -223,3 +223,43 @@ def test_wrong_secret_is_1022(keygate, funded, key_kind):
         c.account()
     with Refusal(obs), refused(-1022, 400):
         c.new_order("BTCUSDT", "BUY", "LIMIT", timeInForce="GTC", quantity=0.001, price=40000)
+
+
+def test_more_calls(keygate, funded, key_kind):
+    """Beyond the main flow: list and filter forms, cancel all, key permissions, trade fees,
+    recent trades, and the errors Binance gives for bad requests, with their HTTP statuses."""
+    account, obs = funded
+    c = client(keygate, keygate.key(account, key_kind, "read,trade", ip=["127.0.0.1"]))
+    assert sorted(t["symbol"] for t in c.ticker_24hr(symbols=["BTCUSDT", "ETHBTC"])) == ["BTCUSDT", "ETHBTC"]
+    assert sorted(b["asset"] for b in c.account(omitZeroBalances="true")["balances"]) == ["ETH", "USDT"]
+    assert D(c.avg_price("ETHUSDT")["price"]) > 0
+    perms = c.api_key_permissions()
+    assert (perms["ipRestrict"], perms["enableReading"], perms["enableSpotAndMarginTrading"]) == (True, True, True)
+    assert D(c.trade_fee(symbol="BTCUSDT")[0]["makerCommission"]) == Decimal("0.001")
+
+    a = c.new_order("ETHUSDT", "SELL", "LIMIT", timeInForce="GTC", quantity=0.01, price=9000, newClientOrderId="conn-a")
+    b = c.new_order("ETHUSDT", "SELL", "LIMIT_MAKER", quantity=0.02, price=9100)
+    assert sorted(o["orderId"] for o in c.get_open_orders()) == sorted([a["orderId"], b["orderId"]])
+    assert c.get_order("ETHUSDT", origClientOrderId="conn-a")["orderId"] == a["orderId"]
+    canceled = c.cancel_open_orders("ETHUSDT")
+    assert sorted(o["orderId"] for o in canceled) == sorted([a["orderId"], b["orderId"]])
+    assert all(o["status"] == "CANCELED" for o in canceled) and obs.locked("ETH") == 0
+
+    start = int(time.time() * 1000) - 60000
+    sold = c.new_order("ETHUSDT", "SELL", "MARKET", quantity=0.01)
+    recent = c.trades("ETHUSDT", limit=5)
+    assert recent and {"id", "price", "qty", "time", "isBuyerMaker"} <= set(recent[-1])
+    assert c.klines("ETHUSDT", "1m", startTime=start, limit=5)
+    assert [t["orderId"] for t in c.my_trades("ETHUSDT", startTime=start)] == [sold["orderId"]] * len(
+        sold["fills"]
+    )
+
+    for code, call in (
+        (-1121, lambda: c.new_order("NOPEUSDT", "BUY", "MARKET", quantity=1)),
+        (-1102, lambda: c.new_order("ETHUSDT", "BUY", "LIMIT", quantity=0.01, price=1000)),  # no timeInForce
+        (-1013, lambda: c.new_order("ETHUSDT", "BUY", "LIMIT", timeInForce="GTC", quantity=0.0001, price=1000)),
+        (-2010, lambda: c.new_order("ETHUSDT", "SELL", "LIMIT", timeInForce="GTC", quantity=5, price=9000)),
+        (-2013, lambda: c.get_order("ETHUSDT", orderId=99999999)),
+    ):
+        with Refusal(obs), refused(code, 400):
+            call()

@@ -273,3 +273,45 @@ def test_wrong_secret_is_1022(keygate, funded, key_kind):
         api.get_account()
     with Refusal(obs), refused(BadRequestError, -1022):
         buy_limit(api)
+
+
+def test_more_calls(keygate, funded, key_kind):
+    """Beyond the main flow: list forms of the market data calls, Decimal amounts, response types
+    ACK and RESULT, cancel all, the key's own restrictions and the trade fees (wallet SDK)."""
+    from decimal import Decimal as Dec
+
+    from binance_sdk_spot.rest_api.models import NewOrderNewOrderRespTypeEnum as RespType
+
+    account, obs = funded
+    key = keygate.key(account, key_kind, "read,trade", ip=["127.0.0.1/32", "::1"])
+    api, w = spot(keygate, key), wallet(keygate, key)
+
+    everything = api.exchange_info().data()
+    assert isinstance(everything, ExchangeInfoResponse) and len(everything.symbols) == 4
+    prices = api.ticker_price().data().actual_instance
+    assert {p.symbol for p in prices} == {"BTCUSDT", "ETHUSDT", "ETHBTC", "BNBUSDT"}
+    t24 = api.ticker24hr(symbols=["BTCUSDT", "ETHUSDT"]).data().actual_instance
+    assert sorted(t.symbol for t in t24) == ["BTCUSDT", "ETHUSDT"]
+    assert api.avg_price(symbol="BTCUSDT").data().mins == 5
+
+    ack = api.new_order(
+        symbol="ETHUSDT", side=SELL, type=LIMIT, time_in_force=GTC, quantity=Dec("0.0100"), price=Dec("9000.00"),
+        new_order_resp_type=RespType.ACK,
+    ).data()
+    assert ack.order_id and ack.status is None and ack.fills is None
+    res = api.new_order(
+        symbol="ETHUSDT", side=SELL, type=LIMIT, time_in_force=GTC, quantity=0.02, price=9100.0,
+        new_order_resp_type=RespType.RESULT,
+    ).data()
+    assert res.status == "NEW" and res.fills is None
+    assert obs.locked("ETH") == Dec("0.03")
+    canceled = api.delete_open_orders(symbol="ETHUSDT").data()
+    assert sorted(c.order_id for c in canceled) == sorted([ack.order_id, res.order_id])
+    assert obs.locked("ETH") == 0
+
+    r = w.get_api_key_permission().data()
+    assert (r.ip_restrict, r.enable_reading, r.enable_spot_and_margin_trading, r.enable_withdrawals) == (
+        True, True, True, False,
+    )
+    fees = {f.symbol: (D(f.maker_commission), D(f.taker_commission)) for f in w.trade_fee().data()}
+    assert fees["BTCUSDT"] == (Dec("0.001"), Dec("0.001"))

@@ -277,3 +277,72 @@ def test_async_support_same_wire(keygate, funded):
     bal, order, canceled = asyncio.run(run())
     assert bal["ETH"]["free"] == 1.0
     assert order["status"] == "open" and canceled["status"] == "canceled"
+
+
+def test_more_unified_calls(keygate, funded, key_kind):
+    """Unified methods beyond the main flow: open orders without a symbol, cancel all, trading
+    fees, since/limit filters, time-in-force variants, a caller's client order id, and a withdrawal
+    `name` that ccxt sends raw (spaces and UTF-8 unencoded, reference G4)."""
+    account, obs = funded
+    key = keygate.key(
+        account, key_kind, "read,trade,withdraw", ip=["127.0.0.1"], withdraw_addresses=[WITHDRAW_ADDRESS]
+    )
+    ex = client(keygate, key, warnOnFetchOpenOrdersWithoutSymbol=False)
+    ex.load_markets()
+
+    fees = ex.fetch_trading_fees()
+    assert fees["BTC/USDT"]["maker"] == 0.001 and fees["BTC/USDT"]["taker"] == 0.001
+
+    a = ex.create_order("BTC/USDT", "limit", "buy", 0.001, 40000, {"clientOrderId": "my-order.1"})
+    b = ex.create_order("ETH/USDT", "limit", "sell", 0.5, 9000, {"postOnly": True})
+    assert a["clientOrderId"] == "my-order.1" and b["postOnly"] is True and b["info"]["type"] == "LIMIT_MAKER"
+    assert sorted(o["id"] for o in ex.fetch_open_orders()) == sorted([a["id"], b["id"]])
+    assert ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "my-order.1"})["id"] == a["id"]
+    assert obs.locked("ETH") == Decimal("0.5") and obs.locked("USDT") == Decimal("40")
+    canceled = ex.cancel_all_orders("ETH/USDT")
+    assert [o["id"] for o in canceled] == [b["id"]]
+    ex.cancel_order(a["id"], "BTC/USDT")
+    assert ex.fetch_open_orders() == []
+    assert obs.locked("ETH") == 0 and obs.locked("USDT") == 0
+
+    # IOC away from the book expires; FOK larger than the whole bid side (the market maker quotes
+    # five levels of about 100 USDT) expires unfilled; a small FOK fills.
+    ioc = ex.create_order("BTC/USDT", "limit", "buy", 0.001, 40000, {"timeInForce": "IOC"})
+    assert ioc["status"] == "expired" and ioc["filled"] == 0.0
+    before = obs.balances()
+    fok = ex.create_order("ETH/USDT", "limit", "sell", 0.5, 1000, {"timeInForce": "FOK"})
+    assert (fok["status"], fok["filled"]) == ("expired", 0.0)
+    assert obs.balances() == before
+    fok = ex.create_order("ETH/USDT", "limit", "sell", 0.01, 1000, {"timeInForce": "FOK"})
+    assert (fok["status"], fok["filled"]) == ("closed", 0.01)
+    assert_moved(before, obs.balances(), fill_deltas(fok["info"], "ETH"))
+
+    since = ex.milliseconds() - 60000
+    sell = ex.create_order("ETH/USDT", "market", "sell", 0.01)
+    assert sell["status"] == "closed"
+    mine = ex.fetch_my_trades("ETH/USDT", since, 10)
+    assert {t["order"] for t in mine} >= {sell["id"]} and all(t["timestamp"] >= since for t in mine)
+    assert ex.fetch_ohlcv("ETH/USDT", "1m", since, 5)
+    assert len(ex.fetch_deposits("USDT", since - 3600_000, 10)) == 1
+
+    before = obs.balances()
+    w = ex.withdraw("USDT", 15, WITHDRAW_ADDRESS, params={"network": "TRX", "name": "My Wallet ü"})
+    assert_moved(before, obs.balances(), *WITHDRAWN("15"))
+    assert [x["id"] for x in ex.fetch_withdrawals("USDT", since, 10)] == [w["id"]]
+
+
+def test_errors_map_to_ccxt_classes(keygate, funded):
+    """Binance codes with Binance's HTTP statuses become ccxt's matching exception classes."""
+    account, obs = funded
+    ex = fresh(keygate, keygate.key(account, "hmac", "read,trade"))
+    ex.load_markets()
+    cases = (
+        (ccxt.InsufficientFunds, lambda: ex.create_order("ETH/USDT", "limit", "sell", 5, 9000)),
+        (ccxt.OrderNotFound, lambda: ex.fetch_order("99999999", "ETH/USDT")),
+        (ccxt.OrderNotFound, lambda: ex.cancel_order("99999999", "ETH/USDT")),
+        (ccxt.BadRequest, lambda: ex.create_order("ETH/USDT", "limit", "buy", 0.002, 1000)),  # -1013 minNotional
+        (ccxt.BadSymbol, lambda: ex.fetch_order_book("NOPEUSDT")),
+    )
+    for cls, call in cases:
+        with Refusal(obs), pytest.raises(cls):
+            call()

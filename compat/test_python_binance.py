@@ -248,3 +248,45 @@ def test_wrong_secret_is_1022(keygate, funded, key_kind):
         c.get_account()
     with Refusal(obs), refused(-1022, 400):
         c.order_limit_buy(symbol="BTCUSDT", quantity="0.001", price="40000")
+
+
+def test_more_calls(keygate, funded, key_kind):
+    """Helpers beyond the main flow: historical klines (paged by startTime), book tickers, the
+    key's permissions, trade fees, open orders of every symbol, cancel by client order id,
+    response types ACK/RESULT, and LIMIT_MAKER refused when it would take."""
+    account, obs = funded
+    c = client(keygate, keygate.key(account, key_kind, "read,trade", ip=["127.0.0.1"]))
+    perms = c.get_account_api_permissions()
+    assert (perms["ipRestrict"], perms["enableSpotAndMarginTrading"], perms["enableWithdrawals"]) == (
+        True,
+        True,
+        False,
+    )
+    assert [D(f["takerCommission"]) for f in c.get_trade_fee(symbol="ETHUSDT")] == [Decimal("0.001")]
+    top = c.get_orderbook_ticker(symbol="ETHUSDT")
+    assert 0 < D(top["bidPrice"]) < D(top["askPrice"])
+
+    ack = c.create_order(
+        symbol="ETHUSDT", side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.01", price="9000",
+        newOrderRespType="ACK",
+    )
+    assert set(ack) == {"symbol", "orderId", "orderListId", "clientOrderId", "transactTime"}
+    res = c.create_order(
+        symbol="ETHUSDT", side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.02", price="9100",
+        newOrderRespType="RESULT", newClientOrderId="pb-result-1",
+    )
+    assert res["status"] == "NEW" and "fills" not in res
+    assert sorted(o["orderId"] for o in c.get_open_orders()) == sorted([ack["orderId"], res["orderId"]])
+    assert c.cancel_order(symbol="ETHUSDT", origClientOrderId="pb-result-1")["status"] == "CANCELED"
+    assert c.cancel_order(symbol="ETHUSDT", orderId=ack["orderId"])["status"] == "CANCELED"
+    assert obs.locked("ETH") == 0
+
+    # LIMIT_MAKER priced through the book would take: Binance's -2010.
+    ask = D(top["askPrice"])
+    with Refusal(obs), refused(-2010, 400):
+        c.create_order(symbol="ETHUSDT", side="BUY", type="LIMIT_MAKER", quantity="0.01", price=str(ask + 10))
+
+    sold = c.order_market_sell(symbol="ETHUSDT", quantity="0.01")
+    assert sold["status"] == "FILLED"
+    klines = c.get_historical_klines("ETHUSDT", Client.KLINE_INTERVAL_1MINUTE, "1 hour ago UTC")
+    assert klines and D(klines[-1][5]) >= Decimal("0.01")
