@@ -315,3 +315,25 @@ def test_more_calls(keygate, funded, key_kind):
     )
     fees = {f.symbol: (D(f.maker_commission), D(f.taker_commission)) for f in w.trade_fee().data()}
     assert fees["BTCUSDT"] == (Dec("0.001"), Dec("0.001"))
+
+
+def test_microsecond_time_unit(keygate, funded):
+    """`time_unit="MICROSECOND"` sends X-MBX-TIME-UNIT: the spot API answers in microseconds (and
+    takes startTime in them); the wallet API keeps milliseconds, as on Binance."""
+    account, _ = funded
+    key = keygate.key(account, "ed25519", "read,trade")
+    cfg = ConfigurationRestAPI(
+        api_key=key.api_key, private_key=key.private_pem, base_path=keygate.url, time_unit="MICROSECOND"
+    )
+    api, w = Spot(config_rest_api=cfg).rest_api, Wallet(config_rest_api=cfg).rest_api
+    now_us = time.time() * 1_000_000
+    assert abs(api.time().data().server_time - now_us) < 5_000_000
+    sold = api.new_order(symbol="ETHUSDT", side=SELL, type=MARKET, quantity=0.01).data()
+    assert abs(sold.transact_time - now_us) < 5_000_000
+    since_us = int(now_us) - 60_000_000
+    trades = api.my_trades(symbol="ETHUSDT", start_time=since_us).data()
+    assert [t.order_id for t in trades] == [sold.order_id] * len(sold.fills)
+    assert all(abs(t.time - now_us) < 5_000_000 for t in trades)
+    assert api.my_trades(symbol="ETHUSDT", start_time=int(now_us) + 60_000_000).data() == []
+    deposits = w.deposit_history().data()
+    assert all(abs(d.insert_time - now_us / 1000) < 600_000 for d in deposits)

@@ -290,3 +290,18 @@ def test_more_calls(keygate, funded, key_kind):
     assert sold["status"] == "FILLED"
     klines = c.get_historical_klines("ETHUSDT", Client.KLINE_INTERVAL_1MINUTE, "1 hour ago UTC")
     assert klines and D(klines[-1][5]) >= Decimal("0.01")
+
+
+def test_microsecond_time_unit(keygate, funded):
+    """`Client(time_unit="MICROSECOND")` sends X-MBX-TIME-UNIT: /api answers in microseconds."""
+    account, _ = funded
+    key = keygate.key(account, "hmac", "read,trade")
+    c = Client(key.api_key, key.secret, ping=False, time_unit="MICROSECOND")
+    c.API_URL, c.MARGIN_API_URL = keygate.url + "/api", keygate.url + "/sapi"
+    now_us = time.time() * 1_000_000
+    assert abs(c.get_server_time()["serverTime"] - now_us) < 5_000_000
+    order = c.order_limit_sell(symbol="ETHUSDT", quantity="0.01", price="9000")
+    assert abs(order["transactTime"] - now_us) < 5_000_000
+    got = c.get_order(symbol="ETHUSDT", orderId=order["orderId"])
+    assert abs(got["time"] - now_us) < 5_000_000 and got["updateTime"] == got["time"]
+    c.cancel_order(symbol="ETHUSDT", orderId=order["orderId"])

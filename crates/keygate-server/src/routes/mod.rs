@@ -5,6 +5,7 @@ mod compat;
 mod health;
 mod market;
 mod public;
+mod time_unit;
 mod trading;
 mod wallet;
 mod wire;
@@ -83,6 +84,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/readyz", get(health::ready))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(time_unit::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::weight::layer))
         .layer(trace)
         .layer(axum::middleware::from_fn(request_id::layer))

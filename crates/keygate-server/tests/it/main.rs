@@ -10,4 +10,5 @@ mod exchange_support;
 mod exchange_trading;
 mod exchange_wallet;
 mod keys_over_http;
+mod time_unit;
 mod usage_and_audit;
