@@ -248,6 +248,9 @@ def test_more_calls(keygate, funded, key_kind):
     start = int(time.time() * 1000) - 60000
     sold = c.new_order("ETHUSDT", "SELL", "MARKET", quantity=0.01)
     recent = c.trades("ETHUSDT", limit=5)
+    agg = c.agg_trades("ETHUSDT", startTime=start)
+    assert sum(D(a["q"]) for a in agg) >= Decimal("0.01") and agg[-1]["T"] == recent[-1]["time"]
+    assert c.system_status() == {"status": 0, "msg": "normal"}
     assert recent and {"id", "price", "qty", "time", "isBuyerMaker"} <= set(recent[-1])
     assert c.klines("ETHUSDT", "1m", startTime=start, limit=5)
     assert [t["orderId"] for t in c.my_trades("ETHUSDT", startTime=start)] == [sold["orderId"]] * len(

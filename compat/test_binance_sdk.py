@@ -309,6 +309,11 @@ def test_more_calls(keygate, funded, key_kind):
     assert sorted(c.order_id for c in canceled) == sorted([ack.order_id, res.order_id])
     assert obs.locked("ETH") == 0
 
+    sold = api.new_order(symbol="ETHUSDT", side=SELL, type=MARKET, quantity=0.01).data()
+    agg = api.agg_trades(symbol="ETHUSDT", limit=len(sold.fills)).data()
+    assert [(a.p, a.q, a.m) for a in agg] == [(f.price, f.qty, True) for f in sold.fills]
+    assert w.system_status().data().status == 0
+
     r = w.get_api_key_permission().data()
     assert (r.ip_restrict, r.enable_reading, r.enable_spot_and_margin_trading, r.enable_withdrawals) == (
         True, True, True, False,

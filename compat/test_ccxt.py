@@ -323,6 +323,10 @@ def test_more_unified_calls(keygate, funded, key_kind):
     mine = ex.fetch_my_trades("ETH/USDT", since, 10)
     assert {t["order"] for t in mine} >= {sell["id"]} and all(t["timestamp"] >= since for t in mine)
     assert ex.fetch_ohlcv("ETH/USDT", "1m", since, 5)
+    public = ex.fetch_trades("ETH/USDT", since)  # GET /api/v3/aggTrades
+    assert public and sum(t["amount"] for t in public if t["timestamp"] >= sell["timestamp"]) >= 0.01
+    assert public[-1]["side"] == "sell" and public[-1]["price"] == sell["trades"][-1]["price"]
+    assert ex.fetch_status()["status"] == "ok"  # GET /sapi/v1/system/status
     assert len(ex.fetch_deposits("USDT", since - 3600_000, 10)) == 1
 
     before = obs.balances()

@@ -288,6 +288,9 @@ def test_more_calls(keygate, funded, key_kind):
 
     sold = c.order_market_sell(symbol="ETHUSDT", quantity="0.01")
     assert sold["status"] == "FILLED"
+    agg = c.get_aggregate_trades(symbol="ETHUSDT", limit=len(sold["fills"]))
+    assert [(a["p"], a["q"], a["m"]) for a in agg] == [(f["price"], f["qty"], True) for f in sold["fills"]]
+    assert c.get_system_status() == {"status": 0, "msg": "normal"}
     klines = c.get_historical_klines("ETHUSDT", Client.KLINE_INTERVAL_1MINUTE, "1 hour ago UTC")
     assert klines and D(klines[-1][5]) >= Decimal("0.01")
 

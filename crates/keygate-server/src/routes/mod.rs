@@ -51,11 +51,13 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
+        .route("/sapi/v1/system/status", get(public::system_status))
         .route("/sapi/v1/account/apiRestrictions", get(account::api_restrictions))
         // Market data (NONE).
         .route("/api/v3/exchangeInfo", get(market::exchange_info))
         .route("/api/v3/depth", get(market::depth))
         .route("/api/v3/trades", get(market::trades))
+        .route("/api/v3/aggTrades", get(market::agg_trades))
         .route("/api/v3/klines", get(market::klines))
         .route("/api/v3/ticker/price", get(market::ticker_price))
         .route("/api/v3/ticker/24hr", get(market::ticker_24hr))

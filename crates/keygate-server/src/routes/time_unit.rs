@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-/// Object fields that hold a time in Binance's `/api/v3` answers.
+/// Object fields that hold a time in Binance's `/api/v3` answers (`T`: `aggTrades`).
 const TIME_FIELDS: &[&str] =
     &["serverTime", "transactTime", "time", "updateTime", "workingTime", "openTime", "closeTime"];
 

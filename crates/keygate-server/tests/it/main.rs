@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_channel;
+mod client_compat;
 mod errors;
 mod exchange_market;
 mod exchange_support;
