@@ -248,6 +248,8 @@ def test_more_calls(keygate, funded, key_kind):
     start = int(time.time() * 1000) - 60000
     sold = c.new_order("ETHUSDT", "SELL", "MARKET", quantity=0.01)
     recent = c.trades("ETHUSDT", limit=5)
+    assert c.historical_trades("ETHUSDT", limit=5) == recent
+    assert c.ui_klines("ETHUSDT", "1m", limit=5) == c.klines("ETHUSDT", "1m", limit=5)
     agg = c.agg_trades("ETHUSDT", startTime=start)
     assert sum(D(a["q"]) for a in agg) >= Decimal("0.01") and agg[-1]["T"] == recent[-1]["time"]
     assert c.system_status() == {"status": 0, "msg": "normal"}

@@ -313,6 +313,9 @@ def test_more_calls(keygate, funded, key_kind):
     agg = api.agg_trades(symbol="ETHUSDT", limit=len(sold.fills)).data()
     assert [(a.p, a.q, a.m) for a in agg] == [(f.price, f.qty, True) for f in sold.fills]
     assert w.system_status().data().status == 0
+    hist = api.historical_trades(symbol="ETHUSDT", limit=len(sold.fills)).data()
+    assert [(t.price, t.qty, t.is_buyer_maker) for t in hist] == [(f.price, f.qty, True) for f in sold.fills]
+    assert api.ui_klines(symbol="ETHUSDT", interval="1m", limit=2).data()[-1][8] >= len(sold.fills)
 
     r = w.get_api_key_permission().data()
     assert (r.ip_restrict, r.enable_reading, r.enable_spot_and_margin_trading, r.enable_withdrawals) == (

@@ -1,5 +1,5 @@
-//! Public market data (security type NONE): `exchangeInfo`, `depth`, `trades`, `klines`, the
-//! tickers and `avgPrice`. They ignore `X-MBX-APIKEY` (an empty one included) and parse their
+//! Public market data (security type NONE): `exchangeInfo`, `depth`, `trades`,
+//! `historicalTrades`, `aggTrades`, `klines`/`uiKlines`, the tickers and `avgPrice`. They ignore `X-MBX-APIKEY` (an empty one included) and parse their
 //! query with the same strict parser as signed requests, so `-1100`/`-1101`/`-1104` mean the same
 //! everywhere.
 
@@ -250,6 +250,27 @@ pub(crate) async fn trades(
     Ok(BinanceJson(state.engine.query(move |ex| ex.recent_trades(&symbol, limit)).await??))
 }
 
+/// `GET /api/v3/historicalTrades` (`symbol`, `limit` default 500, max 1000, `fromId`): older
+/// trades, oldest first, from the sandbox's window of the latest 1000 per market. Without
+/// `fromId`, the most recent ones, as `trades`.
+pub(crate) async fn historical_trades(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<Vec<PublicTrade>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "limit", "fromId"])?;
+    let symbol = wire::symbol(&p)?;
+    let limit = wire::clamped_limit(&p, 1000)?.unwrap_or(500).max(1) as usize;
+    let from_id = wire::opt_u64(&p, "fromId")?;
+    let trades = state.engine.query(move |ex| ex.recent_trades(&symbol, Some(AGG_WINDOW))).await??;
+    Ok(BinanceJson(match from_id {
+        Some(id) => trades.into_iter().filter(|t| t.id >= id).take(limit).collect(),
+        None => {
+            let skip = trades.len().saturating_sub(limit);
+            trades.into_iter().skip(skip).collect()
+        }
+    }))
+}
+
 /// One row of `GET /api/v3/aggTrades`, in Binance's one-letter fields.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub(crate) struct AggTrade {
@@ -293,8 +314,8 @@ fn aggregate(trades: Vec<PublicTrade>) -> Vec<AggTrade> {
         .collect()
 }
 
-/// The most recent trades `GET /api/v3/aggTrades` looks through: the sandbox keeps the latest
-/// 1000 trades of a market queryable by the public.
+/// The most recent trades `GET /api/v3/aggTrades` and `historicalTrades` look through: the
+/// sandbox keeps the latest 1000 trades of a market queryable by the public.
 const AGG_WINDOW: u32 = 1000;
 
 /// `GET /api/v3/aggTrades` (`symbol`, `fromId`, `startTime`, `endTime`, `limit` default 500, max
@@ -340,8 +361,9 @@ pub(crate) async fn agg_trades(
 /// base, taker buy quote, and the unused `"0"`.
 type KlineRow = (u64, Amount, Amount, Amount, Amount, Amount, u64, Amount, u64, Amount, Amount, &'static str);
 
-/// `GET /api/v3/klines` (`symbol`, `interval`, `startTime`, `endTime`, `limit` default 500, max
-/// 1000).
+/// `GET /api/v3/klines` and `GET /api/v3/uiKlines` (`symbol`, `interval`, `startTime`, `endTime`,
+/// `limit` default 500, max 1000): the sandbox's candles need no presentation tweaks, so both
+/// answer the same.
 pub(crate) async fn klines(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,

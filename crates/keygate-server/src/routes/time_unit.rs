@@ -42,7 +42,7 @@ pub(crate) async fn layer(req: Request, next: Next) -> Response {
     if !path.starts_with("/api/") {
         return next.run(req).await;
     }
-    let klines = path == "/api/v3/klines";
+    let klines = path == "/api/v3/klines" || path == "/api/v3/uiKlines";
     let res = next.run(req).await;
     let is_json =
         res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));

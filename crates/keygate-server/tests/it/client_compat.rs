@@ -1,5 +1,6 @@
 //! Endpoints the real client libraries call that the first exchange routes lacked: ccxt's
-//! `fetch_trades` reads `aggTrades`; every library's health check reads `system/status`.
+//! `fetch_trades` reads `aggTrades`; every library's health check reads `system/status`; the
+//! connector and the SDK expose `historicalTrades` and `uiKlines`.
 
 use super::exchange_support::{fund, public, trader};
 use keygate_auth::Permission;
@@ -67,5 +68,47 @@ async fn agg_trades_have_binances_shape_and_filters() {
 async fn system_status_is_normal() {
     let app = TestApp::spawn().await;
     assert_eq!(public(&app, "/sapi/v1/system/status").await, (200, serde_json::json!({"status": 0, "msg": "normal"})));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn historical_trades_page_by_id_and_ui_klines_match_klines() {
+    let app = TestApp::spawn().await;
+    let alice = trader(&app, "alice", &[Permission::Trade]).await;
+    let bob = trader(&app, "bob", &[Permission::Trade]).await;
+    fund(&app, alice.account, "BTC", "1").await;
+    fund(&app, bob.account, "USDT", "10000").await;
+    for (qty, price) in [("0.01", "60000"), ("0.012", "60000"), ("0.01", "60100")] {
+        let sell = [
+            ("symbol", "BTCUSDT"),
+            ("side", "SELL"),
+            ("type", "LIMIT"),
+            ("timeInForce", "GTC"),
+            ("quantity", qty),
+            ("price", price),
+        ];
+        assert_eq!(alice.client.signed(Method::POST, "/api/v3/order", &sell).await.unwrap().status, 200);
+    }
+    let buy = [("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quantity", "0.025")];
+    assert_eq!(bob.client.signed(Method::POST, "/api/v3/order", &buy).await.unwrap().status, 200);
+
+    let ids =
+        |v: &serde_json::Value| v.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect::<Vec<_>>();
+    let (_, recent) = public(&app, "/api/v3/trades?symbol=BTCUSDT").await;
+    let (status, all) = public(&app, "/api/v3/historicalTrades?symbol=BTCUSDT").await;
+    assert_eq!((status, &all), (200, &recent));
+    assert_eq!(
+        all[1],
+        serde_json::json!({"id": 2, "price": "60000.00000000", "qty": "0.01200000",
+        "quoteQty": "720.00000000", "time": START.0, "isBuyerMaker": false, "isBestMatch": true})
+    );
+    assert_eq!(ids(&public(&app, "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=2").await.1), [2, 3]);
+    assert_eq!(ids(&public(&app, "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=1&limit=2").await.1), [1, 2]);
+    assert_eq!(ids(&public(&app, "/api/v3/historicalTrades?symbol=BTCUSDT&limit=1").await.1), [3]);
+
+    let (status, ui) = public(&app, "/api/v3/uiKlines?symbol=BTCUSDT&interval=1m").await;
+    assert_eq!(status, 200);
+    assert_eq!(ui, public(&app, "/api/v3/klines?symbol=BTCUSDT&interval=1m").await.1);
+    assert_eq!(ui[0][8], 3);
     app.shutdown().await;
 }
