@@ -56,9 +56,9 @@ class Key:
     """An API key as a client library needs it."""
 
     api_key: str
-    kind: str  # "hmac" or "ed25519"
+    kind: str  # "hmac", "ed25519" or "rsa"
     secret: str | None = None  # HMAC secret
-    private_pem: str | None = None  # Ed25519 PKCS#8 PEM (LF line endings)
+    private_pem: str | None = None  # Ed25519 or RSA PKCS#8 PEM (LF line endings)
     account: str = ""
     expires_at: int | None = None  # ms since the epoch
 
@@ -77,6 +77,9 @@ class Keygate:
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.log = root / "serve.log"
+        # Makes an RSA key pair (private PKCS#8 PEM, public SPKI PEM): set per test module from the
+        # family's own crypto library, since this file imports none.
+        self.rsa_pair = None
 
     def start(self) -> None:
         """Starts the server on a free port, with the market maker, and waits for its address."""
@@ -157,7 +160,8 @@ class Keygate:
         expires: str | None = None,
         withdraw_addresses: list[str] | None = None,
     ) -> Key:
-        """Creates a key with `keygate keys create`; Ed25519 pairs come from `keygate keys keygen`."""
+        """Creates a key with `keygate keys create`; Ed25519 pairs come from `keygate keys keygen`,
+        RSA pairs from the test module's `rsa_pair` fixture."""
         args = ["keys", "create", "--account", account, "--permissions", permissions, "--label", "compat"]
         private_pem = None
         if kind == "ed25519":
@@ -165,6 +169,12 @@ class Keygate:
             self.keygen(out)
             private_pem = out.read_text()
             args += ["--ed25519-public-key", f"{out}.pub"]
+        elif kind == "rsa":
+            assert self.rsa_pair, "this test module has no rsa_pair fixture"
+            private_pem, public_pem = self.rsa_pair()
+            out = self.root / f"rsa-{next(_names)}.pub.pem"
+            out.write_text(public_pem)
+            args += ["--rsa-public-key", str(out)]
         for cidr in ip or []:
             args += ["--ip", cidr]
         for addr in withdraw_addresses or []:
@@ -275,8 +285,39 @@ def funded(keygate):
     return name, Observer(keygate, name)
 
 
-@pytest.fixture(params=["hmac", "ed25519"])
-def key_kind(request):
+@pytest.fixture
+def rsa_pair():
+    """Makes RSA-2048 pairs (PKCS#8 private PEM, SPKI public PEM) with the crypto library the
+    family already installs: `cryptography` (ccxt) or `pycryptodome` (the others)."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        def make() -> tuple[str, str]:
+            k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            private = k.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            public = k.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            return private.decode(), public.decode()
+
+    except ImportError:
+        from Crypto.PublicKey import RSA
+
+        def make() -> tuple[str, str]:
+            k = RSA.generate(2048)
+            return k.export_key(pkcs=8).decode(), k.public_key().export_key().decode()
+
+    return make
+
+
+@pytest.fixture(params=["hmac", "ed25519", "rsa"])
+def key_kind(request, keygate):
+    """Every key type keygate verifies; RSA pairs come from the module's `rsa_pair` fixture."""
+    if request.param == "rsa":
+        keygate.rsa_pair = request.getfixturevalue("rsa_pair")
     return request.param
 
 
