@@ -236,6 +236,8 @@ def test_more_calls(keygate, funded, key_kind):
     perms = c.api_key_permissions()
     assert (perms["ipRestrict"], perms["enableReading"], perms["enableSpotAndMarginTrading"]) == (True, True, True)
     assert D(c.trade_fee(symbol="BTCUSDT")[0]["makerCommission"]) == Decimal("0.001")
+    rates = c.query_commission_rates("BTCUSDT")
+    assert (rates["symbol"], D(rates["standardCommission"]["taker"])) == ("BTCUSDT", Decimal("0.001"))
 
     a = c.new_order("ETHUSDT", "SELL", "LIMIT", timeInForce="GTC", quantity=0.01, price=9000, newClientOrderId="conn-a")
     b = c.new_order("ETHUSDT", "SELL", "LIMIT_MAKER", quantity=0.02, price=9100)

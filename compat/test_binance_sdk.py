@@ -317,6 +317,12 @@ def test_more_calls(keygate, funded, key_kind):
     assert [(t.price, t.qty, t.is_buyer_maker) for t in hist] == [(f.price, f.qty, True) for f in sold.fills]
     assert api.ui_klines(symbol="ETHUSDT", interval="1m", limit=2).data()[-1][8] >= len(sold.fills)
 
+    comm = api.account_commission(symbol="BTCUSDT").data()
+    assert (comm.symbol, comm.standard_commission.maker, comm.standard_commission.taker) == (
+        "BTCUSDT", "0.00100000", "0.00100000",
+    )
+    assert comm.discount.enabled_for_account is False
+
     r = w.get_api_key_permission().data()
     assert (r.ip_restrict, r.enable_reading, r.enable_spot_and_margin_trading, r.enable_withdrawals) == (
         True, True, True, False,

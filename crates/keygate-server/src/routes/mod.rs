@@ -67,6 +67,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v3/avgPrice", get(market::avg_price))
         // Spot account and orders (USER_DATA reads, TRADE writes).
         .route("/api/v3/account", get(trading::account))
+        .route("/api/v3/account/commission", get(trading::account_commission))
         .route("/api/v3/order", get(trading::query_order).post(trading::new_order).delete(trading::cancel_order))
         .route("/api/v3/order/test", post(trading::test_order))
         .route("/api/v3/openOrders", get(trading::open_orders).delete(trading::cancel_open_orders))

@@ -1,6 +1,6 @@
 //! Endpoints the real client libraries call that the first exchange routes lacked: ccxt's
 //! `fetch_trades` reads `aggTrades`; every library's health check reads `system/status`; the
-//! connector and the SDK expose `historicalTrades` and `uiKlines`.
+//! connector and the SDK expose `historicalTrades`, `uiKlines` and `account/commission`.
 
 use super::exchange_support::{fund, public, trader};
 use keygate_auth::Permission;
@@ -110,5 +110,29 @@ async fn historical_trades_page_by_id_and_ui_klines_match_klines() {
     assert_eq!(status, 200);
     assert_eq!(ui, public(&app, "/api/v3/klines?symbol=BTCUSDT&interval=1m").await.1);
     assert_eq!(ui[0][8], 3);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn account_commission_has_binances_shape() {
+    let app = TestApp::spawn().await;
+    let alice = trader(&app, "alice", &[]).await;
+    let a = alice.client.signed(Method::GET, "/api/v3/account/commission", &[("symbol", "ETHUSDT")]).await.unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let zero = serde_json::json!({"maker": "0.00000000", "taker": "0.00000000", "buyer": "0.00000000", "seller": "0.00000000"});
+    assert_eq!(
+        a.body,
+        serde_json::json!({
+            "symbol": "ETHUSDT",
+            "standardCommission": {"maker": "0.00100000", "taker": "0.00100000", "buyer": "0.00000000", "seller": "0.00000000"},
+            "specialCommission": zero,
+            "taxCommission": zero,
+            "discount": {"enabledForAccount": false, "enabledForSymbol": false, "discountAsset": "BNB", "discount": "0.00000000"},
+        })
+    );
+    let e = alice.client.signed(Method::GET, "/api/v3/account/commission", &[("symbol", "NOPE")]).await.unwrap();
+    assert_eq!((e.status, e.error().map(|e| e.code)), (400, Some(-1121)));
+    let e = alice.client.signed(Method::GET, "/api/v3/account/commission", &[]).await.unwrap();
+    assert_eq!((e.status, e.error().map(|e| e.code)), (400, Some(-1102)));
     app.shutdown().await;
 }
