@@ -157,7 +157,7 @@ class Keygate:
         kind: str = "hmac",
         permissions: str = "read",
         ip: list[str] | None = None,
-        expires: str | None = None,
+        expires_in: int | None = None,
         withdraw_addresses: list[str] | None = None,
     ) -> Key:
         """Creates a key with `keygate keys create`; Ed25519 pairs come from `keygate keys keygen`,
@@ -179,8 +179,11 @@ class Keygate:
             args += ["--ip", cidr]
         for addr in withdraw_addresses or []:
             args += ["--withdraw-address", addr]
-        if expires:
-            args += ["--expires", expires]
+        if expires_in is not None:
+            # RFC 3339 in whole seconds, computed after any key generation: `expires_in` to
+            # `expires_in`+1 seconds from now.
+            at = math.ceil(time.time()) + expires_in
+            args += ["--expires", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))]
         v = self.cli(*args)
         assert v["type"] == kind
         return Key(
@@ -210,9 +213,8 @@ class Keygate:
         assert v["status"] == "revoked", v
 
     def expiring_key(self, account: str, kind: str, seconds: int = 2) -> Key:
-        """A read key that expires `seconds` (to `seconds`+1) from now; RFC 3339 has whole seconds here."""
-        at = math.ceil(time.time()) + seconds
-        return self.key(account, kind, expires=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)))
+        """A read key that expires `seconds` (to `seconds`+1) from now."""
+        return self.key(account, kind, expires_in=seconds)
 
     @staticmethod
     def wait_expired(key: Key) -> None:
