@@ -265,8 +265,19 @@ class Observer:
         }
 
 
+_FAILED_LOGS: list[list[str]] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After failures, the end of keygate's own log, for CI."""
+    for tail in _FAILED_LOGS:
+        terminalreporter.section("keygate serve log (last 60 lines)")
+        for line in tail:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def keygate():
+def keygate(request):
     root = Path(tempfile.mkdtemp(prefix="keygate-compat-"))
     kg = Keygate(root)
     try:
@@ -274,6 +285,8 @@ def keygate():
         yield kg
     finally:
         kg.stop()
+        if request.session.testsfailed and kg.log.exists():
+            _FAILED_LOGS.append(kg.log.read_text(errors="replace").splitlines()[-60:])
         if os.environ.get("KEYGATE_COMPAT_KEEP"):
             print(f"kept {root}")
         else:
