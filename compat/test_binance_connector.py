@@ -8,6 +8,7 @@ signature included, in the query string (POST and DELETE too, with an empty body
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from decimal import Decimal
 
@@ -270,3 +271,10 @@ def test_more_calls(keygate, funded, key_kind):
     ):
         with Refusal(obs), refused(code, 400):
             call()
+
+
+def test_malformed_key_is_2014(keygate, funded):
+    account, obs = funded
+    key = dataclasses.replace(keygate.key(account, "hmac", "read,trade"), api_key="not-a-keygate-key")
+    with Refusal(obs), refused(-2014, 401):
+        client(keygate, key).account()

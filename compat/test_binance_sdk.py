@@ -11,6 +11,7 @@ and relaxes the model for the rest of the process, so every test here fails on s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from decimal import Decimal
@@ -351,3 +352,10 @@ def test_microsecond_time_unit(keygate, funded):
     assert api.my_trades(symbol="ETHUSDT", start_time=int(now_us) + 60_000_000).data() == []
     deposits = w.deposit_history().data()
     assert all(abs(d.insert_time - now_us / 1000) < 600_000 for d in deposits)
+
+
+def test_malformed_key_is_2014(keygate, funded):
+    account, obs = funded
+    key = dataclasses.replace(keygate.key(account, "hmac", "read,trade"), api_key="not-a-keygate-key")
+    with Refusal(obs), refused(UnauthorizedError, -2014):
+        spot(keygate, key).get_account()

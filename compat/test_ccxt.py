@@ -7,6 +7,7 @@ from RSA by PEM length, <= 120 characters).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import urllib.parse
 from decimal import Decimal
@@ -350,3 +351,10 @@ def test_errors_map_to_ccxt_classes(keygate, funded):
     for cls, call in cases:
         with Refusal(obs), pytest.raises(cls):
             call()
+
+
+def test_malformed_key_is_2014(keygate, funded):
+    account, obs = funded
+    key = dataclasses.replace(keygate.key(account, "hmac", "read,trade"), api_key="not-a-keygate-key")
+    with Refusal(obs), pytest.raises(ccxt.AuthenticationError, match="-2014"):
+        fresh(keygate, key).fetch_balance()

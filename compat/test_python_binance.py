@@ -7,6 +7,7 @@ Ed25519: `private_key=` the PKCS#8 PEM text (it tells Ed25519 from RSA by length
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from decimal import Decimal
 
@@ -308,3 +309,10 @@ def test_microsecond_time_unit(keygate, funded):
     got = c.get_order(symbol="ETHUSDT", orderId=order["orderId"])
     assert abs(got["time"] - now_us) < 5_000_000 and got["updateTime"] == got["time"]
     c.cancel_order(symbol="ETHUSDT", orderId=order["orderId"])
+
+
+def test_malformed_key_is_2014(keygate, funded):
+    account, obs = funded
+    key = dataclasses.replace(keygate.key(account, "hmac", "read,trade"), api_key="not-a-keygate-key")
+    with Refusal(obs), refused(-2014, 401):
+        client(keygate, key).get_account()
