@@ -17,6 +17,7 @@ pub mod params;
 pub mod permission;
 pub mod replay;
 pub mod restriction;
+pub mod session;
 pub mod verify;
 
 pub use account::AccountId;
@@ -27,6 +28,7 @@ pub use params::{ParamError, ParamErrorKind, Params};
 pub use permission::{Permission, Permissions, PermissionsError};
 pub use replay::ReplayGuard;
 pub use restriction::{IpAllowlist, RestrictionError, Restrictions, WithdrawLimit};
+pub use session::{SessionToken, SessionTokenError};
 pub use verify::{
     Access, Denial, KeyEntry, KeyLookup, KeyStatus, Limits, Rejection, UnverifiedRequest, VerifiedRequest, Verifier,
 };

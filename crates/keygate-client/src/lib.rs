@@ -205,6 +205,12 @@ impl Client {
         Self::answer(req.send().await?).await
     }
 
+    /// The API key sent as `X-MBX-APIKEY`, for tests that send requests by hand.
+    #[must_use]
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
     /// The signer, for tests that sign by hand.
     #[must_use]
     pub fn signer(&self) -> &Signer {

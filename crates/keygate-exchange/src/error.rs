@@ -62,6 +62,9 @@ pub enum ExchangeError {
     AmountNotAboveFee,
     /// -4035: the address is not on the key's withdrawal allowlist (an empty list allows none).
     AddressNotAllowed,
+    /// -4016: withdrawals are locked for 24 hours after a password change or the removal of 2FA
+    /// (Binance's code for the former).
+    WithdrawLocked,
     /// -4047: a wallet history window longer than 90 days.
     HistoryWindowTooLong,
     /// -1000: an internal invariant failed (an arithmetic overflow the checks should have
@@ -88,6 +91,7 @@ impl ExchangeError {
             Self::WithdrawInsufficientBalance => -4026,
             Self::AmountNotAboveFee => -4028,
             Self::AddressNotAllowed => -4035,
+            Self::WithdrawLocked => -4016,
             Self::HistoryWindowTooLong => -4047,
             Self::Internal(_) => -1000,
         }
@@ -113,6 +117,9 @@ impl ExchangeError {
             Self::WithdrawInsufficientBalance => "You have insufficient balance.".to_owned(),
             Self::AmountNotAboveFee => "The amount of withdrawal must be greater than the Commission.".to_owned(),
             Self::AddressNotAllowed => "This address is not on the whitelist. Please join and try again.".to_owned(),
+            Self::WithdrawLocked => {
+                "Within 24 hours after password modification or 2FA removal, withdrawal is prohibited.".to_owned()
+            }
             Self::HistoryWindowTooLong => "Time interval must be within 0-90 days".to_owned(),
             Self::Internal(_) => "An unknown error occurred while processing the request.".to_owned(),
         }

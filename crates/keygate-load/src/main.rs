@@ -74,7 +74,7 @@ fn keygate(bin: &Path, dir: &Path, args: &[&str], stdin: Option<&str>) -> anyhow
 fn start(args: &Args) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let mut child = Command::new(&args.keygate)
-        .args(["serve", "--listen", "127.0.0.1:0", "--market-maker", "--sync", &args.sync])
+        .args(["serve", "--listen", "127.0.0.1:0", "--market-maker", "--rate-limits", "off", "--sync", &args.sync])
         .env("KEYGATE_DATA_DIR", dir.path().join("data"))
         .env("KEYGATE_MASTER_KEY_FILE", dir.path().join("master.key"))
         .env("RUST_LOG", "warn")

@@ -15,6 +15,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// -1003 TOO_MANY_REQUESTS: a rate limit, or the replay guard being full.
     TooManyRequests,
+    /// -1015 TOO_MANY_ORDERS: an account's order-count limit.
+    TooManyOrders,
     /// -1014 UNKNOWN_ORDER_COMPOSITION / unsupported operation.
     UnsupportedOperation,
     /// -1021 INVALID_TIMESTAMP: outside `recvWindow` or too far ahead.
@@ -47,6 +49,7 @@ impl ErrorCode {
             Self::Unknown => -1000,
             Self::Unauthorized => -1002,
             Self::TooManyRequests => -1003,
+            Self::TooManyOrders => -1015,
             Self::UnsupportedOperation => -1014,
             Self::InvalidTimestamp => -1021,
             Self::InvalidSignature => -1022,
@@ -68,6 +71,7 @@ impl ErrorCode {
             Self::Unknown => "An unknown error occurred while processing the request.",
             Self::Unauthorized => "You are not authorized to execute this request.",
             Self::TooManyRequests => "Too many requests.",
+            Self::TooManyOrders => "Too many new orders.",
             Self::UnsupportedOperation => "Unsupported order combination.",
             Self::InvalidTimestamp => "Timestamp for this request is outside of the recvWindow.",
             Self::InvalidSignature => "Signature for this request is not valid.",

@@ -86,6 +86,12 @@ pub enum AdminRequest {
         /// New password.
         password: String,
     },
+    /// Remove an account's 2FA (its owner lost the device): ends its sessions, locks withdrawals
+    /// for 24 h.
+    AccountTotpReset {
+        /// Name.
+        name: String,
+    },
     /// Create a key.
     KeyCreate {
         /// Owning account.
@@ -243,6 +249,10 @@ pub async fn execute(
             service.set_password(actor, &name, Zeroizing::new(password)).await?;
             Ok(serde_json::json!({ "account": name, "password": "changed" }))
         }
+        AdminRequest::AccountTotpReset { name } => {
+            service.totp_reset(actor, &name).await?;
+            Ok(serde_json::json!({ "account": name, "two_factor": "reset" }))
+        }
         AdminRequest::KeyCreate { account, label, key_type, public_key, permissions, restrictions } => {
             let material = match (key_type.as_str(), public_key) {
                 ("hmac", None) => NewKeyMaterial::Hmac,
@@ -350,6 +360,9 @@ pub fn respond(result: Result<serde_json::Value, ServiceError>) -> AdminResponse
                 ServiceError::Conflict(_) => "conflict",
                 ServiceError::Forbidden(_) => "forbidden",
                 ServiceError::StepUpRequired(_) => "step_up",
+                ServiceError::Unauthenticated(_) => "unauthenticated",
+                ServiceError::InvalidCode(_) => "invalid_code",
+                ServiceError::Throttled { .. } => "throttled",
                 ServiceError::Store(_) | ServiceError::Internal(_) => "internal",
             };
             AdminResponse::Error { kind: kind.into(), message: e.to_string() }

@@ -1,5 +1,6 @@
 //! The HTTP layer's error type and its one mapping to Binance's `{code,msg}` and HTTP status.
 
+use crate::ratelimit::Refusal;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keygate_auth::{Denial, ParamError, ParamErrorKind};
@@ -36,6 +37,8 @@ pub enum ApiError {
     Expired,
     /// The engine's queue is full: 429 -1003 with `Retry-After`.
     Busy,
+    /// A rate limit: 429 -1003 or -1015, or 418 -1003 for a banned address, with `Retry-After`.
+    RateLimited(crate::ratelimit::Refusal),
     /// Something failed inside; the cause is logged once by the error middleware, never sent.
     Internal(String),
     /// A dependency (the store) does not answer: 503, so load balancers take the node out.
@@ -110,6 +113,24 @@ impl ApiError {
                 ErrorBody::with_msg(ErrorCode::TooManyRequests, "Too many requests queued."),
                 None,
             ),
+            Self::RateLimited(r) => match r {
+                Refusal::TooManyRequests { msg, .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, ErrorBody::with_msg(ErrorCode::TooManyRequests, msg.clone()), None)
+                }
+                Refusal::TooManyOrders { msg, .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, ErrorBody::with_msg(ErrorCode::TooManyOrders, msg.clone()), None)
+                }
+                Refusal::Banned { until_ms, .. } => (
+                    StatusCode::IM_A_TEAPOT,
+                    ErrorBody::with_msg(
+                        ErrorCode::TooManyRequests,
+                        format!(
+                            "Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."
+                        ),
+                    ),
+                    None,
+                ),
+            },
             Self::UnknownClient => (
                 bad,
                 ErrorBody::with_msg(
@@ -187,6 +208,9 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, Self::Denied(Denial::ReplayGuardFull) | Self::Busy) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::RateLimited(r) = &self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after()));
         }
         let cause = match self {
             Self::Internal(cause) => Some(cause),

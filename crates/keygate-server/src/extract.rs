@@ -70,6 +70,8 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
             }
             Some(_) => {}
         }
+        let counts_order = crate::ratelimit::counts_as_order(req.method(), req.uri().path());
+        let order_counts = req.extensions().get::<crate::ratelimit::OrderCountSlot>().cloned();
         let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
         let limit = state.verifier.limits().max_body;
         let body: Bytes = match axum::body::to_bytes(req.into_body(), limit).await {
@@ -81,6 +83,16 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         match state.verifier.verify(&unverified, S::ACCESS, state.service.cache().as_ref(), now) {
             Ok(request) => {
                 state.service.record_use(&request.key().id, &ip.to_string());
+                if counts_order {
+                    // Per account, so only once the request is known to be the account's; an
+                    // order over the limit never reaches the engine.
+                    let (account, at_ms) = (request.account_id(), now.as_millis().0);
+                    let (usage, verdict) = state.limiter.admit_order(account, at_ms);
+                    if let Some(slot) = order_counts {
+                        slot.set(crate::ratelimit::CountedOrder { account, at_ms, usage, counted: verdict.is_ok() });
+                    }
+                    verdict.map_err(ApiError::RateLimited)?;
+                }
                 Ok(Self { request, client_ip: ip, _security: PhantomData })
             }
             Err(rejection) => {

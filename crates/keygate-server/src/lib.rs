@@ -6,6 +6,7 @@ pub mod admin;
 pub mod client_ip;
 mod error;
 pub mod extract;
+pub mod ratelimit;
 pub mod request_id;
 mod routes;
 pub mod serve;
@@ -31,8 +32,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// Networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
-    /// Request weight used per client address this minute.
-    pub weights: Arc<weight::WeightCounter>,
+    /// Rate limits and their counters (weight per address, orders per account, bans).
+    pub limiter: Arc<ratelimit::RateLimiter>,
 }
 
 /// The router with every route and layer, separate from binding a socket so tests can drive it

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Simulated liquidity, when wanted.
     pub market_maker: Option<keygate_exchange::MarketMakerConfig>,
+    /// Request-weight, order-count and ban limits (Binance's by default).
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +48,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             read_timeout: Duration::from_secs(10),
             market_maker: None,
+            rate_limits: crate::ratelimit::RateLimitConfig::binance(),
         }
     }
 }
@@ -101,7 +104,7 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
-        weights: Arc::default(),
+        limiter: Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits.clone())),
     };
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;

@@ -1,16 +1,14 @@
 //! Request weights, as Binance declares them per endpoint, and the per-IP weight counter behind
 //! `X-MBX-USED-WEIGHT-1M`.
 //!
-//! The table is the single place an endpoint's weight is declared; the rate limiter (429/418)
-//! builds on the same counter.
+//! The table is the single place an endpoint's weight is declared; the middleware here charges
+//! it to the client address through [`crate::ratelimit::RateLimiter`], which decides 429/418.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
-use axum::response::Response;
-use std::collections::HashMap;
+use axum::response::{IntoResponse as _, Response};
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
 
 /// Binance's request weight of `method path` with the given query, per the endpoint table
 /// (reference section 11); 1 for anything not listed.
@@ -82,45 +80,53 @@ pub fn counting_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Most addresses tracked at once; older minutes are dropped first when it is reached.
-const MAX_TRACKED: usize = 100_000;
-
-/// Weight used per address in the current minute.
-#[derive(Debug, Default)]
-pub struct WeightCounter {
-    used: Mutex<HashMap<IpAddr, (u64, u32)>>,
-}
-
-impl WeightCounter {
-    /// Adds `weight` for `ip` in the minute of `now_ms` and returns the minute's total.
-    pub fn add(&self, ip: IpAddr, weight: u32, now_ms: u64) -> u32 {
-        let minute = now_ms / 60_000;
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        if used.len() >= MAX_TRACKED {
-            used.retain(|_, (m, _)| *m == minute);
-        }
-        let entry = used.entry(counting_key(ip)).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        entry.1 = entry.1.saturating_add(weight);
-        entry.1
+/// Middleware: charges the request's weight to its client address before anything else is done
+/// with it, refuses it (429, or 418 when banned) when the address is over a limit, and reports the
+/// weight used in `X-MBX-USED-WEIGHT-1M` (and the legacy `X-MBX-USED-WEIGHT`) on every response,
+/// with `X-MBX-ORDER-COUNT-*` on order responses. With rate limits off it does nothing.
+pub async fn layer(State(state): State<crate::AppState>, mut req: Request, next: Next) -> Response {
+    let limiter = &state.limiter;
+    if !limiter.config().enabled || crate::ratelimit::exempt(req.uri().path()) {
+        return next.run(req).await;
     }
-}
-
-/// Middleware: counts the request's weight for its client address and reports the minute's total
-/// in `X-MBX-USED-WEIGHT-1M` (and the legacy `X-MBX-USED-WEIGHT`) on every response.
-pub async fn layer(State(state): State<crate::AppState>, req: Request, next: Next) -> Response {
     let w = weight(req.method(), req.uri().path(), req.uri().query().unwrap_or(""));
-    let ip = crate::extract::request_client_ip(&req, &state);
     let now = state.service.clock().now().as_millis().0;
-    let total = ip.map(|ip| state.weights.add(ip, w, now));
-    let mut res = next.run(req).await;
-    if let Some(total) = total
-        && let Ok(v) = HeaderValue::from_str(&total.to_string())
-    {
-        res.headers_mut().insert("x-mbx-used-weight-1m", v.clone());
-        res.headers_mut().insert("x-mbx-used-weight", v);
+    // A request whose client address cannot be read is refused later (-1002) by whatever needs
+    // the address; it is not counted under a made-up one.
+    let (usage, verdict) = match crate::extract::request_client_ip(&req, &state) {
+        Some(ip) => limiter.admit(ip, w, now),
+        None => (Vec::new(), Ok(())),
+    };
+    let orders = crate::ratelimit::OrderCountSlot::default();
+    req.extensions_mut().insert(orders.clone());
+    let mut res = match verdict {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => crate::ApiError::RateLimited(refusal).into_response(),
+    };
+    let failed = !res.status().is_success();
+    let h = res.headers_mut();
+    for (i, (suffix, used)) in usage.iter().enumerate() {
+        let name = format!("x-mbx-used-weight-{}", suffix.to_ascii_lowercase());
+        if let (Ok(name), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(used.to_string())) {
+            if i == 0 {
+                h.insert("x-mbx-used-weight", v.clone());
+            }
+            h.insert(name, v);
+        }
+    }
+    match orders.get() {
+        // Refused after it was counted: not placed, so not counted (and no count headers, which
+        // Binance does not promise on rejected orders either).
+        Some(o) if o.counted && failed => limiter.refund_order(o.account, o.at_ms),
+        Some(o) => {
+            for (suffix, count) in &o.usage {
+                let name = format!("x-mbx-order-count-{}", suffix.to_ascii_lowercase());
+                if let (Ok(name), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(count.to_string())) {
+                    h.insert(name, v);
+                }
+            }
+        }
+        None => {}
     }
     res
 }
@@ -143,11 +149,11 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_addresses_count_per_64_and_minutes_reset() {
-        let c = WeightCounter::default();
-        assert_eq!(c.add("2001:db8::1".parse().unwrap(), 5, 0), 5);
-        assert_eq!(c.add("2001:db8::ffff".parse().unwrap(), 5, 1_000), 10);
-        assert_eq!(c.add("2001:db8:0:1::1".parse().unwrap(), 5, 1_000), 5);
-        assert_eq!(c.add("2001:db8::1".parse().unwrap(), 1, 60_000), 1);
+    fn ipv6_addresses_count_per_64() {
+        let a = counting_key("2001:db8::1".parse().unwrap());
+        assert_eq!(a, counting_key("2001:db8::ffff:1".parse().unwrap()));
+        assert_ne!(a, counting_key("2001:db8:0:1::1".parse().unwrap()));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(counting_key("::ffff:192.0.2.7".parse().unwrap()), v4);
     }
 }

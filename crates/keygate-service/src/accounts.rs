@@ -3,7 +3,7 @@
 use crate::view::{AccountView, AuditView};
 use crate::{Actor, Service, ServiceError, ServiceResult, password};
 use keygate_auth::AccountId;
-use keygate_store::{AccountRecord, AccountStatus, AuditDraft, NewAccount};
+use keygate_store::{AccountRecord, AuditDraft, NewAccount};
 use zeroize::Zeroizing;
 
 /// Checks an account name: 2 to 32 of `a-z 0-9 _ . -`, starting with a letter or digit.
@@ -112,43 +112,37 @@ impl Service {
     /// # Errors
     /// Storage errors only.
     pub async fn check_password(&self, name: &str, password: Zeroizing<String>) -> ServiceResult<Option<AccountView>> {
-        let rec = self.inner.store.account_by_name(name).await?;
-        let stored = rec.as_ref().map(|r| r.password_hash.clone());
-        let params = self.inner.config.password;
-        let ok = tokio::task::spawn_blocking(move || match stored {
-            Some(hash) => password::verify(&hash, &password),
-            // Hash anyway for unknown names, so timing does not reveal which names exist.
-            None => {
-                let _ = password::hash(params, &password);
-                false
-            }
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))?;
-        Ok(rec.filter(|r| ok && r.status == AccountStatus::Active).as_ref().map(AccountView::from))
+        let (rec, ok) = self.password_matches(name, password).await?;
+        Ok(rec.filter(|_| ok).as_ref().map(AccountView::from))
     }
 
-    /// Sets a new password (operator, or the owner of the account).
+    /// Sets a new password without the current one (the operator resetting it; an owner in the
+    /// console should use [`Service::change_password`], which asks for the current one). Like
+    /// every password change it ends all sessions of the account and locks withdrawals for
+    /// [`crate::ServiceConfig::withdrawal_lock_ms`].
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Invalid`] for a weak password.
     pub async fn set_password(&self, actor: &Actor, name: &str, password: Zeroizing<String>) -> ServiceResult<()> {
         let mut rec = self.account_record(actor, name).await?;
         password::check_strength(&password)?;
-        let params = self.inner.config.password;
-        rec.password_hash = tokio::task::spawn_blocking(move || password::hash(params, &password))
-            .await
-            .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))??;
+        rec.password_hash = self.hash_password(password).await?;
+        let now = self.now_ms();
+        rec.withdrawals_locked_until = Some(self.lock_until(&rec, now));
         let audit = AuditDraft {
-            at: self.now_ms(),
+            at: now,
             actor: actor.label(),
             action: "account.password".into(),
             target: format!("account:{name}"),
             account_id: Some(rec.id),
             source: actor.source(),
-            details: serde_json::json!({}),
+            details: serde_json::json!({
+                "by": actor.kind(),
+                "sessions_ended": true,
+                "withdrawals_locked_until": rec.withdrawals_locked_until,
+            }),
         };
-        self.inner.store.update_account(&rec, audit).await?;
+        self.inner.store.update_account_ending_sessions(&rec, None, audit).await?;
         Ok(())
     }
 

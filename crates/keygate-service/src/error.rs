@@ -21,6 +21,20 @@ pub enum ServiceError {
     /// revoked meanwhile.
     #[error("{0}")]
     Conflict(String),
+    /// No valid session, or a login failed. The message never says whether the name exists.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// A TOTP or recovery code was wrong or already used.
+    #[error("{0}")]
+    InvalidCode(String),
+    /// Too many failures: refused until the window passes.
+    #[error("too many attempts ({what}); try again in {} s", retry_after_ms.div_ceil(1000))]
+    Throttled {
+        /// What was throttled: `login`, `2FA code`.
+        what: String,
+        /// How long until the next attempt may succeed, ms.
+        retry_after_ms: u64,
+    },
     /// Persistence failed.
     #[error("storage failed: {0}")]
     Store(StoreError),

@@ -89,6 +89,30 @@ fn check_key_rules(permissions: Permissions, r: &Restrictions, now: UnixMillis) 
 }
 
 impl Service {
+    /// The policy of issue #6: an owner without 2FA cannot hold a key that trades or withdraws
+    /// (creating one, or adding either permission to a key). Operators and the system are
+    /// unaffected; [`crate::ServiceConfig::require_2fa_for_trading_keys`] switches it off.
+    async fn check_trading_needs_2fa(
+        &self,
+        actor: &Actor,
+        account: keygate_auth::AccountId,
+        after: Permissions,
+        before: Permissions,
+    ) -> ServiceResult<()> {
+        let adds_money_moving =
+            [Permission::Trade, Permission::Withdraw].into_iter().any(|p| after.contains(p) && !before.contains(p));
+        if matches!(actor, Actor::Owner { .. })
+            && self.inner.config.require_2fa_for_trading_keys
+            && adds_money_moving
+            && !self.two_factor_enabled(account).await?
+        {
+            return Err(ServiceError::Forbidden(
+                "keys that can trade or withdraw need 2FA on the account: enable it first".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn audit(&self, actor: &Actor, action: &str, key: &KeyRecord, details: serde_json::Value) -> AuditDraft {
         AuditDraft {
             at: self.now_ms(),
@@ -113,6 +137,7 @@ impl Service {
         let now = self.now_ms();
         check_label(&new.label)?;
         check_key_rules(new.permissions, &new.restrictions, now)?;
+        self.check_trading_needs_2fa(actor, account.id, new.permissions, Permissions::READ_ONLY).await?;
         if new.permissions.widens(Permissions::READ_ONLY) && !actor.stepped_up(now) {
             return Err(ServiceError::StepUpRequired("creating a key that can trade or withdraw".into()));
         }
@@ -260,6 +285,7 @@ impl Service {
         let widened = after.permissions.widens(before.permissions)
             || after.restrictions.widens(&before.restrictions)
             || re_enabled;
+        self.check_trading_needs_2fa(actor, after.account_id, after.permissions, before.permissions).await?;
         if widened && !actor.stepped_up(now) {
             return Err(ServiceError::StepUpRequired("widening a key's permissions or restrictions".into()));
         }
@@ -334,11 +360,12 @@ impl Service {
     }
 
     /// Writes pending usage counters and closed denial aggregates to the store (`all`: also the
-    /// current minute's, at shutdown).
+    /// current minute's, at shutdown), and at most once a minute deletes ended console sessions.
     ///
     /// # Errors
     /// Storage errors; pending usage is kept for the next flush.
     pub async fn flush(&self, all: bool) -> ServiceResult<()> {
+        self.purge_sessions_now_and_then().await?;
         let deltas = self.inner.usage.drain();
         if !deltas.is_empty()
             && let Err(e) = self.inner.store.record_usage(&deltas).await

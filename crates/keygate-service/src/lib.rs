@@ -13,6 +13,9 @@ pub mod engine;
 mod error;
 pub mod keys;
 pub mod password;
+pub mod sessions;
+mod throttle;
+pub mod totp;
 pub mod usage;
 pub mod view;
 
@@ -20,8 +23,11 @@ pub use actor::Actor;
 pub use cache::KeyCache;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
+pub use keygate_auth::SessionToken;
 pub use keys::{KeyEdit, NewKey, NewKeyMaterial};
 pub use password::PasswordParams;
+pub use sessions::{NewSession, SessionConfig, SessionInfo, ThrottleConfig};
+pub use totp::{RecoveryCodes, TotpEnrollment, TwoFactorView};
 pub use view::{AccountView, AuditView, CreatedKey, KeyView};
 
 use keygate_auth::{Entropy, EntropyError};
@@ -32,11 +38,36 @@ use usage::{DenialAggregator, UsageTracker};
 /// Result of a service operation.
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
-/// Policy switches of the service.
-#[derive(Debug, Clone, Default)]
+/// Policy switches of the service. Build it as `ServiceConfig { field: .., ..ServiceConfig::default() }`
+/// so that new switches keep their defaults.
+#[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// argon2id cost for passwords.
     pub password: PasswordParams,
+    /// Console session lifetimes.
+    pub sessions: SessionConfig,
+    /// Login and 2FA throttles.
+    pub throttle: ThrottleConfig,
+    /// Owners need 2FA enabled to create (or widen into) keys with `trade` or `withdraw`;
+    /// operators and the system are unaffected. On by default.
+    pub require_2fa_for_trading_keys: bool,
+    /// How long withdrawals stay locked after a password change or 2FA removal (24 h).
+    pub withdrawal_lock_ms: u64,
+    /// Whether owners may create their own accounts ([`Service::sign_up`]).
+    pub allow_sign_up: bool,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            password: PasswordParams::default(),
+            sessions: SessionConfig::default(),
+            throttle: ThrottleConfig::default(),
+            require_2fa_for_trading_keys: true,
+            withdrawal_lock_ms: 24 * 60 * 60 * 1000,
+            allow_sign_up: true,
+        }
+    }
 }
 
 /// The operating system's random number generator, the production [`Entropy`].
@@ -63,6 +94,14 @@ struct Inner {
     config: ServiceConfig,
     usage: UsageTracker,
     denials: DenialAggregator,
+    /// Failed logins per account name, in memory (see [`throttle`]).
+    login_by_account: throttle::FailureCounter,
+    /// Failed logins per client address (IPv6 per /64), in memory.
+    login_by_ip: throttle::FailureCounter,
+    /// Accounts signed up per client address, in memory.
+    sign_ups_by_ip: throttle::FailureCounter,
+    /// When ended sessions were last deleted, ms.
+    last_session_purge: std::sync::atomic::AtomicU64,
     /// Serialises every read-modify-write of keys in this process, so a concurrent edit can never
     /// write back a stale copy over a revocation, and the per-account key count holds.
     key_writes: tokio::sync::Mutex<()>,
@@ -81,10 +120,20 @@ impl Service {
                 store,
                 clock,
                 cache,
-                config,
                 usage: UsageTracker::default(),
                 denials: DenialAggregator::default(),
+                login_by_account: throttle::FailureCounter::new(
+                    config.throttle.login_per_account,
+                    config.throttle.login_window_ms,
+                ),
+                login_by_ip: throttle::FailureCounter::new(
+                    config.throttle.login_per_ip,
+                    config.throttle.login_window_ms,
+                ),
+                sign_ups_by_ip: throttle::FailureCounter::new(config.throttle.sign_ups_per_ip_per_hour, 60 * 60 * 1000),
+                last_session_purge: std::sync::atomic::AtomicU64::new(0),
                 key_writes: tokio::sync::Mutex::new(()),
+                config,
             }),
         })
     }

@@ -38,6 +38,9 @@ impl PasswordParams {
     }
 }
 
+/// Longest password accepted, in bytes: longer ones are refused without hashing.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
 /// Checks a new password against the minimum rules.
 ///
 /// # Errors
@@ -46,7 +49,7 @@ pub fn check_strength(password: &str) -> Result<(), ServiceError> {
     if password.chars().count() < 10 {
         return Err(ServiceError::Invalid("the password must have at least 10 characters".into()));
     }
-    if password.len() > 1024 {
+    if password.len() > MAX_PASSWORD_BYTES {
         return Err(ServiceError::Invalid("the password must have at most 1024 bytes".into()));
     }
     Ok(())

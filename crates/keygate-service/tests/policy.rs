@@ -25,10 +25,19 @@ async fn env() -> Env {
     let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([5; 32]), vec![]));
     let store = SqliteStore::open(&dir.path().join("db"), cipher, SyncMode::Normal).await.unwrap();
     let clock = Arc::new(ManualClock::new(UnixMicros(NOW.as_micros())));
-    let service =
-        Service::start(Arc::new(store), clock, ServiceConfig { password: PasswordParams::insecure_for_tests() })
-            .await
-            .unwrap();
+    let service = Service::start(
+        Arc::new(store),
+        clock,
+        ServiceConfig {
+            password: PasswordParams::insecure_for_tests(),
+            // These tests are about step-up; the 2FA requirement for trading keys has its own
+            // tests in tests/accounts.rs.
+            require_2fa_for_trading_keys: false,
+            ..ServiceConfig::default()
+        },
+    )
+    .await
+    .unwrap();
     for name in ["alice", "bob"] {
         service
             .create_account(&Actor::operator_cli(), name, Zeroizing::new("correct horse battery".into()))

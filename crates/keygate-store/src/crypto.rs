@@ -186,6 +186,13 @@ pub fn secret_aad(key_id: &str, account_id: i64) -> Vec<u8> {
     format!("keygate/hmac-secret/v1|{key_id}|{account_id}").into_bytes()
 }
 
+/// The associated data binding a TOTP seed to its account, so a sealed seed moved to another
+/// account's row fails to open.
+#[must_use]
+pub fn totp_seed_aad(account_id: i64) -> Vec<u8> {
+    format!("keygate/totp-seed/v1|{account_id}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +205,15 @@ mod tests {
         assert!(c.open(&s, b"aad-2").is_err());
         let other = SecretCipher::new(MasterKey::from_bytes([2; 32]), vec![]);
         assert!(other.open(&s, b"aad-1").is_err());
+    }
+
+    #[test]
+    fn a_totp_seed_opens_only_for_the_account_it_was_sealed_for() {
+        let c = SecretCipher::new(MasterKey::from_bytes([1; 32]), vec![]);
+        let s = c.seal(&[9; 20], &totp_seed_aad(7)).unwrap();
+        assert_eq!(&*c.open(&s, &totp_seed_aad(7)).unwrap(), &[9; 20]);
+        assert!(c.open(&s, &totp_seed_aad(8)).is_err(), "a seed moved to another account opened");
+        assert!(c.open(&s, &secret_aad("kg_x", 7)).is_err(), "a seed opened as an HMAC secret");
     }
 
     #[test]

@@ -23,13 +23,15 @@ pub mod conformance;
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use records::{
-    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord, NewAccount, UsageDelta,
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord, NewAccount,
+    SessionRecord, TwoFactorRecord, UsageDelta,
 };
 pub use sqlite::{SqliteStore, SyncMode};
 
 use async_trait::async_trait;
 use crypto::SecretCipher;
 use keygate_auth::{AccountId, ApiKeyId};
+use keygate_proto::UnixMillis;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -98,6 +100,112 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The snapshot with the highest `seq`, if any.
     async fn latest_snapshot(&self) -> StoreResult<Option<(i64, Vec<u8>)>>;
+
+    // ---- Console sessions (issue #6). Only SHA-256 hashes of session ids reach the store. ----
+
+    /// Inserts a new session, with its audit record (a login) when given.
+    async fn insert_session(&self, session: &SessionRecord, audit: Option<AuditDraft>) -> StoreResult<()>;
+
+    /// The session whose id hashes to `id_hash`, if any.
+    async fn session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
+
+    /// Moves a session's last-seen time forward (never back); unknown sessions are ignored.
+    async fn touch_session(&self, id_hash: &[u8; 32], last_seen_at: UnixMillis) -> StoreResult<()>;
+
+    /// Replaces session `old` by `new` in one transaction (id rotation at login and step-up).
+    /// [`StoreError::NotFound`] if `old` is gone (logged out or rotated meanwhile): a session can
+    /// never fork into two live ids.
+    async fn rotate_session(&self, old: &[u8; 32], new: &SessionRecord, audit: AuditDraft) -> StoreResult<()>;
+
+    /// Deletes a session, with its audit record (a logout) when given; true if it existed.
+    async fn delete_session(&self, id_hash: &[u8; 32], audit: Option<AuditDraft>) -> StoreResult<bool>;
+
+    /// Deletes sessions idle since before `idle_before` or created before `created_before`;
+    /// returns how many. Expiry is not an audited action.
+    async fn purge_sessions(&self, idle_before: UnixMillis, created_before: UnixMillis) -> StoreResult<u64>;
+
+    /// In one transaction: replaces the account's mutable fields (as [`Store::update_account`]),
+    /// deletes every session of the account, and inserts `new_session` if given. For password
+    /// changes and 2FA resets, which must end every other login.
+    async fn update_account_ending_sessions(
+        &self,
+        account: &AccountRecord,
+        new_session: Option<&SessionRecord>,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+
+    // ---- TOTP 2FA and recovery codes (issue #6). Seeds sealed, codes hashed. ----
+
+    /// The account's TOTP state (seed decrypted), if any.
+    async fn two_factor(&self, account: AccountId) -> StoreResult<Option<TwoFactorRecord>>;
+
+    /// Starts (or restarts) enrollment with a new seed, not yet enabled.
+    /// [`StoreError::Conflict`] if 2FA is already enabled for the account.
+    async fn begin_two_factor(
+        &self,
+        account: AccountId,
+        seed: &[u8],
+        at: UnixMillis,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+
+    /// Confirms a pending enrollment: enables 2FA, records `step` as used and replaces the
+    /// account's recovery codes by `recovery_hashes`. [`StoreError::Conflict`] if there is no
+    /// pending enrollment.
+    async fn enable_two_factor(
+        &self,
+        account: AccountId,
+        step: u64,
+        recovery_hashes: &[[u8; 32]],
+        at: UnixMillis,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+
+    /// Removes the account's 2FA and recovery codes and sets its withdrawal lock.
+    /// [`StoreError::NotFound`] if the account does not exist.
+    async fn disable_two_factor(
+        &self,
+        account: AccountId,
+        withdrawals_locked_until: Option<UnixMillis>,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+
+    /// Records `step` as the last accepted TOTP step and clears the failure counter, if and only
+    /// if it is later than the last accepted one (atomically: two nodes cannot both accept one
+    /// code). Returns whether it was accepted.
+    async fn accept_totp_step(&self, account: AccountId, step: u64, audit: Option<AuditDraft>) -> StoreResult<bool>;
+
+    /// Counts a failed code: a new window starts at `at` when the last began `window_ms` or more
+    /// earlier. Returns the failures in the window and its start. Audited with `audit`.
+    async fn record_totp_failure(
+        &self,
+        account: AccountId,
+        at: UnixMillis,
+        window_ms: u64,
+        audit: AuditDraft,
+    ) -> StoreResult<(u32, UnixMillis)>;
+
+    /// Marks the unused recovery code with hash `code_hash` as used at `at`; false if there is
+    /// no such unused code (atomically: a code works once).
+    async fn use_recovery_code(
+        &self,
+        account: AccountId,
+        code_hash: &[u8; 32],
+        at: UnixMillis,
+        audit: Option<AuditDraft>,
+    ) -> StoreResult<bool>;
+
+    /// Replaces all recovery codes of an account whose 2FA is enabled by `recovery_hashes`
+    /// (used or not, the old ones stop working). [`StoreError::Conflict`] if 2FA is not enabled.
+    async fn replace_recovery_codes(
+        &self,
+        account: AccountId,
+        recovery_hashes: &[[u8; 32]],
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+
+    /// Unused recovery codes of the account.
+    async fn recovery_codes_left(&self, account: AccountId) -> StoreResult<u32>;
 
     /// Closes every connection and waits for it, so a process can hand its data to the next one
     /// cleanly (SQLite checkpoints its WAL on the last close). Later calls fail.

@@ -15,18 +15,21 @@
 //! that sealed it.
 
 use crate::audit::chain_hash;
-use crate::crypto::SecretCipher;
+use crate::crypto::{SecretCipher, totp_seed_aad};
 use crate::records::{
-    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyRecord, NewAccount, UsageDelta,
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyRecord, NewAccount, SessionRecord,
+    TwoFactorRecord, UsageDelta,
 };
 use crate::rows::{
-    ACCOUNT_COLUMNS, AUDIT_COLUMNS, EncodedKey, KEY_COLUMNS, account_from_row, audit_from_row, chain_head,
-    journal_from_row, key_from_row, name_violation, restrictions_text, to_db_time, usage_count,
+    ACCOUNT_COLUMNS, AUDIT_COLUMNS, Columns as _, EncodedKey, KEY_COLUMNS, SESSION_COLUMNS, TWO_FACTOR_COLUMNS,
+    account_from_row, audit_from_row, chain_head, from_db_time, journal_from_row, key_from_row, name_violation,
+    next_failure_window, restrictions_text, session_from_row, to_db_time, to_db_u64, two_factor_from_row, usage_count,
 };
 use crate::sqlite::SyncMode;
 use crate::{Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use keygate_auth::{AccountId, ApiKeyId};
+use keygate_proto::UnixMillis;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use std::fmt;
 use std::str::FromStr as _;
@@ -192,6 +195,46 @@ async fn append(conn: &mut PgConnection, draft: AuditDraft) -> StoreResult<Audit
     Ok(AuditRecord { seq, draft, prev_hash, hash })
 }
 
+/// Inserts a session row inside the caller's write transaction.
+async fn insert_session_row(conn: &mut PgConnection, s: &SessionRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id_hash, account_id, created_at, last_seen_at, two_factor_pending, stepped_up_until, \
+         source) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(s.id_hash.as_slice())
+    .bind(s.account_id.0)
+    .bind(to_db_time(s.created_at, "session")?)
+    .bind(to_db_time(s.last_seen_at, "session")?)
+    .bind(i64::from(s.two_factor_pending))
+    .bind(s.stepped_up_until.map(|t| to_db_time(t, "session")).transpose()?)
+    .bind(s.source.as_deref())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| name_violation(e, &"session", &format_args!("account {}", s.account_id)))?;
+    Ok(())
+}
+
+/// Replaces an account's mutable fields inside the caller's write transaction.
+async fn update_account_row(conn: &mut PgConnection, account: &AccountRecord) -> StoreResult<()> {
+    let until = account.withdrawals_locked_until.map(|t| to_db_time(t, "withdrawal lock")).transpose()?;
+    let done =
+        sqlx::query("UPDATE accounts SET password_hash = $1, status = $2, withdrawals_locked_until = $3 WHERE id = $4")
+            .bind(&account.password_hash)
+            .bind(account.status.as_str())
+            .bind(until)
+            .bind(account.id.0)
+            .execute(&mut *conn)
+            .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("account {}", account.id)));
+    }
+    Ok(())
+}
+
+/// Reads (and, where the backend needs it, locks) an account's failure counter.
+const LOCK_TWO_FACTOR_ROW: &str =
+    "SELECT failures, failure_window_start FROM two_factor WHERE account_id = $1 FOR UPDATE";
+
 #[async_trait]
 impl Store for PgStore {
     /// Creates an account. When `audit.account_id` is `None` (the caller cannot know the id
@@ -214,7 +257,14 @@ impl Store for PgStore {
         audit.account_id.get_or_insert(id);
         append(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(AccountRecord { id, name: new.name, password_hash: new.password_hash, status, created_at: new.created_at })
+        Ok(AccountRecord {
+            id,
+            name: new.name,
+            password_hash: new.password_hash,
+            status,
+            created_at: new.created_at,
+            withdrawals_locked_until: None,
+        })
     }
 
     async fn account_by_name(&self, name: &str) -> StoreResult<Option<AccountRecord>> {
@@ -236,15 +286,7 @@ impl Store for PgStore {
 
     async fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE accounts SET password_hash = $1, status = $2 WHERE id = $3")
-            .bind(&account.password_hash)
-            .bind(account.status.as_str())
-            .bind(account.id.0)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("account {}", account.id)));
-        }
+        update_account_row(&mut tx, account).await?;
         append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -455,6 +497,303 @@ impl Store for PgStore {
             None => Ok(None),
             Some(r) => Ok(Some((sqlx::Row::try_get(&r, "seq")?, sqlx::Row::try_get(&r, "state")?))),
         }
+    }
+
+    async fn insert_session(&self, session: &SessionRecord, audit: Option<AuditDraft>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_session_row(&mut tx, session).await?;
+        if let Some(audit) = audit {
+            append(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1");
+        let row = sqlx::query(&sql).bind(id_hash.as_slice()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn touch_session(&self, id_hash: &[u8; 32], last_seen_at: UnixMillis) -> StoreResult<()> {
+        let at = to_db_time(last_seen_at, "session")?;
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2 AND last_seen_at < $1")
+            .bind(at)
+            .bind(id_hash.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_session(&self, old: &[u8; 32], new: &SessionRecord, audit: AuditDraft) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let gone =
+            sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(old.as_slice()).execute(&mut *tx).await?;
+        if gone.rows_affected() == 0 {
+            return Err(StoreError::NotFound("session".into()));
+        }
+        insert_session_row(&mut tx, new).await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id_hash: &[u8; 32], audit: Option<AuditDraft>) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let gone =
+            sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash.as_slice()).execute(&mut *tx).await?;
+        let existed = gone.rows_affected() > 0;
+        if existed && let Some(audit) = audit {
+            append(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(existed)
+    }
+
+    async fn purge_sessions(&self, idle_before: UnixMillis, created_before: UnixMillis) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let gone = sqlx::query("DELETE FROM sessions WHERE last_seen_at < $1 OR created_at < $2")
+            .bind(to_db_time(idle_before, "session purge")?)
+            .bind(to_db_time(created_before, "session purge")?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(gone.rows_affected())
+    }
+
+    async fn update_account_ending_sessions(
+        &self,
+        account: &AccountRecord,
+        new_session: Option<&SessionRecord>,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        update_account_row(&mut tx, account).await?;
+        sqlx::query("DELETE FROM sessions WHERE account_id = $1").bind(account.id.0).execute(&mut *tx).await?;
+        if let Some(s) = new_session {
+            insert_session_row(&mut tx, s).await?;
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn two_factor(&self, account: AccountId) -> StoreResult<Option<TwoFactorRecord>> {
+        let sql = format!("SELECT {TWO_FACTOR_COLUMNS} FROM two_factor WHERE account_id = $1");
+        let row = sqlx::query(&sql).bind(account.0).fetch_optional(&self.pool).await?;
+        row.map(|r| two_factor_from_row(&self.cipher, &r)).transpose()
+    }
+
+    async fn begin_two_factor(
+        &self,
+        account: AccountId,
+        seed: &[u8],
+        at: UnixMillis,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let sealed = self.cipher.seal(seed, &totp_seed_aad(account.0))?;
+        let at = to_db_time(at, "two-factor enrollment")?;
+        let mut tx = self.begin().await?;
+        // An enabled 2FA is never overwritten by a new enrollment: it must be disabled first.
+        let done = sqlx::query(
+            "INSERT INTO two_factor (account_id, seed_ciphertext, seed_master_key_id, enabled, created_at, \
+             confirmed_at, last_step, failures, failure_window_start) VALUES ($1, $2, $3, 0, $4, NULL, NULL, 0, NULL) \
+             ON CONFLICT (account_id) DO UPDATE SET seed_ciphertext = excluded.seed_ciphertext, \
+             seed_master_key_id = excluded.seed_master_key_id, created_at = excluded.created_at, \
+             last_step = NULL WHERE two_factor.enabled = 0",
+        )
+        .bind(account.0)
+        .bind(sealed.bytes.as_slice())
+        .bind(sealed.master_key_id.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| name_violation(e, &"two-factor state", &format_args!("account {account}")))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "two-factor authentication is already enabled for account {account}"
+            )));
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn enable_two_factor(
+        &self,
+        account: AccountId,
+        step: u64,
+        recovery_hashes: &[[u8; 32]],
+        at: UnixMillis,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let step = to_db_u64(step, "TOTP step")?;
+        let at = to_db_time(at, "two-factor confirmation")?;
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE two_factor SET enabled = 1, confirmed_at = $1, last_step = $2, failures = 0, \
+             failure_window_start = NULL WHERE account_id = $3 AND enabled = 0",
+        )
+        .bind(at)
+        .bind(step)
+        .bind(account.0)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("no pending two-factor enrollment for account {account}")));
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE account_id = $1").bind(account.0).execute(&mut *tx).await?;
+        for h in recovery_hashes {
+            sqlx::query("INSERT INTO recovery_codes (account_id, code_hash, used_at) VALUES ($1, $2, NULL)")
+                .bind(account.0)
+                .bind(h.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn disable_two_factor(
+        &self,
+        account: AccountId,
+        withdrawals_locked_until: Option<UnixMillis>,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let until = withdrawals_locked_until.map(|t| to_db_time(t, "withdrawal lock")).transpose()?;
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE accounts SET withdrawals_locked_until = $1 WHERE id = $2")
+            .bind(until)
+            .bind(account.0)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("account {account}")));
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE account_id = $1").bind(account.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM two_factor WHERE account_id = $1").bind(account.0).execute(&mut *tx).await?;
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn accept_totp_step(&self, account: AccountId, step: u64, audit: Option<AuditDraft>) -> StoreResult<bool> {
+        let step = to_db_u64(step, "TOTP step")?;
+        let mut tx = self.begin().await?;
+        // The guard is in the statement: two nodes accepting the same code at once cannot both
+        // see their update applied.
+        let done = sqlx::query(
+            "UPDATE two_factor SET last_step = $1, failures = 0, failure_window_start = NULL \
+             WHERE account_id = $2 AND (last_step IS NULL OR last_step < $1)",
+        )
+        .bind(step)
+        .bind(account.0)
+        .execute(&mut *tx)
+        .await?;
+        let accepted = done.rows_affected() > 0;
+        if accepted && let Some(audit) = audit {
+            append(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    async fn record_totp_failure(
+        &self,
+        account: AccountId,
+        at: UnixMillis,
+        window_ms: u64,
+        audit: AuditDraft,
+    ) -> StoreResult<(u32, UnixMillis)> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(LOCK_TWO_FACTOR_ROW).bind(account.0).fetch_optional(&mut *tx).await?;
+        let what = "two-factor failure counter";
+        let current = match &row {
+            Some(r) => Some((
+                u32::try_from(r.get::<i64>("failures", what)?).unwrap_or(u32::MAX),
+                r.get::<Option<i64>>("failure_window_start", what)?.map(|t| from_db_time(t, what)).transpose()?,
+            )),
+            None => None,
+        };
+        let (failures, start) = next_failure_window(current, at, window_ms);
+        if row.is_some() {
+            sqlx::query("UPDATE two_factor SET failures = $1, failure_window_start = $2 WHERE account_id = $3")
+                .bind(i64::from(failures))
+                .bind(to_db_time(start, what)?)
+                .bind(account.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok((failures, start))
+    }
+
+    async fn use_recovery_code(
+        &self,
+        account: AccountId,
+        code_hash: &[u8; 32],
+        at: UnixMillis,
+        audit: Option<AuditDraft>,
+    ) -> StoreResult<bool> {
+        let at = to_db_time(at, "recovery code")?;
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE recovery_codes SET used_at = $1 WHERE account_id = $2 AND code_hash = $3 AND used_at IS NULL",
+        )
+        .bind(at)
+        .bind(account.0)
+        .bind(code_hash.as_slice())
+        .execute(&mut *tx)
+        .await?;
+        let used = done.rows_affected() > 0;
+        if used && let Some(audit) = audit {
+            append(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(used)
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        account: AccountId,
+        recovery_hashes: &[[u8; 32]],
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let enabled = sqlx::query("SELECT 1 FROM two_factor WHERE account_id = $1 AND enabled = 1")
+            .bind(account.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !enabled {
+            return Err(StoreError::Conflict(format!(
+                "two-factor authentication is not enabled for account {account}"
+            )));
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE account_id = $1").bind(account.0).execute(&mut *tx).await?;
+        for h in recovery_hashes {
+            sqlx::query("INSERT INTO recovery_codes (account_id, code_hash, used_at) VALUES ($1, $2, NULL)")
+                .bind(account.0)
+                .bind(h.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        append(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recovery_codes_left(&self, account: AccountId) -> StoreResult<u32> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE account_id = $1 AND used_at IS NULL")
+                .bind(account.0)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     async fn close(&self) {

@@ -49,6 +49,65 @@ pub struct AccountRecord {
     pub status: AccountStatus,
     /// Creation time.
     pub created_at: UnixMillis,
+    /// Withdrawals are refused until then (set after a password change or 2FA removal, so a
+    /// thief who took over the login cannot empty the account at once).
+    pub withdrawals_locked_until: Option<UnixMillis>,
+}
+
+/// A console session. The store never sees the session id, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// SHA-256 of the session id.
+    pub id_hash: [u8; 32],
+    /// Whose session.
+    pub account_id: AccountId,
+    /// When the login happened (the absolute timeout counts from here; kept across rotations).
+    pub created_at: UnixMillis,
+    /// Last request seen (the idle timeout counts from here).
+    pub last_seen_at: UnixMillis,
+    /// Password accepted, TOTP not given yet.
+    pub two_factor_pending: bool,
+    /// End of the step-up window, if one is open.
+    pub stepped_up_until: Option<UnixMillis>,
+    /// Client address at login.
+    pub source: Option<String>,
+}
+
+/// An account's TOTP state: the seed (sealed at rest, bound to the account), whether enrollment
+/// was confirmed, the last accepted time step (so no code works twice) and the failure counter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TwoFactorRecord {
+    /// Whose.
+    pub account_id: AccountId,
+    /// The raw TOTP seed (decrypted by the store; zeroized on drop).
+    pub seed: zeroize::Zeroizing<Vec<u8>>,
+    /// Confirmed with a code: 2FA is on.
+    pub enabled: bool,
+    /// When enrollment began.
+    pub created_at: UnixMillis,
+    /// When it was confirmed.
+    pub confirmed_at: Option<UnixMillis>,
+    /// The last RFC 6238 time step accepted.
+    pub last_step: Option<u64>,
+    /// Failed codes in the current window.
+    pub failures: u32,
+    /// Start of the current failure window.
+    pub failure_window_start: Option<UnixMillis>,
+}
+
+impl std::fmt::Debug for TwoFactorRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwoFactorRecord")
+            .field("account_id", &self.account_id)
+            .field("seed", &"<hidden>")
+            .field("enabled", &self.enabled)
+            .field("created_at", &self.created_at)
+            .field("confirmed_at", &self.confirmed_at)
+            .field("last_step", &self.last_step)
+            .field("failures", &self.failures)
+            .field("failure_window_start", &self.failure_window_start)
+            .finish()
+    }
 }
 
 /// The signing material of a key: the HMAC secret (encrypted at rest by the store) or the

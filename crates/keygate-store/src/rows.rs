@@ -7,8 +7,11 @@
 //! one backend writes reads back identically in the other, and corrupt values are reported the
 //! same way by both.
 
-use crate::crypto::{Sealed, SecretCipher, secret_aad};
-use crate::records::{AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord};
+use crate::crypto::{Sealed, SecretCipher, secret_aad, totp_seed_aad};
+use crate::records::{
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord, SessionRecord,
+    TwoFactorRecord,
+};
 use crate::{StoreError, StoreResult};
 use keygate_auth::{AccountId, ApiKeyId, HmacSecret, KeyStatus, KeyType, Permissions, PublicKey, Restrictions};
 use keygate_proto::UnixMillis;
@@ -21,7 +24,13 @@ pub(crate) const KEY_COLUMNS: &str = "id, account_id, label, key_type, public_ke
      secret_master_key_id, permissions, restrictions, status, created_at, created_by, updated_at, updated_by, \
      last_used_at, last_used_ip, use_count";
 /// The columns of `accounts` that [`account_from_row`] reads.
-pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, password_hash, status, created_at";
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, password_hash, status, created_at, withdrawals_locked_until";
+/// The columns of `sessions` that [`session_from_row`] reads.
+pub(crate) const SESSION_COLUMNS: &str =
+    "id_hash, account_id, created_at, last_seen_at, two_factor_pending, stepped_up_until, source";
+/// The columns of `two_factor` that [`two_factor_from_row`] reads.
+pub(crate) const TWO_FACTOR_COLUMNS: &str = "account_id, seed_ciphertext, seed_master_key_id, enabled, created_at, \
+     confirmed_at, last_step, failures, failure_window_start";
 /// The columns of `audit_log` that [`audit_from_row`] reads.
 pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, account_id, source, details, prev_hash, hash";
 
@@ -209,7 +218,76 @@ pub(crate) fn account_from_row(row: &impl Columns) -> StoreResult<AccountRecord>
         password_hash: row.get("password_hash", &what)?,
         status,
         created_at: from_db_time(row.get("created_at", &what)?, &what)?,
+        withdrawals_locked_until: opt_time(row, "withdrawals_locked_until", &what)?,
     })
+}
+
+fn opt_time(row: &impl Columns, name: &str, what: &str) -> StoreResult<Option<UnixMillis>> {
+    row.get::<Option<i64>>(name, what)?.map(|t| from_db_time(t, what)).transpose()
+}
+
+fn flag(row: &impl Columns, name: &str, what: &str) -> StoreResult<bool> {
+    match row.get::<i64>(name, what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(StoreError::Corrupt(format!("{what}: {name} is {other}, not 0 or 1"))),
+    }
+}
+
+/// Reads a `sessions` row.
+pub(crate) fn session_from_row(row: &impl Columns) -> StoreResult<SessionRecord> {
+    const WHAT: &str = "session";
+    Ok(SessionRecord {
+        id_hash: hash32(row.get("id_hash", WHAT)?, WHAT)?,
+        account_id: AccountId(row.get("account_id", WHAT)?),
+        created_at: from_db_time(row.get("created_at", WHAT)?, WHAT)?,
+        last_seen_at: from_db_time(row.get("last_seen_at", WHAT)?, WHAT)?,
+        two_factor_pending: flag(row, "two_factor_pending", WHAT)?,
+        stepped_up_until: opt_time(row, "stepped_up_until", WHAT)?,
+        source: row.get("source", WHAT)?,
+    })
+}
+
+/// Reads a `two_factor` row, opening the seed with `cipher` (bound to the account).
+pub(crate) fn two_factor_from_row(cipher: &SecretCipher, row: &impl Columns) -> StoreResult<TwoFactorRecord> {
+    let account: i64 = row.get("account_id", "two-factor row")?;
+    let what = format!("two-factor state of account {account}");
+    let sealed =
+        Sealed { master_key_id: row.get("seed_master_key_id", &what)?, bytes: row.get("seed_ciphertext", &what)? };
+    let seed = cipher.open(&sealed, &totp_seed_aad(account))?;
+    let last_step = row
+        .get::<Option<i64>>("last_step", &what)?
+        .map(|s| u64::try_from(s).map_err(|_| StoreError::Corrupt(format!("{what}: negative step"))))
+        .transpose()?;
+    let failures = u32::try_from(row.get::<i64>("failures", &what)?)
+        .map_err(|_| StoreError::Corrupt(format!("{what}: failure count out of range")))?;
+    Ok(TwoFactorRecord {
+        account_id: AccountId(account),
+        seed,
+        enabled: flag(row, "enabled", &what)?,
+        created_at: from_db_time(row.get("created_at", &what)?, &what)?,
+        confirmed_at: opt_time(row, "confirmed_at", &what)?,
+        last_step,
+        failures,
+        failure_window_start: opt_time(row, "failure_window_start", &what)?,
+    })
+}
+
+/// A time step or count as stored (signed 64-bit), refusing what does not fit.
+pub(crate) fn to_db_u64(v: u64, what: &str) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: {v} is beyond the storable range")))
+}
+
+/// The next failure window after a failure at `at`: `(failures, window start)`.
+pub(crate) fn next_failure_window(
+    current: Option<(u32, Option<UnixMillis>)>,
+    at: UnixMillis,
+    window_ms: u64,
+) -> (u32, UnixMillis) {
+    match current {
+        Some((n, Some(start))) if at.0 >= start.0 && at.0 - start.0 < window_ms => (n.saturating_add(1), start),
+        _ => (1, at),
+    }
 }
 
 /// Reads an `audit_log` row.
@@ -281,7 +359,7 @@ fn key_status(s: &str) -> Option<KeyStatus> {
     })
 }
 
-fn hash32(bytes: Vec<u8>, what: &str) -> StoreResult<[u8; 32]> {
+pub(crate) fn hash32(bytes: Vec<u8>, what: &str) -> StoreResult<[u8; 32]> {
     <[u8; 32]>::try_from(bytes).map_err(|b| StoreError::Corrupt(format!("{what}: hash of {} bytes, not 32", b.len())))
 }
 

@@ -64,7 +64,7 @@ impl TestApp {
         let service = Service::start(
             Arc::new(store),
             clock.clone(),
-            ServiceConfig { password: PasswordParams::insecure_for_tests() },
+            ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() },
         )
         .await
         .unwrap();

@@ -99,13 +99,19 @@ pub enum AccountsCmd {
         #[command(flatten)]
         format: Format,
     },
-    /// Set an account's password.
+    /// Set an account's password (ends its console sessions and locks withdrawals for 24 h).
     Passwd {
         /// Account name.
         name: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Remove an account's TOTP 2FA, for an owner who lost their device (ends its console
+    /// sessions and locks withdrawals for 24 h; audited).
+    TotpReset {
+        /// Account name.
+        name: String,
     },
 }
 
@@ -337,7 +343,15 @@ async fn accounts(ctx: &Context, cmd: AccountsCmd) -> anyhow::Result<()> {
         AccountsCmd::Passwd { name, password_stdin } => {
             let password = read_password(password_stdin)?;
             ctx.dispatch(AdminRequest::AccountPassword { name: name.clone(), password: password.to_string() }).await?;
-            println!("Password of {name} changed.");
+            println!("Password of {name} changed; its sessions ended and withdrawals are locked for 24 hours.");
+            Ok(())
+        }
+        AccountsCmd::TotpReset { name } => {
+            ctx.dispatch(AdminRequest::AccountTotpReset { name: name.clone() }).await?;
+            println!(
+                "2FA of {name} removed; its sessions ended and withdrawals are locked for 24 hours. \
+                 The owner can enroll a new device after logging in with the password."
+            );
             Ok(())
         }
     }

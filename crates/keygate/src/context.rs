@@ -48,6 +48,13 @@ impl Context {
         })
     }
 
+    /// True if and only if the store is a PostgreSQL database rather than the data directory's
+    /// SQLite file.
+    #[must_use]
+    pub fn uses_postgres(&self) -> bool {
+        self.database_url.is_some()
+    }
+
     fn master_key_file(&self) -> anyhow::Result<&PathBuf> {
         self.master_key_file
             .as_ref()

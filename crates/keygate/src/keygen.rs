@@ -7,6 +7,22 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use zeroize::Zeroizing;
 
+/// A fresh Ed25519 key pair: the private key as PKCS#8 v1 PEM (LF, 119 bytes, as
+/// `openssl genpkey -algorithm ed25519` writes it), the public key as SPKI PEM.
+///
+/// # Errors
+/// When the system has no randomness.
+pub fn pair() -> anyhow::Result<(Zeroizing<String>, String)> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(seed.as_mut_slice()).context("no system randomness")?;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let private_pem = KeypairBytes { secret_key: *seed, public_key: None }
+        .to_pkcs8_pem(LineEnding::LF)
+        .context("encoding the private key")?;
+    let public_pem = signing.verifying_key().to_public_key_pem(LineEnding::LF).context("encoding the public key")?;
+    Ok((Zeroizing::new(private_pem.as_str().to_owned()), public_pem))
+}
+
 /// Writes `out` (PKCS#8 PEM private key, LF line endings, mode 0600) and `out.pub` (SPKI PEM).
 ///
 /// Length matters: ccxt and python-binance tell Ed25519 from RSA by PEM length (<= 120 bytes), so
@@ -26,14 +42,7 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
             bail!("{} already exists; not overwriting a key", p.display());
         }
     }
-    let mut seed = Zeroizing::new([0u8; 32]);
-    getrandom::getrandom(seed.as_mut_slice()).context("no system randomness")?;
-    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-    // PKCS#8 v1 (seed only), as `openssl genpkey -algorithm ed25519` writes it: 119 bytes of PEM.
-    let private_pem = KeypairBytes { secret_key: *seed, public_key: None }
-        .to_pkcs8_pem(LineEnding::LF)
-        .context("encoding the private key")?;
-    let public_pem = signing.verifying_key().to_public_key_pem(LineEnding::LF).context("encoding the public key")?;
+    let (private_pem, public_pem) = pair()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

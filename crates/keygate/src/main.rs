@@ -8,6 +8,7 @@
 
 mod cli;
 mod context;
+mod demo;
 mod keygen;
 mod output;
 mod serve;

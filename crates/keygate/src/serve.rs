@@ -31,6 +31,38 @@ pub struct ServeArgs {
     /// survives power loss.
     #[arg(long, value_parser = ["normal", "full"], default_value = "normal")]
     pub sync: String,
+    /// Binance's rate limits (request weight per IP, orders per account, 429 then 418 bans):
+    /// `off` for load benchmarks.
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    pub rate_limits: String,
+    /// Rate limits from a TOML file instead of Binance's defaults (see docs/demo.md).
+    #[arg(long, value_name = "FILE")]
+    pub rate_limits_config: Option<std::path::PathBuf>,
+    /// A ready-to-use sandbox: a funded `demo` account, three keys and a console login written
+    /// to <data-dir>/demo-keys.json (mode 0600), the market maker on, rate limits at 10x
+    /// Binance's. Loopback only.
+    #[arg(long)]
+    pub demo: bool,
+    /// With --demo: delete the demo sandbox in the data directory and start a fresh one.
+    #[arg(long, requires = "demo")]
+    pub demo_reset: bool,
+}
+
+/// The rate limits `serve` enforces: off, a file's, 10x Binance's for the demo, or Binance's.
+fn rate_limits(args: &ServeArgs) -> anyhow::Result<keygate_server::ratelimit::RateLimitConfig> {
+    use keygate_server::ratelimit::RateLimitConfig;
+    if args.rate_limits == "off" {
+        return Ok(RateLimitConfig::off());
+    }
+    Ok(match &args.rate_limits_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            RateLimitConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        // Ten times Binance's, so that test suites pointed at the demo do not trip them.
+        None if args.demo => RateLimitConfig::binance().scaled(10),
+        None => RateLimitConfig::binance(),
+    })
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -44,6 +76,15 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             keygate_auth::IpAllowlist::parse(&[t.as_str()]).map_err(|e| anyhow::anyhow!("--trusted-proxy {e}"))?;
         trusted.extend(net.nets().iter().copied());
     }
+    if args.demo && !args.listen.ip().is_loopback() {
+        bail!(
+            "refusing to serve the demo on {}: --demo writes its API secrets to {} for scripts, so it listens \
+             only on loopback (127.0.0.1 or ::1). Drop --demo, or listen on 127.0.0.1",
+            args.listen,
+            ctx.data_dir.path().join(crate::demo::KEYS_FILE).display()
+        );
+    }
+    let rate_limits = rate_limits(&args)?;
     if !args.listen.ip().is_loopback() && trusted.is_empty() {
         bail!(
             "refusing to listen on {} without TLS: API secrets and signatures would cross the network in clear text. \
@@ -58,6 +99,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    if args.demo_reset {
+        crate::demo::reset(ctx)?;
+    }
     let sync = if args.sync == "full" { SyncMode::Full } else { SyncMode::Normal };
     let exchange_config = match &args.exchange_config {
         Some(path) => {
@@ -76,7 +120,8 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the exchange engine")?;
-    let market_maker = if args.market_maker {
+    let mut demo = if args.demo { Some(crate::demo::prepare(ctx, &service, &engine).await?) } else { None };
+    let market_maker = if args.market_maker || args.demo {
         let account = market_maker_account(&service).await?;
         Some(keygate_exchange::MarketMakerConfig::new(account, args.market_maker_seed))
     } else {
@@ -87,12 +132,19 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         trusted_proxies: trusted,
         admin_socket: Some(ctx.data_dir.admin_socket()),
+        rate_limits,
         ..ServerConfig::default()
     };
     let mut handle =
         start(config, service.clone(), engine).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("keygate listening on http://{}", handle.addr);
     println!("data directory: {}", ctx.data_dir.path().display());
+    if let Some(demo) = demo.as_mut() {
+        let path = demo.write(&format!("http://{}", handle.addr))?.display().to_string();
+        println!("demo: account {:?}, its API keys and console login are in {path} (mode 0600)", crate::demo::ACCOUNT);
+        println!("demo: e.g. jq -r '.keys[] | select(.label == \"demo-trade\") | .api_key, .secret' {path}");
+        println!("demo: console at http://{}/console/; start over with --demo-reset", handle.addr);
+    }
     let trigger = handle.take_shutdown();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -78,16 +78,20 @@ pub(crate) struct RateLimit {
     limit: u32,
 }
 
-/// Binance's published spot limits.
-fn rate_limits() -> Vec<RateLimit> {
-    let l =
-        |rate_limit_type, interval, interval_num, limit| RateLimit { rate_limit_type, interval, interval_num, limit };
-    vec![
-        l("REQUEST_WEIGHT", "MINUTE", 1, 6000),
-        l("ORDERS", "SECOND", 10, 100),
-        l("ORDERS", "DAY", 1, 200_000),
-        l("RAW_REQUESTS", "MINUTE", 5, 61_000),
-    ]
+/// The limits this server enforces (empty when they are off), so clients read what applies.
+fn rate_limits(state: &AppState) -> Vec<RateLimit> {
+    state
+        .limiter
+        .config()
+        .published()
+        .into_iter()
+        .map(|(rate_limit_type, interval, interval_num, limit)| RateLimit {
+            rate_limit_type,
+            interval,
+            interval_num,
+            limit,
+        })
+        .collect()
 }
 
 /// One market in `exchangeInfo.symbols`.
@@ -208,7 +212,7 @@ pub(crate) async fn exchange_info(
     Ok(BinanceJson(ExchangeInfo {
         timezone: "UTC",
         server_time: now(&state).0,
-        rate_limits: rate_limits(),
+        rate_limits: rate_limits(&state),
         exchange_filters: Vec::new(),
         symbols,
     }))

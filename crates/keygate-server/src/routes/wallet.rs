@@ -310,6 +310,11 @@ pub(crate) async fn withdraw(
     // internal transfers. Both are checked and otherwise have no effect here.
     text_param(p, "name", 200)?;
     wire::opt_bool(p, "transactionFeeFlag")?;
+    // Issue #6: no withdrawals for 24 h after a password change or 2FA removal (the service decides).
+    let locked = state.service.withdrawals_locked_until(r.account_id(), now(&state)).await;
+    if locked.map_err(|e| ApiError::Internal(format!("withdrawal lock: {e}")))?.is_some() {
+        return Err(ExchangeError::WithdrawLocked.into());
+    }
     let key = r.key();
     let policy = WithdrawPolicy {
         allowed_addresses: key.restrictions.withdraw_addresses.clone(),

@@ -174,3 +174,27 @@ async fn margin_pairs_are_empty_for_ccxt_and_need_a_signature() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn withdrawals_are_refused_for_24_hours_after_a_password_change() {
+    let app = TestApp::spawn().await;
+    let account = AccountId(app.account("gina").await.id);
+    let r = Restrictions {
+        ip_allowlist: IpAllowlist::parse(&["127.0.0.0/8"]).unwrap(),
+        withdraw_addresses: vec![ALLOWED.to_owned()],
+        ..Restrictions::default()
+    };
+    let key = app.hmac_key("gina", Permissions::with(&[Permission::Withdraw]), r).await;
+    let client = app.hmac_client(&key);
+    fund(&app, account, "BTC", "1").await;
+    let password = zeroize::Zeroizing::new("a brand new password".to_owned());
+    app.service.set_password(&TestApp::operator(), "gina", password).await.unwrap();
+    let params = [("coin", "BTC"), ("address", ALLOWED), ("amount", "0.1")];
+    let a = client.signed(Method::POST, APPLY, &params).await.unwrap();
+    assert_error(&a, 400, -4016);
+    assert_eq!(balance(&client, "BTC").await, ("1.00000000".into(), "0.00000000".into()));
+    app.clock.advance_ms(24 * 60 * 60 * 1000);
+    let a = client.signed(Method::POST, APPLY, &params).await.unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    app.shutdown().await;
+}

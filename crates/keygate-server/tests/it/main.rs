@@ -11,5 +11,6 @@ mod exchange_support;
 mod exchange_trading;
 mod exchange_wallet;
 mod keys_over_http;
+mod rate_limits;
 mod time_unit;
 mod usage_and_audit;

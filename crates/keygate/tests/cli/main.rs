@@ -3,6 +3,7 @@
 // Tests fail loudly by design; the wall clock stamps requests to a real server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+mod demo;
 mod durability;
 
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -72,8 +73,16 @@ impl Sandbox {
 
     /// Starts `keygate serve` on a free port; returns the process and its base URL.
     fn serve(&self, log: &str) -> (Child, String) {
+        self.serve_with(&[], log)
+    }
+
+    /// Starts `keygate serve --listen 127.0.0.1:0` with `extra` flags; returns the process and its
+    /// base URL.
+    fn serve_with(&self, extra: &[&str], log: &str) -> (Child, String) {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .command(&args)
             .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -329,4 +338,16 @@ async fn serve_on_postgresql_runs_end_to_end() {
     stop(server);
     let out = with_db(s.command(&["audit", "verify"])).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Audit chain intact"), "{out:?}");
+}
+
+#[test]
+fn an_operator_resets_a_lost_2fa_device_and_it_is_audited() {
+    let s = Sandbox::new();
+    s.account("alice");
+    s.fails(&["accounts", "totp-reset", "nobody"], "not found");
+    let out = s.ok(&["accounts", "totp-reset", "alice"]);
+    assert!(out.contains("2FA of alice removed"), "{out}");
+    let audit = s.json(&["audit", "list", "--json"]);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
+    assert_eq!(actions, ["account.create", "totp.reset", "auth.sessions_ended"], "{audit}");
 }

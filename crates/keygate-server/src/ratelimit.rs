@@ -1,0 +1,649 @@
+//! Binance's rate limits: request weight and raw requests per client address (IPv6 per /64),
+//! new orders per account, 429 with `Retry-After` when a limit is reached, and a 418 ban, growing
+//! from 2 minutes to 3 days, for clients that keep going after their 429s.
+//!
+//! Windows are fixed and aligned to the epoch (a minute window resets at every full minute, a day
+//! window at 00:00 UTC), as Binance's counters are. Time comes from the injected clock, so tests
+//! move it. Memory is bounded: at most [`MAX_TRACKED`] addresses and as many accounts.
+//!
+//! What counts (see docs/demo.md for the operator's view):
+//! - every request to the exchange API (not `/healthz`, `/readyz` or the console) adds its
+//!   weight (see [`crate::weight::weight`]) to its address's weight windows and one to its
+//!   raw-request windows, before anything else is done with it, signed or not;
+//! - a request that finds its address over a limit is refused with 429 -1003 and costs no work;
+//!   refused requests still count, as on Binance, so the counter keeps climbing until the window
+//!   resets;
+//! - more than [`BanPolicy::after_refusals`] refused requests in a row earn a ban (418 -1003);
+//!   the first lasts [`BanPolicy::first_secs`], each further one within
+//!   [`BanPolicy::forget_after_secs`] of the last twice as long, up to [`BanPolicy::max_secs`];
+//! - a new order (`POST /api/v3/order`, not `/order/test`) counts against its account once the
+//!   request has verified; an order over the limit is refused with 429 -1015 and never reaches
+//!   the engine. One the exchange then refuses (an error answer) is given back, as Binance counts
+//!   successfully placed orders. Orders are not given back when they fill (Binance's older,
+//!   simpler rule; its newer "unfilled order count" decrements on fills).
+
+use axum::http::Method;
+use keygate_proto::AccountId;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+
+/// Most addresses (and, separately, accounts) tracked at once. When the table is full, entries
+/// whose windows have all passed are dropped, then entries without a ban (at most once a second);
+/// a new address that still finds no room is served uncounted rather than refused.
+pub const MAX_TRACKED: usize = 100_000;
+
+/// The unit of a limit's interval, as `exchangeInfo.rateLimits` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Interval {
+    /// One second.
+    Second,
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+    /// One day (UTC).
+    Day,
+}
+
+impl Interval {
+    /// Binance's name, e.g. `MINUTE`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Second => "SECOND",
+            Self::Minute => "MINUTE",
+            Self::Hour => "HOUR",
+            Self::Day => "DAY",
+        }
+    }
+
+    /// The letter in header names (`X-MBX-USED-WEIGHT-1M`).
+    #[must_use]
+    pub const fn letter(self) -> char {
+        match self {
+            Self::Second => 'S',
+            Self::Minute => 'M',
+            Self::Hour => 'H',
+            Self::Day => 'D',
+        }
+    }
+
+    const fn millis(self) -> u64 {
+        match self {
+            Self::Second => 1_000,
+            Self::Minute => 60_000,
+            Self::Hour => 3_600_000,
+            Self::Day => 86_400_000,
+        }
+    }
+}
+
+/// One limit: at most `limit` per `interval_num` `interval`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// The unit.
+    pub interval: Interval,
+    /// How many units one window spans (10 in "100 orders per 10 SECOND").
+    pub interval_num: u32,
+    /// The most allowed in one window.
+    pub limit: u32,
+}
+
+impl Window {
+    /// A window of `interval_num` `interval`s allowing `limit`.
+    #[must_use]
+    pub const fn new(interval: Interval, interval_num: u32, limit: u32) -> Self {
+        Self { interval, interval_num, limit }
+    }
+
+    fn span_ms(&self) -> u64 {
+        self.interval.millis().saturating_mul(u64::from(self.interval_num.max(1)))
+    }
+
+    /// The suffix Binance derives header names from: `1M`, `10S`, `1D`.
+    #[must_use]
+    pub fn suffix(&self) -> String {
+        format!("{}{}", self.interval_num, self.interval.letter())
+    }
+
+    /// "1 MINUTE", as Binance's messages say it.
+    fn describe(&self) -> String {
+        format!("{} {}", self.interval_num, self.interval.name())
+    }
+}
+
+/// How refusals turn into bans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BanPolicy {
+    /// Refused (429) requests in a row an address may send before it is banned.
+    pub after_refusals: u32,
+    /// The first ban's length, in seconds (Binance: 2 minutes).
+    pub first_secs: u64,
+    /// The longest ban, in seconds (Binance: 3 days).
+    pub max_secs: u64,
+    /// A ban ending longer than this ago is forgotten: the next ban is a first one again.
+    pub forget_after_secs: u64,
+}
+
+impl Default for BanPolicy {
+    fn default() -> Self {
+        Self { after_refusals: 10, first_secs: 120, max_secs: 3 * 86_400, forget_after_secs: 86_400 }
+    }
+}
+
+/// The rate limits a server enforces. Held in [`crate::AppState`]; `exchangeInfo.rateLimits` is
+/// built from it, so what clients read is what is enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Off: nothing is counted, no limit headers are sent, `rateLimits` is empty (for load
+    /// benchmarks).
+    pub enabled: bool,
+    /// `REQUEST_WEIGHT` windows, per client address.
+    pub request_weight: Vec<Window>,
+    /// `RAW_REQUESTS` windows, per client address.
+    pub raw_requests: Vec<Window>,
+    /// `ORDERS` windows, per account.
+    pub orders: Vec<Window>,
+    /// When refusals become bans.
+    pub ban: BanPolicy,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self::binance()
+    }
+}
+
+impl RateLimitConfig {
+    /// Binance Spot's published defaults: 6,000 weight per minute, 61,000 requests per 5 minutes,
+    /// 100 orders per 10 seconds and 200,000 per day.
+    #[must_use]
+    pub fn binance() -> Self {
+        Self {
+            enabled: true,
+            request_weight: vec![Window::new(Interval::Minute, 1, 6_000)],
+            raw_requests: vec![Window::new(Interval::Minute, 5, 61_000)],
+            orders: vec![Window::new(Interval::Second, 10, 100), Window::new(Interval::Day, 1, 200_000)],
+            ban: BanPolicy::default(),
+        }
+    }
+
+    /// No limits at all.
+    #[must_use]
+    pub fn off() -> Self {
+        Self { enabled: false, ..Self::binance() }
+    }
+
+    /// The same windows with every limit multiplied by `factor` (the demo uses 10).
+    #[must_use]
+    pub fn scaled(mut self, factor: u32) -> Self {
+        for w in self.request_weight.iter_mut().chain(&mut self.raw_requests).chain(&mut self.orders) {
+            w.limit = w.limit.saturating_mul(factor);
+        }
+        self
+    }
+
+    /// Reads a TOML file's text; keys left out keep Binance's defaults.
+    ///
+    /// # Errors
+    /// Unknown keys, wrong types, or a window with a zero `interval_num` or `limit`.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        for w in config.request_weight.iter().chain(&config.raw_requests).chain(&config.orders) {
+            if w.interval_num == 0 || w.limit == 0 {
+                return Err(format!("a window needs interval_num and limit above 0 (got {w:?})"));
+            }
+        }
+        if config.ban.first_secs == 0 || config.ban.max_secs < config.ban.first_secs {
+            return Err("ban.first_secs must be above 0 and at most ban.max_secs".to_owned());
+        }
+        Ok(config)
+    }
+
+    /// `exchangeInfo.rateLimits` entries: (type, interval, interval_num, limit).
+    #[must_use]
+    pub fn published(&self) -> Vec<(&'static str, &'static str, u32, u32)> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let kind = |t: &'static str, ws: &[Window]| {
+            ws.iter().map(move |w| (t, w.interval.name(), w.interval_num, w.limit)).collect::<Vec<_>>()
+        };
+        let mut out = kind("REQUEST_WEIGHT", &self.request_weight);
+        out.extend(kind("ORDERS", &self.orders));
+        out.extend(kind("RAW_REQUESTS", &self.raw_requests));
+        out
+    }
+}
+
+/// Whether `path` is outside Binance's API and its limits: health checks (a load balancer
+/// polling them must never be banned) and the web console (its own login throttling applies).
+#[must_use]
+pub fn exempt(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz") || path == "/console" || path.starts_with("/console/")
+}
+
+/// Whether `method path` places an order that counts against the account's `ORDERS` limits.
+/// `/api/v3/order/test` does not: it never reaches the matching engine.
+#[must_use]
+pub fn counts_as_order(method: &Method, path: &str) -> bool {
+    method == Method::POST && path == "/api/v3/order"
+}
+
+/// A refused request: HTTP 429 or 418 with a Binance body and `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over a `REQUEST_WEIGHT` or `RAW_REQUESTS` limit: 429 -1003.
+    TooManyRequests {
+        /// Binance's message naming the limit.
+        msg: String,
+        /// Seconds until the window resets.
+        retry_after: u64,
+    },
+    /// Banned: 418 -1003.
+    Banned {
+        /// When the ban ends, ms since the epoch.
+        until_ms: u64,
+        /// Seconds until then.
+        retry_after: u64,
+    },
+    /// Over an `ORDERS` limit: 429 -1015.
+    TooManyOrders {
+        /// Binance's message naming the limit.
+        msg: String,
+        /// Seconds until the window resets.
+        retry_after: u64,
+    },
+}
+
+impl Refusal {
+    /// Seconds the client should wait.
+    #[must_use]
+    pub fn retry_after(&self) -> u64 {
+        match self {
+            Self::TooManyRequests { retry_after, .. }
+            | Self::Banned { retry_after, .. }
+            | Self::TooManyOrders { retry_after, .. } => *retry_after,
+        }
+    }
+}
+
+/// An order the count was applied to, for the middleware: the headers to send, and what to give
+/// back if the exchange then refuses the order.
+#[derive(Debug, Clone)]
+pub struct CountedOrder {
+    /// The account charged.
+    pub account: AccountId,
+    /// When, ms (which windows were charged).
+    pub at_ms: u64,
+    /// Counts per `ORDERS` window after this order.
+    pub usage: Usage,
+    /// False when the order was refused by the limit itself (-1015) and so not counted.
+    pub counted: bool,
+}
+
+/// Where the order-counting step (after verification) leaves a [`CountedOrder`] for the
+/// middleware: a request extension.
+#[derive(Debug, Clone, Default)]
+pub struct OrderCountSlot(std::sync::Arc<std::sync::OnceLock<CountedOrder>>);
+
+impl OrderCountSlot {
+    /// Records the order (the first call wins).
+    pub fn set(&self, order: CountedOrder) {
+        let _ = self.0.set(order);
+    }
+
+    /// The order recorded, if any.
+    #[must_use]
+    pub fn get(&self) -> Option<&CountedOrder> {
+        self.0.get()
+    }
+}
+
+/// Counts in a set of fixed windows: (window index, count) per configured window.
+#[derive(Debug, Clone, Default)]
+struct Counts(Vec<(u64, u32)>);
+
+impl Counts {
+    /// Brings every window to `now`'s, resetting passed ones.
+    fn roll(&mut self, windows: &[Window], now: u64) {
+        self.0.resize(windows.len(), (0, 0));
+        for (c, w) in self.0.iter_mut().zip(windows) {
+            let index = now / w.span_ms();
+            if c.0 != index {
+                *c = (index, 0);
+            }
+        }
+    }
+
+    fn add(&mut self, n: u32) {
+        for c in &mut self.0 {
+            c.1 = c.1.saturating_add(n);
+        }
+    }
+
+    /// The first window whose count is above its limit.
+    fn over<'w>(&self, windows: &'w [Window]) -> Option<&'w Window> {
+        self.0.iter().zip(windows).find(|(c, w)| c.1 > w.limit).map(|(_, w)| w)
+    }
+
+    /// Whether every window has passed by `now`.
+    fn stale(&self, windows: &[Window], now: u64) -> bool {
+        self.0.iter().zip(windows).all(|(c, w)| c.0 != now / w.span_ms())
+    }
+}
+
+/// Per-address state.
+#[derive(Debug, Clone, Default)]
+struct IpState {
+    weight: Counts,
+    raw: Counts,
+    /// Requests refused in a row.
+    refused: u32,
+    /// End of the current or last ban (0: never banned).
+    banned_until: u64,
+    /// How many bans in a row (each one doubling the next), within `forget_after`.
+    level: u32,
+}
+
+/// Milliseconds from `now` to the end of `w`'s current window, as whole seconds (at least 1).
+fn secs_to_window_end(w: &Window, now: u64) -> u64 {
+    let span = w.span_ms();
+    let end = (now / span + 1).saturating_mul(span);
+    end.saturating_sub(now).div_ceil(1_000).max(1)
+}
+
+/// A bounded table of counters.
+#[derive(Debug)]
+struct Table<K, V> {
+    map: HashMap<K, V>,
+    /// When a full table was last pruned: pruning walks every entry, so a table that stays full
+    /// (every entry live) is pruned at most once a second, not on every request.
+    pruned_at: Option<u64>,
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Self { map: HashMap::new(), pruned_at: None }
+    }
+}
+
+impl<K: Eq + Hash, V> Table<K, V> {
+    /// Makes room for one more entry at `now`; false when there is none. Drops the entries
+    /// `keep` rejects, then, if that was not enough, those `keep_hard` rejects.
+    fn make_room(&mut self, now: u64, keep: impl Fn(&V) -> bool, keep_hard: impl Fn(&V) -> bool) -> bool {
+        if self.map.len() < MAX_TRACKED {
+            return true;
+        }
+        if self.pruned_at.is_some_and(|t| now < t.saturating_add(1_000)) {
+            return false;
+        }
+        self.pruned_at = Some(now);
+        self.map.retain(|_, v| keep(v));
+        if self.map.len() >= MAX_TRACKED {
+            self.map.retain(|_, v| keep_hard(v));
+        }
+        self.map.len() < MAX_TRACKED
+    }
+}
+
+/// The counters behind the limits, shared by every request.
+#[derive(Debug)]
+pub struct RateLimiter {
+    config: RateLimitConfig,
+    ips: Mutex<Table<IpAddr, IpState>>,
+    accounts: Mutex<Table<AccountId, Counts>>,
+}
+
+/// What a request used so far in each `REQUEST_WEIGHT` window, for the response headers.
+pub type Usage = Vec<(String, u32)>;
+
+impl RateLimiter {
+    /// A limiter enforcing `config`.
+    #[must_use]
+    pub fn new(config: RateLimitConfig) -> Self {
+        Self { config, ips: Mutex::default(), accounts: Mutex::default() }
+    }
+
+    /// The limits in force.
+    #[must_use]
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
+    /// Counts a request of `weight` from `ip` at `now_ms` and decides whether it may proceed.
+    /// Returns the weight used per window (`("1M", 26)`, for `X-MBX-USED-WEIGHT-1M`) either way;
+    /// empty when limits are off.
+    pub fn admit(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+        let c = &self.config;
+        if !c.enabled {
+            return (Vec::new(), Ok(()));
+        }
+        let key = crate::weight::counting_key(ip);
+        let mut ips = self.ips.lock().unwrap_or_else(PoisonError::into_inner);
+        let forget = c.ban.forget_after_secs.saturating_mul(1_000);
+        if !ips.map.contains_key(&key)
+            && !ips.make_room(
+                now_ms,
+                |s| {
+                    s.banned_until.saturating_add(forget) > now_ms
+                        || !s.weight.stale(&c.request_weight, now_ms)
+                        || !s.raw.stale(&c.raw_requests, now_ms)
+                },
+                |s| s.banned_until > now_ms,
+            )
+        {
+            return (Vec::new(), Ok(()));
+        }
+        let s = ips.map.entry(key).or_default();
+        s.weight.roll(&c.request_weight, now_ms);
+        s.raw.roll(&c.raw_requests, now_ms);
+        let usage = |s: &IpState| -> Usage {
+            c.request_weight.iter().zip(&s.weight.0).map(|(w, n)| (w.suffix(), n.1)).collect()
+        };
+        if s.banned_until > now_ms {
+            let retry_after = (s.banned_until - now_ms).div_ceil(1_000).max(1);
+            return (usage(s), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }));
+        }
+        s.weight.add(weight);
+        s.raw.add(1);
+        let over = s
+            .weight
+            .over(&c.request_weight)
+            .map(|w| (w, format!("Too much request weight used; current limit is {} request weight per {}. Please use WebSocket Streams for live updates to avoid polling the API.", w.limit, w.describe())))
+            .or_else(|| {
+                s.raw.over(&c.raw_requests).map(|w| {
+                    (w, format!("Too many requests; current limit is {} requests per {}.", w.limit, w.describe()))
+                })
+            });
+        let Some((w, msg)) = over else {
+            s.refused = 0;
+            return (usage(s), Ok(()));
+        };
+        s.refused = s.refused.saturating_add(1);
+        if s.refused <= c.ban.after_refusals {
+            let retry_after = secs_to_window_end(w, now_ms);
+            return (usage(s), Err(Refusal::TooManyRequests { msg, retry_after }));
+        }
+        // Kept going after being told to stop: banned, longer each time.
+        s.level = if s.banned_until > 0 && s.banned_until.saturating_add(forget) > now_ms {
+            s.level.saturating_add(1)
+        } else {
+            0
+        };
+        let first = c.ban.first_secs.saturating_mul(1_000);
+        let length = first.checked_shl(s.level.min(63)).unwrap_or(u64::MAX).min(c.ban.max_secs.saturating_mul(1_000));
+        s.banned_until = now_ms.saturating_add(length);
+        s.refused = 0;
+        let retry_after = length.div_ceil(1_000).max(1);
+        (usage(s), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }))
+    }
+
+    /// Counts a new order for `account` at `now_ms`. Returns the order count per `ORDERS` window
+    /// (`("10S", 3)`, for `X-MBX-ORDER-COUNT-10S`), or the refusal when one window is full (the
+    /// refused order is not counted).
+    pub fn admit_order(&self, account: AccountId, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+        let c = &self.config;
+        if !c.enabled || c.orders.is_empty() {
+            return (Vec::new(), Ok(()));
+        }
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        if !accounts.map.contains_key(&account)
+            && !accounts.make_room(now_ms, |s| !s.stale(&c.orders, now_ms), |_| false)
+        {
+            return (Vec::new(), Ok(()));
+        }
+        let s = accounts.map.entry(account).or_default();
+        s.roll(&c.orders, now_ms);
+        let full = s.0.iter().zip(&c.orders).find(|(n, w)| n.1 >= w.limit).map(|(_, w)| *w);
+        if full.is_none() {
+            s.add(1);
+        }
+        let usage = c.orders.iter().zip(&s.0).map(|(w, n)| (w.suffix(), n.1)).collect();
+        match full {
+            None => (usage, Ok(())),
+            Some(w) => {
+                let msg = format!("Too many new orders; current limit is {} orders per {}.", w.limit, w.describe());
+                (usage, Err(Refusal::TooManyOrders { msg, retry_after: secs_to_window_end(&w, now_ms) }))
+            }
+        }
+    }
+}
+
+impl RateLimiter {
+    /// Gives back an order counted for `account` at `at_ms` that did not go through (a bad
+    /// parameter, insufficient balance): Binance counts successfully placed orders. Windows that
+    /// have moved on since are left alone.
+    pub fn refund_order(&self, account: AccountId, at_ms: u64) {
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = accounts.map.get_mut(&account) {
+            for (c, w) in s.0.iter_mut().zip(&self.config.orders) {
+                if c.0 == at_ms / w.span_ms() {
+                    c.1 = c.1.saturating_sub(1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> RateLimitConfig {
+        RateLimitConfig {
+            enabled: true,
+            request_weight: vec![Window::new(Interval::Minute, 1, 10)],
+            raw_requests: vec![Window::new(Interval::Minute, 5, 1_000)],
+            orders: vec![Window::new(Interval::Second, 10, 2), Window::new(Interval::Day, 1, 3)],
+            ban: BanPolicy { after_refusals: 2, ..BanPolicy::default() },
+        }
+    }
+
+    #[test]
+    fn bans_grow_from_two_minutes_and_are_capped_at_three_days() {
+        let l = RateLimiter::new(small());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut now = 0;
+        let mut lengths = Vec::new();
+        for _ in 0..14 {
+            // Fresh window: 10 weight fits, then two 429s, then a ban.
+            now = (now / 60_000 + 1) * 60_000;
+            assert!(l.admit(ip, 10, now).1.is_ok());
+            assert!(matches!(l.admit(ip, 1, now).1, Err(Refusal::TooManyRequests { .. })));
+            assert!(matches!(l.admit(ip, 1, now).1, Err(Refusal::TooManyRequests { .. })));
+            let Err(Refusal::Banned { until_ms, .. }) = l.admit(ip, 1, now).1 else { panic!("not banned") };
+            lengths.push((until_ms - now) / 1_000);
+            now = until_ms;
+        }
+        assert_eq!(&lengths[..4], &[120, 240, 480, 960]);
+        assert_eq!(*lengths.last().unwrap(), 3 * 86_400);
+    }
+
+    #[test]
+    fn a_ban_long_past_is_forgotten() {
+        let l = RateLimiter::new(small());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ban = |now: u64| {
+            for _ in 0..3 {
+                let _ = l.admit(ip, 11, now);
+            }
+            match l.admit(ip, 1, now).1 {
+                Err(Refusal::Banned { until_ms, .. }) => until_ms - now,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(ban(60_000), 120_000);
+        assert_eq!(ban(2 * 86_400_000 + 60_000), 120_000);
+    }
+
+    #[test]
+    fn orders_count_per_account_and_refused_ones_do_not_count() {
+        let l = RateLimiter::new(small());
+        let (a, b) = (AccountId(1), AccountId(2));
+        assert_eq!(l.admit_order(a, 0).0, vec![("10S".to_owned(), 1), ("1D".to_owned(), 1)]);
+        assert!(l.admit_order(a, 1).1.is_ok());
+        let (usage, refused) = l.admit_order(a, 9_000);
+        assert_eq!(usage[0].1, 2);
+        assert_eq!(refused.unwrap_err().retry_after(), 1);
+        assert!(l.admit_order(b, 9_000).1.is_ok());
+        assert!(l.admit_order(a, 10_000).1.is_ok());
+        let Err(Refusal::TooManyOrders { msg, .. }) = l.admit_order(a, 10_001).1 else { panic!() };
+        assert_eq!(msg, "Too many new orders; current limit is 3 orders per 1 DAY.");
+    }
+
+    #[test]
+    fn a_full_table_drops_stale_entries_then_unbanned_ones_at_most_once_a_second() {
+        let ip = |i: usize| IpAddr::from(u32::try_from(i).unwrap().to_be_bytes());
+        let fill = |l: &RateLimiter, from: usize, now: u64| {
+            for i in from..from + MAX_TRACKED {
+                assert!(l.admit(ip(i), 1, now).1.is_ok());
+            }
+        };
+        // Full of entries whose windows have all passed: they go.
+        let l = RateLimiter::new(small());
+        fill(&l, 0, 0);
+        assert_eq!(l.admit(ip(MAX_TRACKED), 1, 300_000).0, vec![("1M".to_owned(), 1)]);
+        assert_eq!(l.ips.lock().unwrap().map.len(), 1);
+        // Full of live entries, none banned: they make way too.
+        let l = RateLimiter::new(small());
+        fill(&l, 0, 0);
+        assert_eq!(l.admit(ip(MAX_TRACKED), 1, 0).0, vec![("1M".to_owned(), 1)]);
+        assert_eq!(l.ips.lock().unwrap().map.len(), 1);
+        // Full again within the second: no second walk; the newcomer is served uncounted.
+        fill(&l, 2 * MAX_TRACKED, 500);
+        assert_eq!(l.admit(ip(4 * MAX_TRACKED), 1, 600), (Vec::new(), Ok(())));
+    }
+
+    #[test]
+    fn off_counts_nothing() {
+        let l = RateLimiter::new(RateLimitConfig::off());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(l.admit(ip, 10_000, 0), (Vec::new(), Ok(())));
+        }
+        assert!(RateLimitConfig::off().published().is_empty());
+    }
+
+    #[test]
+    fn toml_overrides_what_it_names_and_keeps_the_rest() {
+        let c = RateLimitConfig::from_toml(
+            "[[request_weight]]\ninterval = \"MINUTE\"\ninterval_num = 1\nlimit = 60000\n[ban]\nafter_refusals = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.request_weight, vec![Window::new(Interval::Minute, 1, 60_000)]);
+        assert_eq!(c.orders, RateLimitConfig::binance().orders);
+        assert_eq!(c.ban.after_refusals, 3);
+        assert_eq!(c.ban.first_secs, 120);
+        assert!(RateLimitConfig::from_toml("typo = 1").is_err());
+        assert!(RateLimitConfig::from_toml("[[orders]]\ninterval = \"SECOND\"\ninterval_num = 0\nlimit = 1").is_err());
+        assert_eq!(RateLimitConfig::binance().scaled(10).request_weight[0].limit, 60_000);
+    }
+}

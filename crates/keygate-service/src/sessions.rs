@@ -1,0 +1,587 @@
+//! Owner sign-up, password login and server-side console sessions.
+//!
+//! * A session id is 256 random bits ([`SessionToken`]); the browser holds it, the store holds
+//!   only its SHA-256. Every lookup goes through [`Service::session`], which enforces the idle
+//!   timeout (from the last request), the absolute timeout (from the login) and, for a session
+//!   whose password was accepted but whose TOTP code is still due, a short pending timeout.
+//! * The id is rotated (a new one issued, the old one deleted in the same transaction) when the
+//!   second factor completes a login and at every step-up, so an id seen before a privilege
+//!   change is useless after it.
+//! * The CSRF token is derived from the id ([`SessionToken::csrf_token`]): nothing more to store.
+//! * [`Service::session_actor`] is the one way the console turns a session into an
+//!   [`Actor::Owner`]: step-up window included, 2FA-pending sessions refused.
+//! * Password logins are throttled per account name and per client address in memory (see
+//!   `throttle.rs` for why, and what that means with several nodes); every failure is audited.
+
+use crate::throttle::{Refusal, ip_key};
+use crate::view::AccountView;
+use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult, accounts, password};
+use keygate_auth::{AccountId, SessionToken};
+use keygate_proto::UnixMillis;
+use keygate_store::{AccountRecord, AccountStatus, AuditDraft, NewAccount, SessionRecord};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// A session unused this long ends (default 30 min).
+    pub idle_timeout_ms: u64,
+    /// A session ends this long after its login, used or not (default 12 h).
+    pub absolute_timeout_ms: u64,
+    /// A step-up (fresh TOTP code) opens an elevated window this long (default 5 min).
+    pub step_up_ms: u64,
+    /// A login waiting for its TOTP code ends after this long (default 5 min).
+    pub pending_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_ms: 30 * 60 * 1000,
+            absolute_timeout_ms: 12 * 60 * 60 * 1000,
+            step_up_ms: 5 * 60 * 1000,
+            pending_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// Failure limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    /// Failed logins per account name per window (default 5).
+    pub login_per_account: u32,
+    /// Failed logins per client address (IPv6: per /64) per window (default 20).
+    pub login_per_ip: u32,
+    /// The login window (default 15 min).
+    pub login_window_ms: u64,
+    /// Failed TOTP or recovery codes per account per window (default 5).
+    pub totp_failures: u32,
+    /// The TOTP window (default 5 min).
+    pub totp_window_ms: u64,
+    /// Self sign-ups per client address (IPv6: per /64) per hour (default 10), so one client
+    /// cannot fill the store with accounts.
+    pub sign_ups_per_ip_per_hour: u32,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            login_per_account: 5,
+            login_per_ip: 20,
+            login_window_ms: 15 * 60 * 1000,
+            totp_failures: 5,
+            totp_window_ms: 5 * 60 * 1000,
+            sign_ups_per_ip_per_hour: 10,
+        }
+    }
+}
+
+/// What the console may show of a session: no secret but the CSRF token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// The account.
+    pub account_id: AccountId,
+    /// Its name.
+    pub account: String,
+    /// Password accepted, TOTP code still due: only [`Service::login_second_factor`] and
+    /// [`Service::logout`] accept this session.
+    pub two_factor_pending: bool,
+    /// Whether the account has 2FA enabled.
+    pub two_factor_enabled: bool,
+    /// Login time.
+    pub created_at: UnixMillis,
+    /// Last request.
+    pub last_seen_at: UnixMillis,
+    /// When the session ends if unused.
+    pub idle_expires_at: UnixMillis,
+    /// When the session ends regardless.
+    pub absolute_expires_at: UnixMillis,
+    /// End of the elevated window, if one is open now.
+    pub stepped_up_until: Option<UnixMillis>,
+    /// Withdrawals are refused until then (after a password change or 2FA removal).
+    pub withdrawals_locked_until: Option<UnixMillis>,
+    /// The CSRF token to embed in forms / send back in a header.
+    pub csrf_token: String,
+}
+
+/// A freshly issued or rotated session: set `token` as the cookie; any previous id is dead.
+#[derive(Debug)]
+pub struct NewSession {
+    /// The session id for the cookie (Debug prints `<hidden>`).
+    pub token: SessionToken,
+    /// Its state.
+    pub info: SessionInfo,
+}
+
+/// Touching a session's last-seen time costs a write; within this much of the last one it is
+/// skipped, so the idle timeout is exact to within this margin.
+const TOUCH_GRANULARITY_MS: u64 = 5_000;
+
+fn expired() -> ServiceError {
+    ServiceError::Unauthenticated("the session has ended; log in again".into())
+}
+
+fn login_failed() -> ServiceError {
+    ServiceError::Unauthenticated("wrong account name or password".into())
+}
+
+impl Service {
+    pub(crate) fn draft(
+        &self,
+        actor: String,
+        action: &str,
+        target: String,
+        account: Option<AccountId>,
+        source: Option<String>,
+        details: serde_json::Value,
+    ) -> AuditDraft {
+        AuditDraft { at: self.now_ms(), actor, action: action.into(), target, account_id: account, source, details }
+    }
+
+    pub(crate) fn owner_draft(
+        &self,
+        account: &AccountRecord,
+        action: &str,
+        source: Option<String>,
+        details: serde_json::Value,
+    ) -> AuditDraft {
+        self.draft(
+            format!("owner:{}", account.name),
+            action,
+            format!("account:{}", account.name),
+            Some(account.id),
+            source,
+            details,
+        )
+    }
+
+    /// Creates an account for its future owner (self sign-up): the same rules as
+    /// [`Service::create_account`], audited as `account.sign_up` from `source`. Does not log in.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] when sign-up is switched off, [`ServiceError::Invalid`] for a
+    /// bad name or weak password, [`ServiceError::Conflict`] if the name is taken,
+    /// [`ServiceError::Throttled`] after [`ThrottleConfig::sign_ups_per_ip_per_hour`] accounts from
+    /// one address.
+    pub async fn sign_up(
+        &self,
+        name: &str,
+        password: Zeroizing<String>,
+        source: Option<String>,
+    ) -> ServiceResult<AccountView> {
+        if !self.inner.config.allow_sign_up {
+            return Err(ServiceError::Forbidden("sign-up is switched off; ask the operator for an account".into()));
+        }
+        accounts::check_name(name)?;
+        password::check_strength(&password)?;
+        let now = self.now_ms();
+        let ip = ip_key(source.as_deref());
+        if let Err(refusal) = self.inner.sign_ups_by_ip.check(&ip, now) {
+            return Err(ServiceError::Throttled { what: "sign-up".into(), retry_after_ms: refusal.retry_after_ms });
+        }
+        let hash = self.hash_password(password).await?;
+        let audit = self.draft(
+            format!("owner:{name}"),
+            "account.sign_up",
+            format!("account:{name}"),
+            None,
+            source,
+            serde_json::json!({ "name": name }),
+        );
+        let rec = self
+            .inner
+            .store
+            .create_account(NewAccount { name: name.to_owned(), password_hash: hash, created_at: now }, audit)
+            .await
+            .map_err(|e| match ServiceError::from(e) {
+                ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
+                other => other,
+            })?;
+        self.inner.sign_ups_by_ip.fail(&ip, now);
+        Ok(AccountView::from(&rec))
+    }
+
+    pub(crate) async fn hash_password(&self, password: Zeroizing<String>) -> ServiceResult<String> {
+        let params = self.inner.config.password;
+        // argon2 is deliberately slow: keep it off the async executor's threads.
+        tokio::task::spawn_blocking(move || password::hash(params, &password))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))?
+    }
+
+    /// The active account `name` if `password` is its password; `None` otherwise, in about the
+    /// same time whether or not the name exists.
+    pub(crate) async fn password_matches(
+        &self,
+        name: &str,
+        password: Zeroizing<String>,
+    ) -> ServiceResult<(Option<AccountRecord>, bool)> {
+        // A name that cannot exist is not looked up, and an overlong password is not hashed:
+        // neither can match, and neither should cost more than a normal attempt.
+        let rec = match accounts::check_name(name) {
+            Ok(()) => self.inner.store.account_by_name(name).await?,
+            Err(_) => None,
+        };
+        if password.len() > password::MAX_PASSWORD_BYTES {
+            return Ok((rec, false));
+        }
+        let stored = rec.as_ref().map(|r| r.password_hash.clone());
+        let params = self.inner.config.password;
+        let ok = tokio::task::spawn_blocking(move || match stored {
+            Some(hash) => password::verify(&hash, &password),
+            // Hash anyway for unknown names, so timing does not reveal which names exist.
+            None => {
+                let _ = password::hash(params, &password);
+                false
+            }
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))?;
+        let ok = ok && rec.as_ref().is_some_and(|r| r.status == AccountStatus::Active);
+        Ok((rec, ok))
+    }
+
+    fn throttled(refusal: Refusal) -> ServiceError {
+        ServiceError::Throttled { what: "login".into(), retry_after_ms: refusal.retry_after_ms }
+    }
+
+    /// Logs in with a password. Throttled per account name and per client address; each
+    /// failure is audited (`auth.login_failed`), the first refusal of a throttled window too.
+    /// With 2FA enabled, the session returned is `two_factor_pending`: pass the code to
+    /// [`Service::login_second_factor`].
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] (one message for an unknown name, a wrong password and
+    /// a disabled account), [`ServiceError::Throttled`].
+    pub async fn login(
+        &self,
+        name: &str,
+        password: Zeroizing<String>,
+        source: Option<String>,
+    ) -> ServiceResult<NewSession> {
+        let now = self.now_ms();
+        // Audit records and throttle keys carry the name as typed only when it could be an
+        // account name: an attacker's megabyte of junk is recorded as `<invalid>`.
+        let name_shown = if accounts::check_name(name).is_ok() { name } else { "<invalid>" };
+        let account_key = name_shown.to_owned();
+        let ip = ip_key(source.as_deref());
+        let refused =
+            self.inner.login_by_account.check(&account_key, now).and_then(|()| self.inner.login_by_ip.check(&ip, now));
+        if let Err(refusal) = refused {
+            if refusal.first {
+                let account = self.inner.store.account_by_name(name_shown).await?.map(|a| a.id);
+                let draft = self.draft(
+                    format!("owner:{name_shown}"),
+                    "auth.login_failed",
+                    format!("account:{name_shown}"),
+                    account,
+                    source,
+                    serde_json::json!({ "reason": "throttled", "retry_after_ms": refusal.retry_after_ms }),
+                );
+                self.inner.store.append_audit(draft).await?;
+            }
+            return Err(Self::throttled(refusal));
+        }
+        let (found, ok) = self.password_matches(name, password).await?;
+        let account_id = found.as_ref().map(|r| r.id);
+        let Some(rec) = found.filter(|_| ok) else {
+            self.inner.login_by_account.fail(&account_key, now);
+            self.inner.login_by_ip.fail(&ip, now);
+            let draft = self.draft(
+                format!("owner:{name_shown}"),
+                "auth.login_failed",
+                format!("account:{name_shown}"),
+                account_id,
+                source,
+                serde_json::json!({ "reason": "password" }),
+            );
+            self.inner.store.append_audit(draft).await?;
+            return Err(login_failed());
+        };
+        self.inner.login_by_account.clear(&account_key);
+        let two_factor = self.two_factor_enabled(rec.id).await?;
+        let token = SessionToken::generate(&mut OsEntropy)?;
+        let session = SessionRecord {
+            id_hash: token.hash(),
+            account_id: rec.id,
+            created_at: now,
+            last_seen_at: now,
+            two_factor_pending: two_factor,
+            stepped_up_until: None,
+            source: source.clone(),
+        };
+        let audit =
+            self.owner_draft(&rec, "auth.login", source, serde_json::json!({ "two_factor_pending": two_factor }));
+        self.inner.store.insert_session(&session, Some(audit)).await?;
+        let info = self.session_info(&token, &session, &rec, two_factor);
+        Ok(NewSession { token, info })
+    }
+
+    /// Completes a 2FA-pending login with a TOTP code or a recovery code; the session id is
+    /// rotated (the old one no longer works). Audited as `auth.second_factor`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] for an unknown or ended session,
+    /// [`ServiceError::Conflict`] when the session is not waiting for a code,
+    /// [`ServiceError::InvalidCode`], [`ServiceError::Throttled`].
+    pub async fn login_second_factor(
+        &self,
+        token: &SessionToken,
+        code: &str,
+        source: Option<String>,
+    ) -> ServiceResult<NewSession> {
+        let (session, account) = self.live_session(token).await?;
+        if !session.two_factor_pending {
+            return Err(ServiceError::Conflict("this session is already logged in".into()));
+        }
+        let method = self.verify_second_factor(&account, code, "login", source.clone()).await?;
+        let now = self.now_ms();
+        let new = SessionRecord { two_factor_pending: false, last_seen_at: now, ..session.clone() };
+        let audit = self.owner_draft(&account, "auth.second_factor", source, serde_json::json!({ "method": method }));
+        self.rotate(token, new, &account, audit).await
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionToken,
+        mut new: SessionRecord,
+        account: &AccountRecord,
+        audit: AuditDraft,
+    ) -> ServiceResult<NewSession> {
+        let token = SessionToken::generate(&mut OsEntropy)?;
+        new.id_hash = token.hash();
+        self.inner.store.rotate_session(&old.hash(), &new, audit).await.map_err(|e| match e {
+            keygate_store::StoreError::NotFound(_) => expired(),
+            other => other.into(),
+        })?;
+        let enabled = self.two_factor_enabled(account.id).await?;
+        let info = self.session_info(&token, &new, account, enabled);
+        Ok(NewSession { token, info })
+    }
+
+    /// The session and its account, if the session exists and has not ended; an ended one is
+    /// deleted (not audited: expiry is not an action). Refreshes the idle timer.
+    async fn live_session(&self, token: &SessionToken) -> ServiceResult<(SessionRecord, AccountRecord)> {
+        let hash = token.hash();
+        let s = self.inner.store.session(&hash).await?.ok_or_else(expired)?;
+        let now = self.now_ms();
+        let c = &self.inner.config.sessions;
+        let idle_end = s.last_seen_at.plus_millis(c.idle_timeout_ms);
+        let absolute_end = s.created_at.plus_millis(c.absolute_timeout_ms);
+        let pending_end = s.created_at.plus_millis(c.pending_ms);
+        let account = self.inner.store.account_by_id(s.account_id).await?;
+        let ended = now >= idle_end || now >= absolute_end || (s.two_factor_pending && now >= pending_end);
+        let account = match account {
+            Some(a) if !ended && a.status == AccountStatus::Active => a,
+            _ => {
+                self.inner.store.delete_session(&hash, None).await?;
+                return Err(expired());
+            }
+        };
+        let mut s = s;
+        if now.0 >= s.last_seen_at.0 + TOUCH_GRANULARITY_MS {
+            self.inner.store.touch_session(&hash, now).await?;
+            s.last_seen_at = now;
+        }
+        Ok((s, account))
+    }
+
+    fn session_info(
+        &self,
+        token: &SessionToken,
+        s: &SessionRecord,
+        account: &AccountRecord,
+        two_factor_enabled: bool,
+    ) -> SessionInfo {
+        let c = &self.inner.config.sessions;
+        let now = self.now_ms();
+        SessionInfo {
+            account_id: account.id,
+            account: account.name.clone(),
+            two_factor_pending: s.two_factor_pending,
+            two_factor_enabled,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            idle_expires_at: s.last_seen_at.plus_millis(c.idle_timeout_ms),
+            absolute_expires_at: s.created_at.plus_millis(c.absolute_timeout_ms),
+            stepped_up_until: s.stepped_up_until.filter(|u| *u > now),
+            withdrawals_locked_until: account.withdrawals_locked_until.filter(|u| *u > now),
+            csrf_token: token.csrf_token(),
+        }
+    }
+
+    /// The session for `token` (2FA-pending ones included), refreshing its idle timer.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] if it is unknown or has ended (idle, absolute or
+    /// pending timeout, account disabled).
+    pub async fn session(&self, token: &SessionToken, _source: Option<String>) -> ServiceResult<SessionInfo> {
+        let (s, account) = self.live_session(token).await?;
+        let enabled = self.two_factor_enabled(account.id).await?;
+        Ok(self.session_info(token, &s, &account, enabled))
+    }
+
+    /// The [`Actor::Owner`] of a fully logged-in session, with its step-up window, refreshing
+    /// the idle timer. `source` is the address of the current request.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] if the session is unknown, ended, or still waiting for
+    /// its TOTP code.
+    pub async fn session_actor(&self, token: &SessionToken, source: Option<String>) -> ServiceResult<Actor> {
+        let (s, account) = self.live_session(token).await?;
+        if s.two_factor_pending {
+            return Err(ServiceError::Unauthenticated("the 2FA code of this login is still due".into()));
+        }
+        Ok(Actor::Owner {
+            account_id: account.id,
+            name: account.name,
+            stepped_up_until: s.stepped_up_until.filter(|u| *u > self.now_ms()),
+            source,
+        })
+    }
+
+    /// Step-up: a fresh TOTP code (or a recovery code) opens the elevated window
+    /// ([`SessionConfig::step_up_ms`]) on the session and rotates its id. Audited as
+    /// `auth.step_up`; a wrong code as `totp.failed`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] for an unknown, ended or pending session;
+    /// [`ServiceError::Forbidden`] when the account has no 2FA; [`ServiceError::InvalidCode`];
+    /// [`ServiceError::Throttled`].
+    pub async fn step_up(&self, token: &SessionToken, code: &str, source: Option<String>) -> ServiceResult<NewSession> {
+        let (session, account) = self.live_session(token).await?;
+        if session.two_factor_pending {
+            return Err(ServiceError::Unauthenticated("the 2FA code of this login is still due".into()));
+        }
+        if !self.two_factor_enabled(account.id).await? {
+            return Err(ServiceError::Forbidden("step-up needs 2FA: enable it first".into()));
+        }
+        let method = self.verify_second_factor(&account, code, "step_up", source.clone()).await?;
+        let now = self.now_ms();
+        let until = now.plus_millis(self.inner.config.sessions.step_up_ms);
+        let new = SessionRecord { stepped_up_until: Some(until), last_seen_at: now, ..session.clone() };
+        let audit =
+            self.owner_draft(&account, "auth.step_up", source, serde_json::json!({ "method": method, "until": until }));
+        self.rotate(token, new, &account, audit).await
+    }
+
+    /// Ends the session (audited as `auth.logout`). An unknown or already ended session is not
+    /// an error: the outcome the caller wants holds.
+    ///
+    /// # Errors
+    /// Storage errors only.
+    pub async fn logout(&self, token: &SessionToken, source: Option<String>) -> ServiceResult<()> {
+        let hash = token.hash();
+        let Some(s) = self.inner.store.session(&hash).await? else { return Ok(()) };
+        let name = self.account_name(s.account_id).await?;
+        let audit = self.draft(
+            format!("owner:{name}"),
+            "auth.logout",
+            format!("account:{name}"),
+            Some(s.account_id),
+            source,
+            serde_json::json!({}),
+        );
+        self.inner.store.delete_session(&hash, Some(audit)).await?;
+        Ok(())
+    }
+
+    /// Changes the password of the session's account, given the current one. Ends every session
+    /// of the account, locks withdrawals for [`crate::ServiceConfig::withdrawal_lock_ms`] and
+    /// returns a new session for the caller. Audited as `account.password`; a wrong current
+    /// password counts as a failed login.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] (no session, or wrong current password),
+    /// [`ServiceError::Invalid`] for a weak new password, [`ServiceError::Throttled`].
+    pub async fn change_password(
+        &self,
+        token: &SessionToken,
+        current: Zeroizing<String>,
+        new: Zeroizing<String>,
+        source: Option<String>,
+    ) -> ServiceResult<NewSession> {
+        let (session, account) = self.live_session(token).await?;
+        if session.two_factor_pending {
+            return Err(ServiceError::Unauthenticated("the 2FA code of this login is still due".into()));
+        }
+        let now = self.now_ms();
+        let account_key = account.name.clone();
+        if let Err(refusal) = self.inner.login_by_account.check(&account_key, now) {
+            return Err(Self::throttled(refusal));
+        }
+        password::check_strength(&new)?;
+        let (_, ok) = self.password_matches(&account.name, current).await?;
+        if !ok {
+            self.inner.login_by_account.fail(&account_key, now);
+            let draft = self.owner_draft(
+                &account,
+                "auth.login_failed",
+                source,
+                serde_json::json!({ "reason": "password_change" }),
+            );
+            self.inner.store.append_audit(draft).await?;
+            return Err(ServiceError::Unauthenticated("the current password is wrong".into()));
+        }
+        let mut rec = account.clone();
+        rec.password_hash = self.hash_password(new).await?;
+        rec.withdrawals_locked_until = Some(self.lock_until(&account, now));
+        let fresh = SessionToken::generate(&mut OsEntropy)?;
+        let new_session = SessionRecord {
+            id_hash: fresh.hash(),
+            account_id: account.id,
+            created_at: now,
+            last_seen_at: now,
+            two_factor_pending: false,
+            stepped_up_until: None,
+            source: source.clone(),
+        };
+        let audit = self.owner_draft(
+            &rec,
+            "account.password",
+            source,
+            serde_json::json!({ "by": "owner", "sessions_ended": true, "withdrawals_locked_until": rec.withdrawals_locked_until }),
+        );
+        self.inner.store.update_account_ending_sessions(&rec, Some(&new_session), audit).await?;
+        let enabled = self.two_factor_enabled(rec.id).await?;
+        let info = self.session_info(&fresh, &new_session, &rec, enabled);
+        Ok(NewSession { token: fresh, info })
+    }
+
+    /// The later of the account's current withdrawal lock and `now` + the configured lock.
+    pub(crate) fn lock_until(&self, account: &AccountRecord, now: UnixMillis) -> UnixMillis {
+        let fresh = now.plus_millis(self.inner.config.withdrawal_lock_ms);
+        account.withdrawals_locked_until.map_or(fresh, |u| u.max(fresh))
+    }
+
+    /// [`Service::purge_sessions`] if the last purge was a minute ago or more (called from
+    /// [`Service::flush`], which the server runs every second or so).
+    pub(crate) async fn purge_sessions_now_and_then(&self) -> ServiceResult<()> {
+        let now = self.now_ms().0;
+        let last = self.inner.last_session_purge.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) < 60_000 {
+            return Ok(());
+        }
+        self.inner.last_session_purge.store(now, std::sync::atomic::Ordering::Relaxed);
+        self.purge_sessions().await.map(|_| ())
+    }
+
+    /// Deletes sessions that have passed their idle or absolute timeout (housekeeping; a
+    /// lookup refuses them anyway). Returns how many were deleted.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn purge_sessions(&self) -> ServiceResult<u64> {
+        let now = self.now_ms().0;
+        let c = &self.inner.config.sessions;
+        Ok(self
+            .inner
+            .store
+            .purge_sessions(
+                UnixMillis(now.saturating_sub(c.idle_timeout_ms)),
+                UnixMillis(now.saturating_sub(c.absolute_timeout_ms)),
+            )
+            .await?)
+    }
+}

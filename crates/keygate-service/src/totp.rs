@@ -1,0 +1,414 @@
+//! TOTP two-factor authentication (RFC 6238: HMAC-SHA-1, 6 digits, 30 s steps, one step of
+//! clock skew either way), recovery codes and the withdrawal lock.
+//!
+//! * Seeds are 160 random bits (RFC 4226 section 4's recommendation), sealed by the store under
+//!   the master key with associated data binding them to the account.
+//! * A code is accepted at most once: the store keeps the last accepted time step per account
+//!   and accepts a step only if it is later, in one guarded statement (so two nodes cannot both
+//!   accept one code; RFC 6238 section 5.2).
+//! * Every code check is throttled per account in the store (default 5 failures per 5 minutes,
+//!   then refused until the window passes, whichever node is asked), and every failure is
+//!   audited (`totp.failed`), as is the first refusal.
+//! * Recovery codes (10, 80 bits each) are shown once at confirmation and stored as SHA-256
+//!   hashes; each works once, wherever a TOTP code is asked for.
+//! * Disabling 2FA (owner, with a code) or resetting it (operator, lost device) locks
+//!   withdrawals for 24 h, as a password change does: a thief who got in cannot weaken the
+//!   account and withdraw at once.
+
+use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult};
+use keygate_auth::session::{generate_recovery_code, hash_recovery_code, normalize_recovery_code};
+use keygate_auth::{AccountId, Entropy as _};
+use keygate_proto::UnixMillis;
+use keygate_store::{AccountRecord, TwoFactorRecord};
+use serde::Serialize;
+use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The issuer shown in authenticator apps.
+pub const TOTP_ISSUER: &str = "keygate";
+/// Seed length: 160 bits.
+pub const SEED_BYTES: usize = 20;
+/// Recovery codes issued at confirmation.
+pub const RECOVERY_CODES: usize = 10;
+
+/// What the owner needs to add the account to an authenticator app; shown once.
+#[derive(Clone, Serialize, Zeroize, ZeroizeOnDrop)]
+pub struct TotpEnrollment {
+    /// `otpauth://totp/keygate:NAME?secret=..&issuer=keygate&...`
+    pub otpauth_uri: String,
+    /// The same URI as a QR code, an SVG document (no external resources).
+    pub qr_svg: String,
+    /// The seed in base32, for typing it in by hand.
+    pub secret_base32: String,
+}
+
+impl fmt::Debug for TotpEnrollment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TotpEnrollment(<hidden>)")
+    }
+}
+
+/// One-time recovery codes, `xxxx-xxxx-xxxx-xxxx`; shown once, stored only hashed.
+#[derive(Clone, Serialize, Zeroize, ZeroizeOnDrop)]
+pub struct RecoveryCodes {
+    /// The codes.
+    pub codes: Vec<String>,
+}
+
+impl fmt::Debug for RecoveryCodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecoveryCodes({} codes, <hidden>)", self.codes.len())
+    }
+}
+
+/// An account's 2FA state, for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TwoFactorView {
+    /// 2FA is on.
+    pub enabled: bool,
+    /// An enrollment was started and awaits its confirming code.
+    pub pending_enrollment: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u32,
+    /// Withdrawals are refused until then.
+    pub withdrawals_locked_until: Option<UnixMillis>,
+}
+
+/// Which second factor a check accepted (recorded in audit details).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SecondFactor {
+    Totp,
+    RecoveryCode,
+}
+
+fn totp_for(seed: &[u8], account: &str) -> ServiceResult<totp_rs::Totp> {
+    totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(6)
+        .with_skew(1)
+        .with_step_duration(30)
+        .with_secret(seed)
+        .with_issuer(Some(TOTP_ISSUER))
+        .with_account_name(account)
+        .build()
+        .map_err(|e| ServiceError::Internal(format!("TOTP parameters: {e}")))
+}
+
+/// The time step a TOTP `code` matches at `now` (within one step either way), if any.
+fn totp_step(seed: &[u8], account: &str, code: &str, now: UnixMillis) -> ServiceResult<Option<u64>> {
+    let code = code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    Ok(totp_for(seed, account)?.check(code, now.0 / 1000))
+}
+
+fn qr_svg(uri: &str) -> ServiceResult<String> {
+    let code = qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| ServiceError::Internal(format!("QR code: {e}")))?;
+    Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
+}
+
+/// A fresh set of recovery codes and their hashes.
+fn new_recovery_codes() -> ServiceResult<(RecoveryCodes, Vec<[u8; 32]>)> {
+    let mut codes = Vec::with_capacity(RECOVERY_CODES);
+    let mut hashes = Vec::with_capacity(RECOVERY_CODES);
+    for _ in 0..RECOVERY_CODES {
+        let c = generate_recovery_code(&mut OsEntropy)?;
+        let canonical = normalize_recovery_code(&c)
+            .ok_or_else(|| ServiceError::Internal("a generated recovery code does not parse".into()))?;
+        hashes.push(hash_recovery_code(&canonical));
+        codes.push(c.to_string());
+    }
+    Ok((RecoveryCodes { codes }, hashes))
+}
+
+fn owner_only(actor: &Actor) -> ServiceResult<AccountId> {
+    match actor {
+        Actor::Owner { account_id, .. } => Ok(*account_id),
+        Actor::Operator { .. } | Actor::System { .. } => {
+            Err(ServiceError::Forbidden("2FA enrollment is the account owner's own action".into()))
+        }
+    }
+}
+
+impl Service {
+    async fn own_account(&self, actor: &Actor) -> ServiceResult<AccountRecord> {
+        let id = owner_only(actor)?;
+        self.inner.store.account_by_id(id).await?.ok_or_else(|| ServiceError::NotFound(format!("account #{id}")))
+    }
+
+    /// True if and only if the account has confirmed 2FA.
+    pub(crate) async fn two_factor_enabled(&self, account: AccountId) -> ServiceResult<bool> {
+        Ok(self.inner.store.two_factor(account).await?.is_some_and(|t| t.enabled))
+    }
+
+    /// Refuses when the account's TOTP failure window is full; audits the first refusal.
+    async fn check_totp_throttle(
+        &self,
+        account: &AccountRecord,
+        tf: &TwoFactorRecord,
+        purpose: &str,
+        source: Option<String>,
+    ) -> ServiceResult<()> {
+        let now = self.now_ms();
+        let t = &self.inner.config.throttle;
+        if let Some(start) = tf.failure_window_start {
+            let end = start.plus_millis(t.totp_window_ms);
+            if tf.failures >= t.totp_failures && now >= start && now < end {
+                // The first refusal of a window is recorded (counted, so later ones see it, and
+                // audited); later refusals write nothing, so a flood of attempts cannot flood the
+                // audit log. The window's start does not move: this never extends the lockout.
+                if tf.failures == t.totp_failures {
+                    let audit = self.owner_draft(
+                        account,
+                        "totp.failed",
+                        source,
+                        serde_json::json!({ "purpose": purpose, "reason": "throttled" }),
+                    );
+                    self.inner.store.record_totp_failure(account.id, now, t.totp_window_ms, audit).await?;
+                }
+                return Err(ServiceError::Throttled { what: "2FA code".into(), retry_after_ms: end.0 - now.0 });
+            }
+        }
+        Ok(())
+    }
+
+    async fn totp_failure(
+        &self,
+        account: &AccountRecord,
+        purpose: &str,
+        reason: &str,
+        source: Option<String>,
+    ) -> ServiceResult<ServiceError> {
+        let now = self.now_ms();
+        let audit = self.owner_draft(
+            account,
+            "totp.failed",
+            source,
+            serde_json::json!({ "purpose": purpose, "reason": reason }),
+        );
+        self.inner.store.record_totp_failure(account.id, now, self.inner.config.throttle.totp_window_ms, audit).await?;
+        Ok(ServiceError::InvalidCode(match reason {
+            "reused" => "this 2FA code was already used; wait for the next one".into(),
+            _ => "wrong 2FA code".into(),
+        }))
+    }
+
+    /// Checks a TOTP code or recovery code of an account with 2FA enabled, consuming it.
+    pub(crate) async fn verify_second_factor(
+        &self,
+        account: &AccountRecord,
+        code: &str,
+        purpose: &str,
+        source: Option<String>,
+    ) -> ServiceResult<SecondFactor> {
+        let tf = match self.inner.store.two_factor(account.id).await? {
+            Some(tf) if tf.enabled => tf,
+            _ => return Err(ServiceError::Forbidden("2FA is not enabled for this account".into())),
+        };
+        self.check_totp_throttle(account, &tf, purpose, source.clone()).await?;
+        let now = self.now_ms();
+        if let Some(step) = totp_step(&tf.seed, &account.name, code, now)? {
+            if self.inner.store.accept_totp_step(account.id, step, None).await? {
+                return Ok(SecondFactor::Totp);
+            }
+            return Err(self.totp_failure(account, purpose, "reused", source).await?);
+        }
+        if let Some(canonical) = normalize_recovery_code(code) {
+            let audit = self.owner_draft(
+                account,
+                "auth.recovery_code_used",
+                source.clone(),
+                serde_json::json!({ "purpose": purpose }),
+            );
+            if self.inner.store.use_recovery_code(account.id, &hash_recovery_code(&canonical), now, Some(audit)).await?
+            {
+                return Ok(SecondFactor::RecoveryCode);
+            }
+        }
+        Err(self.totp_failure(account, purpose, "wrong", source).await?)
+    }
+
+    /// Starts (or restarts) TOTP enrollment for the owner's account: a new seed, sealed in the
+    /// store, not active until [`Service::totp_confirm`]. Audited as `totp.enroll`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for operators and the system; [`ServiceError::Conflict`] when
+    /// 2FA is already enabled (disable it first).
+    pub async fn totp_enroll(&self, actor: &Actor) -> ServiceResult<TotpEnrollment> {
+        let account = self.own_account(actor).await?;
+        let mut seed = Zeroizing::new([0u8; SEED_BYTES]);
+        OsEntropy.fill(seed.as_mut_slice())?;
+        let totp = totp_for(seed.as_slice(), &account.name)?;
+        let otpauth_uri = totp.to_url().map_err(|e| ServiceError::Internal(format!("otpauth URI: {e}")))?;
+        let enrollment =
+            TotpEnrollment { qr_svg: qr_svg(&otpauth_uri)?, otpauth_uri, secret_base32: totp.secret().to_base32() };
+        let audit = self.owner_draft(&account, "totp.enroll", actor.source(), serde_json::json!({}));
+        self.inner.store.begin_two_factor(account.id, seed.as_slice(), self.now_ms(), audit).await.map_err(|e| {
+            match ServiceError::from(e) {
+                ServiceError::Conflict(_) => {
+                    ServiceError::Conflict("2FA is already enabled; disable it before enrolling again".into())
+                }
+                other => other,
+            }
+        })?;
+        Ok(enrollment)
+    }
+
+    /// Confirms a pending enrollment with a code from the app: 2FA is on from now, and the
+    /// recovery codes are returned, once. Audited as `totp.confirm`; wrong codes as
+    /// `totp.failed` (and throttled).
+    ///
+    /// # Errors
+    /// [`ServiceError::Conflict`] with no pending enrollment, [`ServiceError::InvalidCode`],
+    /// [`ServiceError::Throttled`], [`ServiceError::Forbidden`] for non-owners.
+    pub async fn totp_confirm(&self, actor: &Actor, code: &str) -> ServiceResult<RecoveryCodes> {
+        let account = self.own_account(actor).await?;
+        let tf = match self.inner.store.two_factor(account.id).await? {
+            Some(tf) if !tf.enabled => tf,
+            Some(_) => return Err(ServiceError::Conflict("2FA is already enabled".into())),
+            None => return Err(ServiceError::Conflict("no 2FA enrollment to confirm; start one first".into())),
+        };
+        self.check_totp_throttle(&account, &tf, "confirm", actor.source()).await?;
+        let Some(step) = totp_step(&tf.seed, &account.name, code, self.now_ms())? else {
+            return Err(self.totp_failure(&account, "confirm", "wrong", actor.source()).await?);
+        };
+        let (codes, hashes) = new_recovery_codes()?;
+        let audit = self.owner_draft(
+            &account,
+            "totp.confirm",
+            actor.source(),
+            serde_json::json!({ "recovery_codes": RECOVERY_CODES }),
+        );
+        self.inner.store.enable_two_factor(account.id, step, &hashes, self.now_ms(), audit).await?;
+        Ok(codes)
+    }
+
+    /// Replaces the owner's recovery codes by a new set (the old ones, used or not, stop
+    /// working), given a current TOTP code or a recovery code. Audited as
+    /// `totp.recovery_codes_regenerated`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] when 2FA is not on or for non-owners,
+    /// [`ServiceError::InvalidCode`], [`ServiceError::Throttled`].
+    pub async fn regenerate_recovery_codes(&self, actor: &Actor, code: &str) -> ServiceResult<RecoveryCodes> {
+        let account = self.own_account(actor).await?;
+        let method = self.verify_second_factor(&account, code, "recovery_codes", actor.source()).await?;
+        let (codes, hashes) = new_recovery_codes()?;
+        let audit = self.owner_draft(
+            &account,
+            "totp.recovery_codes_regenerated",
+            actor.source(),
+            serde_json::json!({ "method": method, "recovery_codes": RECOVERY_CODES }),
+        );
+        self.inner.store.replace_recovery_codes(account.id, &hashes, audit).await?;
+        Ok(codes)
+    }
+
+    /// Turns 2FA off, given a current TOTP code or a recovery code; withdrawals are locked for
+    /// [`crate::ServiceConfig::withdrawal_lock_ms`]. Audited as `totp.disable`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] when 2FA is not on or for non-owners,
+    /// [`ServiceError::InvalidCode`], [`ServiceError::Throttled`].
+    pub async fn totp_disable(&self, actor: &Actor, code: &str) -> ServiceResult<()> {
+        let account = self.own_account(actor).await?;
+        let method = self.verify_second_factor(&account, code, "disable", actor.source()).await?;
+        let until = self.lock_until(&account, self.now_ms());
+        let audit = self.owner_draft(
+            &account,
+            "totp.disable",
+            actor.source(),
+            serde_json::json!({ "method": method, "withdrawals_locked_until": until }),
+        );
+        self.inner.store.disable_two_factor(account.id, Some(until), audit).await?;
+        Ok(())
+    }
+
+    /// The 2FA state of `account` (owners: their own only).
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for an unknown or foreign account.
+    pub async fn two_factor_status(&self, actor: &Actor, account: &str) -> ServiceResult<TwoFactorView> {
+        let rec = self.account_record(actor, account).await?;
+        let tf = self.inner.store.two_factor(rec.id).await?;
+        let now = self.now_ms();
+        Ok(TwoFactorView {
+            enabled: tf.as_ref().is_some_and(|t| t.enabled),
+            pending_enrollment: tf.as_ref().is_some_and(|t| !t.enabled),
+            recovery_codes_left: self.inner.store.recovery_codes_left(rec.id).await?,
+            withdrawals_locked_until: rec.withdrawals_locked_until.filter(|u| *u > now),
+        })
+    }
+
+    /// Operator only: removes an account's 2FA (its owner lost the device), ends all its
+    /// sessions and locks withdrawals. Audited as `totp.reset`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for owners, [`ServiceError::NotFound`].
+    pub async fn totp_reset(&self, actor: &Actor, account: &str) -> ServiceResult<()> {
+        if matches!(actor, Actor::Owner { .. }) {
+            return Err(ServiceError::Forbidden(
+                "only the operator can reset 2FA; owners disable it with a code".into(),
+            ));
+        }
+        let mut rec = self.account_record(actor, account).await?;
+        let until = self.lock_until(&rec, self.now_ms());
+        let audit = self.draft(
+            actor.label(),
+            "totp.reset",
+            format!("account:{}", rec.name),
+            Some(rec.id),
+            actor.source(),
+            serde_json::json!({ "withdrawals_locked_until": until }),
+        );
+        self.inner.store.disable_two_factor(rec.id, Some(until), audit).await?;
+        rec.withdrawals_locked_until = Some(until);
+        let audit = self.draft(
+            actor.label(),
+            "auth.sessions_ended",
+            format!("account:{}", rec.name),
+            Some(rec.id),
+            actor.source(),
+            serde_json::json!({ "reason": "totp.reset" }),
+        );
+        self.inner.store.update_account_ending_sessions(&rec, None, audit).await?;
+        Ok(())
+    }
+
+    /// When withdrawals of `account` are locked at `now`, the end of the lock.
+    ///
+    /// # Errors
+    /// Storage errors; [`ServiceError::NotFound`] for an unknown account.
+    pub async fn withdrawals_locked_until(
+        &self,
+        account: AccountId,
+        now: UnixMillis,
+    ) -> ServiceResult<Option<UnixMillis>> {
+        let rec = self
+            .inner
+            .store
+            .account_by_id(account)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("account #{account}")))?;
+        Ok(rec.withdrawals_locked_until.filter(|u| *u > now))
+    }
+
+    /// `Ok` unless withdrawals of `account` are locked at `now` (24 h after a password change or
+    /// 2FA removal).
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] saying until when; storage errors.
+    pub async fn check_withdrawals_allowed(&self, account: AccountId, now: UnixMillis) -> ServiceResult<()> {
+        match self.withdrawals_locked_until(account, now).await? {
+            None => Ok(()),
+            Some(until) => Err(ServiceError::Forbidden(format!(
+                "withdrawals are locked for {} more minutes after a recent password or 2FA change (until {} ms)",
+                (until.0 - now.0).div_ceil(60_000),
+                until.0
+            ))),
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! Issue #6 through the service on a real SQLite store and a manual clock: sign-up, login and
+//! its throttles, sessions (timeouts, rotation, CSRF), TOTP 2FA with recovery codes, step-up,
+//! the 2FA requirement for trading keys and the withdrawal lock. Every refusal is checked to
+//! leave the state as it was.
+
+// Tests fail loudly by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use keygate_auth::{IpAllowlist, Permission, Permissions, Restrictions};
+use keygate_proto::{UnixMicros, UnixMillis};
+use keygate_service::{
+    Actor, ManualClock, NewKey, NewKeyMaterial, NewSession, PasswordParams, RecoveryCodes, Service, ServiceConfig,
+    ServiceError, SessionToken, TotpEnrollment,
+};
+use keygate_store::crypto::{MasterKey, SecretCipher};
+use keygate_store::sqlite::{SqliteStore, SyncMode};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// A multiple of 30 s, so TOTP steps start on it.
+const NOW: UnixMillis = UnixMillis(1_767_225_600_000);
+const PASSWORD: &str = "correct horse battery";
+const IP: &str = "192.0.2.1";
+const MINUTE: u64 = 60_000;
+
+struct Env {
+    service: Service,
+    clock: Arc<ManualClock>,
+    dir: tempfile::TempDir,
+}
+
+async fn env_with(tune: impl FnOnce(&mut ServiceConfig)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([5; 32]), vec![]));
+    let store = SqliteStore::open(&dir.path().join("db"), cipher, SyncMode::Normal).await.unwrap();
+    let clock = Arc::new(ManualClock::new(UnixMicros(NOW.as_micros())));
+    let mut config = ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() };
+    tune(&mut config);
+    let sign_up = config.allow_sign_up;
+    let service = Service::start(Arc::new(store), clock.clone(), config).await.unwrap();
+    for name in ["alice", "bob"] {
+        if sign_up {
+            service.sign_up(name, pw(PASSWORD), Some(IP.into())).await.unwrap();
+        } else {
+            service.create_account(&Actor::operator_cli(), name, pw(PASSWORD)).await.unwrap();
+        }
+    }
+    Env { service, clock, dir }
+}
+
+async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+fn pw(s: &str) -> Zeroizing<String> {
+    Zeroizing::new(s.to_owned())
+}
+
+fn src() -> Option<String> {
+    Some(IP.into())
+}
+
+impl Env {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(self.clock.now_ms())
+    }
+
+    async fn login(&self, name: &str) -> NewSession {
+        self.service.login(name, pw(PASSWORD), src()).await.unwrap()
+    }
+
+    async fn actor(&self, token: &SessionToken) -> Actor {
+        self.service.session_actor(token, src()).await.unwrap()
+    }
+
+    /// Logs alice in, enrolls and confirms TOTP; returns her session, the TOTP generator and
+    /// her recovery codes. The clock moves to the next TOTP step after each code used.
+    async fn alice_with_2fa(&self) -> (NewSession, totp_rs::Totp, RecoveryCodes) {
+        let s = self.login("alice").await;
+        let actor = self.actor(&s.token).await;
+        let enrollment = self.service.totp_enroll(&actor).await.unwrap();
+        let totp = totp_of(&enrollment);
+        let codes = self.service.totp_confirm(&actor, &self.code(&totp)).await.unwrap();
+        self.clock.advance_ms(30_000);
+        (s, totp, codes)
+    }
+
+    fn code(&self, totp: &totp_rs::Totp) -> String {
+        totp.generate(self.now().0 / 1000).to_string()
+    }
+
+    async fn audit_actions(&self) -> Vec<String> {
+        self.service.audit_log(&Actor::operator_cli(), 0, 10_000).await.unwrap().into_iter().map(|a| a.action).collect()
+    }
+
+    async fn audit_len(&self) -> usize {
+        self.audit_actions().await.len()
+    }
+}
+
+trait NowMs {
+    fn now_ms(&self) -> u64;
+}
+
+impl NowMs for ManualClock {
+    fn now_ms(&self) -> u64 {
+        keygate_service::Clock::now(self).as_millis().0
+    }
+}
+
+fn totp_of(e: &TotpEnrollment) -> totp_rs::Totp {
+    totp_rs::Totp::from_url(&e.otpauth_uri).expect("a valid otpauth URI")
+}
+
+fn trade_key(account: &str) -> NewKey {
+    NewKey {
+        account: account.into(),
+        label: "bot".into(),
+        material: NewKeyMaterial::Hmac,
+        permissions: Permissions::with(&[Permission::Trade]),
+        restrictions: Restrictions::default(),
+    }
+}
+
+fn unauthenticated<T: std::fmt::Debug>(r: Result<T, ServiceError>) -> bool {
+    matches!(r, Err(ServiceError::Unauthenticated(_)))
+}
+
+#[tokio::test]
+async fn sign_up_and_login_give_an_owner_session_with_a_csrf_token_all_audited() {
+    let e = env().await;
+    let s = e.login("alice").await;
+    assert!(!s.info.two_factor_pending);
+    assert_eq!(s.info.account, "alice");
+    assert!(s.token.check_csrf(&s.info.csrf_token));
+    match e.actor(&s.token).await {
+        Actor::Owner { name, stepped_up_until, source, .. } => {
+            assert_eq!((name.as_str(), stepped_up_until, source.as_deref()), ("alice", None, Some(IP)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let actions = e.audit_actions().await;
+    assert_eq!(actions, ["account.sign_up", "account.sign_up", "auth.login"]);
+    let alice = e.actor(&s.token).await;
+    let own = e.service.audit_log(&alice, 0, 100).await.unwrap();
+    assert_eq!(own.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), ["account.sign_up", "auth.login"]);
+    assert!(own.iter().all(|a| a.target == "account:alice"), "an owner saw another account's events");
+    // Sign-up refusals.
+    assert!(matches!(e.service.sign_up("alice", pw(PASSWORD), src()).await, Err(ServiceError::Conflict(_))));
+    assert!(matches!(e.service.sign_up("carol", pw("short"), src()).await, Err(ServiceError::Invalid(_))));
+    // Ten sign-ups per address per hour (alice and bob came from IP already).
+    for i in 0..8 {
+        e.service.sign_up(&format!("user{i}"), pw(PASSWORD), src()).await.unwrap();
+    }
+    let err = e.service.sign_up("user8", pw(PASSWORD), src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Throttled { .. }), "{err}");
+    assert!(matches!(e.service.account(&Actor::operator_cli(), "user8").await, Err(ServiceError::NotFound(_))));
+    e.service.sign_up("user8", pw(PASSWORD), Some("198.51.100.3".into())).await.unwrap();
+    e.clock.advance_ms(60 * MINUTE);
+    e.service.sign_up("user9", pw(PASSWORD), src()).await.unwrap();
+    let closed = env_with(|c| c.allow_sign_up = false).await;
+    assert!(matches!(closed.service.sign_up("carol", pw(PASSWORD), src()).await, Err(ServiceError::Forbidden(_))));
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_name_get_one_answer_are_audited_and_open_no_session() {
+    let e = env().await;
+    let before = e.audit_len().await;
+    let wrong = e.service.login("alice", pw("correct horse batterx"), src()).await.unwrap_err();
+    let unknown = e.service.login("mallory", pw(PASSWORD), src()).await.unwrap_err();
+    assert!(matches!(wrong, ServiceError::Unauthenticated(_)), "{wrong}");
+    assert_eq!(wrong.to_string(), unknown.to_string(), "the answer tells names apart");
+    let log = e.service.audit_log(&Actor::operator_cli(), 0, 100).await.unwrap();
+    let failures: Vec<_> = log.iter().filter(|a| a.action == "auth.login_failed").collect();
+    assert_eq!(failures.len(), 2);
+    assert_eq!(e.audit_len().await, before + 2, "a failure wrote more than its audit record");
+    assert_eq!(failures[0].details["reason"], "password");
+    assert_eq!(failures[0].source.as_deref(), Some(IP));
+}
+
+#[tokio::test]
+async fn logins_are_throttled_per_account_and_per_address_until_the_window_passes() {
+    let e = env().await;
+    for _ in 0..5 {
+        assert!(unauthenticated(e.service.login("alice", pw("wrong password!"), Some("198.51.100.1".into())).await));
+    }
+    // Even the right password is refused now, from any address: the account is throttled.
+    let err = e.service.login("alice", pw(PASSWORD), Some("203.0.113.9".into())).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Throttled { retry_after_ms, .. } if retry_after_ms == 15 * MINUTE), "{err}");
+    let throttled_audits = e
+        .service
+        .audit_log(&Actor::operator_cli(), 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.details["reason"] == "throttled")
+        .count();
+    let _ = e.service.login("alice", pw(PASSWORD), src()).await.unwrap_err();
+    assert_eq!(throttled_audits, 1);
+    assert_eq!(
+        e.service
+            .audit_log(&Actor::operator_cli(), 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|a| a.details["reason"] == "throttled")
+            .count(),
+        1,
+        "a flood of refused attempts writes one audit record per window"
+    );
+    // Bob is not affected.
+    e.login("bob").await;
+    e.clock.advance_ms(15 * MINUTE);
+    e.login("alice").await;
+
+    // Per address: 20 failures over many names from one address block it for every name.
+    let e = env().await;
+    for i in 0..20 {
+        let _ = e.service.login(&format!("user{i}"), pw("wrong password!"), Some("2001:db8::1".into())).await;
+    }
+    let err = e.service.login("bob", pw(PASSWORD), Some("2001:db8::2".into())).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Throttled { .. }), "the same /64 was not throttled: {err}");
+    e.service.login("bob", pw(PASSWORD), Some("2001:db8:0:1::2".into())).await.unwrap();
+}
+
+#[tokio::test]
+async fn with_2fa_a_login_is_pending_until_its_code_and_then_the_id_rotates() {
+    let e = env().await;
+    let (_, totp, _) = e.alice_with_2fa().await;
+    let s = e.login("alice").await;
+    assert!(s.info.two_factor_pending);
+    assert!(s.info.two_factor_enabled);
+    assert!(unauthenticated(e.service.session_actor(&s.token, src()).await), "a pending login acts as the owner");
+    assert!(e.service.session(&s.token, src()).await.unwrap().two_factor_pending);
+    // A wrong code leaves the session pending and the id unchanged.
+    let err = e.service.login_second_factor(&s.token, "000000", src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "{err}");
+    assert!(e.service.session(&s.token, src()).await.unwrap().two_factor_pending);
+    let done = e.service.login_second_factor(&s.token, &e.code(&totp), src()).await.unwrap();
+    assert!(!done.info.two_factor_pending);
+    assert_ne!(done.token.expose(), s.token.expose());
+    assert_ne!(done.info.csrf_token, s.info.csrf_token, "the CSRF token survived the rotation");
+    assert!(unauthenticated(e.service.session(&s.token, src()).await), "the pre-2FA id still works");
+    assert!(!s.token.check_csrf(&done.info.csrf_token));
+    e.actor(&done.token).await;
+    assert!(matches!(
+        e.service.login_second_factor(&done.token, "123456", src()).await,
+        Err(ServiceError::Conflict(_))
+    ));
+    // A pending login that waits too long ends.
+    e.clock.advance_ms(30_000);
+    let slow = e.login("alice").await;
+    e.clock.advance_ms(5 * MINUTE);
+    assert!(unauthenticated(e.service.login_second_factor(&slow.token, &e.code(&totp), src()).await));
+}
+
+#[tokio::test]
+async fn a_totp_code_is_accepted_once_and_a_reused_one_changes_nothing() {
+    let e = env().await;
+    let (_, totp, _) = e.alice_with_2fa().await;
+    let s = e.login("alice").await;
+    let code = e.code(&totp);
+    let done = e.service.login_second_factor(&s.token, &code, src()).await.unwrap();
+    let before = e.audit_len().await;
+    let err = e.service.step_up(&done.token, &code, src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(ref m) if m.contains("already used")), "{err}");
+    // Unchanged: the same id still works, not stepped up; only the failure was audited.
+    let Actor::Owner { stepped_up_until, .. } = e.actor(&done.token).await else { panic!() };
+    assert_eq!(stepped_up_until, None);
+    assert_eq!(e.audit_actions().await[before..], ["totp.failed"]);
+    // The next step's code works.
+    e.clock.advance_ms(30_000);
+    e.service.step_up(&done.token, &e.code(&totp), src()).await.unwrap();
+}
+
+#[tokio::test]
+async fn step_up_needs_a_fresh_code_opens_five_minutes_and_rotates_the_id() {
+    let e = env().await;
+    let (s, totp, _) = e.alice_with_2fa().await;
+    let before = e.audit_len().await;
+    for bad in ["", "12345", "abcdef", "999999"] {
+        let err = e.service.step_up(&s.token, bad, src()).await.unwrap_err();
+        assert!(matches!(err, ServiceError::InvalidCode(_)), "{bad:?}: {err}");
+    }
+    let Actor::Owner { stepped_up_until, .. } = e.actor(&s.token).await else { panic!() };
+    assert_eq!(stepped_up_until, None, "a wrong code opened the window");
+    assert_eq!(e.audit_len().await, before + 4, "every failed code is audited");
+    // The owner without a step-up cannot create a trading key; with one they can.
+    let plain = e.actor(&s.token).await;
+    assert!(matches!(e.service.create_key(&plain, trade_key("alice")).await, Err(ServiceError::StepUpRequired(_))));
+    let up = e.service.step_up(&s.token, &e.code(&totp), src()).await.unwrap();
+    assert_eq!(up.info.stepped_up_until, Some(e.now().plus_millis(5 * MINUTE)));
+    assert!(unauthenticated(e.service.session(&s.token, src()).await), "the id before the step-up still works");
+    let elevated = e.actor(&up.token).await;
+    assert!(elevated.stepped_up(e.now()));
+    e.service.create_key(&elevated, trade_key("alice")).await.unwrap();
+    assert!(e.audit_actions().await.contains(&"auth.step_up".to_owned()));
+    e.clock.advance_ms(5 * MINUTE);
+    let later = e.actor(&up.token).await;
+    assert!(!later.stepped_up(e.now()), "the window did not close");
+    assert!(matches!(e.service.create_key(&later, trade_key("alice")).await, Err(ServiceError::StepUpRequired(_))));
+    // No 2FA, no step-up.
+    let b = e.login("bob").await;
+    assert!(matches!(e.service.step_up(&b.token, "123456", src()).await, Err(ServiceError::Forbidden(_))));
+}
+
+#[tokio::test]
+async fn owners_need_2fa_for_trading_keys_operators_do_not() {
+    let e = env().await;
+    let s = e.login("bob").await;
+    let bob = e.actor(&s.token).await;
+    let stepped = match bob.clone() {
+        Actor::Owner { account_id, name, source, .. } => {
+            Actor::Owner { account_id, name, source, stepped_up_until: Some(e.now().plus_millis(MINUTE)) }
+        }
+        other => other,
+    };
+    let before = e.audit_len().await;
+    let err = e.service.create_key(&stepped, trade_key("bob")).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Forbidden(ref m) if m.contains("2FA")), "{err}");
+    let withdraw = NewKey {
+        permissions: Permissions::with(&[Permission::Withdraw]),
+        restrictions: Restrictions {
+            ip_allowlist: IpAllowlist::parse(&["192.0.2.0/24"]).unwrap(),
+            ..Restrictions::default()
+        },
+        ..trade_key("bob")
+    };
+    assert!(matches!(e.service.create_key(&stepped, withdraw).await, Err(ServiceError::Forbidden(_))));
+    // Nor by widening a read-only key.
+    let ro =
+        e.service.create_key(&bob, NewKey { permissions: Permissions::READ_ONLY, ..trade_key("bob") }).await.unwrap();
+    let widen =
+        keygate_service::KeyEdit { permissions: Some(Permissions::with(&[Permission::Trade])), ..Default::default() };
+    assert!(matches!(
+        e.service.edit_key(&stepped, &ro.key.api_key, widen.clone()).await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    assert_eq!(e.service.key(&bob, &ro.key.api_key).await.unwrap().permissions, Permissions::READ_ONLY);
+    assert_eq!(e.audit_len().await, before + 1, "only the read-only key was created");
+    // Operators are unaffected; the switch turns the rule off.
+    e.service.create_key(&Actor::operator_cli(), trade_key("bob")).await.unwrap();
+    e.service.edit_key(&Actor::operator_cli(), &ro.key.api_key, widen).await.unwrap();
+    let off = env_with(|c| c.require_2fa_for_trading_keys = false).await;
+    let s = off.login("bob").await;
+    let Actor::Owner { account_id, name, source, .. } = off.actor(&s.token).await else { panic!() };
+    let stepped = Actor::Owner { account_id, name, source, stepped_up_until: Some(off.now().plus_millis(MINUTE)) };
+    off.service.create_key(&stepped, trade_key("bob")).await.unwrap();
+}
+
+#[tokio::test]
+async fn totp_codes_are_throttled_per_account_for_five_minutes_even_the_right_one() {
+    let e = env().await;
+    let (s, totp, _) = e.alice_with_2fa().await;
+    for _ in 0..5 {
+        assert!(matches!(e.service.step_up(&s.token, "000000", src()).await, Err(ServiceError::InvalidCode(_))));
+    }
+    let right = e.code(&totp);
+    let err = e.service.step_up(&s.token, &right, src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Throttled { .. }), "{err}");
+    // Throttled on every path, including a fresh login's second factor, and across sessions.
+    let second = e.login("alice").await;
+    assert!(matches!(
+        e.service.login_second_factor(&second.token, &right, src()).await,
+        Err(ServiceError::Throttled { .. })
+    ));
+    let Actor::Owner { stepped_up_until, .. } = e.actor(&s.token).await else { panic!() };
+    assert_eq!(stepped_up_until, None);
+    for _ in 0..3 {
+        let _ = e.service.step_up(&s.token, "000000", src()).await.unwrap_err();
+    }
+    let failed = e.service.audit_log(&Actor::operator_cli(), 0, 1000).await.unwrap();
+    let throttled = failed.iter().filter(|a| a.action == "totp.failed" && a.details["reason"] == "throttled").count();
+    assert_eq!(throttled, 1, "refusals flood the audit log");
+    e.clock.advance_ms(5 * MINUTE);
+    e.service.step_up(&s.token, &e.code(&totp), src()).await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_end_after_thirty_idle_minutes_or_twelve_hours_whatever_the_use() {
+    let e = env().await;
+    let idle = e.login("alice").await;
+    e.clock.advance_ms(29 * MINUTE);
+    e.actor(&idle.token).await; // use refreshes the idle timer
+    e.clock.advance_ms(29 * MINUTE);
+    e.actor(&idle.token).await;
+    e.clock.advance_ms(30 * MINUTE);
+    let before = e.audit_len().await;
+    assert!(unauthenticated(e.service.session_actor(&idle.token, src()).await), "idle session still works");
+    assert!(unauthenticated(e.service.session(&idle.token, src()).await));
+    assert_eq!(e.audit_len().await, before, "expiry is not an audited action");
+
+    let busy = e.login("alice").await;
+    for _ in 0..(12 * 60 / 20 - 1) {
+        e.clock.advance_ms(20 * MINUTE);
+        e.actor(&busy.token).await;
+    }
+    e.clock.advance_ms(20 * MINUTE);
+    assert!(unauthenticated(e.service.session_actor(&busy.token, src()).await), "a 12 h old session still works");
+    // Custom lifetimes.
+    let short = env_with(|c| c.sessions.idle_timeout_ms = MINUTE).await;
+    let s = short.login("bob").await;
+    short.clock.advance_ms(MINUTE);
+    assert!(unauthenticated(short.service.session(&s.token, src()).await));
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_is_audited_once() {
+    let e = env().await;
+    let s = e.login("alice").await;
+    let other = e.login("alice").await;
+    e.service.logout(&s.token, src()).await.unwrap();
+    assert!(unauthenticated(e.service.session(&s.token, src()).await));
+    e.actor(&other.token).await;
+    e.service.logout(&s.token, src()).await.unwrap();
+    assert_eq!(e.audit_actions().await.iter().filter(|a| *a == "auth.logout").count(), 1);
+    let garbage = SessionToken::parse("kgsess_0000000000000000000000000000000000000000000").unwrap();
+    assert!(unauthenticated(e.service.session(&garbage, src()).await));
+}
+
+#[tokio::test]
+async fn disabling_2fa_needs_a_code_and_locks_withdrawals_for_24_hours() {
+    let e = env().await;
+    let (s, totp, _) = e.alice_with_2fa().await;
+    let alice = e.actor(&s.token).await;
+    let Actor::Owner { account_id, .. } = alice.clone() else { panic!() };
+    e.service.check_withdrawals_allowed(account_id, e.now()).await.unwrap();
+    let err = e.service.totp_disable(&alice, "000000").await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "{err}");
+    assert!(e.service.two_factor_status(&alice, "alice").await.unwrap().enabled, "a wrong code disabled 2FA");
+    e.service.check_withdrawals_allowed(account_id, e.now()).await.unwrap();
+    e.service.totp_disable(&alice, &e.code(&totp)).await.unwrap();
+    let status = e.service.two_factor_status(&alice, "alice").await.unwrap();
+    assert!(!status.enabled);
+    assert_eq!(status.recovery_codes_left, 0);
+    assert_eq!(status.withdrawals_locked_until, Some(e.now().plus_millis(24 * 60 * MINUTE)));
+    let err = e.service.check_withdrawals_allowed(account_id, e.now()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Forbidden(ref m) if m.contains("locked")), "{err}");
+    e.clock.advance_ms(24 * 60 * MINUTE - 1);
+    assert!(e.service.check_withdrawals_allowed(account_id, e.now()).await.is_err());
+    e.clock.advance_ms(1);
+    e.service.check_withdrawals_allowed(account_id, e.now()).await.unwrap();
+    assert!(e.audit_actions().await.contains(&"totp.disable".to_owned()));
+}
+
+#[tokio::test]
+async fn a_password_change_needs_the_current_password_ends_other_sessions_and_locks_withdrawals() {
+    let e = env().await;
+    let s = e.login("alice").await;
+    let other = e.login("alice").await;
+    let Actor::Owner { account_id, .. } = e.actor(&s.token).await else { panic!() };
+    let before = e.audit_len().await;
+    let err = e.service.change_password(&s.token, pw("not my password"), pw("a new long password"), src()).await;
+    assert!(unauthenticated(err));
+    let err = e.service.change_password(&s.token, pw(PASSWORD), pw("short"), src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Invalid(_)), "{err}");
+    // Unchanged: both sessions live, old password works, no lock.
+    e.actor(&other.token).await;
+    e.service.check_withdrawals_allowed(account_id, e.now()).await.unwrap();
+    assert_eq!(e.audit_actions().await[before..], ["auth.login_failed"]);
+    let fresh = e.service.change_password(&s.token, pw(PASSWORD), pw("a new long password"), src()).await.unwrap();
+    e.actor(&fresh.token).await;
+    assert!(unauthenticated(e.service.session(&s.token, src()).await));
+    assert!(unauthenticated(e.service.session(&other.token, src()).await), "another session survived");
+    assert!(unauthenticated(e.service.login("alice", pw(PASSWORD), src()).await));
+    e.service.login("alice", pw("a new long password"), src()).await.unwrap();
+    assert!(e.service.check_withdrawals_allowed(account_id, e.now().plus_millis(24 * 60 * MINUTE - 1)).await.is_err());
+    e.service.check_withdrawals_allowed(account_id, e.now().plus_millis(24 * 60 * MINUTE)).await.unwrap();
+    // The operator's reset locks and ends sessions too.
+    e.clock.advance_ms(48 * 60 * MINUTE);
+    let live = e.login("bob").await;
+    e.service.set_password(&Actor::operator_cli(), "bob", pw("operator chose this")).await.unwrap();
+    assert!(unauthenticated(e.service.session(&live.token, src()).await));
+    let bob = e.service.account(&Actor::operator_cli(), "bob").await.unwrap();
+    assert!(e.service.check_withdrawals_allowed(keygate_auth::AccountId(bob.id), e.now()).await.is_err());
+}
+
+#[tokio::test]
+async fn recovery_codes_stand_in_for_a_totp_code_once_each() {
+    let e = env().await;
+    let (_, _, codes) = e.alice_with_2fa().await;
+    assert_eq!(codes.codes.len(), 10);
+    let s = e.login("alice").await;
+    let code = codes.codes[3].to_uppercase().replace('-', " ");
+    let done = e.service.login_second_factor(&s.token, &code, src()).await.unwrap();
+    assert!(e.audit_actions().await.contains(&"auth.recovery_code_used".to_owned()));
+    let err = e.service.step_up(&done.token, &codes.codes[3], src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "a recovery code worked twice: {err}");
+    let up = e.service.step_up(&done.token, &codes.codes[4], src()).await.unwrap();
+    let alice = e.actor(&up.token).await;
+    assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 8);
+    // A new set replaces the old one; it takes a code, and a wrong one changes nothing.
+    assert!(matches!(e.service.regenerate_recovery_codes(&alice, "000000").await, Err(ServiceError::InvalidCode(_))));
+    assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 8);
+    let fresh = e.service.regenerate_recovery_codes(&alice, &codes.codes[5]).await.unwrap();
+    assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 10);
+    e.clock.advance_ms(30_000);
+    let again = e.login("alice").await;
+    let err = e.service.login_second_factor(&again.token, &codes.codes[6], src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "an old recovery code still works: {err}");
+    e.service.login_second_factor(&again.token, &fresh.codes[0], src()).await.unwrap();
+    assert!(e.audit_actions().await.contains(&"totp.recovery_codes_regenerated".to_owned()));
+}
+
+#[tokio::test]
+async fn enrollment_gives_uri_qr_and_secret_and_confirmation_needs_a_right_code() {
+    let e = env().await;
+    let s = e.login("bob").await;
+    let bob = e.actor(&s.token).await;
+    let en = e.service.totp_enroll(&bob).await.unwrap();
+    assert!(en.otpauth_uri.starts_with("otpauth://totp/keygate:bob?"), "{}", en.otpauth_uri);
+    assert!(en.otpauth_uri.contains(&format!("secret={}", en.secret_base32)));
+    assert!(en.qr_svg.starts_with("<?xml") && en.qr_svg.contains("<svg"), "{}", &en.qr_svg[..60]);
+    assert_eq!(en.secret_base32.len(), 32, "160-bit seed");
+    assert_eq!(format!("{en:?}"), "TotpEnrollment(<hidden>)");
+    let totp = totp_of(&en);
+    let err = e.service.totp_confirm(&bob, "000000").await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "{err}");
+    let status = e.service.two_factor_status(&bob, "bob").await.unwrap();
+    assert!(!status.enabled && status.pending_enrollment);
+    // Re-enrolling replaces the seed: the first app's codes no longer confirm.
+    let en2 = e.service.totp_enroll(&bob).await.unwrap();
+    assert_ne!(en2.secret_base32, en.secret_base32);
+    assert!(matches!(e.service.totp_confirm(&bob, &e.code(&totp)).await, Err(ServiceError::InvalidCode(_))));
+    let codes = e.service.totp_confirm(&bob, &e.code(&totp_of(&en2))).await.unwrap();
+    assert_eq!(codes.codes.len(), 10);
+    assert!(e.service.two_factor_status(&bob, "bob").await.unwrap().enabled);
+    assert!(matches!(e.service.totp_enroll(&bob).await, Err(ServiceError::Conflict(_))));
+    assert!(matches!(e.service.totp_confirm(&bob, "123456").await, Err(ServiceError::Conflict(_))));
+    // Not for operators; an owner sees only their own status.
+    assert!(matches!(e.service.totp_enroll(&Actor::operator_cli()).await, Err(ServiceError::Forbidden(_))));
+    assert!(matches!(e.service.two_factor_status(&bob, "alice").await, Err(ServiceError::NotFound(_))));
+    let actions = e.audit_actions().await;
+    for want in ["totp.enroll", "totp.confirm", "totp.failed"] {
+        assert!(actions.contains(&want.to_owned()), "{want} not audited: {actions:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_operator_resets_a_lost_device_ending_sessions_owners_cannot() {
+    let e = env().await;
+    let (s, _, _) = e.alice_with_2fa().await;
+    let alice = e.actor(&s.token).await;
+    assert!(matches!(e.service.totp_reset(&alice, "alice").await, Err(ServiceError::Forbidden(_))));
+    assert!(e.service.two_factor_status(&alice, "alice").await.unwrap().enabled);
+    e.service.totp_reset(&Actor::operator_cli(), "alice").await.unwrap();
+    assert!(unauthenticated(e.service.session(&s.token, src()).await));
+    let again = e.login("alice").await;
+    assert!(!again.info.two_factor_pending, "2FA still asked for after the reset");
+    assert!(again.info.withdrawals_locked_until.is_some());
+    let log = e.service.audit_log(&Actor::operator_cli(), 0, 1000).await.unwrap();
+    let reset = log.iter().find(|a| a.action == "totp.reset").unwrap();
+    assert_eq!(reset.actor, "operator:cli");
+}
+
+#[tokio::test]
+async fn the_database_holds_no_totp_seed_session_id_or_recovery_code_in_plain_text() {
+    let e = env().await;
+    let s = e.login("bob").await;
+    let bob = e.actor(&s.token).await;
+    let en = e.service.totp_enroll(&bob).await.unwrap();
+    let codes = e.service.totp_confirm(&bob, &e.code(&totp_of(&en))).await.unwrap();
+    e.clock.advance_ms(30_000);
+    let pending = e.login("bob").await;
+    let full = e.service.login_second_factor(&pending.token, &codes.codes[0], src()).await.unwrap();
+    let seed = totp_rs::Secret::try_from_base32(&en.secret_base32).unwrap().as_bytes().to_vec();
+    let mut dump = Vec::new();
+    for entry in std::fs::read_dir(e.dir.path()).unwrap() {
+        dump.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let has = |needle: &[u8]| dump.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"totp.confirm"), "the dump sees nothing");
+    assert!(!has(&seed), "raw seed");
+    assert!(!has(en.secret_base32.as_bytes()), "base32 seed");
+    assert!(!has(hex_lower(&seed).as_bytes()), "hex seed");
+    for t in [&s.token, &pending.token, &full.token] {
+        assert!(!has(t.expose().as_bytes()), "a session id");
+        assert!(!has(t.csrf_token().as_bytes()), "a CSRF token");
+    }
+    for c in &codes.codes {
+        assert!(!has(c.as_bytes()) && !has(c.replace('-', "").as_bytes()), "a recovery code");
+    }
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test]
+async fn junk_names_and_huge_passwords_are_refused_cheaply_and_recorded_without_echo() {
+    let e = env().await;
+    let junk = "X".repeat(100_000);
+    assert!(unauthenticated(e.service.login(&junk, pw(PASSWORD), src()).await));
+    let huge = "y".repeat(1_000_000);
+    assert!(unauthenticated(e.service.login("alice", pw(&huge), src()).await));
+    let log = e.service.audit_log(&Actor::operator_cli(), 0, 100).await.unwrap();
+    let failed: Vec<_> = log.iter().filter(|a| a.action == "auth.login_failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0].target, "account:<invalid>");
+    assert!(log.iter().all(|a| a.target.len() < 100 && a.actor.len() < 100));
+}
+
+#[tokio::test]
+async fn flush_deletes_ended_sessions_at_most_once_a_minute() {
+    let e = env().await;
+    let s = e.login("alice").await;
+    let hash = s.token.hash();
+    e.service.flush(false).await.unwrap();
+    assert!(e.service.store().session(&hash).await.unwrap().is_some(), "a live session was purged");
+    e.clock.advance_ms(31 * MINUTE);
+    e.service.flush(false).await.unwrap();
+    assert!(e.service.store().session(&hash).await.unwrap().is_none(), "an idle session stayed in the store");
+}
