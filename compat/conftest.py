@@ -66,8 +66,9 @@ class Key:
 class Keygate:
     """A running `keygate serve` and its CLI."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, rate_limits: str = ""):
         self.root = root
+        self.rate_limits = rate_limits
         self.bin = keygate_bin()
         self.env = dict(os.environ)
         self.env["KEYGATE_DATA_DIR"] = str(root / "data")
@@ -83,8 +84,10 @@ class Keygate:
 
     def start(self) -> None:
         """Starts the server on a free port, with the market maker, and waits for its address."""
+        limits = self.root / "rate-limits.toml"
+        limits.write_text(self.rate_limits)
         self.proc = subprocess.Popen(
-            [str(self.bin), "serve", "--listen", "127.0.0.1:0", "--market-maker"],
+            [str(self.bin), "serve", "--listen", "127.0.0.1:0", "--market-maker", "--rate-limits-config", str(limits)],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=open(self.log, "wb"),  # noqa: SIM115 - lives as long as the process
@@ -276,10 +279,60 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
+# The suite's own bookkeeping (an observer snapshot before and after every refusal) costs far more
+# request weight than the calls under test, all from 127.0.0.1: raise the per-IP weight limits;
+# the per-account order limits stay Binance's. `limited_keygate` checks the limits themselves.
+GENEROUS = """
+[[request_weight]]
+interval = "MINUTE"
+interval_num = 1
+limit = 1000000
+
+[[raw_requests]]
+interval = "MINUTE"
+interval_num = 5
+limit = 10000000
+"""
+
+# Tiny limits (no bans), one kind per server so they do not trip each other: what the clients
+# make of -1003 and -1015.
+TINY_WEIGHT = """
+[[request_weight]]
+interval = "MINUTE"
+interval_num = 1
+limit = 200
+
+[ban]
+after_refusals = 1000
+"""
+TINY_ORDERS = GENEROUS + """
+[[orders]]
+interval = "SECOND"
+interval_num = 10
+limit = 3
+"""
+
+
+@pytest.fixture(scope="session")
+def weight_limited_keygate(request):
+    """A second keygate allowing 200 request weight a minute per IP."""
+    yield from _serve(request, TINY_WEIGHT)
+
+
+@pytest.fixture(scope="session")
+def order_limited_keygate(request):
+    """A second keygate allowing 3 orders per 10 seconds per account."""
+    yield from _serve(request, TINY_ORDERS)
+
+
 @pytest.fixture(scope="session")
 def keygate(request):
+    yield from _serve(request, GENEROUS)
+
+
+def _serve(request, rate_limits: str):
     root = Path(tempfile.mkdtemp(prefix="keygate-compat-"))
-    kg = Keygate(root)
+    kg = Keygate(root, rate_limits)
     try:
         kg.start()
         yield kg

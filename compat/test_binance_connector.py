@@ -17,7 +17,7 @@ import pytest
 from binance.error import ClientError
 from binance.spot import Spot
 
-from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Refusal, assert_moved, fill_deltas
+from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Observer, Refusal, assert_moved, fill_deltas
 
 
 def client(kg, key, secret=None) -> Spot:
@@ -278,3 +278,27 @@ def test_malformed_key_is_2014(keygate, funded):
     key = dataclasses.replace(keygate.key(account, "hmac", "read,trade"), api_key="not-a-keygate-key")
     with Refusal(obs), refused(-2014, 401):
         client(keygate, key).account()
+
+
+def test_rate_limits(weight_limited_keygate, order_limited_keygate):
+    """Over the request weight: 429 -1003 with Retry-After; over the order count: 429 -1015 and
+    nothing placed; placed orders report X-MBX-ORDER-COUNT-10S (show_limit_usage)."""
+    kg = weight_limited_keygate
+    c = Spot(base_url=kg.url, timeout=10)
+    with refused(-1003, 429) as info:
+        for _ in range(20):  # exchangeInfo weighs 20 of the 200 a minute
+            c.exchange_info()
+    assert 0 < int(info.value.header["Retry-After"]) <= 60
+
+    kg = order_limited_keygate
+    account = kg.account({"USDT": "1000"})
+    obs = Observer(kg, account)
+    key = kg.key(account, "hmac", "read,trade")
+    c = Spot(api_key=key.api_key, api_secret=key.secret, base_url=kg.url, timeout=10, show_limit_usage=True)
+    for n, price in enumerate((40000, 40001, 40002), start=1):
+        placed = c.new_order("BTCUSDT", "BUY", "LIMIT", timeInForce="GTC", quantity=0.001, price=price)
+        assert placed["data"]["status"] == "NEW"
+        assert placed["limit_usage"]["x-mbx-order-count-10s"] == str(n)
+    with Refusal(obs), refused(-1015, 429):
+        c.new_order("BTCUSDT", "BUY", "LIMIT", timeInForce="GTC", quantity=0.001, price=40003)
+    assert len(c.get_open_orders("BTCUSDT")["data"]) == 3

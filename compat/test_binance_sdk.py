@@ -34,7 +34,7 @@ from binance_sdk_spot.rest_api.models import (
 from binance_sdk_spot.spot import Spot
 from binance_sdk_wallet.wallet import Wallet
 
-from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Refusal, assert_moved, fill_deltas
+from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Observer, Refusal, assert_moved, fill_deltas
 
 BUY, SELL = NewOrderSideEnum.BUY, NewOrderSideEnum.SELL
 LIMIT, MARKET, GTC = NewOrderTypeEnum.LIMIT, NewOrderTypeEnum.MARKET, NewOrderTimeInForceEnum.GTC
@@ -359,3 +359,28 @@ def test_malformed_key_is_2014(keygate, funded):
     key = dataclasses.replace(keygate.key(account, "hmac", "read,trade"), api_key="not-a-keygate-key")
     with Refusal(obs), refused(UnauthorizedError, -2014):
         spot(keygate, key).get_account()
+
+
+def test_rate_limits(weight_limited_keygate, order_limited_keygate):
+    """Over the request weight: TooManyRequestsError (-1003); over the order count:
+    TooManyRequestsError (-1015) and nothing placed; placed orders' rate_limits show the count."""
+    from binance_common.errors import TooManyRequestsError
+
+    kg = weight_limited_keygate
+    api = Spot(config_rest_api=ConfigurationRestAPI(base_path=kg.url)).rest_api
+    with refused(TooManyRequestsError, -1003):
+        for _ in range(20):  # exchangeInfo weighs 20 of the 200 a minute
+            api.exchange_info()
+
+    kg = order_limited_keygate
+    account = kg.account({"USDT": "1000"})
+    obs = Observer(kg, account)
+    api = spot(kg, kg.key(account, "ed25519", "read,trade"))
+    for n, price in enumerate((40000.0, 40001.0, 40002.0), start=1):
+        placed = api.new_order(symbol="BTCUSDT", side=BUY, type=LIMIT, time_in_force=GTC, quantity=0.001, price=price)
+        assert placed.data().status == "NEW"
+        counts = {(r.rateLimitType, r.interval, r.intervalNum): r.count for r in placed.rate_limits}
+        assert counts[("ORDERS", "SECOND", 10)] == n
+    with Refusal(obs), refused(TooManyRequestsError, -1015):
+        buy_limit(api)
+    assert len(api.get_open_orders(symbol="BTCUSDT").data()) == 3

@@ -15,7 +15,7 @@ from decimal import Decimal
 import ccxt
 import pytest
 
-from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Refusal, assert_moved, fill_deltas
+from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Observer, Refusal, assert_moved, fill_deltas
 
 SPOT_ONLY = {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False, "fetchCurrencies": False}
 
@@ -358,3 +358,22 @@ def test_malformed_key_is_2014(keygate, funded):
     key = dataclasses.replace(keygate.key(account, "hmac", "read,trade"), api_key="not-a-keygate-key")
     with Refusal(obs), pytest.raises(ccxt.AuthenticationError, match="-2014"):
         fresh(keygate, key).fetch_balance()
+
+
+def test_rate_limits(weight_limited_keygate, order_limited_keygate):
+    """Over the request weight: 429 -1003; over the order count: 429 -1015 and nothing placed.
+    ccxt reports both HTTP 429s as DDoSProtection."""
+    ex = client(weight_limited_keygate, enableRateLimit=False)
+    with pytest.raises(ccxt.DDoSProtection, match="-1003"):
+        for _ in range(20):  # exchangeInfo weighs 20 of the 200 a minute
+            ex.public_get_exchangeinfo()
+
+    kg = order_limited_keygate
+    account = kg.account({"USDT": "1000"})
+    obs = Observer(kg, account)
+    ex = fresh(kg, kg.key(account, "hmac", "read,trade"))
+    for price in (40000, 40001, 40002):
+        assert ex.create_order("BTC/USDT", "limit", "buy", 0.001, price)["status"] == "open"
+    with Refusal(obs), pytest.raises(ccxt.DDoSProtection, match="-1015"):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, 40003)
+    assert len(ex.fetch_open_orders("BTC/USDT")) == 3

@@ -15,7 +15,7 @@ import pytest
 from binance.client import Client
 from binance.exceptions import BinanceAPIException
 
-from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Refusal, assert_moved, fill_deltas
+from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Observer, Refusal, assert_moved, fill_deltas
 
 
 def client(kg, key, secret=None) -> Client:
@@ -316,3 +316,23 @@ def test_malformed_key_is_2014(keygate, funded):
     key = dataclasses.replace(keygate.key(account, "hmac", "read,trade"), api_key="not-a-keygate-key")
     with Refusal(obs), refused(-2014, 401):
         client(keygate, key).get_account()
+
+
+def test_rate_limits(weight_limited_keygate, order_limited_keygate):
+    """Over the request weight: 429 -1003; over the order count: 429 -1015 and nothing placed."""
+    kg = weight_limited_keygate
+    c = Client(ping=False)
+    c.API_URL = kg.url + "/api"
+    with refused(-1003, 429):
+        for _ in range(20):  # exchangeInfo weighs 20 of the 200 a minute
+            c.get_exchange_info()
+
+    kg = order_limited_keygate
+    account = kg.account({"USDT": "1000"})
+    obs = Observer(kg, account)
+    c = client(kg, kg.key(account, "ed25519", "read,trade"))
+    for price in ("40000", "40001", "40002"):
+        assert c.order_limit_buy(symbol="BTCUSDT", quantity="0.001", price=price)["status"] == "NEW"
+    with Refusal(obs), refused(-1015, 429):
+        c.order_limit_buy(symbol="BTCUSDT", quantity="0.001", price="40003")
+    assert len(c.get_open_orders(symbol="BTCUSDT")) == 3
