@@ -66,9 +66,10 @@ class Key:
 class Keygate:
     """A running `keygate serve` and its CLI."""
 
-    def __init__(self, root: Path, rate_limits: str = ""):
+    def __init__(self, root: Path, rate_limits: str = "", liquidity: bool = False):
         self.root = root
         self.rate_limits = rate_limits
+        self.liquidity = liquidity
         self.bin = keygate_bin()
         self.env = dict(os.environ)
         self.env["KEYGATE_DATA_DIR"] = str(root / "data")
@@ -112,9 +113,43 @@ class Keygate:
         while time.monotonic() < deadline:
             books = [self.public("/api/v3/depth", symbol=s, limit=5) for s in ("BTCUSDT", "ETHUSDT", "ETHBTC", "BNBUSDT")]
             if all(b["bids"] and b["asks"] for b in books):
-                return
+                break
             time.sleep(0.2)
-        raise RuntimeError("the market maker did not quote every market within 30 s")
+        else:
+            raise RuntimeError("the market maker did not quote every market within 30 s")
+        if self.liquidity:
+            self.seed_liquidity()
+
+    # Resting orders one tick either side of each market's reference price, deep enough for the
+    # whole suite. The market maker requotes by cancelling and re-placing, one command at a time,
+    # so for a few milliseconds every few seconds one side of its book can be empty; and it moves.
+    # These orders keep a best bid and ask in place throughout (its LIMIT_MAKER quotes never take
+    # them), so fills, prices and refusals are the same on every run.
+    LIQUIDITY = (
+        ("BTCUSDT", "59999.99", "60000.01", "1"),
+        ("ETHUSDT", "2999.99", "3000.01", "20"),
+        ("ETHBTC", "0.04999", "0.05001", "20"),
+        ("BNBUSDT", "599.99", "600.01", "50"),
+    )
+
+    def seed_liquidity(self) -> None:
+        name = self.account({"BTC": "5", "ETH": "100", "BNB": "100", "USDT": "1000000"})
+        key = self.key(name, "hmac", "read,trade")
+        for symbol, bid, ask, qty in self.LIQUIDITY:
+            for side, price in (("BUY", bid), ("SELL", ask)):
+                order = signed(
+                    self.url,
+                    key,
+                    "POST",
+                    "/api/v3/order",
+                    symbol=symbol,
+                    side=side,
+                    type="LIMIT",
+                    timeInForce="GTC",
+                    quantity=qty,
+                    price=price,
+                )
+                assert order["status"] in ("NEW", "PARTIALLY_FILLED"), order
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -227,6 +262,19 @@ class Keygate:
             time.sleep(delay)
 
 
+def signed(base_url: str, key: Key, method: str, path: str, **params) -> dict | list:
+    """A Binance-signed request with an HMAC key, every parameter in the query string (stdlib only)."""
+    params["timestamp"] = int(time.time() * 1000)
+    q = urllib.parse.urlencode(params)
+    assert key.secret
+    sig = hmac.new(key.secret.encode(), q.encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(
+        f"{base_url}{path}?{q}&signature={sig}", method=method, headers={"X-MBX-APIKEY": key.api_key}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 class Observer:
     """Reads an account through keygate's HTTP API with a read-only HMAC key and a stdlib signer,
     independent of the client library under test."""
@@ -236,15 +284,7 @@ class Observer:
         self.key = kg.key(account, "hmac", "read")
 
     def get(self, path: str, **params) -> dict | list:
-        params["timestamp"] = int(time.time() * 1000)
-        q = urllib.parse.urlencode(params)
-        assert self.key.secret
-        sig = hmac.new(self.key.secret.encode(), q.encode(), hashlib.sha256).hexdigest()
-        req = urllib.request.Request(
-            f"{self.kg.url}{path}?{q}&signature={sig}", headers={"X-MBX-APIKEY": self.key.api_key}
-        )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
+        return signed(self.kg.url, self.key, "GET", path, **params)
 
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
         """{asset: (free, locked)} for every asset the account holds."""
@@ -327,12 +367,12 @@ def order_limited_keygate(request):
 
 @pytest.fixture(scope="session")
 def keygate(request):
-    yield from _serve(request, GENEROUS)
+    yield from _serve(request, GENEROUS, liquidity=True)
 
 
-def _serve(request, rate_limits: str):
+def _serve(request, rate_limits: str, liquidity: bool = False):
     root = Path(tempfile.mkdtemp(prefix="keygate-compat-"))
-    kg = Keygate(root, rate_limits)
+    kg = Keygate(root, rate_limits, liquidity)
     try:
         kg.start()
         yield kg

@@ -306,12 +306,12 @@ def test_more_unified_calls(keygate, funded, key_kind):
     assert ex.fetch_open_orders() == []
     assert obs.locked("ETH") == 0 and obs.locked("USDT") == 0
 
-    # IOC away from the book expires; FOK larger than the whole bid side (the market maker quotes
-    # five levels of about 100 USDT) expires unfilled; a small FOK fills.
+    # IOC away from the book expires; FOK priced below every ask expires unfilled; a FOK the
+    # best bid covers fills.
     ioc = ex.create_order("BTC/USDT", "limit", "buy", 0.001, 40000, {"timeInForce": "IOC"})
     assert ioc["status"] == "expired" and ioc["filled"] == 0.0
     before = obs.balances()
-    fok = ex.create_order("ETH/USDT", "limit", "sell", 0.5, 1000, {"timeInForce": "FOK"})
+    fok = ex.create_order("ETH/USDT", "limit", "buy", 0.5, 2999.5, {"timeInForce": "FOK"})
     assert (fok["status"], fok["filled"]) == ("expired", 0.0)
     assert obs.balances() == before
     fok = ex.create_order("ETH/USDT", "limit", "sell", 0.01, 1000, {"timeInForce": "FOK"})
