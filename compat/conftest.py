@@ -444,6 +444,15 @@ class Refusal:
         return False
 
 
+def early_in_window(seconds: int = 10, latest: float = 6.0) -> None:
+    """Waits, if need be, until the current fixed `seconds` window (aligned as keygate aligns its
+    rate-limit windows) has at least `seconds - latest` seconds left, so that a burst of requests
+    all count in one window."""
+    into = time.time() % seconds
+    if into > latest:
+        time.sleep(seconds - into + 0.1)
+
+
 def D(x) -> Decimal:
     """A decimal from a wire string or number."""
     return Decimal(str(x))

@@ -34,7 +34,7 @@ from binance_sdk_spot.rest_api.models import (
 from binance_sdk_spot.spot import Spot
 from binance_sdk_wallet.wallet import Wallet
 
-from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Observer, Refusal, assert_moved, fill_deltas
+from conftest import WITHDRAW_ADDRESS, WITHDRAWN, D, Observer, Refusal, assert_moved, early_in_window, fill_deltas
 
 BUY, SELL = NewOrderSideEnum.BUY, NewOrderSideEnum.SELL
 LIMIT, MARKET, GTC = NewOrderTypeEnum.LIMIT, NewOrderTypeEnum.MARKET, NewOrderTimeInForceEnum.GTC
@@ -369,13 +369,14 @@ def test_rate_limits(weight_limited_keygate, order_limited_keygate):
     kg = weight_limited_keygate
     api = Spot(config_rest_api=ConfigurationRestAPI(base_path=kg.url)).rest_api
     with refused(TooManyRequestsError, -1003):
-        for _ in range(20):  # exchangeInfo weighs 20 of the 200 a minute
+        for _ in range(30):  # exchangeInfo weighs 20 of the 200 a minute (a minute may turn meanwhile)
             api.exchange_info()
 
     kg = order_limited_keygate
     account = kg.account({"USDT": "1000"})
     obs = Observer(kg, account)
     api = spot(kg, kg.key(account, "ed25519", "read,trade"))
+    early_in_window()  # the four orders fall in one 10-second window
     for n, price in enumerate((40000.0, 40001.0, 40002.0), start=1):
         placed = api.new_order(symbol="BTCUSDT", side=BUY, type=LIMIT, time_in_force=GTC, quantity=0.001, price=price)
         assert placed.data().status == "NEW"
