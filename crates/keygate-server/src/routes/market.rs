@@ -1,5 +1,5 @@
-//! Public market data (security type NONE): `exchangeInfo`, `depth`, `trades`, `klines`, the
-//! tickers and `avgPrice`. They ignore `X-MBX-APIKEY` (an empty one included) and parse their
+//! Public market data (security type NONE): `exchangeInfo`, `depth`, `trades`,
+//! `historicalTrades`, `aggTrades`, `klines`/`uiKlines`, the tickers and `avgPrice`. They ignore `X-MBX-APIKEY` (an empty one included) and parse their
 //! query with the same strict parser as signed requests, so `-1100`/`-1101`/`-1104` mean the same
 //! everywhere.
 
@@ -254,12 +254,120 @@ pub(crate) async fn trades(
     Ok(BinanceJson(state.engine.query(move |ex| ex.recent_trades(&symbol, limit)).await??))
 }
 
+/// `GET /api/v3/historicalTrades` (`symbol`, `limit` default 500, max 1000, `fromId`): older
+/// trades, oldest first, from the sandbox's window of the latest 1000 per market. Without
+/// `fromId`, the most recent ones, as `trades`.
+pub(crate) async fn historical_trades(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<Vec<PublicTrade>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "limit", "fromId"])?;
+    let symbol = wire::symbol(&p)?;
+    let limit = wire::clamped_limit(&p, 1000)?.unwrap_or(500).max(1) as usize;
+    let from_id = wire::opt_u64(&p, "fromId")?;
+    let trades = state.engine.query(move |ex| ex.recent_trades(&symbol, Some(AGG_WINDOW))).await??;
+    Ok(BinanceJson(match from_id {
+        Some(id) => trades.into_iter().filter(|t| t.id >= id).take(limit).collect(),
+        None => {
+            let skip = trades.len().saturating_sub(limit);
+            trades.into_iter().skip(skip).collect()
+        }
+    }))
+}
+
+/// One row of `GET /api/v3/aggTrades`, in Binance's one-letter fields.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub(crate) struct AggTrade {
+    /// Aggregate id: the id of its trade, so it stays the same however it is queried.
+    a: u64,
+    /// Price.
+    p: Amount,
+    /// Quantity.
+    q: Amount,
+    /// First trade id.
+    f: u64,
+    /// Last trade id.
+    l: u64,
+    /// Time.
+    #[serde(rename = "T")]
+    time: u64,
+    /// Whether the buyer was the maker.
+    m: bool,
+    /// Always true, as on Binance.
+    #[serde(rename = "M")]
+    best_match: bool,
+}
+
+/// One aggregate per trade. Binance folds the fills of one taker order at one price into one
+/// aggregate; the public trade view does not say which order took, and folding by time, price and
+/// side alone could merge two orders, so keygate reports each fill on its own (quantities and
+/// prices add up the same).
+fn aggregate(trades: Vec<PublicTrade>) -> Vec<AggTrade> {
+    trades
+        .into_iter()
+        .map(|t| AggTrade {
+            a: t.id,
+            p: t.price,
+            q: t.qty,
+            f: t.id,
+            l: t.id,
+            time: t.time.0,
+            m: t.is_buyer_maker,
+            best_match: true,
+        })
+        .collect()
+}
+
+/// The most recent trades `GET /api/v3/aggTrades` and `historicalTrades` look through: the
+/// sandbox keeps the latest 1000 trades of a market queryable by the public.
+const AGG_WINDOW: u32 = 1000;
+
+/// `GET /api/v3/aggTrades` (`symbol`, `fromId`, `startTime`, `endTime`, `limit` default 500, max
+/// 1000): ccxt's `fetch_trades` reads these. Without `fromId`/`startTime` the most recent
+/// aggregates; otherwise the first `limit` from there, oldest first. `fromId` with a time is
+/// -1128; a window over one hour is -1127, as on Binance.
+pub(crate) async fn agg_trades(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<Vec<AggTrade>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "fromId", "startTime", "endTime", "limit"])?;
+    let symbol = wire::symbol(&p)?;
+    let from_id = wire::opt_u64(&p, "fromId")?;
+    let start = wire::opt_time(&p, "startTime")?;
+    let end = wire::opt_time(&p, "endTime")?;
+    let limit = wire::clamped_limit(&p, 1000)?.unwrap_or(500).max(1) as usize;
+    if from_id.is_some() && (start.is_some() || end.is_some()) {
+        return Err(wire::bad_combination());
+    }
+    if let (Some(s), Some(e)) = (start, end)
+        && e.0.saturating_sub(s.0) > 3_600_000
+    {
+        return Err(ApiError::binance(-1127, "More than 1 hours between startTime and endTime."));
+    }
+    let trades = state.engine.query(move |ex| ex.recent_trades(&symbol, Some(AGG_WINDOW))).await??;
+    let all = aggregate(trades);
+    let selected: Vec<AggTrade> = if from_id.is_none() && start.is_none() {
+        let kept: Vec<AggTrade> = all.into_iter().filter(|a| end.is_none_or(|e| a.time <= e.0)).collect();
+        let skip = kept.len().saturating_sub(limit);
+        kept.into_iter().skip(skip).collect()
+    } else {
+        all.into_iter()
+            .filter(|a| from_id.is_none_or(|id| a.a >= id))
+            .filter(|a| start.is_none_or(|s| a.time >= s.0))
+            .filter(|a| end.is_none_or(|e| a.time <= e.0))
+            .take(limit)
+            .collect()
+    };
+    Ok(BinanceJson(selected))
+}
+
 /// One kline row: open time, o, h, l, c, volume, close time, quote volume, trade count, taker buy
 /// base, taker buy quote, and the unused `"0"`.
 type KlineRow = (u64, Amount, Amount, Amount, Amount, Amount, u64, Amount, u64, Amount, Amount, &'static str);
 
-/// `GET /api/v3/klines` (`symbol`, `interval`, `startTime`, `endTime`, `limit` default 500, max
-/// 1000).
+/// `GET /api/v3/klines` and `GET /api/v3/uiKlines` (`symbol`, `interval`, `startTime`, `endTime`,
+/// `limit` default 500, max 1000): the sandbox's candles need no presentation tweaks, so both
+/// answer the same.
 pub(crate) async fn klines(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,

@@ -5,6 +5,7 @@ mod compat;
 mod health;
 mod market;
 mod public;
+mod time_unit;
 mod trading;
 mod wallet;
 mod wire;
@@ -68,18 +69,23 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
+        .route("/sapi/v1/system/status", get(public::system_status))
         .route("/sapi/v1/account/apiRestrictions", get(account::api_restrictions))
         // Market data (NONE).
         .route("/api/v3/exchangeInfo", get(market::exchange_info))
         .route("/api/v3/depth", get(market::depth))
         .route("/api/v3/trades", get(market::trades))
+        .route("/api/v3/aggTrades", get(market::agg_trades))
+        .route("/api/v3/historicalTrades", get(market::historical_trades))
         .route("/api/v3/klines", get(market::klines))
+        .route("/api/v3/uiKlines", get(market::klines))
         .route("/api/v3/ticker/price", get(market::ticker_price))
         .route("/api/v3/ticker/24hr", get(market::ticker_24hr))
         .route("/api/v3/ticker/bookTicker", get(market::book_ticker))
         .route("/api/v3/avgPrice", get(market::avg_price))
         // Spot account and orders (USER_DATA reads, TRADE writes).
         .route("/api/v3/account", get(trading::account))
+        .route("/api/v3/account/commission", get(trading::account_commission))
         .route("/api/v3/order", get(trading::query_order).post(trading::new_order).delete(trading::cancel_order))
         .route("/api/v3/order/test", post(trading::test_order))
         .route("/api/v3/openOrders", get(trading::open_orders).delete(trading::cancel_open_orders))
@@ -102,6 +108,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/readyz", get(health::ready))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(time_unit::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::weight::layer))
         .layer(trace)
         .layer(axum::middleware::from_fn(request_id::layer))

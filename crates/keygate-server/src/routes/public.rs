@@ -14,3 +14,10 @@ pub(crate) async fn ping() -> BinanceJson<serde_json::Value> {
 pub(crate) async fn time(State(state): State<AppState>) -> BinanceJson<ServerTime> {
     BinanceJson(ServerTime { server_time: state.service.clock().now().as_millis().0 })
 }
+
+/// `GET /sapi/v1/system/status` (NONE): `{"status": 0, "msg": "normal"}` while serving; the
+/// clients' health checks (ccxt `fetch_status`, python-binance `get_system_status`, the
+/// connector's and the wallet SDK's `system_status`) call it.
+pub(crate) async fn system_status() -> BinanceJson<serde_json::Value> {
+    BinanceJson(serde_json::json!({"status": 0, "msg": "normal"}))
+}

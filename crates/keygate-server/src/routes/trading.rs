@@ -124,6 +124,46 @@ pub(crate) async fn account(
     }))
 }
 
+/// `GET /api/v3/account/commission`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AccountCommissionJson {
+    symbol: Symbol,
+    standard_commission: CommissionRates,
+    special_commission: CommissionRates,
+    tax_commission: CommissionRates,
+    discount: Discount,
+}
+
+/// `GET /api/v3/account/commission` (USER_DATA, `symbol`): the market's commission rates for the
+/// account, in Binance's shape (the SDK's `account_commission`, the connector's
+/// `query_commission_rates`). The sandbox charges the market's maker/taker rates only: no buyer or
+/// seller surcharge, no tax, no BNB discount.
+pub(crate) async fn account_commission(
+    State(state): State<AppState>,
+    signed: Signed<UserData>,
+) -> Result<BinanceJson<AccountCommissionJson>, ApiError> {
+    let p = signed.request.params();
+    p.ensure_only(&["symbol"])?;
+    let symbol = wire::symbol(p)?;
+    let query = symbol.clone();
+    let (maker, taker) = state.engine.query(move |ex| ex.fee_rates(&query)).await??;
+    let zero =
+        || CommissionRates { maker: Amount::ZERO, taker: Amount::ZERO, buyer: Amount::ZERO, seller: Amount::ZERO };
+    Ok(BinanceJson(AccountCommissionJson {
+        symbol,
+        standard_commission: CommissionRates { maker, taker, buyer: Amount::ZERO, seller: Amount::ZERO },
+        special_commission: zero(),
+        tax_commission: zero(),
+        discount: Discount {
+            enabled_for_account: false,
+            enabled_for_symbol: false,
+            discount_asset: "BNB",
+            discount: Amount::ZERO,
+        },
+    }))
+}
+
 // ---------------------------------------------------------------------------------------------
 // New orders.
 // ---------------------------------------------------------------------------------------------

@@ -145,9 +145,14 @@ pub(crate) fn opt_u32(p: &Params, name: &str) -> Result<Option<u32>, ApiError> {
         .transpose()
 }
 
-/// An optional time in milliseconds.
+/// Times at or above this are microseconds (as milliseconds they would lie past the year 5000):
+/// Binance takes `startTime`/`endTime` in microseconds from a client that sent
+/// `X-MBX-TIME-UNIT: MICROSECOND`.
+const MICROS_FROM: u64 = 100_000_000_000_000;
+
+/// An optional time in milliseconds, or in microseconds (then truncated to milliseconds).
 pub(crate) fn opt_time(p: &Params, name: &str) -> Result<Option<UnixMillis>, ApiError> {
-    Ok(opt_u64(p, name)?.map(UnixMillis))
+    Ok(opt_u64(p, name)?.map(|t| UnixMillis(if t >= MICROS_FROM { t / 1000 } else { t })))
 }
 
 /// An optional boolean (`true`/`false`, as the clients send them).

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_channel;
+mod client_compat;
 mod errors;
 mod exchange_market;
 mod exchange_support;
@@ -11,5 +12,6 @@ mod exchange_trading;
 mod exchange_wallet;
 mod keys_over_http;
 mod rate_limits;
+mod time_unit;
 mod tls;
 mod usage_and_audit;
