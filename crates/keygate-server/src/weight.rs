@@ -50,6 +50,10 @@ pub fn weight(method: &Method, path: &str, query: &str) -> u32 {
             }
         }
         ("GET", "/api/v3/avgPrice") => 2,
+        ("GET", "/api/v3/aggTrades") => 4,
+        ("GET", "/api/v3/historicalTrades") => 25,
+        ("GET", "/api/v3/uiKlines") => 2,
+        ("GET", "/api/v3/account/commission") => 20,
         ("GET", "/api/v3/account") => 20,
         ("GET", "/api/v3/order") => 4,
         ("GET", "/api/v3/openOrders") => {
@@ -146,6 +150,10 @@ mod tests {
         assert_eq!(weight(&Method::GET, "/api/v3/ticker/24hr", "symbols=%5B%22A%22,%22B%22%5D"), 2);
         assert_eq!(weight(&Method::POST, "/api/v3/order", ""), 1);
         assert_eq!(weight(&Method::GET, "/api/v3/account", ""), 20);
+        assert_eq!(weight(&Method::GET, "/api/v3/aggTrades", "symbol=BTCUSDT"), 4);
+        assert_eq!(weight(&Method::GET, "/api/v3/historicalTrades", "symbol=BTCUSDT"), 25);
+        assert_eq!(weight(&Method::GET, "/api/v3/uiKlines", "symbol=BTCUSDT&interval=1m"), 2);
+        assert_eq!(weight(&Method::GET, "/api/v3/account/commission", "symbol=BTCUSDT"), 20);
     }
 
     #[test]
