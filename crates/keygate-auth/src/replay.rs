@@ -101,7 +101,7 @@ impl ReplayGuard {
         let mut id = [0u8; 16];
         let n = signature.len().min(16);
         id[..n].copy_from_slice(&signature[..n]);
-        let key = SigId { hash: self.shard_of.hash_one(id), id };
+        let key = SigId { hash: self.hash_of(id), id };
         // The low bits pick the bucket inside the map; the high ones pick the shard.
         let shard = ((key.hash >> 60) as usize) % SHARDS;
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
@@ -125,6 +125,11 @@ impl ReplayGuard {
         }
         shard.live.insert(key, expires_us);
         ReplayOutcome::Fresh
+    }
+
+    /// The keyed hash of a signature id, as one `u128` (16 bytes hashed, no length prefix).
+    fn hash_of(&self, id: [u8; 16]) -> u64 {
+        self.shard_of.hash_one(u128::from_le_bytes(id))
     }
 
     /// Number of signatures currently held (expired ones included until pruned).
@@ -159,7 +164,7 @@ mod tests {
         let shard = |s: &[u8; 32]| {
             let mut id = [0u8; 16];
             id.copy_from_slice(&s[..16]);
-            (g.shard_of.hash_one(id) >> 60) % SHARDS as u64
+            (g.hash_of(id) >> 60) % SHARDS as u64
         };
         let mk = |i: u8| {
             let mut s = [0u8; 32];

@@ -280,42 +280,78 @@ impl VerifiedRequest {
     }
 }
 
+/// The value of 1 to `max_len` ASCII digits (`max_len` <= 19, so it cannot overflow); `None` for
+/// anything else, signs and spaces included.
+fn parse_digits(v: &str, max_len: usize) -> Option<u64> {
+    if v.is_empty() || v.len() > max_len {
+        return None;
+    }
+    let mut n = 0u64;
+    for b in v.bytes() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    Some(n)
+}
+
 /// Parses `timestamp`: milliseconds, or microseconds when it has 15 or more digits (a
 /// millisecond value that large would be thousands of years ahead).
 fn parse_timestamp(v: &str) -> Option<UnixMicros> {
-    if v.is_empty() || v.len() > 16 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = v.parse().ok()?;
+    let n = parse_digits(v, 16)?;
     Some(UnixMicros(if n >= 100_000_000_000_000 { n } else { n.checked_mul(1000)? }))
 }
 
 /// Parses `recvWindow` (ms, up to three decimals) into microseconds.
 fn parse_recv_window(v: &str) -> Option<u64> {
-    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty()
-        || int.len() > 9
-        || !digits(int)
-        || frac.len() > 3
-        || !digits(frac)
-        || (v.contains('.') && frac.is_empty())
-    {
-        return None;
-    }
-    let ms: u64 = int.parse().ok()?;
-    let mut us_frac: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
-    for _ in frac.len()..3 {
-        us_frac *= 10;
-    }
+    let (ms, us_frac) = match v.split_once('.') {
+        None => (parse_digits(v, 9)?, 0),
+        Some((int, frac)) => {
+            let mut us = parse_digits(frac, 3)?;
+            for _ in frac.len()..3 {
+                us *= 10;
+            }
+            (parse_digits(int, 9)?, us)
+        }
+    };
     Some(ms * 1000 + us_frac)
 }
 
+/// Hex digit values by byte; 0xFF marks a byte that is not a hex digit (either case accepted).
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Decodes exactly 64 hex digits, either case, as Binance accepts; a wrong length or any non-hex
+/// byte fails. One table load per digit: the signature is the caller's own input, so branching
+/// on it reveals nothing secret.
 fn decode_hex32(text: &[u8]) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
     let mut out = [0u8; 32];
-    // Either case, as Binance accepts; a wrong length or any non-hex byte fails.
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let hi = HEX_VALUE[usize::from(pair[0])];
+        let lo = HEX_VALUE[usize::from(pair[1])];
+        bad |= hi | lo;
+        *o = (hi << 4) | lo;
+    }
+    (bad & 0xF0 == 0).then_some(out)
 }
 
 /// The first 16 bytes of a decoded signature: its identity in the replay guard.
@@ -409,10 +445,10 @@ impl Verifier {
         let params = Params::parse(req.query, req.body).map_err(|e| reject(Denial::Param(e), None))?;
         // `check` passed, so the header is ASCII.
         let key_text = std::str::from_utf8(api_key).map_err(|_| reject(Denial::MalformedApiKey, None))?;
-        let Some(key) = keys.lookup(key_text) else {
+        let Some(found) = keys.lookup(key_text) else {
             return Err(reject(Denial::UnknownApiKey, None));
         };
-        let key = Some(&key);
+        let key = Some(&found);
         let timestamp = params
             .get("timestamp")
             .and_then(parse_timestamp)
@@ -482,7 +518,8 @@ impl Verifier {
             ReplayOutcome::Reused => return Err(reject(Denial::SignatureReused, key)),
             ReplayOutcome::Full => return Err(reject(Denial::ReplayGuardFull, key)),
         }
-        Ok(VerifiedRequest { key: Arc::clone(key_ref), params, timestamp, recv_window_us })
+        // The looked-up handle moves into the result: no second reference count round trip.
+        Ok(VerifiedRequest { key: found, params, timestamp, recv_window_us })
     }
 }
 

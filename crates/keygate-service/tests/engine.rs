@@ -149,3 +149,33 @@ async fn a_new_sandbox_fixes_its_configuration_in_snapshot_zero() {
     let (seq, _) = store.latest_snapshot().await.unwrap().expect("snapshot 0 written at creation");
     assert_eq!(seq, 0);
 }
+
+/// The free balance of `coin` in an account view.
+fn free(view: &keygate_service::engine::AccountView, coin: &str) -> Amount {
+    view.balances.iter().find(|b| b.asset.as_str() == coin).map_or(Amount::ZERO, |b| b.free)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_view_is_reused_only_until_the_next_change_and_shows_every_acknowledged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+    let engine = engine(&store, &clock, 100_000).await;
+    let first = engine.account_view(AccountId(1)).await.unwrap();
+    assert_eq!(free(&first, "USDT"), Amount::ZERO);
+    // Nothing changed: the same view, without a trip to the engine thread.
+    let again = engine.account_view(AccountId(1)).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    for (i, amount) in ["10", "20", "30"].into_iter().enumerate() {
+        engine.submit(deposit(1, "USDT", amount), None).await.unwrap();
+        // Read right after the acknowledgement: never the view from before it.
+        let view = engine.account_view(AccountId(1)).await.unwrap();
+        let expected = Amount::parse(["10", "30", "60"][i]).unwrap();
+        assert_eq!(free(&view, "USDT"), expected);
+        // Another account's change invalidates too (conservatively), and still answers right.
+        engine.submit(deposit(2, "BTC", "1"), None).await.unwrap();
+        assert_eq!(free(&engine.account_view(AccountId(1)).await.unwrap(), "USDT"), expected);
+    }
+    let snapshot = engine.query(|ex| ex.balances(AccountId(1))).await.unwrap();
+    assert_eq!(engine.account_view(AccountId(1)).await.unwrap().balances, snapshot);
+}

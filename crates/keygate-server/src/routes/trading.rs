@@ -95,10 +95,8 @@ pub(crate) async fn account(
     r.params().ensure_only(&["omitZeroBalances"])?;
     let omit_zero = wire::opt_bool(r.params(), "omitZeroBalances")?.unwrap_or(false);
     let account = r.account_id();
-    let (mut balances, fees, updated) = state
-        .engine
-        .query(move |ex| (ex.balances(account), ex.markets().first().map(|m| (m.maker_fee, m.taker_fee)), ex.clock()))
-        .await?;
+    let view = state.engine.account_view(account).await?;
+    let (mut balances, fees, updated) = (view.balances.clone(), view.fees, view.update_time);
     if omit_zero {
         balances.retain(|b| b.free != Amount::ZERO || b.locked != Amount::ZERO);
     }
