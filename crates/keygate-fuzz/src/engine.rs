@@ -252,9 +252,11 @@ fn queries(input: &mut Input<'_>, ex: &Exchange, now: UnixMillis) {
     let cfg = ex.config().clone();
     let (symbol, _) = market(input, &cfg);
     let account = account(input);
-    let t = |input: &mut Input<'_>| match input.byte() % 4 {
+    let t = |input: &mut Input<'_>| match input.byte() % 5 {
         0 => None,
         1 => Some(UnixMillis(input.u64())),
+        // The far end of time, where interval arithmetic overflows.
+        2 => Some(UnixMillis(u64::MAX - u64::from(input.u32()) * u64::from(input.byte()))),
         _ => Some(UnixMillis(now.0.saturating_sub(u64::from(input.u32())))),
     };
     let limit = |input: &mut Input<'_>| match input.byte() % 4 {
@@ -310,6 +312,19 @@ pub fn run(data: &[u8]) {
     let mut memory = Memory::default();
     let mut now = 1_700_000_000_000u64;
     let mut log: Vec<(Command, UnixMillis)> = Vec::new();
+    // Accounts 1 to 3 start funded in every asset so that most orders reach the book; account 4
+    // starts empty.
+    for (i, acct) in ACCOUNTS[..3].iter().enumerate() {
+        for asset in &cfg.assets {
+            let whole = [1_000u64, 100_000, 100_000_000][i];
+            let amount = Amount::from_units(whole * 100_000_000);
+            let cmd = Command::Deposit(Deposit { account: *acct, coin: asset.coin.clone(), network: None, amount });
+            if let Err(e) = ex.apply(&cmd, UnixMillis(now)) {
+                panic!("initial deposit refused: {e:?}");
+            }
+            log.push((cmd, UnixMillis(now)));
+        }
+    }
     for _ in 0..MAX_COMMANDS {
         if input.is_empty() {
             break;

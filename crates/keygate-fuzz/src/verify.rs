@@ -253,7 +253,7 @@ fn signed(input: &mut Input<'_>) {
     let time_flags = input.byte();
     let behind_us = u64::from(input.u32());
     let recv_ms: u64 = if time_flags & 1 == 1 { input.below(60_001) } else { 5000 };
-    let recv_frac: u64 = if time_flags & 2 == 2 && recv_ms < 60_000 { input.below(1000) } else { 0 };
+    let recv_frac: u64 = if time_flags & 3 == 3 && recv_ms < 60_000 { input.below(1000) } else { 0 };
     let recv_us = recv_ms * 1000 + recv_frac;
     let ts_in_micros = time_flags & 4 == 4;
     let ts_us = if ts_in_micros { NOW_MS * 1000 + u64::from(input.u16()) } else { NOW_MS * 1000 };
@@ -340,8 +340,10 @@ fn signed(input: &mut Input<'_>) {
     // One changed byte anywhere in header ‖ query ‖ body.
     let mut all = [header, query.as_bytes(), body.as_bytes()].concat();
     let pos = input.index(all.len());
+    // 0x20 is a change of ASCII case: the one change that may keep a hex signature valid.
     let mask = match input.byte() {
         0 => 1,
+        1 => 0x20,
         m => m,
     };
     let original = all[pos];
