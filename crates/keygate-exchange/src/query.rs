@@ -307,7 +307,9 @@ impl KlineInterval {
             Self::Month => {
                 let (y, m, _) = civil_from_days(start / 86_400_000);
                 let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                days_from_civil(y, m, 1) * 86_400_000
+                // The month after the last one that starts within u64 milliseconds starts past
+                // u64::MAX: saturate, so that callers' `next <= last` loops end there.
+                days_from_civil(y, m, 1).saturating_mul(86_400_000)
             }
         }
     }

@@ -450,3 +450,27 @@ fn snapshots_restore_an_equal_exchange() {
     assert_eq!(restored, t.ex);
     assert!(Exchange::from_snapshot(b"{}").is_err());
 }
+
+#[test]
+fn klines_at_the_end_of_time_neither_overflow_nor_panic() {
+    // Found by reading the engine fuzz target's query step: a monthly (and a fixed) interval whose
+    // next start lies past u64::MAX milliseconds must stop there, not overflow.
+    let mut t = funded();
+    t.limit(A, Side::Sell, "50000", "0.1");
+    t.limit(B, Side::Buy, "50000", "0.1");
+    let s = sym("BTCUSDT");
+    let now = UnixMillis(t.now);
+    let end = Some(UnixMillis(u64::MAX));
+    for interval in ["1M", "1w", "3d", "1s"] {
+        for start in [None, Some(UnixMillis(u64::MAX)), Some(UnixMillis(u64::MAX - 40 * 86_400_000))] {
+            let k = t.ex.klines(&s, interval, start, end, Some(3), now).unwrap();
+            assert!(k.len() <= 3, "{interval} {start:?}");
+            for w in k.windows(2) {
+                assert!(w[0].open_time < w[1].open_time, "{interval} {start:?}: {w:?}");
+            }
+            for line in &k {
+                assert!(line.close_time >= line.open_time, "{interval} {start:?}: {line:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! libFuzzer wrapper: the target's body and properties live in `keygate_fuzz::verify`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keygate_fuzz::verify::run(data));
