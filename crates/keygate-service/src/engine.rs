@@ -329,7 +329,13 @@ impl Runner {
             let _ = reply.send(result);
         }
         for q in queries {
-            q(&self.exchange);
+            // A query only reads, so a bug that panics in one (a fuzzed klines range did) cannot
+            // have changed the state: answer that caller with an error (its reply is dropped)
+            // and keep the engine serving everyone else.
+            let exchange = &self.exchange;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q(exchange))).is_err() {
+                tracing::error!("an exchange query panicked; its caller gets an error, the engine goes on");
+            }
         }
         let last = self.next_seq - 1;
         if u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every

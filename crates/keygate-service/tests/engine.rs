@@ -179,3 +179,19 @@ async fn account_view_is_reused_only_until_the_next_change_and_shows_every_ackno
     let snapshot = engine.query(|ex| ex.balances(AccountId(1))).await.unwrap();
     assert_eq!(engine.account_view(AccountId(1)).await.unwrap().balances, snapshot);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_panics_fails_alone_and_the_engine_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+    let store = store(dir.path()).await;
+    let engine = engine(&store, &clock, 10_000).await;
+    trade_a_little(&engine, &clock).await;
+    let before = state(&engine).await;
+    let failed = engine.query(|_| -> u8 { panic!("a bug in a query") }).await;
+    assert!(matches!(failed, Err(EngineError::Stopped)), "{failed:?}");
+    // Still serving: reads see the same state and commands are applied.
+    assert_eq!(state(&engine).await, before);
+    engine.submit(deposit(7, "USDT", "5"), None).await.unwrap();
+    assert_ne!(state(&engine).await, before);
+}
