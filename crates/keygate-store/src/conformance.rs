@@ -148,6 +148,7 @@ macro_rules! store_conformance_suite {
             totp_steps_are_accepted_once_and_only_forward,
             recovery_codes_work_once_for_their_own_account,
             totp_failures_count_in_windows_and_are_audited,
+            totp_attempt_reservations_are_atomic_and_refuse_past_the_limit,
             session_ids_totp_seeds_and_recovery_codes_are_never_stored_in_plain_text,
         );
     };
@@ -1743,6 +1744,55 @@ pub async fn totp_failures_count_in_windows_and_are_audited<H: Harness>() {
     let tf = store.two_factor(alice.id).await.unwrap().unwrap();
     assert_eq!((tf.failures, tf.failure_window_start), (2, Some(UnixMillis(310_000))));
     assert_eq!(audit_len(&*store).await, before + 5);
+}
+
+/// Reservations count before the check: concurrent reservations never exceed the limit; only the
+/// first refusal of a window writes; a release gives one back in the same window only; a new
+/// window starts afresh; an account without 2FA is not found.
+pub async fn totp_attempt_reservations_are_atomic_and_refuse_past_the_limit<H: Harness>() {
+    use crate::records::TotpAttempt;
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    store
+        .begin_two_factor(alice.id, &[1; 20], UnixMillis(2_000), draft("totp.enroll", "account:alice", Some(alice.id)))
+        .await
+        .unwrap();
+    let got = futures_all((0..40).map(|_| {
+        let store = Arc::clone(&store);
+        async move { store.reserve_totp_attempt(alice.id, UnixMillis(10_000), 300_000, 5).await.unwrap() }
+    }))
+    .await;
+    let reserved = got.iter().filter(|a| matches!(a, TotpAttempt::Reserved { .. })).count();
+    let first = got.iter().filter(|a| matches!(a, TotpAttempt::Refused { first: true, .. })).count();
+    assert_eq!((reserved, first), (5, 1), "{got:?}");
+    let tf = store.two_factor(alice.id).await.unwrap().unwrap();
+    assert_eq!((tf.failures, tf.failure_window_start), (6, Some(UnixMillis(10_000))));
+
+    // A release in another window changes nothing; in this one it gives one back.
+    store.release_totp_attempt(alice.id, UnixMillis(9_999)).await.unwrap();
+    assert_eq!(store.two_factor(alice.id).await.unwrap().unwrap().failures, 6);
+    let before = audit_len(&*store).await;
+    store.accept_totp_step(alice.id, 1, None).await.unwrap();
+    let r = store.reserve_totp_attempt(alice.id, UnixMillis(11_000), 300_000, 5).await.unwrap();
+    assert_eq!(r, TotpAttempt::Reserved { failures: 1, window_start: UnixMillis(11_000) });
+    store.release_totp_attempt(alice.id, UnixMillis(11_000)).await.unwrap();
+    assert_eq!(store.two_factor(alice.id).await.unwrap().unwrap().failures, 0);
+    for _ in 0..5 {
+        store.reserve_totp_attempt(alice.id, UnixMillis(12_000), 300_000, 5).await.unwrap();
+    }
+    let refused = store.reserve_totp_attempt(alice.id, UnixMillis(12_000), 300_000, 5).await.unwrap();
+    assert_eq!(refused, TotpAttempt::Refused { window_start: UnixMillis(11_000), first: true });
+    let again = store.reserve_totp_attempt(alice.id, UnixMillis(12_000), 300_000, 5).await.unwrap();
+    assert_eq!(again, TotpAttempt::Refused { window_start: UnixMillis(11_000), first: false });
+    let next = store.reserve_totp_attempt(alice.id, UnixMillis(311_000), 300_000, 5).await.unwrap();
+    assert_eq!(next, TotpAttempt::Reserved { failures: 1, window_start: UnixMillis(311_000) });
+    assert_eq!(audit_len(&*store).await, before, "reservations write no audit records");
+    assert!(matches!(
+        store.reserve_totp_attempt(bob.id, UnixMillis(10_000), 300_000, 5).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 /// After sessions, TOTP seeds and recovery codes are stored, no byte the backend holds contains

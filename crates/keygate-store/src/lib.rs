@@ -24,7 +24,7 @@ pub use error::StoreError;
 pub use postgres::PgStore;
 pub use records::{
     AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord, NewAccount,
-    SessionRecord, TwoFactorRecord, UsageDelta,
+    SessionRecord, TotpAttempt, TwoFactorRecord, UsageDelta,
 };
 pub use sqlite::{SqliteStore, SyncMode};
 
@@ -184,6 +184,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         window_ms: u64,
         audit: AuditDraft,
     ) -> StoreResult<(u32, UnixMillis)>;
+
+    /// Reserves one code check for `account` at `at`, atomically (one locked read-modify-write,
+    /// so concurrent requests, on any node, cannot all read a count below the limit): when the
+    /// window that began `window_ms` or more ago is over, a new one starts at `at`; when the
+    /// window holds `limit` attempts or more, the attempt is [`TotpAttempt::Refused`] (the first
+    /// refusal is counted once, so later ones write nothing); otherwise it is counted and
+    /// [`TotpAttempt::Reserved`]. [`StoreError::NotFound`] if the account has no 2FA row.
+    async fn reserve_totp_attempt(
+        &self,
+        account: AccountId,
+        at: UnixMillis,
+        window_ms: u64,
+        limit: u32,
+    ) -> StoreResult<TotpAttempt>;
+
+    /// Gives back one attempt reserved by [`Store::reserve_totp_attempt`] in the window starting
+    /// at `window_start` (the code was good); nothing if the window has changed since.
+    async fn release_totp_attempt(&self, account: AccountId, window_start: UnixMillis) -> StoreResult<()>;
 
     /// Marks the unused recovery code with hash `code_hash` as used at `at`; false if there is
     /// no such unused code (atomically: a code works once).

@@ -95,6 +95,28 @@ pub struct TwoFactorRecord {
     pub failure_window_start: Option<UnixMillis>,
 }
 
+/// The outcome of [`crate::Store::reserve_totp_attempt`]: a code check may go ahead (its attempt
+/// already counted), or the account's failure window is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpAttempt {
+    /// The attempt is counted: `failures` (this one included) in the window starting at
+    /// `window_start`. Give it back with [`crate::Store::release_totp_attempt`] if the code is
+    /// good and nothing else clears the counter.
+    Reserved {
+        /// Attempts in the window, this one included.
+        failures: u32,
+        /// Start of the window.
+        window_start: UnixMillis,
+    },
+    /// The window is full: no check until `window_start` + the window length.
+    Refused {
+        /// Start of the full window.
+        window_start: UnixMillis,
+        /// The first refusal of this window (the one to audit); later ones wrote nothing.
+        first: bool,
+    },
+}
+
 impl std::fmt::Debug for TwoFactorRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TwoFactorRecord")

@@ -290,6 +290,28 @@ pub(crate) fn next_failure_window(
     }
 }
 
+/// The decision of a TOTP attempt reservation given the row's `(failures, window start)`:
+/// the new `(failures, window start)` to write, if any, and the outcome.
+pub(crate) fn reserve_failure_window(
+    current: (u32, Option<UnixMillis>),
+    at: UnixMillis,
+    window_ms: u64,
+    limit: u32,
+) -> (Option<(u32, UnixMillis)>, crate::records::TotpAttempt) {
+    use crate::records::TotpAttempt;
+    match current {
+        (n, Some(start)) if at.0 >= start.0 && at.0 - start.0 < window_ms && n >= limit => {
+            // Counted once past the limit, so only the first refusal writes (and is audited).
+            let first = n == limit;
+            (first.then(|| (n.saturating_add(1), start)), TotpAttempt::Refused { window_start: start, first })
+        }
+        _ => {
+            let (failures, window_start) = next_failure_window(Some(current), at, window_ms);
+            (Some((failures, window_start)), TotpAttempt::Reserved { failures, window_start })
+        }
+    }
+}
+
 /// Reads an `audit_log` row.
 pub(crate) fn audit_from_row(row: &impl Columns) -> StoreResult<AuditRecord> {
     let seq: i64 = row.get("seq", "audit row")?;

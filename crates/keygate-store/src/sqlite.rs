@@ -12,12 +12,13 @@ use crate::audit::chain_hash;
 use crate::crypto::{SecretCipher, totp_seed_aad};
 use crate::records::{
     AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyRecord, NewAccount, SessionRecord,
-    TwoFactorRecord, UsageDelta,
+    TotpAttempt, TwoFactorRecord, UsageDelta,
 };
 use crate::rows::{
     ACCOUNT_COLUMNS, AUDIT_COLUMNS, Columns as _, EncodedKey, KEY_COLUMNS, SESSION_COLUMNS, TWO_FACTOR_COLUMNS,
     account_from_row, audit_from_row, chain_head, from_db_time, journal_from_row, key_from_row, name_violation,
-    next_failure_window, restrictions_text, session_from_row, to_db_time, to_db_u64, two_factor_from_row, usage_count,
+    next_failure_window, reserve_failure_window, restrictions_text, session_from_row, to_db_time, to_db_u64,
+    two_factor_from_row, usage_count,
 };
 use crate::{Store, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -677,6 +678,50 @@ impl Store for SqliteStore {
         append(&mut tx, audit).await?;
         tx.commit().await?;
         Ok((failures, start))
+    }
+
+    async fn reserve_totp_attempt(
+        &self,
+        account: AccountId,
+        at: UnixMillis,
+        window_ms: u64,
+        limit: u32,
+    ) -> StoreResult<TotpAttempt> {
+        let mut tx = self.begin().await?;
+        let what = "two-factor failure counter";
+        let row = sqlx::query(LOCK_TWO_FACTOR_ROW)
+            .bind(account.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("two-factor state of account #{account}")))?;
+        let current = (
+            u32::try_from(row.get::<i64>("failures", what)?).unwrap_or(u32::MAX),
+            row.get::<Option<i64>>("failure_window_start", what)?.map(|t| from_db_time(t, what)).transpose()?,
+        );
+        let (write, outcome) = reserve_failure_window(current, at, window_ms, limit);
+        if let Some((failures, start)) = write {
+            sqlx::query("UPDATE two_factor SET failures = ?1, failure_window_start = ?2 WHERE account_id = ?3")
+                .bind(i64::from(failures))
+                .bind(to_db_time(start, what)?)
+                .bind(account.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn release_totp_attempt(&self, account: AccountId, window_start: UnixMillis) -> StoreResult<()> {
+        let start = to_db_time(window_start, "two-factor failure counter")?;
+        sqlx::query(
+            "UPDATE two_factor SET failures = failures - 1 \
+             WHERE account_id = ?1 AND failures > 0 AND failure_window_start = ?2",
+        )
+        .bind(account.0)
+        .bind(start)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     async fn use_recovery_code(
