@@ -94,12 +94,19 @@ struct Inner {
     config: ServiceConfig,
     usage: UsageTracker,
     denials: DenialAggregator,
-    /// Failed logins per account name, in memory (see [`throttle`]).
+    /// Failed logins per account name from every address, in memory (see [`throttle`]): past
+    /// [`ThrottleConfig::login_per_account_global`], only addresses with no failure of their own
+    /// on the account are still heard.
     login_by_account: throttle::FailureCounter,
+    /// Failed logins per (account name, client address) pair: the hard per-account lock, which an
+    /// attacker elsewhere cannot trigger for the owner's address.
+    login_by_pair: throttle::FailureCounter,
     /// Failed logins per client address (IPv6 per /64), in memory.
     login_by_ip: throttle::FailureCounter,
-    /// Accounts signed up per client address, in memory.
+    /// Sign-up attempts (taken names included) per client address, in memory.
     sign_ups_by_ip: throttle::FailureCounter,
+    /// Bounds concurrent argon2 runs (see [`ThrottleConfig::password_hashing_concurrency`]).
+    password_work: Arc<tokio::sync::Semaphore>,
     /// When ended sessions were last deleted, ms.
     last_session_purge: std::sync::atomic::AtomicU64,
     /// Serialises every read-modify-write of keys in this process, so a concurrent edit can never
@@ -123,6 +130,10 @@ impl Service {
                 usage: UsageTracker::default(),
                 denials: DenialAggregator::default(),
                 login_by_account: throttle::FailureCounter::new(
+                    config.throttle.login_per_account_global,
+                    config.throttle.login_window_ms,
+                ),
+                login_by_pair: throttle::FailureCounter::new(
                     config.throttle.login_per_account,
                     config.throttle.login_window_ms,
                 ),
@@ -131,6 +142,9 @@ impl Service {
                     config.throttle.login_window_ms,
                 ),
                 sign_ups_by_ip: throttle::FailureCounter::new(config.throttle.sign_ups_per_ip_per_hour, 60 * 60 * 1000),
+                password_work: Arc::new(tokio::sync::Semaphore::new(
+                    config.throttle.password_hashing_concurrency.max(1),
+                )),
                 last_session_purge: std::sync::atomic::AtomicU64::new(0),
                 key_writes: tokio::sync::Mutex::new(()),
                 config,

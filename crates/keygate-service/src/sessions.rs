@@ -10,10 +10,14 @@
 //! * The CSRF token is derived from the id ([`SessionToken::csrf_token`]): nothing more to store.
 //! * [`Service::session_actor`] is the one way the console turns a session into an
 //!   [`Actor::Owner`]: step-up window included, 2FA-pending sessions refused.
-//! * Password logins are throttled per account name and per client address in memory (see
-//!   `throttle.rs` for why, and what that means with several nodes); every failure is audited.
+//! * Password logins are throttled in memory (see `throttle.rs` for why, and what that means
+//!   with several nodes) per client address, per (account, address) pair, and per account
+//!   across addresses (past that, only addresses with no failure on the account are heard).
+//!   The attempt is reserved before argon2 runs and given back on success, so concurrent
+//!   guesses cannot all pass; every failure is audited. Sign-ups count every attempt per
+//!   address. argon2 runs are capped process-wide; past a short wait the attempt is refused.
 
-use crate::throttle::{Refusal, ip_key};
+use crate::throttle::{Refusal, Ticket, ip_key};
 use crate::view::AccountView;
 use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult, accounts, password};
 use keygate_auth::{AccountId, SessionToken};
@@ -49,8 +53,14 @@ impl Default for SessionConfig {
 /// Failure limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleConfig {
-    /// Failed logins per account name per window (default 5).
+    /// Failed logins per (account name, client address) pair per window (default 5): the hard
+    /// per-account lock. Keyed by address too, so guesses from elsewhere cannot lock the owner out.
     pub login_per_account: u32,
+    /// Failed logins per account name from all addresses per window (default 50). Past it the
+    /// account is under a spread-out attack: only addresses with no failure of their own on the
+    /// account in the window are still heard (one guess each), so the owner, who has none, can
+    /// still log in while the attack is slowed to one guess per address per window.
+    pub login_per_account_global: u32,
     /// Failed logins per client address (IPv6: per /64) per window (default 20).
     pub login_per_ip: u32,
     /// The login window (default 15 min).
@@ -62,17 +72,26 @@ pub struct ThrottleConfig {
     /// Self sign-ups per client address (IPv6: per /64) per hour (default 10), so one client
     /// cannot fill the store with accounts.
     pub sign_ups_per_ip_per_hour: u32,
+    /// argon2 runs (hashing or verifying a password) at once, process-wide (default 2), so a
+    /// flood of logins or sign-ups cannot take every core from the matching engine.
+    pub password_hashing_concurrency: usize,
+    /// How long a password check waits for a free slot before it is refused as
+    /// [`crate::ServiceError::Throttled`] (default 200 ms) instead of queueing without bound.
+    pub password_hashing_wait_ms: u64,
 }
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {
             login_per_account: 5,
+            login_per_account_global: 50,
             login_per_ip: 20,
             login_window_ms: 15 * 60 * 1000,
             totp_failures: 5,
             totp_window_ms: 5 * 60 * 1000,
             sign_ups_per_ip_per_hour: 10,
+            password_hashing_concurrency: 2,
+            password_hashing_wait_ms: 200,
         }
     }
 }
@@ -112,6 +131,15 @@ pub struct NewSession {
     pub token: SessionToken,
     /// Its state.
     pub info: SessionInfo,
+}
+
+/// The attempts one password check reserved (see [`Service::reserve_login`]).
+#[derive(Debug)]
+struct LoginTickets {
+    ip: Ticket,
+    pair_key: String,
+    pair: Ticket,
+    account: Option<Ticket>,
 }
 
 /// Touching a session's last-seen time costs a write; within this much of the last one it is
@@ -177,8 +205,15 @@ impl Service {
         password::check_strength(&password)?;
         let now = self.now_ms();
         let ip = ip_key(source.as_deref());
-        if let Err(refusal) = self.inner.sign_ups_by_ip.check(&ip, now) {
+        // Every attempt counts, a taken name included, and before any store or argon2 work: a
+        // refused sign-up is no cheaper for us than an accepted one.
+        if let Err(refusal) = self.inner.sign_ups_by_ip.consume(&ip, now) {
             return Err(ServiceError::Throttled { what: "sign-up".into(), retry_after_ms: refusal.retry_after_ms });
+        }
+        // A taken name is refused without hashing (the message says the name exists anyway; the
+        // insert below still catches a race).
+        if self.inner.store.account_by_name(name).await?.is_some() {
+            return Err(ServiceError::Conflict(format!("account {name:?} already exists")));
         }
         let hash = self.hash_password(password).await?;
         let audit = self.draft(
@@ -198,16 +233,37 @@ impl Service {
                 ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
                 other => other,
             })?;
-        self.inner.sign_ups_by_ip.fail(&ip, now);
         Ok(AccountView::from(&rec))
+    }
+
+    /// Runs argon2 work `f` on the blocking pool once one of the
+    /// [`ThrottleConfig::password_hashing_concurrency`] slots is free; refuses with
+    /// [`ServiceError::Throttled`] when none frees up within
+    /// [`ThrottleConfig::password_hashing_wait_ms`]. The slot is held by the blocking task
+    /// itself, so a caller that gives up cannot free it while the hash still runs.
+    async fn password_work<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+        let wait = std::time::Duration::from_millis(self.inner.config.throttle.password_hashing_wait_ms);
+        let busy = || ServiceError::Throttled {
+            what: "password check (server busy)".into(),
+            retry_after_ms: self.inner.config.throttle.password_hashing_wait_ms.max(1000),
+        };
+        let permit = match tokio::time::timeout(wait, self.inner.password_work.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => return Err(busy()),
+        };
+        // argon2 is deliberately slow: keep it off the async executor's threads.
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))
     }
 
     pub(crate) async fn hash_password(&self, password: Zeroizing<String>) -> ServiceResult<String> {
         let params = self.inner.config.password;
-        // argon2 is deliberately slow: keep it off the async executor's threads.
-        tokio::task::spawn_blocking(move || password::hash(params, &password))
-            .await
-            .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))?
+        self.password_work(move || password::hash(params, &password)).await?
     }
 
     /// The active account `name` if `password` is its password; `None` otherwise, in about the
@@ -228,18 +284,52 @@ impl Service {
         }
         let stored = rec.as_ref().map(|r| r.password_hash.clone());
         let params = self.inner.config.password;
-        let ok = tokio::task::spawn_blocking(move || match stored {
-            Some(hash) => password::verify(&hash, &password),
-            // Hash anyway for unknown names, so timing does not reveal which names exist.
-            None => {
-                let _ = password::hash(params, &password);
-                false
-            }
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))?;
+        let ok = self
+            .password_work(move || match stored {
+                Some(hash) => password::verify(&hash, &password),
+                // Hash anyway for unknown names, so timing does not reveal which names exist.
+                None => {
+                    let _ = password::hash(params, &password);
+                    false
+                }
+            })
+            .await?;
         let ok = ok && rec.as_ref().is_some_and(|r| r.status == AccountStatus::Active);
         Ok((rec, ok))
+    }
+
+    /// Reserves one password attempt on `account_key` from client address key `ip`, counted
+    /// before the argon2 work so concurrent attempts cannot all pass (each counter checks and
+    /// counts in one step under its lock): per address, per (account, address) pair (down to one
+    /// attempt when the account's global count is past
+    /// [`ThrottleConfig::login_per_account_global`]), and per account.
+    fn reserve_login(&self, account_key: &str, ip: &str, now: UnixMillis) -> Result<LoginTickets, Refusal> {
+        let c = &self.inner.config.throttle;
+        let ip_ticket = self.inner.login_by_ip.consume(ip, now)?;
+        let pair_key = format!("{account_key} {ip}");
+        let under_attack = self.inner.login_by_account.count(account_key, now) >= c.login_per_account_global;
+        let pair_limit = if under_attack { c.login_per_account.min(1) } else { c.login_per_account };
+        let pair_ticket = match self.inner.login_by_pair.try_consume(&pair_key, now, pair_limit) {
+            Ok(t) => t,
+            Err(refusal) => {
+                self.inner.login_by_ip.refund(ip, ip_ticket);
+                return Err(refusal);
+            }
+        };
+        // Never refused by itself: the global count only lowers the pair limit above.
+        let account_ticket = self.inner.login_by_account.try_consume(account_key, now, u32::MAX).ok();
+        Ok(LoginTickets { ip: ip_ticket, pair_key, pair: pair_ticket, account: account_ticket })
+    }
+
+    /// A password attempt reserved by [`Service::reserve_login`] succeeded: it does not count,
+    /// and the pair's earlier failures are forgiven.
+    fn login_succeeded(&self, account_key: &str, ip: &str, tickets: LoginTickets) {
+        self.inner.login_by_ip.refund(ip, tickets.ip);
+        let _ = tickets.pair;
+        self.inner.login_by_pair.clear(&tickets.pair_key);
+        if let Some(t) = tickets.account {
+            self.inner.login_by_account.refund(account_key, t);
+        }
     }
 
     fn throttled(refusal: Refusal) -> ServiceError {
@@ -266,28 +356,28 @@ impl Service {
         let name_shown = if accounts::check_name(name).is_ok() { name } else { "<invalid>" };
         let account_key = name_shown.to_owned();
         let ip = ip_key(source.as_deref());
-        let refused =
-            self.inner.login_by_account.check(&account_key, now).and_then(|()| self.inner.login_by_ip.check(&ip, now));
-        if let Err(refusal) = refused {
-            if refusal.first {
-                let account = self.inner.store.account_by_name(name_shown).await?.map(|a| a.id);
-                let draft = self.draft(
-                    format!("owner:{name_shown}"),
-                    "auth.login_failed",
-                    format!("account:{name_shown}"),
-                    account,
-                    source,
-                    serde_json::json!({ "reason": "throttled", "retry_after_ms": refusal.retry_after_ms }),
-                );
-                self.inner.store.append_audit(draft).await?;
+        let tickets = match self.reserve_login(&account_key, &ip, now) {
+            Ok(t) => t,
+            Err(refusal) => {
+                if refusal.first {
+                    let account = self.inner.store.account_by_name(name_shown).await?.map(|a| a.id);
+                    let draft = self.draft(
+                        format!("owner:{name_shown}"),
+                        "auth.login_failed",
+                        format!("account:{name_shown}"),
+                        account,
+                        source,
+                        serde_json::json!({ "reason": "throttled", "retry_after_ms": refusal.retry_after_ms }),
+                    );
+                    self.inner.store.append_audit(draft).await?;
+                }
+                return Err(Self::throttled(refusal));
             }
-            return Err(Self::throttled(refusal));
-        }
+        };
         let (found, ok) = self.password_matches(name, password).await?;
         let account_id = found.as_ref().map(|r| r.id);
+        // A failure (or a busy refusal, an error) keeps the reserved attempt counted.
         let Some(rec) = found.filter(|_| ok) else {
-            self.inner.login_by_account.fail(&account_key, now);
-            self.inner.login_by_ip.fail(&ip, now);
             let draft = self.draft(
                 format!("owner:{name_shown}"),
                 "auth.login_failed",
@@ -299,7 +389,7 @@ impl Service {
             self.inner.store.append_audit(draft).await?;
             return Err(login_failed());
         };
-        self.inner.login_by_account.clear(&account_key);
+        self.login_succeeded(&account_key, &ip, tickets);
         let two_factor = self.two_factor_enabled(rec.id).await?;
         let token = SessionToken::generate(&mut OsEntropy)?;
         let session = SessionRecord {
@@ -508,13 +598,11 @@ impl Service {
         }
         let now = self.now_ms();
         let account_key = account.name.clone();
-        if let Err(refusal) = self.inner.login_by_account.check(&account_key, now) {
-            return Err(Self::throttled(refusal));
-        }
         password::check_strength(&new)?;
+        let ip = ip_key(source.as_deref());
+        let tickets = self.reserve_login(&account_key, &ip, now).map_err(Self::throttled)?;
         let (_, ok) = self.password_matches(&account.name, current).await?;
         if !ok {
-            self.inner.login_by_account.fail(&account_key, now);
             let draft = self.owner_draft(
                 &account,
                 "auth.login_failed",
@@ -524,6 +612,7 @@ impl Service {
             self.inner.store.append_audit(draft).await?;
             return Err(ServiceError::Unauthenticated("the current password is wrong".into()));
         }
+        self.login_succeeded(&account_key, &ip, tickets);
         let mut rec = account.clone();
         rec.password_hash = self.hash_password(new).await?;
         rec.withdrawals_locked_until = Some(self.lock_until(&account, now));

@@ -32,13 +32,22 @@ struct Window {
     refusal_reported: bool,
 }
 
-/// Counts failures per key in fixed windows; refuses a key once it reached the limit, until its
-/// window ends.
+/// Counts attempts per key in fixed windows; refuses a key once it reached the limit, until its
+/// window ends. Attempts are reserved before the work they guard and refunded on success, so
+/// the count is of failures plus attempts in flight.
 #[derive(Debug)]
 pub(crate) struct FailureCounter {
     limit: u32,
     window_ms: u64,
     windows: Mutex<HashMap<String, Window>>,
+}
+
+/// One attempt reserved by [`FailureCounter::try_consume`]: the window it was counted in
+/// (`None` when the table was full and nothing was counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) struct Ticket {
+    start: Option<u64>,
 }
 
 /// A refusal: how long until the window ends, and whether this is the first refusal of the
@@ -59,37 +68,58 @@ impl FailureCounter {
         now.0 >= w.start && now.0 - w.start < self.window_ms
     }
 
-    /// `Err` if `key` has used up its failures in the current window at `now`.
-    pub(crate) fn check(&self, key: &str, now: UnixMillis) -> Result<(), Refusal> {
-        let mut map = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.get_mut(key) {
-            Some(w) if self.live(w, now) && w.failures >= self.limit => {
-                let first = !w.refusal_reported;
-                w.refusal_reported = true;
-                Err(Refusal { retry_after_ms: w.start + self.window_ms - now.0, first })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failure of `key` at `now`.
-    pub(crate) fn fail(&self, key: &str, now: UnixMillis) {
+    /// Reserves one attempt of `key` at `now` in one step under the lock: `Err` if the window
+    /// already holds `limit` attempts or more (nothing counted), otherwise the attempt is
+    /// counted before the caller does the work, so concurrent attempts can never all pass. Give
+    /// it back with [`FailureCounter::refund`] if the attempt must not count (it succeeded).
+    pub(crate) fn try_consume(&self, key: &str, now: UnixMillis, limit: u32) -> Result<Ticket, Refusal> {
         let mut map = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(w) = map.get_mut(key) {
             if self.live(w, now) {
+                if w.failures >= limit {
+                    let first = !w.refusal_reported;
+                    w.refusal_reported = true;
+                    return Err(Refusal { retry_after_ms: w.start + self.window_ms - now.0, first });
+                }
                 w.failures = w.failures.saturating_add(1);
             } else {
                 *w = Window { start: now.0, failures: 1, refusal_reported: false };
             }
-            return;
+            return Ok(Ticket { start: Some(w.start) });
         }
         if map.len() >= MAX_TRACKED {
             map.retain(|_, w| now.0 >= w.start && now.0 - w.start < self.window_ms);
             if map.len() >= MAX_TRACKED {
-                return;
+                return Ok(Ticket { start: None });
             }
         }
+        if limit == 0 {
+            return Err(Refusal { retry_after_ms: self.window_ms, first: true });
+        }
         map.insert(key.to_owned(), Window { start: now.0, failures: 1, refusal_reported: false });
+        Ok(Ticket { start: Some(now.0) })
+    }
+
+    /// [`FailureCounter::try_consume`] with this counter's own limit.
+    pub(crate) fn consume(&self, key: &str, now: UnixMillis) -> Result<Ticket, Refusal> {
+        self.try_consume(key, now, self.limit)
+    }
+
+    /// Gives back the attempt `ticket` reserved, if its window is still the current one.
+    pub(crate) fn refund(&self, key: &str, ticket: Ticket) {
+        let Some(start) = ticket.start else { return };
+        let mut map = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(w) = map.get_mut(key)
+            && w.start == start
+        {
+            w.failures = w.failures.saturating_sub(1);
+        }
+    }
+
+    /// Attempts of `key` counted in the window live at `now`.
+    pub(crate) fn count(&self, key: &str, now: UnixMillis) -> u32 {
+        let map = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(key).filter(|w| self.live(w, now)).map_or(0, |w| w.failures)
     }
 
     /// Forgets `key`'s failures (after a successful login).
@@ -119,21 +149,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_after_the_limit_until_the_window_ends_and_reports_once() {
+    fn reserves_up_to_the_limit_refuses_after_until_the_window_ends_and_reports_once() {
         let c = FailureCounter::new(2, 1000);
         let t = UnixMillis(10_000);
-        c.fail("a", t);
-        assert!(c.check("a", t).is_ok());
-        c.fail("a", t.plus_millis(10));
-        assert_eq!(c.check("a", t.plus_millis(100)), Err(Refusal { retry_after_ms: 900, first: true }));
-        assert_eq!(c.check("a", t.plus_millis(200)), Err(Refusal { retry_after_ms: 800, first: false }));
-        assert!(c.check("b", t).is_ok(), "other keys are unaffected");
-        assert!(c.check("a", t.plus_millis(1000)).is_ok(), "the window passed");
-        c.fail("a", t.plus_millis(1000));
-        assert!(c.check("a", t.plus_millis(1001)).is_ok(), "a new window starts from one failure");
+        let _ = c.consume("a", t).unwrap();
+        let second = c.consume("a", t.plus_millis(10)).unwrap();
+        assert_eq!(c.consume("a", t.plus_millis(100)), Err(Refusal { retry_after_ms: 900, first: true }));
+        assert_eq!(c.consume("a", t.plus_millis(200)), Err(Refusal { retry_after_ms: 800, first: false }));
+        assert_eq!(c.count("a", t.plus_millis(200)), 2, "refusals are not counted");
+        c.refund("a", second);
+        assert!(c.consume("a", t.plus_millis(300)).is_ok(), "a refund gives one attempt back");
+        assert!(c.consume("b", t).is_ok(), "other keys are unaffected");
+        assert!(c.try_consume("b", t, 1).is_err(), "a lower limit applies to the same count");
+        let _ = c.consume("a", t.plus_millis(1000)).unwrap();
+        assert_eq!(c.count("a", t.plus_millis(1001)), 1, "a new window starts from one attempt");
+        c.refund("a", second);
+        assert_eq!(c.count("a", t.plus_millis(1001)), 1, "a refund from an old window changes nothing");
         c.clear("a");
-        c.fail("a", t.plus_millis(1002));
-        assert!(c.check("a", t.plus_millis(1003)).is_ok());
+        assert_eq!(c.count("a", t.plus_millis(1002)), 0);
+    }
+
+    #[test]
+    fn concurrent_reservations_never_pass_the_limit() {
+        let c = std::sync::Arc::new(FailureCounter::new(5, 1000));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || (0..10).filter(|_| c.consume("k", UnixMillis(1)).is_ok()).count())
+            })
+            .collect();
+        let passed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(passed, 5);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!   and accepts a step only if it is later, in one guarded statement (so two nodes cannot both
 //!   accept one code; RFC 6238 section 5.2).
 //! * Every code check is throttled per account in the store (default 5 failures per 5 minutes,
-//!   then refused until the window passes, whichever node is asked), and every failure is
-//!   audited (`totp.failed`), as is the first refusal.
+//!   then refused until the window passes, whichever node is asked). The attempt is reserved
+//!   (counted in one locked store transaction) *before* the code is checked, and given back
+//!   when the code is good, so concurrent guesses cannot all read a count below the limit.
+//!   Every failure is audited (`totp.failed`), as is the first refusal.
 //! * Recovery codes (10, 80 bits each) are shown once at confirmation and stored as SHA-256
 //!   hashes; each works once, wherever a TOTP code is asked for.
 //! * Disabling 2FA (owner, with a code) or resetting it (operator, lost device) locks
@@ -19,7 +21,7 @@ use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult};
 use keygate_auth::session::{generate_recovery_code, hash_recovery_code, normalize_recovery_code};
 use keygate_auth::{AccountId, Entropy as _};
 use keygate_proto::UnixMillis;
-use keygate_store::{AccountRecord, TwoFactorRecord};
+use keygate_store::{AccountRecord, TotpAttempt};
 use serde::Serialize;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -144,35 +146,37 @@ impl Service {
         Ok(self.inner.store.two_factor(account).await?.is_some_and(|t| t.enabled))
     }
 
-    /// Refuses when the account's TOTP failure window is full; audits the first refusal.
-    async fn check_totp_throttle(
+    /// Reserves one code check of `account` in the store before the code is looked at, so
+    /// concurrent checks (in this process or on other nodes) cannot all pass a count read
+    /// before any failure was written. Refuses when the window is full, auditing the first
+    /// refusal. On success, the caller gives the attempt back (or the store clears it).
+    async fn reserve_totp_attempt(
         &self,
         account: &AccountRecord,
-        tf: &TwoFactorRecord,
         purpose: &str,
         source: Option<String>,
-    ) -> ServiceResult<()> {
+    ) -> ServiceResult<UnixMillis> {
         let now = self.now_ms();
         let t = &self.inner.config.throttle;
-        if let Some(start) = tf.failure_window_start {
-            let end = start.plus_millis(t.totp_window_ms);
-            if tf.failures >= t.totp_failures && now >= start && now < end {
-                // The first refusal of a window is recorded (counted, so later ones see it, and
-                // audited); later refusals write nothing, so a flood of attempts cannot flood the
-                // audit log. The window's start does not move: this never extends the lockout.
-                if tf.failures == t.totp_failures {
+        match self.inner.store.reserve_totp_attempt(account.id, now, t.totp_window_ms, t.totp_failures).await? {
+            TotpAttempt::Reserved { window_start, .. } => Ok(window_start),
+            TotpAttempt::Refused { window_start, first } => {
+                // Only the first refusal of a window is audited, so a flood of attempts cannot
+                // flood the audit log; the window's start never moves, so this never extends
+                // the lockout.
+                if first {
                     let audit = self.owner_draft(
                         account,
                         "totp.failed",
                         source,
                         serde_json::json!({ "purpose": purpose, "reason": "throttled" }),
                     );
-                    self.inner.store.record_totp_failure(account.id, now, t.totp_window_ms, audit).await?;
+                    self.inner.store.append_audit(audit).await?;
                 }
-                return Err(ServiceError::Throttled { what: "2FA code".into(), retry_after_ms: end.0 - now.0 });
+                let end = window_start.plus_millis(t.totp_window_ms);
+                Err(ServiceError::Throttled { what: "2FA code".into(), retry_after_ms: end.0.saturating_sub(now.0) })
             }
         }
-        Ok(())
     }
 
     async fn totp_failure(
@@ -182,14 +186,14 @@ impl Service {
         reason: &str,
         source: Option<String>,
     ) -> ServiceResult<ServiceError> {
-        let now = self.now_ms();
         let audit = self.owner_draft(
             account,
             "totp.failed",
             source,
             serde_json::json!({ "purpose": purpose, "reason": reason }),
         );
-        self.inner.store.record_totp_failure(account.id, now, self.inner.config.throttle.totp_window_ms, audit).await?;
+        // The attempt was counted when it was reserved; only the audit record is left to write.
+        self.inner.store.append_audit(audit).await?;
         Ok(ServiceError::InvalidCode(match reason {
             "reused" => "this 2FA code was already used; wait for the next one".into(),
             _ => "wrong 2FA code".into(),
@@ -208,9 +212,10 @@ impl Service {
             Some(tf) if tf.enabled => tf,
             _ => return Err(ServiceError::Forbidden("2FA is not enabled for this account".into())),
         };
-        self.check_totp_throttle(account, &tf, purpose, source.clone()).await?;
+        let window = self.reserve_totp_attempt(account, purpose, source.clone()).await?;
         let now = self.now_ms();
         if let Some(step) = totp_step(&tf.seed, &account.name, code, now)? {
+            // Accepting a step clears the counter, the reserved attempt included.
             if self.inner.store.accept_totp_step(account.id, step, None).await? {
                 return Ok(SecondFactor::Totp);
             }
@@ -225,6 +230,7 @@ impl Service {
             );
             if self.inner.store.use_recovery_code(account.id, &hash_recovery_code(&canonical), now, Some(audit)).await?
             {
+                self.inner.store.release_totp_attempt(account.id, window).await?;
                 return Ok(SecondFactor::RecoveryCode);
             }
         }
@@ -271,7 +277,8 @@ impl Service {
             Some(_) => return Err(ServiceError::Conflict("2FA is already enabled".into())),
             None => return Err(ServiceError::Conflict("no 2FA enrollment to confirm; start one first".into())),
         };
-        self.check_totp_throttle(&account, &tf, "confirm", actor.source()).await?;
+        // Enabling clears the counter, the reserved attempt included.
+        self.reserve_totp_attempt(&account, "confirm", actor.source()).await?;
         let Some(step) = totp_step(&tf.seed, &account.name, code, self.now_ms())? else {
             return Err(self.totp_failure(&account, "confirm", "wrong", actor.source()).await?);
         };

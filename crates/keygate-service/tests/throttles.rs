@@ -1,0 +1,182 @@
+//! Throttles under concurrency (outside review findings 1, 2 and 6): attempts are reserved
+//! before the code or password is checked, sign-up attempts all count, and guesses from one
+//! address cannot lock the owner out from another.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use keygate_proto::{UnixMicros, UnixMillis};
+use keygate_service::{Clock as _, ManualClock, PasswordParams, Service, ServiceConfig, ServiceError};
+use keygate_store::crypto::{MasterKey, SecretCipher};
+use keygate_store::sqlite::{SqliteStore, SyncMode};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+const NOW: UnixMillis = UnixMillis(1_767_225_600_000);
+const PASSWORD: &str = "correct horse battery";
+
+async fn service() -> (Service, Arc<ManualClock>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([5; 32]), vec![]));
+    let store = SqliteStore::open(&dir.path().join("db"), cipher, SyncMode::Normal).await.unwrap();
+    let clock = Arc::new(ManualClock::new(UnixMicros(NOW.as_micros())));
+    let mut config = ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() };
+    // Generous, so these tests see the throttles, not the argon2 cap (tested in sessions.rs).
+    config.throttle.password_hashing_wait_ms = 60_000;
+    let service = Service::start(Arc::new(store), clock.clone(), config).await.unwrap();
+    for name in ["alice", "bob"] {
+        service
+            .sign_up(name, Zeroizing::new(PASSWORD.into()), Some(format!("198.51.100.{}", name.len())))
+            .await
+            .unwrap();
+    }
+    (service, clock, dir)
+}
+
+fn pw(s: &str) -> Zeroizing<String> {
+    Zeroizing::new(s.into())
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    checked: usize,
+    throttled: usize,
+}
+
+async fn tally<T: std::fmt::Debug + Send + 'static>(
+    mut set: tokio::task::JoinSet<Result<T, ServiceError>>,
+    checked: fn(&ServiceError) -> bool,
+) -> Tally {
+    let mut t = Tally::default();
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Err(e) if checked(&e) => t.checked += 1,
+            Err(ServiceError::Throttled { .. }) => t.throttled += 1,
+            x => panic!("unexpected {x:?}"),
+        }
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_wrong_totp_codes_get_at_most_the_limit_of_checks() {
+    let (svc, clock, _dir) = service().await;
+    let s = svc.login("alice", pw(PASSWORD), None).await.unwrap();
+    let actor = svc.session_actor(&s.token, None).await.unwrap();
+    let e = svc.totp_enroll(&actor).await.unwrap();
+    let totp = totp_rs::Totp::from_url(&e.otpauth_uri).unwrap();
+    let now_s = |c: &ManualClock| c.now().as_millis().0 / 1000;
+    let recovery = svc.totp_confirm(&actor, &totp.generate(now_s(&clock)).to_string()).await.unwrap();
+    clock.advance_ms(30_000);
+    let pending = svc.login("alice", pw(PASSWORD), None).await.unwrap();
+    assert!(pending.info.two_factor_pending);
+    let t = now_s(&clock);
+    let valid: Vec<String> = [t - 30, t, t + 30].iter().map(|s| totp.generate(*s).to_string()).collect();
+    let wrong: Vec<String> =
+        (0..200u32).map(|i| format!("{:06}", 100_000 + i)).filter(|c| !valid.contains(c)).take(100).collect();
+
+    // A good recovery code is not counted as a failure: four wrong codes, a good recovery code
+    // (as step-up on a full session), then the fifth wrong code is still checked.
+    let full = svc.login_second_factor(&pending.token, &recovery.codes[0], None).await.unwrap();
+    for code in &wrong[..4] {
+        assert!(matches!(svc.step_up(&full.token, code, None).await, Err(ServiceError::InvalidCode(_))));
+    }
+    let full = svc.step_up(&full.token, &recovery.codes[1], None).await.unwrap();
+    assert!(matches!(svc.step_up(&full.token, &wrong[4], None).await, Err(ServiceError::InvalidCode(_))));
+    assert!(matches!(svc.step_up(&full.token, &wrong[5], None).await, Err(ServiceError::Throttled { .. })));
+
+    // A fresh window; 100 concurrent wrong codes on a pending login: at most 5 are checked.
+    clock.advance_ms(5 * 60 * 1000);
+    let pending = svc.login("alice", pw(PASSWORD), None).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for code in wrong {
+        let svc = svc.clone();
+        let tok = pending.token.clone();
+        set.spawn(async move { svc.login_second_factor(&tok, &code, None).await.map(|_| ()) });
+    }
+    let got = tally(set, |e| matches!(e, ServiceError::InvalidCode(_))).await;
+    assert_eq!(got, Tally { checked: 5, throttled: 95 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_wrong_passwords_get_at_most_the_limit_of_checks() {
+    let (svc, _clock, _dir) = service().await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let svc = svc.clone();
+        set.spawn(async move {
+            svc.login("bob", pw(&format!("wrong password {i}")), Some("192.0.2.9".into())).await.map(|_| ())
+        });
+    }
+    let got = tally(set, |e| matches!(e, ServiceError::Unauthenticated(_))).await;
+    assert_eq!(got, Tally { checked: 5, throttled: 95 });
+
+    // Per address too: 100 concurrent guesses at many names from one address get 20 checks.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let svc = svc.clone();
+        set.spawn(async move {
+            svc.login(&format!("user{i}"), pw("wrong password"), Some("192.0.2.10".into())).await.map(|_| ())
+        });
+    }
+    let got = tally(set, |e| matches!(e, ServiceError::Unauthenticated(_))).await;
+    assert_eq!(got, Tally { checked: 20, throttled: 80 });
+}
+
+#[tokio::test]
+async fn sign_ups_of_a_taken_name_are_counted() {
+    let (svc, clock, _dir) = service().await;
+    let mut conflicts = 0;
+    let throttled = loop {
+        match svc.sign_up("alice", pw(PASSWORD), Some("192.0.2.77".into())).await {
+            Err(ServiceError::Conflict(_)) => conflicts += 1,
+            Err(ServiceError::Throttled { retry_after_ms, .. }) => break retry_after_ms,
+            x => panic!("{x:?}"),
+        }
+        assert!(conflicts <= 10, "sign-up conflicts are never throttled");
+    };
+    assert_eq!((conflicts, throttled), (10, 60 * 60 * 1000));
+    // The address is throttled for new names too; another address is not.
+    assert!(matches!(
+        svc.sign_up("carol", pw(PASSWORD), Some("192.0.2.77".into())).await,
+        Err(ServiceError::Throttled { .. })
+    ));
+    svc.sign_up("carol", pw(PASSWORD), Some("192.0.2.78".into())).await.unwrap();
+    clock.advance_ms(60 * 60 * 1000);
+    svc.sign_up("dave", pw(PASSWORD), Some("192.0.2.77".into())).await.unwrap();
+}
+
+#[tokio::test]
+async fn guesses_from_elsewhere_do_not_lock_the_owner_out() {
+    let (svc, _clock, _dir) = service().await;
+    let guess = |ip: String| {
+        let svc = svc.clone();
+        async move { svc.login("alice", pw("wrong password"), Some(ip)).await.map(|_| ()) }
+    };
+    for _ in 0..5 {
+        assert!(matches!(guess("203.0.113.1".into()).await, Err(ServiceError::Unauthenticated(_))));
+    }
+    // The guessing address is locked, even with the right password ...
+    assert!(matches!(
+        svc.login("alice", pw(PASSWORD), Some("203.0.113.1".into())).await,
+        Err(ServiceError::Throttled { .. })
+    ));
+    // ... the owner's address is not.
+    svc.login("alice", pw(PASSWORD), Some("192.0.2.1".into())).await.unwrap();
+
+    // A spread-out attack: 45 more failures from 9 addresses reach the global limit (50) ...
+    for a in 2..11 {
+        for _ in 0..5 {
+            assert!(matches!(guess(format!("203.0.113.{a}")).await, Err(ServiceError::Unauthenticated(_))));
+        }
+    }
+    // ... after which an address gets one guess, not five ...
+    assert!(matches!(guess("203.0.113.50".into()).await, Err(ServiceError::Unauthenticated(_))));
+    assert!(matches!(guess("203.0.113.50".into()).await, Err(ServiceError::Throttled { .. })));
+    // ... and the owner, with no failure from their address, still logs in, repeatedly.
+    for _ in 0..3 {
+        svc.login("alice", pw(PASSWORD), Some("192.0.2.1".into())).await.unwrap();
+    }
+    // A successful login does not count against the owner's address either.
+    for _ in 0..30 {
+        svc.login("bob", pw(PASSWORD), Some("192.0.2.200".into())).await.unwrap();
+    }
+}
