@@ -674,3 +674,41 @@ impl Service {
             .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ManualClock, PasswordParams, ServiceConfig};
+    use keygate_proto::UnixMicros;
+    use keygate_store::crypto::{MasterKey, SecretCipher};
+    use keygate_store::sqlite::{SqliteStore, SyncMode};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn password_work_is_refused_when_every_slot_stays_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([5; 32]), vec![]));
+        let store = SqliteStore::open(&dir.path().join("db"), cipher, SyncMode::Normal).await.unwrap();
+        let clock = Arc::new(ManualClock::new(UnixMicros(1_767_225_600_000_000)));
+        let mut config = ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() };
+        config.throttle.password_hashing_concurrency = 2;
+        config.throttle.password_hashing_wait_ms = 20;
+        let svc = Service::start(Arc::new(store), clock, config).await.unwrap();
+        let pw = |s: &str| Zeroizing::new(s.to_owned());
+        svc.sign_up("alice", pw("correct horse battery"), None).await.unwrap();
+
+        // Every slot held (as by two long argon2 runs): logins, sign-ups and password checks
+        // are refused as Throttled after the short wait rather than queued.
+        let held = svc.inner.password_work.clone().acquire_many_owned(2).await.unwrap();
+        let login = svc.login("alice", pw("correct horse battery"), Some("192.0.2.1".into())).await;
+        assert!(matches!(login, Err(ServiceError::Throttled { .. })), "{login:?}");
+        let sign_up = svc.sign_up("bob", pw("correct horse battery"), Some("192.0.2.2".into())).await;
+        assert!(matches!(sign_up, Err(ServiceError::Throttled { .. })), "{sign_up:?}");
+        assert!(matches!(svc.check_password("alice", pw("x")).await, Err(ServiceError::Throttled { .. })));
+
+        // One slot free again: the work runs.
+        drop(held);
+        svc.login("alice", pw("correct horse battery"), Some("192.0.2.1".into())).await.unwrap();
+        svc.sign_up("bob", pw("correct horse battery"), Some("192.0.2.2".into())).await.unwrap();
+    }
+}
