@@ -247,9 +247,8 @@ impl Service {
             what: "password check (server busy)".into(),
             retry_after_ms: self.inner.config.throttle.password_hashing_wait_ms.max(1000),
         };
-        let permit = match tokio::time::timeout(wait, self.inner.password_work.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) | Err(_) => return Err(busy()),
+        let Ok(Ok(permit)) = tokio::time::timeout(wait, self.inner.password_work.clone().acquire_owned()).await else {
+            return Err(busy());
         };
         // argon2 is deliberately slow: keep it off the async executor's threads.
         tokio::task::spawn_blocking(move || {
