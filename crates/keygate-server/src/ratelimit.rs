@@ -422,6 +422,17 @@ impl RateLimiter {
     /// Returns the weight used per window (`("1M", 26)`, for `X-MBX-USED-WEIGHT-1M`) either way;
     /// empty when limits are off.
     pub fn admit(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+        self.count(ip, weight, 1, now_ms)
+    }
+
+    /// Charges `ip` more weight for a request [`Self::admit`] already counted (weight found only
+    /// once its body was read), without counting another raw request. Refuses as `admit` does.
+    pub fn charge_more(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+        self.count(ip, weight, 0, now_ms)
+    }
+
+    /// Adds `weight` and `raw` requests to `ip`'s windows and decides.
+    fn count(&self, ip: IpAddr, weight: u32, raw: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
         let c = &self.config;
         if !c.enabled {
             return (Vec::new(), Ok(()));
@@ -453,7 +464,7 @@ impl RateLimiter {
             return (usage(s), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }));
         }
         s.weight.add(weight);
-        s.raw.add(1);
+        s.raw.add(raw);
         let over = s
             .weight
             .over(&c.request_weight)
