@@ -503,10 +503,20 @@ struct NextQuery {
 }
 
 /// A console path to go back to after step-up; anything else (another site, a scheme-relative
-/// URL) becomes the key list.
+/// URL, a path leaving the console, characters a `Location` header cannot carry) becomes the key
+/// list. Checked before the code is used, so a bad `next` never turns a step-up into an error.
 fn safe_next(next: Option<&str>) -> String {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'.' | b'-' | b'?' | b'=' | b'&');
     match next {
-        Some(n) if n.starts_with("/console/") && !n.contains("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.len() <= 512
+                && n.starts_with("/console/")
+                && n.bytes().all(allowed)
+                && !n.contains("//")
+                && !n.contains("/..") =>
+        {
+            n.to_owned()
+        }
         _ => "/console/keys".into(),
     }
 }
@@ -1084,7 +1094,20 @@ mod tests {
     #[test]
     fn step_up_goes_back_only_inside_the_console() {
         assert_eq!(safe_next(Some("/console/keys/kg_1")), "/console/keys/kg_1");
-        for bad in ["https://evil.example/", "//evil.example/console/", "/console//evil", "/other", "/console/\\x"] {
+        assert_eq!(safe_next(Some("/console/keys?page=2&x=y")), "/console/keys?page=2&x=y");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/console/",
+            "/console//evil",
+            "/other",
+            "/console/\\x",
+            "/console/\x01x",
+            "/console/a\r\nSet-Cookie: x=y",
+            "/console/\u{e9}",
+            "/console/a b",
+            "/console/../api",
+            "/console/%2F%2Fevil",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/console/keys", "{bad}");
         }
         assert_eq!(safe_next(None), "/console/keys");

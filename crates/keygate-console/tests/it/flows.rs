@@ -362,3 +362,19 @@ async fn new_recovery_codes_replace_the_old_ones() {
     let res = a.post("/console/2fa/recovery-codes", &[("csrf", &page.csrf()), ("code", "000000")]).await;
     assert_eq!(res.status, 403, "{}", res.body);
 }
+
+#[tokio::test]
+async fn the_json_login_takes_the_name_in_any_case_like_the_form() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let mut b = Agent::new(&app);
+    let pre: serde_json::Value = serde_json::from_str(&b.get("/api/console/v1/session").await.body).unwrap();
+    let pre = pre["csrf_token"].as_str().unwrap().to_owned();
+    let creds = serde_json::json!({"name": " Alice ", "password": PASSWORD});
+    let res = b.post_json("/api/console/v1/login", Some(&pre), creds).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let s: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+    assert_eq!(s["authenticated"], true, "{s}");
+    assert_eq!(b.get("/api/console/v1/keys").await.status, 200);
+}
