@@ -1037,30 +1037,44 @@ struct AuditPage {
     rows: Vec<AuditRow>,
 }
 
-/// The account's newest audit records (at most `limit`), newest first.
+/// The account's newest audit records (at most `limit`), newest first: one query for just
+/// those, whatever the length of the history.
 pub(crate) async fn recent_audit(
     c: &Console,
     v: &Viewer,
     limit: usize,
 ) -> Result<Vec<keygate_service::AuditView>, ConsoleError> {
-    let mut all = Vec::new();
-    let mut after = 0;
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    Ok(c.service().audit_log_newest(&v.actor, i64::MAX, limit).await?)
+}
+
+/// How many of the account's audit records with `action` are newer than `since` (ms): pages
+/// back from the newest record until one is older, so every record of the period is seen, however
+/// many other actions were recorded in it.
+pub(crate) async fn count_recent_audit(
+    c: &Console,
+    v: &Viewer,
+    action: &str,
+    since: u64,
+) -> Result<usize, ConsoleError> {
+    const PAGE: u32 = 1000;
+    let (mut count, mut before) = (0, i64::MAX);
     loop {
-        let batch = c.service().audit_log(&v.actor, after, 1000).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.seq;
-        let done = batch.len() < 1000;
-        all.extend(batch);
-        if all.len() > limit * 4 {
-            all.drain(..all.len() - limit);
+        let batch = c.service().audit_log_newest(&v.actor, before, PAGE).await?;
+        let Some(last) = batch.last() else { return Ok(count) };
+        before = last.seq;
+        for r in &batch {
+            if r.at <= since {
+                return Ok(count);
+            }
+            if r.action == action {
+                count += 1;
+            }
         }
-        if done {
-            break;
+        if batch.len() < PAGE as usize {
+            return Ok(count);
         }
     }
-    all.reverse();
-    all.truncate(limit);
-    Ok(all)
 }
 
 async fn audit_page(State(c): State<Console>, ctx: Ctx) -> Response {

@@ -130,6 +130,15 @@ async fn faucet_deposits_show_in_the_wallet_and_csv_and_are_limited() {
     assert!(wallet.body.contains("50000.00000000"), "five deposits of 10000 USDT: {}", wallet.body);
     let res = a.post("/console/wallet/faucet", &[("csrf", &page.csrf()), ("asset", "USDT")]).await;
     assert_eq!(res.status, 429, "{}", res.body);
+    // A thousand and more other records since (label edits, failed logins) do not hide the
+    // day's deposits from the count.
+    let op = TestApp::operator();
+    let alice = keygate_proto::AccountId(app.service.account(&op, "alice").await.unwrap().id);
+    for _ in 0..1_100 {
+        app.service.record_event(&op, "key.edit", "key:x", Some(alice), serde_json::json!({})).await.unwrap();
+    }
+    let res = a.post("/console/wallet/faucet", &[("csrf", &page.csrf()), ("asset", "USDT")]).await;
+    assert_eq!(res.status, 429, "{}", res.body);
     let csv = a.get("/console/wallet/deposits.csv").await;
     assert_eq!(csv.status, 200);
     let lines: Vec<&str> = csv.body.lines().collect();
