@@ -146,7 +146,8 @@ async fn signup(State(c): State<Console>, ctx: Ctx, Body(b): Body<Credentials>) 
 
 async fn login(State(c): State<Console>, ctx: Ctx, Body(b): Body<Credentials>) -> ApiResult {
     ctx.check_pre_csrf(None)?;
-    let s = c.service().login(b.name.trim(), b.password, ctx.source.clone()).await?;
+    // Names are lower-case, as the form login and both sign-ups take them.
+    let s = c.service().login(&b.name.trim().to_ascii_lowercase(), b.password, ctx.source.clone()).await?;
     Ok(json(StatusCode::OK, &SessionJson::of(&s.info), &[ctx.session_cookie(&s.token)]))
 }
 

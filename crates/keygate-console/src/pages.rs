@@ -503,10 +503,20 @@ struct NextQuery {
 }
 
 /// A console path to go back to after step-up; anything else (another site, a scheme-relative
-/// URL) becomes the key list.
+/// URL, a path leaving the console, characters a `Location` header cannot carry) becomes the key
+/// list. Checked before the code is used, so a bad `next` never turns a step-up into an error.
 fn safe_next(next: Option<&str>) -> String {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'.' | b'-' | b'?' | b'=' | b'&');
     match next {
-        Some(n) if n.starts_with("/console/") && !n.contains("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.len() <= 512
+                && n.starts_with("/console/")
+                && n.bytes().all(allowed)
+                && !n.contains("//")
+                && !n.contains("/..") =>
+        {
+            n.to_owned()
+        }
         _ => "/console/keys".into(),
     }
 }
@@ -1027,30 +1037,44 @@ struct AuditPage {
     rows: Vec<AuditRow>,
 }
 
-/// The account's newest audit records (at most `limit`), newest first.
+/// The account's newest audit records (at most `limit`), newest first: one query for just
+/// those, whatever the length of the history.
 pub(crate) async fn recent_audit(
     c: &Console,
     v: &Viewer,
     limit: usize,
 ) -> Result<Vec<keygate_service::AuditView>, ConsoleError> {
-    let mut all = Vec::new();
-    let mut after = 0;
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    Ok(c.service().audit_log_newest(&v.actor, i64::MAX, limit).await?)
+}
+
+/// How many of the account's audit records with `action` are newer than `since` (ms): pages
+/// back from the newest record until one is older, so every record of the period is seen, however
+/// many other actions were recorded in it.
+pub(crate) async fn count_recent_audit(
+    c: &Console,
+    v: &Viewer,
+    action: &str,
+    since: u64,
+) -> Result<usize, ConsoleError> {
+    const PAGE: u32 = 1000;
+    let (mut count, mut before) = (0, i64::MAX);
     loop {
-        let batch = c.service().audit_log(&v.actor, after, 1000).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.seq;
-        let done = batch.len() < 1000;
-        all.extend(batch);
-        if all.len() > limit * 4 {
-            all.drain(..all.len() - limit);
+        let batch = c.service().audit_log_newest(&v.actor, before, PAGE).await?;
+        let Some(last) = batch.last() else { return Ok(count) };
+        before = last.seq;
+        for r in &batch {
+            if r.at <= since {
+                return Ok(count);
+            }
+            if r.action == action {
+                count += 1;
+            }
         }
-        if done {
-            break;
+        if batch.len() < PAGE as usize {
+            return Ok(count);
         }
     }
-    all.reverse();
-    all.truncate(limit);
-    Ok(all)
 }
 
 async fn audit_page(State(c): State<Console>, ctx: Ctx) -> Response {
@@ -1084,7 +1108,20 @@ mod tests {
     #[test]
     fn step_up_goes_back_only_inside_the_console() {
         assert_eq!(safe_next(Some("/console/keys/kg_1")), "/console/keys/kg_1");
-        for bad in ["https://evil.example/", "//evil.example/console/", "/console//evil", "/other", "/console/\\x"] {
+        assert_eq!(safe_next(Some("/console/keys?page=2&x=y")), "/console/keys?page=2&x=y");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/console/",
+            "/console//evil",
+            "/other",
+            "/console/\\x",
+            "/console/\x01x",
+            "/console/a\r\nSet-Cookie: x=y",
+            "/console/\u{e9}",
+            "/console/a b",
+            "/console/../api",
+            "/console/%2F%2Fevil",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/console/keys", "{bad}");
         }
         assert_eq!(safe_next(None), "/console/keys");

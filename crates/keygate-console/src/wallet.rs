@@ -86,11 +86,7 @@ pub(crate) async fn faucet(c: &Console, v: &Viewer, asset: &str) -> Result<Depos
     let coin = AssetCode::parse(&asset).map_err(|e| ConsoleError::BadRequest(format!("asset {asset:?}: {e}")))?;
     let _one_at_a_time = c.faucet_lock().await;
     let now = c.now_ms();
-    let used = crate::pages::recent_audit(c, v, 1000)
-        .await?
-        .iter()
-        .filter(|r| r.action == "console.faucet" && r.at + DAY_MS > now.0)
-        .count();
+    let used = crate::pages::count_recent_audit(c, v, "console.faucet", now.0.saturating_sub(DAY_MS)).await?;
     if used >= cfg.per_day {
         return Err(ConsoleError::TooMany(format!(
             "the sandbox faucet gives at most {} deposits per account in 24 hours",

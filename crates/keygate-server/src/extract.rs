@@ -72,6 +72,8 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         }
         let counts_order = crate::ratelimit::counts_as_order(req.method(), req.uri().path());
         let order_counts = req.extensions().get::<crate::ratelimit::OrderCountSlot>().cloned();
+        let charged = req.extensions().get::<crate::weight::Charged>().cloned();
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
         let limit = state.verifier.limits().max_body;
         let body: Bytes = match axum::body::to_bytes(req.into_body(), limit).await {
@@ -83,6 +85,16 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         match state.verifier.verify(&unverified, S::ACCESS, state.service.cache().as_ref(), now) {
             Ok(request) => {
                 state.service.record_use(&request.key().id, &ip.to_string());
+                // The weight the middleware could not see: parameters in the body.
+                crate::weight::charge_rest(
+                    state,
+                    charged.as_ref(),
+                    &method,
+                    &path,
+                    request.params(),
+                    now.as_millis().0,
+                )
+                .map_err(ApiError::RateLimited)?;
                 if counts_order {
                     // Per account, so only once the request is known to be the account's; an
                     // order over the limit never reaches the engine.

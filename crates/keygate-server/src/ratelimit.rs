@@ -30,9 +30,10 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
-/// Most addresses (and, separately, accounts) tracked at once. When the table is full, entries
-/// whose windows have all passed are dropped, then entries without a ban (at most once a second);
-/// a new address that still finds no room is served uncounted rather than refused.
+/// Most addresses (and, separately, accounts) tracked at once. When the table is full (checked at
+/// most once a second), entries whose windows have all passed and whose bans are forgotten are
+/// dropped, then the least recently seen entries never refused or banned lately; a new address
+/// that still finds no room is refused (429), and nobody's counters are reset.
 pub const MAX_TRACKED: usize = 100_000;
 
 /// The unit of a limit's interval, as `exchangeInfo.rateLimits` names it.
@@ -360,37 +361,68 @@ fn secs_to_window_end(w: &Window, now: u64) -> u64 {
     end.saturating_sub(now).div_ceil(1_000).max(1)
 }
 
+/// One tracked entry and when it was last used (ms), for evicting the least recently seen.
+#[derive(Debug, Default)]
+struct Entry<V> {
+    value: V,
+    seen: u64,
+}
+
 /// A bounded table of counters.
 #[derive(Debug)]
 struct Table<K, V> {
-    map: HashMap<K, V>,
+    map: HashMap<K, Entry<V>>,
+    /// Most entries held at once ([`MAX_TRACKED`]; smaller in tests).
+    capacity: usize,
     /// When a full table was last pruned: pruning walks every entry, so a table that stays full
     /// (every entry live) is pruned at most once a second, not on every request.
     pruned_at: Option<u64>,
 }
 
-impl<K, V> Default for Table<K, V> {
-    fn default() -> Self {
-        Self { map: HashMap::new(), pruned_at: None }
+impl<K, V> Table<K, V> {
+    fn with_capacity(capacity: usize) -> Self {
+        Self { map: HashMap::new(), capacity: capacity.max(1), pruned_at: None }
     }
 }
 
-impl<K: Eq + Hash, V> Table<K, V> {
+impl<K: Eq + Hash + Copy, V: Default> Table<K, V> {
+    /// The entry for `key`, marked as seen at `now` (created when new: call
+    /// [`Self::make_room`] first).
+    fn touch(&mut self, key: K, now: u64) -> &mut V {
+        let e = self.map.entry(key).or_default();
+        e.seen = e.seen.max(now);
+        &mut e.value
+    }
+
     /// Makes room for one more entry at `now`; false when there is none. Drops the entries
-    /// `keep` rejects, then, if that was not enough, those `keep_hard` rejects.
-    fn make_room(&mut self, now: u64, keep: impl Fn(&V) -> bool, keep_hard: impl Fn(&V) -> bool) -> bool {
-        if self.map.len() < MAX_TRACKED {
+    /// `forgettable` says hold nothing worth keeping (windows passed, no ban to remember); if
+    /// that is not enough, evicts the least recently seen entries `evictable` allows, down to
+    /// 90% of the capacity so the next walk is not needed for a while. Every other entry keeps
+    /// its counters: a flood of new addresses cannot reset anyone's history.
+    fn make_room(&mut self, now: u64, forgettable: impl Fn(&V) -> bool, evictable: impl Fn(&V) -> bool) -> bool {
+        if self.map.len() < self.capacity {
             return true;
         }
         if self.pruned_at.is_some_and(|t| now < t.saturating_add(1_000)) {
             return false;
         }
         self.pruned_at = Some(now);
-        self.map.retain(|_, v| keep(v));
-        if self.map.len() >= MAX_TRACKED {
-            self.map.retain(|_, v| keep_hard(v));
+        self.map.retain(|_, e| !forgettable(&e.value));
+        if self.map.len() >= self.capacity {
+            let target = self.capacity - self.capacity.div_ceil(10);
+            let mut candidates: Vec<(u64, K)> =
+                self.map.iter().filter(|(_, e)| evictable(&e.value)).map(|(k, e)| (e.seen, *k)).collect();
+            let excess = self.map.len().saturating_sub(target).min(candidates.len());
+            if excess > 0 {
+                if excess < candidates.len() {
+                    candidates.select_nth_unstable_by_key(excess - 1, |c| c.0);
+                }
+                for (_, k) in &candidates[..excess] {
+                    self.map.remove(k);
+                }
+            }
         }
-        self.map.len() < MAX_TRACKED
+        self.map.len() < self.capacity
     }
 }
 
@@ -409,7 +441,18 @@ impl RateLimiter {
     /// A limiter enforcing `config`.
     #[must_use]
     pub fn new(config: RateLimitConfig) -> Self {
-        Self { config, ips: Mutex::default(), accounts: Mutex::default() }
+        Self::with_capacity(config, MAX_TRACKED)
+    }
+
+    /// A limiter tracking at most `capacity` addresses and as many accounts (tests use a small
+    /// one to fill it).
+    #[must_use]
+    pub fn with_capacity(config: RateLimitConfig, capacity: usize) -> Self {
+        Self {
+            config,
+            ips: Mutex::new(Table::with_capacity(capacity)),
+            accounts: Mutex::new(Table::with_capacity(capacity)),
+        }
     }
 
     /// The limits in force.
@@ -422,6 +465,17 @@ impl RateLimiter {
     /// Returns the weight used per window (`("1M", 26)`, for `X-MBX-USED-WEIGHT-1M`) either way;
     /// empty when limits are off.
     pub fn admit(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+        self.count(ip, weight, 1, now_ms)
+    }
+
+    /// Charges `ip` more weight for a request [`Self::admit`] already counted (weight found only
+    /// once its body was read), without counting another raw request. Refuses as `admit` does.
+    pub fn charge_more(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+        self.count(ip, weight, 0, now_ms)
+    }
+
+    /// Adds `weight` and `raw` requests to `ip`'s windows and decides.
+    fn count(&self, ip: IpAddr, weight: u32, raw: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
         let c = &self.config;
         if !c.enabled {
             return (Vec::new(), Ok(()));
@@ -429,20 +483,22 @@ impl RateLimiter {
         let key = crate::weight::counting_key(ip);
         let mut ips = self.ips.lock().unwrap_or_else(PoisonError::into_inner);
         let forget = c.ban.forget_after_secs.saturating_mul(1_000);
-        if !ips.map.contains_key(&key)
-            && !ips.make_room(
-                now_ms,
-                |s| {
-                    s.banned_until.saturating_add(forget) > now_ms
-                        || !s.weight.stale(&c.request_weight, now_ms)
-                        || !s.raw.stale(&c.raw_requests, now_ms)
-                },
-                |s| s.banned_until > now_ms,
-            )
-        {
-            return (Vec::new(), Ok(()));
+        // Whether an entry holds nothing worth keeping: a ban long enough past to forget, and
+        // every window passed.
+        let ban_remembered = |s: &IpState| s.banned_until > 0 && s.banned_until.saturating_add(forget) > now_ms;
+        let forgettable = |s: &IpState| {
+            !ban_remembered(s) && s.weight.stale(&c.request_weight, now_ms) && s.raw.stale(&c.raw_requests, now_ms)
+        };
+        // Whether an entry may be evicted to make room: never one that was refused or banned
+        // within `forget_after` (its escalation must not be reset by a flood of new addresses).
+        let evictable = |s: &IpState| s.refused == 0 && !ban_remembered(s);
+        if !ips.map.contains_key(&key) && !ips.make_room(now_ms, forgettable, evictable) {
+            // No room even after pruning: every entry is live and was refused or banned lately.
+            // A new address is refused rather than served uncounted.
+            let msg = "Too many requests; too many clients are being limited. Please retry later.".to_owned();
+            return (Vec::new(), Err(Refusal::TooManyRequests { msg, retry_after: 1 }));
         }
-        let s = ips.map.entry(key).or_default();
+        let s = ips.touch(key, now_ms);
         s.weight.roll(&c.request_weight, now_ms);
         s.raw.roll(&c.raw_requests, now_ms);
         let usage = |s: &IpState| -> Usage {
@@ -453,7 +509,7 @@ impl RateLimiter {
             return (usage(s), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }));
         }
         s.weight.add(weight);
-        s.raw.add(1);
+        s.raw.add(raw);
         let over = s
             .weight
             .over(&c.request_weight)
@@ -495,12 +551,13 @@ impl RateLimiter {
             return (Vec::new(), Ok(()));
         }
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        if !accounts.map.contains_key(&account)
-            && !accounts.make_room(now_ms, |s| !s.stale(&c.orders, now_ms), |_| false)
+        // Accounts are authenticated (each costs a key); when none is stale the least recently
+        // seen make way, and an order that still finds no room is counted nowhere.
+        if !accounts.map.contains_key(&account) && !accounts.make_room(now_ms, |s| s.stale(&c.orders, now_ms), |_| true)
         {
             return (Vec::new(), Ok(()));
         }
-        let s = accounts.map.entry(account).or_default();
+        let s = accounts.touch(account, now_ms);
         s.roll(&c.orders, now_ms);
         let full = s.0.iter().zip(&c.orders).find(|(n, w)| n.1 >= w.limit).map(|(_, w)| *w);
         if full.is_none() {
@@ -524,7 +581,7 @@ impl RateLimiter {
     pub fn refund_order(&self, account: AccountId, at_ms: u64) {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = accounts.map.get_mut(&account) {
-            for (c, w) in s.0.iter_mut().zip(&self.config.orders) {
+            for (c, w) in s.value.0.iter_mut().zip(&self.config.orders) {
                 if c.0 == at_ms / w.span_ms() {
                     c.1 = c.1.saturating_sub(1);
                 }
@@ -600,26 +657,66 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_drops_stale_entries_then_unbanned_ones_at_most_once_a_second() {
-        let ip = |i: usize| IpAddr::from(u32::try_from(i).unwrap().to_be_bytes());
-        let fill = |l: &RateLimiter, from: usize, now: u64| {
-            for i in from..from + MAX_TRACKED {
-                assert!(l.admit(ip(i), 1, now).1.is_ok());
-            }
-        };
+    fn a_full_table_drops_stale_entries_then_the_least_recently_seen_ones() {
+        let ip = |i: u32| IpAddr::from(i.to_be_bytes());
+        let used = |(usage, _): (Usage, Result<(), Refusal>)| usage.first().map(|u| u.1);
         // Full of entries whose windows have all passed: they go.
-        let l = RateLimiter::new(small());
-        fill(&l, 0, 0);
-        assert_eq!(l.admit(ip(MAX_TRACKED), 1, 300_000).0, vec![("1M".to_owned(), 1)]);
+        let l = RateLimiter::with_capacity(small(), 10);
+        for i in 0..10 {
+            assert!(l.admit(ip(i), 1, 0).1.is_ok());
+        }
+        assert_eq!(used(l.admit(ip(10), 1, 300_000)), Some(1));
         assert_eq!(l.ips.lock().unwrap().map.len(), 1);
-        // Full of live entries, none banned: they make way too.
-        let l = RateLimiter::new(small());
-        fill(&l, 0, 0);
-        assert_eq!(l.admit(ip(MAX_TRACKED), 1, 0).0, vec![("1M".to_owned(), 1)]);
+        // Full of live entries: only the least recently seen make way (down to 90%), the others
+        // keep their counts.
+        let l = RateLimiter::with_capacity(small(), 10);
+        for i in 0..10 {
+            assert!(l.admit(ip(i), 1, u64::from(i)).1.is_ok());
+        }
+        assert!(l.admit(ip(10), 1, 10).1.is_ok());
+        assert_eq!(l.ips.lock().unwrap().map.len(), 10);
+        assert!(!l.ips.lock().unwrap().map.contains_key(&ip(0)));
+        assert_eq!(used(l.admit(ip(1), 1, 11)), Some(2));
+        // Full again within the second: no second walk; the newcomer is refused, not served
+        // uncounted, and nobody is reset.
+        let (usage, verdict) = l.admit(ip(11), 1, 500);
+        assert!(usage.is_empty());
+        assert!(matches!(verdict, Err(Refusal::TooManyRequests { retry_after: 1, .. })));
+        assert_eq!(used(l.admit(ip(1), 1, 500)), Some(3));
+    }
+
+    #[test]
+    fn a_full_table_never_forgets_refused_or_banned_addresses() {
+        let ip = |i: u32| IpAddr::from(i.to_be_bytes());
+        let l = RateLimiter::with_capacity(small(), 4);
+        // 0: banned; 1: refused once (a second refusal, then a ban, would follow); 2, 3: quiet.
+        for _ in 0..3 {
+            let _ = l.admit(ip(0), 11, 0);
+        }
+        assert!(matches!(l.admit(ip(0), 1, 0).1, Err(Refusal::Banned { .. })));
+        assert!(matches!(l.admit(ip(1), 11, 1).1, Err(Refusal::TooManyRequests { .. })));
+        assert!(l.admit(ip(2), 1, 2).1.is_ok());
+        assert!(l.admit(ip(3), 1, 3).1.is_ok());
+        // A flood of new addresses evicts the quiet ones only.
+        assert!(l.admit(ip(4), 1, 10).1.is_ok());
+        assert!(!l.ips.lock().unwrap().map.contains_key(&ip(2)));
+        assert!(matches!(l.admit(ip(0), 1, 20).1, Err(Refusal::Banned { .. })));
+        assert!(matches!(l.admit(ip(1), 1, 20).1, Err(Refusal::TooManyRequests { .. })));
+        assert!(matches!(l.admit(ip(1), 1, 20).1, Err(Refusal::Banned { .. })));
+        // Only limited addresses left (3 and 4 are refused now): newcomers are refused until
+        // room is made, and the bans stand.
+        assert!(l.admit(ip(3), 20, 30).1.is_err());
+        assert!(l.admit(ip(4), 20, 30).1.is_err());
+        for (i, now) in [(5, 2_000), (6, 2_500), (7, 4_000)] {
+            let (usage, verdict) = l.admit(ip(i), 1, now);
+            assert!(usage.is_empty() && verdict.is_err(), "{i}");
+        }
+        assert!(matches!(l.admit(ip(0), 1, 4_000).1, Err(Refusal::Banned { .. })));
+        assert!(matches!(l.admit(ip(1), 1, 4_000).1, Err(Refusal::Banned { .. })));
+        // Once the windows pass and the bans are forgotten, entries go and newcomers are counted.
+        let later = 4 * 86_400_000;
+        assert!(l.admit(ip(8), 1, later).1.is_ok());
         assert_eq!(l.ips.lock().unwrap().map.len(), 1);
-        // Full again within the second: no second walk; the newcomer is served uncounted.
-        fill(&l, 2 * MAX_TRACKED, 500);
-        assert_eq!(l.admit(ip(4 * MAX_TRACKED), 1, 600), (Vec::new(), Ok(())));
     }
 
     #[test]

@@ -147,7 +147,8 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone(), engine.clone())));
         let advancer = tokio::spawn(advance_withdrawals(engine.clone(), service.clone()));
         let quoter = market_maker.map(|mm| tokio::spawn(run_market_maker(engine.clone(), mm)));
-        let served = serve_http(listener, app(state), &limits, tls, rx).await;
+        let router = if tls.is_some() { app(state).layer(axum::middleware::map_response(hsts)) } else { app(state) };
+        let served = serve_http(listener, router, &limits, tls, rx).await;
         // The flusher only sleeps between flushes, and the final flush below catches up on
         // anything it had not written yet.
         flusher.abort();
@@ -167,6 +168,17 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         served
     });
     Ok(ServerHandle { addr, shutdown: Some(tx), join })
+}
+
+/// `Strict-Transport-Security` on every answer served over our own TLS, so a browser that has
+/// reached the console once over HTTPS never falls back to plain HTTP (behind a TLS-terminating
+/// proxy, the proxy sets it).
+async fn hsts(mut res: axum::response::Response) -> axum::response::Response {
+    res.headers_mut().insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=31536000"),
+    );
+    res
 }
 
 /// Serves HTTP/1.1 (over TLS when `tls` is given) on `listener` until `shutdown` fires, then lets

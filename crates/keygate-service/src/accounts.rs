@@ -190,6 +190,27 @@ impl Service {
             .collect())
     }
 
+    /// Audit records with `seq < before`, newest first, at most `limit` (capped at 10,000): the
+    /// owner's own only, everything for the operator, as [`Self::audit_log`]. Lets views of the
+    /// latest records read only those.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn audit_log_newest(&self, actor: &Actor, before: i64, limit: u32) -> ServiceResult<Vec<AuditView>> {
+        let filter = match actor {
+            Actor::Owner { account_id, .. } => Some(*account_id),
+            Actor::Operator { .. } | Actor::System { .. } => None,
+        };
+        Ok(self
+            .inner
+            .store
+            .audit_records_newest(before, limit.min(10_000), filter)
+            .await?
+            .iter()
+            .map(AuditView::from)
+            .collect())
+    }
+
     /// Walks the whole audit chain and checks every link; returns the number of records.
     ///
     /// # Errors

@@ -1203,6 +1203,18 @@ pub async fn audit_records_filter_by_account_and_page_by_sequence<H: Harness>() 
         }
     }
     assert!(store.audit_records(0, 100, Some(AccountId(bob.id.0 + 1000))).await.unwrap().is_empty());
+    // Newest first, paged backwards by sequence.
+    for acc in [alice.id, bob.id] {
+        let mut want: Vec<AuditRecord> = chain.iter().filter(|r| r.draft.account_id == Some(acc)).cloned().collect();
+        want.reverse();
+        assert_eq!(store.audit_records_newest(i64::MAX, 100, Some(acc)).await.unwrap(), want);
+        assert_eq!(store.audit_records_newest(i64::MAX, 2, Some(acc)).await.unwrap(), want[..2].to_vec());
+        assert_eq!(store.audit_records_newest(want[1].seq, 100, Some(acc)).await.unwrap(), want[2..].to_vec());
+    }
+    let mut newest = chain.clone();
+    newest.reverse();
+    assert_eq!(store.audit_records_newest(i64::MAX, 3, None).await.unwrap(), newest[..3].to_vec());
+    assert!(store.audit_records_newest(1, 100, None).await.unwrap().is_empty());
 }
 
 /// Changing any field of a stored record, dropping, reordering or re-hashing one is caught by

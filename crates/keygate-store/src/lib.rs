@@ -87,6 +87,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `account` when given.
     async fn audit_records(&self, after: i64, limit: u32, account: Option<AccountId>) -> StoreResult<Vec<AuditRecord>>;
 
+    /// Audit records with `seq < before`, newest first, at most `limit`; only those concerning
+    /// `account` when given. Lets a view of the latest records read only those, not the whole
+    /// history (the `(account_id, seq)` index serves it).
+    async fn audit_records_newest(
+        &self,
+        before: i64,
+        limit: u32,
+        account: Option<AccountId>,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
     /// Appends exchange journal entries in one transaction: all or none. An entry whose `seq` is
     /// already taken is a [`StoreError::Conflict`] and nothing of the batch is written (two engines
     /// on one database would collide here rather than interleave).

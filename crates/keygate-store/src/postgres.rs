@@ -445,6 +445,27 @@ impl Store for PgStore {
         rows.iter().map(audit_from_row).collect()
     }
 
+    async fn audit_records_newest(
+        &self,
+        before: i64,
+        limit: u32,
+        account: Option<AccountId>,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let rows = match account {
+            Some(a) => {
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                );
+                sqlx::query(&sql).bind(a.0).bind(before).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT $2");
+                sqlx::query(&sql).bind(before).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+        };
+        rows.iter().map(audit_from_row).collect()
+    }
+
     async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()> {
         if entries.is_empty() {
             return Ok(());

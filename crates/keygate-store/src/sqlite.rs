@@ -392,6 +392,27 @@ impl Store for SqliteStore {
         rows.iter().map(audit_from_row).collect()
     }
 
+    async fn audit_records_newest(
+        &self,
+        before: i64,
+        limit: u32,
+        account: Option<AccountId>,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let rows = match account {
+            Some(a) => {
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+                );
+                sqlx::query(&sql).bind(a.0).bind(before).bind(i64::from(limit)).fetch_all(&self.reader).await?
+            }
+            None => {
+                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq < ? ORDER BY seq DESC LIMIT ?");
+                sqlx::query(&sql).bind(before).bind(i64::from(limit)).fetch_all(&self.reader).await?
+            }
+        };
+        rows.iter().map(audit_from_row).collect()
+    }
+
     async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()> {
         if entries.is_empty() {
             return Ok(());

@@ -41,15 +41,26 @@ struct DemoFile {
 }
 
 /// The console login.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Console {
     url: String,
     account: String,
     password: String,
 }
 
+/// Hides the password, so a `{:?}` or a tracing field can never print it.
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("url", &self.url)
+            .field("account", &self.account)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
 /// One key as scripts need it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct DemoKey {
     label: String,
     #[serde(rename = "type")]
@@ -60,6 +71,20 @@ struct DemoKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     private_key_file: Option<PathBuf>,
     permissions: Vec<String>,
+}
+
+/// Hides the HMAC secret, so a `{:?}` or a tracing field can never print it.
+impl std::fmt::Debug for DemoKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoKey")
+            .field("label", &self.label)
+            .field("key_type", &self.key_type)
+            .field("api_key", &self.api_key)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .field("private_key_file", &self.private_key_file)
+            .field("permissions", &self.permissions)
+            .finish()
+    }
 }
 
 impl Drop for DemoFile {
@@ -338,5 +363,35 @@ impl Demo {
         let json = Zeroizing::new(serde_json::to_vec_pretty(&self.file)?);
         write_private(&self.path, &json)?;
         Ok(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password_and_secrets() {
+        let file = DemoFile {
+            base_url: "http://127.0.0.1:8080".into(),
+            account: "demo".into(),
+            console: Console {
+                url: "http://127.0.0.1:8080/console/".into(),
+                account: "demo".into(),
+                password: "console-password-123".into(),
+            },
+            keys: vec![DemoKey {
+                label: "demo-trade".into(),
+                key_type: "hmac".into(),
+                api_key: "kg_demo".into(),
+                secret: Some("hmac-secret-456".into()),
+                private_key_file: None,
+                permissions: vec!["TRADE".into()],
+            }],
+        };
+        let demo = Demo { file, path: PathBuf::from("/tmp/demo-keys.json") };
+        let shown = format!("{demo:?} {demo:#?}");
+        assert!(!shown.contains("console-password-123") && !shown.contains("hmac-secret-456"), "{shown}");
+        assert!(shown.contains("<hidden>") && shown.contains("kg_demo"), "{shown}");
     }
 }

@@ -130,6 +130,15 @@ async fn faucet_deposits_show_in_the_wallet_and_csv_and_are_limited() {
     assert!(wallet.body.contains("50000.00000000"), "five deposits of 10000 USDT: {}", wallet.body);
     let res = a.post("/console/wallet/faucet", &[("csrf", &page.csrf()), ("asset", "USDT")]).await;
     assert_eq!(res.status, 429, "{}", res.body);
+    // A thousand and more other records since (label edits, failed logins) do not hide the
+    // day's deposits from the count.
+    let op = TestApp::operator();
+    let alice = keygate_proto::AccountId(app.service.account(&op, "alice").await.unwrap().id);
+    for _ in 0..1_100 {
+        app.service.record_event(&op, "key.edit", "key:x", Some(alice), serde_json::json!({})).await.unwrap();
+    }
+    let res = a.post("/console/wallet/faucet", &[("csrf", &page.csrf()), ("asset", "USDT")]).await;
+    assert_eq!(res.status, 429, "{}", res.body);
     let csv = a.get("/console/wallet/deposits.csv").await;
     assert_eq!(csv.status, 200);
     let lines: Vec<&str> = csv.body.lines().collect();
@@ -361,4 +370,20 @@ async fn new_recovery_codes_replace_the_old_ones() {
     let page = a.get("/console/2fa").await;
     let res = a.post("/console/2fa/recovery-codes", &[("csrf", &page.csrf()), ("code", "000000")]).await;
     assert_eq!(res.status, 403, "{}", res.body);
+}
+
+#[tokio::test]
+async fn the_json_login_takes_the_name_in_any_case_like_the_form() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let mut b = Agent::new(&app);
+    let pre: serde_json::Value = serde_json::from_str(&b.get("/api/console/v1/session").await.body).unwrap();
+    let pre = pre["csrf_token"].as_str().unwrap().to_owned();
+    let creds = serde_json::json!({"name": " Alice ", "password": PASSWORD});
+    let res = b.post_json("/api/console/v1/login", Some(&pre), creds).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let s: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+    assert_eq!(s["authenticated"], true, "{s}");
+    assert_eq!(b.get("/api/console/v1/keys").await.status, 200);
 }

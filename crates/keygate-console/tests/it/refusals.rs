@@ -132,6 +132,23 @@ async fn reused_totp_code_is_refused() {
 }
 
 #[tokio::test]
+async fn a_control_character_in_next_falls_back_to_the_key_list() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let secret = a.enroll_totp(&app).await;
+    next_totp_step(&app);
+    let code = totp(&secret, &app);
+    let page = a.get("/console/step-up?next=/console/%01x").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("/console/\u{1}x"));
+    let ok = a.post("/console/step-up", &[("csrf", &page.csrf()), ("code", &code), ("next", "/console/\u{1}x")]).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert_eq!(ok.location.as_deref(), Some("/console/keys"));
+    assert!(!ok.set_cookies.is_empty(), "the step-up went through");
+}
+
+#[tokio::test]
 async fn withdraw_without_ip_allowlist_is_refused() {
     let app = TestApp::spawn().await;
     let mut a = Agent::new(&app);

@@ -220,3 +220,78 @@ async fn exchange_info_publishes_the_limits_in_force() {
         r.body["rateLimits"].as_array().unwrap().iter().map(|l| l["limit"].as_u64().unwrap()).collect();
     assert_eq!(limits, vec![60_000, 1_000, 2_000_000, 610_000]);
 }
+
+async fn used_weight(app: &TestApp, path_and_query: &str) -> Option<u32> {
+    let r = send(reqwest::Client::new().get(format!("{}{path_and_query}", app.base_url))).await;
+    assert_eq!(r.status, 200, "{path_and_query}: {:?}", r.body);
+    r.header("x-mbx-used-weight-1m").map(|v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn weight_is_charged_from_the_parameters_as_decoded_by_the_handler() {
+    let app = TestApp::spawn().await;
+    let mut total = 0;
+    // The reviewer's cases: an encoded name or value must weigh what the handler reads.
+    for (q, w) in [
+        ("symbol=BTCUSDT&limit=5000", 250),
+        ("symbol=BTCUSDT&lim%69t=5000", 250),
+        ("symbol=BTCUSDT&limit=%35000", 250),
+        ("symbol=BTCUSDT&limit=%31%30", 5),
+    ] {
+        total += w;
+        assert_eq!(used_weight(&app, &format!("/api/v3/depth?{q}")).await, Some(total), "{q}");
+    }
+    // A query the parser refuses (a name sent twice) is charged the endpoint's most.
+    let r =
+        send(reqwest::Client::new().get(format!("{}/api/v3/depth?symbol=BTCUSDT&limit=5&limit=5", app.base_url))).await;
+    assert_eq!((r.status, r.body["code"].as_i64()), (400, Some(-1101)));
+    assert_eq!(r.header("x-mbx-used-weight-1m"), Some((total + 250).to_string().as_str()));
+}
+
+#[tokio::test]
+async fn body_parameters_that_add_weight_are_charged_once_the_request_is_read() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits = RateLimitConfig { request_weight: vec![Window::new(Interval::Minute, 1, 30)], ..small() }
+    })
+    .await;
+    let alice = trader(&app, "alice", &[Permission::Trade]).await;
+    fund(&app, alice.account, "BTC", "1").await;
+    let test_order = |in_query: &[(&str, &str)], in_body: &[(&str, &str)]| {
+        let client = &alice.client;
+        let query = keygate_client::query_string(in_query);
+        // The signature covers the query followed by the body.
+        let body_params = keygate_client::query_string(in_body);
+        let mut body = if body_params.is_empty() { String::new() } else { format!("{body_params}&") };
+        body.push_str(&format!("timestamp={}", client.now().0));
+        let sig = client.signer().sign(format!("{query}{body}").as_bytes());
+        body.push_str(&format!("&signature={sig}"));
+        let url = format!("{}/api/v3/order/test?{query}", app.base_url);
+        let req = reqwest::Client::new()
+            .post(url)
+            .header("X-MBX-APIKEY", client.api_key())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body);
+        async move { send(req).await }
+    };
+    let order = [
+        ("symbol", "BTCUSDT"),
+        ("side", "SELL"),
+        ("type", "LIMIT"),
+        ("timeInForce", "GTC"),
+        ("quantity", "0.01"),
+        ("price", "60000"),
+    ];
+    // Without the rates: 1.
+    let r = test_order(&order, &[]).await;
+    assert_eq!((r.status, r.header("x-mbx-used-weight-1m")), (200, Some("1")), "{:?}", r.body);
+    // computeCommissionRates=true in the body: 20, as in the query.
+    let r = test_order(&order, &[("computeCommissionRates", "true")]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body["standardCommissionForOrder"].is_object(), "{:?}", r.body);
+    assert_eq!(r.header("x-mbx-used-weight-1m"), Some("21"));
+    // The next one would take the address to 41 of 30: refused before any work is done.
+    app.clock.advance_ms(1);
+    let r = test_order(&order, &[("computeCommissionRates", "true")]).await;
+    assert_eq!((r.status, r.body["code"].as_i64()), (429, Some(-1003)), "{:?}", r.body);
+    assert_eq!(r.header("x-mbx-used-weight-1m"), Some("41"));
+}

@@ -48,11 +48,13 @@ async fn serves_https_with_the_given_certificate_and_secure_console_cookies() {
     let ping = https_get(&app, &cert.der, "/api/v3/ping").await;
     assert!(ping.starts_with("HTTP/1.1 200"), "{ping}");
     assert!(ping.ends_with("{}"), "{ping}");
+    assert!(ping.to_ascii_lowercase().contains("\r\nstrict-transport-security: max-age=31536000\r\n"), "{ping}");
 
     let login = https_get(&app, &cert.der, "/console/login").await;
     assert!(login.starts_with("HTTP/1.1 200"), "{login}");
     let cookie = login.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a cookie");
     assert!(cookie.contains("__Host-kg_pre=") && cookie.contains("; Secure"), "{cookie}");
+    assert!(login.to_ascii_lowercase().contains("\r\nstrict-transport-security: max-age=31536000\r\n"), "{login}");
 
     // Plain HTTP to the TLS port gets no HTTP answer.
     let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
@@ -77,4 +79,12 @@ fn unusable_certificate_files_are_named_in_the_error() {
     let other = self_signed();
     let err = TlsConfig::from_pem(cert.cert_pem.as_bytes(), other.key_pem.as_bytes()).unwrap_err().to_string();
     assert!(err.contains("cannot be used together"), "{err}");
+}
+
+#[tokio::test]
+async fn plain_http_sends_no_hsts() {
+    let app = TestApp::spawn().await;
+    let res = reqwest::get(format!("{}/api/v3/ping", app.base_url)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("strict-transport-security").is_none());
 }

@@ -244,6 +244,16 @@ fn non_loopback_listen_without_tls_is_refused() {
 }
 
 #[test]
+fn a_trusted_proxy_network_covering_everyone_is_refused() {
+    let s = Sandbox::new();
+    // The allowlist parser's own floor (/8, /16 for IPv6) already refuses them, before anything
+    // is served: any client in such a network could choose the address keygate sees.
+    for net in ["0.0.0.0/0", "::/0", "128.0.0.0/1", "::ffff:0:0/96", "2000::/3"] {
+        s.fails(&["serve", "--trusted-proxy", net], "too broad");
+    }
+}
+
+#[test]
 fn tls_files_that_cannot_be_read_are_named() {
     let s = Sandbox::new();
     s.fails(
