@@ -80,6 +80,11 @@ impl Entropy for OsEntropy {
     }
 }
 
+/// Keys read per store call while the key cache is warmed at start: large enough that the walk
+/// costs about what one full listing does, small enough that its transient memory (rows and
+/// decrypted records, about 3.7 KiB per key) stays a few tens of MB.
+const KEY_LOAD_PAGE: u32 = 10_000;
+
 /// The service: store, clock, key cache and usage bookkeeping, shared by every entry path.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -114,7 +119,18 @@ impl Service {
     /// [`ServiceError`] if the store cannot be read or holds a key that cannot be decoded.
     pub async fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: ServiceConfig) -> ServiceResult<Self> {
         let cache = Arc::new(KeyCache::default());
-        cache.load(store.list_keys(None).await?)?;
+        // Page by page: only one page of rows and records is alive at a time besides the cache
+        // itself (one `list_keys(None)` of 1,000,000 keys peaked at 3.9 GB, and glibc kept most
+        // of it resident after it was freed).
+        let mut after = None;
+        loop {
+            let page = store.list_keys_page(after.as_ref(), KEY_LOAD_PAGE).await?;
+            cache.extend(&page)?;
+            match page.last() {
+                Some(last) => after = Some(last.id.clone()),
+                None => break,
+            }
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
