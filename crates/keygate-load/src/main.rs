@@ -65,9 +65,13 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     rotate_over: usize,
     /// `endpoints` mode: measure only these besides ping (account-hmac, account-ed25519,
-    /// order-test, order), comma-separated; all when empty.
+    /// order-test, order, account-hmac-presigned), comma-separated; all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// `endpoints` mode: requests in the pre-signed pool, signed before each round of
+    /// account-hmac-presigned.
+    #[arg(long, default_value_t = 200_000)]
+    presign_pool: usize,
 }
 
 struct Server {
@@ -236,6 +240,10 @@ enum Endpoint {
     OrderIoc,
     /// Signed account reads rotating over many keys (`keys` mode).
     AccountRotating,
+    /// HMAC account reads from a pool signed before the round, as wrk-style generators send
+    /// them: the load generator no longer signs inside the timed window, the server still
+    /// verifies every request in full.
+    AccountHmacPresigned,
 }
 
 impl Endpoint {
@@ -248,6 +256,7 @@ impl Endpoint {
             Self::OrderTest => "order-test",
             Self::OrderIoc => "order",
             Self::AccountRotating => "account-rotating",
+            Self::AccountHmacPresigned => "account-hmac-presigned",
         }
     }
 
@@ -259,6 +268,7 @@ impl Endpoint {
             Self::OrderTest => "POST /api/v3/order/test (HMAC)",
             Self::OrderIoc => "POST /api/v3/order (IOC, durable)",
             Self::AccountRotating => "GET /api/v3/account (rotating keys)",
+            Self::AccountHmacPresigned => "GET /api/v3/account (HMAC, pre-signed)",
         }
     }
 }
@@ -271,6 +281,28 @@ struct Clients {
     ed25519: Option<Arc<(String, Signer)>>,
     /// Keys to rotate over.
     rotating: Arc<Rotation>,
+    /// Complete URLs of HMAC account reads signed before the round (pre-signed mode).
+    presigned: Arc<Vec<String>>,
+}
+
+/// `count` account reads signed with `key` right now, each with its own timestamp (in µs, which
+/// the server accepts like Binance does: `base + i`, so no two requests of the pool are the same
+/// and each one's signature is new to the server's replay guard). They stay valid for the
+/// default recvWindow of 5 s, longer than a round; a round that sends more than `count` requests
+/// starts over at the first, which a USER_DATA read allows (only TRADE signatures are
+/// single-use), and the server verifies the repeat in full all the same.
+fn presign(url: &str, key: &(String, Signer), count: usize) -> Vec<String> {
+    let base_us = u64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros(),
+    )
+    .unwrap_or(0);
+    (0..count as u64)
+        .map(|i| {
+            let q = format!("omitZeroBalances=true&timestamp={}", base_us + i);
+            let sig = key.1.sign(q.as_bytes());
+            format!("{url}/api/v3/account?{q}&signature={sig}")
+        })
+        .collect()
 }
 
 /// Sends one signed request (every parameter in the query, as `keygate-client` does) and
@@ -332,6 +364,7 @@ async fn run(
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let (hmac, ed, rotating) = (Arc::clone(&clients.hmac), clients.ed25519.clone(), Arc::clone(&clients.rotating));
+        let presigned = Arc::clone(&clients.presigned);
         let (http, url, errors, seq) = (http.clone(), url.to_owned(), Arc::clone(&errors), Arc::clone(&seq));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
@@ -354,6 +387,18 @@ async fn run(
                         }
                         None => false,
                     },
+                    Endpoint::AccountHmacPresigned => {
+                        let i = usize::try_from(n).unwrap_or(0) % presigned.len().max(1);
+                        match presigned.get(i) {
+                            Some(u) => {
+                                match http.get(u.as_str()).header("X-MBX-APIKEY", hmac.0.as_str()).send().await {
+                                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                                    Err(_) => false,
+                                }
+                            }
+                            None => false,
+                        }
+                    }
                     Endpoint::AccountRotating => {
                         // Consecutive requests use different keys, spread over the whole pool.
                         let i = usize::try_from(n).unwrap_or(0) % rotating.len().max(1);
@@ -405,6 +450,14 @@ async fn run(
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
             .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     };
+    let sent = seq.load(Ordering::Relaxed);
+    if endpoint == Endpoint::AccountHmacPresigned && sent > clients.presigned.len() as u64 {
+        eprintln!(
+            "  pre-signed pool of {} used for {sent} requests: {} repeated a signature (allowed for reads)",
+            clients.presigned.len(),
+            sent - clients.presigned.len() as u64
+        );
+    }
     Round {
         rps: all.len() as f64 / args.seconds,
         p50_ms: pct(0.50),
@@ -494,10 +547,17 @@ async fn endpoints(args: &Args) -> anyhow::Result<()> {
     )?)?;
     let ed_key = e["api_key"].as_str().context("api_key of the Ed25519 key")?;
     let ed25519 = Arc::new((ed_key.to_owned(), Signer::Ed25519(signing)));
-    let clients = Clients { hmac, ed25519: Some(ed25519), rotating: Arc::new(Vec::new()) };
+    let mut clients =
+        Clients { hmac, ed25519: Some(ed25519), rotating: Arc::new(Vec::new()), presigned: Arc::new(Vec::new()) };
     let http = reqwest::Client::new();
-    let all =
-        [Endpoint::Ping, Endpoint::AccountHmac, Endpoint::AccountEd25519, Endpoint::OrderTest, Endpoint::OrderIoc];
+    let all = [
+        Endpoint::Ping,
+        Endpoint::AccountHmac,
+        Endpoint::AccountHmacPresigned,
+        Endpoint::AccountEd25519,
+        Endpoint::OrderTest,
+        Endpoint::OrderIoc,
+    ];
     // Ping stays first: every ratio is to it.
     let endpoints: Vec<Endpoint> = all
         .into_iter()
@@ -506,7 +566,12 @@ async fn endpoints(args: &Args) -> anyhow::Result<()> {
     let mut results: Vec<Vec<Round>> = endpoints.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds {
         for (i, e) in endpoints.iter().enumerate() {
+            if *e == Endpoint::AccountHmacPresigned {
+                // Signed before the round's clock and CPU counters start.
+                clients.presigned = Arc::new(presign(&server.url, &clients.hmac, args.presign_pool));
+            }
             let r = run(*e, &clients, http.clone(), &server.url, server.child.id(), args).await;
+            clients.presigned = Arc::new(Vec::new());
             print_round(round + 1, e.name(), &r);
             results[i].push(r);
         }
@@ -650,7 +715,7 @@ async fn keys(args: &Args) -> anyhow::Result<()> {
         eprintln!("  server with {count} keys listening after {:.1} s: {mem:?} KiB", t.elapsed().as_secs_f64());
         // Unused in this mode; it only fills the struct.
         let hmac = Arc::new((String::new(), Signer::hmac("")));
-        let clients = Clients { hmac, ed25519: None, rotating: Arc::new(rotation) };
+        let clients = Clients { hmac, ed25519: None, rotating: Arc::new(rotation), presigned: Arc::new(Vec::new()) };
         servers.push(KeyServer { count, server, clients, started: mem, rounds: Vec::new() });
     }
     let http = reqwest::Client::new();

@@ -54,6 +54,19 @@ impl KeyCache {
         Ok(())
     }
 
+    /// Inserts or replaces every key of `records` (one page of the warm-up at start).
+    ///
+    /// # Errors
+    /// As [`entry_for`]; the cache is unchanged on error.
+    pub fn extend(&self, records: &[KeyRecord]) -> Result<(), ServiceError> {
+        let entries = records
+            .iter()
+            .map(|r| Ok((r.id.as_str().to_owned(), Arc::new(entry_for(r)?))))
+            .collect::<Result<Vec<_>, ServiceError>>()?;
+        self.map.write().unwrap_or_else(PoisonError::into_inner).extend(entries);
+        Ok(())
+    }
+
     /// Inserts or replaces one key.
     ///
     /// # Errors

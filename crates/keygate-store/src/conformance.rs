@@ -124,6 +124,7 @@ macro_rules! store_conformance_suite {
             ed25519_and_rsa_public_keys_round_trip,
             permissions_and_restrictions_round_trip_exactly,
             keys_are_listed_per_account_and_overall_in_creation_order,
+            keys_page_by_id_covering_every_key_exactly_once,
             duplicate_key_id_is_a_conflict_and_keeps_the_original,
             key_for_an_unknown_account_is_not_found_and_leaves_no_trace,
             update_key_changes_only_mutable_fields_and_is_audited,
@@ -791,6 +792,65 @@ pub async fn keys_are_listed_per_account_and_overall_in_creation_order<H: Harnes
     assert!(store.list_keys(Some(carol.id)).await.unwrap().is_empty());
     assert!(store.list_keys(Some(AccountId(carol.id.0 + 1000))).await.unwrap().is_empty());
     assert_same_keys(&store.list_keys(None).await.unwrap(), &[a10, b20, a30]);
+}
+
+/// `list_keys_page` walks every key of every account exactly once in pages of at most `limit`,
+/// in one fixed order whatever the page size, each key as complete as `get_key` returns it; a
+/// page after the last key is empty.
+pub async fn keys_page_by_id_covering_every_key_exactly_once<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(41);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    let mut all = Vec::new();
+    for i in 0..11u64 {
+        let owner = if i % 3 == 0 { bob.id } else { alice.id };
+        let k = if i % 4 == 1 {
+            key(&mut e, owner, KeyMaterial::Public(ed25519_key()), 2_000 + i)
+        } else {
+            hmac_key(&mut e, owner, 2_000 + i)
+        };
+        insert(&*store, &k).await;
+        all.push(k);
+    }
+    assert!(store.list_keys_page(None, 0).await.unwrap().is_empty(), "a page of 0 is empty");
+    let walk = |limit: u32| {
+        let store = &store;
+        async move {
+            let mut seen: Vec<KeyRecord> = Vec::new();
+            let mut pages = 0;
+            loop {
+                let page = store.list_keys_page(seen.last().map(|k| &k.id), limit).await.unwrap();
+                assert!(page.len() <= limit as usize, "page of {} over the limit {limit}", page.len());
+                if page.is_empty() {
+                    break;
+                }
+                pages += 1;
+                assert!(pages <= 100, "the walk does not end");
+                seen.extend(page);
+            }
+            (seen, pages)
+        }
+    };
+    let (one_page, pages) = walk(100).await;
+    assert_eq!(pages, 1);
+    assert_eq!(one_page.len(), all.len());
+    for limit in [1u32, 3, 4, 11] {
+        let (seen, pages) = walk(limit).await;
+        assert_eq!(pages, all.len().div_ceil(limit as usize), "pages of {limit}");
+        // The same order whatever the page size, and every key exactly once.
+        assert_same_keys(&seen, &one_page);
+    }
+    for k in &all {
+        let listed = one_page.iter().find(|s| s.id == k.id).expect("every stored key is listed");
+        assert_same_key(listed, k);
+    }
+    // A cursor in the middle: what comes after it is exactly the rest of the walk.
+    let mid = &one_page[4].id;
+    assert_same_keys(&store.list_keys_page(Some(mid), 100).await.unwrap(), &one_page[5..]);
+    let last = &one_page[one_page.len() - 1].id;
+    assert!(store.list_keys_page(Some(last), 100).await.unwrap().is_empty());
 }
 
 /// Inserting a key id that exists is a `Conflict`; the stored key and the chain are unchanged.

@@ -350,6 +350,21 @@ impl Store for PgStore {
         rows.iter().map(|r| key_from_row(&self.cipher, r)).collect()
     }
 
+    async fn list_keys_page(&self, after: Option<&ApiKeyId>, limit: u32) -> StoreResult<Vec<KeyRecord>> {
+        // The primary key's index serves both the range and the order: no sort, no full scan.
+        let rows = match after {
+            Some(id) => {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2");
+                sqlx::query(&sql).bind(id.as_str()).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id LIMIT $1");
+                sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+        };
+        rows.iter().map(|r| key_from_row(&self.cipher, r)).collect()
+    }
+
     async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
         let what = key.id.as_str();
         let restrictions = restrictions_text(key)?;

@@ -306,6 +306,21 @@ impl Store for SqliteStore {
         rows.iter().map(|r| key_from_row(&self.cipher, r)).collect()
     }
 
+    async fn list_keys_page(&self, after: Option<&ApiKeyId>, limit: u32) -> StoreResult<Vec<KeyRecord>> {
+        // The primary key's index serves both the range and the order: no sort, no full scan.
+        let rows = match after {
+            Some(id) => {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ? ORDER BY id LIMIT ?");
+                sqlx::query(&sql).bind(id.as_str()).bind(i64::from(limit)).fetch_all(&self.reader).await?
+            }
+            None => {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id LIMIT ?");
+                sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&self.reader).await?
+            }
+        };
+        rows.iter().map(|r| key_from_row(&self.cipher, r)).collect()
+    }
+
     async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
         let what = key.id.as_str();
         let restrictions = restrictions_text(key)?;
