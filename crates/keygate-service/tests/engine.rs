@@ -104,13 +104,16 @@ async fn snapshots_bound_the_replay_and_give_the_same_state() {
     let engine = engine(&store, &clock, 2).await;
     trade_a_little(&engine, &clock).await;
     let before = state(&engine).await;
-    // Snapshots are written by a helper thread: give it a moment.
+    // Snapshots are written by a helper thread, and one that comes due while the previous is
+    // still being written waits for the engine's next batch: nudge it with a read and give it
+    // time (a loaded CI machine can take seconds).
     let mut snap_seq = 0;
-    for _ in 0..200 {
+    for _ in 0..1_000 {
         snap_seq = store.latest_snapshot().await.unwrap().map_or(0, |(s, _)| s);
         if snap_seq >= 4 {
             break;
         }
+        assert_eq!(state(&engine).await, before);
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(snap_seq >= 4, "a snapshot was taken every two entries, latest at {snap_seq}");
