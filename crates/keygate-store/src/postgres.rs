@@ -20,6 +20,7 @@ use crate::records::{
     AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyRecord, NewAccount, SessionRecord,
     TotpAttempt, TwoFactorRecord, UsageDelta,
 };
+use crate::rows::AuditOrder;
 use crate::rows::{
     ACCOUNT_COLUMNS, AUDIT_COLUMNS, Columns as _, EncodedKey, KEY_COLUMNS, SESSION_COLUMNS, TWO_FACTOR_COLUMNS,
     account_from_row, audit_from_row, chain_head, from_db_time, journal_from_row, key_from_row, name_violation,
@@ -84,6 +85,31 @@ pub(crate) fn describe(options: &PgConnectOptions) -> String {
 }
 
 impl PgStore {
+    /// One page of the audit log, optionally one account's, in either direction.
+    async fn audit_page(
+        &self,
+        bound: i64,
+        limit: u32,
+        account: Option<AccountId>,
+        order: AuditOrder,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let (cmp, dir) = order.sql();
+        let rows = match account {
+            Some(a) => {
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = $1 AND seq {cmp} $2 ORDER BY seq {dir} LIMIT $3"
+                );
+                sqlx::query(&sql).bind(a.0).bind(bound).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql =
+                    format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq {cmp} $1 ORDER BY seq {dir} LIMIT $2");
+                sqlx::query(&sql).bind(bound).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+        };
+        rows.iter().map(audit_from_row).collect()
+    }
+
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/database`) and
     /// brings its schema up to date.
     ///
@@ -445,19 +471,7 @@ impl Store for PgStore {
     }
 
     async fn audit_records(&self, after: i64, limit: u32, account: Option<AccountId>) -> StoreResult<Vec<AuditRecord>> {
-        let rows = match account {
-            Some(a) => {
-                let sql = format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                );
-                sqlx::query(&sql).bind(a.0).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await?
-            }
-            None => {
-                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
-                sqlx::query(&sql).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await?
-            }
-        };
-        rows.iter().map(audit_from_row).collect()
+        self.audit_page(after, limit, account, AuditOrder::OldestAfter).await
     }
 
     async fn audit_records_newest(
@@ -466,19 +480,7 @@ impl Store for PgStore {
         limit: u32,
         account: Option<AccountId>,
     ) -> StoreResult<Vec<AuditRecord>> {
-        let rows = match account {
-            Some(a) => {
-                let sql = format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
-                );
-                sqlx::query(&sql).bind(a.0).bind(before).bind(i64::from(limit)).fetch_all(&self.pool).await?
-            }
-            None => {
-                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT $2");
-                sqlx::query(&sql).bind(before).bind(i64::from(limit)).fetch_all(&self.pool).await?
-            }
-        };
-        rows.iter().map(audit_from_row).collect()
+        self.audit_page(before, limit, account, AuditOrder::NewestBefore).await
     }
 
     async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()> {

@@ -394,3 +394,24 @@ pub(crate) fn name_violation(e: sqlx::Error, what: &dyn fmt::Display, parent: &d
         other => other,
     }
 }
+
+/// Which way a page of the audit log is read: oldest first after a sequence number (catching up,
+/// verifying the chain) or newest first before one (an activity page). One query shape serves
+/// both backends' two `Store` methods.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AuditOrder {
+    /// `seq > bound`, ascending.
+    OldestAfter,
+    /// `seq < bound`, descending.
+    NewestBefore,
+}
+
+impl AuditOrder {
+    /// The comparison against the bound and the ORDER BY direction.
+    pub(crate) fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Self::OldestAfter => (">", "ASC"),
+            Self::NewestBefore => ("<", "DESC"),
+        }
+    }
+}

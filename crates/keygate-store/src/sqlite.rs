@@ -14,6 +14,7 @@ use crate::records::{
     AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyRecord, NewAccount, SessionRecord,
     TotpAttempt, TwoFactorRecord, UsageDelta,
 };
+use crate::rows::AuditOrder;
 use crate::rows::{
     ACCOUNT_COLUMNS, AUDIT_COLUMNS, Columns as _, EncodedKey, KEY_COLUMNS, SESSION_COLUMNS, TWO_FACTOR_COLUMNS,
     account_from_row, audit_from_row, chain_head, from_db_time, journal_from_row, key_from_row, name_violation,
@@ -75,6 +76,30 @@ impl fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// One page of the audit log, optionally one account's, in either direction.
+    async fn audit_page(
+        &self,
+        bound: i64,
+        limit: u32,
+        account: Option<AccountId>,
+        order: AuditOrder,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let (cmp, dir) = order.sql();
+        let rows = match account {
+            Some(a) => {
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = ? AND seq {cmp} ? ORDER BY seq {dir} LIMIT ?"
+                );
+                sqlx::query(&sql).bind(a.0).bind(bound).bind(i64::from(limit)).fetch_all(&self.reader).await?
+            }
+            None => {
+                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq {cmp} ? ORDER BY seq {dir} LIMIT ?");
+                sqlx::query(&sql).bind(bound).bind(i64::from(limit)).fetch_all(&self.reader).await?
+            }
+        };
+        rows.iter().map(audit_from_row).collect()
+    }
+
     /// Opens (creating if missing) the database at `path` and brings its schema up to date.
     ///
     /// The parent directory must exist. The file is opened in WAL mode with foreign keys
@@ -392,19 +417,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_records(&self, after: i64, limit: u32, account: Option<AccountId>) -> StoreResult<Vec<AuditRecord>> {
-        let rows = match account {
-            Some(a) => {
-                let sql = format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-                );
-                sqlx::query(&sql).bind(a.0).bind(after).bind(i64::from(limit)).fetch_all(&self.reader).await?
-            }
-            None => {
-                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?");
-                sqlx::query(&sql).bind(after).bind(i64::from(limit)).fetch_all(&self.reader).await?
-            }
-        };
-        rows.iter().map(audit_from_row).collect()
+        self.audit_page(after, limit, account, AuditOrder::OldestAfter).await
     }
 
     async fn audit_records_newest(
@@ -413,19 +426,7 @@ impl Store for SqliteStore {
         limit: u32,
         account: Option<AccountId>,
     ) -> StoreResult<Vec<AuditRecord>> {
-        let rows = match account {
-            Some(a) => {
-                let sql = format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE account_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
-                );
-                sqlx::query(&sql).bind(a.0).bind(before).bind(i64::from(limit)).fetch_all(&self.reader).await?
-            }
-            None => {
-                let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq < ? ORDER BY seq DESC LIMIT ?");
-                sqlx::query(&sql).bind(before).bind(i64::from(limit)).fetch_all(&self.reader).await?
-            }
-        };
-        rows.iter().map(audit_from_row).collect()
+        self.audit_page(before, limit, account, AuditOrder::NewestBefore).await
     }
 
     async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()> {
