@@ -24,7 +24,7 @@ use keygate_client::Signer;
 use keygate_store::crypto::{MasterKey, SecretCipher};
 use keygate_store::datadir::DataDir;
 use keygate_store::{AuditDraft, KeyMaterial, KeyRecord, Store, SyncMode};
-use reqwest::Method;
+use reqwest::{Method, Url};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -282,7 +282,7 @@ struct Clients {
     /// Keys to rotate over.
     rotating: Arc<Rotation>,
     /// Complete URLs of HMAC account reads signed before the round (pre-signed mode).
-    presigned: Arc<Vec<String>>,
+    presigned: Arc<Vec<Url>>,
 }
 
 /// `count` account reads signed with `key` right now, each with its own timestamp (in µs, which
@@ -291,7 +291,7 @@ struct Clients {
 /// default recvWindow of 5 s, longer than a round; a round that sends more than `count` requests
 /// starts over at the first, which a USER_DATA read allows (only TRADE signatures are
 /// single-use), and the server verifies the repeat in full all the same.
-fn presign(url: &str, key: &(String, Signer), count: usize) -> Vec<String> {
+fn presign(url: &str, key: &(String, Signer), count: usize) -> Vec<Url> {
     let base_us = u64::try_from(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros(),
     )
@@ -302,23 +302,34 @@ fn presign(url: &str, key: &(String, Signer), count: usize) -> Vec<String> {
             let sig = key.1.sign(q.as_bytes());
             format!("{url}/api/v3/account?{q}&signature={sig}")
         })
+        .filter_map(|u| Url::parse(&u).ok())
         .collect()
 }
 
-/// Sends one signed request (every parameter in the query, as `keygate-client` does) and
+/// Sends one signed request (every parameter in the query, as `keygate-client` does) to `base`
+/// (the endpoint's URL, parsed once per connection; only the query is set per request) and
 /// returns true if and only if it was answered 200 and its body was read.
 async fn signed(
     http: &reqwest::Client,
-    url: &str,
+    base: &Url,
     method: Method,
-    path: &str,
     key: &(String, Signer),
     params: &[(&str, &str)],
 ) -> bool {
     let q = keygate_client::signed_query(params, now_ms(), &key.1);
-    match http.request(method, format!("{url}{path}?{q}")).header("X-MBX-APIKEY", key.0.as_str()).send().await {
+    let mut url = base.clone();
+    url.set_query(Some(&q));
+    match http.request(method, url).header("X-MBX-APIKEY", key.0.as_str()).send().await {
         Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
         Err(_) => false,
+    }
+}
+
+/// `url` + `path`, parsed.
+fn endpoint_url(url: &str, path: &str) -> Url {
+    match Url::parse(&format!("{url}{path}")) {
+        Ok(u) => u,
+        Err(e) => panic!("the server URL {url}{path} does not parse: {e}"),
     }
 }
 
@@ -365,37 +376,36 @@ async fn run(
     for _ in 0..args.connections {
         let (hmac, ed, rotating) = (Arc::clone(&clients.hmac), clients.ed25519.clone(), Arc::clone(&clients.rotating));
         let presigned = Arc::clone(&clients.presigned);
-        let (http, url, errors, seq) = (http.clone(), url.to_owned(), Arc::clone(&errors), Arc::clone(&seq));
+        let (http, errors, seq) = (http.clone(), Arc::clone(&errors), Arc::clone(&seq));
+        // Every URL is parsed once per connection, not per request, for every endpoint alike.
+        let ping_url = endpoint_url(url, "/api/v3/ping");
+        let account_url = endpoint_url(url, "/api/v3/account");
+        let order_test_url = endpoint_url(url, "/api/v3/order/test");
+        let order_url = endpoint_url(url, "/api/v3/order");
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let n = seq.fetch_add(1, Ordering::Relaxed);
                 let ok = match endpoint {
-                    Endpoint::Ping => match http.get(format!("{url}/api/v3/ping")).send().await {
+                    Endpoint::Ping => match http.get(ping_url.clone()).send().await {
                         Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
                         Err(_) => false,
                     },
                     Endpoint::AccountHmac => {
-                        signed(&http, &url, Method::GET, "/api/v3/account", &hmac, &[("omitZeroBalances", "true")])
-                            .await
+                        signed(&http, &account_url, Method::GET, &hmac, &[("omitZeroBalances", "true")]).await
                     }
                     Endpoint::AccountEd25519 => match &ed {
-                        Some(ed) => {
-                            signed(&http, &url, Method::GET, "/api/v3/account", ed, &[("omitZeroBalances", "true")])
-                                .await
-                        }
+                        Some(ed) => signed(&http, &account_url, Method::GET, ed, &[("omitZeroBalances", "true")]).await,
                         None => false,
                     },
                     Endpoint::AccountHmacPresigned => {
                         let i = usize::try_from(n).unwrap_or(0) % presigned.len().max(1);
                         match presigned.get(i) {
-                            Some(u) => {
-                                match http.get(u.as_str()).header("X-MBX-APIKEY", hmac.0.as_str()).send().await {
-                                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                                    Err(_) => false,
-                                }
-                            }
+                            Some(u) => match http.get(u.clone()).header("X-MBX-APIKEY", hmac.0.as_str()).send().await {
+                                Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                                Err(_) => false,
+                            },
                             None => false,
                         }
                     }
@@ -404,15 +414,7 @@ async fn run(
                         let i = usize::try_from(n).unwrap_or(0) % rotating.len().max(1);
                         match rotating.get(i) {
                             Some(key) => {
-                                signed(
-                                    &http,
-                                    &url,
-                                    Method::GET,
-                                    "/api/v3/account",
-                                    key,
-                                    &[("omitZeroBalances", "true")],
-                                )
-                                .await
+                                signed(&http, &account_url, Method::GET, key, &[("omitZeroBalances", "true")]).await
                             }
                             None => false,
                         }
@@ -421,12 +423,12 @@ async fn run(
                         // Validated like a real order (and its signature made single-use), never
                         // journaled.
                         let id = format!("test-{n}");
-                        signed(&http, &url, Method::POST, "/api/v3/order/test", &hmac, &order_params(&id)).await
+                        signed(&http, &order_test_url, Method::POST, &hmac, &order_params(&id)).await
                     }
                     Endpoint::OrderIoc => {
                         // Every answer is 200 EXPIRED, and every order is journaled first.
                         let id = format!("load-{n}");
-                        signed(&http, &url, Method::POST, "/api/v3/order", &hmac, &order_params(&id)).await
+                        signed(&http, &order_url, Method::POST, &hmac, &order_params(&id)).await
                     }
                 };
                 if ok {

@@ -1,8 +1,9 @@
 //! The signed-request extractor: the only way a handler gets a [`VerifiedRequest`].
 
 use crate::{ApiError, AppState, client_ip::client_ip};
-use axum::body::Bytes;
+use axum::body::{Bytes, HttpBody};
 use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::http::HeaderValue;
 use keygate_auth::{Access, UnverifiedRequest, VerifiedRequest};
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
@@ -61,40 +62,41 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         let Some(ip) = request_client_ip(&req, state) else {
             return Err(ApiError::UnknownClient);
         };
-        let api_key = req.headers().get("x-mbx-apikey").map(|v| v.as_bytes().to_vec());
-        // Refuse a missing or malformed key before reading a byte of the body.
-        match api_key.as_deref() {
+        // The head is read in place (no copies of the key, path or query); only the body moves.
+        let (parts, body) = req.into_parts();
+        let api_key = parts.headers.get("x-mbx-apikey").map(HeaderValue::as_bytes);
+        match api_key {
             None | Some(b"") => return Err(ApiError::Denied(keygate_auth::Denial::MissingApiKey)),
-            Some(k) if keygate_auth::ApiKeyId::check(k).is_err() => {
+            // Refuse a malformed key before reading a byte of a body (the verifier checks it
+            // again; a bodiless request skips this first check).
+            Some(k) if !HttpBody::is_end_stream(&body) && keygate_auth::ApiKeyId::check(k).is_err() => {
                 return Err(ApiError::Denied(keygate_auth::Denial::MalformedApiKey));
             }
             Some(_) => {}
         }
-        let counts_order = crate::ratelimit::counts_as_order(req.method(), req.uri().path());
-        let order_counts = req.extensions().get::<crate::ratelimit::OrderCountSlot>().cloned();
-        let charged = req.extensions().get::<crate::weight::Charged>().cloned();
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-        let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
+        let (method, path) = (&parts.method, parts.uri.path());
+        let counts_order = crate::ratelimit::counts_as_order(method, path);
+        let order_counts = parts.extensions.get::<crate::ratelimit::OrderCountSlot>();
+        let charged = parts.extensions.get::<crate::weight::Charged>();
+        let query = parts.uri.query().unwrap_or("").as_bytes();
         let limit = state.verifier.limits().max_body;
-        let body: Bytes = match axum::body::to_bytes(req.into_body(), limit).await {
-            Ok(b) => b,
-            Err(_) => return Err(ApiError::Denied(keygate_auth::Denial::BodyTooLarge)),
+        // Most signed reads have no body; skip collecting an empty one.
+        let body: Bytes = if HttpBody::is_end_stream(&body) {
+            Bytes::new()
+        } else {
+            match axum::body::to_bytes(body, limit).await {
+                Ok(b) => b,
+                Err(_) => return Err(ApiError::Denied(keygate_auth::Denial::BodyTooLarge)),
+            }
         };
-        let unverified = UnverifiedRequest { api_key: api_key.as_deref(), query: &query, body: &body, peer: ip };
+        let unverified = UnverifiedRequest { api_key, query, body: &body, peer: ip };
         let now = state.service.clock().now();
         match state.verifier.verify(&unverified, S::ACCESS, state.service.cache().as_ref(), now) {
             Ok(request) => {
-                state.service.record_use(&request.key().id, &ip.to_string());
+                state.service.record_use(&request.key().id, ip);
                 // The weight the middleware could not see: parameters in the body.
-                crate::weight::charge_rest(
-                    state,
-                    charged.as_ref(),
-                    &method,
-                    &path,
-                    request.params(),
-                    now.as_millis().0,
-                )
-                .map_err(ApiError::RateLimited)?;
+                crate::weight::charge_rest(state, charged, method, path, request.params(), now.as_millis().0)
+                    .map_err(ApiError::RateLimited)?;
                 if counts_order {
                     // Per account, so only once the request is known to be the account's; an
                     // order over the limit never reaches the engine.
@@ -108,7 +110,7 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
                 Ok(Self { request, client_ip: ip, _security: PhantomData })
             }
             Err(rejection) => {
-                state.service.record_denial(&rejection, &ip.to_string());
+                state.service.record_denial(&rejection, ip);
                 Err(ApiError::Denied(rejection.denial))
             }
         }

@@ -14,9 +14,10 @@ use keygate_exchange::{BalanceView, Command, Exchange, ExchangeConfig, ExchangeE
 use keygate_proto::{AccountId, Amount, UnixMicros, UnixMillis};
 use keygate_store::{JournalEntry, Store};
 use rustc_hash::FxHashMap;
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::sync::oneshot;
 
 /// Most commands applied and committed together.
@@ -59,7 +60,7 @@ pub struct Engine {
 }
 
 /// What `GET /api/v3/account` reads from the exchange, as of one committed state.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AccountView {
     /// Every configured asset's balance, zero ones included.
     pub balances: Vec<BalanceView>,
@@ -67,6 +68,10 @@ pub struct AccountView {
     pub fees: Option<(Amount, Amount)>,
     /// The exchange's clock at that state.
     pub update_time: UnixMillis,
+    /// Whatever a caller derives from this view and wants to keep exactly as long as the view is
+    /// served (the HTTP layer keeps its serialized answers here, so an unchanged account is not
+    /// serialized again on every read). Empty when the view is made; the engine never reads it.
+    pub memo: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 /// Account views computed on the engine thread, reused until the state changes.
@@ -197,6 +202,7 @@ impl Engine {
                 balances: ex.balances(account),
                 fees: ex.markets().first().map(|m| (m.maker_fee, m.taker_fee)),
                 update_time: ex.clock(),
+                memo: OnceLock::new(),
             });
             reads.accounts.lock().unwrap_or_else(PoisonError::into_inner).insert(account, (version, Arc::clone(&view)));
             view

@@ -350,12 +350,12 @@ impl Service {
     }
 
     /// Counts one verified request for usage bookkeeping (in memory; see [`Service::flush`]).
-    pub fn record_use(&self, key: &ApiKeyId, ip: &str) {
+    pub fn record_use(&self, key: &ApiKeyId, ip: std::net::IpAddr) {
         self.inner.usage.record(key, self.now_ms(), ip);
     }
 
     /// Counts one denied request for the aggregated audit record.
-    pub fn record_denial(&self, rejection: &keygate_auth::Rejection, ip: &str) {
+    pub fn record_denial(&self, rejection: &keygate_auth::Rejection, ip: std::net::IpAddr) {
         self.inner.denials.record(rejection, self.now_ms(), ip);
     }
 

@@ -4,52 +4,63 @@ use keygate_auth::{AccountId, ApiKeyId, Rejection};
 use keygate_proto::UnixMillis;
 use keygate_store::{AuditDraft, UsageDelta};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
 /// Per-key request counts since the last flush.
 #[derive(Debug, Default)]
 pub struct UsageTracker {
-    pending: Mutex<HashMap<ApiKeyId, UsageDelta>>,
+    pending: Mutex<HashMap<ApiKeyId, Counted>>,
+}
+
+/// One key's requests since the last flush. The address stays an [`IpAddr`] until the flush:
+/// recording runs on every verified request, formatting only once per key per flush.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    count: u64,
+    last_used_at: UnixMillis,
+    last_used_ip: IpAddr,
 }
 
 impl UsageTracker {
     /// Counts one verified request.
-    pub fn record(&self, key: &ApiKeyId, at: UnixMillis, ip: &str) {
+    pub fn record(&self, key: &ApiKeyId, at: UnixMillis, ip: IpAddr) {
         let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get_mut(key) {
-            Some(d) => {
-                d.count += 1;
-                if at >= d.last_used_at {
-                    d.last_used_at = at;
-                    if d.last_used_ip != ip {
-                        ip.clone_into(&mut d.last_used_ip);
-                    }
-                }
+        if let Some(c) = map.get_mut(key) {
+            c.count += 1;
+            if at >= c.last_used_at {
+                c.last_used_at = at;
+                c.last_used_ip = ip;
             }
-            None => {
-                map.insert(
-                    key.clone(),
-                    UsageDelta { key_id: key.clone(), count: 1, last_used_at: at, last_used_ip: ip.to_owned() },
-                );
-            }
+        } else {
+            map.insert(key.clone(), Counted { count: 1, last_used_at: at, last_used_ip: ip });
         }
     }
 
     /// Takes everything counted so far.
     pub fn drain(&self) -> Vec<UsageDelta> {
         let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        map.drain().map(|(_, d)| d).collect()
+        map.drain()
+            .map(|(key_id, c)| UsageDelta {
+                key_id,
+                count: c.count,
+                last_used_at: c.last_used_at,
+                last_used_ip: c.last_used_ip.to_string(),
+            })
+            .collect()
     }
 
     /// Puts back deltas whose flush failed, so no count is lost.
     pub fn restore(&self, deltas: Vec<UsageDelta>) {
+        let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         for d in deltas {
-            let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            let e = map.entry(d.key_id.clone()).or_insert_with(|| UsageDelta { count: 0, ..d.clone() });
+            // The address was formatted by `drain` from an `IpAddr`, so it parses back.
+            let ip = d.last_used_ip.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            let e = map.entry(d.key_id).or_insert(Counted { count: 0, last_used_at: d.last_used_at, last_used_ip: ip });
             e.count += d.count;
             if d.last_used_at > e.last_used_at {
                 e.last_used_at = d.last_used_at;
-                e.last_used_ip = d.last_used_ip;
+                e.last_used_ip = ip;
             }
         }
     }
@@ -69,7 +80,7 @@ struct DenialGroup {
 
 #[derive(Debug, Default)]
 struct DenialState {
-    groups: HashMap<DenialGroup, (u64, String)>,
+    groups: HashMap<DenialGroup, (u64, IpAddr)>,
     overflow: u64,
     unwritten: Vec<AuditDraft>,
 }
@@ -82,7 +93,7 @@ pub struct DenialAggregator {
 
 impl DenialAggregator {
     /// Counts one denial.
-    pub fn record(&self, rejection: &Rejection, at: UnixMillis, ip: &str) {
+    pub fn record(&self, rejection: &Rejection, at: UnixMillis, ip: IpAddr) {
         let group = DenialGroup {
             key: rejection.key.as_ref().map(|k| k.id.clone()),
             account: rejection.key.as_ref().map(|k| k.account_id),
@@ -92,9 +103,9 @@ impl DenialAggregator {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = st.groups.get_mut(&group) {
             entry.0 += 1;
-            ip.clone_into(&mut entry.1);
+            entry.1 = ip;
         } else if st.groups.len() < MAX_GROUPS {
-            st.groups.insert(group, (1, ip.to_owned()));
+            st.groups.insert(group, (1, ip));
         } else {
             st.overflow += 1;
         }
@@ -122,7 +133,7 @@ impl DenialAggregator {
                     action: "api.denied".into(),
                     target: g.key.as_ref().map_or_else(|| "unknown-key".to_owned(), ToString::to_string),
                     account_id: g.account,
-                    source: Some(ip),
+                    source: Some(ip.to_string()),
                     details: serde_json::json!({ "reason": g.reason, "count": count, "minute": g.minute.0 }),
                 });
             }

@@ -8,16 +8,22 @@
 
 use super::BinanceJson;
 use super::wire::{self, CancelJson, MyTradeJson, NewOrderJson, OrderJson, RespType, opt, req};
+use crate::error::JSON;
 use crate::extract::{Signed, Trade, UserData};
 use crate::{ApiError, AppState};
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use keygate_auth::{Params, Permission, VerifiedRequest};
 use keygate_exchange::{
     BalanceView, Command, ExchangeError, NewOrder, OrderQuery, OrderRef, OrderType, Outcome, Side, StpMode,
     TimeInForce, TradeQuery,
 };
 use keygate_proto::{AccountId, Amount, Symbol, UnixMicros};
+use keygate_service::engine::AccountView;
 use serde::Serialize;
+use std::sync::OnceLock;
 
 /// Parses `recvWindow` (milliseconds with up to three decimals) into microseconds, as the
 /// verifier does; `None` if malformed (the verifier has refused those already).
@@ -84,42 +90,76 @@ pub(crate) struct AccountJson {
     uid: i64,
 }
 
+/// The serialized answers of `GET /api/v3/account` for one [`AccountView`], one per variant of
+/// the request (`omitZeroBalances`, and the calling key's trade and withdraw permissions; the
+/// account itself is fixed by the view). Kept in the view's `memo`, so it lives exactly as long as
+/// the engine serves that view: a trading bot polling an unchanged account gets bytes serialized
+/// once, and the first read after any change serializes afresh from the new view.
+#[derive(Default)]
+struct AccountBodies([OnceLock<Bytes>; 8]);
+
 /// `GET /api/v3/account` (USER_DATA, `omitZeroBalances`): balances of every configured asset and
 /// what the calling key may do. Commissions are those of the first market (the default config
 /// charges every market the same).
-pub(crate) async fn account(
-    State(state): State<AppState>,
-    signed: Signed<UserData>,
-) -> Result<BinanceJson<AccountJson>, ApiError> {
+pub(crate) async fn account(State(state): State<AppState>, signed: Signed<UserData>) -> Result<Response, ApiError> {
     let r = &signed.request;
     r.params().ensure_only(&["omitZeroBalances"])?;
     let omit_zero = wire::opt_bool(r.params(), "omitZeroBalances")?.unwrap_or(false);
     let account = r.account_id();
+    let (can_trade, can_withdraw) =
+        (r.key().permissions.contains(Permission::Trade), r.key().permissions.contains(Permission::Withdraw));
     let view = state.engine.account_view(account).await?;
-    let (mut balances, fees, updated) = (view.balances.clone(), view.fees, view.update_time);
+    let variant = usize::from(omit_zero) | usize::from(can_trade) << 1 | usize::from(can_withdraw) << 2;
+    let bodies = view.memo.get_or_init(|| Box::new(AccountBodies::default())).downcast_ref::<AccountBodies>();
+    let cell = bodies.map(|b| &b.0[variant]);
+    let body = match cell.and_then(OnceLock::get) {
+        Some(body) => body.clone(),
+        None => {
+            let json = account_json(&view, account, omit_zero, can_trade, can_withdraw);
+            let body = Bytes::from(
+                serde_json::to_vec(&json).map_err(|e| ApiError::Internal(format!("serialising an account: {e}")))?,
+            );
+            if let Some(cell) = cell {
+                // A concurrent first read may have set it already; both serialized the same view.
+                let _ = cell.set(body.clone());
+            }
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], body).into_response())
+}
+
+/// The account answer for one view and request variant.
+fn account_json(
+    view: &AccountView,
+    account: AccountId,
+    omit_zero: bool,
+    can_trade: bool,
+    can_withdraw: bool,
+) -> AccountJson {
+    let mut balances = view.balances.clone();
     if omit_zero {
         balances.retain(|b| b.free != Amount::ZERO || b.locked != Amount::ZERO);
     }
-    let (maker, taker) = fees.unwrap_or((Amount::ZERO, Amount::ZERO));
-    let key = r.key();
-    Ok(BinanceJson(AccountJson {
+    let (maker, taker) = view.fees.unwrap_or((Amount::ZERO, Amount::ZERO));
+    AccountJson {
         maker_commission: wire::basis_points(maker),
         taker_commission: wire::basis_points(taker),
         buyer_commission: 0,
         seller_commission: 0,
         commission_rates: CommissionRates { maker, taker, buyer: Amount::ZERO, seller: Amount::ZERO },
-        can_trade: key.permissions.contains(Permission::Trade),
-        can_withdraw: key.permissions.contains(Permission::Withdraw),
+        can_trade,
+        can_withdraw,
         can_deposit: true,
         brokered: false,
         require_self_trade_prevention: false,
         prevent_sor: false,
-        update_time: updated.0,
+        update_time: view.update_time.0,
         account_type: "SPOT",
         balances,
         permissions: ["SPOT"],
         uid: account.0,
-    }))
+    }
 }
 
 /// `GET /api/v3/account/commission`.

@@ -360,3 +360,43 @@ async fn the_account_reports_commissions_permissions_and_balances_in_binances_sh
     );
     app.shutdown().await;
 }
+
+/// `canTrade`, the number of balances and the balances of one `GET /api/v3/account`.
+async fn read_account(client: &keygate_client::Client, omit_zero: bool) -> (bool, usize, serde_json::Value) {
+    let params: &[(&str, &str)] = if omit_zero { &[("omitZeroBalances", "true")] } else { &[] };
+    let a = client.signed(Method::GET, "/api/v3/account", params).await.unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    (a.body["canTrade"].as_bool().unwrap(), a.body["balances"].as_array().unwrap().len(), a.body["balances"].clone())
+}
+
+/// The account answer is serialized once per state and request variant and reused: two keys of
+/// one account with different permissions, reading alternately with and without
+/// `omitZeroBalances`, each get their own flags and balance list, and the first read after a
+/// change shows the change.
+#[tokio::test]
+async fn reused_account_answers_keep_each_keys_permissions_and_follow_every_change() {
+    let app = TestApp::spawn().await;
+    let id = app.account("dave").await.id;
+    let account = keygate_proto::AccountId(id);
+    let reader = app.hmac_client(&app.hmac_key("dave", Permissions::with(&[]), Restrictions::default()).await);
+    let trader =
+        app.hmac_client(&app.hmac_key("dave", Permissions::with(&[Permission::Trade]), Restrictions::default()).await);
+    fund(&app, account, "ETH", "1").await;
+    for round in 0..3 {
+        app.clock.advance_ms(1); // fresh signatures for the repeated reads
+        let (t, n, _) = read_account(&reader, false).await;
+        assert_eq!((t, n), (false, 4), "round {round}");
+        let (t, n, only) = read_account(&trader, true).await;
+        assert_eq!((t, n), (true, 1), "round {round}");
+        assert_eq!(only[0]["free"], "1.00000000", "round {round}");
+        let (t, n, _) = read_account(&trader, false).await;
+        assert_eq!((t, n), (true, 4), "round {round}");
+        let (t, n, _) = read_account(&reader, true).await;
+        assert_eq!((t, n), (false, 1), "round {round}");
+    }
+    fund(&app, account, "USDT", "5").await;
+    let (_, n, only) = read_account(&reader, true).await;
+    assert_eq!(n, 2, "the read after a deposit shows it: {only}");
+    assert!(only.as_array().unwrap().iter().any(|b| b["asset"] == "USDT" && b["free"] == "5.00000000"), "{only}");
+    app.shutdown().await;
+}
