@@ -55,6 +55,21 @@ pub fn request_client_ip(req: &Request, state: &AppState) -> Option<IpAddr> {
     client_ip(peer, &lines, &state.trusted_proxies)
 }
 
+/// True when the request certainly has no body: the body says it has ended, or, over HTTP/1.x,
+/// the head announces none (no `Transfer-Encoding`, no `Content-Length` or a zero one), which is
+/// how HTTP/1.1 frames a request body (RFC 9112, section 6.3), so the body is not collected.
+fn has_no_body(parts: &axum::http::request::Parts, body: &axum::body::Body) -> bool {
+    use axum::http::{Version, header};
+    if HttpBody::is_end_stream(body) {
+        return true;
+    }
+    let http1 = matches!(parts.version, Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11);
+    let h = &parts.headers;
+    http1
+        && !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get_all(header::CONTENT_LENGTH).iter().all(|v| v.as_bytes() == b"0")
+}
+
 impl<S: Security> FromRequest<AppState> for Signed<S> {
     type Rejection = ApiError;
 
@@ -64,12 +79,13 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         };
         // The head is read in place (no copies of the key, path or query); only the body moves.
         let (parts, body) = req.into_parts();
+        let bodiless = has_no_body(&parts, &body);
         let api_key = parts.headers.get("x-mbx-apikey").map(HeaderValue::as_bytes);
         match api_key {
             None | Some(b"") => return Err(ApiError::Denied(keygate_auth::Denial::MissingApiKey)),
             // Refuse a malformed key before reading a byte of a body (the verifier checks it
             // again; a bodiless request skips this first check).
-            Some(k) if !HttpBody::is_end_stream(&body) && keygate_auth::ApiKeyId::check(k).is_err() => {
+            Some(k) if !bodiless && keygate_auth::ApiKeyId::check(k).is_err() => {
                 return Err(ApiError::Denied(keygate_auth::Denial::MalformedApiKey));
             }
             Some(_) => {}
@@ -81,7 +97,7 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         let query = parts.uri.query().unwrap_or("").as_bytes();
         let limit = state.verifier.limits().max_body;
         // Most signed reads have no body; skip collecting an empty one.
-        let body: Bytes = if HttpBody::is_end_stream(&body) {
+        let body: Bytes = if bodiless {
             Bytes::new()
         } else {
             match axum::body::to_bytes(body, limit).await {
