@@ -210,6 +210,31 @@ impl Engine {
         .await
     }
 
+    /// Runs `f` on the account's current view: in place, under the read cache's lock, while the
+    /// cached view is current (no reference count is taken, so readers on different cores do not
+    /// contend for the view's counter); otherwise on a view fetched as [`Engine::account_view`]
+    /// does. `f` should be short: it holds the lock every account read takes.
+    ///
+    /// # Errors
+    /// [`EngineError::Busy`] or [`EngineError::Stopped`].
+    pub async fn with_account_view<R>(
+        &self,
+        account: AccountId,
+        f: impl FnOnce(&AccountView) -> R,
+    ) -> Result<R, EngineError> {
+        {
+            let version = self.reads.version.load(AtomicOrdering::Acquire);
+            let accounts = self.reads.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, view)) = accounts.get(&account)
+                && *at == version
+            {
+                return Ok(f(view));
+            }
+        }
+        let view = self.account_view(account).await?;
+        Ok(f(&view))
+    }
+
     fn send(&self, job: Job) -> Result<(), EngineError> {
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => EngineError::Busy,

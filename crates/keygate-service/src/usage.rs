@@ -5,12 +5,32 @@ use keygate_proto::UnixMillis;
 use keygate_store::{AuditDraft, UsageDelta};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-/// Per-key request counts since the last flush.
-#[derive(Debug, Default)]
+/// Per-key request counts since the last flush, in a few independently locked shards. A thread
+/// keeps to one shard (picked round-robin the first time it records), so request threads on
+/// different cores do not take turns on one lock; `drain` merges the shards.
+#[derive(Debug)]
 pub struct UsageTracker {
-    pending: Mutex<HashMap<ApiKeyId, Counted>>,
+    shards: Vec<Mutex<HashMap<ApiKeyId, Counted>>>,
+}
+
+impl Default for UsageTracker {
+    fn default() -> Self {
+        Self { shards: (0..USAGE_SHARDS).map(|_| Mutex::default()).collect() }
+    }
+}
+
+/// Shards of the usage counters: more than the request threads of a small server.
+const USAGE_SHARDS: usize = 8;
+
+thread_local! {
+    /// This thread's usage shard.
+    static USAGE_SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % USAGE_SHARDS
+    };
 }
 
 /// One key's requests since the last flush. The address stays an [`IpAddr`] until the flush:
@@ -25,7 +45,8 @@ struct Counted {
 impl UsageTracker {
     /// Counts one verified request.
     pub fn record(&self, key: &ApiKeyId, at: UnixMillis, ip: IpAddr) {
-        let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let shard = USAGE_SHARD.with(|s| *s);
+        let mut map = self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = map.get_mut(key) {
             c.count += 1;
             if at >= c.last_used_at {
@@ -37,10 +58,17 @@ impl UsageTracker {
         }
     }
 
-    /// Takes everything counted so far.
+    /// Takes everything counted so far, one delta per key.
     pub fn drain(&self) -> Vec<UsageDelta> {
-        let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        map.drain()
+        let mut merged: HashMap<ApiKeyId, Counted> = HashMap::new();
+        for shard in &self.shards {
+            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
+            for (key, c) in taken {
+                merge(&mut merged, key, c);
+            }
+        }
+        merged
+            .into_iter()
             .map(|(key_id, c)| UsageDelta {
                 key_id,
                 count: c.count,
@@ -52,16 +80,28 @@ impl UsageTracker {
 
     /// Puts back deltas whose flush failed, so no count is lost.
     pub fn restore(&self, deltas: Vec<UsageDelta>) {
-        let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.shards[0].lock().unwrap_or_else(PoisonError::into_inner);
         for d in deltas {
             // The address was formatted by `drain` from an `IpAddr`, so it parses back.
             let ip = d.last_used_ip.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-            let e = map.entry(d.key_id).or_insert(Counted { count: 0, last_used_at: d.last_used_at, last_used_ip: ip });
-            e.count += d.count;
-            if d.last_used_at > e.last_used_at {
-                e.last_used_at = d.last_used_at;
-                e.last_used_ip = ip;
+            merge(&mut map, d.key_id, Counted { count: d.count, last_used_at: d.last_used_at, last_used_ip: ip });
+        }
+    }
+}
+
+/// Adds `c` to `key`'s counts in `map`, keeping the address of the latest use.
+fn merge(map: &mut HashMap<ApiKeyId, Counted>, key: ApiKeyId, c: Counted) {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            let e = e.get_mut();
+            e.count += c.count;
+            if c.last_used_at > e.last_used_at {
+                e.last_used_at = c.last_used_at;
+                e.last_used_ip = c.last_used_ip;
             }
+        }
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(c);
         }
     }
 }
@@ -151,5 +191,45 @@ impl DenialAggregator {
             st.overflow = 0;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ApiKeyId {
+        ApiKeyId::generate(&mut crate::OsEntropy).unwrap_or_else(|e| panic!("entropy: {e:?}"))
+    }
+
+    #[test]
+    fn counts_from_many_threads_drain_as_one_delta_per_key_with_the_latest_address() {
+        let tracker = UsageTracker::default();
+        let (a, b) = (key(), key());
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let (tracker, a, b) = (&tracker, &a, &b);
+                s.spawn(move || {
+                    for i in 0..1_000u64 {
+                        tracker.record(a, UnixMillis(i), IpAddr::from([10, 0, 0, t]));
+                    }
+                    tracker.record(b, UnixMillis(5), IpAddr::from([10, 0, 1, t]));
+                });
+            }
+        });
+        tracker.record(&a, UnixMillis(2_000), IpAddr::from([192, 0, 2, 1]));
+        let mut deltas = tracker.drain();
+        deltas.sort_by_key(|d| d.count);
+        assert_eq!(deltas.len(), 2);
+        assert_eq!((&deltas[0].key_id, deltas[0].count), (&b, 4));
+        assert_eq!((&deltas[1].key_id, deltas[1].count), (&a, 4_001));
+        assert_eq!((deltas[1].last_used_at, deltas[1].last_used_ip.as_str()), (UnixMillis(2_000), "192.0.2.1"));
+        assert!(tracker.drain().is_empty(), "a drain takes everything");
+        // A failed flush puts the counts back, merged with what came since.
+        tracker.record(&a, UnixMillis(3_000), IpAddr::from([192, 0, 2, 2]));
+        tracker.restore(deltas);
+        let again = tracker.drain();
+        let a_again = again.iter().find(|d| d.key_id == a).map(|d| (d.count, d.last_used_ip.clone()));
+        assert_eq!(a_again, Some((4_002, "192.0.2.2".to_owned())));
     }
 }

@@ -108,24 +108,28 @@ pub(crate) async fn account(State(state): State<AppState>, signed: Signed<UserDa
     let account = r.account_id();
     let (can_trade, can_withdraw) =
         (r.key().permissions.contains(Permission::Trade), r.key().permissions.contains(Permission::Withdraw));
-    let view = state.engine.account_view(account).await?;
     let variant = usize::from(omit_zero) | usize::from(can_trade) << 1 | usize::from(can_withdraw) << 2;
-    let bodies = view.memo.get_or_init(|| Box::new(AccountBodies::default())).downcast_ref::<AccountBodies>();
-    let cell = bodies.map(|b| &b.0[variant]);
-    let body = match cell.and_then(OnceLock::get) {
-        Some(body) => body.clone(),
-        None => {
-            let json = account_json(&view, account, omit_zero, can_trade, can_withdraw);
+    let body = state
+        .engine
+        .with_account_view(account, |view| -> Result<Bytes, ApiError> {
+            let bodies = view.memo.get_or_init(|| Box::new(AccountBodies::default())).downcast_ref::<AccountBodies>();
+            let cell = bodies.map(|b| &b.0[variant]);
+            if let Some(body) = cell.and_then(OnceLock::get) {
+                // A copy (about 1 KB) rather than a shared reference: concurrent readers would
+                // otherwise all update one reference count from different cores.
+                return Ok(Bytes::copy_from_slice(body));
+            }
+            let json = account_json(view, account, omit_zero, can_trade, can_withdraw);
             let body = Bytes::from(
                 serde_json::to_vec(&json).map_err(|e| ApiError::Internal(format!("serialising an account: {e}")))?,
             );
             if let Some(cell) = cell {
-                // A concurrent first read may have set it already; both serialized the same view.
+                // Another first read may have set it already; both serialized the same view.
                 let _ = cell.set(body.clone());
             }
-            body
-        }
-    };
+            Ok(body)
+        })
+        .await??;
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], body).into_response())
 }
 
