@@ -22,9 +22,31 @@ use keygate_service::Service;
 use keygate_service::engine::Engine;
 use std::sync::Arc;
 
-/// Shared state of every request handler.
+/// Shared state of every request handler, behind one `Arc`: middleware and handlers clone it on
+/// every request, and one reference count costs a fraction of one per field (each of them touched
+/// from every core). Fields are reached through `Deref`.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    /// The state shared by every request.
+    #[must_use]
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct AppStateInner {
     /// The key owner's web console and its JSON API.
     pub console: keygate_console::Console,
     /// Keys, accounts, audit.

@@ -116,14 +116,14 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
     console_config.faucet =
         keygate_console::FaucetConfig { enabled: config.faucet_per_day > 0, per_day: config.faucet_per_day };
     let console = keygate_console::Console::new(service.clone(), engine.clone(), console_config);
-    let state = AppState {
+    let state = AppState::new(crate::AppStateInner {
         console,
         service: service.clone(),
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         limiter: Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits.clone())),
-    };
+    });
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;
     let limits = (config.max_connections, config.read_timeout);
