@@ -188,26 +188,10 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Busy`] or [`EngineError::Stopped`].
     pub async fn account_view(&self, account: AccountId) -> Result<Arc<AccountView>, EngineError> {
-        let version = self.reads.version.load(AtomicOrdering::Acquire);
-        if let Some((at, view)) = self.reads.accounts.lock().unwrap_or_else(PoisonError::into_inner).get(&account)
-            && *at == version
-        {
-            return Ok(Arc::clone(view));
+        match self.if_current(account, Arc::clone) {
+            Ok(view) => Ok(view),
+            Err(_) => self.compute_view(account).await,
         }
-        let reads = Arc::clone(&self.reads);
-        self.query(move |ex| {
-            // On the engine thread, the only writer of `version`: it cannot move meanwhile.
-            let version = reads.version.load(AtomicOrdering::Acquire);
-            let view = Arc::new(AccountView {
-                balances: ex.balances(account),
-                fees: ex.markets().first().map(|m| (m.maker_fee, m.taker_fee)),
-                update_time: ex.clock(),
-                memo: OnceLock::new(),
-            });
-            reads.accounts.lock().unwrap_or_else(PoisonError::into_inner).insert(account, (version, Arc::clone(&view)));
-            view
-        })
-        .await
     }
 
     /// Runs `f` on the account's current view: in place, under the read cache's lock, while the
@@ -222,17 +206,39 @@ impl Engine {
         account: AccountId,
         f: impl FnOnce(&AccountView) -> R,
     ) -> Result<R, EngineError> {
-        {
-            let version = self.reads.version.load(AtomicOrdering::Acquire);
-            let accounts = self.reads.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, view)) = accounts.get(&account)
-                && *at == version
-            {
-                return Ok(f(view));
-            }
+        match self.if_current(account, |view| f(view)) {
+            Ok(r) => Ok(r),
+            Err(f) => Ok(f(&self.compute_view(account).await?)),
         }
-        let view = self.account_view(account).await?;
-        Ok(f(&view))
+    }
+
+    /// `f` applied to the cached view under the read cache's lock if that view is current, else
+    /// `f` back unused.
+    fn if_current<R, F: FnOnce(&Arc<AccountView>) -> R>(&self, account: AccountId, f: F) -> Result<R, F> {
+        let version = self.reads.version.load(AtomicOrdering::Acquire);
+        let accounts = self.reads.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        match accounts.get(&account) {
+            Some((at, view)) if *at == version => Ok(f(view)),
+            _ => Err(f),
+        }
+    }
+
+    /// Computes the account's view on the engine thread and caches it with the version it is of.
+    async fn compute_view(&self, account: AccountId) -> Result<Arc<AccountView>, EngineError> {
+        let reads = Arc::clone(&self.reads);
+        self.query(move |ex| {
+            // On the engine thread, the only writer of `version`: it cannot move meanwhile.
+            let version = reads.version.load(AtomicOrdering::Acquire);
+            let view = Arc::new(AccountView {
+                balances: ex.balances(account),
+                fees: ex.markets().first().map(|m| (m.maker_fee, m.taker_fee)),
+                update_time: ex.clock(),
+                memo: OnceLock::new(),
+            });
+            reads.accounts.lock().unwrap_or_else(PoisonError::into_inner).insert(account, (version, Arc::clone(&view)));
+            view
+        })
+        .await
     }
 
     fn send(&self, job: Job) -> Result<(), EngineError> {
