@@ -9,12 +9,19 @@
 //! evicted, since eviction would reopen the replay window for exactly the requests an attacker
 //! floods past.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher as _, RandomState};
+use std::collections::HashSet;
+use std::hash::{BuildHasher as _, BuildHasherDefault, RandomState};
 use std::sync::Mutex;
 
 const SHARDS: usize = 16;
+
+/// Width of one generation: identities whose windows end in the same second are kept together
+/// and forgotten together.
+const SLICE_US: u64 = 1_000_000;
+
+/// Cleared generations a shard keeps for reuse, so a steady load does not allocate and grow a
+/// new table every second.
+const SPARES: usize = 2;
 
 /// The guard's answer for one signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +34,7 @@ pub enum ReplayOutcome {
     Full,
 }
 
-/// Passes through the one `u64` a map key writes: the keys are already keyed hashes.
+/// Passes through the one `u64` a set member writes: the members are already keyed hashes.
 #[derive(Debug, Default, Clone, Copy)]
 struct PassThrough(u64);
 
@@ -37,7 +44,7 @@ impl std::hash::Hasher for PassThrough {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by a `u64` key; fold anything else in so it still hashes.
+        // Only `write_u64` is used by a `u64` member; fold anything else in so it still hashes.
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
@@ -48,26 +55,78 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
-/// Signature identities (keyed hashes) of one shard with their expiry times, in microseconds.
-/// Aligned to two cache lines, so two threads working on neighbouring shards do not contend for
-/// one line through their locks.
+/// A set of signature identities (keyed hashes).
+type Identities = HashSet<u64, BuildHasherDefault<PassThrough>>;
+
+/// The identities whose windows end within one second, `slice`.
+#[derive(Debug)]
+struct Generation {
+    slice: u64,
+    ids: Identities,
+}
+
+/// One shard: its generations in ascending order of `slice`.
+///
+/// A signature's window end (its timestamp plus its `recvWindow`) is fixed by the signed bytes,
+/// so a replay always lands in the generation its original went to: one set to probe, not the
+/// whole history. Under load nearly every request carries a recent timestamp and one of a few
+/// common windows, so inserts go to the newest few generations, a table of about one second's
+/// requests that stays in the CPU caches, instead of a table of every live signature; and
+/// forgetting a second's worth of signatures is dropping one set, not scanning entries.
+/// Aligned to two cache lines, so threads working on neighbouring shards do not contend for one
+/// line through their locks.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Shard {
-    live: HashMap<u64, u64, std::hash::BuildHasherDefault<PassThrough>>,
-    /// No entry expires before this instant, so a full shard is not rescanned until then: a
-    /// flood that keeps it full costs one comparison per request, not a scan.
-    earliest_expiry: u64,
-    /// Size at which expired entries are next dropped: twice the size left by the last pruning,
-    /// so the table stays within twice the live set (not at capacity, where every insert would
-    /// miss the CPU caches) at an amortised cost of about two sequential entry visits per insert.
-    prune_at: usize,
+    generations: Vec<Generation>,
+    /// Cleared sets kept for reuse (at most [`SPARES`]).
+    spare: Vec<Identities>,
+    /// Identities held over all generations.
+    held: usize,
 }
 
-/// Smallest `prune_at`, so a quiet shard is not rescanned for a handful of entries.
-const MIN_PRUNE_AT: usize = 1024;
+impl Shard {
+    /// Forgets every generation whose second has passed. Costs one comparison when there is
+    /// none, so a flood that keeps a shard full is not rescanned per request.
+    fn forget_before(&mut self, now_slice: u64) {
+        let ended = self.generations.iter().take_while(|g| g.slice < now_slice).count();
+        if ended == 0 {
+            return;
+        }
+        for mut g in self.generations.drain(..ended) {
+            self.held -= g.ids.len();
+            if self.spare.len() < SPARES {
+                g.ids.clear();
+                self.spare.push(g.ids);
+            }
+        }
+    }
 
-/// A bounded, sharded set of recently used signatures with their expiry times.
+    /// The generation for `slice`, if it exists.
+    fn find(&self, slice: u64) -> Option<&Identities> {
+        let at = self.generations.binary_search_by_key(&slice, |g| g.slice).ok()?;
+        Some(&self.generations[at].ids)
+    }
+
+    /// The generation for `slice`, created (from a spare set when there is one) if missing.
+    fn generation(&mut self, slice: u64) -> &mut Identities {
+        let at = match self.generations.binary_search_by_key(&slice, |g| g.slice) {
+            Ok(at) => at,
+            Err(at) => {
+                // Sized like the newest generation so far, so a steady load does not grow it.
+                let ids = self.spare.pop().unwrap_or_else(|| {
+                    let hint = self.generations.last().map_or(0, |g| g.ids.len());
+                    Identities::with_capacity_and_hasher(hint, BuildHasherDefault::default())
+                });
+                self.generations.insert(at, Generation { slice, ids });
+                at
+            }
+        };
+        &mut self.generations[at].ids
+    }
+}
+
+/// A bounded, sharded set of recently used signatures, grouped by the second their windows end.
 #[derive(Debug)]
 pub struct ReplayGuard {
     shards: Vec<Mutex<Shard>>,
@@ -83,7 +142,7 @@ impl ReplayGuard {
     pub fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard { prune_at: MIN_PRUNE_AT, ..Shard::default() })).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard,
             keyed: RandomState::new(),
         }
@@ -95,44 +154,37 @@ impl ReplayGuard {
     /// secret. Signatures from a valid key are unpredictable, so two different ones share an
     /// identity by chance only (about one in 2^64 per pair; with a million live entries, one
     /// wrongly refused request in about 2^44), and nobody without the key's secret can make a
-    /// request whose identity matches another's. A replay is the same bytes, hence the same
-    /// identity: it is always caught.
+    /// request whose identity matches another's. A replay is the same bytes with the same window,
+    /// hence the same identity in the same generation: it is always caught.
+    ///
+    /// An identity is held until the end of the second in which its window ends (up to one
+    /// second longer than the window, never shorter). A signature whose window ended before
+    /// the current second is not recorded: it can no longer be accepted anyway.
     pub fn check_and_record(&self, signature: &[u8], expires_us: u64, now_us: u64) -> ReplayOutcome {
+        let (slice, now_slice) = (expires_us / SLICE_US, now_us / SLICE_US);
+        if slice < now_slice {
+            return ReplayOutcome::Fresh;
+        }
         let mut id = [0u8; 16];
         let n = signature.len().min(16);
         id[..n].copy_from_slice(&signature[..n]);
         let key = self.identity(id);
-        // The map uses the low bits for the bucket and the top seven as the tag it compares
-        // before a key; the shard comes from bits neither uses, so each keeps its full entropy.
+        // The set uses the low bits for the bucket and the top seven as the tag it compares
+        // before a member; the shard comes from bits neither uses, so each keeps its full entropy.
         let shard = ((key >> 32) as usize) % SHARDS;
-        // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+        // A poisoned lock only means another thread panicked mid-insert; the sets are still valid.
         let mut shard = self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let len = shard.live.len();
-        if (len >= shard.prune_at || len >= self.per_shard) && now_us > shard.earliest_expiry {
-            shard.live.retain(|_, exp| *exp >= now_us);
-            shard.earliest_expiry = shard.live.values().copied().min().unwrap_or(0);
-            shard.prune_at = (2 * shard.live.len()).max(MIN_PRUNE_AT);
+        shard.forget_before(now_slice);
+        if shard.held >= self.per_shard {
+            // Full: a replay is still told apart, but nothing new is recorded (or allocated).
+            let seen = shard.find(slice).is_some_and(|ids| ids.contains(&key));
+            return if seen { ReplayOutcome::Reused } else { ReplayOutcome::Full };
         }
-        let full = shard.live.len() >= self.per_shard;
-        let first = shard.live.is_empty();
-        // One probe of the table for both the check and the insert.
-        match shard.live.entry(key) {
-            Entry::Occupied(mut seen) => {
-                if *seen.get() >= now_us {
-                    return ReplayOutcome::Reused;
-                }
-                // Seen before, but its window has ended: the slot is reused, so even a full
-                // shard has room for it.
-                seen.insert(expires_us);
-            }
-            Entry::Vacant(_) if full => return ReplayOutcome::Full,
-            Entry::Vacant(slot) => {
-                slot.insert(expires_us);
-            }
+        // One probe of the set for both the check and the insert.
+        if !shard.generation(slice).insert(key) {
+            return ReplayOutcome::Reused;
         }
-        if first || expires_us < shard.earliest_expiry {
-            shard.earliest_expiry = expires_us;
-        }
+        shard.held += 1;
         ReplayOutcome::Fresh
     }
 
@@ -141,10 +193,10 @@ impl ReplayGuard {
         self.keyed.hash_one(u128::from_le_bytes(id))
     }
 
-    /// Number of signatures currently held (expired ones included until pruned).
+    /// Number of signatures currently held (expired ones included until their second has passed).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).live.len()).sum()
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).held).sum()
     }
 
     /// True if and only if no signature is held.
@@ -158,12 +210,26 @@ impl ReplayGuard {
 mod tests {
     use super::*;
 
+    const S: u64 = SLICE_US;
+
     #[test]
     fn a_signature_is_refused_the_second_time_within_its_window_only() {
         let g = ReplayGuard::new(64);
-        assert_eq!(g.check_and_record(&[7; 32], 1_000, 0), ReplayOutcome::Fresh);
-        assert_eq!(g.check_and_record(&[7; 32], 1_000, 500), ReplayOutcome::Reused);
-        assert_eq!(g.check_and_record(&[7; 32], 3_000, 2_000), ReplayOutcome::Fresh);
+        assert_eq!(g.check_and_record(&[7; 32], S + 500, 0), ReplayOutcome::Fresh);
+        assert_eq!(g.check_and_record(&[7; 32], S + 500, S / 2), ReplayOutcome::Reused);
+        // In the last instant of its window, and past it within the same second: still held.
+        assert_eq!(g.check_and_record(&[7; 32], S + 500, S + 500), ReplayOutcome::Reused);
+        assert_eq!(g.check_and_record(&[7; 32], S + 500, S + 900), ReplayOutcome::Reused);
+        // Once its second has passed it is forgotten, and the same bytes are new again.
+        assert_eq!(g.check_and_record(&[7; 32], 3 * S, 2 * S + 1), ReplayOutcome::Fresh);
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn a_signature_whose_window_has_ended_is_not_recorded() {
+        let g = ReplayGuard::new(64);
+        assert_eq!(g.check_and_record(&[9; 32], S, 3 * S), ReplayOutcome::Fresh);
+        assert!(g.is_empty());
     }
 
     #[test]
@@ -182,30 +248,36 @@ mod tests {
         };
         let first = mk(1);
         let second = (2..=255).map(mk).find(|s| shard(s) == shard(&first)).unwrap();
-        let sig = |i: u8| if i == 1 { first } else { second };
-        assert_eq!(g.check_and_record(&sig(1), 100, 0), ReplayOutcome::Fresh);
-        assert_eq!(g.check_and_record(&sig(2), 100, 0), ReplayOutcome::Full);
-        assert_eq!(g.check_and_record(&sig(1), 100, 50), ReplayOutcome::Reused);
-        assert_eq!(g.check_and_record(&sig(2), 300, 200), ReplayOutcome::Fresh);
+        assert_eq!(g.check_and_record(&first, S + 100, 0), ReplayOutcome::Fresh);
+        assert_eq!(g.check_and_record(&second, S + 100, 0), ReplayOutcome::Full);
+        assert_eq!(g.check_and_record(&second, 5 * S, 0), ReplayOutcome::Full);
+        // Full, yet a replay is still told apart from a new signature.
+        assert_eq!(g.check_and_record(&first, S + 100, 50), ReplayOutcome::Reused);
+        assert_eq!(g.check_and_record(&second, 3 * S, 2 * S), ReplayOutcome::Fresh);
+        assert_eq!(g.len(), 1);
     }
 
     #[test]
-    fn expired_signatures_are_dropped_long_before_the_guard_is_full() {
+    fn expired_signatures_are_dropped_each_second_and_replays_are_still_caught() {
         // 1,000 requests per simulated second, each remembered for 5 s: 5,000 live at a time.
         let g = ReplayGuard::new(1_000_000);
         let mut most = 0;
-        for i in 0u64..200_000 {
-            let now = i * 1_000;
+        let sig = |i: u64| {
             let mut sig = [0u8; 32];
             sig[..8].copy_from_slice(&i.to_le_bytes());
-            assert_eq!(g.check_and_record(&sig, now + 5_000_000, now), ReplayOutcome::Fresh);
+            sig
+        };
+        for i in 0u64..200_000 {
+            let now = i * 1_000;
+            assert_eq!(g.check_and_record(&sig(i), now + 5 * S, now), ReplayOutcome::Fresh);
+            // Every tenth request is also replayed, some of them much later in their window.
+            if i % 10 == 0 && i >= 4_000 {
+                let j = i - (i % 4_000);
+                assert_eq!(g.check_and_record(&sig(j), j * 1_000 + 5 * S, now), ReplayOutcome::Reused, "{j} at {i}");
+            }
             most = most.max(g.len());
         }
-        // Within twice the live set per shard, or the pruning floor: far below the capacity.
-        assert!(most <= SHARDS * MIN_PRUNE_AT.max(2 * 5_000 / SHARDS + 64), "held {most}");
-        // And a replay is still caught after all that pruning.
-        let mut last = [0u8; 32];
-        last[..8].copy_from_slice(&199_999u64.to_le_bytes());
-        assert_eq!(g.check_and_record(&last, 200_000_000, 199_999_500), ReplayOutcome::Reused);
+        // The window plus the second being filled and the one being forgotten: far below capacity.
+        assert!(most <= 7_000, "held {most}");
     }
 }

@@ -3,7 +3,7 @@
 use crate::{ApiError, AppState, client_ip::client_ip};
 use axum::body::{Bytes, HttpBody};
 use axum::extract::{ConnectInfo, FromRequest, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use keygate_auth::{Access, UnverifiedRequest, VerifiedRequest};
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
@@ -51,9 +51,20 @@ pub struct Signed<S: Security> {
 /// peer is unknown.
 pub fn request_client_ip(req: &Request, state: &AppState) -> Option<IpAddr> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    let lines: Vec<&str> = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    if state.trusted_proxies.is_empty() {
+        // No proxy is trusted, so no forwarded address is believed: the peer is the client
+        // (what `client_ip` answers too), without reading the header.
+        return Some(peer.to_canonical());
+    }
+    let lines: Vec<&str> = req.headers().get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
     client_ip(peer, &lines, &state.trusted_proxies)
 }
+
+/// `X-Forwarded-For`, as a constant: looking a header up by a `&str` parses the name each time.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// `X-MBX-APIKEY`, Binance's API key header.
+const X_MBX_APIKEY: HeaderName = HeaderName::from_static("x-mbx-apikey");
 
 /// True when the request certainly has no body: the body says it has ended, or, over HTTP/1.x,
 /// the head announces none (no `Transfer-Encoding`, no `Content-Length` or a zero one), which is
@@ -80,7 +91,7 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         // The head is read in place (no copies of the key, path or query); only the body moves.
         let (parts, body) = req.into_parts();
         let bodiless = has_no_body(&parts, &body);
-        let api_key = parts.headers.get("x-mbx-apikey").map(HeaderValue::as_bytes);
+        let api_key = parts.headers.get(X_MBX_APIKEY).map(HeaderValue::as_bytes);
         match api_key {
             None | Some(b"") => return Err(ApiError::Denied(keygate_auth::Denial::MissingApiKey)),
             // Refuse a malformed key before reading a byte of a body (the verifier checks it
@@ -109,7 +120,7 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         let now = state.service.clock().now();
         match state.verifier.verify(&unverified, S::ACCESS, state.service.cache().as_ref(), now) {
             Ok(request) => {
-                state.service.record_use(&request.key().id, ip);
+                state.service.record_use(&request.key().id, ip, now.as_millis());
                 // The weight the middleware could not see: parameters in the body.
                 crate::weight::charge_rest(state, charged, method, path, request.params(), now.as_millis().0)
                     .map_err(ApiError::RateLimited)?;

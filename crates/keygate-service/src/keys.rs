@@ -349,9 +349,11 @@ impl Service {
         Ok(n)
     }
 
-    /// Counts one verified request for usage bookkeeping (in memory; see [`Service::flush`]).
-    pub fn record_use(&self, key: &ApiKeyId, ip: std::net::IpAddr) {
-        self.inner.usage.record(key, self.now_ms(), ip);
+    /// Counts one verified request, verified at `at`, for usage bookkeeping (in memory; see
+    /// [`Service::flush`]). The caller passes the time it verified the request with, read from
+    /// this service's clock, so a request reads the clock once.
+    pub fn record_use(&self, key: &ApiKeyId, ip: std::net::IpAddr, at: UnixMillis) {
+        self.inner.usage.record(key, at, ip);
     }
 
     /// Counts one denied request for the aggregated audit record.
