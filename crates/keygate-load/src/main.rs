@@ -24,6 +24,7 @@ use keygate_client::Signer;
 use keygate_store::crypto::{MasterKey, SecretCipher};
 use keygate_store::datadir::DataDir;
 use keygate_store::{AuditDraft, KeyMaterial, KeyRecord, Store, SyncMode};
+use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -306,20 +307,31 @@ fn presign(url: &str, key: &(String, Signer), count: usize) -> Vec<Url> {
         .collect()
 }
 
+/// Binance's API key header.
+const X_MBX_APIKEY: HeaderName = HeaderName::from_static("x-mbx-apikey");
+
+/// The `X-MBX-APIKEY` header value of `key`, built once per connection (and cloned per request)
+/// so the load generator does not validate and copy the same text for every request.
+fn key_header(key: &(String, Signer)) -> Option<HeaderValue> {
+    HeaderValue::from_str(&key.0).ok()
+}
+
 /// Sends one signed request (every parameter in the query, as `keygate-client` does) to `base`
-/// (the endpoint's URL, parsed once per connection; only the query is set per request) and
-/// returns true if and only if it was answered 200 and its body was read.
+/// (the endpoint's URL, parsed once per connection; only the query is set per request) with
+/// `api_key` (from [`key_header`]) and returns true if and only if it was answered 200 and its
+/// body was read.
 async fn signed(
     http: &reqwest::Client,
     base: &Url,
     method: Method,
-    key: &(String, Signer),
+    (api_key, signer): (Option<HeaderValue>, &Signer),
     params: &[(&str, &str)],
 ) -> bool {
-    let q = keygate_client::signed_query(params, now_ms(), &key.1);
+    let Some(api_key) = api_key else { return false };
+    let q = keygate_client::signed_query(params, now_ms(), signer);
     let mut url = base.clone();
     url.set_query(Some(&q));
-    match http.request(method, url).header("X-MBX-APIKEY", key.0.as_str()).send().await {
+    match http.request(method, url).header(X_MBX_APIKEY, api_key).send().await {
         Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
         Err(_) => false,
     }
@@ -382,6 +394,8 @@ async fn run(
         let account_url = endpoint_url(url, "/api/v3/account");
         let order_test_url = endpoint_url(url, "/api/v3/order/test");
         let order_url = endpoint_url(url, "/api/v3/order");
+        let hmac_header = key_header(&hmac);
+        let ed_header = ed.as_deref().and_then(key_header);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             while Instant::now() < deadline {
@@ -393,20 +407,30 @@ async fn run(
                         Err(_) => false,
                     },
                     Endpoint::AccountHmac => {
-                        signed(&http, &account_url, Method::GET, &hmac, &[("omitZeroBalances", "true")]).await
+                        signed(
+                            &http,
+                            &account_url,
+                            Method::GET,
+                            (hmac_header.clone(), &hmac.1),
+                            &[("omitZeroBalances", "true")],
+                        )
+                        .await
                     }
                     Endpoint::AccountEd25519 => match &ed {
-                        Some(ed) => signed(&http, &account_url, Method::GET, ed, &[("omitZeroBalances", "true")]).await,
+                        Some(ed) => {
+                            let key = (ed_header.clone(), &ed.1);
+                            signed(&http, &account_url, Method::GET, key, &[("omitZeroBalances", "true")]).await
+                        }
                         None => false,
                     },
                     Endpoint::AccountHmacPresigned => {
                         let i = usize::try_from(n).unwrap_or(0) % presigned.len().max(1);
-                        match presigned.get(i) {
-                            Some(u) => match http.get(u.clone()).header("X-MBX-APIKEY", hmac.0.as_str()).send().await {
+                        match (presigned.get(i), hmac_header.clone()) {
+                            (Some(u), Some(key)) => match http.get(u.clone()).header(X_MBX_APIKEY, key).send().await {
                                 Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
                                 Err(_) => false,
                             },
-                            None => false,
+                            _ => false,
                         }
                     }
                     Endpoint::AccountRotating => {
@@ -414,6 +438,7 @@ async fn run(
                         let i = usize::try_from(n).unwrap_or(0) % rotating.len().max(1);
                         match rotating.get(i) {
                             Some(key) => {
+                                let key = (key_header(key), &key.1);
                                 signed(&http, &account_url, Method::GET, key, &[("omitZeroBalances", "true")]).await
                             }
                             None => false,
@@ -423,12 +448,14 @@ async fn run(
                         // Validated like a real order (and its signature made single-use), never
                         // journaled.
                         let id = format!("test-{n}");
-                        signed(&http, &order_test_url, Method::POST, &hmac, &order_params(&id)).await
+                        signed(&http, &order_test_url, Method::POST, (hmac_header.clone(), &hmac.1), &order_params(&id))
+                            .await
                     }
                     Endpoint::OrderIoc => {
                         // Every answer is 200 EXPIRED, and every order is journaled first.
                         let id = format!("load-{n}");
-                        signed(&http, &order_url, Method::POST, &hmac, &order_params(&id)).await
+                        signed(&http, &order_url, Method::POST, (hmac_header.clone(), &hmac.1), &order_params(&id))
+                            .await
                     }
                 };
                 if ok {
