@@ -193,7 +193,8 @@ impl ReplayGuard {
         self.keyed.hash_one(u128::from_le_bytes(id))
     }
 
-    /// Number of signatures currently held (expired ones included until their second has passed).
+    /// Number of signatures currently held (including expired ones a shard has not yet forgotten:
+    /// a shard forgets when it is next used).
     #[must_use]
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).held).sum()
@@ -255,6 +256,38 @@ mod tests {
         assert_eq!(g.check_and_record(&first, S + 100, 50), ReplayOutcome::Reused);
         assert_eq!(g.check_and_record(&second, 3 * S, 2 * S), ReplayOutcome::Fresh);
         assert_eq!(g.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Against a plain model (a set of (signature, second its window ends) pairs, forgotten
+        /// once their second has passed), over random sequences of checks with the clock moving
+        /// forward: every answer agrees, so a repeat within its window is always `Reused` and
+        /// nothing is refused for longer than the model says.
+        #[test]
+        fn agrees_with_a_set_of_signatures_forgotten_after_their_second(
+            ops in proptest::collection::vec((0u8..12, 0u64..4_000_000, 0u64..300_000), 1..400),
+        ) {
+            let g = ReplayGuard::new(1 << 20);
+            let mut model = std::collections::HashSet::new();
+            let mut now = 0u64;
+            for (sig, window, step) in ops {
+                now += step;
+                // Some windows already ended (the guard must not record those), most still open.
+                let expires = (now + window).saturating_sub(1_500_000);
+                let (slice, now_slice) = (expires / S, now / S);
+                model.retain(|&(_, s)| s >= now_slice);
+                let expected = if slice < now_slice {
+                    ReplayOutcome::Fresh
+                } else if model.insert((sig, slice)) {
+                    ReplayOutcome::Fresh
+                } else {
+                    ReplayOutcome::Reused
+                };
+                proptest::prop_assert_eq!(g.check_and_record(&[sig; 32], expires, now), expected);
+                // A shard forgets when it is next used, so the guard may hold more, never less.
+                proptest::prop_assert!(g.len() >= model.len());
+            }
+        }
     }
 
     #[test]
