@@ -113,11 +113,10 @@ impl Shard {
         let at = match self.generations.binary_search_by_key(&slice, |g| g.slice) {
             Ok(at) => at,
             Err(at) => {
-                // Sized like the newest generation so far, so a steady load does not grow it.
-                let ids = self.spare.pop().unwrap_or_else(|| {
-                    let hint = self.generations.last().map_or(0, |g| g.ids.len());
-                    Identities::with_capacity_and_hasher(hint, BuildHasherDefault::default())
-                });
+                // A spare already has the size a steady load needs. A new set starts empty and
+                // grows with what it holds: sizing it ahead would let a client that spreads its
+                // requests over many windows reserve memory it never fills.
+                let ids = self.spare.pop().unwrap_or_default();
                 self.generations.insert(at, Generation { slice, ids });
                 at
             }
