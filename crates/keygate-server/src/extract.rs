@@ -51,13 +51,8 @@ pub struct Signed<S: Security> {
 /// peer is unknown.
 pub fn request_client_ip(req: &Request, state: &AppState) -> Option<IpAddr> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    if state.trusted_proxies.is_empty() {
-        // No proxy is trusted, so no forwarded address is believed: the peer is the client
-        // (what `client_ip` answers too), without reading the header.
-        return Some(peer.to_canonical());
-    }
-    let lines: Vec<&str> = req.headers().get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-    client_ip(peer, &lines, &state.trusted_proxies)
+    let lines = req.headers().get_all(X_FORWARDED_FOR).into_iter().filter_map(|v| v.to_str().ok());
+    client_ip(peer, lines, &state.trusted_proxies)
 }
 
 /// `X-Forwarded-For`, as a constant: looking a header up by a `&str` parses the name each time.
