@@ -813,6 +813,8 @@ struct KeyEditPage {
     csrf: String,
     key: KeyRow,
     form: FormValues,
+    /// The page is the redirect after a successful save.
+    saved: bool,
     error: Option<String>,
     needs_code: bool,
 }
@@ -833,25 +835,28 @@ fn values_of(k: &KeyRow) -> FormValues {
     }
 }
 
-async fn edit_view(
-    c: &Console,
-    v: &Viewer,
-    id: &str,
-    status: StatusCode,
-    form: Option<FormValues>,
-    error: Option<&ConsoleError>,
-    cookies: &[HeaderValue],
-) -> Response {
+/// What the edit page shows besides the key: the stored values (after a save, with a notice), or
+/// the owner's refused form with the reason.
+enum EditState<'a> {
+    Stored { saved: bool },
+    Refused { form: &'a FormValues, error: &'a ConsoleError },
+}
+
+async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cookies: &[HeaderValue]) -> Response {
     let nav = Some(Nav::of(v, c.now_ms()));
     match c.service().key(&v.actor, id).await {
         Ok(k) => {
             let row = KeyRow::new(&k, c.now_ms());
-            let form = form.unwrap_or_else(|| values_of(&row));
+            let (status, form, error, saved) = match state {
+                EditState::Stored { saved } => (StatusCode::OK, values_of(&row), None, saved),
+                EditState::Refused { form, error } => (error.status(), form.clone(), Some(error), false),
+            };
             let page = KeyEditPage {
                 nav,
                 csrf: v.info.csrf_token.clone(),
                 key: row,
                 form,
+                saved,
                 error: error.map(ConsoleError::message),
                 needs_code: error.is_some_and(ConsoleError::needs_step_up),
             };
@@ -861,9 +866,21 @@ async fn edit_view(
     }
 }
 
-async fn edit_page(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>) -> Response {
+/// `?saved=1`, set by the redirect after a successful edit, so the page can say the change took.
+#[derive(Debug, Deserialize)]
+struct SavedQuery {
+    saved: Option<String>,
+}
+
+async fn edit_page(
+    State(c): State<Console>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Query(q): Query<SavedQuery>,
+) -> Response {
+    let saved = q.saved.as_deref() == Some("1");
     match viewer_or_login(&ctx, &c).await {
-        Ok(v) => edit_view(&c, &v, &id, StatusCode::OK, None, None, &[]).await,
+        Ok(v) => edit_view(&c, &v, &id, EditState::Stored { saved }, &[]).await,
         Err(r) => r,
     }
 }
@@ -903,18 +920,18 @@ async fn edit_key(
     let values = FormValues::from(&f);
     let edit = match edit_from_form(&f) {
         Ok(e) => e,
-        Err(e) => return edit_view(&c, &v, &id, e.status(), Some(values), Some(&e), &[]).await,
+        Err(e) => return edit_view(&c, &v, &id, EditState::Refused { form: &values, error: &e }, &[]).await,
     };
     let cookie = match maybe_step_up(&c, &ctx, &mut v, f.code.as_deref()).await {
         Ok(c) => c,
-        Err(e) => return edit_view(&c, &v, &id, e.status(), Some(values), Some(&e), &[]).await,
+        Err(e) => return edit_view(&c, &v, &id, EditState::Refused { form: &values, error: &e }, &[]).await,
     };
     let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
     match c.service().edit_key(&v.actor, &id, edit).await {
-        Ok(_) => see_other(&format!("/console/keys/{id}"), &cookies),
+        Ok(_) => see_other(&format!("/console/keys/{id}?saved=1"), &cookies),
         Err(e) => {
             let e = ConsoleError::from(e);
-            edit_view(&c, &v, &id, e.status(), Some(values), Some(&e), &cookies).await
+            edit_view(&c, &v, &id, EditState::Refused { form: &values, error: &e }, &cookies).await
         }
     }
 }

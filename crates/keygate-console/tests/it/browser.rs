@@ -247,7 +247,8 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     next_totp_step(app);
     fill(c, "#code", &totp(&secret, app)).await;
     click(c, "#edit-key button[type=submit]").await;
-    wait_for_path(c, &format!("/console/keys/{api_key}")).await;
+    // The form posts to the page it is on, so wait for the notice the saved page shows.
+    wait_for_text(c, "main", "Changes saved.", true).await;
     assert!(c.find(Locator::Css("#perm_trade")).await.unwrap().is_selected().await.unwrap());
     let r = client.signed(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
     assert_eq!(r.body["enableSpotAndMarginTrading"], true, "{:?}", r.body);
