@@ -7,7 +7,7 @@
 use crate::book::Book;
 use crate::config::{ConfigError, ExchangeConfig, MarketSpec};
 use crate::error::{ExchangeError, OVERFLOW};
-use crate::ledger::Ledger;
+use crate::ledger::{ChangedAccounts, Ledger};
 use crate::order::{Fill, Order, OrderRef, OrderType, Side, StpMode, TimeInForce, Trade};
 use crate::wallet::{Deposit, DepositRecord, Withdraw, WithdrawalRecord};
 use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMillis};
@@ -295,6 +295,11 @@ impl Exchange {
     #[must_use]
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The accounts whose balances may have changed since the last call (see [`ChangedAccounts`]).
+    pub fn take_changed_accounts(&mut self) -> ChangedAccounts {
+        self.ledger.take_changed()
     }
 
     /// The engine's clock: the latest `now` applied.

@@ -83,7 +83,59 @@ pub struct Ledger {
     assets: Vec<AssetCode>,
     balances: BTreeMap<AccountId, Vec<Balance>>,
     totals: Vec<AssetTotals>,
+    #[serde(skip)]
+    changed: ChangedAccounts,
 }
+
+/// The accounts whose balances may have changed since [`Ledger::take_changed`] last ran, so that
+/// a cache outside the exchange (the engine's account views) drops only what went stale.
+///
+/// Bookkeeping, not state: never saved, and equal to any other (a replayed exchange equals the
+/// original whatever either has handed out). Bounded: past [`ChangedAccounts::MAX`] distinct
+/// entries without a take it stops listing and says "every account" instead, so an exchange
+/// nobody takes from (a replay, a test) cannot grow it without limit.
+#[derive(Debug, Clone, Default)]
+pub struct ChangedAccounts {
+    accounts: Vec<AccountId>,
+    all: bool,
+}
+
+impl ChangedAccounts {
+    /// Listed accounts before the list gives up and means every account.
+    pub const MAX: usize = 1024;
+
+    fn note(&mut self, account: AccountId) {
+        if self.all || self.accounts.contains(&account) {
+            return;
+        }
+        if self.accounts.len() == Self::MAX {
+            self.accounts = Vec::new();
+            self.all = true;
+        } else {
+            self.accounts.push(account);
+        }
+    }
+
+    /// Whether `account` may have changed.
+    #[must_use]
+    pub fn contains(&self, account: AccountId) -> bool {
+        self.all || self.accounts.contains(&account)
+    }
+
+    /// The changed accounts, or `None` when there were too many to list and any may have changed.
+    #[must_use]
+    pub fn listed(&self) -> Option<&[AccountId]> {
+        (!self.all).then_some(self.accounts.as_slice())
+    }
+}
+
+impl PartialEq for ChangedAccounts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ChangedAccounts {}
 
 fn add(a: u64, b: u64) -> Result<u64, ExchangeError> {
     a.checked_add(b).ok_or(OVERFLOW)
@@ -98,7 +150,7 @@ impl Ledger {
     #[must_use]
     pub fn new(assets: Vec<AssetCode>) -> Self {
         let totals = vec![AssetTotals::default(); assets.len()];
-        Self { assets, balances: BTreeMap::new(), totals }
+        Self { assets, balances: BTreeMap::new(), totals, changed: ChangedAccounts::default() }
     }
 
     /// The asset codes, in index order.
@@ -157,7 +209,14 @@ impl Ledger {
         self.totals.get(asset_idx).copied().unwrap_or_default()
     }
 
+    /// The accounts whose balances may have changed since the last call, and a fresh list.
+    pub fn take_changed(&mut self) -> ChangedAccounts {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// The one way to a mutable balance, so every change is noted in `changed`.
     fn slot(&mut self, account: AccountId, asset_idx: usize) -> Result<&mut Balance, ExchangeError> {
+        self.changed.note(account);
         let n = self.assets.len();
         let v = self.balances.entry(account).or_insert_with(|| vec![Balance::default(); n]);
         v.get_mut(asset_idx).ok_or(ExchangeError::Internal("asset index out of range"))
@@ -283,5 +342,33 @@ mod tests {
         assert_eq!(v.asset.as_str(), "USDT");
         assert_eq!((v.held, v.net_inflow), (1005, 1000));
         assert!(v.to_string().contains("USDT"));
+    }
+
+    #[test]
+    fn every_balance_change_is_listed_once_until_taken_and_too_many_mean_all() {
+        let mut l = Ledger::new(vec![AssetCode::parse("BTC").unwrap(), AssetCode::parse("USDT").unwrap()]);
+        let (a, b, c) = (AccountId(1), AccountId(2), AccountId(3));
+        l.deposit(a, 0, 100).unwrap();
+        l.deposit(b, 1, 1000).unwrap();
+        l.lock(a, 0, 40).unwrap();
+        l.spend_locked(a, 0, 40).unwrap();
+        l.credit(b, 0, 40).unwrap();
+        let copy = l.clone();
+        let changed = l.take_changed();
+        assert_eq!(changed.listed(), Some(&[a, b][..]));
+        assert!(changed.contains(a) && !changed.contains(c));
+        // Bookkeeping only: a ledger that handed its list out equals one that did not.
+        assert_eq!(l, copy);
+        assert_eq!(l.take_changed().listed(), Some(&[][..]));
+        // A refused change is listed too (conservatively).
+        assert!(l.lock(c, 0, 1).is_err());
+        assert_eq!(l.take_changed().listed(), Some(&[c][..]));
+        for i in 0..=ChangedAccounts::MAX {
+            l.credit(AccountId(100 + i64::try_from(i).unwrap()), 1, 1).unwrap();
+        }
+        let changed = l.take_changed();
+        assert_eq!(changed.listed(), None);
+        assert!(changed.contains(c));
+        assert_eq!(l.take_changed().listed(), Some(&[][..]));
     }
 }

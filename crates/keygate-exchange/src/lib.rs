@@ -19,7 +19,7 @@ pub mod wallet;
 pub use config::{AssetSpec, ConfigError, ExchangeConfig, MarketSpec, NetworkSpec};
 pub use error::ExchangeError;
 pub use exchange::{CanceledOrder, Command, Exchange, NewOrder, Outcome, PlacedOrder};
-pub use ledger::{AssetReport, Balance, InvariantViolation, Ledger};
+pub use ledger::{AssetReport, Balance, ChangedAccounts, InvariantViolation, Ledger};
 pub use market_maker::{MarketMaker, MarketMakerConfig};
 pub use order::{
     Fill, MyTrade, Order, OrderRef, OrderStatus, OrderType, PublicTrade, Side, StpMode, TimeInForce, Trade,

@@ -10,12 +10,11 @@
 //! engine applied it).
 
 use crate::{Clock, ServiceError};
-use keygate_exchange::{BalanceView, Command, Exchange, ExchangeConfig, ExchangeError, Outcome};
+use keygate_exchange::{BalanceView, ChangedAccounts, Command, Exchange, ExchangeConfig, ExchangeError, Outcome};
 use keygate_proto::{AccountId, Amount, UnixMicros, UnixMillis};
 use keygate_store::{JournalEntry, Store};
 use rustc_hash::FxHashMap;
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::sync::oneshot;
@@ -66,7 +65,7 @@ pub struct AccountView {
     pub balances: Vec<BalanceView>,
     /// Maker and taker fee of the first market, if there is one.
     pub fees: Option<(Amount, Amount)>,
-    /// The exchange's clock at that state.
+    /// The exchange's clock when the view was computed: the account has not changed since.
     pub update_time: UnixMillis,
     /// Whatever a caller derives from this view and wants to keep exactly as long as the view is
     /// served (the HTTP layer keeps its serialized answers here, so an unchanged account is not
@@ -74,18 +73,38 @@ pub struct AccountView {
     pub memo: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
-/// Account views computed on the engine thread, reused until the state changes.
+/// Account views computed on the engine thread, each reused until its account changes.
 ///
 /// A read otherwise hops to the engine thread and back (two thread wake-ups, measured as the
-/// largest single cost of a signed account read). `version` counts batches that may have changed
-/// the exchange; the engine thread bumps it after such a batch is committed and before any of its
-/// replies is sent, so a client that has seen an answer to its order can never be served a view
-/// older than that order. A view is reused only while `version` still equals the one it was
-/// computed at, so it is exactly what a query on the engine thread would answer.
+/// largest single cost of a signed account read). Only the engine thread writes here: a query
+/// inserts the view it computed, and after a batch is committed, before any of its replies is
+/// sent, the engine drops the views of the accounts the batch changed (all of them when it changed
+/// too many to list, or was rolled back). So a client that has seen the answer to its order is
+/// never served a view older than that order, and a view served from here is exactly what a query
+/// on the engine thread would answer. Trading on one account leaves every other account's view
+/// cached.
 #[derive(Debug, Default)]
 struct Reads {
-    version: AtomicU64,
-    accounts: Mutex<FxHashMap<AccountId, (u64, Arc<AccountView>)>>,
+    accounts: Mutex<FxHashMap<AccountId, Arc<AccountView>>>,
+}
+
+impl Reads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<AccountId, Arc<AccountView>>> {
+        self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the views `changed` may have made stale.
+    fn forget(&self, changed: &ChangedAccounts) {
+        let mut accounts = self.lock();
+        match changed.listed() {
+            Some(listed) => {
+                for account in listed {
+                    accounts.remove(account);
+                }
+            }
+            None => accounts.clear(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -133,7 +152,9 @@ impl Engine {
         exchange_config: ExchangeConfig,
         config: EngineConfig,
     ) -> Result<Self, ServiceError> {
-        let (exchange, last_seq, snapshot_seq) = recover(&*store, &exchange_config).await?;
+        let (mut exchange, last_seq, snapshot_seq) = recover(&*store, &exchange_config).await?;
+        // Nothing is cached yet: what the replay changed is of no interest.
+        exchange.take_changed_accounts();
         let (tx, rx) = sync_channel(QUEUE);
         let reads = Arc::new(Reads::default());
         let runner = Runner {
@@ -212,30 +233,27 @@ impl Engine {
         }
     }
 
-    /// `f` applied to the cached view under the read cache's lock if that view is current, else
-    /// `f` back unused.
+    /// `f` applied to the cached view under the read cache's lock if there is one (a cached view
+    /// is always current, see `Reads`), else `f` back unused.
     fn if_current<R, F: FnOnce(&Arc<AccountView>) -> R>(&self, account: AccountId, f: F) -> Result<R, F> {
-        let version = self.reads.version.load(AtomicOrdering::Acquire);
-        let accounts = self.reads.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        match accounts.get(&account) {
-            Some((at, view)) if *at == version => Ok(f(view)),
-            _ => Err(f),
+        match self.reads.lock().get(&account) {
+            Some(view) => Ok(f(view)),
+            None => Err(f),
         }
     }
 
-    /// Computes the account's view on the engine thread and caches it with the version it is of.
+    /// Computes the account's view on the engine thread and caches it until the account changes.
     async fn compute_view(&self, account: AccountId) -> Result<Arc<AccountView>, EngineError> {
         let reads = Arc::clone(&self.reads);
         self.query(move |ex| {
-            // On the engine thread, the only writer of `version`: it cannot move meanwhile.
-            let version = reads.version.load(AtomicOrdering::Acquire);
             let view = Arc::new(AccountView {
                 balances: ex.balances(account),
                 fees: ex.markets().first().map(|m| (m.maker_fee, m.taker_fee)),
                 update_time: ex.clock(),
                 memo: OnceLock::new(),
             });
-            reads.accounts.lock().unwrap_or_else(PoisonError::into_inner).insert(account, (version, Arc::clone(&view)));
+            // On the engine thread, between batches: the account cannot change meanwhile.
+            reads.lock().insert(account, Arc::clone(&view));
             view
         })
         .await
@@ -308,13 +326,10 @@ impl Runner {
         let mut journal = Vec::new();
         let mut replies = Vec::new();
         let mut queries = Vec::new();
-        let mut mutated = false;
         for job in batch {
             match job {
                 Job::Query(q) => queries.push(q),
                 Job::Mutate { command, fresh_until, reply } => {
-                    // Conservative: any command may have changed the state, even a refused one.
-                    mutated = true;
                     if fresh_until.is_some_and(|f| now_us > f) {
                         replies.push((reply, Err(EngineError::Expired)));
                         continue;
@@ -355,13 +370,13 @@ impl Runner {
                 }
                 Err(e) => tracing::error!(error = %e, "cannot rebuild the exchange from the store"),
             }
-            self.reads.version.fetch_add(1, AtomicOrdering::AcqRel);
+            self.exchange.take_changed_accounts();
+            self.reads.lock().clear();
             return;
         }
-        if mutated {
-            // Before any reply: whoever sees a reply sees the new version (see `Reads`).
-            self.reads.version.fetch_add(1, AtomicOrdering::AcqRel);
-        }
+        // Before any reply: whoever sees a reply is served no view older than it (see `Reads`).
+        // Refused commands are covered too: any balance they touched is listed.
+        self.reads.forget(&self.exchange.take_changed_accounts());
         for (reply, result) in replies {
             let _ = reply.send(result);
         }

@@ -175,12 +175,31 @@ async fn account_view_is_reused_only_until_the_next_change_and_shows_every_ackno
         let view = engine.account_view(AccountId(1)).await.unwrap();
         let expected = Amount::parse(["10", "30", "60"][i]).unwrap();
         assert_eq!(free(&view, "USDT"), expected);
-        // Another account's change invalidates too (conservatively), and still answers right.
+        // Another account's change leaves this one's view cached.
         engine.submit(deposit(2, "BTC", "1"), None).await.unwrap();
-        assert_eq!(free(&engine.account_view(AccountId(1)).await.unwrap(), "USDT"), expected);
+        assert!(Arc::ptr_eq(&view, &engine.account_view(AccountId(1)).await.unwrap()));
     }
     let snapshot = engine.query(|ex| ex.balances(AccountId(1))).await.unwrap();
     assert_eq!(engine.account_view(AccountId(1)).await.unwrap().balances, snapshot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_by_someone_else_refreshes_the_resting_side_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+    let engine = engine(&store, &clock, 100_000).await;
+    for c in [deposit(1, "USDT", "100000"), deposit(2, "BTC", "3"), limit(1, Side::Buy, "0.5", "50000")] {
+        engine.submit(c, None).await.unwrap();
+    }
+    let resting = engine.account_view(AccountId(1)).await.unwrap();
+    assert_eq!(free(&resting, "BTC"), Amount::ZERO);
+    // Account 2 sells into account 1's bid: account 1 sent nothing, yet its balances moved.
+    engine.submit(limit(2, Side::Sell, "0.2", "49000"), None).await.unwrap();
+    let filled = engine.account_view(AccountId(1)).await.unwrap();
+    assert!(!Arc::ptr_eq(&resting, &filled));
+    assert!(free(&filled, "BTC") > Amount::ZERO, "{:?}", filled.balances);
+    assert_eq!(filled.balances, engine.query(|ex| ex.balances(AccountId(1))).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
