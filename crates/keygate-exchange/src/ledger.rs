@@ -6,6 +6,7 @@
 
 use crate::error::{ExchangeError, OVERFLOW};
 use keygate_proto::{AccountId, AssetCode};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -94,9 +95,12 @@ pub struct Ledger {
 /// original whatever either has handed out). Bounded: past [`ChangedAccounts::MAX`] distinct
 /// entries without a take it stops listing and says "every account" instead, so an exchange
 /// nobody takes from (a replay, a test) cannot grow it without limit.
+///
+/// A set, not a list: every balance change notes its account on the engine's hot path, so the
+/// check for one already noted must not grow with the number of accounts.
 #[derive(Debug, Clone, Default)]
 pub struct ChangedAccounts {
-    accounts: Vec<AccountId>,
+    accounts: FxHashSet<AccountId>,
     all: bool,
 }
 
@@ -105,14 +109,9 @@ impl ChangedAccounts {
     pub const MAX: usize = 1024;
 
     fn note(&mut self, account: AccountId) {
-        if self.all || self.accounts.contains(&account) {
-            return;
-        }
-        if self.accounts.len() == Self::MAX {
-            self.accounts = Vec::new();
+        if !self.all && self.accounts.insert(account) && self.accounts.len() > Self::MAX {
+            self.accounts = FxHashSet::default();
             self.all = true;
-        } else {
-            self.accounts.push(account);
         }
     }
 
@@ -122,10 +121,11 @@ impl ChangedAccounts {
         self.all || self.accounts.contains(&account)
     }
 
-    /// The changed accounts, or `None` when there were too many to list and any may have changed.
+    /// The changed accounts (in no particular order), or `None` when there were too many to list
+    /// and any may have changed.
     #[must_use]
-    pub fn listed(&self) -> Option<&[AccountId]> {
-        (!self.all).then_some(self.accounts.as_slice())
+    pub fn listed(&self) -> Option<impl Iterator<Item = AccountId> + '_> {
+        (!self.all).then(|| self.accounts.iter().copied())
     }
 }
 
@@ -344,6 +344,15 @@ mod tests {
         assert!(v.to_string().contains("USDT"));
     }
 
+    /// The listed accounts in order, or `None` for "all".
+    fn listed(changed: &ChangedAccounts) -> Option<Vec<AccountId>> {
+        changed.listed().map(|accounts| {
+            let mut v: Vec<AccountId> = accounts.collect();
+            v.sort_unstable();
+            v
+        })
+    }
+
     #[test]
     fn every_balance_change_is_listed_once_until_taken_and_too_many_mean_all() {
         let mut l = Ledger::new(vec![AssetCode::parse("BTC").unwrap(), AssetCode::parse("USDT").unwrap()]);
@@ -355,20 +364,20 @@ mod tests {
         l.credit(b, 0, 40).unwrap();
         let copy = l.clone();
         let changed = l.take_changed();
-        assert_eq!(changed.listed(), Some(&[a, b][..]));
+        assert_eq!(listed(&changed), Some(vec![a, b]));
         assert!(changed.contains(a) && !changed.contains(c));
         // Bookkeeping only: a ledger that handed its list out equals one that did not.
         assert_eq!(l, copy);
-        assert_eq!(l.take_changed().listed(), Some(&[][..]));
+        assert_eq!(listed(&l.take_changed()), Some(vec![]));
         // A refused change is listed too (conservatively).
         assert!(l.lock(c, 0, 1).is_err());
-        assert_eq!(l.take_changed().listed(), Some(&[c][..]));
+        assert_eq!(listed(&l.take_changed()), Some(vec![c]));
         for i in 0..=ChangedAccounts::MAX {
             l.credit(AccountId(100 + i64::try_from(i).unwrap()), 1, 1).unwrap();
         }
         let changed = l.take_changed();
-        assert_eq!(changed.listed(), None);
+        assert_eq!(listed(&changed), None);
         assert!(changed.contains(c));
-        assert_eq!(l.take_changed().listed(), Some(&[][..]));
+        assert_eq!(listed(&l.take_changed()), Some(vec![]));
     }
 }

@@ -99,7 +99,7 @@ impl Reads {
         match changed.listed() {
             Some(listed) => {
                 for account in listed {
-                    accounts.remove(account);
+                    accounts.remove(&account);
                 }
             }
             None => accounts.clear(),

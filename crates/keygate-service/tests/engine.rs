@@ -25,6 +25,16 @@ async fn engine(store: &Arc<dyn Store>, clock: &Arc<ManualClock>, snapshot_every
         .unwrap()
 }
 
+/// A new engine on its own SQLite file, its clock at `START_US`; the directory lives as long as
+/// the returned guard.
+async fn fresh(snapshot_every: u64) -> (tempfile::TempDir, Arc<dyn Store>, Arc<ManualClock>, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+    let store = store(dir.path()).await;
+    let engine = engine(&store, &clock, snapshot_every).await;
+    (dir, store, clock, engine)
+}
+
 fn deposit(account: i64, coin: &str, amount: &str) -> Command {
     Command::Deposit(Deposit {
         account: AccountId(account),
@@ -53,12 +63,18 @@ async fn state(engine: &Engine) -> Vec<u8> {
     engine.query(|ex| ex.snapshot().unwrap()).await.unwrap()
 }
 
-/// A mixed sequence: deposits, resting orders, a crossing order, a cancel.
-async fn trade_a_little(engine: &Engine, clock: &ManualClock) {
+/// Funds account 1 with USDT and account 2 with BTC, and rests account 1's bid of 0.5 BTC at
+/// 50,000.
+async fn fund_and_bid(engine: &Engine, clock: &ManualClock) {
     for c in [deposit(1, "USDT", "100000"), deposit(2, "BTC", "3"), limit(1, Side::Buy, "0.5", "50000")] {
         engine.submit(c, None).await.unwrap();
         clock.advance_ms(7);
     }
+}
+
+/// A mixed sequence: deposits, resting orders, a crossing order, a cancel.
+async fn trade_a_little(engine: &Engine, clock: &ManualClock) {
+    fund_and_bid(engine, clock).await;
     engine.submit(limit(2, Side::Sell, "0.2", "49000"), None).await.unwrap();
     clock.advance_ms(7);
     let placed = engine.submit(limit(2, Side::Sell, "0.1", "51000"), None).await.unwrap();
@@ -98,10 +114,7 @@ async fn a_restart_rebuilds_exactly_the_acknowledged_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_bound_the_replay_and_give_the_same_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
-    let store = store(dir.path()).await;
-    let engine = engine(&store, &clock, 2).await;
+    let (_dir, store, clock, engine) = fresh(2).await;
     trade_a_little(&engine, &clock).await;
     let before = state(&engine).await;
     // Snapshots are written by a helper thread, and one that comes due while the previous is
@@ -126,10 +139,7 @@ async fn snapshots_bound_the_replay_and_give_the_same_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_expired_commands_are_not_journaled_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
-    let store = store(dir.path()).await;
-    let engine = engine(&store, &clock, 10_000).await;
+    let (_dir, store, _clock, engine) = fresh(10_000).await;
     engine.submit(deposit(1, "USDT", "10"), None).await.unwrap();
     let before = state(&engine).await;
     let journal = store.journal_after(0, 100).await.unwrap().len();
@@ -145,10 +155,7 @@ async fn refused_and_expired_commands_are_not_journaled_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_sandbox_fixes_its_configuration_in_snapshot_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
-    let store = store(dir.path()).await;
-    let _engine = engine(&store, &clock, 10_000).await;
+    let (_dir, store, _clock, _engine) = fresh(10_000).await;
     let (seq, _) = store.latest_snapshot().await.unwrap().expect("snapshot 0 written at creation");
     assert_eq!(seq, 0);
 }
@@ -160,10 +167,7 @@ fn free(view: &keygate_service::engine::AccountView, coin: &str) -> Amount {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_view_is_reused_only_until_the_next_change_and_shows_every_acknowledged_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path()).await;
-    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
-    let engine = engine(&store, &clock, 100_000).await;
+    let (_dir, _store, _clock, engine) = fresh(100_000).await;
     let first = engine.account_view(AccountId(1)).await.unwrap();
     assert_eq!(free(&first, "USDT"), Amount::ZERO);
     // Nothing changed: the same view, without a trip to the engine thread.
@@ -185,13 +189,8 @@ async fn account_view_is_reused_only_until_the_next_change_and_shows_every_ackno
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_by_someone_else_refreshes_the_resting_side_view() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path()).await;
-    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
-    let engine = engine(&store, &clock, 100_000).await;
-    for c in [deposit(1, "USDT", "100000"), deposit(2, "BTC", "3"), limit(1, Side::Buy, "0.5", "50000")] {
-        engine.submit(c, None).await.unwrap();
-    }
+    let (_dir, _store, clock, engine) = fresh(100_000).await;
+    fund_and_bid(&engine, &clock).await;
     let resting = engine.account_view(AccountId(1)).await.unwrap();
     assert_eq!(free(&resting, "BTC"), Amount::ZERO);
     // Account 2 sells into account 1's bid: account 1 sent nothing, yet its balances moved.
@@ -204,10 +203,7 @@ async fn a_fill_by_someone_else_refreshes_the_resting_side_view() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_that_panics_fails_alone_and_the_engine_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
-    let store = store(dir.path()).await;
-    let engine = engine(&store, &clock, 10_000).await;
+    let (_dir, _store, clock, engine) = fresh(10_000).await;
     trade_a_little(&engine, &clock).await;
     let before = state(&engine).await;
     let failed = engine.query(|_| -> u8 { panic!("a bug in a query") }).await;
