@@ -110,6 +110,9 @@ def test_full_flow(keygate, funded, key_kind):
     by_cost = ex.create_market_buy_order_with_cost("BTC/USDT", 20)
     assert by_cost["status"] == "closed" and by_cost["info"]["origQuoteOrderQty"] == "20.00000000"
     assert Decimal("19") < D(by_cost["info"]["cummulativeQuoteQty"]) <= Decimal("20")
+    # ccxt reads the order's amount from origQty: it must be what was bought, not zero.
+    assert by_cost["info"]["origQty"] == by_cost["info"]["executedQty"]
+    assert by_cost["amount"] == by_cost["filled"] > 0
     assert_moved(before, obs.balances(), fill_deltas(by_cost["info"]))
 
     # All orders, my trades.

@@ -814,6 +814,12 @@ impl Exchange {
             }
             _ => OrderStatus::Expired,
         };
+        // A quote-driven MARKET order asked for no quantity; once it ends, Binance reports the
+        // quantity it bought or sold as `origQty` (clients such as ccxt read the order's amount
+        // from it), and `origQuoteOrderQty` keeps the quote amount asked for.
+        if matches!(target, Target::Quote(_)) {
+            o.orig_qty = o.executed_qty;
+        }
         o.update_time = now;
         let (account, leftover, side) = (o.account, o.locked.units(), o.side);
         o.locked = Amount::ZERO;

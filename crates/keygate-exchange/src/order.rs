@@ -100,7 +100,8 @@ pub struct Order {
     pub account: AccountId,
     /// Limit price; zero for MARKET.
     pub price: Amount,
-    /// Requested quantity; zero for MARKET by `quoteOrderQty`.
+    /// Requested quantity; for MARKET by `quoteOrderQty`, zero while it matches and the executed
+    /// quantity once it ended (as Binance reports it).
     pub orig_qty: Amount,
     /// Quantity filled so far.
     pub executed_qty: Amount,

@@ -130,10 +130,12 @@ fn market_orders_by_quote_order_qty_work_on_both_sides() {
     assert_eq!(r.order.status, OrderStatus::Filled);
     assert_eq!(r.order.orig_quote_order_qty, amt("100"));
     assert_eq!((r.order.executed_qty, r.order.cummulative_quote_qty), (amt("0.002"), amt("100")));
+    assert_eq!(r.order.orig_qty, r.order.executed_qty, "origQty reports the quantity bought");
     assert_eq!(t.locked(B, "USDT"), amt("0"));
     t.limit(A, Side::Buy, "40000", "1");
     let r = t.order(B, Side::Sell, OrderType::Market, None, None, None, Some("200")).unwrap();
     assert_eq!((r.order.status, r.order.executed_qty), (OrderStatus::Filled, amt("0.005")));
+    assert_eq!(r.order.orig_qty, amt("0.005"), "origQty reports the quantity sold");
     assert_eq!(r.fills[0].commission_asset.as_str(), "USDT");
     assert_eq!(t.locked(B, "BTC"), amt("0"));
     t.check_replay();
