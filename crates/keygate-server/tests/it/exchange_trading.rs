@@ -67,9 +67,13 @@ async fn a_resting_limit_order_is_filled_by_a_market_order_from_another_account(
     let c = bob.client.signed(Method::POST, ORDER, &by_cost).await.unwrap();
     assert_eq!(c.status, 200, "{:?}", c.body);
     assert_eq!(c.body["status"], "FILLED");
-    assert_eq!(c.body["origQty"], "0.00000000");
+    // Binance answers the quantity bought as origQty (ccxt reads the order's amount there).
+    assert_eq!(c.body["origQty"], "0.00200000");
     assert_eq!(c.body["origQuoteOrderQty"], "120.00000000");
     assert_eq!(c.body["executedQty"], "0.00200000");
+    let id = c.body["orderId"].as_u64().unwrap().to_string();
+    let q = bob.client.signed(Method::GET, ORDER, &[("symbol", "BTCUSDT"), ("orderId", &id)]).await.unwrap();
+    assert_eq!((q.body["origQty"].as_str(), q.body["executedQty"].as_str()), (Some("0.00200000"), Some("0.00200000")));
     assert_eq!(c.body["fills"][0]["commission"], "0.00000200");
     assert_eq!(balance(&bob.client, "USDT").await.0, "640.00000000");
 
@@ -398,5 +402,39 @@ async fn reused_account_answers_keep_each_keys_permissions_and_follow_every_chan
     let (_, n, only) = read_account(&reader, true).await;
     assert_eq!(n, 2, "the read after a deposit shows it: {only}");
     assert!(only.as_array().unwrap().iter().any(|b| b["asset"] == "USDT" && b["free"] == "5.00000000"), "{only}");
+    app.shutdown().await;
+}
+
+/// binance-connector's get-then-cancel: `GET` and `DELETE /api/v3/order` with identical
+/// parameters in the same millisecond carry one signature. Binance accepts both; a signature is
+/// single-use per endpoint, so the cancel goes through and only a second cancel is a replay.
+#[tokio::test]
+async fn one_signature_may_query_and_then_cancel_an_order_but_not_cancel_twice() {
+    let app = TestApp::spawn().await;
+    let alice = trader(&app, "alice", &[Permission::Trade]).await;
+    fund(&app, alice.account, "USDT", "1000").await;
+    let limit = [
+        ("symbol", "BTCUSDT"),
+        ("side", "BUY"),
+        ("type", "LIMIT"),
+        ("timeInForce", "GTC"),
+        ("quantity", "0.001"),
+        ("price", "50000"),
+    ];
+    let placed = alice.client.signed(Method::POST, ORDER, &limit).await.unwrap();
+    assert_eq!(placed.status, 200, "{:?}", placed.body);
+    let id = placed.body["orderId"].as_u64().unwrap().to_string();
+    let q = signed_query(&[("symbol", "BTCUSDT"), ("orderId", &id)], alice.client.now(), alice.client.signer());
+    let got = alice.client.raw(Method::GET, ORDER, &q, "").await.unwrap();
+    assert_eq!((got.status, got.body["status"].as_str()), (200, Some("NEW")), "{:?}", got.body);
+    let cancelled = alice.client.raw(Method::DELETE, ORDER, &q, "").await.unwrap();
+    assert_eq!((cancelled.status, cancelled.body["status"].as_str()), (200, Some("CANCELED")), "{:?}", cancelled.body);
+    // The same signature on the same single-use endpoint again: a replay.
+    let again = alice.client.raw(Method::DELETE, ORDER, &q, "").await.unwrap();
+    assert_error(&again, 400, -1022);
+    assert_eq!(again.body["msg"], "Signature for this request was already used.");
+    // A reading endpoint still takes a repeat, as Binance does.
+    let reread = alice.client.raw(Method::GET, ORDER, &q, "").await.unwrap();
+    assert_eq!((reread.status, reread.body["status"].as_str()), (200, Some("CANCELED")), "{:?}", reread.body);
     app.shutdown().await;
 }
