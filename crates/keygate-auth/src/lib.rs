@@ -26,7 +26,7 @@ pub use entropy::{Entropy, EntropyError};
 pub use keyfmt::{ApiKeyId, HmacSecret, KeyFormatError};
 pub use params::{ParamError, ParamErrorKind, Params};
 pub use permission::{Permission, Permissions, PermissionsError};
-pub use replay::ReplayGuard;
+pub use replay::{Endpoint, ReplayGuard};
 pub use restriction::{IpAllowlist, RestrictionError, Restrictions, WithdrawLimit};
 pub use session::{SessionToken, SessionTokenError};
 pub use verify::{

@@ -16,7 +16,7 @@ use crate::credential::Credential;
 use crate::keyfmt::ApiKeyId;
 use crate::params::{ParamError, Params};
 use crate::permission::{Permission, Permissions};
-use crate::replay::{ReplayGuard, ReplayOutcome};
+use crate::replay::{Endpoint, KeyReplayUse, ReplayGuard, ReplayOutcome};
 use crate::restriction::Restrictions;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -70,6 +70,8 @@ pub struct KeyEntry {
     pub status: KeyStatus,
     /// Creation time (reported by `apiRestrictions`).
     pub created_at: UnixMillis,
+    /// Its share of the replay guard, counted for the per-key quota.
+    pub replay_use: KeyReplayUse,
 }
 
 /// Finds a key by its id without I/O: the server's key cache implements this.
@@ -108,11 +110,22 @@ pub struct Limits {
     pub default_recv_window_ms: u64,
     /// Largest accepted `recvWindow`, in ms (Binance: 60000).
     pub max_recv_window_ms: u64,
+    /// Unexpired signatures one key may hold in the replay guard; beyond it that key's new
+    /// requests get -1003 until some expire, so one key cannot fill the guard for everyone.
+    pub replay_per_key: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body: 64 * 1024, max_future_ms: 1000, default_recv_window_ms: 5000, max_recv_window_ms: 60_000 }
+        Self {
+            max_body: 64 * 1024,
+            max_future_ms: 1000,
+            default_recv_window_ms: 5000,
+            max_recv_window_ms: 60_000,
+            // A tenth of the default guard: a key sending 1,000 signed requests a second with
+            // 60-second windows stays well inside it.
+            replay_per_key: 100_000,
+        }
     }
 }
 
@@ -127,6 +140,8 @@ pub struct UnverifiedRequest<'a> {
     pub body: &'a [u8],
     /// The client address (socket peer, or the trusted proxy's forwarded address).
     pub peer: IpAddr,
+    /// The method and path it was sent to: a signature is single-use per endpoint.
+    pub endpoint: Endpoint<'a>,
 }
 
 /// Why a request was refused. The server maps each to Binance's code and HTTP status.
@@ -177,6 +192,8 @@ pub enum Denial {
     SignatureReused,
     /// The replay guard is full (-1003, retry shortly).
     ReplayGuardFull,
+    /// This key holds its quota of the replay guard (-1003, retry shortly).
+    ReplayKeyQuota,
 }
 
 impl Denial {
@@ -204,6 +221,7 @@ impl Denial {
             Self::SymbolNotAllowed(_) => "SYMBOL_NOT_ALLOWED",
             Self::SignatureReused => "SIGNATURE_REUSED",
             Self::ReplayGuardFull => "REPLAY_GUARD_FULL",
+            Self::ReplayKeyQuota => "REPLAY_KEY_QUOTA",
         }
     }
 
@@ -222,6 +240,7 @@ impl Denial {
                 | Self::SymbolNotAllowed(_)
                 | Self::SignatureReused
                 | Self::ReplayGuardFull
+                | Self::ReplayKeyQuota
         )
     }
 }
@@ -512,11 +531,13 @@ impl Verifier {
         // Every verified signature is remembered until its window ends, whatever the endpoint, so
         // a signature first seen on a reading endpoint cannot be replayed on a trading one.
         let expires = timestamp.0.saturating_add(recv_window_us);
-        match self.replay.check_and_record(&sig_bytes, expires, now.0) {
+        let quota = (&key_ref.replay_use, self.limits.replay_per_key);
+        match self.replay.check_and_record(&sig_bytes, req.endpoint, expires, now.0, quota) {
             ReplayOutcome::Fresh => {}
             ReplayOutcome::Reused if !access.single_use => {}
             ReplayOutcome::Reused => return Err(reject(Denial::SignatureReused, key)),
             ReplayOutcome::Full => return Err(reject(Denial::ReplayGuardFull, key)),
+            ReplayOutcome::KeyFull => return Err(reject(Denial::ReplayKeyQuota, key)),
         }
         // The looked-up handle moves into the result: no second reference count round trip.
         Ok(VerifiedRequest { key: found, params, timestamp, recv_window_us })

@@ -10,7 +10,10 @@
 
 use criterion::{Criterion, black_box};
 use keygate_auth::ReplayGuard;
-use keygate_auth::replay::ReplayOutcome;
+use keygate_auth::replay::{Endpoint, KeyReplayUse, ReplayOutcome};
+
+/// Every request goes to one endpoint, from one key whose quota never binds (as under a load test).
+const ENDPOINT: Endpoint<'static> = Endpoint { method: "POST", path: "/api/v3/order" };
 
 /// Requests per second the simulated server verifies.
 const RATE: u64 = 50_000;
@@ -38,17 +41,22 @@ fn main() {
     let mut g = c.benchmark_group("replay");
     for (name, capacity) in [("steady_50k_per_s_5s_window", 1_000_000_usize)] {
         let guard = ReplayGuard::new(capacity);
+        let key = KeyReplayUse::default();
+        let quota = (&key, usize::MAX);
         let mut i = 0u64;
         // Warm up to the steady state: two windows' worth of requests.
         while i < 2 * RATE * WINDOW_US / 1_000_000 {
             let now = i * step_us;
-            assert_eq!(guard.check_and_record(&signature(i), now + WINDOW_US, now), ReplayOutcome::Fresh);
+            assert_eq!(
+                guard.check_and_record(&signature(i), ENDPOINT, now + WINDOW_US, now, quota),
+                ReplayOutcome::Fresh
+            );
             i += 1;
         }
         g.bench_function(name, |b| {
             b.iter(|| {
                 let now = i * step_us;
-                let out = guard.check_and_record(black_box(&signature(i)), now + WINDOW_US, now);
+                let out = guard.check_and_record(black_box(&signature(i)), ENDPOINT, now + WINDOW_US, now, quota);
                 i += 1;
                 black_box(out)
             });

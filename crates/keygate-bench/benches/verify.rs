@@ -6,6 +6,9 @@
 // A benchmark reports on stdout.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+/// The endpoint every request here is sent to.
+const ENDPOINT: keygate_auth::Endpoint<'static> = keygate_auth::Endpoint { method: "POST", path: "/api/v3/order" };
+
 use base64::Engine as _;
 use criterion::{Criterion, black_box};
 use ed25519_dalek::Signer as _;
@@ -96,7 +99,13 @@ fn main() {
 
     // Sanity: both pipelines accept their request before we time them.
     for (id, q) in [(&hmac_id, &hmac_query), (&ed_id, &ed_query)] {
-        let req = UnverifiedRequest { api_key: Some(id.as_str().as_bytes()), query: q.as_bytes(), body: b"", peer };
+        let req = UnverifiedRequest {
+            api_key: Some(id.as_str().as_bytes()),
+            query: q.as_bytes(),
+            body: b"",
+            peer,
+            endpoint: ENDPOINT,
+        };
         verifier.verify(&req, Access::USER_DATA, &cache, now).expect("benchmark request verifies");
     }
 
@@ -115,6 +124,7 @@ fn main() {
                 query: black_box(hmac_query.as_bytes()),
                 body: b"",
                 peer,
+                endpoint: ENDPOINT,
             };
             black_box(verifier.verify(&req, Access::USER_DATA, &cache, now).is_ok())
         });
@@ -130,6 +140,7 @@ fn main() {
                 query: black_box(ed_query.as_bytes()),
                 body: b"",
                 peer,
+                endpoint: ENDPOINT,
             };
             black_box(verifier.verify(&req, Access::USER_DATA, &cache, now).is_ok())
         });
@@ -146,8 +157,13 @@ fn main() {
     // Interleaved: short alternating batches, so a burst of load from other processes hits both
     // sides alike. The median of per-pair ratios and the ratio of the fastest batches are robust
     // where criterion's sequential 5 s windows are not (this machine is shared).
-    let hmac_req =
-        UnverifiedRequest { api_key: Some(hmac_id.as_str().as_bytes()), query: hmac_query.as_bytes(), body: b"", peer };
+    let hmac_req = UnverifiedRequest {
+        api_key: Some(hmac_id.as_str().as_bytes()),
+        query: hmac_query.as_bytes(),
+        body: b"",
+        peer,
+        endpoint: ENDPOINT,
+    };
     let baseline = || {
         let mut m = Hmac::<Sha256>::new_from_slice(black_box(secret.expose().as_bytes())).unwrap();
         m.update(black_box(body.as_bytes()));

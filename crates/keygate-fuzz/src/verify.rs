@@ -22,6 +22,9 @@
 //! exception being a change of case of a hex digit of the signature, which Binance treats as the
 //! same signature.
 
+/// The endpoint every request here is sent to.
+const ENDPOINT: keygate_auth::Endpoint<'static> = keygate_auth::Endpoint { method: "POST", path: "/api/v3/order" };
+
 use crate::Input;
 use crate::input::SplitMix64;
 use hmac::{Hmac, KeyInit as _, Mac as _};
@@ -99,6 +102,7 @@ fn world(state: KeyState) -> World {
         restrictions: state.restrictions,
         status: state.status,
         created_at: UnixMillis(NOW_MS - 86_400_000),
+        replay_use: Default::default(),
     };
     World { id, secret, entry: Arc::new(entry) }
 }
@@ -170,7 +174,7 @@ fn arbitrary(input: &mut Input<'_>) {
         (Err(_), _) => UnixMicros(NOW_MS * 1000 + u64::from(delta)),
     };
     let verifier = Verifier::new(Limits::default(), 64);
-    let req = UnverifiedRequest { api_key: header, query, body, peer };
+    let req = UnverifiedRequest { api_key: header, query, body, peer, endpoint: ENDPOINT };
     let result = verifier.verify(&req, access, &w, now);
     let named_key = header == Some(w.id.as_str().as_bytes());
     let correct = parsed.as_ref().is_ok_and(|p| signature_is_correct(&w, p, query, body));
@@ -316,7 +320,13 @@ fn signed(input: &mut Input<'_>) {
 
     let verifier = Verifier::new(Limits::default(), 64);
     let header = w.id.as_str().as_bytes();
-    let req = UnverifiedRequest { api_key: Some(header), query: query.as_bytes(), body: body.as_bytes(), peer };
+    let req = UnverifiedRequest {
+        api_key: Some(header),
+        query: query.as_bytes(),
+        body: body.as_bytes(),
+        peer,
+        endpoint: ENDPOINT,
+    };
     let result = verifier.verify(&req, access, &w, now);
     match (&result, &expected) {
         (Ok(v), None) => check_params(v, &pairs),
@@ -350,7 +360,7 @@ fn signed(input: &mut Input<'_>) {
     all[pos] ^= mask;
     let (h, rest) = all.split_at(header.len());
     let (q, b) = rest.split_at(query.len());
-    let req = UnverifiedRequest { api_key: Some(h), query: q, body: b, peer };
+    let req = UnverifiedRequest { api_key: Some(h), query: q, body: b, peer, endpoint: ENDPOINT };
     let result = Verifier::new(Limits::default(), 64).verify(&req, access, &w, now);
     let sig_start = if sig_in_body { header.len() + query.len() } else { header.len() }
         + if sig_in_body { body.find(&format!("signature={sig}")) } else { query.find(&format!("signature={sig}")) }

@@ -189,6 +189,13 @@ impl ApiError {
                         StatusCode::TOO_MANY_REQUESTS,
                         ErrorBody::with_msg(ErrorCode::TooManyRequests, "Too many requests; retry shortly."),
                     ),
+                    Denial::ReplayKeyQuota => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorBody::with_msg(
+                            ErrorCode::TooManyRequests,
+                            "Too many new signed requests for this API key; retry shortly.",
+                        ),
+                    ),
                 };
                 (status, body, reason)
             }
@@ -206,7 +213,7 @@ impl IntoResponse for ApiError {
         if let Some(r) = reason {
             h.insert(REASON_HEADER, HeaderValue::from_static(r));
         }
-        if matches!(self, Self::Denied(Denial::ReplayGuardFull) | Self::Busy) {
+        if matches!(self, Self::Denied(Denial::ReplayGuardFull | Denial::ReplayKeyQuota) | Self::Busy) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Self::RateLimited(r) = &self {

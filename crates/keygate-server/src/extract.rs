@@ -111,7 +111,8 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
                 Err(_) => return Err(ApiError::Denied(keygate_auth::Denial::BodyTooLarge)),
             }
         };
-        let unverified = UnverifiedRequest { api_key, query, body: &body, peer: ip };
+        let endpoint = keygate_auth::Endpoint { method: method.as_str(), path };
+        let unverified = UnverifiedRequest { api_key, query, body: &body, peer: ip, endpoint };
         let now = state.service.clock().now();
         match state.verifier.verify(&unverified, S::ACCESS, state.service.cache().as_ref(), now) {
             Ok(request) => {

@@ -47,7 +47,13 @@ fn allow(entries: &[&str]) -> impl FnOnce(&mut KeyEntry) {
 fn rejects_request_without_api_key_header() {
     let k = HmacKey::new(|_| {});
     let query = k.signed(&order(NOW_MS));
-    let req = UnverifiedRequest { api_key: None, query: query.as_bytes(), body: b"", peer: PEER };
+    let req = UnverifiedRequest {
+        api_key: None,
+        query: query.as_bytes(),
+        body: b"",
+        peer: PEER,
+        endpoint: crate::support::ORDER_ENDPOINT,
+    };
     let r = k.verifier.verify(&req, Access::USER_DATA, &MustNotLookUp, now()).unwrap_err();
     assert_eq!(r.denial, Denial::MissingApiKey);
     assert!(r.key.is_none());
@@ -57,7 +63,13 @@ fn rejects_request_without_api_key_header() {
 fn rejects_empty_api_key_header_as_missing() {
     let k = HmacKey::new(|_| {});
     let query = k.signed(&order(NOW_MS));
-    let req = UnverifiedRequest { api_key: Some(b""), query: query.as_bytes(), body: b"", peer: PEER };
+    let req = UnverifiedRequest {
+        api_key: Some(b""),
+        query: query.as_bytes(),
+        body: b"",
+        peer: PEER,
+        endpoint: crate::support::ORDER_ENDPOINT,
+    };
     let r = k.verifier.verify(&req, Access::USER_DATA, &MustNotLookUp, now()).unwrap_err();
     assert_eq!(r.denial, Denial::MissingApiKey);
 }
@@ -75,7 +87,13 @@ fn rejects_malformed_api_key_without_consulting_the_key_cache() {
     let secret = k.secret.expose().as_bytes();
     let not_utf8 = [0xFFu8; 41];
     for header in [&typo[..], truncated, binance, secret, &not_utf8, b" "] {
-        let req = UnverifiedRequest { api_key: Some(header), query: query.as_bytes(), body: b"", peer: PEER };
+        let req = UnverifiedRequest {
+            api_key: Some(header),
+            query: query.as_bytes(),
+            body: b"",
+            peer: PEER,
+            endpoint: crate::support::ORDER_ENDPOINT,
+        };
         let r = k.verifier.verify(&req, Access::USER_DATA, &MustNotLookUp, now()).unwrap_err();
         assert_eq!(r.denial, Denial::MalformedApiKey, "{:?}", String::from_utf8_lossy(header));
         assert!(r.key.is_none());
@@ -453,27 +471,53 @@ fn rejects_signature_reused_on_a_single_use_endpoint() {
         denial(k.verify(&payload, &format!("signature={}", k.sign(&payload)), Access::TRADE, now())),
         Denial::SignatureReused
     );
-    // A signature first used on a TRADE endpoint cannot be replayed on a withdrawal either.
-    let w = HmacKey::new(|e| {
-        e.permissions = Permissions::with(&[Permission::Trade, Permission::Withdraw]);
-        e.restrictions.ip_allowlist = IpAllowlist::parse(&["203.0.113.0/24"]).unwrap();
-    });
-    let query = w.signed(&payload);
-    assert!(w.verify(&query, "", Access::TRADE, now()).is_ok());
-    assert_eq!(denial(w.verify(&query, "", Access::WITHDRAW, now())), Denial::SignatureReused);
 }
 
 #[test]
-fn accepts_repeated_signature_on_a_user_data_endpoint_but_not_its_replay_on_a_trade_endpoint() {
-    // Binance has no replay cache; keygate refuses repeats only where a replay moves money.
+fn a_signature_is_single_use_per_endpoint_and_reading_endpoints_take_repeats() {
+    // binance-connector's get-then-cancel sends GET and DELETE /api/v3/order with identical
+    // parameters in one millisecond, hence one signature; Binance accepts both. Binance has no
+    // replay cache at all: keygate refuses a repeat only on the same single-use endpoint.
     let k = HmacKey::new(|_| {});
     let query = k.signed(&order(NOW_MS));
+    let at = |method, path| {
+        let mut req = request(k.id.as_str(), &query, "");
+        req.endpoint = keygate_auth::Endpoint { method, path };
+        req
+    };
+    let (get, delete) = (at("GET", "/api/v3/order"), at("DELETE", "/api/v3/order"));
     for _ in 0..3 {
-        assert!(k.verify(&query, "", Access::USER_DATA, now()).is_ok());
+        assert!(k.verifier.verify(&get, Access::USER_DATA, &k.keys, now()).is_ok());
     }
-    // A signature seen on a reading endpoint (say, GET /api/v3/order from an access log) cannot
-    // be replayed on a trading one (DELETE /api/v3/order): the payload binds no method or path.
-    assert_eq!(denial(k.verify(&query, "", Access::TRADE, now())), Denial::SignatureReused);
+    assert!(k.verifier.verify(&delete, Access::TRADE, &k.keys, now()).is_ok());
+    assert_eq!(denial(k.verifier.verify(&delete, Access::TRADE, &k.keys, now())), Denial::SignatureReused);
+    // Another single-use endpoint is another use, once.
+    let open_orders = at("DELETE", "/api/v3/openOrders");
+    assert!(k.verifier.verify(&open_orders, Access::TRADE, &k.keys, now()).is_ok());
+    assert_eq!(denial(k.verifier.verify(&open_orders, Access::TRADE, &k.keys, now())), Denial::SignatureReused);
+    // On one endpoint, a signature first seen as a read is not new to a single-use check.
+    let same = at("GET", "/api/v3/order");
+    assert_eq!(denial(k.verifier.verify(&same, Access::TRADE, &k.keys, now())), Denial::SignatureReused);
+}
+
+#[test]
+fn one_key_over_its_replay_quota_is_refused_while_another_key_is_served() {
+    let greedy = HmacKey::new(|_| {});
+    let v = Verifier::new(Limits { replay_per_key: 3, ..Limits::default() }, 1 << 16);
+    for i in 0..3 {
+        let query = greedy.signed(&order(NOW_MS - i));
+        assert!(v.verify(&request(greedy.id.as_str(), &query, ""), Access::USER_DATA, &greedy.keys, now()).is_ok());
+    }
+    let query = greedy.signed(&order(NOW_MS - 3));
+    let over = v.verify(&request(greedy.id.as_str(), &query, ""), Access::USER_DATA, &greedy.keys, now());
+    assert_eq!(denial(over), Denial::ReplayKeyQuota);
+    // A replay of one it holds is still told as a replay.
+    let first = greedy.signed(&order(NOW_MS));
+    let replay = v.verify(&request(greedy.id.as_str(), &first, ""), Access::TRADE, &greedy.keys, now());
+    assert_eq!(denial(replay), Denial::SignatureReused);
+    let other = HmacKey::with_seed(99, |_| {});
+    let query = other.signed(&order(NOW_MS));
+    assert!(v.verify(&request(other.id.as_str(), &query, ""), Access::USER_DATA, &other.keys, now()).is_ok());
 }
 
 #[test]
@@ -536,6 +580,7 @@ fn after_signature_is_true_exactly_for_reasons_decided_after_the_signature_verif
         Denial::SymbolNotAllowed("BTCUSDT".into()),
         Denial::SignatureReused,
         Denial::ReplayGuardFull,
+        Denial::ReplayKeyQuota,
     ];
     for d in &before {
         assert!(!d.after_signature(), "{d:?}");
@@ -563,7 +608,8 @@ fn after_signature_is_true_exactly_for_reasons_decided_after_the_signature_verif
             | Denial::IpRestrictionRequired
             | Denial::SymbolNotAllowed(_)
             | Denial::SignatureReused
-            | Denial::ReplayGuardFull => {}
+            | Denial::ReplayGuardFull
+            | Denial::ReplayKeyQuota => {}
         }
     }
 }

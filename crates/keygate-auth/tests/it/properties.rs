@@ -63,7 +63,13 @@ fn verify_raw(
     access: Access,
     now: UnixMicros,
 ) -> Result<VerifiedRequest, Rejection> {
-    let req = UnverifiedRequest { api_key: Some(id.as_str().as_bytes()), query, body, peer: PEER };
+    let req = UnverifiedRequest {
+        api_key: Some(id.as_str().as_bytes()),
+        query,
+        body,
+        peer: PEER,
+        endpoint: crate::support::ORDER_ENDPOINT,
+    };
     verifier().verify(&req, access, keys, now)
 }
 

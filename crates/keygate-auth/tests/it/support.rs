@@ -93,6 +93,7 @@ pub fn entry(id: ApiKeyId, credential: Credential) -> KeyEntry {
         restrictions: Restrictions::default(),
         status: KeyStatus::Active,
         created_at: UnixMillis(NOW_MS - 86_400_000),
+        replay_use: Default::default(),
     }
 }
 
@@ -120,8 +121,18 @@ pub fn percent_encode_b64(b64: &str) -> String {
 
 /// The raw request as a client would send it from `peer`.
 pub fn request_from<'a>(peer: IpAddr, api_key: &'a str, query: &'a str, body: &'a str) -> UnverifiedRequest<'a> {
-    UnverifiedRequest { api_key: Some(api_key.as_bytes()), query: query.as_bytes(), body: body.as_bytes(), peer }
+    UnverifiedRequest {
+        api_key: Some(api_key.as_bytes()),
+        query: query.as_bytes(),
+        body: body.as_bytes(),
+        peer,
+        endpoint: ORDER_ENDPOINT,
+    }
 }
+
+/// Where [`request`] sends: Binance's order endpoint.
+pub const ORDER_ENDPOINT: keygate_auth::Endpoint<'static> =
+    keygate_auth::Endpoint { method: "POST", path: "/api/v3/order" };
 
 /// The raw request as a client would send it from [`PEER`].
 pub fn request<'a>(api_key: &'a str, query: &'a str, body: &'a str) -> UnverifiedRequest<'a> {

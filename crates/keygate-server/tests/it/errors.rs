@@ -135,3 +135,26 @@ async fn every_response_reports_the_weight_used_this_minute() {
     assert_eq!(used(&later), "1", "a new minute starts from zero");
     app.shutdown().await;
 }
+
+/// One key that sends many distinct signed requests fills only its share of the replay guard:
+/// it gets 429 -1003 with `Retry-After`, and another key is still served.
+#[tokio::test]
+async fn a_key_over_its_replay_quota_gets_429_while_another_key_is_served() {
+    let app = TestApp::spawn_with(|c| c.limits.replay_per_key = 3).await;
+    app.account("alice").await;
+    let greedy = app.hmac_client(&app.hmac_key("alice", Permissions::READ_ONLY, Restrictions::default()).await);
+    let other = app.hmac_client(&app.hmac_key("alice", Permissions::READ_ONLY, Restrictions::default()).await);
+    for i in 0..3 {
+        let q = signed_query(&[("recvWindow", &(5000 + i).to_string())], greedy.now(), greedy.signer());
+        assert_eq!(greedy.raw(Method::GET, RESTRICTIONS, &q, "").await.unwrap().status, 200);
+    }
+    let q = signed_query(&[("recvWindow", "6000")], greedy.now(), greedy.signer());
+    let a = greedy.raw(Method::GET, RESTRICTIONS, &q, "").await.unwrap();
+    assert_eq!((a.status, a.error().unwrap().code), (429, -1003), "{:?}", a.body);
+    assert_eq!(a.reason.as_deref(), Some("REPLAY_KEY_QUOTA"));
+    assert_eq!(other.signed(Method::GET, RESTRICTIONS, &[]).await.unwrap().status, 200);
+    // Once its windows have ended (and their 16-second bucket with them), the key is served again.
+    app.clock.advance_ms(32_000);
+    assert_eq!(greedy.signed(Method::GET, RESTRICTIONS, &[]).await.unwrap().status, 200);
+    app.shutdown().await;
+}
