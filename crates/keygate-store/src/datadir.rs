@@ -52,12 +52,27 @@ impl DataDir {
         &self.path
     }
 
-    /// Creates the directory (mode 0700) if missing.
+    /// Creates the directory (mode 0700) if missing, and refuses one that other local users may
+    /// enter: it holds the password hashes, the audit log and the encrypted secrets, and what a
+    /// process creates inside it later (SQLite's `-wal` and `-shm`, sockets) must not depend on
+    /// each file's mode being right.
     ///
     /// # Errors
-    /// [`StoreError::Setup`] naming the directory.
+    /// [`StoreError::Setup`] naming the directory, and for a directory open to others its mode
+    /// and the command that fixes it.
     pub fn ensure(&self) -> Result<(), StoreError> {
-        if self.path.is_dir() {
+        if let Ok(meta) = std::fs::metadata(&self.path)
+            && meta.is_dir()
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(StoreError::Setup(format!(
+                    "data directory {dir} is open to other users (mode {mode:04o}); it holds password hashes and \
+                     the audit log, so keygate needs it private: run `chmod 700 {dir}` or choose another --data-dir",
+                    dir = self.path.display()
+                )));
+            }
             return Ok(());
         }
         std::fs::DirBuilder::new()
@@ -122,6 +137,23 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_open_to_other_users_is_refused_with_the_fix_named() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("data");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = DataDir::new(&path).try_lock("keygate serve").unwrap_err().to_string();
+        assert!(err.contains("mode 0755") && err.contains("chmod 700"), "{err}");
+        assert!(!path.join("keygate.lock").exists(), "nothing is created in a refused directory");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(DataDir::new(&path).try_lock("keygate serve").is_ok());
+        let fresh = DataDir::new(tmp.path().join("new"));
+        fresh.ensure().unwrap();
+        assert_eq!(std::fs::metadata(fresh.path()).unwrap().permissions().mode() & 0o777, 0o700);
+    }
 
     #[test]
     fn a_second_lock_on_the_same_directory_is_refused_with_the_holder_named() {

@@ -109,6 +109,7 @@ impl SqliteStore {
     /// [`StoreError::Setup`] naming the file when it cannot be opened or migrated.
     pub async fn open(path: &Path, cipher: Arc<SecretCipher>, sync: SyncMode) -> StoreResult<Self> {
         let setup = |e: &dyn fmt::Display| StoreError::Setup(format!("cannot open database {}: {e}", path.display()));
+        private_files(path).map_err(|e| setup(&e))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -830,6 +831,29 @@ impl Store for SqliteStore {
     }
 }
 
+/// Creates the database file with mode 0600 before SQLite does (SQLite would follow the umask,
+/// typically 0644), and narrows an existing database, `-wal` or `-shm` file that is open to other
+/// users. SQLite gives the `-wal` and `-shm` files it creates the database file's mode, so all
+/// three stay private to the account that runs keygate.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
@@ -840,6 +864,38 @@ mod tests {
     use keygate_auth::{HmacSecret, KeyStatus, Permissions, Restrictions};
     use keygate_proto::UnixMillis;
     use sqlx::Row as _;
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_and_shm_files_are_private_whatever_the_umask_allows() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // An older keygate (or a copy) left a database readable by everyone.
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for path in [dir.path().join("k.db"), old] {
+            let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([3; 32]), vec![]));
+            let store = SqliteStore::open(&path, cipher, SyncMode::Normal).await.unwrap();
+            let new = NewAccount { name: "alice".into(), password_hash: "h".into(), created_at: UnixMillis(1) };
+            let draft = AuditDraft {
+                at: UnixMillis(1),
+                actor: "operator:test".into(),
+                action: "account.create".into(),
+                target: "t".into(),
+                account_id: None,
+                source: None,
+                details: serde_json::json!({}),
+            };
+            store.create_account(new, draft).await.unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                assert!(file.exists(), "{} exists while the store is open", file.display());
+                assert_eq!(mode(&file), 0o600, "{}", file.display());
+            }
+            store.close().await;
+        }
+    }
 
     /// The SQLite-specific failure modes the backend-independent suite cannot reach: rows altered
     /// behind the store's back.
