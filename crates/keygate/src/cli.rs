@@ -317,7 +317,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if format.json {
                 return output::json(&v);
             }
-            println!(
+            outln!(
                 "Deposited {} {} to {account} (deposit {}, network {}).",
                 v["amount"].as_str().unwrap_or("?"),
                 v["coin"].as_str().unwrap_or("?"),
@@ -343,12 +343,12 @@ async fn accounts(ctx: &Context, cmd: AccountsCmd) -> anyhow::Result<()> {
         AccountsCmd::Passwd { name, password_stdin } => {
             let password = read_password(password_stdin)?;
             ctx.dispatch(AdminRequest::AccountPassword { name: name.clone(), password: password.to_string() }).await?;
-            println!("Password of {name} changed; its sessions ended and withdrawals are locked for 24 hours.");
+            outln!("Password of {name} changed; its sessions ended and withdrawals are locked for 24 hours.");
             Ok(())
         }
         AccountsCmd::TotpReset { name } => {
             ctx.dispatch(AdminRequest::AccountTotpReset { name: name.clone() }).await?;
-            println!(
+            outln!(
                 "2FA of {name} removed; its sessions ended and withdrawals are locked for 24 hours. \
                  The owner can enroll a new device after logging in with the password."
             );
@@ -417,7 +417,7 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
             if format.json {
                 return output::json(&v);
             }
-            println!(
+            outln!(
                 "Revoked {}. Requests signed with it are refused from now on.",
                 v["api_key"].as_str().unwrap_or("the key")
             );
@@ -425,7 +425,7 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
         }
         KeysCmd::RevokeAll { account } => {
             let v = ctx.dispatch(AdminRequest::KeyRevokeAll { account: account.clone() }).await?;
-            println!("Revoked {} key(s) of {account}.", v["revoked"]);
+            outln!("Revoked {} key(s) of {account}.", v["revoked"]);
             Ok(())
         }
         KeysCmd::Keygen { out } => keygen::run(&out),
@@ -443,7 +443,7 @@ async fn audit(ctx: &Context, cmd: AuditCmd) -> anyhow::Result<()> {
         }
         AuditCmd::Verify => {
             let v = ctx.dispatch(AdminRequest::AuditVerify).await?;
-            println!("Audit chain intact: {} record(s) verified.", v["records"]);
+            outln!("Audit chain intact: {} record(s) verified.", v["records"]);
             Ok(())
         }
     }

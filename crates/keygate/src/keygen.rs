@@ -53,8 +53,8 @@ pub fn run(out: &Path) -> anyhow::Result<()> {
     f.sync_all()?;
     std::fs::write(&public_path, public_pem.as_bytes())
         .with_context(|| format!("cannot write {}", public_path.display()))?;
-    println!("Private key: {} (mode 0600; keep it secret, give it to your client library)", out.display());
-    println!(
+    outln!("Private key: {} (mode 0600; keep it secret, give it to your client library)", out.display());
+    outln!(
         "Public key:  {} (register it: keygate keys create --account NAME --ed25519-public-key {})",
         public_path.display(),
         public_path.display()

@@ -6,6 +6,26 @@
 // A command-line program's job is to print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+/// Writes a line to standard output and returns its error with `?` instead of panicking as
+/// `println!` does: `keygate audit list | head` closes the pipe early, and `main` ends quietly on
+/// that, as ripgrep does.
+macro_rules! outln {
+    () => { outln!("") };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
+/// `serve`'s banner: a reader that went away (`keygate serve | head -1`) must not stop the
+/// server, so write errors are ignored rather than returned.
+macro_rules! sayln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod context;
 mod demo;
@@ -36,9 +56,16 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): nothing left to say to anyone.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keygate: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether an error is a write to a pipe whose reader has closed it.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 /// # Errors
 /// Never in practice (a `Value` always serialises).
 pub fn json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -53,7 +53,7 @@ pub fn accounts(v: &Value, as_json: bool) -> anyhow::Result<()> {
     for a in v.as_array().into_iter().flatten() {
         t.add_row(vec![text(&a["id"]), text(&a["name"]), text(&a["status"]), time(&a["created_at"])]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(())
 }
 
@@ -102,7 +102,7 @@ pub fn keys(v: &Value, as_json: bool) -> anyhow::Result<()> {
             text(&k["use_count"]),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(())
 }
 
@@ -158,10 +158,10 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
         ("Uses", text(&k["use_count"])),
     ];
     for (name, value) in rows {
-        println!("{name:<20} {value}");
+        outln!("{name:<20} {value}");
     }
     if let Some(pem) = k["public_key"].as_str() {
-        println!("Public key:\n{pem}");
+        outln!("Public key:\n{pem}");
     }
     Ok(())
 }
@@ -173,9 +173,9 @@ pub fn created_key(v: &Value, as_json: bool) -> anyhow::Result<()> {
     }
     key(v, false)?;
     if let Some(secret) = v["secret"].as_str() {
-        println!();
-        println!("Secret key: {secret}");
-        println!(
+        outln!();
+        outln!("Secret key: {secret}");
+        outln!(
             "This secret is shown once and cannot be shown again. Store it now; anyone holding it can act with this key's permissions."
         );
     }
@@ -199,7 +199,7 @@ pub fn audit(v: &Value, as_json: bool) -> anyhow::Result<()> {
             r["details"].to_string(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(())
 }
 
@@ -219,7 +219,7 @@ pub fn ledger(v: &Value, as_json: bool) -> anyhow::Result<()> {
             text(&a["withdrawals"]),
         ]);
     }
-    println!("{t}");
-    println!("Invariant holds: per asset, balances + fees = deposits - withdrawals.");
+    outln!("{t}");
+    outln!("Invariant holds: per asset, balances + fees = deposits - withdrawals.");
     Ok(())
 }

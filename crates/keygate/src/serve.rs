@@ -163,14 +163,14 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let mut handle =
         start(config, service.clone(), engine).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("keygate listening on {scheme}://{}", handle.addr);
-    println!("web console: {scheme}://{}/console/", handle.addr);
-    println!("data directory: {}", ctx.data_dir.path().display());
+    sayln!("keygate listening on {scheme}://{}", handle.addr);
+    sayln!("web console: {scheme}://{}/console/", handle.addr);
+    sayln!("data directory: {}", ctx.data_dir.path().display());
     if let Some(demo) = demo.as_mut() {
         let path = demo.write(&format!("{scheme}://{}", handle.addr))?.display().to_string();
-        println!("demo: account {:?}, its API keys and console login are in {path} (mode 0600)", crate::demo::ACCOUNT);
-        println!("demo: e.g. jq -r '.keys[] | select(.label == \"demo-trade\") | .api_key, .secret' {path}");
-        println!("demo: console at {scheme}://{}/console/; start over with --demo-reset", handle.addr);
+        sayln!("demo: account {:?}, its API keys and console login are in {path} (mode 0600)", crate::demo::ACCOUNT);
+        sayln!("demo: e.g. jq -r '.keys[] | select(.label == \"demo-trade\") | .api_key, .secret' {path}");
+        sayln!("demo: console at {scheme}://{}/console/; start over with --demo-reset", handle.addr);
     }
     let trigger = handle.take_shutdown();
     tokio::spawn(async move {

@@ -371,3 +371,19 @@ fn an_operator_resets_a_lost_2fa_device_and_it_is_audited() {
     let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
     assert_eq!(actions, ["account.create", "totp.reset", "auth.sessions_ended"], "{audit}");
 }
+
+#[test]
+fn a_reader_that_closes_the_pipe_ends_the_command_quietly() {
+    let s = Sandbox::new();
+    s.account("alice");
+    for args in [&["audit", "list"][..], &["audit", "ledger"], &["accounts", "list", "--json"]] {
+        // The read end is closed before the command starts, so its first write meets a closed
+        // pipe (as `keygate audit ledger | head -0` would), whatever the timing.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = s.command(args).stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?} exited with {:?}: {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?} said something on a closed pipe: {stderr}");
+    }
+}
