@@ -200,6 +200,21 @@ def test_revoked_key_is_refused(keygate, funded, key_kind):
         c.new_order("BTCUSDT", "BUY", "LIMIT", timeInForce="GTC", quantity=0.001, price=40000)
 
 
+def test_get_then_cancel_in_one_millisecond(keygate, funded, key_kind, monkeypatch):
+    # The connector's get-order-then-cancel with identical parameters in the same millisecond
+    # carries one signature twice, to two endpoints; Binance accepts both. Pinning the clock makes
+    # the coincidence certain; only a second cancel with that signature is a replay (-1022).
+    account, obs = funded
+    c = client(keygate, keygate.key(account, key_kind, "read,trade"))
+    order = c.new_order("BTCUSDT", "BUY", "LIMIT", timeInForce="GTC", quantity=0.001, price=40000)
+    now = int(time.time() * 1000)
+    monkeypatch.setattr(binance.api, "get_timestamp", lambda: now)
+    assert c.get_order("BTCUSDT", orderId=order["orderId"])["status"] == "NEW"
+    assert c.cancel_order("BTCUSDT", orderId=order["orderId"])["status"] == "CANCELED"
+    with Refusal(obs), refused(-1022, 400):
+        c.cancel_order("BTCUSDT", orderId=order["orderId"])
+
+
 def test_stale_timestamp_is_1021(keygate, funded, key_kind, monkeypatch):
     account, obs = funded
     c = client(keygate, keygate.key(account, key_kind, "read,trade"))
