@@ -43,6 +43,9 @@ pub enum ApiError {
     Internal(String),
     /// A dependency (the store) does not answer: 503, so load balancers take the node out.
     Unavailable(String),
+    /// The body did not arrive within its deadline after the headers: 408, and the connection
+    /// is closed rather than kept for the rest of the trickle.
+    SlowBody,
 }
 
 impl From<ExchangeError> for ApiError {
@@ -101,6 +104,11 @@ impl ApiError {
                 None,
             ),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(ErrorCode::Unknown), None),
+            Self::SlowBody => (
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorBody::with_msg(ErrorCode::Unknown, "The request body did not arrive in time."),
+                None,
+            ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None),
             Self::Exchange(ExchangeError::Internal(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None)
@@ -215,6 +223,9 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, Self::Denied(Denial::ReplayGuardFull | Denial::ReplayKeyQuota) | Self::Busy) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, Self::SlowBody) {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Self::RateLimited(r) = &self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after()));

@@ -108,6 +108,7 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
         } else {
             match axum::body::to_bytes(body, limit).await {
                 Ok(b) => b,
+                Err(e) if crate::slow_clients::is_body_deadline(&e) => return Err(ApiError::SlowBody),
                 Err(_) => return Err(ApiError::Denied(keygate_auth::Denial::BodyTooLarge)),
             }
         };

@@ -10,6 +10,7 @@ pub mod ratelimit;
 pub mod request_id;
 mod routes;
 pub mod serve;
+pub mod slow_clients;
 pub mod tls;
 pub mod weight;
 

@@ -28,7 +28,11 @@ pub struct ServerConfig {
     pub admin_socket: Option<PathBuf>,
     /// Most open client connections; further ones are closed at once.
     pub max_connections: usize,
-    /// Time a client has to send its request headers, and then its body.
+    /// Most open connections from one client address (IPv6: one /64); further ones from it are
+    /// closed at once. Trusted proxies are exempt: every client behind them shares their address.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send its request headers, and then, from there, its whole body: a
+    /// request takes at most twice this to arrive, however its bytes trickle in.
     pub read_timeout: Duration,
     /// Simulated liquidity, when wanted.
     pub market_maker: Option<keygate_exchange::MarketMakerConfig>,
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
             flush_interval: Duration::from_secs(1),
             admin_socket: None,
             max_connections: 4096,
+            max_connections_per_ip: 256,
             read_timeout: Duration::from_secs(10),
             market_maker: None,
             rate_limits: crate::ratelimit::RateLimitConfig::binance(),
@@ -126,7 +131,12 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
     });
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;
-    let limits = (config.max_connections, config.read_timeout);
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        per_ip: crate::slow_clients::PerIpConnections::new(config.max_connections_per_ip),
+        trusted_proxies: config.trusted_proxies.clone(),
+        read_timeout: config.read_timeout,
+    };
     let tls = config.tls.clone().map(|t| tokio_rustls::TlsAcceptor::from(t.0));
     let market_maker = config.market_maker.clone();
     let socket_path = config.admin_socket.clone();
@@ -181,25 +191,34 @@ async fn hsts(mut res: axum::response::Response) -> axum::response::Response {
     res
 }
 
+/// What bounds the connections of [`serve_http`].
+struct ConnectionLimits {
+    max_connections: usize,
+    per_ip: Arc<crate::slow_clients::PerIpConnections>,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    read_timeout: Duration,
+}
+
 /// Serves HTTP/1.1 (over TLS when `tls` is given) on `listener` until `shutdown` fires, then lets
 /// in-flight requests finish (for at most 10 s). The TLS handshake counts against the header
 /// deadline, so a client that opens a connection and says nothing holds it no longer over TLS.
 ///
 /// Written out instead of `axum::serve` for what a public endpoint needs and that one lacks: a
-/// deadline for request headers (slow-header clients), a cap on open connections, and a pause
+/// deadline for request headers (slow-header clients) and one for the whole body after them
+/// (slow-body clients), a cap on open connections in all and per client address, and a pause
 /// after a failed accept (when file descriptors run out) instead of a busy loop.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    &(max_connections, read_timeout): &(usize, Duration),
+    limits: &ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::TokioIo;
     use tower::ServiceExt as _;
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(read_timeout));
+    let read_timeout = limits.read_timeout;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -213,14 +232,28 @@ async fn serve_http(
                 continue;
             }
         };
+        // Behind a trusted proxy every client shares the proxy's address: it is not capped.
+        let ip_slot = if limits.trusted_proxies.iter().any(|n| n.contains(&peer.ip().to_canonical())) {
+            None
+        } else {
+            let Some(slot) = crate::slow_clients::PerIpConnections::take(&limits.per_ip, peer.ip()) else {
+                drop(stream);
+                continue;
+            };
+            Some(slot)
+        };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            req
+        let service = router.clone().map_request(move |req: axum::extract::Request<hyper::body::Incoming>| {
+            // Headers have arrived (hyper's header deadline); the whole body must follow within
+            // the same time, counted once, not per chunk.
+            let deadline = tokio::time::Instant::now() + read_timeout;
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(axum::extract::ConnectInfo(peer));
+            axum::extract::Request::from_parts(parts, crate::slow_clients::DeadlineBody::new(body, deadline))
         });
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -235,6 +268,7 @@ async fn serve_http(
                 },
             }
             drop(permit);
+            drop(ip_slot);
         });
     }
     drop(listener);

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// (0 turns the faucet off; deposits are then operator actions only).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub faucet_per_day: usize,
+    /// Most open connections from one client address (IPv6: one /64); more are closed at once,
+    /// so one host cannot hold all 4,096. Trusted proxies are exempt.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
 }
 
 /// The rate limits `serve` enforces: off, a file's, 10x Binance's for the demo, or Binance's.
@@ -156,6 +160,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         tls: tls.clone(),
         console_hosts: args.console_host.clone(),
         faucet_per_day: args.faucet_per_day,
+        max_connections_per_ip: args.max_connections_per_ip as usize,
         ..ServerConfig::default()
     };
     // Before the address is printed: see wait_for_signal.

@@ -387,3 +387,18 @@ fn a_reader_that_closes_the_pipe_ends_the_command_quietly() {
         assert!(stderr.is_empty(), "{args:?} said something on a closed pipe: {stderr}");
     }
 }
+
+#[test]
+fn serve_caps_the_connections_of_one_address() {
+    use std::io::Read as _;
+    let s = Sandbox::new();
+    let (child, url) = s.serve_with(&["--max-connections-per-ip", "2"], "warn");
+    let addr = url.strip_prefix("http://").unwrap();
+    let held: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let mut third = std::net::TcpStream::connect(addr).unwrap();
+    third.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(third.read(&mut buf).unwrap(), 0, "the third connection from one address is closed at once");
+    drop(held);
+    stop(child);
+}
