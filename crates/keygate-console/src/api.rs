@@ -52,17 +52,23 @@ pub(crate) fn routes() -> (Router<Console>, Vec<(&'static str, &'static str)>) {
     (router, ops)
 }
 
-/// A JSON body whose rejection is a [`ConsoleError`] (the API's error shape).
+/// A JSON object body whose rejection is a [`ConsoleError`] (the API's error shape). Every body
+/// of the API is an object: anything else is 400, even where serde would read a struct from an
+/// array (`[]` is a valid struct with only optional fields to serde, not to the document).
 pub(crate) struct Body<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned> FromRequest<Console> for Body<T> {
     type Rejection = ConsoleError;
 
     async fn from_request(req: Request, state: &Console) -> Result<Self, ConsoleError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(e) => Err(ConsoleError::BadRequest(e.body_text())),
-        }
+        let value = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v @ serde_json::Value::Object(_))) => v,
+            Ok(Json(_)) => return Err(ConsoleError::BadRequest("the body must be a JSON object".into())),
+            Err(e) => return Err(ConsoleError::BadRequest(e.body_text())),
+        };
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| ConsoleError::BadRequest(format!("the body does not have the documented shape: {e}")))
     }
 }
 
@@ -277,7 +283,7 @@ fn semantic(e: ConsoleError) -> ConsoleError {
 fn key_id(id: &str) -> Result<&str, ConsoleError> {
     match ApiKeyId::parse(id) {
         Ok(_) => Ok(id),
-        Err(_) => Err(ConsoleError::Service(ServiceError::NotFound(format!("key {id}")))),
+        Err(_) => Err(ConsoleError::Service(ServiceError::NotFound(format!("{id:?} is not a key id")))),
     }
 }
 
@@ -326,7 +332,8 @@ async fn create_key(State(c): State<Console>, ctx: Ctx, Body(b): Body<NewKeyBody
             expires_at: b.expires_at.map(keygate_proto::UnixMillis),
             symbols: forms::symbols(&b.symbols).map_err(semantic)?,
             withdraw_addresses: forms::addresses(&b.withdraw_addresses),
-            withdraw_limit_24h: forms::withdraw_limit(b.withdraw_limit_24h.as_deref().unwrap_or("")).map_err(semantic)?,
+            withdraw_limit_24h: forms::withdraw_limit(b.withdraw_limit_24h.as_deref().unwrap_or(""))
+                .map_err(semantic)?,
         },
     };
     let cookie = maybe_step_up(&c, &ctx, &mut v, b.code.as_deref()).await?;

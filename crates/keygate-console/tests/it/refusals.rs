@@ -290,6 +290,11 @@ async fn json_api_creates_a_key_with_the_session_token() {
     assert!(res.body.contains("10.0.0.300/8"));
     let res = a.post_json("/api/console/v1/keys", Some(&csrf), serde_json::json!({ "ip_allowlist": "x" })).await;
     assert_eq!(res.status, 400, "{}", res.body);
+    // Every body is an object: serde alone would read `[]` as a struct of optional fields.
+    for path in ["/api/console/v1/keys", "/api/console/v1/keys/revoke-all"] {
+        let res = a.post_json(path, Some(&csrf), serde_json::json!([])).await;
+        assert_eq!(res.status, 400, "{path}: {}", res.body);
+    }
     // Permissions are the document's enum, exactly: no case folding, no comma lists.
     for perms in [serde_json::json!(["READ"]), serde_json::json!(["read,trade"]), serde_json::json!([" read"])] {
         let res = a.post_json("/api/console/v1/keys", Some(&csrf), serde_json::json!({ "permissions": perms })).await;
