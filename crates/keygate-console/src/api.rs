@@ -11,8 +11,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use axum::{Json, Router};
-use keygate_auth::{KeyStatus, Permissions};
-use keygate_service::{KeyEdit, NewKey, NewKeyMaterial, SessionInfo};
+use keygate_auth::{ApiKeyId, KeyStatus, Permissions};
+use keygate_service::{KeyEdit, NewKey, NewKeyMaterial, ServiceError, SessionInfo};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -52,17 +52,23 @@ pub(crate) fn routes() -> (Router<Console>, Vec<(&'static str, &'static str)>) {
     (router, ops)
 }
 
-/// A JSON body whose rejection is a [`ConsoleError`] (the API's error shape).
+/// A JSON object body whose rejection is a [`ConsoleError`] (the API's error shape). Every body
+/// of the API is an object: anything else is 400, even where serde would read a struct from an
+/// array (`[]` is a valid struct with only optional fields to serde, not to the document).
 pub(crate) struct Body<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned> FromRequest<Console> for Body<T> {
     type Rejection = ConsoleError;
 
     async fn from_request(req: Request, state: &Console) -> Result<Self, ConsoleError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(e) => Err(ConsoleError::BadRequest(e.body_text())),
-        }
+        let value = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v @ serde_json::Value::Object(_))) => v,
+            Ok(Json(_)) => return Err(ConsoleError::BadRequest("the body must be a JSON object".into())),
+            Err(e) => return Err(ConsoleError::BadRequest(e.body_text())),
+        };
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| ConsoleError::BadRequest(format!("the body does not have the documented shape: {e}")))
     }
 }
 
@@ -242,11 +248,43 @@ async fn list_keys(State(c): State<Console>, ctx: Ctx) -> ApiResult {
 
 async fn get_key(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>) -> ApiResult {
     let v = ctx.viewer(&c).await?;
-    Ok(json(StatusCode::OK, &c.service().key(&v.actor, &id).await?, &[]))
+    Ok(json(StatusCode::OK, &c.service().key(&v.actor, key_id(&id)?).await?, &[]))
 }
 
+/// A JSON list of permission names, each exactly `read`, `trade` or `withdraw` (the document's
+/// enum): unlike the form's comma-separated text, nothing is split, trimmed or case-folded.
 fn parse_permissions(list: &[String]) -> Result<Permissions, ConsoleError> {
-    Permissions::parse_list(&list.join(",")).map_err(|e| ConsoleError::BadRequest(e.to_string()))
+    let mut names = Vec::with_capacity(list.len());
+    for p in list {
+        if !matches!(p.as_str(), "read" | "trade" | "withdraw") {
+            return Err(invalid(format!("unknown permission {p:?}; the permissions are read, trade and withdraw")));
+        }
+        names.push(p.as_str());
+    }
+    Permissions::parse_list(&names.join(",")).map_err(|e| invalid(e.to_string()))
+}
+
+/// A well-formed request whose value breaks a rule the document's schema cannot express: 422
+/// `invalid`. 400 stays for bodies that are not JSON of the documented shape.
+fn invalid(message: String) -> ConsoleError {
+    ConsoleError::Service(ServiceError::Invalid(message))
+}
+
+/// The form helpers answer 400 for a bad value; in the JSON API that is a 422 (see [`invalid`]).
+fn semantic(e: ConsoleError) -> ConsoleError {
+    match e {
+        ConsoleError::BadRequest(m) => invalid(m),
+        other => other,
+    }
+}
+
+/// The key id of a `/keys/{id}` path. Text that is no key id names no key of the account: 404,
+/// as for a well-formed id the account does not own.
+fn key_id(id: &str) -> Result<&str, ConsoleError> {
+    match ApiKeyId::parse(id) {
+        Ok(_) => Ok(id),
+        Err(_) => Err(ConsoleError::Service(ServiceError::NotFound(format!("{id:?} is not a key id")))),
+    }
 }
 
 /// `POST /keys`.
@@ -282,7 +320,7 @@ async fn create_key(State(c): State<Console>, ctx: Ctx, Body(b): Body<NewKeyBody
         "hmac" => NewKeyMaterial::Hmac,
         "ed25519" => NewKeyMaterial::Ed25519(pem),
         "rsa" => NewKeyMaterial::Rsa(pem),
-        other => return Err(ConsoleError::BadRequest(format!("unknown key type {other:?}: hmac, ed25519 or rsa"))),
+        other => return Err(invalid(format!("unknown key type {other:?}: hmac, ed25519 or rsa"))),
     };
     let new = NewKey {
         account: v.info.account.clone(),
@@ -290,11 +328,12 @@ async fn create_key(State(c): State<Console>, ctx: Ctx, Body(b): Body<NewKeyBody
         material,
         permissions: parse_permissions(&b.permissions)?,
         restrictions: keygate_auth::Restrictions {
-            ip_allowlist: forms::ip_allowlist(&b.ip_allowlist)?,
+            ip_allowlist: forms::ip_allowlist(&b.ip_allowlist).map_err(semantic)?,
             expires_at: b.expires_at.map(keygate_proto::UnixMillis),
-            symbols: forms::symbols(&b.symbols)?,
+            symbols: forms::symbols(&b.symbols).map_err(semantic)?,
             withdraw_addresses: forms::addresses(&b.withdraw_addresses),
-            withdraw_limit_24h: forms::withdraw_limit(b.withdraw_limit_24h.as_deref().unwrap_or(""))?,
+            withdraw_limit_24h: forms::withdraw_limit(b.withdraw_limit_24h.as_deref().unwrap_or(""))
+                .map_err(semantic)?,
         },
     };
     let cookie = maybe_step_up(&c, &ctx, &mut v, b.code.as_deref()).await?;
@@ -342,30 +381,29 @@ mod double_option {
 
 async fn edit_key(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>, Body(b): Body<EditBody>) -> ApiResult {
     let mut v = acting(&c, &ctx).await?;
+    let id = key_id(&id)?;
     let edit = KeyEdit {
         label: b.label.map(|l| l.trim().to_owned()),
         permissions: b.permissions.as_deref().map(parse_permissions).transpose()?,
-        ip_allowlist: b.ip_allowlist.as_deref().map(forms::ip_allowlist).transpose()?,
+        ip_allowlist: b.ip_allowlist.as_deref().map(forms::ip_allowlist).transpose().map_err(semantic)?,
         expires_at: b.expires_at.map(|e| e.map(keygate_proto::UnixMillis)),
-        symbols: b.symbols.as_deref().map(forms::symbols).transpose()?,
+        symbols: b.symbols.as_deref().map(forms::symbols).transpose().map_err(semantic)?,
         withdraw_addresses: b.withdraw_addresses.as_deref().map(forms::addresses),
         withdraw_limit_24h: match b.withdraw_limit_24h {
             None => None,
-            Some(l) => Some(forms::withdraw_limit(l.as_deref().unwrap_or(""))?),
+            Some(l) => Some(forms::withdraw_limit(l.as_deref().unwrap_or("")).map_err(semantic)?),
         },
         status: match b.status.as_deref() {
             None => None,
             Some("active") => Some(KeyStatus::Active),
             Some("disabled") => Some(KeyStatus::Disabled),
             Some(other) => {
-                return Err(ConsoleError::BadRequest(format!(
-                    "status {other:?}: active or disabled (DELETE the key to revoke it)"
-                )));
+                return Err(invalid(format!("status {other:?}: active or disabled (DELETE the key to revoke it)")));
             }
         },
     };
     let cookie = maybe_step_up(&c, &ctx, &mut v, b.code.as_deref()).await?;
-    match c.service().edit_key(&v.actor, &id, edit).await {
+    match c.service().edit_key(&v.actor, id, edit).await {
         Ok(k) => Ok(json(StatusCode::OK, &k, cookie.as_slice())),
         Err(e) => {
             let mut r = ConsoleError::from(e).into_response();
@@ -379,12 +417,20 @@ async fn edit_key(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>, Bo
 
 async fn revoke_key(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>) -> ApiResult {
     let v = acting(&c, &ctx).await?;
-    Ok(json(StatusCode::OK, &c.service().revoke_key(&v.actor, &id).await?, &[]))
+    Ok(json(StatusCode::OK, &c.service().revoke_key(&v.actor, key_id(&id)?).await?, &[]))
 }
 
-async fn revoke_all(State(c): State<Console>, ctx: Ctx, Body(b): Body<CodeBody>) -> ApiResult {
+/// `POST /keys/revoke-all`: the code is optional (and may be `null`) while an elevated window
+/// is open, as for the other key changes.
+#[derive(Debug, Deserialize)]
+struct OptionalCodeBody {
+    #[serde(default)]
+    code: Option<String>,
+}
+
+async fn revoke_all(State(c): State<Console>, ctx: Ctx, Body(b): Body<OptionalCodeBody>) -> ApiResult {
     let mut v = acting(&c, &ctx).await?;
-    let cookie = maybe_step_up(&c, &ctx, &mut v, Some(&b.code)).await?;
+    let cookie = maybe_step_up(&c, &ctx, &mut v, b.code.as_deref()).await?;
     let account = v.info.account.clone();
     let n = c.service().revoke_all_keys(&v.actor, &account).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "revoked": n }), cookie.as_slice()))
@@ -407,5 +453,5 @@ struct FaucetBody {
 
 async fn faucet(State(c): State<Console>, ctx: Ctx, Body(b): Body<FaucetBody>) -> ApiResult {
     let v = acting(&c, &ctx).await?;
-    Ok(json(StatusCode::CREATED, &wallet::faucet(&c, &v, &b.asset).await?, &[]))
+    Ok(json(StatusCode::CREATED, &wallet::faucet(&c, &v, &b.asset).await.map_err(semantic)?, &[]))
 }

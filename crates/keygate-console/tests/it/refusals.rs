@@ -285,13 +285,46 @@ async fn json_api_creates_a_key_with_the_session_token() {
             serde_json::json!({ "label": "api", "ip_allowlist": ["10.0.0.300/8"] }),
         )
         .await;
-    assert_eq!(res.status, 400, "{}", res.body);
+    // Well-formed JSON with a value the schema cannot check: 422; not the documented shape: 400.
+    assert_eq!(res.status, 422, "{}", res.body);
     assert!(res.body.contains("10.0.0.300/8"));
+    let res = a.post_json("/api/console/v1/keys", Some(&csrf), serde_json::json!({ "ip_allowlist": "x" })).await;
+    assert_eq!(res.status, 400, "{}", res.body);
+    // Every body is an object: serde alone would read `[]` as a struct of optional fields.
+    for path in ["/api/console/v1/keys", "/api/console/v1/keys/revoke-all"] {
+        let res = a.post_json(path, Some(&csrf), serde_json::json!([])).await;
+        assert_eq!(res.status, 400, "{path}: {}", res.body);
+    }
+    // Permissions are the document's enum, exactly: no case folding, no comma lists.
+    for perms in [serde_json::json!(["READ"]), serde_json::json!(["read,trade"]), serde_json::json!([" read"])] {
+        let res = a.post_json("/api/console/v1/keys", Some(&csrf), serde_json::json!({ "permissions": perms })).await;
+        assert_eq!(res.status, 422, "{perms}: {}", res.body);
+    }
+    assert!(keys_of(&app, "alice").await.is_empty());
     let res = a.post_json("/api/console/v1/keys", Some(&csrf), serde_json::json!({ "label": "api" })).await;
     assert_eq!(res.status, 201, "{}", res.body);
     let created: serde_json::Value = serde_json::from_str(&res.body).unwrap();
     assert!(created["secret"].as_str().unwrap().starts_with("kgs_"));
     assert_eq!(created["permissions"], serde_json::json!(["read"]));
+    // Lists are JSON arrays (the document once said objects).
+    let list: Vec<serde_json::Value> = serde_json::from_str(&a.get("/api/console/v1/keys").await.body).unwrap();
+    assert_eq!(list.len(), 1);
+    let audit: Vec<serde_json::Value> = serde_json::from_str(&a.get("/api/console/v1/audit").await.body).unwrap();
+    assert!(!audit.is_empty());
+}
+
+#[tokio::test]
+async fn json_api_answers_404_for_a_path_that_names_no_key() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    // Neither text that is no key id nor a well-formed id the account does not own is a key of
+    // the account: both are 404 (the first used to be 422).
+    for id in ["0", "kg_", "kg_00000000000000000000000000000000000000"] {
+        let res = a.get(&format!("/api/console/v1/keys/{id}")).await;
+        assert_eq!(res.status, 404, "{id}: {}", res.body);
+        assert!(res.body.contains("\"not_found\""), "{}", res.body);
+    }
 }
 
 #[tokio::test]
