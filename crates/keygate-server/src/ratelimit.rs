@@ -225,10 +225,14 @@ impl RateLimitConfig {
 }
 
 /// Whether `path` is outside Binance's API and its limits: health checks (a load balancer
-/// polling them must never be banned) and the web console (its own login throttling applies).
+/// polling them must never be banned) and the web console, its pages and its JSON API (its own
+/// login and TOTP throttling applies, and its answers are in its own format, not Binance's).
 #[must_use]
 pub fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz") || path == "/console" || path.starts_with("/console/")
+    matches!(path, "/healthz" | "/readyz")
+        || path == "/console"
+        || path.starts_with("/console/")
+        || path.starts_with("/api/console/")
 }
 
 /// Whether `method path` places an order that counts against the account's `ORDERS` limits.

@@ -95,6 +95,10 @@ async fn weight_over_the_limit_gets_429_then_a_418_ban_that_expires() {
     // Health checks are not Binance's API: a banned load balancer still sees the node alive.
     let r = send(reqwest::Client::new().get(format!("{}/healthz", app.base_url))).await;
     assert_eq!((r.status, r.header("x-mbx-used-weight-1m")), (200, None));
+    // Nor is the console, pages or JSON API: it answers in its own format under its own
+    // throttles, never with Binance's 418 body its OpenAPI document does not describe.
+    let r = send(reqwest::Client::new().get(format!("{}/api/console/v1/session", app.base_url))).await;
+    assert_eq!((r.status, r.header("x-mbx-used-weight-1m")), (200, None));
     // Over: a fresh minute with a fresh count.
     app.clock.advance_ms(60_000);
     let r = ping(&app, None).await;
