@@ -363,7 +363,7 @@ struct TwoFactorPage {
 
 async fn two_factor_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
     let holds = match hold_rows(c, v).await {
-        Ok(h) => h.into_iter().filter(|h| h.account_wide).collect(),
+        Ok(h) => h.into_iter().filter(|h| h.account_wide).collect::<Vec<_>>(),
         Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
     };
     match c.service().two_factor_status(&v.actor, &v.info.account).await {
@@ -865,7 +865,7 @@ enum EditState<'a> {
 async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cookies: &[HeaderValue]) -> Response {
     let nav = Some(Nav::of(v, c.now_ms()));
     let holds = match hold_rows(c, v).await {
-        Ok(h) => h.into_iter().filter(|h| h.account_wide || h.key_id.as_deref() == Some(id)).collect(),
+        Ok(h) => h.into_iter().filter(|h| h.account_wide || h.key_id.as_deref() == Some(id)).collect::<Vec<_>>(),
         Err(e) => return error_page(&e, nav),
     };
     match c.service().key(&v.actor, id).await {

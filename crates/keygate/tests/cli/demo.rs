@@ -267,7 +267,7 @@ async fn a_fresh_demo_withdraws_at_once() {
         .unwrap();
     assert_eq!(a.status, 200, "{:?}", a.body);
     // The console password of the file is the account's first one, recorded as such.
-    let audit = s.json(&["audit", "list", "--json"]);
+    let audit = s.json(&["audit", "list", "--limit", "10000", "--json"]);
     let set = audit.as_array().unwrap().iter().find(|r| r["action"] == "account.password").expect("the first password");
     assert_eq!(set["details"]["first"], true, "{set}");
     stop(server);
