@@ -90,7 +90,8 @@ impl Service {
             source: actor.source(),
             details: serde_json::json!({ "name": name, "console_password": false }),
         };
-        let new = NewAccount { name: name.to_owned(), password_hash: password::NO_PASSWORD.to_owned(), created_at: now };
+        let new =
+            NewAccount { name: name.to_owned(), password_hash: password::NO_PASSWORD.to_owned(), created_at: now };
         let rec = self.inner.store.create_account(new, audit).await.map_err(|e| match ServiceError::from(e) {
             ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
             other => other,

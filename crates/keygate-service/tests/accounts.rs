@@ -657,7 +657,12 @@ impl Env {
         self.service.login_second_factor(&pending.token, &self.code(totp), src()).await.unwrap()
     }
 
-    async fn block(&self, account: keygate_auth::AccountId, key: &keygate_auth::ApiKeyId, address: &str) -> Option<keygate_service::WithdrawalBlock> {
+    async fn block(
+        &self,
+        account: keygate_auth::AccountId,
+        key: &keygate_auth::ApiKeyId,
+        address: &str,
+    ) -> Option<keygate_service::WithdrawalBlock> {
         self.service.withdrawal_block(account, key, address, self.now()).await.unwrap()
     }
 }
@@ -718,17 +723,19 @@ async fn a_new_address_is_held_on_its_key_only_and_removing_it_or_revoking_ends_
     let (s, alice) = e.stepped_up(&s, &totp).await;
     let Actor::Owner { account_id, .. } = alice.clone() else { panic!() };
     let key = e.service.create_key(&alice, withdraw_key("alice", &[ADDR_A])).await.unwrap();
-    let other = e.service.create_key(&alice, NewKey { label: "other".into(), ..withdraw_key("alice", &[ADDR_A]) }).await.unwrap();
+    let other = e
+        .service
+        .create_key(&alice, NewKey { label: "other".into(), ..withdraw_key("alice", &[ADDR_A]) })
+        .await
+        .unwrap();
     let (id, other_id) = (key_id(&key), key_id(&other));
     e.clock.advance_ms(DAY);
     assert_eq!(e.block(account_id, &id, ADDR_A).await, None);
 
     let s = e.relogin_alice(&totp).await;
     let (s, alice) = e.stepped_up(&s, &totp).await;
-    let add = keygate_service::KeyEdit {
-        withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]),
-        ..Default::default()
-    };
+    let add =
+        keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
     e.service.edit_key(&alice, &key.key.api_key, add.clone()).await.unwrap();
     e.service.edit_key(&alice, &other.key.api_key, add).await.unwrap();
     let block = e.block(account_id, &id, ADDR_B).await.expect("the new address is held");
@@ -754,7 +761,8 @@ async fn a_new_address_is_held_on_its_key_only_and_removing_it_or_revoking_ends_
 
     // Re-adding the address starts a new hold.
     let (_, alice) = e.stepped_up(&s, &totp).await;
-    let add = keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
+    let add =
+        keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
     e.service.edit_key(&alice, &key.key.api_key, add).await.unwrap();
     assert_eq!(e.block(account_id, &id, ADDR_B).await.map(|b| b.until), Some(e.now().plus_millis(DAY)));
 }
@@ -767,15 +775,23 @@ async fn widening_a_key_to_withdraw_holds_it_and_operators_start_no_holds() {
     let s = e.relogin_alice(&totp).await;
     let (_, alice) = e.stepped_up(&s, &totp).await;
     let Actor::Owner { account_id, .. } = alice.clone() else { panic!() };
-    let ro = e.service.create_key(&alice, NewKey { permissions: Permissions::READ_ONLY, ..withdraw_key("alice", &[ADDR_A]) }).await.unwrap();
-    let widen = keygate_service::KeyEdit { permissions: Some(Permissions::with(&[Permission::Withdraw])), ..Default::default() };
+    let ro = e
+        .service
+        .create_key(&alice, NewKey { permissions: Permissions::READ_ONLY, ..withdraw_key("alice", &[ADDR_A]) })
+        .await
+        .unwrap();
+    let widen = keygate_service::KeyEdit {
+        permissions: Some(Permissions::with(&[Permission::Withdraw])),
+        ..Default::default()
+    };
     e.service.edit_key(&alice, &ro.key.api_key, widen).await.unwrap();
     let block = e.block(account_id, &key_id(&ro), ADDR_A).await.expect("held");
     assert_eq!(block.kind, keygate_service::HoldKind::WithdrawKey);
 
     // The operator (the CLI on the server's machine) starts none.
     let op = e.service.create_key(&Actor::operator_cli(), withdraw_key("alice", &[ADDR_A])).await.unwrap();
-    let add = keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
+    let add =
+        keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
     e.service.edit_key(&Actor::operator_cli(), &op.key.api_key, add).await.unwrap();
     assert_eq!(e.block(account_id, &key_id(&op), ADDR_B).await, None);
 }
@@ -790,7 +806,8 @@ async fn a_withdrawal_hold_of_zero_starts_no_holds() {
     e.service.totp_confirm(&bob, &e.code(&totp)).await.unwrap();
     let (_, elevated) = e.stepped_up(&s, &totp).await;
     let key = e.service.create_key(&elevated, withdraw_key("bob", &[ADDR_A])).await.unwrap();
-    let add = keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
+    let add =
+        keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
     e.service.edit_key(&elevated, &key.key.api_key, add).await.unwrap();
     assert_eq!(e.block(account_id, &key_id(&key), ADDR_A).await, None);
     assert_eq!(e.block(account_id, &key_id(&key), ADDR_B).await, None);

@@ -1699,10 +1699,14 @@ pub async fn two_factor_enrollment_confirmation_and_removal<H: Harness>() {
         (tf.seed.as_slice(), tf.enabled, tf.created_at, tf.last_step),
         (&[2u8; 20][..], false, UnixMillis(3_000), None)
     );
-    let err = store.enable_two_factor(AccountId(alice.id.0 + 1000), 5, &[], UnixMillis(1), None, d("totp.confirm")).await;
+    let err =
+        store.enable_two_factor(AccountId(alice.id.0 + 1000), 5, &[], UnixMillis(1), None, d("totp.confirm")).await;
     assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
 
-    store.enable_two_factor(alice.id, 100, &[[7; 32], [8; 32]], UnixMillis(4_000), None, d("totp.confirm")).await.unwrap();
+    store
+        .enable_two_factor(alice.id, 100, &[[7; 32], [8; 32]], UnixMillis(4_000), None, d("totp.confirm"))
+        .await
+        .unwrap();
     let tf = store.two_factor(alice.id).await.unwrap().unwrap();
     assert_eq!((tf.enabled, tf.confirmed_at, tf.last_step), (true, Some(UnixMillis(4_000)), Some(100)));
     assert_eq!(store.recovery_codes_left(alice.id).await.unwrap(), 2);
@@ -1735,8 +1739,14 @@ pub async fn enabling_two_factor_holds_withdrawals_and_account_updates_keep_the_
     assert_eq!(alice.withdrawals_held_until, None);
     let d = |a: &str| draft(a, "account:alice", Some(alice.id));
     store.begin_two_factor(alice.id, &[1; 20], UnixMillis(2_000), d("totp.enroll")).await.unwrap();
-    store.enable_two_factor(alice.id, 1, &[], UnixMillis(3_000), Some(UnixMillis(90_000_000)), d("totp.confirm")).await.unwrap();
-    assert_eq!(store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until, Some(UnixMillis(90_000_000)));
+    store
+        .enable_two_factor(alice.id, 1, &[], UnixMillis(3_000), Some(UnixMillis(90_000_000)), d("totp.confirm"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until,
+        Some(UnixMillis(90_000_000))
+    );
 
     // A copy read before the hold, written back with a new password: the hold stays.
     let stale = AccountRecord { password_hash: "$argon2id$new".into(), ..alice.clone() };
@@ -1748,12 +1758,24 @@ pub async fn enabling_two_factor_holds_withdrawals_and_account_updates_keep_the_
     // Off and on again with an earlier end: the later end stays; without a hold, nothing moves.
     store.disable_two_factor(alice.id, None, d("totp.disable")).await.unwrap();
     store.begin_two_factor(alice.id, &[2; 20], UnixMillis(4_000), d("totp.enroll")).await.unwrap();
-    store.enable_two_factor(alice.id, 2, &[], UnixMillis(5_000), Some(UnixMillis(80_000_000)), d("totp.confirm")).await.unwrap();
-    assert_eq!(store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until, Some(UnixMillis(90_000_000)));
+    store
+        .enable_two_factor(alice.id, 2, &[], UnixMillis(5_000), Some(UnixMillis(80_000_000)), d("totp.confirm"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until,
+        Some(UnixMillis(90_000_000))
+    );
     store.disable_two_factor(alice.id, None, d("totp.disable")).await.unwrap();
     store.begin_two_factor(alice.id, &[3; 20], UnixMillis(6_000), d("totp.enroll")).await.unwrap();
-    store.enable_two_factor(alice.id, 3, &[], UnixMillis(7_000), Some(UnixMillis(95_000_000)), d("totp.confirm")).await.unwrap();
-    assert_eq!(store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until, Some(UnixMillis(95_000_000)));
+    store
+        .enable_two_factor(alice.id, 3, &[], UnixMillis(7_000), Some(UnixMillis(95_000_000)), d("totp.confirm"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until,
+        Some(UnixMillis(95_000_000))
+    );
     let bob = new_account(&*store, "bob", 1_000).await;
     let db = |a: &str| draft(a, "account:bob", Some(bob.id));
     store.begin_two_factor(bob.id, &[4; 20], UnixMillis(2_000), db("totp.enroll")).await.unwrap();

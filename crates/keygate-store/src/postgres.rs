@@ -23,9 +23,9 @@ use crate::records::{
 use crate::rows::AuditOrder;
 use crate::rows::{
     ACCOUNT_COLUMNS, AUDIT_COLUMNS, Columns as _, EncodedKey, KEY_COLUMNS, SESSION_COLUMNS, TWO_FACTOR_COLUMNS,
-    account_from_row, audit_from_row, chain_head, from_db_time, journal_from_row, key_from_row, name_violation,
-    holds_text, next_failure_window, reserve_failure_window, restrictions_text, session_from_row, to_db_time, to_db_u64,
-    two_factor_from_row, usage_count,
+    account_from_row, audit_from_row, chain_head, from_db_time, holds_text, journal_from_row, key_from_row,
+    name_violation, next_failure_window, reserve_failure_window, restrictions_text, session_from_row, to_db_time,
+    to_db_u64, two_factor_from_row, usage_count,
 };
 use crate::sqlite::SyncMode;
 use crate::{Store, StoreError, StoreResult};

@@ -162,7 +162,8 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     };
     // The demo is for trying withdrawals at once; everywhere else the holds protect owners.
     let withdrawal_hold_ms = args.withdrawal_hold.unwrap_or(if args.demo { 0 } else { 24 * 3_600_000 });
-    let service_config = keygate_service::ServiceConfig { withdrawal_hold_ms, ..keygate_service::ServiceConfig::default() };
+    let service_config =
+        keygate_service::ServiceConfig { withdrawal_hold_ms, ..keygate_service::ServiceConfig::default() };
     let service = ctx.open_service_with(sync, service_config).await?;
     let engine = keygate_service::engine::Engine::start(
         std::sync::Arc::clone(service.store()),

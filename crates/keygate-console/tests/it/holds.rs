@@ -17,8 +17,12 @@ const OWN: &str = "bc1qownerownerownerownerownerownerowner00";
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 async fn fund(app: &TestApp, account: i64) {
-    let deposit =
-        Deposit { account: AccountId(account), coin: keygate_proto::AssetCode::parse("BTC").unwrap(), network: None, amount: Amount::parse("1").unwrap() };
+    let deposit = Deposit {
+        account: AccountId(account),
+        coin: keygate_proto::AssetCode::parse("BTC").unwrap(),
+        network: None,
+        amount: Amount::parse("1").unwrap(),
+    };
     let out = app.engine.submit(Command::Deposit(deposit), None).await.unwrap();
     assert!(matches!(out, Outcome::Deposited(_)), "{out:?}");
 }
@@ -147,9 +151,8 @@ async fn a_new_address_is_held_while_the_old_one_works_and_removing_it_ends_the_
     let page = a.get(&format!("/console/keys/{key}")).await;
     assert!(page.body.contains("this address was added to the API key"), "{}", page.body);
     assert!(page.body.contains(&format!("action=\"/console/keys/{key}/remove-address\"")), "{}", page.body);
-    let res = a
-        .post(&format!("/console/keys/{key}/remove-address"), &[("csrf", &page.csrf()), ("address", THIEF)])
-        .await;
+    let res =
+        a.post(&format!("/console/keys/{key}/remove-address"), &[("csrf", &page.csrf()), ("address", THIEF)]).await;
     assert_eq!(res.status, 303, "{}", res.body);
     let view = app.service.key(&Actor::operator_cli(), &key).await.unwrap();
     assert_eq!(view.withdraw_addresses, vec![OWN.to_owned()]);

@@ -277,7 +277,9 @@ fn text_param<'a>(p: &'a Params, name: &str, max: usize) -> Result<Option<&'a st
 fn withdrawal_refusal(block: &WithdrawalBlock, now: UnixMillis) -> ApiError {
     let until = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(block.until.0) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC")).ok())
+        .and_then(|t| {
+            t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC")).ok()
+        })
         .unwrap_or_else(|| format!("{} ms", block.until.0));
     let hours = block.until.0.saturating_sub(now.0).div_ceil(3_600_000);
     let (code, what) = match block.kind {
@@ -288,7 +290,10 @@ fn withdrawal_refusal(block: &WithdrawalBlock, now: UnixMillis) -> ApiError {
     };
     ApiError::binance(
         code,
-        format!("Withdrawal prohibited: {} ({what} for security until {until}, about {hours} h from now).", block.kind.reason()),
+        format!(
+            "Withdrawal prohibited: {} ({what} for security until {until}, about {hours} h from now).",
+            block.kind.reason()
+        ),
     )
 }
 

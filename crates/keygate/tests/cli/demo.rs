@@ -262,7 +262,11 @@ async fn a_fresh_demo_withdraws_at_once() {
     ]);
     let client = hmac_client(&server.url, &created);
     let a = client
-        .signed(Method::POST, "/sapi/v1/capital/withdraw/apply", &[("coin", "BTC"), ("address", ADDRESS), ("amount", "0.1")])
+        .signed(
+            Method::POST,
+            "/sapi/v1/capital/withdraw/apply",
+            &[("coin", "BTC"), ("address", ADDRESS), ("amount", "0.1")],
+        )
         .await
         .unwrap();
     assert_eq!(a.status, 200, "{:?}", a.body);
