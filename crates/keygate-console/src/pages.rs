@@ -3,7 +3,7 @@
 
 use crate::forms::{self, KeyForm};
 use crate::session::{Ctx, Viewer};
-use crate::view::{KeyRow, when};
+use crate::view::{HoldRow, KeyRow, when};
 use crate::{Console, ConsoleError, wallet};
 use askama::Template;
 use axum::Router;
@@ -37,6 +37,7 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/keys/revoke-all", get(revoke_all_page).post(revoke_all))
         .route("/console/keys/{id}", get(edit_page).post(edit_key))
         .route("/console/keys/{id}/revoke", get(revoke_page).post(revoke_key))
+        .route("/console/keys/{id}/remove-address", post(remove_address))
         .route("/console/audit", get(audit_page))
         .route("/console/wallet", get(wallet::page))
         .route("/console/wallet/faucet", post(wallet::faucet_form))
@@ -118,6 +119,11 @@ pub(crate) fn error_page(e: &ConsoleError, nav: Option<Nav>) -> Response {
     }
     let page = MessagePage { nav, title: "Refused".into(), message: e.message(), back: "/console/keys".into() };
     render(e.status(), &page, &[])
+}
+
+/// The withdrawal holds of the viewer's account (issue #19), for the pages that show them.
+async fn hold_rows(c: &Console, v: &Viewer) -> Result<Vec<HoldRow>, ConsoleError> {
+    Ok(c.service().withdrawal_holds(&v.actor, &v.info.account).await?.iter().map(HoldRow::new).collect())
 }
 
 /// The logged-in viewer, or the login page (the code prompt for a login waiting for its second
@@ -350,11 +356,16 @@ struct TwoFactorPage {
     csrf: String,
     enabled: bool,
     recovery_codes_left: u32,
-    withdrawals_locked_until: Option<String>,
+    /// The account-wide holds (2FA turned on, the lock after a password change or 2FA removal).
+    holds: Vec<HoldRow>,
     error: Option<String>,
 }
 
 async fn two_factor_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
+    let holds = match hold_rows(c, v).await {
+        Ok(h) => h.into_iter().filter(|h| h.account_wide).collect::<Vec<_>>(),
+        Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
+    };
     match c.service().two_factor_status(&v.actor, &v.info.account).await {
         Ok(s) => render(
             status,
@@ -363,7 +374,7 @@ async fn two_factor_view(c: &Console, v: &Viewer, status: StatusCode, error: Opt
                 csrf: v.info.csrf_token.clone(),
                 enabled: s.enabled,
                 recovery_codes_left: s.recovery_codes_left,
-                withdrawals_locked_until: s.withdrawals_locked_until.map(|t| when(Some(t))),
+                holds,
                 error,
             },
             &[],
@@ -692,6 +703,8 @@ struct KeysPage {
     nav: Option<Nav>,
     csrf: String,
     keys: Vec<KeyRow>,
+    /// Every running withdrawal hold of the account.
+    holds: Vec<HoldRow>,
     form: FormValues,
     error: Option<String>,
     needs_code: bool,
@@ -709,6 +722,10 @@ async fn keys_view(
         Ok(k) => k,
         Err(e) => return error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
     };
+    let holds = match hold_rows(c, v).await {
+        Ok(h) => h,
+        Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
+    };
     let now = c.now_ms();
     let mut rows: Vec<KeyRow> = keys.iter().map(|k| KeyRow::new(k, now)).collect();
     rows.sort_by_key(|r| (r.revoked, std::cmp::Reverse(r.created.clone())));
@@ -716,6 +733,7 @@ async fn keys_view(
         nav: Some(Nav::of(v, now)),
         csrf: v.info.csrf_token.clone(),
         keys: rows,
+        holds,
         form,
         error: error.map(ConsoleError::message),
         needs_code: error.is_some_and(ConsoleError::needs_step_up),
@@ -812,6 +830,8 @@ struct KeyEditPage {
     nav: Option<Nav>,
     csrf: String,
     key: KeyRow,
+    /// The running withdrawal holds of this key and of the whole account.
+    holds: Vec<HoldRow>,
     form: FormValues,
     /// The page is the redirect after a successful save.
     saved: bool,
@@ -844,6 +864,10 @@ enum EditState<'a> {
 
 async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cookies: &[HeaderValue]) -> Response {
     let nav = Some(Nav::of(v, c.now_ms()));
+    let holds = match hold_rows(c, v).await {
+        Ok(h) => h.into_iter().filter(|h| h.account_wide || h.key_id.as_deref() == Some(id)).collect::<Vec<_>>(),
+        Err(e) => return error_page(&e, nav),
+    };
     match c.service().key(&v.actor, id).await {
         Ok(k) => {
             let row = KeyRow::new(&k, c.now_ms());
@@ -855,6 +879,7 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
                 nav,
                 csrf: v.info.csrf_token.clone(),
                 key: row,
+                holds,
                 form,
                 saved,
                 error: error.map(ConsoleError::message),
@@ -933,6 +958,42 @@ async fn edit_key(
             let e = ConsoleError::from(e);
             edit_view(&c, &v, &id, EditState::Refused { form: &values, error: &e }, &cookies).await
         }
+    }
+}
+
+/// The form that removes one withdrawal address from a key (the undo of an address hold).
+#[derive(Debug, Deserialize)]
+struct RemoveAddressForm {
+    csrf: Option<String>,
+    address: String,
+}
+
+/// `POST /console/keys/{id}/remove-address`: takes one address off the key's withdrawal list,
+/// which ends its hold (issue #19). Narrowing a key needs no step-up, so the owner can undo a
+/// change they did not make without a 2FA code.
+async fn remove_address(
+    State(c): State<Console>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<RemoveAddressForm>,
+) -> Response {
+    let v = match viewer_or_login(&ctx, &c).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let nav = || Some(Nav::of(&v, c.now_ms()));
+    if let Err(e) = ctx.check_session_csrf(&v.token, f.csrf.as_deref()) {
+        return error_page(&e, nav());
+    }
+    let key = match c.service().key(&v.actor, &id).await {
+        Ok(k) => k,
+        Err(e) => return error_page(&e.into(), nav()),
+    };
+    let addresses: Vec<String> = key.withdraw_addresses.iter().filter(|a| **a != f.address).cloned().collect();
+    let edit = KeyEdit { withdraw_addresses: Some(addresses), ..KeyEdit::default() };
+    match c.service().edit_key(&v.actor, &id, edit).await {
+        Ok(_) => see_other(&format!("/console/keys/{id}?saved=1"), &[]),
+        Err(e) => error_page(&e.into(), nav()),
     }
 }
 

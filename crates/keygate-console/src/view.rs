@@ -2,7 +2,7 @@
 
 use keygate_auth::{KeyStatus, Permission};
 use keygate_proto::UnixMillis;
-use keygate_service::KeyView;
+use keygate_service::{HoldKind, HoldView, KeyView};
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -11,6 +11,54 @@ pub(crate) fn when(at: Option<UnixMillis>) -> String {
     at.and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms.0) * 1_000_000).ok())
         .and_then(|t| t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
         .unwrap_or_else(|| "never".into())
+}
+
+/// A withdrawal hold (or lock) as the pages show it: what waits, why, since and until when, in
+/// words, and how to undo the change that started it.
+#[derive(Debug, Clone)]
+pub(crate) struct HoldRow {
+    /// What waits: "every withdrawal of the account", "withdrawals with key “bot” (kg_…)", ...
+    pub what: String,
+    /// Why, in words.
+    pub why: String,
+    /// When the change was made, or empty when unknown.
+    pub since: String,
+    /// When withdrawals may begin.
+    pub until: String,
+    /// The key, for key and address holds (links to revoke it).
+    pub key_id: Option<String>,
+    /// The address, for address holds (a form removes it).
+    pub address: Option<String>,
+    /// The hold covers the whole account (2FA turned on, or the lock): the undo is securing the
+    /// account, not one change.
+    pub account_wide: bool,
+}
+
+impl HoldRow {
+    /// The row for `h`.
+    pub(crate) fn new(h: &HoldView) -> Self {
+        let key = || {
+            let id = h.key.clone().unwrap_or_default();
+            let prefix: String = id.chars().take(12).collect();
+            format!("key “{}” ({prefix}…)", h.key_label.clone().unwrap_or_default())
+        };
+        let what = match h.kind {
+            HoldKind::AccountLocked | HoldKind::TwoFactorEnabled => "every withdrawal of this account".to_owned(),
+            HoldKind::WithdrawKey => format!("every withdrawal with {}", key()),
+            HoldKind::NewAddress => {
+                format!("withdrawals with {} to {}", key(), h.address.clone().unwrap_or_default())
+            }
+        };
+        Self {
+            what,
+            why: h.kind.reason().to_owned(),
+            since: h.since.map(|t| when(Some(t))).unwrap_or_default(),
+            until: when(Some(h.until)),
+            key_id: h.key.clone(),
+            address: h.address.clone(),
+            account_wide: matches!(h.kind, HoldKind::AccountLocked | HoldKind::TwoFactorEnabled),
+        }
+    }
 }
 
 /// A key row of the list and the edit page.

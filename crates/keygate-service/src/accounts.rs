@@ -68,6 +68,37 @@ impl Service {
         Ok(AccountView::from(&rec))
     }
 
+    /// Creates an account without a console password, for the operator or the system (the demo,
+    /// the market maker): nobody can log in to the console until [`Service::set_password`] sets
+    /// the first one, and that first password is not a change (it locks no withdrawals). Audited
+    /// as `account.create` with `console_password: false`.
+    ///
+    /// # Errors
+    /// As [`Service::create_account`], without the password rules.
+    pub async fn create_account_without_password(&self, actor: &Actor, name: &str) -> ServiceResult<AccountView> {
+        if matches!(actor, Actor::Owner { .. }) {
+            return Err(ServiceError::Forbidden("owners cannot create other accounts".into()));
+        }
+        check_name(name)?;
+        let now = self.now_ms();
+        let audit = AuditDraft {
+            at: now,
+            actor: actor.label(),
+            action: "account.create".into(),
+            target: format!("account:{name}"),
+            account_id: None,
+            source: actor.source(),
+            details: serde_json::json!({ "name": name, "console_password": false }),
+        };
+        let new =
+            NewAccount { name: name.to_owned(), password_hash: password::NO_PASSWORD.to_owned(), created_at: now };
+        let rec = self.inner.store.create_account(new, audit).await.map_err(|e| match ServiceError::from(e) {
+            ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
+            other => other,
+        })?;
+        Ok(AccountView::from(&rec))
+    }
+
     /// All accounts (operator view).
     ///
     /// # Errors
@@ -119,16 +150,21 @@ impl Service {
     /// Sets a new password without the current one (the operator resetting it; an owner in the
     /// console should use [`Service::change_password`], which asks for the current one). Like
     /// every password change it ends all sessions of the account and locks withdrawals for
-    /// [`crate::ServiceConfig::withdrawal_lock_ms`].
+    /// [`crate::ServiceConfig::withdrawal_lock_ms`]; the first password of an account that had
+    /// none ([`Service::create_account_without_password`]) is not a change and locks nothing
+    /// (issue #19: the demo's console password locked every demo withdrawal for a day).
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Invalid`] for a weak password.
     pub async fn set_password(&self, actor: &Actor, name: &str, password: Zeroizing<String>) -> ServiceResult<()> {
         let mut rec = self.account_record(actor, name).await?;
         password::check_strength(&password)?;
+        let first = password::is_unset(&rec.password_hash);
         rec.password_hash = self.hash_password(password).await?;
         let now = self.now_ms();
-        rec.withdrawals_locked_until = Some(self.lock_until(&rec, now));
+        if !first {
+            rec.withdrawals_locked_until = Some(self.lock_until(&rec, now));
+        }
         let audit = AuditDraft {
             at: now,
             actor: actor.label(),
@@ -138,6 +174,7 @@ impl Service {
             source: actor.source(),
             details: serde_json::json!({
                 "by": actor.kind(),
+                "first": first,
                 "sessions_ended": true,
                 "withdrawals_locked_until": rec.withdrawals_locked_until,
             }),

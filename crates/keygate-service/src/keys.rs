@@ -8,7 +8,10 @@
 //! * Operators and the system skip the step-up; their changes are audited and marked on the key.
 //! * `withdraw` always needs an IP allowlist, for every actor.
 //! * A revoked key never changes again.
+//! * An owner giving a key `withdraw`, or adding a withdrawal address, starts a withdrawal hold on
+//!   that key or address (see `holds.rs`); narrowing or revoking ends the holds it makes moot.
 
+use crate::holds::HoldChange;
 use crate::view::{CreatedKey, KeyView};
 use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult};
 use keygate_auth::{
@@ -86,6 +89,17 @@ fn check_key_rules(permissions: Permissions, r: &Restrictions, now: UnixMillis) 
         return Err(ServiceError::Invalid("the expiry must be in the future".into()));
     }
     Ok(())
+}
+
+/// Adds `withdrawal_holds: {started, cancelled}` to an audit record's details when the change
+/// started or ended a withdrawal hold, so every hold's start and end is in the audit log, in the
+/// record of the change that caused it.
+fn with_holds(details: &mut serde_json::Value, holds: &HoldChange) {
+    if !holds.is_empty()
+        && let Some(map) = details.as_object_mut()
+    {
+        map.insert("withdrawal_holds".into(), serde_json::json!(holds));
+    }
 }
 
 impl Service {
@@ -169,7 +183,7 @@ impl Service {
                 None,
             ),
         };
-        let record = KeyRecord {
+        let mut record = KeyRecord {
             id: ApiKeyId::generate(&mut OsEntropy)?,
             account_id: account.id,
             label: new.label.clone(),
@@ -184,18 +198,17 @@ impl Service {
             last_used_at: None,
             last_used_ip: None,
             use_count: 0,
+            withdrawal_holds: keygate_store::WithdrawalHolds::default(),
         };
-        let audit = self.audit(
-            actor,
-            "key.create",
-            &record,
-            serde_json::json!({
-                "label": record.label,
-                "type": record.material.key_type(),
-                "permissions": record.permissions,
-                "restrictions": record.restrictions,
-            }),
-        );
+        let holds = self.apply_holds(actor, None, &mut record, now);
+        let mut details = serde_json::json!({
+            "label": record.label,
+            "type": record.material.key_type(),
+            "permissions": record.permissions,
+            "restrictions": record.restrictions,
+        });
+        with_holds(&mut details, &holds);
+        let audit = self.audit(actor, "key.create", &record, details);
         self.inner.store.insert_key(&record, audit).await?;
         self.inner.cache.upsert(&record)?;
         Ok(CreatedKey { key: KeyView::new(&record, &account.name), secret })
@@ -291,16 +304,14 @@ impl Service {
         }
         after.updated_at = now;
         after.updated_by = actor.kind().into();
-        let audit = self.audit(
-            actor,
-            "key.edit",
-            &after,
-            serde_json::json!({
-                "widened": widened,
-                "before": { "label": before.label, "permissions": before.permissions, "restrictions": before.restrictions, "status": before.status },
-                "after": { "label": after.label, "permissions": after.permissions, "restrictions": after.restrictions, "status": after.status },
-            }),
-        );
+        let holds = self.apply_holds(actor, Some(&before), &mut after, now);
+        let mut details = serde_json::json!({
+            "widened": widened,
+            "before": { "label": before.label, "permissions": before.permissions, "restrictions": before.restrictions, "status": before.status },
+            "after": { "label": after.label, "permissions": after.permissions, "restrictions": after.restrictions, "status": after.status },
+        });
+        with_holds(&mut details, &holds);
+        let audit = self.audit(actor, "key.edit", &after, details);
         self.inner.store.update_key(&after, audit).await?;
         self.inner.cache.upsert(&after)?;
         Ok(KeyView::new(&after, &self.account_name(after.account_id).await?))
@@ -322,7 +333,10 @@ impl Service {
             rec.status = KeyStatus::Revoked;
             rec.updated_at = self.now_ms();
             rec.updated_by = actor.kind().into();
-            let audit = self.audit(actor, "key.revoke", &rec, serde_json::json!({ "label": rec.label }));
+            let holds = Self::holds_ended_by_revocation(&rec, rec.updated_at);
+            let mut details = serde_json::json!({ "label": rec.label });
+            with_holds(&mut details, &holds);
+            let audit = self.audit(actor, "key.revoke", &rec, details);
             self.inner.store.update_key(&rec, audit).await?;
             self.inner.cache.upsert(&rec)?;
         }

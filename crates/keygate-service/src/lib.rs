@@ -11,6 +11,7 @@ pub mod cache;
 pub mod clock;
 pub mod engine;
 mod error;
+pub mod holds;
 pub mod keys;
 pub mod password;
 pub mod sessions;
@@ -23,6 +24,7 @@ pub use actor::Actor;
 pub use cache::KeyCache;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
+pub use holds::{HoldKind, HoldView, WithdrawalBlock};
 pub use keygate_auth::SessionToken;
 pub use keys::{KeyEdit, NewKey, NewKeyMaterial};
 pub use password::PasswordParams;
@@ -53,6 +55,10 @@ pub struct ServiceConfig {
     pub require_2fa_for_trading_keys: bool,
     /// How long withdrawals stay locked after a password change or 2FA removal (24 h).
     pub withdrawal_lock_ms: u64,
+    /// How long withdrawals wait after an owner turns 2FA on (the whole account), gives a key
+    /// `withdraw` (that key) or adds a withdrawal address (that address on that key): 24 h by
+    /// default, `serve --withdrawal-hold`; 0 starts no holds (the demo). See [`holds`].
+    pub withdrawal_hold_ms: u64,
     /// Whether owners may create their own accounts ([`Service::sign_up`]).
     pub allow_sign_up: bool,
 }
@@ -65,6 +71,7 @@ impl Default for ServiceConfig {
             throttle: ThrottleConfig::default(),
             require_2fa_for_trading_keys: true,
             withdrawal_lock_ms: 24 * 60 * 60 * 1000,
+            withdrawal_hold_ms: 24 * 60 * 60 * 1000,
             allow_sign_up: true,
         }
     }

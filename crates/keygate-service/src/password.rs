@@ -38,6 +38,17 @@ impl PasswordParams {
     }
 }
 
+/// The stored "hash" of an account that has no console password yet (created by the operator or
+/// the demo for scripts): not a PHC string, so no password ever verifies against it, and setting
+/// the first password is not a change (see [`crate::Service::set_password`]).
+pub const NO_PASSWORD: &str = "!no-console-password";
+
+/// True if and only if `stored` is the hash of an account without a console password.
+#[must_use]
+pub fn is_unset(stored: &str) -> bool {
+    stored == NO_PASSWORD
+}
+
 /// Longest password accepted, in bytes: longer ones are refused without hashing.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
@@ -89,5 +100,6 @@ mod tests {
         assert!(verify(&h, "correct horse battery"));
         assert!(!verify(&h, "correct horse batterx"));
         assert!(!verify("not a hash", "x"));
+        assert!(!verify(NO_PASSWORD, "") && !verify(NO_PASSWORD, NO_PASSWORD));
     }
 }

@@ -281,7 +281,9 @@ impl Service {
         if password.len() > password::MAX_PASSWORD_BYTES {
             return Ok((rec, false));
         }
-        let stored = rec.as_ref().map(|r| r.password_hash.clone());
+        // An account without a console password is treated like an unknown name: hashed anyway,
+        // so the answer takes as long and says as little.
+        let stored = rec.as_ref().map(|r| r.password_hash.clone()).filter(|h| !password::is_unset(h));
         let params = self.inner.config.password;
         let ok = self
             .password_work(move || match stored {

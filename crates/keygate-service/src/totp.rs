@@ -264,8 +264,9 @@ impl Service {
     }
 
     /// Confirms a pending enrollment with a code from the app: 2FA is on from now, and the
-    /// recovery codes are returned, once. Audited as `totp.confirm`; wrong codes as
-    /// `totp.failed` (and throttled).
+    /// recovery codes are returned, once; withdrawals of the whole account are held for
+    /// [`crate::ServiceConfig::withdrawal_hold_ms`] (issue #19). Audited as `totp.confirm`
+    /// (with `withdrawals_held_until`); wrong codes as `totp.failed` (and throttled).
     ///
     /// # Errors
     /// [`ServiceError::Conflict`] with no pending enrollment, [`ServiceError::InvalidCode`],
@@ -283,13 +284,16 @@ impl Service {
             return Err(self.totp_failure(&account, "confirm", "wrong", actor.source()).await?);
         };
         let (codes, hashes) = new_recovery_codes()?;
+        let now = self.now_ms();
+        // Issue #19: 2FA turned on holds every withdrawal of the account (see holds.rs).
+        let held_until = self.hold_period(actor, now).map(|p| p.until);
         let audit = self.owner_draft(
             &account,
             "totp.confirm",
             actor.source(),
-            serde_json::json!({ "recovery_codes": RECOVERY_CODES }),
+            serde_json::json!({ "recovery_codes": RECOVERY_CODES, "withdrawals_held_until": held_until }),
         );
-        self.inner.store.enable_two_factor(account.id, step, &hashes, self.now_ms(), audit).await?;
+        self.inner.store.enable_two_factor(account.id, step, &hashes, now, held_until, audit).await?;
         Ok(codes)
     }
 

@@ -616,3 +616,224 @@ async fn flush_deletes_ended_sessions_at_most_once_a_minute() {
     e.service.flush(false).await.unwrap();
     assert!(e.service.store().session(&hash).await.unwrap().is_none(), "an idle session stayed in the store");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue #19: withdrawal holds, and a first password that is not a change.
+// ---------------------------------------------------------------------------------------------
+
+const DAY: u64 = 24 * 60 * MINUTE;
+const ADDR_A: &str = "bc1qaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa00";
+const ADDR_B: &str = "bc1qbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb00";
+
+fn withdraw_key(account: &str, addresses: &[&str]) -> NewKey {
+    NewKey {
+        permissions: Permissions::with(&[Permission::Withdraw]),
+        restrictions: Restrictions {
+            ip_allowlist: IpAllowlist::parse(&["192.0.2.0/24"]).unwrap(),
+            withdraw_addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
+            ..Restrictions::default()
+        },
+        ..trade_key(account)
+    }
+}
+
+fn key_id(k: &keygate_service::CreatedKey) -> keygate_auth::ApiKeyId {
+    keygate_auth::ApiKeyId::parse(&k.key.api_key).unwrap()
+}
+
+impl Env {
+    /// A step-up on `s` with a fresh code; returns the elevated actor (the session rotates).
+    async fn stepped_up(&self, s: &NewSession, totp: &totp_rs::Totp) -> (NewSession, Actor) {
+        self.clock.advance_ms(30_000);
+        let up = self.service.step_up(&s.token, &self.code(totp), src()).await.unwrap();
+        let actor = self.actor(&up.token).await;
+        (up, actor)
+    }
+
+    /// Logs alice in again with a fresh code (sessions end after 30 idle minutes).
+    async fn relogin_alice(&self, totp: &totp_rs::Totp) -> NewSession {
+        self.clock.advance_ms(30_000);
+        let pending = self.login("alice").await;
+        self.service.login_second_factor(&pending.token, &self.code(totp), src()).await.unwrap()
+    }
+
+    async fn block(
+        &self,
+        account: keygate_auth::AccountId,
+        key: &keygate_auth::ApiKeyId,
+        address: &str,
+    ) -> Option<keygate_service::WithdrawalBlock> {
+        self.service.withdrawal_block(account, key, address, self.now()).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_password_alone_gets_a_thief_2fa_and_a_withdraw_key_but_no_withdrawal_for_24_hours() {
+    let e = env().await;
+    // bob has no 2FA: the password is all a thief needs to log in.
+    let s = e.login("bob").await;
+    let bob = e.actor(&s.token).await;
+    let Actor::Owner { account_id, .. } = bob.clone() else { panic!() };
+    let enrollment = e.service.totp_enroll(&bob).await.unwrap();
+    let totp = totp_of(&enrollment);
+    e.service.totp_confirm(&bob, &e.code(&totp)).await.unwrap();
+    let confirmed_at = e.now();
+    let (_, elevated) = e.stepped_up(&s, &totp).await;
+    let key = e.service.create_key(&elevated, withdraw_key("bob", &[ADDR_A])).await.unwrap();
+    let created_at = e.now();
+    let id = key_id(&key);
+
+    let block = e.block(account_id, &id, ADDR_A).await.expect("a hold");
+    assert_eq!(block.until, created_at.plus_millis(DAY), "the later of the account's and the key's hold");
+    assert_eq!(block.kind, keygate_service::HoldKind::WithdrawKey);
+    let holds = e.service.withdrawal_holds(&bob, "bob").await.unwrap();
+    let kinds: Vec<_> = holds.iter().map(|h| (h.kind, h.until)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (keygate_service::HoldKind::TwoFactorEnabled, confirmed_at.plus_millis(DAY)),
+            (keygate_service::HoldKind::WithdrawKey, created_at.plus_millis(DAY)),
+        ]
+    );
+    // Audited with the changes that started them.
+    let audit = e.service.audit_log(&Actor::operator_cli(), 0, 10_000).await.unwrap();
+    let confirm = audit.iter().find(|r| r.action == "totp.confirm").unwrap();
+    assert_eq!(confirm.details["withdrawals_held_until"], confirmed_at.plus_millis(DAY).0);
+    let create = audit.iter().find(|r| r.action == "key.create").unwrap();
+    assert_eq!(create.details["withdrawal_holds"]["started"]["key"]["until"], created_at.plus_millis(DAY).0);
+
+    // Durable: a service started afresh on the same database sees the same holds.
+    let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([5; 32]), vec![]));
+    let store = SqliteStore::open(&e.dir.path().join("db"), cipher, SyncMode::Normal).await.unwrap();
+    let again = Service::start(Arc::new(store), e.clock.clone(), ServiceConfig::default()).await.unwrap();
+    let reread = again.withdrawal_block(account_id, &id, ADDR_A, e.now()).await.unwrap();
+    assert_eq!(reread.map(|b| b.until), Some(created_at.plus_millis(DAY)));
+
+    e.clock.set(UnixMicros(created_at.plus_millis(DAY - 1).as_micros()));
+    assert!(e.block(account_id, &id, ADDR_A).await.is_some());
+    e.clock.advance_ms(1);
+    assert_eq!(e.block(account_id, &id, ADDR_A).await, None);
+    assert!(e.service.withdrawal_holds(&bob, "bob").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_new_address_is_held_on_its_key_only_and_removing_it_or_revoking_ends_the_hold() {
+    let e = env().await;
+    let (s, totp, _) = e.alice_with_2fa().await;
+    let (s, alice) = e.stepped_up(&s, &totp).await;
+    let Actor::Owner { account_id, .. } = alice.clone() else { panic!() };
+    let key = e.service.create_key(&alice, withdraw_key("alice", &[ADDR_A])).await.unwrap();
+    let other = e
+        .service
+        .create_key(&alice, NewKey { label: "other".into(), ..withdraw_key("alice", &[ADDR_A]) })
+        .await
+        .unwrap();
+    let (id, other_id) = (key_id(&key), key_id(&other));
+    e.clock.advance_ms(DAY);
+    assert_eq!(e.block(account_id, &id, ADDR_A).await, None);
+
+    let s = e.relogin_alice(&totp).await;
+    let (s, alice) = e.stepped_up(&s, &totp).await;
+    let add =
+        keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
+    e.service.edit_key(&alice, &key.key.api_key, add.clone()).await.unwrap();
+    e.service.edit_key(&alice, &other.key.api_key, add).await.unwrap();
+    let block = e.block(account_id, &id, ADDR_B).await.expect("the new address is held");
+    assert_eq!((block.kind, block.until), (keygate_service::HoldKind::NewAddress, e.now().plus_millis(DAY)));
+    assert_eq!(e.block(account_id, &id, ADDR_A).await, None, "the old address stopped working");
+
+    // Removing the address ends its hold on that key (narrowing: no step-up needed).
+    e.clock.advance_ms(5 * MINUTE);
+    let plain = e.actor(&s.token).await;
+    assert!(!plain.stepped_up(e.now()));
+    let remove = keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into()]), ..Default::default() };
+    e.service.edit_key(&plain, &key.key.api_key, remove).await.unwrap();
+    assert_eq!(e.service.withdrawal_holds(&plain, "alice").await.unwrap().len(), 1, "the other key's hold stays");
+    assert!(e.block(account_id, &other_id, ADDR_B).await.is_some());
+    // Revoking the other key ends its hold too; both ends are audited.
+    e.service.revoke_key(&plain, &other.key.api_key).await.unwrap();
+    assert!(e.service.withdrawal_holds(&plain, "alice").await.unwrap().is_empty());
+    let audit = e.service.audit_log(&Actor::operator_cli(), 0, 10_000).await.unwrap();
+    let last_edit = audit.iter().rev().find(|r| r.action == "key.edit").unwrap();
+    assert_eq!(last_edit.details["withdrawal_holds"]["cancelled"]["addresses"][0]["address"], ADDR_B);
+    let revoke = audit.iter().find(|r| r.action == "key.revoke").unwrap();
+    assert_eq!(revoke.details["withdrawal_holds"]["cancelled"]["addresses"][0]["address"], ADDR_B);
+
+    // Re-adding the address starts a new hold.
+    let (_, alice) = e.stepped_up(&s, &totp).await;
+    let add =
+        keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
+    e.service.edit_key(&alice, &key.key.api_key, add).await.unwrap();
+    assert_eq!(e.block(account_id, &id, ADDR_B).await.map(|b| b.until), Some(e.now().plus_millis(DAY)));
+}
+
+#[tokio::test]
+async fn widening_a_key_to_withdraw_holds_it_and_operators_start_no_holds() {
+    let e = env().await;
+    let (_, totp, _) = e.alice_with_2fa().await;
+    e.clock.advance_ms(DAY);
+    let s = e.relogin_alice(&totp).await;
+    let (_, alice) = e.stepped_up(&s, &totp).await;
+    let Actor::Owner { account_id, .. } = alice.clone() else { panic!() };
+    let ro = e
+        .service
+        .create_key(&alice, NewKey { permissions: Permissions::READ_ONLY, ..withdraw_key("alice", &[ADDR_A]) })
+        .await
+        .unwrap();
+    let widen = keygate_service::KeyEdit {
+        permissions: Some(Permissions::with(&[Permission::Withdraw])),
+        ..Default::default()
+    };
+    e.service.edit_key(&alice, &ro.key.api_key, widen).await.unwrap();
+    let block = e.block(account_id, &key_id(&ro), ADDR_A).await.expect("held");
+    assert_eq!(block.kind, keygate_service::HoldKind::WithdrawKey);
+
+    // The operator (the CLI on the server's machine) starts none.
+    let op = e.service.create_key(&Actor::operator_cli(), withdraw_key("alice", &[ADDR_A])).await.unwrap();
+    let add =
+        keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
+    e.service.edit_key(&Actor::operator_cli(), &op.key.api_key, add).await.unwrap();
+    assert_eq!(e.block(account_id, &key_id(&op), ADDR_B).await, None);
+}
+
+#[tokio::test]
+async fn a_withdrawal_hold_of_zero_starts_no_holds() {
+    let e = env_with(|c| c.withdrawal_hold_ms = 0).await;
+    let s = e.login("bob").await;
+    let bob = e.actor(&s.token).await;
+    let Actor::Owner { account_id, .. } = bob.clone() else { panic!() };
+    let totp = totp_of(&e.service.totp_enroll(&bob).await.unwrap());
+    e.service.totp_confirm(&bob, &e.code(&totp)).await.unwrap();
+    let (_, elevated) = e.stepped_up(&s, &totp).await;
+    let key = e.service.create_key(&elevated, withdraw_key("bob", &[ADDR_A])).await.unwrap();
+    let add =
+        keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into(), ADDR_B.into()]), ..Default::default() };
+    e.service.edit_key(&elevated, &key.key.api_key, add).await.unwrap();
+    assert_eq!(e.block(account_id, &key_id(&key), ADDR_A).await, None);
+    assert_eq!(e.block(account_id, &key_id(&key), ADDR_B).await, None);
+    assert!(e.service.withdrawal_holds(&bob, "bob").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_first_password_is_not_a_change_and_locks_nothing_but_the_second_does() {
+    let e = env().await;
+    let op = Actor::operator_cli();
+    let carol = e.service.create_account_without_password(&op, "carol").await.unwrap();
+    let carol_id = keygate_auth::AccountId(carol.id);
+    // No console password: nothing logs in, whatever is typed.
+    assert!(unauthenticated(e.service.login("carol", pw("!no-console-password"), src()).await));
+    assert!(e.service.check_password("carol", pw("")).await.unwrap().is_none());
+    e.service.set_password(&op, "carol", pw(PASSWORD)).await.unwrap();
+    e.service.check_withdrawals_allowed(carol_id, e.now()).await.unwrap();
+    e.login("carol").await;
+    let audit = e.service.audit_log(&op, 0, 10_000).await.unwrap();
+    let set = audit.iter().rev().find(|r| r.action == "account.password").unwrap();
+    assert_eq!((set.details["first"].as_bool(), set.details["withdrawals_locked_until"].is_null()), (Some(true), true));
+    // The next one is a change.
+    e.service.set_password(&op, "carol", pw("another good password")).await.unwrap();
+    assert!(e.service.check_withdrawals_allowed(carol_id, e.now()).await.is_err());
+    // Owners cannot create accounts this way either.
+    let s = e.login("alice").await;
+    let alice = e.actor(&s.token).await;
+    assert!(matches!(e.service.create_account_without_password(&alice, "dave").await, Err(ServiceError::Forbidden(_))));
+}

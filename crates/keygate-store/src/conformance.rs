@@ -146,6 +146,7 @@ macro_rules! store_conformance_suite {
             sessions_round_trip_rotate_once_and_delete_with_their_audit_records,
             purge_and_account_changes_end_the_right_sessions,
             two_factor_enrollment_confirmation_and_removal,
+            enabling_two_factor_holds_withdrawals_and_account_updates_keep_the_hold,
             totp_steps_are_accepted_once_and_only_forward,
             recovery_codes_work_once_for_their_own_account,
             totp_failures_count_in_windows_and_are_audited,
@@ -513,6 +514,7 @@ fn key(e: &mut TestEntropy, account: AccountId, material: KeyMaterial, at: u64) 
         last_used_at: None,
         last_used_ip: None,
         use_count: 0,
+        withdrawal_holds: crate::WithdrawalHolds::default(),
     }
 }
 
@@ -602,6 +604,7 @@ fn assert_same_key(got: &KeyRecord, want: &KeyRecord) {
     assert_eq!(got.last_used_at, want.last_used_at, "{id}: last_used_at");
     assert_eq!(got.last_used_ip, want.last_used_ip, "{id}: last_used_ip");
     assert_eq!(got.use_count, want.use_count, "{id}: use_count");
+    assert_eq!(got.withdrawal_holds, want.withdrawal_holds, "{id}: withdrawal_holds");
 }
 
 #[track_caller]
@@ -922,6 +925,13 @@ pub async fn update_key_changes_only_mutable_fields_and_is_audited<H: Harness>()
     changed.last_used_at = Some(UnixMillis(1));
     changed.last_used_ip = Some("198.51.100.1".into());
     changed.use_count = 999;
+    changed.withdrawal_holds = crate::WithdrawalHolds {
+        key: Some(crate::HoldPeriod { since: UnixMillis(3_000), until: UnixMillis(86_403_000) }),
+        addresses: vec![crate::AddressHold {
+            address: "bc1qnew".into(),
+            period: crate::HoldPeriod { since: UnixMillis(3_000), until: UnixMillis(86_403_000) },
+        }],
+    };
     let audit = draft("key.update", original.id.as_str(), Some(alice.id));
     store.update_key(&changed, audit.clone()).await.unwrap();
 
@@ -929,6 +939,7 @@ pub async fn update_key_changes_only_mutable_fields_and_is_audited<H: Harness>()
         label: changed.label.clone(),
         permissions: changed.permissions,
         restrictions: changed.restrictions.clone(),
+        withdrawal_holds: changed.withdrawal_holds.clone(),
         status: changed.status,
         updated_at: changed.updated_at,
         updated_by: changed.updated_by.clone(),
@@ -1688,17 +1699,21 @@ pub async fn two_factor_enrollment_confirmation_and_removal<H: Harness>() {
         (tf.seed.as_slice(), tf.enabled, tf.created_at, tf.last_step),
         (&[2u8; 20][..], false, UnixMillis(3_000), None)
     );
-    let err = store.enable_two_factor(AccountId(alice.id.0 + 1000), 5, &[], UnixMillis(1), d("totp.confirm")).await;
+    let err =
+        store.enable_two_factor(AccountId(alice.id.0 + 1000), 5, &[], UnixMillis(1), None, d("totp.confirm")).await;
     assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
 
-    store.enable_two_factor(alice.id, 100, &[[7; 32], [8; 32]], UnixMillis(4_000), d("totp.confirm")).await.unwrap();
+    store
+        .enable_two_factor(alice.id, 100, &[[7; 32], [8; 32]], UnixMillis(4_000), None, d("totp.confirm"))
+        .await
+        .unwrap();
     let tf = store.two_factor(alice.id).await.unwrap().unwrap();
     assert_eq!((tf.enabled, tf.confirmed_at, tf.last_step), (true, Some(UnixMillis(4_000)), Some(100)));
     assert_eq!(store.recovery_codes_left(alice.id).await.unwrap(), 2);
     let n = audit_len(&*store).await;
     let again = store.begin_two_factor(alice.id, &[3; 20], UnixMillis(5_000), d("totp.enroll")).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    let again = store.enable_two_factor(alice.id, 200, &[], UnixMillis(5_000), d("totp.confirm")).await;
+    let again = store.enable_two_factor(alice.id, 200, &[], UnixMillis(5_000), None, d("totp.confirm")).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert_eq!(store.two_factor(alice.id).await.unwrap().unwrap().seed.as_slice(), &[2u8; 20]);
     assert_eq!(store.recovery_codes_left(alice.id).await.unwrap(), 2);
@@ -1714,6 +1729,60 @@ pub async fn two_factor_enrollment_confirmation_and_removal<H: Harness>() {
     assert!(matches!(ghost, Err(StoreError::NotFound(_))), "{ghost:?}");
 }
 
+/// Confirming 2FA with a hold moves the account's withdrawal hold forward, never back, in the
+/// same transaction; account updates (password, status, lock) from a copy read before leave it
+/// as it is, so no writer can clear a hold by writing back an older account.
+pub async fn enabling_two_factor_holds_withdrawals_and_account_updates_keep_the_hold<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    assert_eq!(alice.withdrawals_held_until, None);
+    let d = |a: &str| draft(a, "account:alice", Some(alice.id));
+    store.begin_two_factor(alice.id, &[1; 20], UnixMillis(2_000), d("totp.enroll")).await.unwrap();
+    store
+        .enable_two_factor(alice.id, 1, &[], UnixMillis(3_000), Some(UnixMillis(90_000_000)), d("totp.confirm"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until,
+        Some(UnixMillis(90_000_000))
+    );
+
+    // A copy read before the hold, written back with a new password: the hold stays.
+    let stale = AccountRecord { password_hash: "$argon2id$new".into(), ..alice.clone() };
+    store.update_account(&stale, d("account.password")).await.unwrap();
+    store.update_account_ending_sessions(&stale, None, d("account.password")).await.unwrap();
+    let a = store.account_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!((a.password_hash.as_str(), a.withdrawals_held_until), ("$argon2id$new", Some(UnixMillis(90_000_000))));
+
+    // Off and on again with an earlier end: the later end stays; without a hold, nothing moves.
+    store.disable_two_factor(alice.id, None, d("totp.disable")).await.unwrap();
+    store.begin_two_factor(alice.id, &[2; 20], UnixMillis(4_000), d("totp.enroll")).await.unwrap();
+    store
+        .enable_two_factor(alice.id, 2, &[], UnixMillis(5_000), Some(UnixMillis(80_000_000)), d("totp.confirm"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until,
+        Some(UnixMillis(90_000_000))
+    );
+    store.disable_two_factor(alice.id, None, d("totp.disable")).await.unwrap();
+    store.begin_two_factor(alice.id, &[3; 20], UnixMillis(6_000), d("totp.enroll")).await.unwrap();
+    store
+        .enable_two_factor(alice.id, 3, &[], UnixMillis(7_000), Some(UnixMillis(95_000_000)), d("totp.confirm"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.account_by_id(alice.id).await.unwrap().unwrap().withdrawals_held_until,
+        Some(UnixMillis(95_000_000))
+    );
+    let bob = new_account(&*store, "bob", 1_000).await;
+    let db = |a: &str| draft(a, "account:bob", Some(bob.id));
+    store.begin_two_factor(bob.id, &[4; 20], UnixMillis(2_000), db("totp.enroll")).await.unwrap();
+    store.enable_two_factor(bob.id, 1, &[], UnixMillis(3_000), None, db("totp.confirm")).await.unwrap();
+    assert_eq!(store.account_by_id(bob.id).await.unwrap().unwrap().withdrawals_held_until, None);
+}
+
 /// A TOTP step is accepted only if later than the last accepted one, and of many concurrent
 /// attempts with the same step exactly one wins; acceptance clears the failure counter.
 pub async fn totp_steps_are_accepted_once_and_only_forward<H: Harness>() {
@@ -1722,7 +1791,7 @@ pub async fn totp_steps_are_accepted_once_and_only_forward<H: Harness>() {
     let alice = new_account(&*store, "alice", 1_000).await;
     let d = |a: &str| draft(a, "account:alice", Some(alice.id));
     store.begin_two_factor(alice.id, &[1; 20], UnixMillis(2_000), d("totp.enroll")).await.unwrap();
-    store.enable_two_factor(alice.id, 100, &[], UnixMillis(3_000), d("totp.confirm")).await.unwrap();
+    store.enable_two_factor(alice.id, 100, &[], UnixMillis(3_000), None, d("totp.confirm")).await.unwrap();
     assert!(!store.accept_totp_step(alice.id, 100, None).await.unwrap(), "the confirming code worked twice");
     assert!(!store.accept_totp_step(alice.id, 99, None).await.unwrap());
     let (n, _) = store.record_totp_failure(alice.id, UnixMillis(4_000), 300_000, d("totp.failed")).await.unwrap();
@@ -1764,7 +1833,7 @@ pub async fn recovery_codes_work_once_for_their_own_account<H: Harness>() {
     for (acc, code) in [(alice.id, [7u8; 32]), (bob.id, [9u8; 32])] {
         let d = draft("totp.enroll", "a", Some(acc));
         store.begin_two_factor(acc, &[1; 20], UnixMillis(2_000), d.clone()).await.unwrap();
-        store.enable_two_factor(acc, 1, &[code, [acc.0 as u8; 32]], UnixMillis(3_000), d).await.unwrap();
+        store.enable_two_factor(acc, 1, &[code, [acc.0 as u8; 32]], UnixMillis(3_000), None, d).await.unwrap();
     }
     let id = alice.id;
     let d = move || Some(draft("auth.recovery_code_used", "account:alice", Some(id)));
@@ -1885,7 +1954,7 @@ pub async fn session_ids_totp_seeds_and_recovery_codes_are_never_stored_in_plain
     let code_hash = keygate_auth::session::hash_recovery_code(&canonical);
     let d = draft("totp.enroll", "account:alice", Some(alice.id));
     store.begin_two_factor(alice.id, &seed, UnixMillis(2_000), d.clone()).await.unwrap();
-    store.enable_two_factor(alice.id, 1, &[code_hash], UnixMillis(3_000), d).await.unwrap();
+    store.enable_two_factor(alice.id, 1, &[code_hash], UnixMillis(3_000), None, d).await.unwrap();
     let base32 = base32_encode(&seed);
     let scan = |dump: &[u8], when: &str| {
         assert!(contains(dump, &token.hash()), "{when}: the dump does not hold the session hash: it sees nothing");

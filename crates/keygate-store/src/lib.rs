@@ -23,8 +23,8 @@ pub mod conformance;
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use records::{
-    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord, NewAccount,
-    SessionRecord, TotpAttempt, TwoFactorRecord, UsageDelta,
+    AccountRecord, AccountStatus, AddressHold, AuditDraft, AuditRecord, HoldPeriod, JournalEntry, KeyMaterial,
+    KeyRecord, NewAccount, SessionRecord, TotpAttempt, TwoFactorRecord, UsageDelta, WithdrawalHolds,
 };
 pub use sqlite::{SqliteStore, SyncMode};
 
@@ -55,7 +55,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// All accounts, by id.
     async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>>;
 
-    /// Replaces an account's mutable fields (password hash, status); [`StoreError::NotFound`]
+    /// Replaces an account's mutable fields (password hash, status, withdrawal lock; never the
+    /// withdrawal hold, which only [`Store::enable_two_factor`] sets); [`StoreError::NotFound`]
     /// if it does not exist.
     async fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()>;
 
@@ -77,7 +78,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// indexed range read (the primary key), so the whole walk costs about one full listing.
     async fn list_keys_page(&self, after: Option<&ApiKeyId>, limit: u32) -> StoreResult<Vec<KeyRecord>>;
 
-    /// Replaces a key's mutable fields (label, permissions, restrictions, status, updated_*);
+    /// Replaces a key's mutable fields (label, permissions, restrictions, withdrawal holds,
+    /// status, updated_*);
     /// its id, account, type, material and creation fields never change. A revoked key is never
     /// updated again: [`StoreError::Conflict`], even for a writer that read it before the
     /// revocation (the guard is in the statement, so it holds across processes and nodes).
@@ -167,15 +169,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         audit: AuditDraft,
     ) -> StoreResult<()>;
 
-    /// Confirms a pending enrollment: enables 2FA, records `step` as used and replaces the
-    /// account's recovery codes by `recovery_hashes`. [`StoreError::Conflict`] if there is no
-    /// pending enrollment.
+    /// Confirms a pending enrollment: enables 2FA, records `step` as used, replaces the
+    /// account's recovery codes by `recovery_hashes` and, when `withdrawals_held_until` is given,
+    /// moves the account's withdrawal hold to it (never earlier: the later of the two stays).
+    /// [`StoreError::Conflict`] if there is no pending enrollment.
     async fn enable_two_factor(
         &self,
         account: AccountId,
         step: u64,
         recovery_hashes: &[[u8; 32]],
         at: UnixMillis,
+        withdrawals_held_until: Option<UnixMillis>,
         audit: AuditDraft,
     ) -> StoreResult<()>;
 

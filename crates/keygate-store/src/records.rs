@@ -52,6 +52,12 @@ pub struct AccountRecord {
     /// Withdrawals are refused until then (set after a password change or 2FA removal, so a
     /// thief who took over the login cannot empty the account at once).
     pub withdrawals_locked_until: Option<UnixMillis>,
+    /// Withdrawals of every key are held until then because 2FA was turned on (issue #19: a
+    /// thief with the password alone could otherwise enroll their own 2FA and withdraw at once).
+    /// Set only by [`crate::Store::enable_two_factor`]; [`crate::Store::update_account`] and
+    /// [`crate::Store::update_account_ending_sessions`] leave it as it is, so a writer holding an
+    /// older copy of the account can never clear it.
+    pub withdrawals_held_until: Option<UnixMillis>,
 }
 
 /// A console session. The store never sees the session id, only its SHA-256.
@@ -185,6 +191,58 @@ pub struct KeyRecord {
     pub last_used_ip: Option<String>,
     /// How many requests verified with it.
     pub use_count: u64,
+    /// Withdrawals this key may not make yet (issue #19), stored with the key so they are
+    /// written in the same transaction as the change that started them.
+    pub withdrawal_holds: WithdrawalHolds,
+}
+
+/// A waiting period: started at `since`, over at `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldPeriod {
+    /// When the change that started it was made.
+    pub since: UnixMillis,
+    /// When withdrawals may begin.
+    pub until: UnixMillis,
+}
+
+impl HoldPeriod {
+    /// True if and only if the hold still applies at `now`.
+    #[must_use]
+    pub fn active(&self, now: UnixMillis) -> bool {
+        now < self.until
+    }
+}
+
+/// A new withdrawal address and its waiting period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressHold {
+    /// The address, exactly as on the key's allowlist.
+    pub address: String,
+    /// Its waiting period.
+    #[serde(flatten)]
+    pub period: HoldPeriod,
+}
+
+/// The withdrawal holds of one key (issue #19): after the key was given the `withdraw`
+/// permission it may not withdraw at all until `key` passes; after an address was added, it may
+/// not withdraw to that address until its hold passes. Stored as JSON text beside the key's
+/// restrictions; an empty value (every key from before holds existed) holds nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalHolds {
+    /// The whole key is held (it was given `withdraw`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<HoldPeriod>,
+    /// Addresses held on this key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<AddressHold>,
+}
+
+impl WithdrawalHolds {
+    /// True if and only if nothing is held at `now`.
+    #[must_use]
+    pub fn is_clear(&self, now: UnixMillis) -> bool {
+        self.key.is_none_or(|k| !k.active(now)) && self.addresses.iter().all(|a| !a.period.active(now))
+    }
 }
 
 /// Usage to add to a key, batched off the hot path.

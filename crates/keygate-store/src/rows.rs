@@ -22,9 +22,10 @@ use zeroize::Zeroizing;
 /// The columns of `api_keys` that [`key_from_row`] reads, in both schemas.
 pub(crate) const KEY_COLUMNS: &str = "id, account_id, label, key_type, public_key_pem, secret_ciphertext, \
      secret_master_key_id, permissions, restrictions, status, created_at, created_by, updated_at, updated_by, \
-     last_used_at, last_used_ip, use_count";
+     last_used_at, last_used_ip, use_count, withdrawal_holds";
 /// The columns of `accounts` that [`account_from_row`] reads.
-pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, password_hash, status, created_at, withdrawals_locked_until";
+pub(crate) const ACCOUNT_COLUMNS: &str =
+    "id, name, password_hash, status, created_at, withdrawals_locked_until, withdrawals_held_until";
 /// The columns of `sessions` that [`session_from_row`] reads.
 pub(crate) const SESSION_COLUMNS: &str =
     "id_hash, account_id, created_at, last_seen_at, two_factor_pending, stepped_up_until, source";
@@ -103,6 +104,8 @@ pub(crate) struct EncodedKey<'k> {
     pub permissions: String,
     /// The restrictions as JSON text.
     pub restrictions: String,
+    /// The withdrawal holds as JSON text.
+    pub holds: String,
     /// Creation time.
     pub created_at: i64,
     /// Last change time.
@@ -129,6 +132,7 @@ impl<'k> EncodedKey<'k> {
             sealed,
             permissions: key.permissions.to_string(),
             restrictions: restrictions_text(key)?,
+            holds: holds_text(key)?,
             created_at: to_db_time(key.created_at, what)?,
             updated_at: to_db_time(key.updated_at, what)?,
             last_used_at: key.last_used_at.map(|t| to_db_time(t, what)).transpose()?,
@@ -141,6 +145,11 @@ impl<'k> EncodedKey<'k> {
 /// The restrictions of `key` as stored: JSON text.
 pub(crate) fn restrictions_text(key: &KeyRecord) -> StoreResult<String> {
     serde_json::to_string(&key.restrictions).map_err(|e| corrupt_key(key.id.as_str(), &e))
+}
+
+/// The withdrawal holds of `key` as stored: JSON text.
+pub(crate) fn holds_text(key: &KeyRecord) -> StoreResult<String> {
+    serde_json::to_string(&key.withdrawal_holds).map_err(|e| corrupt_key(key.id.as_str(), &e))
 }
 
 /// Reads an `api_keys` row, opening an HMAC secret with `cipher`.
@@ -181,6 +190,8 @@ pub(crate) fn key_from_row(cipher: &SecretCipher, row: &impl Columns) -> StoreRe
         Permissions::parse_list(&row.get::<String>("permissions", what)?).map_err(|e| corrupt_key(what, &e))?;
     let restrictions: Restrictions =
         serde_json::from_str(&row.get::<String>("restrictions", what)?).map_err(|e| corrupt_key(what, &e))?;
+    let withdrawal_holds =
+        serde_json::from_str(&row.get::<String>("withdrawal_holds", what)?).map_err(|e| corrupt_key(what, &e))?;
     let status = key_status(&row.get::<String>("status", what)?).ok_or_else(|| corrupt_key(what, &"unknown status"))?;
     let last_used_at = row.get::<Option<i64>>("last_used_at", what)?.map(|t| from_db_time(t, what)).transpose()?;
     let use_count = row.get::<i64>("use_count", what)?;
@@ -200,6 +211,7 @@ pub(crate) fn key_from_row(cipher: &SecretCipher, row: &impl Columns) -> StoreRe
         last_used_at,
         last_used_ip: row.get("last_used_ip", what)?,
         use_count,
+        withdrawal_holds,
     })
 }
 
@@ -219,6 +231,7 @@ pub(crate) fn account_from_row(row: &impl Columns) -> StoreResult<AccountRecord>
         status,
         created_at: from_db_time(row.get("created_at", &what)?, &what)?,
         withdrawals_locked_until: opt_time(row, "withdrawals_locked_until", &what)?,
+        withdrawals_held_until: opt_time(row, "withdrawals_held_until", &what)?,
     })
 }
 

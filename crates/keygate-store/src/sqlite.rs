@@ -17,9 +17,9 @@ use crate::records::{
 use crate::rows::AuditOrder;
 use crate::rows::{
     ACCOUNT_COLUMNS, AUDIT_COLUMNS, Columns as _, EncodedKey, KEY_COLUMNS, SESSION_COLUMNS, TWO_FACTOR_COLUMNS,
-    account_from_row, audit_from_row, chain_head, from_db_time, journal_from_row, key_from_row, name_violation,
-    next_failure_window, reserve_failure_window, restrictions_text, session_from_row, to_db_time, to_db_u64,
-    two_factor_from_row, usage_count,
+    account_from_row, audit_from_row, chain_head, from_db_time, holds_text, journal_from_row, key_from_row,
+    name_violation, next_failure_window, reserve_failure_window, restrictions_text, session_from_row, to_db_time,
+    to_db_u64, two_factor_from_row, usage_count,
 };
 use crate::{Store, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -219,6 +219,10 @@ async fn update_account_row(conn: &mut SqliteConnection, account: &AccountRecord
     Ok(())
 }
 
+/// Moves an account's withdrawal hold to `?1`, never earlier.
+const HOLD_ACCOUNT_SQLITE: &str = "UPDATE accounts SET withdrawals_held_until = CASE WHEN withdrawals_held_until IS NULL \
+     OR withdrawals_held_until < ?1 THEN ?1 ELSE withdrawals_held_until END WHERE id = ?2";
+
 /// Reads (and, where the backend needs it, locks) an account's failure counter.
 const LOCK_TWO_FACTOR_ROW: &str = "SELECT failures, failure_window_start FROM two_factor WHERE account_id = ?1";
 
@@ -249,6 +253,7 @@ impl Store for SqliteStore {
             status,
             created_at: new.created_at,
             withdrawals_locked_until: None,
+            withdrawals_held_until: None,
         })
     }
 
@@ -284,7 +289,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO api_keys (id, account_id, label, key_type, public_key_pem, secret_ciphertext, \
              secret_master_key_id, permissions, restrictions, status, created_at, created_by, updated_at, updated_by, \
-             last_used_at, last_used_ip, use_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             last_used_at, last_used_ip, use_count, withdrawal_holds) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(what)
         .bind(key.account_id.0)
@@ -303,6 +309,7 @@ impl Store for SqliteStore {
         .bind(enc.last_used_at)
         .bind(key.last_used_ip.as_deref())
         .bind(enc.use_count)
+        .bind(&enc.holds)
         .execute(&mut *tx)
         .await
         .map_err(|e| name_violation(e, &format_args!("API key {what}"), &format_args!("account {}", key.account_id)))?;
@@ -350,15 +357,17 @@ impl Store for SqliteStore {
     async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
         let what = key.id.as_str();
         let restrictions = restrictions_text(key)?;
+        let holds = holds_text(key)?;
         let updated_at = to_db_time(key.updated_at, what)?;
         let mut tx = self.begin().await?;
         let done = sqlx::query(
-            "UPDATE api_keys SET label = ?, permissions = ?, restrictions = ?, status = ?, updated_at = ?, updated_by = ? \
-             WHERE id = ? AND status <> 'revoked'",
+            "UPDATE api_keys SET label = ?, permissions = ?, restrictions = ?, withdrawal_holds = ?, status = ?, \
+             updated_at = ?, updated_by = ? WHERE id = ? AND status <> 'revoked'",
         )
         .bind(&key.label)
         .bind(key.permissions.to_string())
         .bind(restrictions)
+        .bind(holds)
         .bind(key.status.as_str())
         .bind(updated_at)
         .bind(&key.updated_by)
@@ -613,10 +622,12 @@ impl Store for SqliteStore {
         step: u64,
         recovery_hashes: &[[u8; 32]],
         at: UnixMillis,
+        withdrawals_held_until: Option<UnixMillis>,
         audit: AuditDraft,
     ) -> StoreResult<()> {
         let step = to_db_u64(step, "TOTP step")?;
         let at = to_db_time(at, "two-factor confirmation")?;
+        let held_until = withdrawals_held_until.map(|t| to_db_time(t, "withdrawal hold")).transpose()?;
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE two_factor SET enabled = 1, confirmed_at = ?1, last_step = ?2, failures = 0, \
@@ -629,6 +640,9 @@ impl Store for SqliteStore {
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("no pending two-factor enrollment for account {account}")));
+        }
+        if let Some(until) = held_until {
+            sqlx::query(HOLD_ACCOUNT_SQLITE).bind(until).bind(account.0).execute(&mut *tx).await?;
         }
         sqlx::query("DELETE FROM recovery_codes WHERE account_id = ?1").bind(account.0).execute(&mut *tx).await?;
         for h in recovery_hashes {
@@ -804,6 +818,9 @@ impl Store for SqliteStore {
                 "two-factor authentication is not enabled for account {account}"
             )));
         }
+        if let Some(until) = held_until {
+            sqlx::query(HOLD_ACCOUNT_SQLITE).bind(until).bind(account.0).execute(&mut *tx).await?;
+        }
         sqlx::query("DELETE FROM recovery_codes WHERE account_id = ?1").bind(account.0).execute(&mut *tx).await?;
         for h in recovery_hashes {
             sqlx::query("INSERT INTO recovery_codes (account_id, code_hash, used_at) VALUES (?1, ?2, NULL)")
@@ -931,6 +948,7 @@ mod tests {
             last_used_at: None,
             last_used_ip: None,
             use_count: 0,
+            withdrawal_holds: crate::WithdrawalHolds::default(),
         };
         store.insert_key(&key, draft("key.create")).await.unwrap();
         (dir, store, id)

@@ -69,11 +69,21 @@ impl Context {
         self.data_dir.try_lock(holder)
     }
 
-    /// Opens the store and starts the service. The caller must hold the data directory lock.
+    /// Opens the store and starts the service with the default policy. The caller must hold the
+    /// data directory lock.
     ///
     /// # Errors
     /// Master key, database or migration failures, with the path concerned.
     pub async fn open_service(&self, sync: SyncMode) -> anyhow::Result<Service> {
+        self.open_service_with(sync, ServiceConfig::default()).await
+    }
+
+    /// Opens the store and starts the service with `config` (`serve`'s flags). The caller must
+    /// hold the data directory lock.
+    ///
+    /// # Errors
+    /// Master key, database or migration failures, with the path concerned.
+    pub async fn open_service_with(&self, sync: SyncMode, config: ServiceConfig) -> anyhow::Result<Service> {
         let key_file = self.master_key_file()?;
         let database = self.data_dir.database();
         if self.database_url.is_none() && database.exists() && !key_file.exists() {
@@ -94,7 +104,7 @@ impl Context {
                     None => format!("opening the database in {}", self.data_dir.path().display()),
                 }
             })?;
-        Ok(Service::start(store, Arc::new(SystemClock), ServiceConfig::default()).await?)
+        Ok(Service::start(store, Arc::new(SystemClock), config).await?)
     }
 
     /// Runs an admin request: through the server when one holds the data directory, otherwise

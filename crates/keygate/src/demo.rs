@@ -176,7 +176,9 @@ pub async fn prepare(ctx: &Context, service: &Service, engine: &Engine) -> anyho
              (new keys, a new password). Use another --data-dir for the demo"
         ),
         Err(ServiceError::NotFound(_)) => {
-            let a = service.create_account(&system, ACCOUNT, random_password()?).await?;
+            // Without a console password: the one set below is then its first, not a change,
+            // and locks no withdrawals (issue #19).
+            let a = service.create_account_without_password(&system, ACCOUNT).await?;
             fund(service, engine, &system, AccountId(a.id)).await?;
             AccountId(a.id)
         }

@@ -65,6 +65,35 @@ pub struct ServeArgs {
     /// so one host cannot hold all 4,096. Trusted proxies are exempt.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_ip: u32,
+    /// How long withdrawals wait after an owner turns 2FA on (the whole account), gives a key the
+    /// withdraw permission (that key) or adds a withdrawal address (that address): e.g. `24h`,
+    /// `90m`, `2d`; `0` starts no holds. Default 24h, and 0 with --demo.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub withdrawal_hold: Option<u64>,
+}
+
+/// Parses a duration as `0` or a whole number with a unit, `s`, `m`, `h` or `d`, into
+/// milliseconds (`24h` is 86,400,000).
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a duration: write 0, or a whole number with s, m, h or d (e.g. 24h, 90m)");
+    let text = text.trim();
+    if text == "0" {
+        return Ok(0);
+    }
+    let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(unit_at);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let per = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(per).filter(|ms| *ms <= 365 * 86_400_000).ok_or_else(|| format!("{text:?} is longer than a year"))
 }
 
 /// The rate limits `serve` enforces: off, a file's, 10x Binance's for the demo, or Binance's.
@@ -135,7 +164,11 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         }
         None => keygate_exchange::ExchangeConfig::default(),
     };
-    let service = ctx.open_service(sync).await?;
+    // The demo is for trying withdrawals at once; everywhere else the holds protect owners.
+    let withdrawal_hold_ms = args.withdrawal_hold.unwrap_or(if args.demo { 0 } else { 24 * 3_600_000 });
+    let service_config =
+        keygate_service::ServiceConfig { withdrawal_hold_ms, ..keygate_service::ServiceConfig::default() };
+    let service = ctx.open_service_with(sync, service_config).await?;
     let engine = keygate_service::engine::Engine::start(
         std::sync::Arc::clone(service.store()),
         std::sync::Arc::clone(service.clock()),
@@ -208,17 +241,30 @@ async fn wait_for_signal(term: Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// The market maker's account, created (by the system, with a random password nobody knows) on
-/// first use.
+/// The market maker's account, created (by the system, without a console password) on first use.
 async fn market_maker_account(service: &keygate_service::Service) -> anyhow::Result<keygate_proto::AccountId> {
     const NAME: &str = "market-maker";
     let system = keygate_service::Actor::System { policy: "market-maker".into() };
     if let Ok(a) = service.account(&system, NAME).await {
         return Ok(keygate_proto::AccountId(a.id));
     }
-    let mut raw = [0u8; 24];
-    getrandom::getrandom(&mut raw).context("no system randomness")?;
-    let password = zeroize::Zeroizing::new(raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let a = service.create_account(&system, NAME, password).await?;
+    let a = service.create_account_without_password(&system, NAME).await?;
     Ok(keygate_proto::AccountId(a.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations_are_zero_or_a_number_with_a_unit() {
+        assert_eq!(parse_duration_ms("0"), Ok(0));
+        assert_eq!(parse_duration_ms("24h"), Ok(86_400_000));
+        assert_eq!(parse_duration_ms("90m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("2d"), Ok(172_800_000));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        for bad in ["", "24", "h", "1.5h", "-1h", "24 h", "1w", "400d", "99999999999999999999h"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -6,5 +6,6 @@
 
 mod browser;
 mod flows;
+mod holds;
 mod refusals;
 mod support;

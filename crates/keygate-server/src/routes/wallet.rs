@@ -17,6 +17,7 @@ use keygate_exchange::{
     AssetSpec, Command, DepositAddress, ExchangeError, HistoryQuery, NetworkSpec, Outcome, WithdrawPolicy,
 };
 use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
+use keygate_service::{HoldKind, WithdrawalBlock};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -269,6 +270,33 @@ fn text_param<'a>(p: &'a Params, name: &str, max: usize) -> Result<Option<&'a st
     }
 }
 
+/// The Binance answer to a withdrawal that must wait: -4016 for the account's lock (Binance's own
+/// text, which names password changes and 2FA removal) and for holds of the account or the key,
+/// -4036 (Binance's code for a new address still in its waiting period) for an address hold. The
+/// message says why and until when, in UTC.
+fn withdrawal_refusal(block: &WithdrawalBlock, now: UnixMillis) -> ApiError {
+    let until = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(block.until.0) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC")).ok()
+        })
+        .unwrap_or_else(|| format!("{} ms", block.until.0));
+    let hours = block.until.0.saturating_sub(now.0).div_ceil(3_600_000);
+    let (code, what) = match block.kind {
+        HoldKind::AccountLocked => return ExchangeError::WithdrawLocked.into(),
+        HoldKind::TwoFactorEnabled => (-4016, "withdrawals of this account are held"),
+        HoldKind::WithdrawKey => (-4016, "withdrawals with this API key are held"),
+        HoldKind::NewAddress => (-4036, "withdrawals to this new address are held"),
+    };
+    ApiError::binance(
+        code,
+        format!(
+            "Withdrawal prohibited: {} ({what} for security until {until}, about {hours} h from now).",
+            block.kind.reason()
+        ),
+    )
+}
+
 /// `POST /sapi/v1/capital/withdraw/apply` (withdraw permission, IP allowlist, single-use
 /// signature): `coin`, `address`, `amount` (`network`, `withdrawOrderId`, `name`, `walletType`
 /// 0, `transactionFeeFlag`, an empty `addressTag`). The key's address allowlist, 24-hour limit
@@ -310,12 +338,14 @@ pub(crate) async fn withdraw(
     // internal transfers. Both are checked and otherwise have no effect here.
     text_param(p, "name", 200)?;
     wire::opt_bool(p, "transactionFeeFlag")?;
-    // Issue #6: no withdrawals for 24 h after a password change or 2FA removal (the service decides).
-    let locked = state.service.withdrawals_locked_until(r.account_id(), now(&state)).await;
-    if locked.map_err(|e| ApiError::Internal(format!("withdrawal lock: {e}")))?.is_some() {
-        return Err(ExchangeError::WithdrawLocked.into());
-    }
     let key = r.key();
+    // Issues #6 and #19: no withdrawals for a while after a password change or 2FA removal (the
+    // lock), after 2FA was turned on, after the key was given `withdraw`, or to an address added
+    // to it lately (the holds). The service decides, from the store.
+    let block = state.service.withdrawal_block(r.account_id(), &key.id, address, now(&state)).await;
+    if let Some(block) = block.map_err(|e| ApiError::Internal(format!("withdrawal holds: {e}")))? {
+        return Err(withdrawal_refusal(&block, now(&state)));
+    }
     let policy = WithdrawPolicy {
         allowed_addresses: key.restrictions.withdraw_addresses.clone(),
         limit_24h: key.restrictions.withdraw_limit_24h.as_ref().map(|l| (l.asset.clone(), l.amount)),

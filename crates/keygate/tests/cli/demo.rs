@@ -237,3 +237,48 @@ async fn rate_limits_come_from_a_file_or_are_switched_off() {
     assert_eq!(limits(url.clone()).await, (serde_json::json!([]), None));
     crate::stop(server);
 }
+
+/// Issue #19: setting the demo account's first console password is not a password change, so a
+/// fresh demo withdraws at once (it answered -4016 for 24 hours to every client library).
+#[tokio::test]
+async fn a_fresh_demo_withdraws_at_once() {
+    const ADDRESS: &str = "bc1qdemodemodemodemodemodemodemodemodemo00";
+    let s = Sandbox::new();
+    let server = serve_demo(&s, &[]);
+    let created = s.json(&[
+        "keys",
+        "create",
+        "--account",
+        "demo",
+        "--label",
+        "payout",
+        "--permissions",
+        "read,withdraw",
+        "--ip",
+        "127.0.0.1",
+        "--withdraw-address",
+        ADDRESS,
+        "--json",
+    ]);
+    let client = hmac_client(&server.url, &created);
+    let a = client
+        .signed(
+            Method::POST,
+            "/sapi/v1/capital/withdraw/apply",
+            &[("coin", "BTC"), ("address", ADDRESS), ("amount", "0.1")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    // The console password of the file is the account's first one, recorded as such.
+    let audit = s.json(&["audit", "list", "--limit", "10000", "--json"]);
+    let set = audit.as_array().unwrap().iter().find(|r| r["action"] == "account.password").expect("the first password");
+    assert_eq!(set["details"]["first"], true, "{set}");
+    stop(server);
+}
+
+#[test]
+fn serve_refuses_a_withdrawal_hold_that_is_not_a_duration() {
+    let s = Sandbox::new();
+    s.fails(&["serve", "--listen", "127.0.0.1:0", "--withdrawal-hold", "24"], "is not a duration");
+}
