@@ -720,7 +720,7 @@ async fn the_password_alone_gets_a_thief_2fa_and_a_withdraw_key_but_no_withdrawa
 async fn a_new_address_is_held_on_its_key_only_and_removing_it_or_revoking_ends_the_hold() {
     let e = env().await;
     let (s, totp, _) = e.alice_with_2fa().await;
-    let (s, alice) = e.stepped_up(&s, &totp).await;
+    let (_, alice) = e.stepped_up(&s, &totp).await;
     let Actor::Owner { account_id, .. } = alice.clone() else { panic!() };
     let key = e.service.create_key(&alice, withdraw_key("alice", &[ADDR_A])).await.unwrap();
     let other = e

@@ -873,16 +873,6 @@ impl Store for PgStore {
                 "two-factor authentication is not enabled for account {account}"
             )));
         }
-        if let Some(until) = held_until {
-            sqlx::query(
-                "UPDATE accounts SET withdrawals_held_until = GREATEST(COALESCE(withdrawals_held_until, 0), $1) \
-                 WHERE id = $2",
-            )
-            .bind(until)
-            .bind(account.0)
-            .execute(&mut *tx)
-            .await?;
-        }
         sqlx::query("DELETE FROM recovery_codes WHERE account_id = $1").bind(account.0).execute(&mut *tx).await?;
         for h in recovery_hashes {
             sqlx::query("INSERT INTO recovery_codes (account_id, code_hash, used_at) VALUES ($1, $2, NULL)")

@@ -818,9 +818,6 @@ impl Store for SqliteStore {
                 "two-factor authentication is not enabled for account {account}"
             )));
         }
-        if let Some(until) = held_until {
-            sqlx::query(HOLD_ACCOUNT_SQLITE).bind(until).bind(account.0).execute(&mut *tx).await?;
-        }
         sqlx::query("DELETE FROM recovery_codes WHERE account_id = ?1").bind(account.0).execute(&mut *tx).await?;
         for h in recovery_hashes {
             sqlx::query("INSERT INTO recovery_codes (account_id, code_hash, used_at) VALUES (?1, ?2, NULL)")

@@ -158,7 +158,9 @@ async fn a_new_address_is_held_while_the_old_one_works_and_removing_it_ends_the_
     assert_eq!(view.withdraw_addresses, vec![OWN.to_owned()]);
     let page = a.get(&format!("/console/keys/{key}")).await;
     assert!(!page.body.contains("id=\"withdrawal-holds\""), "{}", page.body);
-    // The address is gone (not on the allowlist) and the old one still works.
+    // The address is gone (not on the allowlist) and the old one still works. (A millisecond
+    // later: the same withdrawal signed at the same instant would be a replay.)
+    app.clock.advance_ms(1);
     assert_eq!(withdraw(&app, &key, &hmac, THIEF).await.body["code"].as_i64(), Some(-4035));
     assert_eq!(withdraw(&app, &key, &hmac, OWN).await.status, 200);
     // Start and end are both in the audit log, in the records of the changes.

@@ -33,7 +33,9 @@ fn main() -> anyhow::Result<()> {
         .and_then(|ks| ks.iter().find(|k| k["label"] == label))
         .with_context(|| format!("no key {label} in {keys}"))?;
     let signer = match key["private_key_file"].as_str() {
-        Some(pem_file) => Signer::ed25519_pem(&std::fs::read_to_string(pem_file)?).map_err(|e| anyhow::anyhow!("{e}"))?,
+        Some(pem_file) => {
+            Signer::ed25519_pem(&std::fs::read_to_string(pem_file)?).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
         None => Signer::hmac(key["secret"].as_str().context("secret")?),
     };
     let (method, path, params) = match endpoint.as_str() {
