@@ -61,6 +61,23 @@ pub struct ServeArgs {
     /// (0 turns the faucet off; deposits are then operator actions only).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub faucet_per_day: usize,
+    /// Log lines (the access log included) as readable text, or as one JSON object per line for
+    /// log shippers. Either way on stderr, filtered by RUST_LOG.
+    #[arg(long, value_enum, env = "KEYGATE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Serve Prometheus metrics at GET /metrics on this address (off by default). Never on the
+    /// API address; no authentication, and nothing secret in it (see docs/operations.md).
+    #[arg(long, value_name = "ADDR", env = "KEYGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// How `serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event, fields at the top level.
+    Json,
 }
 
 /// The rate limits `serve` enforces: off, a file's, 10x Binance's for the demo, or Binance's.
@@ -156,6 +173,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         tls: tls.clone(),
         console_hosts: args.console_host.clone(),
         faucet_per_day: args.faucet_per_day,
+        metrics_listen: args.metrics_listen,
         ..ServerConfig::default()
     };
     // Before the address is printed: see wait_for_signal.
@@ -166,6 +184,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     println!("keygate listening on {scheme}://{}", handle.addr);
     println!("web console: {scheme}://{}/console/", handle.addr);
     println!("data directory: {}", ctx.data_dir.path().display());
+    if let Some(addr) = handle.metrics_addr {
+        println!("metrics: http://{addr}/metrics");
+    }
     if let Some(demo) = demo.as_mut() {
         let path = demo.write(&format!("{scheme}://{}", handle.addr))?.display().to_string();
         println!("demo: account {:?}, its API keys and console login are in {path} (mode 0600)", crate::demo::ACCOUNT);
