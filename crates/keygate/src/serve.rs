@@ -183,10 +183,10 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("keygate listening on {scheme}://{}", handle.addr);
     println!("web console: {scheme}://{}/console/", handle.addr);
-    println!("data directory: {}", ctx.data_dir.path().display());
     if let Some(addr) = handle.metrics_addr {
         println!("metrics: http://{addr}/metrics");
     }
+    println!("data directory: {}", ctx.data_dir.path().display());
     if let Some(demo) = demo.as_mut() {
         let path = demo.write(&format!("{scheme}://{}", handle.addr))?.display().to_string();
         println!("demo: account {:?}, its API keys and console login are in {path} (mode 0600)", crate::demo::ACCOUNT);

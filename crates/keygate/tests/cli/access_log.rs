@@ -40,7 +40,8 @@ async fn json_log_format_writes_one_parseable_access_line_per_request_without_se
     let client = Client::new(url.clone(), api_key.clone(), Signer::hmac(&secret), system_time());
     let ok = client.signed(Method::GET, "/api/v3/account", &[]).await.unwrap();
     assert_eq!(ok.status, 200, "{:?}", ok.body);
-    let bad = client.raw(Method::GET, "/api/v3/account", "timestamp=1&signature=00", "").await.unwrap();
+    let forged = format!("timestamp={}&signature={}", client.now().0, "00".repeat(32));
+    let bad = client.raw(Method::GET, "/api/v3/account", &forged, "").await.unwrap();
     assert_eq!(bad.status, 400);
     let ping = reqwest::get(format!("{url}/api/v3/ping")).await.unwrap();
     assert_eq!(ping.status().as_u16(), 200);
