@@ -171,7 +171,6 @@ impl Metrics {
     }
 
     /// A histogram handle for journal commit times, for the engine's commit observer.
-    #[must_use]
     pub fn journal_commits(&self) -> Histogram {
         self.recorder.register_histogram(&Key::from_static_name(COMMIT), &metadata())
     }
