@@ -39,12 +39,24 @@ impl Captured {
     }
 }
 
+/// What [`capture`] returns: the log, and what keeps it installed.
+struct Capture {
+    log: Captured,
+    _guard: tracing::subscriber::DefaultGuard,
+    _second: tracing::Dispatch,
+}
+
 /// Logs of this thread as JSON lines into a buffer. The tests run on a current-thread runtime,
 /// so the server's tasks log on this thread, and tests running beside them on other threads do
 /// not write here.
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let c = Captured::default();
-    let w = c.clone();
+///
+/// A second, idle dispatcher is kept alive beside it: while only one dispatcher exists,
+/// tracing-core decides a callsite's interest from the default of whichever thread reaches it
+/// first, so a test on another thread, with no subscriber, would switch the access event off
+/// for this one too (tracing-core 0.1, `Dispatchers::rebuilder`).
+fn capture() -> Capture {
+    let log = Captured::default();
+    let w = log.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -53,7 +65,8 @@ fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
         .with_max_level(tracing::Level::INFO)
         .with_writer(move || w.clone())
         .finish();
-    (c, tracing::subscriber::set_default(subscriber))
+    let second = tracing::Dispatch::new(tracing_subscriber::registry());
+    Capture { log, _guard: tracing::subscriber::set_default(subscriber), _second: second }
 }
 
 /// Asserts that exactly one more access line was written since `before` lines, for `answer`,
@@ -82,7 +95,8 @@ async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
 
 #[tokio::test]
 async fn every_answer_is_logged_once_with_its_fields_and_never_a_signature_or_secret() {
-    let (log, _guard) = capture();
+    let capture = capture();
+    let log = &capture.log;
     let app = TestApp::spawn().await;
     let t = trader(&app, "alice", &[Permission::Trade]).await;
     fund(&app, t.account, "USDT", "1000").await;
@@ -94,7 +108,7 @@ async fn every_answer_is_logged_once_with_its_fields_and_never_a_signature_or_se
     // A public endpoint, with a query string: no key, the path only.
     let n = log.access().len();
     let a = get(&format!("{}/api/v3/depth?symbol=BTCUSDT&limit=5", app.base_url), &[]).await;
-    let line = one_more(&log, n, &a);
+    let line = one_more(log, n, &a);
     assert_eq!((line["method"].as_str(), line["path"].as_str()), (Some("GET"), Some("/api/v3/depth")));
     assert!(line.get("key").is_none() && line.get("reason").is_none(), "{line}");
 
@@ -102,7 +116,7 @@ async fn every_answer_is_logged_once_with_its_fields_and_never_a_signature_or_se
     let n = log.access().len();
     let a = reader.signed(Method::GET, "/api/v3/account", &[("omitZeroBalances", "true")]).await.unwrap();
     assert_eq!(a.status, 200, "{:?}", a.body);
-    let line = one_more(&log, n, &a);
+    let line = one_more(log, n, &a);
     assert_eq!(line["path"], "/api/v3/account");
     assert_eq!(line["key"].as_str(), Some(api_key.as_str()));
     assert!(line.get("code").is_none() && line.get("reason").is_none(), "{line}");
@@ -123,7 +137,7 @@ async fn every_answer_is_logged_once_with_its_fields_and_never_a_signature_or_se
     );
     let a = t.client.raw(Method::POST, "/api/v3/order", "", &body).await.unwrap();
     assert_eq!(a.status, 200, "{:?}", a.body);
-    let line = one_more(&log, n, &a);
+    let line = one_more(log, n, &a);
     assert_eq!((line["method"].as_str(), line["path"].as_str()), (Some("POST"), Some("/api/v3/order")));
     assert_eq!(line["key"].as_str(), Some(t.client.api_key()));
 
@@ -132,7 +146,7 @@ async fn every_answer_is_logged_once_with_its_fields_and_never_a_signature_or_se
     let forged = format!("timestamp={}&signature={}", reader.now().0, "ab".repeat(32));
     let a = reader.raw(Method::GET, "/api/v3/account", &forged, "").await.unwrap();
     assert_eq!(a.status, 400);
-    let line = one_more(&log, n, &a);
+    let line = one_more(log, n, &a);
     assert_eq!((line["code"].as_i64(), line["reason"].as_str()), (Some(-1022), Some("SIGNATURE_INVALID")));
     assert_eq!(line["key"].as_str(), Some(api_key.as_str()));
 
@@ -141,18 +155,18 @@ async fn every_answer_is_logged_once_with_its_fields_and_never_a_signature_or_se
     let url = format!("{}/api/v3/account?{}", app.base_url, signed_query(&[], reader.now(), reader.signer()));
     let a = get(&url, &[("X-MBX-APIKEY", &secret)]).await;
     assert_eq!(a.status, 401);
-    let line = one_more(&log, n, &a);
+    let line = one_more(log, n, &a);
     assert_eq!((line["code"].as_i64(), line["reason"].as_str()), (Some(-2014), Some("API_KEY_MALFORMED")));
     assert!(line.get("key").is_none(), "{line}");
 
     // A path no route has, and a console API refusal.
     let n = log.access().len();
     let a = get(&format!("{}/nowhere?signature=deadbeef", app.base_url), &[]).await;
-    let line = one_more(&log, n, &a);
+    let line = one_more(log, n, &a);
     assert_eq!((line["status"].as_u64(), line["path"].as_str()), (Some(404), Some("/nowhere")));
     let n = log.access().len();
     let a = get(&format!("{}/api/console/v1/keys/{api_key}", app.base_url), &[]).await;
-    let line = one_more(&log, n, &a);
+    let line = one_more(log, n, &a);
     assert_eq!((line["status"].as_u64(), line["reason"].as_str()), (Some(401), Some("unauthenticated")));
 
     let text = log.text();
