@@ -301,6 +301,14 @@ impl ReplayGuard {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Most signatures the guard holds (the capacity asked for, rounded up to a multiple of 16).
+    /// The guard refuses a new signature when the shard it falls in is full, so requests may be
+    /// refused before [`ReplayGuard::len`] reaches this: a fill well below it is healthy.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.per_shard * SHARDS
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +377,8 @@ mod tests {
         // Once its second has passed it is forgotten, and the same bytes are new again.
         assert_eq!(check(&g, &[7; 32], 3 * S, 2 * S + 1), ReplayOutcome::Fresh);
         assert_eq!(g.len(), 1);
+        assert_eq!(g.capacity(), 64);
+        assert_eq!(ReplayGuard::new(100).capacity(), 112, "rounded up to whole shards");
     }
 
     #[test]

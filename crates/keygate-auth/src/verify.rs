@@ -439,6 +439,13 @@ impl Verifier {
         &self.limits
     }
 
+    /// The replay guard, for its fill ([`ReplayGuard::len`], [`ReplayGuard::capacity`]) in the
+    /// server's metrics.
+    #[must_use]
+    pub fn replay_guard(&self) -> &ReplayGuard {
+        &self.replay
+    }
+
     /// Verifies one request against `access` at time `now`.
     ///
     /// # Errors

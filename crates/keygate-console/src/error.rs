@@ -105,11 +105,17 @@ impl ConsoleError {
 }
 
 /// The JSON API's error body: `{"error": code, "message": text}`.
+/// A console refusal's stable code (`unauthenticated`, `csrf`, ...), put in the response's
+/// extensions for the server's access log: a fixed word, never a message with request data.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused(pub &'static str);
+
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = serde_json::json!({ "error": self.code(), "message": self.message() });
         let mut res = (status, Json(body)).into_response();
+        res.extensions_mut().insert(Refused(self.code()));
         if let Some(s) = self.retry_after()
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {

@@ -22,7 +22,7 @@ mod session;
 mod view;
 mod wallet;
 
-pub use error::ConsoleError;
+pub use error::{ConsoleError, Refused};
 pub use host::HostAllowlist;
 
 use axum::Router;

@@ -211,11 +211,38 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A fixed word for the access log saying why: the verifier's denial reason for a refused
+    /// signed request (also before the signature verified: the log is the operator's), else the
+    /// kind of refusal. Never built from request data.
+    const fn log_reason(&self) -> &'static str {
+        match self {
+            Self::Denied(d) => d.reason(),
+            Self::Param(_) => "BAD_PARAMETER",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::UnknownClient => "CLIENT_ADDRESS_UNREADABLE",
+            Self::Exchange(ExchangeError::Internal(_)) => "EXCHANGE_INVARIANT",
+            Self::Exchange(_) => "EXCHANGE_REFUSED",
+            Self::Expired => "EXPIRED_IN_QUEUE",
+            Self::Busy => "ENGINE_BUSY",
+            Self::RateLimited(Refusal::TooManyRequests { .. }) => "RATE_LIMITED",
+            Self::RateLimited(Refusal::TooManyOrders { .. }) => "ORDER_RATE_LIMITED",
+            Self::RateLimited(Refusal::Banned { .. }) => "IP_BANNED",
+            Self::Internal(_) => "INTERNAL",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::SlowBody => "BODY_TOO_SLOW",
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body, reason) = self.parts();
+        let refused = crate::access_log::Refused { code: body.code, reason: self.log_reason() };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":-1000,\"msg\":\"error\"}".to_vec());
         let mut res = (status, json).into_response();
+        res.extensions_mut().insert(refused);
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         if let Some(r) = reason {

@@ -2,10 +2,12 @@
 //! admin channel. Thin by design: every decision about keys lives in `keygate-service`, every
 //! rule about requests in `keygate-auth`; this crate moves bytes between them and the wire.
 
+pub mod access_log;
 pub mod admin;
 pub mod client_ip;
 mod error;
 pub mod extract;
+pub mod metrics;
 pub mod ratelimit;
 pub mod request_id;
 mod routes;
@@ -60,6 +62,9 @@ pub struct AppStateInner {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// Rate limits and their counters (weight per address, orders per account, bans).
     pub limiter: Arc<ratelimit::RateLimiter>,
+    /// This server's Prometheus metrics, when `--metrics-listen` serves them; `None` costs
+    /// nothing per request.
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 /// The router with every route and layer, separate from binding a socket so tests can drive it

@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub console_hosts: Vec<String>,
     /// Sandbox faucet deposits an owner may take per 24 hours in the console (0: no faucet).
     pub faucet_per_day: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere: never on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +66,7 @@ impl Default for ServerConfig {
             tls: None,
             console_hosts: Vec::new(),
             faucet_per_day: 5,
+            metrics_listen: None,
         }
     }
 }
@@ -73,6 +76,8 @@ impl Default for ServerConfig {
 pub struct ServerHandle {
     /// The bound address (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// The bound metrics address, when metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     join: JoinHandle<std::io::Result<()>>,
 }
@@ -114,6 +119,13 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         Some(path) => Some(admin::bind(path)?),
         None => None,
     };
+    let metrics_listener = crate::metrics::bind(config.metrics_listen).await?;
+    let metrics_addr = metrics_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
+    let metrics = metrics_listener.as_ref().map(|_| Arc::new(crate::metrics::Metrics::new()));
+    if let Some(m) = &metrics {
+        let commits = m.journal_commits();
+        engine.observe_commits(Box::new(move |took| commits.record(took.as_secs_f64())));
+    }
     // Cookies are Secure when the browser reaches us over TLS: ours, or a trusted proxy's.
     let secure_cookies = config.tls.is_some() || !config.trusted_proxies.is_empty();
     let mut console_config =
@@ -128,6 +140,7 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         limiter: Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits.clone())),
+        metrics,
     });
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;
@@ -157,6 +170,9 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone(), engine.clone())));
         let advancer = tokio::spawn(advance_withdrawals(engine.clone(), service.clone()));
         let quoter = market_maker.map(|mm| tokio::spawn(run_market_maker(engine.clone(), mm)));
+        let metrics_tasks = metrics_listener.map(|l| {
+            (tokio::spawn(crate::metrics::serve(l, state.clone())), tokio::spawn(crate::metrics::upkeep(state.clone())))
+        });
         let router = if tls.is_some() { app(state).layer(axum::middleware::map_response(hsts)) } else { app(state) };
         let served = serve_http(listener, router, &limits, tls, rx).await;
         // The flusher only sleeps between flushes, and the final flush below catches up on
@@ -169,6 +185,10 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         if let Some(t) = admin_task {
             t.abort();
         }
+        if let Some((serving, upkeep)) = metrics_tasks {
+            serving.abort();
+            upkeep.abort();
+        }
         if let Some(p) = socket_path {
             let _ = std::fs::remove_file(p);
         }
@@ -177,7 +197,7 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         }
         served
     });
-    Ok(ServerHandle { addr, shutdown: Some(tx), join })
+    Ok(ServerHandle { addr, metrics_addr, shutdown: Some(tx), join })
 }
 
 /// `Strict-Transport-Security` on every answer served over our own TLS, so a browser that has

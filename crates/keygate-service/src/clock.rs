@@ -48,3 +48,27 @@ impl Clock for ManualClock {
         UnixMicros(self.0.load(Ordering::SeqCst))
     }
 }
+
+/// Measures how long something took, on the monotonic clock: for log lines and metrics only.
+///
+/// Durations reported to operators (request latency, journal commit time) must not jump when the
+/// wall clock is set, and nothing may decide anything from them, so they are not read from a
+/// [`Clock`] (a test's [`ManualClock`] would report every request as instantaneous, or as taking
+/// however long the test moved time). This is the one permitted read of [`std::time::Instant`].
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    /// A stopwatch running from now.
+    #[must_use]
+    #[allow(clippy::disallowed_methods)] // The one permitted read of the monotonic clock (see above).
+    pub fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Time since [`Stopwatch::start`].
+    #[must_use]
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.0.elapsed()
+    }
+}

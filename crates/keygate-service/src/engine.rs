@@ -56,6 +56,21 @@ enum Job {
 pub struct Engine {
     tx: SyncSender<Job>,
     reads: Arc<Reads>,
+    stats: Arc<Stats>,
+}
+
+/// Called with the time each journal commit took (the store's transaction for one batch).
+pub type CommitObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
+/// What the engine tells operators about itself: read by the server's metrics, never by a
+/// decision. Kept here as plain numbers so this crate needs no metrics library.
+#[derive(Default)]
+struct Stats {
+    /// Jobs sent and not yet taken by the engine thread. Counted up before a job is sent and
+    /// down when the engine takes it, so it never goes below zero.
+    queued: std::sync::atomic::AtomicUsize,
+    /// Told each commit's duration, once a server has asked to be.
+    on_commit: OnceLock<CommitObserver>,
 }
 
 /// What `GET /api/v3/account` reads from the exchange, as of one committed state.
@@ -129,6 +144,7 @@ impl Default for EngineConfig {
 struct Runner {
     exchange: Exchange,
     reads: Arc<Reads>,
+    stats: Arc<Stats>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     rt: tokio::runtime::Handle,
@@ -157,9 +173,11 @@ impl Engine {
         exchange.take_changed_accounts();
         let (tx, rx) = sync_channel(QUEUE);
         let reads = Arc::new(Reads::default());
+        let stats = Arc::new(Stats::default());
         let runner = Runner {
             exchange,
             reads: Arc::clone(&reads),
+            stats: Arc::clone(&stats),
             store,
             clock,
             rt: tokio::runtime::Handle::current(),
@@ -173,7 +191,21 @@ impl Engine {
             .name("keygate-engine".into())
             .spawn(move || runner.run(rx))
             .map_err(|e| ServiceError::Internal(format!("cannot start the engine thread: {e}")))?;
-        Ok(Self { tx, reads })
+        Ok(Self { tx, reads, stats })
+    }
+
+    /// Commands and queries waiting in front of the engine thread (at most the queue's length,
+    /// 8,192; beyond it callers get [`EngineError::Busy`]).
+    #[must_use]
+    pub fn queue_depth(&self) -> usize {
+        self.stats.queued.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Has `observer` told the duration of every journal commit from now on (for metrics).
+    /// Returns false, and changes nothing, if an observer was already set: an engine serves one
+    /// server, whose metrics set it once.
+    pub fn observe_commits(&self, observer: CommitObserver) -> bool {
+        self.stats.on_commit.set(observer).is_ok()
     }
 
     /// Applies `command` durably. `fresh_until` is the end of the request's `recvWindow`: the
@@ -260,9 +292,15 @@ impl Engine {
     }
 
     fn send(&self, job: Job) -> Result<(), EngineError> {
-        self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => EngineError::Busy,
-            TrySendError::Disconnected(_) => EngineError::Stopped,
+        use std::sync::atomic::Ordering::Relaxed;
+        // Counted before sending, so the engine thread never takes a job not yet counted.
+        self.stats.queued.fetch_add(1, Relaxed);
+        self.tx.try_send(job).map_err(|e| {
+            self.stats.queued.fetch_sub(1, Relaxed);
+            match e {
+                TrySendError::Full(_) => EngineError::Busy,
+                TrySendError::Disconnected(_) => EngineError::Stopped,
+            }
         })
     }
 }
@@ -306,6 +344,17 @@ async fn recover(store: &dyn Store, config: &ExchangeConfig) -> Result<(Exchange
 }
 
 impl Runner {
+    /// Appends one batch's entries in one transaction, telling the commit observer how long it
+    /// took when it succeeded.
+    fn append(&self, journal: &[JournalEntry]) -> Result<(), keygate_store::StoreError> {
+        let watch = crate::clock::Stopwatch::start();
+        self.rt.block_on(self.store.append_journal(journal))?;
+        if let Some(observe) = self.stats.on_commit.get() {
+            observe(watch.elapsed());
+        }
+        Ok(())
+    }
+
     fn run(mut self, rx: Receiver<Job>) {
         while let Ok(first) = rx.recv() {
             let mut batch = Vec::with_capacity(64);
@@ -316,6 +365,7 @@ impl Runner {
                     Err(_) => break,
                 }
             }
+            self.stats.queued.fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
             self.run_batch(batch);
         }
     }
@@ -354,7 +404,7 @@ impl Runner {
             }
         }
         if !journal.is_empty()
-            && let Err(e) = self.rt.block_on(self.store.append_journal(&journal))
+            && let Err(e) = self.append(&journal)
         {
             // Nothing of this batch is durable: refuse every command of it and rebuild the
             // in-memory state from what is.

@@ -22,7 +22,7 @@ pub mod view;
 
 pub use actor::Actor;
 pub use cache::KeyCache;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, Stopwatch, SystemClock};
 pub use error::ServiceError;
 pub use holds::{HoldKind, HoldView, WithdrawalBlock};
 pub use keygate_auth::SessionToken;

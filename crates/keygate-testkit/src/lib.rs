@@ -23,6 +23,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// `http://addr`.
     pub base_url: String,
+    /// The metrics address, when the configuration asked for one (`metrics_listen`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The clock the server reads; move it to test time windows and expiry.
     pub clock: Arc<ManualClock>,
     /// The service behind the server.
@@ -86,6 +88,7 @@ impl TestApp {
         let addr = handle.addr;
         Self {
             addr,
+            metrics_addr: handle.metrics_addr,
             base_url: format!("http://{addr}"),
             clock,
             service,

@@ -70,6 +70,14 @@ pub struct ServeArgs {
     /// `90m`, `2d`; `0` starts no holds. Default 24h, and 0 with --demo.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub withdrawal_hold: Option<u64>,
+    /// Log lines (the access log included) as readable text, or as one JSON object per line for
+    /// log shippers. Either way on stderr, filtered by RUST_LOG.
+    #[arg(long, value_enum, env = "KEYGATE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Serve Prometheus metrics at GET /metrics on this address (off by default). Never on the
+    /// API address; no authentication, and nothing secret in it (see docs/operations.md).
+    #[arg(long, value_name = "ADDR", env = "KEYGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Parses a duration as `0` or a whole number with a unit, `s`, `m`, `h` or `d`, into
@@ -94,6 +102,15 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     n.checked_mul(per).filter(|ms| *ms <= 365 * 86_400_000).ok_or_else(|| format!("{text:?} is longer than a year"))
+}
+
+/// How `serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event, fields at the top level.
+    Json,
 }
 
 /// The rate limits `serve` enforces: off, a file's, 10x Binance's for the demo, or Binance's.
@@ -194,6 +211,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         console_hosts: args.console_host.clone(),
         faucet_per_day: args.faucet_per_day,
         max_connections_per_ip: args.max_connections_per_ip as usize,
+        metrics_listen: args.metrics_listen,
         ..ServerConfig::default()
     };
     // Before the address is printed: see wait_for_signal.
@@ -203,6 +221,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     sayln!("keygate listening on {scheme}://{}", handle.addr);
     sayln!("web console: {scheme}://{}/console/", handle.addr);
+    if let Some(addr) = handle.metrics_addr {
+        sayln!("metrics: http://{addr}/metrics");
+    }
     sayln!("data directory: {}", ctx.data_dir.path().display());
     if let Some(demo) = demo.as_mut() {
         let path = demo.write(&format!("{scheme}://{}", handle.addr))?.display().to_string();

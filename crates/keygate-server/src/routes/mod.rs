@@ -10,15 +10,13 @@ mod trading;
 mod wallet;
 mod wire;
 
-use crate::error::{InternalCause, JSON};
+use crate::error::JSON;
 use crate::{ApiError, AppState, request_id};
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
-use std::time::Duration;
-use tower_http::trace::TraceLayer;
 
 /// A JSON answer with Binance's content type.
 pub(crate) struct BinanceJson<T>(pub T);
@@ -51,21 +49,6 @@ async fn console_client_addr(
 }
 
 pub(crate) fn router(state: AppState) -> Router {
-    // Trace only method, path and request id: the query string carries signatures and signed
-    // payloads, which must never reach a log line.
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|req: &axum::extract::Request| {
-            let id = req.extensions().get::<request_id::RequestId>().map_or("", |r| r.0.as_str()).to_owned();
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        })
-        .on_request(())
-        .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
-            if let Some(InternalCause(cause)) = res.extensions().get::<InternalCause>() {
-                tracing::error!(status = res.status().as_u16(), ?latency, %cause, "request failed");
-            } else {
-                tracing::debug!(status = res.status().as_u16(), ?latency, "answered");
-            }
-        });
     Router::new()
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
@@ -110,7 +93,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(time_unit::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::weight::layer))
-        .layer(trace)
         .layer(axum::middleware::from_fn(request_id::layer))
+        // Outermost: one access line per answer, whoever answered (see access_log).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access_log::layer))
         .with_state(state)
 }

@@ -3,6 +3,7 @@
 // Tests fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_log;
 mod admin_channel;
 mod client_compat;
 mod errors;

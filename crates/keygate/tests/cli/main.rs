@@ -3,6 +3,7 @@
 // Tests fail loudly by design; the wall clock stamps requests to a real server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+mod access_log;
 mod demo;
 mod durability;
 
