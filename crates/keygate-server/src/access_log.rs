@@ -9,9 +9,9 @@
 //! The specific reason is logged even when the client was not told it (before the signature
 //! verified): the log is the operator's, and DESIGN.md keeps the reason from the caller only.
 //!
-//! It is the router's outermost layer (outside the request id, whose header it reads from the
-//! answer), so it sees every answer, refusals by the rate limiter included, and costs one event
-//! and no allocation.
+//! It is the router's outermost layer, and also gives every answer its `X-Request-Id` (see
+//! [`crate::request_id`]) and applies `X-MBX-TIME-UNIT` (see `routes::time_unit`), so it sees every answer, refusals by the rate limiter included, and
+//! costs one event and no allocation.
 //! Filter it like any target: `RUST_LOG=info,keygate::access=off` silences it.
 
 use crate::AppState;
@@ -53,7 +53,14 @@ pub async fn layer(axum::extract::State(state): axum::extract::State<AppState>, 
     let uri = req.uri().clone();
     let endpoint = req.extensions().get::<MatchedPath>().cloned();
     let key = key_id(&req);
-    let res = next.run(req).await;
+    let id = state.request_ids.for_request(req.headers());
+    // X-MBX-TIME-UNIT is handled here too: one layer fewer on every request's path.
+    let mut res = match crate::routes::time_unit::requested(&req) {
+        Ok(None) => next.run(req).await,
+        Ok(Some(klines)) => crate::routes::time_unit::in_micros(next.run(req).await, klines).await,
+        Err(refused) => refused,
+    };
+    res.headers_mut().insert(crate::request_id::HEADER, id.clone());
     let took = watch.elapsed();
     let status = res.status().as_u16();
     if let Some(m) = &state.metrics {
@@ -64,7 +71,7 @@ pub async fn layer(axum::extract::State(state): axum::extract::State<AppState>, 
             took,
         );
     }
-    let request_id = res.headers().get(crate::request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let request_id = id.to_str().unwrap_or("");
     let (code, reason) = match (res.extensions().get::<Refused>(), res.extensions().get::<keygate_console::Refused>()) {
         (Some(r), _) => (Some(r.code), Some(r.reason)),
         (None, Some(r)) => (None, Some(r.0)),

@@ -65,6 +65,8 @@ pub struct AppStateInner {
     /// This server's Prometheus metrics, when `--metrics-listen` serves them; `None` costs
     /// nothing per request.
     pub metrics: Option<Arc<metrics::Metrics>>,
+    /// Makes the `X-Request-Id` of requests that bring none.
+    pub request_ids: request_id::RequestIds,
 }
 
 /// The router with every route and layer, separate from binding a socket so tests can drive it

@@ -1,36 +1,86 @@
-//! `X-Request-Id` on every response: a random 128-bit id, or the caller's own if well-formed.
+//! `X-Request-Id` on every response: the caller's own if well-formed, else a fresh one.
+//!
+//! A fresh id is 32 hex digits: a random 64-bit prefix drawn once per server, then a counter. It
+//! only has to be unique (it ties an answer to its access line), not secret, so it costs an
+//! atomic increment instead of a `getrandom` system call per request, and distinct servers (or
+//! restarts) still never repeat one another's ids.
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The header name.
 pub const HEADER: &str = "x-request-id";
 
-fn fresh() -> String {
-    let mut b = [0u8; 16];
-    // Without randomness, an all-zero id still identifies nothing secret; never fail a request.
-    let _ = getrandom::getrandom(&mut b);
-    hex::encode(b)
+/// Makes the ids of one server.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
 }
 
-/// Middleware: assigns the id, exposes it to handlers as an extension, and sets it on the response.
-pub async fn layer(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| (8..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .map_or_else(fresh, str::to_owned);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(HEADER, v);
+impl Default for RequestIds {
+    fn default() -> Self {
+        let mut b = [0u8; 8];
+        // Without randomness the ids are still unique within this server; never fail to start.
+        let _ = getrandom::getrandom(&mut b);
+        Self { prefix: u64::from_le_bytes(b), next: AtomicU64::new(0) }
     }
-    res
 }
 
-/// The request's id, for log lines.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+impl RequestIds {
+    /// The id of a request: the caller's `X-Request-Id` when it is 8 to 64 characters of
+    /// letters, digits and `-`, else a fresh one.
+    #[must_use]
+    pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
+        match headers.get(HEADER) {
+            Some(v)
+                if (8..=64).contains(&v.len())
+                    && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') =>
+            {
+                v.clone()
+            }
+            _ => self.fresh(),
+        }
+    }
+
+    /// A fresh id: the prefix and the next count, in hex.
+    #[must_use]
+    pub fn fresh(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut out = [0u8; 32];
+        for (i, word) in [self.prefix, n].into_iter().enumerate() {
+            for (j, byte) in word.to_be_bytes().into_iter().enumerate() {
+                out[i * 16 + j * 2] = HEX[usize::from(byte >> 4)];
+                out[i * 16 + j * 2 + 1] = HEX[usize::from(byte & 0xf)];
+            }
+        }
+        // 32 hex digits are always a valid header value.
+        HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_ids_are_32_hex_digits_and_never_repeat_and_a_callers_own_is_kept_if_well_formed() {
+        let ids = RequestIds::default();
+        let (a, b) = (ids.fresh(), ids.fresh());
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
+        }
+        assert_eq!(a.as_bytes()[..16], b.as_bytes()[..16], "one prefix per server");
+        assert_ne!(RequestIds::default().fresh().as_bytes()[..16], a.as_bytes()[..16], "servers differ");
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, HeaderValue::from_static("client-chosen-42"));
+        assert_eq!(ids.for_request(&h), "client-chosen-42");
+        for bad in ["short", "has space here", "semi;colon;x"] {
+            h.insert(HEADER, HeaderValue::from_static(bad));
+            assert_eq!(ids.for_request(&h).len(), 32, "{bad}");
+        }
+    }
+}

@@ -141,6 +141,7 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         limiter: Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits.clone())),
         metrics,
+        request_ids: crate::request_id::RequestIds::default(),
     });
     let (tx, rx) = oneshot::channel::<()>();
     let flush_every = config.flush_interval;

@@ -36,6 +36,11 @@ mod serve;
 use clap::Parser as _;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: a request allocates a few dozen small blocks, and glibc's
+/// malloc and free were about a third of the instructions of a ping (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let (default_level, format) = match &cli.command {
@@ -44,7 +49,12 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // One access line per request: written by a background thread, so a request never waits on
+    // a write(2) to stderr. Not lossy: when the thread falls behind, writers wait rather than
+    // drop lines. The guard flushes what is left when `main` returns.
+    let (stderr, _flush_on_exit) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr);
     match format {
         // Fields at the top level (not under "fields"), so shippers index `status`, `path`, ...
         serve::LogFormat::Json => log.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),

@@ -206,6 +206,16 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         trusted_proxies: trusted,
         admin_socket: Some(ctx.data_dir.admin_socket()),
+        // The per-key share of the replay guard is a rate limit too: off with the others, for
+        // load benchmarks that send one key's requests far faster than any client would.
+        limits: keygate_auth::Limits {
+            replay_per_key: if rate_limits.enabled {
+                keygate_auth::Limits::default().replay_per_key
+            } else {
+                usize::MAX
+            },
+            ..keygate_auth::Limits::default()
+        },
         rate_limits,
         tls: tls.clone(),
         console_hosts: args.console_host.clone(),

@@ -1,6 +1,7 @@
 //! `keygate-bare-axum`: the floor for `scripts/load-wrk`. A hello-world axum server answering
 //! `GET /api/v3/ping` with `{}` (and Binance's content type), on the same tokio runtime shape as
-//! `keygate serve` (multi-threaded, one worker per core), served by `axum::serve`. keygate's own
+//! `keygate serve` (multi-threaded, one worker per core) and the same allocator (mimalloc), served
+//! by `axum::serve`. keygate's own
 //! ping is measured against it: what keygate adds to the cheapest request.
 //!
 //! Usage: `keygate-bare-axum 127.0.0.1:PORT`; prints `listening on http://ADDR` and serves until
@@ -9,6 +10,10 @@
 #![allow(clippy::print_stdout)]
 
 use axum::http::header;
+
+/// The same allocator as `keygate`, so the floor is measured on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

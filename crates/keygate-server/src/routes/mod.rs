@@ -5,13 +5,13 @@ mod compat;
 mod health;
 mod market;
 mod public;
-mod time_unit;
+pub(crate) mod time_unit;
 mod trading;
 mod wallet;
 mod wire;
 
 use crate::error::JSON;
-use crate::{ApiError, AppState, request_id};
+use crate::{ApiError, AppState};
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -49,7 +49,7 @@ async fn console_client_addr(
 }
 
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/v3/ping", get(public::ping))
         .route("/api/v3/time", get(public::time))
         .route("/sapi/v1/system/status", get(public::system_status))
@@ -90,11 +90,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn(time_unit::layer))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::weight::layer))
-        .layer(axum::middleware::from_fn(request_id::layer))
-        // Outermost: one access line per answer, whoever answered (see access_log).
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access_log::layer))
-        .with_state(state)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    // With rate limits off (`serve --rate-limits off`) there is nothing to count or to answer in
+    // `X-MBX-USED-WEIGHT-*`, so the layer is left out rather than passed through on every request.
+    let routes = if state.limiter.config().enabled {
+        routes.layer(axum::middleware::from_fn_with_state(state.clone(), crate::weight::layer))
+    } else {
+        routes
+    };
+    // Outermost: one access line per answer, whoever answered (see access_log).
+    routes.layer(axum::middleware::from_fn_with_state(state.clone(), crate::access_log::layer)).with_state(state)
 }

@@ -5,9 +5,10 @@ use crate::AppState;
 use axum::extract::State;
 use keygate_proto::responses::ServerTime;
 
-/// `GET /api/v3/ping`: `{}`.
-pub(crate) async fn ping() -> BinanceJson<serde_json::Value> {
-    BinanceJson(serde_json::json!({}))
+/// `GET /api/v3/ping`: `{}`, as fixed bytes (the cheapest request is what load balancers and
+/// clients' connectivity checks send most often).
+pub(crate) async fn ping() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(crate::error::JSON))], "{}")
 }
 
 /// `GET /api/v3/time`: the server clock, for client clock-offset sync.

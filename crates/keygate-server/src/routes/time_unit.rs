@@ -14,7 +14,6 @@ use crate::error::JSON;
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -25,25 +24,31 @@ const TIME_FIELDS: &[&str] =
 /// Larger answers are passed through unchanged rather than buffered twice.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// Middleware: answers in microseconds when the request asks for them.
-pub(crate) async fn layer(req: Request, next: Next) -> Response {
+/// What a request asks of its answer's times: `Ok(None)` for milliseconds (the default, and
+/// every `/sapi` answer), `Ok(Some(klines))` for microseconds (`klines`: the answer is kline
+/// rows), or the refusal of a header that names no unit. Read before the request is answered; the
+/// access log layer calls it, so a request that sends no header costs one header lookup.
+pub(crate) fn requested(req: &Request) -> Result<Option<bool>, Response> {
     let Some(unit) = req.headers().get("x-mbx-time-unit") else {
-        return next.run(req).await;
+        return Ok(None);
     };
     match unit.as_bytes() {
-        b"MILLISECOND" | b"millisecond" => return next.run(req).await,
+        b"MILLISECOND" | b"millisecond" => return Ok(None),
         b"MICROSECOND" | b"microsecond" => {}
         _ => {
-            return ApiError::binance(-1100, "Invalid X-MBX-TIME-UNIT header; use MILLISECOND or MICROSECOND.")
-                .into_response();
+            return Err(ApiError::binance(-1100, "Invalid X-MBX-TIME-UNIT header; use MILLISECOND or MICROSECOND.")
+                .into_response());
         }
     }
     let path = req.uri().path();
     if !path.starts_with("/api/") {
-        return next.run(req).await;
+        return Ok(None);
     }
-    let klines = path == "/api/v3/klines" || path == "/api/v3/uiKlines";
-    let res = next.run(req).await;
+    Ok(Some(path == "/api/v3/klines" || path == "/api/v3/uiKlines"))
+}
+
+/// The answer with its times in microseconds, for a request [`requested`] them.
+pub(crate) async fn in_micros(res: Response, klines: bool) -> Response {
     let is_json =
         res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !is_json {
