@@ -58,7 +58,7 @@ pub async fn layer(axum::extract::State(state): axum::extract::State<AppState>, 
     let mut res = match crate::routes::time_unit::requested(&req) {
         Ok(None) => next.run(req).await,
         Ok(Some(klines)) => crate::routes::time_unit::in_micros(next.run(req).await, klines).await,
-        Err(refused) => refused,
+        Err(refused) => axum::response::IntoResponse::into_response(refused),
     };
     res.headers_mut().insert(crate::request_id::HEADER, id.clone());
     let took = watch.elapsed();

@@ -28,7 +28,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// every `/sapi` answer), `Ok(Some(klines))` for microseconds (`klines`: the answer is kline
 /// rows), or the refusal of a header that names no unit. Read before the request is answered; the
 /// access log layer calls it, so a request that sends no header costs one header lookup.
-pub(crate) fn requested(req: &Request) -> Result<Option<bool>, Response> {
+pub(crate) fn requested(req: &Request) -> Result<Option<bool>, ApiError> {
     let Some(unit) = req.headers().get("x-mbx-time-unit") else {
         return Ok(None);
     };
@@ -36,8 +36,7 @@ pub(crate) fn requested(req: &Request) -> Result<Option<bool>, Response> {
         b"MILLISECOND" | b"millisecond" => return Ok(None),
         b"MICROSECOND" | b"microsecond" => {}
         _ => {
-            return Err(ApiError::binance(-1100, "Invalid X-MBX-TIME-UNIT header; use MILLISECOND or MICROSECOND.")
-                .into_response());
+            return Err(ApiError::binance(-1100, "Invalid X-MBX-TIME-UNIT header; use MILLISECOND or MICROSECOND."));
         }
     }
     let path = req.uri().path();
