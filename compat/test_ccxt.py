@@ -383,3 +383,48 @@ def test_rate_limits(weight_limited_keygate, order_limited_keygate):
     with Refusal(obs), pytest.raises(ccxt.DDoSProtection, match="-1015"):
         ex.create_order("BTC/USDT", "limit", "buy", 0.001, 40003)
     assert len(ex.fetch_open_orders("BTC/USDT")) == 3
+
+
+def test_a_fresh_demo_withdraws_at_once(tmp_path):
+    """`serve --demo` sets the demo account's first console password at start; that once counted
+    as a password change and locked every withdrawal through the demo for 24 h (-4016), from every
+    client library. A first password is not a change: a fresh demo withdraws at once."""
+    import re
+    import select
+    import subprocess
+
+    from conftest import Keygate
+
+    kg = Keygate(tmp_path)
+    proc = subprocess.Popen(
+        [str(kg.bin), "serve", "--demo", "--listen", "127.0.0.1:0"],
+        env=kg.env,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "demo.log", "wb"),  # noqa: SIM115 - lives as long as the process
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not kg.url and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", proc.stdout.readline())
+                kg.url = m.group(1) if m else ""
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()
+        assert kg.url, "the demo did not print its address"
+        keys_file = tmp_path / "data" / "demo-keys.json"
+        while not keys_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # A withdraw key on the demo account, made by the operator (the CLI, through the demo's
+        # admin socket), as a user who wants to try withdrawals would.
+        k = kg.cli(
+            "keys", "create", "--account", "demo", "--permissions", "read,withdraw",
+            "--ip", "127.0.0.1", "--withdraw-address", WITHDRAW_ADDRESS,
+        )
+        key = dataclasses.make_dataclass("K", ["api_key", "secret", "kind"])(k["api_key"], k["secret"], "hmac")
+        ex = fresh(kg, key)
+        w = ex.withdraw("USDT", 20, WITHDRAW_ADDRESS, params={"network": "TRX"})
+        assert w["id"]
+        assert [x["id"] for x in ex.fetch_withdrawals("USDT")] == [w["id"]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
