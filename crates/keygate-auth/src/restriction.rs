@@ -192,6 +192,15 @@ impl Restrictions {
         Ok(())
     }
 
+    /// Drops repeated withdrawal addresses and symbols, keeping the first of each in its place:
+    /// a list that names one twice means it once.
+    pub fn dedup(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        self.withdraw_addresses.retain(|a| seen.insert(a.clone()));
+        let mut seen = std::collections::HashSet::new();
+        self.symbols.retain(|s| seen.insert(s.clone()));
+    }
+
     /// True if and only if `symbol` may be traded (an empty allowlist allows all).
     #[must_use]
     pub fn allows_symbol(&self, symbol: &str) -> bool {
@@ -223,6 +232,22 @@ impl Restrictions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_addresses_and_symbols_are_kept_once_in_their_first_place() {
+        let mut r = Restrictions {
+            withdraw_addresses: vec!["b".into(), "a".into(), "b".into(), "a".into()],
+            symbols: vec![
+                Symbol::parse("ETHUSDT").unwrap(),
+                Symbol::parse("BTCUSDT").unwrap(),
+                Symbol::parse("ETHUSDT").unwrap(),
+            ],
+            ..Restrictions::default()
+        };
+        r.dedup();
+        assert_eq!(r.withdraw_addresses, ["b", "a"]);
+        assert_eq!(r.symbols.iter().map(Symbol::as_str).collect::<Vec<_>>(), ["ETHUSDT", "BTCUSDT"]);
+    }
 
     #[test]
     fn parses_v4_v6_and_single_addresses() {

@@ -1,7 +1,8 @@
 //! The access log: one `tracing` event per answered request, target [`TARGET`].
 //!
-//! Fields: `request_id`, `method`, `path` (never the query string: it carries signatures and
-//! signed payloads), `status`, `latency_us`, and when present `key` (the `X-MBX-APIKEY` header,
+//! Fields: `request_id`, `method`, `path` (the route's template; never the query string, which
+//! carries signatures and signed payloads, and of an unknown path only what cannot hold them, see
+//! `LoggedPath`), `status`, `latency_us`, and when present `key` (the `X-MBX-APIKEY` header,
 //! only if it is a well-formed key id: a secret pasted into the header by mistake does not pass
 //! the checksum and is never written), `code` (the Binance error code) and `reason` (a stable
 //! word such as `KEY_REVOKED`). Reasons are fixed strings chosen by whoever refused, never a
@@ -45,6 +46,48 @@ fn key_id(req: &Request) -> Option<[u8; KEY_LEN]> {
     v.try_into().ok()
 }
 
+/// The `path` of an access line: a known route's template (`/api/console/v1/keys/{id}`), else what
+/// can be shown of an unknown path without risk. A path is whatever the client put before the
+/// first `?`, so an unknown one may hold a whole signed query (`/api/v3/order%3Fsymbol=...&signature=...`,
+/// or after a `;`) or a secret (`/kgs_...`). Only its leading `[A-Za-z0-9/_.-]` characters are
+/// written, every segment longer than [`UNKNOWN_SEGMENT_MAX`] (as every key id, secret and
+/// signature is) as `*`, at most [`UNKNOWN_PATH_MAX`] bytes, and `...` where it was cut.
+struct LoggedPath<'a>(Option<&'a str>, &'a str);
+
+/// Most bytes of an unknown path an access line shows.
+const UNKNOWN_PATH_MAX: usize = 64;
+
+/// Longest segment of an unknown path shown as it is.
+const UNKNOWN_SEGMENT_MAX: usize = 24;
+
+impl std::fmt::Display for LoggedPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(template) = self.0 {
+            return f.write_str(template);
+        }
+        let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'.' | b'-');
+        let raw = self.1;
+        let end = raw.bytes().position(|b| !safe(b)).unwrap_or(raw.len());
+        // Only ASCII before `end`, so the slice is on a character boundary.
+        let mut written = 0;
+        for (i, segment) in raw.get(..end).unwrap_or("").split('/').enumerate() {
+            let shown = if segment.len() > UNKNOWN_SEGMENT_MAX { "*" } else { segment };
+            written += usize::from(i > 0) + shown.len();
+            if written > UNKNOWN_PATH_MAX {
+                return f.write_str("...");
+            }
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(shown)?;
+        }
+        if end < raw.len() {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
 /// Middleware: answers the request, then logs it once and counts it in the metrics.
 pub async fn layer(axum::extract::State(state): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
     let watch = Stopwatch::start();
@@ -86,7 +129,7 @@ pub async fn layer(axum::extract::State(state): axum::extract::State<AppState>, 
         target: TARGET,
         request_id = %request_id,
         method = %method.as_str(),
-        path = %uri.path(),
+        path = %LoggedPath(endpoint.as_ref().map(MatchedPath::as_str), uri.path()),
         status,
         latency_us,
         key = key.map(shown),

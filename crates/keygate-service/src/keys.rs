@@ -145,7 +145,8 @@ impl Service {
     /// [`ServiceError::StepUpRequired`] for an owner granting trade/withdraw without step-up;
     /// [`ServiceError::Invalid`] for unreadable public keys, withdraw without IP allowlist, a past
     /// expiry or bad restrictions; [`ServiceError::NotFound`] for an unknown account.
-    pub async fn create_key(&self, actor: &Actor, new: NewKey) -> ServiceResult<CreatedKey> {
+    pub async fn create_key(&self, actor: &Actor, mut new: NewKey) -> ServiceResult<CreatedKey> {
+        new.restrictions.dedup();
         let _writing = self.inner.key_writes.lock().await;
         let account = self.account_record(actor, &new.account).await?;
         let now = self.now_ms();
@@ -293,6 +294,7 @@ impl Service {
                 return Err(ServiceError::Invalid(format!("a key cannot be set to {}; use revoke", other.as_str())));
             }
         }
+        after.restrictions.dedup();
         check_key_rules(after.permissions, &after.restrictions, now)?;
         let re_enabled = before.status != KeyStatus::Active && after.status == KeyStatus::Active;
         let widened = after.permissions.widens(before.permissions)

@@ -837,3 +837,18 @@ async fn a_first_password_is_not_a_change_and_locks_nothing_but_the_second_does(
     let alice = e.actor(&s.token).await;
     assert!(matches!(e.service.create_account_without_password(&alice, "dave").await, Err(ServiceError::Forbidden(_))));
 }
+
+#[tokio::test]
+async fn an_address_named_twice_is_kept_once_on_create_and_on_edit() {
+    let e = env().await;
+    let op = Actor::operator_cli();
+    let k = e.service.create_key(&op, withdraw_key("alice", &[ADDR_A, ADDR_A])).await.unwrap();
+    let view = e.service.key(&op, &k.key.api_key).await.unwrap();
+    assert_eq!(view.withdraw_addresses, [ADDR_A]);
+    let edit = keygate_service::KeyEdit {
+        withdraw_addresses: Some(vec![ADDR_B.into(), ADDR_A.into(), ADDR_B.into()]),
+        ..Default::default()
+    };
+    let view = e.service.edit_key(&op, &k.key.api_key, edit).await.unwrap();
+    assert_eq!(view.withdraw_addresses, [ADDR_B, ADDR_A]);
+}

@@ -379,7 +379,19 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
                     withdraw_limit_24h: limit_arg(restrictions.withdraw_limit_24h),
                 },
             };
-            output::created_key(&ctx.dispatch(req).await?, format.json)
+            let created = ctx.dispatch(req).await?;
+            match output::created_key(&created, format.json) {
+                // The secret is shown once: a reader that went away has lost it, and a script
+                // must learn that the key it asked for exists without it (not a quiet exit).
+                Err(e) if crate::closed_pipe(&e) => {
+                    let id = created["api_key"].as_str().unwrap_or("?");
+                    anyhow::bail!(
+                        "the output closed before the new key was printed: key {id} exists, but its secret was \
+                         shown to no one; revoke it with `keygate keys revoke {id}` and create another"
+                    )
+                }
+                other => other,
+            }
         }
         KeysCmd::List { account, format } => {
             output::keys(&ctx.dispatch(AdminRequest::KeyList { account }).await?, format.json)

@@ -79,6 +79,6 @@ fn main() -> ExitCode {
 }
 
 /// Whether an error is a write to a pipe whose reader has closed it.
-fn closed_pipe(e: &anyhow::Error) -> bool {
+pub(crate) fn closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }

@@ -165,12 +165,34 @@ async fn every_answer_is_logged_once_with_its_fields_and_never_a_signature_or_se
     let line = one_more(log, n, &a);
     assert_eq!((line["status"].as_u64(), line["path"].as_str()), (Some(404), Some("/nowhere")));
     let n = log.access().len();
-    let a = get(&format!("{}/api/console/v1/keys/{api_key}", app.base_url), &[]).await;
+    let a = get(&format!("{}/api/console/v1/keys/{secret}", app.base_url), &[]).await;
     let line = one_more(log, n, &a);
     assert_eq!((line["status"].as_u64(), line["reason"].as_str()), (Some(401), Some("unauthenticated")));
+    assert_eq!(line["path"].as_str(), Some("/api/console/v1/keys/{id}"), "a known route is logged as its template");
+
+    // Whole signed queries and secrets sent as unknown paths: the query behind an encoded `?`, a
+    // signature after `;`, a secret as a segment. Only a safe prefix is written.
+    let signed_order = signed_query(&[("symbol", "BTCUSDT"), ("side", "BUY")], t.client.now(), t.client.signer());
+    let signature = signed_order.rsplit_once("signature=").unwrap().1.to_owned();
+    for (path, logged) in [
+        (format!("/api/v3/order%3F{signed_order}"), "/api/v3/order..."),
+        (format!("/api/v3/order;signature={signature}"), "/api/v3/order..."),
+        (format!("/{secret}"), "/*"),
+        (format!("/api/v3/x/{signature}/y"), "/api/v3/x/*/y"),
+        (format!("/{}", "a".repeat(100)), "/*"),
+        (
+            format!("{}/end", "/abcdefgh".repeat(10)),
+            "/abcdefgh/abcdefgh/abcdefgh/abcdefgh/abcdefgh/abcdefgh/abcdefgh...",
+        ),
+    ] {
+        let n = log.access().len();
+        let a = get(&format!("{}{path}", app.base_url), &[]).await;
+        let line = one_more(log, n, &a);
+        assert_eq!((line["status"].as_u64(), line["path"].as_str()), (Some(404), Some(logged)), "{path}");
+    }
 
     let text = log.text();
-    for needle in [secret.as_str(), "signature", "timestamp=", "deadbeef", &"ab".repeat(32)] {
+    for needle in [secret.as_str(), "signature", "timestamp=", "deadbeef", &"ab".repeat(32), &signature] {
         assert!(!text.contains(needle), "{needle:?} reached the log:\n{text}");
     }
     app.shutdown().await;

@@ -387,6 +387,20 @@ fn a_reader_that_closes_the_pipe_ends_the_command_quietly() {
         assert!(out.status.success(), "{args:?} exited with {:?}: {stderr}", out.status);
         assert!(stderr.is_empty(), "{args:?} said something on a closed pipe: {stderr}");
     }
+    // A command that shows a secret once must not end quietly when nobody read it.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = s
+        .command(&["keys", "create", "--account", "alice", "--label", "lost"])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a lost secret exited 0");
+    assert!(stderr.contains("secret was shown to no one") && stderr.contains("keygate keys revoke kg_"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]
