@@ -121,10 +121,10 @@ class Keygate:
             self.seed_liquidity()
 
     # Resting orders one tick either side of each market's reference price, deep enough for the
-    # whole suite. The market maker requotes by cancelling and re-placing, one command at a time,
-    # so for a few milliseconds every few seconds one side of its book can be empty; and it moves.
-    # These orders keep a best bid and ask in place throughout (its LIMIT_MAKER quotes never take
-    # them), so fills, prices and refusals are the same on every run.
+    # whole suite. The market maker's book is never empty on a side (it requotes in one engine
+    # batch), but it moves with its walk. These orders keep a best bid and ask in place throughout
+    # (its LIMIT_MAKER quotes never take them), so fills, prices and refusals are the same on every
+    # run.
     LIQUIDITY = (
         ("BTCUSDT", "59999.99", "60000.01", "1"),
         ("ETHUSDT", "2999.99", "3000.01", "20"),

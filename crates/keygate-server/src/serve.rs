@@ -341,7 +341,7 @@ async fn advance_withdrawals(engine: Engine, service: Service) {
 
 /// Keeps the simulated market maker's quotes up to date: every half second its walk takes a step,
 /// and whatever it asks for (funding, cancels, new quotes) goes through the engine like any other
-/// command, journal included.
+/// command, journal included, as one batch.
 async fn run_market_maker(engine: Engine, config: keygate_exchange::MarketMakerConfig) {
     let Ok(mm) = engine.query(move |ex| keygate_exchange::MarketMaker::new(config, ex)).await else {
         return;
@@ -356,11 +356,19 @@ async fn run_market_maker(engine: Engine, config: keygate_exchange::MarketMakerC
             .query(move |ex| state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick(ex))
             .await
             .unwrap_or_default();
-        for command in commands {
-            if let Err(e) = engine.submit(command, None).await {
-                // A quote that would cross (someone traded meanwhile) is simply skipped.
-                tracing::debug!(error = %e, "market maker command refused");
+        if commands.is_empty() {
+            continue;
+        }
+        // One batch: a reader sees the old quotes or the new ones, never a book with a side
+        // emptied by the cancel and not yet refilled.
+        match engine.submit_all(commands).await {
+            Ok(results) => {
+                for e in results.into_iter().filter_map(Result::err) {
+                    // A quote that would cross (someone traded meanwhile) is simply skipped.
+                    tracing::debug!(error = %e, "market maker command refused");
+                }
             }
+            Err(e) => tracing::debug!(error = %e, "market maker requote not taken; the next tick retries"),
         }
     }
 }

@@ -47,8 +47,44 @@ pub enum EngineError {
 type Query = Box<dyn FnOnce(&Exchange) + Send>;
 
 enum Job {
-    Mutate { command: Command, fresh_until: Option<UnixMicros>, reply: oneshot::Sender<Result<Outcome, EngineError>> },
+    Mutate {
+        command: Command,
+        fresh_until: Option<UnixMicros>,
+        reply: oneshot::Sender<Result<Outcome, EngineError>>,
+    },
+    /// Commands applied in order within one batch: no reader sees the state between two of them.
+    MutateAll {
+        commands: Vec<Command>,
+        reply: oneshot::Sender<Vec<Result<Outcome, EngineError>>>,
+    },
     Query(Query),
+}
+
+/// A reply owed once the batch is committed (or refused).
+// `One` is the common case (every order); boxing its result would allocate once per command.
+#[allow(clippy::large_enum_variant)]
+enum Pending {
+    One(oneshot::Sender<Result<Outcome, EngineError>>, Result<Outcome, EngineError>),
+    All(oneshot::Sender<Vec<Result<Outcome, EngineError>>>, Vec<Result<Outcome, EngineError>>),
+}
+
+impl Pending {
+    /// Sends the results, each turned into `failed` if it had succeeded and the batch did not
+    /// commit.
+    fn send(self, failed: Option<&str>) {
+        let settle = |r: Result<Outcome, EngineError>| match failed {
+            Some(cause) => r.and(Err(EngineError::Storage(cause.to_owned()))),
+            None => r,
+        };
+        match self {
+            Self::One(reply, result) => {
+                let _ = reply.send(settle(result));
+            }
+            Self::All(reply, results) => {
+                let _ = reply.send(results.into_iter().map(settle).collect());
+            }
+        }
+    }
 }
 
 /// A handle to the engine thread; cheap to clone.
@@ -219,6 +255,20 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// Applies `commands` durably, in order, in one batch: a reader sees the state before all of
+    /// them or after all of them, never in between (the market maker's cancel-and-requote must
+    /// never show a book with an empty side). Each command succeeds or is refused on its own, as
+    /// if submitted one after another; the results come back in the same order.
+    ///
+    /// # Errors
+    /// [`EngineError::Busy`] or [`EngineError::Stopped`] for the whole; per command, as
+    /// [`Engine::submit`].
+    pub async fn submit_all(&self, commands: Vec<Command>) -> Result<Vec<Result<Outcome, EngineError>>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::MutateAll { commands, reply })?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
     /// Runs `f` on the committed state, after the batch in progress has been written.
     ///
     /// # Errors
@@ -370,6 +420,27 @@ impl Runner {
         }
     }
 
+    /// Applies one command to the exchange and, if it changed anything, adds it to the batch's
+    /// journal entries.
+    fn apply_one(
+        &mut self,
+        command: &Command,
+        now: UnixMillis,
+        journal: &mut Vec<JournalEntry>,
+    ) -> Result<Outcome, EngineError> {
+        match self.exchange.apply(command, now) {
+            // A test order validates and changes nothing: nothing to journal.
+            Ok(outcome) if matches!(command, Command::TestOrder(_)) => Ok(outcome),
+            Ok(outcome) => {
+                let bytes = serde_json::to_vec(command).map_err(|e| EngineError::Storage(e.to_string()))?;
+                journal.push(JournalEntry { seq: self.next_seq, at: now, command: bytes });
+                self.next_seq += 1;
+                Ok(outcome)
+            }
+            Err(e) => Err(EngineError::Rejected(e)),
+        }
+    }
+
     fn run_batch(&mut self, batch: Vec<Job>) {
         let now_us = self.clock.now();
         let now = now_us.as_millis();
@@ -380,26 +451,16 @@ impl Runner {
             match job {
                 Job::Query(q) => queries.push(q),
                 Job::Mutate { command, fresh_until, reply } => {
-                    if fresh_until.is_some_and(|f| now_us > f) {
-                        replies.push((reply, Err(EngineError::Expired)));
-                        continue;
-                    }
-                    match self.exchange.apply(&command, now) {
-                        // A test order validates and changes nothing: nothing to journal.
-                        Ok(outcome) if matches!(command, Command::TestOrder(_)) => replies.push((reply, Ok(outcome))),
-                        Ok(outcome) => {
-                            match serde_json::to_vec(&command) {
-                                Ok(bytes) => journal.push(JournalEntry { seq: self.next_seq, at: now, command: bytes }),
-                                Err(e) => {
-                                    replies.push((reply, Err(EngineError::Storage(e.to_string()))));
-                                    continue;
-                                }
-                            }
-                            self.next_seq += 1;
-                            replies.push((reply, Ok(outcome)));
-                        }
-                        Err(e) => replies.push((reply, Err(EngineError::Rejected(e)))),
-                    }
+                    let result = if fresh_until.is_some_and(|f| now_us > f) {
+                        Err(EngineError::Expired)
+                    } else {
+                        self.apply_one(&command, now, &mut journal)
+                    };
+                    replies.push(Pending::One(reply, result));
+                }
+                Job::MutateAll { commands, reply } => {
+                    let results = commands.iter().map(|c| self.apply_one(c, now, &mut journal)).collect();
+                    replies.push(Pending::All(reply, results));
                 }
             }
         }
@@ -409,8 +470,9 @@ impl Runner {
             // Nothing of this batch is durable: refuse every command of it and rebuild the
             // in-memory state from what is.
             tracing::error!(error = %e, "journal append failed; rolling back the batch");
-            for (reply, result) in replies {
-                let _ = reply.send(result.and(Err(EngineError::Storage(e.to_string()))));
+            let cause = e.to_string();
+            for pending in replies {
+                pending.send(Some(&cause));
             }
             match self.rt.block_on(recover(&*self.store, &self.exchange_config)) {
                 Ok((ex, seq, snap)) => {
@@ -427,8 +489,8 @@ impl Runner {
         // Before any reply: whoever sees a reply is served no view older than it (see `Reads`).
         // Refused commands are covered too: any balance they touched is listed.
         self.reads.forget(&self.exchange.take_changed_accounts());
-        for (reply, result) in replies {
-            let _ = reply.send(result);
+        for pending in replies {
+            pending.send(None);
         }
         for q in queries {
             // A query only reads, so a bug that panics in one (a fuzzed klines range did) cannot

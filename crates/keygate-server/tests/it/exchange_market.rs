@@ -169,3 +169,55 @@ async fn futures_exchange_info_is_empty_for_ccxt_load_markets() {
     }
     app.shutdown().await;
 }
+
+/// The market maker requotes by cancelling its quotes and placing new ones. Done as one engine
+/// batch, a reader sees the old quotes or the new ones, never a book with one side emptied in
+/// between (clients and bots took that for a market with no liquidity).
+#[tokio::test]
+async fn readers_never_see_a_side_of_the_market_makers_book_empty_while_it_requotes() {
+    use keygate_proto::{AccountId, Symbol};
+    let app = TestApp::spawn_with(|c| {
+        // Requoting after every 1 bps of drift: nearly every tick (two a second) for each market.
+        c.market_maker = Some(keygate_exchange::MarketMakerConfig {
+            requote_bps: 1,
+            ..keygate_exchange::MarketMakerConfig::new(AccountId(900), 7)
+        });
+    })
+    .await;
+    let symbols: Vec<Symbol> =
+        ["BTCUSDT", "ETHUSDT", "ETHBTC", "BNBUSDT"].iter().map(|s| Symbol::parse(s).unwrap()).collect();
+    let tops = || {
+        let symbols = symbols.clone();
+        app.engine.query(move |ex| {
+            symbols
+                .iter()
+                .map(|s| ex.depth(s, Some(5)).map(|d| (d.bids.first().map(|b| b.0), d.asks.first().map(|a| a.0))))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    };
+    // The first quotes.
+    let mut last = loop {
+        let t = tops().await.unwrap().unwrap();
+        if t.iter().all(|(b, a)| b.is_some() && a.is_some()) {
+            break t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let (mut requotes, mut reads, mut empty) = (0, 0, 0);
+    #[allow(clippy::disallowed_methods)] // Wall time: the market maker ticks on a real timer.
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        let t = tops().await.unwrap().unwrap();
+        reads += 1;
+        empty += t.iter().filter(|(b, a)| b.is_none() || a.is_none()).count();
+        requotes += t.iter().zip(&last).filter(|(now, before)| now != before).count();
+        last = t;
+        if requotes >= 12 {
+            break;
+        }
+    }
+    // Without requotes the test would prove nothing.
+    assert!(requotes >= 12, "only {requotes} requotes in {reads} reads");
+    assert_eq!(empty, 0, "{empty} empty sides seen in {reads} reads over {requotes} requotes");
+    app.shutdown().await;
+}
