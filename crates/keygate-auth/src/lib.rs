@@ -17,6 +17,7 @@ pub mod params;
 pub mod permission;
 pub mod replay;
 pub mod restriction;
+pub mod scan;
 pub mod session;
 pub mod verify;
 

@@ -47,6 +47,9 @@ pub enum Command {
     /// Read and check the audit log and the exchange ledger.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Find keygate secrets and key ids in files, directories or a git repository's history (exit
+    /// status 1 when a secret is found, 2 when something could not be scanned).
+    Scan(crate::scan::ScanArgs),
     /// Credit sandbox funds to an account (an operator action; no API key can do this).
     Deposit {
         /// Account name.
@@ -306,8 +309,13 @@ fn read_key_file(path: &PathBuf) -> anyhow::Result<String> {
 /// # Errors
 /// Anything that went wrong, with a message for the operator.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Reads only the paths it is given: no data directory, no store.
+    if let Command::Scan(args) = &cli.command {
+        return crate::scan::run(args);
+    }
     let ctx = Context::new(cli.data_dir, cli.master_key_file, cli.database_url)?;
     match cli.command {
+        Command::Scan(_) => Ok(()),
         Command::Serve(args) => serve::run(&ctx, args).await,
         Command::Accounts(cmd) => accounts(&ctx, cmd).await,
         Command::Keys(cmd) => keys(&ctx, cmd).await,

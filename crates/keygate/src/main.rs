@@ -31,6 +31,7 @@ mod context;
 mod demo;
 mod keygen;
 mod output;
+mod scan;
 mod serve;
 
 use clap::Parser as _;
@@ -67,13 +68,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let scanning = matches!(cli.command, cli::Command::Scan(_));
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`): nothing left to say to anyone.
         Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
+        // Findings were printed; the status tells CI and pre-commit hooks.
+        Err(e) if e.downcast_ref::<scan::SecretsFound>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("keygate: error: {e:#}");
-            ExitCode::FAILURE
+            // `scan` keeps 1 for "a secret was found": 2 is "could not scan".
+            if scanning { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }

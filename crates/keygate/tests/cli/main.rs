@@ -417,3 +417,65 @@ fn serve_caps_the_connections_of_one_address() {
     drop(held);
     stop(child);
 }
+
+#[test]
+fn scan_finds_planted_secrets_in_files_and_in_git_history_and_exits_for_ci() {
+    let s = Sandbox::new();
+    s.account("alice");
+    let k = s.json(&["keys", "create", "--account", "alice", "--label", "leaky", "--json"]);
+    let (id, secret) = (k["api_key"].as_str().unwrap().to_owned(), k["secret"].as_str().unwrap().to_owned());
+    let tree = s.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("clean.txt"), "kgs_notasecret kg_123 nothing to see\n".repeat(100)).unwrap();
+    std::fs::write(tree.join("sub").join(".env"), format!("# bot\nKEY={id}\nSECRET={secret}\n")).unwrap();
+    let scan = |args: &[&str]| s.command(&[&["scan"], args].concat()).stdin(Stdio::null()).output().unwrap();
+
+    // Files: the secret (redacted) and the id, with their place; status 1 for a secret.
+    let out = scan(&[tree.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&format!(".env:2: key id: {id}")), "{stdout}");
+    assert!(stdout.contains(&format!(".env:3: SECRET (revoke its key): {}...", &secret[..8])), "{stdout}");
+    assert!(!stdout.contains(&secret) && !String::from_utf8_lossy(&out.stderr).contains(&secret));
+    assert_eq!(stdout.lines().count(), 2, "random look-alikes are not reported: {stdout}");
+    // JSON lines.
+    let out = scan(&["--json", tree.to_str().unwrap()]);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!((lines[1]["kind"].as_str(), lines[1]["line"].as_u64()), (Some("secret"), Some(3)));
+    // A clean tree: status 0.
+    assert_eq!(scan(&[tree.join("clean.txt").to_str().unwrap()]).status.code(), Some(0));
+    // Something that cannot be read: status 2.
+    assert_eq!(scan(&[tree.join("missing").to_str().unwrap()]).status.code(), Some(2));
+
+    // Git history: committed, then deleted; the working tree is clean, the history is not.
+    let repo = s.dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.join("config.py"), format!("API_SECRET = '{secret}'\n")).unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "oops"]);
+    std::fs::write(repo.join("config.py"), "API_SECRET = os.environ['SECRET']\n").unwrap();
+    git(&["commit", "-q", "-am", "fix"]);
+    assert_eq!(scan(&[repo.to_str().unwrap()]).status.code(), Some(0), "the files are clean now");
+    let out = scan(&["--git", "--json", repo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let found: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Added in one commit, removed in the next: both patches show it.
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|f| f["file"] == "config.py" && f["commit"].as_str().is_some_and(|c| c.len() == 40)));
+}
