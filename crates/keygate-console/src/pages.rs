@@ -728,6 +728,9 @@ async fn keys_view(
     };
     let now = c.now_ms();
     let mut rows: Vec<KeyRow> = keys.iter().map(|k| KeyRow::new(k, now)).collect();
+    for r in &mut rows {
+        r.flag_without_2fa(v.info.two_factor_enabled);
+    }
     rows.sort_by_key(|r| (r.revoked, std::cmp::Reverse(r.created.clone())));
     let page = KeysPage {
         nav: Some(Nav::of(v, now)),
@@ -870,7 +873,8 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
     };
     match c.service().key(&v.actor, id).await {
         Ok(k) => {
-            let row = KeyRow::new(&k, c.now_ms());
+            let mut row = KeyRow::new(&k, c.now_ms());
+            row.flag_without_2fa(v.info.two_factor_enabled);
             let (status, form, error, saved) = match state {
                 EditState::Stored { saved } => (StatusCode::OK, values_of(&row), None, saved),
                 EditState::Refused { form, error } => (error.status(), form.clone(), Some(error), false),

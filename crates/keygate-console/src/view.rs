@@ -136,6 +136,14 @@ impl KeyRow {
         }
     }
 
+    /// Flags a live key that trades or withdraws on an account without 2FA: whoever has the
+    /// password alone controls it (operators may create such keys; owners cannot).
+    pub(crate) fn flag_without_2fa(&mut self, two_factor_enabled: bool) {
+        if !two_factor_enabled && self.active && (self.trade || self.withdraw) {
+            self.risks.push("no 2FA on the account");
+        }
+    }
+
     /// One line summarising the restrictions.
     pub(crate) fn restrictions(&self) -> String {
         let mut parts = Vec::new();

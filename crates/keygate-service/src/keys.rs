@@ -300,7 +300,10 @@ impl Service {
         let widened = after.permissions.widens(before.permissions)
             || after.restrictions.widens(&before.restrictions)
             || re_enabled;
-        self.check_trading_needs_2fa(actor, after.account_id, after.permissions, before.permissions).await?;
+        // A disabled key moves nothing: re-enabling one that trades or withdraws needs 2FA as
+        // creating it would (keys suspended when 2FA went away stay so until it is back).
+        let moved_before = if re_enabled { Permissions::READ_ONLY } else { before.permissions };
+        self.check_trading_needs_2fa(actor, after.account_id, after.permissions, moved_before).await?;
         if widened && !actor.stepped_up(now) {
             return Err(ServiceError::StepUpRequired("widening a key's permissions or restrictions".into()));
         }
@@ -361,6 +364,38 @@ impl Service {
                 self.revoke_locked(actor, k.id.as_str()).await?;
                 n += 1;
             }
+        }
+        Ok(n)
+    }
+
+    /// Suspends (disables) every active key of `account` that may trade or withdraw, each with a
+    /// `key.suspend` audit record naming `reason`: with 2FA gone, a stolen password alone must
+    /// not be enough to keep using or re-enable them. An owner re-enables a key by editing its
+    /// status back to active, which needs a step-up, hence 2FA again. Returns how many.
+    ///
+    /// Called before the change that causes it is written, so a crash in between leaves keys
+    /// suspended with 2FA still on (the safe side), never 2FA off with the keys live.
+    pub(crate) async fn suspend_trading_keys(
+        &self,
+        actor: &Actor,
+        account: keygate_auth::AccountId,
+        reason: &str,
+    ) -> ServiceResult<usize> {
+        let _writing = self.inner.key_writes.lock().await;
+        let mut n = 0;
+        for mut rec in self.inner.store.list_keys(Some(account)).await? {
+            let trading = rec.permissions.contains(Permission::Trade) || rec.permissions.contains(Permission::Withdraw);
+            if rec.status != KeyStatus::Active || !trading {
+                continue;
+            }
+            rec.status = KeyStatus::Disabled;
+            rec.updated_at = self.now_ms();
+            rec.updated_by = actor.kind().into();
+            let audit =
+                self.audit(actor, "key.suspend", &rec, serde_json::json!({ "label": rec.label, "reason": reason }));
+            self.inner.store.update_key(&rec, audit).await?;
+            self.inner.cache.upsert(&rec)?;
+            n += 1;
         }
         Ok(n)
     }

@@ -319,7 +319,9 @@ impl Service {
     }
 
     /// Turns 2FA off, given a current TOTP code or a recovery code; withdrawals are locked for
-    /// [`crate::ServiceConfig::withdrawal_lock_ms`]. Audited as `totp.disable`.
+    /// [`crate::ServiceConfig::withdrawal_lock_ms`], and every trade and withdraw key is suspended
+    /// until 2FA is back and the owner re-enables it (see `suspend_trading_keys`). Audited as
+    /// `totp.disable`.
     ///
     /// # Errors
     /// [`ServiceError::Forbidden`] when 2FA is not on or for non-owners,
@@ -327,12 +329,13 @@ impl Service {
     pub async fn totp_disable(&self, actor: &Actor, code: &str) -> ServiceResult<()> {
         let account = self.own_account(actor).await?;
         let method = self.verify_second_factor(&account, code, "disable", actor.source()).await?;
+        let suspended = self.suspend_trading_keys(actor, account.id, "2fa_disabled").await?;
         let until = self.lock_until(&account, self.now_ms());
         let audit = self.owner_draft(
             &account,
             "totp.disable",
             actor.source(),
-            serde_json::json!({ "method": method, "withdrawals_locked_until": until }),
+            serde_json::json!({ "method": method, "withdrawals_locked_until": until, "keys_suspended": suspended }),
         );
         self.inner.store.disable_two_factor(account.id, Some(until), audit).await?;
         Ok(())
@@ -354,8 +357,8 @@ impl Service {
         })
     }
 
-    /// Operator only: removes an account's 2FA (its owner lost the device), ends all its
-    /// sessions and locks withdrawals. Audited as `totp.reset`.
+    /// Operator only: removes an account's 2FA (its owner lost the device), suspends its trade and
+    /// withdraw keys, ends all its sessions and locks withdrawals. Audited as `totp.reset`.
     ///
     /// # Errors
     /// [`ServiceError::Forbidden`] for owners, [`ServiceError::NotFound`].
@@ -366,6 +369,7 @@ impl Service {
             ));
         }
         let mut rec = self.account_record(actor, account).await?;
+        let suspended = self.suspend_trading_keys(actor, rec.id, "2fa_reset").await?;
         let until = self.lock_until(&rec, self.now_ms());
         let audit = self.draft(
             actor.label(),
@@ -373,7 +377,7 @@ impl Service {
             format!("account:{}", rec.name),
             Some(rec.id),
             actor.source(),
-            serde_json::json!({ "withdrawals_locked_until": until }),
+            serde_json::json!({ "withdrawals_locked_until": until, "keys_suspended": suspended }),
         );
         self.inner.store.disable_two_factor(rec.id, Some(until), audit).await?;
         rec.withdrawals_locked_until = Some(until);

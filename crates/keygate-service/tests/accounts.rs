@@ -6,7 +6,7 @@
 // Tests fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use keygate_auth::{IpAllowlist, Permission, Permissions, Restrictions};
+use keygate_auth::{IpAllowlist, KeyLookup as _, KeyStatus, Permission, Permissions, Restrictions};
 use keygate_proto::{UnixMicros, UnixMillis};
 use keygate_service::{
     Actor, ManualClock, NewKey, NewKeyMaterial, NewSession, PasswordParams, RecoveryCodes, Service, ServiceConfig,
@@ -851,4 +851,46 @@ async fn an_address_named_twice_is_kept_once_on_create_and_on_edit() {
     };
     let view = e.service.edit_key(&op, &k.key.api_key, edit).await.unwrap();
     assert_eq!(view.withdraw_addresses, [ADDR_B, ADDR_A]);
+}
+
+#[tokio::test]
+async fn turning_2fa_off_suspends_trade_and_withdraw_keys_until_2fa_is_back_and_the_owner_re_enables_them() {
+    let e = env().await;
+    let (s, totp, _) = e.alice_with_2fa().await;
+    let (s, alice) = e.stepped_up(&s, &totp).await;
+    let op = Actor::operator_cli();
+    let trade = e.service.create_key(&alice, trade_key("alice")).await.unwrap();
+    let withdraw = e.service.create_key(&alice, withdraw_key("alice", &[ADDR_A])).await.unwrap();
+    let read = e
+        .service
+        .create_key(&alice, NewKey { permissions: Permissions::READ_ONLY, ..trade_key("alice") })
+        .await
+        .unwrap();
+    let status = |k: &keygate_service::CreatedKey| {
+        let id = k.key.api_key.clone();
+        let (service, op) = (e.service.clone(), op.clone());
+        async move { service.key(&op, &id).await.unwrap().status }
+    };
+    e.clock.advance_ms(30_000);
+    e.service.totp_disable(&alice, &e.code(&totp)).await.unwrap();
+    assert_eq!(status(&trade).await, KeyStatus::Disabled);
+    assert_eq!(status(&withdraw).await, KeyStatus::Disabled);
+    assert_eq!(status(&read).await, KeyStatus::Active, "a read-only key moves nothing and stays");
+    // The verifier's cache sees it at once.
+    let cached = e.service.cache().lookup(&trade.key.api_key).unwrap();
+    assert_eq!(cached.status, KeyStatus::Disabled);
+    let audit = e.service.audit_log(&op, 0, 10_000).await.unwrap();
+    assert_eq!(audit.iter().filter(|r| r.action == "key.suspend" && r.details["reason"] == "2fa_disabled").count(), 2);
+    // Without 2FA the owner cannot step up, so cannot re-enable them.
+    let active = || keygate_service::KeyEdit { status: Some(KeyStatus::Active), ..Default::default() };
+    let err = e.service.edit_key(&e.actor(&s.token).await, &trade.key.api_key, active()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::StepUpRequired(_) | ServiceError::Forbidden(_)), "{err}");
+    // With 2FA back and a step-up, the owner re-confirms the key.
+    let (s, totp, _) = e.alice_with_2fa().await;
+    let (_, alice) = e.stepped_up(&s, &totp).await;
+    let view = e.service.edit_key(&alice, &trade.key.api_key, active()).await.unwrap();
+    assert_eq!(view.status, KeyStatus::Active);
+    // The operator's reset suspends them too.
+    e.service.totp_reset(&op, "alice").await.unwrap();
+    assert_eq!(status(&trade).await, KeyStatus::Disabled);
 }

@@ -110,8 +110,9 @@ pub enum AccountsCmd {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Remove an account's TOTP 2FA, for an owner who lost their device (ends its console
-    /// sessions and locks withdrawals for 24 h; audited).
+    /// Remove an account's TOTP 2FA, for an owner who lost their device (suspends its trade and
+    /// withdraw keys until 2FA is back, ends its console sessions and locks withdrawals for 24 h;
+    /// audited).
     TotpReset {
         /// Account name.
         name: String,
@@ -357,8 +358,9 @@ async fn accounts(ctx: &Context, cmd: AccountsCmd) -> anyhow::Result<()> {
         AccountsCmd::TotpReset { name } => {
             ctx.dispatch(AdminRequest::AccountTotpReset { name: name.clone() }).await?;
             outln!(
-                "2FA of {name} removed; its sessions ended and withdrawals are locked for 24 hours. \
-                 The owner can enroll a new device after logging in with the password."
+                "2FA of {name} removed; its trade and withdraw keys are suspended, its sessions ended and \
+                 withdrawals are locked for 24 hours. The owner can enroll a new device after logging in \
+                 with the password, then re-enable the keys."
             );
             Ok(())
         }

@@ -387,3 +387,21 @@ async fn the_json_login_takes_the_name_in_any_case_like_the_form() {
     assert_eq!(s["authenticated"], true, "{s}");
     assert_eq!(b.get("/api/console/v1/keys").await.status, 200);
 }
+
+/// A trade key on an account without 2FA (the operator may create one, as the demo does) is
+/// flagged where the owner sees it; once 2FA is on, the flag goes.
+#[tokio::test]
+async fn a_trade_key_on_an_account_without_2fa_is_flagged() {
+    let app = TestApp::spawn().await;
+    let mut alice = Agent::new(&app);
+    alice.sign_up("alice", PASSWORD).await;
+    let trade = keygate_auth::Permissions::with(&[keygate_auth::Permission::Trade]);
+    let key = app.hmac_key("alice", trade, keygate_auth::Restrictions::default()).await;
+    let list = alice.get("/console/keys").await;
+    assert!(list.body.contains("no 2FA on the account"), "{}", list.body);
+    let page = alice.get(&format!("/console/keys/{}", key.key.api_key)).await;
+    assert!(page.body.contains("no 2FA on the account"), "{}", page.body);
+    alice.enroll_totp(&app).await;
+    let list = alice.get("/console/keys").await;
+    assert!(!list.body.contains("no 2FA on the account"), "{}", list.body);
+}

@@ -365,12 +365,21 @@ async fn serve_on_postgresql_runs_end_to_end() {
 fn an_operator_resets_a_lost_2fa_device_and_it_is_audited() {
     let s = Sandbox::new();
     s.account("alice");
+    let trade = s.json(&["keys", "create", "--account", "alice", "--permissions", "read,trade", "--json"]);
+    let read = s.json(&["keys", "create", "--account", "alice", "--json"]);
     s.fails(&["accounts", "totp-reset", "nobody"], "not found");
     let out = s.ok(&["accounts", "totp-reset", "alice"]);
-    assert!(out.contains("2FA of alice removed"), "{out}");
+    assert!(out.contains("2FA of alice removed") && out.contains("keys are suspended"), "{out}");
+    let status =
+        |k: &serde_json::Value| s.json(&["keys", "show", k["api_key"].as_str().unwrap(), "--json"])["status"].clone();
+    assert_eq!((status(&trade), status(&read)), ("disabled".into(), "active".into()));
     let audit = s.json(&["audit", "list", "--json"]);
     let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
-    assert_eq!(actions, ["account.create", "totp.reset", "auth.sessions_ended"], "{audit}");
+    assert_eq!(
+        actions,
+        ["account.create", "key.create", "key.create", "key.suspend", "totp.reset", "auth.sessions_ended"],
+        "{audit}"
+    );
 }
 
 #[test]
