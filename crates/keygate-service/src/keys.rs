@@ -85,6 +85,13 @@ fn check_key_rules(permissions: Permissions, r: &Restrictions, now: UnixMillis) 
             "the withdraw permission needs an IP allowlist: add --ip with the addresses that may withdraw".into(),
         ));
     }
+    if permissions.contains(Permission::Withdraw) && r.withdraw_addresses.is_empty() {
+        // No address on the allowlist allows no withdrawal: refused at once rather than at the
+        // first withdrawal, as the console's form says.
+        return Err(ServiceError::Invalid(
+            "the withdraw permission needs at least one withdrawal address: add --withdraw-address".into(),
+        ));
+    }
     if r.expires_at.is_some_and(|e| e <= now) {
         return Err(ServiceError::Invalid("the expiry must be in the future".into()));
     }

@@ -49,6 +49,10 @@ pub fn is_unset(stored: &str) -> bool {
     stored == NO_PASSWORD
 }
 
+/// Fewest characters a password may have: the console's pages, its JSON API and the CLI all
+/// enforce this one number.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
 /// Longest password accepted, in bytes: longer ones are refused without hashing.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
@@ -57,8 +61,8 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// # Errors
 /// [`ServiceError::Invalid`] saying what is wrong.
 pub fn check_strength(password: &str) -> Result<(), ServiceError> {
-    if password.chars().count() < 10 {
-        return Err(ServiceError::Invalid("the password must have at least 10 characters".into()));
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(ServiceError::Invalid(format!("the password must have at least {MIN_PASSWORD_CHARS} characters")));
     }
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(ServiceError::Invalid("the password must have at most 1024 bytes".into()));

@@ -327,6 +327,7 @@ async fn owners_need_2fa_for_trading_keys_operators_do_not() {
         permissions: Permissions::with(&[Permission::Withdraw]),
         restrictions: Restrictions {
             ip_allowlist: IpAllowlist::parse(&["192.0.2.0/24"]).unwrap(),
+            withdraw_addresses: vec![ADDR_A.into()],
             ..Restrictions::default()
         },
         ..trade_key("bob")
@@ -893,4 +894,24 @@ async fn turning_2fa_off_suspends_trade_and_withdraw_keys_until_2fa_is_back_and_
     // The operator's reset suspends them too.
     e.service.totp_reset(&op, "alice").await.unwrap();
     assert_eq!(status(&trade).await, KeyStatus::Disabled);
+}
+
+#[tokio::test]
+async fn a_withdraw_key_without_a_withdrawal_address_is_refused_whoever_asks() {
+    let e = env().await;
+    let err = e.service.create_key(&Actor::operator_cli(), withdraw_key("alice", &[])).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Invalid(ref m) if m.contains("withdrawal address")), "{err}");
+    // Nor by taking the last address off a withdraw key.
+    let k = e.service.create_key(&Actor::operator_cli(), withdraw_key("alice", &[ADDR_A])).await.unwrap();
+    let none = keygate_service::KeyEdit { withdraw_addresses: Some(vec![]), ..Default::default() };
+    let err = e.service.edit_key(&Actor::operator_cli(), &k.key.api_key, none).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Invalid(ref m) if m.contains("withdrawal address")), "{err}");
+}
+
+#[tokio::test]
+async fn passwords_need_twelve_characters() {
+    let e = env().await;
+    let err = e.service.create_account(&Actor::operator_cli(), "short", pw("elevenchars")).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Invalid(ref m) if m.contains("12 characters")), "{err}");
+    e.service.create_account(&Actor::operator_cli(), "long", pw("twelve chars")).await.unwrap();
 }

@@ -94,7 +94,8 @@ async fn withdraw_without_an_ip_allowlist_is_refused_for_every_actor() {
         let err = e.service.create_key(&actor, new_key("alice", w, Restrictions::default())).await.unwrap_err();
         assert!(matches!(err, ServiceError::Invalid(ref m) if m.contains("IP allowlist")), "{actor:?}: {err}");
     }
-    let ok = e.service.create_key(&Actor::operator_cli(), new_key("alice", w, ips(&["203.0.113.0/24"]))).await.unwrap();
+    let with_address = Restrictions { withdraw_addresses: vec!["TXpolicyAddr01".into()], ..ips(&["203.0.113.0/24"]) };
+    let ok = e.service.create_key(&Actor::operator_cli(), new_key("alice", w, with_address)).await.unwrap();
     // Removing the allowlist later is refused too.
     let edit = KeyEdit { ip_allowlist: Some(IpAllowlist::default()), ..KeyEdit::default() };
     assert!(matches!(
