@@ -46,6 +46,17 @@ impl Service {
         let hash = tokio::task::spawn_blocking(move || password::hash(params, &password))
             .await
             .map_err(|e| ServiceError::Internal(format!("hashing task: {e}")))??;
+        self.insert_account(actor, name, hash, serde_json::json!({ "name": name })).await
+    }
+
+    /// Stores a new account with `password_hash`, audited as `account.create` with `details`.
+    async fn insert_account(
+        &self,
+        actor: &Actor,
+        name: &str,
+        password_hash: String,
+        details: serde_json::Value,
+    ) -> ServiceResult<AccountView> {
         let now = self.now_ms();
         let audit = AuditDraft {
             at: now,
@@ -54,17 +65,13 @@ impl Service {
             target: format!("account:{name}"),
             account_id: None,
             source: actor.source(),
-            details: serde_json::json!({ "name": name }),
+            details,
         };
-        let rec = self
-            .inner
-            .store
-            .create_account(NewAccount { name: name.to_owned(), password_hash: hash, created_at: now }, audit)
-            .await
-            .map_err(|e| match ServiceError::from(e) {
-                ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
-                other => other,
-            })?;
+        let new = NewAccount { name: name.to_owned(), password_hash, created_at: now };
+        let rec = self.inner.store.create_account(new, audit).await.map_err(|e| match ServiceError::from(e) {
+            ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
+            other => other,
+        })?;
         Ok(AccountView::from(&rec))
     }
 
@@ -80,23 +87,8 @@ impl Service {
             return Err(ServiceError::Forbidden("owners cannot create other accounts".into()));
         }
         check_name(name)?;
-        let now = self.now_ms();
-        let audit = AuditDraft {
-            at: now,
-            actor: actor.label(),
-            action: "account.create".into(),
-            target: format!("account:{name}"),
-            account_id: None,
-            source: actor.source(),
-            details: serde_json::json!({ "name": name, "console_password": false }),
-        };
-        let new =
-            NewAccount { name: name.to_owned(), password_hash: password::NO_PASSWORD.to_owned(), created_at: now };
-        let rec = self.inner.store.create_account(new, audit).await.map_err(|e| match ServiceError::from(e) {
-            ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
-            other => other,
-        })?;
-        Ok(AccountView::from(&rec))
+        let details = serde_json::json!({ "name": name, "console_password": false });
+        self.insert_account(actor, name, password::NO_PASSWORD.to_owned(), details).await
     }
 
     /// All accounts (operator view).

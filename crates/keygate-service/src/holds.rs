@@ -25,7 +25,7 @@
 //! on the server's machine, the demo) start no holds: they act from where everything can be
 //! changed anyway, and their changes are audited and marked on the key.
 
-use crate::{Actor, Service, ServiceError, ServiceResult};
+use crate::{Actor, Service, ServiceResult};
 use keygate_auth::{AccountId, ApiKeyId, KeyStatus, Permission};
 use keygate_proto::UnixMillis;
 use keygate_store::{AddressHold, HoldPeriod, KeyRecord, WithdrawalHolds};
@@ -182,12 +182,7 @@ impl Service {
         address: &str,
         now: UnixMillis,
     ) -> ServiceResult<Option<WithdrawalBlock>> {
-        let rec = self
-            .inner
-            .store
-            .account_by_id(account)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("account #{account}")))?;
+        let rec = self.account_by_id(account).await?;
         let mut blocks = vec![
             (HoldKind::AccountLocked, rec.withdrawals_locked_until),
             (HoldKind::TwoFactorEnabled, rec.withdrawals_held_until),

@@ -137,7 +137,11 @@ fn owner_only(actor: &Actor) -> ServiceResult<AccountId> {
 
 impl Service {
     async fn own_account(&self, actor: &Actor) -> ServiceResult<AccountRecord> {
-        let id = owner_only(actor)?;
+        self.account_by_id(owner_only(actor)?).await
+    }
+
+    /// The account with id `id`, which must exist.
+    pub(crate) async fn account_by_id(&self, id: AccountId) -> ServiceResult<AccountRecord> {
         self.inner.store.account_by_id(id).await?.ok_or_else(|| ServiceError::NotFound(format!("account #{id}")))
     }
 
@@ -402,12 +406,7 @@ impl Service {
         account: AccountId,
         now: UnixMillis,
     ) -> ServiceResult<Option<UnixMillis>> {
-        let rec = self
-            .inner
-            .store
-            .account_by_id(account)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("account #{account}")))?;
+        let rec = self.account_by_id(account).await?;
         Ok(rec.withdrawals_locked_until.filter(|u| *u > now))
     }
 
