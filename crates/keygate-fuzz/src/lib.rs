@@ -14,6 +14,7 @@ pub mod engine;
 pub mod input;
 pub mod keyfmt;
 pub mod params;
+pub mod scan;
 pub mod verify;
 
 pub use input::Input;
@@ -30,4 +31,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("amount", amount::run),
     ("engine", engine::run),
     ("config", config::run),
+    ("scan", scan::run),
 ];

@@ -69,7 +69,7 @@ fn run_target(name: &str, random_inputs: usize, max_len: usize) {
 
 #[test]
 fn every_target_has_a_test_here_and_a_corpus() {
-    let tested = ["params", "verify", "keyfmt", "amount", "engine", "config"];
+    let tested = ["params", "verify", "keyfmt", "amount", "engine", "config", "scan"];
     for (name, _) in TARGETS {
         assert!(tested.contains(name), "{name} has no replay test");
         assert!(!corpus(name).is_empty(), "{name} has no seed corpus");
@@ -104,4 +104,9 @@ fn engine_keeps_the_ledger_and_book_consistent_under_any_commands() {
 #[test]
 fn exchange_config_toml_never_panics_and_round_trips() {
     run_target("config", 200, 400);
+}
+
+#[test]
+fn the_credential_scanner_finds_exactly_what_brute_force_finds() {
+    run_target("scan", 3000, 300);
 }
