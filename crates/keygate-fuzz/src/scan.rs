@@ -17,7 +17,7 @@ use keygate_auth::{ApiKeyId, HmacSecret};
 /// Runs the target on one input.
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
-    if input.byte() % 2 == 0 {
+    if input.byte().is_multiple_of(2) {
         raw(input.rest());
     } else {
         planted(&mut input);
