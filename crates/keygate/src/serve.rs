@@ -206,16 +206,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         trusted_proxies: trusted,
         admin_socket: Some(ctx.data_dir.admin_socket()),
-        // The per-key share of the replay guard is a rate limit too: off with the others, for
-        // load benchmarks that send one key's requests far faster than any client would.
-        limits: keygate_auth::Limits {
-            replay_per_key: if rate_limits.enabled {
-                keygate_auth::Limits::default().replay_per_key
-            } else {
-                usize::MAX
-            },
-            ..keygate_auth::Limits::default()
-        },
+        limits: verify_limits(&rate_limits),
         rate_limits,
         tls: tls.clone(),
         console_hosts: args.console_host.clone(),
@@ -283,9 +274,28 @@ async fn market_maker_account(service: &keygate_service::Service) -> anyhow::Res
     Ok(keygate_proto::AccountId(a.id))
 }
 
+/// The verifier's limits for `rate_limits`: the per-key share of the replay guard is a rate
+/// limit too, off with the others (`--rate-limits off`), for load benchmarks that send one key's
+/// requests far faster than any client would.
+fn verify_limits(rate_limits: &keygate_server::ratelimit::RateLimitConfig) -> keygate_auth::Limits {
+    let defaults = keygate_auth::Limits::default();
+    let replay_per_key = if rate_limits.enabled { defaults.replay_per_key } else { usize::MAX };
+    keygate_auth::Limits { replay_per_key, ..defaults }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_duration_ms;
+    use super::{parse_duration_ms, verify_limits};
+    use keygate_server::ratelimit::RateLimitConfig;
+
+    #[test]
+    fn rate_limits_off_also_lift_the_per_key_replay_quota_and_nothing_else() {
+        let on = verify_limits(&RateLimitConfig::binance());
+        let off = verify_limits(&RateLimitConfig::off());
+        assert_eq!(on, keygate_auth::Limits::default());
+        assert_eq!(off.replay_per_key, usize::MAX);
+        assert_eq!(keygate_auth::Limits { replay_per_key: on.replay_per_key, ..off }, on);
+    }
 
     #[test]
     fn durations_are_zero_or_a_number_with_a_unit() {

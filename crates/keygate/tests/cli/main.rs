@@ -453,8 +453,12 @@ fn scan_finds_planted_secrets_in_files_and_in_git_history_and_exits_for_ci() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!((lines[1]["kind"].as_str(), lines[1]["line"].as_u64()), (Some("secret"), Some(3)));
-    // A clean tree: status 0.
+    // A clean tree: status 0. Key ids alone are listed but pass: they identify, never sign.
     assert_eq!(scan(&[tree.join("clean.txt").to_str().unwrap()]).status.code(), Some(0));
+    std::fs::write(tree.join("ids.txt"), format!("bot key: {id}\n")).unwrap();
+    let out = scan(&[tree.join("ids.txt").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ids.txt:1: key id: {id}")));
     // Something that cannot be read: status 2.
     assert_eq!(scan(&[tree.join("missing").to_str().unwrap()]).status.code(), Some(2));
 
