@@ -25,7 +25,7 @@ use crate::audit::{ChainError, chain_hash, verify_chain};
 use crate::crypto::{MasterKey, SecretCipher};
 use crate::postgres::{PgStore, describe};
 use crate::records::{
-    AccountRecord, AccountStatus, AuditDraft, AuditRecord, KeyMaterial, KeyRecord, NewAccount, SessionRecord,
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, Change, KeyMaterial, KeyRecord, NewAccount, SessionRecord,
     UsageDelta,
 };
 use crate::sqlite::{SqliteStore, SyncMode};
@@ -152,6 +152,7 @@ macro_rules! store_conformance_suite {
             totp_failures_count_in_windows_and_are_audited,
             totp_attempt_reservations_are_atomic_and_refuse_past_the_limit,
             session_ids_totp_seeds_and_recovery_codes_are_never_stored_in_plain_text,
+            every_cached_change_enters_the_feed_with_its_audit_record,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -561,6 +562,11 @@ async fn new_account(store: &dyn Store, name: &str, at: u64) -> AccountRecord {
 
 async fn insert(store: &dyn Store, k: &KeyRecord) {
     store.insert_key(k, draft("key.create", k.id.as_str(), Some(k.account_id))).await.unwrap();
+}
+
+/// One request through key `k` at time 3 from 192.0.2.1.
+fn one_use(k: &KeyRecord) -> UsageDelta {
+    UsageDelta { key_id: k.id.clone(), count: 1, last_used_at: UnixMillis(3), last_used_ip: "192.0.2.1".into() }
 }
 
 /// The whole chain, read in small pages so paging is exercised too.
@@ -1202,15 +1208,7 @@ pub async fn every_mutation_appends_exactly_one_chained_audit_record<H: Harness>
     let d = draft("account.disable", "account:bob", Some(bob.id));
     store.update_account(&AccountRecord { status: AccountStatus::Disabled, ..bob.clone() }, d.clone()).await.unwrap();
     want.push(d);
-    store
-        .record_usage(&[UsageDelta {
-            key_id: k.id.clone(),
-            count: 1,
-            last_used_at: UnixMillis(3),
-            last_used_ip: "192.0.2.1".into(),
-        }])
-        .await
-        .unwrap();
+    store.record_usage(&[one_use(&k)]).await.unwrap();
     let details = serde_json::json!({
         "nested": { "b": [1, 2.5, -3, 1e-7], "a": "ünïcödé \"quoted\" \\ \u{1F511}" },
         "z": null,
@@ -1990,6 +1988,75 @@ fn base32_encode(data: &[u8]) -> String {
         out.push(char::from(A[((acc << (5 - bits)) & 31) as usize]));
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The change feed
+// ---------------------------------------------------------------------------------------------
+
+/// Every change to what a node caches (accounts, keys, second factors, ended sessions) enters
+/// the change feed numbered by its own audit record, in commit order; what changes nothing
+/// cached (usage, logins, denials, refused changes) does not. `last_change` names the newest,
+/// and `changes_after` pages like the audit log.
+pub async fn every_cached_change_enters_the_feed_with_its_audit_record<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(31);
+    assert_eq!(store.last_change().await.unwrap(), 0);
+    assert!(store.changes_after(0, 10).await.unwrap().is_empty());
+
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let d = |a: &str| draft(a, "account:alice", Some(alice.id));
+    let k = hmac_key(&mut e, alice.id, 2_000);
+    insert(&*store, &k).await;
+    let dup = store.insert_key(&k, d("key.create")).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    store.record_usage(&[one_use(&k)]).await.unwrap();
+    store.update_key(&KeyRecord { label: "renamed".into(), ..k.clone() }, d("key.update")).await.unwrap();
+    store.append_audit(d("api.denied")).await.unwrap();
+    let (t1, s1) = session(&mut e, alice.id, 5_000, 5_000);
+    store.insert_session(&s1, Some(d("auth.login"))).await.unwrap();
+    store.begin_two_factor(alice.id, &[1; 20], UnixMillis(6_000), d("totp.enroll")).await.unwrap();
+    store.enable_two_factor(alice.id, 7, &[[9; 32]], UnixMillis(6_500), None, d("totp.enable")).await.unwrap();
+    assert!(store.accept_totp_step(alice.id, 8, Some(d("auth.step_up"))).await.unwrap());
+    store.replace_recovery_codes(alice.id, &[[8; 32]], d("totp.recovery_codes")).await.unwrap();
+    assert!(store.delete_session(&t1.hash(), Some(d("auth.logout"))).await.unwrap());
+    let changed = AccountRecord { password_hash: "new".into(), ..alice.clone() };
+    store.update_account_ending_sessions(&changed, None, d("account.password")).await.unwrap();
+    store.disable_two_factor(alice.id, None, d("totp.disable")).await.unwrap();
+    store
+        .update_account(&AccountRecord { status: AccountStatus::Disabled, ..changed }, d("account.disable"))
+        .await
+        .unwrap();
+
+    let key = Change::Key { account: alice.id, key: k.id.clone() };
+    let want = [
+        ("account.create", Change::Account(alice.id)),
+        ("key.create", key.clone()),
+        ("key.update", key),
+        ("totp.enroll", Change::TwoFactor(alice.id)),
+        ("totp.enable", Change::TwoFactor(alice.id)),
+        ("totp.recovery_codes", Change::TwoFactor(alice.id)),
+        ("auth.logout", Change::Session(alice.id)),
+        ("account.password", Change::Account(alice.id)),
+        ("totp.disable", Change::TwoFactor(alice.id)),
+        ("account.disable", Change::Account(alice.id)),
+    ];
+    let audit = whole_audit(&*store).await;
+    let feed = store.changes_after(0, 100).await.unwrap();
+    let got: Vec<(&str, Change)> = feed
+        .iter()
+        .map(|c| {
+            let record = audit.iter().find(|r| r.seq == c.seq).expect("a change without its audit record");
+            assert_eq!(c.at, record.draft.at, "change {} has its audit record's time", c.seq);
+            (record.draft.action.as_str(), c.change.clone())
+        })
+        .collect();
+    assert_eq!(got, want.to_vec());
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq), "the feed is in sequence order");
+    assert_eq!(store.last_change().await.unwrap(), feed.last().unwrap().seq);
+    assert_eq!(store.changes_after(feed[2].seq, 3).await.unwrap(), feed[3..6].to_vec());
+    assert!(store.changes_after(feed.last().unwrap().seq, 10).await.unwrap().is_empty());
 }
 
 #[cfg(test)]

@@ -1,255 +1,96 @@
-//! Persistence behind traits: accounts, keys, the audit chain.
+//! Persistence behind traits, one per aggregate: accounts, keys, sessions, second factors, the
+//! audit chain, the exchange journal, and the change feed other nodes listen to.
 //!
-//! The service layer talks to [`Store`] only; the backend (SQLite in the data directory, or a
-//! PostgreSQL database shared by several nodes) is chosen at run time by handing in a different
-//! `Arc<dyn Store>` (see [`open`]), never by a Cargo feature or a branch inside a query method.
-//! HMAC secrets are encrypted here, with the [`crypto::SecretCipher`] the store is opened with, so
-//! no backend ever sees one in plain text. Every mutation takes the [`AuditDraft`] that describes
-//! it and writes both in one transaction: a change is never recorded without its audit record,
-//! nor the other way round. Both backends pass the same conformance suite.
+//! The service layer talks to [`Store`], the union of those traits, only; the backend (SQLite in
+//! the data directory, or a PostgreSQL database shared by several nodes) is chosen at run time by
+//! handing in a different `Arc<dyn Store>` (see [`open`]), never by a Cargo feature or a branch
+//! inside a query method. Each trait is implemented once, generic over sqlx ([`sql::SqlStore`]),
+//! with a small [`sql::Dialect`] per backend for what really differs. HMAC secrets and TOTP seeds
+//! are encrypted here, with the [`crypto::SecretCipher`] the store is opened with, so no backend
+//! ever sees one in plain text. Every mutation takes the [`AuditDraft`] that describes it and
+//! writes both (and, for changes other nodes must hear about, a change record) in one
+//! transaction: a change is never recorded without its audit record, nor the other way round.
+//! Both backends pass the same conformance suite.
 
+mod accounts;
 pub mod audit;
+pub mod audit_log;
+pub mod changes;
 pub mod crypto;
 pub mod datadir;
+pub mod dialect;
 mod error;
+mod journal;
+mod keys;
 pub mod postgres;
 pub mod records;
 mod rows;
+mod sessions;
+pub mod sql;
 pub mod sqlite;
+mod two_factor;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use accounts::AccountStore;
+pub use audit_log::AuditStore;
+pub use changes::ChangeFeed;
 pub use error::StoreError;
+pub use journal::JournalStore;
+pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use records::{
-    AccountRecord, AccountStatus, AddressHold, AuditDraft, AuditRecord, HoldPeriod, JournalEntry, KeyMaterial,
-    KeyRecord, NewAccount, SessionRecord, TotpAttempt, TwoFactorRecord, UsageDelta, WithdrawalHolds,
+    AccountRecord, AccountStatus, AddressHold, AuditDraft, AuditRecord, Change, ChangeRecord, HoldPeriod, JournalEntry,
+    KeyMaterial, KeyRecord, NewAccount, SessionRecord, TotpAttempt, TwoFactorRecord, UsageDelta, WithdrawalHolds,
 };
+pub use sessions::SessionStore;
 pub use sqlite::{SqliteStore, SyncMode};
+pub use two_factor::TwoFactorStore;
 
 use async_trait::async_trait;
 use crypto::SecretCipher;
-use keygate_auth::{AccountId, ApiKeyId};
-use keygate_proto::UnixMillis;
+use dialect::Dialect;
+use sql::SqlStore;
 use std::path::Path;
 use std::sync::Arc;
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything keygate persists, behind one object-safe trait so backends are values.
+/// The aggregate traits, for `use keygate_store::prelude::*` where a `dyn Store` is used.
+pub mod prelude {
+    pub use crate::{
+        AccountStore as _, AuditStore as _, ChangeFeed as _, JournalStore as _, KeyStore as _, SessionStore as _,
+        Store as _, TwoFactorStore as _,
+    };
+}
+
+/// Everything keygate persists: every aggregate's trait, behind one object so backends are
+/// values (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Creates an account; [`StoreError::Conflict`] if the name is taken. The audit record gets
-    /// the new account id when `audit.account_id` is `None`, so the owner sees their account's
-    /// creation in their own audit view.
-    async fn create_account(&self, new: NewAccount, audit: AuditDraft) -> StoreResult<AccountRecord>;
-
-    /// The account with `name`, if any.
-    async fn account_by_name(&self, name: &str) -> StoreResult<Option<AccountRecord>>;
-
-    /// The account with `id`, if any.
-    async fn account_by_id(&self, id: AccountId) -> StoreResult<Option<AccountRecord>>;
-
-    /// All accounts, by id.
-    async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>>;
-
-    /// Replaces an account's mutable fields (password hash, status, withdrawal lock; never the
-    /// withdrawal hold, which only [`Store::enable_two_factor`] sets); [`StoreError::NotFound`]
-    /// if it does not exist.
-    async fn update_account(&self, account: &AccountRecord, audit: AuditDraft) -> StoreResult<()>;
-
-    /// Inserts a new key; [`StoreError::Conflict`] if the id exists, [`StoreError::NotFound`] if
-    /// the account does not.
-    async fn insert_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()>;
-
-    /// The key with `id`, secret decrypted, if any.
-    async fn get_key(&self, id: &ApiKeyId) -> StoreResult<Option<KeyRecord>>;
-
-    /// Keys of one account, or of all accounts when `account` is `None`, by creation time.
-    async fn list_keys(&self, account: Option<AccountId>) -> StoreResult<Vec<KeyRecord>>;
-
-    /// Up to `limit` keys of all accounts with ids after `after` (from the first when `None`),
-    /// ordered by id in the database's own text order, secrets decrypted. Passing the last id of
-    /// one page as `after` gives the next; an empty page is the end. Lets a caller read every key
-    /// with bounded memory (the service's key-cache warm-up at start) instead of all at once:
-    /// reading 1,000,000 keys in one `list_keys(None)` held 3.9 GB at its peak. Each page is one
-    /// indexed range read (the primary key), so the whole walk costs about one full listing.
-    async fn list_keys_page(&self, after: Option<&ApiKeyId>, limit: u32) -> StoreResult<Vec<KeyRecord>>;
-
-    /// Replaces a key's mutable fields (label, permissions, restrictions, withdrawal holds,
-    /// status, updated_*);
-    /// its id, account, type, material and creation fields never change. A revoked key is never
-    /// updated again: [`StoreError::Conflict`], even for a writer that read it before the
-    /// revocation (the guard is in the statement, so it holds across processes and nodes).
-    async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()>;
-
-    /// Adds usage counters and moves last-used time and address forward; unknown keys are
-    /// skipped. Not audited: usage is bookkeeping, not a change.
-    async fn record_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()>;
-
-    /// Appends an audit record to the chain on its own (for events that change no other state,
-    /// such as aggregated denials or failed logins).
-    async fn append_audit(&self, draft: AuditDraft) -> StoreResult<AuditRecord>;
-
-    /// Audit records with `seq > after`, oldest first, at most `limit`; only those concerning
-    /// `account` when given.
-    async fn audit_records(&self, after: i64, limit: u32, account: Option<AccountId>) -> StoreResult<Vec<AuditRecord>>;
-
-    /// Audit records with `seq < before`, newest first, at most `limit`; only those concerning
-    /// `account` when given. Lets a view of the latest records read only those, not the whole
-    /// history (the `(account_id, seq)` index serves it).
-    async fn audit_records_newest(
-        &self,
-        before: i64,
-        limit: u32,
-        account: Option<AccountId>,
-    ) -> StoreResult<Vec<AuditRecord>>;
-
-    /// Appends exchange journal entries in one transaction: all or none. An entry whose `seq` is
-    /// already taken is a [`StoreError::Conflict`] and nothing of the batch is written (two engines
-    /// on one database would collide here rather than interleave).
-    async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()>;
-
-    /// Journal entries with `seq > after`, in order, at most `limit`.
-    async fn journal_after(&self, after: i64, limit: u32) -> StoreResult<Vec<JournalEntry>>;
-
-    /// Stores a snapshot of the exchange that includes every journal entry up to `seq`.
-    async fn save_snapshot(&self, seq: i64, state: &[u8]) -> StoreResult<()>;
-
-    /// The snapshot with the highest `seq`, if any.
-    async fn latest_snapshot(&self) -> StoreResult<Option<(i64, Vec<u8>)>>;
-
-    // ---- Console sessions (issue #6). Only SHA-256 hashes of session ids reach the store. ----
-
-    /// Inserts a new session, with its audit record (a login) when given.
-    async fn insert_session(&self, session: &SessionRecord, audit: Option<AuditDraft>) -> StoreResult<()>;
-
-    /// The session whose id hashes to `id_hash`, if any.
-    async fn session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
-
-    /// Moves a session's last-seen time forward (never back); unknown sessions are ignored.
-    async fn touch_session(&self, id_hash: &[u8; 32], last_seen_at: UnixMillis) -> StoreResult<()>;
-
-    /// Replaces session `old` by `new` in one transaction (id rotation at login and step-up).
-    /// [`StoreError::NotFound`] if `old` is gone (logged out or rotated meanwhile): a session can
-    /// never fork into two live ids.
-    async fn rotate_session(&self, old: &[u8; 32], new: &SessionRecord, audit: AuditDraft) -> StoreResult<()>;
-
-    /// Deletes a session, with its audit record (a logout) when given; true if it existed.
-    async fn delete_session(&self, id_hash: &[u8; 32], audit: Option<AuditDraft>) -> StoreResult<bool>;
-
-    /// Deletes sessions idle since before `idle_before` or created before `created_before`;
-    /// returns how many. Expiry is not an audited action.
-    async fn purge_sessions(&self, idle_before: UnixMillis, created_before: UnixMillis) -> StoreResult<u64>;
-
-    /// In one transaction: replaces the account's mutable fields (as [`Store::update_account`]),
-    /// deletes every session of the account, and inserts `new_session` if given. For password
-    /// changes and 2FA resets, which must end every other login.
-    async fn update_account_ending_sessions(
-        &self,
-        account: &AccountRecord,
-        new_session: Option<&SessionRecord>,
-        audit: AuditDraft,
-    ) -> StoreResult<()>;
-
-    // ---- TOTP 2FA and recovery codes (issue #6). Seeds sealed, codes hashed. ----
-
-    /// The account's TOTP state (seed decrypted), if any.
-    async fn two_factor(&self, account: AccountId) -> StoreResult<Option<TwoFactorRecord>>;
-
-    /// Starts (or restarts) enrollment with a new seed, not yet enabled.
-    /// [`StoreError::Conflict`] if 2FA is already enabled for the account.
-    async fn begin_two_factor(
-        &self,
-        account: AccountId,
-        seed: &[u8],
-        at: UnixMillis,
-        audit: AuditDraft,
-    ) -> StoreResult<()>;
-
-    /// Confirms a pending enrollment: enables 2FA, records `step` as used, replaces the
-    /// account's recovery codes by `recovery_hashes` and, when `withdrawals_held_until` is given,
-    /// moves the account's withdrawal hold to it (never earlier: the later of the two stays).
-    /// [`StoreError::Conflict`] if there is no pending enrollment.
-    async fn enable_two_factor(
-        &self,
-        account: AccountId,
-        step: u64,
-        recovery_hashes: &[[u8; 32]],
-        at: UnixMillis,
-        withdrawals_held_until: Option<UnixMillis>,
-        audit: AuditDraft,
-    ) -> StoreResult<()>;
-
-    /// Removes the account's 2FA and recovery codes and sets its withdrawal lock.
-    /// [`StoreError::NotFound`] if the account does not exist.
-    async fn disable_two_factor(
-        &self,
-        account: AccountId,
-        withdrawals_locked_until: Option<UnixMillis>,
-        audit: AuditDraft,
-    ) -> StoreResult<()>;
-
-    /// Records `step` as the last accepted TOTP step and clears the failure counter, if and only
-    /// if it is later than the last accepted one (atomically: two nodes cannot both accept one
-    /// code). Returns whether it was accepted.
-    async fn accept_totp_step(&self, account: AccountId, step: u64, audit: Option<AuditDraft>) -> StoreResult<bool>;
-
-    /// Counts a failed code: a new window starts at `at` when the last began `window_ms` or more
-    /// earlier. Returns the failures in the window and its start. Audited with `audit`.
-    async fn record_totp_failure(
-        &self,
-        account: AccountId,
-        at: UnixMillis,
-        window_ms: u64,
-        audit: AuditDraft,
-    ) -> StoreResult<(u32, UnixMillis)>;
-
-    /// Reserves one code check for `account` at `at`, atomically (one locked read-modify-write,
-    /// so concurrent requests, on any node, cannot all read a count below the limit): when the
-    /// window that began `window_ms` or more ago is over, a new one starts at `at`; when the
-    /// window holds `limit` attempts or more, the attempt is [`TotpAttempt::Refused`] (the first
-    /// refusal is counted once, so later ones write nothing); otherwise it is counted and
-    /// [`TotpAttempt::Reserved`]. [`StoreError::NotFound`] if the account has no 2FA row.
-    async fn reserve_totp_attempt(
-        &self,
-        account: AccountId,
-        at: UnixMillis,
-        window_ms: u64,
-        limit: u32,
-    ) -> StoreResult<TotpAttempt>;
-
-    /// Gives back one attempt reserved by [`Store::reserve_totp_attempt`] in the window starting
-    /// at `window_start` (the code was good); nothing if the window has changed since.
-    async fn release_totp_attempt(&self, account: AccountId, window_start: UnixMillis) -> StoreResult<()>;
-
-    /// Marks the unused recovery code with hash `code_hash` as used at `at`; false if there is
-    /// no such unused code (atomically: a code works once).
-    async fn use_recovery_code(
-        &self,
-        account: AccountId,
-        code_hash: &[u8; 32],
-        at: UnixMillis,
-        audit: Option<AuditDraft>,
-    ) -> StoreResult<bool>;
-
-    /// Replaces all recovery codes of an account whose 2FA is enabled by `recovery_hashes`
-    /// (used or not, the old ones stop working). [`StoreError::Conflict`] if 2FA is not enabled.
-    async fn replace_recovery_codes(
-        &self,
-        account: AccountId,
-        recovery_hashes: &[[u8; 32]],
-        audit: AuditDraft,
-    ) -> StoreResult<()>;
-
-    /// Unused recovery codes of the account.
-    async fn recovery_codes_left(&self, account: AccountId) -> StoreResult<u32>;
-
+pub trait Store:
+    AccountStore
+    + KeyStore
+    + SessionStore
+    + TwoFactorStore
+    + AuditStore
+    + JournalStore
+    + ChangeFeed
+    + std::fmt::Debug
+    + Send
+    + Sync
+{
     /// Closes every connection and waits for it, so a process can hand its data to the next one
     /// cleanly (SQLite checkpoints its WAL on the last close). Later calls fail.
     async fn close(&self);
+}
+
+#[async_trait]
+impl<D: Dialect> Store for SqlStore<D> {
+    async fn close(&self) {
+        SqlStore::close(self).await;
+    }
 }
 
 /// Opens the store the configuration names: the PostgreSQL database at `database_url` when it is

@@ -300,3 +300,59 @@ pub struct JournalEntry {
     /// The serialised command; opaque to the store.
     pub command: Vec<u8>,
 }
+
+/// What a committed change touched, as the change feed reports it: enough for a node to drop
+/// what it cached about it and read it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An account's own fields (created, password, status, withdrawal locks), and with them its
+    /// sessions when a password change or 2FA reset ended them.
+    Account(AccountId),
+    /// One API key (created, edited, revoked, held).
+    Key {
+        /// The key's account.
+        account: AccountId,
+        /// The key.
+        key: ApiKeyId,
+    },
+    /// An account's second factor (enrolled, enabled, removed, recovery codes replaced).
+    TwoFactor(AccountId),
+    /// A console session of the account ended (logout).
+    Session(AccountId),
+}
+
+impl Change {
+    /// The kind's name, as stored.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Account(_) => "account",
+            Self::Key { .. } => "key",
+            Self::TwoFactor(_) => "two_factor",
+            Self::Session(_) => "session",
+        }
+    }
+
+    /// The account concerned.
+    #[must_use]
+    pub const fn account(&self) -> AccountId {
+        match self {
+            Self::Account(a) | Self::TwoFactor(a) | Self::Session(a) | Self::Key { account: a, .. } => *a,
+        }
+    }
+}
+
+/// One entry of the change feed: a [`Change`] numbered by the audit record committed with it.
+///
+/// The audit chain is appended under one lock on every backend, so sequence numbers grow in
+/// commit order: a reader that has seen every change up to `seq` and asks for those after it
+/// misses none (numbers without a change are audit records that changed nothing cached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// The sequence number of the audit record that describes the change.
+    pub seq: i64,
+    /// When it happened.
+    pub at: UnixMillis,
+    /// What changed.
+    pub change: Change,
+}

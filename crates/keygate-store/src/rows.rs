@@ -9,8 +9,8 @@
 
 use crate::crypto::{Sealed, SecretCipher, secret_aad, totp_seed_aad};
 use crate::records::{
-    AccountRecord, AccountStatus, AuditDraft, AuditRecord, JournalEntry, KeyMaterial, KeyRecord, SessionRecord,
-    TwoFactorRecord,
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, Change, ChangeRecord, JournalEntry, KeyMaterial, KeyRecord,
+    SessionRecord, TwoFactorRecord,
 };
 use crate::{StoreError, StoreResult};
 use keygate_auth::{AccountId, ApiKeyId, HmacSecret, KeyStatus, KeyType, Permissions, PublicKey, Restrictions};
@@ -37,13 +37,13 @@ pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, action, target, account_
 
 /// Typed column access on a row of any backend, reporting a missing column or a value of the
 /// wrong type as corruption of `what` (the record being read) rather than as a database error.
-pub(crate) trait Columns {
+pub trait Columns {
     /// A non-null value of column `name`.
     fn get<T: Stored>(&self, name: &str, what: &str) -> StoreResult<T>;
 }
 
 /// The Rust types the stores read from columns: text, 64-bit integers, bytes, and nullable ones.
-pub(crate) trait Stored: Sized {
+pub trait Stored: Sized {
     /// Decodes column `name` of `row`.
     fn read<R: Row>(row: &R, name: &str) -> Result<Self, sqlx::Error>
     where
@@ -354,6 +354,27 @@ pub(crate) fn journal_from_row(row: &impl Columns) -> StoreResult<JournalEntry> 
     Ok(JournalEntry { seq, at: from_db_time(row.get("at", &what)?, &what)?, command: row.get("command", &what)? })
 }
 
+/// A change-feed row (`seq, at, kind, account_id, key_id`) back into its record.
+pub(crate) fn change_from_row(row: &impl Columns) -> StoreResult<ChangeRecord> {
+    let seq: i64 = row.get("seq", "change row")?;
+    let what = format!("change {seq}");
+    let account = AccountId(row.get("account_id", &what)?);
+    let kind: String = row.get("kind", &what)?;
+    let change = match kind.as_str() {
+        "account" => Change::Account(account),
+        "two_factor" => Change::TwoFactor(account),
+        "session" => Change::Session(account),
+        "key" => {
+            let key: Option<String> = row.get("key_id", &what)?;
+            let key = key.ok_or_else(|| StoreError::Corrupt(format!("{what}: a key change without a key id")))?;
+            let key = ApiKeyId::parse(&key).map_err(|e| StoreError::Corrupt(format!("{what}: key id: {e}")))?;
+            Change::Key { account, key }
+        }
+        other => return Err(StoreError::Corrupt(format!("{what}: unknown kind {other:?}"))),
+    };
+    Ok(ChangeRecord { seq, at: from_db_time(row.get("at", &what)?, &what)?, change })
+}
+
 /// The `(seq, hash)` of the last audit record, read from a row holding those two columns, or the
 /// start of the chain (0, all zeros) when there is none.
 pub(crate) fn chain_head(row: Option<&impl Columns>) -> StoreResult<(i64, [u8; 32])> {
@@ -400,8 +421,8 @@ pub(crate) fn hash32(bytes: Vec<u8>, what: &str) -> StoreResult<[u8; 32]> {
 
 /// Maps the error of a statement whose only unique constraint is `what`'s own and whose only
 /// foreign key is `parent`, so the caller learns which value clashed.
-pub(crate) fn name_violation(e: sqlx::Error, what: &dyn fmt::Display, parent: &dyn fmt::Display) -> StoreError {
-    match StoreError::from(e) {
+pub(crate) fn name_violation(e: StoreError, what: &dyn fmt::Display, parent: &dyn fmt::Display) -> StoreError {
+    match e {
         StoreError::Conflict(_) => StoreError::Conflict(what.to_string()),
         StoreError::NotFound(_) => StoreError::NotFound(parent.to_string()),
         other => other,

@@ -1,0 +1,47 @@
+//! The change feed: what other nodes (and a restarted process) read to learn which cached
+//! accounts, keys and second factors changed.
+//!
+//! Each record is written by [`crate::audit_log`] in the transaction of the change it describes,
+//! numbered by that change's audit record, so a change is in the feed exactly when it committed.
+//! On PostgreSQL the same transaction sends a `NOTIFY` on [`CHANGE_CHANNEL`] carrying the number;
+//! a listener that lost its connection catches up with [`ChangeFeed::changes_after`].
+
+use crate::StoreResult;
+use crate::dialect::Dialect;
+use crate::records::ChangeRecord;
+use crate::rows::change_from_row;
+use crate::sql::{SqlStore, stmt};
+use async_trait::async_trait;
+
+/// The PostgreSQL notification channel of the change feed; each payload is a change's `seq`.
+pub const CHANGE_CHANNEL: &str = "keygate_changes";
+
+/// Reading the change feed.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// Changes with `seq > after`, oldest first, at most `limit`.
+    async fn changes_after(&self, after: i64, limit: u32) -> StoreResult<Vec<ChangeRecord>>;
+
+    /// The `seq` of the latest change, 0 when there is none: where a node that has just read
+    /// everything it caches starts listening.
+    async fn last_change(&self) -> StoreResult<i64>;
+}
+
+#[async_trait]
+impl<D: Dialect> ChangeFeed for SqlStore<D> {
+    async fn changes_after(&self, after: i64, limit: u32) -> StoreResult<Vec<ChangeRecord>> {
+        let rows = self
+            .read_all(
+                stmt("SELECT seq, at, kind, account_id, key_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .arg(after)
+                    .arg(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(change_from_row).collect()
+    }
+
+    async fn last_change(&self) -> StoreResult<i64> {
+        let row = self.read_optional(stmt("SELECT seq FROM changes ORDER BY seq DESC LIMIT 1")).await?;
+        row.map_or(Ok(0), |r| crate::rows::Columns::get(&r, "seq", "change row"))
+    }
+}

@@ -1,0 +1,64 @@
+//! What really differs between the backends, side by side: the statement that begins a write
+//! transaction, row and chain locks, insertion order, and notifications. Everything else is one
+//! implementation ([`crate::sql`]).
+
+use crate::sql::SqlDb;
+
+/// What differs between the backends, as constants: the statements are otherwise the same.
+pub trait Dialect: Send + Sync + 'static + sealed::Sealed {
+    /// The sqlx database.
+    type Db: SqlDb;
+    /// The store's name in `Debug` output (`SqliteStore`, `PgStore`).
+    const NAME: &'static str;
+    /// The statement that begins a write transaction. SQLite's `BEGIN IMMEDIATE` takes the write
+    /// lock up front, so a transaction that reads the chain head and then writes never fails
+    /// half-way with `SQLITE_BUSY`.
+    const BEGIN: &'static str;
+    /// Appended to a `SELECT` whose row the same transaction then updates: PostgreSQL's
+    /// `FOR UPDATE` (concurrent transactions on other nodes wait for it); nothing on SQLite,
+    /// whose write transactions are serialised by the database lock.
+    const FOR_UPDATE: &'static str;
+    /// The column that orders rows of `api_keys` by insertion (ties of `created_at`).
+    const INSERTION_ORDER: &'static str;
+    /// A statement taking `$1` (an `i64` lock key) that serialises audit appends across every
+    /// connection of every process until the transaction ends, if the backend needs one.
+    const LOCK_AUDIT_CHAIN: Option<&'static str>;
+    /// A statement taking `$1` (a change's sequence number as text) that tells listeners on
+    /// other connections about it when the transaction commits, if the backend can.
+    const NOTIFY_CHANGE: Option<&'static str>;
+}
+
+mod sealed {
+    /// Only this crate's dialects: the constants above are promises about its SQL.
+    pub trait Sealed {}
+    impl Sealed for super::SqliteDialect {}
+    impl Sealed for super::PostgresDialect {}
+}
+
+/// SQLite's dialect: the database lock serialises writers, so no row or chain locks.
+#[derive(Debug)]
+pub struct SqliteDialect;
+
+impl Dialect for SqliteDialect {
+    type Db = sqlx::Sqlite;
+    const NAME: &'static str = "SqliteStore";
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const FOR_UPDATE: &'static str = "";
+    const INSERTION_ORDER: &'static str = "rowid";
+    const LOCK_AUDIT_CHAIN: Option<&'static str> = None;
+    const NOTIFY_CHANGE: Option<&'static str> = None;
+}
+
+/// PostgreSQL's dialect: row locks, the audit chain's advisory lock, and notifications.
+#[derive(Debug)]
+pub struct PostgresDialect;
+
+impl Dialect for PostgresDialect {
+    type Db = sqlx::Postgres;
+    const NAME: &'static str = "PgStore";
+    const BEGIN: &'static str = "BEGIN";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const INSERTION_ORDER: &'static str = "inserted";
+    const LOCK_AUDIT_CHAIN: Option<&'static str> = Some("SELECT pg_advisory_xact_lock($1)");
+    const NOTIFY_CHANGE: Option<&'static str> = Some("SELECT pg_notify('keygate_changes', $1)");
+}

@@ -1,0 +1,115 @@
+//! The exchange journal aggregate: every accepted command of the sandbox exchange, in order, and
+//! the snapshots that shorten its replay.
+
+use crate::StoreResult;
+use crate::dialect::Dialect;
+use crate::records::JournalEntry;
+use crate::rows::{Columns as _, journal_from_row, to_db_time};
+use crate::sql::{SqlDb, SqlStore, stmt};
+use async_trait::async_trait;
+use std::fmt::Write as _;
+
+/// Journal rows per INSERT statement (3 bound values each, far below both backends' limits).
+const JOURNAL_ROWS_PER_STATEMENT: usize = 500;
+
+/// The exchange's journal and snapshots.
+#[async_trait]
+pub trait JournalStore: Send + Sync {
+    /// Appends exchange journal entries in one transaction: all or none. An entry whose `seq` is
+    /// already taken is a [`crate::StoreError::Conflict`] and nothing of the batch is written
+    /// (two engines on one database would collide here rather than interleave).
+    async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()>;
+
+    /// Journal entries with `seq > after`, in order, at most `limit`.
+    async fn journal_after(&self, after: i64, limit: u32) -> StoreResult<Vec<JournalEntry>>;
+
+    /// Stores a snapshot of the exchange that includes every journal entry up to `seq`.
+    async fn save_snapshot(&self, seq: i64, state: &[u8]) -> StoreResult<()>;
+
+    /// The snapshot with the highest `seq`, if any.
+    async fn latest_snapshot(&self) -> StoreResult<Option<(i64, Vec<u8>)>>;
+}
+
+/// `INSERT INTO exchange_journal ... VALUES ($1, $2, $3), ($4, $5, $6), ...` for `rows` rows.
+fn insert_journal_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO exchange_journal (seq, at, command) VALUES ");
+    for i in 0..rows {
+        let p = 3 * i;
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(sql, "{sep}(${}, ${}, ${})", p + 1, p + 2, p + 3);
+    }
+    sql
+}
+
+#[async_trait]
+impl<D: Dialect> JournalStore for SqlStore<D> {
+    async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(entries.len());
+        for e in entries {
+            rows.push((e.seq, to_db_time(e.at, "journal entry")?, e.command.as_slice()));
+        }
+        let mut tx = self.begin().await?;
+        // One statement per chunk, not one per entry: the engine waits on this write before it
+        // answers anyone, so its round trips are the durable path's latency.
+        for chunk in rows.chunks(JOURNAL_ROWS_PER_STATEMENT) {
+            let insert = chunk
+                .iter()
+                .fold(stmt(insert_journal_sql(chunk.len())), |s, &(seq, at, command)| s.arg(seq).arg(at).arg(command));
+            D::Db::run(&mut tx, insert).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn journal_after(&self, after: i64, limit: u32) -> StoreResult<Vec<JournalEntry>> {
+        let rows = self
+            .read_all(
+                stmt("SELECT seq, at, command FROM exchange_journal WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .arg(after)
+                    .arg(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(journal_from_row).collect()
+    }
+
+    async fn save_snapshot(&self, seq: i64, state: &[u8]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        D::Db::run(
+            &mut tx,
+            stmt(
+                "INSERT INTO exchange_snapshots (seq, state) VALUES ($1, $2) \
+                 ON CONFLICT (seq) DO UPDATE SET state = excluded.state",
+            )
+            .arg(seq)
+            .arg(state),
+        )
+        .await?;
+        // Older snapshots are never read again.
+        D::Db::run(&mut tx, stmt("DELETE FROM exchange_snapshots WHERE seq < $1").arg(seq)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn latest_snapshot(&self) -> StoreResult<Option<(i64, Vec<u8>)>> {
+        let row =
+            self.read_optional(stmt("SELECT seq, state FROM exchange_snapshots ORDER BY seq DESC LIMIT 1")).await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some((r.get("seq", "snapshot")?, r.get("state", "snapshot")?))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::insert_journal_sql;
+
+    #[test]
+    fn the_multi_row_insert_numbers_its_placeholders_in_order() {
+        assert_eq!(insert_journal_sql(1), "INSERT INTO exchange_journal (seq, at, command) VALUES ($1, $2, $3)");
+        assert!(insert_journal_sql(2).ends_with("VALUES ($1, $2, $3), ($4, $5, $6)"));
+    }
+}
