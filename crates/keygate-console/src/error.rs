@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keygate_service::ServiceError;
+use keygate_service::engine::EngineError;
 
 /// Why a console request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,12 @@ impl ConsoleError {
                 ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
                 ServiceError::InvalidCode(_) => StatusCode::FORBIDDEN,
                 ServiceError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-                ServiceError::Store(_) | ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ServiceError::WithdrawalHeld(_) => StatusCode::FORBIDDEN,
+                ServiceError::Exchange(e) if exchange_refusal(e) => StatusCode::UNPROCESSABLE_ENTITY,
+                ServiceError::Exchange(EngineError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+                ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             },
             Self::NotLoggedIn => StatusCode::UNAUTHORIZED,
             Self::Csrf => StatusCode::FORBIDDEN,
@@ -65,7 +71,10 @@ impl ConsoleError {
                 ServiceError::Unauthenticated(_) => "unauthenticated",
                 ServiceError::InvalidCode(_) => "invalid_code",
                 ServiceError::Throttled { .. } => "throttled",
-                ServiceError::Store(_) | ServiceError::Internal(_) => "internal",
+                ServiceError::WithdrawalHeld(_) => "withdrawal_held",
+                ServiceError::Exchange(e) if exchange_refusal(e) => "exchange",
+                ServiceError::Exchange(EngineError::Busy) => "busy",
+                ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_) => "internal",
             },
             Self::NotLoggedIn => "unauthenticated",
             Self::Csrf => "csrf",
@@ -80,7 +89,9 @@ impl ConsoleError {
     #[must_use]
     pub fn message(&self) -> String {
         match self {
-            Self::Service(e @ (ServiceError::Store(_) | ServiceError::Internal(_))) => {
+            Self::Service(ServiceError::Exchange(e)) if exchange_refusal(e) => e.to_string(),
+            Self::Service(ServiceError::Exchange(EngineError::Busy)) => EngineError::Busy.to_string(),
+            Self::Service(e @ (ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_))) => {
                 tracing::error!(error = %e, "console request failed");
                 "something went wrong on the server; please try again".into()
             }
@@ -104,7 +115,12 @@ impl ConsoleError {
     }
 }
 
-/// The JSON API's error body: `{"error": code, "message": text}`.
+/// True for the exchange's own refusals (a Binance code and a message for the person), as opposed
+/// to its engine failing.
+fn exchange_refusal(e: &EngineError) -> bool {
+    matches!(e, EngineError::Rejected(_) | EngineError::Expired)
+}
+
 /// A console refusal's stable code (`unauthenticated`, `csrf`, ...), put in the response's
 /// extensions for the server's access log: a fixed word, never a message with request data.
 #[derive(Debug, Clone, Copy)]

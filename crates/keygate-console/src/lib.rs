@@ -89,16 +89,13 @@ struct Inner {
     service: Service,
     engine: Engine,
     config: ConsoleConfig,
-    /// Serialises faucet deposits in this process, so concurrent clicks cannot all pass the
-    /// daily count before any of them is recorded.
-    faucet: tokio::sync::Mutex<()>,
 }
 
 impl Console {
     /// A console over `service` and `engine`.
     #[must_use]
     pub fn new(service: Service, engine: Engine, config: ConsoleConfig) -> Self {
-        Self { inner: Arc::new(Inner { service, engine, config, faucet: tokio::sync::Mutex::new(()) }) }
+        Self { inner: Arc::new(Inner { service, engine, config }) }
     }
 
     pub(crate) fn service(&self) -> &Service {
@@ -111,10 +108,6 @@ impl Console {
 
     pub(crate) fn config(&self) -> &ConsoleConfig {
         &self.inner.config
-    }
-
-    pub(crate) async fn faucet_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.faucet.lock().await
     }
 
     pub(crate) fn now_ms(&self) -> keygate_proto::UnixMillis {

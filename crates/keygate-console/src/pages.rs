@@ -1130,35 +1130,6 @@ pub(crate) async fn recent_audit(
     Ok(c.service().audit_log_newest(&v.actor, i64::MAX, limit).await?)
 }
 
-/// How many of the account's audit records with `action` are newer than `since` (ms): pages
-/// back from the newest record until one is older, so every record of the period is seen, however
-/// many other actions were recorded in it.
-pub(crate) async fn count_recent_audit(
-    c: &Console,
-    v: &Viewer,
-    action: &str,
-    since: u64,
-) -> Result<usize, ConsoleError> {
-    const PAGE: u32 = 1000;
-    let (mut count, mut before) = (0, i64::MAX);
-    loop {
-        let batch = c.service().audit_log_newest(&v.actor, before, PAGE).await?;
-        let Some(last) = batch.last() else { return Ok(count) };
-        before = last.seq;
-        for r in &batch {
-            if r.at <= since {
-                return Ok(count);
-            }
-            if r.action == action {
-                count += 1;
-            }
-        }
-        if batch.len() < PAGE as usize {
-            return Ok(count);
-        }
-    }
-}
-
 async fn audit_page(State(c): State<Console>, ctx: Ctx) -> Response {
     let v = match viewer_or_login(&ctx, &c).await {
         Ok(v) => v,

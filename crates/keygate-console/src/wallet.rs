@@ -9,14 +9,10 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keygate_exchange::{
-    BalanceView, Command, DepositRecord, HistoryQuery, Order, OrderQuery, Outcome, WithdrawalRecord,
-};
+use keygate_exchange::{BalanceView, DepositRecord, HistoryQuery, Order, OrderQuery, WithdrawalRecord};
 use keygate_exchange::{MyTrade, TradeQuery};
-use keygate_proto::{AccountId, Amount, AssetCode};
+use keygate_proto::AccountId;
 use serde::{Deserialize, Serialize};
-
-const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Everything the wallet page and the JSON API show.
 #[derive(Debug, Clone, Serialize)]
@@ -58,56 +54,12 @@ pub(crate) async fn load(c: &Console, account: AccountId) -> Result<WalletData, 
     Ok(data)
 }
 
-/// The sandbox faucet's amount for `asset`: enough to try trading, not a fortune.
-pub(crate) fn faucet_amount(asset: &str) -> Amount {
-    let whole: u64 = match asset {
-        "BTC" => 1,
-        "ETH" | "BNB" => 10,
-        "USDT" | "USDC" | "BUSD" | "FDUSD" => 10_000,
-        _ => 100,
-    };
-    Amount::from_units(whole.saturating_mul(scale()))
-}
-
-/// Units per whole coin (`Amount` is fixed-point with 8 decimals).
-fn scale() -> u64 {
-    Amount::parse("1").map_or(100_000_000, Amount::units)
-}
-
-/// Credits the faucet amount of `asset` to the viewer's account, within the daily limit.
+/// Credits the faucet amount of `asset` to the viewer's account, within the daily limit (the
+/// service decides and counts; see `keygate_service::funds`).
 pub(crate) async fn faucet(c: &Console, v: &Viewer, asset: &str) -> Result<DepositRecord, ConsoleError> {
     let cfg = &c.config().faucet;
-    if !cfg.enabled {
-        return Err(ConsoleError::Service(keygate_service::ServiceError::Forbidden(
-            "the sandbox faucet is off on this server; ask the operator for a deposit".into(),
-        )));
-    }
-    let asset = asset.trim().to_ascii_uppercase();
-    let coin = AssetCode::parse(&asset).map_err(|e| ConsoleError::BadRequest(format!("asset {asset:?}: {e}")))?;
-    let _one_at_a_time = c.faucet_lock().await;
-    let now = c.now_ms();
-    let used = crate::pages::count_recent_audit(c, v, "console.faucet", now.0.saturating_sub(DAY_MS)).await?;
-    if used >= cfg.per_day {
-        return Err(ConsoleError::TooMany(format!(
-            "the sandbox faucet gives at most {} deposits per account in 24 hours",
-            cfg.per_day
-        )));
-    }
-    let amount = faucet_amount(&asset);
-    let deposit = keygate_exchange::Deposit { account: v.info.account_id, coin, network: None, amount };
-    let Outcome::Deposited(record) = c.engine().submit(Command::Deposit(deposit), None).await? else {
-        return Err(ConsoleError::Exchange("unexpected engine answer to a deposit".into()));
-    };
-    c.service()
-        .record_event(
-            &v.actor,
-            "console.faucet",
-            &format!("account:{}", v.info.account),
-            Some(v.info.account_id),
-            serde_json::json!({ "asset": record.coin, "amount": record.amount, "id": record.id }),
-        )
-        .await?;
-    Ok(record)
+    let per_day = if cfg.enabled { u32::try_from(cfg.per_day).unwrap_or(u32::MAX) } else { 0 };
+    Ok(c.service().faucet(&v.actor, asset, per_day).await?)
 }
 
 #[derive(Template)]
@@ -357,10 +309,5 @@ mod tests {
         assert_eq!(cell("a,b"), "\"a,b\"");
         assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("=HYPERLINK(1)"), "'=HYPERLINK(1)");
-    }
-
-    #[test]
-    fn faucet_gives_whole_coins() {
-        assert_eq!(faucet_amount("BTC").to_string().trim_end_matches('0').trim_end_matches('.'), "1");
     }
 }

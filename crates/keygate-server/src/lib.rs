@@ -1,9 +1,8 @@
 //! The HTTP layer: Binance-shaped routes, the signed-request extractor, health checks, and the
-//! admin channel. Thin by design: every decision about keys lives in `keygate-service`, every
+//! console's routes (the admin channel is the service's, `keygate_service::admin`). Thin by design: every decision about keys lives in `keygate-service`, every
 //! rule about requests in `keygate-auth`; this crate moves bytes between them and the wire.
 
 pub mod access_log;
-pub mod admin;
 pub mod client_ip;
 mod error;
 pub mod extract;

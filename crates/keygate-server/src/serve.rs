@@ -1,9 +1,9 @@
 //! Binding, serving, background flushing and graceful shutdown.
 
-use crate::{AppState, admin, app};
+use crate::{AppState, app};
 use keygate_auth::{Limits, Verifier};
 use keygate_service::Service;
-use keygate_service::engine::Engine;
+use keygate_service::admin;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,8 +22,6 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Signatures the replay guard can hold.
     pub replay_capacity: usize,
-    /// How often usage counters and denial aggregates are written.
-    pub flush_interval: Duration,
     /// Where to serve the admin channel, if anywhere.
     pub admin_socket: Option<PathBuf>,
     /// Most open client connections; further ones are closed at once.
@@ -56,7 +54,6 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             replay_capacity: 1_000_000,
-            flush_interval: Duration::from_secs(1),
             admin_socket: None,
             max_connections: 4096,
             max_connections_per_ip: 256,
@@ -108,11 +105,13 @@ impl ServerHandle {
     }
 }
 
-/// Binds and starts serving in the background.
+/// Binds and starts serving `service` (assembled with its exchange, see
+/// [`keygate_service::Assembly`]) in the background, with the market maker when configured.
 ///
 /// # Errors
-/// I/O errors binding the TCP port or the admin socket.
-pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> std::io::Result<ServerHandle> {
+/// I/O errors binding the TCP port or the admin socket; a service without an exchange.
+pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<ServerHandle> {
+    let engine = service.engine().map_err(std::io::Error::other)?.clone();
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let admin = match &config.admin_socket {
@@ -144,7 +143,6 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         request_ids: crate::request_id::RequestIds::default(),
     });
     let (tx, rx) = oneshot::channel::<()>();
-    let flush_every = config.flush_interval;
     let limits = ConnectionLimits {
         max_connections: config.max_connections,
         per_ip: crate::slow_clients::PerIpConnections::new(config.max_connections_per_ip),
@@ -152,37 +150,17 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         read_timeout: config.read_timeout,
     };
     let tls = config.tls.clone().map(|t| tokio_rustls::TlsAcceptor::from(t.0));
-    let market_maker = config.market_maker.clone();
+    if let Some(mm) = config.market_maker.clone() {
+        service.start_market_maker(mm).map_err(std::io::Error::other)?;
+    }
     let socket_path = config.admin_socket.clone();
     let join = tokio::spawn(async move {
-        let flusher = {
-            let service = service.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(flush_every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = service.flush(false).await {
-                        tracing::warn!(error = %e, "flushing usage counters failed; will retry");
-                    }
-                }
-            })
-        };
-        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone(), engine.clone())));
-        let advancer = tokio::spawn(advance_withdrawals(engine.clone(), service.clone()));
-        let quoter = market_maker.map(|mm| tokio::spawn(run_market_maker(engine.clone(), mm)));
+        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, service.clone())));
         let metrics_tasks = metrics_listener.map(|l| {
             (tokio::spawn(crate::metrics::serve(l, state.clone())), tokio::spawn(crate::metrics::upkeep(state.clone())))
         });
         let router = if tls.is_some() { app(state).layer(axum::middleware::map_response(hsts)) } else { app(state) };
         let served = serve_http(listener, router, &limits, tls, rx).await;
-        // The flusher only sleeps between flushes, and the final flush below catches up on
-        // anything it had not written yet.
-        flusher.abort();
-        advancer.abort();
-        if let Some(q) = quoter {
-            q.abort();
-        }
         if let Some(t) = admin_task {
             t.abort();
         }
@@ -193,6 +171,8 @@ pub async fn start(config: ServerConfig, service: Service, engine: Engine) -> st
         if let Some(p) = socket_path {
             let _ = std::fs::remove_file(p);
         }
+        // Whatever usage the service's flusher has not written yet is written now; the service
+        // itself (its background tasks, its store) stops with `Service::shutdown`.
         if let Err(e) = service.flush(true).await {
             tracing::error!(error = %e, "final flush of usage counters failed");
         }
@@ -321,54 +301,4 @@ async fn serve_connection<I, S>(
         .header_read_timeout(read_timeout)
         .serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
     let _ = watcher.watch(conn).await;
-}
-
-/// Moves withdrawals through their lifecycle: once a second, completes those whose processing
-/// delay has passed. Submitted only when one is due, so an idle exchange journals nothing.
-async fn advance_withdrawals(engine: Engine, service: Service) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = service.clock().now().as_millis();
-        if engine.query(move |ex| ex.withdrawals_due(now)).await.unwrap_or(false)
-            && let Err(e) = engine.submit(keygate_exchange::Command::AdvanceWithdrawals, None).await
-        {
-            tracing::warn!(error = %e, "completing withdrawals failed; will retry");
-        }
-    }
-}
-
-/// Keeps the simulated market maker's quotes up to date: every half second its walk takes a step,
-/// and whatever it asks for (funding, cancels, new quotes) goes through the engine like any other
-/// command, journal included, as one batch.
-async fn run_market_maker(engine: Engine, config: keygate_exchange::MarketMakerConfig) {
-    let Ok(mm) = engine.query(move |ex| keygate_exchange::MarketMaker::new(config, ex)).await else {
-        return;
-    };
-    let mm = Arc::new(std::sync::Mutex::new(mm));
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let state = Arc::clone(&mm);
-        let commands = engine
-            .query(move |ex| state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick(ex))
-            .await
-            .unwrap_or_default();
-        if commands.is_empty() {
-            continue;
-        }
-        // One batch: a reader sees the old quotes or the new ones, never a book with a side
-        // emptied by the cancel and not yet refilled.
-        match engine.submit_all(commands).await {
-            Ok(results) => {
-                for e in results.into_iter().filter_map(Result::err) {
-                    // A quote that would cross (someone traded meanwhile) is simply skipped.
-                    tracing::debug!(error = %e, "market maker command refused");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "market maker requote not taken; the next tick retries"),
-        }
-    }
 }

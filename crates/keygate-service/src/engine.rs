@@ -12,7 +12,7 @@
 use crate::{Clock, ServiceError};
 use keygate_exchange::{BalanceView, ChangedAccounts, Command, Exchange, ExchangeConfig, ExchangeError, Outcome};
 use keygate_proto::{AccountId, Amount, UnixMicros, UnixMillis};
-use keygate_store::{JournalEntry, Store};
+use keygate_store::{AuditDraft, JournalEntry, Store};
 use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -46,10 +46,15 @@ pub enum EngineError {
 
 type Query = Box<dyn FnOnce(&Exchange) + Send>;
 
+/// Describes an applied command as the audit record written with its journal entry, from what
+/// the exchange answered (a deposit's id, say).
+pub type AuditOf = Box<dyn FnOnce(&Outcome) -> AuditDraft + Send>;
+
 enum Job {
     Mutate {
         command: Command,
         fresh_until: Option<UnixMicros>,
+        audit: Option<AuditOf>,
         reply: oneshot::Sender<Result<Outcome, EngineError>>,
     },
     /// Commands applied in order within one batch: no reader sees the state between two of them.
@@ -251,7 +256,24 @@ impl Engine {
     /// [`EngineError`] when the exchange refuses it, the window passed, or storage failed.
     pub async fn submit(&self, command: Command, fresh_until: Option<UnixMicros>) -> Result<Outcome, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Mutate { command, fresh_until, reply })?;
+        self.send(Job::Mutate { command, fresh_until, audit: None, reply })?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// [`Engine::submit`], with the audit record `audit` makes of the outcome written in the
+    /// same transaction as the command's journal entry: an operation the exchange applied is
+    /// never on record without its audit record, nor the other way round.
+    ///
+    /// # Errors
+    /// As [`Engine::submit`].
+    pub async fn submit_audited(
+        &self,
+        command: Command,
+        fresh_until: Option<UnixMicros>,
+        audit: AuditOf,
+    ) -> Result<Outcome, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Mutate { command, fresh_until, audit: Some(audit), reply })?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -396,9 +418,9 @@ async fn recover(store: &dyn Store, config: &ExchangeConfig) -> Result<(Exchange
 impl Runner {
     /// Appends one batch's entries in one transaction, telling the commit observer how long it
     /// took when it succeeded.
-    fn append(&self, journal: &[JournalEntry]) -> Result<(), keygate_store::StoreError> {
+    fn append(&self, journal: &[JournalEntry], audit: Vec<AuditDraft>) -> Result<(), keygate_store::StoreError> {
         let watch = crate::clock::Stopwatch::start();
-        self.rt.block_on(self.store.append_journal(journal))?;
+        self.rt.block_on(self.store.append_journal(journal, audit))?;
         if let Some(observe) = self.stats.on_commit.get() {
             observe(watch.elapsed());
         }
@@ -445,17 +467,21 @@ impl Runner {
         let now_us = self.clock.now();
         let now = now_us.as_millis();
         let mut journal = Vec::new();
+        let mut audit = Vec::new();
         let mut replies = Vec::new();
         let mut queries = Vec::new();
         for job in batch {
             match job {
                 Job::Query(q) => queries.push(q),
-                Job::Mutate { command, fresh_until, reply } => {
+                Job::Mutate { command, fresh_until, audit: audit_of, reply } => {
                     let result = if fresh_until.is_some_and(|f| now_us > f) {
                         Err(EngineError::Expired)
                     } else {
                         self.apply_one(&command, now, &mut journal)
                     };
+                    if let (Ok(outcome), Some(audit_of)) = (&result, audit_of) {
+                        audit.push(audit_of(outcome));
+                    }
                     replies.push(Pending::One(reply, result));
                 }
                 Job::MutateAll { commands, reply } => {
@@ -464,8 +490,8 @@ impl Runner {
                 }
             }
         }
-        if !journal.is_empty()
-            && let Err(e) = self.append(&journal)
+        if (!journal.is_empty() || !audit.is_empty())
+            && let Err(e) = self.append(&journal, audit)
         {
             // Nothing of this batch is durable: refuse every command of it and rebuild the
             // in-memory state from what is.

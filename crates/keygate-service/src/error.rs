@@ -38,6 +38,13 @@ pub enum ServiceError {
     /// Persistence failed.
     #[error("storage failed: {0}")]
     Store(StoreError),
+    /// The sandbox exchange refused an operation (its Binance code inside), or its engine is
+    /// busy, stopped or could not write its journal.
+    #[error(transparent)]
+    Exchange(crate::engine::EngineError),
+    /// A withdrawal must wait: a lock or hold applies until the time it names.
+    #[error("withdrawals are held: {}", .0.kind.reason())]
+    WithdrawalHeld(crate::WithdrawalBlock),
     /// Something that should not happen (no randomness, corrupt key material).
     #[error("internal error: {0}")]
     Internal(String),

@@ -7,10 +7,14 @@
 
 pub mod accounts;
 pub mod actor;
+pub mod admin;
+pub mod assembly;
+mod background;
 pub mod cache;
 pub mod clock;
 pub mod engine;
 mod error;
+pub mod funds;
 pub mod holds;
 pub mod keys;
 pub mod password;
@@ -21,9 +25,11 @@ pub mod usage;
 pub mod view;
 
 pub use actor::Actor;
+pub use assembly::{Assembly, ExchangeSetup, StoreSource};
 pub use cache::KeyCache;
 pub use clock::{Clock, ManualClock, Stopwatch, SystemClock};
 pub use error::ServiceError;
+pub use funds::{ApiWithdrawal, DepositRequest};
 pub use holds::{HoldKind, HoldView, WithdrawalBlock};
 pub use keygate_auth::SessionToken;
 pub use keys::{KeyEdit, NewKey, NewKeyMaterial};
@@ -139,14 +145,29 @@ struct Inner {
     /// Serialises every read-modify-write of keys in this process, so a concurrent edit can never
     /// write back a stale copy over a revocation, and the per-account key count holds.
     key_writes: tokio::sync::Mutex<()>,
+    /// The sandbox exchange, when this service runs one (see [`funds`]).
+    engine: Option<engine::Engine>,
+    /// Tasks started for this service, stopped by [`Service::shutdown`].
+    background: background::Background,
 }
 
 impl Service {
-    /// A service over `store`, loading every key into the in-memory cache.
+    /// A service over `store` without the exchange, loading every key into the in-memory cache
+    /// (for tests of the key system alone; a program starts from [`Assembly`]).
     ///
     /// # Errors
     /// [`ServiceError`] if the store cannot be read or holds a key that cannot be decoded.
     pub async fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: ServiceConfig) -> ServiceResult<Self> {
+        Self::start_with(store, clock, config, None).await
+    }
+
+    /// [`Service::start`] with the exchange's engine, which [`Assembly`] starts on the same store.
+    async fn start_with(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: ServiceConfig,
+        engine: Option<engine::Engine>,
+    ) -> ServiceResult<Self> {
         let cache = Arc::new(KeyCache::default());
         warm_cache(&*store, &cache, KEY_LOAD_PAGE).await?;
         Ok(Self {
@@ -174,6 +195,8 @@ impl Service {
                 )),
                 last_session_purge: std::sync::atomic::AtomicU64::new(0),
                 key_writes: tokio::sync::Mutex::new(()),
+                engine,
+                background: background::Background::default(),
                 config,
             }),
         })
@@ -191,10 +214,17 @@ impl Service {
         &self.inner.clock
     }
 
-    /// The store, for read-only views that need no policy (health checks).
-    #[must_use]
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// Whether the service can serve: the store answers a read and a write transaction, and
+    /// the exchange's engine (when there is one) answers a query. For readiness probes.
+    ///
+    /// # Errors
+    /// The first part that does not answer.
+    pub async fn ready(&self) -> ServiceResult<()> {
+        self.inner.store.ping().await?;
+        if let Some(engine) = &self.inner.engine {
+            engine.query(|_| ()).await?;
+        }
+        Ok(())
     }
 
     fn now_ms(&self) -> keygate_proto::UnixMillis {

@@ -12,6 +12,7 @@ use keygate_service::{
     Actor, ManualClock, NewKey, NewKeyMaterial, NewSession, PasswordParams, RecoveryCodes, Service, ServiceConfig,
     ServiceError, SessionToken, TotpEnrollment,
 };
+use keygate_store::Store;
 use keygate_store::crypto::{MasterKey, SecretCipher};
 use keygate_store::sqlite::{SqliteStore, SyncMode};
 use std::sync::Arc;
@@ -25,6 +26,8 @@ const MINUTE: u64 = 60_000;
 
 struct Env {
     service: Service,
+    /// The service's store, to look behind it.
+    store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
     dir: tempfile::TempDir,
 }
@@ -32,12 +35,13 @@ struct Env {
 async fn env_with(tune: impl FnOnce(&mut ServiceConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let cipher = Arc::new(SecretCipher::new(MasterKey::from_bytes([5; 32]), vec![]));
-    let store = SqliteStore::open(&dir.path().join("db"), cipher, SyncMode::Normal).await.unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("db"), cipher, SyncMode::Normal).await.unwrap());
     let clock = Arc::new(ManualClock::new(UnixMicros(NOW.as_micros())));
     let mut config = ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() };
     tune(&mut config);
     let sign_up = config.allow_sign_up;
-    let service = Service::start(Arc::new(store), clock.clone(), config).await.unwrap();
+    let service = Service::start(Arc::clone(&store), clock.clone(), config).await.unwrap();
     for name in ["alice", "bob"] {
         if sign_up {
             service.sign_up(name, pw(PASSWORD), Some(IP.into())).await.unwrap();
@@ -45,7 +49,7 @@ async fn env_with(tune: impl FnOnce(&mut ServiceConfig)) -> Env {
             service.create_account(&Actor::operator_cli(), name, pw(PASSWORD)).await.unwrap();
         }
     }
-    Env { service, clock, dir }
+    Env { service, store, clock, dir }
 }
 
 async fn env() -> Env {
@@ -612,10 +616,10 @@ async fn flush_deletes_ended_sessions_at_most_once_a_minute() {
     let s = e.login("alice").await;
     let hash = s.token.hash();
     e.service.flush(false).await.unwrap();
-    assert!(e.service.store().session(&hash).await.unwrap().is_some(), "a live session was purged");
+    assert!(e.store.session(&hash).await.unwrap().is_some(), "a live session was purged");
     e.clock.advance_ms(31 * MINUTE);
     e.service.flush(false).await.unwrap();
-    assert!(e.service.store().session(&hash).await.unwrap().is_none(), "an idle session stayed in the store");
+    assert!(e.store.session(&hash).await.unwrap().is_none(), "an idle session stayed in the store");
 }
 
 // ---------------------------------------------------------------------------------------------

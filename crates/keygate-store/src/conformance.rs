@@ -25,8 +25,8 @@ use crate::audit::{ChainError, chain_hash, verify_chain};
 use crate::crypto::{MasterKey, SecretCipher};
 use crate::postgres::{PgStore, describe};
 use crate::records::{
-    AccountRecord, AccountStatus, AuditDraft, AuditRecord, Change, KeyMaterial, KeyRecord, NewAccount, SessionRecord,
-    UsageDelta,
+    AccountRecord, AccountStatus, AuditDraft, AuditRecord, Change, FaucetGrant, KeyMaterial, KeyRecord, NewAccount,
+    SessionRecord, UsageDelta,
 };
 use crate::sqlite::{SqliteStore, SyncMode};
 use crate::{Store, StoreError};
@@ -153,6 +153,8 @@ macro_rules! store_conformance_suite {
             totp_attempt_reservations_are_atomic_and_refuse_past_the_limit,
             session_ids_totp_seeds_and_recovery_codes_are_never_stored_in_plain_text,
             every_cached_change_enters_the_feed_with_its_audit_record,
+            journal_entries_and_their_audit_records_commit_together,
+            faucet_grants_stop_at_the_limit_even_when_concurrent,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -1011,17 +1013,87 @@ pub async fn exchange_journal_appends_atomically_and_reads_back_in_order<H: Harn
     let h = H::fresh().await;
     let store = h.open().await;
     assert!(store.journal_after(0, 10).await.unwrap().is_empty());
-    store.append_journal(&[entry(1), entry(2), entry(3)]).await.unwrap();
-    store.append_journal(&[entry(4), entry(5)]).await.unwrap();
-    store.append_journal(&[]).await.unwrap();
+    store.append_journal(&[entry(1), entry(2), entry(3)], Vec::new()).await.unwrap();
+    store.append_journal(&[entry(4), entry(5)], Vec::new()).await.unwrap();
+    store.append_journal(&[], Vec::new()).await.unwrap();
     assert_eq!(store.journal_after(0, 2).await.unwrap(), vec![entry(1), entry(2)]);
     assert_eq!(store.journal_after(2, 100).await.unwrap(), vec![entry(3), entry(4), entry(5)]);
-    let err = store.append_journal(&[entry(6), entry(5)]).await.unwrap_err();
+    let err = store.append_journal(&[entry(6), entry(5)], Vec::new()).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert!(store.journal_after(5, 10).await.unwrap().is_empty(), "entry 6 was not half-written");
     drop(store);
     let store = h.open().await;
     assert_eq!(store.journal_after(0, 100).await.unwrap().len(), 5);
+}
+
+/// A batch's audit records (deposits, withdrawals) commit with its journal entries or not at
+/// all: a batch refused for a taken sequence number leaves no audit record behind.
+pub async fn journal_entries_and_their_audit_records_commit_together<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let deposit = |n: u64| AuditDraft {
+        details: serde_json::json!({ "deposit": n }),
+        ..draft("exchange.deposit", "account:alice", Some(alice.id))
+    };
+    store.append_journal(&[entry(1), entry(2)], vec![deposit(1), deposit(2)]).await.unwrap();
+    let chain = whole_audit(&*store).await;
+    assert_eq!(chain.iter().map(|r| r.draft.clone()).collect::<Vec<_>>()[1..], [deposit(1), deposit(2)]);
+    let err = store.append_journal(&[entry(3), entry(2)], vec![deposit(3)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(whole_audit(&*store).await, chain, "a refused batch left an audit record");
+    assert_eq!(store.journal_after(0, 10).await.unwrap(), vec![entry(1), entry(2)]);
+    verify_chain([0; 32], 0, &chain).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The faucet counter
+// ---------------------------------------------------------------------------------------------
+
+/// The faucet counter grants up to its limit per window, refuses beyond it (even to many
+/// concurrent requests, on any backend), starts over when the window ends, gives a grant back
+/// only in its own window, and survives a restart.
+pub async fn faucet_grants_stop_at_the_limit_even_when_concurrent<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let day = 86_400_000;
+    let t0 = UnixMillis(1_767_225_600_000);
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.take_faucet_grant(alice.id, t0, day, 3).await.unwrap() })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for t in tasks {
+        if let FaucetGrant::Granted { grants, window_start } = t.await.unwrap() {
+            assert_eq!(window_start, t0);
+            granted.push(grants);
+        }
+    }
+    granted.sort_unstable();
+    assert_eq!(granted, [1, 2, 3], "exactly the limit is granted, each count once");
+    let refused = store.take_faucet_grant(alice.id, UnixMillis(t0.0 + 10), day, 3).await.unwrap();
+    assert_eq!(refused, FaucetGrant::Refused { next_at: UnixMillis(t0.0 + day) });
+    // A grant given back (its deposit failed) can be taken again, in its own window only.
+    store.return_faucet_grant(alice.id, UnixMillis(t0.0 + 1)).await.unwrap();
+    assert!(matches!(store.take_faucet_grant(alice.id, t0, day, 3).await.unwrap(), FaucetGrant::Refused { .. }));
+    store.return_faucet_grant(alice.id, t0).await.unwrap();
+    assert_eq!(
+        store.take_faucet_grant(alice.id, t0, day, 3).await.unwrap(),
+        FaucetGrant::Granted { grants: 3, window_start: t0 }
+    );
+    drop(store);
+    let store = h.open().await;
+    assert!(matches!(store.take_faucet_grant(alice.id, t0, day, 3).await.unwrap(), FaucetGrant::Refused { .. }));
+    let next = UnixMillis(t0.0 + day);
+    assert_eq!(
+        store.take_faucet_grant(alice.id, next, day, 3).await.unwrap(),
+        FaucetGrant::Granted { grants: 1, window_start: next }
+    );
+    let err = store.take_faucet_grant(AccountId(alice.id.0 + 99), t0, day, 3).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
 /// Snapshots: the latest one wins and survives a restart.

@@ -2,8 +2,9 @@
 //! the snapshots that shorten its replay.
 
 use crate::StoreResult;
+use crate::audit_log::append;
 use crate::dialect::Dialect;
-use crate::records::JournalEntry;
+use crate::records::{AuditDraft, JournalEntry};
 use crate::rows::{Columns as _, journal_from_row, to_db_time};
 use crate::sql::{SqlDb, SqlStore, stmt};
 use async_trait::async_trait;
@@ -15,10 +16,11 @@ const JOURNAL_ROWS_PER_STATEMENT: usize = 500;
 /// The exchange's journal and snapshots.
 #[async_trait]
 pub trait JournalStore: Send + Sync {
-    /// Appends exchange journal entries in one transaction: all or none. An entry whose `seq` is
-    /// already taken is a [`crate::StoreError::Conflict`] and nothing of the batch is written
-    /// (two engines on one database would collide here rather than interleave).
-    async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()>;
+    /// Appends exchange journal entries and the audit records of the operations among them
+    /// (deposits, withdrawals) in one transaction: all or none. An entry whose `seq` is already
+    /// taken is a [`crate::StoreError::Conflict`] and nothing of the batch is written (two
+    /// engines on one database would collide here rather than interleave).
+    async fn append_journal(&self, entries: &[JournalEntry], audit: Vec<AuditDraft>) -> StoreResult<()>;
 
     /// Journal entries with `seq > after`, in order, at most `limit`.
     async fn journal_after(&self, after: i64, limit: u32) -> StoreResult<Vec<JournalEntry>>;
@@ -43,8 +45,8 @@ fn insert_journal_sql(rows: usize) -> String {
 
 #[async_trait]
 impl<D: Dialect> JournalStore for SqlStore<D> {
-    async fn append_journal(&self, entries: &[JournalEntry]) -> StoreResult<()> {
-        if entries.is_empty() {
+    async fn append_journal(&self, entries: &[JournalEntry], audit: Vec<AuditDraft>) -> StoreResult<()> {
+        if entries.is_empty() && audit.is_empty() {
             return Ok(());
         }
         let mut rows = Vec::with_capacity(entries.len());
@@ -59,6 +61,9 @@ impl<D: Dialect> JournalStore for SqlStore<D> {
                 .iter()
                 .fold(stmt(insert_journal_sql(chunk.len())), |s, &(seq, at, command)| s.arg(seq).arg(at).arg(command));
             D::Db::run(&mut tx, insert).await?;
+        }
+        for draft in audit {
+            append::<D>(&mut tx, draft, None).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod datadir;
 pub mod dialect;
 mod error;
+mod faucet;
 mod journal;
 mod keys;
 pub mod postgres;
@@ -37,12 +38,14 @@ pub use accounts::AccountStore;
 pub use audit_log::AuditStore;
 pub use changes::ChangeFeed;
 pub use error::StoreError;
+pub use faucet::FaucetStore;
 pub use journal::JournalStore;
 pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use records::{
-    AccountRecord, AccountStatus, AddressHold, AuditDraft, AuditRecord, Change, ChangeRecord, HoldPeriod, JournalEntry,
-    KeyMaterial, KeyRecord, NewAccount, SessionRecord, TotpAttempt, TwoFactorRecord, UsageDelta, WithdrawalHolds,
+    AccountRecord, AccountStatus, AddressHold, AuditDraft, AuditRecord, Change, ChangeRecord, FaucetGrant, HoldPeriod,
+    JournalEntry, KeyMaterial, KeyRecord, NewAccount, SessionRecord, TotpAttempt, TwoFactorRecord, UsageDelta,
+    WithdrawalHolds,
 };
 pub use sessions::SessionStore;
 pub use sqlite::{SqliteStore, SyncMode};
@@ -61,8 +64,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The aggregate traits, for `use keygate_store::prelude::*` where a `dyn Store` is used.
 pub mod prelude {
     pub use crate::{
-        AccountStore as _, AuditStore as _, ChangeFeed as _, JournalStore as _, KeyStore as _, SessionStore as _,
-        Store as _, TwoFactorStore as _,
+        AccountStore as _, AuditStore as _, ChangeFeed as _, FaucetStore as _, JournalStore as _, KeyStore as _,
+        SessionStore as _, Store as _, TwoFactorStore as _,
     };
 }
 
@@ -77,10 +80,15 @@ pub trait Store:
     + AuditStore
     + JournalStore
     + ChangeFeed
+    + FaucetStore
     + std::fmt::Debug
     + Send
     + Sync
 {
+    /// Answers when the database does: one read on the read pool and one write transaction on
+    /// the writer (begun and committed), so a readiness probe sees a store that cannot write.
+    async fn ping(&self) -> StoreResult<()>;
+
     /// Closes every connection and waits for it, so a process can hand its data to the next one
     /// cleanly (SQLite checkpoints its WAL on the last close). Later calls fail.
     async fn close(&self);
@@ -88,6 +96,12 @@ pub trait Store:
 
 #[async_trait]
 impl<D: Dialect> Store for SqlStore<D> {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read_optional(sql::stmt("SELECT 1 AS one")).await?;
+        self.begin().await?.commit().await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         SqlStore::close(self).await;
     }

@@ -356,3 +356,21 @@ pub struct ChangeRecord {
     /// What changed.
     pub change: Change,
 }
+
+/// The outcome of [`crate::FaucetStore::take_faucet_grant`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaucetGrant {
+    /// Granted: the `grants`-th of the window that began at `window_start` (this one counted).
+    /// Give it back with [`crate::FaucetStore::return_faucet_grant`] if the deposit then fails.
+    Granted {
+        /// Grants in the window, this one included.
+        grants: u32,
+        /// Start of the window.
+        window_start: UnixMillis,
+    },
+    /// The window already holds the limit: the next grant is possible at `next_at`.
+    Refused {
+        /// When the full window ends.
+        next_at: UnixMillis,
+    },
+}

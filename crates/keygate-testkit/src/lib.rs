@@ -5,10 +5,13 @@ use keygate_auth::{Permissions, Restrictions};
 use keygate_client::{Client, Signer};
 use keygate_proto::{UnixMicros, UnixMillis};
 use keygate_server::serve::{ServerConfig, ServerHandle, start};
-use keygate_service::{Actor, CreatedKey, ManualClock, NewKey, NewKeyMaterial, PasswordParams, Service, ServiceConfig};
+use keygate_service::{
+    Actor, Assembly, CreatedKey, ExchangeSetup, ManualClock, NewKey, NewKeyMaterial, PasswordParams, Service,
+    ServiceConfig, StoreSource,
+};
 use keygate_store::crypto::{MasterKey, SecretCipher};
 use keygate_store::datadir::DataDir;
-use keygate_store::sqlite::{SqliteStore, SyncMode};
+use keygate_store::sqlite::SyncMode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -62,29 +65,27 @@ impl TestApp {
         let data_dir = DataDir::new(tmp.path().join("data"));
         data_dir.ensure().unwrap();
         let clock = Arc::new(ManualClock::new(UnixMicros(START.as_micros())));
-        let store = SqliteStore::open(&data_dir.database(), test_cipher(), SyncMode::Normal).await.unwrap();
-        let service = Service::start(
-            Arc::new(store),
-            clock.clone(),
-            ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() },
-        )
-        .await
-        .unwrap();
+        let store = StoreSource::Open {
+            database_url: None,
+            sqlite_path: data_dir.database(),
+            cipher: test_cipher(),
+            sync: SyncMode::Normal,
+        };
+        let service = Assembly::new(store, clock.clone())
+            .config(ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() })
+            .exchange(ExchangeSetup::default())
+            .flush_every(std::time::Duration::from_secs(1))
+            .start()
+            .await
+            .unwrap();
         let mut config = ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_socket: Some(data_dir.admin_socket()),
             ..ServerConfig::default()
         };
         tune(&mut config);
-        let engine = keygate_service::engine::Engine::start(
-            Arc::clone(service.store()),
-            clock.clone(),
-            keygate_exchange::ExchangeConfig::default(),
-            keygate_service::engine::EngineConfig::default(),
-        )
-        .await
-        .unwrap();
-        let handle = start(config, service.clone(), engine.clone()).await.unwrap();
+        let engine = service.engine().unwrap().clone();
+        let handle = start(config, service.clone()).await.unwrap();
         let addr = handle.addr;
         Self {
             addr,

@@ -5,7 +5,7 @@ use crate::{keygen, output, serve};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use keygate_auth::KeyStatus;
-use keygate_server::admin::{AdminRequest, EditArgs, RestrictionArgs};
+use keygate_service::admin::{AdminRequest, EditArgs, RestrictionArgs};
 use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
 use zeroize::Zeroizing;

@@ -2,10 +2,8 @@
 //! or by opening the store directly when no server runs.
 
 use anyhow::{Context as _, anyhow, bail};
-use keygate_exchange::ExchangeConfig;
-use keygate_server::admin::{self, AdminRequest, AdminResponse};
-use keygate_service::engine::{Engine, EngineConfig};
-use keygate_service::{Actor, Service, ServiceConfig, SystemClock};
+use keygate_service::admin::{self, AdminRequest, AdminResponse};
+use keygate_service::{Actor, Assembly, ExchangeSetup, Service, StoreSource, SystemClock};
 use keygate_store::crypto::{MasterKey, SecretCipher};
 use keygate_store::datadir::{DataDir, DataDirLock, LockError};
 use keygate_store::sqlite::SyncMode;
@@ -69,21 +67,13 @@ impl Context {
         self.data_dir.try_lock(holder)
     }
 
-    /// Opens the store and starts the service with the default policy. The caller must hold the
-    /// data directory lock.
+    /// What to start on this context's data: its store, with the default policy. The caller
+    /// adds the exchange, a policy or background tasks, and must hold the data directory lock
+    /// while it runs.
     ///
     /// # Errors
-    /// Master key, database or migration failures, with the path concerned.
-    pub async fn open_service(&self, sync: SyncMode) -> anyhow::Result<Service> {
-        self.open_service_with(sync, ServiceConfig::default()).await
-    }
-
-    /// Opens the store and starts the service with `config` (`serve`'s flags). The caller must
-    /// hold the data directory lock.
-    ///
-    /// # Errors
-    /// Master key, database or migration failures, with the path concerned.
-    pub async fn open_service_with(&self, sync: SyncMode, config: ServiceConfig) -> anyhow::Result<Service> {
+    /// A missing or unreadable master key file, with the path concerned.
+    pub fn assembly(&self, sync: SyncMode) -> anyhow::Result<Assembly> {
         let key_file = self.master_key_file()?;
         let database = self.data_dir.database();
         if self.database_url.is_none() && database.exists() && !key_file.exists() {
@@ -97,14 +87,19 @@ impl Context {
         }
         let master = MasterKey::load_or_create(key_file)?;
         let cipher = Arc::new(SecretCipher::new(master, Vec::new()));
-        let store =
-            keygate_store::open(self.database_url.as_deref(), &database, cipher, sync).await.with_context(|| {
-                match &self.database_url {
-                    Some(_) => "opening the PostgreSQL database".to_owned(),
-                    None => format!("opening the database in {}", self.data_dir.path().display()),
-                }
-            })?;
-        Ok(Service::start(store, Arc::new(SystemClock), config).await?)
+        let store = StoreSource::Open { database_url: self.database_url.clone(), sqlite_path: database, cipher, sync };
+        Ok(Assembly::new(store, Arc::new(SystemClock)))
+    }
+
+    /// Starts what `assembly` describes, saying which database failed to open.
+    ///
+    /// # Errors
+    /// Database, migration, key cache or exchange replay failures.
+    pub async fn start(&self, assembly: Assembly) -> anyhow::Result<Service> {
+        assembly.start().await.with_context(|| match &self.database_url {
+            Some(_) => "opening the PostgreSQL database".to_owned(),
+            None => format!("opening the database in {}", self.data_dir.path().display()),
+        })
     }
 
     /// Runs an admin request: through the server when one holds the data directory, otherwise
@@ -124,22 +119,13 @@ impl Context {
         }
         match self.lock("keygate cli") {
             Ok(lock) => {
-                let service = self.open_service(SyncMode::Normal).await?;
-                let engine = if req.needs_engine() {
-                    Some(
-                        Engine::start(
-                            Arc::clone(service.store()),
-                            Arc::clone(service.clock()),
-                            ExchangeConfig::default(),
-                            EngineConfig::default(),
-                        )
-                        .await?,
-                    )
-                } else {
-                    None
-                };
-                let result = admin::execute(&service, engine.as_ref(), &Actor::operator_cli(), req).await;
-                service.store().close().await;
+                let mut assembly = self.assembly(SyncMode::Normal)?;
+                if req.needs_engine() {
+                    assembly = assembly.exchange(ExchangeSetup::default());
+                }
+                let service = self.start(assembly).await?;
+                let result = admin::execute(&service, &Actor::operator_cli(), req).await;
+                service.shutdown().await;
                 drop(lock);
                 Ok(result?)
             }

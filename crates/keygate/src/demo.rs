@@ -10,10 +10,8 @@
 use crate::context::Context;
 use anyhow::{Context as _, bail};
 use keygate_auth::{KeyStatus, Permission, Permissions, Restrictions};
-use keygate_exchange::{Command, Deposit, Outcome};
-use keygate_proto::{AccountId, Amount};
-use keygate_service::engine::Engine;
-use keygate_service::{Actor, NewKey, NewKeyMaterial, Service, ServiceError};
+use keygate_proto::AccountId;
+use keygate_service::{Actor, DepositRequest, NewKey, NewKeyMaterial, Service, ServiceError};
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -155,7 +153,7 @@ pub fn reset(ctx: &Context) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// An unreadable `demo-keys.json`, or a service, engine or file failure.
-pub async fn prepare(ctx: &Context, service: &Service, engine: &Engine) -> anyhow::Result<Demo> {
+pub async fn prepare(ctx: &Context, service: &Service) -> anyhow::Result<Demo> {
     let system = Actor::System { policy: "demo".into() };
     let dir = absolute_dir(ctx)?;
     let path = dir.join(KEYS_FILE);
@@ -179,7 +177,7 @@ pub async fn prepare(ctx: &Context, service: &Service, engine: &Engine) -> anyho
             // Without a console password: the one set below is then its first, not a change,
             // and locks no withdrawals (issue #19).
             let a = service.create_account_without_password(&system, ACCOUNT).await?;
-            fund(service, engine, &system, AccountId(a.id)).await?;
+            fund(service, &system).await?;
             AccountId(a.id)
         }
         Err(e) => return Err(e.into()),
@@ -299,8 +297,9 @@ async fn create_key(
 }
 
 /// Generous sandbox funds in every asset the exchange has, deposited once, when the account is
-/// created.
-async fn fund(service: &Service, engine: &Engine, system: &Actor, account: AccountId) -> anyhow::Result<()> {
+/// created (by the system, each with its audit record in its journal entry's transaction).
+async fn fund(service: &Service, system: &Actor) -> anyhow::Result<()> {
+    let engine = service.engine()?;
     let coins = engine.query(|ex| ex.config().assets.iter().map(|a| a.coin.clone()).collect::<Vec<_>>()).await?;
     for coin in coins {
         let amount = match coin.as_str() {
@@ -309,19 +308,13 @@ async fn fund(service: &Service, engine: &Engine, system: &Actor, account: Accou
             "USDT" | "USDC" | "FDUSD" | "BUSD" => "1000000",
             _ => "1000",
         };
-        let deposit = Deposit { account, coin: coin.clone(), network: None, amount: Amount::parse(amount)? };
-        let Outcome::Deposited(record) = engine.submit(Command::Deposit(deposit), None).await? else {
-            bail!("unexpected engine answer to the demo deposit of {coin}");
+        let deposit = DepositRequest {
+            account: ACCOUNT.into(),
+            asset: coin.as_str().into(),
+            amount: amount.into(),
+            network: None,
         };
-        service
-            .record_event(
-                system,
-                "exchange.deposit",
-                &format!("account:{ACCOUNT}"),
-                Some(account),
-                serde_json::json!({ "asset": record.coin, "amount": record.amount, "id": record.id }),
-            )
-            .await?;
+        service.deposit(system, deposit).await?;
     }
     Ok(())
 }

@@ -185,16 +185,13 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let withdrawal_hold_ms = args.withdrawal_hold.unwrap_or(if args.demo { 0 } else { 24 * 3_600_000 });
     let service_config =
         keygate_service::ServiceConfig { withdrawal_hold_ms, ..keygate_service::ServiceConfig::default() };
-    let service = ctx.open_service_with(sync, service_config).await?;
-    let engine = keygate_service::engine::Engine::start(
-        std::sync::Arc::clone(service.store()),
-        std::sync::Arc::clone(service.clock()),
-        exchange_config,
-        keygate_service::engine::EngineConfig::default(),
-    )
-    .await
-    .context("starting the exchange engine")?;
-    let mut demo = if args.demo { Some(crate::demo::prepare(ctx, &service, &engine).await?) } else { None };
+    let assembly = ctx
+        .assembly(sync)?
+        .config(service_config)
+        .exchange(keygate_service::ExchangeSetup { config: exchange_config, ..Default::default() })
+        .flush_every(std::time::Duration::from_secs(1));
+    let service = ctx.start(assembly).await?;
+    let mut demo = if args.demo { Some(crate::demo::prepare(ctx, &service).await?) } else { None };
     let market_maker = if args.market_maker || args.demo {
         let account = market_maker_account(&service).await?;
         Some(keygate_exchange::MarketMakerConfig::new(account, args.market_maker_seed))
@@ -218,7 +215,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     // Before the address is printed: see wait_for_signal.
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut handle =
-        start(config, service.clone(), engine).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        start(config, service.clone()).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     sayln!("keygate listening on {scheme}://{}", handle.addr);
     sayln!("web console: {scheme}://{}/console/", handle.addr);
@@ -241,7 +238,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let served = handle.wait().await.context("server failed");
-    service.store().close().await;
+    service.shutdown().await;
     served
 }
 

@@ -9,13 +9,9 @@ pub(crate) async fn live() -> BinanceJson<serde_json::Value> {
     BinanceJson(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the store answers and the key cache is loaded.
+/// `GET /readyz`: the store answers a read and a write, the exchange's engine answers, and the
+/// key cache is loaded.
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<BinanceJson<serde_json::Value>, ApiError> {
-    state
-        .service
-        .store()
-        .account_by_id(keygate_auth::AccountId(0))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("store not ready: {e}")))?;
+    state.service.ready().await.map_err(|e| ApiError::Unavailable(format!("not ready: {e}")))?;
     Ok(BinanceJson(serde_json::json!({ "status": "ready", "keys_cached": state.service.cache().len() })))
 }

@@ -13,11 +13,9 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use keygate_auth::Params;
 use keygate_exchange::wallet::WITHDRAW_PROCESSING;
-use keygate_exchange::{
-    AssetSpec, Command, DepositAddress, ExchangeError, HistoryQuery, NetworkSpec, Outcome, WithdrawPolicy,
-};
+use keygate_exchange::{AssetSpec, DepositAddress, ExchangeError, HistoryQuery, NetworkSpec, WithdrawPolicy};
 use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
-use keygate_service::{HoldKind, WithdrawalBlock};
+use keygate_service::{ApiWithdrawal, HoldKind, ServiceError, WithdrawalBlock};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -339,19 +337,12 @@ pub(crate) async fn withdraw(
     text_param(p, "name", 200)?;
     wire::opt_bool(p, "transactionFeeFlag")?;
     let key = r.key();
-    // Issues #6 and #19: no withdrawals for a while after a password change or 2FA removal (the
-    // lock), after 2FA was turned on, after the key was given `withdraw`, or to an address added
-    // to it lately (the holds). The service decides, from the store.
-    let block = state.service.withdrawal_block(r.account_id(), &key.id, address, now(&state)).await;
-    if let Some(block) = block.map_err(|e| ApiError::Internal(format!("withdrawal holds: {e}")))? {
-        return Err(withdrawal_refusal(&block, now(&state)));
-    }
     let policy = WithdrawPolicy {
         allowed_addresses: key.restrictions.withdraw_addresses.clone(),
         limit_24h: key.restrictions.withdraw_limit_24h.as_ref().map(|l| (l.asset.clone(), l.amount)),
         key_id: key.id.as_str().to_owned(),
     };
-    let command = Command::Withdraw(keygate_exchange::Withdraw {
+    let command = keygate_exchange::Withdraw {
         account: r.account_id(),
         coin,
         network,
@@ -359,10 +350,22 @@ pub(crate) async fn withdraw(
         amount,
         withdraw_order_id,
         policy,
-    });
-    match state.engine.submit(command, fresh_until(&state, r)).await? {
-        Outcome::WithdrawApplied(record) => Ok(BinanceJson(WithdrawApplied { id: record.id })),
-        other => Err(ApiError::Internal(format!("unexpected engine outcome {other:?}"))),
+    };
+    // Issues #6 and #19: no withdrawals for a while after a password change or 2FA removal (the
+    // lock), after 2FA was turned on, after the key was given `withdraw`, or to an address added
+    // to it lately (the holds). The service decides, from the store, and audits the withdrawal
+    // with its journal entry.
+    let withdrawal = ApiWithdrawal {
+        command,
+        key: key.id.clone(),
+        fresh_until: fresh_until(&state, r),
+        source: Some(signed.client_ip.to_string()),
+    };
+    match state.service.withdraw(withdrawal).await {
+        Ok(record) => Ok(BinanceJson(WithdrawApplied { id: record.id })),
+        Err(ServiceError::WithdrawalHeld(block)) => Err(withdrawal_refusal(&block, now(&state))),
+        Err(ServiceError::Exchange(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::Internal(format!("withdrawal: {e}"))),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The admin socket: operator commands reach the running server's cache at once.
 
 use keygate_auth::{Permissions, Restrictions};
-use keygate_server::admin::{AdminRequest, AdminResponse, RestrictionArgs, call};
+use keygate_service::admin::{AdminRequest, AdminResponse, RestrictionArgs, call};
 use keygate_testkit::TestApp;
 use reqwest::Method;
 

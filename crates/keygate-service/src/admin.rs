@@ -1,15 +1,15 @@
 //! The admin channel: operator commands as JSON lines over a 0600 Unix socket in the data
 //! directory.
 //!
-//! While a server runs it owns the store, the key cache and (later) the engine, so the CLI's state
-//! changes must go through it to take effect at once: a key revoked from the CLI fails on its very
-//! next request. With no server running, the CLI calls [`execute`] itself on a store it opened
-//! directly, so both paths run the same code.
+//! While a server runs it owns the store, the key cache and the engine, so the CLI's state changes
+//! must go through it to take effect at once: a key revoked from the CLI fails on its very next
+//! request. With no server running, the CLI calls [`execute`] itself on a service it assembled
+//! directly, so both paths run the same code. It lives in the service layer, not the HTTP one, so
+//! the CLI reaches it without the web server.
 
+use crate::{Actor, DepositRequest, KeyEdit, NewKey, NewKeyMaterial, Service, ServiceError};
 use keygate_auth::{IpAllowlist, KeyStatus, Permissions, Restrictions, WithdrawLimit};
 use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
-use keygate_service::engine::Engine;
-use keygate_service::{Actor, KeyEdit, NewKey, NewKeyMaterial, Service, ServiceError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
@@ -232,13 +232,7 @@ fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, ServiceError> {
 ///
 /// # Errors
 /// The service's error, for the CLI to print.
-pub async fn execute(
-    service: &Service,
-    engine: Option<&Engine>,
-    actor: &Actor,
-    req: AdminRequest,
-) -> Result<serde_json::Value, ServiceError> {
-    let engine = || engine.ok_or_else(|| ServiceError::Internal("this command needs the exchange engine".into()));
+pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Result<serde_json::Value, ServiceError> {
     match req {
         AdminRequest::AccountCreate { name, password } => {
             to_json(&service.create_account(actor, &name, Zeroizing::new(password)).await?)
@@ -300,50 +294,11 @@ pub async fn execute(
             Ok(serde_json::json!({ "records": n, "chain": "intact" }))
         }
         AdminRequest::Deposit { account, asset, amount, network } => {
-            if matches!(actor, Actor::Owner { .. }) {
-                return Err(ServiceError::Forbidden("deposits are operator actions".into()));
-            }
-            let acc = service.account(actor, &account).await?;
-            let deposit = keygate_exchange::Deposit {
-                account: keygate_proto::AccountId(acc.id),
-                coin: AssetCode::parse(&asset.to_ascii_uppercase()).map_err(invalid)?,
-                network,
-                amount: Amount::parse(&amount).map_err(|e| invalid(format!("amount {amount:?}: {e}")))?,
-            };
-            let outcome = engine()?
-                .submit(keygate_exchange::Command::Deposit(deposit), None)
-                .await
-                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-            let keygate_exchange::Outcome::Deposited(record) = outcome else {
-                return Err(ServiceError::Internal("unexpected engine answer to a deposit".into()));
-            };
-            service
-                .record_event(
-                    actor,
-                    "exchange.deposit",
-                    &format!("account:{account}"),
-                    Some(keygate_proto::AccountId(acc.id)),
-                    serde_json::json!({ "asset": record.coin, "amount": record.amount, "network": record.network, "id": record.id }),
-                )
-                .await?;
-            to_json(&record)
+            to_json(&service.deposit(actor, DepositRequest { account, asset, amount, network }).await?)
         }
         AdminRequest::AuditLedger => {
-            if matches!(actor, Actor::Owner { .. }) {
-                return Err(ServiceError::Forbidden("only the operator can audit the ledger".into()));
-            }
-            let report = engine()?
-                .query(|ex| {
-                    let ledger = ex.ledger();
-                    (ledger.check_invariant().map_err(|v| v.to_string()), serde_json::to_value(ledger.report()))
-                })
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            match report {
-                (Ok(()), Ok(totals)) => Ok(serde_json::json!({ "invariant": "holds", "assets": totals })),
-                (Err(broken), _) => Err(ServiceError::Invalid(format!("ledger invariant broken: {broken}"))),
-                (_, Err(e)) => Err(ServiceError::Internal(e.to_string())),
-            }
+            let assets = service.audit_ledger(actor).await?;
+            Ok(serde_json::json!({ "invariant": "holds", "assets": to_json(&assets)? }))
         }
     }
 }
@@ -363,7 +318,9 @@ pub fn respond(result: Result<serde_json::Value, ServiceError>) -> AdminResponse
                 ServiceError::Unauthenticated(_) => "unauthenticated",
                 ServiceError::InvalidCode(_) => "invalid_code",
                 ServiceError::Throttled { .. } => "throttled",
-                ServiceError::Store(_) | ServiceError::Internal(_) => "internal",
+                ServiceError::WithdrawalHeld(_) => "held",
+                ServiceError::Exchange(crate::engine::EngineError::Rejected(_)) => "invalid",
+                ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_) => "internal",
             };
             AdminResponse::Error { kind: kind.into(), message: e.to_string() }
         }
@@ -390,7 +347,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Serves admin connections until the listener is dropped. Each connection may send several
 /// request lines; each gets one response line.
-pub async fn serve(listener: UnixListener, service: Service, engine: Engine) {
+pub async fn serve(listener: UnixListener, service: Service) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -401,16 +358,15 @@ pub async fn serve(listener: UnixListener, service: Service, engine: Engine) {
             }
         };
         let service = service.clone();
-        let engine = engine.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &service, &engine).await {
+            if let Err(e) = handle(stream, &service).await {
                 tracing::warn!(error = %e, "admin connection failed");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, service: &Service, engine: &Engine) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, service: &Service) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let actor = Actor::Operator { via: "admin-socket".into() };
@@ -421,7 +377,7 @@ async fn handle(stream: UnixStream, service: &Service, engine: &Engine) -> std::
             return Ok(());
         }
         let response = match serde_json::from_str::<AdminRequest>(&line) {
-            Ok(req) => respond(execute(service, Some(engine), &actor, req).await),
+            Ok(req) => respond(execute(service, &actor, req).await),
             Err(e) => AdminResponse::Error { kind: "invalid".into(), message: format!("malformed admin request: {e}") },
         };
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;

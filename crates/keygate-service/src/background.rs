@@ -1,0 +1,119 @@
+//! The service's background work: writing usage counters, completing withdrawals, the market
+//! maker's quotes. Each task is owned by the service that started it and stopped by
+//! [`Service::shutdown`], so no caller has to remember which loops a running keygate has.
+
+use crate::engine::Engine;
+use crate::{Service, ServiceResult};
+use keygate_exchange::{Command, MarketMaker, MarketMakerConfig};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The tasks a service runs besides answering calls.
+#[derive(Debug, Default)]
+pub(crate) struct Background {
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Background {
+    fn push(&self, task: JoinHandle<()>) {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
+    }
+
+    /// Stops every task (each only sleeps between steps, and a step interrupted here is one
+    /// the store never saw or committed whole).
+    fn abort_all(&self) {
+        for task in self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Service {
+    /// Starts writing usage counters and denial aggregates every `every` (a failed write is
+    /// retried on the next tick; [`Service::shutdown`] writes what is left).
+    pub(crate) fn spawn_flusher(&self, every: Duration) {
+        let service = self.clone();
+        self.inner.background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = service.flush(false).await {
+                    tracing::warn!(error = %e, "flushing usage counters failed; will retry");
+                }
+            }
+        }));
+    }
+
+    /// Starts moving withdrawals through their lifecycle: once a second, completes those whose
+    /// processing delay has passed. Submitted only when one is due, so an idle exchange
+    /// journals nothing.
+    pub(crate) fn spawn_withdrawal_advancer(&self, engine: Engine) {
+        let service = self.clone();
+        self.inner.background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = service.now_ms();
+                if engine.query(move |ex| ex.withdrawals_due(now)).await.unwrap_or(false)
+                    && let Err(e) = engine.submit(Command::AdvanceWithdrawals, None).await
+                {
+                    tracing::warn!(error = %e, "completing withdrawals failed; will retry");
+                }
+            }
+        }));
+    }
+
+    /// Starts the simulated market maker: every half second its walk takes a step, and whatever
+    /// it asks for (funding, cancels, new quotes) goes through the engine like any other command,
+    /// journal included, as one batch.
+    ///
+    /// # Errors
+    /// [`crate::ServiceError::Internal`] when the service runs no exchange.
+    pub fn start_market_maker(&self, config: MarketMakerConfig) -> ServiceResult<()> {
+        let engine = self.engine()?.clone();
+        self.inner.background.push(tokio::spawn(async move {
+            let Ok(mm) = engine.query(move |ex| MarketMaker::new(config, ex)).await else {
+                return;
+            };
+            let mm = Arc::new(Mutex::new(mm));
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let state = Arc::clone(&mm);
+                let commands = engine
+                    .query(move |ex| state.lock().unwrap_or_else(PoisonError::into_inner).tick(ex))
+                    .await
+                    .unwrap_or_default();
+                if commands.is_empty() {
+                    continue;
+                }
+                // One batch: a reader sees the old quotes or the new ones, never a book with a
+                // side emptied by the cancel and not yet refilled.
+                match engine.submit_all(commands).await {
+                    Ok(results) => {
+                        for e in results.into_iter().filter_map(Result::err) {
+                            // A quote that would cross (someone traded meanwhile) is skipped.
+                            tracing::debug!(error = %e, "market maker command refused");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "market maker requote not taken; the next tick retries"),
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Stops the background tasks, writes the usage counters still in memory and closes the
+    /// store, so the next process finds everything on disk (SQLite checkpoints its WAL).
+    pub async fn shutdown(&self) {
+        self.inner.background.abort_all();
+        if let Err(e) = self.flush(true).await {
+            tracing::error!(error = %e, "final flush of usage counters failed");
+        }
+        self.inner.store.close().await;
+    }
+}
