@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod client_ip;
+pub mod endpoints;
 mod error;
 pub mod extract;
 pub mod metrics;
