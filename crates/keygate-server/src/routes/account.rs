@@ -1,8 +1,8 @@
 //! Key introspection.
 
 use super::BinanceJson;
-use crate::{ApiError, AppState};
 use crate::extract::Signed;
+use crate::{ApiError, AppState};
 use axum::extract::State;
 use keygate_auth::Permission;
 use keygate_proto::responses::ApiRestrictions;
