@@ -56,8 +56,8 @@ async fn console_client_addr(
 }
 
 /// The handler of each Binance route: one arm per row of the endpoint table. The match is
-/// exhaustive, so a row without a handler does not compile; [`router`] routes nothing else of
-/// Binance's, so a route without a row cannot be written.
+/// exhaustive, so a row without a handler does not compile; [`router`] adds Binance routes only
+/// from the table's rows, so a handler is only reachable at its row's method and path.
 fn handler(route: Route) -> MethodRouter<AppState> {
     use Route as R;
     match route {
