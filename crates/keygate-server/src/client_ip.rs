@@ -1,7 +1,21 @@
 //! The client address: the socket peer, unless that peer is a configured trusted proxy.
 
+use axum::extract::{ConnectInfo, Request};
+use axum::http::HeaderName;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
+
+/// `X-Forwarded-For`, as a constant: looking a header up by a `&str` parses the name each time.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client address of a request: the peer, or the address a trusted proxy forwarded (see
+/// [`client_ip`]); `None` when a trusted proxy forwarded an address that cannot be read, or the
+/// connection's peer is unknown.
+pub fn request_client_ip(req: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let lines = req.headers().get_all(X_FORWARDED_FOR).into_iter().filter_map(|v| v.to_str().ok());
+    client_ip(peer, lines, trusted)
+}
 
 /// Parses one `X-Forwarded-For` hop: an address, or an address with a port as some proxies
 /// write it (`203.0.113.7:5678`, `[2001:db8::1]:443`).
@@ -39,6 +53,21 @@ pub fn client_ip<'a>(
         }
     }
     Some(client)
+}
+
+/// The key an address is counted under (request weight, open connections): the address, or its
+/// /64 for IPv6 (one host usually owns a whole /64, so counting single IPv6 addresses would let
+/// it multiply its limit).
+#[must_use]
+pub fn counting_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        v4 => v4,
+    }
 }
 
 #[cfg(test)]
@@ -89,5 +118,14 @@ mod tests {
     #[test]
     fn ipv4_mapped_peers_are_canonicalised() {
         assert_eq!(client_ip("::ffff:192.0.2.7".parse().unwrap(), std::iter::empty(), &[]), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64() {
+        let a = counting_key("2001:db8::1".parse().unwrap());
+        assert_eq!(a, counting_key("2001:db8::ffff:1".parse().unwrap()));
+        assert_ne!(a, counting_key("2001:db8:0:1::1".parse().unwrap()));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(counting_key("::ffff:192.0.2.7".parse().unwrap()), v4);
     }
 }

@@ -1,62 +1,35 @@
-//! The signed-request extractor: the only way a handler gets a [`VerifiedRequest`].
+//! Signed requests: the only way a handler gets a [`VerifiedRequest`], verified for the security
+//! type its row of the endpoint table gives.
+//!
+//! [`Signed`] is not an axum extractor: a handler that takes one can only be routed through
+//! [`serve`] (via `routes::signed`), which reads the route's row, so the access a handler demands
+//! is the table's and nothing else's. In order, [`serve`] verifies the request, charges the weight
+//! its body adds, counts the order when the row says the route places one, runs the handler, and
+//! settles the count with the answer (given back when the exchange refused the order). What it
+//! learned travels with the answer, never through shared slots in the request.
 
-use crate::{ApiError, AppState, client_ip::client_ip};
+use crate::client_ip::request_client_ip;
+use crate::endpoints::Route;
+use crate::ratelimit::write_order_count_headers;
+use crate::weight::{Provisional, UsedWeight};
+use crate::{ApiError, AppState};
 use axum::body::{Bytes, HttpBody};
-use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use keygate_auth::{Access, UnverifiedRequest, VerifiedRequest};
-use std::marker::PhantomData;
-use std::net::{IpAddr, SocketAddr};
+use keygate_proto::UnixMicros;
+use std::net::IpAddr;
 
-/// Binance security types as types, so a route's access is fixed at compile time.
-pub trait Security: Send + Sync + 'static {
-    /// What the endpoint demands of a key.
-    const ACCESS: Access;
-}
-
-/// `USER_DATA`: read permission.
+/// A request verified for its route's security type. Consumes the body: handlers read parameters
+/// only from [`VerifiedRequest::params`], so what was verified is what is executed.
 #[derive(Debug)]
-pub struct UserData;
-impl Security for UserData {
-    const ACCESS: Access = Access::USER_DATA;
-}
-
-/// `TRADE`: trade permission, single-use signatures.
-#[derive(Debug)]
-pub struct Trade;
-impl Security for Trade {
-    const ACCESS: Access = Access::TRADE;
-}
-
-/// Withdrawals: withdraw permission, IP allowlist, single-use signatures.
-#[derive(Debug)]
-pub struct Withdraw;
-impl Security for Withdraw {
-    const ACCESS: Access = Access::WITHDRAW;
-}
-
-/// A request verified for security type `S`. Consumes the body: handlers read parameters only
-/// from [`VerifiedRequest::params`], so what was verified is what is executed.
-#[derive(Debug)]
-pub struct Signed<S: Security> {
+pub struct Signed {
     /// The verified request.
     pub request: VerifiedRequest,
     /// The client address it came from.
     pub client_ip: IpAddr,
-    _security: PhantomData<S>,
 }
-
-/// The client address of a request: the peer, or the trusted proxy's forwarded address;
-/// `None` when a trusted proxy forwarded an address that cannot be read, or the connection's
-/// peer is unknown.
-pub fn request_client_ip(req: &Request, state: &AppState) -> Option<IpAddr> {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    let lines = req.headers().get_all(X_FORWARDED_FOR).into_iter().filter_map(|v| v.to_str().ok());
-    client_ip(peer, lines, &state.trusted_proxies)
-}
-
-/// `X-Forwarded-For`, as a constant: looking a header up by a `&str` parses the name each time.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// `X-MBX-APIKEY`, Binance's API key header.
 const X_MBX_APIKEY: HeaderName = HeaderName::from_static("x-mbx-apikey");
@@ -76,11 +49,11 @@ fn has_no_body(parts: &axum::http::request::Parts, body: &axum::body::Body) -> b
         && h.get_all(header::CONTENT_LENGTH).iter().all(|v| v.as_bytes() == b"0")
 }
 
-impl<S: Security> FromRequest<AppState> for Signed<S> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let Some(ip) = request_client_ip(&req, state) else {
+impl Signed {
+    /// Verifies `req` for `access`, recording the key's use or the denial. Returns the request and
+    /// when it was verified (after its body arrived).
+    async fn verify(req: Request, state: &AppState, access: Access) -> Result<(Self, UnixMicros), ApiError> {
+        let Some(ip) = request_client_ip(&req, &state.trusted_proxies) else {
             return Err(ApiError::UnknownClient);
         };
         // The head is read in place (no copies of the key, path or query); only the body moves.
@@ -96,10 +69,6 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
             }
             Some(_) => {}
         }
-        let (method, path) = (&parts.method, parts.uri.path());
-        let counts_order = crate::ratelimit::counts_as_order(method, path);
-        let order_counts = parts.extensions.get::<crate::ratelimit::OrderCountSlot>();
-        let charged = parts.extensions.get::<crate::weight::Charged>();
         let query = parts.uri.query().unwrap_or("").as_bytes();
         let limit = state.verifier.limits().max_body;
         // Most signed reads have no body; skip collecting an empty one.
@@ -112,26 +81,13 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
                 Err(_) => return Err(ApiError::Denied(keygate_auth::Denial::BodyTooLarge)),
             }
         };
-        let endpoint = keygate_auth::Endpoint { method: method.as_str(), path };
+        let endpoint = keygate_auth::Endpoint { method: parts.method.as_str(), path: parts.uri.path() };
         let unverified = UnverifiedRequest { api_key, query, body: &body, peer: ip, endpoint };
         let now = state.service.clock().now();
-        match state.verifier.verify(&unverified, S::ACCESS, state.service.cache().as_ref(), now) {
+        match state.verifier.verify(&unverified, access, state.service.cache().as_ref(), now) {
             Ok(request) => {
                 state.service.record_use(&request.key().id, ip, now.as_millis());
-                // The weight the middleware could not see: parameters in the body.
-                crate::weight::charge_rest(state, charged, method, path, request.params(), now.as_millis().0)
-                    .map_err(ApiError::RateLimited)?;
-                if counts_order {
-                    // Per account, so only once the request is known to be the account's; an
-                    // order over the limit never reaches the engine.
-                    let (account, at_ms) = (request.account_id(), now.as_millis().0);
-                    let (usage, verdict) = state.limiter.admit_order(account, at_ms);
-                    if let Some(slot) = order_counts {
-                        slot.set(crate::ratelimit::CountedOrder { account, at_ms, usage, counted: verdict.is_ok() });
-                    }
-                    verdict.map_err(ApiError::RateLimited)?;
-                }
-                Ok(Self { request, client_ip: ip, _security: PhantomData })
+                Ok((Self { request, client_ip: ip }, now))
             }
             Err(rejection) => {
                 state.service.record_denial(&rejection, ip);
@@ -139,4 +95,72 @@ impl<S: Security> FromRequest<AppState> for Signed<S> {
             }
         }
     }
+}
+
+/// Answers one request to a signed `route` with `handler`: verifies it for the security type of
+/// the route's row, charges the weight its body adds (a [`Provisional`] charge left by the weight
+/// middleware), counts it against its account's `ORDERS` limits when the row says it places an
+/// order (an order over the limit never reaches the engine), runs the handler, and gives the
+/// count back when the answer is an error (Binance counts orders placed). A public route (no
+/// access to verify) is refused as an internal error: it is routed wrongly.
+pub(crate) async fn serve<H, Fut, R>(route: Route, state: AppState, req: Request, handler: H) -> Response
+where
+    H: FnOnce(State<AppState>, Signed) -> Fut,
+    Fut: Future<Output = R>,
+    R: IntoResponse,
+{
+    let spec = route.spec();
+    let Some(access) = spec.security.access() else {
+        return ApiError::Internal(format!("{route:?} is public but routed as signed")).into_response();
+    };
+    let provisional = req.extensions().get::<Provisional>().copied();
+    let (signed, now) = match Signed::verify(req, &state, access).await {
+        Ok(verified) => verified,
+        Err(e) => return e.into_response(),
+    };
+    let at_ms = now.as_millis().0;
+    // The weight the middleware could not see: parameters in the body.
+    let mut used = None;
+    if let Some(Provisional(charged)) = provisional {
+        let extra = spec.weight.of(signed.request.params()).saturating_sub(charged);
+        if extra > 0 {
+            let (usage, verdict) = state.limiter.charge_more(signed.client_ip, extra, at_ms);
+            used = (!usage.is_empty()).then_some(UsedWeight(usage));
+            if let Err(refusal) = verdict {
+                return with_weight(ApiError::RateLimited(refusal).into_response(), used);
+            }
+        }
+    }
+    // Per account, so only once the request is known to be the account's.
+    let mut order = None;
+    if spec.counts_as_order && state.limiter.config().enabled {
+        let account = signed.request.account_id();
+        let (usage, verdict) = state.limiter.admit_order(account, at_ms);
+        if let Err(refusal) = verdict {
+            // Refused by the limit itself: not counted, and the counts are reported.
+            let mut res = ApiError::RateLimited(refusal).into_response();
+            write_order_count_headers(res.headers_mut(), &usage);
+            return with_weight(res, used);
+        }
+        order = Some((account, usage, state.limiter.clone()));
+    }
+    let mut res = handler(State(state), signed).await.into_response();
+    if let Some((account, usage, limiter)) = order {
+        if res.status().is_success() {
+            write_order_count_headers(res.headers_mut(), &usage);
+        } else {
+            // Refused after it was counted: not placed, so not counted (and no count headers,
+            // which Binance does not promise on rejected orders either).
+            limiter.refund_order(account, at_ms);
+        }
+    }
+    with_weight(res, used)
+}
+
+/// `res` carrying the address's new usage back to the weight middleware, if more was charged.
+fn with_weight(mut res: Response, used: Option<UsedWeight>) -> Response {
+    if let Some(used) = used {
+        res.extensions_mut().insert(used);
+    }
+    res
 }

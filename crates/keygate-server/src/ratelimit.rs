@@ -8,7 +8,7 @@
 //!
 //! What counts (see docs/demo.md for the operator's view):
 //! - every request to the exchange API (not `/healthz`, `/readyz` or the console) adds its
-//!   weight (see [`crate::weight::weight`]) to its address's weight windows and one to its
+//!   weight (from the endpoint table) to its address's weight windows and one to its
 //!   raw-request windows, before anything else is done with it, signed or not;
 //! - a request that finds its address over a limit is refused with 429 -1003 and costs no work;
 //!   refused requests still count, as on Binance, so the counter keeps climbing until the window
@@ -16,13 +16,13 @@
 //! - more than [`BanPolicy::after_refusals`] refused requests in a row earn a ban (418 -1003);
 //!   the first lasts [`BanPolicy::first_secs`], each further one within
 //!   [`BanPolicy::forget_after_secs`] of the last twice as long, up to [`BanPolicy::max_secs`];
-//! - a new order (`POST /api/v3/order`, not `/order/test`) counts against its account once the
-//!   request has verified; an order over the limit is refused with 429 -1015 and never reaches
-//!   the engine. One the exchange then refuses (an error answer) is given back, as Binance counts
-//!   successfully placed orders. Orders are not given back when they fill (Binance's older,
-//!   simpler rule; its newer "unfilled order count" decrements on fills).
+//! - a new order (`POST /api/v3/order`, not `/order/test`; the endpoint table says which) counts
+//!   against its account once the request has verified; an order over the limit is refused with
+//!   429 -1015 and never reaches the engine. One the exchange then refuses (an error answer) is
+//!   given back, as Binance counts successfully placed orders. Orders are not given back when they
+//!   fill (Binance's older, simpler rule; its newer "unfilled order count" decrements on fills).
 
-use axum::http::Method;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use keygate_proto::AccountId;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -224,24 +224,6 @@ impl RateLimitConfig {
     }
 }
 
-/// Whether `path` is outside Binance's API and its limits: health checks (a load balancer
-/// polling them must never be banned) and the web console, its pages and its JSON API (its own
-/// login and TOTP throttling applies, and its answers are in its own format, not Binance's).
-#[must_use]
-pub fn exempt(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
-        || path == "/console"
-        || path.starts_with("/console/")
-        || path.starts_with("/api/console/")
-}
-
-/// Whether `method path` places an order that counts against the account's `ORDERS` limits.
-/// `/api/v3/order/test` does not: it never reaches the matching engine.
-#[must_use]
-pub fn counts_as_order(method: &Method, path: &str) -> bool {
-    method == Method::POST && path == "/api/v3/order"
-}
-
 /// A refused request: HTTP 429 or 418 with a Binance body and `Retry-After`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -277,38 +259,6 @@ impl Refusal {
             | Self::Banned { retry_after, .. }
             | Self::TooManyOrders { retry_after, .. } => *retry_after,
         }
-    }
-}
-
-/// An order the count was applied to, for the middleware: the headers to send, and what to give
-/// back if the exchange then refuses the order.
-#[derive(Debug, Clone)]
-pub struct CountedOrder {
-    /// The account charged.
-    pub account: AccountId,
-    /// When, ms (which windows were charged).
-    pub at_ms: u64,
-    /// Counts per `ORDERS` window after this order.
-    pub usage: Usage,
-    /// False when the order was refused by the limit itself (-1015) and so not counted.
-    pub counted: bool,
-}
-
-/// Where the order-counting step (after verification) leaves a [`CountedOrder`] for the
-/// middleware: a request extension.
-#[derive(Debug, Clone, Default)]
-pub struct OrderCountSlot(std::sync::Arc<std::sync::OnceLock<CountedOrder>>);
-
-impl OrderCountSlot {
-    /// Records the order (the first call wins).
-    pub fn set(&self, order: CountedOrder) {
-        let _ = self.0.set(order);
-    }
-
-    /// The order recorded, if any.
-    #[must_use]
-    pub fn get(&self) -> Option<&CountedOrder> {
-        self.0.get()
     }
 }
 
@@ -441,6 +391,30 @@ pub struct RateLimiter {
 /// What a request used so far in each `REQUEST_WEIGHT` window, for the response headers.
 pub type Usage = Vec<(String, u32)>;
 
+/// Writes `X-MBX-USED-WEIGHT-<window>` for each weight window, and the legacy
+/// `X-MBX-USED-WEIGHT` for the first, as Binance does on every answer.
+pub fn write_weight_headers(h: &mut HeaderMap, usage: &Usage) {
+    for (i, (suffix, used)) in usage.iter().enumerate() {
+        let name = format!("x-mbx-used-weight-{}", suffix.to_ascii_lowercase());
+        if let (Ok(name), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(used.to_string())) {
+            if i == 0 {
+                h.insert("x-mbx-used-weight", v.clone());
+            }
+            h.insert(name, v);
+        }
+    }
+}
+
+/// Writes `X-MBX-ORDER-COUNT-<window>` for each `ORDERS` window, on an order's answer.
+pub fn write_order_count_headers(h: &mut HeaderMap, usage: &Usage) {
+    for (suffix, count) in usage {
+        let name = format!("x-mbx-order-count-{}", suffix.to_ascii_lowercase());
+        if let (Ok(name), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(count.to_string())) {
+            h.insert(name, v);
+        }
+    }
+}
+
 impl RateLimiter {
     /// A limiter enforcing `config`.
     #[must_use]
@@ -484,7 +458,7 @@ impl RateLimiter {
         if !c.enabled {
             return (Vec::new(), Ok(()));
         }
-        let key = crate::weight::counting_key(ip);
+        let key = crate::client_ip::counting_key(ip);
         let mut ips = self.ips.lock().unwrap_or_else(PoisonError::into_inner);
         let forget = c.ban.forget_after_secs.saturating_mul(1_000);
         // Whether an entry holds nothing worth keeping: a ban long enough past to forget, and

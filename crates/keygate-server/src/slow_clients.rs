@@ -105,7 +105,7 @@ impl PerIpConnections {
     /// A place for one more connection from `ip`, or `None` when that address already holds
     /// its share.
     pub fn take(table: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let key = crate::weight::counting_key(ip);
+        let key = crate::client_ip::counting_key(ip);
         let mut open = table.open.lock().unwrap_or_else(PoisonError::into_inner);
         let n = open.entry(key).or_insert(0);
         if *n >= table.max {
@@ -119,7 +119,7 @@ impl PerIpConnections {
     #[must_use]
     pub fn open_from(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&crate::weight::counting_key(ip)).copied().unwrap_or(0)
+        open.get(&crate::client_ip::counting_key(ip)).copied().unwrap_or(0)
     }
 }
 

@@ -1,14 +1,18 @@
 //! Key introspection.
 
 use super::BinanceJson;
-use crate::ApiError;
-use crate::extract::{Signed, UserData};
+use crate::extract::Signed;
+use crate::{ApiError, AppState};
+use axum::extract::State;
 use keygate_auth::Permission;
 use keygate_proto::responses::ApiRestrictions;
 
 /// `GET /sapi/v1/account/apiRestrictions` (USER_DATA): what the calling key may do, in Binance's
 /// shape.
-pub(crate) async fn api_restrictions(signed: Signed<UserData>) -> Result<BinanceJson<ApiRestrictions>, ApiError> {
+pub(crate) async fn api_restrictions(
+    _: State<AppState>,
+    signed: Signed,
+) -> Result<BinanceJson<ApiRestrictions>, ApiError> {
     signed.request.params().ensure_only(&[])?;
     let key = signed.request.key();
     Ok(BinanceJson(ApiRestrictions {

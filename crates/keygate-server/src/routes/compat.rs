@@ -4,7 +4,7 @@
 
 use super::BinanceJson;
 use super::market::public_params;
-use crate::extract::{Signed, UserData};
+use crate::extract::Signed;
 use crate::{ApiError, AppState};
 use axum::extract::{RawQuery, State};
 use serde::Serialize;
@@ -37,7 +37,7 @@ pub(crate) async fn futures_exchange_info(
 
 /// `GET /sapi/v1/margin/allPairs` and `GET /sapi/v1/margin/isolated/allPairs` (USER_DATA): no
 /// margin pairs.
-pub(crate) async fn margin_pairs(signed: Signed<UserData>) -> Result<BinanceJson<[(); 0]>, ApiError> {
+pub(crate) async fn margin_pairs(_: State<AppState>, signed: Signed) -> Result<BinanceJson<[(); 0]>, ApiError> {
     signed.request.params().ensure_only(&[])?;
     Ok(BinanceJson([]))
 }

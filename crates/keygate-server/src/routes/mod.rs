@@ -1,4 +1,5 @@
-//! Route table: every endpoint with its security type.
+//! The router, built from the endpoint table ([`crate::endpoints`]): each row paired with its
+//! handler, the console, health checks and the fallbacks.
 
 mod account;
 mod compat;
@@ -10,12 +11,18 @@ mod trading;
 mod wallet;
 mod wire;
 
+use crate::endpoints::Route;
 use crate::error::JSON;
+use crate::extract::Signed;
+use crate::weight::{self, Charging};
 use crate::{ApiError, AppState};
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderValue, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, any, get, on};
 use serde::Serialize;
 
 /// A JSON answer with Binance's content type.
@@ -42,62 +49,119 @@ async fn console_client_addr(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(ip) = crate::extract::request_client_ip(&req, &state) {
+    if let Some(ip) = crate::client_ip::request_client_ip(&req, &state.trusted_proxies) {
         req.extensions_mut().insert(keygate_console::ClientAddr(ip));
     }
     next.run(req).await
 }
 
+/// The handler of each Binance route: one arm per row of the endpoint table. The match is
+/// exhaustive, so a row without a handler does not compile; [`router`] adds Binance routes only
+/// from the table's rows, so a handler is only reachable at its row's method and path.
+fn handler(route: Route) -> MethodRouter<AppState> {
+    use Route as R;
+    match route {
+        R::Ping => public(route, public::ping),
+        R::Time => public(route, public::time),
+        R::SystemStatus => public(route, public::system_status),
+        R::ApiRestrictions => signed(route, account::api_restrictions),
+        R::ExchangeInfo => public(route, market::exchange_info),
+        R::Depth => public(route, market::depth),
+        R::Trades => public(route, market::trades),
+        R::AggTrades => public(route, market::agg_trades),
+        R::HistoricalTrades => public(route, market::historical_trades),
+        R::Klines | R::UiKlines => public(route, market::klines),
+        R::TickerPrice => public(route, market::ticker_price),
+        R::Ticker24hr => public(route, market::ticker_24hr),
+        R::BookTicker => public(route, market::book_ticker),
+        R::AvgPrice => public(route, market::avg_price),
+        R::Account => signed(route, trading::account),
+        R::AccountCommission => signed(route, trading::account_commission),
+        R::QueryOrder => signed(route, trading::query_order),
+        R::NewOrder => signed(route, trading::new_order),
+        R::CancelOrder => signed(route, trading::cancel_order),
+        R::TestOrder => signed(route, trading::test_order),
+        R::OpenOrders => signed(route, trading::open_orders),
+        R::CancelOpenOrders => signed(route, trading::cancel_open_orders),
+        R::AllOrders => signed(route, trading::all_orders),
+        R::MyTrades => signed(route, trading::my_trades),
+        R::AllCoins => signed(route, wallet::all_coins),
+        R::DepositHistory => signed(route, wallet::deposit_history),
+        R::DepositAddress => signed(route, wallet::deposit_address),
+        R::WithdrawHistory => signed(route, wallet::withdraw_history),
+        R::Withdraw => signed(route, wallet::withdraw),
+        R::TradeFee => signed(route, wallet::trade_fee),
+        R::FuturesExchangeInfo | R::DeliveryExchangeInfo => public(route, compat::futures_exchange_info),
+        R::MarginPairs | R::IsolatedMarginPairs => signed(route, compat::margin_pairs),
+    }
+}
+
+/// A public route: `handler` answers the row's method. A row whose security type is not `NONE`
+/// is answered 500 instead, never served unverified.
+fn public<H, T>(route: Route, handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let spec = route.spec();
+    match (spec.security.access(), MethodFilter::try_from(spec.method.clone())) {
+        (None, Ok(filter)) => on(filter, handler),
+        _ => misrouted(route),
+    }
+}
+
+/// A signed route: every request is verified for the row's security type before `handler` sees
+/// it (see [`crate::extract::serve`], which refuses a public row with a 500). Signed handlers take
+/// `(State<AppState>, Signed)`; [`Signed`] is no extractor, so they cannot be routed any other way.
+fn signed<H, Fut, Res>(route: Route, handler: H) -> MethodRouter<AppState>
+where
+    H: FnOnce(State<AppState>, Signed) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Res> + Send + 'static,
+    Res: IntoResponse + 'static,
+{
+    match MethodFilter::try_from(route.spec().method.clone()) {
+        Ok(filter) => on(filter, move |State(state): State<AppState>, req: Request| {
+            crate::extract::serve(route, state, req, handler.clone())
+        }),
+        Err(_) => misrouted(route),
+    }
+}
+
+/// A row whose handler does not fit it: answered 500 (`tests/it/endpoints.rs` requests every
+/// row, so this never ships).
+fn misrouted(route: Route) -> MethodRouter<AppState> {
+    any(move || async move { ApiError::Internal(format!("{route:?} is routed against its row")) })
+}
+
+/// The router: every row of the endpoint table, the console, health checks, and the fallbacks.
+/// With rate limits on, each Binance path and the fallback have the weight middleware in front,
+/// knowing their rows; with them off (`serve --rate-limits off`) there is nothing to count or to
+/// answer in `X-MBX-USED-WEIGHT-*`, so it is left out rather than passed through on every request.
 pub(crate) fn router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/api/v3/ping", get(public::ping))
-        .route("/api/v3/time", get(public::time))
-        .route("/sapi/v1/system/status", get(public::system_status))
-        .route("/sapi/v1/account/apiRestrictions", get(account::api_restrictions))
-        // Market data (NONE).
-        .route("/api/v3/exchangeInfo", get(market::exchange_info))
-        .route("/api/v3/depth", get(market::depth))
-        .route("/api/v3/trades", get(market::trades))
-        .route("/api/v3/aggTrades", get(market::agg_trades))
-        .route("/api/v3/historicalTrades", get(market::historical_trades))
-        .route("/api/v3/klines", get(market::klines))
-        .route("/api/v3/uiKlines", get(market::klines))
-        .route("/api/v3/ticker/price", get(market::ticker_price))
-        .route("/api/v3/ticker/24hr", get(market::ticker_24hr))
-        .route("/api/v3/ticker/bookTicker", get(market::book_ticker))
-        .route("/api/v3/avgPrice", get(market::avg_price))
-        // Spot account and orders (USER_DATA reads, TRADE writes).
-        .route("/api/v3/account", get(trading::account))
-        .route("/api/v3/account/commission", get(trading::account_commission))
-        .route("/api/v3/order", get(trading::query_order).post(trading::new_order).delete(trading::cancel_order))
-        .route("/api/v3/order/test", post(trading::test_order))
-        .route("/api/v3/openOrders", get(trading::open_orders).delete(trading::cancel_open_orders))
-        .route("/api/v3/allOrders", get(trading::all_orders))
-        .route("/api/v3/myTrades", get(trading::my_trades))
-        // Wallet (USER_DATA reads; withdrawals need the withdraw permission).
-        .route("/sapi/v1/capital/config/getall", get(wallet::all_coins))
-        .route("/sapi/v1/capital/deposit/hisrec", get(wallet::deposit_history))
-        .route("/sapi/v1/capital/deposit/address", get(wallet::deposit_address))
-        .route("/sapi/v1/capital/withdraw/history", get(wallet::withdraw_history))
-        .route("/sapi/v1/capital/withdraw/apply", post(wallet::withdraw))
-        .route("/sapi/v1/asset/tradeFee", get(wallet::trade_fee))
-        // ccxt's default load_markets() (reference G1).
-        .route("/fapi/v1/exchangeInfo", get(compat::futures_exchange_info))
-        .route("/dapi/v1/exchangeInfo", get(compat::futures_exchange_info))
-        .route("/sapi/v1/margin/allPairs", get(compat::margin_pairs))
-        .route("/sapi/v1/margin/isolated/allPairs", get(compat::margin_pairs))
+    let charge = state.limiter.config().enabled;
+    let mut routes = Router::new();
+    for rows in Route::by_path() {
+        let Some(first) = rows.first() else { continue };
+        let mut methods = rows
+            .iter()
+            .fold(MethodRouter::new(), |methods, &route| methods.merge(handler(route)))
+            .fallback(|| async { ApiError::MethodNotAllowed });
+        if charge {
+            methods = methods.layer(from_fn_with_state(Charging::path(state.clone(), rows), weight::layer));
+        }
+        routes = routes.route(first.spec().path, methods);
+    }
+    let not_found = || async { ApiError::NotFound };
+    let routes = routes
         .merge(console_routes(&state))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
-        .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    // With rate limits off (`serve --rate-limits off`) there is nothing to count or to answer in
-    // `X-MBX-USED-WEIGHT-*`, so the layer is left out rather than passed through on every request.
-    let routes = if state.limiter.config().enabled {
-        routes.layer(axum::middleware::from_fn_with_state(state.clone(), crate::weight::layer))
+    let routes = if charge {
+        routes.fallback(not_found.layer(from_fn_with_state(Charging::unrouted(state.clone()), weight::layer)))
     } else {
-        routes
+        routes.fallback(not_found)
     };
     // Outermost: one access line per answer, whoever answered (see access_log).
-    routes.layer(axum::middleware::from_fn_with_state(state.clone(), crate::access_log::layer)).with_state(state)
+    routes.layer(from_fn_with_state(state.clone(), crate::access_log::layer)).with_state(state)
 }

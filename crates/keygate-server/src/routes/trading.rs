@@ -9,7 +9,7 @@
 use super::BinanceJson;
 use super::wire::{self, CancelJson, MyTradeJson, NewOrderJson, OrderJson, RespType, opt, req};
 use crate::error::JSON;
-use crate::extract::{Signed, Trade, UserData};
+use crate::extract::Signed;
 use crate::{ApiError, AppState};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -101,7 +101,7 @@ struct AccountBodies([OnceLock<Bytes>; 8]);
 /// `GET /api/v3/account` (USER_DATA, `omitZeroBalances`): balances of every configured asset and
 /// what the calling key may do. Commissions are those of the first market (the default config
 /// charges every market the same).
-pub(crate) async fn account(State(state): State<AppState>, signed: Signed<UserData>) -> Result<Response, ApiError> {
+pub(crate) async fn account(State(state): State<AppState>, signed: Signed) -> Result<Response, ApiError> {
     let r = &signed.request;
     r.params().ensure_only(&["omitZeroBalances"])?;
     let omit_zero = wire::opt_bool(r.params(), "omitZeroBalances")?.unwrap_or(false);
@@ -183,7 +183,7 @@ pub(crate) struct AccountCommissionJson {
 /// seller surcharge, no tax, no BNB discount.
 pub(crate) async fn account_commission(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<AccountCommissionJson>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["symbol"])?;
@@ -294,7 +294,7 @@ fn parse_new_order(p: &Params, account: AccountId) -> Result<(NewOrder, RespType
 /// MARKET and LIMIT, ACK otherwise).
 pub(crate) async fn new_order(
     State(state): State<AppState>,
-    signed: Signed<Trade>,
+    signed: Signed,
 ) -> Result<BinanceJson<NewOrderJson>, ApiError> {
     let r = &signed.request;
     r.params().ensure_only(ORDER_PARAMS)?;
@@ -345,7 +345,7 @@ pub(crate) enum TestOrderJson {
 /// `{}`, or the commission rates with `computeCommissionRates=true`.
 pub(crate) async fn test_order(
     State(state): State<AppState>,
-    signed: Signed<Trade>,
+    signed: Signed,
 ) -> Result<BinanceJson<TestOrderJson>, ApiError> {
     let r = &signed.request;
     let mut known = ORDER_PARAMS.to_vec();
@@ -402,7 +402,7 @@ async fn check_both_ids(
 /// sends them, in a form body.
 pub(crate) async fn cancel_order(
     State(state): State<AppState>,
-    signed: Signed<Trade>,
+    signed: Signed,
 ) -> Result<BinanceJson<CancelJson>, ApiError> {
     let r = &signed.request;
     let p = r.params();
@@ -425,7 +425,7 @@ pub(crate) async fn cancel_order(
 /// -2011 when there is none, as Binance answers.
 pub(crate) async fn cancel_open_orders(
     State(state): State<AppState>,
-    signed: Signed<Trade>,
+    signed: Signed,
 ) -> Result<BinanceJson<Vec<CancelJson>>, ApiError> {
     let r = &signed.request;
     r.params().ensure_only(&["symbol"])?;
@@ -445,7 +445,7 @@ pub(crate) async fn cancel_open_orders(
 /// account has no such order on the symbol.
 pub(crate) async fn query_order(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<OrderJson>, ApiError> {
     let r = &signed.request;
     let p = r.params();
@@ -465,7 +465,7 @@ pub(crate) async fn query_order(
 /// `GET /api/v3/openOrders` (USER_DATA): open orders on `symbol`, or on every market.
 pub(crate) async fn open_orders(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<Vec<OrderJson>>, ApiError> {
     let r = &signed.request;
     r.params().ensure_only(&["symbol"])?;
@@ -481,7 +481,7 @@ pub(crate) async fn open_orders(
 /// `GET /api/v3/allOrders` (USER_DATA): `symbol` (`orderId`, `startTime`, `endTime`, `limit`).
 pub(crate) async fn all_orders(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<Vec<OrderJson>>, ApiError> {
     let r = &signed.request;
     let p = r.params();
@@ -505,7 +505,7 @@ pub(crate) async fn all_orders(
 /// `limit`).
 pub(crate) async fn my_trades(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<Vec<MyTradeJson>>, ApiError> {
     let r = &signed.request;
     let p = r.params();

@@ -8,7 +8,7 @@
 use super::BinanceJson;
 use super::trading::fresh_until;
 use super::wire::{self, DepositJson, WithdrawalJson, opt, req};
-use crate::extract::{Signed, UserData, Withdraw};
+use crate::extract::Signed;
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use keygate_auth::Params;
@@ -136,7 +136,7 @@ fn coin_json(spec: &AssetSpec, free: Amount, locked: Amount, withdrawing: Amount
 /// locked balance (open orders).
 pub(crate) async fn all_coins(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<Vec<CoinJson>>, ApiError> {
     signed.request.params().ensure_only(&[])?;
     let account = signed.request.account_id();
@@ -179,7 +179,7 @@ fn opt_status(p: &Params) -> Result<Option<u8>, ApiError> {
 /// nothing, the sandbox knows no source addresses).
 pub(crate) async fn deposit_history(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<Vec<DepositJson>>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["coin", "status", "startTime", "endTime", "offset", "limit", "includeSource"])?;
@@ -208,7 +208,7 @@ pub(crate) async fn deposit_history(
 /// first deposit-enabled network).
 pub(crate) async fn deposit_address(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<DepositAddress>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["coin", "network"])?;
@@ -228,7 +228,7 @@ pub(crate) async fn deposit_address(
 /// `withdrawOrderId`, `status`, `startTime`, `endTime` within 90 days, `offset`, `limit`).
 pub(crate) async fn withdraw_history(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<Vec<WithdrawalJson>>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["coin", "withdrawOrderId", "status", "startTime", "endTime", "offset", "limit"])?;
@@ -301,7 +301,7 @@ fn withdrawal_refusal(block: &WithdrawalBlock, now: UnixMillis) -> ApiError {
 /// and the balance are checked by the engine in one step.
 pub(crate) async fn withdraw(
     State(state): State<AppState>,
-    signed: Signed<Withdraw>,
+    signed: Signed,
 ) -> Result<BinanceJson<WithdrawApplied>, ApiError> {
     let r = &signed.request;
     let p = r.params();
@@ -386,7 +386,7 @@ pub(crate) struct TradeFeeJson {
 /// all, always as an array.
 pub(crate) async fn trade_fee(
     State(state): State<AppState>,
-    signed: Signed<UserData>,
+    signed: Signed,
 ) -> Result<BinanceJson<Vec<TradeFeeJson>>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["symbol"])?;

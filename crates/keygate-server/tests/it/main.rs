@@ -6,6 +6,7 @@
 mod access_log;
 mod admin_channel;
 mod client_compat;
+mod endpoints;
 mod errors;
 mod exchange_market;
 mod exchange_support;
