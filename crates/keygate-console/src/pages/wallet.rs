@@ -1,7 +1,7 @@
 //! The wallet page: balances, the sandbox faucet, order/trade/deposit/withdrawal history and
 //! their CSV downloads. Reads go through the engine's query channel, as the exchange routes do.
 
-use crate::pages::{Nav, error_page, render, see_other};
+use super::layout::{Nav, error_page, render, see_other};
 use crate::session::{Ctx, Viewer};
 use crate::view::when;
 use crate::{Console, ConsoleError};
@@ -86,7 +86,7 @@ pub(crate) async fn faucet(c: &Console, v: &Viewer, asset: &str) -> Result<Depos
     let coin = AssetCode::parse(&asset).map_err(|e| ConsoleError::BadRequest(format!("asset {asset:?}: {e}")))?;
     let _one_at_a_time = c.faucet_lock().await;
     let now = c.now_ms();
-    let used = crate::pages::count_recent_audit(c, v, "console.faucet", now.0.saturating_sub(DAY_MS)).await?;
+    let used = super::audit::count_recent_audit(c, v, "console.faucet", now.0.saturating_sub(DAY_MS)).await?;
     if used >= cfg.per_day {
         return Err(ConsoleError::TooMany(format!(
             "the sandbox faucet gives at most {} deposits per account in 24 hours",
