@@ -3,9 +3,10 @@
 //! `GET /session`, or from the answer of the call that last rotated the session).
 
 use crate::forms;
+use crate::pages::wallet;
 use crate::pages::{maybe_step_up, recent_audit};
 use crate::session::{Ctx, Viewer};
-use crate::{Console, ConsoleError, wallet};
+use crate::{Console, ConsoleError};
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

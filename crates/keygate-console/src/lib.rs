@@ -20,7 +20,6 @@ pub mod openapi;
 mod pages;
 mod session;
 mod view;
-mod wallet;
 
 pub use error::{ConsoleError, Refused};
 pub use host::HostAllowlist;

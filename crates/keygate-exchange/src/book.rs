@@ -80,9 +80,20 @@ impl Book {
     /// taker against that side without an [`Exchange`](crate::Exchange).
     ///
     /// Ids for which `is_open` is false are popped from the front (lazy deletion), and a level
-    /// with no live id left is dropped, the way the engine's matching loop does it. Pair with
-    /// [`Book::fill_front`]; the engine itself inlines these steps.
-    pub fn front(&mut self, side: Side, mut is_open: impl FnMut(u64) -> bool) -> Option<(u64, u64)> {
+    /// with no live id left is dropped. Pair with [`Book::fill_front`]; the engine's matching runs
+    /// through the same code, with the taker's price limit added.
+    pub fn front(&mut self, side: Side, is_open: impl FnMut(u64) -> bool) -> Option<(u64, u64)> {
+        self.front_within(side, |_| true, is_open)
+    }
+
+    /// [`Book::front`] for a taker with a price limit: `None` as soon as the best level's price
+    /// is not `within` the limit, before anything at that level is touched.
+    pub(crate) fn front_within(
+        &mut self,
+        side: Side,
+        within: impl Fn(u64) -> bool,
+        mut is_open: impl FnMut(u64) -> bool,
+    ) -> Option<(u64, u64)> {
         loop {
             let levels = self.side_mut(side);
             let mut entry = match side {
@@ -90,6 +101,9 @@ impl Book {
                 Side::Sell => levels.first_entry()?,
             };
             let price = *entry.key();
+            if !within(price) {
+                return None;
+            }
             let level = entry.get_mut();
             while let Some(&id) = level.queue.front() {
                 if is_open(id) {

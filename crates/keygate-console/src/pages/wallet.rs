@@ -1,7 +1,7 @@
 //! The wallet page: balances, the sandbox faucet, order/trade/deposit/withdrawal history and
 //! their CSV downloads. Reads go through the engine's query channel, as the exchange routes do.
 
-use crate::pages::{Nav, error_page, render, see_other};
+use super::layout::{Nav, error_page, render, see_other};
 use crate::session::{Ctx, Viewer};
 use crate::view::when;
 use crate::{Console, ConsoleError};

@@ -1,0 +1,160 @@
+//! Sign-up, login (with its second-factor prompt) and logout.
+
+use super::layout::{CodeForm, Nav, error_page, render, retry_after, see_other};
+use crate::session::Ctx;
+use crate::{Console, ConsoleError};
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use keygate_service::ServiceError;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    nav: Option<Nav>,
+    csrf: String,
+    name: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SignupForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: Zeroizing<String>,
+    #[serde(default)]
+    password2: Zeroizing<String>,
+}
+
+pub(super) async fn signup_page(ctx: Ctx) -> Response {
+    match ctx.pre_token() {
+        Ok((csrf, cookie)) => {
+            render(StatusCode::OK, &SignupPage { nav: None, csrf, name: String::new(), error: None }, cookie.as_slice())
+        }
+        Err(e) => error_page(&e, None),
+    }
+}
+
+pub(super) async fn signup(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<SignupForm>) -> Response {
+    let fail = |e: ConsoleError, name: &str| {
+        let csrf = ctx.pre.clone().unwrap_or_default();
+        render(e.status(), &SignupPage { nav: None, csrf, name: name.to_owned(), error: Some(e.message()) }, &[])
+    };
+    if let Err(e) = ctx.check_pre_csrf(f.csrf.as_deref()) {
+        return error_page(&e, None);
+    }
+    if *f.password != *f.password2 {
+        return fail(ConsoleError::BadRequest("the two passwords differ".into()), &f.name);
+    }
+    let name = f.name.trim().to_ascii_lowercase();
+    if let Err(e) = c.service().sign_up(&name, f.password.clone(), ctx.source.clone()).await {
+        return fail(e.into(), &name);
+    }
+    match c.service().login(&name, f.password, ctx.source.clone()).await {
+        Ok(s) => see_other("/console/2fa", &[ctx.session_cookie(&s.token)]),
+        Err(e) => fail(e.into(), &name),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: Option<Nav>,
+    csrf: String,
+    name: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: Zeroizing<String>,
+}
+
+pub(super) async fn login_page(ctx: Ctx) -> Response {
+    match ctx.pre_token() {
+        Ok((csrf, cookie)) => {
+            render(StatusCode::OK, &LoginPage { nav: None, csrf, name: String::new(), error: None }, cookie.as_slice())
+        }
+        Err(e) => error_page(&e, None),
+    }
+}
+
+pub(super) async fn login(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<LoginForm>) -> Response {
+    if let Err(e) = ctx.check_pre_csrf(f.csrf.as_deref()) {
+        return error_page(&e, None);
+    }
+    let name = f.name.trim().to_ascii_lowercase();
+    match c.service().login(&name, f.password, ctx.source.clone()).await {
+        Ok(s) => {
+            let next = if s.info.two_factor_pending { "/console/login/totp" } else { "/console/keys" };
+            see_other(next, &[ctx.session_cookie(&s.token)])
+        }
+        Err(e) => {
+            let e = ConsoleError::from(e);
+            let csrf = ctx.pre.clone().unwrap_or_default();
+            retry_after(render(e.status(), &LoginPage { nav: None, csrf, name, error: Some(e.message()) }, &[]), &e)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login_totp.html")]
+struct LoginTotpPage {
+    nav: Option<Nav>,
+    csrf: String,
+    error: Option<String>,
+}
+pub(super) async fn login_totp_page(State(c): State<Console>, ctx: Ctx) -> Response {
+    match ctx.pending(&c).await {
+        Some((_, info)) => {
+            render(StatusCode::OK, &LoginTotpPage { nav: None, csrf: info.csrf_token, error: None }, &[])
+        }
+        None => see_other("/console/login", &[]),
+    }
+}
+
+pub(super) async fn login_totp(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<CodeForm>) -> Response {
+    let Some((token, info)) = ctx.pending(&c).await else {
+        return see_other("/console/login", &[]);
+    };
+    if let Err(e) = ctx.check_session_csrf(&token, f.csrf.as_deref()) {
+        return error_page(&e, None);
+    }
+    match c.service().login_second_factor(&token, f.code.trim(), ctx.source.clone()).await {
+        Ok(s) => see_other("/console/keys", &[ctx.session_cookie(&s.token)]),
+        Err(e) => {
+            let e = ConsoleError::from(e);
+            if matches!(e, ConsoleError::Service(ServiceError::Unauthenticated(_))) {
+                return see_other("/console/login", &[]);
+            }
+            retry_after(
+                render(e.status(), &LoginTotpPage { nav: None, csrf: info.csrf_token, error: Some(e.message()) }, &[]),
+                &e,
+            )
+        }
+    }
+}
+
+pub(super) async fn logout(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<CodeForm>) -> Response {
+    let Some(token) = ctx.token.clone() else {
+        return see_other("/console/login", &[]);
+    };
+    if let Err(e) = ctx.check_session_csrf(&token, f.csrf.as_deref()) {
+        return error_page(&e, None);
+    }
+    match c.service().logout(&token, ctx.source.clone()).await {
+        Ok(()) => see_other("/console/login", &[ctx.clear_session_cookie()]),
+        Err(e) => error_page(&e.into(), None),
+    }
+}

@@ -1,0 +1,435 @@
+//! The API keys: the list with the create form, the edit page (and removing one withdrawal
+//! address), revoking one key, and revoking them all.
+
+use super::layout::{CodeForm, Nav, error_page, form_viewer, hold_rows, render, see_other, viewer_or_login};
+use super::two_factor::maybe_step_up;
+use crate::forms::{self, KeyForm};
+use crate::session::{Ctx, Viewer};
+use crate::view::{HoldRow, KeyRow};
+use crate::{Console, ConsoleError};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use keygate_auth::KeyStatus;
+use keygate_service::{KeyEdit, NewKey, NewKeyMaterial};
+use serde::Deserialize;
+
+/// What the create form shows (kept on errors so nothing typed is lost).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FormValues {
+    pub label: String,
+    pub kind: String,
+    pub public_key: String,
+    pub trade: bool,
+    pub withdraw: bool,
+    pub ip_allowlist: String,
+    pub symbols: String,
+    pub expires: String,
+    pub withdraw_addresses: String,
+    pub withdraw_limit: String,
+    pub active: bool,
+}
+
+impl From<&KeyForm> for FormValues {
+    fn from(f: &KeyForm) -> Self {
+        Self {
+            label: f.label.clone(),
+            kind: f.kind.clone().unwrap_or_else(|| "hmac".into()),
+            public_key: f.public_key.clone(),
+            trade: f.trade(),
+            withdraw: f.withdraw(),
+            ip_allowlist: f.ip_allowlist.clone(),
+            symbols: f.symbols.clone(),
+            expires: f.expires.clone(),
+            withdraw_addresses: f.withdraw_addresses.clone(),
+            withdraw_limit: f.withdraw_limit.clone(),
+            active: f.status.as_deref() != Some("disabled"),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysPage {
+    nav: Option<Nav>,
+    csrf: String,
+    keys: Vec<KeyRow>,
+    /// Every running withdrawal hold of the account.
+    holds: Vec<HoldRow>,
+    form: FormValues,
+    error: Option<String>,
+    needs_code: bool,
+}
+
+async fn keys_view(
+    c: &Console,
+    v: &Viewer,
+    status: StatusCode,
+    form: FormValues,
+    error: Option<&ConsoleError>,
+    cookies: &[HeaderValue],
+) -> Response {
+    let keys = match c.service().list_keys(&v.actor, None).await {
+        Ok(k) => k,
+        Err(e) => return error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
+    };
+    let holds = match hold_rows(c, v).await {
+        Ok(h) => h,
+        Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
+    };
+    let now = c.now_ms();
+    let mut rows: Vec<KeyRow> = keys.iter().map(|k| KeyRow::new(k, now)).collect();
+    for r in &mut rows {
+        r.flag_without_2fa(v.info.two_factor_enabled);
+    }
+    rows.sort_by_key(|r| (r.revoked, std::cmp::Reverse(r.created.clone())));
+    let page = KeysPage {
+        nav: Some(Nav::of(v, now)),
+        csrf: v.info.csrf_token.clone(),
+        keys: rows,
+        holds,
+        form,
+        error: error.map(ConsoleError::message),
+        needs_code: error.is_some_and(ConsoleError::needs_step_up),
+    };
+    render(status, &page, cookies)
+}
+
+pub(super) async fn keys_page(State(c): State<Console>, ctx: Ctx) -> Response {
+    match viewer_or_login(&ctx, &c).await {
+        Ok(v) => {
+            keys_view(&c, &v, StatusCode::OK, FormValues { kind: "hmac".into(), ..FormValues::default() }, None, &[])
+                .await
+        }
+        Err(r) => r,
+    }
+}
+
+/// A new key from the form's fields; nothing is changed yet.
+pub(crate) fn new_key_from_form(account: &str, f: &KeyForm) -> Result<NewKey, ConsoleError> {
+    let material = match f.kind.as_deref().unwrap_or("hmac") {
+        "hmac" => NewKeyMaterial::Hmac,
+        "ed25519" => NewKeyMaterial::Ed25519(f.public_key.trim().to_owned()),
+        "rsa" => NewKeyMaterial::Rsa(f.public_key.trim().to_owned()),
+        other => return Err(ConsoleError::BadRequest(format!("unknown key type {other:?}: hmac, ed25519 or rsa"))),
+    };
+    let restrictions = keygate_auth::Restrictions {
+        ip_allowlist: forms::ip_allowlist(&forms::split_list(&f.ip_allowlist))?,
+        expires_at: forms::expiry(&f.expires)?,
+        symbols: forms::symbols(&forms::split_list(&f.symbols))?,
+        withdraw_addresses: forms::addresses(&forms::split_list(&f.withdraw_addresses)),
+        withdraw_limit_24h: forms::withdraw_limit(&f.withdraw_limit)?,
+    };
+    Ok(NewKey {
+        account: account.to_owned(),
+        label: f.label.trim().to_owned(),
+        material,
+        permissions: forms::permissions(f.trade(), f.withdraw()),
+        restrictions,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "key_created.html")]
+struct KeyCreatedPage {
+    nav: Option<Nav>,
+    key: KeyRow,
+    secret: String,
+}
+
+pub(super) async fn create_key(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<KeyForm>) -> Response {
+    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let values = FormValues::from(&f);
+    let new = match new_key_from_form(&v.info.account, &f) {
+        Ok(n) => n,
+        Err(e) => return keys_view(&c, &v, e.status(), values, Some(&e), &[]).await,
+    };
+    let cookie = match maybe_step_up(&c, &ctx, &mut v, f.code.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => return keys_view(&c, &v, e.status(), values, Some(&e), &[]).await,
+    };
+    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    match c.service().create_key(&v.actor, new).await {
+        Ok(created) => {
+            let row = KeyRow::new(&created.key, c.now_ms());
+            match &created.secret {
+                Some(secret) => render(
+                    StatusCode::OK,
+                    &KeyCreatedPage {
+                        nav: Some(Nav::of(&v, c.now_ms())),
+                        key: row,
+                        secret: secret.expose().to_owned(),
+                    },
+                    &cookies,
+                ),
+                None => see_other(&format!("/console/keys/{}", row.id), &cookies),
+            }
+        }
+        Err(e) => {
+            let e = ConsoleError::from(e);
+            keys_view(&c, &v, e.status(), values, Some(&e), &cookies).await
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "key_edit.html")]
+struct KeyEditPage {
+    nav: Option<Nav>,
+    csrf: String,
+    key: KeyRow,
+    /// The running withdrawal holds of this key and of the whole account.
+    holds: Vec<HoldRow>,
+    form: FormValues,
+    /// The page is the redirect after a successful save.
+    saved: bool,
+    error: Option<String>,
+    needs_code: bool,
+}
+
+fn values_of(k: &KeyRow) -> FormValues {
+    FormValues {
+        label: k.label.clone(),
+        kind: k.kind.clone(),
+        public_key: String::new(),
+        trade: k.trade,
+        withdraw: k.withdraw,
+        ip_allowlist: k.ip_allowlist.join("\n"),
+        symbols: k.symbols.join(" "),
+        expires: k.expires_input.clone(),
+        withdraw_addresses: k.withdraw_addresses.join("\n"),
+        withdraw_limit: k.withdraw_limit.clone(),
+        active: k.active,
+    }
+}
+
+/// What the edit page shows besides the key: the stored values (after a save, with a notice), or
+/// the owner's refused form with the reason.
+enum EditState<'a> {
+    Stored { saved: bool },
+    Refused { form: &'a FormValues, error: &'a ConsoleError },
+}
+
+async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cookies: &[HeaderValue]) -> Response {
+    let nav = Some(Nav::of(v, c.now_ms()));
+    let holds = match hold_rows(c, v).await {
+        Ok(h) => h.into_iter().filter(|h| h.account_wide || h.key_id.as_deref() == Some(id)).collect::<Vec<_>>(),
+        Err(e) => return error_page(&e, nav),
+    };
+    match c.service().key(&v.actor, id).await {
+        Ok(k) => {
+            let mut row = KeyRow::new(&k, c.now_ms());
+            row.flag_without_2fa(v.info.two_factor_enabled);
+            let (status, form, error, saved) = match state {
+                EditState::Stored { saved } => (StatusCode::OK, values_of(&row), None, saved),
+                EditState::Refused { form, error } => (error.status(), form.clone(), Some(error), false),
+            };
+            let page = KeyEditPage {
+                nav,
+                csrf: v.info.csrf_token.clone(),
+                key: row,
+                holds,
+                form,
+                saved,
+                error: error.map(ConsoleError::message),
+                needs_code: error.is_some_and(ConsoleError::needs_step_up),
+            };
+            render(status, &page, cookies)
+        }
+        Err(e) => error_page(&e.into(), nav),
+    }
+}
+
+/// `?saved=1`, set by the redirect after a successful edit, so the page can say the change took.
+#[derive(Debug, Deserialize)]
+pub(super) struct SavedQuery {
+    saved: Option<String>,
+}
+
+pub(super) async fn edit_page(
+    State(c): State<Console>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Query(q): Query<SavedQuery>,
+) -> Response {
+    let saved = q.saved.as_deref() == Some("1");
+    match viewer_or_login(&ctx, &c).await {
+        Ok(v) => edit_view(&c, &v, &id, EditState::Stored { saved }, &[]).await,
+        Err(r) => r,
+    }
+}
+
+/// The full edit the form describes: every field is set to what the form shows.
+pub(crate) fn edit_from_form(f: &KeyForm) -> Result<KeyEdit, ConsoleError> {
+    let status = match f.status.as_deref() {
+        None | Some("active") => KeyStatus::Active,
+        Some("disabled") => KeyStatus::Disabled,
+        Some(other) => return Err(ConsoleError::BadRequest(format!("status {other:?}: active or disabled"))),
+    };
+    Ok(KeyEdit {
+        label: Some(f.label.trim().to_owned()),
+        permissions: Some(forms::permissions(f.trade(), f.withdraw())),
+        ip_allowlist: Some(forms::ip_allowlist(&forms::split_list(&f.ip_allowlist))?),
+        expires_at: Some(forms::expiry(&f.expires)?),
+        symbols: Some(forms::symbols(&forms::split_list(&f.symbols))?),
+        withdraw_addresses: Some(forms::addresses(&forms::split_list(&f.withdraw_addresses))),
+        withdraw_limit_24h: Some(forms::withdraw_limit(&f.withdraw_limit)?),
+        status: Some(status),
+    })
+}
+
+pub(super) async fn edit_key(
+    State(c): State<Console>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<KeyForm>,
+) -> Response {
+    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let values = FormValues::from(&f);
+    let edit = match edit_from_form(&f) {
+        Ok(e) => e,
+        Err(e) => return edit_view(&c, &v, &id, EditState::Refused { form: &values, error: &e }, &[]).await,
+    };
+    let cookie = match maybe_step_up(&c, &ctx, &mut v, f.code.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => return edit_view(&c, &v, &id, EditState::Refused { form: &values, error: &e }, &[]).await,
+    };
+    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    match c.service().edit_key(&v.actor, &id, edit).await {
+        Ok(_) => see_other(&format!("/console/keys/{id}?saved=1"), &cookies),
+        Err(e) => {
+            let e = ConsoleError::from(e);
+            edit_view(&c, &v, &id, EditState::Refused { form: &values, error: &e }, &cookies).await
+        }
+    }
+}
+
+/// The form that removes one withdrawal address from a key (the undo of an address hold).
+#[derive(Debug, Deserialize)]
+pub(super) struct RemoveAddressForm {
+    csrf: Option<String>,
+    address: String,
+}
+
+/// `POST /console/keys/{id}/remove-address`: takes one address off the key's withdrawal list,
+/// which ends its hold (issue #19). Narrowing a key needs no step-up, so the owner can undo a
+/// change they did not make without a 2FA code.
+pub(super) async fn remove_address(
+    State(c): State<Console>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<RemoveAddressForm>,
+) -> Response {
+    let v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let nav = || Some(Nav::of(&v, c.now_ms()));
+    let key = match c.service().key(&v.actor, &id).await {
+        Ok(k) => k,
+        Err(e) => return error_page(&e.into(), nav()),
+    };
+    let addresses: Vec<String> = key.withdraw_addresses.iter().filter(|a| **a != f.address).cloned().collect();
+    let edit = KeyEdit { withdraw_addresses: Some(addresses), ..KeyEdit::default() };
+    match c.service().edit_key(&v.actor, &id, edit).await {
+        Ok(_) => see_other(&format!("/console/keys/{id}?saved=1"), &[]),
+        Err(e) => error_page(&e.into(), nav()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "key_revoke.html")]
+struct RevokePage {
+    nav: Option<Nav>,
+    csrf: String,
+    key: KeyRow,
+}
+
+pub(super) async fn revoke_page(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let v = match viewer_or_login(&ctx, &c).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let nav = Some(Nav::of(&v, c.now_ms()));
+    match c.service().key(&v.actor, &id).await {
+        Ok(k) => render(
+            StatusCode::OK,
+            &RevokePage { nav, csrf: v.info.csrf_token.clone(), key: KeyRow::new(&k, c.now_ms()) },
+            &[],
+        ),
+        Err(e) => error_page(&e.into(), nav),
+    }
+}
+
+pub(super) async fn revoke_key(
+    State(c): State<Console>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<CodeForm>,
+) -> Response {
+    let v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match c.service().revoke_key(&v.actor, &id).await {
+        Ok(_) => see_other("/console/keys", &[]),
+        Err(e) => error_page(&e.into(), Some(Nav::of(&v, c.now_ms()))),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "revoke_all.html")]
+struct RevokeAllPage {
+    nav: Option<Nav>,
+    csrf: String,
+    error: Option<String>,
+}
+
+pub(super) async fn revoke_all_page(State(c): State<Console>, ctx: Ctx) -> Response {
+    match viewer_or_login(&ctx, &c).await {
+        Ok(v) => render(
+            StatusCode::OK,
+            &RevokeAllPage { nav: Some(Nav::of(&v, c.now_ms())), csrf: v.info.csrf_token.clone(), error: None },
+            &[],
+        ),
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn revoke_all(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<CodeForm>) -> Response {
+    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let refuse = |v: &Viewer, e: ConsoleError, cookies: &[HeaderValue]| {
+        render(
+            e.status(),
+            &RevokeAllPage {
+                nav: Some(Nav::of(v, c.now_ms())),
+                csrf: v.info.csrf_token.clone(),
+                error: Some(e.message()),
+            },
+            cookies,
+        )
+    };
+    if f.confirm.as_deref() != Some("REVOKE ALL") {
+        return refuse(&v, ConsoleError::BadRequest("type REVOKE ALL to confirm".into()), &[]);
+    }
+    let cookie = match maybe_step_up(&c, &ctx, &mut v, Some(f.code.as_str())).await {
+        Ok(c) => c,
+        Err(e) => return refuse(&v, e, &[]),
+    };
+    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let account = v.info.account.clone();
+    match c.service().revoke_all_keys(&v.actor, &account).await {
+        Ok(_) => see_other("/console/keys", &cookies),
+        Err(e) => refuse(&v, e.into(), &cookies),
+    }
+}

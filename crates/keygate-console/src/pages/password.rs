@@ -1,0 +1,88 @@
+//! Changing the account's password.
+
+use super::layout::{Nav, form_viewer, render, retry_after, viewer_or_login};
+use crate::session::Ctx;
+use crate::{Console, ConsoleError};
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    nav: Option<Nav>,
+    csrf: String,
+    error: Option<String>,
+    done: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PasswordForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    current: Zeroizing<String>,
+    #[serde(default)]
+    password: Zeroizing<String>,
+    #[serde(default)]
+    password2: Zeroizing<String>,
+}
+
+pub(super) async fn password_page(State(c): State<Console>, ctx: Ctx) -> Response {
+    match viewer_or_login(&ctx, &c).await {
+        Ok(v) => render(
+            StatusCode::OK,
+            &PasswordPage {
+                nav: Some(Nav::of(&v, c.now_ms())),
+                csrf: v.info.csrf_token.clone(),
+                error: None,
+                done: false,
+            },
+            &[],
+        ),
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn change_password(
+    State(c): State<Console>,
+    ctx: Ctx,
+    axum::Form(f): axum::Form<PasswordForm>,
+) -> Response {
+    let v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let refuse = |e: ConsoleError| {
+        let page = PasswordPage {
+            nav: Some(Nav::of(&v, c.now_ms())),
+            csrf: v.info.csrf_token.clone(),
+            error: Some(e.message()),
+            done: false,
+        };
+        retry_after(render(e.status(), &page, &[]), &e)
+    };
+    if *f.password != *f.password2 {
+        return refuse(ConsoleError::BadRequest("the two new passwords differ".into()));
+    }
+    match c.service().change_password(&v.token, f.current, f.password, ctx.source.clone()).await {
+        Ok(fresh) => {
+            let page = PasswordPage {
+                nav: Some(Nav {
+                    account: fresh.info.account.clone(),
+                    csrf: fresh.info.csrf_token.clone(),
+                    two_factor: fresh.info.two_factor_enabled,
+                    stepped_up: false,
+                }),
+                csrf: fresh.info.csrf_token.clone(),
+                error: None,
+                done: true,
+            };
+            render(StatusCode::OK, &page, &[ctx.session_cookie(&fresh.token)])
+        }
+        Err(e) => refuse(e.into()),
+    }
+}

@@ -1,0 +1,287 @@
+//! Two-factor authentication (enrolment, recovery codes, removal) and step-up, the fresh code
+//! that sensitive key changes ask for.
+
+use super::layout::{CodeForm, Nav, error_page, form_viewer, hold_rows, render, see_other, viewer_or_login};
+use crate::session::{Ctx, Viewer};
+use crate::view::HoldRow;
+use crate::{Console, ConsoleError};
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+
+#[derive(Template)]
+#[template(path = "twofa.html")]
+struct TwoFactorPage {
+    nav: Option<Nav>,
+    csrf: String,
+    enabled: bool,
+    recovery_codes_left: u32,
+    /// The account-wide holds (2FA turned on, the lock after a password change or 2FA removal).
+    holds: Vec<HoldRow>,
+    error: Option<String>,
+}
+
+async fn two_factor_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
+    let holds = match hold_rows(c, v).await {
+        Ok(h) => h.into_iter().filter(|h| h.account_wide).collect::<Vec<_>>(),
+        Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
+    };
+    match c.service().two_factor_status(&v.actor, &v.info.account).await {
+        Ok(s) => render(
+            status,
+            &TwoFactorPage {
+                nav: Some(Nav::of(v, c.now_ms())),
+                csrf: v.info.csrf_token.clone(),
+                enabled: s.enabled,
+                recovery_codes_left: s.recovery_codes_left,
+                holds,
+                error,
+            },
+            &[],
+        ),
+        Err(e) => error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
+    }
+}
+
+pub(super) async fn two_factor_page(State(c): State<Console>, ctx: Ctx) -> Response {
+    match viewer_or_login(&ctx, &c).await {
+        Ok(v) => two_factor_view(&c, &v, StatusCode::OK, None).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "twofa_enroll.html")]
+struct EnrollPage {
+    nav: Option<Nav>,
+    csrf: String,
+    qr_svg: String,
+    secret: String,
+}
+
+pub(super) async fn two_factor_enroll(
+    State(c): State<Console>,
+    ctx: Ctx,
+    axum::Form(f): axum::Form<CodeForm>,
+) -> Response {
+    let v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match c.service().totp_enroll(&v.actor).await {
+        Ok(en) => render(
+            StatusCode::OK,
+            &EnrollPage {
+                nav: Some(Nav::of(&v, c.now_ms())),
+                csrf: v.info.csrf_token.clone(),
+                qr_svg: en.qr_svg.clone(),
+                secret: en.secret_base32.clone(),
+            },
+            &[],
+        ),
+        Err(e) => {
+            two_factor_view(&c, &v, ConsoleError::from(e).status(), Some("could not start enrollment".into())).await
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "recovery.html")]
+struct RecoveryPage {
+    nav: Option<Nav>,
+    codes: Vec<String>,
+}
+
+pub(super) async fn two_factor_confirm(
+    State(c): State<Console>,
+    ctx: Ctx,
+    axum::Form(f): axum::Form<CodeForm>,
+) -> Response {
+    let v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match c.service().totp_confirm(&v.actor, f.code.trim()).await {
+        Ok(codes) => {
+            // Reload the session so the navigation shows 2FA as on.
+            let v = ctx.viewer(&c).await.unwrap_or(v);
+            render(
+                StatusCode::OK,
+                &RecoveryPage { nav: Some(Nav::of(&v, c.now_ms())), codes: codes.codes.clone() },
+                &[],
+            )
+        }
+        Err(e) => {
+            let e = ConsoleError::from(e);
+            let msg = format!("{} Start the setup again to get a new QR code.", e.message());
+            two_factor_view(&c, &v, e.status(), Some(msg)).await
+        }
+    }
+}
+
+pub(super) async fn regenerate_recovery_codes(
+    State(c): State<Console>,
+    ctx: Ctx,
+    axum::Form(f): axum::Form<CodeForm>,
+) -> Response {
+    let v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match c.service().regenerate_recovery_codes(&v.actor, f.code.trim()).await {
+        Ok(codes) => render(
+            StatusCode::OK,
+            &RecoveryPage { nav: Some(Nav::of(&v, c.now_ms())), codes: codes.codes.clone() },
+            &[],
+        ),
+        Err(e) => {
+            let e = ConsoleError::from(e);
+            two_factor_view(&c, &v, e.status(), Some(e.message())).await
+        }
+    }
+}
+
+pub(super) async fn two_factor_disable(
+    State(c): State<Console>,
+    ctx: Ctx,
+    axum::Form(f): axum::Form<CodeForm>,
+) -> Response {
+    let v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match c.service().totp_disable(&v.actor, f.code.trim()).await {
+        Ok(()) => see_other("/console/2fa", &[]),
+        Err(e) => {
+            let e = ConsoleError::from(e);
+            two_factor_view(&c, &v, e.status(), Some(e.message())).await
+        }
+    }
+}
+
+/// Steps up with `code` when one was typed; afterwards `v` holds the rotated session, and the
+/// returned cookie carries it.
+pub(crate) async fn maybe_step_up(
+    c: &Console,
+    ctx: &Ctx,
+    v: &mut Viewer,
+    code: Option<&str>,
+) -> Result<Option<HeaderValue>, ConsoleError> {
+    let Some(code) = code.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let fresh = c.service().step_up(&v.token, code, ctx.source.clone()).await?;
+    let cookie = ctx.session_cookie(&fresh.token);
+    v.token = fresh.token;
+    v.info = fresh.info;
+    if let keygate_service::Actor::Owner { stepped_up_until, .. } = &mut v.actor {
+        *stepped_up_until = v.info.stepped_up_until;
+    }
+    Ok(Some(cookie))
+}
+
+#[derive(Template)]
+#[template(path = "step_up.html")]
+struct StepUpPage {
+    nav: Option<Nav>,
+    csrf: String,
+    next: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NextQuery {
+    next: Option<String>,
+}
+
+/// A console path to go back to after step-up; anything else (another site, a scheme-relative
+/// URL, a path leaving the console, characters a `Location` header cannot carry) becomes the key
+/// list. Checked before the code is used, so a bad `next` never turns a step-up into an error.
+fn safe_next(next: Option<&str>) -> String {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'.' | b'-' | b'?' | b'=' | b'&');
+    match next {
+        Some(n)
+            if n.len() <= 512
+                && n.starts_with("/console/")
+                && n.bytes().all(allowed)
+                && !n.contains("//")
+                && !n.contains("/..") =>
+        {
+            n.to_owned()
+        }
+        _ => "/console/keys".into(),
+    }
+}
+
+pub(super) async fn step_up_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NextQuery>) -> Response {
+    match viewer_or_login(&ctx, &c).await {
+        Ok(v) => render(
+            StatusCode::OK,
+            &StepUpPage {
+                nav: Some(Nav::of(&v, c.now_ms())),
+                csrf: v.info.csrf_token.clone(),
+                next: safe_next(q.next.as_deref()),
+                error: None,
+            },
+            &[],
+        ),
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn step_up(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<CodeForm>) -> Response {
+    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let next = safe_next(f.next.as_deref());
+    let code = if f.code.trim().is_empty() { None } else { Some(f.code.as_str()) };
+    match maybe_step_up(&c, &ctx, &mut v, code).await {
+        Ok(Some(cookie)) => see_other(&next, &[cookie]),
+        other => {
+            let (status, msg) = match other {
+                Err(e) => (e.status(), e.message()),
+                _ => (StatusCode::BAD_REQUEST, "enter the 6-digit code from your authenticator app".to_owned()),
+            };
+            render(
+                status,
+                &StepUpPage {
+                    nav: Some(Nav::of(&v, c.now_ms())),
+                    csrf: v.info.csrf_token.clone(),
+                    next,
+                    error: Some(msg),
+                },
+                &[],
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn step_up_goes_back_only_inside_the_console() {
+        assert_eq!(safe_next(Some("/console/keys/kg_1")), "/console/keys/kg_1");
+        assert_eq!(safe_next(Some("/console/keys?page=2&x=y")), "/console/keys?page=2&x=y");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/console/",
+            "/console//evil",
+            "/other",
+            "/console/\\x",
+            "/console/\x01x",
+            "/console/a\r\nSet-Cookie: x=y",
+            "/console/\u{e9}",
+            "/console/a b",
+            "/console/../api",
+            "/console/%2F%2Fevil",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/console/keys", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/console/keys");
+    }
+}
