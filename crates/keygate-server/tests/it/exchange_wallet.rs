@@ -41,6 +41,13 @@ async fn a_withdraw_key_withdraws_to_an_allowed_address_and_the_withdrawal_compl
     let id = a.body["id"].as_str().unwrap().to_owned();
     assert_eq!(id.len(), 32);
     assert_eq!(a.body.as_object().unwrap().len(), 1);
+    // The withdrawal is in the owner's activity, written with its journal entry (issue #12).
+    let log = app.service.audit_log(&TestApp::operator(), 0, 1000).await.unwrap();
+    let audited: Vec<_> = log.iter().filter(|r| r.action == "api.withdraw").collect();
+    assert_eq!(audited.len(), 1, "{log:?}");
+    assert_eq!(audited[0].target, key.key.api_key);
+    assert_eq!(audited[0].details["id"].as_str(), Some(id.as_str()));
+    assert_eq!(audited[0].details["amount"].as_str(), Some("0.10000000"));
 
     let h = client.signed(Method::GET, HISTORY, &[]).await.unwrap();
     assert_eq!(h.status, 200, "{:?}", h.body);
@@ -67,6 +74,8 @@ async fn a_withdraw_key_withdraws_to_an_allowed_address_and_the_withdrawal_compl
     let exponent =
         client.signed(Method::POST, APPLY, &[("coin", "BTC"), ("address", ALLOWED), ("amount", "1e-3")]).await.unwrap();
     assert_error(&exponent, 400, -1100);
+    let log = app.service.audit_log(&TestApp::operator(), 0, 1000).await.unwrap();
+    assert_eq!(log.iter().filter(|r| r.action == "api.withdraw").count(), 1, "a refused withdrawal was audited");
 
     app.clock.advance_ms(3000);
     let done = app.engine.submit(Command::AdvanceWithdrawals, None).await.unwrap();
