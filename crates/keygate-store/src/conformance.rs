@@ -521,8 +521,9 @@ fn key(e: &mut TestEntropy, account: AccountId, material: KeyMaterial, at: u64) 
     }
 }
 
-/// A plain active HMAC key with a fresh secret.
-fn hmac_key(e: &mut TestEntropy, account: AccountId, at: u64) -> KeyRecord {
+/// A plain active HMAC key of `account` with a fresh secret, created at `at` (also for each
+/// backend's own tests).
+pub fn hmac_key(e: &mut TestEntropy, account: AccountId, at: u64) -> KeyRecord {
     let material = hmac(e);
     key(e, account, material, at)
 }

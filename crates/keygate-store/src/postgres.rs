@@ -132,13 +132,11 @@ mod tests {
 
     use super::*;
     use crate::audit::verify_chain;
-    use crate::conformance::{Harness as _, PgHarness, TEST_MASTER_KEY, TestEntropy, run_or_skip};
+    use crate::conformance::{Harness as _, PgHarness, TEST_MASTER_KEY, TestEntropy, hmac_key, run_or_skip};
     use crate::crypto::MasterKey;
-    use crate::records::KeyMaterial;
-    use crate::records::{AuditDraft, KeyRecord, NewAccount};
+    use crate::records::{AuditDraft, NewAccount};
     use crate::{AccountStore as _, AuditStore as _};
-    use keygate_auth::{AccountId, ApiKeyId};
-    use keygate_auth::{HmacSecret, KeyStatus, Permissions, Restrictions};
+    use keygate_auth::AccountId;
     use keygate_proto::UnixMillis;
 
     fn draft(action: &str, account: Option<AccountId>) -> AuditDraft {
@@ -156,26 +154,6 @@ mod tests {
     async fn new_account(store: &(impl crate::AccountStore + ?Sized)) -> crate::AccountRecord {
         let new = NewAccount { name: "a".into(), password_hash: "h".into(), created_at: UnixMillis(1) };
         store.create_account(new, draft("account.create", None)).await.unwrap()
-    }
-
-    fn hmac_key(e: &mut TestEntropy, account: AccountId) -> KeyRecord {
-        KeyRecord {
-            id: ApiKeyId::generate(e).unwrap(),
-            account_id: account,
-            label: "bot".into(),
-            material: KeyMaterial::Hmac(HmacSecret::generate(e).unwrap()),
-            permissions: Permissions::READ_ONLY,
-            restrictions: Restrictions::default(),
-            status: KeyStatus::Active,
-            created_at: UnixMillis(2),
-            created_by: "owner".into(),
-            updated_at: UnixMillis(2),
-            updated_by: "owner".into(),
-            last_used_at: None,
-            last_used_ip: None,
-            use_count: 0,
-            withdrawal_holds: crate::WithdrawalHolds::default(),
-        }
     }
 
     #[test]
@@ -289,7 +267,7 @@ mod tests {
             let store = h.open().await;
             let mut e = TestEntropy::new(1);
             let acc = new_account(&*store).await;
-            store.insert_key(&hmac_key(&mut e, acc.id), draft("key.create", Some(acc.id))).await.unwrap();
+            store.insert_key(&hmac_key(&mut e, acc.id, 2), draft("key.create", Some(acc.id))).await.unwrap();
             store.close().await;
             assert!(store.list_accounts().await.is_err());
             assert!(store.append_audit(draft("login.failed", None)).await.is_err());

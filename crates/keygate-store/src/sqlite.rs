@@ -105,11 +105,9 @@ mod tests {
 
     use super::*;
     use crate::crypto::MasterKey;
-    use crate::records::KeyMaterial;
-    use crate::records::{AuditDraft, KeyRecord, NewAccount};
+    use crate::records::{AuditDraft, NewAccount};
     use crate::{AccountStore as _, AuditStore as _, KeyStore as _};
     use keygate_auth::ApiKeyId;
-    use keygate_auth::{HmacSecret, KeyStatus, Permissions, Restrictions};
     use keygate_proto::UnixMillis;
     use sqlx::Row as _;
     use sqlx::sqlite::SqlitePool;
@@ -165,24 +163,8 @@ mod tests {
         let new = NewAccount { name: "alice".into(), password_hash: "h".into(), created_at: UnixMillis(1) };
         let acc = store.create_account(new, draft("account.create")).await.unwrap();
         let mut e = crate::conformance::TestEntropy::new(5);
-        let id = ApiKeyId::generate(&mut e).unwrap();
-        let key = KeyRecord {
-            id: id.clone(),
-            account_id: acc.id,
-            label: "bot".into(),
-            material: KeyMaterial::Hmac(HmacSecret::generate(&mut e).unwrap()),
-            permissions: Permissions::READ_ONLY,
-            restrictions: Restrictions::default(),
-            status: KeyStatus::Active,
-            created_at: UnixMillis(2),
-            created_by: "owner".into(),
-            updated_at: UnixMillis(2),
-            updated_by: "owner".into(),
-            last_used_at: None,
-            last_used_ip: None,
-            use_count: 0,
-            withdrawal_holds: crate::WithdrawalHolds::default(),
-        };
+        let key = crate::conformance::hmac_key(&mut e, acc.id, 2);
+        let id = key.id.clone();
         store.insert_key(&key, draft("key.create")).await.unwrap();
         (dir, store, id)
     }
