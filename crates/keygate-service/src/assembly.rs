@@ -79,7 +79,8 @@ impl Assembly {
     }
 
     /// Opens the store, loads every key into the cache, rebuilds the exchange from its journal
-    /// and starts the background tasks. Stop it all with [`Service::shutdown`].
+    /// and starts the background tasks (on a store several nodes share, the change-feed
+    /// follower too). Stop it all with [`Service::shutdown`].
     ///
     /// # Errors
     /// [`crate::ServiceError::Store`] when the store cannot be opened (the message names the file or
@@ -91,11 +92,15 @@ impl Assembly {
                 keygate_store::open(database_url.as_deref(), &sqlite_path, cipher, sync).await?
             }
         };
+        // Read before the key cache is loaded: a change committed in between is applied again
+        // by the follower, never missed.
+        let cursor = store.last_change().await?;
         let engine = match self.exchange {
             Some(x) => Some(Engine::start(Arc::clone(&store), Arc::clone(&self.clock), x.config, x.engine).await?),
             None => None,
         };
         let service = Service::start_with(store, self.clock, self.config, engine.clone()).await?;
+        service.follow_changes(cursor).await?;
         if let Some(every) = self.flush_every {
             service.spawn_flusher(every);
         }

@@ -16,7 +16,7 @@ pub(crate) struct Background {
 }
 
 impl Background {
-    fn push(&self, task: JoinHandle<()>) {
+    pub(crate) fn push(&self, task: JoinHandle<()>) {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
     }
 

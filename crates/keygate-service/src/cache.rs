@@ -78,6 +78,11 @@ impl KeyCache {
         Ok(())
     }
 
+    /// Forgets one key (deleted from the store behind this node's back).
+    pub fn remove(&self, api_key: &str) {
+        self.map.write().unwrap_or_else(PoisonError::into_inner).remove(api_key);
+    }
+
     /// Number of cached keys.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod clock;
 pub mod engine;
 mod error;
+pub mod follow;
 pub mod funds;
 pub mod holds;
 pub mod keys;
@@ -67,6 +68,10 @@ pub struct ServiceConfig {
     pub withdrawal_hold_ms: u64,
     /// Whether owners may create their own accounts ([`Service::sign_up`]).
     pub allow_sign_up: bool,
+    /// With several nodes on one database: how long after its last successful look at the
+    /// change feed a node still checks signatures against its key cache (2 s); beyond it, signed
+    /// requests are refused until the node is current again (see [`follow`]).
+    pub max_staleness_ms: u64,
 }
 
 impl Default for ServiceConfig {
@@ -79,6 +84,7 @@ impl Default for ServiceConfig {
             withdrawal_lock_ms: 24 * 60 * 60 * 1000,
             withdrawal_hold_ms: 24 * 60 * 60 * 1000,
             allow_sign_up: true,
+            max_staleness_ms: 2_000,
         }
     }
 }
@@ -149,6 +155,8 @@ struct Inner {
     engine: Option<engine::Engine>,
     /// Tasks started for this service, stopped by [`Service::shutdown`].
     background: background::Background,
+    /// Whether the caches are known to be current (see [`follow`]).
+    currency: follow::Currency,
 }
 
 impl Service {
@@ -197,6 +205,7 @@ impl Service {
                 key_writes: tokio::sync::Mutex::new(()),
                 engine,
                 background: background::Background::default(),
+                currency: follow::Currency::default(),
                 config,
             }),
         })
@@ -214,12 +223,16 @@ impl Service {
         &self.inner.clock
     }
 
-    /// Whether the service can serve: the store answers a read and a write transaction, and
-    /// the exchange's engine (when there is one) answers a query. For readiness probes.
+    /// Whether the service can serve: its keys are current (see [`follow`]), the store answers a
+    /// read and a write transaction, and the exchange's engine (when there is one) answers a
+    /// query. For readiness probes.
     ///
     /// # Errors
     /// The first part that does not answer.
     pub async fn ready(&self) -> ServiceResult<()> {
+        if !self.is_current(self.now_ms().0) {
+            return Err(ServiceError::Internal("this node cannot confirm its keys are current".into()));
+        }
         self.inner.store.ping().await?;
         if let Some(engine) = &self.inner.engine {
             engine.query(|_| ()).await?;

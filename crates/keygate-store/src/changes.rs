@@ -25,6 +25,35 @@ pub trait ChangeFeed: Send + Sync {
     /// The `seq` of the latest change, 0 when there is none: where a node that has just read
     /// everything it caches starts listening.
     async fn last_change(&self) -> StoreResult<i64>;
+
+    /// A listener that hears each change as it commits, on backends that announce them
+    /// (PostgreSQL); `None` where one process owns the data (SQLite).
+    async fn listen(&self) -> StoreResult<Option<ChangeListener>>;
+}
+
+/// Hears the change feed's announcements on a connection of its own (see [`ChangeFeed::listen`]).
+#[derive(Debug)]
+pub struct ChangeListener(pub(crate) sqlx::postgres::PgListener);
+
+impl ChangeListener {
+    /// The next announced change's `seq`; `None` when the connection was lost (announcements
+    /// made meanwhile are lost with it: catch up with [`ChangeFeed::changes_after`]). The next
+    /// call reconnects.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::Backend`] when reconnecting fails.
+    pub async fn next(&mut self) -> StoreResult<Option<i64>> {
+        loop {
+            match self.0.try_recv().await? {
+                // A payload that is not a number is not ours to act on; wait for the next.
+                Some(note) => match note.payload().parse() {
+                    Ok(seq) => return Ok(Some(seq)),
+                    Err(_) => continue,
+                },
+                None => return Ok(None),
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -43,5 +72,9 @@ impl<D: Dialect> ChangeFeed for SqlStore<D> {
     async fn last_change(&self) -> StoreResult<i64> {
         let row = self.read_optional(stmt("SELECT seq FROM changes ORDER BY seq DESC LIMIT 1")).await?;
         row.map_or(Ok(0), |r| crate::rows::Columns::get(&r, "seq", "change row"))
+    }
+
+    async fn listen(&self) -> StoreResult<Option<ChangeListener>> {
+        D::listen(&self.writer).await
     }
 }

@@ -26,6 +26,12 @@ pub trait Dialect: Send + Sync + 'static + sealed::Sealed {
     /// A statement taking `$1` (a change's sequence number as text) that tells listeners on
     /// other connections about it when the transaction commits, if the backend can.
     const NOTIFY_CHANGE: Option<&'static str>;
+
+    /// A connection of its own that hears [`Dialect::NOTIFY_CHANGE`]'s announcements, if the
+    /// backend has them.
+    fn listen(
+        pool: &sqlx::Pool<Self::Db>,
+    ) -> impl std::future::Future<Output = crate::StoreResult<Option<crate::changes::ChangeListener>>> + Send;
 }
 
 mod sealed {
@@ -47,6 +53,12 @@ impl Dialect for SqliteDialect {
     const INSERTION_ORDER: &'static str = "rowid";
     const LOCK_AUDIT_CHAIN: Option<&'static str> = None;
     const NOTIFY_CHANGE: Option<&'static str> = None;
+
+    /// One process writes a SQLite file at a time (the data directory's lock), and it updates
+    /// its own caches: there is nobody to tell.
+    async fn listen(_: &sqlx::Pool<sqlx::Sqlite>) -> crate::StoreResult<Option<crate::changes::ChangeListener>> {
+        Ok(None)
+    }
 }
 
 /// PostgreSQL's dialect: row locks, the audit chain's advisory lock, and notifications.
@@ -61,4 +73,10 @@ impl Dialect for PostgresDialect {
     const INSERTION_ORDER: &'static str = "inserted";
     const LOCK_AUDIT_CHAIN: Option<&'static str> = Some("SELECT pg_advisory_xact_lock($1)");
     const NOTIFY_CHANGE: Option<&'static str> = Some("SELECT pg_notify('keygate_changes', $1)");
+
+    async fn listen(pool: &sqlx::Pool<sqlx::Postgres>) -> crate::StoreResult<Option<crate::changes::ChangeListener>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(crate::changes::CHANGE_CHANNEL).await?;
+        Ok(Some(crate::changes::ChangeListener(listener)))
+    }
 }

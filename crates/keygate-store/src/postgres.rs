@@ -15,7 +15,7 @@ use crate::dialect::PostgresDialect;
 use crate::sql::SqlStore;
 use crate::sqlite::SyncMode;
 use crate::{StoreError, StoreResult};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::fmt;
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -108,17 +108,6 @@ impl SqlStore<PostgresDialect> {
     #[must_use]
     pub fn target(&self) -> &str {
         &self.location
-    }
-
-    /// A connection of its own that listens on the change feed's channel: each notification's
-    /// payload is the `seq` of a change that has just committed (see [`crate::changes`]).
-    ///
-    /// # Errors
-    /// [`StoreError::Backend`] when the connection or the `LISTEN` fails.
-    pub async fn change_listener(&self) -> StoreResult<PgListener> {
-        let mut listener = PgListener::connect_with(&self.writer).await?;
-        listener.listen(crate::changes::CHANGE_CHANNEL).await?;
-        Ok(listener)
     }
 }
 
@@ -280,12 +269,12 @@ mod tests {
             use crate::ChangeFeed as _;
             let h = PgHarness::fresh().await;
             let store = h.open_pg(TEST_MASTER_KEY).await;
-            let mut listener = store.change_listener().await.unwrap();
+            let mut listener = store.listen().await.unwrap().expect("PostgreSQL announces changes");
             // Audited but not a change: no notification.
             store.append_audit(draft("login.failed", None)).await.unwrap();
             let acc = new_account(&store).await;
-            let note = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
-            let seq: i64 = note.payload().parse().unwrap();
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), listener.next()).await.unwrap();
+            let seq = next.unwrap().expect("an announcement, not a lost connection");
             assert_eq!(seq, 2, "the account's audit record follows the failed login's");
             assert_eq!(store.last_change().await.unwrap(), seq);
             let feed = store.changes_after(0, 10).await.unwrap();
