@@ -67,9 +67,10 @@ impl From<EngineError> for ApiError {
 }
 
 impl ApiError {
-    /// A 400 with a Binance code the proto crate has no variant for (e.g. -1116, -1130, -2010).
-    pub(crate) fn binance(code: i32, msg: impl Into<String>) -> Self {
-        Self::Exchange(ExchangeError::BadParam { code, msg: msg.into() })
+    /// A 400 with `code` and a message specific to the case, for refusals the handlers decide
+    /// themselves (-1116, -1130, -2010, ...); answered like the exchange's own refusals.
+    pub(crate) fn binance(code: ErrorCode, msg: impl Into<String>) -> Self {
+        Self::Exchange(ExchangeError::BadParam { code: code.code(), msg: msg.into() })
     }
 }
 

@@ -4,7 +4,7 @@ use super::BinanceJson;
 use crate::ApiError;
 use crate::extract::{Signed, UserData};
 use keygate_auth::Permission;
-use keygate_proto::responses::ApiRestrictions;
+use keygate_proto::binance::account::ApiRestrictions;
 
 /// `GET /sapi/v1/account/apiRestrictions` (USER_DATA): what the calling key may do, in Binance's
 /// shape.
@@ -13,7 +13,7 @@ pub(crate) async fn api_restrictions(signed: Signed<UserData>) -> Result<Binance
     let key = signed.request.key();
     Ok(BinanceJson(ApiRestrictions {
         ip_restrict: !key.restrictions.ip_allowlist.is_empty(),
-        create_time: key.created_at.0,
+        create_time: key.created_at,
         enable_reading: true,
         enable_withdrawals: key.permissions.contains(Permission::Withdraw),
         enable_internal_transfer: false,
@@ -25,6 +25,6 @@ pub(crate) async fn api_restrictions(signed: Signed<UserData>) -> Result<Binance
         enable_fix_read_only: false,
         enable_spot_and_margin_trading: key.permissions.contains(Permission::Trade),
         enable_portfolio_margin_trading: false,
-        trading_authority_expiration_time: key.restrictions.expires_at.map(|e| e.0),
+        trading_authority_expiration_time: key.restrictions.expires_at,
     }))
 }
