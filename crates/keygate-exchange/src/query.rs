@@ -7,7 +7,7 @@ use crate::error::ExchangeError;
 use crate::exchange::{Exchange, UNIT};
 use crate::order::{MyTrade, Order, OrderRef, PublicTrade, Side, Trade};
 use crate::wallet::{DepositRecord, WithdrawalRecord};
-use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMillis};
+use keygate_proto::{AccountId, Amount, AssetCode, ErrorCode, Symbol, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 /// 24 hours: the widest `startTime..endTime` of allOrders and myTrades.
@@ -199,7 +199,7 @@ fn day_window(start: Option<UnixMillis>, end: Option<UnixMillis>) -> Result<Opti
         (Some(s), Some(e)) => {
             if e.0.saturating_sub(s.0) > DAY_MS {
                 Err(ExchangeError::BadParam {
-                    code: -1127,
+                    code: ErrorCode::MoreThanXxHours,
                     msg: "More than 24 hours between startTime and endTime.".to_owned(),
                 })
             } else {
@@ -592,7 +592,7 @@ impl Exchange {
     ) -> Result<Vec<Kline>, ExchangeError> {
         let m = self.market_idx(symbol)?;
         let iv = KlineInterval::parse(interval)
-            .ok_or(ExchangeError::BadParam { code: -1120, msg: "Invalid interval.".to_owned() })?;
+            .ok_or(ExchangeError::BadParam { code: ErrorCode::BadInterval, msg: "Invalid interval.".to_owned() })?;
         let limit = limit_of(limit, 500, 1000)?;
         let trades = self.market_trades(m)?;
         let Some(first) = trades.first() else { return Ok(Vec::new()) };

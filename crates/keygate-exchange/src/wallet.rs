@@ -3,7 +3,7 @@
 use crate::error::ExchangeError;
 use crate::exchange::Exchange;
 use crate::ids;
-use keygate_proto::{AccountId, Amount, AssetCode, UnixMillis};
+use keygate_proto::{AccountId, Amount, AssetCode, ErrorCode, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 /// Binance deposit status: success.
@@ -212,10 +212,16 @@ impl Exchange {
         let a = self.asset_idx(&d.coin)?;
         let network = self.network_of(&d.coin, d.network.as_deref(), false)?.network.clone();
         if d.amount == Amount::ZERO {
-            return Err(ExchangeError::BadParam { code: -1102, msg: "Deposit amount must be positive.".to_owned() });
+            return Err(ExchangeError::BadParam {
+                code: ErrorCode::MandatoryParamEmptyOrMalformed,
+                msg: "Deposit amount must be positive.".to_owned(),
+            });
         }
         if !self.ledger.can_deposit(a, d.amount.units()) {
-            return Err(ExchangeError::BadParam { code: -1100, msg: "Deposit amount is too large.".to_owned() });
+            return Err(ExchangeError::BadParam {
+                code: ErrorCode::IllegalChars,
+                msg: "Deposit amount is too large.".to_owned(),
+            });
         }
         let seq = self.deposits.len() as u64 + 1;
         let record = DepositRecord {

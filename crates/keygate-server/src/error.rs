@@ -70,7 +70,7 @@ impl ApiError {
     /// A 400 with `code` and a message specific to the case, for refusals the handlers decide
     /// themselves (-1116, -1130, -2010, ...); answered like the exchange's own refusals.
     pub(crate) fn binance(code: ErrorCode, msg: impl Into<String>) -> Self {
-        Self::Exchange(ExchangeError::BadParam { code: code.code(), msg: msg.into() })
+        Self::Exchange(ExchangeError::BadParam { code, msg: msg.into() })
     }
 }
 
@@ -115,7 +115,7 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None)
             }
             // Every other exchange refusal is the client's: -1xxx, -2010, -2011, -2013, -4xxx.
-            Self::Exchange(e) => (bad, ErrorBody { code: e.code(), msg: e.message() }, None),
+            Self::Exchange(e) => (bad, ErrorBody::with_msg(e.error_code(), e.message()), None),
             Self::Expired => (bad, ErrorBody::new(ErrorCode::InvalidTimestamp), None),
             Self::Busy => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -241,7 +241,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body, reason) = self.parts();
         let refused = crate::access_log::Refused { code: body.code, reason: self.log_reason() };
-        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":-1000,\"msg\":\"error\"}".to_vec());
+        let json = serde_json::to_vec(&body)
+            .unwrap_or_else(|_| format!(r#"{{"code":{},"msg":"error"}}"#, ErrorCode::Unknown.code()).into_bytes());
         let mut res = (status, json).into_response();
         res.extensions_mut().insert(refused);
         let h = res.headers_mut();
