@@ -1,11 +1,13 @@
 //! Orders, fills and trades, with Binance's field names and enum spellings.
 
-use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMillis};
+use keygate_proto::{AccountId, Amount, Symbol, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 // The wire enums are Binance's vocabulary, defined once in the proto crate (the server writes
-// them in its answers, the client reads them); the engine uses them as they are.
-pub use keygate_proto::binance::trading::{OrderStatus, OrderType, Side, StpMode, TimeInForce};
+// them in its answers, the client reads them); the engine uses them as they are, and answers
+// trade queries in the wire shapes too.
+pub use keygate_proto::binance::market::Trade as PublicTrade;
+pub use keygate_proto::binance::trading::{Fill, MyTrade, OrderStatus, OrderType, Side, StpMode, TimeInForce};
 
 /// One order, as Binance's order objects describe it, plus the owner and the funds it still locks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,21 +69,6 @@ impl Order {
     }
 }
 
-/// One fill of a newly placed order, as in the FULL response's `fills[]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fill {
-    /// Trade price (the maker's).
-    pub price: Amount,
-    /// Quantity.
-    pub qty: Amount,
-    /// Commission charged to the taker.
-    pub commission: Amount,
-    /// The asset the commission was taken in (the one the taker received).
-    pub commission_asset: AssetCode,
-    /// The trade's id.
-    pub trade_id: u64,
-}
-
 /// A trade as the exchange records it (both sides).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trade {
@@ -112,58 +99,6 @@ pub struct Trade {
     /// Whether the buyer was the resting order.
     pub is_buyer_maker: bool,
     pub(crate) market: u32,
-}
-
-/// One account's view of a trade, as `GET /api/v3/myTrades` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MyTrade {
-    /// The market.
-    pub symbol: Symbol,
-    /// Trade id.
-    pub id: u64,
-    /// This account's order.
-    pub order_id: u64,
-    /// Always -1.
-    pub order_list_id: i64,
-    /// Price.
-    pub price: Amount,
-    /// Quantity.
-    pub qty: Amount,
-    /// Quote quantity.
-    pub quote_qty: Amount,
-    /// Commission paid by this account.
-    pub commission: Amount,
-    /// Asset of the commission.
-    pub commission_asset: AssetCode,
-    /// Time.
-    pub time: UnixMillis,
-    /// Whether this account bought.
-    pub is_buyer: bool,
-    /// Whether this account's order was resting.
-    pub is_maker: bool,
-    /// Always true.
-    pub is_best_match: bool,
-}
-
-/// A trade as the public `GET /api/v3/trades` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PublicTrade {
-    /// Trade id.
-    pub id: u64,
-    /// Price.
-    pub price: Amount,
-    /// Quantity.
-    pub qty: Amount,
-    /// Quote quantity.
-    pub quote_qty: Amount,
-    /// Time.
-    pub time: UnixMillis,
-    /// Whether the buyer was the maker.
-    pub is_buyer_maker: bool,
-    /// Always true.
-    pub is_best_match: bool,
 }
 
 /// Reference to an order by the exchange's id or the client's id.

@@ -143,18 +143,8 @@ impl WithdrawalRecord {
     }
 }
 
-/// A deposit address, as `GET /sapi/v1/capital/deposit/address` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DepositAddress {
-    /// The address.
-    pub address: String,
-    /// Coin.
-    pub coin: AssetCode,
-    /// Always empty.
-    pub tag: String,
-    /// Always empty.
-    pub url: String,
-}
+/// A deposit address, in the wire shape of `GET /sapi/v1/capital/deposit/address`.
+pub use keygate_proto::binance::wallet::DepositAddress;
 
 impl Exchange {
     pub(crate) fn asset_idx(&self, coin: &AssetCode) -> Result<usize, ExchangeError> {

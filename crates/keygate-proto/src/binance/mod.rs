@@ -6,6 +6,11 @@
 //! serialises them and the client crate deserialises them, so the two cannot drift apart; the
 //! golden tests beside each type pin the exact bytes that python-binance, ccxt and the official
 //! SDK read.
+//!
+//! Where the exchange engine's answer to a query already is the wire shape (balances, trades,
+//! fills, depth, tickers, klines, deposit addresses) the engine uses these types itself; records
+//! that hold more than the wire shows (an order's owner and locked funds, a deposit's account)
+//! stay the engine's, and the server converts them.
 
 pub mod account;
 pub mod general;

@@ -157,7 +157,7 @@ pub(crate) async fn depth(
     let symbol = wire::symbol(&p)?;
     let limit = wire::clamped_limit(&p, 5000)?;
     let d = state.engine.query(move |ex| ex.depth(&symbol, limit)).await??;
-    Ok(BinanceJson(json::Depth { last_update_id: d.last_update_id, bids: d.bids, asks: d.asks }))
+    Ok(BinanceJson(d))
 }
 
 /// `GET /api/v3/trades` (`symbol`, `limit` default 500, max 1000).
@@ -168,8 +168,7 @@ pub(crate) async fn trades(
     let p = public_params(q.as_deref(), &["symbol", "limit"])?;
     let symbol = wire::symbol(&p)?;
     let limit = wire::clamped_limit(&p, 1000)?;
-    let trades = state.engine.query(move |ex| ex.recent_trades(&symbol, limit)).await??;
-    Ok(BinanceJson(trades.into_iter().map(wire::public_trade).collect()))
+    Ok(BinanceJson(state.engine.query(move |ex| ex.recent_trades(&symbol, limit)).await??))
 }
 
 /// `GET /api/v3/historicalTrades` (`symbol`, `limit` default 500, max 1000, `fromId`): older
@@ -184,14 +183,13 @@ pub(crate) async fn historical_trades(
     let limit = wire::clamped_limit(&p, 1000)?.unwrap_or(500).max(1) as usize;
     let from_id = wire::opt_u64(&p, "fromId")?;
     let trades = state.engine.query(move |ex| ex.recent_trades(&symbol, Some(AGG_WINDOW))).await??;
-    let selected: Vec<PublicTrade> = match from_id {
+    Ok(BinanceJson(match from_id {
         Some(id) => trades.into_iter().filter(|t| t.id >= id).take(limit).collect(),
         None => {
             let skip = trades.len().saturating_sub(limit);
             trades.into_iter().skip(skip).collect()
         }
-    };
-    Ok(BinanceJson(selected.into_iter().map(wire::public_trade).collect()))
+    }))
 }
 
 /// One aggregate per trade. Binance folds the fills of one taker order at one price into one
@@ -272,7 +270,7 @@ pub(crate) async fn klines(
     let limit = wire::clamped_limit(&p, 1000)?;
     let at = now(&state);
     let rows = state.engine.query(move |ex| ex.klines(&symbol, &interval, start, end, limit, at)).await??;
-    Ok(BinanceJson(rows.into_iter().map(wire::kline).collect()))
+    Ok(BinanceJson(rows))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,7 +313,7 @@ pub(crate) async fn book_ticker(
 ) -> Result<BinanceJson<OneOrMany<json::BookTicker>>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "symbols"])?;
     let selection = wire::symbol_selection(&p)?;
-    let out = per_symbol(&state, selection, |ex, s| Ok(wire::book_ticker(ex.book_ticker(s)?))).await?;
+    let out = per_symbol(&state, selection, |ex, s| ex.book_ticker(s)).await?;
     Ok(BinanceJson(out))
 }
 
@@ -328,5 +326,5 @@ pub(crate) async fn avg_price(
     let symbol = wire::symbol(&p)?;
     let at = now(&state);
     let a = state.engine.query(move |ex| ex.avg_price(&symbol, at)).await??;
-    Ok(BinanceJson(json::AvgPrice { mins: a.mins, price: a.price, close_time: a.close_time }))
+    Ok(BinanceJson(a))
 }

@@ -112,7 +112,7 @@ fn account_json(
         .balances
         .iter()
         .filter(|b| !omit_zero || b.free != Amount::ZERO || b.locked != Amount::ZERO)
-        .map(wire::balance)
+        .cloned()
         .collect();
     let (maker, taker) = view.fees.unwrap_or((Amount::ZERO, Amount::ZERO));
     json::Account {
@@ -437,8 +437,7 @@ pub(crate) async fn my_trades(
         limit: wire::opt_u32(p, "limit")?,
     };
     let account = r.account_id();
-    let trades = state.engine.query(move |ex| ex.my_trades(account, &symbol, &q)).await??;
-    Ok(BinanceJson(trades.into_iter().map(wire::my_trade).collect()))
+    Ok(BinanceJson(state.engine.query(move |ex| ex.my_trades(account, &symbol, &q)).await??))
 }
 
 #[cfg(test)]

@@ -168,7 +168,7 @@ pub(crate) async fn deposit_address(
     let network = opt(p, "network")?.map(str::to_owned);
     let account = signed.request.account_id();
     let address = state.engine.query(move |ex| ex.deposit_address(account, &coin, network.as_deref())).await??;
-    Ok(BinanceJson(wire::deposit_address(address)))
+    Ok(BinanceJson(address))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,10 +5,7 @@
 
 use crate::ApiError;
 use keygate_auth::{ParamError, Params};
-use keygate_exchange::{
-    BalanceView, BookTicker, CanceledOrder, DepositAddress, DepositRecord, Fill, Kline, MyTrade, Order, OrderRef,
-    PlacedOrder, PublicTrade, Ticker24h, WithdrawalRecord,
-};
+use keygate_exchange::{CanceledOrder, DepositRecord, Order, OrderRef, PlacedOrder, WithdrawalRecord};
 use keygate_proto::{Amount, AssetCode, DecimalError, ErrorCode, Symbol, UnixMillis};
 
 /// The wire types, one namespace for every family, so that `json::Order` (what the client reads)
@@ -265,18 +262,7 @@ pub(crate) fn new_order(placed: &PlacedOrder, resp: RespType) -> json::NewOrderR
         client_order_id: o.client_order_id.clone(),
         transact_time: o.time,
         result,
-        fills: (resp == RespType::Full).then(|| placed.fills.iter().map(fill).collect()),
-    }
-}
-
-/// One entry of `fills`.
-fn fill(f: &Fill) -> json::Fill {
-    json::Fill {
-        price: f.price,
-        qty: f.qty,
-        commission: f.commission,
-        commission_asset: f.commission_asset.clone(),
-        trade_id: f.trade_id,
+        fills: (resp == RespType::Full).then(|| placed.fills.clone()),
     }
 }
 
@@ -330,31 +316,12 @@ pub(crate) fn canceled(c: &CanceledOrder) -> json::CanceledOrder {
     }
 }
 
-/// One entry of `GET /api/v3/myTrades`.
-pub(crate) fn my_trade(t: MyTrade) -> json::MyTrade {
-    json::MyTrade {
-        symbol: t.symbol,
-        id: t.id,
-        order_id: t.order_id,
-        order_list_id: t.order_list_id,
-        price: t.price,
-        qty: t.qty,
-        quote_qty: t.quote_qty,
-        commission: t.commission,
-        commission_asset: t.commission_asset,
-        time: t.time,
-        is_buyer: t.is_buyer,
-        is_maker: t.is_maker,
-        is_best_match: t.is_best_match,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Market data.
 // ---------------------------------------------------------------------------------------------
 
 /// The ticker in the requested shape.
-pub(crate) fn ticker_24h(t: Ticker24h, mini: bool) -> json::Ticker24h {
+pub(crate) fn ticker_24h(t: json::Ticker24hFull, mini: bool) -> json::Ticker24h {
     if mini {
         return json::Ticker24h::Mini(Box::new(json::Ticker24hMini {
             symbol: t.symbol,
@@ -371,80 +338,12 @@ pub(crate) fn ticker_24h(t: Ticker24h, mini: bool) -> json::Ticker24h {
             count: t.count,
         }));
     }
-    json::Ticker24h::Full(Box::new(json::Ticker24hFull {
-        symbol: t.symbol,
-        price_change: t.price_change,
-        price_change_percent: t.price_change_percent,
-        weighted_avg_price: t.weighted_avg_price,
-        prev_close_price: t.prev_close_price,
-        last_price: t.last_price,
-        last_qty: t.last_qty,
-        bid_price: t.bid_price,
-        bid_qty: t.bid_qty,
-        ask_price: t.ask_price,
-        ask_qty: t.ask_qty,
-        open_price: t.open_price,
-        high_price: t.high_price,
-        low_price: t.low_price,
-        volume: t.volume,
-        quote_volume: t.quote_volume,
-        open_time: t.open_time,
-        close_time: t.close_time,
-        first_id: t.first_id,
-        last_id: t.last_id,
-        count: t.count,
-    }))
-}
-
-/// `GET /api/v3/ticker/bookTicker`.
-pub(crate) fn book_ticker(b: BookTicker) -> json::BookTicker {
-    json::BookTicker {
-        symbol: b.symbol,
-        bid_price: b.bid_price,
-        bid_qty: b.bid_qty,
-        ask_price: b.ask_price,
-        ask_qty: b.ask_qty,
-    }
-}
-
-/// A public trade.
-pub(crate) fn public_trade(t: PublicTrade) -> json::Trade {
-    json::Trade {
-        id: t.id,
-        price: t.price,
-        qty: t.qty,
-        quote_qty: t.quote_qty,
-        time: t.time,
-        is_buyer_maker: t.is_buyer_maker,
-        is_best_match: t.is_best_match,
-    }
-}
-
-/// One kline.
-pub(crate) fn kline(k: Kline) -> json::Kline {
-    json::Kline {
-        open_time: k.open_time,
-        open: k.open,
-        high: k.high,
-        low: k.low,
-        close: k.close,
-        volume: k.volume,
-        close_time: k.close_time,
-        quote_volume: k.quote_volume,
-        trades: k.trades,
-        taker_buy_base: k.taker_buy_base,
-        taker_buy_quote: k.taker_buy_quote,
-    }
+    json::Ticker24h::Full(Box::new(t))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Account and wallet.
 // ---------------------------------------------------------------------------------------------
-
-/// One line of an account's `balances`.
-pub(crate) fn balance(b: &BalanceView) -> json::Balance {
-    json::Balance { asset: b.asset.clone(), free: b.free, locked: b.locked }
-}
 
 /// `YYYY-MM-DD hh:mm:ss` in UTC, as Binance prints `applyTime` and `completeTime`.
 pub(crate) fn wallet_time(t: UnixMillis) -> String {
@@ -474,11 +373,6 @@ pub(crate) fn deposit(d: &DepositRecord) -> json::Deposit {
         unlock_confirm: d.unlock_confirm,
         wallet_type: d.wallet_type,
     }
-}
-
-/// `GET /sapi/v1/capital/deposit/address`.
-pub(crate) fn deposit_address(a: DepositAddress) -> json::DepositAddress {
-    json::DepositAddress { address: a.address, coin: a.coin, tag: a.tag, url: a.url }
 }
 
 /// One entry of `GET /sapi/v1/capital/withdraw/history`.
