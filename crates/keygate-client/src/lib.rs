@@ -2,14 +2,30 @@
 //!
 //! Used by the key holder's tools and by keygate's own tests. It signs exactly the bytes it sends,
 //! as Binance requires: the query string is built once, signed, and sent unchanged.
+//!
+//! Two levels: [`Client::signed`] and [`Client::raw`] return the [`Answer`] as it came (status,
+//! headers, JSON), for tests that look at the wire; the endpoint methods ([`Client::account`],
+//! [`Client::new_order`], ...) return the typed shapes of [`keygate_proto::binance`], the same
+//! types the server writes, and a Binance error as [`ClientError::Api`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::Signer as _;
 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use keygate_proto::{ErrorBody, UnixMillis};
+use keygate_proto::binance::account::{Account, AccountCommission, ApiRestrictions};
+use keygate_proto::binance::general::{EmptyObject, ServerTime, SystemStatus};
+use keygate_proto::binance::market::{
+    AggTrade, AvgPrice, BookTicker, Depth, ExchangeInfo, Kline, Price, Ticker24h, Trade,
+};
+use keygate_proto::binance::trading::{
+    CanceledOrder, MyTrade, NewOrderResponse, Order, OrderType, Side, TestOrderResponse, TimeInForce,
+};
+use keygate_proto::binance::wallet::{Coin, Deposit, DepositAddress, TradeFee, WithdrawApplied, Withdrawal};
+use keygate_proto::{Amount, AssetCode, ErrorBody, Symbol, UnixMillis};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
 use sha2::Sha256;
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +48,23 @@ pub enum ClientError {
     /// The HTTP request failed.
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
+    /// The server refused the call with a Binance error.
+    #[error("HTTP {status}, Binance error {}: {}", body.code, body.msg)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Binance's `{code, msg}`; [`ErrorBody::error_code`] reads the code as an
+        /// [`ErrorCode`](keygate_proto::ErrorCode).
+        body: ErrorBody,
+    },
+    /// The answer is not the shape the endpoint has: not JSON, or JSON of another shape.
+    #[error("unexpected answer (HTTP {status}): {msg}")]
+    Decode {
+        /// HTTP status.
+        status: u16,
+        /// What did not match.
+        msg: String,
+    },
 }
 
 /// Signs payloads for one key.
@@ -123,6 +156,128 @@ impl Answer {
     pub fn error(&self) -> Option<ErrorBody> {
         serde_json::from_value(self.body.clone()).ok()
     }
+
+    /// The body as the endpoint's type `T` when the call succeeded.
+    ///
+    /// # Errors
+    /// [`ClientError::Api`] for a non-2xx answer with a Binance error body, and
+    /// [`ClientError::Decode`] for any other answer that is not a `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        let status = self.status;
+        if !(200..300).contains(&status) {
+            return Err(match self.error() {
+                Some(body) => ClientError::Api { status, body },
+                None => ClientError::Decode { status, msg: format!("no Binance error in {}", self.body) },
+            });
+        }
+        T::deserialize(&self.body).map_err(|e| ClientError::Decode { status, msg: e.to_string() })
+    }
+}
+
+/// Which order a query or cancel names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderRef<'a> {
+    /// `orderId`: the exchange's id.
+    Id(u64),
+    /// `origClientOrderId`: the client's id.
+    ClientId(&'a str),
+}
+
+impl OrderRef<'_> {
+    fn param(self) -> (&'static str, String) {
+        match self {
+            Self::Id(id) => ("orderId", id.to_string()),
+            Self::ClientId(c) => ("origClientOrderId", c.to_owned()),
+        }
+    }
+}
+
+/// A new order's parameters, typed; [`Client::new_order`] and [`Client::test_order`] send them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// `symbol`.
+    pub symbol: Symbol,
+    /// `side`.
+    pub side: Side,
+    /// `type`.
+    pub order_type: OrderType,
+    /// `timeInForce` (LIMIT only).
+    pub time_in_force: Option<TimeInForce>,
+    /// `quantity`.
+    pub quantity: Option<Amount>,
+    /// `quoteOrderQty` (MARKET only).
+    pub quote_order_qty: Option<Amount>,
+    /// `price` (LIMIT and LIMIT_MAKER).
+    pub price: Option<Amount>,
+    /// `newClientOrderId`.
+    pub new_client_order_id: Option<String>,
+}
+
+impl NewOrder {
+    /// A good-till-canceled LIMIT order.
+    #[must_use]
+    pub fn limit(symbol: Symbol, side: Side, quantity: Amount, price: Amount) -> Self {
+        Self {
+            time_in_force: Some(TimeInForce::Gtc),
+            quantity: Some(quantity),
+            price: Some(price),
+            ..Self::bare(symbol, side, OrderType::Limit)
+        }
+    }
+
+    /// A MARKET order for `quantity` of the base asset.
+    #[must_use]
+    pub fn market(symbol: Symbol, side: Side, quantity: Amount) -> Self {
+        Self { quantity: Some(quantity), ..Self::bare(symbol, side, OrderType::Market) }
+    }
+
+    /// A MARKET order spending (or receiving) `quote` of the quote asset.
+    #[must_use]
+    pub fn market_quote(symbol: Symbol, side: Side, quote: Amount) -> Self {
+        Self { quote_order_qty: Some(quote), ..Self::bare(symbol, side, OrderType::Market) }
+    }
+
+    /// The same order with the client's own id.
+    #[must_use]
+    pub fn with_client_id(self, id: impl Into<String>) -> Self {
+        Self { new_client_order_id: Some(id.into()), ..self }
+    }
+
+    fn bare(symbol: Symbol, side: Side, order_type: OrderType) -> Self {
+        Self {
+            symbol,
+            side,
+            order_type,
+            time_in_force: None,
+            quantity: None,
+            quote_order_qty: None,
+            price: None,
+            new_client_order_id: None,
+        }
+    }
+
+    /// The request parameters, in the order Binance documents them.
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut p = vec![
+            ("symbol", self.symbol.to_string()),
+            ("side", self.side.as_str().to_owned()),
+            ("type", self.order_type.as_str().to_owned()),
+        ];
+        let optional = [
+            ("timeInForce", self.time_in_force.map(|t| t.as_str().to_owned())),
+            ("quantity", self.quantity.map(|q| q.to_string())),
+            ("quoteOrderQty", self.quote_order_qty.map(|q| q.to_string())),
+            ("price", self.price.map(|q| q.to_string())),
+            ("newClientOrderId", self.new_client_order_id.clone()),
+        ];
+        p.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        p
+    }
+}
+
+/// Borrows owned parameters as the `&[(&str, &str)]` the request methods take.
+fn borrowed<'a>(params: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    params.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// Source of the timestamp put on each request.
@@ -221,5 +376,302 @@ impl Client {
     #[must_use]
     pub fn now(&self) -> UnixMillis {
         (self.time)()
+    }
+
+    /// A public (unsigned) GET, read as the endpoint's type.
+    ///
+    /// # Errors
+    /// [`ClientError::Http`] when the server cannot be reached, [`ClientError::Api`] when it
+    /// refuses, [`ClientError::Decode`] when the answer is not a `T`.
+    pub async fn public<T: DeserializeOwned>(&self, path: &str, params: &[(&str, &str)]) -> Result<T, ClientError> {
+        self.raw(Method::GET, path, &query_string(params), "").await?.parse()
+    }
+
+    /// A signed request, read as the endpoint's type.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        self.signed(method, path, params).await?.parse()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Public market data. Every method's errors are those of [`Client::public`].
+    // -----------------------------------------------------------------------------------------
+
+    /// `GET /api/v3/ping`.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn ping(&self) -> Result<EmptyObject, ClientError> {
+        self.public("/api/v3/ping", &[]).await
+    }
+
+    /// `GET /api/v3/time`: the server's clock, to measure this client's offset.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn server_time(&self) -> Result<ServerTime, ClientError> {
+        self.public("/api/v3/time", &[]).await
+    }
+
+    /// `GET /sapi/v1/system/status`.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn system_status(&self) -> Result<SystemStatus, ClientError> {
+        self.public("/sapi/v1/system/status", &[]).await
+    }
+
+    /// `GET /api/v3/exchangeInfo`: every market with its filters.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn exchange_info(&self) -> Result<ExchangeInfo, ClientError> {
+        self.public("/api/v3/exchangeInfo", &[]).await
+    }
+
+    /// `GET /api/v3/depth` with the server's default `limit` unless one is given.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn depth(&self, symbol: &Symbol, limit: Option<u32>) -> Result<Depth, ClientError> {
+        let limit = limit.map(|l| l.to_string());
+        let mut p = vec![("symbol", symbol.as_str())];
+        p.extend(limit.as_deref().map(|l| ("limit", l)));
+        self.public("/api/v3/depth", &p).await
+    }
+
+    /// `GET /api/v3/trades`: the most recent public trades, oldest first.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn trades(&self, symbol: &Symbol) -> Result<Vec<Trade>, ClientError> {
+        self.public("/api/v3/trades", &[("symbol", symbol.as_str())]).await
+    }
+
+    /// `GET /api/v3/aggTrades`: the most recent aggregate trades.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn agg_trades(&self, symbol: &Symbol) -> Result<Vec<AggTrade>, ClientError> {
+        self.public("/api/v3/aggTrades", &[("symbol", symbol.as_str())]).await
+    }
+
+    /// `GET /api/v3/klines` for `interval` (`1m`, `1h`, `1d`, ...).
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn klines(&self, symbol: &Symbol, interval: &str) -> Result<Vec<Kline>, ClientError> {
+        self.public("/api/v3/klines", &[("symbol", symbol.as_str()), ("interval", interval)]).await
+    }
+
+    /// `GET /api/v3/ticker/price` for one market.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn ticker_price(&self, symbol: &Symbol) -> Result<Price, ClientError> {
+        self.public("/api/v3/ticker/price", &[("symbol", symbol.as_str())]).await
+    }
+
+    /// `GET /api/v3/ticker/price` for every market.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn ticker_prices(&self) -> Result<Vec<Price>, ClientError> {
+        self.public("/api/v3/ticker/price", &[]).await
+    }
+
+    /// `GET /api/v3/ticker/24hr` for one market, FULL.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn ticker_24h(&self, symbol: &Symbol) -> Result<Ticker24h, ClientError> {
+        self.public("/api/v3/ticker/24hr", &[("symbol", symbol.as_str())]).await
+    }
+
+    /// `GET /api/v3/ticker/bookTicker` for one market.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn book_ticker(&self, symbol: &Symbol) -> Result<BookTicker, ClientError> {
+        self.public("/api/v3/ticker/bookTicker", &[("symbol", symbol.as_str())]).await
+    }
+
+    /// `GET /api/v3/avgPrice`.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn avg_price(&self, symbol: &Symbol) -> Result<AvgPrice, ClientError> {
+        self.public("/api/v3/avgPrice", &[("symbol", symbol.as_str())]).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The account, its key and its orders (signed).
+    // -----------------------------------------------------------------------------------------
+
+    /// `GET /api/v3/account`: balances of every asset and what this key may do.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn account(&self) -> Result<Account, ClientError> {
+        self.call(Method::GET, "/api/v3/account", &[]).await
+    }
+
+    /// `GET /api/v3/account/commission`: the account's rates on one market.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn account_commission(&self, symbol: &Symbol) -> Result<AccountCommission, ClientError> {
+        self.call(Method::GET, "/api/v3/account/commission", &[("symbol", symbol.as_str())]).await
+    }
+
+    /// `GET /sapi/v1/account/apiRestrictions`: what this key may do.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn api_restrictions(&self) -> Result<ApiRestrictions, ClientError> {
+        self.call(Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await
+    }
+
+    /// `POST /api/v3/order`: places `order`; the answer is FULL for LIMIT and MARKET, ACK for
+    /// LIMIT_MAKER (the server's defaults).
+    ///
+    /// # Errors
+    /// As [`Client::public`]; a refused order is [`ClientError::Api`] (-2010, -1013, ...).
+    pub async fn new_order(&self, order: &NewOrder) -> Result<NewOrderResponse, ClientError> {
+        let p = order.params();
+        self.call(Method::POST, "/api/v3/order", &borrowed(&p)).await
+    }
+
+    /// `POST /api/v3/order/test`: validates `order` without placing it; with `commission_rates`
+    /// the answer carries the rates it would pay.
+    ///
+    /// # Errors
+    /// As [`Client::new_order`].
+    pub async fn test_order(&self, order: &NewOrder, commission_rates: bool) -> Result<TestOrderResponse, ClientError> {
+        let mut p = order.params();
+        if commission_rates {
+            p.push(("computeCommissionRates", "true".to_owned()));
+        }
+        self.call(Method::POST, "/api/v3/order/test", &borrowed(&p)).await
+    }
+
+    /// `GET /api/v3/order`: one order of this account.
+    ///
+    /// # Errors
+    /// As [`Client::public`]; an unknown order is [`ClientError::Api`] -2013.
+    pub async fn query_order(&self, symbol: &Symbol, order: OrderRef<'_>) -> Result<Order, ClientError> {
+        let (k, v) = order.param();
+        self.call(Method::GET, "/api/v3/order", &[("symbol", symbol.as_str()), (k, v.as_str())]).await
+    }
+
+    /// `DELETE /api/v3/order`: cancels one open order.
+    ///
+    /// # Errors
+    /// As [`Client::public`]; an order that is not open is [`ClientError::Api`] -2011.
+    pub async fn cancel_order(&self, symbol: &Symbol, order: OrderRef<'_>) -> Result<CanceledOrder, ClientError> {
+        let (k, v) = order.param();
+        self.call(Method::DELETE, "/api/v3/order", &[("symbol", symbol.as_str()), (k, v.as_str())]).await
+    }
+
+    /// `DELETE /api/v3/openOrders`: cancels every open order of this account on `symbol`.
+    ///
+    /// # Errors
+    /// As [`Client::public`]; no open order is [`ClientError::Api`] -2011.
+    pub async fn cancel_open_orders(&self, symbol: &Symbol) -> Result<Vec<CanceledOrder>, ClientError> {
+        self.call(Method::DELETE, "/api/v3/openOrders", &[("symbol", symbol.as_str())]).await
+    }
+
+    /// `GET /api/v3/openOrders`: open orders on `symbol`, or on every market.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn open_orders(&self, symbol: Option<&Symbol>) -> Result<Vec<Order>, ClientError> {
+        let p: Vec<(&str, &str)> = symbol.map(|s| ("symbol", s.as_str())).into_iter().collect();
+        self.call(Method::GET, "/api/v3/openOrders", &p).await
+    }
+
+    /// `GET /api/v3/allOrders`: this account's orders on `symbol`, oldest first.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn all_orders(&self, symbol: &Symbol) -> Result<Vec<Order>, ClientError> {
+        self.call(Method::GET, "/api/v3/allOrders", &[("symbol", symbol.as_str())]).await
+    }
+
+    /// `GET /api/v3/myTrades`: this account's trades on `symbol`, oldest first.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn my_trades(&self, symbol: &Symbol) -> Result<Vec<MyTrade>, ClientError> {
+        self.call(Method::GET, "/api/v3/myTrades", &[("symbol", symbol.as_str())]).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Wallet (signed).
+    // -----------------------------------------------------------------------------------------
+
+    /// `GET /sapi/v1/capital/config/getall`: every coin, its networks and this account's balance.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn all_coins(&self) -> Result<Vec<Coin>, ClientError> {
+        self.call(Method::GET, "/sapi/v1/capital/config/getall", &[]).await
+    }
+
+    /// `GET /sapi/v1/capital/deposit/address` on the coin's default network.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn deposit_address(&self, coin: &AssetCode) -> Result<DepositAddress, ClientError> {
+        self.call(Method::GET, "/sapi/v1/capital/deposit/address", &[("coin", coin.as_str())]).await
+    }
+
+    /// `GET /sapi/v1/capital/deposit/hisrec`: deposits, newest first.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn deposit_history(&self) -> Result<Vec<Deposit>, ClientError> {
+        self.call(Method::GET, "/sapi/v1/capital/deposit/hisrec", &[]).await
+    }
+
+    /// `POST /sapi/v1/capital/withdraw/apply`: withdraws `amount` (fee included) of `coin` to
+    /// `address` on the coin's default network.
+    ///
+    /// # Errors
+    /// As [`Client::public`]; a withdrawal the key's policy or the balance refuses is
+    /// [`ClientError::Api`] (-4xxx).
+    pub async fn withdraw(
+        &self,
+        coin: &AssetCode,
+        address: &str,
+        amount: Amount,
+    ) -> Result<WithdrawApplied, ClientError> {
+        let amount = amount.to_string();
+        let p = [("coin", coin.as_str()), ("address", address), ("amount", amount.as_str())];
+        self.call(Method::POST, "/sapi/v1/capital/withdraw/apply", &p).await
+    }
+
+    /// `GET /sapi/v1/capital/withdraw/history`: withdrawals, newest first.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn withdraw_history(&self) -> Result<Vec<Withdrawal>, ClientError> {
+        self.call(Method::GET, "/sapi/v1/capital/withdraw/history", &[]).await
+    }
+
+    /// `GET /sapi/v1/asset/tradeFee`: maker and taker rates of `symbol`, or of every market.
+    ///
+    /// # Errors
+    /// As [`Client::public`].
+    pub async fn trade_fee(&self, symbol: Option<&Symbol>) -> Result<Vec<TradeFee>, ClientError> {
+        let p: Vec<(&str, &str)> = symbol.map(|s| ("symbol", s.as_str())).into_iter().collect();
+        self.call(Method::GET, "/sapi/v1/asset/tradeFee", &p).await
     }
 }

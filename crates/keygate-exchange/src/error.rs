@@ -5,7 +5,7 @@
 //! against the real exchange (ccxt maps -2010 to `InsufficientFunds`, -2011/-2013 to
 //! `OrderNotFound`, ...).
 
-use keygate_proto::Amount;
+use keygate_proto::{Amount, ErrorCode};
 use std::fmt;
 
 /// Why the engine refused a command or a query. A refused command leaves the state unchanged.
@@ -18,7 +18,7 @@ pub enum ExchangeError {
     /// The code and message are Binance's for the specific case.
     BadParam {
         /// Binance's code (-1100, -1102, -1106, -1120, -1127, -1128, ...).
-        code: i32,
+        code: ErrorCode,
         /// Binance's message for the case.
         msg: String,
     },
@@ -73,28 +73,34 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
-    /// Binance's numeric error code for this error.
+    /// Binance's error code for this error.
     #[must_use]
-    pub fn code(&self) -> i32 {
+    pub const fn error_code(&self) -> ErrorCode {
         match self {
-            Self::UnknownSymbol => -1121,
+            Self::UnknownSymbol => ErrorCode::BadSymbol,
             Self::BadParam { code, .. } => *code,
-            Self::Filter(_) => -1013,
-            Self::InsufficientBalance | Self::WouldTake | Self::DuplicateOrder => -2010,
-            Self::UnknownOrder => -2011,
-            Self::OrderNotFound => -2013,
-            Self::UnknownAsset => -4018,
-            Self::NetworkClosed { .. } => -4019,
-            Self::BelowWithdrawMin { .. } => -4022,
-            Self::AboveWithdrawMax { .. } | Self::WithdrawLimitExceeded => -4023,
-            Self::WithdrawLimitOtherAsset => -4015,
-            Self::WithdrawInsufficientBalance => -4026,
-            Self::AmountNotAboveFee => -4028,
-            Self::AddressNotAllowed => -4035,
-            Self::WithdrawLocked => -4016,
-            Self::HistoryWindowTooLong => -4047,
-            Self::Internal(_) => -1000,
+            Self::Filter(_) => ErrorCode::InvalidMessage,
+            Self::InsufficientBalance | Self::WouldTake | Self::DuplicateOrder => ErrorCode::NewOrderRejected,
+            Self::UnknownOrder => ErrorCode::CancelRejected,
+            Self::OrderNotFound => ErrorCode::NoSuchOrder,
+            Self::UnknownAsset => ErrorCode::UnknownAsset,
+            Self::NetworkClosed { .. } => ErrorCode::AssetNotOpen,
+            Self::BelowWithdrawMin { .. } => ErrorCode::BelowWithdrawMin,
+            Self::AboveWithdrawMax { .. } | Self::WithdrawLimitExceeded => ErrorCode::AboveWithdrawMax,
+            Self::WithdrawLimitOtherAsset => ErrorCode::WithdrawLimited,
+            Self::WithdrawInsufficientBalance => ErrorCode::InsufficientWalletBalance,
+            Self::AmountNotAboveFee => ErrorCode::AmountNotAboveFee,
+            Self::AddressNotAllowed => ErrorCode::AddressNotWhitelisted,
+            Self::WithdrawLocked => ErrorCode::WithdrawProhibited,
+            Self::HistoryWindowTooLong => ErrorCode::TimeIntervalTooLong,
+            Self::Internal(_) => ErrorCode::Unknown,
         }
+    }
+
+    /// Binance's numeric error code for this error, as it goes on the wire.
+    #[must_use]
+    pub const fn code(&self) -> i32 {
+        self.error_code().code()
     }
 
     /// Binance's message for this error (internal details are not exposed).
@@ -128,7 +134,7 @@ impl ExchangeError {
     /// A -1100 error naming the parameter and its legal range, as Binance words it.
     pub(crate) fn illegal(param: &str, range: &str) -> Self {
         Self::BadParam {
-            code: -1100,
+            code: ErrorCode::IllegalChars,
             msg: format!("Illegal characters found in parameter '{param}'; legal range is '{range}'."),
         }
     }
@@ -136,19 +142,25 @@ impl ExchangeError {
     /// A -1102 error for a missing mandatory parameter.
     pub(crate) fn missing(param: &str) -> Self {
         Self::BadParam {
-            code: -1102,
+            code: ErrorCode::MandatoryParamEmptyOrMalformed,
             msg: format!("Mandatory parameter '{param}' was not sent, was empty/null, or malformed."),
         }
     }
 
     /// A -1106 error for a parameter that this order type does not take.
     pub(crate) fn not_required(param: &str) -> Self {
-        Self::BadParam { code: -1106, msg: format!("Parameter '{param}' sent when not required.") }
+        Self::BadParam {
+            code: ErrorCode::ParamNotRequired,
+            msg: format!("Parameter '{param}' sent when not required."),
+        }
     }
 
     /// A -1128 error for parameters that cannot be combined.
     pub(crate) fn bad_combination() -> Self {
-        Self::BadParam { code: -1128, msg: "Combination of optional parameters invalid.".to_owned() }
+        Self::BadParam {
+            code: ErrorCode::OptionalParamsBadCombo,
+            msg: "Combination of optional parameters invalid.".to_owned(),
+        }
     }
 }
 

@@ -1,89 +1,13 @@
 //! Orders, fills and trades, with Binance's field names and enum spellings.
 
-use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMillis};
+use keygate_proto::{AccountId, Amount, Symbol, UnixMillis};
 use serde::{Deserialize, Serialize};
 
-macro_rules! wire_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub enum $name {
-            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            /// Binance's spelling on the wire.
-            #[must_use]
-            pub const fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-
-            /// Parses Binance's spelling (exact, upper case), `None` for anything else.
-            #[must_use]
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($text => Some(Self::$variant),)+ _ => None }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-wire_enum!(
-    /// Which side of the book an order takes.
-    Side { /// Buys base with quote.
-        Buy => "BUY", /// Sells base for quote.
-        Sell => "SELL" }
-);
-
-wire_enum!(
-    /// The order types the sandbox supports (others answer Binance's error at the HTTP layer).
-    OrderType { /// Price-limited; rests per time in force.
-        Limit => "LIMIT", /// Trades against the book now, never rests.
-        Market => "MARKET", /// Rests only; refused if it would trade on arrival.
-        LimitMaker => "LIMIT_MAKER" }
-);
-
-wire_enum!(
-    /// How long a LIMIT order stays working.
-    TimeInForce { /// Good till canceled.
-        Gtc => "GTC", /// Immediate or cancel: whatever does not fill at once expires.
-        Ioc => "IOC", /// Fill or kill: fills completely at once or expires untouched.
-        Fok => "FOK" }
-);
-
-wire_enum!(
-    /// Binance's order statuses (the subset a spot sandbox without stops can produce).
-    OrderStatus { /// Working, nothing filled.
-        New => "NEW", /// Working, partly filled.
-        PartiallyFilled => "PARTIALLY_FILLED", /// Completely filled.
-        Filled => "FILLED", /// Canceled by its owner.
-        Canceled => "CANCELED", /// Refused by the engine (not produced: refusals are errors).
-        Rejected => "REJECTED", /// Ended by its time in force or lack of liquidity.
-        Expired => "EXPIRED", /// Ended by self-trade prevention.
-        ExpiredInMatch => "EXPIRED_IN_MATCH" }
-);
-
-wire_enum!(
-    /// Self-trade prevention: what happens when an account's order would trade with its own.
-    StpMode { /// Let the self-trade happen.
-        None => "NONE", /// Expire the incoming order.
-        ExpireTaker => "EXPIRE_TAKER", /// Expire the resting order (the default).
-        ExpireMaker => "EXPIRE_MAKER", /// Expire both.
-        ExpireBoth => "EXPIRE_BOTH" }
-);
-
-impl OrderStatus {
-    /// Whether the order is still working (in the book).
-    #[must_use]
-    pub const fn is_open(self) -> bool {
-        matches!(self, Self::New | Self::PartiallyFilled)
-    }
-}
+// The wire enums are Binance's vocabulary, defined once in the proto crate (the server writes
+// them in its answers, the client reads them); the engine uses them as they are, and answers
+// trade queries in the wire shapes too.
+pub use keygate_proto::binance::market::Trade as PublicTrade;
+pub use keygate_proto::binance::trading::{Fill, MyTrade, OrderStatus, OrderType, Side, StpMode, TimeInForce};
 
 /// One order, as Binance's order objects describe it, plus the owner and the funds it still locks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,21 +69,6 @@ impl Order {
     }
 }
 
-/// One fill of a newly placed order, as in the FULL response's `fills[]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fill {
-    /// Trade price (the maker's).
-    pub price: Amount,
-    /// Quantity.
-    pub qty: Amount,
-    /// Commission charged to the taker.
-    pub commission: Amount,
-    /// The asset the commission was taken in (the one the taker received).
-    pub commission_asset: AssetCode,
-    /// The trade's id.
-    pub trade_id: u64,
-}
-
 /// A trade as the exchange records it (both sides).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trade {
@@ -190,58 +99,6 @@ pub struct Trade {
     /// Whether the buyer was the resting order.
     pub is_buyer_maker: bool,
     pub(crate) market: u32,
-}
-
-/// One account's view of a trade, as `GET /api/v3/myTrades` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MyTrade {
-    /// The market.
-    pub symbol: Symbol,
-    /// Trade id.
-    pub id: u64,
-    /// This account's order.
-    pub order_id: u64,
-    /// Always -1.
-    pub order_list_id: i64,
-    /// Price.
-    pub price: Amount,
-    /// Quantity.
-    pub qty: Amount,
-    /// Quote quantity.
-    pub quote_qty: Amount,
-    /// Commission paid by this account.
-    pub commission: Amount,
-    /// Asset of the commission.
-    pub commission_asset: AssetCode,
-    /// Time.
-    pub time: UnixMillis,
-    /// Whether this account bought.
-    pub is_buyer: bool,
-    /// Whether this account's order was resting.
-    pub is_maker: bool,
-    /// Always true.
-    pub is_best_match: bool,
-}
-
-/// A trade as the public `GET /api/v3/trades` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PublicTrade {
-    /// Trade id.
-    pub id: u64,
-    /// Price.
-    pub price: Amount,
-    /// Quantity.
-    pub qty: Amount,
-    /// Quote quantity.
-    pub quote_qty: Amount,
-    /// Time.
-    pub time: UnixMillis,
-    /// Whether the buyer was the maker.
-    pub is_buyer_maker: bool,
-    /// Always true.
-    pub is_best_match: bool,
 }
 
 /// Reference to an order by the exchange's id or the client's id.

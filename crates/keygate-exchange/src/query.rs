@@ -7,24 +7,18 @@ use crate::error::ExchangeError;
 use crate::exchange::{Exchange, UNIT};
 use crate::order::{MyTrade, Order, OrderRef, PublicTrade, Side, Trade};
 use crate::wallet::{DepositRecord, WithdrawalRecord};
-use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMillis};
+use keygate_proto::{AccountId, Amount, AssetCode, ErrorCode, Symbol, UnixMillis};
 use serde::{Deserialize, Serialize};
+
+// Market data and balances are answered in the wire shapes of the proto crate: the server sends
+// them as they are, so each shape is written once.
+pub use keygate_proto::binance::account::Balance as BalanceView;
+pub use keygate_proto::binance::market::{AvgPrice, BookTicker, Depth, Kline, Ticker24hFull as Ticker24h};
 
 /// 24 hours: the widest `startTime..endTime` of allOrders and myTrades.
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 /// 90 days: the widest window of wallet histories.
 const NINETY_DAYS_MS: u64 = 90 * DAY_MS;
-
-/// One line of `GET /api/v3/account`'s `balances`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BalanceView {
-    /// Asset.
-    pub asset: AssetCode,
-    /// Free.
-    pub free: Amount,
-    /// Locked.
-    pub locked: Amount,
-}
 
 /// `GET /api/v3/allOrders` optional parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,117 +67,6 @@ pub struct HistoryQuery {
     pub withdraw_order_id: Option<String>,
 }
 
-/// `GET /api/v3/depth`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Depth {
-    /// `lastUpdateId`.
-    pub last_update_id: u64,
-    /// `[price, qty]`, best first.
-    pub bids: Vec<(Amount, Amount)>,
-    /// `[price, qty]`, best first.
-    pub asks: Vec<(Amount, Amount)>,
-}
-
-/// One kline (the 12-field row; the 12th "ignore" field is always "0").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Kline {
-    /// Open time.
-    pub open_time: UnixMillis,
-    /// Open.
-    pub open: Amount,
-    /// High.
-    pub high: Amount,
-    /// Low.
-    pub low: Amount,
-    /// Close.
-    pub close: Amount,
-    /// Base volume.
-    pub volume: Amount,
-    /// Close time (next open time - 1).
-    pub close_time: UnixMillis,
-    /// Quote volume.
-    pub quote_volume: Amount,
-    /// Number of trades.
-    pub trades: u64,
-    /// Base volume bought by takers.
-    pub taker_buy_base: Amount,
-    /// Quote volume bought by takers.
-    pub taker_buy_quote: Amount,
-}
-
-/// `GET /api/v3/ticker/24hr` (FULL).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticker24h {
-    /// Symbol.
-    pub symbol: Symbol,
-    /// `lastPrice - openPrice`, signed decimal text.
-    pub price_change: String,
-    /// Percent change with three decimals, signed.
-    pub price_change_percent: String,
-    /// `quoteVolume / volume`.
-    pub weighted_avg_price: Amount,
-    /// Last price before the window.
-    pub prev_close_price: Amount,
-    /// Last price.
-    pub last_price: Amount,
-    /// Last quantity.
-    pub last_qty: Amount,
-    /// Best bid.
-    pub bid_price: Amount,
-    /// Best bid quantity.
-    pub bid_qty: Amount,
-    /// Best ask.
-    pub ask_price: Amount,
-    /// Best ask quantity.
-    pub ask_qty: Amount,
-    /// First price in the window.
-    pub open_price: Amount,
-    /// High.
-    pub high_price: Amount,
-    /// Low.
-    pub low_price: Amount,
-    /// Base volume.
-    pub volume: Amount,
-    /// Quote volume.
-    pub quote_volume: Amount,
-    /// Window start.
-    pub open_time: UnixMillis,
-    /// Window end.
-    pub close_time: UnixMillis,
-    /// First trade id in the window, -1 if none.
-    pub first_id: i64,
-    /// Last trade id in the window, -1 if none.
-    pub last_id: i64,
-    /// Trades in the window.
-    pub count: u64,
-}
-
-/// `GET /api/v3/ticker/bookTicker`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BookTicker {
-    /// Symbol.
-    pub symbol: Symbol,
-    /// Best bid (zero when none).
-    pub bid_price: Amount,
-    /// Its quantity.
-    pub bid_qty: Amount,
-    /// Best ask (zero when none).
-    pub ask_price: Amount,
-    /// Its quantity.
-    pub ask_qty: Amount,
-}
-
-/// `GET /api/v3/avgPrice`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AvgPrice {
-    /// Window length in minutes (5).
-    pub mins: u32,
-    /// Average price.
-    pub price: Amount,
-    /// Time of the last trade in the window (or now).
-    pub close_time: UnixMillis,
-}
-
 fn limit_of(limit: Option<u32>, default: u32, max: u32) -> Result<usize, ExchangeError> {
     match limit {
         None => Ok(default as usize),
@@ -199,7 +82,7 @@ fn day_window(start: Option<UnixMillis>, end: Option<UnixMillis>) -> Result<Opti
         (Some(s), Some(e)) => {
             if e.0.saturating_sub(s.0) > DAY_MS {
                 Err(ExchangeError::BadParam {
-                    code: -1127,
+                    code: ErrorCode::MoreThanXxHours,
                     msg: "More than 24 hours between startTime and endTime.".to_owned(),
                 })
             } else {
@@ -592,7 +475,7 @@ impl Exchange {
     ) -> Result<Vec<Kline>, ExchangeError> {
         let m = self.market_idx(symbol)?;
         let iv = KlineInterval::parse(interval)
-            .ok_or(ExchangeError::BadParam { code: -1120, msg: "Invalid interval.".to_owned() })?;
+            .ok_or(ExchangeError::BadParam { code: ErrorCode::BadInterval, msg: "Invalid interval.".to_owned() })?;
         let limit = limit_of(limit, 500, 1000)?;
         let trades = self.market_trades(m)?;
         let Some(first) = trades.first() else { return Ok(Vec::new()) };

@@ -3,7 +3,7 @@
 use crate::error::ExchangeError;
 use crate::exchange::Exchange;
 use crate::ids;
-use keygate_proto::{AccountId, Amount, AssetCode, UnixMillis};
+use keygate_proto::{AccountId, Amount, AssetCode, ErrorCode, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 /// Binance deposit status: success.
@@ -143,18 +143,8 @@ impl WithdrawalRecord {
     }
 }
 
-/// A deposit address, as `GET /sapi/v1/capital/deposit/address` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DepositAddress {
-    /// The address.
-    pub address: String,
-    /// Coin.
-    pub coin: AssetCode,
-    /// Always empty.
-    pub tag: String,
-    /// Always empty.
-    pub url: String,
-}
+/// A deposit address, in the wire shape of `GET /sapi/v1/capital/deposit/address`.
+pub use keygate_proto::binance::wallet::DepositAddress;
 
 impl Exchange {
     pub(crate) fn asset_idx(&self, coin: &AssetCode) -> Result<usize, ExchangeError> {
@@ -212,10 +202,16 @@ impl Exchange {
         let a = self.asset_idx(&d.coin)?;
         let network = self.network_of(&d.coin, d.network.as_deref(), false)?.network.clone();
         if d.amount == Amount::ZERO {
-            return Err(ExchangeError::BadParam { code: -1102, msg: "Deposit amount must be positive.".to_owned() });
+            return Err(ExchangeError::BadParam {
+                code: ErrorCode::MandatoryParamEmptyOrMalformed,
+                msg: "Deposit amount must be positive.".to_owned(),
+            });
         }
         if !self.ledger.can_deposit(a, d.amount.units()) {
-            return Err(ExchangeError::BadParam { code: -1100, msg: "Deposit amount is too large.".to_owned() });
+            return Err(ExchangeError::BadParam {
+                code: ErrorCode::IllegalChars,
+                msg: "Deposit amount is too large.".to_owned(),
+            });
         }
         let seq = self.deposits.len() as u64 + 1;
         let record = DepositRecord {

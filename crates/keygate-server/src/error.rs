@@ -41,7 +41,8 @@ pub enum ApiError {
     RateLimited(crate::ratelimit::Refusal),
     /// Something failed inside; the cause is logged once by the error middleware, never sent.
     Internal(String),
-    /// A dependency (the store) does not answer: 503, so load balancers take the node out.
+    /// A dependency (the store) does not answer, or this node cannot confirm its keys are current:
+    /// 503 -1001, so load balancers take the node out and clients retry elsewhere.
     Unavailable(String),
     /// The body did not arrive within its deadline after the headers: 408, and the connection
     /// is closed rather than kept for the rest of the trickle.
@@ -67,8 +68,9 @@ impl From<EngineError> for ApiError {
 }
 
 impl ApiError {
-    /// A 400 with a Binance code the proto crate has no variant for (e.g. -1116, -1130, -2010).
-    pub(crate) fn binance(code: i32, msg: impl Into<String>) -> Self {
+    /// A 400 with `code` and a message specific to the case, for refusals the handlers decide
+    /// themselves (-1116, -1130, -2010, ...); answered like the exchange's own refusals.
+    pub(crate) fn binance(code: ErrorCode, msg: impl Into<String>) -> Self {
         Self::Exchange(ExchangeError::BadParam { code, msg: msg.into() })
     }
 }
@@ -103,7 +105,7 @@ impl ApiError {
                 ErrorBody::with_msg(ErrorCode::Unknown, "Method not allowed for this endpoint."),
                 None,
             ),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(ErrorCode::Unknown), None),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(ErrorCode::Disconnected), None),
             Self::SlowBody => (
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorBody::with_msg(ErrorCode::Unknown, "The request body did not arrive in time."),
@@ -114,7 +116,7 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None)
             }
             // Every other exchange refusal is the client's: -1xxx, -2010, -2011, -2013, -4xxx.
-            Self::Exchange(e) => (bad, ErrorBody { code: e.code(), msg: e.message() }, None),
+            Self::Exchange(e) => (bad, ErrorBody::with_msg(e.error_code(), e.message()), None),
             Self::Expired => (bad, ErrorBody::new(ErrorCode::InvalidTimestamp), None),
             Self::Busy => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -240,7 +242,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body, reason) = self.parts();
         let refused = crate::access_log::Refused { code: body.code, reason: self.log_reason() };
-        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":-1000,\"msg\":\"error\"}".to_vec());
+        let json = serde_json::to_vec(&body)
+            .unwrap_or_else(|_| format!(r#"{{"code":{},"msg":"error"}}"#, ErrorCode::Unknown.code()).into_bytes());
         let mut res = (status, json).into_response();
         res.extensions_mut().insert(refused);
         let h = res.headers_mut();

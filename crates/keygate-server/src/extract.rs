@@ -84,6 +84,11 @@ impl Signed {
         let endpoint = keygate_auth::Endpoint { method: parts.method.as_str(), path: parts.uri.path() };
         let unverified = UnverifiedRequest { api_key, query, body: &body, peer: ip, endpoint };
         let now = state.service.clock().now();
+        // Several nodes on one database: a node that cannot confirm it has heard every key change
+        // refuses rather than accept a key that may have been revoked elsewhere (issue #13).
+        if !state.service.is_current(now.as_millis().0) {
+            return Err(ApiError::Unavailable("this node cannot confirm its API keys are current".into()));
+        }
         match state.verifier.verify(&unverified, access, state.service.cache().as_ref(), now) {
             Ok(request) => {
                 state.service.record_use(&request.key().id, ip, now.as_millis());

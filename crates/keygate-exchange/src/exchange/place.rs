@@ -63,7 +63,7 @@ impl Terms {
                     (None, Some(q)) => (None, Target::Quote(q.units())),
                     (None, None) => {
                         return Err(ExchangeError::BadParam {
-                            code: -1102,
+                            code: keygate_proto::ErrorCode::MandatoryParamEmptyOrMalformed,
                             msg: "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
                                 .to_owned(),
                         });

@@ -5,7 +5,7 @@ use crate::extract::Signed;
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use keygate_auth::Permission;
-use keygate_proto::responses::ApiRestrictions;
+use keygate_proto::binance::account::ApiRestrictions;
 
 /// `GET /sapi/v1/account/apiRestrictions` (USER_DATA): what the calling key may do, in Binance's
 /// shape.
@@ -17,7 +17,7 @@ pub(crate) async fn api_restrictions(
     let key = signed.request.key();
     Ok(BinanceJson(ApiRestrictions {
         ip_restrict: !key.restrictions.ip_allowlist.is_empty(),
-        create_time: key.created_at.0,
+        create_time: key.created_at,
         enable_reading: true,
         enable_withdrawals: key.permissions.contains(Permission::Withdraw),
         enable_internal_transfer: false,
@@ -29,6 +29,6 @@ pub(crate) async fn api_restrictions(
         enable_fix_read_only: false,
         enable_spot_and_margin_trading: key.permissions.contains(Permission::Trade),
         enable_portfolio_margin_trading: false,
-        trading_authority_expiration_time: key.restrictions.expires_at.map(|e| e.0),
+        trading_authority_expiration_time: key.restrictions.expires_at,
     }))
 }

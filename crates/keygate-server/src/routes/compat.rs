@@ -7,31 +7,20 @@ use super::market::public_params;
 use crate::extract::Signed;
 use crate::{ApiError, AppState};
 use axum::extract::{RawQuery, State};
-use serde::Serialize;
-
-/// An `exchangeInfo` without markets.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct EmptyExchangeInfo {
-    timezone: &'static str,
-    server_time: u64,
-    rate_limits: [(); 0],
-    exchange_filters: [(); 0],
-    symbols: [(); 0],
-}
+use keygate_proto::binance::market::ExchangeInfo;
 
 /// `GET /fapi/v1/exchangeInfo` and `GET /dapi/v1/exchangeInfo` (public): no futures markets.
 pub(crate) async fn futures_exchange_info(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<EmptyExchangeInfo>, ApiError> {
+) -> Result<BinanceJson<ExchangeInfo>, ApiError> {
     public_params(q.as_deref(), &[])?;
-    Ok(BinanceJson(EmptyExchangeInfo {
-        timezone: "UTC",
-        server_time: state.service.clock().now().as_millis().0,
-        rate_limits: [],
-        exchange_filters: [],
-        symbols: [],
+    Ok(BinanceJson(ExchangeInfo {
+        timezone: "UTC".to_owned(),
+        server_time: state.service.clock().now().as_millis(),
+        rate_limits: Vec::new(),
+        exchange_filters: Vec::new(),
+        symbols: Vec::new(),
     }))
 }
 

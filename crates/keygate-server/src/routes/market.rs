@@ -4,29 +4,19 @@
 //! everywhere.
 
 use super::BinanceJson;
-use super::wire::{self, SymbolSelection, opt, req};
+use super::wire::{self, SymbolSelection, json, opt, req};
 use crate::{ApiError, AppState};
 use axum::extract::{RawQuery, State};
+use json::{AggTrade, ExchangeInfo, OneOrMany, OrderType, StpMode, SymbolFilter, SymbolInfo};
 use keygate_auth::Params;
 use keygate_exchange::{ExchangeError, MarketSpec, PublicTrade};
-use keygate_proto::{Amount, Symbol, UnixMillis};
-use serde::Serialize;
+use keygate_proto::{ErrorCode, Symbol, UnixMillis};
 
 /// Parses a public endpoint's query and refuses parameters it does not read (-1104).
 pub(crate) fn public_params(query: Option<&str>, known: &[&str]) -> Result<Params, ApiError> {
     let params = Params::parse(query.unwrap_or("").as_bytes(), b"")?;
     params.ensure_only(known)?;
     Ok(params)
-}
-
-/// Either one object (`symbol=`) or an array (no symbol, or `symbols=`).
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub(crate) enum OneOrMany<T> {
-    /// `symbol=X`.
-    One(T),
-    /// Every market, or `symbols=[..]`.
-    Many(Vec<T>),
 }
 
 /// Runs `f` over every selected market inside one engine query, so the answer is one consistent
@@ -57,107 +47,34 @@ fn now(state: &AppState) -> UnixMillis {
 // exchangeInfo.
 // ---------------------------------------------------------------------------------------------
 
-/// `exchangeInfo`'s top level.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ExchangeInfo {
-    timezone: &'static str,
-    server_time: u64,
-    rate_limits: Vec<RateLimit>,
-    exchange_filters: Vec<serde_json::Value>,
-    symbols: Vec<SymbolInfo>,
-}
-
-/// One entry of `rateLimits`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct RateLimit {
-    rate_limit_type: &'static str,
-    interval: &'static str,
-    interval_num: u32,
-    limit: u32,
-}
-
 /// The limits this server enforces (empty when they are off), so clients read what applies.
-fn rate_limits(state: &AppState) -> Vec<RateLimit> {
+fn rate_limits(state: &AppState) -> Vec<json::RateLimit> {
     state
         .limiter
         .config()
         .published()
         .into_iter()
-        .map(|(rate_limit_type, interval, interval_num, limit)| RateLimit {
-            rate_limit_type,
-            interval,
+        .map(|(rate_limit_type, interval, interval_num, limit)| json::RateLimit {
+            rate_limit_type: rate_limit_type.to_owned(),
+            interval: interval.to_owned(),
             interval_num,
             limit,
         })
         .collect()
 }
 
-/// One market in `exchangeInfo.symbols`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-#[allow(clippy::struct_excessive_bools)] // Binance's shape: one flag per feature.
-struct SymbolInfo {
-    symbol: Symbol,
-    status: &'static str,
-    base_asset: String,
-    base_asset_precision: u32,
-    quote_asset: String,
-    quote_precision: u32,
-    quote_asset_precision: u32,
-    base_commission_precision: u32,
-    quote_commission_precision: u32,
-    order_types: [&'static str; 3],
-    iceberg_allowed: bool,
-    oco_allowed: bool,
-    oto_allowed: bool,
-    quote_order_qty_market_allowed: bool,
-    allow_trailing_stop: bool,
-    cancel_replace_allowed: bool,
-    is_spot_trading_allowed: bool,
-    is_margin_trading_allowed: bool,
-    filters: Vec<Filter>,
-    permissions: [&'static str; 0],
-    permission_sets: Vec<[&'static str; 1]>,
-    default_self_trade_prevention_mode: &'static str,
-    allowed_self_trade_prevention_modes: [&'static str; 4],
-}
-
-/// The filter types the official SDK knows (an unknown one makes it return a raw dict).
-#[derive(Debug, Serialize)]
-#[serde(tag = "filterType")]
-enum Filter {
-    #[serde(rename = "PRICE_FILTER", rename_all = "camelCase")]
-    Price { min_price: Amount, max_price: Amount, tick_size: Amount },
-    #[serde(rename = "LOT_SIZE", rename_all = "camelCase")]
-    LotSize { min_qty: Amount, max_qty: Amount, step_size: Amount },
-    #[serde(rename = "MARKET_LOT_SIZE", rename_all = "camelCase")]
-    MarketLotSize { min_qty: Amount, max_qty: Amount, step_size: Amount },
-    #[serde(rename = "NOTIONAL", rename_all = "camelCase")]
-    Notional {
-        min_notional: Amount,
-        apply_min_to_market: bool,
-        max_notional: Amount,
-        apply_max_to_market: bool,
-        avg_price_mins: u32,
-    },
-    #[serde(rename = "MAX_NUM_ORDERS", rename_all = "camelCase")]
-    MaxNumOrders { max_num_orders: u32 },
-}
-
 fn symbol_info(m: &MarketSpec, permission_sets: bool) -> SymbolInfo {
     SymbolInfo {
         symbol: m.symbol.clone(),
-        status: "TRADING",
-        base_asset: m.base.to_string(),
+        status: "TRADING".to_owned(),
+        base_asset: m.base.clone(),
         base_asset_precision: 8,
-        quote_asset: m.quote.to_string(),
+        quote_asset: m.quote.clone(),
         quote_precision: 8,
         quote_asset_precision: 8,
         base_commission_precision: 8,
         quote_commission_precision: 8,
-        order_types: ["LIMIT", "LIMIT_MAKER", "MARKET"],
+        order_types: vec![OrderType::Limit, OrderType::LimitMaker, OrderType::Market],
         iceberg_allowed: false,
         oco_allowed: false,
         oto_allowed: false,
@@ -167,22 +84,31 @@ fn symbol_info(m: &MarketSpec, permission_sets: bool) -> SymbolInfo {
         is_spot_trading_allowed: true,
         is_margin_trading_allowed: false,
         filters: vec![
-            Filter::Price { min_price: m.min_price, max_price: m.max_price, tick_size: m.tick_size },
-            Filter::LotSize { min_qty: m.min_qty, max_qty: m.max_qty, step_size: m.step_size },
-            Filter::MarketLotSize { min_qty: m.market_min_qty, max_qty: m.market_max_qty, step_size: m.step_size },
-            Filter::Notional {
+            SymbolFilter::Price { min_price: m.min_price, max_price: m.max_price, tick_size: m.tick_size },
+            SymbolFilter::LotSize { min_qty: m.min_qty, max_qty: m.max_qty, step_size: m.step_size },
+            SymbolFilter::MarketLotSize {
+                min_qty: m.market_min_qty,
+                max_qty: m.market_max_qty,
+                step_size: m.step_size,
+            },
+            SymbolFilter::Notional {
                 min_notional: m.min_notional,
                 apply_min_to_market: true,
                 max_notional: m.max_notional,
                 apply_max_to_market: false,
                 avg_price_mins: 5,
             },
-            Filter::MaxNumOrders { max_num_orders: m.max_num_orders },
+            SymbolFilter::MaxNumOrders { max_num_orders: m.max_num_orders },
         ],
-        permissions: [],
-        permission_sets: if permission_sets { vec![["SPOT"]] } else { Vec::new() },
-        default_self_trade_prevention_mode: "EXPIRE_MAKER",
-        allowed_self_trade_prevention_modes: ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+        permissions: Vec::new(),
+        permission_sets: if permission_sets { vec![vec!["SPOT".to_owned()]] } else { Vec::new() },
+        default_self_trade_prevention_mode: StpMode::ExpireMaker,
+        allowed_self_trade_prevention_modes: vec![
+            StpMode::None,
+            StpMode::ExpireTaker,
+            StpMode::ExpireMaker,
+            StpMode::ExpireBoth,
+        ],
     }
 }
 
@@ -210,8 +136,8 @@ pub(crate) async fn exchange_info(
     };
     let symbols = if trading { chosen.into_iter().map(|m| symbol_info(m, show_sets)).collect() } else { Vec::new() };
     Ok(BinanceJson(ExchangeInfo {
-        timezone: "UTC",
-        server_time: now(&state).0,
+        timezone: "UTC".to_owned(),
+        server_time: now(&state),
         rate_limits: rate_limits(&state),
         exchange_filters: Vec::new(),
         symbols,
@@ -222,32 +148,23 @@ pub(crate) async fn exchange_info(
 // Book, trades, klines.
 // ---------------------------------------------------------------------------------------------
 
-/// `GET /api/v3/depth`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct DepthJson {
-    last_update_id: u64,
-    bids: Vec<(Amount, Amount)>,
-    asks: Vec<(Amount, Amount)>,
-}
-
 /// `GET /api/v3/depth` (`symbol`, `limit` default 100, above 5000 truncated to 5000).
 pub(crate) async fn depth(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<DepthJson>, ApiError> {
+) -> Result<BinanceJson<json::Depth>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "limit"])?;
     let symbol = wire::symbol(&p)?;
     let limit = wire::clamped_limit(&p, 5000)?;
     let d = state.engine.query(move |ex| ex.depth(&symbol, limit)).await??;
-    Ok(BinanceJson(DepthJson { last_update_id: d.last_update_id, bids: d.bids, asks: d.asks }))
+    Ok(BinanceJson(d))
 }
 
 /// `GET /api/v3/trades` (`symbol`, `limit` default 500, max 1000).
 pub(crate) async fn trades(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<Vec<PublicTrade>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::Trade>>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "limit"])?;
     let symbol = wire::symbol(&p)?;
     let limit = wire::clamped_limit(&p, 1000)?;
@@ -260,7 +177,7 @@ pub(crate) async fn trades(
 pub(crate) async fn historical_trades(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<Vec<PublicTrade>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::Trade>>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "limit", "fromId"])?;
     let symbol = wire::symbol(&p)?;
     let limit = wire::clamped_limit(&p, 1000)?.unwrap_or(500).max(1) as usize;
@@ -275,29 +192,6 @@ pub(crate) async fn historical_trades(
     }))
 }
 
-/// One row of `GET /api/v3/aggTrades`, in Binance's one-letter fields.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub(crate) struct AggTrade {
-    /// Aggregate id: the id of its trade, so it stays the same however it is queried.
-    a: u64,
-    /// Price.
-    p: Amount,
-    /// Quantity.
-    q: Amount,
-    /// First trade id.
-    f: u64,
-    /// Last trade id.
-    l: u64,
-    /// Time.
-    #[serde(rename = "T")]
-    time: u64,
-    /// Whether the buyer was the maker.
-    m: bool,
-    /// Always true, as on Binance.
-    #[serde(rename = "M")]
-    best_match: bool,
-}
-
 /// One aggregate per trade. Binance folds the fills of one taker order at one price into one
 /// aggregate; the public trade view does not say which order took, and folding by time, price and
 /// side alone could merge two orders, so keygate reports each fill on its own (quantities and
@@ -306,14 +200,14 @@ fn aggregate(trades: Vec<PublicTrade>) -> Vec<AggTrade> {
     trades
         .into_iter()
         .map(|t| AggTrade {
-            a: t.id,
-            p: t.price,
-            q: t.qty,
-            f: t.id,
-            l: t.id,
-            time: t.time.0,
-            m: t.is_buyer_maker,
-            best_match: true,
+            id: t.id,
+            price: t.price,
+            qty: t.qty,
+            first_trade_id: t.id,
+            last_trade_id: t.id,
+            time: t.time,
+            is_buyer_maker: t.is_buyer_maker,
+            is_best_match: true,
         })
         .collect()
 }
@@ -342,28 +236,24 @@ pub(crate) async fn agg_trades(
     if let (Some(s), Some(e)) = (start, end)
         && e.0.saturating_sub(s.0) > 3_600_000
     {
-        return Err(ApiError::binance(-1127, "More than 1 hours between startTime and endTime."));
+        return Err(ApiError::binance(ErrorCode::MoreThanXxHours, "More than 1 hours between startTime and endTime."));
     }
     let trades = state.engine.query(move |ex| ex.recent_trades(&symbol, Some(AGG_WINDOW))).await??;
     let all = aggregate(trades);
     let selected: Vec<AggTrade> = if from_id.is_none() && start.is_none() {
-        let kept: Vec<AggTrade> = all.into_iter().filter(|a| end.is_none_or(|e| a.time <= e.0)).collect();
+        let kept: Vec<AggTrade> = all.into_iter().filter(|a| end.is_none_or(|e| a.time <= e)).collect();
         let skip = kept.len().saturating_sub(limit);
         kept.into_iter().skip(skip).collect()
     } else {
         all.into_iter()
-            .filter(|a| from_id.is_none_or(|id| a.a >= id))
-            .filter(|a| start.is_none_or(|s| a.time >= s.0))
-            .filter(|a| end.is_none_or(|e| a.time <= e.0))
+            .filter(|a| from_id.is_none_or(|id| a.id >= id))
+            .filter(|a| start.is_none_or(|s| a.time >= s))
+            .filter(|a| end.is_none_or(|e| a.time <= e))
             .take(limit)
             .collect()
     };
     Ok(BinanceJson(selected))
 }
-
-/// One kline row: open time, o, h, l, c, volume, close time, quote volume, trade count, taker buy
-/// base, taker buy quote, and the unused `"0"`.
-type KlineRow = (u64, Amount, Amount, Amount, Amount, Amount, u64, Amount, u64, Amount, Amount, &'static str);
 
 /// `GET /api/v3/klines` and `GET /api/v3/uiKlines` (`symbol`, `interval`, `startTime`, `endTime`,
 /// `limit` default 500, max 1000): the sandbox's candles need no presentation tweaks, so both
@@ -371,7 +261,7 @@ type KlineRow = (u64, Amount, Amount, Amount, Amount, Amount, u64, Amount, u64, 
 pub(crate) async fn klines(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<Vec<KlineRow>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::Kline>>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "interval", "startTime", "endTime", "limit"])?;
     let symbol = wire::symbol(&p)?;
     let interval = req(&p, "interval")?.to_owned();
@@ -380,26 +270,7 @@ pub(crate) async fn klines(
     let limit = wire::clamped_limit(&p, 1000)?;
     let at = now(&state);
     let rows = state.engine.query(move |ex| ex.klines(&symbol, &interval, start, end, limit, at)).await??;
-    Ok(BinanceJson(
-        rows.into_iter()
-            .map(|k| {
-                (
-                    k.open_time.0,
-                    k.open,
-                    k.high,
-                    k.low,
-                    k.close,
-                    k.volume,
-                    k.close_time.0,
-                    k.quote_volume,
-                    k.trades,
-                    k.taker_buy_base,
-                    k.taker_buy_quote,
-                    "0",
-                )
-            })
-            .collect(),
-    ))
+    Ok(BinanceJson(rows))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,12 +281,11 @@ pub(crate) async fn klines(
 pub(crate) async fn ticker_price(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<OneOrMany<wire::PriceJson>>, ApiError> {
+) -> Result<BinanceJson<OneOrMany<json::Price>>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "symbols"])?;
     let selection = wire::symbol_selection(&p)?;
     let out =
-        per_symbol(&state, selection, |ex, s| Ok(wire::PriceJson { symbol: s.clone(), price: ex.last_price(s)? }))
-            .await?;
+        per_symbol(&state, selection, |ex, s| Ok(json::Price { symbol: s.clone(), price: ex.last_price(s)? })).await?;
     Ok(BinanceJson(out))
 }
 
@@ -423,7 +293,7 @@ pub(crate) async fn ticker_price(
 pub(crate) async fn ticker_24hr(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<OneOrMany<wire::Ticker24hJson>>, ApiError> {
+) -> Result<BinanceJson<OneOrMany<json::Ticker24h>>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "symbols", "type"])?;
     let selection = wire::symbol_selection(&p)?;
     let mini = match opt(&p, "type")? {
@@ -440,30 +310,21 @@ pub(crate) async fn ticker_24hr(
 pub(crate) async fn book_ticker(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<OneOrMany<wire::BookTickerJson>>, ApiError> {
+) -> Result<BinanceJson<OneOrMany<json::BookTicker>>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol", "symbols"])?;
     let selection = wire::symbol_selection(&p)?;
-    let out = per_symbol(&state, selection, |ex, s| Ok(ex.book_ticker(s)?.into())).await?;
+    let out = per_symbol(&state, selection, |ex, s| ex.book_ticker(s)).await?;
     Ok(BinanceJson(out))
-}
-
-/// `GET /api/v3/avgPrice`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct AvgPriceJson {
-    mins: u32,
-    price: Amount,
-    close_time: u64,
 }
 
 /// `GET /api/v3/avgPrice` (`symbol`): the 5-minute volume-weighted price.
 pub(crate) async fn avg_price(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<BinanceJson<AvgPriceJson>, ApiError> {
+) -> Result<BinanceJson<json::AvgPrice>, ApiError> {
     let p = public_params(q.as_deref(), &["symbol"])?;
     let symbol = wire::symbol(&p)?;
     let at = now(&state);
     let a = state.engine.query(move |ex| ex.avg_price(&symbol, at)).await??;
-    Ok(BinanceJson(AvgPriceJson { mins: a.mins, price: a.price, close_time: a.close_time.0 }))
+    Ok(BinanceJson(a))
 }

@@ -15,6 +15,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use keygate_proto::ErrorCode;
 use serde_json::Value;
 
 /// Object fields that hold a time in Binance's `/api/v3` answers (`T`: `aggTrades`).
@@ -36,7 +37,10 @@ pub(crate) fn requested(req: &Request) -> Result<Option<bool>, ApiError> {
         b"MILLISECOND" | b"millisecond" => return Ok(None),
         b"MICROSECOND" | b"microsecond" => {}
         _ => {
-            return Err(ApiError::binance(-1100, "Invalid X-MBX-TIME-UNIT header; use MILLISECOND or MICROSECOND."));
+            return Err(ApiError::binance(
+                ErrorCode::IllegalChars,
+                "Invalid X-MBX-TIME-UNIT header; use MILLISECOND or MICROSECOND.",
+            ));
         }
     }
     let path = req.uri().path();

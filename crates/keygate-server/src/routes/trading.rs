@@ -7,7 +7,7 @@
 //! the engine checks again when the command reaches it, as Binance's matching engine does.
 
 use super::BinanceJson;
-use super::wire::{self, CancelJson, MyTradeJson, NewOrderJson, OrderJson, RespType, opt, req};
+use super::wire::{self, RespType, json, opt, req};
 use crate::error::JSON;
 use crate::extract::Signed;
 use crate::{ApiError, AppState};
@@ -15,14 +15,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use json::{CommissionRates, Discount, MakerTaker};
 use keygate_auth::{Params, Permission, VerifiedRequest};
 use keygate_exchange::{
-    BalanceView, Command, ExchangeError, NewOrder, OrderQuery, OrderRef, OrderType, Outcome, Side, StpMode,
-    TimeInForce, TradeQuery,
+    Command, ExchangeError, NewOrder, OrderQuery, OrderRef, OrderType, Outcome, Side, StpMode, TimeInForce, TradeQuery,
 };
-use keygate_proto::{AccountId, Amount, Symbol, UnixMicros};
+use keygate_proto::{AccountId, Amount, ErrorCode, Symbol, UnixMicros};
 use keygate_service::engine::AccountView;
-use serde::Serialize;
 use std::sync::OnceLock;
 
 /// Parses `recvWindow` (milliseconds with up to three decimals) into microseconds, as the
@@ -57,38 +56,6 @@ fn unexpected(outcome: &Outcome) -> ApiError {
 // ---------------------------------------------------------------------------------------------
 // Account.
 // ---------------------------------------------------------------------------------------------
-
-/// `commissionRates` of the account.
-#[derive(Debug, Serialize)]
-struct CommissionRates {
-    maker: Amount,
-    taker: Amount,
-    buyer: Amount,
-    seller: Amount,
-}
-
-/// `GET /api/v3/account`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-#[allow(clippy::struct_excessive_bools)] // Binance's shape.
-pub(crate) struct AccountJson {
-    maker_commission: u64,
-    taker_commission: u64,
-    buyer_commission: u64,
-    seller_commission: u64,
-    commission_rates: CommissionRates,
-    can_trade: bool,
-    can_withdraw: bool,
-    can_deposit: bool,
-    brokered: bool,
-    require_self_trade_prevention: bool,
-    prevent_sor: bool,
-    update_time: u64,
-    account_type: &'static str,
-    balances: Vec<BalanceView>,
-    permissions: [&'static str; 1],
-    uid: i64,
-}
 
 /// The serialized answers of `GET /api/v3/account` for one [`AccountView`], one per variant of
 /// the request (`omitZeroBalances`, and the calling key's trade and withdraw permissions; the
@@ -140,41 +107,32 @@ fn account_json(
     omit_zero: bool,
     can_trade: bool,
     can_withdraw: bool,
-) -> AccountJson {
-    let mut balances = view.balances.clone();
-    if omit_zero {
-        balances.retain(|b| b.free != Amount::ZERO || b.locked != Amount::ZERO);
-    }
+) -> json::Account {
+    let balances = view
+        .balances
+        .iter()
+        .filter(|b| !omit_zero || b.free != Amount::ZERO || b.locked != Amount::ZERO)
+        .cloned()
+        .collect();
     let (maker, taker) = view.fees.unwrap_or((Amount::ZERO, Amount::ZERO));
-    AccountJson {
+    json::Account {
         maker_commission: wire::basis_points(maker),
         taker_commission: wire::basis_points(taker),
         buyer_commission: 0,
         seller_commission: 0,
-        commission_rates: CommissionRates { maker, taker, buyer: Amount::ZERO, seller: Amount::ZERO },
+        commission_rates: CommissionRates::maker_taker(maker, taker),
         can_trade,
         can_withdraw,
         can_deposit: true,
         brokered: false,
         require_self_trade_prevention: false,
         prevent_sor: false,
-        update_time: view.update_time.0,
-        account_type: "SPOT",
+        update_time: view.update_time,
+        account_type: "SPOT".to_owned(),
         balances,
-        permissions: ["SPOT"],
+        permissions: vec!["SPOT".to_owned()],
         uid: account.0,
     }
-}
-
-/// `GET /api/v3/account/commission`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct AccountCommissionJson {
-    symbol: Symbol,
-    standard_commission: CommissionRates,
-    special_commission: CommissionRates,
-    tax_commission: CommissionRates,
-    discount: Discount,
 }
 
 /// `GET /api/v3/account/commission` (USER_DATA, `symbol`): the market's commission rates for the
@@ -184,25 +142,19 @@ pub(crate) struct AccountCommissionJson {
 pub(crate) async fn account_commission(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<AccountCommissionJson>, ApiError> {
+) -> Result<BinanceJson<json::AccountCommission>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["symbol"])?;
     let symbol = wire::symbol(p)?;
     let query = symbol.clone();
     let (maker, taker) = state.engine.query(move |ex| ex.fee_rates(&query)).await??;
-    let zero =
-        || CommissionRates { maker: Amount::ZERO, taker: Amount::ZERO, buyer: Amount::ZERO, seller: Amount::ZERO };
-    Ok(BinanceJson(AccountCommissionJson {
+    let zero = CommissionRates::maker_taker(Amount::ZERO, Amount::ZERO);
+    Ok(BinanceJson(json::AccountCommission {
         symbol,
-        standard_commission: CommissionRates { maker, taker, buyer: Amount::ZERO, seller: Amount::ZERO },
-        special_commission: zero(),
-        tax_commission: zero(),
-        discount: Discount {
-            enabled_for_account: false,
-            enabled_for_symbol: false,
-            discount_asset: "BNB",
-            discount: Amount::ZERO,
-        },
+        standard_commission: CommissionRates::maker_taker(maker, taker),
+        special_commission: zero,
+        tax_commission: zero,
+        discount: Discount::none(),
     }))
 }
 
@@ -236,20 +188,21 @@ fn unsupported_type(t: &str) -> ApiError {
         "STOP_LOSS_LIMIT" => "Stop loss limit",
         "TAKE_PROFIT" => "Take profit",
         "TAKE_PROFIT_LIMIT" => "Take profit limit",
-        _ => return ApiError::binance(-1116, "Invalid orderType."),
+        _ => return ApiError::binance(ErrorCode::InvalidOrderType, "Invalid orderType."),
     };
-    ApiError::binance(-2010, format!("{what} orders are not supported for this symbol."))
+    ApiError::binance(ErrorCode::NewOrderRejected, format!("{what} orders are not supported for this symbol."))
 }
 
 /// Reads and checks a new order's parameters (everything but the market rules, which the
 /// exchange applies atomically with the balance).
 fn parse_new_order(p: &Params, account: AccountId) -> Result<(NewOrder, RespType), ApiError> {
     let symbol = wire::symbol(p)?;
-    let side = Side::parse(req(p, "side")?).ok_or_else(|| ApiError::binance(-1117, "Invalid side."))?;
+    let side =
+        Side::parse(req(p, "side")?).ok_or_else(|| ApiError::binance(ErrorCode::InvalidSide, "Invalid side."))?;
     let type_text = req(p, "type")?;
     let order_type = OrderType::parse(type_text).ok_or_else(|| unsupported_type(type_text))?;
     let time_in_force = opt(p, "timeInForce")?
-        .map(|t| TimeInForce::parse(t).ok_or_else(|| ApiError::binance(-1115, "Invalid timeInForce.")))
+        .map(|t| TimeInForce::parse(t).ok_or_else(|| ApiError::binance(ErrorCode::InvalidTif, "Invalid timeInForce.")))
         .transpose()?;
     let quantity = wire::opt_amount(p, "quantity")?;
     let quote_order_qty = wire::opt_amount(p, "quoteOrderQty")?;
@@ -267,10 +220,16 @@ fn parse_new_order(p: &Params, account: AccountId) -> Result<(NewOrder, RespType
         .map(|s| StpMode::parse(s).ok_or_else(|| wire::invalid("selfTradePreventionMode")))
         .transpose()?;
     if opt(p, "icebergQty")?.is_some() {
-        return Err(ApiError::binance(-2010, "Iceberg orders are not supported for this symbol."));
+        return Err(ApiError::binance(
+            ErrorCode::NewOrderRejected,
+            "Iceberg orders are not supported for this symbol.",
+        ));
     }
     if opt(p, "trailingDelta")?.is_some() {
-        return Err(ApiError::binance(-2010, "Trailing stop orders are not supported for this symbol."));
+        return Err(ApiError::binance(
+            ErrorCode::NewOrderRejected,
+            "Trailing stop orders are not supported for this symbol.",
+        ));
     }
     if opt(p, "stopPrice")?.is_some() {
         return Err(wire::not_required("stopPrice"));
@@ -295,7 +254,7 @@ fn parse_new_order(p: &Params, account: AccountId) -> Result<(NewOrder, RespType
 pub(crate) async fn new_order(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<NewOrderJson>, ApiError> {
+) -> Result<BinanceJson<json::NewOrderResponse>, ApiError> {
     let r = &signed.request;
     r.params().ensure_only(ORDER_PARAMS)?;
     let (order, resp) = parse_new_order(r.params(), r.account_id())?;
@@ -305,48 +264,12 @@ pub(crate) async fn new_order(
     }
 }
 
-/// `POST /api/v3/order/test` with `computeCommissionRates=true`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct TestCommissions {
-    standard_commission_for_order: MakerTaker,
-    tax_commission_for_order: MakerTaker,
-    discount: Discount,
-}
-
-/// A maker/taker pair of rates.
-#[derive(Debug, Serialize)]
-struct MakerTaker {
-    maker: Amount,
-    taker: Amount,
-}
-
-/// The BNB discount (none in the sandbox).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Discount {
-    enabled_for_account: bool,
-    enabled_for_symbol: bool,
-    discount_asset: &'static str,
-    discount: Amount,
-}
-
-/// `{}` or the commission object.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub(crate) enum TestOrderJson {
-    /// `{}`.
-    Empty(serde_json::Map<String, serde_json::Value>),
-    /// `computeCommissionRates=true`.
-    Commissions(TestCommissions),
-}
-
 /// `POST /api/v3/order/test` (TRADE): the same validation as a real order, changing nothing;
 /// `{}`, or the commission rates with `computeCommissionRates=true`.
 pub(crate) async fn test_order(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<TestOrderJson>, ApiError> {
+) -> Result<BinanceJson<json::TestOrderResponse>, ApiError> {
     let r = &signed.request;
     let mut known = ORDER_PARAMS.to_vec();
     known.push("computeCommissionRates");
@@ -359,18 +282,13 @@ pub(crate) async fn test_order(
         other => return Err(unexpected(&other)),
     }
     if !compute {
-        return Ok(BinanceJson(TestOrderJson::Empty(serde_json::Map::new())));
+        return Ok(BinanceJson(json::TestOrderResponse::Empty(json::EmptyObject {})));
     }
     let (maker, taker) = state.engine.query(move |ex| ex.fee_rates(&symbol)).await??;
-    Ok(BinanceJson(TestOrderJson::Commissions(TestCommissions {
+    Ok(BinanceJson(json::TestOrderResponse::Commissions(json::TestOrderCommissions {
         standard_commission_for_order: MakerTaker { maker, taker },
         tax_commission_for_order: MakerTaker { maker: Amount::ZERO, taker: Amount::ZERO },
-        discount: Discount {
-            enabled_for_account: false,
-            enabled_for_symbol: false,
-            discount_asset: "BNB",
-            discount: Amount::ZERO,
-        },
+        discount: Discount::none(),
     })))
 }
 
@@ -403,7 +321,7 @@ async fn check_both_ids(
 pub(crate) async fn cancel_order(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<CancelJson>, ApiError> {
+) -> Result<BinanceJson<json::CanceledOrder>, ApiError> {
     let r = &signed.request;
     let p = r.params();
     p.ensure_only(&["symbol", "orderId", "origClientOrderId", "newClientOrderId"])?;
@@ -416,7 +334,7 @@ pub(crate) async fn cancel_order(
     }
     let command = Command::CancelOrder { account, symbol, order, new_client_order_id };
     match state.engine.submit(command, fresh_until(&state, r)).await? {
-        Outcome::Canceled(c) => Ok(BinanceJson(CancelJson::from(&c))),
+        Outcome::Canceled(c) => Ok(BinanceJson(wire::canceled(&c))),
         other => Err(unexpected(&other)),
     }
 }
@@ -426,13 +344,13 @@ pub(crate) async fn cancel_order(
 pub(crate) async fn cancel_open_orders(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<Vec<CancelJson>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::CanceledOrder>>, ApiError> {
     let r = &signed.request;
     r.params().ensure_only(&["symbol"])?;
     let symbol = wire::symbol(r.params())?;
     let command = Command::CancelOpenOrders { account: r.account_id(), symbol };
     match state.engine.submit(command, fresh_until(&state, r)).await? {
-        Outcome::CanceledAll(all) => Ok(BinanceJson(all.iter().map(CancelJson::from).collect())),
+        Outcome::CanceledAll(all) => Ok(BinanceJson(all.iter().map(wire::canceled).collect())),
         other => Err(unexpected(&other)),
     }
 }
@@ -446,16 +364,16 @@ pub(crate) async fn cancel_open_orders(
 pub(crate) async fn query_order(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<OrderJson>, ApiError> {
+) -> Result<BinanceJson<json::Order>, ApiError> {
     let r = &signed.request;
     let p = r.params();
     p.ensure_only(&["symbol", "orderId", "origClientOrderId"])?;
     let symbol = wire::symbol(p)?;
     let (order, both) = wire::order_ref(p)?;
     let account = r.account_id();
-    let found = state.engine.query(move |ex| ex.order(account, &symbol, &order).map(OrderJson::from)).await??;
+    let found = state.engine.query(move |ex| ex.order(account, &symbol, &order).map(wire::order)).await??;
     if let Some(c) = both
-        && found.client_order_id() != c
+        && found.client_order_id != c
     {
         return Err(ExchangeError::OrderNotFound.into());
     }
@@ -466,14 +384,14 @@ pub(crate) async fn query_order(
 pub(crate) async fn open_orders(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<Vec<OrderJson>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::Order>>, ApiError> {
     let r = &signed.request;
     r.params().ensure_only(&["symbol"])?;
     let symbol = wire::opt_symbol(r.params())?;
     let account = r.account_id();
     let orders = state
         .engine
-        .query(move |ex| ex.open_orders(account, symbol.as_ref()).map(|v| v.into_iter().map(OrderJson::from).collect()))
+        .query(move |ex| ex.open_orders(account, symbol.as_ref()).map(|v| v.into_iter().map(wire::order).collect()))
         .await??;
     Ok(BinanceJson(orders))
 }
@@ -482,7 +400,7 @@ pub(crate) async fn open_orders(
 pub(crate) async fn all_orders(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<Vec<OrderJson>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::Order>>, ApiError> {
     let r = &signed.request;
     let p = r.params();
     p.ensure_only(&["symbol", "orderId", "startTime", "endTime", "limit"])?;
@@ -496,7 +414,7 @@ pub(crate) async fn all_orders(
     let account = r.account_id();
     let orders = state
         .engine
-        .query(move |ex| ex.all_orders(account, &symbol, &q).map(|v| v.into_iter().map(OrderJson::from).collect()))
+        .query(move |ex| ex.all_orders(account, &symbol, &q).map(|v| v.into_iter().map(wire::order).collect()))
         .await??;
     Ok(BinanceJson(orders))
 }
@@ -506,7 +424,7 @@ pub(crate) async fn all_orders(
 pub(crate) async fn my_trades(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<Vec<MyTradeJson>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::MyTrade>>, ApiError> {
     let r = &signed.request;
     let p = r.params();
     p.ensure_only(&["symbol", "orderId", "startTime", "endTime", "fromId", "limit"])?;

@@ -7,16 +7,15 @@
 
 use super::BinanceJson;
 use super::trading::fresh_until;
-use super::wire::{self, DepositJson, WithdrawalJson, opt, req};
+use super::wire::{self, json, opt, req};
 use crate::extract::Signed;
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use keygate_auth::Params;
 use keygate_exchange::wallet::WITHDRAW_PROCESSING;
-use keygate_exchange::{AssetSpec, DepositAddress, ExchangeError, HistoryQuery, NetworkSpec, WithdrawPolicy};
-use keygate_proto::{Amount, AssetCode, Symbol, UnixMillis};
+use keygate_exchange::{AssetSpec, ExchangeError, HistoryQuery, NetworkSpec, WithdrawPolicy};
+use keygate_proto::{Amount, AssetCode, ErrorCode, Symbol, UnixMillis};
 use keygate_service::{ApiWithdrawal, HoldKind, ServiceError, WithdrawalBlock};
-use serde::Serialize;
 use std::collections::BTreeMap;
 
 fn now(state: &AppState) -> UnixMillis {
@@ -26,54 +25,6 @@ fn now(state: &AppState) -> UnixMillis {
 // ---------------------------------------------------------------------------------------------
 // capital/config/getall.
 // ---------------------------------------------------------------------------------------------
-
-/// One coin of `GET /sapi/v1/capital/config/getall`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct CoinJson {
-    coin: AssetCode,
-    deposit_all_enable: bool,
-    withdraw_all_enable: bool,
-    name: String,
-    free: Amount,
-    locked: Amount,
-    freeze: &'static str,
-    withdrawing: Amount,
-    ipoing: &'static str,
-    ipoable: &'static str,
-    storage: &'static str,
-    is_legal_money: bool,
-    trading: bool,
-    network_list: Vec<NetworkJson>,
-}
-
-/// One network of a coin.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-#[allow(clippy::struct_excessive_bools)] // Binance's shape.
-struct NetworkJson {
-    network: String,
-    coin: AssetCode,
-    withdraw_integer_multiple: Amount,
-    is_default: bool,
-    deposit_enable: bool,
-    withdraw_enable: bool,
-    deposit_desc: &'static str,
-    withdraw_desc: &'static str,
-    special_tips: &'static str,
-    name: String,
-    reset_address_status: bool,
-    address_regex: &'static str,
-    memo_regex: &'static str,
-    withdraw_fee: Amount,
-    withdraw_min: Amount,
-    withdraw_max: Amount,
-    min_confirm: u32,
-    un_lock_confirm: u32,
-    same_address: bool,
-    estimated_arrival_time: u32,
-    busy: bool,
-}
 
 /// The human name Binance gives a network code.
 fn network_name(code: &str) -> String {
@@ -87,23 +38,23 @@ fn network_name(code: &str) -> String {
     .to_owned()
 }
 
-fn coin_json(spec: &AssetSpec, free: Amount, locked: Amount, withdrawing: Amount) -> CoinJson {
+fn coin_json(spec: &AssetSpec, free: Amount, locked: Amount, withdrawing: Amount) -> json::Coin {
     // The default network is the first withdraw-enabled one (the exchange's rule), else the first.
     let default = spec.networks.iter().position(|n| n.withdraw_enable).unwrap_or(0);
-    let network = |(i, n): (usize, &NetworkSpec)| NetworkJson {
+    let network = |(i, n): (usize, &NetworkSpec)| json::Network {
         network: n.network.clone(),
         coin: spec.coin.clone(),
         withdraw_integer_multiple: Amount::from_units(1),
         is_default: i == default,
         deposit_enable: n.deposit_enable,
         withdraw_enable: n.withdraw_enable,
-        deposit_desc: "",
-        withdraw_desc: "",
-        special_tips: "",
+        deposit_desc: String::new(),
+        withdraw_desc: String::new(),
+        special_tips: String::new(),
         name: network_name(&n.network),
         reset_address_status: false,
-        address_regex: "",
-        memo_regex: "",
+        address_regex: String::new(),
+        memo_regex: String::new(),
         withdraw_fee: n.withdraw_fee,
         withdraw_min: n.withdraw_min,
         withdraw_max: n.withdraw_max,
@@ -113,18 +64,18 @@ fn coin_json(spec: &AssetSpec, free: Amount, locked: Amount, withdrawing: Amount
         estimated_arrival_time: 1,
         busy: false,
     };
-    CoinJson {
+    json::Coin {
         coin: spec.coin.clone(),
         deposit_all_enable: spec.networks.iter().any(|n| n.deposit_enable),
         withdraw_all_enable: spec.networks.iter().any(|n| n.withdraw_enable),
         name: spec.name.clone(),
         free,
         locked,
-        freeze: "0",
+        freeze: "0".to_owned(),
         withdrawing,
-        ipoing: "0",
-        ipoable: "0",
-        storage: "0",
+        ipoing: "0".to_owned(),
+        ipoable: "0".to_owned(),
+        storage: "0".to_owned(),
         is_legal_money: false,
         trading: true,
         network_list: spec.networks.iter().enumerate().map(network).collect(),
@@ -137,7 +88,7 @@ fn coin_json(spec: &AssetSpec, free: Amount, locked: Amount, withdrawing: Amount
 pub(crate) async fn all_coins(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<Vec<CoinJson>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::Coin>>, ApiError> {
     signed.request.params().ensure_only(&[])?;
     let account = signed.request.account_id();
     let at = now(&state);
@@ -180,7 +131,7 @@ fn opt_status(p: &Params) -> Result<Option<u8>, ApiError> {
 pub(crate) async fn deposit_history(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<Vec<DepositJson>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::Deposit>>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["coin", "status", "startTime", "endTime", "offset", "limit", "includeSource"])?;
     wire::opt_bool(p, "includeSource")?;
@@ -198,7 +149,7 @@ pub(crate) async fn deposit_history(
     let list = state
         .engine
         .query(move |ex| {
-            ex.deposit_history(account, &q, at).map(|v| v.into_iter().map(DepositJson::from).collect::<Vec<_>>())
+            ex.deposit_history(account, &q, at).map(|v| v.into_iter().map(wire::deposit).collect::<Vec<_>>())
         })
         .await??;
     Ok(BinanceJson(list))
@@ -209,7 +160,7 @@ pub(crate) async fn deposit_history(
 pub(crate) async fn deposit_address(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<DepositAddress>, ApiError> {
+) -> Result<BinanceJson<json::DepositAddress>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["coin", "network"])?;
     req(p, "coin")?;
@@ -229,7 +180,7 @@ pub(crate) async fn deposit_address(
 pub(crate) async fn withdraw_history(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<Vec<WithdrawalJson>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::Withdrawal>>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["coin", "withdrawOrderId", "status", "startTime", "endTime", "offset", "limit"])?;
     let q = HistoryQuery {
@@ -246,16 +197,10 @@ pub(crate) async fn withdraw_history(
     let list = state
         .engine
         .query(move |ex| {
-            ex.withdraw_history(account, &q, at).map(|v| v.into_iter().map(WithdrawalJson::from).collect::<Vec<_>>())
+            ex.withdraw_history(account, &q, at).map(|v| v.into_iter().map(wire::withdrawal).collect::<Vec<_>>())
         })
         .await??;
     Ok(BinanceJson(list))
-}
-
-/// `{"id": "..."}`.
-#[derive(Debug, Serialize)]
-pub(crate) struct WithdrawApplied {
-    id: String,
 }
 
 /// Free text a withdrawal may carry (`address`, `withdrawOrderId`, `name`): printable, bounded.
@@ -282,9 +227,9 @@ fn withdrawal_refusal(block: &WithdrawalBlock, now: UnixMillis) -> ApiError {
     let hours = block.until.0.saturating_sub(now.0).div_ceil(3_600_000);
     let (code, what) = match block.kind {
         HoldKind::AccountLocked => return ExchangeError::WithdrawLocked.into(),
-        HoldKind::TwoFactorEnabled => (-4016, "withdrawals of this account are held"),
-        HoldKind::WithdrawKey => (-4016, "withdrawals with this API key are held"),
-        HoldKind::NewAddress => (-4036, "withdrawals to this new address are held"),
+        HoldKind::TwoFactorEnabled => (ErrorCode::WithdrawProhibited, "withdrawals of this account are held"),
+        HoldKind::WithdrawKey => (ErrorCode::WithdrawProhibited, "withdrawals with this API key are held"),
+        HoldKind::NewAddress => (ErrorCode::NewAddressWaiting, "withdrawals to this new address are held"),
     };
     ApiError::binance(
         code,
@@ -302,7 +247,7 @@ fn withdrawal_refusal(block: &WithdrawalBlock, now: UnixMillis) -> ApiError {
 pub(crate) async fn withdraw(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<WithdrawApplied>, ApiError> {
+) -> Result<BinanceJson<json::WithdrawApplied>, ApiError> {
     let r = &signed.request;
     let p = r.params();
     p.ensure_only(&[
@@ -362,7 +307,7 @@ pub(crate) async fn withdraw(
         source: Some(signed.client_ip.to_string()),
     };
     match state.service.withdraw(withdrawal).await {
-        Ok(record) => Ok(BinanceJson(WithdrawApplied { id: record.id })),
+        Ok(record) => Ok(BinanceJson(json::WithdrawApplied { id: record.id })),
         Err(ServiceError::WithdrawalHeld(block)) => Err(withdrawal_refusal(&block, now(&state))),
         Err(ServiceError::Exchange(e)) => Err(e.into()),
         Err(e) => Err(ApiError::Internal(format!("withdrawal: {e}"))),
@@ -373,21 +318,12 @@ pub(crate) async fn withdraw(
 // Trade fees.
 // ---------------------------------------------------------------------------------------------
 
-/// One entry of `GET /sapi/v1/asset/tradeFee`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct TradeFeeJson {
-    symbol: Symbol,
-    maker_commission: Amount,
-    taker_commission: Amount,
-}
-
 /// `GET /sapi/v1/asset/tradeFee` (USER_DATA): maker and taker rates of one market (`symbol`) or
 /// all, always as an array.
 pub(crate) async fn trade_fee(
     State(state): State<AppState>,
     signed: Signed,
-) -> Result<BinanceJson<Vec<TradeFeeJson>>, ApiError> {
+) -> Result<BinanceJson<Vec<json::TradeFee>>, ApiError> {
     let p = signed.request.params();
     p.ensure_only(&["symbol"])?;
     let only = wire::opt_symbol(p)?;
@@ -402,7 +338,7 @@ pub(crate) async fn trade_fee(
                 .into_iter()
                 .map(|s| {
                     let (maker, taker) = ex.fee_rates(&s)?;
-                    Ok(TradeFeeJson { symbol: s, maker_commission: maker, taker_commission: taker })
+                    Ok(json::TradeFee { symbol: s, maker_commission: maker, taker_commission: taker })
                 })
                 .collect::<Result<Vec<_>, ExchangeError>>()
         })

@@ -1,15 +1,22 @@
 //! The exchange's wire format, both directions: reading parameters with Binance's strict rules
-//! and error codes, and turning the exchange's records into Binance's JSON field for field
-//! (decimals as strings with eight decimals, ids and times as integers, `orderListId: -1`, the
-//! misspelt `cummulativeQuoteQty`).
+//! and error codes, and turning the exchange's records into the wire types of
+//! [`keygate_proto::binance`] (which own the JSON shapes: field names, decimals as strings,
+//! `orderListId: -1`, the misspelt `cummulativeQuoteQty`).
 
 use crate::ApiError;
 use keygate_auth::{ParamError, Params};
-use keygate_exchange::{
-    BookTicker, CanceledOrder, DepositRecord, Fill, MyTrade, Order, OrderRef, PlacedOrder, Ticker24h, WithdrawalRecord,
-};
-use keygate_proto::{Amount, AssetCode, DecimalError, Symbol, UnixMillis};
-use serde::Serialize;
+use keygate_exchange::{CanceledOrder, DepositRecord, Order, OrderRef, PlacedOrder, WithdrawalRecord};
+use keygate_proto::{Amount, AssetCode, DecimalError, ErrorCode, Symbol, UnixMillis};
+
+/// The wire types, one namespace for every family, so that `json::Order` (what the client reads)
+/// stands apart from the exchange's `Order` (what the engine keeps).
+pub(crate) mod json {
+    pub(crate) use keygate_proto::binance::account::*;
+    pub(crate) use keygate_proto::binance::general::*;
+    pub(crate) use keygate_proto::binance::market::*;
+    pub(crate) use keygate_proto::binance::trading::*;
+    pub(crate) use keygate_proto::binance::wallet::*;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Reading parameters.
@@ -31,12 +38,12 @@ pub(crate) fn illegal(name: &str, range: &str) -> ApiError {
 
 /// -1130: a value outside the parameter's enumeration.
 pub(crate) fn invalid(name: &str) -> ApiError {
-    ApiError::binance(-1130, format!("Data sent for parameter '{name}' is not valid."))
+    ApiError::binance(ErrorCode::InvalidParameter, format!("Data sent for parameter '{name}' is not valid."))
 }
 
 /// -1106: a parameter this request does not take.
 pub(crate) fn not_required(name: &str) -> ApiError {
-    ApiError::binance(-1106, format!("Parameter '{name}' sent when not required."))
+    ApiError::binance(ErrorCode::ParamNotRequired, format!("Parameter '{name}' sent when not required."))
 }
 
 /// A parameter's value; an empty value counts as not sent, so callers treat it as missing
@@ -83,7 +90,10 @@ pub(crate) fn opt_symbols(p: &Params) -> Result<Option<Vec<Symbol>>, ApiError> {
     for n in &names {
         let s = Symbol::parse(n).map_err(|_| illegal("symbols", range))?;
         if out.contains(&s) {
-            return Err(ApiError::binance(-1151, "Symbol is present multiple times in the list."));
+            return Err(ApiError::binance(
+                ErrorCode::DuplicateSymbols,
+                "Symbol is present multiple times in the list.",
+            ));
         }
         out.push(s);
     }
@@ -112,14 +122,16 @@ pub(crate) fn symbol_selection(p: &Params) -> Result<SymbolSelection, ApiError> 
 
 /// -1128.
 pub(crate) fn bad_combination() -> ApiError {
-    ApiError::binance(-1128, "Combination of optional parameters invalid.")
+    ApiError::binance(ErrorCode::OptionalParamsBadCombo, "Combination of optional parameters invalid.")
 }
 
 /// Parses a Binance decimal (`^([0-9]{1,20})(\.[0-9]{1,20})?$`): exponents are -1100, more than
 /// eight significant decimals -1111.
 pub(crate) fn amount_text(name: &str, v: &str) -> Result<Amount, ApiError> {
     Amount::parse(v).map_err(|e| match e {
-        DecimalError::TooPrecise => ApiError::binance(-1111, "Precision is over the maximum defined for this asset."),
+        DecimalError::TooPrecise => {
+            ApiError::binance(ErrorCode::BadPrecision, "Precision is over the maximum defined for this asset.")
+        }
         DecimalError::Malformed | DecimalError::TooLarge => ApiError::Param(ParamError::illegal(name)),
     })
 }
@@ -135,13 +147,18 @@ pub(crate) fn opt_u64(p: &Params, name: &str) -> Result<Option<u64>, ApiError> {
     if v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(illegal(name, INTEGER_RANGE));
     }
-    v.parse::<u64>().map(Some).map_err(|_| ApiError::binance(-1108, format!("Parameter '{name}' overflowed.")))
+    v.parse::<u64>()
+        .map(Some)
+        .map_err(|_| ApiError::binance(ErrorCode::ParamOverflow, format!("Parameter '{name}' overflowed.")))
 }
 
 /// An optional `u32` parameter (limits, offsets); larger values are -1108.
 pub(crate) fn opt_u32(p: &Params, name: &str) -> Result<Option<u32>, ApiError> {
     opt_u64(p, name)?
-        .map(|v| u32::try_from(v).map_err(|_| ApiError::binance(-1108, format!("Parameter '{name}' overflowed."))))
+        .map(|v| {
+            u32::try_from(v)
+                .map_err(|_| ApiError::binance(ErrorCode::ParamOverflow, format!("Parameter '{name}' overflowed.")))
+        })
         .transpose()
 }
 
@@ -196,7 +213,7 @@ pub(crate) fn order_ref(p: &Params) -> Result<(OrderRef, Option<String>), ApiErr
         (Some(id), client) => Ok((OrderRef::Id(id), client)),
         (None, Some(c)) => Ok((OrderRef::ClientId(c), None)),
         (None, None) => Err(ApiError::binance(
-            -1102,
+            ErrorCode::MandatoryParamEmptyOrMalformed,
             "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
         )),
     }
@@ -222,265 +239,91 @@ pub(crate) enum RespType {
     Full,
 }
 
-/// `POST /api/v3/order`'s ACK part.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct NewOrderJson {
-    symbol: Symbol,
-    order_id: u64,
-    order_list_id: i64,
-    client_order_id: String,
-    transact_time: u64,
-    #[serde(flatten)]
-    result: Option<ResultPart>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fills: Option<Vec<FillJson>>,
-}
-
-/// The RESULT part of a new order.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResultPart {
-    price: Amount,
-    orig_qty: Amount,
-    executed_qty: Amount,
-    orig_quote_order_qty: Amount,
-    cummulative_quote_qty: Amount,
-    status: &'static str,
-    time_in_force: &'static str,
-    #[serde(rename = "type")]
-    order_type: &'static str,
-    side: &'static str,
-    working_time: u64,
-    self_trade_prevention_mode: &'static str,
-}
-
-/// One entry of `fills`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct FillJson {
-    price: Amount,
-    qty: Amount,
-    commission: Amount,
-    commission_asset: AssetCode,
-    trade_id: u64,
-}
-
-impl From<&Fill> for FillJson {
-    fn from(f: &Fill) -> Self {
-        Self {
-            price: f.price,
-            qty: f.qty,
-            commission: f.commission,
-            commission_asset: f.commission_asset.clone(),
-            trade_id: f.trade_id,
-        }
-    }
-}
-
 /// The new-order answer in the requested shape.
-pub(crate) fn new_order(placed: &PlacedOrder, resp: RespType) -> NewOrderJson {
+pub(crate) fn new_order(placed: &PlacedOrder, resp: RespType) -> json::NewOrderResponse {
     let o = &placed.order;
-    let result = (resp != RespType::Ack).then(|| ResultPart {
+    let result = (resp != RespType::Ack).then_some(json::OrderResult {
         price: o.price,
         orig_qty: o.orig_qty,
         executed_qty: o.executed_qty,
         orig_quote_order_qty: o.orig_quote_order_qty,
         cummulative_quote_qty: o.cummulative_quote_qty,
-        status: o.status.as_str(),
-        time_in_force: o.time_in_force.as_str(),
-        order_type: o.order_type.as_str(),
-        side: o.side.as_str(),
-        working_time: o.working_time.0,
-        self_trade_prevention_mode: o.self_trade_prevention_mode.as_str(),
+        status: o.status,
+        time_in_force: o.time_in_force,
+        order_type: o.order_type,
+        side: o.side,
+        working_time: o.working_time,
+        self_trade_prevention_mode: o.self_trade_prevention_mode,
     });
-    NewOrderJson {
+    json::NewOrderResponse {
         symbol: o.symbol.clone(),
         order_id: o.order_id,
         order_list_id: o.order_list_id,
         client_order_id: o.client_order_id.clone(),
-        transact_time: o.time.0,
+        transact_time: o.time,
         result,
-        fills: (resp == RespType::Full).then(|| placed.fills.iter().map(FillJson::from).collect()),
+        fills: (resp == RespType::Full).then(|| placed.fills.clone()),
     }
 }
 
 /// An order as `GET /api/v3/order`, `openOrders` and `allOrders` return it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct OrderJson {
-    symbol: Symbol,
-    order_id: u64,
-    order_list_id: i64,
-    client_order_id: String,
-    price: Amount,
-    orig_qty: Amount,
-    executed_qty: Amount,
-    cummulative_quote_qty: Amount,
-    status: &'static str,
-    time_in_force: &'static str,
-    #[serde(rename = "type")]
-    order_type: &'static str,
-    side: &'static str,
-    stop_price: Amount,
-    iceberg_qty: Amount,
-    time: u64,
-    update_time: u64,
-    is_working: bool,
-    working_time: u64,
-    orig_quote_order_qty: Amount,
-    self_trade_prevention_mode: &'static str,
-}
-
-impl OrderJson {
-    /// The order's client id.
-    pub(crate) fn client_order_id(&self) -> &str {
-        &self.client_order_id
+pub(crate) fn order(o: &Order) -> json::Order {
+    json::Order {
+        symbol: o.symbol.clone(),
+        order_id: o.order_id,
+        order_list_id: o.order_list_id,
+        client_order_id: o.client_order_id.clone(),
+        price: o.price,
+        orig_qty: o.orig_qty,
+        executed_qty: o.executed_qty,
+        cummulative_quote_qty: o.cummulative_quote_qty,
+        status: o.status,
+        time_in_force: o.time_in_force,
+        order_type: o.order_type,
+        side: o.side,
+        stop_price: o.stop_price,
+        iceberg_qty: o.iceberg_qty,
+        time: o.time,
+        update_time: o.update_time,
+        is_working: o.is_working,
+        working_time: o.working_time,
+        orig_quote_order_qty: o.orig_quote_order_qty,
+        self_trade_prevention_mode: o.self_trade_prevention_mode,
     }
 }
 
-impl From<&Order> for OrderJson {
-    fn from(o: &Order) -> Self {
-        Self {
-            symbol: o.symbol.clone(),
-            order_id: o.order_id,
-            order_list_id: o.order_list_id,
-            client_order_id: o.client_order_id.clone(),
-            price: o.price,
-            orig_qty: o.orig_qty,
-            executed_qty: o.executed_qty,
-            cummulative_quote_qty: o.cummulative_quote_qty,
-            status: o.status.as_str(),
-            time_in_force: o.time_in_force.as_str(),
-            order_type: o.order_type.as_str(),
-            side: o.side.as_str(),
-            stop_price: o.stop_price,
-            iceberg_qty: o.iceberg_qty,
-            time: o.time.0,
-            update_time: o.update_time.0,
-            is_working: o.is_working,
-            working_time: o.working_time.0,
-            orig_quote_order_qty: o.orig_quote_order_qty,
-            self_trade_prevention_mode: o.self_trade_prevention_mode.as_str(),
-        }
+/// A canceled order: the order's own client id is `origClientOrderId`, the cancel's is
+/// `clientOrderId`, and the cancel time is `transactTime`.
+pub(crate) fn canceled(c: &CanceledOrder) -> json::CanceledOrder {
+    let o = &c.order;
+    json::CanceledOrder {
+        symbol: o.symbol.clone(),
+        orig_client_order_id: o.client_order_id.clone(),
+        order_id: o.order_id,
+        order_list_id: o.order_list_id,
+        client_order_id: c.cancel_client_order_id.clone(),
+        transact_time: o.update_time,
+        price: o.price,
+        orig_qty: o.orig_qty,
+        executed_qty: o.executed_qty,
+        orig_quote_order_qty: o.orig_quote_order_qty,
+        cummulative_quote_qty: o.cummulative_quote_qty,
+        status: o.status,
+        time_in_force: o.time_in_force,
+        order_type: o.order_type,
+        side: o.side,
+        self_trade_prevention_mode: o.self_trade_prevention_mode,
     }
 }
-
-/// A canceled order as `DELETE /api/v3/order` (and each entry of `DELETE /api/v3/openOrders`)
-/// returns it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct CancelJson {
-    symbol: Symbol,
-    orig_client_order_id: String,
-    order_id: u64,
-    order_list_id: i64,
-    client_order_id: String,
-    transact_time: u64,
-    price: Amount,
-    orig_qty: Amount,
-    executed_qty: Amount,
-    orig_quote_order_qty: Amount,
-    cummulative_quote_qty: Amount,
-    status: &'static str,
-    time_in_force: &'static str,
-    #[serde(rename = "type")]
-    order_type: &'static str,
-    side: &'static str,
-    self_trade_prevention_mode: &'static str,
-}
-
-impl From<&CanceledOrder> for CancelJson {
-    fn from(c: &CanceledOrder) -> Self {
-        let o = &c.order;
-        Self {
-            symbol: o.symbol.clone(),
-            orig_client_order_id: o.client_order_id.clone(),
-            order_id: o.order_id,
-            order_list_id: o.order_list_id,
-            client_order_id: c.cancel_client_order_id.clone(),
-            transact_time: o.update_time.0,
-            price: o.price,
-            orig_qty: o.orig_qty,
-            executed_qty: o.executed_qty,
-            orig_quote_order_qty: o.orig_quote_order_qty,
-            cummulative_quote_qty: o.cummulative_quote_qty,
-            status: o.status.as_str(),
-            time_in_force: o.time_in_force.as_str(),
-            order_type: o.order_type.as_str(),
-            side: o.side.as_str(),
-            self_trade_prevention_mode: o.self_trade_prevention_mode.as_str(),
-        }
-    }
-}
-
-/// `GET /api/v3/myTrades` entries: the exchange's [`MyTrade`] already has Binance's field names
-/// and types (decimal strings, integer ids and times).
-pub(crate) type MyTradeJson = MyTrade;
 
 // ---------------------------------------------------------------------------------------------
 // Market data.
 // ---------------------------------------------------------------------------------------------
 
-/// `GET /api/v3/ticker/24hr`, FULL.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Ticker24hFull {
-    symbol: Symbol,
-    price_change: String,
-    price_change_percent: String,
-    weighted_avg_price: Amount,
-    prev_close_price: Amount,
-    last_price: Amount,
-    last_qty: Amount,
-    bid_price: Amount,
-    bid_qty: Amount,
-    ask_price: Amount,
-    ask_qty: Amount,
-    open_price: Amount,
-    high_price: Amount,
-    low_price: Amount,
-    volume: Amount,
-    quote_volume: Amount,
-    open_time: u64,
-    close_time: u64,
-    first_id: i64,
-    last_id: i64,
-    count: u64,
-}
-
-/// `GET /api/v3/ticker/24hr`, MINI.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Ticker24hMini {
-    symbol: Symbol,
-    open_price: Amount,
-    high_price: Amount,
-    low_price: Amount,
-    last_price: Amount,
-    volume: Amount,
-    quote_volume: Amount,
-    open_time: u64,
-    close_time: u64,
-    first_id: i64,
-    last_id: i64,
-    count: u64,
-}
-
-/// A 24-hour ticker in either shape.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub(crate) enum Ticker24hJson {
-    /// `type=FULL` (the default).
-    Full(Box<Ticker24hFull>),
-    /// `type=MINI`.
-    Mini(Box<Ticker24hMini>),
-}
-
 /// The ticker in the requested shape.
-pub(crate) fn ticker_24h(t: Ticker24h, mini: bool) -> Ticker24hJson {
+pub(crate) fn ticker_24h(t: json::Ticker24hFull, mini: bool) -> json::Ticker24h {
     if mini {
-        return Ticker24hJson::Mini(Box::new(Ticker24hMini {
+        return json::Ticker24h::Mini(Box::new(json::Ticker24hMini {
             symbol: t.symbol,
             open_price: t.open_price,
             high_price: t.high_price,
@@ -488,72 +331,18 @@ pub(crate) fn ticker_24h(t: Ticker24h, mini: bool) -> Ticker24hJson {
             last_price: t.last_price,
             volume: t.volume,
             quote_volume: t.quote_volume,
-            open_time: t.open_time.0,
-            close_time: t.close_time.0,
+            open_time: t.open_time,
+            close_time: t.close_time,
             first_id: t.first_id,
             last_id: t.last_id,
             count: t.count,
         }));
     }
-    Ticker24hJson::Full(Box::new(Ticker24hFull {
-        symbol: t.symbol,
-        price_change: t.price_change,
-        price_change_percent: t.price_change_percent,
-        weighted_avg_price: t.weighted_avg_price,
-        prev_close_price: t.prev_close_price,
-        last_price: t.last_price,
-        last_qty: t.last_qty,
-        bid_price: t.bid_price,
-        bid_qty: t.bid_qty,
-        ask_price: t.ask_price,
-        ask_qty: t.ask_qty,
-        open_price: t.open_price,
-        high_price: t.high_price,
-        low_price: t.low_price,
-        volume: t.volume,
-        quote_volume: t.quote_volume,
-        open_time: t.open_time.0,
-        close_time: t.close_time.0,
-        first_id: t.first_id,
-        last_id: t.last_id,
-        count: t.count,
-    }))
-}
-
-/// `GET /api/v3/ticker/bookTicker`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct BookTickerJson {
-    symbol: Symbol,
-    bid_price: Amount,
-    bid_qty: Amount,
-    ask_price: Amount,
-    ask_qty: Amount,
-}
-
-impl From<BookTicker> for BookTickerJson {
-    fn from(b: BookTicker) -> Self {
-        Self {
-            symbol: b.symbol,
-            bid_price: b.bid_price,
-            bid_qty: b.bid_qty,
-            ask_price: b.ask_price,
-            ask_qty: b.ask_qty,
-        }
-    }
-}
-
-/// `GET /api/v3/ticker/price`.
-#[derive(Debug, Serialize)]
-pub(crate) struct PriceJson {
-    /// Symbol.
-    pub(crate) symbol: Symbol,
-    /// Last price.
-    pub(crate) price: Amount,
+    json::Ticker24h::Full(Box::new(t))
 }
 
 // ---------------------------------------------------------------------------------------------
-// Wallet.
+// Account and wallet.
 // ---------------------------------------------------------------------------------------------
 
 /// `YYYY-MM-DD hh:mm:ss` in UTC, as Binance prints `applyTime` and `completeTime`.
@@ -567,90 +356,44 @@ pub(crate) fn wallet_time(t: UnixMillis) -> String {
 }
 
 /// One entry of `GET /sapi/v1/capital/deposit/hisrec`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct DepositJson {
-    id: String,
-    amount: Amount,
-    coin: AssetCode,
-    network: String,
-    status: u8,
-    address: String,
-    address_tag: String,
-    tx_id: String,
-    insert_time: u64,
-    complete_time: u64,
-    transfer_type: u8,
-    confirm_times: String,
-    unlock_confirm: u32,
-    wallet_type: u8,
-}
-
-impl From<&DepositRecord> for DepositJson {
-    fn from(d: &DepositRecord) -> Self {
-        Self {
-            id: d.id.clone(),
-            amount: d.amount,
-            coin: d.coin.clone(),
-            network: d.network.clone(),
-            status: d.status,
-            address: d.address.clone(),
-            address_tag: d.address_tag.clone(),
-            tx_id: d.tx_id.clone(),
-            insert_time: d.insert_time.0,
-            complete_time: d.insert_time.0,
-            transfer_type: d.transfer_type,
-            confirm_times: d.confirm_times.clone(),
-            unlock_confirm: d.unlock_confirm,
-            wallet_type: d.wallet_type,
-        }
+pub(crate) fn deposit(d: &DepositRecord) -> json::Deposit {
+    json::Deposit {
+        id: d.id.clone(),
+        amount: d.amount,
+        coin: d.coin.clone(),
+        network: d.network.clone(),
+        status: d.status,
+        address: d.address.clone(),
+        address_tag: d.address_tag.clone(),
+        tx_id: d.tx_id.clone(),
+        insert_time: d.insert_time,
+        complete_time: d.insert_time,
+        transfer_type: d.transfer_type,
+        confirm_times: d.confirm_times.clone(),
+        unlock_confirm: d.unlock_confirm,
+        wallet_type: d.wallet_type,
     }
 }
 
 /// One entry of `GET /sapi/v1/capital/withdraw/history`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct WithdrawalJson {
-    id: String,
-    amount: Amount,
-    transaction_fee: Amount,
-    coin: AssetCode,
-    status: u8,
-    address: String,
-    tx_id: String,
-    apply_time: String,
-    network: String,
-    transfer_type: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    withdraw_order_id: Option<String>,
-    info: String,
-    confirm_no: u32,
-    wallet_type: u8,
-    tx_key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    complete_time: Option<String>,
-}
-
-impl From<&WithdrawalRecord> for WithdrawalJson {
-    fn from(w: &WithdrawalRecord) -> Self {
-        Self {
-            id: w.id.clone(),
-            amount: w.amount,
-            transaction_fee: w.transaction_fee,
-            coin: w.coin.clone(),
-            status: w.status,
-            address: w.address.clone(),
-            tx_id: w.tx_id.clone(),
-            apply_time: wallet_time(w.apply_time),
-            network: w.network.clone(),
-            transfer_type: w.transfer_type,
-            withdraw_order_id: w.withdraw_order_id.clone(),
-            info: w.info.clone(),
-            confirm_no: w.confirm_no,
-            wallet_type: w.wallet_type,
-            tx_key: String::new(),
-            complete_time: w.complete_time.map(wallet_time),
-        }
+pub(crate) fn withdrawal(w: &WithdrawalRecord) -> json::Withdrawal {
+    json::Withdrawal {
+        id: w.id.clone(),
+        amount: w.amount,
+        transaction_fee: w.transaction_fee,
+        coin: w.coin.clone(),
+        status: w.status,
+        address: w.address.clone(),
+        tx_id: w.tx_id.clone(),
+        apply_time: wallet_time(w.apply_time),
+        network: w.network.clone(),
+        transfer_type: w.transfer_type,
+        withdraw_order_id: w.withdraw_order_id.clone(),
+        info: w.info.clone(),
+        confirm_no: w.confirm_no,
+        wallet_type: w.wallet_type,
+        tx_key: String::new(),
+        complete_time: w.complete_time.map(wallet_time),
     }
 }
 

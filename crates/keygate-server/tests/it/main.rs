@@ -17,4 +17,5 @@ mod rate_limits;
 mod slow_clients;
 mod time_unit;
 mod tls;
+mod typed_client;
 mod usage_and_audit;
