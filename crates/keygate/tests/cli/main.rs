@@ -6,6 +6,7 @@
 mod access_log;
 mod demo;
 mod durability;
+mod nodes;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};

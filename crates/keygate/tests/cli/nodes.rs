@@ -1,0 +1,124 @@
+//! Several `keygate serve` processes on one PostgreSQL database, as an operator runs them: a key
+//! created or revoked through any node is honoured or refused by every node within
+//! milliseconds (issue #13). Skipped when `KEYGATE_TEST_POSTGRES_URL` is not set.
+
+use super::{Sandbox, stop, system_time};
+use keygate_client::{Client, Signer};
+use keygate_store::conformance::{Harness as _, PgHarness};
+use reqwest::Method;
+use std::io::Write as _;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A node: its own data directory (admin socket, lock), the shared database and master key.
+struct Node {
+    sandbox: Sandbox,
+    url: String,
+    master_key: std::path::PathBuf,
+}
+
+impl Node {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = self.sandbox.command(args);
+        c.env("KEYGATE_DATABASE_URL", &self.url).env("KEYGATE_MASTER_KEY_FILE", &self.master_key);
+        c
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.command(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Signed reads through `base` with the key until `want` is the status; how long it took.
+async fn until_status(client: &Client, want: u16) -> Duration {
+    let start = Instant::now();
+    loop {
+        let a = client.signed(Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
+        if a.status == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "still {} after 5 s (want {want})", a.status);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_or_revoked_through_one_node_is_honoured_or_refused_by_every_node() {
+    if let Err(why) = PgHarness::available() {
+        let _ = std::io::stderr().write_all(format!("several nodes: skipped: {why}\n").as_bytes());
+        return;
+    }
+    let db = PgHarness::fresh().await;
+    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
+    let (server_part, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{server_part}/{}", db.database());
+    let first = Sandbox::new();
+    let master_key = first.master_key();
+    let nodes: Vec<Node> = std::iter::once(first)
+        .chain((0..2).map(|_| Sandbox::new()))
+        .map(|sandbox| Node { sandbox, url: url.clone(), master_key: master_key.clone() })
+        .collect();
+    let mut create = nodes[0].command(&["accounts", "create", "alice", "--password-stdin"]);
+    let mut child = create.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let servers: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let mut c = n.command(&["serve", "--listen", "127.0.0.1:0", "--rate-limits", "off"]);
+            let mut child = c
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line)
+                .unwrap();
+            let http = line.trim().strip_prefix("keygate listening on ").unwrap().to_owned();
+            (child, http)
+        })
+        .collect();
+
+    let rounds: usize = std::env::var("KEYGATE_NODES_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let mut refusals = Vec::new();
+    for round in 0..rounds {
+        // Each round's key is made through one node and revoked through the next.
+        let (maker, revoker) = (round % 3, (round + 1) % 3);
+        let k = nodes[maker].json(&["keys", "create", "--account", "alice", "--json"]);
+        let (id, secret) = (k["api_key"].as_str().unwrap(), k["secret"].as_str().unwrap());
+        let clients: Vec<Client> = servers
+            .iter()
+            .map(|(_, http)| Client::new(http.clone(), id, Signer::hmac(secret), system_time()))
+            .collect();
+        for c in &clients {
+            until_status(c, 200).await;
+        }
+        let out = nodes[revoker].command(&["keys", "revoke", id]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for (n, c) in clients.iter().enumerate() {
+            let took = until_status(c, 401).await;
+            if n != revoker {
+                refusals.push(took);
+            }
+        }
+        // The revoking node itself refuses at once: it updated its cache with the commit.
+        let own = clients[revoker].signed(Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
+        assert_eq!((own.status, own.body["code"].as_i64()), (401, Some(-2015)));
+    }
+    refusals.sort_unstable();
+    let pct = |p: usize| refusals[(refusals.len() * p / 100).min(refusals.len() - 1)];
+    println!(
+        "revoke through one node -> first refusal on another, {} samples over {rounds} revocations: p50 {:?}, p99 {:?}, max {:?}",
+        refusals.len(),
+        pct(50),
+        pct(99),
+        refusals.last().unwrap()
+    );
+    assert!(pct(99) < Duration::from_millis(250), "p99 {:?}", pct(99));
+    for (child, _) in servers {
+        stop(child);
+    }
+}
