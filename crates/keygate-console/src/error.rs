@@ -45,7 +45,9 @@ impl ConsoleError {
                 ServiceError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ServiceError::WithdrawalHeld(_) => StatusCode::FORBIDDEN,
                 ServiceError::Exchange(e) if exchange_refusal(e) => StatusCode::UNPROCESSABLE_ENTITY,
-                ServiceError::Exchange(EngineError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+                ServiceError::Exchange(EngineError::Busy | EngineError::Unavailable | EngineError::Storage(_)) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -73,7 +75,9 @@ impl ConsoleError {
                 ServiceError::Throttled { .. } => "throttled",
                 ServiceError::WithdrawalHeld(_) => "withdrawal_held",
                 ServiceError::Exchange(e) if exchange_refusal(e) => "exchange",
-                ServiceError::Exchange(EngineError::Busy) => "busy",
+                ServiceError::Exchange(EngineError::Busy | EngineError::Unavailable | EngineError::Storage(_)) => {
+                    "busy"
+                }
                 ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_) => "internal",
             },
             Self::NotLoggedIn => "unauthenticated",
@@ -90,7 +94,9 @@ impl ConsoleError {
     pub fn message(&self) -> String {
         match self {
             Self::Service(ServiceError::Exchange(e)) if exchange_refusal(e) => e.to_string(),
-            Self::Service(ServiceError::Exchange(EngineError::Busy)) => EngineError::Busy.to_string(),
+            Self::Service(ServiceError::Exchange(
+                EngineError::Busy | EngineError::Unavailable | EngineError::Storage(_),
+            )) => "the exchange is busy or recovering; please try again in a moment".into(),
             Self::Service(e @ (ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_))) => {
                 tracing::error!(error = %e, "console request failed");
                 "something went wrong on the server; please try again".into()

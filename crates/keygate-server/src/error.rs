@@ -61,7 +61,9 @@ impl From<EngineError> for ApiError {
             EngineError::Rejected(e) => Self::Exchange(e),
             EngineError::Expired => Self::Expired,
             EngineError::Busy => Self::Busy,
-            EngineError::Storage(cause) => Self::Internal(format!("exchange storage: {cause}")),
+            // Nothing of the command was acknowledged: the client may retry (Binance's -1001).
+            EngineError::Storage(cause) => Self::Unavailable(format!("exchange storage: {cause}")),
+            EngineError::Unavailable => Self::Unavailable("the exchange is being rebuilt from storage".to_owned()),
             EngineError::Stopped => Self::Internal("the exchange engine is not running".to_owned()),
         }
     }
@@ -308,11 +310,14 @@ mod tests {
         assert_eq!((s, c, m.as_str()), (400, -1021, "Timestamp for this request is outside of the recvWindow."));
         let (s, c, _, retry, _) = answer(EngineError::Busy.into());
         assert_eq!((s, c, retry.as_deref()), (429, -1003, Some("1")));
-        for e in [EngineError::Storage("disk full".into()), EngineError::Stopped] {
-            let (s, c, m, _, logged) = answer(e.into());
-            assert_eq!((s, c, logged), (500, -1000, true));
+        // Nothing acknowledged, retry: Binance's -1001 with 503 (issue #13), never a 500.
+        for e in [EngineError::Storage("disk full".into()), EngineError::Unavailable] {
+            let (s, c, m, _, _) = answer(e.into());
+            assert_eq!((s, c), (503, -1001));
             assert!(!m.contains("disk"), "internal causes are never sent: {m}");
         }
+        let (s, c, _, _, logged) = answer(EngineError::Stopped.into());
+        assert_eq!((s, c, logged), (500, -1000, true));
         let (s, c, _, _, logged) = answer(ExchangeError::Internal("overflow").into());
         assert_eq!((s, c, logged), (500, -1000, true));
     }

@@ -42,6 +42,10 @@ pub enum EngineError {
     /// The engine thread has stopped.
     #[error("the exchange engine is not running")]
     Stopped,
+    /// A journal append failed and the exchange could not yet be rebuilt from the store: no
+    /// command or read is served until it is (the state in memory may hold what was refused).
+    #[error("the exchange is unavailable until its state is rebuilt from storage; retry shortly")]
+    Unavailable,
 }
 
 type Query = Box<dyn FnOnce(&Exchange) + Send>;
@@ -112,6 +116,9 @@ struct Stats {
     queued: std::sync::atomic::AtomicUsize,
     /// Told each commit's duration, once a server has asked to be.
     on_commit: OnceLock<CommitObserver>,
+    /// Set while the in-memory exchange may differ from the store (a failed append not yet
+    /// rolled back by a rebuild): callers are refused at once.
+    unavailable: std::sync::atomic::AtomicBool,
 }
 
 /// What `GET /api/v3/account` reads from the exchange, as of one committed state.
@@ -363,8 +370,18 @@ impl Engine {
         .await
     }
 
+    /// Whether the engine serves: false from a failed journal append until the exchange is
+    /// rebuilt from the store (readiness probes report it).
+    #[must_use]
+    pub fn is_available(&self) -> bool {
+        !self.stats.unavailable.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn send(&self, job: Job) -> Result<(), EngineError> {
         use std::sync::atomic::Ordering::Relaxed;
+        if !self.is_available() {
+            return Err(EngineError::Unavailable);
+        }
         // Counted before sending, so the engine thread never takes a job not yet counted.
         self.stats.queued.fetch_add(1, Relaxed);
         self.tx.try_send(job).map_err(|e| {
@@ -403,6 +420,16 @@ async fn recover(store: &dyn Store, config: &ExchangeConfig) -> Result<(Exchange
             break;
         }
         for e in entries {
+            // Entries are numbered without gaps from the snapshot on: a missing number means an
+            // acknowledged command is lost, and replaying past it would rewrite history.
+            if e.seq != seq + 1 {
+                return Err(ServiceError::Internal(format!(
+                    "the exchange journal has a gap: entry {} follows entry {seq} (expected {}); refusing to \
+                     start on a history that lost acknowledged commands",
+                    e.seq,
+                    seq + 1
+                )));
+            }
             let command: Command = serde_json::from_slice(&e.command)
                 .map_err(|err| ServiceError::Internal(format!("journal entry {}: {err}", e.seq)))?;
             // Entries were accepted when written; a refusal now means the replay diverged.
@@ -425,6 +452,36 @@ impl Runner {
             observe(watch.elapsed());
         }
         Ok(())
+    }
+
+    /// Replaces the in-memory exchange by the one the store holds, after a failed append left
+    /// commands applied in memory that are not on disk. Until that succeeds every caller is
+    /// refused ([`EngineError::Unavailable`]) and the engine retries, so nothing is ever answered
+    /// from a state that holds a refused command, and the next sequence number never skips.
+    fn rebuild(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.stats.unavailable.store(true, Ordering::Release);
+        self.reads.lock().clear();
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match self.rt.block_on(recover(&*self.store, &self.exchange_config)) {
+                Ok((ex, seq, snap)) => {
+                    self.exchange = ex;
+                    self.exchange.take_changed_accounts();
+                    self.next_seq = seq + 1;
+                    self.snapshot_seq = snap;
+                    self.reads.lock().clear();
+                    self.stats.unavailable.store(false, Ordering::Release);
+                    tracing::warn!(next_seq = self.next_seq, "the exchange was rebuilt from the store; serving again");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot rebuild the exchange from the store yet; refusing commands");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+            }
+        }
     }
 
     fn run(mut self, rx: Receiver<Job>) {
@@ -497,19 +554,13 @@ impl Runner {
             // in-memory state from what is.
             tracing::error!(error = %e, "journal append failed; rolling back the batch");
             let cause = e.to_string();
+            // Refuse newcomers before answering these, so no caller who saw the refusal can then
+            // read the state that still holds the refused commands.
+            self.stats.unavailable.store(true, std::sync::atomic::Ordering::Release);
             for pending in replies {
                 pending.send(Some(&cause));
             }
-            match self.rt.block_on(recover(&*self.store, &self.exchange_config)) {
-                Ok((ex, seq, snap)) => {
-                    self.exchange = ex;
-                    self.next_seq = seq + 1;
-                    self.snapshot_seq = snap;
-                }
-                Err(e) => tracing::error!(error = %e, "cannot rebuild the exchange from the store"),
-            }
-            self.exchange.take_changed_accounts();
-            self.reads.lock().clear();
+            self.rebuild();
             return;
         }
         // Before any reply: whoever sees a reply is served no view older than it (see `Reads`).

@@ -110,7 +110,8 @@ async fn a_key_created_or_revoked_through_one_node_is_honoured_or_refused_by_eve
     }
     refusals.sort_unstable();
     let pct = |p: usize| refusals[(refusals.len() * p / 100).min(refusals.len() - 1)];
-    println!(
+    let _ = writeln!(
+        std::io::stderr(),
         "revoke through one node -> first refusal on another, {} samples over {rounds} revocations: p50 {:?}, p99 {:?}, max {:?}",
         refusals.len(),
         pct(50),
