@@ -156,6 +156,8 @@ pub enum AdminRequest {
     },
     /// Check the exchange ledger's invariant and show the totals per asset.
     AuditLedger,
+    /// Check the exchange journal: contiguous, readable, in time order.
+    AuditJournal,
 }
 
 impl AdminRequest {
@@ -300,6 +302,7 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
             let assets = service.audit_ledger(actor).await?;
             Ok(serde_json::json!({ "invariant": "holds", "assets": to_json(&assets)? }))
         }
+        AdminRequest::AuditJournal => to_json(&service.audit_journal(actor).await?),
     }
 }
 

@@ -85,8 +85,9 @@ pub trait Store:
     + Send
     + Sync
 {
-    /// Answers when the database does: one read on the read pool and one write transaction on
-    /// the writer (begun and committed), so a readiness probe sees a store that cannot write.
+    /// Answers when the database does: one read on the read pool and one real write on the
+    /// writer (a row rewritten and committed), so a readiness probe sees a store that cannot
+    /// write (a full disk) as not ready, and ready again once it can.
     async fn ping(&self) -> StoreResult<()>;
 
     /// Closes every connection and waits for it, so a process can hand its data to the next one
@@ -98,13 +99,29 @@ pub trait Store:
 impl<D: Dialect> Store for SqlStore<D> {
     async fn ping(&self) -> StoreResult<()> {
         self.read_optional(sql::stmt("SELECT 1 AS one")).await?;
-        self.begin().await?.commit().await?;
+        // A value that changes each time, so the write is never a no-op: the process's clock is
+        // not needed, only difference.
+        let nonce = i64::from(getrandom_u32()?);
+        self.write_one(
+            sql::stmt(
+                "INSERT INTO store_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+            )
+            .arg(nonce),
+        )
+        .await?;
         Ok(())
     }
 
     async fn close(&self) {
         SqlStore::close(self).await;
     }
+}
+
+/// A random `u32`, for writes that must change something.
+fn getrandom_u32() -> StoreResult<u32> {
+    let mut b = [0u8; 4];
+    getrandom::getrandom(&mut b).map_err(|e| StoreError::Crypto(format!("no randomness: {e}")))?;
+    Ok(u32::from_le_bytes(b))
 }
 
 /// Opens the store the configuration names: the PostgreSQL database at `database_url` when it is

@@ -59,8 +59,12 @@ impl SqlStore<SqliteDialect> {
             })
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let writer =
-            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(|e| setup(&e))?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .after_release(|conn, _| Box::pin(async move { still_usable(conn).await }))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| setup(&e))?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&writer)
             .await
@@ -74,6 +78,19 @@ impl SqlStore<SqliteDialect> {
             .map_err(|e| setup(&e))?;
         Ok(Self { location: path.display().to_string(), writer, reader, cipher })
     }
+}
+
+/// Whether the writer connection may go back to the pool: only outside any transaction. A
+/// failed `COMMIT` (the disk was full) lets SQLite roll the transaction back by itself while
+/// sqlx still counts it open, and every later `BEGIN IMMEDIATE` on that connection then fails
+/// ("non-zero transaction depth") long after the space is back: such a connection is closed
+/// instead, and the pool opens a fresh one for the next write. The ping first lets the worker
+/// finish a rollback the dropped transaction queued, so a normal early return is not mistaken
+/// for a stuck transaction.
+async fn still_usable(conn: &mut sqlx::sqlite::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::{Connection as _, TransactionManager as _};
+    conn.ping().await?;
+    Ok(sqlx::sqlite::SqliteTransactionManager::get_transaction_depth(conn) == 0)
 }
 
 /// Creates the database file with mode 0600 before SQLite does (SQLite would follow the umask,

@@ -274,6 +274,9 @@ pub enum AuditCmd {
         #[command(flatten)]
         format: Format,
     },
+    /// Check the exchange journal: numbered from 1 without a gap, every command readable, times
+    /// in order, the latest snapshot within it (on SQLite or PostgreSQL alike).
+    Journal,
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
@@ -462,6 +465,16 @@ async fn audit(ctx: &Context, cmd: AuditCmd) -> anyhow::Result<()> {
         AuditCmd::Ledger { format } => {
             let v = ctx.dispatch(AdminRequest::AuditLedger).await?;
             output::ledger(&v, format.json)
+        }
+        AuditCmd::Journal => {
+            let v = ctx.dispatch(AdminRequest::AuditJournal).await?;
+            let snapshot = v["snapshot_seq"].as_i64().map_or_else(|| "none".to_owned(), |s| format!("at entry {s}"));
+            outln!(
+                "Exchange journal intact: {} entries, last {}, latest snapshot {snapshot}.",
+                v["entries"],
+                v["last_seq"]
+            );
+            Ok(())
         }
         AuditCmd::Verify => {
             let v = ctx.dispatch(AdminRequest::AuditVerify).await?;
