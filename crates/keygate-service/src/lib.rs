@@ -36,7 +36,7 @@ pub use keygate_auth::SessionToken;
 pub use keys::{KeyEdit, NewKey, NewKeyMaterial};
 pub use password::PasswordParams;
 pub use sessions::{NewSession, SessionConfig, SessionInfo, ThrottleConfig};
-pub use totp::{RecoveryCodes, TotpEnrollment, TwoFactorView};
+pub use totp::{FailedLoginCodes, RecoveryCodes, TotpEnrollment, TwoFactorView};
 pub use view::{AccountView, AuditView, CreatedKey, KeyView};
 
 use keygate_auth::{Entropy, EntropyError};
@@ -144,6 +144,10 @@ struct Inner {
     login_by_ip: throttle::FailureCounter,
     /// Sign-up attempts (taken names included) per client address, in memory.
     sign_ups_by_ip: throttle::FailureCounter,
+    /// Codes finishing a password login, per login session, in memory.
+    totp_by_session: throttle::FailureCounter,
+    /// Codes finishing a password login, per client address (IPv6 per /64), in memory.
+    totp_by_ip: throttle::FailureCounter,
     /// Bounds concurrent argon2 runs (see [`ThrottleConfig::password_hashing_concurrency`]).
     password_work: Arc<tokio::sync::Semaphore>,
     /// When ended sessions were last deleted, ms.
@@ -198,6 +202,14 @@ impl Service {
                     config.throttle.login_window_ms,
                 ),
                 sign_ups_by_ip: throttle::FailureCounter::new(config.throttle.sign_ups_per_ip_per_hour, 60 * 60 * 1000),
+                totp_by_session: throttle::FailureCounter::new(
+                    config.throttle.totp_failures,
+                    config.throttle.totp_window_ms,
+                ),
+                totp_by_ip: throttle::FailureCounter::new(
+                    config.throttle.totp_login_per_ip,
+                    config.throttle.totp_window_ms,
+                ),
                 password_work: Arc::new(tokio::sync::Semaphore::new(
                     config.throttle.password_hashing_concurrency.max(1),
                 )),

@@ -19,6 +19,7 @@
 
 use crate::throttle::{Refusal, Ticket, ip_key};
 use crate::view::AccountView;
+use crate::totp::CodeCaller;
 use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult, accounts, password};
 use keygate_auth::{AccountId, SessionToken};
 use keygate_proto::UnixMillis;
@@ -65,8 +66,18 @@ pub struct ThrottleConfig {
     pub login_per_ip: u32,
     /// The login window (default 15 min).
     pub login_window_ms: u64,
-    /// Failed TOTP or recovery codes per account per window (default 5).
+    /// Failed TOTP or recovery codes per window (default 5): per account from established
+    /// sessions (step-up, disabling 2FA, new recovery codes), and per login session for the
+    /// code that finishes a password login.
     pub totp_failures: u32,
+    /// Failed codes finishing password logins per client address (IPv6: per /64) per window
+    /// (default 10).
+    pub totp_login_per_ip: u32,
+    /// Failed codes finishing password logins per account per window, from every session and
+    /// address (default 50): a ceiling well above the others, counted apart from the owner's
+    /// established sessions, so whoever has only the password cannot lock the owner out
+    /// (issue #18).
+    pub totp_login_per_account: u32,
     /// The TOTP window (default 5 min).
     pub totp_window_ms: u64,
     /// Self sign-ups per client address (IPv6: per /64) per hour (default 10), so one client
@@ -88,6 +99,8 @@ impl Default for ThrottleConfig {
             login_per_ip: 20,
             login_window_ms: 15 * 60 * 1000,
             totp_failures: 5,
+            totp_login_per_ip: 10,
+            totp_login_per_account: 50,
             totp_window_ms: 5 * 60 * 1000,
             sign_ups_per_ip_per_hour: 10,
             password_hashing_concurrency: 2,
@@ -426,7 +439,8 @@ impl Service {
         if !session.two_factor_pending {
             return Err(ServiceError::Conflict("this session is already logged in".into()));
         }
-        let method = self.verify_second_factor(&account, code, "login", source.clone()).await?;
+        let caller = CodeCaller::Login { session: token.hash() };
+        let method = self.verify_second_factor(&account, code, "login", source.clone(), &caller).await?;
         let now = self.now_ms();
         let new = SessionRecord { two_factor_pending: false, last_seen_at: now, ..session.clone() };
         let audit = self.owner_draft(&account, "auth.second_factor", source, serde_json::json!({ "method": method }));
@@ -548,7 +562,8 @@ impl Service {
         if !self.two_factor_enabled(account.id).await? {
             return Err(ServiceError::Forbidden("step-up needs 2FA: enable it first".into()));
         }
-        let method = self.verify_second_factor(&account, code, "step_up", source.clone()).await?;
+        let method =
+            self.verify_second_factor(&account, code, "step_up", source.clone(), &CodeCaller::Established).await?;
         let now = self.now_ms();
         let until = now.plus_millis(self.inner.config.sessions.step_up_ms);
         let new = SessionRecord { stepped_up_until: Some(until), last_seen_at: now, ..session.clone() };

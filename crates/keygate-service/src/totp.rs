@@ -21,7 +21,48 @@ use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult};
 use keygate_auth::session::{generate_recovery_code, hash_recovery_code, normalize_recovery_code};
 use keygate_auth::{AccountId, Entropy as _};
 use keygate_proto::UnixMillis;
-use keygate_store::{AccountRecord, TotpAttempt};
+use keygate_store::{AccountRecord, TotpAttempt, TotpCounter};
+
+/// Wrong codes typed to finish password logins of an account lately: someone else may have the
+/// password (issue #18). Shown to the owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedLoginCodes {
+    /// How many in the period.
+    pub count: u32,
+    /// The latest one's time.
+    pub last_at: UnixMillis,
+    /// The latest one's client address, if known.
+    pub last_source: Option<String>,
+}
+
+/// Who types a code: the two are counted apart (see [`Service::reserve_totp_attempt`]).
+#[derive(Debug, Clone)]
+pub(crate) enum CodeCaller {
+    /// The code that finishes a password login, in the login's pending session.
+    Login {
+        /// The pending session's id hash.
+        session: [u8; 32],
+    },
+    /// A code typed in a session past its login's second factor.
+    Established,
+}
+
+/// In-memory attempts reserved for a login code.
+#[derive(Debug)]
+struct LocalTickets {
+    session_key: String,
+    session: crate::throttle::Ticket,
+    ip: String,
+    ip_ticket: crate::throttle::Ticket,
+}
+
+/// One reserved code check: what to give back if the code was good.
+#[derive(Debug)]
+struct Reserved {
+    counter: TotpCounter,
+    window_start: UnixMillis,
+    local: Option<LocalTickets>,
+}
 use serde::Serialize;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -150,20 +191,53 @@ impl Service {
         Ok(self.inner.store.two_factor(account).await?.is_some_and(|t| t.enabled))
     }
 
-    /// Reserves one code check of `account` in the store before the code is looked at, so
-    /// concurrent checks (in this process or on other nodes) cannot all pass a count read
-    /// before any failure was written. Refuses when the window is full, auditing the first
-    /// refusal. On success, the caller gives the attempt back (or the store clears it).
+    /// Reserves one code check of `account` before the code is looked at, so concurrent checks
+    /// (in this process or on other nodes) cannot all pass a count read before any failure was
+    /// written. A code finishing a password login counts per login session and per client
+    /// address (in memory), then against the account's login counter in the store, whose
+    /// ceiling is far higher; a code from an established session counts against the account's
+    /// other counter, which login attempts never touch (issue #18). Refuses when a window is
+    /// full, auditing the first refusal. On success, the caller gives the attempt back (or the
+    /// store clears it).
     async fn reserve_totp_attempt(
         &self,
         account: &AccountRecord,
         purpose: &str,
         source: Option<String>,
-    ) -> ServiceResult<UnixMillis> {
+        caller: &CodeCaller,
+    ) -> ServiceResult<Reserved> {
         let now = self.now_ms();
         let t = &self.inner.config.throttle;
-        match self.inner.store.reserve_totp_attempt(account.id, now, t.totp_window_ms, t.totp_failures).await? {
-            TotpAttempt::Reserved { window_start, .. } => Ok(window_start),
+        let throttled = |retry_after_ms| ServiceError::Throttled { what: "2FA code".into(), retry_after_ms };
+        let (counter, limit, local) = match caller {
+            CodeCaller::Established => (TotpCounter::Established, t.totp_failures, None),
+            CodeCaller::Login { session } => {
+                let session_key = hex::encode(session);
+                let ip = crate::throttle::ip_key(source.as_deref());
+                let s = self.inner.totp_by_session.try_consume(&session_key, now, t.totp_failures);
+                let s = s.map_err(|r| throttled(r.retry_after_ms))?;
+                let i = match self.inner.totp_by_ip.try_consume(&ip, now, t.totp_login_per_ip) {
+                    Ok(i) => i,
+                    Err(r) => {
+                        self.inner.totp_by_session.refund(&session_key, s);
+                        return Err(throttled(r.retry_after_ms));
+                    }
+                };
+                (TotpCounter::Login, t.totp_login_per_account, Some(LocalTickets { session_key, session: s, ip, ip_ticket: i }))
+            }
+        };
+        let attempt = self.inner.store.reserve_totp_attempt(account.id, counter, now, t.totp_window_ms, limit).await;
+        let attempt = match attempt {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(l) = local {
+                    self.refund_local(l);
+                }
+                return Err(e.into());
+            }
+        };
+        match attempt {
+            TotpAttempt::Reserved { window_start, .. } => Ok(Reserved { counter, window_start, local }),
             TotpAttempt::Refused { window_start, first } => {
                 // Only the first refusal of a window is audited, so a flood of attempts cannot
                 // flood the audit log; the window's start never moves, so this never extends
@@ -177,10 +251,56 @@ impl Service {
                     );
                     self.inner.store.append_audit(audit).await?;
                 }
+                if let Some(l) = local {
+                    self.refund_local(l);
+                }
                 let end = window_start.plus_millis(t.totp_window_ms);
-                Err(ServiceError::Throttled { what: "2FA code".into(), retry_after_ms: end.0.saturating_sub(now.0) })
+                Err(throttled(end.0.saturating_sub(now.0)))
             }
         }
+    }
+
+    /// Wrong 2FA codes typed to finish password logins of the owner's account in the last
+    /// `period_ms`, if any: whoever typed them had the password. Read from the account's audit
+    /// records (the newest 1,000 at most), for the console to warn the owner.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for anyone but an owner; storage errors.
+    pub async fn failed_login_codes(&self, actor: &Actor, period_ms: u64) -> ServiceResult<Option<FailedLoginCodes>> {
+        let account = owner_only(actor)?;
+        let since = self.now_ms().0.saturating_sub(period_ms);
+        let records = self.inner.store.audit_records_newest(i64::MAX, 1_000, Some(account)).await?;
+        let mut found: Option<FailedLoginCodes> = None;
+        for r in records.iter().take_while(|r| r.draft.at.0 >= since) {
+            if r.draft.action == "totp.failed" && r.draft.details["purpose"] == "login" {
+                match &mut found {
+                    Some(f) => f.count += 1,
+                    None => {
+                        found = Some(FailedLoginCodes {
+                            count: 1,
+                            last_at: r.draft.at,
+                            last_source: r.draft.source.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Gives back the in-memory attempts of a login code that did not count.
+    fn refund_local(&self, l: LocalTickets) {
+        self.inner.totp_by_session.refund(&l.session_key, l.session);
+        self.inner.totp_by_ip.refund(&l.ip, l.ip_ticket);
+    }
+
+    /// A good code: none of its reserved attempts count.
+    async fn release(&self, account: &AccountRecord, reserved: Reserved) -> ServiceResult<()> {
+        if let Some(l) = reserved.local {
+            self.refund_local(l);
+        }
+        self.inner.store.release_totp_attempt(account.id, reserved.counter, reserved.window_start).await?;
+        Ok(())
     }
 
     async fn totp_failure(
@@ -211,16 +331,22 @@ impl Service {
         code: &str,
         purpose: &str,
         source: Option<String>,
+        caller: &CodeCaller,
     ) -> ServiceResult<SecondFactor> {
         let tf = match self.inner.store.two_factor(account.id).await? {
             Some(tf) if tf.enabled => tf,
             _ => return Err(ServiceError::Forbidden("2FA is not enabled for this account".into())),
         };
-        let window = self.reserve_totp_attempt(account, purpose, source.clone()).await?;
+        let reserved = self.reserve_totp_attempt(account, purpose, source.clone(), caller).await?;
         let now = self.now_ms();
         if let Some(step) = totp_step(&tf.seed, &account.name, code, now)? {
-            // Accepting a step clears the counter, the reserved attempt included.
+            // Accepting a step clears the established sessions' counter; the login counter
+            // keeps its failures (whoever made them may still be trying), so the attempt is
+            // given back.
             if self.inner.store.accept_totp_step(account.id, step, None).await? {
+                if reserved.counter == TotpCounter::Login {
+                    self.release(account, reserved).await?;
+                }
                 return Ok(SecondFactor::Totp);
             }
             return Err(self.totp_failure(account, purpose, "reused", source).await?);
@@ -234,7 +360,7 @@ impl Service {
             );
             if self.inner.store.use_recovery_code(account.id, &hash_recovery_code(&canonical), now, Some(audit)).await?
             {
-                self.inner.store.release_totp_attempt(account.id, window).await?;
+                self.release(account, reserved).await?;
                 return Ok(SecondFactor::RecoveryCode);
             }
         }
@@ -283,7 +409,7 @@ impl Service {
             None => return Err(ServiceError::Conflict("no 2FA enrollment to confirm; start one first".into())),
         };
         // Enabling clears the counter, the reserved attempt included.
-        self.reserve_totp_attempt(&account, "confirm", actor.source()).await?;
+        self.reserve_totp_attempt(&account, "confirm", actor.source(), &CodeCaller::Established).await?;
         let Some(step) = totp_step(&tf.seed, &account.name, code, self.now_ms())? else {
             return Err(self.totp_failure(&account, "confirm", "wrong", actor.source()).await?);
         };
@@ -310,7 +436,8 @@ impl Service {
     /// [`ServiceError::InvalidCode`], [`ServiceError::Throttled`].
     pub async fn regenerate_recovery_codes(&self, actor: &Actor, code: &str) -> ServiceResult<RecoveryCodes> {
         let account = self.own_account(actor).await?;
-        let method = self.verify_second_factor(&account, code, "recovery_codes", actor.source()).await?;
+        let method =
+            self.verify_second_factor(&account, code, "recovery_codes", actor.source(), &CodeCaller::Established).await?;
         let (codes, hashes) = new_recovery_codes()?;
         let audit = self.owner_draft(
             &account,
@@ -332,7 +459,8 @@ impl Service {
     /// [`ServiceError::InvalidCode`], [`ServiceError::Throttled`].
     pub async fn totp_disable(&self, actor: &Actor, code: &str) -> ServiceResult<()> {
         let account = self.own_account(actor).await?;
-        let method = self.verify_second_factor(&account, code, "disable", actor.source()).await?;
+        let method =
+            self.verify_second_factor(&account, code, "disable", actor.source(), &CodeCaller::Established).await?;
         let suspended = self.suspend_trading_keys(actor, account.id, "2fa_disabled").await?;
         let until = self.lock_until(&account, self.now_ms());
         let audit = self.owner_draft(

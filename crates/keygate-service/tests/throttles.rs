@@ -180,3 +180,78 @@ async fn guesses_from_elsewhere_do_not_lock_the_owner_out() {
         svc.login("bob", pw(PASSWORD), Some("192.0.2.200".into())).await.unwrap();
     }
 }
+
+/// Issue #18, finding 1: an attacker with only the password typed wrong codes from another
+/// client and locked the owner's own logged-in session out of step-up for 5 minutes, again and
+/// again. Codes finishing a password login now count per login session, per client address and
+/// against an account-wide login ceiling, none of which the owner's established session uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_from_someone_with_the_password_do_not_lock_the_owners_session() {
+    let (svc, clock, _dir) = service().await;
+    let owner_ip = Some("192.0.2.1".to_owned());
+    let s = svc.login("alice", pw(PASSWORD), owner_ip.clone()).await.unwrap();
+    let actor = svc.session_actor(&s.token, owner_ip.clone()).await.unwrap();
+    let e = svc.totp_enroll(&actor).await.unwrap();
+    let totp = totp_rs::Totp::from_url(&e.otpauth_uri).unwrap();
+    let now_s = |c: &ManualClock| c.now().as_millis().0 / 1000;
+    svc.totp_confirm(&actor, &totp.generate(now_s(&clock)).to_string()).await.unwrap();
+    clock.advance_ms(30_000);
+    let pending = svc.login("alice", pw(PASSWORD), owner_ip.clone()).await.unwrap();
+    let owner =
+        svc.login_second_factor(&pending.token, &totp.generate(now_s(&clock)).to_string(), owner_ip.clone()).await.unwrap();
+    let t = now_s(&clock);
+    let valid: Vec<String> = [t - 30, t, t + 30, t + 60].iter().map(|s| totp.generate(*s).to_string()).collect();
+    let mut wrong = (0..1000u32).map(|i| format!("{:06}", 300_000 + i)).filter(|c| !valid.contains(c));
+
+    // The attacker logs in with the password from one address and types wrong codes: five per
+    // login session, then that session is throttled; ten per address, then the address is.
+    let attacker = Some("203.0.113.7".to_owned());
+    let mut checked = 0;
+    for _ in 0..3 {
+        let p = svc.login("alice", pw(PASSWORD), attacker.clone()).await.unwrap();
+        for _ in 0..6 {
+            match svc.login_second_factor(&p.token, &wrong.next().unwrap(), attacker.clone()).await {
+                Err(ServiceError::InvalidCode(_)) => checked += 1,
+                Err(ServiceError::Throttled { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(checked, 10, "5 per session, 10 per address");
+
+    // The owner's established session still steps up at once, with the next code.
+    clock.advance_ms(30_000);
+    let stepped = svc.step_up(&owner.token, &totp.generate(now_s(&clock)).to_string(), owner_ip.clone()).await;
+    assert!(stepped.is_ok(), "the owner was locked out: {stepped:?}");
+    // A step-up rotates the session id.
+    let owner = stepped.unwrap();
+
+    // Spread over many addresses, the attack meets the account's login ceiling (50) ...
+    let mut spread = 0;
+    for a in 10..40 {
+        let ip = Some(format!("203.0.113.{a}"));
+        let Ok(p) = svc.login("alice", pw(PASSWORD), ip.clone()).await else { continue };
+        for _ in 0..5 {
+            if let Err(ServiceError::InvalidCode(_)) =
+                svc.login_second_factor(&p.token, &wrong.next().unwrap(), ip.clone()).await
+            {
+                spread += 1;
+            }
+        }
+    }
+    assert_eq!(checked + spread, 50, "the account-wide login ceiling holds");
+    // ... and still the owner's session steps up, and the owner's wrong codes there count on
+    // their own counter (five, as before).
+    clock.advance_ms(30_000);
+    let stepped = svc.step_up(&owner.token, &totp.generate(now_s(&clock)).to_string(), owner_ip.clone()).await;
+    assert!(stepped.is_ok(), "the owner was locked out by the spread attack: {stepped:?}");
+    let owner = stepped.unwrap();
+    for _ in 0..5 {
+        let r = svc.step_up(&owner.token, &wrong.next().unwrap(), owner_ip.clone()).await;
+        assert!(matches!(r, Err(ServiceError::InvalidCode(_))), "{r:?}");
+    }
+    assert!(matches!(
+        svc.step_up(&owner.token, &wrong.next().unwrap(), owner_ip.clone()).await,
+        Err(ServiceError::Throttled { .. })
+    ));
+}

@@ -26,7 +26,7 @@ use crate::crypto::{MasterKey, SecretCipher};
 use crate::postgres::{PgStore, describe};
 use crate::records::{
     AccountRecord, AccountStatus, AuditDraft, AuditRecord, Change, FaucetGrant, KeyMaterial, KeyRecord, NewAccount,
-    SessionRecord, UsageDelta,
+    SessionRecord, TotpCounter, UsageDelta,
 };
 use crate::sqlite::{SqliteStore, SyncMode};
 use crate::{Store, StoreError};
@@ -1973,7 +1973,12 @@ pub async fn totp_attempt_reservations_are_atomic_and_refuse_past_the_limit<H: H
         .unwrap();
     let got = futures_all((0..40).map(|_| {
         let store = Arc::clone(&store);
-        async move { store.reserve_totp_attempt(alice.id, UnixMillis(10_000), 300_000, 5).await.unwrap() }
+        async move {
+            store
+                .reserve_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(10_000), 300_000, 5)
+                .await
+                .unwrap()
+        }
     }))
     .await;
     let reserved = got.iter().filter(|a| matches!(a, TotpAttempt::Reserved { .. })).count();
@@ -1983,28 +1988,48 @@ pub async fn totp_attempt_reservations_are_atomic_and_refuse_past_the_limit<H: H
     assert_eq!((tf.failures, tf.failure_window_start), (6, Some(UnixMillis(10_000))));
 
     // A release in another window changes nothing; in this one it gives one back.
-    store.release_totp_attempt(alice.id, UnixMillis(9_999)).await.unwrap();
+    store.release_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(9_999)).await.unwrap();
     assert_eq!(store.two_factor(alice.id).await.unwrap().unwrap().failures, 6);
     let before = audit_len(&*store).await;
     store.accept_totp_step(alice.id, 1, None).await.unwrap();
-    let r = store.reserve_totp_attempt(alice.id, UnixMillis(11_000), 300_000, 5).await.unwrap();
+    let r =
+        store.reserve_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(11_000), 300_000, 5).await.unwrap();
     assert_eq!(r, TotpAttempt::Reserved { failures: 1, window_start: UnixMillis(11_000) });
-    store.release_totp_attempt(alice.id, UnixMillis(11_000)).await.unwrap();
+    store.release_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(11_000)).await.unwrap();
     assert_eq!(store.two_factor(alice.id).await.unwrap().unwrap().failures, 0);
     for _ in 0..5 {
-        store.reserve_totp_attempt(alice.id, UnixMillis(12_000), 300_000, 5).await.unwrap();
+        store.reserve_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(12_000), 300_000, 5).await.unwrap();
     }
-    let refused = store.reserve_totp_attempt(alice.id, UnixMillis(12_000), 300_000, 5).await.unwrap();
+    let refused =
+        store.reserve_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(12_000), 300_000, 5).await.unwrap();
     assert_eq!(refused, TotpAttempt::Refused { window_start: UnixMillis(11_000), first: true });
-    let again = store.reserve_totp_attempt(alice.id, UnixMillis(12_000), 300_000, 5).await.unwrap();
+    let again =
+        store.reserve_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(12_000), 300_000, 5).await.unwrap();
     assert_eq!(again, TotpAttempt::Refused { window_start: UnixMillis(11_000), first: false });
-    let next = store.reserve_totp_attempt(alice.id, UnixMillis(311_000), 300_000, 5).await.unwrap();
+    let next =
+        store.reserve_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(311_000), 300_000, 5).await.unwrap();
     assert_eq!(next, TotpAttempt::Reserved { failures: 1, window_start: UnixMillis(311_000) });
     assert_eq!(audit_len(&*store).await, before, "reservations write no audit records");
     assert!(matches!(
-        store.reserve_totp_attempt(bob.id, UnixMillis(10_000), 300_000, 5).await,
+        store.reserve_totp_attempt(bob.id, TotpCounter::Established, UnixMillis(10_000), 300_000, 5).await,
         Err(StoreError::NotFound(_))
     ));
+
+    // Issue #18: the login counter is another counter. Filling it (whoever has the password can)
+    // leaves the established sessions' counter as it was, and a release or an accepted code on
+    // one does not touch the other.
+    let established = store.two_factor(alice.id).await.unwrap().unwrap().failures;
+    for _ in 0..50 {
+        store.reserve_totp_attempt(alice.id, TotpCounter::Login, UnixMillis(311_000), 300_000, 50).await.unwrap();
+    }
+    let full = store.reserve_totp_attempt(alice.id, TotpCounter::Login, UnixMillis(311_001), 300_000, 50).await;
+    assert!(matches!(full.unwrap(), TotpAttempt::Refused { first: true, .. }));
+    assert_eq!(store.two_factor(alice.id).await.unwrap().unwrap().failures, established);
+    let ok = store.reserve_totp_attempt(alice.id, TotpCounter::Established, UnixMillis(311_002), 300_000, 5).await;
+    assert!(matches!(ok.unwrap(), TotpAttempt::Reserved { .. }), "the owner's counter is not the login's");
+    store.accept_totp_step(alice.id, 99, None).await.unwrap();
+    let still = store.reserve_totp_attempt(alice.id, TotpCounter::Login, UnixMillis(311_003), 300_000, 50).await;
+    assert!(matches!(still.unwrap(), TotpAttempt::Refused { first: false, .. }), "an accepted code does not clear it");
 }
 
 /// After sessions, TOTP seeds and recovery codes are stored, no byte the backend holds contains

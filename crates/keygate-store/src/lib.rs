@@ -44,8 +44,8 @@ pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use records::{
     AccountRecord, AccountStatus, AddressHold, AuditDraft, AuditRecord, Change, ChangeRecord, FaucetGrant, HoldPeriod,
-    JournalEntry, KeyMaterial, KeyRecord, NewAccount, SessionRecord, TotpAttempt, TwoFactorRecord, UsageDelta,
-    WithdrawalHolds,
+    JournalEntry, KeyMaterial, KeyRecord, NewAccount, SessionRecord, TotpAttempt, TotpCounter, TwoFactorRecord,
+    UsageDelta, WithdrawalHolds,
 };
 pub use sessions::SessionStore;
 pub use sqlite::{SqliteStore, SyncMode};

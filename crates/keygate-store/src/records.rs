@@ -101,6 +101,31 @@ pub struct TwoFactorRecord {
     pub failure_window_start: Option<UnixMillis>,
 }
 
+/// Which failure counter of an account's second factor an attempt counts against (issue #18).
+///
+/// Codes typed to finish a password login (a session that has only the password) and codes
+/// typed in an established session (step-up, disabling 2FA, new recovery codes) are counted
+/// apart, so whoever has only the password cannot use up the owner's attempts and lock the
+/// owner's own session out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpCounter {
+    /// Codes from sessions past their login's second factor: the owner's.
+    Established,
+    /// Codes finishing a password login: anyone who has the password.
+    Login,
+}
+
+impl TotpCounter {
+    /// The counter's `(failures, window start)` columns in `two_factor`.
+    #[must_use]
+    pub const fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Established => ("failures", "failure_window_start"),
+            Self::Login => ("login_failures", "login_window_start"),
+        }
+    }
+}
+
 /// The outcome of [`crate::Store::reserve_totp_attempt`]: a code check may go ahead (its attempt
 /// already counted), or the account's failure window is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use crate::audit_log::{append, commit_if_applied};
 use crate::crypto::totp_seed_aad;
 use crate::dialect::Dialect;
-use crate::records::{AuditDraft, Change, TotpAttempt, TwoFactorRecord};
+use crate::records::{AuditDraft, Change, TotpAttempt, TotpCounter, TwoFactorRecord};
 use crate::rows::{
     Columns as _, TWO_FACTOR_COLUMNS, from_db_time, name_violation, next_failure_window, reserve_failure_window,
     to_db_time, to_db_u64, two_factor_from_row,
@@ -76,17 +76,25 @@ pub trait TwoFactorStore: Send + Sync {
     /// window holds `limit` attempts or more, the attempt is [`TotpAttempt::Refused`] (the first
     /// refusal is counted once, so later ones write nothing); otherwise it is counted and
     /// [`TotpAttempt::Reserved`]. [`StoreError::NotFound`] if the account has no 2FA row.
+    /// `counter` chooses which of the account's two counters the attempt counts against.
     async fn reserve_totp_attempt(
         &self,
         account: AccountId,
+        counter: TotpCounter,
         at: UnixMillis,
         window_ms: u64,
         limit: u32,
     ) -> StoreResult<TotpAttempt>;
 
-    /// Gives back one attempt reserved by [`TwoFactorStore::reserve_totp_attempt`] in the window
-    /// starting at `window_start` (the code was good); nothing if the window has changed since.
-    async fn release_totp_attempt(&self, account: AccountId, window_start: UnixMillis) -> StoreResult<()>;
+    /// Gives back one attempt reserved by [`TwoFactorStore::reserve_totp_attempt`] on `counter`
+    /// in the window starting at `window_start` (the code was good); nothing if the window has
+    /// changed since.
+    async fn release_totp_attempt(
+        &self,
+        account: AccountId,
+        counter: TotpCounter,
+        window_start: UnixMillis,
+    ) -> StoreResult<()>;
 
     /// Marks the unused recovery code with hash `code_hash` as used at `at`; false if there is
     /// no such unused code (atomically: a code works once).
@@ -138,14 +146,18 @@ async fn put_recovery_codes<D: Dialect>(
 async fn lock_failure_counter<D: Dialect>(
     conn: &mut <D::Db as Database>::Connection,
     account: AccountId,
+    counter: TotpCounter,
 ) -> StoreResult<Option<(u32, Option<UnixMillis>)>> {
-    let sql = format!("SELECT failures, failure_window_start FROM two_factor WHERE account_id = $1{}", D::FOR_UPDATE);
+    let (failures, start) = counter.columns();
+    let sql = format!(
+        "SELECT {failures} AS failures, {start} AS window_start FROM two_factor WHERE account_id = $1{}",
+        D::FOR_UPDATE
+    );
     let Some(row) = D::Db::optional(conn, stmt(sql).arg(account.0)).await? else {
         return Ok(None);
     };
     let failures = count_u32(row.get("failures", COUNTER)?);
-    let start =
-        row.get::<Option<i64>>("failure_window_start", COUNTER)?.map(|t| from_db_time(t, COUNTER)).transpose()?;
+    let start = row.get::<Option<i64>>("window_start", COUNTER)?.map(|t| from_db_time(t, COUNTER)).transpose()?;
     Ok(Some((failures, start)))
 }
 
@@ -153,12 +165,14 @@ async fn lock_failure_counter<D: Dialect>(
 async fn write_failure_counter<D: Dialect>(
     conn: &mut <D::Db as Database>::Connection,
     account: AccountId,
+    counter: TotpCounter,
     failures: u32,
     start: UnixMillis,
 ) -> StoreResult<()> {
+    let (failures_col, start_col) = counter.columns();
     D::Db::run(
         conn,
-        stmt("UPDATE two_factor SET failures = $1, failure_window_start = $2 WHERE account_id = $3")
+        stmt(format!("UPDATE two_factor SET {failures_col} = $1, {start_col} = $2 WHERE account_id = $3"))
             .arg(i64::from(failures))
             .arg(to_db_time(start, COUNTER)?)
             .arg(account.0),
@@ -305,10 +319,10 @@ impl<D: Dialect> TwoFactorStore for SqlStore<D> {
         audit: AuditDraft,
     ) -> StoreResult<(u32, UnixMillis)> {
         let mut tx = self.begin().await?;
-        let current = lock_failure_counter::<D>(&mut tx, account).await?;
+        let current = lock_failure_counter::<D>(&mut tx, account, TotpCounter::Established).await?;
         let (failures, start) = next_failure_window(current, at, window_ms);
         if current.is_some() {
-            write_failure_counter::<D>(&mut tx, account, failures, start).await?;
+            write_failure_counter::<D>(&mut tx, account, TotpCounter::Established, failures, start).await?;
         }
         append::<D>(&mut tx, audit, None).await?;
         tx.commit().await?;
@@ -318,29 +332,36 @@ impl<D: Dialect> TwoFactorStore for SqlStore<D> {
     async fn reserve_totp_attempt(
         &self,
         account: AccountId,
+        counter: TotpCounter,
         at: UnixMillis,
         window_ms: u64,
         limit: u32,
     ) -> StoreResult<TotpAttempt> {
         let mut tx = self.begin().await?;
-        let current = lock_failure_counter::<D>(&mut tx, account)
+        let current = lock_failure_counter::<D>(&mut tx, account, counter)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("two-factor state of account #{account}")))?;
         let (write, outcome) = reserve_failure_window(current, at, window_ms, limit);
         if let Some((failures, start)) = write {
-            write_failure_counter::<D>(&mut tx, account, failures, start).await?;
+            write_failure_counter::<D>(&mut tx, account, counter, failures, start).await?;
         }
         tx.commit().await?;
         Ok(outcome)
     }
 
-    async fn release_totp_attempt(&self, account: AccountId, window_start: UnixMillis) -> StoreResult<()> {
+    async fn release_totp_attempt(
+        &self,
+        account: AccountId,
+        counter: TotpCounter,
+        window_start: UnixMillis,
+    ) -> StoreResult<()> {
         let start = to_db_time(window_start, COUNTER)?;
+        let (failures, start_col) = counter.columns();
         self.write_one(
-            stmt(
-                "UPDATE two_factor SET failures = failures - 1 \
-                 WHERE account_id = $1 AND failures > 0 AND failure_window_start = $2",
-            )
+            stmt(format!(
+                "UPDATE two_factor SET {failures} = {failures} - 1 \
+                 WHERE account_id = $1 AND {failures} > 0 AND {start_col} = $2"
+            ))
             .arg(account.0)
             .arg(start),
         )

@@ -5,7 +5,7 @@ use super::layout::{CodeForm, Nav, error_page, form_viewer, hold_rows, render, s
 use super::two_factor::maybe_step_up;
 use crate::forms::{self, KeyForm};
 use crate::session::{Ctx, Viewer};
-use crate::view::{HoldRow, KeyRow};
+use crate::view::{HoldRow, KeyRow, when};
 use crate::{Console, ConsoleError};
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -57,6 +57,8 @@ struct KeysPage {
     keys: Vec<KeyRow>,
     /// Every running withdrawal hold of the account.
     holds: Vec<HoldRow>,
+    /// Wrong login codes of the last 24 hours, as a sentence for the owner (issue #18).
+    code_warning: Option<String>,
     form: FormValues,
     error: Option<String>,
     needs_code: bool,
@@ -78,6 +80,21 @@ async fn keys_view(
         Ok(h) => h,
         Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
     };
+    let code_warning = match c.service().failed_login_codes(&v.actor, 24 * 60 * 60 * 1000).await {
+        Ok(f) => f.map(|f| {
+            let from = f.last_source.map(|s| format!(" from {s}")).unwrap_or_default();
+            format!(
+                "{} wrong 2FA code{} {} typed in the last 24 hours to finish logins to your account, the last at {}{from}. \
+                 Whoever typed {} had your password: if that was not you, change your password now.",
+                f.count,
+                if f.count == 1 { "" } else { "s" },
+                if f.count == 1 { "was" } else { "were" },
+                when(Some(f.last_at)),
+                if f.count == 1 { "it" } else { "them" },
+            )
+        }),
+        Err(e) => return error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
+    };
     let now = c.now_ms();
     let mut rows: Vec<KeyRow> = keys.iter().map(|k| KeyRow::new(k, now)).collect();
     for r in &mut rows {
@@ -89,6 +106,7 @@ async fn keys_view(
         csrf: v.info.csrf_token.clone(),
         keys: rows,
         holds,
+        code_warning,
         form,
         error: error.map(ConsoleError::message),
         needs_code: error.is_some_and(ConsoleError::needs_step_up),
