@@ -1,0 +1,59 @@
+//! Outside review reproduction: two nodes on one PostgreSQL database edit the same key at the
+//! same time. Each node serialises its own key writes (a process-local mutex) and writes the
+//! whole row it read, so one node's change can silently overwrite the other's: an operator
+//! disables a key, is told it is disabled, and the key ends up active.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use keygate_auth::{KeyStatus, Permissions, Restrictions};
+use keygate_proto::UnixMicros;
+use keygate_service::{
+    Actor, Assembly, KeyEdit, ManualClock, NewKey, NewKeyMaterial, PasswordParams, Service, ServiceConfig, StoreSource,
+};
+use keygate_store::conformance::{Harness as _, PgHarness, run_or_skip};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+async fn node(h: &PgHarness, clock: &Arc<ManualClock>) -> Service {
+    Assembly::new(StoreSource::Opened(h.open().await), clock.clone())
+        .config(ServiceConfig {
+            password: PasswordParams::insecure_for_tests(),
+            require_2fa_for_trading_keys: false,
+            ..ServiceConfig::default()
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn a_disable_on_one_node_is_not_undone_by_a_label_edit_on_another() {
+    run_or_skip::<PgHarness>("a_disable_on_one_node_is_not_undone_by_a_label_edit_on_another", async {
+        let h = PgHarness::fresh().await;
+        let clock = Arc::new(ManualClock::new(UnixMicros(1_767_225_600_000_000)));
+        let a = node(&h, &clock).await;
+        let b = node(&h, &clock).await;
+        let op = Actor::operator_cli();
+        a.create_account(&op, "alice", Zeroizing::new("correct horse battery".into())).await.unwrap();
+        let new = NewKey {
+            account: "alice".into(),
+            label: "bot".into(),
+            material: NewKeyMaterial::Hmac,
+            permissions: Permissions::READ_ONLY,
+            restrictions: Restrictions::default(),
+        };
+        let id = a.create_key(&op, new).await.unwrap().key.api_key;
+        let mut lost = 0;
+        for i in 0..50 {
+            let enable = KeyEdit { status: Some(KeyStatus::Active), ..KeyEdit::default() };
+            a.edit_key(&op, &id, enable).await.unwrap();
+            let disable = KeyEdit { status: Some(KeyStatus::Disabled), ..KeyEdit::default() };
+            let relabel = KeyEdit { label: Some(format!("bot{i}")), ..KeyEdit::default() };
+            let (d, _) = tokio::join!(a.edit_key(&op, &id, disable), b.edit_key(&op, &id, relabel));
+            assert_eq!(d.unwrap().status, KeyStatus::Disabled, "node A answers: disabled");
+            if a.key(&op, &id).await.unwrap().status != KeyStatus::Disabled {
+                lost += 1;
+            }
+        }
+        assert_eq!(lost, 0, "{lost} of 50 acknowledged disables were undone by a concurrent label edit");
+    });
+}
