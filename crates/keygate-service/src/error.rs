@@ -55,6 +55,9 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::Stale(what) => {
+                Self::Conflict(format!("{what} was changed by another request at the same moment; try again"))
+            }
             other => Self::Store(other),
         }
     }

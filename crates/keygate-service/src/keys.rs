@@ -18,7 +18,7 @@ use keygate_auth::{
     ApiKeyId, HmacSecret, IpAllowlist, KeyStatus, Permission, Permissions, PublicKey, Restrictions, WithdrawLimit,
 };
 use keygate_proto::{Symbol, UnixMillis};
-use keygate_store::{AuditDraft, KeyMaterial, KeyRecord};
+use keygate_store::{AuditDraft, KeyMaterial, KeyRecord, StoreError};
 
 /// Most keys one account may hold (revoked ones excluded).
 pub const MAX_KEYS_PER_ACCOUNT: usize = 100;
@@ -48,6 +48,10 @@ pub struct NewKey {
     /// Restrictions.
     pub restrictions: Restrictions,
 }
+
+/// How often a key write is tried again after another request changed the key between the
+/// read and the write (several nodes; see [`keygate_store::KeyStore::update_key_if`]).
+const STALE_RETRIES: usize = 5;
 
 /// Changes to a key; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -265,6 +269,18 @@ impl Service {
     /// [`ServiceError::Invalid`] for a revoked key, bad values or a rule violation.
     pub async fn edit_key(&self, actor: &Actor, id: &str, edit: KeyEdit) -> ServiceResult<KeyView> {
         let _writing = self.inner.key_writes.lock().await;
+        // Another node may change the key between our read and our write: the write is then
+        // refused (compare-and-swap) and the edit applied again to what is stored now.
+        for _ in 0..STALE_RETRIES {
+            if let Some(view) = self.edit_key_once(actor, id, edit.clone()).await? {
+                return Ok(view);
+            }
+        }
+        Err(ServiceError::Conflict(format!("key {id} kept changing while it was edited; try again")))
+    }
+
+    /// One attempt of [`Service::edit_key`]; `None` when the key changed meanwhile.
+    async fn edit_key_once(&self, actor: &Actor, id: &str, edit: KeyEdit) -> ServiceResult<Option<KeyView>> {
         let before = self.key_record(actor, id).await?;
         if before.status == KeyStatus::Revoked {
             return Err(ServiceError::Invalid(format!("key {id} is revoked; revoked keys cannot be changed")));
@@ -324,9 +340,12 @@ impl Service {
         });
         with_holds(&mut details, &holds);
         let audit = self.audit(actor, "key.edit", &after, details);
-        self.inner.store.update_key(&after, audit).await?;
+        match self.inner.store.update_key_if(&after, &before, audit).await {
+            Err(StoreError::Stale(_)) => return Ok(None),
+            other => other?,
+        }
         self.inner.cache.upsert(&after)?;
-        Ok(KeyView::new(&after, &self.account_name(after.account_id).await?))
+        Ok(Some(KeyView::new(&after, &self.account_name(after.account_id).await?)))
     }
 
     /// Revokes a key: the next request signed with it fails. Never needs a step-up.
@@ -340,19 +359,30 @@ impl Service {
 
     /// Revokes with the key-write lock already held.
     async fn revoke_locked(&self, actor: &Actor, id: &str) -> ServiceResult<KeyView> {
-        let mut rec = self.key_record(actor, id).await?;
-        if rec.status != KeyStatus::Revoked {
-            rec.status = KeyStatus::Revoked;
-            rec.updated_at = self.now_ms();
-            rec.updated_by = actor.kind().into();
-            let holds = Self::holds_ended_by_revocation(&rec, rec.updated_at);
-            let mut details = serde_json::json!({ "label": rec.label });
-            with_holds(&mut details, &holds);
-            let audit = self.audit(actor, "key.revoke", &rec, details);
-            self.inner.store.update_key(&rec, audit).await?;
-            self.inner.cache.upsert(&rec)?;
+        // A revocation always wins: when the key changed meanwhile (another node), read it again
+        // and revoke what is stored now.
+        for _ in 0..STALE_RETRIES {
+            let before = self.key_record(actor, id).await?;
+            let mut rec = before.clone();
+            if rec.status != KeyStatus::Revoked {
+                rec.status = KeyStatus::Revoked;
+                rec.updated_at = self.now_ms();
+                rec.updated_by = actor.kind().into();
+                let holds = Self::holds_ended_by_revocation(&rec, rec.updated_at);
+                let mut details = serde_json::json!({ "label": rec.label });
+                with_holds(&mut details, &holds);
+                let audit = self.audit(actor, "key.revoke", &rec, details);
+                match self.inner.store.update_key_if(&rec, &before, audit).await {
+                    Err(StoreError::Stale(_)) => continue,
+                    // Revoked meanwhile by someone else: what was asked is done.
+                    Err(StoreError::Conflict(_)) => continue,
+                    other => other?,
+                }
+                self.inner.cache.upsert(&rec)?;
+            }
+            return Ok(KeyView::new(&rec, &self.account_name(rec.account_id).await?));
         }
-        Ok(KeyView::new(&rec, &self.account_name(rec.account_id).await?))
+        Err(ServiceError::Conflict(format!("key {id} kept changing while it was revoked; try again")))
     }
 
     /// Revokes every key of an account; an owner needs a step-up (DESIGN.md section 3).
@@ -390,19 +420,39 @@ impl Service {
     ) -> ServiceResult<usize> {
         let _writing = self.inner.key_writes.lock().await;
         let mut n = 0;
-        for mut rec in self.inner.store.list_keys(Some(account)).await? {
-            let trading = rec.permissions.contains(Permission::Trade) || rec.permissions.contains(Permission::Withdraw);
-            if rec.status != KeyStatus::Active || !trading {
-                continue;
+        for listed in self.inner.store.list_keys(Some(account)).await? {
+            // Suspension must win over a concurrent edit on another node: re-read and retry.
+            let mut before = listed;
+            for attempt in 0..=STALE_RETRIES {
+                let trading =
+                    before.permissions.contains(Permission::Trade) || before.permissions.contains(Permission::Withdraw);
+                if before.status != KeyStatus::Active || !trading {
+                    break;
+                }
+                if attempt == STALE_RETRIES {
+                    return Err(ServiceError::Conflict(format!("key {} kept changing; try again", before.id)));
+                }
+                let mut rec = before.clone();
+                rec.status = KeyStatus::Disabled;
+                rec.updated_at = self.now_ms();
+                rec.updated_by = actor.kind().into();
+                let audit =
+                    self.audit(actor, "key.suspend", &rec, serde_json::json!({ "label": rec.label, "reason": reason }));
+                match self.inner.store.update_key_if(&rec, &before, audit).await {
+                    Err(StoreError::Stale(_) | StoreError::Conflict(_)) => {
+                        match self.inner.store.get_key(&before.id).await? {
+                            Some(fresh) => before = fresh,
+                            None => break,
+                        }
+                    }
+                    other => {
+                        other?;
+                        self.inner.cache.upsert(&rec)?;
+                        n += 1;
+                        break;
+                    }
+                }
             }
-            rec.status = KeyStatus::Disabled;
-            rec.updated_at = self.now_ms();
-            rec.updated_by = actor.kind().into();
-            let audit =
-                self.audit(actor, "key.suspend", &rec, serde_json::json!({ "label": rec.label, "reason": reason }));
-            self.inner.store.update_key(&rec, audit).await?;
-            self.inner.cache.upsert(&rec)?;
-            n += 1;
         }
         Ok(n)
     }

@@ -18,8 +18,8 @@
 //!   address. argon2 runs are capped process-wide; past a short wait the attempt is refused.
 
 use crate::throttle::{Refusal, Ticket, ip_key};
-use crate::view::AccountView;
 use crate::totp::CodeCaller;
+use crate::view::AccountView;
 use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult, accounts, password};
 use keygate_auth::{AccountId, SessionToken};
 use keygate_proto::UnixMillis;

@@ -223,7 +223,11 @@ impl Service {
                         return Err(throttled(r.retry_after_ms));
                     }
                 };
-                (TotpCounter::Login, t.totp_login_per_account, Some(LocalTickets { session_key, session: s, ip, ip_ticket: i }))
+                (
+                    TotpCounter::Login,
+                    t.totp_login_per_account,
+                    Some(LocalTickets { session_key, session: s, ip, ip_ticket: i }),
+                )
             }
         };
         let attempt = self.inner.store.reserve_totp_attempt(account.id, counter, now, t.totp_window_ms, limit).await;
@@ -436,8 +440,9 @@ impl Service {
     /// [`ServiceError::InvalidCode`], [`ServiceError::Throttled`].
     pub async fn regenerate_recovery_codes(&self, actor: &Actor, code: &str) -> ServiceResult<RecoveryCodes> {
         let account = self.own_account(actor).await?;
-        let method =
-            self.verify_second_factor(&account, code, "recovery_codes", actor.source(), &CodeCaller::Established).await?;
+        let method = self
+            .verify_second_factor(&account, code, "recovery_codes", actor.source(), &CodeCaller::Established)
+            .await?;
         let (codes, hashes) = new_recovery_codes()?;
         let audit = self.owner_draft(
             &account,

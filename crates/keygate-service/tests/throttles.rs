@@ -197,8 +197,10 @@ async fn wrong_codes_from_someone_with_the_password_do_not_lock_the_owners_sessi
     svc.totp_confirm(&actor, &totp.generate(now_s(&clock)).to_string()).await.unwrap();
     clock.advance_ms(30_000);
     let pending = svc.login("alice", pw(PASSWORD), owner_ip.clone()).await.unwrap();
-    let owner =
-        svc.login_second_factor(&pending.token, &totp.generate(now_s(&clock)).to_string(), owner_ip.clone()).await.unwrap();
+    let owner = svc
+        .login_second_factor(&pending.token, &totp.generate(now_s(&clock)).to_string(), owner_ip.clone())
+        .await
+        .unwrap();
     let t = now_s(&clock);
     let valid: Vec<String> = [t - 30, t, t + 30, t + 60].iter().map(|s| totp.generate(*s).to_string()).collect();
     let mut wrong = (0..1000u32).map(|i| format!("{:06}", 300_000 + i)).filter(|c| !valid.contains(c));

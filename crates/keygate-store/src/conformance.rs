@@ -155,6 +155,7 @@ macro_rules! store_conformance_suite {
             every_cached_change_enters_the_feed_with_its_audit_record,
             journal_entries_and_their_audit_records_commit_together,
             faucet_grants_stop_at_the_limit_even_when_concurrent,
+            a_conditional_key_update_refuses_a_key_changed_meanwhile,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -1045,6 +1046,39 @@ pub async fn journal_entries_and_their_audit_records_commit_together<H: Harness>
     assert_eq!(whole_audit(&*store).await, chain, "a refused batch left an audit record");
     assert_eq!(store.journal_after(0, 10).await.unwrap(), vec![entry(1), entry(2)]);
     verify_chain([0; 32], 0, &chain).unwrap();
+}
+
+/// `update_key_if` writes only over the record the caller read: a key changed meanwhile (by
+/// another node) is `Stale` and keeps the other change; revoked and missing keys answer as
+/// `update_key` does; a write over the current record succeeds, with its audit record.
+pub async fn a_conditional_key_update_refuses_a_key_changed_meanwhile<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(41);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let k = hmac_key(&mut e, alice.id, 2_000);
+    insert(&*store, &k).await;
+    let d = |a: &str| draft(a, k.id.as_str(), Some(alice.id));
+    // Node B relabels; node A, which read `k` before, disables.
+    let relabelled = KeyRecord { label: "b".into(), updated_at: UnixMillis(3_000), ..k.clone() };
+    store.update_key_if(&relabelled, &k, d("key.edit")).await.unwrap();
+    let disabled = KeyRecord { status: KeyStatus::Disabled, updated_at: UnixMillis(3_001), ..k.clone() };
+    let before = audit_len(&*store).await;
+    let err = store.update_key_if(&disabled, &k, d("key.edit")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+    assert_eq!(audit_len(&*store).await, before, "a refused write leaves no audit record");
+    assert_same_key(&store.get_key(&k.id).await.unwrap().unwrap(), &relabelled);
+    // Read again, apply again: it goes through.
+    let disabled = KeyRecord { status: KeyStatus::Disabled, updated_at: UnixMillis(3_002), ..relabelled.clone() };
+    store.update_key_if(&disabled, &relabelled, d("key.edit")).await.unwrap();
+    assert_same_key(&store.get_key(&k.id).await.unwrap().unwrap(), &disabled);
+    let revoked = KeyRecord { status: KeyStatus::Revoked, updated_at: UnixMillis(3_003), ..disabled.clone() };
+    store.update_key_if(&revoked, &disabled, d("key.revoke")).await.unwrap();
+    let err = store.update_key_if(&disabled, &revoked, d("key.edit")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "revoked keys never change: {err:?}");
+    let ghost = hmac_key(&mut e, alice.id, 2_000);
+    let err = store.update_key_if(&ghost, &ghost, d("key.edit")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

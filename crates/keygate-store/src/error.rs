@@ -9,6 +9,10 @@ pub enum StoreError {
     /// A unique value (account name, key id) is taken.
     #[error("already exists: {0}")]
     Conflict(String),
+    /// The record changed between the caller's read and its write (another request, on this
+    /// node or another): nothing was written; read it again and retry.
+    #[error("changed meanwhile: {0}")]
+    Stale(String),
     /// Stored data that cannot be read back (a bug or tampering).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -39,7 +39,11 @@ fn decide(
     limit: u32,
 ) -> (Option<(u32, UnixMillis)>, FaucetGrant) {
     let (grants, start) = current;
-    let in_window = at.0 >= start.0 && at.0 - start.0 < window_ms;
+    // A time before the window's start belongs to it too: a request that read its clock just
+    // before another but took the row lock after it, or a node whose clock is a little behind,
+    // must not start a fresh window (that reset the limit; outside review). Only the window's
+    // end starts a new one.
+    let in_window = at.0 < start.0.saturating_add(window_ms);
     match (in_window, grants >= limit) {
         (true, true) => (None, FaucetGrant::Refused { next_at: UnixMillis(start.0.saturating_add(window_ms)) }),
         (true, false) => {
@@ -124,9 +128,11 @@ mod tests {
         assert_eq!((none, g), (None, FaucetGrant::Refused { next_at: UnixMillis(day * 11) }));
         let (_, g) = decide(w.unwrap(), UnixMillis(day * 11), day, 2);
         assert_eq!(g, FaucetGrant::Granted { grants: 1, window_start: UnixMillis(day * 11) });
-        // A limit of 0 never grants; a clock that went back starts a new window.
-        assert!(matches!(decide(fresh, UnixMillis(5), day, 0).1, FaucetGrant::Refused { .. }));
-        let (_, g) = decide((2, UnixMillis(day * 10)), UnixMillis(day * 9), day, 2);
-        assert_eq!(g, FaucetGrant::Granted { grants: 1, window_start: UnixMillis(day * 9) });
+        // A limit of 0 never grants; a time before the window's start counts in that window.
+        assert!(matches!(decide(fresh, UnixMillis(day * 3), day, 0).1, FaucetGrant::Refused { .. }));
+        let (_, g) = decide((2, UnixMillis(day * 10)), UnixMillis(day * 10 - 1), day, 2);
+        assert_eq!(g, FaucetGrant::Refused { next_at: UnixMillis(day * 11) });
+        let (_, g) = decide((1, UnixMillis(day * 10)), UnixMillis(day * 10 - 1), day, 2);
+        assert_eq!(g, FaucetGrant::Granted { grants: 2, window_start: UnixMillis(day * 10) });
     }
 }

@@ -40,6 +40,13 @@ pub trait KeyStore: Send + Sync {
     /// nodes).
     async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()>;
 
+    /// [`KeyStore::update_key`] only if the stored key's mutable fields are still those of
+    /// `expected` (the record the caller read and changed): a compare-and-swap, so that two
+    /// nodes editing one key at once cannot silently undo each other's change (each node
+    /// serialises only its own writes). [`StoreError::Stale`] when the key changed meanwhile
+    /// (read again and retry); otherwise as [`KeyStore::update_key`].
+    async fn update_key_if(&self, key: &KeyRecord, expected: &KeyRecord, audit: AuditDraft) -> StoreResult<()>;
+
     /// Adds usage counters and moves last-used time and address forward; unknown keys are
     /// skipped. Not audited: usage is bookkeeping, not a change.
     async fn record_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()>;
@@ -122,41 +129,11 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
     }
 
     async fn update_key(&self, key: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
-        let what = key.id.as_str();
-        let permissions = key.permissions.to_string();
-        let restrictions = restrictions_text(key)?;
-        let holds = holds_text(key)?;
-        let updated_at = to_db_time(key.updated_at, what)?;
-        let mut tx = self.begin().await?;
-        let done = D::Db::run(
-            &mut tx,
-            stmt(
-                "UPDATE api_keys SET label = $1, permissions = $2, restrictions = $3, withdrawal_holds = $4, \
-                 status = $5, updated_at = $6, updated_by = $7 WHERE id = $8 AND status <> 'revoked'",
-            )
-            .arg(&key.label)
-            .arg(&permissions)
-            .arg(&restrictions)
-            .arg(&holds)
-            .arg(key.status.as_str())
-            .arg(updated_at)
-            .arg(&key.updated_by)
-            .arg(what),
-        )
-        .await?;
-        if done == 0 {
-            // A revoked key never changes again, whatever a concurrent writer read before the
-            // revocation committed: tell "revoked" apart from "missing".
-            let exists = D::Db::optional(&mut tx, stmt("SELECT 1 FROM api_keys WHERE id = $1").arg(what)).await?;
-            return Err(if exists.is_some() {
-                StoreError::Conflict(format!("API key {what} is revoked; revoked keys never change"))
-            } else {
-                StoreError::NotFound(format!("API key {what}"))
-            });
-        }
-        append::<D>(&mut tx, audit, Some(key_change(key))).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write_key(key, None, audit).await
+    }
+
+    async fn update_key_if(&self, key: &KeyRecord, expected: &KeyRecord, audit: AuditDraft) -> StoreResult<()> {
+        self.write_key(key, Some(expected), audit).await
     }
 
     async fn record_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()> {
@@ -194,6 +171,68 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             )
             .await?;
         }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Replaces a key's mutable fields, unless it is revoked, and, with `expected`, unless they
+    /// are no longer `expected`'s.
+    async fn write_key(&self, key: &KeyRecord, expected: Option<&KeyRecord>, audit: AuditDraft) -> StoreResult<()> {
+        let what = key.id.as_str();
+        let permissions = key.permissions.to_string();
+        let restrictions = restrictions_text(key)?;
+        let holds = holds_text(key)?;
+        let updated_at = to_db_time(key.updated_at, what)?;
+        let guard = expected
+            .map(|e| {
+                Ok::<_, StoreError>((
+                    e.permissions.to_string(),
+                    restrictions_text(e)?,
+                    holds_text(e)?,
+                    to_db_time(e.updated_at, what)?,
+                ))
+            })
+            .transpose()?;
+        let mut sql = String::from(
+            "UPDATE api_keys SET label = $1, permissions = $2, restrictions = $3, withdrawal_holds = $4, \
+             status = $5, updated_at = $6, updated_by = $7 WHERE id = $8 AND status <> 'revoked'",
+        );
+        if guard.is_some() {
+            sql.push_str(
+                " AND label = $9 AND permissions = $10 AND restrictions = $11 AND withdrawal_holds = $12 \
+                 AND status = $13 AND updated_at = $14",
+            );
+        }
+        let mut update = stmt(sql)
+            .arg(&key.label)
+            .arg(&permissions)
+            .arg(&restrictions)
+            .arg(&holds)
+            .arg(key.status.as_str())
+            .arg(updated_at)
+            .arg(&key.updated_by)
+            .arg(what);
+        if let (Some(e), Some((p, r, h, at))) = (expected, &guard) {
+            update = update.arg(&e.label).arg(p).arg(r).arg(h).arg(e.status.as_str()).arg(*at);
+        }
+        let mut tx = self.begin().await?;
+        let done = D::Db::run(&mut tx, update).await?;
+        if done == 0 {
+            // Tell "revoked" (never changes again, whatever a concurrent writer read before the
+            // revocation committed) apart from "missing" and from "changed meanwhile".
+            let row = D::Db::optional(&mut tx, stmt("SELECT status FROM api_keys WHERE id = $1").arg(what)).await?;
+            let status: Option<String> = row.map(|r| crate::rows::Columns::get(&r, "status", what)).transpose()?;
+            return Err(match status.as_deref() {
+                None => StoreError::NotFound(format!("API key {what}")),
+                Some("revoked") => {
+                    StoreError::Conflict(format!("API key {what} is revoked; revoked keys never change"))
+                }
+                Some(_) => StoreError::Stale(format!("API key {what}")),
+            });
+        }
+        append::<D>(&mut tx, audit, Some(key_change(key))).await?;
         tx.commit().await?;
         Ok(())
     }

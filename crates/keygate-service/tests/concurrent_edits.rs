@@ -1,7 +1,8 @@
-//! Outside review reproduction: two nodes on one PostgreSQL database edit the same key at the
+//! Outside review finding: two nodes on one PostgreSQL database edit the same key at the
 //! same time. Each node serialises its own key writes (a process-local mutex) and writes the
 //! whole row it read, so one node's change can silently overwrite the other's: an operator
-//! disables a key, is told it is disabled, and the key ends up active.
+//! disables a key, is told it is disabled, and the key ended up active. Key writes are now a
+//! compare-and-swap on what was read (`update_key_if`), retried on a fresh read.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use keygate_auth::{KeyStatus, Permissions, Restrictions};

@@ -1,4 +1,4 @@
-//! Outside review reproduction: the faucet's counted limit is exceeded when a grant whose
+//! Outside review finding: the faucet's counted limit is exceeded when a grant whose
 //! timestamp is earlier than the current window's start arrives after it (a concurrent request
 //! that read the clock first but took the row lock second, or a node whose clock is a little
 //! behind another's). `decide` treats it as "the clock went back" and starts a new window at 1.
