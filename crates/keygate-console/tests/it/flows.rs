@@ -405,3 +405,44 @@ async fn a_trade_key_on_an_account_without_2fa_is_flagged() {
     let list = alice.get("/console/keys").await;
     assert!(!list.body.contains("no 2FA on the account"), "{}", list.body);
 }
+
+/// Issue #18, item 1: someone with only the password typed wrong codes from another client. The
+/// owner's logged-in session still steps up (its attempts are its own), and the keys page tells
+/// the owner, with how many, when and from where.
+#[tokio::test]
+async fn wrong_codes_from_someone_with_the_password_leave_the_owner_working_and_warned() {
+    let app = TestApp::spawn().await;
+    let mut owner = Agent::new(&app);
+    owner.sign_up("alice", PASSWORD).await;
+    let secret = owner.enroll_totp(&app).await;
+    let keys = owner.get("/console/keys").await;
+    assert!(!keys.body.contains("failed-codes"), "no warning before anything happened");
+
+    let mut thief = Agent::new(&app);
+    let page = thief.get("/console/login").await;
+    thief.post("/console/login", &[("csrf", &page.csrf()), ("name", "alice"), ("password", PASSWORD)]).await;
+    let mut refused = 0;
+    for i in 0..8 {
+        let prompt = thief.get("/console/login/totp").await;
+        let code = format!("{:06}", 111_111 + i);
+        let res = thief.post("/console/login/totp", &[("csrf", &prompt.csrf()), ("code", &code)]).await;
+        if res.status == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 3, "the thief's session is throttled after five codes");
+
+    // The owner's session steps up at once with the right code.
+    next_totp_step(&app);
+    let s: serde_json::Value = serde_json::from_str(&owner.get("/api/console/v1/session").await.body).unwrap();
+    let csrf = s["csrf_token"].as_str().unwrap().to_owned();
+    let res = owner
+        .post_json("/api/console/v1/step-up", Some(&csrf), serde_json::json!({ "code": totp(&secret, &app) }))
+        .await;
+    assert_eq!(res.status, 200, "the owner was locked out: {}", res.body);
+
+    let keys = owner.get("/console/keys").await;
+    let warning = crate::support::element_text(&keys.body, "failed-codes").expect("a warning on the keys page");
+    assert!(warning.contains("5 wrong 2FA codes"), "{warning}");
+    assert!(warning.contains("127.0.0.1") && warning.contains("change your password"), "{warning}");
+}
