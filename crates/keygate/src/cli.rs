@@ -1,7 +1,9 @@
 //! Command-line arguments and dispatch.
 
 use crate::context::Context;
-use crate::{keygen, output, serve};
+#[cfg(feature = "server")]
+use crate::serve;
+use crate::{keygen, output};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use keygate_auth::KeyStatus;
@@ -38,6 +40,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
+    #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
     /// Manage accounts.
     #[command(subcommand)]
@@ -321,6 +324,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::new(cli.data_dir, cli.master_key_file, cli.database_url)?;
     match cli.command {
         Command::Scan(_) => Ok(()),
+        #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(&ctx, args).await,
         Command::Accounts(cmd) => accounts(&ctx, cmd).await,
         Command::Keys(cmd) => keys(&ctx, cmd).await,

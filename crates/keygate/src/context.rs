@@ -46,6 +46,7 @@ impl Context {
         })
     }
 
+    #[cfg(feature = "server")]
     /// True if and only if the store is a PostgreSQL database rather than the data directory's
     /// SQLite file.
     #[must_use]

@@ -19,6 +19,7 @@ macro_rules! outln {
 
 /// `serve`'s banner: a reader that went away (`keygate serve | head -1`) must not stop the
 /// server, so write errors are ignored rather than returned.
+#[cfg(feature = "server")]
 macro_rules! sayln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -28,14 +29,25 @@ macro_rules! sayln {
 
 mod cli;
 mod context;
+#[cfg(feature = "server")]
 mod demo;
 mod keygen;
 mod output;
 mod scan;
+#[cfg(feature = "server")]
 mod serve;
 
 use clap::Parser as _;
 use std::process::ExitCode;
+
+/// How `serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event, fields at the top level.
+    Json,
+}
 
 /// mimalloc instead of glibc malloc: a request allocates a few dozen small blocks, and glibc's
 /// malloc and free were about a third of the instructions of a ping (docs/benchmarks.md).
@@ -45,8 +57,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let (default_level, format) = match &cli.command {
+        #[cfg(feature = "server")]
         cli::Command::Serve(args) => ("info", args.log_format),
-        _ => ("warn", serve::LogFormat::Text),
+        _ => ("warn", LogFormat::Text),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -58,8 +71,8 @@ fn main() -> ExitCode {
     let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr);
     match format {
         // Fields at the top level (not under "fields"), so shippers index `status`, `path`, ...
-        serve::LogFormat::Json => log.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
-        serve::LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => log.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+        LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -72,8 +72,8 @@ pub struct ServeArgs {
     pub withdrawal_hold: Option<u64>,
     /// Log lines (the access log included) as readable text, or as one JSON object per line for
     /// log shippers. Either way on stderr, filtered by RUST_LOG.
-    #[arg(long, value_enum, env = "KEYGATE_LOG_FORMAT", default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    #[arg(long, value_enum, env = "KEYGATE_LOG_FORMAT", default_value_t = crate::LogFormat::Text)]
+    pub log_format: crate::LogFormat,
     /// Serve Prometheus metrics at GET /metrics on this address (off by default). Never on the
     /// API address; no authentication, and nothing secret in it (see docs/operations.md).
     #[arg(long, value_name = "ADDR", env = "KEYGATE_METRICS_LISTEN")]
@@ -102,15 +102,6 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     n.checked_mul(per).filter(|ms| *ms <= 365 * 86_400_000).ok_or_else(|| format!("{text:?} is longer than a year"))
-}
-
-/// How `serve` writes its log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One readable line per event.
-    Text,
-    /// One JSON object per event, fields at the top level.
-    Json,
 }
 
 /// The rate limits `serve` enforces: off, a file's, 10x Binance's for the demo, or Binance's.
