@@ -264,6 +264,7 @@ pub struct VerifiedRequest {
     params: Params,
     timestamp: UnixMicros,
     recv_window_us: u64,
+    single_use: Option<[u8; 32]>,
 }
 
 impl VerifiedRequest {
@@ -289,6 +290,15 @@ impl VerifiedRequest {
     #[must_use]
     pub fn timestamp(&self) -> UnixMicros {
         self.timestamp
+    }
+
+    /// For a single-use endpoint (`TRADE`, withdrawals): the signature's durable identity (a
+    /// SHA-256 of the key, the endpoint and the signature's first bytes), which the exchange
+    /// records with the command it carries out, so a replay is refused on any node and after
+    /// any restart, not only while this process remembers it (issue #13). `None` elsewhere.
+    #[must_use]
+    pub fn single_use_id(&self) -> Option<[u8; 32]> {
+        self.single_use
     }
 
     /// True if and only if the request is still inside its `recvWindow` at `now`: the second check
@@ -371,6 +381,21 @@ fn decode_hex32(text: &[u8]) -> Option<[u8; 32]> {
         *o = (hi << 4) | lo;
     }
     (bad & 0xF0 == 0).then_some(out)
+}
+
+/// A single-use signature's identity across processes: the key, the endpoint and the
+/// signature's first bytes, hashed (stored, so unkeyed, unlike the replay guard's in-memory
+/// identity).
+fn durable_id(key: &str, endpoint: Endpoint<'_>, sig: &[u8; 16]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"keygate-single-use-v1");
+    for part in [key.as_bytes(), endpoint.method.as_bytes(), endpoint.path.as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update(sig);
+    h.finalize().into()
 }
 
 /// The first 16 bytes of a decoded signature: its identity in the replay guard.
@@ -546,8 +571,9 @@ impl Verifier {
             ReplayOutcome::Full => return Err(reject(Denial::ReplayGuardFull, key)),
             ReplayOutcome::KeyFull => return Err(reject(Denial::ReplayKeyQuota, key)),
         }
+        let single_use = access.single_use.then(|| durable_id(key_ref.id.as_str(), req.endpoint, &sig_bytes));
         // The looked-up handle moves into the result: no second reference count round trip.
-        Ok(VerifiedRequest { key: found, params, timestamp, recv_window_us })
+        Ok(VerifiedRequest { key: found, params, timestamp, recv_window_us, single_use })
     }
 }
 

@@ -64,6 +64,9 @@ impl From<EngineError> for ApiError {
             // Nothing of the command was acknowledged: the client may retry (Binance's -1001).
             EngineError::Storage(cause) => Self::Unavailable(format!("exchange storage: {cause}")),
             EngineError::Unavailable => Self::Unavailable("the exchange is being rebuilt from storage".to_owned()),
+            // The same signed request, carried out before (here, on another node, or before a
+            // restart): refused as the replay guard refuses it.
+            EngineError::Replayed => Self::Denied(keygate_auth::Denial::SignatureReused),
             EngineError::Stopped => Self::Internal("the exchange engine is not running".to_owned()),
         }
     }

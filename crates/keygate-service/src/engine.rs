@@ -42,6 +42,10 @@ pub enum EngineError {
     /// The engine thread has stopped.
     #[error("the exchange engine is not running")]
     Stopped,
+    /// The request's single-use signature was already used for a command, on this node or
+    /// another, before or after a restart (-1022).
+    #[error("this signature was already used")]
+    Replayed,
     /// A journal append failed and the exchange could not yet be rebuilt from the store: no
     /// command or read is served until it is (the state in memory may hold what was refused).
     #[error("the exchange is unavailable until its state is rebuilt from storage; retry shortly")]
@@ -59,6 +63,8 @@ enum Job {
         command: Command,
         fresh_until: Option<UnixMicros>,
         audit: Option<AuditOf>,
+        /// The durable identity of the request's single-use signature, if it has one.
+        single_use: Option<[u8; 32]>,
         reply: oneshot::Sender<Result<Outcome, EngineError>>,
     },
     /// Commands applied in order within one batch: no reader sees the state between two of them.
@@ -202,6 +208,8 @@ struct Runner {
     snapshotting: Arc<std::sync::atomic::AtomicBool>,
     config: EngineConfig,
     exchange_config: ExchangeConfig,
+    /// When old single-use signatures were last forgotten, ms.
+    signatures_forgotten_at: u64,
 }
 
 impl Engine {
@@ -234,6 +242,7 @@ impl Engine {
             snapshotting: Arc::default(),
             config,
             exchange_config,
+            signatures_forgotten_at: 0,
         };
         std::thread::Builder::new()
             .name("keygate-engine".into())
@@ -263,11 +272,29 @@ impl Engine {
     /// [`EngineError`] when the exchange refuses it, the window passed, or storage failed.
     pub async fn submit(&self, command: Command, fresh_until: Option<UnixMicros>) -> Result<Outcome, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Mutate { command, fresh_until, audit: None, reply })?;
+        self.send(Job::Mutate { command, fresh_until, audit: None, single_use: None, reply })?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// [`Engine::submit`], with the audit record `audit` makes of the outcome written in the
+    /// [`Engine::submit`] for a request with a single-use signature: the signature's durable
+    /// identity (`VerifiedRequest::single_use_id`) is checked against those recorded and recorded
+    /// with the command in the journal's transaction, so the same signed request is carried out
+    /// at most once, whichever node gets it and whatever restarts in between.
+    ///
+    /// # Errors
+    /// [`EngineError::Replayed`] for a signature used before; otherwise as [`Engine::submit`].
+    pub async fn submit_once(
+        &self,
+        command: Command,
+        fresh_until: Option<UnixMicros>,
+        single_use: Option<[u8; 32]>,
+    ) -> Result<Outcome, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Mutate { command, fresh_until, audit: None, single_use, reply })?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// [`Engine::submit_once`], with the audit record `audit` makes of the outcome written in the
     /// same transaction as the command's journal entry: an operation the exchange applied is
     /// never on record without its audit record, nor the other way round.
     ///
@@ -277,10 +304,11 @@ impl Engine {
         &self,
         command: Command,
         fresh_until: Option<UnixMicros>,
+        single_use: Option<[u8; 32]>,
         audit: AuditOf,
     ) -> Result<Outcome, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Mutate { command, fresh_until, audit: Some(audit), reply })?;
+        self.send(Job::Mutate { command, fresh_until, audit: Some(audit), single_use, reply })?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -445,9 +473,14 @@ async fn recover(store: &dyn Store, config: &ExchangeConfig) -> Result<(Exchange
 impl Runner {
     /// Appends one batch's entries in one transaction, telling the commit observer how long it
     /// took when it succeeded.
-    fn append(&self, journal: &[JournalEntry], audit: Vec<AuditDraft>) -> Result<(), keygate_store::StoreError> {
+    fn append(
+        &self,
+        journal: &[JournalEntry],
+        audit: Vec<AuditDraft>,
+        signatures: &[([u8; 32], UnixMillis)],
+    ) -> Result<(), keygate_store::StoreError> {
         let watch = crate::clock::Stopwatch::start();
-        self.rt.block_on(self.store.append_journal(journal, audit))?;
+        self.rt.block_on(self.store.append_journal(journal, audit, signatures))?;
         if let Some(observe) = self.stats.on_commit.get() {
             observe(watch.elapsed());
         }
@@ -481,6 +514,18 @@ impl Runner {
                     wait = (wait * 2).min(std::time::Duration::from_secs(2));
                 }
             }
+        }
+    }
+
+    /// Once a minute, forgets single-use signatures older than ten minutes: a request's window
+    /// is at most a minute, so the time check refuses a replay of them anyway.
+    fn forget_old_signatures(&mut self, now: UnixMillis) {
+        if now.0.saturating_sub(self.signatures_forgotten_at) < 60_000 {
+            return;
+        }
+        self.signatures_forgotten_at = now.0;
+        if let Err(e) = self.rt.block_on(self.store.forget_signatures(UnixMillis(now.0.saturating_sub(600_000)))) {
+            tracing::warn!(error = %e, "forgetting old single-use signatures failed; will retry");
         }
     }
 
@@ -525,14 +570,44 @@ impl Runner {
         let now = now_us.as_millis();
         let mut journal = Vec::new();
         let mut audit = Vec::new();
+        let mut signatures: Vec<([u8; 32], UnixMillis)> = Vec::new();
         let mut replies = Vec::new();
+        // The batch's single-use signatures, checked against those recorded in one read.
+        let ids: Vec<[u8; 32]> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Mutate { single_use, .. } => *single_use,
+                _ => None,
+            })
+            .collect();
+        let used: Result<rustc_hash::FxHashSet<[u8; 32]>, String> = if ids.is_empty() {
+            Ok(rustc_hash::FxHashSet::default())
+        } else {
+            self.rt
+                .block_on(self.store.signatures_used(&ids))
+                .map(|v| v.into_iter().collect())
+                .map_err(|e| e.to_string())
+        };
         let mut queries = Vec::new();
         for job in batch {
             match job {
                 Job::Query(q) => queries.push(q),
-                Job::Mutate { command, fresh_until, audit: audit_of, reply } => {
+                Job::Mutate { command, fresh_until, audit: audit_of, single_use, reply } => {
                     let result = if fresh_until.is_some_and(|f| now_us > f) {
                         Err(EngineError::Expired)
+                    } else if let Some(id) = single_use {
+                        match &used {
+                            Err(cause) => Err(EngineError::Storage(cause.clone())),
+                            Ok(used) if used.contains(&id) || signatures.iter().any(|(s, _)| *s == id) => {
+                                Err(EngineError::Replayed)
+                            }
+                            Ok(_) => {
+                                // Recorded whatever the exchange answers: a refused order's
+                                // signature must not be replayed later either.
+                                signatures.push((id, now));
+                                self.apply_one(&command, now, &mut journal)
+                            }
+                        }
                     } else {
                         self.apply_one(&command, now, &mut journal)
                     };
@@ -547,8 +622,8 @@ impl Runner {
                 }
             }
         }
-        if (!journal.is_empty() || !audit.is_empty())
-            && let Err(e) = self.append(&journal, audit)
+        if (!journal.is_empty() || !audit.is_empty() || !signatures.is_empty())
+            && let Err(e) = self.append(&journal, audit, &signatures)
         {
             // Nothing of this batch is durable: refuse every command of it and rebuild the
             // in-memory state from what is.
@@ -578,6 +653,7 @@ impl Runner {
                 tracing::error!("an exchange query panicked; its caller gets an error, the engine goes on");
             }
         }
+        self.forget_old_signatures(now);
         let last = self.next_seq - 1;
         if u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every
             && !self.snapshotting.swap(true, std::sync::atomic::Ordering::AcqRel)

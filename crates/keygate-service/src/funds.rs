@@ -43,6 +43,9 @@ pub struct ApiWithdrawal {
     pub fresh_until: Option<UnixMicros>,
     /// The client address.
     pub source: Option<String>,
+    /// The request's single-use signature identity, recorded with the withdrawal so it is
+    /// carried out at most once.
+    pub single_use: Option<[u8; 32]>,
 }
 
 /// The faucet's amount for `asset`: enough to try trading, not a fortune.
@@ -106,7 +109,7 @@ impl Service {
         let id = AccountId(account.id.0);
         let deposit = Deposit { account: id, coin, network: req.network, amount };
         let audit = self.audit_of(actor, "exchange.deposit", format!("account:{}", account.name), id, deposit_details);
-        deposited(self.engine()?.submit_audited(Command::Deposit(deposit), None, audit).await?)
+        deposited(self.engine()?.submit_audited(Command::Deposit(deposit), None, None, audit).await?)
     }
 
     /// Credits the faucet's amount of `asset` to the owner's own account, at most `per_day`
@@ -142,7 +145,7 @@ impl Service {
         let id = AccountId(account_id.0);
         let deposit = Deposit { account: id, coin: coin.clone(), network: None, amount: faucet_amount(&coin) };
         let audit = self.audit_of(actor, "console.faucet", format!("account:{name}"), id, deposit_details);
-        match self.engine()?.submit_audited(Command::Deposit(deposit), None, audit).await {
+        match self.engine()?.submit_audited(Command::Deposit(deposit), None, None, audit).await {
             Ok(outcome) => deposited(outcome),
             Err(e) => {
                 // Nothing was credited: the grant is given back.
@@ -183,7 +186,7 @@ impl Service {
                 },
             }),
         });
-        match self.engine()?.submit_audited(Command::Withdraw(w.command), w.fresh_until, audit).await? {
+        match self.engine()?.submit_audited(Command::Withdraw(w.command), w.fresh_until, w.single_use, audit).await? {
             Outcome::WithdrawApplied(record) => Ok(record),
             other => Err(ServiceError::Internal(format!("unexpected engine answer to a withdrawal: {other:?}"))),
         }

@@ -156,6 +156,7 @@ macro_rules! store_conformance_suite {
             journal_entries_and_their_audit_records_commit_together,
             faucet_grants_stop_at_the_limit_even_when_concurrent,
             a_conditional_key_update_refuses_a_key_changed_meanwhile,
+            single_use_signatures_are_recorded_with_their_batch_once,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -1015,12 +1016,12 @@ pub async fn exchange_journal_appends_atomically_and_reads_back_in_order<H: Harn
     let h = H::fresh().await;
     let store = h.open().await;
     assert!(store.journal_after(0, 10).await.unwrap().is_empty());
-    store.append_journal(&[entry(1), entry(2), entry(3)], Vec::new()).await.unwrap();
-    store.append_journal(&[entry(4), entry(5)], Vec::new()).await.unwrap();
-    store.append_journal(&[], Vec::new()).await.unwrap();
+    store.append_journal(&[entry(1), entry(2), entry(3)], Vec::new(), &[]).await.unwrap();
+    store.append_journal(&[entry(4), entry(5)], Vec::new(), &[]).await.unwrap();
+    store.append_journal(&[], Vec::new(), &[]).await.unwrap();
     assert_eq!(store.journal_after(0, 2).await.unwrap(), vec![entry(1), entry(2)]);
     assert_eq!(store.journal_after(2, 100).await.unwrap(), vec![entry(3), entry(4), entry(5)]);
-    let err = store.append_journal(&[entry(6), entry(5)], Vec::new()).await.unwrap_err();
+    let err = store.append_journal(&[entry(6), entry(5)], Vec::new(), &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert!(store.journal_after(5, 10).await.unwrap().is_empty(), "entry 6 was not half-written");
     drop(store);
@@ -1038,10 +1039,10 @@ pub async fn journal_entries_and_their_audit_records_commit_together<H: Harness>
         details: serde_json::json!({ "deposit": n }),
         ..draft("exchange.deposit", "account:alice", Some(alice.id))
     };
-    store.append_journal(&[entry(1), entry(2)], vec![deposit(1), deposit(2)]).await.unwrap();
+    store.append_journal(&[entry(1), entry(2)], vec![deposit(1), deposit(2)], &[]).await.unwrap();
     let chain = whole_audit(&*store).await;
     assert_eq!(chain.iter().map(|r| r.draft.clone()).collect::<Vec<_>>()[1..], [deposit(1), deposit(2)]);
-    let err = store.append_journal(&[entry(3), entry(2)], vec![deposit(3)]).await.unwrap_err();
+    let err = store.append_journal(&[entry(3), entry(2)], vec![deposit(3)], &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(whole_audit(&*store).await, chain, "a refused batch left an audit record");
     assert_eq!(store.journal_after(0, 10).await.unwrap(), vec![entry(1), entry(2)]);
@@ -1079,6 +1080,36 @@ pub async fn a_conditional_key_update_refuses_a_key_changed_meanwhile<H: Harness
     let ghost = hmac_key(&mut e, alice.id, 2_000);
     let err = store.update_key_if(&ghost, &ghost, d("key.edit")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+/// Single-use signatures are recorded in their batch's transaction under a unique key: found
+/// again by `signatures_used` (after a restart too), refused with the whole batch when recorded
+/// already, and forgotten once old.
+pub async fn single_use_signatures_are_recorded_with_their_batch_once<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    store.append_journal(&[entry(1)], Vec::new(), &[(a, UnixMillis(1_000)), (b, UnixMillis(5_000))]).await.unwrap();
+    let mut used = store.signatures_used(&[a, b, c]).await.unwrap();
+    used.sort_unstable();
+    assert_eq!(used, vec![a, b]);
+    let err = store.append_journal(&[entry(2)], Vec::new(), &[(c, UnixMillis(6_000)), (a, UnixMillis(6_000))]).await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    assert!(store.journal_after(1, 10).await.unwrap().is_empty(), "the batch of a replayed signature is not written");
+    assert!(store.signatures_used(&[c]).await.unwrap().is_empty());
+    drop(store);
+    let store = h.open().await;
+    assert_eq!(store.signatures_used(&[b]).await.unwrap(), vec![b], "recorded durably");
+    assert_eq!(store.forget_signatures(UnixMillis(2_000)).await.unwrap(), 1);
+    assert_eq!(store.signatures_used(&[a, b]).await.unwrap(), vec![b]);
+    let many: Vec<[u8; 32]> = (0..700u32)
+        .map(|i| {
+            let mut x = [9u8; 32];
+            x[..4].copy_from_slice(&i.to_be_bytes());
+            x
+        })
+        .collect();
+    assert!(store.signatures_used(&many).await.unwrap().is_empty(), "long lists are read in chunks");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ use crate::records::{AuditDraft, JournalEntry};
 use crate::rows::{Columns as _, journal_from_row, to_db_time};
 use crate::sql::{SqlDb, SqlStore, stmt};
 use async_trait::async_trait;
+use keygate_proto::UnixMillis;
 use std::fmt::Write as _;
 
 /// Journal rows per INSERT statement (3 bound values each, far below both backends' limits).
@@ -20,7 +21,22 @@ pub trait JournalStore: Send + Sync {
     /// (deposits, withdrawals) in one transaction: all or none. An entry whose `seq` is already
     /// taken is a [`crate::StoreError::Conflict`] and nothing of the batch is written (two
     /// engines on one database would collide here rather than interleave).
-    async fn append_journal(&self, entries: &[JournalEntry], audit: Vec<AuditDraft>) -> StoreResult<()>;
+    /// `signatures` are the single-use signatures of the batch's commands, recorded in the same
+    /// transaction: one already recorded (another node took it since the caller checked) is a
+    /// [`crate::StoreError::Conflict`] and nothing of the batch is written.
+    async fn append_journal(
+        &self,
+        entries: &[JournalEntry],
+        audit: Vec<AuditDraft>,
+        signatures: &[([u8; 32], UnixMillis)],
+    ) -> StoreResult<()>;
+
+    /// Which of `ids` are recorded single-use signatures (see [`JournalStore::append_journal`]).
+    async fn signatures_used(&self, ids: &[[u8; 32]]) -> StoreResult<Vec<[u8; 32]>>;
+
+    /// Forgets single-use signatures recorded before `before` (their requests' windows are long
+    /// over, so the time check refuses a replay of them anyway); how many.
+    async fn forget_signatures(&self, before: UnixMillis) -> StoreResult<u64>;
 
     /// Journal entries with `seq > after`, in order, at most `limit`.
     async fn journal_after(&self, after: i64, limit: u32) -> StoreResult<Vec<JournalEntry>>;
@@ -45,8 +61,13 @@ fn insert_journal_sql(rows: usize) -> String {
 
 #[async_trait]
 impl<D: Dialect> JournalStore for SqlStore<D> {
-    async fn append_journal(&self, entries: &[JournalEntry], audit: Vec<AuditDraft>) -> StoreResult<()> {
-        if entries.is_empty() && audit.is_empty() {
+    async fn append_journal(
+        &self,
+        entries: &[JournalEntry],
+        audit: Vec<AuditDraft>,
+        signatures: &[([u8; 32], UnixMillis)],
+    ) -> StoreResult<()> {
+        if entries.is_empty() && audit.is_empty() && signatures.is_empty() {
             return Ok(());
         }
         let mut rows = Vec::with_capacity(entries.len());
@@ -62,11 +83,43 @@ impl<D: Dialect> JournalStore for SqlStore<D> {
                 .fold(stmt(insert_journal_sql(chunk.len())), |s, &(seq, at, command)| s.arg(seq).arg(at).arg(command));
             D::Db::run(&mut tx, insert).await?;
         }
+        for (id, at) in signatures {
+            D::Db::run(
+                &mut tx,
+                stmt("INSERT INTO used_signatures (id, at) VALUES ($1, $2)")
+                    .arg(id.as_slice())
+                    .arg(to_db_time(*at, "single-use signature")?),
+            )
+            .await?;
+        }
         for draft in audit {
             append::<D>(&mut tx, draft, None).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn signatures_used(&self, ids: &[[u8; 32]]) -> StoreResult<Vec<[u8; 32]>> {
+        let mut used = Vec::new();
+        for chunk in ids.chunks(JOURNAL_ROWS_PER_STATEMENT) {
+            let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let query =
+                chunk.iter().fold(stmt(format!("SELECT id FROM used_signatures WHERE id IN ({list})")), |q, id| {
+                    q.arg(id.as_slice())
+                });
+            for row in self.read_all(query).await? {
+                let id: Vec<u8> = row.get("id", "single-use signature")?;
+                used.push(crate::rows::hash32(id, "single-use signature")?);
+            }
+        }
+        Ok(used)
+    }
+
+    async fn forget_signatures(&self, before: UnixMillis) -> StoreResult<u64> {
+        self.write_one(
+            stmt("DELETE FROM used_signatures WHERE at < $1").arg(to_db_time(before, "single-use signature")?),
+        )
+        .await
     }
 
     async fn journal_after(&self, after: i64, limit: u32) -> StoreResult<Vec<JournalEntry>> {

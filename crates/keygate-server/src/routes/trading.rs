@@ -258,7 +258,7 @@ pub(crate) async fn new_order(
     let r = &signed.request;
     r.params().ensure_only(ORDER_PARAMS)?;
     let (order, resp) = parse_new_order(r.params(), r.account_id())?;
-    match state.engine.submit(Command::PlaceOrder(order), fresh_until(&state, r)).await? {
+    match state.engine.submit_once(Command::PlaceOrder(order), fresh_until(&state, r), r.single_use_id()).await? {
         Outcome::Placed(placed) => Ok(BinanceJson(wire::new_order(&placed, resp))),
         other => Err(unexpected(&other)),
     }
@@ -333,7 +333,7 @@ pub(crate) async fn cancel_order(
         return Err(ExchangeError::UnknownOrder.into());
     }
     let command = Command::CancelOrder { account, symbol, order, new_client_order_id };
-    match state.engine.submit(command, fresh_until(&state, r)).await? {
+    match state.engine.submit_once(command, fresh_until(&state, r), r.single_use_id()).await? {
         Outcome::Canceled(c) => Ok(BinanceJson(wire::canceled(&c))),
         other => Err(unexpected(&other)),
     }
@@ -349,7 +349,7 @@ pub(crate) async fn cancel_open_orders(
     r.params().ensure_only(&["symbol"])?;
     let symbol = wire::symbol(r.params())?;
     let command = Command::CancelOpenOrders { account: r.account_id(), symbol };
-    match state.engine.submit(command, fresh_until(&state, r)).await? {
+    match state.engine.submit_once(command, fresh_until(&state, r), r.single_use_id()).await? {
         Outcome::CanceledAll(all) => Ok(BinanceJson(all.iter().map(wire::canceled).collect())),
         other => Err(unexpected(&other)),
     }

@@ -305,6 +305,7 @@ pub(crate) async fn withdraw(
         key: key.id.clone(),
         fresh_until: fresh_until(&state, r),
         source: Some(signed.client_ip.to_string()),
+        single_use: r.single_use_id(),
     };
     match state.service.withdraw(withdrawal).await {
         Ok(record) => Ok(BinanceJson(json::WithdrawApplied { id: record.id })),

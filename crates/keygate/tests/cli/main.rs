@@ -7,6 +7,7 @@ mod access_log;
 mod demo;
 mod durability;
 mod nodes;
+mod replay;
 mod store_faults;
 
 use std::io::{BufRead as _, BufReader, Write as _};

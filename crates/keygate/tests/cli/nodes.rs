@@ -108,6 +108,32 @@ async fn a_key_created_or_revoked_through_one_node_is_honoured_or_refused_by_eve
         let own = clients[revoker].signed(Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
         assert_eq!((own.status, own.body["code"].as_i64()), (401, Some(-2015)));
     }
+    // A signed order taken by one node is refused by the others: the signature is recorded
+    // with the order in the shared journal's transaction.
+    let k = nodes[0].json(&["keys", "create", "--account", "alice", "--permissions", "read,trade", "--json"]);
+    let (id, secret) = (k["api_key"].as_str().unwrap(), k["secret"].as_str().unwrap());
+    let clients: Vec<Client> =
+        servers.iter().map(|(_, http)| Client::new(http.clone(), id, Signer::hmac(secret), system_time())).collect();
+    for c in &clients {
+        until_status(c, 200).await;
+    }
+    let order = [
+        ("symbol", "BTCUSDT"),
+        ("side", "BUY"),
+        ("type", "LIMIT"),
+        ("timeInForce", "GTC"),
+        ("quantity", "0.001"),
+        ("price", "10000"),
+        ("recvWindow", "60000"),
+    ];
+    let query = keygate_client::signed_query(&order, clients[0].now(), clients[0].signer());
+    // No funds: the exchange refuses the order (-2010), and its signature is spent all the same.
+    let first = clients[0].raw(Method::POST, "/api/v3/order", &query, "").await.unwrap();
+    assert_eq!(first.body["code"].as_i64(), Some(-2010), "{:?}", first.body);
+    for c in &clients[1..] {
+        let again = c.raw(Method::POST, "/api/v3/order", &query, "").await.unwrap();
+        assert_eq!(again.body["code"].as_i64(), Some(-1022), "replayed on another node: {:?}", again.body);
+    }
     refusals.sort_unstable();
     let pct = |p: usize| refusals[(refusals.len() * p / 100).min(refusals.len() - 1)];
     let _ = writeln!(
