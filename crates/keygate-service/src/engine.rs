@@ -58,6 +58,8 @@ type Query = Box<dyn FnOnce(&Exchange) + Send>;
 /// the exchange answered (a deposit's id, say).
 pub type AuditOf = Box<dyn FnOnce(&Outcome) -> AuditDraft + Send>;
 
+// `Mutate` is the common case (every order); boxing it would allocate once per command.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Mutate {
         command: Command,
