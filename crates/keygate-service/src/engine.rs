@@ -227,6 +227,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, ServiceError> {
         let (mut exchange, last_seq, snapshot_seq) = recover(&*store, &exchange_config).await?;
+        let clock_now_ms = clock.now().as_millis().0;
         // Nothing is cached yet: what the replay changed is of no interest.
         exchange.take_changed_accounts();
         let (tx, rx) = sync_channel(QUEUE);
@@ -244,7 +245,7 @@ impl Engine {
             snapshotting: Arc::default(),
             config,
             exchange_config,
-            signatures_forgotten_at: 0,
+            signatures_forgotten_at: clock_now_ms,
         };
         std::thread::Builder::new()
             .name("keygate-engine".into())
@@ -655,7 +656,9 @@ impl Runner {
                 tracing::error!("an exchange query panicked; its caller gets an error, the engine goes on");
             }
         }
-        self.forget_old_signatures(now);
+        if !signatures.is_empty() {
+            self.forget_old_signatures(now);
+        }
         let last = self.next_seq - 1;
         if u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every
             && !self.snapshotting.swap(true, std::sync::atomic::Ordering::AcqRel)

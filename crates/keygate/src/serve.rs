@@ -182,55 +182,63 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         .exchange(keygate_service::ExchangeSetup { config: exchange_config, ..Default::default() })
         .flush_every(std::time::Duration::from_secs(1));
     let service = ctx.start(assembly).await?;
-    let mut demo = if args.demo { Some(crate::demo::prepare(ctx, &service).await?) } else { None };
-    let market_maker = if args.market_maker || args.demo {
-        let account = market_maker_account(&service).await?;
-        Some(keygate_exchange::MarketMakerConfig::new(account, args.market_maker_seed))
-    } else {
-        None
-    };
-    let config = ServerConfig {
-        market_maker,
-        listen: args.listen,
-        trusted_proxies: trusted,
-        admin_socket: Some(ctx.data_dir.admin_socket()),
-        limits: verify_limits(&rate_limits),
-        rate_limits,
-        tls: tls.clone(),
-        console_hosts: args.console_host.clone(),
-        faucet_per_day: args.faucet_per_day,
-        max_connections_per_ip: args.max_connections_per_ip as usize,
-        metrics_listen: args.metrics_listen,
-        ..ServerConfig::default()
-    };
-    // Before the address is printed: see wait_for_signal.
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let mut handle =
-        start(config, service.clone()).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    sayln!("keygate listening on {scheme}://{}", handle.addr);
-    sayln!("web console: {scheme}://{}/console/", handle.addr);
-    if let Some(addr) = handle.metrics_addr {
-        sayln!("metrics: http://{addr}/metrics");
-    }
-    sayln!("data directory: {}", ctx.data_dir.path().display());
-    if let Some(demo) = demo.as_mut() {
-        let path = demo.write(&format!("{scheme}://{}", handle.addr))?.display().to_string();
-        sayln!("demo: account {:?}, its API keys and console login are in {path} (mode 0600)", crate::demo::ACCOUNT);
-        sayln!("demo: e.g. jq -r '.keys[] | select(.label == \"demo-trade\") | .api_key, .secret' {path}");
-        sayln!("demo: console at {scheme}://{}/console/; start over with --demo-reset", handle.addr);
-    }
-    let trigger = handle.take_shutdown();
-    tokio::spawn(async move {
-        wait_for_signal(term).await;
-        tracing::info!("shutting down");
-        if let Some(tx) = trigger {
-            let _ = tx.send(());
+    // Whatever happens from here, the service's tasks stop and its store closes before the
+    // runtime does (a task left running into the runtime's shutdown would fail noisily).
+    let result: anyhow::Result<()> = async {
+        let mut demo = if args.demo { Some(crate::demo::prepare(ctx, &service).await?) } else { None };
+        let market_maker = if args.market_maker || args.demo {
+            let account = market_maker_account(&service).await?;
+            Some(keygate_exchange::MarketMakerConfig::new(account, args.market_maker_seed))
+        } else {
+            None
+        };
+        let config = ServerConfig {
+            market_maker,
+            listen: args.listen,
+            trusted_proxies: trusted,
+            admin_socket: Some(ctx.data_dir.admin_socket()),
+            limits: verify_limits(&rate_limits),
+            rate_limits,
+            tls: tls.clone(),
+            console_hosts: args.console_host.clone(),
+            faucet_per_day: args.faucet_per_day,
+            max_connections_per_ip: args.max_connections_per_ip as usize,
+            metrics_listen: args.metrics_listen,
+            ..ServerConfig::default()
+        };
+        // Before the address is printed: see wait_for_signal.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut handle =
+            start(config, service.clone()).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        sayln!("keygate listening on {scheme}://{}", handle.addr);
+        sayln!("web console: {scheme}://{}/console/", handle.addr);
+        if let Some(addr) = handle.metrics_addr {
+            sayln!("metrics: http://{addr}/metrics");
         }
-    });
-    let served = handle.wait().await.context("server failed");
+        sayln!("data directory: {}", ctx.data_dir.path().display());
+        if let Some(demo) = demo.as_mut() {
+            let path = demo.write(&format!("{scheme}://{}", handle.addr))?.display().to_string();
+            sayln!(
+                "demo: account {:?}, its API keys and console login are in {path} (mode 0600)",
+                crate::demo::ACCOUNT
+            );
+            sayln!("demo: e.g. jq -r '.keys[] | select(.label == \"demo-trade\") | .api_key, .secret' {path}");
+            sayln!("demo: console at {scheme}://{}/console/; start over with --demo-reset", handle.addr);
+        }
+        let trigger = handle.take_shutdown();
+        tokio::spawn(async move {
+            wait_for_signal(term).await;
+            tracing::info!("shutting down");
+            if let Some(tx) = trigger {
+                let _ = tx.send(());
+            }
+        });
+        handle.wait().await.context("server failed")
+    }
+    .await;
     service.shutdown().await;
-    served
+    result
 }
 
 /// Waits for Ctrl-C or SIGTERM. The SIGTERM handler is installed by the caller before the server
