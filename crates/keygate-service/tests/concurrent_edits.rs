@@ -7,32 +7,21 @@
 
 use keygate_auth::{KeyStatus, Permissions, Restrictions};
 use keygate_proto::UnixMicros;
-use keygate_service::{
-    Actor, Assembly, KeyEdit, ManualClock, NewKey, NewKeyMaterial, PasswordParams, Service, ServiceConfig, StoreSource,
-};
+use keygate_service::{Actor, KeyEdit, ManualClock, NewKey, NewKeyMaterial};
 use keygate_store::conformance::{Harness as _, PgHarness, run_or_skip};
 use std::sync::Arc;
 use zeroize::Zeroizing;
+mod support;
 
-async fn node(h: &PgHarness, clock: &Arc<ManualClock>) -> Service {
-    Assembly::new(StoreSource::Opened(h.open().await), clock.clone())
-        .config(ServiceConfig {
-            password: PasswordParams::insecure_for_tests(),
-            require_2fa_for_trading_keys: false,
-            ..ServiceConfig::default()
-        })
-        .start()
-        .await
-        .unwrap()
-}
+use support::pg_node;
 
 #[test]
 fn a_disable_on_one_node_is_not_undone_by_a_label_edit_on_another() {
     run_or_skip::<PgHarness>("a_disable_on_one_node_is_not_undone_by_a_label_edit_on_another", async {
         let h = PgHarness::fresh().await;
         let clock = Arc::new(ManualClock::new(UnixMicros(1_767_225_600_000_000)));
-        let a = node(&h, &clock).await;
-        let b = node(&h, &clock).await;
+        let a = pg_node(&h, &clock).await;
+        let b = pg_node(&h, &clock).await;
         let op = Actor::operator_cli();
         a.create_account(&op, "alice", Zeroizing::new("correct horse battery".into())).await.unwrap();
         let new = NewKey {

@@ -3,14 +3,17 @@
 // Tests fail loudly by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use keygate_exchange::{Command, Deposit, ExchangeConfig, NewOrder, OrderType, Outcome, Side, TimeInForce};
-use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMicros};
+use keygate_exchange::{Command, ExchangeConfig, Outcome, Side};
+use keygate_proto::{AccountId, Amount, Symbol, UnixMicros};
 use keygate_service::ManualClock;
 use keygate_service::engine::{Engine, EngineConfig, EngineError};
 use keygate_store::Store;
 use keygate_store::crypto::{MasterKey, SecretCipher};
 use keygate_store::sqlite::{SqliteStore, SyncMode};
 use std::sync::Arc;
+mod support;
+
+use support::{deposit, limit};
 
 const START_US: u64 = 1_767_225_600_000_000;
 
@@ -33,30 +36,6 @@ async fn fresh(snapshot_every: u64) -> (tempfile::TempDir, Arc<dyn Store>, Arc<M
     let store = store(dir.path()).await;
     let engine = engine(&store, &clock, snapshot_every).await;
     (dir, store, clock, engine)
-}
-
-fn deposit(account: i64, coin: &str, amount: &str) -> Command {
-    Command::Deposit(Deposit {
-        account: AccountId(account),
-        coin: AssetCode::parse(coin).unwrap(),
-        network: None,
-        amount: Amount::parse(amount).unwrap(),
-    })
-}
-
-fn limit(account: i64, side: Side, qty: &str, price: &str) -> Command {
-    Command::PlaceOrder(NewOrder {
-        account: AccountId(account),
-        symbol: Symbol::parse("BTCUSDT").unwrap(),
-        side,
-        order_type: OrderType::Limit,
-        time_in_force: Some(TimeInForce::Gtc),
-        quantity: Some(Amount::parse(qty).unwrap()),
-        quote_order_qty: None,
-        price: Some(Amount::parse(price).unwrap()),
-        new_client_order_id: None,
-        stp_mode: None,
-    })
 }
 
 async fn state(engine: &Engine) -> Vec<u8> {

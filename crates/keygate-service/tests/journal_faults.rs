@@ -6,8 +6,8 @@
 // Tests fail loudly by design; waits are measured on the wall clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
-use keygate_exchange::{Command, Deposit, ExchangeConfig, NewOrder, OrderType, Outcome, Side, TimeInForce};
-use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMicros};
+use keygate_exchange::{ExchangeConfig, Outcome, Side};
+use keygate_proto::{AccountId, Symbol, UnixMicros};
 use keygate_service::ManualClock;
 use keygate_service::engine::{Engine, EngineConfig, EngineError};
 use keygate_store::conformance::{Harness as _, PgHarness, run_or_skip};
@@ -15,32 +15,11 @@ use keygate_store::{JournalEntry, Store};
 use sqlx::Connection as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+mod support;
+
+use support::{deposit, limit};
 
 const START_US: u64 = 1_767_225_600_000_000;
-
-fn deposit(account: i64, coin: &str, amount: &str) -> Command {
-    Command::Deposit(Deposit {
-        account: AccountId(account),
-        coin: AssetCode::parse(coin).unwrap(),
-        network: None,
-        amount: Amount::parse(amount).unwrap(),
-    })
-}
-
-fn limit(account: i64, side: Side, qty: &str, price: &str) -> Command {
-    Command::PlaceOrder(NewOrder {
-        account: AccountId(account),
-        symbol: Symbol::parse("BTCUSDT").unwrap(),
-        side,
-        order_type: OrderType::Limit,
-        time_in_force: Some(TimeInForce::Gtc),
-        quantity: Some(Amount::parse(qty).unwrap()),
-        quote_order_qty: None,
-        price: Some(Amount::parse(price).unwrap()),
-        new_client_order_id: None,
-        stp_mode: None,
-    })
-}
 
 async fn start(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Engine {
     Engine::start(Arc::clone(store), clock.clone(), ExchangeConfig::default(), EngineConfig::default()).await.unwrap()

@@ -10,32 +10,21 @@
 
 use keygate_auth::{KeyLookup as _, KeyStatus, Permissions, Restrictions};
 use keygate_proto::UnixMicros;
-use keygate_service::{
-    Actor, Assembly, ManualClock, NewKey, NewKeyMaterial, PasswordParams, Service, ServiceConfig, StoreSource,
-};
+use keygate_service::{Actor, ManualClock, NewKey, NewKeyMaterial, Service};
 use keygate_store::conformance::{Harness as _, PgHarness, run_or_skip};
 use sqlx::Connection as _;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
+mod support;
+
+use support::pg_node;
 
 const START_US: u64 = 1_767_225_600_000_000;
 
 fn now(clock: &Arc<ManualClock>) -> u64 {
     keygate_service::Clock::now(&**clock).as_millis().0
-}
-
-async fn node(h: &PgHarness, clock: &Arc<ManualClock>) -> Service {
-    Assembly::new(StoreSource::Opened(h.open().await), clock.clone())
-        .config(ServiceConfig {
-            password: PasswordParams::insecure_for_tests(),
-            require_2fa_for_trading_keys: false,
-            ..ServiceConfig::default()
-        })
-        .start()
-        .await
-        .unwrap()
 }
 
 async fn new_key(node: &Service) -> String {
@@ -68,8 +57,8 @@ fn keys_created_and_revoked_on_one_node_reach_the_other_within_milliseconds() {
     run_or_skip::<PgHarness>("keys_created_and_revoked_on_one_node_reach_the_other_within_milliseconds", async {
         let h = PgHarness::fresh().await;
         let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
-        let a = node(&h, &clock).await;
-        let b = node(&h, &clock).await;
+        let a = pg_node(&h, &clock).await;
+        let b = pg_node(&h, &clock).await;
         a.create_account(&Actor::operator_cli(), "alice", Zeroizing::new("correct horse battery".into()))
             .await
             .unwrap();
@@ -103,8 +92,8 @@ fn a_node_cut_off_from_the_database_stops_vouching_for_its_keys_and_catches_up_a
         async {
             let h = PgHarness::fresh().await;
             let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
-            let a = node(&h, &clock).await;
-            let b = node(&h, &clock).await;
+            let a = pg_node(&h, &clock).await;
+            let b = pg_node(&h, &clock).await;
             a.create_account(&Actor::operator_cli(), "alice", Zeroizing::new("correct horse battery".into()))
                 .await
                 .unwrap();
