@@ -48,15 +48,24 @@ pub trait JournalStore: Send + Sync {
     async fn latest_snapshot(&self) -> StoreResult<Option<(i64, Vec<u8>)>>;
 }
 
-/// `INSERT INTO exchange_journal ... VALUES ($1, $2, $3), ($4, $5, $6), ...` for `rows` rows.
-fn insert_journal_sql(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO exchange_journal (seq, at, command) VALUES ");
+/// `head` followed by `rows` tuples of `width` placeholders, numbered in order:
+/// `... VALUES ($1, $2, $3), ($4, $5, $6)` for width 3 and 2 rows.
+fn multi_row_insert(head: &str, width: usize, rows: usize) -> String {
+    let mut sql = String::from(head);
     for i in 0..rows {
-        let p = 3 * i;
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(sql, "{sep}(${}, ${}, ${})", p + 1, p + 2, p + 3);
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        for j in 0..width {
+            let sep = if j == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", i * width + j + 1);
+        }
+        sql.push(')');
     }
     sql
+}
+
+/// `INSERT INTO exchange_journal ... VALUES ($1, $2, $3), ($4, $5, $6), ...` for `rows` rows.
+fn insert_journal_sql(rows: usize) -> String {
+    multi_row_insert("INSERT INTO exchange_journal (seq, at, command) VALUES ", 3, rows)
 }
 
 #[async_trait]
@@ -83,14 +92,17 @@ impl<D: Dialect> JournalStore for SqlStore<D> {
                 .fold(stmt(insert_journal_sql(chunk.len())), |s, &(seq, at, command)| s.arg(seq).arg(at).arg(command));
             D::Db::run(&mut tx, insert).await?;
         }
+        let mut sig_rows = Vec::with_capacity(signatures.len());
         for (id, at) in signatures {
-            D::Db::run(
-                &mut tx,
-                stmt("INSERT INTO used_signatures (id, at) VALUES ($1, $2)")
-                    .arg(id.as_slice())
-                    .arg(to_db_time(*at, "single-use signature")?),
-            )
-            .await?;
+            sig_rows.push((id.as_slice(), to_db_time(*at, "single-use signature")?));
+        }
+        // One statement per chunk here too: every order carries a signature.
+        for chunk in sig_rows.chunks(JOURNAL_ROWS_PER_STATEMENT) {
+            let insert = chunk.iter().fold(
+                stmt(multi_row_insert("INSERT INTO used_signatures (id, at) VALUES ", 2, chunk.len())),
+                |s, &(id, at)| s.arg(id).arg(at),
+            );
+            D::Db::run(&mut tx, insert).await?;
         }
         for draft in audit {
             append::<D>(&mut tx, draft, None).await?;
@@ -169,5 +181,6 @@ mod tests {
     fn the_multi_row_insert_numbers_its_placeholders_in_order() {
         assert_eq!(insert_journal_sql(1), "INSERT INTO exchange_journal (seq, at, command) VALUES ($1, $2, $3)");
         assert!(insert_journal_sql(2).ends_with("VALUES ($1, $2, $3), ($4, $5, $6)"));
+        assert_eq!(super::multi_row_insert("V ", 2, 3), "V ($1, $2), ($3, $4), ($5, $6)");
     }
 }
