@@ -47,13 +47,24 @@ fn now(state: &AppState) -> UnixMillis {
 // exchangeInfo.
 // ---------------------------------------------------------------------------------------------
 
-/// The limits this server enforces (empty when they are off), so clients read what applies.
+/// The limits this server enforces (empty when they are off), so clients read what applies: the
+/// values from the limiter's configuration, which is what is counted; whether a kind applies at
+/// all from the endpoint table (`ORDERS` only while some route counts as an order,
+/// `REQUEST_WEIGHT` only while some route weighs anything).
 fn rate_limits(state: &AppState) -> Vec<json::RateLimit> {
+    use crate::endpoints::Route;
+    let routes = || Route::ALL.iter().map(|r| r.spec());
+    let applies = |kind: &str| match kind {
+        "ORDERS" => routes().any(|e| e.counts_as_order),
+        "REQUEST_WEIGHT" => routes().any(|e| e.weight.max() > 0),
+        _ => true,
+    };
     state
         .limiter
         .config()
         .published()
         .into_iter()
+        .filter(|(kind, ..)| applies(kind))
         .map(|(rate_limit_type, interval, interval_num, limit)| json::RateLimit {
             rate_limit_type: rate_limit_type.to_owned(),
             interval: interval.to_owned(),
