@@ -45,9 +45,14 @@ impl ConsoleError {
                 ServiceError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ServiceError::WithdrawalHeld(_) => StatusCode::FORBIDDEN,
                 ServiceError::Exchange(e) if exchange_refusal(e) => StatusCode::UNPROCESSABLE_ENTITY,
-                ServiceError::Exchange(EngineError::Busy | EngineError::Unavailable | EngineError::Storage(_)) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                ServiceError::Exchange(
+                    EngineError::Busy
+                    | EngineError::Unavailable
+                    | EngineError::Storage(_)
+                    | EngineError::NoWriter(_)
+                    | EngineError::NotWriter
+                    | EngineError::Unknown(_),
+                ) => StatusCode::SERVICE_UNAVAILABLE,
                 ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -75,9 +80,14 @@ impl ConsoleError {
                 ServiceError::Throttled { .. } => "throttled",
                 ServiceError::WithdrawalHeld(_) => "withdrawal_held",
                 ServiceError::Exchange(e) if exchange_refusal(e) => "exchange",
-                ServiceError::Exchange(EngineError::Busy | EngineError::Unavailable | EngineError::Storage(_)) => {
-                    "busy"
-                }
+                ServiceError::Exchange(
+                    EngineError::Busy
+                    | EngineError::Unavailable
+                    | EngineError::Storage(_)
+                    | EngineError::NoWriter(_)
+                    | EngineError::NotWriter
+                    | EngineError::Unknown(_),
+                ) => "busy",
                 ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_) => "internal",
             },
             Self::NotLoggedIn => "unauthenticated",
@@ -94,8 +104,15 @@ impl ConsoleError {
     pub fn message(&self) -> String {
         match self {
             Self::Service(ServiceError::Exchange(e)) if exchange_refusal(e) => e.to_string(),
+            Self::Service(ServiceError::Exchange(EngineError::Unknown(_))) => {
+                "the exchange did not confirm in time: check your wallet before trying again".into()
+            }
             Self::Service(ServiceError::Exchange(
-                EngineError::Busy | EngineError::Unavailable | EngineError::Storage(_),
+                EngineError::Busy
+                | EngineError::Unavailable
+                | EngineError::Storage(_)
+                | EngineError::NoWriter(_)
+                | EngineError::NotWriter,
             )) => "the exchange is busy or recovering; please try again in a moment".into(),
             Self::Service(e @ (ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Exchange(_))) => {
                 tracing::error!(error = %e, "console request failed");

@@ -9,6 +9,9 @@ use keygate_proto::{Amount, ErrorCode};
 use std::fmt;
 
 /// Why the engine refused a command or a query. A refused command leaves the state unchanged.
+///
+/// Serialisable so that the node that runs the engine can tell another node why it refused that
+/// node's command (see [`wire`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ExchangeError {
@@ -177,3 +180,196 @@ impl std::error::Error for ExchangeError {}
 
 /// Shorthand used by the arithmetic helpers: an overflow that validation should have excluded.
 pub(crate) const OVERFLOW: ExchangeError = ExchangeError::Internal("arithmetic overflow");
+
+/// [`ExchangeError`] as it crosses between nodes: the same variants with owned text, so it can be
+/// read back from any buffer. The names of filters are a closed set and come back as themselves;
+/// an internal failure's detail stays in the log of the node it happened on.
+pub mod wire {
+    use super::ExchangeError;
+    use keygate_proto::{Amount, ErrorCode};
+    use serde::{Deserialize, Serialize};
+
+    /// The filters whose failure [`ExchangeError::Filter`] names.
+    const FILTERS: [&str; 5] = ["PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "NOTIONAL", "MAX_NUM_ORDERS"];
+
+    /// One [`ExchangeError`], serialisable both ways.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(tag = "refusal", rename_all = "snake_case")]
+    pub enum Refusal {
+        /// [`ExchangeError::UnknownSymbol`].
+        UnknownSymbol,
+        /// [`ExchangeError::BadParam`], by its code.
+        BadParam {
+            /// Binance's code.
+            code: i32,
+            /// Binance's message.
+            msg: String,
+        },
+        /// [`ExchangeError::Filter`].
+        Filter {
+            /// The filter's name.
+            filter: String,
+        },
+        /// [`ExchangeError::InsufficientBalance`].
+        InsufficientBalance,
+        /// [`ExchangeError::WouldTake`].
+        WouldTake,
+        /// [`ExchangeError::DuplicateOrder`].
+        DuplicateOrder,
+        /// [`ExchangeError::UnknownOrder`].
+        UnknownOrder,
+        /// [`ExchangeError::OrderNotFound`].
+        OrderNotFound,
+        /// [`ExchangeError::UnknownAsset`].
+        UnknownAsset,
+        /// [`ExchangeError::NetworkClosed`].
+        NetworkClosed {
+            /// What is closed.
+            msg: String,
+        },
+        /// [`ExchangeError::BelowWithdrawMin`].
+        BelowWithdrawMin {
+            /// The minimum.
+            min: Amount,
+        },
+        /// [`ExchangeError::AboveWithdrawMax`].
+        AboveWithdrawMax {
+            /// The maximum.
+            max: Amount,
+        },
+        /// [`ExchangeError::WithdrawLimitExceeded`].
+        WithdrawLimitExceeded,
+        /// [`ExchangeError::WithdrawLimitOtherAsset`].
+        WithdrawLimitOtherAsset,
+        /// [`ExchangeError::WithdrawInsufficientBalance`].
+        WithdrawInsufficientBalance,
+        /// [`ExchangeError::AmountNotAboveFee`].
+        AmountNotAboveFee,
+        /// [`ExchangeError::AddressNotAllowed`].
+        AddressNotAllowed,
+        /// [`ExchangeError::WithdrawLocked`].
+        WithdrawLocked,
+        /// [`ExchangeError::HistoryWindowTooLong`].
+        HistoryWindowTooLong,
+        /// [`ExchangeError::Internal`]; its detail is in the writer's log.
+        Internal,
+    }
+
+    impl Serialize for ExchangeError {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            Refusal::from(self.clone()).serialize(s)
+        }
+    }
+
+    // Written out rather than derived: a derive would tie the input's lifetime to the
+    // `&'static str` fields and refuse any buffer read at run time.
+    impl<'de> Deserialize<'de> for ExchangeError {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Refusal::deserialize(d).map(Self::from)
+        }
+    }
+
+    impl From<ExchangeError> for Refusal {
+        fn from(e: ExchangeError) -> Self {
+            match e {
+                ExchangeError::UnknownSymbol => Self::UnknownSymbol,
+                ExchangeError::BadParam { code, msg } => Self::BadParam { code: code.code(), msg },
+                ExchangeError::Filter(f) => Self::Filter { filter: f.to_owned() },
+                ExchangeError::InsufficientBalance => Self::InsufficientBalance,
+                ExchangeError::WouldTake => Self::WouldTake,
+                ExchangeError::DuplicateOrder => Self::DuplicateOrder,
+                ExchangeError::UnknownOrder => Self::UnknownOrder,
+                ExchangeError::OrderNotFound => Self::OrderNotFound,
+                ExchangeError::UnknownAsset => Self::UnknownAsset,
+                ExchangeError::NetworkClosed { msg } => Self::NetworkClosed { msg },
+                ExchangeError::BelowWithdrawMin { min } => Self::BelowWithdrawMin { min },
+                ExchangeError::AboveWithdrawMax { max } => Self::AboveWithdrawMax { max },
+                ExchangeError::WithdrawLimitExceeded => Self::WithdrawLimitExceeded,
+                ExchangeError::WithdrawLimitOtherAsset => Self::WithdrawLimitOtherAsset,
+                ExchangeError::WithdrawInsufficientBalance => Self::WithdrawInsufficientBalance,
+                ExchangeError::AmountNotAboveFee => Self::AmountNotAboveFee,
+                ExchangeError::AddressNotAllowed => Self::AddressNotAllowed,
+                ExchangeError::WithdrawLocked => Self::WithdrawLocked,
+                ExchangeError::HistoryWindowTooLong => Self::HistoryWindowTooLong,
+                ExchangeError::Internal(_) => Self::Internal,
+            }
+        }
+    }
+
+    impl From<Refusal> for ExchangeError {
+        fn from(r: Refusal) -> Self {
+            match r {
+                Refusal::UnknownSymbol => Self::UnknownSymbol,
+                Refusal::BadParam { code, msg } => match ErrorCode::from_code(code) {
+                    Some(code) => Self::BadParam { code, msg },
+                    None => Self::Internal("the exchange writer answered an unknown error code"),
+                },
+                Refusal::Filter { filter } => match FILTERS.iter().find(|f| **f == filter) {
+                    Some(f) => Self::Filter(f),
+                    None => Self::Internal("the exchange writer named an unknown filter"),
+                },
+                Refusal::InsufficientBalance => Self::InsufficientBalance,
+                Refusal::WouldTake => Self::WouldTake,
+                Refusal::DuplicateOrder => Self::DuplicateOrder,
+                Refusal::UnknownOrder => Self::UnknownOrder,
+                Refusal::OrderNotFound => Self::OrderNotFound,
+                Refusal::UnknownAsset => Self::UnknownAsset,
+                Refusal::NetworkClosed { msg } => Self::NetworkClosed { msg },
+                Refusal::BelowWithdrawMin { min } => Self::BelowWithdrawMin { min },
+                Refusal::AboveWithdrawMax { max } => Self::AboveWithdrawMax { max },
+                Refusal::WithdrawLimitExceeded => Self::WithdrawLimitExceeded,
+                Refusal::WithdrawLimitOtherAsset => Self::WithdrawLimitOtherAsset,
+                Refusal::WithdrawInsufficientBalance => Self::WithdrawInsufficientBalance,
+                Refusal::AmountNotAboveFee => Self::AmountNotAboveFee,
+                Refusal::AddressNotAllowed => Self::AddressNotAllowed,
+                Refusal::WithdrawLocked => Self::WithdrawLocked,
+                Refusal::HistoryWindowTooLong => Self::HistoryWindowTooLong,
+                Refusal::Internal => Self::Internal("an invariant failed on the exchange writer; see its log"),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::ExchangeError;
+        use keygate_proto::{Amount, ErrorCode};
+
+        #[test]
+        fn every_refusal_crosses_between_nodes_unchanged() {
+            let all = [
+                ExchangeError::UnknownSymbol,
+                ExchangeError::BadParam {
+                    code: ErrorCode::from_code(-1102).unwrap_or(ErrorCode::BadSymbol),
+                    msg: "m".into(),
+                },
+                ExchangeError::Filter("LOT_SIZE"),
+                ExchangeError::Filter("MAX_NUM_ORDERS"),
+                ExchangeError::InsufficientBalance,
+                ExchangeError::WouldTake,
+                ExchangeError::DuplicateOrder,
+                ExchangeError::UnknownOrder,
+                ExchangeError::OrderNotFound,
+                ExchangeError::UnknownAsset,
+                ExchangeError::NetworkClosed { msg: "closed".into() },
+                ExchangeError::BelowWithdrawMin { min: Amount::from_units(5) },
+                ExchangeError::AboveWithdrawMax { max: Amount::from_units(7) },
+                ExchangeError::WithdrawLimitExceeded,
+                ExchangeError::WithdrawLimitOtherAsset,
+                ExchangeError::WithdrawInsufficientBalance,
+                ExchangeError::AmountNotAboveFee,
+                ExchangeError::AddressNotAllowed,
+                ExchangeError::WithdrawLocked,
+                ExchangeError::HistoryWindowTooLong,
+            ];
+            for e in all {
+                let text = serde_json::to_string(&e).unwrap_or_default();
+                let back: Result<ExchangeError, _> = serde_json::from_str(&text);
+                assert_eq!(back.ok(), Some(e.clone()), "{text}");
+            }
+            let internal: Result<ExchangeError, _> =
+                serde_json::from_str(&serde_json::to_string(&ExchangeError::Internal("x")).unwrap_or_default());
+            assert!(matches!(internal, Ok(ExchangeError::Internal(_))));
+            assert_eq!(internal.map(|e| e.code()).ok(), Some(ExchangeError::Internal("x").code()));
+        }
+    }
+}

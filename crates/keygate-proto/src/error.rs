@@ -48,6 +48,9 @@ error_codes! {
     /// -1001 DISCONNECTED: the node cannot serve the request now (its keys may not be current,
     /// or the exchange's writer is unreachable); the client retries, here or on another node.
     Disconnected = -1001, "Internal error; unable to process your request. Please try again.";
+    /// -1007 TIMEOUT: the command reached the exchange's writer but its answer did not come
+    /// back; it may have been carried out. The client checks before retrying.
+    Timeout = -1007, "Timeout waiting for response from backend server. Send status unknown; execution status unknown.";
     /// -1002 UNAUTHORIZED.
     Unauthorized = -1002, "You are not authorized to execute this request.";
     /// -1003 TOO_MANY_REQUESTS: a rate limit, or the replay guard being full.

@@ -44,6 +44,9 @@ pub enum ApiError {
     /// A dependency (the store) does not answer, or this node cannot confirm its keys are current:
     /// 503 -1001, so load balancers take the node out and clients retry elsewhere.
     Unavailable(String),
+    /// A command went to the exchange's writer on another node and its answer was lost: 503
+    /// -1007, execution status unknown (Binance's answer for the same case).
+    OutcomeUnknown(String),
     /// The body did not arrive within its deadline after the headers: 408, and the connection
     /// is closed rather than kept for the rest of the trickle.
     SlowBody,
@@ -68,6 +71,10 @@ impl From<EngineError> for ApiError {
             // restart): refused as the replay guard refuses it.
             EngineError::Replayed => Self::Denied(keygate_auth::Denial::SignatureReused),
             EngineError::Stopped => Self::Internal("the exchange engine is not running".to_owned()),
+            // Nothing was carried out: the writer could not be reached, or changed meanwhile.
+            EngineError::NoWriter(why) => Self::Unavailable(format!("exchange writer: {why}")),
+            EngineError::NotWriter => Self::Unavailable("this node is not the exchange writer".to_owned()),
+            EngineError::Unknown(why) => Self::OutcomeUnknown(why),
         }
     }
 }
@@ -111,6 +118,7 @@ impl ApiError {
                 None,
             ),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(ErrorCode::Disconnected), None),
+            Self::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(ErrorCode::Timeout), None),
             Self::SlowBody => (
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorBody::with_msg(ErrorCode::Unknown, "The request body did not arrive in time."),
@@ -238,6 +246,7 @@ impl ApiError {
             Self::RateLimited(Refusal::Banned { .. }) => "IP_BANNED",
             Self::Internal(_) => "INTERNAL",
             Self::Unavailable(_) => "UNAVAILABLE",
+            Self::OutcomeUnknown(_) => "WRITER_NO_ANSWER",
             Self::SlowBody => "BODY_TOO_SLOW",
         }
     }

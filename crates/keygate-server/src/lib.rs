@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod client_ip;
+pub mod cluster;
 pub mod endpoints;
 mod error;
 pub mod extract;

@@ -37,6 +37,8 @@ pub struct ExchangeSetup {
     pub config: ExchangeConfig,
     /// Snapshot cadence.
     pub engine: EngineConfig,
+    /// Who this node is to the other nodes of the exchange (see [`crate::cluster`]).
+    pub cluster: crate::cluster::ClusterSetup,
 }
 
 /// What to start. Build with [`Assembly::new`] and the setters, then [`Assembly::start`].
@@ -95,11 +97,28 @@ impl Assembly {
         // Read before the key cache is loaded: a change committed in between is applied again
         // by the follower, never missed.
         let cursor = store.last_change().await?;
+        let mut cluster_tasks = Vec::new();
         let engine = match self.exchange {
-            Some(x) => Some(Engine::start(Arc::clone(&store), Arc::clone(&self.clock), x.config, x.engine).await?),
+            Some(x) => {
+                let engine = Engine::spawn(
+                    Arc::clone(&store),
+                    Arc::clone(&self.clock),
+                    x.config,
+                    x.engine,
+                    x.cluster.forward.clone(),
+                )
+                .await?;
+                cluster_tasks =
+                    crate::cluster::join(engine.clone(), Arc::clone(&store), Arc::clone(&self.clock), &x.cluster)
+                        .await?;
+                Some(engine)
+            }
             None => None,
         };
         let service = Service::start_with(store, self.clock, self.config, engine.clone()).await?;
+        for task in cluster_tasks {
+            service.inner.background.push(task);
+        }
         service.follow_changes(cursor).await?;
         if let Some(every) = self.flush_every {
             service.spawn_flusher(every);

@@ -56,6 +56,10 @@ impl Service {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                // The writer completes them; the other nodes see it in the journal.
+                if !engine.is_writer() {
+                    continue;
+                }
                 let now = service.now_ms();
                 if engine.query(move |ex| ex.withdrawals_due(now)).await.unwrap_or(false)
                     && let Err(e) = engine.submit(Command::AdvanceWithdrawals, None).await
@@ -75,15 +79,29 @@ impl Service {
     pub fn start_market_maker(&self, config: MarketMakerConfig) -> ServiceResult<()> {
         let engine = self.engine()?.clone();
         self.inner.background.push(tokio::spawn(async move {
-            let Ok(mm) = engine.query(move |ex| MarketMaker::new(config, ex)).await else {
-                return;
-            };
-            let mm = Arc::new(Mutex::new(mm));
+            // Only the writer's market maker quotes. A node that becomes the writer starts its
+            // own from the book as it finds it (the previous writer's quotes included).
+            let mut mm: Option<Arc<Mutex<MarketMaker>>> = None;
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let state = Arc::clone(&mm);
+                if !engine.is_writer() {
+                    mm = None;
+                    continue;
+                }
+                let state = match &mm {
+                    Some(state) => Arc::clone(state),
+                    None => {
+                        let config = config.clone();
+                        let Ok(made) = engine.query(move |ex| MarketMaker::new(config, ex)).await else {
+                            continue;
+                        };
+                        let made = Arc::new(Mutex::new(made));
+                        mm = Some(Arc::clone(&made));
+                        made
+                    }
+                };
                 let commands = engine
                     .query(move |ex| state.lock().unwrap_or_else(PoisonError::into_inner).tick(ex))
                     .await

@@ -24,8 +24,9 @@ const MAX_BATCH: usize = 512;
 /// Queue length in front of the engine; beyond it callers are told to retry (429).
 const QUEUE: usize = 8192;
 
-/// Why the engine could not answer a command.
-#[derive(Debug, thiserror::Error)]
+/// Why the engine could not answer a command. Serialisable: the exchange's writer tells another
+/// node why it refused that node's command (see [`crate::cluster`]).
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EngineError {
     /// The exchange refused the command (Binance code and message inside).
     #[error(transparent)]
@@ -50,24 +51,74 @@ pub enum EngineError {
     /// command or read is served until it is (the state in memory may hold what was refused).
     #[error("the exchange is unavailable until its state is rebuilt from storage; retry shortly")]
     Unavailable,
+    /// This node does not write the exchange and could not reach the node that does (none is
+    /// elected yet, or it is not answering): nothing was done; retry shortly (-1001).
+    #[error("the exchange writer cannot be reached ({0}); retry shortly")]
+    NoWriter(String),
+    /// The command was sent to the exchange writer but its answer was lost: it may or may not
+    /// have been carried out (Binance's -1007); query before retrying.
+    #[error("the exchange writer did not answer ({0}); execution status unknown")]
+    Unknown(String),
+    /// Asked of a node that is not the exchange writer (on the channel between nodes; the
+    /// sender asks the current writer instead).
+    #[error("this node is not the exchange writer")]
+    NotWriter,
+}
+
+/// A command as the exchange writer carries it out, whichever node received it: what
+/// [`Engine::submit_audited`] takes, as data, so it can travel to the writer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Forwarded {
+    /// The exchange command.
+    pub command: Command,
+    /// The end of the request's `recvWindow`, checked again when the command reaches the engine.
+    pub fresh_until: Option<UnixMicros>,
+    /// The durable identity of the request's single-use signature, if it has one.
+    pub single_use: Option<[u8; 32]>,
+    /// The audit record to write with the command's journal entry; the engine adds the id of
+    /// the record the exchange made (a deposit's, a withdrawal's) to its details as `id`.
+    pub audit: Option<AuditDraft>,
+}
+
+/// An applied command: what the exchange answered, and the journal position up to which the
+/// state includes it (a node that forwarded the command waits until its read copy reaches it, so
+/// its client reads its own write there).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Committed {
+    /// The exchange's answer.
+    pub outcome: Outcome,
+    /// The last journal entry of the batch the command was committed in.
+    pub seq: i64,
 }
 
 type Query = Box<dyn FnOnce(&Exchange) + Send>;
 
-/// Describes an applied command as the audit record written with its journal entry, from what
-/// the exchange answered (a deposit's id, say).
-pub type AuditOf = Box<dyn FnOnce(&Outcome) -> AuditDraft + Send>;
+/// `draft` with what only the exchange knows added to its details: the id of the record
+/// `outcome` made (a deposit's, a withdrawal's) as `id`, and a deposit's network as `network`
+/// (the request may leave it to the coin's default).
+fn complete_audit(mut draft: AuditDraft, outcome: &Outcome) -> AuditDraft {
+    let (id, network) = match outcome {
+        Outcome::Deposited(r) => (Some(r.id.clone()), Some(r.network.clone())),
+        Outcome::WithdrawApplied(r) => (Some(r.id.clone()), None),
+        _ => (None, None),
+    };
+    if let serde_json::Value::Object(details) = &mut draft.details {
+        if let Some(id) = id {
+            details.insert("id".into(), serde_json::Value::String(id));
+        }
+        if let Some(network) = network {
+            details.insert("network".into(), serde_json::Value::String(network));
+        }
+    }
+    draft
+}
 
 // `Mutate` is the common case (every order); boxing it would allocate once per command.
 #[allow(clippy::large_enum_variant)]
 enum Job {
     Mutate {
-        command: Command,
-        fresh_until: Option<UnixMicros>,
-        audit: Option<AuditOf>,
-        /// The durable identity of the request's single-use signature, if it has one.
-        single_use: Option<[u8; 32]>,
-        reply: oneshot::Sender<Result<Outcome, EngineError>>,
+        job: Forwarded,
+        reply: oneshot::Sender<Result<Committed, EngineError>>,
     },
     /// Commands applied in order within one batch: no reader sees the state between two of them.
     MutateAll {
@@ -75,27 +126,34 @@ enum Job {
         reply: oneshot::Sender<Vec<Result<Outcome, EngineError>>>,
     },
     Query(Query),
+    /// Journal entries another node's engine committed, for this node's read copy.
+    Follow(Vec<JournalEntry>, oneshot::Sender<()>),
+    /// Become the writer under `term`: read the journal to its end, then take commands.
+    Promote(i64, oneshot::Sender<Result<(), EngineError>>),
+    /// Stop taking commands (the writer's lock was lost).
+    Demote,
 }
 
 /// A reply owed once the batch is committed (or refused).
 // `One` is the common case (every order); boxing its result would allocate once per command.
 #[allow(clippy::large_enum_variant)]
 enum Pending {
-    One(oneshot::Sender<Result<Outcome, EngineError>>, Result<Outcome, EngineError>),
+    One(oneshot::Sender<Result<Committed, EngineError>>, Result<Outcome, EngineError>),
     All(oneshot::Sender<Vec<Result<Outcome, EngineError>>>, Vec<Result<Outcome, EngineError>>),
 }
 
 impl Pending {
     /// Sends the results, each turned into `failed` if it had succeeded and the batch did not
-    /// commit.
-    fn send(self, failed: Option<&str>) {
+    /// commit; `seq` is the batch's last journal entry.
+    fn send(self, failed: Option<&EngineError>, seq: i64) {
         let settle = |r: Result<Outcome, EngineError>| match failed {
-            Some(cause) => r.and(Err(EngineError::Storage(cause.to_owned()))),
+            Some(EngineError::Storage(cause)) => r.and(Err(EngineError::Storage(cause.clone()))),
+            Some(_) => r.and(Err(EngineError::Unavailable)),
             None => r,
         };
         match self {
             Self::One(reply, result) => {
-                let _ = reply.send(settle(result));
+                let _ = reply.send(settle(result).map(|outcome| Committed { outcome, seq }));
             }
             Self::All(reply, results) => {
                 let _ = reply.send(results.into_iter().map(settle).collect());
@@ -110,6 +168,7 @@ pub struct Engine {
     tx: SyncSender<Job>,
     reads: Arc<Reads>,
     stats: Arc<Stats>,
+    cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// Called with the time each journal commit took (the store's transaction for one batch).
@@ -212,19 +271,45 @@ struct Runner {
     exchange_config: ExchangeConfig,
     /// When old single-use signatures were last forgotten, ms.
     signatures_forgotten_at: u64,
+    /// The writer's term this engine appends under; 0 while it only follows the journal.
+    term: i64,
+    /// What the other tasks of this node know of its role and progress.
+    cluster: Arc<crate::cluster::Cluster>,
 }
 
 impl Engine {
-    /// Rebuilds the exchange from the store (latest snapshot, then the journal after it) and
-    /// starts the engine thread.
+    /// Rebuilds the exchange from the store (latest snapshot, then the journal after it), starts
+    /// the engine thread and makes this process the exchange's writer: the engine of a process
+    /// that owns its store (SQLite, or PostgreSQL with nobody else writing). Several nodes on one
+    /// database start with [`Engine::start_clustered`] instead.
     ///
     /// # Errors
-    /// When the store cannot be read or holds a journal the exchange cannot replay.
+    /// When the store cannot be read or holds a journal the exchange cannot replay, or another
+    /// process writes this exchange.
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         exchange_config: ExchangeConfig,
         config: EngineConfig,
+    ) -> Result<Self, ServiceError> {
+        let engine = Self::spawn(Arc::clone(&store), Arc::clone(&clock), exchange_config, config, None).await?;
+        let claim = store.claim_writer("", "", clock.now().as_millis()).await?.ok_or_else(|| {
+            ServiceError::Internal("another process writes this exchange; start this one as a node of it".into())
+        })?;
+        engine.promote(claim.term).await?;
+        engine.cluster.keep_lock(claim.lock);
+        Ok(engine)
+    }
+
+    /// Rebuilds the exchange as [`Engine::start`] does and starts the engine thread as a read
+    /// copy that follows the journal; [`crate::cluster`] makes it the writer when it wins the
+    /// election. Commands sent to it meanwhile go to the writer through `forward`.
+    pub(crate) async fn spawn(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        exchange_config: ExchangeConfig,
+        config: EngineConfig,
+        forward: Option<Arc<dyn crate::cluster::Forward>>,
     ) -> Result<Self, ServiceError> {
         let (mut exchange, last_seq, snapshot_seq) = recover(&*store, &exchange_config).await?;
         let clock_now_ms = clock.now().as_millis().0;
@@ -233,6 +318,7 @@ impl Engine {
         let (tx, rx) = sync_channel(QUEUE);
         let reads = Arc::new(Reads::default());
         let stats = Arc::new(Stats::default());
+        let cluster = Arc::new(crate::cluster::Cluster::new(Arc::clone(&store), last_seq, forward));
         let runner = Runner {
             exchange,
             reads: Arc::clone(&reads),
@@ -246,12 +332,65 @@ impl Engine {
             config,
             exchange_config,
             signatures_forgotten_at: clock_now_ms,
+            term: 0,
+            cluster: Arc::clone(&cluster),
         };
         std::thread::Builder::new()
             .name("keygate-engine".into())
             .spawn(move || runner.run(rx))
             .map_err(|e| ServiceError::Internal(format!("cannot start the engine thread: {e}")))?;
-        Ok(Self { tx, reads, stats })
+        Ok(Self { tx, reads, stats, cluster })
+    }
+
+    /// What this node's tasks share about its role in the cluster.
+    pub(crate) fn cluster_ref(&self) -> &crate::cluster::Cluster {
+        &self.cluster
+    }
+
+    /// The key calls on the channel between nodes are signed with (derived from the master key,
+    /// the same on every node): the writer's side checks forwarded commands with it.
+    #[must_use]
+    pub fn channel_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(*self.cluster.channel_key())
+    }
+
+    /// Whether this node writes the exchange now (carries out commands itself) rather than
+    /// keeping a read copy and sending commands to the writer.
+    #[must_use]
+    pub fn is_writer(&self) -> bool {
+        self.cluster.term() != 0
+    }
+
+    /// The writer's term this node appends under (0 while it is not the writer).
+    #[must_use]
+    pub fn term(&self) -> i64 {
+        self.cluster.term()
+    }
+
+    /// The last journal entry this node's state includes.
+    #[must_use]
+    pub fn applied(&self) -> i64 {
+        self.cluster.applied()
+    }
+
+    /// Makes the engine thread the writer under `term`, once it has applied the whole journal
+    /// (the previous writer is fenced by the raised term, so the journal no longer grows).
+    pub(crate) async fn promote(&self, term: i64) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_control(Job::Promote(term, reply)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Stops carrying out commands: the writer's lock is gone, so another node may be writing.
+    pub(crate) async fn demote(&self) {
+        let _ = self.send_control(Job::Demote).await;
+    }
+
+    /// Applies journal entries that the writer committed to this node's read copy.
+    pub(crate) async fn follow(&self, entries: Vec<JournalEntry>) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_control(Job::Follow(entries, reply)).await?;
+        rx.await.map_err(|_| EngineError::Stopped)
     }
 
     /// Commands and queries waiting in front of the engine thread (at most the queue's length,
@@ -274,9 +413,7 @@ impl Engine {
     /// # Errors
     /// [`EngineError`] when the exchange refuses it, the window passed, or storage failed.
     pub async fn submit(&self, command: Command, fresh_until: Option<UnixMicros>) -> Result<Outcome, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Mutate { command, fresh_until, audit: None, single_use: None, reply })?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        self.execute(Forwarded { command, fresh_until, single_use: None, audit: None }).await
     }
 
     /// [`Engine::submit`] for a request with a single-use signature: the signature's durable
@@ -292,14 +429,13 @@ impl Engine {
         fresh_until: Option<UnixMicros>,
         single_use: Option<[u8; 32]>,
     ) -> Result<Outcome, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Mutate { command, fresh_until, audit: None, single_use, reply })?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        self.execute(Forwarded { command, fresh_until, single_use, audit: None }).await
     }
 
-    /// [`Engine::submit_once`], with the audit record `audit` makes of the outcome written in the
-    /// same transaction as the command's journal entry: an operation the exchange applied is
-    /// never on record without its audit record, nor the other way round.
+    /// [`Engine::submit_once`], with the audit record `audit` written in the same transaction as
+    /// the command's journal entry (the engine adds the id of the record the exchange made to its
+    /// details as `id`): an operation the exchange applied is never on record without its audit
+    /// record, nor the other way round.
     ///
     /// # Errors
     /// As [`Engine::submit`].
@@ -308,21 +444,49 @@ impl Engine {
         command: Command,
         fresh_until: Option<UnixMicros>,
         single_use: Option<[u8; 32]>,
-        audit: AuditOf,
+        audit: AuditDraft,
     ) -> Result<Outcome, EngineError> {
+        self.execute(Forwarded { command, fresh_until, single_use, audit: Some(audit) }).await
+    }
+
+    /// Carries out `job` here when this node writes the exchange (a test order, which changes
+    /// nothing, is checked here on any node); otherwise has the writer carry it out and waits
+    /// until this node's read copy includes it, so the caller's next read here sees it.
+    async fn execute(&self, job: Forwarded) -> Result<Outcome, EngineError> {
+        if self.is_writer() || matches!(job.command, Command::TestOrder(_)) {
+            // A node deposed between the check and the engine thread answers NotWriter: the
+            // command was not carried out, and the client retries (-1001).
+            return match self.submit_local(job).await {
+                Ok(c) => Ok(c.outcome),
+                Err(EngineError::NotWriter) => Err(EngineError::NoWriter("the writer changed; retry".into())),
+                Err(e) => Err(e),
+            };
+        }
+        let committed = self.cluster.forward(&job).await?;
+        self.cluster.wait_applied(committed.seq).await;
+        Ok(committed.outcome)
+    }
+
+    /// Carries out `job` on this node's engine: the writer's side of the channel between nodes.
+    ///
+    /// # Errors
+    /// [`EngineError::NotWriter`] when this node is not the writer; otherwise as
+    /// [`Engine::submit`].
+    pub async fn submit_local(&self, job: Forwarded) -> Result<Committed, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Mutate { command, fresh_until, audit: Some(audit), single_use, reply })?;
+        self.send(Job::Mutate { job, reply })?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
     /// Applies `commands` durably, in order, in one batch: a reader sees the state before all of
     /// them or after all of them, never in between (the market maker's cancel-and-requote must
     /// never show a book with an empty side). Each command succeeds or is refused on its own, as
-    /// if submitted one after another; the results come back in the same order.
+    /// if submitted one after another; the results come back in the same order. Only on the
+    /// writer (the market maker runs there).
     ///
     /// # Errors
     /// [`EngineError::Busy`] or [`EngineError::Stopped`] for the whole; per command, as
-    /// [`Engine::submit`].
+    /// [`Engine::submit`], or [`EngineError::NotWriter`] on another node.
     pub async fn submit_all(&self, commands: Vec<Command>) -> Result<Vec<Result<Outcome, EngineError>>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::MutateAll { commands, reply })?;
@@ -408,6 +572,27 @@ impl Engine {
         !self.stats.unavailable.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Sends a job that must reach the engine thread even while it refuses callers (a rebuild
+    /// in progress) or its queue is full of callers' jobs.
+    async fn send_control(&self, job: Job) -> Result<(), EngineError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut job = job;
+        loop {
+            self.stats.queued.fetch_add(1, Relaxed);
+            match self.tx.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.stats.queued.fetch_sub(1, Relaxed);
+                    match e {
+                        TrySendError::Full(back) => job = back,
+                        TrySendError::Disconnected(_) => return Err(EngineError::Stopped),
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     fn send(&self, job: Job) -> Result<(), EngineError> {
         use std::sync::atomic::Ordering::Relaxed;
         if !self.is_available() {
@@ -483,7 +668,7 @@ impl Runner {
         signatures: &[([u8; 32], UnixMillis)],
     ) -> Result<(), keygate_store::StoreError> {
         let watch = crate::clock::Stopwatch::start();
-        self.rt.block_on(self.store.append_journal(journal, audit, signatures))?;
+        self.rt.block_on(self.store.append_journal(self.term, journal, audit, signatures))?;
         if let Some(observe) = self.stats.on_commit.get() {
             observe(watch.elapsed());
         }
@@ -506,6 +691,7 @@ impl Runner {
                     self.exchange.take_changed_accounts();
                     self.next_seq = seq + 1;
                     self.snapshot_seq = snap;
+                    self.cluster.set_applied(seq);
                     self.reads.lock().clear();
                     self.stats.unavailable.store(false, Ordering::Release);
                     tracing::warn!(next_seq = self.next_seq, "the exchange was rebuilt from the store; serving again");
@@ -543,8 +729,93 @@ impl Runner {
                 }
             }
             self.stats.queued.fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
-            self.run_batch(batch);
+            // Control jobs are rare: each one splits the batch where it stands, so what was
+            // queued before it is carried out in the role it was queued in.
+            let mut work = Vec::with_capacity(batch.len());
+            for job in batch {
+                match job {
+                    Job::Follow(entries, reply) => {
+                        self.run_batch(std::mem::take(&mut work));
+                        self.follow(entries);
+                        let _ = reply.send(());
+                    }
+                    Job::Promote(term, reply) => {
+                        self.run_batch(std::mem::take(&mut work));
+                        let _ = reply.send(self.promote(term));
+                    }
+                    Job::Demote => {
+                        self.run_batch(std::mem::take(&mut work));
+                        self.set_term(0);
+                    }
+                    other => work.push(other),
+                }
+            }
+            self.run_batch(work);
         }
+    }
+
+    fn set_term(&mut self, term: i64) {
+        if term == 0 && self.term != 0 {
+            tracing::warn!(term = self.term, "this node no longer writes the exchange; following the journal");
+        }
+        self.term = term;
+        self.cluster.set_term(term);
+    }
+
+    /// Reads the journal to its end into the state, then writes as `term`.
+    fn promote(&mut self, term: i64) -> Result<(), EngineError> {
+        loop {
+            let entries = self
+                .rt
+                .block_on(self.store.journal_after(self.next_seq - 1, 10_000))
+                .map_err(|e| EngineError::Storage(e.to_string()))?;
+            if entries.is_empty() {
+                break;
+            }
+            if !self.follow(entries) {
+                return Err(EngineError::Unavailable);
+            }
+        }
+        self.set_term(term);
+        tracing::info!(term, next_seq = self.next_seq, "this node writes the exchange");
+        Ok(())
+    }
+
+    /// Applies entries the writer committed, in order, to the read copy; entries already applied
+    /// are skipped. False, after rebuilding from the store, when they do not follow on (a gap) or
+    /// one no longer applies: the copy never holds a history the journal does not.
+    fn follow(&mut self, entries: Vec<JournalEntry>) -> bool {
+        if self.term != 0 {
+            // The writer's state is the journal's: nothing to follow.
+            return true;
+        }
+        let mut ok = true;
+        for e in entries {
+            if e.seq < self.next_seq {
+                continue;
+            }
+            if e.seq != self.next_seq {
+                tracing::error!(entry = e.seq, expected = self.next_seq, "the journal read has a gap; rebuilding");
+                ok = false;
+                break;
+            }
+            let applied = serde_json::from_slice::<Command>(&e.command)
+                .map_err(|err| err.to_string())
+                .and_then(|c| self.exchange.apply(&c, e.at).map(|_| ()).map_err(|err| err.to_string()));
+            if let Err(err) = applied {
+                tracing::error!(entry = e.seq, error = %err, "a journal entry does not apply to the read copy; rebuilding");
+                ok = false;
+                break;
+            }
+            self.next_seq += 1;
+        }
+        if ok {
+            self.reads.forget(&self.exchange.take_changed_accounts());
+            self.cluster.set_applied(self.next_seq - 1);
+        } else {
+            self.rebuild();
+        }
+        ok
     }
 
     /// Applies one command to the exchange and, if it changed anything, adds it to the batch's
@@ -569,6 +840,9 @@ impl Runner {
     }
 
     fn run_batch(&mut self, batch: Vec<Job>) {
+        if batch.is_empty() {
+            return;
+        }
         let now_us = self.clock.now();
         let now = now_us.as_millis();
         let mut journal = Vec::new();
@@ -579,7 +853,7 @@ impl Runner {
         let ids: Vec<[u8; 32]> = batch
             .iter()
             .filter_map(|j| match j {
-                Job::Mutate { single_use, .. } => *single_use,
+                Job::Mutate { job, .. } if self.term != 0 => job.single_use,
                 _ => None,
             })
             .collect();
@@ -595,7 +869,19 @@ impl Runner {
         for job in batch {
             match job {
                 Job::Query(q) => queries.push(q),
-                Job::Mutate { command, fresh_until, audit: audit_of, single_use, reply } => {
+                Job::Mutate { job, reply } if self.term == 0 => {
+                    // A read copy checks test orders, which change nothing; it carries out no
+                    // command (its caller asks the writer).
+                    let result = match job.command {
+                        Command::TestOrder(_) => self.exchange.apply(&job.command, now).map_err(EngineError::Rejected),
+                        _ => Err(EngineError::NotWriter),
+                    };
+                    replies.push(Pending::One(reply, result));
+                }
+                Job::MutateAll { commands, reply } if self.term == 0 => {
+                    replies.push(Pending::All(reply, commands.iter().map(|_| Err(EngineError::NotWriter)).collect()));
+                }
+                Job::Mutate { job: Forwarded { command, fresh_until, single_use, audit: audit_of }, reply } => {
                     let result = if fresh_until.is_some_and(|f| now_us > f) {
                         Err(EngineError::Expired)
                     } else if let Some(id) = single_use {
@@ -614,8 +900,8 @@ impl Runner {
                     } else {
                         self.apply_one(&command, now, &mut journal)
                     };
-                    if let (Ok(outcome), Some(audit_of)) = (&result, audit_of) {
-                        audit.push(audit_of(outcome));
+                    if let (Ok(outcome), Some(draft)) = (&result, audit_of) {
+                        audit.push(complete_audit(draft, outcome));
                     }
                     replies.push(Pending::One(reply, result));
                 }
@@ -623,6 +909,8 @@ impl Runner {
                     let results = commands.iter().map(|c| self.apply_one(c, now, &mut journal)).collect();
                     replies.push(Pending::All(reply, results));
                 }
+                // Taken out by `run` before a batch is formed.
+                Job::Follow(..) | Job::Promote(..) | Job::Demote => {}
             }
         }
         if (!journal.is_empty() || !audit.is_empty() || !signatures.is_empty())
@@ -631,12 +919,20 @@ impl Runner {
             // Nothing of this batch is durable: refuse every command of it and rebuild the
             // in-memory state from what is.
             tracing::error!(error = %e, "journal append failed; rolling back the batch");
-            let cause = e.to_string();
+            let failure = match e {
+                // Another node took over: nothing of this batch was carried out, and the client
+                // retries (through whichever node, which forwards to the new writer).
+                keygate_store::StoreError::Fenced(_) => {
+                    self.set_term(0);
+                    EngineError::Unavailable
+                }
+                other => EngineError::Storage(other.to_string()),
+            };
             // Refuse newcomers before answering these, so no caller who saw the refusal can then
             // read the state that still holds the refused commands.
             self.stats.unavailable.store(true, std::sync::atomic::Ordering::Release);
             for pending in replies {
-                pending.send(Some(&cause));
+                pending.send(Some(&failure), 0);
             }
             self.rebuild();
             return;
@@ -644,8 +940,10 @@ impl Runner {
         // Before any reply: whoever sees a reply is served no view older than it (see `Reads`).
         // Refused commands are covered too: any balance they touched is listed.
         self.reads.forget(&self.exchange.take_changed_accounts());
+        let last = self.next_seq - 1;
+        self.cluster.set_applied(last);
         for pending in replies {
-            pending.send(None);
+            pending.send(None, last);
         }
         for q in queries {
             // A query only reads, so a bug that panics in one (a fuzzed klines range did) cannot
@@ -659,8 +957,8 @@ impl Runner {
         if !signatures.is_empty() {
             self.forget_old_signatures(now);
         }
-        let last = self.next_seq - 1;
-        if u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every
+        if self.term != 0
+            && u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every
             && !self.snapshotting.swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             // Serialising and writing a large state takes long; the engine only clones it (a

@@ -7,7 +7,7 @@
 //! ([`Engine::submit_audited`]): a deposit is never credited without its audit record, nor
 //! recorded without being credited.
 
-use crate::engine::{AuditOf, Engine, EngineError};
+use crate::engine::{Engine, EngineError};
 use crate::{Actor, Service, ServiceError, ServiceResult};
 use keygate_auth::ApiKeyId;
 use keygate_exchange::{Command, Deposit, DepositRecord, Outcome, Withdraw, WithdrawalRecord};
@@ -70,25 +70,25 @@ impl Service {
         self.inner.engine.as_ref().ok_or_else(|| ServiceError::Internal("the exchange is not running".into()))
     }
 
-    /// The audit record of an exchange operation on `account`, made once the exchange answered.
+    /// The audit record of an exchange operation on `account`; the engine adds the id of the
+    /// record the exchange makes (see [`Engine::submit_audited`]).
     fn audit_of(
         &self,
         actor: &Actor,
         action: &'static str,
         target: String,
         account: AccountId,
-        details: impl FnOnce(&Outcome) -> serde_json::Value + Send + 'static,
-    ) -> AuditOf {
-        let (at, actor_label, source) = (self.now_ms(), actor.label(), actor.source());
-        Box::new(move |outcome| AuditDraft {
-            at,
-            actor: actor_label,
+        details: serde_json::Value,
+    ) -> AuditDraft {
+        AuditDraft {
+            at: self.now_ms(),
+            actor: actor.label(),
             action: action.into(),
             target,
             account_id: Some(account),
-            source,
-            details: details(outcome),
-        })
+            source: actor.source(),
+            details,
+        }
     }
 
     /// Credits a deposit to an account: the operator's (or keygate's own, for the demo) action.
@@ -108,7 +108,13 @@ impl Service {
             Amount::parse(&req.amount).map_err(|e| ServiceError::Invalid(format!("amount {:?}: {e}", req.amount)))?;
         let id = AccountId(account.id.0);
         let deposit = Deposit { account: id, coin, network: req.network, amount };
-        let audit = self.audit_of(actor, "exchange.deposit", format!("account:{}", account.name), id, deposit_details);
+        let audit = self.audit_of(
+            actor,
+            "exchange.deposit",
+            format!("account:{}", account.name),
+            id,
+            deposit_details(&deposit),
+        );
         deposited(self.engine()?.submit_audited(Command::Deposit(deposit), None, None, audit).await?)
     }
 
@@ -144,7 +150,7 @@ impl Service {
         };
         let id = AccountId(account_id.0);
         let deposit = Deposit { account: id, coin: coin.clone(), network: None, amount: faucet_amount(&coin) };
-        let audit = self.audit_of(actor, "console.faucet", format!("account:{name}"), id, deposit_details);
+        let audit = self.audit_of(actor, "console.faucet", format!("account:{name}"), id, deposit_details(&deposit));
         match self.engine()?.submit_audited(Command::Deposit(deposit), None, None, audit).await {
             Ok(outcome) => deposited(outcome),
             Err(e) => {
@@ -169,23 +175,15 @@ impl Service {
         }
         let (key, coin, amount, address) =
             (w.key.to_string(), w.command.coin.clone(), w.command.amount, w.command.address.clone());
-        let audit: AuditOf = Box::new(move |outcome| AuditDraft {
+        let audit = AuditDraft {
             at: now,
             actor: format!("api:{key}"),
             action: "api.withdraw".into(),
             target: key.clone(),
             account_id: Some(account),
             source: w.source,
-            details: serde_json::json!({
-                "asset": coin,
-                "amount": amount,
-                "address": address,
-                "id": match outcome {
-                    Outcome::WithdrawApplied(r) => Some(r.id.clone()),
-                    _ => None,
-                },
-            }),
-        });
+            details: serde_json::json!({ "asset": coin, "amount": amount, "address": address }),
+        };
         match self.engine()?.submit_audited(Command::Withdraw(w.command), w.fresh_until, w.single_use, audit).await? {
             Outcome::WithdrawApplied(record) => Ok(record),
             other => Err(ServiceError::Internal(format!("unexpected engine answer to a withdrawal: {other:?}"))),
@@ -281,13 +279,9 @@ async fn check_journal(store: &dyn keygate_store::Store) -> ServiceResult<Journa
 }
 
 /// What a deposit's audit record says about it.
-fn deposit_details(outcome: &Outcome) -> serde_json::Value {
-    match outcome {
-        Outcome::Deposited(r) => {
-            serde_json::json!({ "asset": r.coin, "amount": r.amount, "network": r.network, "id": r.id })
-        }
-        _ => serde_json::Value::Null,
-    }
+/// A deposit's audit details; the engine adds the deposit's `id`.
+fn deposit_details(d: &Deposit) -> serde_json::Value {
+    serde_json::json!({ "asset": d.coin, "amount": d.amount, "network": d.network })
 }
 
 /// The record of a deposit the engine carried out.

@@ -12,6 +12,7 @@ pub mod assembly;
 mod background;
 pub mod cache;
 pub mod clock;
+pub mod cluster;
 pub mod engine;
 mod error;
 pub mod follow;
@@ -252,7 +253,9 @@ impl Service {
         Ok(())
     }
 
-    fn now_ms(&self) -> keygate_proto::UnixMillis {
+    /// The time on the service's clock (the one clock every decision reads, so tests control it).
+    #[must_use]
+    pub fn now_ms(&self) -> keygate_proto::UnixMillis {
         self.inner.clock.now().as_millis()
     }
 }

@@ -124,7 +124,7 @@ fn a_journal_with_a_gap_refuses_to_start_and_says_where() {
         // Entry 4 appears with no entry 3 (a second writer that skipped a number).
         let command = serde_json::to_vec(&deposit(2, "BTC", "1")).unwrap();
         let at = keygate_proto::UnixMillis(1_767_225_600_000);
-        store.append_journal(&[JournalEntry { seq: 4, at, command }], Vec::new(), &[]).await.unwrap();
+        store.append_journal(1, &[JournalEntry { seq: 4, at, command }], Vec::new(), &[]).await.unwrap();
         let err = Engine::start(Arc::clone(&store), clock.clone(), ExchangeConfig::default(), EngineConfig::default())
             .await
             .unwrap_err()

@@ -31,7 +31,12 @@ pub trait ChangeFeed: Send + Sync {
     async fn listen(&self) -> StoreResult<Option<ChangeListener>>;
 }
 
-/// Hears the change feed's announcements on a connection of its own (see [`ChangeFeed::listen`]).
+/// The PostgreSQL notification channel of the exchange journal; each payload is the last `seq`
+/// of an appended batch.
+pub const JOURNAL_CHANNEL: &str = "keygate_journal";
+
+/// Hears announcements of the change feed or of the journal on a connection of its own (see
+/// [`ChangeFeed::listen`] and [`crate::JournalStore::listen_journal`]).
 #[derive(Debug)]
 pub struct ChangeListener(pub(crate) sqlx::postgres::PgListener);
 
@@ -75,6 +80,6 @@ impl<D: Dialect> ChangeFeed for SqlStore<D> {
     }
 
     async fn listen(&self) -> StoreResult<Option<ChangeListener>> {
-        D::listen(&self.writer).await
+        D::listen(&self.writer, CHANGE_CHANNEL).await
     }
 }

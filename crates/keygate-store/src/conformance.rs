@@ -58,6 +58,11 @@ pub trait Harness: Send + Sync + Sized + 'static {
         Ok(())
     }
 
+    /// Whether several processes can open this backend at once (PostgreSQL), so that one of
+    /// them can hold the exchange writer's lock while another is refused it; SQLite's data
+    /// directory admits one process.
+    const SHARED: bool = false;
+
     /// A fresh, empty backend (new temp dir / new database).
     async fn fresh() -> Self;
 
@@ -157,6 +162,7 @@ macro_rules! store_conformance_suite {
             faucet_grants_stop_at_the_limit_even_when_concurrent,
             a_conditional_key_update_refuses_a_key_changed_meanwhile,
             single_use_signatures_are_recorded_with_their_batch_once,
+            the_exchange_writer_takes_over_with_a_new_term_that_fences_the_old_one,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -341,6 +347,8 @@ impl Drop for PgHarness {
 
 #[async_trait]
 impl Harness for PgHarness {
+    const SHARED: bool = true;
+
     fn available() -> Result<(), String> {
         // Only an unset variable skips; a set one that is empty, invalid or names a server that
         // does not answer fails every test, so a misconfigured CI job cannot pass silently.
@@ -1016,12 +1024,12 @@ pub async fn exchange_journal_appends_atomically_and_reads_back_in_order<H: Harn
     let h = H::fresh().await;
     let store = h.open().await;
     assert!(store.journal_after(0, 10).await.unwrap().is_empty());
-    store.append_journal(&[entry(1), entry(2), entry(3)], Vec::new(), &[]).await.unwrap();
-    store.append_journal(&[entry(4), entry(5)], Vec::new(), &[]).await.unwrap();
-    store.append_journal(&[], Vec::new(), &[]).await.unwrap();
+    store.append_journal(0, &[entry(1), entry(2), entry(3)], Vec::new(), &[]).await.unwrap();
+    store.append_journal(0, &[entry(4), entry(5)], Vec::new(), &[]).await.unwrap();
+    store.append_journal(0, &[], Vec::new(), &[]).await.unwrap();
     assert_eq!(store.journal_after(0, 2).await.unwrap(), vec![entry(1), entry(2)]);
     assert_eq!(store.journal_after(2, 100).await.unwrap(), vec![entry(3), entry(4), entry(5)]);
-    let err = store.append_journal(&[entry(6), entry(5)], Vec::new(), &[]).await.unwrap_err();
+    let err = store.append_journal(0, &[entry(6), entry(5)], Vec::new(), &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert!(store.journal_after(5, 10).await.unwrap().is_empty(), "entry 6 was not half-written");
     drop(store);
@@ -1039,10 +1047,10 @@ pub async fn journal_entries_and_their_audit_records_commit_together<H: Harness>
         details: serde_json::json!({ "deposit": n }),
         ..draft("exchange.deposit", "account:alice", Some(alice.id))
     };
-    store.append_journal(&[entry(1), entry(2)], vec![deposit(1), deposit(2)], &[]).await.unwrap();
+    store.append_journal(0, &[entry(1), entry(2)], vec![deposit(1), deposit(2)], &[]).await.unwrap();
     let chain = whole_audit(&*store).await;
     assert_eq!(chain.iter().map(|r| r.draft.clone()).collect::<Vec<_>>()[1..], [deposit(1), deposit(2)]);
-    let err = store.append_journal(&[entry(3), entry(2)], vec![deposit(3)], &[]).await.unwrap_err();
+    let err = store.append_journal(0, &[entry(3), entry(2)], vec![deposit(3)], &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(whole_audit(&*store).await, chain, "a refused batch left an audit record");
     assert_eq!(store.journal_after(0, 10).await.unwrap(), vec![entry(1), entry(2)]);
@@ -1089,11 +1097,11 @@ pub async fn single_use_signatures_are_recorded_with_their_batch_once<H: Harness
     let h = H::fresh().await;
     let store = h.open().await;
     let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
-    store.append_journal(&[entry(1)], Vec::new(), &[(a, UnixMillis(1_000)), (b, UnixMillis(5_000))]).await.unwrap();
+    store.append_journal(0, &[entry(1)], Vec::new(), &[(a, UnixMillis(1_000)), (b, UnixMillis(5_000))]).await.unwrap();
     let mut used = store.signatures_used(&[a, b, c]).await.unwrap();
     used.sort_unstable();
     assert_eq!(used, vec![a, b]);
-    let err = store.append_journal(&[entry(2)], Vec::new(), &[(c, UnixMillis(6_000)), (a, UnixMillis(6_000))]).await;
+    let err = store.append_journal(0, &[entry(2)], Vec::new(), &[(c, UnixMillis(6_000)), (a, UnixMillis(6_000))]).await;
     assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
     assert!(store.journal_after(1, 10).await.unwrap().is_empty(), "the batch of a replayed signature is not written");
     assert!(store.signatures_used(&[c]).await.unwrap().is_empty());
@@ -1110,6 +1118,56 @@ pub async fn single_use_signatures_are_recorded_with_their_batch_once<H: Harness
         })
         .collect();
     assert!(store.signatures_used(&many).await.unwrap().is_empty(), "long lists are read in chunks");
+}
+
+/// Claiming the writer raises the term and records where the writer is; an append under any other
+/// term is fenced and writes nothing. Where several processes share the backend, the lock admits
+/// one writer at a time and passes to the next once the holder's connection is gone. Nodes that
+/// share the master key derive the same channel key, and another master key gives another.
+pub async fn the_exchange_writer_takes_over_with_a_new_term_that_fences_the_old_one<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    assert_eq!(store.current_writer().await.unwrap().term, 0);
+    let first = store.claim_writer("a", "http://127.0.0.1:1", UnixMillis(1_000)).await.unwrap().expect("free");
+    assert_eq!(first.term, 1);
+    let lease = store.current_writer().await.unwrap();
+    assert_eq!((lease.term, lease.node.as_str(), lease.endpoint.as_str()), (1, "a", "http://127.0.0.1:1"));
+    assert_eq!(lease.since, UnixMillis(1_000));
+    let err = store.append_journal(0, &[entry(1)], Vec::new(), &[([7; 32], UnixMillis(1))]).await;
+    assert!(matches!(err, Err(StoreError::Fenced(_))), "{err:?}");
+    assert!(store.journal_after(0, 10).await.unwrap().is_empty(), "a fenced append writes nothing");
+    assert!(store.signatures_used(&[[7; 32]]).await.unwrap().is_empty());
+    store.append_journal(1, &[entry(1)], Vec::new(), &[]).await.unwrap();
+    let mut lock = first.lock;
+    lock.check().await.unwrap();
+    if H::SHARED {
+        let other = h.open().await;
+        assert!(other.claim_writer("b", "", UnixMillis(2_000)).await.unwrap().is_none(), "held by a");
+        drop(lock);
+        // The server releases the lock when it notices the connection closed.
+        let mut second = None;
+        for _ in 0..100 {
+            second = other.claim_writer("b", "http://127.0.0.1:2", UnixMillis(3_000)).await.unwrap();
+            if second.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(second.expect("taken over once a's connection closed").term, 2);
+    } else {
+        drop(lock);
+        assert_eq!(store.claim_writer("b", "http://127.0.0.1:2", UnixMillis(3_000)).await.unwrap().unwrap().term, 2);
+    }
+    let err = store.append_journal(1, &[entry(2)], Vec::new(), &[]).await;
+    assert!(matches!(err, Err(StoreError::Fenced(_))), "the deposed writer cannot append: {err:?}");
+    store.append_journal(2, &[entry(2)], Vec::new(), &[]).await.unwrap();
+    assert_eq!(store.journal_after(0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.current_writer().await.unwrap().node, "b");
+    let same = h.open().await;
+    assert_eq!(*same.channel_key(), *store.channel_key(), "same master key, same channel key");
+    drop((store, same));
+    let other_key = h.open_with_master_key([0x17; 32]).await;
+    assert_ne!(*other_key.channel_key(), *h.open().await.channel_key());
 }
 
 // ---------------------------------------------------------------------------------------------

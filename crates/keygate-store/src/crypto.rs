@@ -152,6 +152,23 @@ impl SecretCipher {
         Ok(Sealed { master_key_id: self.current.id().to_owned(), bytes })
     }
 
+    /// A key for `purpose` derived from the current master key: HKDF-Expand (RFC 5869) with the
+    /// master key as the pseudorandom key (it is uniformly random, so the extract step adds
+    /// nothing) and `purpose` as the info, one block of HMAC-SHA256. Nodes that share the master
+    /// key derive the same key without another secret to distribute (the internal channel between
+    /// nodes signs with one); a different `purpose` gives an unrelated key.
+    #[must_use]
+    pub fn derive(&self, purpose: &[u8]) -> Zeroizing<[u8; 32]> {
+        use hmac::{KeyInit as _, Mac as _};
+        let mut mac = <hmac::Hmac<Sha256>>::new_from_slice(self.current.key.as_slice())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(purpose);
+        mac.update(&[1]);
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
     /// Decrypts a sealed secret bound to `aad`.
     ///
     /// # Errors

@@ -27,11 +27,24 @@ pub trait Dialect: Send + Sync + 'static + sealed::Sealed {
     /// other connections about it when the transaction commits, if the backend can.
     const NOTIFY_CHANGE: Option<&'static str>;
 
-    /// A connection of its own that hears [`Dialect::NOTIFY_CHANGE`]'s announcements, if the
-    /// backend has them.
+    /// A statement taking `$1` (a journal entry's sequence number as text) that tells the other
+    /// nodes' read copies of the exchange that the journal grew, when the transaction commits.
+    const NOTIFY_JOURNAL: Option<&'static str>;
+    /// Appended to a `SELECT` of a row the transaction only needs unchanged until it commits:
+    /// PostgreSQL's `FOR SHARE` (a writer that wants to change it waits); nothing on SQLite.
+    const FOR_SHARE: &'static str;
+
+    /// A connection of its own that hears the announcements made on `channel`, if the backend
+    /// has them.
     fn listen(
         pool: &sqlx::Pool<Self::Db>,
+        channel: &'static str,
     ) -> impl std::future::Future<Output = crate::StoreResult<Option<crate::changes::ChangeListener>>> + Send;
+
+    /// Takes the exchange writer's lock if it is free (see [`crate::writer`]).
+    fn take_writer_lock(
+        pool: &sqlx::Pool<Self::Db>,
+    ) -> impl std::future::Future<Output = crate::StoreResult<Option<crate::writer::WriterLock>>> + Send;
 }
 
 mod sealed {
@@ -53,11 +66,21 @@ impl Dialect for SqliteDialect {
     const INSERTION_ORDER: &'static str = "rowid";
     const LOCK_AUDIT_CHAIN: Option<&'static str> = None;
     const NOTIFY_CHANGE: Option<&'static str> = None;
+    const NOTIFY_JOURNAL: Option<&'static str> = None;
+    const FOR_SHARE: &'static str = "";
 
     /// One process writes a SQLite file at a time (the data directory's lock), and it updates
     /// its own caches: there is nobody to tell.
-    async fn listen(_: &sqlx::Pool<sqlx::Sqlite>) -> crate::StoreResult<Option<crate::changes::ChangeListener>> {
+    async fn listen(
+        _: &sqlx::Pool<sqlx::Sqlite>,
+        _: &'static str,
+    ) -> crate::StoreResult<Option<crate::changes::ChangeListener>> {
         Ok(None)
+    }
+
+    /// The data directory's lock already makes this process the only one: it is the writer.
+    async fn take_writer_lock(_: &sqlx::Pool<sqlx::Sqlite>) -> crate::StoreResult<Option<crate::writer::WriterLock>> {
+        Ok(Some(crate::writer::WriterLock(crate::writer::LockInner::Exclusive)))
     }
 }
 
@@ -73,10 +96,36 @@ impl Dialect for PostgresDialect {
     const INSERTION_ORDER: &'static str = "inserted";
     const LOCK_AUDIT_CHAIN: Option<&'static str> = Some("SELECT pg_advisory_xact_lock($1)");
     const NOTIFY_CHANGE: Option<&'static str> = Some("SELECT pg_notify('keygate_changes', $1)");
+    const NOTIFY_JOURNAL: Option<&'static str> = Some("SELECT pg_notify('keygate_journal', $1)");
+    const FOR_SHARE: &'static str = " FOR SHARE";
 
-    async fn listen(pool: &sqlx::Pool<sqlx::Postgres>) -> crate::StoreResult<Option<crate::changes::ChangeListener>> {
+    async fn listen(
+        pool: &sqlx::Pool<sqlx::Postgres>,
+        channel: &'static str,
+    ) -> crate::StoreResult<Option<crate::changes::ChangeListener>> {
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen(crate::changes::CHANGE_CHANNEL).await?;
+        listener.listen(channel).await?;
         Ok(Some(crate::changes::ChangeListener(listener)))
+    }
+
+    /// A session advisory lock on a connection opened for it alone (not from the pool, which
+    /// would hand the connection, and the lock, to other work): it is held exactly as long as
+    /// that connection lives.
+    async fn take_writer_lock(
+        pool: &sqlx::Pool<sqlx::Postgres>,
+    ) -> crate::StoreResult<Option<crate::writer::WriterLock>> {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::postgres::PgConnection::connect_with(&pool.connect_options()).await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(crate::writer::WRITER_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if taken {
+            Ok(Some(crate::writer::WriterLock(crate::writer::LockInner::Postgres(conn))))
+        } else {
+            // Closing the connection politely; a failure here changes nothing.
+            let _ = conn.close().await;
+            Ok(None)
+        }
     }
 }

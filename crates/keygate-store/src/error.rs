@@ -13,6 +13,10 @@ pub enum StoreError {
     /// node or another): nothing was written; read it again and retry.
     #[error("changed meanwhile: {0}")]
     Stale(String),
+    /// This process is no longer the exchange's writer: another node took over (a higher term),
+    /// so nothing it appends is accepted. It must rebuild from the store and follow.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// Stored data that cannot be read back (a bug or tampering).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -24,12 +24,19 @@ pub trait JournalStore: Send + Sync {
     /// `signatures` are the single-use signatures of the batch's commands, recorded in the same
     /// transaction: one already recorded (another node took it since the caller checked) is a
     /// [`crate::StoreError::Conflict`] and nothing of the batch is written.
+    /// `term` is the caller's writer term ([`crate::writer`]): when the lease row holds another,
+    /// a newer writer took over and the append is [`crate::StoreError::Fenced`], nothing written.
     async fn append_journal(
         &self,
+        term: i64,
         entries: &[JournalEntry],
         audit: Vec<AuditDraft>,
         signatures: &[([u8; 32], UnixMillis)],
     ) -> StoreResult<()>;
+
+    /// A listener that hears each journal append as it commits, on backends that announce them
+    /// (PostgreSQL), for the other nodes' read copies; `None` on SQLite.
+    async fn listen_journal(&self) -> StoreResult<Option<crate::changes::ChangeListener>>;
 
     /// Which of `ids` are recorded single-use signatures (see [`JournalStore::append_journal`]).
     async fn signatures_used(&self, ids: &[[u8; 32]]) -> StoreResult<Vec<[u8; 32]>>;
@@ -72,6 +79,7 @@ fn insert_journal_sql(rows: usize) -> String {
 impl<D: Dialect> JournalStore for SqlStore<D> {
     async fn append_journal(
         &self,
+        term: i64,
         entries: &[JournalEntry],
         audit: Vec<AuditDraft>,
         signatures: &[([u8; 32], UnixMillis)],
@@ -84,6 +92,20 @@ impl<D: Dialect> JournalStore for SqlStore<D> {
             rows.push((e.seq, to_db_time(e.at, "journal entry")?, e.command.as_slice()));
         }
         let mut tx = self.begin().await?;
+        // Held shared until the commit: a node taking over (which raises the term) waits for this
+        // append, and every append after that sees the new term.
+        let lease =
+            D::Db::optional(&mut tx, stmt(format!("SELECT term FROM exchange_writer WHERE id = 1{}", D::FOR_SHARE)))
+                .await?;
+        let current: i64 = match lease {
+            Some(row) => row.get("term", "writer lease")?,
+            None => return Err(crate::StoreError::Corrupt("the exchange writer's lease row is missing".into())),
+        };
+        if current != term {
+            return Err(crate::StoreError::Fenced(format!(
+                "this node writes as term {term}, but term {current} has taken over the exchange"
+            )));
+        }
         // One statement per chunk, not one per entry: the engine waits on this write before it
         // answers anyone, so its round trips are the durable path's latency.
         for chunk in rows.chunks(JOURNAL_ROWS_PER_STATEMENT) {
@@ -107,8 +129,15 @@ impl<D: Dialect> JournalStore for SqlStore<D> {
         for draft in audit {
             append::<D>(&mut tx, draft, None).await?;
         }
+        if let (Some(notify), Some(last)) = (D::NOTIFY_JOURNAL, entries.last()) {
+            D::Db::run(&mut tx, stmt(notify).arg(last.seq.to_string().as_str())).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn listen_journal(&self) -> StoreResult<Option<crate::changes::ChangeListener>> {
+        D::listen(&self.writer, crate::changes::JOURNAL_CHANNEL).await
     }
 
     async fn signatures_used(&self, ids: &[[u8; 32]]) -> StoreResult<Vec<[u8; 32]>> {

@@ -30,6 +30,7 @@ mod sessions;
 pub mod sql;
 pub mod sqlite;
 mod two_factor;
+pub mod writer;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -50,6 +51,7 @@ pub use records::{
 pub use sessions::SessionStore;
 pub use sqlite::{SqliteStore, SyncMode};
 pub use two_factor::TwoFactorStore;
+pub use writer::{WriterClaim, WriterElection, WriterLease, WriterLock};
 
 use async_trait::async_trait;
 use crypto::SecretCipher;
@@ -65,7 +67,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub mod prelude {
     pub use crate::{
         AccountStore as _, AuditStore as _, ChangeFeed as _, FaucetStore as _, JournalStore as _, KeyStore as _,
-        SessionStore as _, Store as _, TwoFactorStore as _,
+        SessionStore as _, Store as _, TwoFactorStore as _, WriterElection as _,
     };
 }
 
@@ -81,6 +83,7 @@ pub trait Store:
     + JournalStore
     + ChangeFeed
     + FaucetStore
+    + WriterElection
     + std::fmt::Debug
     + Send
     + Sync

@@ -284,7 +284,7 @@ pub struct UsageDelta {
 }
 
 /// An audit event before the store numbers and chains it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditDraft {
     /// When it happened.
     pub at: UnixMillis,

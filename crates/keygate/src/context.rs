@@ -92,6 +92,24 @@ impl Context {
         Ok(Assembly::new(store, Arc::new(SystemClock)))
     }
 
+    /// This command's part among the nodes of a PostgreSQL deployment: it writes the exchange
+    /// itself when no node does, and otherwise sends its commands to the node that does (a
+    /// build without the server cannot, and says so when it would have to).
+    fn cli_node(&self) -> keygate_service::cluster::ClusterSetup {
+        #[cfg(feature = "server")]
+        let forward =
+            keygate_server::cluster::HttpForward::new(std::sync::Arc::new(keygate_service::clock::SystemClock))
+                .ok()
+                .map(|f| std::sync::Arc::new(f) as std::sync::Arc<dyn keygate_service::cluster::Forward>);
+        #[cfg(not(feature = "server"))]
+        let forward = None;
+        keygate_service::cluster::ClusterSetup {
+            node: format!("cli-{}", std::process::id()),
+            endpoint: String::new(),
+            forward,
+        }
+    }
+
     /// Starts what `assembly` describes, saying which database failed to open.
     ///
     /// # Errors
@@ -122,7 +140,8 @@ impl Context {
             Ok(lock) => {
                 let mut assembly = self.assembly(SyncMode::Normal)?;
                 if req.needs_engine() {
-                    assembly = assembly.exchange(ExchangeSetup::default());
+                    assembly =
+                        assembly.exchange(ExchangeSetup { cluster: self.cli_node(), ..ExchangeSetup::default() });
                 }
                 let service = self.start(assembly).await?;
                 let result = admin::execute(&service, &Actor::operator_cli(), req).await;

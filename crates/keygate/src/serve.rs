@@ -78,6 +78,19 @@ pub struct ServeArgs {
     /// API address; no authentication, and nothing secret in it (see docs/operations.md).
     #[arg(long, value_name = "ADDR", env = "KEYGATE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// With --database-url: where this node takes the exchange commands the other nodes send it
+    /// while it is the exchange's writer (plain HTTP, each call signed with a key derived from
+    /// the master key; keep it on loopback or a private network). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", env = "KEYGATE_CLUSTER_LISTEN", default_value = "127.0.0.1:0")]
+    pub cluster_listen: SocketAddr,
+    /// The URL the other nodes reach --cluster-listen at (default: http:// and the address it
+    /// bound). Required when --cluster-listen is a wildcard address such as 0.0.0.0.
+    #[arg(long, value_name = "URL", env = "KEYGATE_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+    /// This node's name in the exchange writer's lease and in logs (default: the host name and
+    /// the process id).
+    #[arg(long, value_name = "NAME", env = "KEYGATE_NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 /// Parses a duration as `0` or a whole number with a unit, `s`, `m`, `h` or `d`, into
@@ -176,12 +189,20 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let withdrawal_hold_ms = args.withdrawal_hold.unwrap_or(if args.demo { 0 } else { 24 * 3_600_000 });
     let service_config =
         keygate_service::ServiceConfig { withdrawal_hold_ms, ..keygate_service::ServiceConfig::default() };
+    let (cluster, channel) = cluster_setup(ctx, &args).await?;
+    let (cluster_node, cluster_endpoint) = (cluster.node.clone(), cluster.endpoint.clone());
     let assembly = ctx
         .assembly(sync)?
         .config(service_config)
-        .exchange(keygate_service::ExchangeSetup { config: exchange_config, ..Default::default() })
+        .exchange(keygate_service::ExchangeSetup { config: exchange_config, cluster, ..Default::default() })
         .flush_every(std::time::Duration::from_secs(1));
     let service = ctx.start(assembly).await?;
+    let channel = match channel {
+        Some(listener) => {
+            Some(keygate_server::cluster::serve_channel(listener, service.clone()).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     // Whatever happens from here, the service's tasks stop and its store closes before the
     // runtime does (a task left running into the runtime's shutdown would fail noisily).
     let result: anyhow::Result<()> = async {
@@ -217,6 +238,14 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             sayln!("metrics: http://{addr}/metrics");
         }
         sayln!("data directory: {}", ctx.data_dir.path().display());
+        if !cluster_node.is_empty() {
+            let role = if service.engine().is_ok_and(keygate_service::engine::Engine::is_writer) {
+                "writes the exchange"
+            } else {
+                "follows the exchange's writer"
+            };
+            sayln!("node {cluster_node:?} {role}; commands from other nodes at {cluster_endpoint}");
+        }
         if let Some(demo) = demo.as_mut() {
             let path = demo.write(&format!("{scheme}://{}", handle.addr))?.display().to_string();
             sayln!(
@@ -237,8 +266,51 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         handle.wait().await.context("server failed")
     }
     .await;
+    if let Some(channel) = channel {
+        channel.abort();
+    }
     service.shutdown().await;
     result
+}
+
+/// Who this node is to the other nodes of a PostgreSQL deployment, and the listener of its end
+/// of the channel between them (bound now: the writer's lease records where it is). A SQLite
+/// store has one process, which writes the exchange itself: nothing to set up.
+async fn cluster_setup(
+    ctx: &Context,
+    args: &ServeArgs,
+) -> anyhow::Result<(keygate_service::cluster::ClusterSetup, Option<tokio::net::TcpListener>)> {
+    use keygate_service::cluster::ClusterSetup;
+    if !ctx.uses_postgres() {
+        return Ok((ClusterSetup::default(), None));
+    }
+    let listener = tokio::net::TcpListener::bind(args.cluster_listen)
+        .await
+        .with_context(|| format!("cannot listen on --cluster-listen {}", args.cluster_listen))?;
+    let bound = listener.local_addr()?;
+    let endpoint = match &args.cluster_advertise {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None if bound.ip().is_unspecified() => bail!(
+            "--cluster-listen {bound} is a wildcard address: pass --cluster-advertise with the URL the other \
+             nodes reach this one at (e.g. http://10.0.0.5:{})",
+            bound.port()
+        ),
+        None => format!("http://{bound}"),
+    };
+    let node = args.node_name.clone().unwrap_or_else(default_node_name);
+    let forward = keygate_server::cluster::HttpForward::new(std::sync::Arc::new(keygate_service::clock::SystemClock))
+        .map_err(anyhow::Error::msg)?;
+    Ok((ClusterSetup { node, endpoint, forward: Some(std::sync::Arc::new(forward)) }, Some(listener)))
+}
+
+/// The host name and the process id: unique among the nodes of one deployment.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Waits for Ctrl-C or SIGTERM. The SIGTERM handler is installed by the caller before the server

@@ -1,0 +1,12 @@
+-- Issue #13: one exchange writer at a time. The node that holds the writer's lock (PostgreSQL: a
+-- session advisory lock on a dedicated connection) raises `term` when it takes over and writes
+-- where the other nodes reach it; every journal append checks `term` in its own transaction, so
+-- a deposed writer can never append again.
+CREATE TABLE exchange_writer (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    term BIGINT NOT NULL CHECK (term >= 0),
+    node TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    since BIGINT NOT NULL CHECK (since >= 0)
+);
+INSERT INTO exchange_writer (id, term, node, endpoint, since) VALUES (1, 0, '', '', 0);

@@ -1,0 +1,136 @@
+//! The exchange writer's lease: which node runs the exchange engine, under which term, and where
+//! the other nodes send it their commands.
+//!
+//! On PostgreSQL the writer holds a session advisory lock on a connection of its own: the lock
+//! lasts exactly as long as that connection, so a writer that dies (`kill -9`, a lost network)
+//! lets the next node take over as soon as PostgreSQL notices. Taking over raises the lease row's
+//! `term`, and every journal append checks the term in its own transaction
+//! ([`crate::JournalStore::append_journal`]): a deposed writer that still believes it writes can
+//! never append again, even before it learns that it lost the lock. On SQLite one process owns
+//! the data (the data directory's lock), so it is always the writer; the term is kept all the same.
+
+use crate::dialect::Dialect;
+use crate::rows::{Columns as _, to_db_time};
+use crate::sql::{SqlDb, SqlStore, stmt};
+use crate::{StoreError, StoreResult};
+use async_trait::async_trait;
+use keygate_proto::UnixMillis;
+use zeroize::Zeroizing;
+
+/// The key of the writer's advisory lock on PostgreSQL ("kgwriter" in ASCII): it only has to
+/// differ from any other advisory lock taken in the same database.
+pub const WRITER_LOCK: i64 = 0x6b67_7772_6974_6572;
+
+/// Who writes the exchange, as the lease row says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterLease {
+    /// Raised by each takeover; 0 before any writer ever took over.
+    pub term: i64,
+    /// The writer's node name.
+    pub node: String,
+    /// Where the other nodes reach the writer's internal channel (`http://host:port`); empty when
+    /// it has none.
+    pub endpoint: String,
+    /// When it took over.
+    pub since: UnixMillis,
+}
+
+/// Held by the writer for as long as it writes: on PostgreSQL the connection that holds the
+/// advisory lock (dropping it closes the connection, which releases the lock); nothing on SQLite.
+#[derive(Debug)]
+pub struct WriterLock(pub(crate) LockInner);
+
+#[derive(Debug)]
+pub(crate) enum LockInner {
+    /// One process owns the data: nobody else can take it.
+    Exclusive,
+    /// The connection that holds [`WRITER_LOCK`].
+    Postgres(sqlx::postgres::PgConnection),
+}
+
+impl WriterLock {
+    /// Whether the lock is still held: a round trip on its connection. A writer checks this now
+    /// and then and stops writing when it fails (the term check fences it anyway).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the connection is gone: the lock went with it.
+    pub async fn check(&mut self) -> StoreResult<()> {
+        match &mut self.0 {
+            LockInner::Exclusive => Ok(()),
+            LockInner::Postgres(conn) => {
+                sqlx::query("SELECT 1").execute(conn).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A node that became the writer: the term its appends must carry, and the lock to keep.
+#[derive(Debug)]
+pub struct WriterClaim {
+    /// The new term (the previous one plus one).
+    pub term: i64,
+    /// Keep it while writing; drop it to step down.
+    pub lock: WriterLock,
+}
+
+/// Electing the exchange's single writer.
+#[async_trait]
+pub trait WriterElection: Send + Sync {
+    /// Takes the writer's lock if nobody holds it and, if taken, raises the term and records
+    /// `node` and `endpoint` as the writer's. `None` when another process holds the lock.
+    ///
+    /// The term is raised in a transaction that waits for any journal append in progress
+    /// (appends hold the lease row shared), so once this returns the previous writer can append
+    /// nothing more: everything it ever appended is in the journal for the new writer to read.
+    async fn claim_writer(&self, node: &str, endpoint: &str, now: UnixMillis) -> StoreResult<Option<WriterClaim>>;
+
+    /// The lease row as it stands.
+    async fn current_writer(&self) -> StoreResult<WriterLease>;
+
+    /// The key nodes sign their internal calls with: derived from the master key, which every
+    /// node of a deployment holds (it opens the same sealed secrets), so there is no other
+    /// secret to distribute.
+    fn channel_key(&self) -> Zeroizing<[u8; 32]>;
+}
+
+#[async_trait]
+impl<D: Dialect> WriterElection for SqlStore<D> {
+    async fn claim_writer(&self, node: &str, endpoint: &str, now: UnixMillis) -> StoreResult<Option<WriterClaim>> {
+        let Some(lock) = D::take_writer_lock(&self.writer).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.begin().await?;
+        let row = D::Db::optional(
+            &mut tx,
+            stmt("UPDATE exchange_writer SET term = term + 1, node = $1, endpoint = $2, since = $3 WHERE id = 1 RETURNING term")
+                .arg(node)
+                .arg(endpoint)
+                .arg(to_db_time(now, "writer lease")?),
+        )
+        .await?;
+        tx.commit().await?;
+        let term = row
+            .ok_or_else(|| StoreError::Corrupt("the exchange writer's lease row is missing".into()))?
+            .get("term", "writer lease")?;
+        Ok(Some(WriterClaim { term, lock }))
+    }
+
+    async fn current_writer(&self) -> StoreResult<WriterLease> {
+        let row = self
+            .read_optional(stmt("SELECT term, node, endpoint, since FROM exchange_writer WHERE id = 1"))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the exchange writer's lease row is missing".into()))?;
+        let since: i64 = row.get("since", "writer lease")?;
+        Ok(WriterLease {
+            term: row.get("term", "writer lease")?,
+            node: row.get("node", "writer lease")?,
+            endpoint: row.get("endpoint", "writer lease")?,
+            since: UnixMillis(u64::try_from(since).unwrap_or(0)),
+        })
+    }
+
+    fn channel_key(&self) -> Zeroizing<[u8; 32]> {
+        self.cipher.derive(b"keygate/internal-channel/v1")
+    }
+}
