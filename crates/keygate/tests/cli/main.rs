@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod access_log;
+mod cluster;
 mod demo;
 mod durability;
 mod nodes;
@@ -13,6 +14,10 @@ mod store_faults;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+/// Held by the tests that run several servers on one PostgreSQL database: each measures
+/// latencies that two of them running at once on a small machine would distort.
+static SEVERAL_SERVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A fresh directory with its own data directory and master key file.
 struct Sandbox {

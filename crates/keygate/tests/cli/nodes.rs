@@ -50,6 +50,7 @@ async fn a_key_created_or_revoked_through_one_node_is_honoured_or_refused_by_eve
         let _ = std::io::stderr().write_all(format!("several nodes: skipped: {why}\n").as_bytes());
         return;
     }
+    let _alone = super::SEVERAL_SERVERS.lock().await;
     let db = PgHarness::fresh().await;
     let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
     let (server_part, _) = base.rsplit_once('/').unwrap();
