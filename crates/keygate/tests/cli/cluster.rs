@@ -269,8 +269,8 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
     // Kill the writer under load from the other two nodes.
     let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
-    for n in 1..3 {
-        let c = Arc::clone(&alice[n]);
+    for c in &alice[1..] {
+        let c = Arc::clone(c);
         let stop = Arc::clone(&stop_load);
         load.push(tokio::spawn(async move {
             let mut out = Vec::new();
