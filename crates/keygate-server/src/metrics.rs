@@ -13,7 +13,11 @@
 //! - `engine_queue_depth`: commands and queries waiting for the exchange engine thread;
 //! - `journal_commit_duration_seconds`: one store transaction per batch of engine commands;
 //! - `key_cache_keys`: keys in the in-memory cache;
-//! - `replay_guard_signatures` and `replay_guard_capacity`: the replay guard's fill.
+//! - `replay_guard_signatures` and `replay_guard_capacity`: the replay guard's fill;
+//! - `exchange_writer_term`: the term under which this node writes the exchange, 0 while it
+//!   follows the writer (on several nodes, exactly one node shows a non-zero term);
+//! - `exchange_journal_applied`: the last journal entry this node's exchange includes (a read
+//!   copy's lag is the writer's value minus its own).
 //!
 //! Gauges are read from the engine, the key cache and the replay guard when `/metrics` is
 //! scraped, through their own small accessors; those crates know nothing of metrics.
@@ -43,6 +47,8 @@ const COMMIT: &str = "keygate_journal_commit_duration_seconds";
 const CACHE: &str = "keygate_key_cache_keys";
 const REPLAY: &str = "keygate_replay_guard_signatures";
 const REPLAY_CAPACITY: &str = "keygate_replay_guard_capacity";
+const WRITER_TERM: &str = "keygate_exchange_writer_term";
+const APPLIED: &str = "keygate_exchange_journal_applied";
 
 /// The handles of one (method, status) of one endpoint.
 #[derive(Debug)]
@@ -63,6 +69,8 @@ pub struct Metrics {
     cache: Gauge,
     replay: Gauge,
     replay_capacity: Gauge,
+    writer_term: Gauge,
+    applied: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,12 +125,16 @@ impl Metrics {
             None,
             "Most signatures the replay guard holds; beyond it signed TRADE requests get -1003.",
         );
+        describe(WRITER_TERM, None, "The term under which this node writes the exchange; 0 while it follows the writer.");
+        describe(APPLIED, None, "The last exchange journal entry this node's state includes.");
         let gauge = |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &metadata());
         Self {
             queue: gauge(QUEUE),
             cache: gauge(CACHE),
             replay: gauge(REPLAY),
             replay_capacity: gauge(REPLAY_CAPACITY),
+            writer_term: gauge(WRITER_TERM),
+            applied: gauge(APPLIED),
             routes: RwLock::new(HashMap::new()),
             handle,
             recorder,
@@ -185,6 +197,10 @@ impl Metrics {
         let guard = state.verifier.replay_guard();
         self.replay.set(f(guard.len()));
         self.replay_capacity.set(f(guard.capacity()));
+        #[allow(clippy::cast_precision_loss)] // Terms and journal positions far below 2^52.
+        let g = |n: i64| n as f64;
+        self.writer_term.set(g(state.engine.term()));
+        self.applied.set(g(state.engine.applied()));
         self.handle.render()
     }
 

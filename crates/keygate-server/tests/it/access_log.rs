@@ -268,6 +268,10 @@ async fn metrics_are_served_on_their_own_address_with_every_named_series() {
     assert_eq!(value(&text, "keygate_key_cache_keys"), Some(1.0), "{text}");
     assert_eq!(value(&text, "keygate_replay_guard_signatures"), Some(1.0), "{text}");
     assert_eq!(value(&text, "keygate_replay_guard_capacity"), Some(1_000_000.0), "{text}");
+    // A lone node on its own store writes the exchange (term 1), and its state includes every
+    // entry it committed.
+    assert_eq!(value(&text, "keygate_exchange_writer_term"), Some(1.0), "{text}");
+    assert!(value(&text, "keygate_exchange_journal_applied").is_some_and(|v| v >= 2.0), "{text}");
     for help in ["# HELP keygate_http_requests_total", "# TYPE keygate_http_request_duration_seconds histogram"] {
         assert!(text.contains(help), "{help}: {text}");
     }
