@@ -356,3 +356,82 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
         super::stop(child);
     }
 }
+
+/// Order throughput through one, two and three nodes of one exchange, as ratios to one node (the
+/// writer alone): the followers' forwarding costs a hop each, and the writer's engine carries
+/// every order whichever node took it. A measurement, not a check: run it as
+/// `cargo test --release -p keygate --test cli order_throughput -- --ignored --nocapture`
+/// (docs/benchmarks.md records the numbers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --release --ignored --nocapture (docs/benchmarks.md)"]
+async fn order_throughput_through_one_two_and_three_nodes() {
+    if let Err(why) = PgHarness::available() {
+        let _ = std::io::stderr().write_all(format!("cluster throughput: skipped: {why}\n").as_bytes());
+        return;
+    }
+    let _alone = super::SEVERAL_SERVERS.lock().await;
+    let db = PgHarness::fresh().await;
+    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
+    let (server_part, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{server_part}/{}", db.database());
+    let first = Sandbox::new();
+    let master_key = first.master_key();
+    let nodes: Vec<Node> = std::iter::once(first)
+        .chain((0..2).map(|_| Sandbox::new()))
+        .map(|sandbox| Node { sandbox, url: url.clone(), master_key: master_key.clone() })
+        .collect();
+    nodes[0].account("alice");
+    nodes[0].ok(&["deposit", "--account", "alice", "--asset", "USDT", "--amount", "1000000000"]);
+    let servers: Vec<(Child, String, bool)> = nodes.iter().map(Node::serve).collect();
+    let (key, secret) = trader(&nodes[0], "alice");
+    let connections: usize = std::env::var("KEYGATE_CLUSTER_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let seconds: u64 = std::env::var("KEYGATE_CLUSTER_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let mut rates = Vec::new();
+    for through in 1..=3usize {
+        let stop = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for c in 0..connections {
+            let base = servers[c % through].1.clone();
+            let client = Client::new(base, key.clone(), Signer::hmac(&secret), system_time());
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0u64;
+                while Instant::now() < stop {
+                    // Immediate-or-cancel below every ask: journaled, then expired, so the book
+                    // and the account's open orders stay empty however long it runs.
+                    let mut nonce = [0u8; 8];
+                    getrandom::getrandom(&mut nonce).unwrap();
+                    let id = format!("b{}", u64::from_le_bytes(nonce));
+                    let params = [
+                        ("newClientOrderId", id.as_str()),
+                        ("symbol", "BTCUSDT"),
+                        ("side", "BUY"),
+                        ("type", "LIMIT"),
+                        ("timeInForce", "IOC"),
+                        ("quantity", "0.001"),
+                        ("price", "10000"),
+                        ("newOrderRespType", "ACK"),
+                    ];
+                    let a = client.signed(Method::POST, "/api/v3/order", &params).await.unwrap();
+                    assert_eq!(a.status, 200, "{:?}", a.body);
+                    ok += 1;
+                }
+                ok
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let rate = total as f64 / seconds as f64;
+        rates.push(rate);
+        let _ = writeln!(
+            std::io::stderr(),
+            "orders through {through} node(s), {connections} connections, {seconds} s: {rate:.0}/s, {:.2} of one node",
+            rate / rates[0]
+        );
+    }
+    for (child, ..) in servers {
+        super::stop(child);
+    }
+}
