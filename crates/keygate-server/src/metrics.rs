@@ -125,7 +125,11 @@ impl Metrics {
             None,
             "Most signatures the replay guard holds; beyond it signed TRADE requests get -1003.",
         );
-        describe(WRITER_TERM, None, "The term under which this node writes the exchange; 0 while it follows the writer.");
+        describe(
+            WRITER_TERM,
+            None,
+            "The term under which this node writes the exchange; 0 while it follows the writer.",
+        );
         describe(APPLIED, None, "The last exchange journal entry this node's state includes.");
         let gauge = |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &metadata());
         Self {

@@ -140,3 +140,51 @@ fn a_node_cut_off_from_the_database_stops_vouching_for_its_keys_and_catches_up_a
         },
     );
 }
+
+/// A node with the exchange and, when `quote`, the market maker, as `serve --market-maker` runs.
+async fn exchange_node(h: &PgHarness, clock: &Arc<ManualClock>, quote: bool) -> Service {
+    let node = keygate_service::Assembly::new(keygate_service::StoreSource::Opened(h.open().await), clock.clone())
+        .exchange(keygate_service::ExchangeSetup::default())
+        .start()
+        .await
+        .unwrap();
+    if quote {
+        node.start_market_maker(keygate_exchange::MarketMakerConfig::new(keygate_proto::AccountId(99), 7)).unwrap();
+    }
+    node
+}
+
+/// The market maker's open orders on BTCUSDT as `node` sees them.
+async fn quotes(node: &Service) -> usize {
+    node.engine()
+        .unwrap()
+        .query(|ex| ex.open_orders(keygate_proto::AccountId(99), None).map_or(0, |o| o.len()))
+        .await
+        .unwrap()
+}
+
+#[test]
+fn only_the_writers_market_maker_quotes_and_a_new_writer_starts_its_own() {
+    run_or_skip::<PgHarness>("only_the_writers_market_maker_quotes_and_a_new_writer_starts_its_own", async {
+        let h = PgHarness::fresh().await;
+        let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+        let a = exchange_node(&h, &clock, false).await;
+        let b = exchange_node(&h, &clock, true).await;
+        assert!(a.engine().unwrap().is_writer() && !b.engine().unwrap().is_writer());
+        // B's market maker runs but B does not write the exchange: nothing is quoted.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(quotes(&a).await, 0);
+        assert_eq!(quotes(&b).await, 0);
+        // A stops (its lock goes with its connection): B takes over, and its market maker quotes.
+        a.shutdown().await;
+        let start = Instant::now();
+        while quotes(&b).await == 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "B never took over and quoted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(b.engine().unwrap().is_writer());
+        assert!(b.engine().unwrap().term() >= 2, "a new term: {}", b.engine().unwrap().term());
+        let _ = writeln!(std::io::stderr(), "B quoted {:?} after A stopped", start.elapsed());
+        b.shutdown().await;
+    });
+}

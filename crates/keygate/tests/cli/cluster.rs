@@ -275,15 +275,17 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
         load.push(tokio::spawn(async move {
             let mut out = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let placed = place(&c, "BUY", "40000").await;
+                // Sent at `at`: only orders sent after the fault count as taken again after it.
                 let at = Instant::now();
+                let placed = place(&c, "BUY", "40000").await;
+                let answered = at.elapsed();
                 // Canceled again at once, so the account never reaches its open-order limit;
                 // the cancel goes to the writer too.
                 let canceled = match placed {
                     Answered::Placed(id) => Some(cancel(&c, id).await),
                     Answered::Refused(..) => None,
                 };
-                out.push((at, placed, canceled));
+                out.push((at, placed, canceled, answered));
             }
             out
         }));
@@ -300,7 +302,7 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
         after.extend(t.await.unwrap());
     }
     after.sort_by_key(|(at, ..)| *at);
-    for a in after.iter().flat_map(|(_, placed, canceled)| std::iter::once(placed).chain(canceled)) {
+    for a in after.iter().flat_map(|(_, placed, canceled, _)| std::iter::once(placed).chain(canceled)) {
         match a {
             Answered::Placed(_) => {}
             // What a client may see while the writer changes: nothing carried out (-1001), or
@@ -311,10 +313,10 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
     }
     let resumed = after
         .iter()
-        .find(|(at, a, _)| *at > killed_at && matches!(a, Answered::Placed(_)))
-        .map(|(at, ..)| at.duration_since(killed_at))
+        .find(|(at, a, ..)| *at > killed_at && matches!(a, Answered::Placed(_)))
+        .map(|(at, _, _, answered)| at.duration_since(killed_at) + *answered)
         .expect("orders were taken again after the writer was killed");
-    let outage = after.iter().filter(|(at, a, _)| *at > killed_at && !matches!(a, Answered::Placed(_))).count();
+    let outage = after.iter().filter(|(at, a, ..)| *at > killed_at && !matches!(a, Answered::Placed(_))).count();
     let _ = writeln!(
         std::io::stderr(),
         "writer killed: orders taken again after {resumed:?} ({outage} refused meanwhile, {} orders in all)",
@@ -332,7 +334,7 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
             assert_eq!(&now, status, "order {id} changed across the failover");
         }
     }
-    for (_, placed, canceled) in &after {
+    for (_, placed, canceled, _) in &after {
         if let Answered::Placed(id) = placed {
             // Acknowledged cancels stand; an unacknowledged one may or may not have happened.
             let want: &[&str] = match canceled {
@@ -345,6 +347,77 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
             }
         }
     }
+    // Every connection to the database dropped under load (the writer's lock with them): the
+    // nodes reconnect, one of them takes the exchange again, and nothing acknowledged is lost.
+    let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for c in &alice[1..] {
+        let c = Arc::clone(c);
+        let stop = Arc::clone(&stop_load);
+        load.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = Instant::now();
+                let placed = place(&c, "BUY", "40000").await;
+                let answered = at.elapsed();
+                let canceled = match placed {
+                    Answered::Placed(id) => Some(cancel(&c, id).await),
+                    Answered::Refused(..) => None,
+                };
+                out.push((at, placed, canceled, answered));
+            }
+            out
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut admin = {
+        use sqlx::Connection as _;
+        sqlx::postgres::PgConnection::connect_with(&db.options().database("postgres")).await.unwrap()
+    };
+    let dropped_at = Instant::now();
+    let dropped: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(db.database())
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut during = Vec::new();
+    for t in load {
+        during.extend(t.await.unwrap());
+    }
+    for a in during.iter().flat_map(|(_, placed, canceled, _)| std::iter::once(placed).chain(canceled)) {
+        assert!(
+            matches!(a, Answered::Placed(_) | Answered::Refused(503, -1001 | -1007)),
+            "with the database connections dropped a client got {a:?}"
+        );
+    }
+    let back = during
+        .iter()
+        .find(|(at, a, ..)| *at > dropped_at && matches!(a, Answered::Placed(_)))
+        .map(|(at, _, _, answered)| at.duration_since(dropped_at) + *answered)
+        .expect("orders were taken again after the connections were dropped");
+    let _ = writeln!(
+        std::io::stderr(),
+        "{} database connections dropped: orders taken again after {back:?}, {} refused",
+        dropped.len(),
+        during.iter().filter(|(at, a, ..)| *at > dropped_at && !matches!(a, Answered::Placed(_))).count()
+    );
+    for (_, placed, canceled, _) in &during {
+        if let Answered::Placed(id) = placed {
+            let want: &[&str] = match canceled {
+                Some(Answered::Placed(_)) => &["CANCELED"],
+                _ => &["NEW", "CANCELED"],
+            };
+            for c in &alice[1..] {
+                let now = status_on(c, *id).await;
+                assert!(want.contains(&now.as_str()), "order {id} after the dropped connections: {now}");
+            }
+        }
+    }
+
     let balance = alice[2].signed(Method::GET, "/api/v3/account", &[]).await.unwrap();
     let usdt = balance.body["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "USDT").cloned().unwrap();
     let total = usdt["free"].as_str().unwrap().parse::<f64>().unwrap()
@@ -384,7 +457,8 @@ async fn order_throughput_through_one_two_and_three_nodes() {
     nodes[0].ok(&["deposit", "--account", "alice", "--asset", "USDT", "--amount", "1000000000"]);
     let servers: Vec<(Child, String, bool)> = nodes.iter().map(Node::serve).collect();
     let (key, secret) = trader(&nodes[0], "alice");
-    let connections: usize = std::env::var("KEYGATE_CLUSTER_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let connections: usize =
+        std::env::var("KEYGATE_CLUSTER_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
     let seconds: u64 = std::env::var("KEYGATE_CLUSTER_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut rates = Vec::new();
     for through in 1..=3usize {
