@@ -271,6 +271,13 @@ struct Runner {
     exchange_config: ExchangeConfig,
     /// When old single-use signatures were last forgotten, ms.
     signatures_forgotten_at: u64,
+    /// The single-use signatures recorded while their requests can still arrive, with when each
+    /// can be forgotten (ms): the writer is the only node that records them, so once it has
+    /// loaded the recent ones at takeover it checks new ones here, without a read per batch.
+    /// The store's unique index stays the backstop.
+    used: rustc_hash::FxHashMap<[u8; 32], u64>,
+    /// When `used` was last pruned, ms.
+    used_pruned_at: u64,
     /// The writer's term this engine appends under; 0 while it only follows the journal.
     term: i64,
     /// What the other tasks of this node know of its role and progress.
@@ -332,6 +339,8 @@ impl Engine {
             config,
             exchange_config,
             signatures_forgotten_at: clock_now_ms,
+            used: rustc_hash::FxHashMap::default(),
+            used_pruned_at: clock_now_ms,
             term: 0,
             cluster: Arc::clone(&cluster),
         };
@@ -685,7 +694,14 @@ impl Runner {
         self.reads.lock().clear();
         let mut wait = std::time::Duration::from_millis(100);
         loop {
-            match self.rt.block_on(recover(&*self.store, &self.exchange_config)) {
+            let recovered = self.rt.block_on(recover(&*self.store, &self.exchange_config)).and_then(|r| {
+                // The writer's signatures in memory may hold the refused batch's: read them again.
+                if self.term != 0 {
+                    self.load_signatures().map_err(ServiceError::from)?;
+                }
+                Ok(r)
+            });
+            match recovered {
                 Ok((ex, seq, snap)) => {
                     self.exchange = ex;
                     self.exchange.take_changed_accounts();
@@ -704,6 +720,27 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Loads the single-use signatures recorded in the last ten minutes (older ones are deleted
+    /// from the store anyway), each kept in memory until two minutes after it was recorded: a
+    /// request's window ends at most a minute after its timestamp, which may run a second ahead
+    /// of the server, so by then the time check refuses its replay.
+    fn load_signatures(&mut self) -> Result<(), keygate_store::StoreError> {
+        let now = self.clock.now().as_millis().0;
+        let recent = self.rt.block_on(self.store.recent_signatures(UnixMillis(now.saturating_sub(600_000))))?;
+        self.used = recent.into_iter().map(|(id, at)| (id, at.0.saturating_add(120_000))).collect();
+        self.used_pruned_at = now;
+        Ok(())
+    }
+
+    /// Once a second, forgets the signatures in memory whose requests' windows have ended.
+    fn prune_signatures(&mut self, now: UnixMillis) {
+        if now.0.saturating_sub(self.used_pruned_at) < 1_000 {
+            return;
+        }
+        self.used_pruned_at = now.0;
+        self.used.retain(|_, until| *until > now.0);
     }
 
     /// Once a minute, forgets single-use signatures older than ten minutes: a request's window
@@ -776,6 +813,7 @@ impl Runner {
                 return Err(EngineError::Unavailable);
             }
         }
+        self.load_signatures().map_err(|e| EngineError::Storage(e.to_string()))?;
         self.set_term(term);
         tracing::info!(term, next_seq = self.next_seq, "this node writes the exchange");
         Ok(())
@@ -849,22 +887,6 @@ impl Runner {
         let mut audit = Vec::new();
         let mut signatures: Vec<([u8; 32], UnixMillis)> = Vec::new();
         let mut replies = Vec::new();
-        // The batch's single-use signatures, checked against those recorded in one read.
-        let ids: Vec<[u8; 32]> = batch
-            .iter()
-            .filter_map(|j| match j {
-                Job::Mutate { job, .. } if self.term != 0 => job.single_use,
-                _ => None,
-            })
-            .collect();
-        let used: Result<rustc_hash::FxHashSet<[u8; 32]>, String> = if ids.is_empty() {
-            Ok(rustc_hash::FxHashSet::default())
-        } else {
-            self.rt
-                .block_on(self.store.signatures_used(&ids))
-                .map(|v| v.into_iter().collect())
-                .map_err(|e| e.to_string())
-        };
         let mut queries = Vec::new();
         for job in batch {
             match job {
@@ -885,17 +907,16 @@ impl Runner {
                     let result = if fresh_until.is_some_and(|f| now_us > f) {
                         Err(EngineError::Expired)
                     } else if let Some(id) = single_use {
-                        match &used {
-                            Err(cause) => Err(EngineError::Storage(cause.clone())),
-                            Ok(used) if used.contains(&id) || signatures.iter().any(|(s, _)| *s == id) => {
-                                Err(EngineError::Replayed)
-                            }
-                            Ok(_) => {
-                                // Recorded whatever the exchange answers: a refused order's
-                                // signature must not be replayed later either.
-                                signatures.push((id, now));
-                                self.apply_one(&command, now, &mut journal)
-                            }
+                        // Remembered at once (a second use in this batch is a replay too); if the
+                        // batch does not commit, the rebuild reads the recorded ones again.
+                        let until = fresh_until.map_or(now.0.saturating_add(600_000), |f| f.0 / 1_000 + 1_000);
+                        if self.used.insert(id, until).is_some() {
+                            Err(EngineError::Replayed)
+                        } else {
+                            // Recorded whatever the exchange answers: a refused order's
+                            // signature must not be replayed later either.
+                            signatures.push((id, now));
+                            self.apply_one(&command, now, &mut journal)
                         }
                     } else {
                         self.apply_one(&command, now, &mut journal)
@@ -956,6 +977,9 @@ impl Runner {
         }
         if !signatures.is_empty() {
             self.forget_old_signatures(now);
+        }
+        if self.term != 0 {
+            self.prune_signatures(now);
         }
         if self.term != 0
             && u64::try_from(last - self.snapshot_seq).unwrap_or(0) >= self.config.snapshot_every

@@ -1108,6 +1108,10 @@ pub async fn single_use_signatures_are_recorded_with_their_batch_once<H: Harness
     drop(store);
     let store = h.open().await;
     assert_eq!(store.signatures_used(&[b]).await.unwrap(), vec![b], "recorded durably");
+    let mut recent = store.recent_signatures(UnixMillis(1_000)).await.unwrap();
+    recent.sort_unstable();
+    assert_eq!(recent, vec![(a, UnixMillis(1_000)), (b, UnixMillis(5_000))]);
+    assert_eq!(store.recent_signatures(UnixMillis(1_001)).await.unwrap(), vec![(b, UnixMillis(5_000))]);
     assert_eq!(store.forget_signatures(UnixMillis(2_000)).await.unwrap(), 1);
     assert_eq!(store.signatures_used(&[a, b]).await.unwrap(), vec![b]);
     let many: Vec<[u8; 32]> = (0..700u32)

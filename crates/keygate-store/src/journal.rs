@@ -41,6 +41,10 @@ pub trait JournalStore: Send + Sync {
     /// Which of `ids` are recorded single-use signatures (see [`JournalStore::append_journal`]).
     async fn signatures_used(&self, ids: &[[u8; 32]]) -> StoreResult<Vec<[u8; 32]>>;
 
+    /// The single-use signatures recorded at or after `since`, with when: a node that takes over
+    /// the exchange loads them once, then checks new ones in memory (it is the only writer).
+    async fn recent_signatures(&self, since: UnixMillis) -> StoreResult<Vec<([u8; 32], UnixMillis)>>;
+
     /// Forgets single-use signatures recorded before `before` (their requests' windows are long
     /// over, so the time check refuses a replay of them anyway); how many.
     async fn forget_signatures(&self, before: UnixMillis) -> StoreResult<u64>;
@@ -154,6 +158,22 @@ impl<D: Dialect> JournalStore for SqlStore<D> {
             }
         }
         Ok(used)
+    }
+
+    async fn recent_signatures(&self, since: UnixMillis) -> StoreResult<Vec<([u8; 32], UnixMillis)>> {
+        let rows = self
+            .read_all(
+                stmt("SELECT id, at FROM used_signatures WHERE at >= $1")
+                    .arg(to_db_time(since, "single-use signature")?),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: Vec<u8> = row.get("id", "single-use signature")?;
+            let at: i64 = row.get("at", "single-use signature")?;
+            out.push((crate::rows::hash32(id, "single-use signature")?, UnixMillis(u64::try_from(at).unwrap_or(0))));
+        }
+        Ok(out)
     }
 
     async fn forget_signatures(&self, before: UnixMillis) -> StoreResult<u64> {

@@ -5,13 +5,13 @@
 //! only -1001/-1007 meanwhile, and no acknowledged order is lost or changed. Skipped when
 //! `KEYGATE_TEST_POSTGRES_URL` is not set.
 
-use super::{Sandbox, system_time};
+use super::{Reaped, Sandbox, system_time};
 use keygate_client::{Client, Signer};
 use keygate_store::conformance::{Harness as _, PgHarness};
 use reqwest::Method;
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ impl Node {
     /// Starts `keygate serve`; the process, its base URL and whether it says it writes the
     /// exchange. Its log goes to a file in its sandbox (a pipe nobody reads could fill up and
     /// stall it).
-    fn serve(&self) -> (Child, String, bool) {
+    fn serve(&self) -> (Reaped, String, bool) {
         let log = std::fs::File::create(self.sandbox.dir.path().join("serve.log")).unwrap();
         let mut child = self
             .command(&["serve", "--listen", "127.0.0.1:0", "--rate-limits", "off"])
@@ -71,7 +71,7 @@ impl Node {
         let role = lines.find_map(|l| l.ok().filter(|l| l.starts_with("node "))).expect("the node says its role");
         // The rest of stdout is drained so the server never blocks on it.
         std::thread::spawn(move || lines.for_each(drop));
-        (child, url, role.contains("writes the exchange"))
+        (Reaped(Some(child)), url, role.contains("writes the exchange"))
     }
 }
 
@@ -162,12 +162,12 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
     // No server runs yet: the command writes the exchange itself.
     nodes[0].ok(&["deposit", "--account", "alice", "--asset", "USDT", "--amount", "100000"]);
     nodes[0].ok(&["deposit", "--account", "bob", "--asset", "BTC", "--amount", "10"]);
-    let mut servers: Vec<Option<Child>> = Vec::new();
+    let mut servers: Vec<Reaped> = Vec::new();
     let mut urls = Vec::new();
     let mut writers = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let (child, http, writes) = n.serve();
-        servers.push(Some(child));
+        servers.push(child);
         urls.push(http);
         if writes {
             writers.push(i);
@@ -291,10 +291,8 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut writer = servers[0].take().unwrap();
     let killed_at = Instant::now();
-    writer.kill().unwrap();
-    writer.wait().unwrap();
+    servers[0].kill();
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut after = Vec::new();
@@ -425,8 +423,8 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
     assert!(total > 100_002.0 - 25.0 * 3.0 * 50_050.0 * 0.001 - 1.0, "both CLI deposits arrived: {usdt}");
     let journal = nodes[1].ok(&["audit", "journal"]);
     assert!(journal.contains("intact"), "{journal}");
-    for child in servers.into_iter().flatten() {
-        super::stop(child);
+    for server in servers.into_iter().skip(1) {
+        server.stop();
     }
 }
 
@@ -455,7 +453,7 @@ async fn order_throughput_through_one_two_and_three_nodes() {
         .collect();
     nodes[0].account("alice");
     nodes[0].ok(&["deposit", "--account", "alice", "--asset", "USDT", "--amount", "1000000000"]);
-    let servers: Vec<(Child, String, bool)> = nodes.iter().map(Node::serve).collect();
+    let servers: Vec<(Reaped, String, bool)> = nodes.iter().map(Node::serve).collect();
     let (key, secret) = trader(&nodes[0], "alice");
     let connections: usize =
         std::env::var("KEYGATE_CLUSTER_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
@@ -505,7 +503,7 @@ async fn order_throughput_through_one_two_and_three_nodes() {
             rate / rates[0]
         );
     }
-    for (child, ..) in servers {
-        super::stop(child);
+    for (server, ..) in servers {
+        server.stop();
     }
 }

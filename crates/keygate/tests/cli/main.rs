@@ -106,6 +106,34 @@ impl Sandbox {
     }
 }
 
+/// A server process killed when dropped: a test that fails half-way leaves no server behind
+/// holding database connections (several-node tests run many).
+struct Reaped(Option<Child>);
+
+impl Reaped {
+    /// Stops it as an operator would (SIGTERM) and returns its stderr.
+    fn stop(mut self) -> String {
+        stop(self.0.take().unwrap())
+    }
+
+    /// Kills it with SIGKILL and waits for it.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn stop(child: Child) -> String {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

@@ -2,7 +2,7 @@
 //! created or revoked through any node is honoured or refused by every node within
 //! milliseconds (issue #13). Skipped when `KEYGATE_TEST_POSTGRES_URL` is not set.
 
-use super::{Sandbox, stop, system_time};
+use super::{Sandbox, system_time};
 use keygate_client::{Client, Signer};
 use keygate_store::conformance::{Harness as _, PgHarness};
 use reqwest::Method;
@@ -79,7 +79,7 @@ async fn a_key_created_or_revoked_through_one_node_is_honoured_or_refused_by_eve
             std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line)
                 .unwrap();
             let http = line.trim().strip_prefix("keygate listening on ").unwrap().to_owned();
-            (child, http)
+            (super::Reaped(Some(child)), http)
         })
         .collect();
 
@@ -146,7 +146,7 @@ async fn a_key_created_or_revoked_through_one_node_is_honoured_or_refused_by_eve
         refusals.last().unwrap()
     );
     assert!(pct(99) < Duration::from_millis(250), "p99 {:?}", pct(99));
-    for (child, _) in servers {
-        stop(child);
+    for (server, _) in servers {
+        server.stop();
     }
 }
