@@ -25,7 +25,7 @@ pub mod totp;
 pub mod usage;
 pub mod view;
 
-pub use actor::Actor;
+pub use actor::{Actor, FRESH_CODE_MS, FreshCode};
 pub use assembly::{Assembly, ExchangeSetup, StoreSource};
 pub use cache::KeyCache;
 pub use clock::{Clock, ManualClock, Stopwatch, SystemClock};
@@ -295,6 +295,7 @@ mod tests {
                     material: NewKeyMaterial::Hmac,
                     permissions: Permissions::READ_ONLY,
                     restrictions: Restrictions::default(),
+                    confirm_wide_ip: false,
                 };
                 ids.push(service.create_key(&operator, new).await.unwrap().key.api_key);
             }

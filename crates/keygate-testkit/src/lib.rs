@@ -130,6 +130,7 @@ impl TestApp {
             material: NewKeyMaterial::Hmac,
             permissions,
             restrictions,
+            confirm_wide_ip: false,
         };
         self.service.create_key(&Self::operator(), new).await.unwrap()
     }

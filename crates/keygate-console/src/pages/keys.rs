@@ -29,6 +29,7 @@ pub(crate) struct FormValues {
     pub withdraw_addresses: String,
     pub withdraw_limit: String,
     pub active: bool,
+    pub confirm_wide_ip: bool,
 }
 
 impl From<&KeyForm> for FormValues {
@@ -45,6 +46,7 @@ impl From<&KeyForm> for FormValues {
             withdraw_addresses: f.withdraw_addresses.clone(),
             withdraw_limit: f.withdraw_limit.clone(),
             active: f.status.as_deref() != Some("disabled"),
+            confirm_wide_ip: f.confirm_wide_ip(),
         }
     }
 }
@@ -145,6 +147,7 @@ pub(crate) fn new_key_from_form(account: &str, f: &KeyForm) -> Result<NewKey, Co
         material,
         permissions: forms::permissions(f.trade(), f.withdraw()),
         restrictions,
+        confirm_wide_ip: f.confirm_wide_ip(),
     })
 }
 
@@ -222,6 +225,7 @@ fn values_of(k: &KeyRow) -> FormValues {
         withdraw_addresses: k.withdraw_addresses.join("\n"),
         withdraw_limit: k.withdraw_limit.clone(),
         active: k.active,
+        confirm_wide_ip: k.wide_confirmed,
     }
 }
 
@@ -297,6 +301,7 @@ pub(crate) fn edit_from_form(f: &KeyForm) -> Result<KeyEdit, ConsoleError> {
         withdraw_addresses: Some(forms::addresses(&forms::split_list(&f.withdraw_addresses))),
         withdraw_limit_24h: Some(forms::withdraw_limit(&f.withdraw_limit)?),
         status: Some(status),
+        confirm_wide_ip: f.confirm_wide_ip(),
     })
 }
 

@@ -29,6 +29,9 @@ pub(crate) struct PasswordForm {
     password: Zeroizing<String>,
     #[serde(default)]
     password2: Zeroizing<String>,
+    /// The 2FA code, asked for with the change when 2FA is on (issue #18).
+    #[serde(default)]
+    code: Zeroizing<String>,
 }
 
 pub(super) async fn password_page(State(c): State<Console>, ctx: Ctx) -> Response {
@@ -68,7 +71,8 @@ pub(super) async fn change_password(
     if *f.password != *f.password2 {
         return refuse(ConsoleError::BadRequest("the two new passwords differ".into()));
     }
-    match c.service().change_password(&v.token, f.current, f.password, ctx.source.clone()).await {
+    match c.service().change_password(&v.token, f.current, f.password, Some(f.code.as_str()), ctx.source.clone()).await
+    {
         Ok(fresh) => {
             let page = PasswordPage {
                 nav: Some(Nav {

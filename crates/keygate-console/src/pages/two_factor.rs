@@ -161,8 +161,8 @@ pub(super) async fn two_factor_disable(
     }
 }
 
-/// Steps up with `code` when one was typed; afterwards `v` holds the rotated session, and the
-/// returned cookie carries it.
+/// Steps up with `code` when one was typed; afterwards `v` holds the rotated session (and the
+/// proof that a code came with this request), and the returned cookie carries it.
 pub(crate) async fn maybe_step_up(
     c: &Console,
     ctx: &Ctx,
@@ -176,8 +176,11 @@ pub(crate) async fn maybe_step_up(
     let cookie = ctx.session_cookie(&fresh.token);
     v.token = fresh.token;
     v.info = fresh.info;
-    if let keygate_service::Actor::Owner { stepped_up_until, .. } = &mut v.actor {
+    if let keygate_service::Actor::Owner { stepped_up_until, fresh_code, .. } = &mut v.actor {
         *stepped_up_until = v.info.stepped_up_until;
+        // The code came with this request: the changes that need one in the same request
+        // (enabling withdraw, adding an address) may use it.
+        *fresh_code = fresh.fresh_code;
     }
     Ok(Some(cookie))
 }
