@@ -26,6 +26,21 @@ use keygate_auth::{
 };
 use keygate_proto::{Symbol, UnixMillis};
 use keygate_store::{AuditDraft, KeyMaterial, KeyRecord, StoreError};
+use sha2::Digest as _;
+
+/// How many of an account's newest audit records [`Service::create_key_once`] looks through for
+/// a form token already used: a form refreshed after this many other recorded actions of the
+/// account would create its key again.
+pub const FORM_TOKEN_LOOKBACK: u32 = 1_000;
+
+/// What [`Service::create_key_once`] did.
+#[derive(Debug)]
+pub enum CreatedOnce {
+    /// A new key (with its secret, for HMAC keys: shown once).
+    Created(CreatedKey),
+    /// The form token had already created this key: nothing new, and no secret.
+    AlreadyCreated(KeyView),
+}
 
 /// Most keys one account may hold (revoked ones excluded).
 pub const MAX_KEYS_PER_ACCOUNT: usize = 100;
@@ -229,10 +244,55 @@ impl Service {
     /// [`ServiceError::StepUpRequired`] for an owner granting trade/withdraw without step-up;
     /// [`ServiceError::Invalid`] for unreadable public keys, withdraw without IP allowlist, a past
     /// expiry or bad restrictions; [`ServiceError::NotFound`] for an unknown account.
-    pub async fn create_key(&self, actor: &Actor, mut new: NewKey) -> ServiceResult<CreatedKey> {
+    pub async fn create_key(&self, actor: &Actor, new: NewKey) -> ServiceResult<CreatedKey> {
+        match self.create_key_with(actor, new, None).await? {
+            CreatedOnce::Created(created) => Ok(created),
+            CreatedOnce::AlreadyCreated(view) => Err(ServiceError::Internal(format!(
+                "key {} reported as created before without a form token",
+                view.api_key
+            ))),
+        }
+    }
+
+    /// [`Service::create_key`] for a form that carries a one-time `form_token` (issue #18): the
+    /// first request with the token creates the key and records the token's hash in the
+    /// `key.create` audit record; any later request with it (a refresh of the answer, a second
+    /// click) creates nothing and gets [`CreatedOnce::AlreadyCreated`] with that key, never its
+    /// secret again. The token is looked for among the account's newest
+    /// [`FORM_TOKEN_LOOKBACK`] audit records, in the store, so the answer holds on every node.
+    ///
+    /// # Errors
+    /// As [`Service::create_key`]; [`ServiceError::Invalid`] for a token that is not 16 to 128
+    /// characters of `A-Z a-z 0-9 - _`.
+    pub async fn create_key_once(&self, actor: &Actor, new: NewKey, form_token: &str) -> ServiceResult<CreatedOnce> {
+        let ok = (16..=128).contains(&form_token.len())
+            && form_token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(ServiceError::Invalid("the form's one-time token is malformed; reload the page".into()));
+        }
+        let hash = hex::encode(&sha2::Sha256::digest(form_token.as_bytes())[..16]);
+        self.create_key_with(actor, new, Some(hash)).await
+    }
+
+    async fn create_key_with(
+        &self,
+        actor: &Actor,
+        mut new: NewKey,
+        form_token: Option<String>,
+    ) -> ServiceResult<CreatedOnce> {
         new.restrictions.dedup();
         let _writing = self.inner.key_writes.lock().await;
         let account = self.account_record(actor, &new.account).await?;
+        if let Some(token) = &form_token {
+            let records =
+                self.inner.store.audit_records_newest(i64::MAX, FORM_TOKEN_LOOKBACK, Some(account.id)).await?;
+            let made = records
+                .iter()
+                .find(|r| r.draft.action == "key.create" && r.draft.details["form_token"].as_str() == Some(token));
+            if let Some(r) = made {
+                return Ok(CreatedOnce::AlreadyCreated(self.key(actor, &r.draft.target).await?));
+            }
+        }
         let now = self.now_ms();
         check_label(&new.label)?;
         check_key_rules(new.permissions, &new.restrictions, now)?;
@@ -300,10 +360,13 @@ impl Service {
             "restrictions": record.restrictions,
         });
         with_holds(&mut details, &holds);
+        if let (Some(token), Some(map)) = (form_token, details.as_object_mut()) {
+            map.insert("form_token".into(), serde_json::Value::String(token));
+        }
         let audit = self.audit(actor, "key.create", &record, details);
         self.inner.store.insert_key(&record, audit).await?;
         self.inner.cache.upsert(&record)?;
-        Ok(CreatedKey { key: KeyView::new(&record, &account.name), secret })
+        Ok(CreatedOnce::Created(CreatedKey { key: KeyView::new(&record, &account.name), secret }))
     }
 
     async fn key_record(&self, actor: &Actor, id: &str) -> ServiceResult<KeyRecord> {

@@ -215,7 +215,7 @@ impl Service {
         source: Option<String>,
     ) -> ServiceResult<AccountView> {
         if !self.inner.config.allow_sign_up {
-            return Err(ServiceError::Forbidden("sign-up is switched off; ask the operator for an account".into()));
+            return Err(ServiceError::Forbidden("this server does not take sign-ups: ask its operator for an account (they create it with `keygate accounts create`)".into()));
         }
         accounts::check_name(name)?;
         password::check_strength(&password, &[name])?;

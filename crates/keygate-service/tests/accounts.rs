@@ -1053,3 +1053,34 @@ async fn wide_ip_ranges_on_an_owners_trade_or_withdraw_key_need_a_confirmation()
     // The operator is not asked.
     e.service.create_key(&Actor::operator_cli(), with_ips(&["10.0.0.0/8"], false)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_wrong_enrollment_code_keeps_the_pending_secret_for_ten_minutes() {
+    let e = env().await;
+    let s = e.login("alice").await;
+    let alice = e.actor(&s.token).await;
+    let started = e.service.totp_enroll(&alice).await.unwrap();
+    let err = e.service.totp_confirm(&alice, "000000").await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "{err}");
+    // The same secret is still pending, read back from the store (sealed there), until ten
+    // minutes after the start.
+    e.clock.advance_ms(30_000);
+    let (again, lapses) = e.service.totp_pending(&alice).await.unwrap().expect("still pending");
+    assert_eq!(again.secret_base32, started.secret_base32);
+    assert_eq!(lapses, NOW.plus_millis(keygate_service::totp::ENROLLMENT_TTL_MS));
+    let codes = e.service.totp_confirm(&alice, &e.code(&totp_of(&started))).await.unwrap();
+    assert!(e.service.totp_pending(&alice).await.unwrap().is_none(), "nothing pending once 2FA is on");
+    // Recovery codes hold no letter that reads like a digit.
+    for c in &codes.codes {
+        assert!(!c.contains(['i', 'l', 'o', 'u']), "{c}");
+    }
+
+    // Past ten minutes the setup lapses: no secret to show, and its code is refused.
+    let s = e.login("bob").await;
+    let bob = e.actor(&s.token).await;
+    let started = e.service.totp_enroll(&bob).await.unwrap();
+    e.clock.advance_ms(keygate_service::totp::ENROLLMENT_TTL_MS);
+    assert!(e.service.totp_pending(&bob).await.unwrap().is_none());
+    let err = e.service.totp_confirm(&bob, &e.code(&totp_of(&started))).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Conflict(ref m) if m.contains("10 minutes")), "{err}");
+}
