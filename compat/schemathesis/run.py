@@ -74,7 +74,7 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(keygate_bin()), "serve", "--listen", "127.0.0.1:0"],
+            [str(keygate_bin()), "serve", "--listen", "127.0.0.1:0", "--signup", "open"],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=open(self.log, "wb"),  # noqa: SIM115 - lives as long as the process

@@ -108,12 +108,17 @@ impl SessionToken {
     }
 }
 
-/// RFC 4648 base32 alphabet, lowercase: easy to read aloud and to type.
-const CODE_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+/// Crockford's base32 alphabet, lowercase: no `i`, `l`, `o` or `u`, so no code holds a letter
+/// that reads like a digit (`l`/`1`, `o`/`0`) on paper or in a typewriter font (issue #18).
+const CODE_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+/// The alphabet of recovery codes issued before issue #18 (RFC 4648 base32, lowercase): codes
+/// already printed keep working ([`normalize_legacy_recovery_code`]).
+const LEGACY_CODE_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// Characters in a recovery code, without separators: 16 x 5 bits = 80 bits.
 pub const RECOVERY_CODE_CHARS: usize = 16;
 
-/// A new recovery code, `xxxx-xxxx-xxxx-xxxx` (80 random bits).
+/// A new recovery code, `xxxx-xxxx-xxxx-xxxx` (80 random bits) in Crockford's base32: digits and
+/// lowercase letters without `i`, `l`, `o`, `u`.
 ///
 /// # Errors
 /// [`EntropyError`] if no randomness is available.
@@ -131,13 +136,32 @@ pub fn generate_recovery_code(entropy: &mut dyn Entropy) -> Result<Zeroizing<Str
     Ok(s)
 }
 
-/// The canonical form of a typed recovery code (lowercase, separators and spaces dropped), or
-/// `None` if it cannot be one.
+/// The canonical form of a typed recovery code (lowercase, separators and spaces dropped, and,
+/// as Crockford's decoding does, `o` read as `0` and `i`/`l` as `1`), or `None` if it cannot be
+/// one.
 #[must_use]
 pub fn normalize_recovery_code(typed: &str) -> Option<Zeroizing<String>> {
+    let s: Zeroizing<String> = Zeroizing::new(
+        typed
+            .chars()
+            .filter(|c| !matches!(c, '-' | ' '))
+            .map(|c| match c.to_ascii_lowercase() {
+                'o' => '0',
+                'i' | 'l' => '1',
+                other => other,
+            })
+            .collect(),
+    );
+    (s.len() == RECOVERY_CODE_CHARS && s.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(s)
+}
+
+/// The canonical form of a recovery code issued before issue #18 (RFC 4648 base32), or `None`.
+/// Checked after [`normalize_recovery_code`] so that such codes keep working.
+#[must_use]
+pub fn normalize_legacy_recovery_code(typed: &str) -> Option<Zeroizing<String>> {
     let s: Zeroizing<String> =
         Zeroizing::new(typed.chars().filter(|c| !matches!(c, '-' | ' ')).map(|c| c.to_ascii_lowercase()).collect());
-    (s.len() == RECOVERY_CODE_CHARS && s.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(s)
+    (s.len() == RECOVERY_CODE_CHARS && s.bytes().all(|b| LEGACY_CODE_ALPHABET.contains(&b))).then_some(s)
 }
 
 /// SHA-256 of a recovery code in canonical form ([`normalize_recovery_code`]): what the store keeps.
@@ -199,6 +223,21 @@ mod tests {
         assert_eq!(*canon, c.replace('-', ""));
         assert_eq!(hash_recovery_code(&canon), hash_recovery_code(&normalize_recovery_code(&c).unwrap()));
         assert!(normalize_recovery_code("123456").is_none());
-        assert!(normalize_recovery_code("abcd-efgh-ijkl-mno1").is_none());
+        assert!(normalize_recovery_code("abcd-efgh-jkmn-pqru").is_none(), "u is no code character");
+    }
+
+    #[test]
+    fn recovery_codes_hold_no_letter_that_reads_like_a_digit_and_typed_ones_are_forgiven() {
+        for seed in 0..=255 {
+            let c = generate_recovery_code(&mut Counter(seed)).unwrap();
+            assert!(!c.contains(['i', 'l', 'o', 'u']), "{}", &*c);
+        }
+        // Read off paper: `O` for 0 and `l`/`I` for 1 give the same code.
+        let typed = normalize_recovery_code("OOlI-2345-6789-abcd").unwrap();
+        assert_eq!(*typed, "00112345".to_owned() + "6789abcd");
+        // Codes printed before keep their meaning.
+        let legacy = normalize_legacy_recovery_code("lmno-pqrs-tuvw-xyz2").unwrap();
+        assert_eq!(*legacy, "lmnopqrstuvwxyz2");
+        assert!(normalize_legacy_recovery_code("0000-0000-0000-0000").is_none());
     }
 }

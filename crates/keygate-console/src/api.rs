@@ -182,12 +182,18 @@ async fn logout(State(c): State<Console>, ctx: Ctx) -> ApiResult {
 struct PasswordBody {
     current: Zeroizing<String>,
     password: Zeroizing<String>,
+    /// The 2FA code, needed with the change when the account has 2FA.
+    #[serde(default)]
+    code: Option<Zeroizing<String>>,
 }
 
 /// `POST /password`: ends every session of the account but this one (which gets a new id).
 async fn password(State(c): State<Console>, ctx: Ctx, Body(b): Body<PasswordBody>) -> ApiResult {
     let v = acting(&c, &ctx).await?;
-    let s = c.service().change_password(&v.token, b.current, b.password, ctx.source.clone()).await?;
+    let s = c
+        .service()
+        .change_password(&v.token, b.current, b.password, b.code.as_deref().map(String::as_str), ctx.source.clone())
+        .await?;
     Ok(json(StatusCode::OK, &SessionJson::of(&s.info), &[ctx.session_cookie(&s.token)]))
 }
 
@@ -312,6 +318,9 @@ struct NewKeyBody {
     withdraw_limit_24h: Option<String>,
     #[serde(default)]
     code: Option<String>,
+    /// Confirms IP ranges wider than /16 (IPv4) or /48 (IPv6) on a trade or withdraw key.
+    #[serde(default)]
+    confirm_wide_ip: bool,
 }
 
 async fn create_key(State(c): State<Console>, ctx: Ctx, Body(b): Body<NewKeyBody>) -> ApiResult {
@@ -336,6 +345,7 @@ async fn create_key(State(c): State<Console>, ctx: Ctx, Body(b): Body<NewKeyBody
             withdraw_limit_24h: forms::withdraw_limit(b.withdraw_limit_24h.as_deref().unwrap_or(""))
                 .map_err(semantic)?,
         },
+        confirm_wide_ip: b.confirm_wide_ip,
     };
     let cookie = maybe_step_up(&c, &ctx, &mut v, b.code.as_deref()).await?;
     match c.service().create_key(&v.actor, new).await {
@@ -366,6 +376,10 @@ struct EditBody {
     /// `active` or `disabled`.
     status: Option<String>,
     code: Option<String>,
+    /// Confirms IP ranges wider than /16 (IPv4) or /48 (IPv6) that the edit brings to a trade or
+    /// withdraw key.
+    #[serde(default)]
+    confirm_wide_ip: bool,
 }
 
 mod double_option {
@@ -402,6 +416,7 @@ async fn edit_key(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>, Bo
                 return Err(invalid(format!("status {other:?}: active or disabled (DELETE the key to revoke it)")));
             }
         },
+        confirm_wide_ip: b.confirm_wide_ip,
     };
     let cookie = maybe_step_up(&c, &ctx, &mut v, b.code.as_deref()).await?;
     match c.service().edit_key(&v.actor, id, edit).await {

@@ -127,6 +127,12 @@ pub(crate) struct KeyForm {
     /// A 2FA code for the step-up the change may need.
     #[serde(default)]
     pub code: Option<String>,
+    /// The confirmation checkbox for IP ranges wider than /16 or /48 on a trade or withdraw key.
+    #[serde(default)]
+    pub confirm_wide_ip: Option<String>,
+    /// The create form's one-time token (a refresh of the answer must not make a second key).
+    #[serde(default)]
+    pub form_token: Option<String>,
 }
 
 impl KeyForm {
@@ -138,6 +144,11 @@ impl KeyForm {
     /// `withdraw` ticked.
     pub fn withdraw(&self) -> bool {
         self.perm_withdraw.is_some()
+    }
+
+    /// The wide-IP-range confirmation ticked.
+    pub fn confirm_wide_ip(&self) -> bool {
+        self.confirm_wide_ip.is_some()
     }
 }
 

@@ -28,7 +28,7 @@ use layout::{css, home, js, not_found};
 use password::{change_password, password_page};
 use two_factor::{
     regenerate_recovery_codes, step_up, step_up_page, two_factor_confirm, two_factor_disable, two_factor_enroll,
-    two_factor_page,
+    two_factor_enroll_page, two_factor_page,
 };
 
 /// Every page's route, with its handler; the JSON API's routes are in `crate::api`.
@@ -43,7 +43,7 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/login/totp", get(login_totp_page).post(login_totp))
         .route("/console/logout", post(logout))
         .route("/console/2fa", get(two_factor_page))
-        .route("/console/2fa/enroll", post(two_factor_enroll))
+        .route("/console/2fa/enroll", get(two_factor_enroll_page).post(two_factor_enroll))
         .route("/console/2fa/confirm", post(two_factor_confirm))
         .route("/console/2fa/disable", post(two_factor_disable))
         .route("/console/2fa/recovery-codes", post(regenerate_recovery_codes))

@@ -130,6 +130,7 @@ impl Ctx {
             name: info.account.clone(),
             stepped_up_until: info.stepped_up_until,
             source: self.source.clone(),
+            fresh_code: None,
         };
         Ok(Viewer { token, info, actor })
     }

@@ -87,6 +87,9 @@ pub(crate) struct KeyRow {
     pub active: bool,
     pub revoked: bool,
     pub risks: Vec<&'static str>,
+    /// The key can trade or withdraw and has an IP range wider than /16 (IPv4) or /48 (IPv6),
+    /// which the owner confirmed: the edit form keeps the confirmation ticked.
+    pub wide_confirmed: bool,
 }
 
 impl KeyRow {
@@ -99,6 +102,10 @@ impl KeyRow {
         }
         if live && k.permissions.contains(Permission::Withdraw) {
             risks.push("withdraw enabled");
+        }
+        let moves_money = k.permissions.contains(Permission::Trade) || k.permissions.contains(Permission::Withdraw);
+        if live && moves_money && !keygate_service::keys::wide_ip_ranges(&k.ip_allowlist).is_empty() {
+            risks.push("wide IP range (wider than /16 or /48)");
         }
         let quiet_since = k.last_used_at.unwrap_or(k.created_at);
         if live && now.0.saturating_sub(quiet_since.0) >= 30 * DAY_MS {
@@ -132,6 +139,7 @@ impl KeyRow {
             status: k.status.as_str().to_owned(),
             active: k.status == KeyStatus::Active,
             revoked: k.status == KeyStatus::Revoked,
+            wide_confirmed: moves_money && !keygate_service::keys::wide_ip_ranges(&k.ip_allowlist).is_empty(),
             risks,
         }
     }

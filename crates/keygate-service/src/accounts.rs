@@ -40,7 +40,7 @@ impl Service {
             return Err(ServiceError::Forbidden("owners cannot create other accounts".into()));
         }
         check_name(name)?;
-        password::check_strength(&password)?;
+        password::check_strength(&password, &[name])?;
         let params = self.inner.config.password;
         // argon2 is deliberately slow: keep it off the async executor's threads.
         let hash = tokio::task::spawn_blocking(move || password::hash(params, &password))
@@ -150,7 +150,7 @@ impl Service {
     /// [`ServiceError::NotFound`], [`ServiceError::Invalid`] for a weak password.
     pub async fn set_password(&self, actor: &Actor, name: &str, password: Zeroizing<String>) -> ServiceResult<()> {
         let mut rec = self.account_record(actor, name).await?;
-        password::check_strength(&password)?;
+        password::check_strength(&password, &[name])?;
         let first = password::is_unset(&rec.password_hash);
         rec.password_hash = self.hash_password(password).await?;
         let now = self.now_ms();

@@ -264,6 +264,7 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
                 material,
                 permissions: Permissions::parse_list(&permissions).map_err(invalid)?,
                 restrictions: parse_restrictions(&restrictions)?,
+                confirm_wide_ip: false,
             };
             to_json(&service.create_key(actor, new).await?)
         }
@@ -282,6 +283,7 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
                     .map(|o| o.as_ref().map(parse_limit).transpose())
                     .transpose()?,
                 status: edit.status,
+                confirm_wide_ip: false,
             };
             to_json(&service.edit_key(actor, &id, e).await?)
         }

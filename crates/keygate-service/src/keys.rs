@@ -5,6 +5,13 @@
 //!   (a permission, an IP range, a withdrawal address, a later expiry, more symbols, a higher
 //!   limit) and to revoke all keys. Narrowing and revoking one key never need it: making a key
 //!   safer must always be easy.
+//! * Two changes need more than the step-up window (issue #18): giving a key `withdraw` (creating
+//!   a withdraw key, widening a key to it, re-enabling a withdraw key) and adding a withdrawal
+//!   address need a 2FA code typed with the same request ([`Actor::has_fresh_code`]). A session
+//!   left open for five minutes after a step-up is not enough to send money out.
+//! * An IP range wider than /16 (IPv4) or /48 (IPv6) on an owner's trade or withdraw key needs the
+//!   owner's explicit confirmation ([`NewKey::confirm_wide_ip`], [`KeyEdit::confirm_wide_ip`]):
+//!   such a range lets in a large part of the internet (issue #18).
 //! * Operators and the system skip the step-up; their changes are audited and marked on the key.
 //! * `withdraw` always needs an IP allowlist, for every actor.
 //! * A revoked key never changes again.
@@ -19,6 +26,21 @@ use keygate_auth::{
 };
 use keygate_proto::{Symbol, UnixMillis};
 use keygate_store::{AuditDraft, KeyMaterial, KeyRecord, StoreError};
+use sha2::Digest as _;
+
+/// How many of an account's newest audit records [`Service::create_key_once`] looks through for
+/// a form token already used: a form refreshed after this many other recorded actions of the
+/// account would create its key again.
+pub const FORM_TOKEN_LOOKBACK: u32 = 1_000;
+
+/// What [`Service::create_key_once`] did.
+#[derive(Debug)]
+pub enum CreatedOnce {
+    /// A new key (with its secret, for HMAC keys: shown once).
+    Created(CreatedKey),
+    /// The form token had already created this key: nothing new, and no secret.
+    AlreadyCreated(KeyView),
+}
 
 /// Most keys one account may hold (revoked ones excluded).
 pub const MAX_KEYS_PER_ACCOUNT: usize = 100;
@@ -47,6 +69,60 @@ pub struct NewKey {
     pub permissions: Permissions,
     /// Restrictions.
     pub restrictions: Restrictions,
+    /// The owner confirmed IP ranges wider than /16 (IPv4) or /48 (IPv6) on a key that can trade
+    /// or withdraw (see [`wide_ip_ranges`]); without it such a key is refused for owners.
+    pub confirm_wide_ip: bool,
+}
+
+/// Widest IPv4 range an owner's trade or withdraw key takes without a confirmation.
+pub const WIDE_IPV4_PREFIX: u8 = 16;
+/// Widest IPv6 range an owner's trade or withdraw key takes without a confirmation.
+pub const WIDE_IPV6_PREFIX: u8 = 48;
+
+/// The entries of `list` wider than /16 (IPv4) or /48 (IPv6): each lets in more than 65,536
+/// addresses (a /48 is one site), which is rarely what a key for one bot or server means.
+#[must_use]
+pub fn wide_ip_ranges(list: &IpAllowlist) -> Vec<ipnet::IpNet> {
+    list.nets()
+        .iter()
+        .filter(|n| match n {
+            ipnet::IpNet::V4(v4) => v4.prefix_len() < WIDE_IPV4_PREFIX,
+            ipnet::IpNet::V6(v6) => v6.prefix_len() < WIDE_IPV6_PREFIX,
+        })
+        .copied()
+        .collect()
+}
+
+/// Refuses an owner's trade or withdraw key with wide IP ranges the owner did not confirm. Only
+/// what the change brings needs the confirmation: a wide range not on the key `before`, or a key
+/// with wide ranges that starts to trade or withdraw; a confirmed range stays without asking again.
+fn check_wide_ranges(
+    actor: &Actor,
+    before: Option<(Permissions, &IpAllowlist)>,
+    permissions: Permissions,
+    list: &IpAllowlist,
+    confirmed: bool,
+) -> ServiceResult<()> {
+    let money = |p: Permissions| p.contains(Permission::Trade) || p.contains(Permission::Withdraw);
+    if !matches!(actor, Actor::Owner { .. }) || !money(permissions) || confirmed {
+        return Ok(());
+    }
+    let new: Vec<ipnet::IpNet> = match before {
+        Some((p, old)) if money(p) => wide_ip_ranges(list).into_iter().filter(|n| !old.nets().contains(n)).collect(),
+        _ => wide_ip_ranges(list),
+    };
+    if new.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = new.iter().map(ToString::to_string).collect();
+    Err(ServiceError::Invalid(format!(
+        "{} {} more than a /{WIDE_IPV4_PREFIX} (IPv4) or /{WIDE_IPV6_PREFIX} (IPv6) of addresses use a key that can \
+         trade or withdraw; tick the confirmation to keep {}, or narrow {} to the addresses your bot uses",
+        names.join(", "),
+        if names.len() == 1 { "lets" } else { "let" },
+        if names.len() == 1 { "it" } else { "them" },
+        if names.len() == 1 { "it" } else { "them" },
+    )))
 }
 
 /// How often a key write is tried again after another request changed the key between the
@@ -72,6 +148,10 @@ pub struct KeyEdit {
     pub withdraw_limit_24h: Option<Option<WithdrawLimit>>,
     /// Enable (`Active`) or disable (`Disabled`); use revoke to revoke.
     pub status: Option<KeyStatus>,
+    /// The owner confirmed IP ranges wider than /16 or /48 on a key that can trade or withdraw
+    /// (see [`NewKey::confirm_wide_ip`]); needed when the edit adds such a range, or gives a key
+    /// that has one `trade` or `withdraw`.
+    pub confirm_wide_ip: bool,
 }
 
 fn check_label(label: &str) -> ServiceResult<()> {
@@ -100,6 +180,14 @@ fn check_key_rules(permissions: Permissions, r: &Restrictions, now: UnixMillis) 
         return Err(ServiceError::Invalid("the expiry must be in the future".into()));
     }
     Ok(())
+}
+
+/// The refusal of a change that needs a 2FA code typed with it (issue #18).
+fn fresh_code_required(what: &str) -> ServiceError {
+    ServiceError::StepUpRequired(format!(
+        "{what} needs the 2FA code from your authenticator app typed with this change; \
+         a step-up a few minutes ago is not enough for it"
+    ))
 }
 
 /// Adds `withdrawal_holds: {started, cancelled}` to an audit record's details when the change
@@ -156,14 +244,66 @@ impl Service {
     /// [`ServiceError::StepUpRequired`] for an owner granting trade/withdraw without step-up;
     /// [`ServiceError::Invalid`] for unreadable public keys, withdraw without IP allowlist, a past
     /// expiry or bad restrictions; [`ServiceError::NotFound`] for an unknown account.
-    pub async fn create_key(&self, actor: &Actor, mut new: NewKey) -> ServiceResult<CreatedKey> {
+    pub async fn create_key(&self, actor: &Actor, new: NewKey) -> ServiceResult<CreatedKey> {
+        match self.create_key_with(actor, new, None).await? {
+            CreatedOnce::Created(created) => Ok(created),
+            CreatedOnce::AlreadyCreated(view) => Err(ServiceError::Internal(format!(
+                "key {} reported as created before without a form token",
+                view.api_key
+            ))),
+        }
+    }
+
+    /// [`Service::create_key`] for a form that carries a one-time `form_token` (issue #18): the
+    /// first request with the token creates the key and records the token's hash in the
+    /// `key.create` audit record; any later request with it (a refresh of the answer, a second
+    /// click) creates nothing and gets [`CreatedOnce::AlreadyCreated`] with that key, never its
+    /// secret again. The token is looked for among the account's newest
+    /// [`FORM_TOKEN_LOOKBACK`] audit records, in the store, so the answer holds on every node.
+    ///
+    /// # Errors
+    /// As [`Service::create_key`]; [`ServiceError::Invalid`] for a token that is not 16 to 128
+    /// characters of `A-Z a-z 0-9 - _`.
+    pub async fn create_key_once(&self, actor: &Actor, new: NewKey, form_token: &str) -> ServiceResult<CreatedOnce> {
+        let ok = (16..=128).contains(&form_token.len())
+            && form_token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(ServiceError::Invalid("the form's one-time token is malformed; reload the page".into()));
+        }
+        let hash = hex::encode(&sha2::Sha256::digest(form_token.as_bytes())[..16]);
+        self.create_key_with(actor, new, Some(hash)).await
+    }
+
+    async fn create_key_with(
+        &self,
+        actor: &Actor,
+        mut new: NewKey,
+        form_token: Option<String>,
+    ) -> ServiceResult<CreatedOnce> {
         new.restrictions.dedup();
         let _writing = self.inner.key_writes.lock().await;
         let account = self.account_record(actor, &new.account).await?;
+        if let Some(token) = &form_token {
+            let records =
+                self.inner.store.audit_records_newest(i64::MAX, FORM_TOKEN_LOOKBACK, Some(account.id)).await?;
+            let made = records
+                .iter()
+                .find(|r| r.draft.action == "key.create" && r.draft.details["form_token"].as_str() == Some(token));
+            if let Some(r) = made {
+                return Ok(CreatedOnce::AlreadyCreated(self.key(actor, &r.draft.target).await?));
+            }
+        }
         let now = self.now_ms();
         check_label(&new.label)?;
         check_key_rules(new.permissions, &new.restrictions, now)?;
+        check_wide_ranges(actor, None, new.permissions, &new.restrictions.ip_allowlist, new.confirm_wide_ip)?;
         self.check_trading_needs_2fa(actor, account.id, new.permissions, Permissions::READ_ONLY).await?;
+        if new.permissions.contains(Permission::Withdraw) && !actor.has_fresh_code(now) {
+            return Err(fresh_code_required("creating a key that can withdraw"));
+        }
+        if !new.restrictions.withdraw_addresses.is_empty() && !actor.has_fresh_code(now) {
+            return Err(fresh_code_required("a key with withdrawal addresses"));
+        }
         if new.permissions.widens(Permissions::READ_ONLY) && !actor.stepped_up(now) {
             return Err(ServiceError::StepUpRequired("creating a key that can trade or withdraw".into()));
         }
@@ -220,10 +360,13 @@ impl Service {
             "restrictions": record.restrictions,
         });
         with_holds(&mut details, &holds);
+        if let (Some(token), Some(map)) = (form_token, details.as_object_mut()) {
+            map.insert("form_token".into(), serde_json::Value::String(token));
+        }
         let audit = self.audit(actor, "key.create", &record, details);
         self.inner.store.insert_key(&record, audit).await?;
         self.inner.cache.upsert(&record)?;
-        Ok(CreatedKey { key: KeyView::new(&record, &account.name), secret })
+        Ok(CreatedOnce::Created(CreatedKey { key: KeyView::new(&record, &account.name), secret }))
     }
 
     async fn key_record(&self, actor: &Actor, id: &str) -> ServiceResult<KeyRecord> {
@@ -319,7 +462,20 @@ impl Service {
         }
         after.restrictions.dedup();
         check_key_rules(after.permissions, &after.restrictions, now)?;
+        let was = (before.permissions, &before.restrictions.ip_allowlist);
+        check_wide_ranges(actor, Some(was), after.permissions, &after.restrictions.ip_allowlist, edit.confirm_wide_ip)?;
         let re_enabled = before.status != KeyStatus::Active && after.status == KeyStatus::Active;
+        let withdraw_enabled = after.permissions.contains(Permission::Withdraw)
+            && after.status == KeyStatus::Active
+            && (!before.permissions.contains(Permission::Withdraw) || re_enabled);
+        if withdraw_enabled && !actor.has_fresh_code(now) {
+            return Err(fresh_code_required("enabling withdraw on a key"));
+        }
+        let address_added =
+            after.restrictions.withdraw_addresses.iter().any(|a| !before.restrictions.withdraw_addresses.contains(a));
+        if address_added && !actor.has_fresh_code(now) {
+            return Err(fresh_code_required("adding a withdrawal address"));
+        }
         let widened = after.permissions.widens(before.permissions)
             || after.restrictions.widens(&before.restrictions)
             || re_enabled;

@@ -26,7 +26,7 @@ pub mod totp;
 pub mod usage;
 pub mod view;
 
-pub use actor::Actor;
+pub use actor::{Actor, FRESH_CODE_MS, FreshCode};
 pub use assembly::{Assembly, ExchangeSetup, StoreSource};
 pub use cache::KeyCache;
 pub use clock::{Clock, ManualClock, Stopwatch, SystemClock};
@@ -34,7 +34,7 @@ pub use error::ServiceError;
 pub use funds::{ApiWithdrawal, DepositRequest};
 pub use holds::{HoldKind, HoldView, WithdrawalBlock};
 pub use keygate_auth::SessionToken;
-pub use keys::{KeyEdit, NewKey, NewKeyMaterial};
+pub use keys::{CreatedOnce, KeyEdit, NewKey, NewKeyMaterial};
 pub use password::PasswordParams;
 pub use sessions::{NewSession, SessionConfig, SessionInfo, ThrottleConfig};
 pub use totp::{FailedLoginCodes, RecoveryCodes, TotpEnrollment, TwoFactorView};
@@ -67,7 +67,9 @@ pub struct ServiceConfig {
     /// `withdraw` (that key) or adds a withdrawal address (that address on that key): 24 h by
     /// default, `serve --withdrawal-hold`; 0 starts no holds (the demo). See [`holds`].
     pub withdrawal_hold_ms: u64,
-    /// Whether owners may create their own accounts ([`Service::sign_up`]).
+    /// Whether owners may create their own accounts ([`Service::sign_up`]); otherwise only the
+    /// operator creates accounts. On by default here (tests, the demo); `keygate serve` turns
+    /// it off unless `--signup open` (or `--demo`).
     pub allow_sign_up: bool,
     /// With several nodes on one database: how long after its last successful look at the
     /// change feed a node still checks signatures against its key cache (2 s); beyond it, signed
@@ -230,6 +232,13 @@ impl Service {
         &self.inner.cache
     }
 
+    /// Whether owners may sign themselves up ([`ServiceConfig::allow_sign_up`]), for pages that
+    /// offer sign-up only when it can work.
+    #[must_use]
+    pub fn sign_up_open(&self) -> bool {
+        self.inner.config.allow_sign_up
+    }
+
     /// The clock in force.
     #[must_use]
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -298,6 +307,7 @@ mod tests {
                     material: NewKeyMaterial::Hmac,
                     permissions: Permissions::READ_ONLY,
                     restrictions: Restrictions::default(),
+                    confirm_wide_ip: false,
                 };
                 ids.push(service.create_key(&operator, new).await.unwrap().key.api_key);
             }

@@ -56,16 +56,45 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Longest password accepted, in bytes: longer ones are refused without hashing.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// Checks a new password against the minimum rules.
+/// Least zxcvbn score (0 to 4) a new password must reach: 3 means it takes more than 10^8
+/// guesses by zxcvbn's estimate (common passwords, dictionary words with substitutions,
+/// keyboard walks, dates, repeats and the account's own name all score low).
+pub const MIN_PASSWORD_SCORE: u8 = 3;
+
+/// Checks a new password: at least [`MIN_PASSWORD_CHARS`] characters, at most
+/// [`MAX_PASSWORD_BYTES`] bytes, and a zxcvbn score of at least [`MIN_PASSWORD_SCORE`], with
+/// `user_inputs` (the account name) counted as known to an attacker. A refusal carries
+/// zxcvbn's feedback for the person (what is wrong, what would help).
 ///
 /// # Errors
 /// [`ServiceError::Invalid`] saying what is wrong.
-pub fn check_strength(password: &str) -> Result<(), ServiceError> {
+pub fn check_strength(password: &str, user_inputs: &[&str]) -> Result<(), ServiceError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(ServiceError::Invalid(format!("the password must have at least {MIN_PASSWORD_CHARS} characters")));
     }
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(ServiceError::Invalid("the password must have at most 1024 bytes".into()));
+    }
+    // zxcvbn reads only the first 100 characters; a longer password is at least as strong.
+    let estimate = zxcvbn::zxcvbn(password, user_inputs);
+    if u8::from(estimate.score()) < MIN_PASSWORD_SCORE {
+        let mut msg = String::from("this password is too easy to guess");
+        if let Some(f) = estimate.feedback() {
+            if let Some(w) = f.warning() {
+                msg.push_str(&format!(" ({})", w.to_string().trim_end_matches('.').to_lowercase()));
+            }
+            msg.push('.');
+            for s in f.suggestions() {
+                msg.push(' ');
+                msg.push_str(&s.to_string());
+            }
+        } else {
+            msg.push('.');
+        }
+        if !msg.contains("words") {
+            msg.push_str(" A few uncommon words together make a strong password that is easy to remember.");
+        }
+        return Err(ServiceError::Invalid(msg));
     }
     Ok(())
 }
@@ -96,6 +125,22 @@ pub fn verify(stored: &str, password: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_and_pattern_passwords_are_refused_with_advice() {
+        for weak in
+            ["password1234", "qwertyuiop123", "aaaaaaaaaaaa", "123456789012", "P@ssw0rd2024!", "alice-alice-alice"]
+        {
+            let err = check_strength(weak, &["alice"]).unwrap_err().to_string();
+            assert!(err.starts_with("this password is too easy to guess"), "{weak}: {err}");
+        }
+        let err = check_strength("password1234", &[]).unwrap_err().to_string();
+        assert!(err.len() > "this password is too easy to guess.".len(), "feedback for the person: {err}");
+        for strong in ["correct horse battery", "correct horse battery staple", "violet tractor lagoon"] {
+            check_strength(strong, &["alice"]).unwrap_or_else(|e| panic!("{strong}: {e}"));
+        }
+        assert!(check_strength("elevenchars", &[]).unwrap_err().to_string().contains("12 characters"));
+    }
 
     #[test]
     fn hashes_are_argon2id_and_verify_only_the_right_password() {

@@ -144,6 +144,9 @@ pub struct NewSession {
     pub token: SessionToken,
     /// Its state.
     pub info: SessionInfo,
+    /// Set by [`Service::step_up`]: the code typed with this request, for the changes that need
+    /// one in the same request (pass it on with [`Actor::with_fresh_code`]).
+    pub fresh_code: Option<crate::FreshCode>,
 }
 
 /// The attempts one password check reserved (see [`Service::reserve_login`]).
@@ -212,10 +215,10 @@ impl Service {
         source: Option<String>,
     ) -> ServiceResult<AccountView> {
         if !self.inner.config.allow_sign_up {
-            return Err(ServiceError::Forbidden("sign-up is switched off; ask the operator for an account".into()));
+            return Err(ServiceError::Forbidden("this server does not take sign-ups: ask its operator for an account (they create it with `keygate accounts create`)".into()));
         }
         accounts::check_name(name)?;
-        password::check_strength(&password)?;
+        password::check_strength(&password, &[name])?;
         let now = self.now_ms();
         let ip = ip_key(source.as_deref());
         // Every attempt counts, a taken name included, and before any store or argon2 work: a
@@ -419,7 +422,7 @@ impl Service {
             self.owner_draft(&rec, "auth.login", source, serde_json::json!({ "two_factor_pending": two_factor }));
         self.inner.store.insert_session(&session, Some(audit)).await?;
         let info = self.session_info(&token, &session, &rec, two_factor);
-        Ok(NewSession { token, info })
+        Ok(NewSession { token, info, fresh_code: None })
     }
 
     /// Completes a 2FA-pending login with a TOTP code or a recovery code; the session id is
@@ -462,7 +465,7 @@ impl Service {
         })?;
         let enabled = self.two_factor_enabled(account.id).await?;
         let info = self.session_info(&token, &new, account, enabled);
-        Ok(NewSession { token, info })
+        Ok(NewSession { token, info, fresh_code: None })
     }
 
     /// The session and its account, if the session exists and has not ended; an ended one is
@@ -543,12 +546,15 @@ impl Service {
             name: account.name,
             stepped_up_until: s.stepped_up_until.filter(|u| *u > self.now_ms()),
             source,
+            fresh_code: None,
         })
     }
 
     /// Step-up: a fresh TOTP code (or a recovery code) opens the elevated window
     /// ([`SessionConfig::step_up_ms`]) on the session and rotates its id. Audited as
-    /// `auth.step_up`; a wrong code as `totp.failed`.
+    /// `auth.step_up`; a wrong code as `totp.failed`. The answer carries a
+    /// [`crate::FreshCode`] for the change that came with the code (enabling withdraw, adding a
+    /// withdrawal address), which the window alone does not cover.
     ///
     /// # Errors
     /// [`ServiceError::Unauthenticated`] for an unknown, ended or pending session;
@@ -569,7 +575,9 @@ impl Service {
         let new = SessionRecord { stepped_up_until: Some(until), last_seen_at: now, ..session.clone() };
         let audit =
             self.owner_draft(&account, "auth.step_up", source, serde_json::json!({ "method": method, "until": until }));
-        self.rotate(token, new, &account, audit).await
+        let mut session = self.rotate(token, new, &account, audit).await?;
+        session.fresh_code = Some(crate::FreshCode::accepted_at(now));
+        Ok(session)
     }
 
     /// Ends the session (audited as `auth.logout`). An unknown or already ended session is not
@@ -593,19 +601,23 @@ impl Service {
         Ok(())
     }
 
-    /// Changes the password of the session's account, given the current one. Ends every session
-    /// of the account, locks withdrawals for [`crate::ServiceConfig::withdrawal_lock_ms`] and
-    /// returns a new session for the caller. Audited as `account.password`; a wrong current
-    /// password counts as a failed login.
+    /// Changes the password of the session's account, given the current one and, when the
+    /// account has 2FA, a 2FA code typed with this request (issue #18: the step-up window does
+    /// not cover it, so a stolen session cannot take the account over). Ends every session of the
+    /// account, locks withdrawals for [`crate::ServiceConfig::withdrawal_lock_ms`] and returns a
+    /// new session for the caller. Audited as `account.password`; a wrong current password counts
+    /// as a failed login, a wrong code as a `totp.failed` of the established sessions' counter.
     ///
     /// # Errors
     /// [`ServiceError::Unauthenticated`] (no session, or wrong current password),
-    /// [`ServiceError::Invalid`] for a weak new password, [`ServiceError::Throttled`].
+    /// [`ServiceError::Invalid`] for a weak new password, [`ServiceError::StepUpRequired`]
+    /// without the code, [`ServiceError::InvalidCode`], [`ServiceError::Throttled`].
     pub async fn change_password(
         &self,
         token: &SessionToken,
         current: Zeroizing<String>,
         new: Zeroizing<String>,
+        code: Option<&str>,
         source: Option<String>,
     ) -> ServiceResult<NewSession> {
         let (session, account) = self.live_session(token).await?;
@@ -614,7 +626,14 @@ impl Service {
         }
         let now = self.now_ms();
         let account_key = account.name.clone();
-        password::check_strength(&new)?;
+        password::check_strength(&new, &[account.name.as_str()])?;
+        let two_factor = self.two_factor_enabled(account.id).await?;
+        let code = code.map(str::trim).filter(|c| !c.is_empty());
+        if two_factor && code.is_none() {
+            return Err(ServiceError::StepUpRequired(
+                "changing the password needs the 2FA code from your authenticator app, typed with the change".into(),
+            ));
+        }
         let ip = ip_key(source.as_deref());
         let tickets = self.reserve_login(&account_key, &ip, now).map_err(Self::throttled)?;
         let (_, ok) = self.password_matches(&account.name, current).await?;
@@ -629,6 +648,9 @@ impl Service {
             return Err(ServiceError::Unauthenticated("the current password is wrong".into()));
         }
         self.login_succeeded(&account_key, &ip, tickets);
+        if let (true, Some(code)) = (two_factor, code) {
+            self.verify_second_factor(&account, code, "password", source.clone(), &CodeCaller::Established).await?;
+        }
         let mut rec = account.clone();
         rec.password_hash = self.hash_password(new).await?;
         rec.withdrawals_locked_until = Some(self.lock_until(&account, now));
@@ -651,7 +673,7 @@ impl Service {
         self.inner.store.update_account_ending_sessions(&rec, Some(&new_session), audit).await?;
         let enabled = self.two_factor_enabled(rec.id).await?;
         let info = self.session_info(&fresh, &new_session, &rec, enabled);
-        Ok(NewSession { token: fresh, info })
+        Ok(NewSession { token: fresh, info, fresh_code: None })
     }
 
     /// The later of the account's current withdrawal lock and `now` + the configured lock.

@@ -18,7 +18,9 @@
 //!   account and withdraw at once.
 
 use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult};
-use keygate_auth::session::{generate_recovery_code, hash_recovery_code, normalize_recovery_code};
+use keygate_auth::session::{
+    generate_recovery_code, hash_recovery_code, normalize_legacy_recovery_code, normalize_recovery_code,
+};
 use keygate_auth::{AccountId, Entropy as _};
 use keygate_proto::UnixMillis;
 use keygate_store::{AccountRecord, TotpAttempt, TotpCounter};
@@ -73,6 +75,17 @@ pub const TOTP_ISSUER: &str = "keygate";
 pub const SEED_BYTES: usize = 20;
 /// Recovery codes issued at confirmation.
 pub const RECOVERY_CODES: usize = 10;
+/// How long a started enrollment waits for its confirming code: wrong codes within it keep the
+/// same secret (issue #18: one typo no longer means scanning a new QR code), and the console can
+/// show the secret again from the store, where it is sealed like every other secret.
+pub const ENROLLMENT_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// What an authenticator app needs for `seed`: the URI, its QR code and the base32 text.
+fn enrollment_of(seed: &[u8], account: &str) -> ServiceResult<TotpEnrollment> {
+    let totp = totp_for(seed, account)?;
+    let otpauth_uri = totp.to_url().map_err(|e| ServiceError::Internal(format!("otpauth URI: {e}")))?;
+    Ok(TotpEnrollment { qr_svg: qr_svg(&otpauth_uri)?, otpauth_uri, secret_base32: totp.secret().to_base32() })
+}
 
 /// What the owner needs to add the account to an authenticator app; shown once.
 #[derive(Clone, Serialize, Zeroize, ZeroizeOnDrop)]
@@ -355,15 +368,23 @@ impl Service {
             }
             return Err(self.totp_failure(account, purpose, "reused", source).await?);
         }
-        if let Some(canonical) = normalize_recovery_code(code) {
+        // Codes issued before issue #18 use another alphabet: a typed code is tried in both
+        // readings (at most two lookups, and the same one reserved attempt).
+        let readings = [normalize_recovery_code(code), normalize_legacy_recovery_code(code)];
+        let mut tried: Vec<[u8; 32]> = Vec::with_capacity(2);
+        for canonical in readings.into_iter().flatten() {
+            let hash = hash_recovery_code(&canonical);
+            if tried.contains(&hash) {
+                continue;
+            }
+            tried.push(hash);
             let audit = self.owner_draft(
                 account,
                 "auth.recovery_code_used",
                 source.clone(),
                 serde_json::json!({ "purpose": purpose }),
             );
-            if self.inner.store.use_recovery_code(account.id, &hash_recovery_code(&canonical), now, Some(audit)).await?
-            {
+            if self.inner.store.use_recovery_code(account.id, &hash, now, Some(audit)).await? {
                 self.release(account, reserved).await?;
                 return Ok(SecondFactor::RecoveryCode);
             }
@@ -371,8 +392,26 @@ impl Service {
         Err(self.totp_failure(account, purpose, "wrong", source).await?)
     }
 
+    /// The owner's enrollment waiting for its confirming code, started less than
+    /// [`ENROLLMENT_TTL_MS`] ago, with the time it lapses; `None` when there is none (or 2FA is
+    /// already on). Read from the store (where the seed is sealed), so a wrong code, a reload or
+    /// another node shows the same secret.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] for operators and the system; storage errors.
+    pub async fn totp_pending(&self, actor: &Actor) -> ServiceResult<Option<(TotpEnrollment, UnixMillis)>> {
+        let account = self.own_account(actor).await?;
+        let Some(tf) = self.inner.store.two_factor(account.id).await? else { return Ok(None) };
+        let lapses = tf.created_at.plus_millis(ENROLLMENT_TTL_MS);
+        if tf.enabled || self.now_ms() >= lapses {
+            return Ok(None);
+        }
+        Ok(Some((enrollment_of(&tf.seed, &account.name)?, lapses)))
+    }
+
     /// Starts (or restarts) TOTP enrollment for the owner's account: a new seed, sealed in the
-    /// store, not active until [`Service::totp_confirm`]. Audited as `totp.enroll`.
+    /// store, not active until [`Service::totp_confirm`] (within [`ENROLLMENT_TTL_MS`]).
+    /// Audited as `totp.enroll`.
     ///
     /// # Errors
     /// [`ServiceError::Forbidden`] for operators and the system; [`ServiceError::Conflict`] when
@@ -381,10 +420,7 @@ impl Service {
         let account = self.own_account(actor).await?;
         let mut seed = Zeroizing::new([0u8; SEED_BYTES]);
         OsEntropy.fill(seed.as_mut_slice())?;
-        let totp = totp_for(seed.as_slice(), &account.name)?;
-        let otpauth_uri = totp.to_url().map_err(|e| ServiceError::Internal(format!("otpauth URI: {e}")))?;
-        let enrollment =
-            TotpEnrollment { qr_svg: qr_svg(&otpauth_uri)?, otpauth_uri, secret_base32: totp.secret().to_base32() };
+        let enrollment = enrollment_of(seed.as_slice(), &account.name)?;
         let audit = self.owner_draft(&account, "totp.enroll", actor.source(), serde_json::json!({}));
         self.inner.store.begin_two_factor(account.id, seed.as_slice(), self.now_ms(), audit).await.map_err(|e| {
             match ServiceError::from(e) {
@@ -397,8 +433,9 @@ impl Service {
         Ok(enrollment)
     }
 
-    /// Confirms a pending enrollment with a code from the app: 2FA is on from now, and the
-    /// recovery codes are returned, once; withdrawals of the whole account are held for
+    /// Confirms a pending enrollment (started less than [`ENROLLMENT_TTL_MS`] ago; a wrong code
+    /// keeps it) with a code from the app: 2FA is on from now, and the recovery codes are
+    /// returned, once; withdrawals of the whole account are held for
     /// [`crate::ServiceConfig::withdrawal_hold_ms`] (issue #19). Audited as `totp.confirm`
     /// (with `withdrawals_held_until`); wrong codes as `totp.failed` (and throttled).
     ///
@@ -412,6 +449,11 @@ impl Service {
             Some(_) => return Err(ServiceError::Conflict("2FA is already enabled".into())),
             None => return Err(ServiceError::Conflict("no 2FA enrollment to confirm; start one first".into())),
         };
+        if self.now_ms() >= tf.created_at.plus_millis(ENROLLMENT_TTL_MS) {
+            return Err(ServiceError::Conflict(
+                "this 2FA setup was started more than 10 minutes ago; start it again for a new QR code".into(),
+            ));
+        }
         // Enabling clears the counter, the reserved attempt included.
         self.reserve_totp_attempt(&account, "confirm", actor.source(), &CodeCaller::Established).await?;
         let Some(step) = totp_step(&tf.seed, &account.name, code, self.now_ms())? else {

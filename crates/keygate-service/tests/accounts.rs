@@ -123,6 +123,7 @@ fn trade_key(account: &str) -> NewKey {
         material: NewKeyMaterial::Hmac,
         permissions: Permissions::with(&[Permission::Trade]),
         restrictions: Restrictions::default(),
+        confirm_wide_ip: false,
     }
 }
 
@@ -319,9 +320,13 @@ async fn owners_need_2fa_for_trading_keys_operators_do_not() {
     let s = e.login("bob").await;
     let bob = e.actor(&s.token).await;
     let stepped = match bob.clone() {
-        Actor::Owner { account_id, name, source, .. } => {
-            Actor::Owner { account_id, name, source, stepped_up_until: Some(e.now().plus_millis(MINUTE)) }
-        }
+        Actor::Owner { account_id, name, source, .. } => Actor::Owner {
+            account_id,
+            name,
+            source,
+            stepped_up_until: Some(e.now().plus_millis(MINUTE)),
+            fresh_code: None,
+        },
         other => other,
     };
     let before = e.audit_len().await;
@@ -354,7 +359,13 @@ async fn owners_need_2fa_for_trading_keys_operators_do_not() {
     let off = env_with(|c| c.require_2fa_for_trading_keys = false).await;
     let s = off.login("bob").await;
     let Actor::Owner { account_id, name, source, .. } = off.actor(&s.token).await else { panic!() };
-    let stepped = Actor::Owner { account_id, name, source, stepped_up_until: Some(off.now().plus_millis(MINUTE)) };
+    let stepped = Actor::Owner {
+        account_id,
+        name,
+        source,
+        stepped_up_until: Some(off.now().plus_millis(MINUTE)),
+        fresh_code: None,
+    };
     off.service.create_key(&stepped, trade_key("bob")).await.unwrap();
 }
 
@@ -462,15 +473,16 @@ async fn a_password_change_needs_the_current_password_ends_other_sessions_and_lo
     let other = e.login("alice").await;
     let Actor::Owner { account_id, .. } = e.actor(&s.token).await else { panic!() };
     let before = e.audit_len().await;
-    let err = e.service.change_password(&s.token, pw("not my password"), pw("a new long password"), src()).await;
+    let err = e.service.change_password(&s.token, pw("not my password"), pw("a new long password"), None, src()).await;
     assert!(unauthenticated(err));
-    let err = e.service.change_password(&s.token, pw(PASSWORD), pw("short"), src()).await.unwrap_err();
+    let err = e.service.change_password(&s.token, pw(PASSWORD), pw("short"), None, src()).await.unwrap_err();
     assert!(matches!(err, ServiceError::Invalid(_)), "{err}");
     // Unchanged: both sessions live, old password works, no lock.
     e.actor(&other.token).await;
     e.service.check_withdrawals_allowed(account_id, e.now()).await.unwrap();
     assert_eq!(e.audit_actions().await[before..], ["auth.login_failed"]);
-    let fresh = e.service.change_password(&s.token, pw(PASSWORD), pw("a new long password"), src()).await.unwrap();
+    let fresh =
+        e.service.change_password(&s.token, pw(PASSWORD), pw("a new long password"), None, src()).await.unwrap();
     e.actor(&fresh.token).await;
     assert!(unauthenticated(e.service.session(&s.token, src()).await));
     assert!(unauthenticated(e.service.session(&other.token, src()).await), "another session survived");
@@ -649,11 +661,12 @@ fn key_id(k: &keygate_service::CreatedKey) -> keygate_auth::ApiKeyId {
 }
 
 impl Env {
-    /// A step-up on `s` with a fresh code; returns the elevated actor (the session rotates).
+    /// A step-up on `s` with a fresh code; returns the elevated actor (the session rotates),
+    /// carrying the code as typed with the request that follows.
     async fn stepped_up(&self, s: &NewSession, totp: &totp_rs::Totp) -> (NewSession, Actor) {
         self.clock.advance_ms(30_000);
         let up = self.service.step_up(&s.token, &self.code(totp), src()).await.unwrap();
-        let actor = self.actor(&up.token).await;
+        let actor = self.actor(&up.token).await.with_fresh_code(up.fresh_code.expect("a step-up's fresh code"));
         (up, actor)
     }
 
@@ -920,4 +933,154 @@ async fn passwords_need_twelve_characters() {
     let err = e.service.create_account(&Actor::operator_cli(), "short", pw("elevenchars")).await.unwrap_err();
     assert!(matches!(err, ServiceError::Invalid(ref m) if m.contains("12 characters")), "{err}");
     e.service.create_account(&Actor::operator_cli(), "long", pw("twelve chars")).await.unwrap();
+}
+
+#[tokio::test]
+async fn withdraw_addresses_and_the_password_need_a_code_in_the_same_request_trade_changes_ride_the_window() {
+    let e = env().await;
+    let (s, totp, _) = e.alice_with_2fa().await;
+    let (up, fresh) = e.stepped_up(&s, &totp).await;
+    // The same session later in its five-minute window, without a code of its own.
+    let window = e.actor(&up.token).await;
+    assert!(window.stepped_up(e.now()) && !window.has_fresh_code(e.now()));
+    let trade = e.service.create_key(&window, trade_key("alice")).await.unwrap();
+    let before = e.audit_len().await;
+    let needs_code = |r: Result<_, ServiceError>| matches!(r, Err(ServiceError::StepUpRequired(ref m)) if m.contains("typed with this change"));
+    assert!(needs_code(e.service.create_key(&window, withdraw_key("alice", &[ADDR_A])).await.map(|_| ())));
+    let read_with_address = NewKey { permissions: Permissions::READ_ONLY, ..withdraw_key("alice", &[ADDR_A]) };
+    assert!(needs_code(e.service.create_key(&window, read_with_address).await.map(|_| ())));
+    let to_withdraw = keygate_service::KeyEdit {
+        permissions: Some(Permissions::with(&[Permission::Trade, Permission::Withdraw])),
+        ip_allowlist: Some(IpAllowlist::parse(&["192.0.2.0/24"]).unwrap()),
+        withdraw_addresses: Some(vec![ADDR_A.into()]),
+        ..Default::default()
+    };
+    assert!(needs_code(e.service.edit_key(&window, &trade.key.api_key, to_withdraw.clone()).await.map(|_| ())));
+    let address_only = keygate_service::KeyEdit { withdraw_addresses: Some(vec![ADDR_A.into()]), ..Default::default() };
+    assert!(needs_code(e.service.edit_key(&window, &trade.key.api_key, address_only).await.map(|_| ())));
+    assert_eq!(e.audit_len().await, before, "nothing was written");
+    // The window still covers trade-key changes.
+    let label = keygate_service::KeyEdit { label: Some("bot 2".into()), ..Default::default() };
+    e.service.edit_key(&window, &trade.key.api_key, label).await.unwrap();
+
+    // With the code typed in the same request, they pass.
+    let w = e.service.edit_key(&fresh, &trade.key.api_key, to_withdraw).await.unwrap();
+    assert!(w.permissions.contains(Permission::Withdraw));
+    // A proof kept beyond its request stops counting after a minute.
+    e.clock.advance_ms(keygate_service::FRESH_CODE_MS + 1);
+    assert!(fresh.stepped_up(e.now()) && !fresh.has_fresh_code(e.now()));
+    assert!(needs_code(e.service.create_key(&fresh, withdraw_key("alice", &[ADDR_A])).await.map(|_| ())));
+
+    // A password change asks for the code too, even inside the window.
+    let (up, _) = e.stepped_up(&up, &totp).await;
+    let new_pw = || pw("a new long password");
+    let err = e.service.change_password(&up.token, pw(PASSWORD), new_pw(), None, src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::StepUpRequired(_)), "{err}");
+    e.clock.advance_ms(30_000);
+    let err = e.service.change_password(&up.token, pw(PASSWORD), new_pw(), Some("000000"), src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "{err}");
+    e.service.login("alice", pw(PASSWORD), src()).await.unwrap();
+    let changed = e.service.change_password(&up.token, pw(PASSWORD), new_pw(), Some(&e.code(&totp)), src()).await;
+    let changed = changed.unwrap();
+    e.actor(&changed.token).await;
+    // Disabling 2FA takes a code whatever the window says.
+    let (up, stepped) = e.stepped_up(&changed, &totp).await;
+    assert!(matches!(e.service.totp_disable(&stepped, "").await, Err(ServiceError::InvalidCode(_))));
+    assert!(e.service.two_factor_status(&stepped, "alice").await.unwrap().enabled);
+    drop(up);
+}
+
+#[tokio::test]
+async fn wrong_codes_typed_with_a_password_change_count_with_the_step_up_codes() {
+    let e = env().await;
+    let (s, totp, _) = e.alice_with_2fa().await;
+    for _ in 0..5 {
+        let err = e.service.change_password(&s.token, pw(PASSWORD), pw("a new long password"), Some("000000"), src());
+        assert!(matches!(err.await, Err(ServiceError::InvalidCode(_))));
+    }
+    // The account's established-session counter is full: the right code is refused on step-up too.
+    let err = e.service.step_up(&s.token, &e.code(&totp), src()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Throttled { .. }), "{err}");
+    let audit = e.service.audit_log(&Actor::operator_cli(), 0, 10_000).await.unwrap();
+    assert_eq!(audit.iter().filter(|r| r.action == "totp.failed" && r.details["purpose"] == "password").count(), 5);
+}
+
+#[tokio::test]
+async fn wide_ip_ranges_on_an_owners_trade_or_withdraw_key_need_a_confirmation() {
+    let e = env().await;
+    let (s, totp, _) = e.alice_with_2fa().await;
+    let (_, alice) = e.stepped_up(&s, &totp).await;
+    let with_ips = |list: &[&str], confirm: bool| NewKey {
+        restrictions: Restrictions { ip_allowlist: IpAllowlist::parse(list).unwrap(), ..Restrictions::default() },
+        confirm_wide_ip: confirm,
+        ..trade_key("alice")
+    };
+    for wide in [&["10.0.0.0/15"][..], &["192.0.2.7", "2001:db8::/47"]] {
+        let err = e.service.create_key(&alice, with_ips(wide, false)).await.unwrap_err();
+        assert!(matches!(err, ServiceError::Invalid(ref m) if m.contains("confirm")), "{wide:?}: {err}");
+    }
+    // /16 and /48 are not wide; a read-only key may be wide without a confirmation.
+    e.service.create_key(&alice, with_ips(&["10.0.0.0/16", "2001:db8::/48"], false)).await.unwrap();
+    let ro = NewKey { permissions: Permissions::READ_ONLY, ..with_ips(&["10.0.0.0/8"], false) };
+    let ro = e.service.create_key(&alice, ro).await.unwrap();
+    let k = e.service.create_key(&alice, with_ips(&["10.0.0.0/8"], true)).await.unwrap();
+    assert_eq!(
+        keygate_service::keys::wide_ip_ranges(&IpAllowlist::parse(&["10.0.0.0/8", "10.1.0.0/16"]).unwrap()).len(),
+        1
+    );
+    // Edits: a confirmed range stays without asking again; adding another, or giving a key with
+    // one trade, needs the confirmation.
+    let label = keygate_service::KeyEdit { label: Some("again".into()), ..Default::default() };
+    e.service.edit_key(&alice, &k.key.api_key, label).await.unwrap();
+    let more = keygate_service::KeyEdit {
+        ip_allowlist: Some(IpAllowlist::parse(&["10.0.0.0/8", "172.16.0.0/12"]).unwrap()),
+        ..Default::default()
+    };
+    let err = e.service.edit_key(&alice, &k.key.api_key, more.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Invalid(ref m) if m.contains("172.16.0.0/12") && !m.contains("10.0.0.0/8")),
+        "{err}"
+    );
+    e.service
+        .edit_key(&alice, &k.key.api_key, keygate_service::KeyEdit { confirm_wide_ip: true, ..more })
+        .await
+        .unwrap();
+    let widen =
+        keygate_service::KeyEdit { permissions: Some(Permissions::with(&[Permission::Trade])), ..Default::default() };
+    assert!(matches!(e.service.edit_key(&alice, &ro.key.api_key, widen.clone()).await, Err(ServiceError::Invalid(_))));
+    let widen = keygate_service::KeyEdit { confirm_wide_ip: true, ..widen };
+    e.service.edit_key(&alice, &ro.key.api_key, widen).await.unwrap();
+    // The operator is not asked.
+    e.service.create_key(&Actor::operator_cli(), with_ips(&["10.0.0.0/8"], false)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_enrollment_code_keeps_the_pending_secret_for_ten_minutes() {
+    let e = env().await;
+    let s = e.login("alice").await;
+    let alice = e.actor(&s.token).await;
+    let started = e.service.totp_enroll(&alice).await.unwrap();
+    let err = e.service.totp_confirm(&alice, "000000").await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidCode(_)), "{err}");
+    // The same secret is still pending, read back from the store (sealed there), until ten
+    // minutes after the start.
+    e.clock.advance_ms(30_000);
+    let (again, lapses) = e.service.totp_pending(&alice).await.unwrap().expect("still pending");
+    assert_eq!(again.secret_base32, started.secret_base32);
+    assert_eq!(lapses, NOW.plus_millis(keygate_service::totp::ENROLLMENT_TTL_MS));
+    let codes = e.service.totp_confirm(&alice, &e.code(&totp_of(&started))).await.unwrap();
+    assert!(e.service.totp_pending(&alice).await.unwrap().is_none(), "nothing pending once 2FA is on");
+    // Recovery codes hold no letter that reads like a digit.
+    for c in &codes.codes {
+        assert!(!c.contains(['i', 'l', 'o', 'u']), "{c}");
+    }
+
+    // Past ten minutes the setup lapses: no secret to show, and its code is refused.
+    let s = e.login("bob").await;
+    let bob = e.actor(&s.token).await;
+    let started = e.service.totp_enroll(&bob).await.unwrap();
+    e.clock.advance_ms(keygate_service::totp::ENROLLMENT_TTL_MS);
+    assert!(e.service.totp_pending(&bob).await.unwrap().is_none());
+    let err = e.service.totp_confirm(&bob, &e.code(&totp_of(&started))).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Conflict(ref m) if m.contains("10 minutes")), "{err}");
 }

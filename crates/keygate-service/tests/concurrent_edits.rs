@@ -30,6 +30,7 @@ fn a_disable_on_one_node_is_not_undone_by_a_label_edit_on_another() {
             material: NewKeyMaterial::Hmac,
             permissions: Permissions::READ_ONLY,
             restrictions: Restrictions::default(),
+            confirm_wide_ip: false,
         };
         let id = a.create_key(&op, new).await.unwrap().key.api_key;
         let mut lost = 0;

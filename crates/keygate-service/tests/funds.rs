@@ -35,7 +35,13 @@ async fn assemble(store: &Arc<dyn Store>, clock: &Arc<ManualClock>) -> Service {
 }
 
 fn owner(id: i64, name: &str) -> Actor {
-    Actor::Owner { account_id: AccountId(id), name: name.into(), stepped_up_until: None, source: None }
+    Actor::Owner {
+        account_id: AccountId(id),
+        name: name.into(),
+        stepped_up_until: None,
+        source: None,
+        fresh_code: None,
+    }
 }
 
 fn deposit(account: &str, asset: &str, amount: &str) -> DepositRequest {

@@ -34,6 +34,7 @@ async fn new_key(node: &Service) -> String {
         material: NewKeyMaterial::Hmac,
         permissions: Permissions::READ_ONLY,
         restrictions: Restrictions::default(),
+        confirm_wide_ip: false,
     };
     node.create_key(&Actor::operator_cli(), new).await.unwrap().key.api_key
 }

@@ -61,6 +61,19 @@ impl TestApp {
     /// If the server cannot start.
     #[allow(clippy::unwrap_used)] // Test support: failing loudly is the point.
     pub async fn spawn_with(tune: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::spawn_configured(|_| {}, tune).await
+    }
+
+    /// [`TestApp::spawn_with`], with the service's policy switches tuned too (sign-up closed,
+    /// holds, throttles).
+    ///
+    /// # Panics
+    /// If the server cannot start.
+    #[allow(clippy::unwrap_used)] // Test support: failing loudly is the point.
+    pub async fn spawn_configured(
+        tune_service: impl FnOnce(&mut ServiceConfig),
+        tune: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = DataDir::new(tmp.path().join("data"));
         data_dir.ensure().unwrap();
@@ -71,8 +84,11 @@ impl TestApp {
             cipher: test_cipher(),
             sync: SyncMode::Normal,
         };
+        let mut service_config =
+            ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() };
+        tune_service(&mut service_config);
         let service = Assembly::new(store, clock.clone())
-            .config(ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() })
+            .config(service_config)
             .exchange(ExchangeSetup::default())
             .flush_every(std::time::Duration::from_secs(1))
             .start()
@@ -130,6 +146,7 @@ impl TestApp {
             material: NewKeyMaterial::Hmac,
             permissions,
             restrictions,
+            confirm_wide_ip: false,
         };
         self.service.create_key(&Self::operator(), new).await.unwrap()
     }

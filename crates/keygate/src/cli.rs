@@ -84,7 +84,9 @@ pub struct Format {
 /// Account commands.
 #[derive(Debug, Subcommand)]
 pub enum AccountsCmd {
-    /// Create an account (asks for a password, or reads it from stdin).
+    /// Create an account (asks for a password, or reads it from stdin): at least 12 characters
+    /// and not easy to guess (common passwords, keyboard patterns, dates and the account name
+    /// are refused, with advice). The only way to make accounts when `serve --signup closed`.
     Create {
         /// Account name.
         name: String,

@@ -275,6 +275,7 @@ async fn create_key(
         material,
         permissions,
         restrictions: Restrictions::default(),
+        confirm_wide_ip: false,
     };
     let created = service.create_key(system, new).await?;
     let private_key_file = match private_key {

@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// so one host cannot hold all 4,096. Trusted proxies are exempt.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_ip: u32,
+    /// Who may create console accounts: `open` (anyone, at /console/signup; at most 10 sign-ups
+    /// per client address per hour) or `closed` (only the operator, with `keygate accounts
+    /// create`). Default closed, and open with --demo.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub signup: Option<SignupMode>,
     /// How long withdrawals wait after an owner turns 2FA on (the whole account), gives a key the
     /// withdraw permission (that key) or adds a withdrawal address (that address): e.g. `24h`,
     /// `90m`, `2d`; `0` starts no holds. Default 24h, and 0 with --demo.
@@ -91,6 +96,15 @@ pub struct ServeArgs {
     /// the process id).
     #[arg(long, value_name = "NAME", env = "KEYGATE_NODE_NAME")]
     pub node_name: Option<String>,
+}
+
+/// Who may create console accounts (`serve --signup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignupMode {
+    /// Anyone may sign up at /console/signup (the demo's default).
+    Open,
+    /// Only the operator creates accounts (`keygate accounts create`); the default.
+    Closed,
 }
 
 /// Parses a duration as `0` or a whole number with a unit, `s`, `m`, `h` or `d`, into
@@ -187,8 +201,13 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     };
     // The demo is for trying withdrawals at once; everywhere else the holds protect owners.
     let withdrawal_hold_ms = args.withdrawal_hold.unwrap_or(if args.demo { 0 } else { 24 * 3_600_000 });
-    let service_config =
-        keygate_service::ServiceConfig { withdrawal_hold_ms, ..keygate_service::ServiceConfig::default() };
+    // A public sign-up page is a choice: off unless asked for, except in the demo (loopback only).
+    let signup = args.signup.unwrap_or(if args.demo { SignupMode::Open } else { SignupMode::Closed });
+    let service_config = keygate_service::ServiceConfig {
+        withdrawal_hold_ms,
+        allow_sign_up: signup == SignupMode::Open,
+        ..keygate_service::ServiceConfig::default()
+    };
     let (cluster, channel) = cluster_setup(ctx, &args).await?;
     let (cluster_node, cluster_endpoint) = (cluster.node.clone(), cluster.endpoint.clone());
     let assembly = ctx

@@ -1,10 +1,10 @@
 //! Sign-up, login (with its second-factor prompt) and logout.
 
-use super::layout::{CodeForm, Nav, error_page, render, retry_after, see_other};
+use super::layout::{CodeForm, Nav, NoticeQuery, error_page, render, retry_after, see_other};
 use crate::session::Ctx;
 use crate::{Console, ConsoleError};
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use keygate_service::ServiceError;
@@ -18,6 +18,9 @@ struct SignupPage {
     csrf: String,
     name: String,
     error: Option<String>,
+    /// The server takes sign-ups (`serve --signup open`); otherwise the page says who makes
+    /// accounts instead of showing a form that cannot work.
+    open: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,11 +35,14 @@ pub(crate) struct SignupForm {
     password2: Zeroizing<String>,
 }
 
-pub(super) async fn signup_page(ctx: Ctx) -> Response {
+pub(super) async fn signup_page(State(c): State<Console>, ctx: Ctx) -> Response {
+    let open = c.service().sign_up_open();
     match ctx.pre_token() {
-        Ok((csrf, cookie)) => {
-            render(StatusCode::OK, &SignupPage { nav: None, csrf, name: String::new(), error: None }, cookie.as_slice())
-        }
+        Ok((csrf, cookie)) => render(
+            StatusCode::OK,
+            &SignupPage { nav: None, csrf, name: String::new(), error: None, open },
+            cookie.as_slice(),
+        ),
         Err(e) => error_page(&e, None),
     }
 }
@@ -44,7 +50,9 @@ pub(super) async fn signup_page(ctx: Ctx) -> Response {
 pub(super) async fn signup(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<SignupForm>) -> Response {
     let fail = |e: ConsoleError, name: &str| {
         let csrf = ctx.pre.clone().unwrap_or_default();
-        render(e.status(), &SignupPage { nav: None, csrf, name: name.to_owned(), error: Some(e.message()) }, &[])
+        let open = c.service().sign_up_open();
+        let page = SignupPage { nav: None, csrf, name: name.to_owned(), error: Some(e.message()), open };
+        render(e.status(), &page, &[])
     };
     if let Err(e) = ctx.check_pre_csrf(f.csrf.as_deref()) {
         return error_page(&e, None);
@@ -69,6 +77,10 @@ struct LoginPage {
     csrf: String,
     name: String,
     error: Option<String>,
+    /// What the redirect here says happened (logged out).
+    notice: Option<String>,
+    /// Offer the sign-up link (the server takes sign-ups).
+    signup_open: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,11 +93,15 @@ pub(crate) struct LoginForm {
     password: Zeroizing<String>,
 }
 
-pub(super) async fn login_page(ctx: Ctx) -> Response {
+pub(super) async fn login_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
+    let notice = q.is("logged-out").then(|| "You are logged out. Log in again to manage your keys.".to_owned());
+    let signup_open = c.service().sign_up_open();
     match ctx.pre_token() {
-        Ok((csrf, cookie)) => {
-            render(StatusCode::OK, &LoginPage { nav: None, csrf, name: String::new(), error: None }, cookie.as_slice())
-        }
+        Ok((csrf, cookie)) => render(
+            StatusCode::OK,
+            &LoginPage { nav: None, csrf, name: String::new(), error: None, notice, signup_open },
+            cookie.as_slice(),
+        ),
         Err(e) => error_page(&e, None),
     }
 }
@@ -103,7 +119,9 @@ pub(super) async fn login(State(c): State<Console>, ctx: Ctx, axum::Form(f): axu
         Err(e) => {
             let e = ConsoleError::from(e);
             let csrf = ctx.pre.clone().unwrap_or_default();
-            retry_after(render(e.status(), &LoginPage { nav: None, csrf, name, error: Some(e.message()) }, &[]), &e)
+            let signup_open = c.service().sign_up_open();
+            let page = LoginPage { nav: None, csrf, name, error: Some(e.message()), notice: None, signup_open };
+            retry_after(render(e.status(), &page, &[]), &e)
         }
     }
 }
@@ -154,7 +172,7 @@ pub(super) async fn logout(State(c): State<Console>, ctx: Ctx, axum::Form(f): ax
         return error_page(&e, None);
     }
     match c.service().logout(&token, ctx.source.clone()).await {
-        Ok(()) => see_other("/console/login", &[ctx.clear_session_cookie()]),
+        Ok(()) => see_other("/console/login?notice=logged-out", &[ctx.clear_session_cookie()]),
         Err(e) => error_page(&e.into(), None),
     }
 }

@@ -1,7 +1,9 @@
 //! The API keys: the list with the create form, the edit page (and removing one withdrawal
 //! address), revoking one key, and revoking them all.
 
-use super::layout::{CodeForm, Nav, error_page, form_viewer, hold_rows, render, see_other, viewer_or_login};
+use super::layout::{
+    CodeForm, Nav, NoticeQuery, error_page, form_viewer, hold_rows, notice_url, render, see_other, viewer_or_login,
+};
 use super::two_factor::maybe_step_up;
 use crate::forms::{self, KeyForm};
 use crate::session::{Ctx, Viewer};
@@ -12,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use keygate_auth::KeyStatus;
-use keygate_service::{KeyEdit, NewKey, NewKeyMaterial};
+use keygate_service::{CreatedOnce, KeyEdit, NewKey, NewKeyMaterial};
 use serde::Deserialize;
 
 /// What the create form shows (kept on errors so nothing typed is lost).
@@ -29,6 +31,7 @@ pub(crate) struct FormValues {
     pub withdraw_addresses: String,
     pub withdraw_limit: String,
     pub active: bool,
+    pub confirm_wide_ip: bool,
 }
 
 impl From<&KeyForm> for FormValues {
@@ -45,6 +48,7 @@ impl From<&KeyForm> for FormValues {
             withdraw_addresses: f.withdraw_addresses.clone(),
             withdraw_limit: f.withdraw_limit.clone(),
             active: f.status.as_deref() != Some("disabled"),
+            confirm_wide_ip: f.confirm_wide_ip(),
         }
     }
 }
@@ -62,6 +66,57 @@ struct KeysPage {
     form: FormValues,
     error: Option<String>,
     needs_code: bool,
+    /// What the POST that redirected here did (revoked, revoked all, already created).
+    notice: Option<String>,
+    /// The create form's one-time token: a second POST of the same form creates nothing.
+    form_token: String,
+}
+
+/// A fresh one-time token for a create form: 256 random bits, hex.
+fn new_form_token() -> String {
+    let mut raw = [0u8; 32];
+    match getrandom::getrandom(&mut raw) {
+        Ok(()) => hex::encode(raw),
+        // Without randomness the form carries no token (and posts like a client without one).
+        Err(_) => String::new(),
+    }
+}
+
+/// The sentence for a notice on the keys page, naming the key (the viewer's own only).
+async fn keys_notice(c: &Console, v: &Viewer, q: &NoticeQuery) -> Option<String> {
+    let key = match &q.key {
+        Some(id) => c.service().key(&v.actor, id).await.ok(),
+        None => None,
+    };
+    let named = |k: &keygate_service::KeyView| {
+        let prefix: String = k.api_key.chars().take(12).collect();
+        format!("“{}” ({prefix}…)", k.label)
+    };
+    match (q.notice.as_deref()?, key) {
+        ("revoked", Some(k)) => Some(format!(
+            "Key {} is revoked: the next request signed with it is refused (-2015). Revoking cannot be undone.",
+            named(&k)
+        )),
+        ("revoked-all", _) => Some(match q.count()? {
+            0 => "You had no live keys: nothing was revoked.".to_owned(),
+            1 => "Your one live key is revoked: requests signed with it are refused from now on.".to_owned(),
+            n => format!(
+                "All {n} of your live keys are revoked: requests signed with any of them are refused from now on."
+            ),
+        }),
+        ("already-created", Some(k)) => Some(format!(
+            "This form was already sent, and it created key {} then. Nothing new was created. \
+             An HMAC key's secret was shown only that once: if you did not save it, revoke the key and create another.",
+            named(&k)
+        )),
+        _ => None,
+    }
+}
+
+/// What the keys page shows besides the list.
+struct KeysExtras {
+    notice: Option<String>,
+    form_token: String,
 }
 
 async fn keys_view(
@@ -71,6 +126,7 @@ async fn keys_view(
     form: FormValues,
     error: Option<&ConsoleError>,
     cookies: &[HeaderValue],
+    extras: KeysExtras,
 ) -> Response {
     let keys = match c.service().list_keys(&v.actor, None).await {
         Ok(k) => k,
@@ -110,15 +166,18 @@ async fn keys_view(
         form,
         error: error.map(ConsoleError::message),
         needs_code: error.is_some_and(ConsoleError::needs_step_up),
+        notice: extras.notice,
+        form_token: extras.form_token,
     };
     render(status, &page, cookies)
 }
 
-pub(super) async fn keys_page(State(c): State<Console>, ctx: Ctx) -> Response {
+pub(super) async fn keys_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
     match viewer_or_login(&ctx, &c).await {
         Ok(v) => {
-            keys_view(&c, &v, StatusCode::OK, FormValues { kind: "hmac".into(), ..FormValues::default() }, None, &[])
-                .await
+            let extras = KeysExtras { notice: keys_notice(&c, &v, &q).await, form_token: new_form_token() };
+            let form = FormValues { kind: "hmac".into(), ..FormValues::default() };
+            keys_view(&c, &v, StatusCode::OK, form, None, &[], extras).await
         }
         Err(r) => r,
     }
@@ -145,6 +204,7 @@ pub(crate) fn new_key_from_form(account: &str, f: &KeyForm) -> Result<NewKey, Co
         material,
         permissions: forms::permissions(f.trade(), f.withdraw()),
         restrictions,
+        confirm_wide_ip: f.confirm_wide_ip(),
     })
 }
 
@@ -162,19 +222,29 @@ pub(super) async fn create_key(State(c): State<Console>, ctx: Ctx, axum::Form(f)
         Err(r) => return r,
     };
     let values = FormValues::from(&f);
+    // A refused form keeps its token: nothing was created with it, so the next try may use it.
+    let token = f.form_token.clone().filter(|t| !t.is_empty());
+    let extras = || KeysExtras { notice: None, form_token: token.clone().unwrap_or_else(new_form_token) };
     let new = match new_key_from_form(&v.info.account, &f) {
         Ok(n) => n,
-        Err(e) => return keys_view(&c, &v, e.status(), values, Some(&e), &[]).await,
+        Err(e) => return keys_view(&c, &v, e.status(), values, Some(&e), &[], extras()).await,
     };
     let cookie = match maybe_step_up(&c, &ctx, &mut v, f.code.as_deref()).await {
         Ok(c) => c,
-        Err(e) => return keys_view(&c, &v, e.status(), values, Some(&e), &[]).await,
+        Err(e) => return keys_view(&c, &v, e.status(), values, Some(&e), &[], extras()).await,
     };
     let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
-    match c.service().create_key(&v.actor, new).await {
-        Ok(created) => {
+    let outcome = match &token {
+        Some(t) => c.service().create_key_once(&v.actor, new, t).await,
+        None => c.service().create_key(&v.actor, new).await.map(CreatedOnce::Created),
+    };
+    match outcome {
+        Ok(CreatedOnce::Created(created)) => {
             let row = KeyRow::new(&created.key, c.now_ms());
             match &created.secret {
+                // The secret is the body of this answer, never in a URL: the one answer that is
+                // not a redirect, and the form's one-time token keeps a refresh from making a
+                // second key.
                 Some(secret) => render(
                     StatusCode::OK,
                     &KeyCreatedPage {
@@ -184,12 +254,15 @@ pub(super) async fn create_key(State(c): State<Console>, ctx: Ctx, axum::Form(f)
                     },
                     &cookies,
                 ),
-                None => see_other(&format!("/console/keys/{}", row.id), &cookies),
+                None => see_other(&notice_url(&format!("/console/keys/{}", row.id), "created", None), &cookies),
             }
+        }
+        Ok(CreatedOnce::AlreadyCreated(key)) => {
+            see_other(&notice_url("/console/keys", "already-created", Some(&key.api_key)), &cookies)
         }
         Err(e) => {
             let e = ConsoleError::from(e);
-            keys_view(&c, &v, e.status(), values, Some(&e), &cookies).await
+            keys_view(&c, &v, e.status(), values, Some(&e), &cookies, extras()).await
         }
     }
 }
@@ -205,6 +278,8 @@ struct KeyEditPage {
     form: FormValues,
     /// The page is the redirect after a successful save.
     saved: bool,
+    /// The page is the redirect after creating this (Ed25519 or RSA) key.
+    created: bool,
     error: Option<String>,
     needs_code: bool,
 }
@@ -222,13 +297,14 @@ fn values_of(k: &KeyRow) -> FormValues {
         withdraw_addresses: k.withdraw_addresses.join("\n"),
         withdraw_limit: k.withdraw_limit.clone(),
         active: k.active,
+        confirm_wide_ip: k.wide_confirmed,
     }
 }
 
 /// What the edit page shows besides the key: the stored values (after a save, with a notice), or
 /// the owner's refused form with the reason.
 enum EditState<'a> {
-    Stored { saved: bool },
+    Stored { saved: bool, created: bool },
     Refused { form: &'a FormValues, error: &'a ConsoleError },
 }
 
@@ -242,9 +318,9 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
         Ok(k) => {
             let mut row = KeyRow::new(&k, c.now_ms());
             row.flag_without_2fa(v.info.two_factor_enabled);
-            let (status, form, error, saved) = match state {
-                EditState::Stored { saved } => (StatusCode::OK, values_of(&row), None, saved),
-                EditState::Refused { form, error } => (error.status(), form.clone(), Some(error), false),
+            let (status, form, error, saved, created) = match state {
+                EditState::Stored { saved, created } => (StatusCode::OK, values_of(&row), None, saved, created),
+                EditState::Refused { form, error } => (error.status(), form.clone(), Some(error), false, false),
             };
             let page = KeyEditPage {
                 nav,
@@ -253,6 +329,7 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
                 holds,
                 form,
                 saved,
+                created,
                 error: error.map(ConsoleError::message),
                 needs_code: error.is_some_and(ConsoleError::needs_step_up),
             };
@@ -262,10 +339,12 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
     }
 }
 
-/// `?saved=1`, set by the redirect after a successful edit, so the page can say the change took.
+/// `?saved=1`, set by the redirect after a successful edit, so the page can say the change took;
+/// `?notice=created` after creating a key that has no secret to show.
 #[derive(Debug, Deserialize)]
 pub(super) struct SavedQuery {
     saved: Option<String>,
+    notice: Option<String>,
 }
 
 pub(super) async fn edit_page(
@@ -275,8 +354,9 @@ pub(super) async fn edit_page(
     Query(q): Query<SavedQuery>,
 ) -> Response {
     let saved = q.saved.as_deref() == Some("1");
+    let created = q.notice.as_deref() == Some("created");
     match viewer_or_login(&ctx, &c).await {
-        Ok(v) => edit_view(&c, &v, &id, EditState::Stored { saved }, &[]).await,
+        Ok(v) => edit_view(&c, &v, &id, EditState::Stored { saved, created }, &[]).await,
         Err(r) => r,
     }
 }
@@ -297,6 +377,7 @@ pub(crate) fn edit_from_form(f: &KeyForm) -> Result<KeyEdit, ConsoleError> {
         withdraw_addresses: Some(forms::addresses(&forms::split_list(&f.withdraw_addresses))),
         withdraw_limit_24h: Some(forms::withdraw_limit(&f.withdraw_limit)?),
         status: Some(status),
+        confirm_wide_ip: f.confirm_wide_ip(),
     })
 }
 
@@ -397,7 +478,7 @@ pub(super) async fn revoke_key(
         Err(r) => return r,
     };
     match c.service().revoke_key(&v.actor, &id).await {
-        Ok(_) => see_other("/console/keys", &[]),
+        Ok(k) => see_other(&notice_url("/console/keys", "revoked", Some(&k.api_key)), &[]),
         Err(e) => error_page(&e.into(), Some(Nav::of(&v, c.now_ms()))),
     }
 }
@@ -447,7 +528,7 @@ pub(super) async fn revoke_all(State(c): State<Console>, ctx: Ctx, axum::Form(f)
     let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
     let account = v.info.account.clone();
     match c.service().revoke_all_keys(&v.actor, &account).await {
-        Ok(_) => see_other("/console/keys", &cookies),
+        Ok(n) => see_other(&format!("/console/keys?notice=revoked-all&n={n}"), &cookies),
         Err(e) => refuse(&v, e.into(), &cookies),
     }
 }

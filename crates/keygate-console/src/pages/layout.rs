@@ -136,6 +136,44 @@ pub(super) async fn home(State(c): State<Console>, ctx: Ctx) -> Response {
     if ctx.viewer(&c).await.is_ok() { see_other("/console/keys", &[]) } else { see_other("/console/login", &[]) }
 }
 
+/// What a page that a successful POST redirected to says happened (post/redirect/get, issue #18):
+/// `?notice=` names one of a fixed set of events, each page turns the ones it knows into a
+/// sentence (unknown ones show nothing), and the URL carries no secret. A refresh of the page
+/// shows the notice again but never repeats the action.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NoticeQuery {
+    /// The event: `revoked`, `revoked-all`, `created`, `already-created`, `logged-out`, ...
+    #[serde(default)]
+    pub notice: Option<String>,
+    /// The key it was about (looked up again, so only the viewer's own key is named).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How many (`revoked-all`); text, so a mangled link shows no notice rather than an error.
+    #[serde(default)]
+    pub n: Option<String>,
+}
+
+impl NoticeQuery {
+    /// `true` when `notice` is `event`.
+    pub(crate) fn is(&self, event: &str) -> bool {
+        self.notice.as_deref() == Some(event)
+    }
+
+    /// The count, when it is a number.
+    pub(crate) fn count(&self) -> Option<u32> {
+        self.n.as_deref().and_then(|n| n.parse().ok())
+    }
+}
+
+/// `/console/...?notice=EVENT` (and `&key=ID`), for a redirect after a POST.
+pub(crate) fn notice_url(path: &str, event: &str, key: Option<&str>) -> String {
+    let key = key.filter(|k| k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    match key {
+        Some(k) => format!("{path}?notice={event}&key={k}"),
+        None => format!("{path}?notice={event}"),
+    }
+}
+
 /// The form of the actions that take at most a code (logout, 2FA, step-up, revoking): the CSRF
 /// token, the 2FA code, where to go next, and a typed confirmation.
 #[derive(Debug, Deserialize)]

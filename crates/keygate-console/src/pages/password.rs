@@ -1,10 +1,10 @@
 //! Changing the account's password.
 
-use super::layout::{Nav, form_viewer, render, retry_after, viewer_or_login};
+use super::layout::{Nav, NoticeQuery, form_viewer, render, retry_after, see_other, viewer_or_login};
 use crate::session::Ctx;
 use crate::{Console, ConsoleError};
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -29,9 +29,12 @@ pub(crate) struct PasswordForm {
     password: Zeroizing<String>,
     #[serde(default)]
     password2: Zeroizing<String>,
+    /// The 2FA code, asked for with the change when 2FA is on (issue #18).
+    #[serde(default)]
+    code: Zeroizing<String>,
 }
 
-pub(super) async fn password_page(State(c): State<Console>, ctx: Ctx) -> Response {
+pub(super) async fn password_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
     match viewer_or_login(&ctx, &c).await {
         Ok(v) => render(
             StatusCode::OK,
@@ -39,7 +42,7 @@ pub(super) async fn password_page(State(c): State<Console>, ctx: Ctx) -> Respons
                 nav: Some(Nav::of(&v, c.now_ms())),
                 csrf: v.info.csrf_token.clone(),
                 error: None,
-                done: false,
+                done: q.is("changed"),
             },
             &[],
         ),
@@ -68,21 +71,10 @@ pub(super) async fn change_password(
     if *f.password != *f.password2 {
         return refuse(ConsoleError::BadRequest("the two new passwords differ".into()));
     }
-    match c.service().change_password(&v.token, f.current, f.password, ctx.source.clone()).await {
-        Ok(fresh) => {
-            let page = PasswordPage {
-                nav: Some(Nav {
-                    account: fresh.info.account.clone(),
-                    csrf: fresh.info.csrf_token.clone(),
-                    two_factor: fresh.info.two_factor_enabled,
-                    stepped_up: false,
-                }),
-                csrf: fresh.info.csrf_token.clone(),
-                error: None,
-                done: true,
-            };
-            render(StatusCode::OK, &page, &[ctx.session_cookie(&fresh.token)])
-        }
+    match c.service().change_password(&v.token, f.current, f.password, Some(f.code.as_str()), ctx.source.clone()).await
+    {
+        // Post/redirect/get: the new session's cookie rides on the redirect.
+        Ok(fresh) => see_other("/console/password?notice=changed", &[ctx.session_cookie(&fresh.token)]),
         Err(e) => refuse(e.into()),
     }
 }

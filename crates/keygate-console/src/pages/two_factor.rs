@@ -1,7 +1,9 @@
 //! Two-factor authentication (enrolment, recovery codes, removal) and step-up, the fresh code
 //! that sensitive key changes ask for.
 
-use super::layout::{CodeForm, Nav, error_page, form_viewer, hold_rows, render, see_other, viewer_or_login};
+use super::layout::{
+    CodeForm, Nav, NoticeQuery, error_page, form_viewer, hold_rows, render, see_other, viewer_or_login,
+};
 use crate::session::{Ctx, Viewer};
 use crate::view::HoldRow;
 use crate::{Console, ConsoleError};
@@ -21,9 +23,21 @@ struct TwoFactorPage {
     /// The account-wide holds (2FA turned on, the lock after a password change or 2FA removal).
     holds: Vec<HoldRow>,
     error: Option<String>,
+    /// What the redirect here says happened (2FA turned off).
+    notice: Option<String>,
 }
 
 async fn two_factor_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
+    two_factor_view_with(c, v, status, error, None).await
+}
+
+async fn two_factor_view_with(
+    c: &Console,
+    v: &Viewer,
+    status: StatusCode,
+    error: Option<String>,
+    notice: Option<String>,
+) -> Response {
     let holds = match hold_rows(c, v).await {
         Ok(h) => h.into_iter().filter(|h| h.account_wide).collect::<Vec<_>>(),
         Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
@@ -38,6 +52,7 @@ async fn two_factor_view(c: &Console, v: &Viewer, status: StatusCode, error: Opt
                 recovery_codes_left: s.recovery_codes_left,
                 holds,
                 error,
+                notice,
             },
             &[],
         ),
@@ -45,9 +60,13 @@ async fn two_factor_view(c: &Console, v: &Viewer, status: StatusCode, error: Opt
     }
 }
 
-pub(super) async fn two_factor_page(State(c): State<Console>, ctx: Ctx) -> Response {
+pub(super) async fn two_factor_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
+    let notice = q.is("2fa-off").then(|| {
+        "2FA is off. Your keys that could trade or withdraw are suspended, and withdrawals are locked for 24 hours."
+            .to_owned()
+    });
     match viewer_or_login(&ctx, &c).await {
-        Ok(v) => two_factor_view(&c, &v, StatusCode::OK, None).await,
+        Ok(v) => two_factor_view_with(&c, &v, StatusCode::OK, None, notice).await,
         Err(r) => r,
     }
 }
@@ -59,8 +78,46 @@ struct EnrollPage {
     csrf: String,
     qr_svg: String,
     secret: String,
+    /// When the pending setup lapses (10 minutes after it started).
+    until: String,
+    /// A wrong code: the same secret stays, so the person tries the next code.
+    error: Option<String>,
 }
 
+/// The pending enrollment's page (QR code and secret, read back from the store), or the 2FA page
+/// when none is pending.
+async fn enroll_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
+    match c.service().totp_pending(&v.actor).await {
+        Ok(Some((en, until))) => render(
+            status,
+            &EnrollPage {
+                nav: Some(Nav::of(v, c.now_ms())),
+                csrf: v.info.csrf_token.clone(),
+                qr_svg: en.qr_svg.clone(),
+                secret: en.secret_base32.clone(),
+                until: crate::view::when(Some(until)),
+                error,
+            },
+            &[],
+        ),
+        Ok(None) => match error {
+            Some(msg) => two_factor_view(c, v, status, Some(msg)).await,
+            None => see_other("/console/2fa", &[]),
+        },
+        Err(e) => error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
+    }
+}
+
+/// `GET /console/2fa/enroll`: the setup started by the form below, for as long as it is pending.
+pub(super) async fn two_factor_enroll_page(State(c): State<Console>, ctx: Ctx) -> Response {
+    match viewer_or_login(&ctx, &c).await {
+        Ok(v) => enroll_view(&c, &v, StatusCode::OK, None).await,
+        Err(r) => r,
+    }
+}
+
+/// `POST /console/2fa/enroll`: starts a setup (a new secret, sealed in the store), then
+/// redirects to its page, so a reload shows the same secret rather than starting another.
 pub(super) async fn two_factor_enroll(
     State(c): State<Console>,
     ctx: Ctx,
@@ -71,18 +128,10 @@ pub(super) async fn two_factor_enroll(
         Err(r) => return r,
     };
     match c.service().totp_enroll(&v.actor).await {
-        Ok(en) => render(
-            StatusCode::OK,
-            &EnrollPage {
-                nav: Some(Nav::of(&v, c.now_ms())),
-                csrf: v.info.csrf_token.clone(),
-                qr_svg: en.qr_svg.clone(),
-                secret: en.secret_base32.clone(),
-            },
-            &[],
-        ),
+        Ok(_) => see_other("/console/2fa/enroll", &[]),
         Err(e) => {
-            two_factor_view(&c, &v, ConsoleError::from(e).status(), Some("could not start enrollment".into())).await
+            let e = ConsoleError::from(e);
+            two_factor_view(&c, &v, e.status(), Some(format!("could not start the setup: {}", e.message()))).await
         }
     }
 }
@@ -92,6 +141,41 @@ pub(super) async fn two_factor_enroll(
 struct RecoveryPage {
     nav: Option<Nav>,
     codes: Vec<String>,
+    /// The codes as a text file, a `data:` URL for the download link (no script, no request:
+    /// the codes exist only in this answer).
+    download: String,
+}
+
+impl RecoveryPage {
+    fn new(nav: Option<Nav>, account: &str, codes: &[String]) -> Self {
+        let mut text = format!(
+            "keygate recovery codes for account {account}\r\n\
+             Each code works once, in place of a code from your authenticator app.\r\n\
+             Keep this file offline (printed, or in a password manager), never with your password.\r\n\r\n"
+        );
+        for c in codes {
+            text.push_str(c);
+            text.push_str("\r\n");
+        }
+        Self {
+            nav,
+            codes: codes.to_vec(),
+            download: format!("data:text/plain;charset=utf-8,{}", percent_encode(&text)),
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986 section 2.3), for a `data:` URL.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub(super) async fn two_factor_confirm(
@@ -107,16 +191,27 @@ pub(super) async fn two_factor_confirm(
         Ok(codes) => {
             // Reload the session so the navigation shows 2FA as on.
             let v = ctx.viewer(&c).await.unwrap_or(v);
+            // The codes are the body of this answer, shown once (never stored in plain text).
             render(
                 StatusCode::OK,
-                &RecoveryPage { nav: Some(Nav::of(&v, c.now_ms())), codes: codes.codes.clone() },
+                &RecoveryPage::new(Some(Nav::of(&v, c.now_ms())), &v.info.account, &codes.codes),
                 &[],
             )
         }
         Err(e) => {
+            // The pending secret stays (for ten minutes from the start): the page shows it again
+            // and asks for the next code, rather than a new QR code.
             let e = ConsoleError::from(e);
-            let msg = format!("{} Start the setup again to get a new QR code.", e.message());
-            two_factor_view(&c, &v, e.status(), Some(msg)).await
+            let msg = match &e {
+                ConsoleError::Service(keygate_service::ServiceError::InvalidCode(_)) => {
+                    format!(
+                        "{} Wait for the next code in your app and type it; the QR code stays the same.",
+                        e.message()
+                    )
+                }
+                _ => e.message(),
+            };
+            enroll_view(&c, &v, e.status(), Some(msg)).await
         }
     }
 }
@@ -133,7 +228,7 @@ pub(super) async fn regenerate_recovery_codes(
     match c.service().regenerate_recovery_codes(&v.actor, f.code.trim()).await {
         Ok(codes) => render(
             StatusCode::OK,
-            &RecoveryPage { nav: Some(Nav::of(&v, c.now_ms())), codes: codes.codes.clone() },
+            &RecoveryPage::new(Some(Nav::of(&v, c.now_ms())), &v.info.account, &codes.codes),
             &[],
         ),
         Err(e) => {
@@ -153,7 +248,7 @@ pub(super) async fn two_factor_disable(
         Err(r) => return r,
     };
     match c.service().totp_disable(&v.actor, f.code.trim()).await {
-        Ok(()) => see_other("/console/2fa", &[]),
+        Ok(()) => see_other("/console/2fa?notice=2fa-off", &[]),
         Err(e) => {
             let e = ConsoleError::from(e);
             two_factor_view(&c, &v, e.status(), Some(e.message())).await
@@ -161,8 +256,8 @@ pub(super) async fn two_factor_disable(
     }
 }
 
-/// Steps up with `code` when one was typed; afterwards `v` holds the rotated session, and the
-/// returned cookie carries it.
+/// Steps up with `code` when one was typed; afterwards `v` holds the rotated session (and the
+/// proof that a code came with this request), and the returned cookie carries it.
 pub(crate) async fn maybe_step_up(
     c: &Console,
     ctx: &Ctx,
@@ -176,8 +271,11 @@ pub(crate) async fn maybe_step_up(
     let cookie = ctx.session_cookie(&fresh.token);
     v.token = fresh.token;
     v.info = fresh.info;
-    if let keygate_service::Actor::Owner { stepped_up_until, .. } = &mut v.actor {
+    if let keygate_service::Actor::Owner { stepped_up_until, fresh_code, .. } = &mut v.actor {
         *stepped_up_until = v.info.stepped_up_until;
+        // The code came with this request: the changes that need one in the same request
+        // (enabling withdraw, adding an address) may use it.
+        *fresh_code = fresh.fresh_code;
     }
     Ok(Some(cookie))
 }

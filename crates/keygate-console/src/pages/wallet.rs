@@ -1,12 +1,12 @@
 //! The wallet page: balances, the sandbox faucet, order/trade/deposit/withdrawal history and
 //! their CSV downloads. Reads go through the engine's query channel, as the exchange routes do.
 
-use super::layout::{Nav, error_page, render, see_other};
+use super::layout::{Nav, NoticeQuery, error_page, notice_url, render, see_other};
 use crate::session::{Ctx, Viewer};
 use crate::view::when;
 use crate::{Console, ConsoleError};
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keygate_exchange::{BalanceView, DepositRecord, HistoryQuery, Order, OrderQuery, WithdrawalRecord};
@@ -75,6 +75,8 @@ struct WalletPage {
     deposits: Vec<DepositRecord>,
     withdrawals: Vec<WithdrawalRecord>,
     error: Option<String>,
+    /// What the faucet just sent (the redirect after its form).
+    notice: Option<String>,
 }
 
 impl WalletPage {
@@ -84,9 +86,29 @@ impl WalletPage {
 }
 
 async fn wallet_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<String>) -> Response {
+    wallet_view_with(c, v, status, error, &NoticeQuery::default()).await
+}
+
+async fn wallet_view_with(
+    c: &Console,
+    v: &Viewer,
+    status: StatusCode,
+    error: Option<String>,
+    q: &NoticeQuery,
+) -> Response {
     let data = match load(c, v.info.account_id).await {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(Nav::of(v, c.now_ms()))),
+    };
+    // The deposit is looked up in the viewer's own history, so the URL only names it.
+    let notice = match (q.is("faucet"), q.key.as_deref()) {
+        (true, Some(id)) => data.deposits.iter().find(|d| d.id == id).map(|d| {
+            format!(
+                "The faucet sent {} {} to your wallet (deposit {}); it is in your balance now.",
+                d.amount, d.coin, d.id
+            )
+        }),
+        _ => None,
     };
     let assets = c
         .engine()
@@ -104,13 +126,14 @@ async fn wallet_view(c: &Console, v: &Viewer, status: StatusCode, error: Option<
         deposits: data.deposits.into_iter().take(100).collect(),
         withdrawals: data.withdrawals.into_iter().take(100).collect(),
         error,
+        notice,
     };
     render(status, &page, &[])
 }
 
-pub(crate) async fn page(State(c): State<Console>, ctx: Ctx) -> Response {
+pub(crate) async fn page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
     match ctx.viewer(&c).await {
-        Ok(v) => wallet_view(&c, &v, StatusCode::OK, None).await,
+        Ok(v) => wallet_view_with(&c, &v, StatusCode::OK, None, &q).await,
         Err(e) => error_page(&e, None),
     }
 }
@@ -132,7 +155,7 @@ pub(crate) async fn faucet_form(State(c): State<Console>, ctx: Ctx, axum::Form(f
         return error_page(&e, Some(Nav::of(&v, c.now_ms())));
     }
     match faucet(&c, &v, &f.asset).await {
-        Ok(_) => see_other("/console/wallet", &[]),
+        Ok(d) => see_other(&notice_url("/console/wallet", "faucet", Some(&d.id)), &[]),
         Err(e) => wallet_view(&c, &v, e.status(), Some(e.message())).await,
     }
 }

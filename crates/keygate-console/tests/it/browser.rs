@@ -288,3 +288,94 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     shot(c, "wallet").await;
     Ok(())
 }
+
+/// Issue #18 as a person meets it: advice for a weak password, a wrong enrollment code that keeps
+/// the QR code, the recovery codes' download link, a refresh of the new-key page that makes no
+/// second key, and the notices after revoke, faucet and logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_one_time_forms_and_a_forgiving_enrollment_in_a_real_browser() {
+    let Some((driver, chromium)) = start_driver().await else { return };
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let c = browser(&driver, &chromium).await;
+    let (c2, app2) = (c.clone(), std::sync::Arc::clone(&app));
+    let outcome = tokio::spawn(async move { issue18_journey(&c2, &app2).await }).await;
+    let _ = c.close().await;
+    match outcome {
+        Ok(result) => result.unwrap(),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+async fn issue18_journey(c: &Client, app: &TestApp) -> Result<(), String> {
+    let base = &app.base_url;
+    let err = |e: fantoccini::error::CmdError| e.to_string();
+    // A weak password is refused with zxcvbn's advice; the name typed stays.
+    c.goto(&format!("{base}/console/signup")).await.map_err(err)?;
+    fill(c, "#name", "carol").await;
+    fill(c, "#password", "password1234").await;
+    fill(c, "#password2", "password1234").await;
+    click(c, "form button[type=submit]").await;
+    let refusal = text(c, ".error").await;
+    assert!(refusal.contains("too easy to guess") && refusal.contains("common password"), "{refusal}");
+    shot(c, "signup-weak-password").await;
+    fill(c, "#password", PASSWORD).await;
+    fill(c, "#password2", PASSWORD).await;
+    click(c, "form button[type=submit]").await;
+    wait_for_path(c, "/console/2fa").await;
+
+    // Enrollment: a wrong code keeps the same QR code and secret.
+    click(c, "form[action='/console/2fa/enroll'] button").await;
+    wait_for_path(c, "/console/2fa/enroll").await;
+    let secret = text(c, "#totp-secret").await;
+    fill(c, "#code", "000000").await;
+    click(c, "form[action='/console/2fa/confirm'] button").await;
+    wait_for_text(c, "main", "the QR code stays the same", true).await;
+    assert_eq!(text(c, "#totp-secret").await, secret, "no re-scan after a typo");
+    shot(c, "2fa-enroll-wrong-code").await;
+    fill(c, "#code", &totp(&secret, app)).await;
+    click(c, "form[action='/console/2fa/confirm'] button").await;
+    let codes = text(c, "#recovery-codes").await;
+    assert!(!codes.contains(['i', 'l', 'o', 'u']), "{codes}");
+    let link = c.find(Locator::Css("#download-recovery-codes")).await.map_err(err)?;
+    assert!(link.is_displayed().await.map_err(err)?);
+    assert_eq!(link.attr("download").await.map_err(err)?.as_deref(), Some("keygate-recovery-codes.txt"));
+    let href = link.attr("href").await.map_err(err)?.unwrap_or_default();
+    assert!(href.starts_with("data:text/plain"), "{href}");
+
+    // A new key's page refreshed (the browser posts the form again) makes no second key.
+    c.goto(&format!("{base}/console/keys")).await.map_err(err)?;
+    fill(c, "#create-key #label", "tracker").await;
+    click(c, "#create-key button[type=submit]").await;
+    let api_key = text(c, "#api-key").await;
+    c.refresh().await.map_err(err)?;
+    wait_for_path(c, "/console/keys").await;
+    let notice = text(c, "#notice").await;
+    assert!(notice.contains("already sent") && notice.contains(&api_key[..12]), "{notice}");
+    shot(c, "key-form-sent-twice").await;
+    let keys = app.service.list_keys(&TestApp::operator(), Some("carol")).await.map_err(|e| e.to_string())?;
+    assert_eq!(keys.len(), 1, "one key");
+
+    // Revoke: the list says what happened.
+    c.goto(&format!("{base}/console/keys/{api_key}/revoke")).await.map_err(err)?;
+    click(c, "#confirm-revoke").await;
+    wait_for_text(c, "main", "is revoked", true).await;
+    assert!(text(c, "#notice").await.contains("“tracker”"));
+    shot(c, "key-revoked-notice").await;
+
+    // The faucet says what it sent.
+    c.goto(&format!("{base}/console/wallet")).await.map_err(err)?;
+    click(c, "form[action='/console/wallet/faucet'] button").await;
+    wait_for_text(c, "main", "The faucet sent", true).await;
+    shot(c, "wallet-faucet-notice").await;
+
+    // The password page asks for the code with the change.
+    c.goto(&format!("{base}/console/password")).await.map_err(err)?;
+    assert!(c.find(Locator::Css("#code")).await.is_ok(), "a 2FA code field");
+    assert_eq!(unlabelled_controls(c).await, Vec::<serde_json::Value>::new(), "every control has a label");
+
+    // Logging out says so.
+    click(c, "form[action='/console/logout'] button").await;
+    wait_for_path(c, "/console/login").await;
+    assert_eq!(text(c, "#notice").await, "You are logged out. Log in again to manage your keys.");
+    Ok(())
+}

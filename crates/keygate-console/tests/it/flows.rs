@@ -224,9 +224,12 @@ async fn an_ed25519_public_key_registered_in_the_console_signs_requests() {
         .post("/console/keys", &[("csrf", &csrf), ("label", "ed"), ("kind", "ed25519"), ("public_key", &public)])
         .await;
     assert_eq!(res.status, 303, "{}", res.body);
-    let api_key = res.location.unwrap().trim_start_matches("/console/keys/").to_owned();
-    let page = a.get(&format!("/console/keys/{api_key}")).await;
+    let location = res.location.unwrap();
+    let api_key = location.trim_start_matches("/console/keys/").trim_end_matches("?notice=created").to_owned();
+    let page = a.get(&location).await;
     assert!(page.body.contains("ed25519"));
+    let notice = crate::support::element_text(&page.body, "notice").expect("a notice says what happened");
+    assert!(notice.starts_with("Key created") && notice.contains("no secret"), "{notice}");
     let client = app.client(&api_key, Signer::ed25519_pem(&private).unwrap());
     let r = client.signed(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -292,8 +295,10 @@ async fn changing_the_password_ends_other_sessions_and_needs_the_current_one() {
             &[("csrf", &page.csrf()), ("current", PASSWORD), ("password", new), ("password2", new)],
         )
         .await;
-    assert_eq!(res.status, 200, "{}", res.body);
-    assert!(res.body.contains("Password changed"));
+    // Post/redirect/get: the new session rides on the redirect, the page says what happened.
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert_eq!(res.location.as_deref(), Some("/console/password?notice=changed"));
+    assert!(a.get("/console/password?notice=changed").await.body.contains("Password changed"));
     assert_eq!(a.get("/console/keys").await.status, 200, "this session goes on with a new id");
     assert_eq!(other.get("/console/keys").await.status, 303, "the other session has ended");
 }

@@ -7,5 +7,6 @@
 mod browser;
 mod flows;
 mod holds;
+mod issue18;
 mod refusals;
 mod support;

@@ -121,7 +121,10 @@ impl Agent {
     /// Enrolls TOTP; returns the base32 secret.
     pub async fn enroll_totp(&mut self, app: &TestApp) -> String {
         let page = self.get("/console/2fa").await;
-        let enroll = self.post("/console/2fa/enroll", &[("csrf", &page.csrf())]).await;
+        let started = self.post("/console/2fa/enroll", &[("csrf", &page.csrf())]).await;
+        assert_eq!(started.status, 303, "{}", started.body);
+        assert_eq!(started.location.as_deref(), Some("/console/2fa/enroll"));
+        let enroll = self.get("/console/2fa/enroll").await;
         assert_eq!(enroll.status, 200, "{}", enroll.body);
         assert_eq!(enroll.cache_control.as_deref(), Some("no-store"));
         let secret = element_text(&enroll.body, "totp-secret").expect("the secret on the page");

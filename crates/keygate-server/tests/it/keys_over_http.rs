@@ -55,6 +55,7 @@ async fn ed25519_key_signs_requests_with_percent_encoded_base64() {
                 material: NewKeyMaterial::Ed25519(public_pem),
                 permissions: Permissions::READ_ONLY,
                 restrictions: Restrictions::default(),
+                confirm_wide_ip: false,
             },
         )
         .await

@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 
 /// Starts `serve` with `extra` flags and the default log level; returns the process, the API URL
 /// and the metrics URL when one is printed.
-fn serve(s: &Sandbox, extra: &[&str]) -> (Child, String, Option<String>) {
+pub(crate) fn serve(s: &Sandbox, extra: &[&str]) -> (Child, String, Option<String>) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut child =

@@ -9,6 +9,7 @@ mod demo;
 mod durability;
 mod nodes;
 mod replay;
+mod signup;
 mod store_faults;
 
 use std::io::{BufRead as _, BufReader, Write as _};

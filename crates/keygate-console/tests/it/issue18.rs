@@ -1,0 +1,310 @@
+//! Issue #18 items 3, 4, 6 and 7 over HTTP: fresh codes for the changes that move money out or
+//! take the account over, password strength, sign-up modes, wide IP ranges, post/redirect/get
+//! with one-time create tokens and notices, and TOTP enrollment that survives a wrong code.
+
+use crate::support::{Agent, PASSWORD, element_text, field_value, next_totp_step, totp};
+use keygate_testkit::TestApp;
+
+async fn keys_of(app: &TestApp, name: &str) -> Vec<keygate_service::KeyView> {
+    app.service.list_keys(&TestApp::operator(), Some(name)).await.unwrap()
+}
+
+/// Steps `a` up through the step-up page with a fresh code.
+async fn step_up(a: &mut Agent, app: &TestApp, secret: &str) {
+    next_totp_step(app);
+    let page = a.get("/console/step-up").await;
+    let res = a
+        .post("/console/step-up", &[("csrf", &page.csrf()), ("code", &totp(secret, app)), ("next", "/console/keys")])
+        .await;
+    assert_eq!(res.status, 303, "{}", res.body);
+}
+
+#[tokio::test]
+async fn withdraw_keys_new_addresses_and_password_changes_need_a_code_in_the_same_form() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let secret = a.enroll_totp(&app).await;
+    step_up(&mut a, &app, &secret).await;
+
+    // Inside the step-up window a trade key needs no code of its own...
+    let csrf = a.keys_csrf().await;
+    let trade = [("csrf", csrf.as_str()), ("label", "bot"), ("kind", "hmac"), ("perm_trade", "on")];
+    let res = a.post("/console/keys", &trade).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    // ...but a withdraw key does: refused, the form asks for the code, nothing is created.
+    let csrf = a.keys_csrf().await;
+    let withdraw = [
+        ("csrf", csrf.as_str()),
+        ("label", "payout"),
+        ("kind", "hmac"),
+        ("perm_withdraw", "on"),
+        ("ip_allowlist", "127.0.0.1"),
+        ("withdraw_addresses", "bc1qownerownerownerownerownerownerowner00"),
+    ];
+    let res = a.post("/console/keys", &withdraw).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(res.body.contains("typed with this change"), "{}", res.body);
+    assert!(res.body.contains("(needed for this change)"), "the code field is marked");
+    assert_eq!(keys_of(&app, "alice").await.len(), 1);
+    // An address added to the trade key by an edit is refused the same way.
+    let id = keys_of(&app, "alice").await[0].api_key.clone();
+    let page = a.get(&format!("/console/keys/{id}")).await;
+    let edit = [
+        ("csrf", page.csrf()),
+        ("label", "bot".into()),
+        ("perm_trade", "on".into()),
+        ("withdraw_addresses", "bc1qownerownerownerownerownerownerowner00".into()),
+        ("status", "active".into()),
+    ];
+    let edit: Vec<(&str, &str)> = edit.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = a.post(&format!("/console/keys/{id}"), &edit).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(keys_of(&app, "alice").await[0].withdraw_addresses.is_empty());
+    // With the code in the same form, both pass.
+    next_totp_step(&app);
+    let code = totp(&secret, &app);
+    let mut with_code = edit.clone();
+    with_code.push(("code", &code));
+    let res = a.post(&format!("/console/keys/{id}"), &with_code).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let csrf = a.keys_csrf().await;
+    next_totp_step(&app);
+    let code = totp(&secret, &app);
+    let mut with_code: Vec<(&str, &str)> = withdraw.to_vec();
+    with_code[0] = ("csrf", &csrf);
+    with_code.push(("code", &code));
+    let res = a.post("/console/keys", &with_code).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(keys_of(&app, "alice").await.len(), 2);
+
+    // The password page asks for the code, and the change needs it.
+    let page = a.get("/console/password").await;
+    assert!(page.body.contains("id=\"code\""), "{}", page.body);
+    let new_pw = "violet tractor lagoon sunrise";
+    let form = [
+        ("csrf", page.csrf()),
+        ("current", PASSWORD.into()),
+        ("password", new_pw.into()),
+        ("password2", new_pw.into()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = a.post("/console/password", &form).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(res.body.contains("2FA code"), "{}", res.body);
+    next_totp_step(&app);
+    let code = totp(&secret, &app);
+    let mut with_code = form.clone();
+    with_code.push(("code", &code));
+    let res = a.post("/console/password", &with_code).await;
+    assert!(res.status == 200 || res.status == 303, "{}: {}", res.status, res.body);
+    assert!(app.service.check_password("alice", zeroize::Zeroizing::new(new_pw.into())).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sign_up_refuses_an_easy_password_with_advice_and_can_be_closed() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    let page = a.get("/console/signup").await;
+    assert!(page.body.contains("id=\"password\""), "the form is there when sign-up is open");
+    let csrf = page.csrf();
+    let weak = "password1234";
+    let res =
+        a.post("/console/signup", &[("csrf", &csrf), ("name", "alice"), ("password", weak), ("password2", weak)]).await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert!(res.body.contains("too easy to guess"), "{}", res.body);
+    assert!(res.body.contains("common password"), "zxcvbn's feedback is shown: {}", res.body);
+    assert!(app.service.account(&TestApp::operator(), "alice").await.is_err(), "no account was made");
+    // The JSON API says the same, as 422 invalid.
+    let session = a.get("/api/console/v1/session").await;
+    let token: serde_json::Value = serde_json::from_str(&session.body).unwrap();
+    let res = a
+        .post_json(
+            "/api/console/v1/signup",
+            token["csrf_token"].as_str(),
+            serde_json::json!({"name": "alice", "password": "qwertyuiop123"}),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+
+    // Closed: the page says who makes accounts, the login page offers no sign-up, and a posted
+    // form is refused.
+    let closed = TestApp::spawn_configured(|s| s.allow_sign_up = false, |_| {}).await;
+    let mut b = Agent::new(&closed);
+    let page = b.get("/console/signup").await;
+    assert!(page.body.contains("id=\"signup-closed\"") && !page.body.contains("id=\"password\""), "{}", page.body);
+    // No form on the page: post one anyway, with the pre-session token a form would carry.
+    let csrf = b.cookies["kg_pre"].clone();
+    let res = b
+        .post("/console/signup", &[("csrf", &csrf), ("name", "bob"), ("password", PASSWORD), ("password2", PASSWORD)])
+        .await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(closed.service.account(&TestApp::operator(), "bob").await.is_err());
+    assert!(!b.get("/console/login").await.body.contains("href=\"/console/signup\""));
+}
+
+#[tokio::test]
+async fn a_wide_ip_range_on_a_trade_key_needs_the_confirmation_box_and_is_flagged() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let secret = a.enroll_totp(&app).await;
+    step_up(&mut a, &app, &secret).await;
+    let csrf = a.keys_csrf().await;
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("label", "bot"),
+        ("kind", "hmac"),
+        ("perm_trade", "on"),
+        ("ip_allowlist", "10.0.0.0/8"),
+    ];
+    let res = a.post("/console/keys", &form).await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert!(res.body.contains("10.0.0.0/8") && res.body.contains("confirmation"), "{}", res.body);
+    assert!(keys_of(&app, "alice").await.is_empty());
+    let mut confirmed = form.to_vec();
+    confirmed.push(("confirm_wide_ip", "on"));
+    let res = a.post("/console/keys", &confirmed).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let list = a.get("/console/keys").await;
+    assert!(list.body.contains("wide IP range"), "the keys page flags it");
+}
+
+#[tokio::test]
+async fn refreshing_the_answer_of_the_create_form_makes_no_second_key() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let page = a.get("/console/keys").await;
+    let token = field_value(&page.body, "form_token").expect("a one-time token on the create form");
+    assert_eq!(token.len(), 64);
+    let csrf = page.csrf();
+    let form = [("csrf", csrf.as_str()), ("form_token", token.as_str()), ("label", "tracker"), ("kind", "hmac")];
+    let first = a.post("/console/keys", &form).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let key = element_text(&first.body, "api-key").unwrap();
+    // The browser's "resubmit the form?" after a refresh posts the same fields again.
+    let again = a.post("/console/keys", &form).await;
+    assert_eq!(again.status, 303, "{}", again.body);
+    let location = again.location.unwrap();
+    assert!(location.starts_with("/console/keys?notice=already-created"), "{location}");
+    assert_eq!(keys_of(&app, "alice").await.len(), 1, "no second key");
+    let page = a.get(&location).await;
+    let notice = element_text(&page.body, "notice").unwrap();
+    assert!(notice.contains("already sent") && notice.contains(&key[..12]), "{notice}");
+    assert!(!page.body.contains("kgs_"), "the secret is never shown again");
+    // A new page load brings a new token, and a new key.
+    let page = a.get("/console/keys").await;
+    let token2 = field_value(&page.body, "form_token").unwrap();
+    assert_ne!(token, token2);
+    let csrf = page.csrf();
+    let res = a
+        .post("/console/keys", &[("csrf", &csrf), ("form_token", &token2), ("label", "second"), ("kind", "hmac")])
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(keys_of(&app, "alice").await.len(), 2);
+}
+
+#[tokio::test]
+async fn revoke_revoke_all_faucet_and_logout_redirect_to_a_page_that_says_what_happened() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let secret = a.enroll_totp(&app).await;
+    for label in ["one", "two", "three"] {
+        let csrf = a.keys_csrf().await;
+        let res = a.post("/console/keys", &[("csrf", &csrf), ("label", label), ("kind", "hmac")]).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    let id = keys_of(&app, "alice").await.into_iter().find(|k| k.label == "one").unwrap().api_key;
+
+    let page = a.get(&format!("/console/keys/{id}/revoke")).await;
+    let res = a.post(&format!("/console/keys/{id}/revoke"), &[("csrf", &page.csrf())]).await;
+    assert_eq!(res.status, 303);
+    let page = a.get(res.location.as_deref().unwrap()).await;
+    let notice = element_text(&page.body, "notice").unwrap();
+    assert!(notice.contains("“one”") && notice.contains("revoked") && notice.contains("-2015"), "{notice}");
+
+    next_totp_step(&app);
+    let page = a.get("/console/keys/revoke-all").await;
+    let code = totp(&secret, &app);
+    let res =
+        a.post("/console/keys/revoke-all", &[("csrf", &page.csrf()), ("confirm", "REVOKE ALL"), ("code", &code)]).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let page = a.get(res.location.as_deref().unwrap()).await;
+    let notice = element_text(&page.body, "notice").unwrap();
+    assert!(notice.starts_with("All 2 of your live keys are revoked"), "{notice}");
+
+    let page = a.get("/console/wallet").await;
+    let res = a.post("/console/wallet/faucet", &[("csrf", &page.csrf()), ("asset", "BTC")]).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let page = a.get(res.location.as_deref().unwrap()).await;
+    let notice = element_text(&page.body, "notice").unwrap();
+    assert!(notice.starts_with("The faucet sent 1.00000000 BTC to your wallet"), "{notice}");
+    // A made-up deposit id names nothing.
+    assert!(element_text(&a.get("/console/wallet?notice=faucet&key=999").await.body, "notice").is_none());
+
+    let page = a.get("/console/keys").await;
+    let res = a.post("/console/logout", &[("csrf", &page.csrf())]).await;
+    assert_eq!(res.status, 303);
+    let page = a.get(res.location.as_deref().unwrap()).await;
+    assert_eq!(
+        element_text(&page.body, "notice").as_deref(),
+        Some("You are logged out. Log in again to manage your keys.")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_enrollment_code_shows_the_same_secret_again_and_recovery_codes_download() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let page = a.get("/console/2fa").await;
+    let res = a.post("/console/2fa/enroll", &[("csrf", &page.csrf())]).await;
+    assert_eq!((res.status, res.location.as_deref()), (303, Some("/console/2fa/enroll")));
+    let enroll = a.get("/console/2fa/enroll").await;
+    let secret = element_text(&enroll.body, "totp-secret").unwrap();
+    let wrong = a.post("/console/2fa/confirm", &[("csrf", &enroll.csrf()), ("code", "000000")]).await;
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    assert_eq!(
+        element_text(&wrong.body, "totp-secret").as_deref(),
+        Some(secret.as_str()),
+        "the same secret, no re-scan"
+    );
+    assert!(element_text(&wrong.body, "enroll-error").unwrap().contains("the QR code stays the same"));
+    // A reload shows it too (read back from the store).
+    assert_eq!(element_text(&a.get("/console/2fa/enroll").await.body, "totp-secret").as_deref(), Some(secret.as_str()));
+    let done = a.post("/console/2fa/confirm", &[("csrf", &wrong.csrf()), ("code", &totp(&secret, &app))]).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let codes = element_text(&done.body, "recovery-codes").unwrap();
+    assert_eq!(codes.lines().count(), 10);
+    assert!(!codes.contains(['i', 'l', 'o', 'u']), "{codes}");
+    // The download link holds the same codes as a text file.
+    let at = done.body.find("id=\"download-recovery-codes\"").expect("a download link");
+    let link = &done.body[at..];
+    assert!(link.contains("download=\"keygate-recovery-codes.txt\""));
+    let href = &link[link.find("href=\"").unwrap() + 6..];
+    let href = &href[..href.find('"').unwrap()];
+    let text = percent_decode(href.strip_prefix("data:text/plain;charset=utf-8,").unwrap());
+    for c in codes.lines() {
+        assert!(text.contains(c.trim()), "{c} in {text}");
+    }
+    // Once on, the enrollment page has nothing to show.
+    assert_eq!(a.get("/console/2fa/enroll").await.status, 303);
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
