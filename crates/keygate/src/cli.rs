@@ -25,9 +25,10 @@ pub struct Cli {
     pub master_key_file: Option<PathBuf>,
 
     /// PostgreSQL database (postgres://user@host:port/db) instead of the SQLite file in the data
-    /// directory. Several nodes can share it for keys and accounts (changes reach every node
-    /// within milliseconds); send exchange commands through one node (README, "Several nodes").
-    /// The data directory still holds the node's lock and admin socket.
+    /// directory. Several nodes can share it: key and account changes reach every node within
+    /// milliseconds, and one node at a time writes the exchange while the others follow it and
+    /// send it their commands (README, "Several nodes"). Every node needs the same master key;
+    /// the data directory still holds the node's lock and admin socket.
     #[arg(long, global = true, env = "KEYGATE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
