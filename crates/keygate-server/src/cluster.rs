@@ -4,11 +4,15 @@
 //! Plain HTTP/1.1 on a listener of its own (`serve --cluster-listen`), never on the public one:
 //! `POST /internal/v1/engine` with the command as JSON. Each call is signed with HMAC-SHA256
 //! under the channel key, which every node derives from the master key it already holds, over
-//! the time, a random nonce and the body; the writer refuses a call whose signature does not
-//! verify (compared in constant time), whose time is more than [`MAX_SKEW_MS`] from its own, or
-//! whose nonce it has seen within that window. The channel authenticates; it does not encrypt
-//! (a command holds no secret, but withdrawal addresses and amounts are private): keep it on a
-//! private network or loopback.
+//! the writer's term it is meant for, the time, a random nonce and the body; the writer refuses
+//! a call whose signature does not verify (compared in constant time), whose time is more than
+//! [`MAX_SKEW_MS`] from its own, or whose nonce it has seen within that window, and carries out
+//! only calls made to its own term (a call recorded before a takeover or a restart is refused by
+//! the next writer, whose term is higher). The answer is signed over the call's nonce and its
+//! body, so a node accepts only the answer to its own call from a holder of the key. The channel
+//! authenticates; it does not encrypt (a command holds no secret, but withdrawal addresses and
+//! amounts are private): keep it on a private network or loopback. Its listener caps open
+//! connections and gives request headers and bodies [`READ_TIMEOUT`] to arrive.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,17 +44,36 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// need the channel key).
 const MAX_NONCES: usize = 1 << 20;
 
+/// How long a call's headers, and then its body, may take to arrive.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open connections the channel's listener holds at most (the other nodes keep a few each).
+const MAX_CONNECTIONS: usize = 256;
+
+const TERM_HEADER: &str = "x-keygate-term";
 const TIME_HEADER: &str = "x-keygate-time";
 const NONCE_HEADER: &str = "x-keygate-nonce";
 const MAC_HEADER: &str = "x-keygate-mac";
 
-/// What the signature covers: a label, the time, the nonce and the body, so no part can be
-/// swapped between calls.
-fn mac(key: &[u8; 32], time: &str, nonce: &str, body: &[u8]) -> HmacSha256 {
+/// What a call's signature covers: a label, the writer's term, the time, the nonce and the body,
+/// so no part can be swapped between calls.
+fn mac(key: &[u8; 32], term: &str, time: &str, nonce: &str, body: &[u8]) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
     mac.update(b"keygate-internal-v1\n");
+    mac.update(term.as_bytes());
+    mac.update(b"\n");
     mac.update(time.as_bytes());
     mac.update(b"\n");
+    mac.update(nonce.as_bytes());
+    mac.update(b"\n");
+    mac.update(body);
+    mac
+}
+
+/// What an answer's signature covers: another label, the call's nonce and the answer's body.
+fn answer_mac(key: &[u8; 32], nonce: &str, body: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(b"keygate-internal-v1-answer\n");
     mac.update(nonce.as_bytes());
     mac.update(b"\n");
     mac.update(body);
@@ -92,6 +115,7 @@ impl Forward for HttpForward {
     async fn forward(
         &self,
         endpoint: &str,
+        term: i64,
         key: &[u8; 32],
         job: &Forwarded,
     ) -> Result<Result<Committed, EngineError>, ForwardError> {
@@ -100,10 +124,12 @@ impl Forward for HttpForward {
         let mut nonce = [0u8; 16];
         getrandom::getrandom(&mut nonce).map_err(|e| ForwardError::Unreachable(format!("no randomness: {e}")))?;
         let nonce = hex::encode(nonce);
-        let tag = hex::encode(mac(key, &time, &nonce, &body).finalize().into_bytes());
+        let term = term.to_string();
+        let tag = hex::encode(mac(key, &term, &time, &nonce, &body).finalize().into_bytes());
         let sent = self
             .client
             .post(format!("{}{ENGINE_PATH}", endpoint.trim_end_matches('/')))
+            .header(TERM_HEADER, &term)
             .header(TIME_HEADER, &time)
             .header(NONCE_HEADER, &nonce)
             .header(MAC_HEADER, tag)
@@ -118,6 +144,7 @@ impl Forward for HttpForward {
             Err(e) => return Err(ForwardError::NoAnswer(e.to_string())),
         };
         let status = res.status();
+        let answer_tag = res.headers().get(MAC_HEADER).and_then(|v| v.to_str().ok()).and_then(|t| hex::decode(t).ok());
         let bytes = res.bytes().await.map_err(|e| ForwardError::NoAnswer(e.to_string()))?;
         if status != StatusCode::OK {
             // The writer refused the call itself (signature, time): nothing was carried out.
@@ -125,6 +152,11 @@ impl Forward for HttpForward {
                 "the writer refused the call ({status}): {}",
                 String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()
             )));
+        }
+        // An answer not signed for this call is not the writer's: what happened is unknown.
+        let signed = answer_tag.is_some_and(|tag| answer_mac(key, &nonce, &bytes).verify_slice(&tag).is_ok());
+        if !signed {
+            return Err(ForwardError::NoAnswer("the answer is not signed with the channel key".into()));
         }
         serde_json::from_slice(&bytes).map_err(|e| ForwardError::NoAnswer(format!("unreadable answer: {e}")))
     }
@@ -148,7 +180,9 @@ pub fn channel_router(service: Service) -> Result<Router, String> {
     Ok(Router::new().route(ENGINE_PATH, post(engine_call)).with_state(state))
 }
 
-/// Serves [`channel_router`] on `listener` until the task is aborted.
+/// Serves [`channel_router`] on `listener` until the task is aborted, with the public
+/// listener's defences: at most [`MAX_CONNECTIONS`] open connections, and [`READ_TIMEOUT`] for
+/// the headers and then the body of each call.
 ///
 /// # Errors
 /// When the service runs no exchange.
@@ -158,7 +192,15 @@ pub fn serve_channel(
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let router = channel_router(service)?;
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        let limits = crate::serve::ConnectionLimits {
+            max_connections: MAX_CONNECTIONS,
+            per_ip: crate::slow_clients::PerIpConnections::new(MAX_CONNECTIONS),
+            trusted_proxies: Vec::new(),
+            read_timeout: READ_TIMEOUT,
+        };
+        // Stopped by aborting the task: the sender lives as long as it does.
+        let (_keep, never) = tokio::sync::oneshot::channel();
+        if let Err(e) = crate::serve::serve_http(listener, router, &limits, None, never).await {
             tracing::error!(error = %e, "the channel between nodes stopped");
         }
     }))
@@ -170,11 +212,11 @@ fn refuse(status: StatusCode, why: &'static str) -> Response {
 
 async fn engine_call(State(ch): State<Arc<Channel>>, headers: HeaderMap, body: Bytes) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let (time, nonce, tag) = (header(TIME_HEADER), header(NONCE_HEADER), header(MAC_HEADER));
+    let (term, time, nonce, tag) = (header(TERM_HEADER), header(TIME_HEADER), header(NONCE_HEADER), header(MAC_HEADER));
     let Ok(tag) = hex::decode(&tag) else {
         return refuse(StatusCode::UNAUTHORIZED, "bad signature");
     };
-    if mac(&ch.key, &time, &nonce, &body).verify_slice(&tag).is_err() {
+    if mac(&ch.key, &term, &time, &nonce, &body).verify_slice(&tag).is_err() {
         return refuse(StatusCode::UNAUTHORIZED, "bad signature");
     }
     let now = ch.service.now_ms().0;
@@ -189,20 +231,28 @@ async fn engine_call(State(ch): State<Arc<Channel>>, headers: HeaderMap, body: B
         if seen.len() >= MAX_NONCES || seen.len() % 4096 == 0 {
             seen.retain(|_, t| now.saturating_sub(*t) <= 2 * MAX_SKEW_MS);
         }
-        if seen.insert(nonce, now).is_some() {
+        if seen.insert(nonce.clone(), now).is_some() {
             return refuse(StatusCode::UNAUTHORIZED, "nonce already used");
         }
     }
+    let Ok(term) = term.parse::<i64>() else {
+        return refuse(StatusCode::UNAUTHORIZED, "bad term");
+    };
     let job: Forwarded = match serde_json::from_slice(&body) {
         Ok(job) => job,
         Err(_) => return refuse(StatusCode::BAD_REQUEST, "unreadable command"),
     };
+    // Only a call made to this writer's own term: the sender asks the current writer otherwise.
     let answer = match ch.service.engine() {
-        Ok(engine) if engine.is_writer() => engine.submit_local(job).await,
+        Ok(engine) if engine.is_writer() && engine.term() == term => engine.submit_local(job).await,
         _ => Err(EngineError::NotWriter),
     };
     match serde_json::to_vec(&answer) {
-        Ok(bytes) => (StatusCode::OK, [("content-type", "application/json")], bytes).into_response(),
+        Ok(bytes) => {
+            let tag = hex::encode(answer_mac(&ch.key, &nonce, &bytes).finalize().into_bytes());
+            (StatusCode::OK, [("content-type", "application/json".to_owned()), (MAC_HEADER, tag)], bytes)
+                .into_response()
+        }
         Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "unwritable answer"),
     }
 }

@@ -193,11 +193,11 @@ async fn hsts(mut res: axum::response::Response) -> axum::response::Response {
 }
 
 /// What bounds the connections of [`serve_http`].
-struct ConnectionLimits {
-    max_connections: usize,
-    per_ip: Arc<crate::slow_clients::PerIpConnections>,
-    trusted_proxies: Vec<ipnet::IpNet>,
-    read_timeout: Duration,
+pub(crate) struct ConnectionLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) per_ip: Arc<crate::slow_clients::PerIpConnections>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) read_timeout: Duration,
 }
 
 /// Serves HTTP/1.1 (over TLS when `tls` is given) on `listener` until `shutdown` fires, then lets
@@ -208,7 +208,7 @@ struct ConnectionLimits {
 /// deadline for request headers (slow-header clients) and one for the whole body after them
 /// (slow-body clients), a cap on open connections in all and per client address, and a pause
 /// after a failed accept (when file descriptors run out) instead of a busy loop.
-async fn serve_http(
+pub(crate) async fn serve_http(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     limits: &ConnectionLimits,

@@ -4,9 +4,11 @@
 //! - **One writer, fenced.** Each node's election task tries to take the writer's lock
 //!   ([`keygate_store::WriterElection`]); the winner raises the term, reads the journal to its end
 //!   and carries out commands. Every journal append checks the term in its own transaction, so a
-//!   deposed writer can never append, even before it notices. The writer checks its lock every
-//!   [`LOCK_CHECK`] and steps down when it is gone; the others try to take it every
-//!   [`ELECTION_EVERY`], so a writer killed with `kill -9` is replaced within about a second.
+//!   deposed writer can never append, even before it notices. The writer renews its lease every
+//!   [`LOCK_CHECK`] and steps down when it cannot; the others try to take the lock every
+//!   [`ELECTION_EVERY`], so a writer killed with `kill -9` is replaced within about a second, and
+//!   end the lock's connection of a writer whose lease is older than [`WRITER_STALE`] (paused,
+//!   cut off), which is then replaced within about four seconds.
 //! - **Read copies.** The other nodes apply the journal as it grows (announced on PostgreSQL,
 //!   and read every [`TAIL_POLL`] whatever happens to announcements). The exchange is
 //!   deterministic, so each copy is the writer's state as of some journal entry; reads are
@@ -30,8 +32,13 @@ use tokio::task::JoinHandle;
 /// How often a node that is not the writer tries to take the writer's lock.
 pub const ELECTION_EVERY: Duration = Duration::from_millis(500);
 
-/// How often the writer checks that it still holds its lock.
+/// How often the writer renews its lease (which also shows it still holds its lock).
 pub const LOCK_CHECK: Duration = Duration::from_millis(500);
+
+/// How long a lease may go unrenewed, by the database's clock, before the other nodes depose
+/// its writer: a writer that is paused or cut off, whose lock would otherwise last as long as
+/// its connection looks open to PostgreSQL (hours, without TCP keepalives).
+pub const WRITER_STALE: Duration = Duration::from_secs(3);
 
 /// How often a read copy reads the journal when no announcement woke it.
 pub const TAIL_POLL: Duration = Duration::from_millis(100);
@@ -39,6 +46,9 @@ pub const TAIL_POLL: Duration = Duration::from_millis(100);
 /// How long a node that forwarded a command waits for its read copy to include it before it
 /// answers anyway (the command is carried out either way).
 pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a node waiting for the writer's answer looks whether it was replaced meanwhile.
+const REPLACED_POLL: Duration = Duration::from_millis(250);
 
 /// Journal entries read per store call while following.
 const TAIL_PAGE: u32 = 2_000;
@@ -58,8 +68,11 @@ pub enum ForwardError {
 /// [`Engine::submit_local`] and brings back its answer.
 #[async_trait]
 pub trait Forward: Send + Sync {
-    /// Sends `job` to the writer reachable at `endpoint` (as the writer's lease records it),
-    /// signed with `key` (the channel key, [`keygate_store::WriterElection::channel_key`]).
+    /// Sends `job` to the writer of `term` reachable at `endpoint` (as the writer's lease records
+    /// them), signed with `key` (the channel key,
+    /// [`keygate_store::WriterElection::channel_key`]). The term is signed too, and a writer
+    /// carries out only calls made to its own term, so a call recorded before a takeover cannot
+    /// be replayed to the next writer.
     ///
     /// # Errors
     /// [`ForwardError`] when the answer did not come back; the writer's own refusals come back
@@ -67,6 +80,7 @@ pub trait Forward: Send + Sync {
     async fn forward(
         &self,
         endpoint: &str,
+        term: i64,
         key: &[u8; 32],
         job: &Forwarded,
     ) -> Result<Result<Committed, EngineError>, ForwardError>;
@@ -190,7 +204,17 @@ impl Cluster {
             if lease.endpoint.is_empty() || lease.term == 0 {
                 continue;
             }
-            match forward.forward(&lease.endpoint, &self.channel_key, job).await {
+            // A writer that is paused or cut off may never answer: once another node has taken
+            // over (a new term), the old one can append nothing more, so the answer is no longer
+            // worth waiting for (the command may have committed before the takeover: -1007).
+            let sent = tokio::select! {
+                answer = forward.forward(&lease.endpoint, lease.term, &self.channel_key, job) => answer,
+                () = self.replaced(lease.term) => Err(ForwardError::NoAnswer(format!(
+                    "node {:?} was replaced as the exchange writer while the command was in flight",
+                    lease.node
+                ))),
+            };
+            match sent {
                 Ok(Err(EngineError::NotWriter)) => {
                     last = format!("node {:?} no longer writes the exchange", lease.node)
                 }
@@ -200,6 +224,21 @@ impl Cluster {
             }
         }
         Err(EngineError::NoWriter(last))
+    }
+}
+
+impl Cluster {
+    /// Resolves once the lease names a term other than `term` (read every [`REPLACED_POLL`]).
+    async fn replaced(&self, term: i64) {
+        loop {
+            tokio::time::sleep(REPLACED_POLL).await;
+            if let Ok(lease) = self.store.current_writer().await
+                && lease.term != term
+            {
+                *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+                return;
+            }
+        }
     }
 }
 
@@ -240,15 +279,21 @@ async fn elect(
     endpoint: String,
     mut lock: Option<WriterLock>,
 ) {
+    let stale_ms = u64::try_from(WRITER_STALE.as_millis()).unwrap_or(u64::MAX);
     loop {
         match lock.as_mut() {
             Some(held) => {
                 tokio::time::sleep(LOCK_CHECK).await;
-                let lost = match held.check().await {
-                    Ok(()) => !engine.is_writer(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the exchange writer's lock is lost");
-                        true
+                let term = engine.term();
+                let lost = if term == 0 {
+                    true
+                } else {
+                    match held.renew(term).await {
+                        Ok(()) => false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the exchange writer's lease is lost");
+                            true
+                        }
                     }
                 };
                 if lost {
@@ -264,7 +309,14 @@ async fn elect(
                         // Dropping the lock lets another node try.
                         Err(e) => tracing::warn!(error = %e, "took the writer's lock but could not catch up; released"),
                     },
-                    Ok(None) => {}
+                    // Held elsewhere: by a live writer, or by one that stopped renewing.
+                    Ok(None) => match store.depose_stale_writer(stale_ms).await {
+                        Ok(true) => tracing::warn!(
+                            "the exchange writer stopped renewing its lease; its lock's connection was ended"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => tracing::debug!(error = %e, "cannot check the writer's lease"),
+                    },
                     Err(e) => tracing::debug!(error = %e, "cannot try for the writer's lock"),
                 }
             }

@@ -877,6 +877,19 @@ impl Runner {
         }
     }
 
+    /// Answers read queries on the committed state.
+    fn run_queries(&self, queries: Vec<Query>) {
+        for q in queries {
+            // A query only reads, so a bug that panics in one (a fuzzed klines range did) cannot
+            // have changed the state: answer that caller with an error (its reply is dropped)
+            // and keep the engine serving everyone else.
+            let exchange = &self.exchange;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q(exchange))).is_err() {
+                tracing::error!("an exchange query panicked; its caller gets an error, the engine goes on");
+            }
+        }
+    }
+
     fn run_batch(&mut self, batch: Vec<Job>) {
         if batch.is_empty() {
             return;
@@ -956,6 +969,9 @@ impl Runner {
                 pending.send(Some(&failure), 0);
             }
             self.rebuild();
+            // The batch's reads are answered on the rebuilt state, which is what the store holds:
+            // a reader is never told the engine stopped because a write failed.
+            self.run_queries(queries);
             return;
         }
         // Before any reply: whoever sees a reply is served no view older than it (see `Reads`).
@@ -966,15 +982,7 @@ impl Runner {
         for pending in replies {
             pending.send(None, last);
         }
-        for q in queries {
-            // A query only reads, so a bug that panics in one (a fuzzed klines range did) cannot
-            // have changed the state: answer that caller with an error (its reply is dropped)
-            // and keep the engine serving everyone else.
-            let exchange = &self.exchange;
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q(exchange))).is_err() {
-                tracing::error!("an exchange query panicked; its caller gets an error, the engine goes on");
-            }
-        }
+        self.run_queries(queries);
         if !signatures.is_empty() {
             self.forget_old_signatures(now);
         }

@@ -76,7 +76,19 @@ fn acknowledged_orders_survive_a_refused_append_and_the_rebuild_that_follows() {
             .execute(&mut admin)
             .await
             .unwrap();
-        let refused = engine.submit(limit(1, Side::Buy, "1", "50000"), None).await.unwrap_err();
+        // Reads sent with it, some in the batch whose append fails: each is answered (on the
+        // state rebuilt from the store) or refused as unavailable, never told the engine stopped.
+        let order = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.submit(limit(1, Side::Buy, "1", "50000"), None).await })
+        };
+        let reads: Vec<_> = (0..64)
+            .map(|_| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.query(keygate_exchange::Exchange::clock).await })
+            })
+            .collect();
+        let refused = order.await.unwrap().unwrap_err();
         assert!(matches!(refused, EngineError::Storage(_)), "{refused:?}");
         // Until its state is rebuilt from the store, the engine serves nobody: not the refused
         // fill, not a read of it.
@@ -92,6 +104,13 @@ fn acknowledged_orders_survive_a_refused_append_and_the_rebuild_that_follows() {
         while !engine.is_available() {
             assert!(start_wait.elapsed() < Duration::from_secs(15), "the engine never rebuilt its state");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for read in reads {
+            let answer = read.await.unwrap();
+            assert!(
+                matches!(answer, Ok(_) | Err(EngineError::Unavailable)),
+                "a read next to a failed append: {answer:?}"
+            );
         }
         // The sell rests untouched: the refused buy left no trace.
         assert_eq!(order_states(&engine, vec![acked[0].0]).await, acked);

@@ -1147,7 +1147,14 @@ pub async fn the_exchange_writer_takes_over_with_a_new_term_that_fences_the_old_
     if H::SHARED {
         let other = h.open().await;
         assert!(other.claim_writer("b", "", UnixMillis(2_000)).await.unwrap().is_none(), "held by a");
-        drop(lock);
+        // A writer that renews is not deposed; one that stopped renewing for longer is, and its
+        // lock goes with its connection.
+        lock.renew(1).await.unwrap();
+        assert!(!other.depose_stale_writer(60_000).await.unwrap(), "renewed just now");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(other.depose_stale_writer(10).await.unwrap(), "not renewed for 30 ms");
+        assert!(lock.check().await.is_err(), "the deposed writer's lock connection is gone");
+        assert!(lock.renew(1).await.is_err());
         // The server releases the lock when it notices the connection closed.
         let mut second = None;
         for _ in 0..100 {
@@ -1161,6 +1168,7 @@ pub async fn the_exchange_writer_takes_over_with_a_new_term_that_fences_the_old_
     } else {
         drop(lock);
         assert_eq!(store.claim_writer("b", "http://127.0.0.1:2", UnixMillis(3_000)).await.unwrap().unwrap().term, 2);
+        assert!(!store.depose_stale_writer(0).await.unwrap(), "one process: nobody to depose");
     }
     let err = store.append_journal(1, &[entry(2)], Vec::new(), &[]).await;
     assert!(matches!(err, Err(StoreError::Fenced(_))), "the deposed writer cannot append: {err:?}");

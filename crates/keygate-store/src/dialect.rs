@@ -41,6 +41,17 @@ pub trait Dialect: Send + Sync + 'static + sealed::Sealed {
         channel: &'static str,
     ) -> impl std::future::Future<Output = crate::StoreResult<Option<crate::changes::ChangeListener>>> + Send;
 
+    /// An expression for the database's clock in ms since the epoch: the writer's lease is
+    /// renewed and judged stale by it, so the nodes' own clocks never have to agree.
+    const DB_NOW_MS: &'static str;
+
+    /// Ends the connection that holds the exchange writer's lock when the lease has not been
+    /// renewed for `stale_ms` by the database's clock; true if it did.
+    fn depose_stale_writer(
+        pool: &sqlx::Pool<Self::Db>,
+        stale_ms: i64,
+    ) -> impl std::future::Future<Output = crate::StoreResult<bool>> + Send;
+
     /// Takes the exchange writer's lock if it is free (see [`crate::writer`]).
     fn take_writer_lock(
         pool: &sqlx::Pool<Self::Db>,
@@ -68,6 +79,7 @@ impl Dialect for SqliteDialect {
     const NOTIFY_CHANGE: Option<&'static str> = None;
     const NOTIFY_JOURNAL: Option<&'static str> = None;
     const FOR_SHARE: &'static str = "";
+    const DB_NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
     /// One process writes a SQLite file at a time (the data directory's lock), and it updates
     /// its own caches: there is nobody to tell.
@@ -76,6 +88,11 @@ impl Dialect for SqliteDialect {
         _: &'static str,
     ) -> crate::StoreResult<Option<crate::changes::ChangeListener>> {
         Ok(None)
+    }
+
+    /// One process owns the data: there is never another writer to depose.
+    async fn depose_stale_writer(_: &sqlx::Pool<sqlx::Sqlite>, _: i64) -> crate::StoreResult<bool> {
+        Ok(false)
     }
 
     /// The data directory's lock already makes this process the only one: it is the writer.
@@ -98,6 +115,7 @@ impl Dialect for PostgresDialect {
     const NOTIFY_CHANGE: Option<&'static str> = Some("SELECT pg_notify('keygate_changes', $1)");
     const NOTIFY_JOURNAL: Option<&'static str> = Some("SELECT pg_notify('keygate_journal', $1)");
     const FOR_SHARE: &'static str = " FOR SHARE";
+    const DB_NOW_MS: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
     async fn listen(
         pool: &sqlx::Pool<sqlx::Postgres>,
@@ -106,6 +124,28 @@ impl Dialect for PostgresDialect {
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
         listener.listen(channel).await?;
         Ok(Some(crate::changes::ChangeListener(listener)))
+    }
+
+    /// `pg_terminate_backend` of the session that holds the writer's advisory lock (found in
+    /// `pg_locks` by the lock's key, split as PostgreSQL shows a bigint key) when the lease row
+    /// was last renewed more than `stale_ms` ago. The nodes' role needs the right to end that
+    /// session (the same role, or `pg_signal_backend`).
+    async fn depose_stale_writer(pool: &sqlx::Pool<sqlx::Postgres>, stale_ms: i64) -> crate::StoreResult<bool> {
+        let key = crate::writer::WRITER_LOCK;
+        let (hi, lo) = (key >> 32, key & 0xffff_ffff);
+        let ended: Vec<(bool,)> = sqlx::query_as(&format!(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l, exchange_writer w \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
+             AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND w.id = 1 AND w.renewed_at < {} - $3",
+            Self::DB_NOW_MS
+        ))
+        .bind(hi)
+        .bind(lo)
+        .bind(stale_ms)
+        .fetch_all(pool)
+        .await?;
+        Ok(ended.iter().any(|(done,)| *done))
     }
 
     /// A session advisory lock on a connection opened for it alone (not from the pool, which

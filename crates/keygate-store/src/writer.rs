@@ -49,8 +49,7 @@ pub(crate) enum LockInner {
 }
 
 impl WriterLock {
-    /// Whether the lock is still held: a round trip on its connection. A writer checks this now
-    /// and then and stops writing when it fails (the term check fences it anyway).
+    /// Whether the lock is still held: a round trip on its connection.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the connection is gone: the lock went with it.
@@ -60,6 +59,34 @@ impl WriterLock {
             LockInner::Postgres(conn) => {
                 sqlx::query("SELECT 1").execute(conn).await?;
                 Ok(())
+            }
+        }
+    }
+
+    /// Renews the lease of `term` on the lock's own connection, by the database's clock: the
+    /// writer does this twice a second, and the other nodes depose a writer that stops
+    /// ([`WriterElection::depose_stale_writer`]), so a writer that is paused or cut off rather
+    /// than dead is replaced too.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the connection is gone (the lock went with it);
+    /// [`StoreError::Fenced`] when another term has taken over.
+    pub async fn renew(&mut self, term: i64) -> StoreResult<()> {
+        match &mut self.0 {
+            LockInner::Exclusive => Ok(()),
+            LockInner::Postgres(conn) => {
+                let done = sqlx::query(&format!(
+                    "UPDATE exchange_writer SET renewed_at = {} WHERE id = 1 AND term = $1",
+                    <crate::dialect::PostgresDialect as Dialect>::DB_NOW_MS
+                ))
+                .bind(term)
+                .execute(conn)
+                .await?;
+                if done.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::Fenced(format!("term {term} is no longer the exchange writer's")))
+                }
             }
         }
     }
@@ -88,6 +115,11 @@ pub trait WriterElection: Send + Sync {
     /// The lease row as it stands.
     async fn current_writer(&self) -> StoreResult<WriterLease>;
 
+    /// Ends the writer's lock when its lease was last renewed more than `stale_ms` ago by the
+    /// database's clock (a paused or cut-off writer whose connection lingers), so the next
+    /// [`WriterElection::claim_writer`] can take over; true if it did. Never on SQLite.
+    async fn depose_stale_writer(&self, stale_ms: u64) -> StoreResult<bool>;
+
     /// The key nodes sign their internal calls with: derived from the master key, which every
     /// node of a deployment holds (it opens the same sealed secrets), so there is no other
     /// secret to distribute.
@@ -103,10 +135,14 @@ impl<D: Dialect> WriterElection for SqlStore<D> {
         let mut tx = self.begin().await?;
         let row = D::Db::optional(
             &mut tx,
-            stmt("UPDATE exchange_writer SET term = term + 1, node = $1, endpoint = $2, since = $3 WHERE id = 1 RETURNING term")
-                .arg(node)
-                .arg(endpoint)
-                .arg(to_db_time(now, "writer lease")?),
+            stmt(format!(
+                "UPDATE exchange_writer SET term = term + 1, node = $1, endpoint = $2, since = $3, renewed_at = {} \
+                 WHERE id = 1 RETURNING term",
+                D::DB_NOW_MS
+            ))
+            .arg(node)
+            .arg(endpoint)
+            .arg(to_db_time(now, "writer lease")?),
         )
         .await?;
         tx.commit().await?;
@@ -128,6 +164,10 @@ impl<D: Dialect> WriterElection for SqlStore<D> {
             endpoint: row.get("endpoint", "writer lease")?,
             since: UnixMillis(u64::try_from(since).unwrap_or(0)),
         })
+    }
+
+    async fn depose_stale_writer(&self, stale_ms: u64) -> StoreResult<bool> {
+        D::depose_stale_writer(&self.writer, i64::try_from(stale_ms).unwrap_or(i64::MAX)).await
     }
 
     fn channel_key(&self) -> Zeroizing<[u8; 32]> {

@@ -58,7 +58,8 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let (default_level, format) = match &cli.command {
         #[cfg(feature = "server")]
-        cli::Command::Serve(args) => ("info", args.log_format),
+        // PostgreSQL's notices (a migration table that already exists, each start) are not news.
+        cli::Command::Serve(args) => ("info,sqlx::postgres::notice=warn", args.log_format),
         _ => ("warn", LogFormat::Text),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -357,8 +357,14 @@ async fn market_maker_account(service: &keygate_service::Service) -> anyhow::Res
     if let Ok(a) = service.account(&system, NAME).await {
         return Ok(keygate_proto::AccountId(a.id));
     }
-    let a = service.create_account_without_password(&system, NAME).await?;
-    Ok(keygate_proto::AccountId(a.id))
+    match service.create_account_without_password(&system, NAME).await {
+        Ok(a) => Ok(keygate_proto::AccountId(a.id)),
+        // Several nodes starting at once on one database: another one created it meanwhile.
+        Err(keygate_service::ServiceError::Conflict(_)) => {
+            Ok(keygate_proto::AccountId(service.account(&system, NAME).await?.id))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The verifier's limits for `rate_limits`: the per-key share of the replay guard is a rate

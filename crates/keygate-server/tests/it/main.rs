@@ -6,6 +6,7 @@
 mod access_log;
 mod admin_channel;
 mod client_compat;
+mod cluster_channel;
 mod endpoints;
 mod errors;
 mod exchange_market;

@@ -56,9 +56,15 @@ impl Node {
     /// exchange. Its log goes to a file in its sandbox (a pipe nobody reads could fill up and
     /// stall it).
     fn serve(&self) -> (Reaped, String, bool) {
+        self.serve_with(&[])
+    }
+
+    fn serve_with(&self, extra: &[&str]) -> (Reaped, String, bool) {
         let log = std::fs::File::create(self.sandbox.dir.path().join("serve.log")).unwrap();
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--rate-limits", "off"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0", "--rate-limits", "off"])
+            .command(&args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -504,6 +510,168 @@ async fn order_throughput_through_one_two_and_three_nodes() {
         );
     }
     for (server, ..) in servers {
+        server.stop();
+    }
+}
+
+/// The bids and asks on BTCUSDT as a node shows them.
+async fn levels(base: &str) -> (usize, usize) {
+    let depth: serde_json::Value =
+        reqwest::get(format!("{base}/api/v3/depth?symbol=BTCUSDT")).await.unwrap().json().await.unwrap();
+    (depth["bids"].as_array().map_or(0, Vec::len), depth["asks"].as_array().map_or(0, Vec::len))
+}
+
+/// Waits until `base` shows the market maker's five levels a side.
+async fn until_quoted(base: &str) {
+    let start = Instant::now();
+    loop {
+        let seen = levels(base).await;
+        if seen == (5, 5) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{base} never showed one market maker's quotes: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three nodes started at the same moment with `--market-maker` on a new database all come up
+/// (one of them creates the market maker's account), one of them writes, and only its market
+/// maker quotes: every node shows five levels a side, not ten or fifteen. When the writer is
+/// killed, the next one's market maker takes over the quoting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_together_with_the_market_maker_quote_once() {
+    if let Err(why) = PgHarness::available() {
+        let _ = std::io::stderr().write_all(format!("cluster market maker: skipped: {why}\n").as_bytes());
+        return;
+    }
+    let _alone = super::SEVERAL_SERVERS.lock().await;
+    let db = PgHarness::fresh().await;
+    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
+    let (server_part, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{server_part}/{}", db.database());
+    let first = Sandbox::new();
+    let master_key = first.master_key();
+    let nodes: Vec<Arc<Node>> = std::iter::once(first)
+        .chain((0..2).map(|_| Sandbox::new()))
+        .map(|sandbox| Arc::new(Node { sandbox, url: url.clone(), master_key: master_key.clone() }))
+        .collect();
+    // The first start creates the database's tables; the race is the account, not the schema.
+    nodes[0].account("alice");
+    let starting: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let n = Arc::clone(n);
+            std::thread::spawn(move || n.serve_with(&["--market-maker"]))
+        })
+        .collect();
+    let mut servers: Vec<(Reaped, String, bool)> = starting.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(servers.iter().filter(|(_, _, writes)| *writes).count(), 1, "one writer");
+    for (_, base, _) in &servers {
+        until_quoted(base).await;
+    }
+    // A second look a few ticks later: still one market maker's levels everywhere.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for (_, base, _) in &servers {
+        assert_eq!(levels(base).await, (5, 5), "{base}");
+    }
+    let writer = servers.iter().position(|(_, _, writes)| *writes).unwrap();
+    let (mut killed, ..) = servers.remove(writer);
+    killed.kill();
+    let before = levels(&servers[0].1).await;
+    assert_eq!(before, (5, 5));
+    // The dead writer's quotes stay in the book until the new writer's market maker, which
+    // starts from the book as it finds it, replaces them: the book's update id moves on.
+    let update_id = |base: String| async move {
+        let depth: serde_json::Value =
+            reqwest::get(format!("{base}/api/v3/depth?symbol=BTCUSDT")).await.unwrap().json().await.unwrap();
+        depth["lastUpdateId"].as_i64().unwrap()
+    };
+    let at_kill = update_id(servers[0].1.clone()).await;
+    let start = Instant::now();
+    while update_id(servers[0].1.clone()).await == at_kill {
+        assert!(start.elapsed() < Duration::from_secs(10), "no market maker quoted after the writer was killed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = writeln!(std::io::stderr(), "the next writer's market maker quoted {:?} after the kill", start.elapsed());
+    for (_, base, _) in &servers {
+        until_quoted(base).await;
+    }
+    for (server, ..) in servers {
+        server.stop();
+    }
+}
+
+/// A writer that is paused (SIGSTOP), not dead, keeps its lock's connection open, so the lock
+/// alone would never pass on; it stops renewing its lease, and the other node ends that
+/// connection and takes over within a few seconds. Resumed, the old writer finds itself deposed
+/// and follows: it never appends again, and no client gets a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_writer_is_deposed_and_follows_when_it_resumes() {
+    if let Err(why) = PgHarness::available() {
+        let _ = std::io::stderr().write_all(format!("cluster pause: skipped: {why}\n").as_bytes());
+        return;
+    }
+    let _alone = super::SEVERAL_SERVERS.lock().await;
+    let db = PgHarness::fresh().await;
+    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
+    let (server_part, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{server_part}/{}", db.database());
+    let first = Sandbox::new();
+    let master_key = first.master_key();
+    let nodes: Vec<Node> = std::iter::once(first)
+        .chain(std::iter::once(Sandbox::new()))
+        .map(|sandbox| Node { sandbox, url: url.clone(), master_key: master_key.clone() })
+        .collect();
+    nodes[0].account("alice");
+    nodes[0].ok(&["deposit", "--account", "alice", "--asset", "USDT", "--amount", "100000"]);
+    let mut servers: Vec<(Reaped, String, bool)> = nodes.iter().map(Node::serve).collect();
+    assert!(servers[0].2 && !servers[1].2);
+    let (key, secret) = trader(&nodes[1], "alice");
+    let clients: Vec<Client> = servers
+        .iter()
+        .map(|(_, http, _)| Client::new(http.clone(), &key, Signer::hmac(&secret), system_time()))
+        .collect();
+    let start = Instant::now();
+    while clients[1].signed(Method::GET, "/api/v3/account", &[]).await.unwrap().status != 200 {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(place(&clients[1], "BUY", "40000").await, Answered::Placed(_)));
+    let pid = servers[0].0.pid().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let paused_at = Instant::now();
+    // Orders through the other node: refused (never a 500) until it takes over, then taken.
+    let mut taken_after = None;
+    while paused_at.elapsed() < Duration::from_secs(15) {
+        let sent = Instant::now();
+        match place(&clients[1], "BUY", "40000").await {
+            Answered::Placed(_) if sent > paused_at => {
+                taken_after = Some(paused_at.elapsed());
+                break;
+            }
+            Answered::Placed(_) | Answered::Refused(503, -1001 | -1007) => {}
+            other => panic!("while the writer was paused a client got {other:?}"),
+        }
+    }
+    let taken_after = taken_after.expect("the paused writer was never replaced");
+    let _ =
+        writeln!(std::io::stderr(), "a paused writer was replaced: orders taken again {taken_after:?} after SIGSTOP");
+    assert!(taken_after < Duration::from_secs(8), "{taken_after:?}");
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    // Resumed, the old writer notices it was deposed and sends its commands to the new one.
+    let start = Instant::now();
+    loop {
+        match place(&clients[0], "BUY", "40000").await {
+            Answered::Placed(_) => break,
+            Answered::Refused(503, -1001 | -1007) => {}
+            other => panic!("the resumed node answered {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the resumed node never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let journal = nodes[1].ok(&["audit", "journal"]);
+    assert!(journal.contains("intact"), "{journal}");
+    for (server, ..) in servers.drain(..) {
         server.stop();
     }
 }

@@ -117,6 +117,11 @@ impl Reaped {
         stop(self.0.take().unwrap())
     }
 
+    /// Its process id.
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
     /// Kills it with SIGKILL and waits for it.
     fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
