@@ -58,7 +58,12 @@ impl From<&KeyForm> for FormValues {
 struct KeysPage {
     nav: Option<Nav>,
     csrf: String,
+    /// Live (active or disabled) keys matching the search, most recently used first.
     keys: Vec<KeyRow>,
+    /// Revoked keys matching the search (behind "Show revoked (N)").
+    revoked: Vec<KeyRow>,
+    /// The label search (`?q=`), empty for all.
+    search: String,
     /// Every running withdrawal hold of the account.
     holds: Vec<HoldRow>,
     /// Wrong login codes of the last 24 hours, as a sentence for the owner (issue #18).
@@ -117,6 +122,15 @@ async fn keys_notice(c: &Console, v: &Viewer, q: &NoticeQuery) -> Option<String>
 struct KeysExtras {
     notice: Option<String>,
     form_token: String,
+    /// The label search, empty for all keys.
+    search: String,
+}
+
+/// `?q=`: the key list's search by label (a plain GET form, so it works without JavaScript).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct SearchQuery {
+    #[serde(default)]
+    q: Option<String>,
 }
 
 async fn keys_view(
@@ -152,15 +166,23 @@ async fn keys_view(
         Err(e) => return error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
     };
     let now = c.now_ms();
-    let mut rows: Vec<KeyRow> = keys.iter().map(|k| KeyRow::new(k, now)).collect();
+    let needle = extras.search.trim().to_lowercase();
+    let mut rows: Vec<KeyRow> = keys
+        .iter()
+        .map(|k| KeyRow::new(k, now))
+        .filter(|r| needle.is_empty() || r.label.to_lowercase().contains(&needle))
+        .collect();
     for r in &mut rows {
         r.flag_without_2fa(v.info.two_factor_enabled);
     }
-    rows.sort_by_key(|r| (r.revoked, std::cmp::Reverse(r.created.clone())));
+    crate::view::sort_keys(&mut rows);
+    let (revoked, live): (Vec<KeyRow>, Vec<KeyRow>) = rows.into_iter().partition(|r| r.revoked);
     let page = KeysPage {
         nav: Some(Nav::of(v, now)),
         csrf: v.info.csrf_token.clone(),
-        keys: rows,
+        keys: live,
+        revoked,
+        search: extras.search.trim().to_owned(),
         holds,
         code_warning,
         form,
@@ -172,10 +194,19 @@ async fn keys_view(
     render(status, &page, cookies)
 }
 
-pub(super) async fn keys_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
+pub(super) async fn keys_page(
+    State(c): State<Console>,
+    ctx: Ctx,
+    Query(q): Query<NoticeQuery>,
+    Query(search): Query<SearchQuery>,
+) -> Response {
     match viewer_or_login(&ctx, &c).await {
         Ok(v) => {
-            let extras = KeysExtras { notice: keys_notice(&c, &v, &q).await, form_token: new_form_token() };
+            let extras = KeysExtras {
+                notice: keys_notice(&c, &v, &q).await,
+                form_token: new_form_token(),
+                search: search.q.unwrap_or_default().chars().take(64).collect(),
+            };
             let form = FormValues { kind: "hmac".into(), ..FormValues::default() };
             keys_view(&c, &v, StatusCode::OK, form, None, &[], extras).await
         }
@@ -224,7 +255,8 @@ pub(super) async fn create_key(State(c): State<Console>, ctx: Ctx, axum::Form(f)
     let values = FormValues::from(&f);
     // A refused form keeps its token: nothing was created with it, so the next try may use it.
     let token = f.form_token.clone().filter(|t| !t.is_empty());
-    let extras = || KeysExtras { notice: None, form_token: token.clone().unwrap_or_else(new_form_token) };
+    let extras =
+        || KeysExtras { notice: None, form_token: token.clone().unwrap_or_else(new_form_token), search: String::new() };
     let new = match new_key_from_form(&v.info.account, &f) {
         Ok(n) => n,
         Err(e) => return keys_view(&c, &v, e.status(), values, Some(&e), &[], extras()).await,

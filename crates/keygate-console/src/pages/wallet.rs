@@ -162,7 +162,7 @@ pub(crate) async fn faucet_form(State(c): State<Console>, ctx: Ctx, axum::Form(f
 
 /// One CSV cell: quoted when needed, and text that a spreadsheet would run as a formula is
 /// prefixed with `'` (CSV injection).
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() };
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
