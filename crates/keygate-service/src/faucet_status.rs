@@ -41,10 +41,6 @@ impl Service {
         // The same rule as the counter's: a window runs until its end (a time before its start
         // still belongs to it).
         let running = grants > 0 && now.0 < end.0;
-        Ok(FaucetStatus {
-            used: if running { grants } else { 0 },
-            limit: per_day,
-            resets_at: running.then_some(end),
-        })
+        Ok(FaucetStatus { used: if running { grants } else { 0 }, limit: per_day, resets_at: running.then_some(end) })
     }
 }

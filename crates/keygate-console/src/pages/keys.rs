@@ -75,6 +75,8 @@ struct KeysPage {
     notice: Option<String>,
     /// The create form's one-time token: a second POST of the same form creates nothing.
     form_token: String,
+    /// The time now in UTC, beside the expiry field (which is read as UTC).
+    now_utc: String,
 }
 
 /// A fresh one-time token for a create form: 256 random bits, hex.
@@ -190,6 +192,7 @@ async fn keys_view(
         needs_code: error.is_some_and(ConsoleError::needs_step_up),
         notice: extras.notice,
         form_token: extras.form_token,
+        now_utc: when(Some(now)),
     };
     render(status, &page, cookies)
 }
@@ -314,6 +317,8 @@ struct KeyEditPage {
     created: bool,
     error: Option<String>,
     needs_code: bool,
+    /// The time now in UTC, beside the expiry field (which is read as UTC).
+    now_utc: String,
 }
 
 fn values_of(k: &KeyRow) -> FormValues {
@@ -364,6 +369,7 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
                 created,
                 error: error.map(ConsoleError::message),
                 needs_code: error.is_some_and(ConsoleError::needs_step_up),
+                now_utc: when(Some(c.now_ms())),
             };
             render(status, &page, cookies)
         }
