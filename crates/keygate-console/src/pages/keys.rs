@@ -15,10 +15,11 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use keygate_auth::KeyStatus;
 use keygate_service::{CreatedOnce, KeyEdit, NewKey, NewKeyMaterial};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// What the create form shows (kept on errors so nothing typed is lost).
-#[derive(Debug, Clone, Default)]
+/// What the create form shows (kept on errors so nothing typed is lost, and through a login
+/// when the session ended before the form was sent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct FormValues {
     pub label: String,
     pub kind: String,
@@ -250,8 +251,78 @@ struct KeyCreatedPage {
     secret: String,
 }
 
+/// A key form kept through a login: the session ended before the form was sent, so the login
+/// page carries it (a hidden field) and, once logged in, the form is shown again with it, not
+/// sent. The 2FA code is not kept (it would be stale), nor anything secret: a key form holds
+/// none (a public key is public).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Draft {
+    /// The key an edit form was about; `None` for the create form.
+    key: Option<String>,
+    form: FormValues,
+}
+
+/// Drafts larger than this are not kept (a form's fields are far smaller).
+const MAX_DRAFT: usize = 32 * 1024;
+
+impl Draft {
+    fn encode(&self) -> String {
+        let s = serde_json::to_string(self).unwrap_or_default();
+        if s.len() > MAX_DRAFT { String::new() } else { s }
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        if s.len() > MAX_DRAFT {
+            return None;
+        }
+        let d: Self = serde_json::from_str(s).ok()?;
+        // Only a key id can come back as a path.
+        d.key.as_deref().is_none_or(|k| k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(d)
+    }
+}
+
+/// The viewer of a key form; when the session has ended, the login page keeping the form
+/// instead of a redirect that would lose it (issue #18).
+async fn key_form_viewer(c: &Console, ctx: &Ctx, f: &KeyForm, key: Option<&str>) -> Result<Viewer, Response> {
+    let v = match ctx.viewer(c).await {
+        Ok(v) => v,
+        Err(ConsoleError::NotLoggedIn) => {
+            let draft = Draft { key: key.map(str::to_owned), form: FormValues::from(f) };
+            return Err(super::auth::login_keeping(c, ctx, draft.encode()).await);
+        }
+        Err(e) => return Err(error_page(&e, None)),
+    };
+    if let Err(e) = ctx.check_session_csrf(&v.token, f.csrf.as_deref()) {
+        return Err(error_page(&e, Some(Nav::of(&v, c.now_ms()))));
+    }
+    Ok(v)
+}
+
+/// What the form kept through a login says when it comes back.
+fn restored() -> ConsoleError {
+    ConsoleError::BadRequest(
+        "your session had ended, so this form was not sent and nothing changed. What you typed is back in the form: \
+         check it, type the 2FA code if the change needs one, and send it again"
+            .into(),
+    )
+}
+
+/// After a login that carried a kept form: that form again, filled in, not sent.
+pub(super) async fn resume_draft(c: &Console, v: &Viewer, encoded: &str, cookies: &[HeaderValue]) -> Response {
+    let Some(d) = Draft::decode(encoded) else {
+        return see_other("/console/keys", cookies);
+    };
+    match d.key {
+        None => {
+            let extras = KeysExtras { notice: None, form_token: new_form_token(), search: String::new() };
+            keys_view(c, v, StatusCode::OK, d.form, Some(&restored()), cookies, extras).await
+        }
+        Some(id) => edit_view(c, v, &id, EditState::Restored { form: &d.form }, cookies).await,
+    }
+}
+
 pub(super) async fn create_key(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<KeyForm>) -> Response {
-    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+    let mut v = match key_form_viewer(&c, &ctx, &f, None).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -341,8 +412,18 @@ fn values_of(k: &KeyRow) -> FormValues {
 /// What the edit page shows besides the key: the stored values (after a save, with a notice), or
 /// the owner's refused form with the reason.
 enum EditState<'a> {
-    Stored { saved: bool, created: bool },
-    Refused { form: &'a FormValues, error: &'a ConsoleError },
+    Stored {
+        saved: bool,
+        created: bool,
+    },
+    Refused {
+        form: &'a FormValues,
+        error: &'a ConsoleError,
+    },
+    /// The form kept through a login, shown again unsent.
+    Restored {
+        form: &'a FormValues,
+    },
 }
 
 async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cookies: &[HeaderValue]) -> Response {
@@ -355,9 +436,11 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
         Ok(k) => {
             let mut row = KeyRow::new(&k, c.now_ms());
             row.flag_without_2fa(v.info.two_factor_enabled);
+            let restored = restored();
             let (status, form, error, saved, created) = match state {
                 EditState::Stored { saved, created } => (StatusCode::OK, values_of(&row), None, saved, created),
                 EditState::Refused { form, error } => (error.status(), form.clone(), Some(error), false, false),
+                EditState::Restored { form } => (StatusCode::OK, form.clone(), Some(&restored), false, false),
             };
             let page = KeyEditPage {
                 nav,
@@ -425,7 +508,7 @@ pub(super) async fn edit_key(
     Path(id): Path<String>,
     axum::Form(f): axum::Form<KeyForm>,
 ) -> Response {
-    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+    let mut v = match key_form_viewer(&c, &ctx, &f, Some(&id)).await {
         Ok(v) => v,
         Err(r) => return r,
     };
