@@ -98,11 +98,13 @@ impl ConsoleError {
         }
     }
 
-    /// The message shown to the person; internal causes are replaced by a generic sentence (and
-    /// logged once, here: they carry no secret, the service's messages never do).
+    /// The message shown to the person, written for them (issue #18): no error-kind prefix
+    /// ("not authenticated: …"), no command-line flags (`--ip`), a capital letter and a full
+    /// stop. Internal causes are replaced by a generic sentence (and logged once, here: they
+    /// carry no secret, the service's messages never do).
     #[must_use]
     pub fn message(&self) -> String {
-        match self {
+        let text = match self {
             Self::Service(ServiceError::Exchange(e)) if exchange_refusal(e) => e.to_string(),
             Self::Service(ServiceError::Exchange(EngineError::Unknown(_))) => {
                 "the exchange did not confirm in time: check your wallet before trying again".into()
@@ -118,8 +120,19 @@ impl ConsoleError {
                 tracing::error!(error = %e, "console request failed");
                 "something went wrong on the server; please try again".into()
             }
+            // The service's own words, without the kind of refusal in front.
+            Self::Service(ServiceError::Unauthenticated(m) | ServiceError::Forbidden(m)) => m.clone(),
+            Self::Service(ServiceError::StepUpRequired(m)) if m.contains(" needs ") => m.clone(),
+            Self::Service(ServiceError::StepUpRequired(m)) => format!(
+                "{m} needs a 2FA code: type the code from your authenticator app in the 2FA code field \
+                 (or unlock changes for 5 minutes first)"
+            ),
+            Self::Service(ServiceError::Throttled { what, retry_after_ms }) => {
+                format!("too many attempts ({what}); try again in {}", wait_words(*retry_after_ms))
+            }
             other => other.to_string(),
-        }
+        };
+        for_a_person(&text)
     }
 
     /// Seconds to wait, for throttled answers.
@@ -136,6 +149,46 @@ impl ConsoleError {
     pub fn needs_step_up(&self) -> bool {
         matches!(self, Self::Service(ServiceError::StepUpRequired(_) | ServiceError::InvalidCode(_)))
     }
+}
+
+/// The command-line wording some service rules use, and what the console's forms call the same
+/// thing.
+const CLI_WORDS: &[(&str, &str)] = &[
+    ("add --ip with the addresses that may withdraw", "list the addresses that may withdraw in the IP allowlist"),
+    ("add --withdraw-address", "add one under Withdrawal addresses"),
+    ("--withdraw-address", "Withdrawal addresses"),
+    ("--ip", "the IP allowlist"),
+];
+
+/// `text` as a sentence for a person: command-line flags replaced by the form's words, a
+/// capital letter first and a full stop last.
+pub(crate) fn for_a_person(text: &str) -> String {
+    let mut s = text.trim().to_owned();
+    for (cli, form) in CLI_WORDS {
+        s = s.replace(cli, form);
+    }
+    let mut chars = s.chars();
+    let mut out = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect::<String>(),
+        None => return s,
+    };
+    if !out.ends_with(['.', '!', '?', ')', '"', '”']) {
+        out.push('.');
+    }
+    out
+}
+
+/// "5 minutes", "40 seconds", "2 hours".
+fn wait_words(ms: u64) -> String {
+    let s = ms.div_ceil(1000).max(1);
+    let (n, unit) = if s < 90 {
+        (s, "second")
+    } else if s < 90 * 60 {
+        (s.div_ceil(60), "minute")
+    } else {
+        (s.div_ceil(3600), "hour")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// True for the exchange's own refusals (a Binance code and a message for the person), as opposed
@@ -167,5 +220,37 @@ impl IntoResponse for ConsoleError {
 impl From<keygate_service::engine::EngineError> for ConsoleError {
     fn from(e: keygate_service::engine::EngineError) -> Self {
         Self::Exchange(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_for_a_person_not_for_the_cli() {
+        let e = ConsoleError::Service(ServiceError::Unauthenticated("wrong account name or password".into()));
+        assert_eq!(e.message(), "Wrong account name or password.");
+        let e = ConsoleError::Service(ServiceError::Invalid(
+            "the withdraw permission needs an IP allowlist: add --ip with the addresses that may withdraw".into(),
+        ));
+        assert_eq!(
+            e.message(),
+            "The withdraw permission needs an IP allowlist: list the addresses that may withdraw in the IP allowlist."
+        );
+        let e = ConsoleError::Service(ServiceError::Invalid(
+            "the withdraw permission needs at least one withdrawal address: add --withdraw-address".into(),
+        ));
+        assert!(!e.message().contains("--"), "{}", e.message());
+        let e = ConsoleError::Service(ServiceError::Forbidden("step-up needs 2FA: enable it first".into()));
+        assert_eq!(e.message(), "Step-up needs 2FA: enable it first.");
+        let e = ConsoleError::Service(ServiceError::StepUpRequired("revoking all keys".into()));
+        assert!(e.message().starts_with("Revoking all keys needs a 2FA code"), "{}", e.message());
+        let e = ConsoleError::Service(ServiceError::Throttled { what: "login".into(), retry_after_ms: 299_001 });
+        assert_eq!(e.message(), "Too many attempts (login); try again in 5 minutes.");
+        for e in [&e, &ConsoleError::NotLoggedIn, &ConsoleError::Csrf] {
+            let m = e.message();
+            assert!(!m.contains("not authenticated:") && !m.contains("not allowed:"), "{m}");
+        }
     }
 }

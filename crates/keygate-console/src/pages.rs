@@ -17,7 +17,7 @@ pub(crate) use audit::recent_audit;
 pub(crate) use two_factor::maybe_step_up;
 
 use crate::Console;
-use audit::audit_page;
+use audit::{audit_csv, audit_jsonl, audit_page};
 use auth::{login, login_page, login_totp, login_totp_page, logout, signup, signup_page};
 use axum::Router;
 use axum::routing::{get, post};
@@ -55,6 +55,8 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/keys/{id}/revoke", get(revoke_page).post(revoke_key))
         .route("/console/keys/{id}/remove-address", post(remove_address))
         .route("/console/audit", get(audit_page))
+        .route("/console/audit.csv", get(audit_csv))
+        .route("/console/audit.jsonl", get(audit_jsonl))
         .route("/console/wallet", get(wallet::page))
         .route("/console/wallet/faucet", post(wallet::faucet_form))
         .route("/console/wallet/{file}", get(wallet::csv))

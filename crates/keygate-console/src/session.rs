@@ -112,6 +112,20 @@ pub(crate) struct Viewer {
     pub actor: Actor,
 }
 
+impl Viewer {
+    /// The viewer of a session the service just answered for (a login that finished now).
+    pub fn of(token: SessionToken, info: SessionInfo, source: Option<String>) -> Self {
+        let actor = Actor::Owner {
+            account_id: info.account_id,
+            name: info.account.clone(),
+            stepped_up_until: info.stepped_up_until,
+            source,
+            fresh_code: None,
+        };
+        Self { token, info, actor }
+    }
+}
+
 impl Ctx {
     /// The logged-in owner, or [`ConsoleError::NotLoggedIn`] (also for a session still waiting
     /// for its second factor).
@@ -125,14 +139,7 @@ impl Ctx {
         if info.two_factor_pending {
             return Err(ConsoleError::NotLoggedIn);
         }
-        let actor = Actor::Owner {
-            account_id: info.account_id,
-            name: info.account.clone(),
-            stepped_up_until: info.stepped_up_until,
-            source: self.source.clone(),
-            fresh_code: None,
-        };
-        Ok(Viewer { token, info, actor })
+        Ok(Viewer::of(token, info, self.source.clone()))
     }
 
     /// The session waiting for its second factor, if that is what the cookie holds.

@@ -13,6 +13,16 @@ pub(crate) fn when(at: Option<UnixMillis>) -> String {
         .unwrap_or_else(|| "never".into())
 }
 
+/// `2026-01-01T00:00:00Z` (ISO 8601, UTC, as `<time datetime>` and the downloads write it), or
+/// empty for `None`.
+pub(crate) fn iso(at: Option<UnixMillis>) -> String {
+    at.and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms.0) * 1_000_000).ok())
+        .and_then(|t| {
+            t.format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z")).ok()
+        })
+        .unwrap_or_default()
+}
+
 /// A withdrawal hold (or lock) as the pages show it: what waits, why, since and until when, in
 /// words, and how to undo the change that started it.
 #[derive(Debug, Clone)]
@@ -80,7 +90,15 @@ pub(crate) struct KeyRow {
     pub expires: String,
     pub expires_input: String,
     pub created: String,
+    /// When it was created, ISO 8601 (for `<time datetime>`).
+    pub created_iso: String,
+    /// Creation time, for sorting.
+    pub created_ms: u64,
     pub last_used: String,
+    /// When it was last used, ISO 8601, or empty.
+    pub last_used_iso: String,
+    /// Last use, for sorting.
+    pub last_used_ms: Option<u64>,
     pub last_ip: String,
     pub use_count: u64,
     pub status: String,
@@ -133,7 +151,11 @@ impl KeyRow {
             expires: when(k.expires_at),
             expires_input: crate::forms::expiry_text(k.expires_at),
             created: when(Some(k.created_at)),
+            created_iso: iso(Some(k.created_at)),
+            created_ms: k.created_at.0,
             last_used: when(k.last_used_at),
+            last_used_iso: iso(k.last_used_at),
+            last_used_ms: k.last_used_at.map(|t| t.0),
             last_ip: k.last_used_ip.clone().unwrap_or_else(|| "-".into()),
             use_count: k.use_count,
             status: k.status.as_str().to_owned(),
@@ -176,9 +198,34 @@ impl KeyRow {
     }
 }
 
+/// The list's order: the most recently used first, then keys never used, newest first.
+pub(crate) fn sort_keys(rows: &mut [KeyRow]) {
+    rows.sort_by_key(|r| (std::cmp::Reverse(r.last_used_ms), std::cmp::Reverse(r.created_ms), r.id.clone()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_sort_by_last_use_then_creation_newest_first() {
+        let now = UnixMillis(40 * DAY_MS);
+        let row = |id: &str, created: u64, used: Option<u64>| {
+            let mut r = KeyRow::new(&key(serde_json::json!({ "created_at": created, "last_used_at": used })), now);
+            r.id = id.to_owned();
+            r
+        };
+        let mut rows = vec![
+            row("old-unused", 1, None),
+            row("used-long-ago", 2, Some(3)),
+            row("new-unused", 9, None),
+            row("used-recently", 1, Some(30)),
+        ];
+        sort_keys(&mut rows);
+        let order: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(order, ["used-recently", "used-long-ago", "new-unused", "old-unused"]);
+        assert_eq!(iso(Some(UnixMillis(1_767_225_600_000))), "2026-01-01T00:00:00Z");
+    }
 
     fn key(extra: serde_json::Value) -> KeyView {
         let mut v = serde_json::json!({

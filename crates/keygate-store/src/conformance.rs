@@ -1195,6 +1195,7 @@ pub async fn faucet_grants_stop_at_the_limit_even_when_concurrent<H: Harness>() 
     let alice = new_account(&*store, "alice", 1_000).await;
     let day = 86_400_000;
     let t0 = UnixMillis(1_767_225_600_000);
+    assert_eq!(store.faucet_counter(alice.id).await.unwrap(), (0, UnixMillis(0)), "no grant yet");
     let tasks: Vec<_> = (0..12)
         .map(|_| {
             let store = Arc::clone(&store);
@@ -1210,6 +1211,7 @@ pub async fn faucet_grants_stop_at_the_limit_even_when_concurrent<H: Harness>() 
     }
     granted.sort_unstable();
     assert_eq!(granted, [1, 2, 3], "exactly the limit is granted, each count once");
+    assert_eq!(store.faucet_counter(alice.id).await.unwrap(), (3, t0), "the counter as the page shows it");
     let refused = store.take_faucet_grant(alice.id, UnixMillis(t0.0 + 10), day, 3).await.unwrap();
     assert_eq!(refused, FaucetGrant::Refused { next_at: UnixMillis(t0.0 + day) });
     // A grant given back (its deposit failed) can be taken again, in its own window only.

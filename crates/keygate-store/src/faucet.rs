@@ -28,6 +28,11 @@ pub trait FaucetStore: Send + Sync {
     /// Gives back a grant taken in the window starting at `window_start` (its deposit failed);
     /// nothing if the window has changed since.
     async fn return_faucet_grant(&self, account: AccountId, window_start: UnixMillis) -> StoreResult<()>;
+
+    /// The counter as stored: `(grants, window_start)`, or `(0, 0)` for an account that never
+    /// took a grant. Only for showing the owner where they stand; the limit itself is decided by
+    /// [`Self::take_faucet_grant`].
+    async fn faucet_counter(&self, account: AccountId) -> StoreResult<(u32, UnixMillis)>;
 }
 
 /// The decision for a counter at `(grants, window_start)`: the counter to write, if any, and the
@@ -107,6 +112,17 @@ impl<D: Dialect> FaucetStore for SqlStore<D> {
         )
         .await?;
         Ok(())
+    }
+
+    async fn faucet_counter(&self, account: AccountId) -> StoreResult<(u32, UnixMillis)> {
+        let what = "faucet counter";
+        let row = self
+            .read_optional(stmt("SELECT window_start, grants FROM faucet_grants WHERE account_id = $1").arg(account.0))
+            .await?;
+        match row {
+            Some(row) => Ok((count_u32(row.get("grants", what)?), from_db_time(row.get("window_start", what)?, what)?)),
+            None => Ok((0, UnixMillis(0))),
+        }
     }
 }
 

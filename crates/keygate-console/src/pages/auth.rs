@@ -1,7 +1,8 @@
 //! Sign-up, login (with its second-factor prompt) and logout.
 
+use super::keys::resume_draft;
 use super::layout::{CodeForm, Nav, NoticeQuery, error_page, render, retry_after, see_other};
-use crate::session::Ctx;
+use crate::session::{Ctx, Viewer};
 use crate::{Console, ConsoleError};
 use askama::Template;
 use axum::extract::{Query, State};
@@ -81,6 +82,8 @@ struct LoginPage {
     notice: Option<String>,
     /// Offer the sign-up link (the server takes sign-ups).
     signup_open: bool,
+    /// A key form kept through this login (its session ended before it was sent), or empty.
+    draft: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +94,27 @@ pub(crate) struct LoginForm {
     name: String,
     #[serde(default)]
     password: Zeroizing<String>,
+    /// A key form kept through the login.
+    #[serde(default)]
+    draft: Option<String>,
+}
+
+/// The login page (or the code prompt of a login waiting for its second factor) keeping a form
+/// whose session ended before it was sent: once logged in, the form comes back filled in.
+pub(super) async fn login_keeping(c: &Console, ctx: &Ctx, draft: String) -> Response {
+    if let Some((_, info)) = ctx.pending(c).await {
+        let page = LoginTotpPage { nav: None, csrf: info.csrf_token, error: None, draft };
+        return render(StatusCode::UNAUTHORIZED, &page, &[]);
+    }
+    let signup_open = c.service().sign_up_open();
+    match ctx.pre_token() {
+        Ok((csrf, cookie)) => render(
+            StatusCode::UNAUTHORIZED,
+            &LoginPage { nav: None, csrf, name: String::new(), error: None, notice: None, signup_open, draft },
+            cookie.as_slice(),
+        ),
+        Err(e) => error_page(&e, None),
+    }
 }
 
 pub(super) async fn login_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
@@ -99,7 +123,7 @@ pub(super) async fn login_page(State(c): State<Console>, ctx: Ctx, Query(q): Que
     match ctx.pre_token() {
         Ok((csrf, cookie)) => render(
             StatusCode::OK,
-            &LoginPage { nav: None, csrf, name: String::new(), error: None, notice, signup_open },
+            &LoginPage { nav: None, csrf, name: String::new(), error: None, notice, signup_open, draft: String::new() },
             cookie.as_slice(),
         ),
         Err(e) => error_page(&e, None),
@@ -111,16 +135,27 @@ pub(super) async fn login(State(c): State<Console>, ctx: Ctx, axum::Form(f): axu
         return error_page(&e, None);
     }
     let name = f.name.trim().to_ascii_lowercase();
+    let draft = f.draft.clone().unwrap_or_default();
     match c.service().login(&name, f.password, ctx.source.clone()).await {
         Ok(s) => {
+            let cookie = ctx.session_cookie(&s.token);
+            if !draft.is_empty() {
+                // The kept form rides on to the code prompt, or comes back now.
+                if s.info.two_factor_pending {
+                    let page = LoginTotpPage { nav: None, csrf: s.info.csrf_token.clone(), error: None, draft };
+                    return render(StatusCode::OK, &page, &[cookie]);
+                }
+                let v = Viewer::of(s.token, s.info, ctx.source.clone());
+                return resume_draft(&c, &v, &draft, &[cookie]).await;
+            }
             let next = if s.info.two_factor_pending { "/console/login/totp" } else { "/console/keys" };
-            see_other(next, &[ctx.session_cookie(&s.token)])
+            see_other(next, &[cookie])
         }
         Err(e) => {
             let e = ConsoleError::from(e);
             let csrf = ctx.pre.clone().unwrap_or_default();
             let signup_open = c.service().sign_up_open();
-            let page = LoginPage { nav: None, csrf, name, error: Some(e.message()), notice: None, signup_open };
+            let page = LoginPage { nav: None, csrf, name, error: Some(e.message()), notice: None, signup_open, draft };
             retry_after(render(e.status(), &page, &[]), &e)
         }
     }
@@ -132,12 +167,16 @@ struct LoginTotpPage {
     nav: Option<Nav>,
     csrf: String,
     error: Option<String>,
+    /// A key form kept through this login, or empty.
+    draft: String,
 }
 pub(super) async fn login_totp_page(State(c): State<Console>, ctx: Ctx) -> Response {
     match ctx.pending(&c).await {
-        Some((_, info)) => {
-            render(StatusCode::OK, &LoginTotpPage { nav: None, csrf: info.csrf_token, error: None }, &[])
-        }
+        Some((_, info)) => render(
+            StatusCode::OK,
+            &LoginTotpPage { nav: None, csrf: info.csrf_token, error: None, draft: String::new() },
+            &[],
+        ),
         None => see_other("/console/login", &[]),
     }
 }
@@ -149,7 +188,13 @@ pub(super) async fn login_totp(State(c): State<Console>, ctx: Ctx, axum::Form(f)
     if let Err(e) = ctx.check_session_csrf(&token, f.csrf.as_deref()) {
         return error_page(&e, None);
     }
+    let draft = f.draft.clone().unwrap_or_default();
     match c.service().login_second_factor(&token, f.code.trim(), ctx.source.clone()).await {
+        Ok(s) if !draft.is_empty() => {
+            let cookie = ctx.session_cookie(&s.token);
+            let v = Viewer::of(s.token, s.info, ctx.source.clone());
+            resume_draft(&c, &v, &draft, &[cookie]).await
+        }
         Ok(s) => see_other("/console/keys", &[ctx.session_cookie(&s.token)]),
         Err(e) => {
             let e = ConsoleError::from(e);
@@ -157,7 +202,11 @@ pub(super) async fn login_totp(State(c): State<Console>, ctx: Ctx, axum::Form(f)
                 return see_other("/console/login", &[]);
             }
             retry_after(
-                render(e.status(), &LoginTotpPage { nav: None, csrf: info.csrf_token, error: Some(e.message()) }, &[]),
+                render(
+                    e.status(),
+                    &LoginTotpPage { nav: None, csrf: info.csrf_token, error: Some(e.message()), draft },
+                    &[],
+                ),
                 &e,
             )
         }

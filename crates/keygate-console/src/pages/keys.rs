@@ -15,10 +15,11 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use keygate_auth::KeyStatus;
 use keygate_service::{CreatedOnce, KeyEdit, NewKey, NewKeyMaterial};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// What the create form shows (kept on errors so nothing typed is lost).
-#[derive(Debug, Clone, Default)]
+/// What the create form shows (kept on errors so nothing typed is lost, and through a login
+/// when the session ended before the form was sent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct FormValues {
     pub label: String,
     pub kind: String,
@@ -58,7 +59,12 @@ impl From<&KeyForm> for FormValues {
 struct KeysPage {
     nav: Option<Nav>,
     csrf: String,
+    /// Live (active or disabled) keys matching the search, most recently used first.
     keys: Vec<KeyRow>,
+    /// Revoked keys matching the search (behind "Show revoked (N)").
+    revoked: Vec<KeyRow>,
+    /// The label search (`?q=`), empty for all.
+    search: String,
     /// Every running withdrawal hold of the account.
     holds: Vec<HoldRow>,
     /// Wrong login codes of the last 24 hours, as a sentence for the owner (issue #18).
@@ -70,6 +76,8 @@ struct KeysPage {
     notice: Option<String>,
     /// The create form's one-time token: a second POST of the same form creates nothing.
     form_token: String,
+    /// The time now in UTC, beside the expiry field (which is read as UTC).
+    now_utc: String,
 }
 
 /// A fresh one-time token for a create form: 256 random bits, hex.
@@ -117,6 +125,15 @@ async fn keys_notice(c: &Console, v: &Viewer, q: &NoticeQuery) -> Option<String>
 struct KeysExtras {
     notice: Option<String>,
     form_token: String,
+    /// The label search, empty for all keys.
+    search: String,
+}
+
+/// `?q=`: the key list's search by label (a plain GET form, so it works without JavaScript).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct SearchQuery {
+    #[serde(default)]
+    q: Option<String>,
 }
 
 async fn keys_view(
@@ -152,15 +169,23 @@ async fn keys_view(
         Err(e) => return error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
     };
     let now = c.now_ms();
-    let mut rows: Vec<KeyRow> = keys.iter().map(|k| KeyRow::new(k, now)).collect();
+    let needle = extras.search.trim().to_lowercase();
+    let mut rows: Vec<KeyRow> = keys
+        .iter()
+        .map(|k| KeyRow::new(k, now))
+        .filter(|r| needle.is_empty() || r.label.to_lowercase().contains(&needle))
+        .collect();
     for r in &mut rows {
         r.flag_without_2fa(v.info.two_factor_enabled);
     }
-    rows.sort_by_key(|r| (r.revoked, std::cmp::Reverse(r.created.clone())));
+    crate::view::sort_keys(&mut rows);
+    let (revoked, live): (Vec<KeyRow>, Vec<KeyRow>) = rows.into_iter().partition(|r| r.revoked);
     let page = KeysPage {
         nav: Some(Nav::of(v, now)),
         csrf: v.info.csrf_token.clone(),
-        keys: rows,
+        keys: live,
+        revoked,
+        search: extras.search.trim().to_owned(),
         holds,
         code_warning,
         form,
@@ -168,14 +193,24 @@ async fn keys_view(
         needs_code: error.is_some_and(ConsoleError::needs_step_up),
         notice: extras.notice,
         form_token: extras.form_token,
+        now_utc: when(Some(now)),
     };
     render(status, &page, cookies)
 }
 
-pub(super) async fn keys_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
+pub(super) async fn keys_page(
+    State(c): State<Console>,
+    ctx: Ctx,
+    Query(q): Query<NoticeQuery>,
+    Query(search): Query<SearchQuery>,
+) -> Response {
     match viewer_or_login(&ctx, &c).await {
         Ok(v) => {
-            let extras = KeysExtras { notice: keys_notice(&c, &v, &q).await, form_token: new_form_token() };
+            let extras = KeysExtras {
+                notice: keys_notice(&c, &v, &q).await,
+                form_token: new_form_token(),
+                search: search.q.unwrap_or_default().chars().take(64).collect(),
+            };
             let form = FormValues { kind: "hmac".into(), ..FormValues::default() };
             keys_view(&c, &v, StatusCode::OK, form, None, &[], extras).await
         }
@@ -216,15 +251,86 @@ struct KeyCreatedPage {
     secret: String,
 }
 
+/// A key form kept through a login: the session ended before the form was sent, so the login
+/// page carries it (a hidden field) and, once logged in, the form is shown again with it, not
+/// sent. The 2FA code is not kept (it would be stale), nor anything secret: a key form holds
+/// none (a public key is public).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Draft {
+    /// The key an edit form was about; `None` for the create form.
+    key: Option<String>,
+    form: FormValues,
+}
+
+/// Drafts larger than this are not kept (a form's fields are far smaller).
+const MAX_DRAFT: usize = 32 * 1024;
+
+impl Draft {
+    fn encode(&self) -> String {
+        let s = serde_json::to_string(self).unwrap_or_default();
+        if s.len() > MAX_DRAFT { String::new() } else { s }
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        if s.len() > MAX_DRAFT {
+            return None;
+        }
+        let d: Self = serde_json::from_str(s).ok()?;
+        // Only a key id can come back as a path.
+        d.key.as_deref().is_none_or(|k| k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(d)
+    }
+}
+
+/// The viewer of a key form; when the session has ended, the login page keeping the form
+/// instead of a redirect that would lose it (issue #18).
+async fn key_form_viewer(c: &Console, ctx: &Ctx, f: &KeyForm, key: Option<&str>) -> Result<Viewer, Response> {
+    let v = match ctx.viewer(c).await {
+        Ok(v) => v,
+        Err(ConsoleError::NotLoggedIn) => {
+            let draft = Draft { key: key.map(str::to_owned), form: FormValues::from(f) };
+            return Err(super::auth::login_keeping(c, ctx, draft.encode()).await);
+        }
+        Err(e) => return Err(error_page(&e, None)),
+    };
+    if let Err(e) = ctx.check_session_csrf(&v.token, f.csrf.as_deref()) {
+        return Err(error_page(&e, Some(Nav::of(&v, c.now_ms()))));
+    }
+    Ok(v)
+}
+
+/// What the form kept through a login says when it comes back.
+fn restored() -> ConsoleError {
+    ConsoleError::BadRequest(
+        "your session had ended, so this form was not sent and nothing changed. What you typed is back in the form: \
+         check it, type the 2FA code if the change needs one, and send it again"
+            .into(),
+    )
+}
+
+/// After a login that carried a kept form: that form again, filled in, not sent.
+pub(super) async fn resume_draft(c: &Console, v: &Viewer, encoded: &str, cookies: &[HeaderValue]) -> Response {
+    let Some(d) = Draft::decode(encoded) else {
+        return see_other("/console/keys", cookies);
+    };
+    match d.key {
+        None => {
+            let extras = KeysExtras { notice: None, form_token: new_form_token(), search: String::new() };
+            keys_view(c, v, StatusCode::OK, d.form, Some(&restored()), cookies, extras).await
+        }
+        Some(id) => edit_view(c, v, &id, EditState::Restored { form: &d.form }, cookies).await,
+    }
+}
+
 pub(super) async fn create_key(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<KeyForm>) -> Response {
-    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+    let mut v = match key_form_viewer(&c, &ctx, &f, None).await {
         Ok(v) => v,
         Err(r) => return r,
     };
     let values = FormValues::from(&f);
     // A refused form keeps its token: nothing was created with it, so the next try may use it.
     let token = f.form_token.clone().filter(|t| !t.is_empty());
-    let extras = || KeysExtras { notice: None, form_token: token.clone().unwrap_or_else(new_form_token) };
+    let extras =
+        || KeysExtras { notice: None, form_token: token.clone().unwrap_or_else(new_form_token), search: String::new() };
     let new = match new_key_from_form(&v.info.account, &f) {
         Ok(n) => n,
         Err(e) => return keys_view(&c, &v, e.status(), values, Some(&e), &[], extras()).await,
@@ -282,6 +388,8 @@ struct KeyEditPage {
     created: bool,
     error: Option<String>,
     needs_code: bool,
+    /// The time now in UTC, beside the expiry field (which is read as UTC).
+    now_utc: String,
 }
 
 fn values_of(k: &KeyRow) -> FormValues {
@@ -304,8 +412,18 @@ fn values_of(k: &KeyRow) -> FormValues {
 /// What the edit page shows besides the key: the stored values (after a save, with a notice), or
 /// the owner's refused form with the reason.
 enum EditState<'a> {
-    Stored { saved: bool, created: bool },
-    Refused { form: &'a FormValues, error: &'a ConsoleError },
+    Stored {
+        saved: bool,
+        created: bool,
+    },
+    Refused {
+        form: &'a FormValues,
+        error: &'a ConsoleError,
+    },
+    /// The form kept through a login, shown again unsent.
+    Restored {
+        form: &'a FormValues,
+    },
 }
 
 async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cookies: &[HeaderValue]) -> Response {
@@ -318,9 +436,11 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
         Ok(k) => {
             let mut row = KeyRow::new(&k, c.now_ms());
             row.flag_without_2fa(v.info.two_factor_enabled);
+            let restored = restored();
             let (status, form, error, saved, created) = match state {
                 EditState::Stored { saved, created } => (StatusCode::OK, values_of(&row), None, saved, created),
                 EditState::Refused { form, error } => (error.status(), form.clone(), Some(error), false, false),
+                EditState::Restored { form } => (StatusCode::OK, form.clone(), Some(&restored), false, false),
             };
             let page = KeyEditPage {
                 nav,
@@ -332,6 +452,7 @@ async fn edit_view(c: &Console, v: &Viewer, id: &str, state: EditState<'_>, cook
                 created,
                 error: error.map(ConsoleError::message),
                 needs_code: error.is_some_and(ConsoleError::needs_step_up),
+                now_utc: when(Some(c.now_ms())),
             };
             render(status, &page, cookies)
         }
@@ -387,7 +508,7 @@ pub(super) async fn edit_key(
     Path(id): Path<String>,
     axum::Form(f): axum::Form<KeyForm>,
 ) -> Response {
-    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+    let mut v = match key_form_viewer(&c, &ctx, &f, Some(&id)).await {
         Ok(v) => v,
         Err(r) => return r,
     };

@@ -186,4 +186,7 @@ pub(crate) struct CodeForm {
     pub next: Option<String>,
     #[serde(default)]
     pub confirm: Option<String>,
+    /// A key form kept through a login (the code prompt carries it on).
+    #[serde(default)]
+    pub draft: Option<String>,
 }

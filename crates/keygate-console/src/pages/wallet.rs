@@ -3,7 +3,7 @@
 
 use super::layout::{Nav, NoticeQuery, error_page, notice_url, render, see_other};
 use crate::session::{Ctx, Viewer};
-use crate::view::when;
+use crate::view::{iso, when};
 use crate::{Console, ConsoleError};
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -68,7 +68,16 @@ struct WalletPage {
     nav: Option<Nav>,
     csrf: String,
     faucet: bool,
-    assets: Vec<String>,
+    /// Each asset with the amount one faucet deposit sends.
+    assets: Vec<(String, String)>,
+    /// Faucet deposits used in the current window, and the limit.
+    faucet_used: u32,
+    faucet_limit: u32,
+    /// The limit is reached: the form is hidden and the page says when it gives again.
+    faucet_exhausted: bool,
+    /// When the current window ends (UTC text, and ISO 8601), or empty.
+    faucet_resets: String,
+    faucet_resets_iso: String,
     balances: Vec<BalanceView>,
     orders: Vec<Order>,
     trades: Vec<MyTrade>,
@@ -82,6 +91,45 @@ struct WalletPage {
 impl WalletPage {
     fn at(&self, t: &keygate_proto::UnixMillis) -> String {
         when(Some(*t))
+    }
+
+    fn iso_at(&self, t: &keygate_proto::UnixMillis) -> String {
+        iso(Some(*t))
+    }
+
+    fn deposit_status(&self, s: &u8) -> &'static str {
+        deposit_status(*s)
+    }
+
+    fn withdrawal_status(&self, s: &u8) -> &'static str {
+        withdrawal_status(*s)
+    }
+}
+
+/// A deposit's status in words (Binance's numeric codes: 0 pending, 6 credited but cannot
+/// withdraw, 1 success, 7 wrong deposit, 8 waiting for confirmation).
+pub(crate) fn deposit_status(s: u8) -> &'static str {
+    match s {
+        0 => "pending",
+        1 => "credited",
+        6 => "credited, not yet withdrawable",
+        7 => "wrong deposit",
+        8 => "waiting for confirmation",
+        _ => "unknown",
+    }
+}
+
+/// A withdrawal's status in words (Binance's numeric codes 0 to 6).
+pub(crate) fn withdrawal_status(s: u8) -> &'static str {
+    match s {
+        0 => "email sent",
+        1 => "cancelled",
+        2 => "awaiting approval",
+        3 => "rejected",
+        4 => "processing",
+        5 => "failed",
+        6 => "completed",
+        _ => "unknown",
     }
 }
 
@@ -112,14 +160,34 @@ async fn wallet_view_with(
     };
     let assets = c
         .engine()
-        .query(|ex| ex.assets().iter().map(|a| a.coin.to_string()).collect::<Vec<_>>())
+        .query(|ex| {
+            ex.assets()
+                .iter()
+                .map(|a| (a.coin.to_string(), keygate_service::funds::faucet_amount(&a.coin).to_string()))
+                .collect::<Vec<_>>()
+        })
         .await
         .unwrap_or_default();
+    let cfg = &c.config().faucet;
+    let per_day = if cfg.enabled { u32::try_from(cfg.per_day).unwrap_or(u32::MAX) } else { 0 };
+    let window = if cfg.enabled {
+        match c.service().faucet_status(&v.actor, per_day).await {
+            Ok(s) => Some(s),
+            Err(e) => return error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
+        }
+    } else {
+        None
+    };
     let page = WalletPage {
         nav: Some(Nav::of(v, c.now_ms())),
         csrf: v.info.csrf_token.clone(),
-        faucet: c.config().faucet.enabled,
+        faucet: c.config().faucet.enabled && per_day > 0,
         assets,
+        faucet_used: window.map_or(0, |s| s.used),
+        faucet_limit: per_day,
+        faucet_exhausted: window.is_some_and(|s| s.exhausted()),
+        faucet_resets: window.and_then(|s| s.resets_at).map(|t| when(Some(t))).unwrap_or_default(),
+        faucet_resets_iso: window.and_then(|s| s.resets_at).map(|t| iso(Some(t))).unwrap_or_default(),
         balances: data.balances,
         orders: data.orders.into_iter().take(100).collect(),
         trades: data.trades.into_iter().take(100).collect(),
@@ -162,7 +230,7 @@ pub(crate) async fn faucet_form(State(c): State<Console>, ctx: Ctx, axum::Form(f
 
 /// One CSV cell: quoted when needed, and text that a spreadsheet would run as a formula is
 /// prefixed with `'` (CSV injection).
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() };
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
@@ -179,7 +247,7 @@ fn csv_rows(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String 
 
 /// The CSV text of one history (`orders`, `trades`, `deposits`, `withdrawals`).
 pub(crate) fn to_csv(data: &WalletData, which: &str) -> Option<String> {
-    let ms = |t: keygate_proto::UnixMillis| t.0.to_string();
+    let ms = |t: keygate_proto::UnixMillis| iso(Some(t));
     Some(match which {
         "orders" => csv_rows(
             &[
@@ -252,7 +320,7 @@ pub(crate) fn to_csv(data: &WalletData, which: &str) -> Option<String> {
                     d.coin.to_string(),
                     d.network.clone(),
                     d.amount.to_string(),
-                    d.status.to_string(),
+                    deposit_status(d.status).to_owned(),
                     d.address.clone(),
                     d.tx_id.clone(),
                 ]
@@ -279,7 +347,7 @@ pub(crate) fn to_csv(data: &WalletData, which: &str) -> Option<String> {
                     w.network.clone(),
                     w.amount.to_string(),
                     w.transaction_fee.to_string(),
-                    w.status.to_string(),
+                    withdrawal_status(w.status).to_owned(),
                     w.address.clone(),
                     w.tx_id.clone(),
                     w.withdraw_order_id.clone().unwrap_or_default(),

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// chromedriver, killed when the test ends however it ends.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
     _profile: tempfile::TempDir,
@@ -35,6 +35,12 @@ fn find(var: &str, candidates: &[&str]) -> Option<PathBuf> {
 
 /// Starts chromedriver on a free port, or `None` (with the reason printed) when it is missing.
 async fn start_driver() -> Option<(Driver, PathBuf)> {
+    start_driver_in(None).await
+}
+
+/// [`start_driver`], with the browser in time zone `tz` (the `TZ` variable, which Chromium
+/// inherits from chromedriver).
+pub(crate) async fn start_driver_in(tz: Option<&str>) -> Option<(Driver, PathBuf)> {
     let require = std::env::var("KEYGATE_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
     let driver = find("KEYGATE_CHROMEDRIVER", &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
     let browser = find("KEYGATE_CHROMIUM", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
@@ -49,7 +55,11 @@ async fn start_driver() -> Option<(Driver, PathBuf)> {
         return None;
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(&driver)
+    let mut command = Command::new(&driver);
+    if let Some(tz) = tz {
+        command.env("TZ", tz);
+    }
+    let child = command
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -65,7 +75,7 @@ async fn start_driver() -> Option<(Driver, PathBuf)> {
     panic!("chromedriver did not start listening on port {port}");
 }
 
-async fn browser(d: &Driver, chromium: &std::path::Path) -> Client {
+pub(crate) async fn browser(d: &Driver, chromium: &std::path::Path) -> Client {
     let profile = d._profile.path().display().to_string();
     let mut caps = serde_json::Map::new();
     caps.insert(
@@ -87,17 +97,17 @@ async fn browser(d: &Driver, chromium: &std::path::Path) -> Client {
         .expect("a WebDriver session")
 }
 
-async fn fill(c: &Client, css: &str, text: &str) {
+pub(crate) async fn fill(c: &Client, css: &str, text: &str) {
     let el = c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
     el.clear().await.unwrap();
     el.send_keys(text).await.unwrap();
 }
 
-async fn click(c: &Client, css: &str) {
+pub(crate) async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
 }
 
-async fn text(c: &Client, css: &str) -> String {
+pub(crate) async fn text(c: &Client, css: &str) -> String {
     // A page that is still loading after a submission can lose the element under us: retry.
     let mut last = String::new();
     for _ in 0..50 {
@@ -113,13 +123,13 @@ async fn text(c: &Client, css: &str) -> String {
     panic!("{css}: {last}");
 }
 
-async fn path(c: &Client) -> String {
+pub(crate) async fn path(c: &Client) -> String {
     c.current_url().await.unwrap().path().to_owned()
 }
 
 /// Waits (up to 10 s) until the text of `css` contains `needle` (or, with `present` false, no
 /// longer does): for a form that posts back to the page it is on.
-async fn wait_for_text(c: &Client, css: &str, needle: &str, present: bool) {
+pub(crate) async fn wait_for_text(c: &Client, css: &str, needle: &str, present: bool) {
     for _ in 0..100 {
         if let Ok(el) = c.find(Locator::Css(css)).await
             && let Ok(t) = el.text().await
@@ -133,7 +143,7 @@ async fn wait_for_text(c: &Client, css: &str, needle: &str, present: bool) {
 }
 
 /// Waits (up to 10 s) for the browser to arrive at `want` after a form submission.
-async fn wait_for_path(c: &Client, want: &str) {
+pub(crate) async fn wait_for_path(c: &Client, want: &str) {
     for _ in 0..100 {
         if path(c).await == want {
             return;
@@ -146,7 +156,7 @@ async fn wait_for_path(c: &Client, want: &str) {
 
 /// Controls (inputs, selects, text areas; hidden inputs aside) of the current page that have no
 /// label: the page's accessibility floor.
-async fn unlabelled_controls(c: &Client) -> Vec<serde_json::Value> {
+pub(crate) async fn unlabelled_controls(c: &Client) -> Vec<serde_json::Value> {
     let script = "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))\
         .filter(e => (!e.labels || e.labels.length === 0) && !e.getAttribute('aria-label'))\
         .map(e => e.name || e.id);";
@@ -157,13 +167,13 @@ async fn unlabelled_controls(c: &Client) -> Vec<serde_json::Value> {
 }
 
 /// True when the page is wider than the window (a horizontal scroll bar).
-async fn overflows(c: &Client) -> bool {
+pub(crate) async fn overflows(c: &Client) -> bool {
     let script = "return document.documentElement.scrollWidth > window.innerWidth;";
     c.execute(script, vec![]).await.unwrap() == serde_json::Value::Bool(true)
 }
 
 /// Saves a screenshot of the current page for review.
-async fn shot(c: &Client, name: &str) {
+pub(crate) async fn shot(c: &Client, name: &str) {
     let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.png")), c.screenshot().await.unwrap()).unwrap();
@@ -267,7 +277,8 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     c.goto(&format!("{base}/console/keys/{api_key}/revoke")).await.map_err(|e| e.to_string())?;
     click(c, "#confirm-revoke").await;
     wait_for_path(c, "/console/keys").await;
-    assert!(text(c, "table.keys").await.contains("revoked"));
+    assert!(text(c, "#notice").await.contains("is revoked"));
+    assert_eq!(text(c, "#revoked-keys summary").await, "Show revoked (1)");
     let r = client.signed(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
     assert_eq!(r.status, 401, "{:?}", r.body);
     assert_eq!(r.error().map(|e| e.code), Some(-2015));
@@ -276,8 +287,13 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), String> {
     c.goto(&format!("{base}/console/audit")).await.map_err(|e| e.to_string())?;
     let audit = text(c, "main").await;
     shot(c, "activity").await;
-    for action in ["key.create", "key.edit", "key.revoke", "totp.confirm"] {
-        assert!(audit.contains(action), "{action} in {audit}");
+    for event in [
+        "Read-only key 'portfolio tracker' (HMAC) created",
+        "Read-only key 'portfolio tracker' widened to trade",
+        "Key 'portfolio tracker' revoked",
+        "2FA turned on",
+    ] {
+        assert!(audit.contains(event), "{event} in {audit}");
     }
 
     // The wallet: a faucet deposit through the form.

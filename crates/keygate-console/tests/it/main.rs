@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod browser;
+mod browser_pages;
 mod flows;
 mod holds;
 mod issue18;
+mod pages;
 mod refusals;
 mod support;
