@@ -160,6 +160,9 @@ macro_rules! store_conformance_suite {
             every_cached_change_enters_the_feed_with_its_audit_record,
             journal_entries_and_their_audit_records_commit_together,
             faucet_grants_stop_at_the_limit_even_when_concurrent,
+            an_invite_redeems_once_even_when_concurrent,
+            expired_revoked_and_unknown_invites_are_refused,
+            redeeming_an_invite_and_creating_the_account_commit_together,
             a_conditional_key_update_refuses_a_key_changed_meanwhile,
             single_use_signatures_are_recorded_with_their_batch_once,
             the_exchange_writer_takes_over_with_a_new_term_that_fences_the_old_one,
@@ -1232,6 +1235,141 @@ pub async fn faucet_grants_stop_at_the_limit_even_when_concurrent<H: Harness>() 
     );
     let err = store.take_faucet_grant(AccountId(alice.id.0 + 99), t0, day, 3).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invite codes (issue #18: `serve --signup invite`)
+// ---------------------------------------------------------------------------------------------
+
+/// A code's hash, different per `n`.
+fn code_hash(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+async fn new_invite(store: &dyn Store, n: u8, note: &str, expires_at: u64) -> crate::InviteRecord {
+    let new = crate::NewInvite {
+        code_hash: code_hash(n),
+        note: note.into(),
+        created_at: UnixMillis(1_000),
+        created_by: "operator:cli".into(),
+        expires_at: UnixMillis(expires_at),
+    };
+    store.create_invite(new, draft("invite.create", "", None)).await.unwrap()
+}
+
+fn sign_up_of(name: &str, at: u64) -> (NewAccount, AuditDraft, AuditDraft) {
+    let new = NewAccount {
+        name: name.into(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${name}"),
+        created_at: UnixMillis(at),
+    };
+    (new, draft("account.sign_up", &format!("account:{name}"), None), draft("invite.redeem", "", None))
+}
+
+async fn redeem(store: &dyn Store, n: u8, name: &str, at: u64) -> Result<AccountRecord, crate::InviteRefusal> {
+    let (new, sign_up, redeem) = sign_up_of(name, at);
+    store.create_account_with_invite(&code_hash(n), new, sign_up, redeem).await.unwrap()
+}
+
+/// An invite redeems exactly once, even when many sign-ups present its code at the same time:
+/// one account is created, the others are told it is used and leave no account and no audit
+/// record; the invite then names its account, and the three audit records (create, sign-up,
+/// redeem) are in the chain, the last two attributed to the new account.
+pub async fn an_invite_redeems_once_even_when_concurrent<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let invite = new_invite(&*store, 1, "for alice", 10_000).await;
+    assert_eq!(invite.refusal(UnixMillis(2_000)), None);
+    let before = audit_len(&*store).await;
+    let outcomes = futures_all((0..8).map(|i| {
+        let store = Arc::clone(&store);
+        async move { redeem(&*store, 1, &format!("user{i}"), 2_000).await }
+    }))
+    .await;
+    let winners: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().filter(|o| o.is_err()).all(|o| *o == Err(crate::InviteRefusal::Used)), "{outcomes:?}");
+    let winner = winners[0].clone();
+    assert_eq!(store.list_accounts().await.unwrap(), [winner.clone()], "only the winner's account exists");
+    let listed = store.list_invites().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, invite.id);
+    assert_eq!(listed[0].note, "for alice");
+    assert_eq!(listed[0].used_at, Some(UnixMillis(2_000)));
+    assert_eq!(listed[0].used_by, Some(winner.id));
+    assert_eq!(listed[0].used_by_name.as_deref(), Some(winner.name.as_str()));
+    assert_eq!(store.invite_by_code(&code_hash(1)).await.unwrap().as_ref(), Some(&listed[0]));
+    assert_eq!(store.invite_by_code(&code_hash(9)).await.unwrap(), None);
+    let audit = whole_audit(&*store).await;
+    assert_eq!(audit.len(), before + 2, "one sign-up and one redemption, nothing for the refused ones");
+    let tail: Vec<_> = audit[before..].iter().map(|r| (r.draft.action.as_str(), r.draft.account_id)).collect();
+    assert_eq!(tail, [("account.sign_up", Some(winner.id)), ("invite.redeem", Some(winner.id))]);
+    assert_eq!(audit[before + 1].draft.target, format!("invite:{}", invite.id));
+    assert_eq!(audit[before - 1].draft.action, "invite.create");
+    assert_eq!(audit[before - 1].draft.target, format!("invite:{}", invite.id));
+    // The account and the used invite survive a restart; the code stays spent.
+    drop(store);
+    let store = h.open().await;
+    assert_eq!(redeem(&*store, 1, "late", 2_500).await, Err(crate::InviteRefusal::Used));
+    assert_eq!(store.list_invites().await.unwrap()[0].used_by, Some(winner.id));
+}
+
+/// An expired, a revoked and an unknown code are refused and write nothing; revoking works once
+/// and only on an unused invite, with its audit record.
+pub async fn expired_revoked_and_unknown_invites_are_refused<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let soon = new_invite(&*store, 1, "expires", 5_000).await;
+    let revoked = new_invite(&*store, 2, "revoked", 50_000).await;
+    let before = audit_len(&*store).await;
+    assert_eq!(redeem(&*store, 1, "alice", 5_000).await, Err(crate::InviteRefusal::Expired), "expiry is exclusive");
+    assert_eq!(redeem(&*store, 1, "alice", 9_000).await, Err(crate::InviteRefusal::Expired));
+    assert_eq!(redeem(&*store, 3, "alice", 2_000).await, Err(crate::InviteRefusal::Unknown));
+    let r = store.revoke_invite(revoked.id, UnixMillis(3_000), draft("invite.revoke", "", None)).await.unwrap();
+    assert_eq!(r.revoked_at, Some(UnixMillis(3_000)));
+    assert_eq!(redeem(&*store, 2, "alice", 4_000).await, Err(crate::InviteRefusal::Revoked));
+    let again = store.revoke_invite(revoked.id, UnixMillis(3_500), draft("invite.revoke", "", None)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let missing = store.revoke_invite(revoked.id + 100, UnixMillis(3_500), draft("invite.revoke", "", None)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    assert!(store.list_accounts().await.unwrap().is_empty(), "no refused code created an account");
+    let audit = whole_audit(&*store).await;
+    assert_eq!(audit.len(), before + 1, "only the revocation is audited");
+    assert_eq!(audit[before].draft.action, "invite.revoke");
+    assert_eq!(audit[before].draft.target, format!("invite:{}", revoked.id));
+    let listed = store.list_invites().await.unwrap();
+    assert_eq!(listed.iter().map(|i| i.id).collect::<Vec<_>>(), [soon.id, revoked.id]);
+    assert_eq!(listed[0].used_at, None);
+    assert_eq!(listed[1].revoked_at, Some(UnixMillis(3_000)));
+    // A used invite cannot be revoked.
+    let used = new_invite(&*store, 4, "used", 50_000).await;
+    let bob = redeem(&*store, 4, "bob", 4_000).await.unwrap();
+    let late = store.revoke_invite(used.id, UnixMillis(4_500), draft("invite.revoke", "", None)).await;
+    assert!(matches!(&late, Err(StoreError::Conflict(m)) if m.contains("bob")), "{late:?}");
+    assert_eq!(store.invite_by_code(&code_hash(4)).await.unwrap().unwrap().used_by, Some(bob.id));
+}
+
+/// Redeeming and creating the account are one transaction: when the account cannot be created
+/// (its name is taken) the invite stays usable and no audit record is written; the same code
+/// then creates an account under a free name.
+pub async fn redeeming_an_invite_and_creating_the_account_commit_together<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    new_account(&*store, "alice", 1_000).await;
+    let invite = new_invite(&*store, 7, "", 50_000).await;
+    let before = audit_len(&*store).await;
+    let (new, sign_up, redeem_draft) = sign_up_of("alice", 2_000);
+    let err = store.create_account_with_invite(&code_hash(7), new, sign_up, redeem_draft).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let after = store.invite_by_code(&code_hash(7)).await.unwrap().unwrap();
+    assert_eq!((after.used_at, after.used_by), (None, None), "the failed sign-up left the invite usable");
+    assert_eq!(audit_len(&*store).await, before, "and wrote no audit record");
+    assert_eq!(store.list_accounts().await.unwrap().len(), 1);
+    let bob = redeem(&*store, 7, "bob", 3_000).await.unwrap();
+    assert_eq!(store.account_by_name("bob").await.unwrap(), Some(bob.clone()));
+    let listed = store.list_invites().await.unwrap();
+    assert_eq!((listed[0].id, listed[0].used_by), (invite.id, Some(bob.id)));
+    assert_eq!(audit_len(&*store).await, before + 2);
 }
 
 /// Snapshots: the latest one wins and survives a restart.

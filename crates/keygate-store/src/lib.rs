@@ -1,5 +1,6 @@
 //! Persistence behind traits, one per aggregate: accounts, keys, sessions, second factors, the
-//! audit chain, the exchange journal, and the change feed other nodes listen to.
+//! audit chain, the exchange journal, the change feed other nodes listen to, the faucet's counter
+//! and invite codes.
 //!
 //! The service layer talks to [`Store`], the union of those traits, only; the backend (SQLite in
 //! the data directory, or a PostgreSQL database shared by several nodes) is chosen at run time by
@@ -21,6 +22,7 @@ pub mod datadir;
 pub mod dialect;
 mod error;
 mod faucet;
+mod invites;
 mod journal;
 mod keys;
 pub mod postgres;
@@ -40,13 +42,14 @@ pub use audit_log::AuditStore;
 pub use changes::ChangeFeed;
 pub use error::StoreError;
 pub use faucet::FaucetStore;
+pub use invites::InviteStore;
 pub use journal::JournalStore;
 pub use keys::KeyStore;
 pub use postgres::PgStore;
 pub use records::{
     AccountRecord, AccountStatus, AddressHold, AuditDraft, AuditRecord, Change, ChangeRecord, FaucetGrant, HoldPeriod,
-    JournalEntry, KeyMaterial, KeyRecord, NewAccount, SessionRecord, TotpAttempt, TotpCounter, TwoFactorRecord,
-    UsageDelta, WithdrawalHolds,
+    InviteRecord, InviteRefusal, JournalEntry, KeyMaterial, KeyRecord, NewAccount, NewInvite, SessionRecord,
+    TotpAttempt, TotpCounter, TwoFactorRecord, UsageDelta, WithdrawalHolds,
 };
 pub use sessions::SessionStore;
 pub use sqlite::{SqliteStore, SyncMode};
@@ -66,8 +69,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The aggregate traits, for `use keygate_store::prelude::*` where a `dyn Store` is used.
 pub mod prelude {
     pub use crate::{
-        AccountStore as _, AuditStore as _, ChangeFeed as _, FaucetStore as _, JournalStore as _, KeyStore as _,
-        SessionStore as _, Store as _, TwoFactorStore as _, WriterElection as _,
+        AccountStore as _, AuditStore as _, ChangeFeed as _, FaucetStore as _, InviteStore as _, JournalStore as _,
+        KeyStore as _, SessionStore as _, Store as _, TwoFactorStore as _, WriterElection as _,
     };
 }
 
@@ -83,6 +86,7 @@ pub trait Store:
     + JournalStore
     + ChangeFeed
     + FaucetStore
+    + InviteStore
     + WriterElection
     + std::fmt::Debug
     + Send

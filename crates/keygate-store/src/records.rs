@@ -399,3 +399,72 @@ pub enum FaucetGrant {
         next_at: UnixMillis,
     },
 }
+
+/// An invite code to store (`serve --signup invite`, issue #18): the code itself never reaches
+/// the store, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvite {
+    /// SHA-256 of the code (see `keygate_auth::invite`).
+    pub code_hash: [u8; 32],
+    /// The operator's note (whom it is for); never a secret.
+    pub note: String,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Who made it (the audit actor label, e.g. `operator:cli`).
+    pub created_by: String,
+    /// The code is refused from this time on.
+    pub expires_at: UnixMillis,
+}
+
+/// A stored invite, without its code (which only its holder knows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRecord {
+    /// Store-assigned id, for listing and revoking.
+    pub id: i64,
+    /// The operator's note.
+    pub note: String,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Who made it.
+    pub created_by: String,
+    /// The code is refused from this time on.
+    pub expires_at: UnixMillis,
+    /// When an operator revoked it, if one did.
+    pub revoked_at: Option<UnixMillis>,
+    /// When it was redeemed, if it was.
+    pub used_at: Option<UnixMillis>,
+    /// The account created with it.
+    pub used_by: Option<AccountId>,
+    /// That account's name.
+    pub used_by_name: Option<String>,
+}
+
+impl InviteRecord {
+    /// Why the invite cannot be redeemed at `at`, or `None` if it can: used first, then revoked,
+    /// then expired, so the answer names what happened last to a code that is several of these.
+    #[must_use]
+    pub fn refusal(&self, at: UnixMillis) -> Option<InviteRefusal> {
+        if self.used_at.is_some() {
+            Some(InviteRefusal::Used)
+        } else if self.revoked_at.is_some() {
+            Some(InviteRefusal::Revoked)
+        } else if at >= self.expires_at {
+            Some(InviteRefusal::Expired)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why an invite code was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteRefusal {
+    /// No invite has this code.
+    Unknown,
+    /// It was already used (by another sign-up, perhaps a concurrent one).
+    Used,
+    /// An operator revoked it.
+    Revoked,
+    /// Its expiry has passed.
+    Expired,
+}
