@@ -12,6 +12,7 @@ pub mod account;
 pub mod base62;
 pub mod credential;
 pub mod entropy;
+pub mod invite;
 pub mod keyfmt;
 pub mod params;
 pub mod permission;

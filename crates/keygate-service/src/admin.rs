@@ -158,6 +158,23 @@ pub enum AdminRequest {
     AuditLedger,
     /// Check the exchange journal: contiguous, readable, in time order.
     AuditJournal,
+    /// Make a single-use invite code for `serve --signup invite`; the answer holds the code,
+    /// shown this once.
+    InviteCreate {
+        /// The operator's note (whom it is for).
+        #[serde(default)]
+        note: String,
+        /// Valid for this long, ms; [`crate::invites::DEFAULT_INVITE_MS`] when absent.
+        #[serde(default)]
+        valid_ms: Option<u64>,
+    },
+    /// List invites, without their codes.
+    InviteList,
+    /// Revoke an unused invite.
+    InviteRevoke {
+        /// Invite id.
+        id: i64,
+    },
 }
 
 impl AdminRequest {
@@ -305,6 +322,11 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
             Ok(serde_json::json!({ "invariant": "holds", "assets": to_json(&assets)? }))
         }
         AdminRequest::AuditJournal => to_json(&service.audit_journal(actor).await?),
+        AdminRequest::InviteCreate { note, valid_ms } => {
+            to_json(&service.create_invite(actor, &note, valid_ms.unwrap_or(crate::invites::DEFAULT_INVITE_MS)).await?)
+        }
+        AdminRequest::InviteList => to_json(&service.list_invites(actor).await?),
+        AdminRequest::InviteRevoke { id } => to_json(&service.revoke_invite(actor, id).await?),
     }
 }
 

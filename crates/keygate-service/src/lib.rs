@@ -19,6 +19,7 @@ mod faucet_status;
 pub mod follow;
 pub mod funds;
 pub mod holds;
+pub mod invites;
 pub mod keys;
 pub mod password;
 pub mod sessions;
@@ -35,6 +36,7 @@ pub use error::ServiceError;
 pub use faucet_status::FaucetStatus;
 pub use funds::{ApiWithdrawal, DepositRequest};
 pub use holds::{HoldKind, HoldView, WithdrawalBlock};
+pub use invites::{CreatedInvite, InviteView};
 pub use keygate_auth::SessionToken;
 pub use keys::{CreatedOnce, KeyEdit, NewKey, NewKeyMaterial};
 pub use password::PasswordParams;
@@ -69,10 +71,10 @@ pub struct ServiceConfig {
     /// `withdraw` (that key) or adds a withdrawal address (that address on that key): 24 h by
     /// default, `serve --withdrawal-hold`; 0 starts no holds (the demo). See [`holds`].
     pub withdrawal_hold_ms: u64,
-    /// Whether owners may create their own accounts ([`Service::sign_up`]); otherwise only the
-    /// operator creates accounts. On by default here (tests, the demo); `keygate serve` turns
-    /// it off unless `--signup open` (or `--demo`).
-    pub allow_sign_up: bool,
+    /// Who may create their own account ([`Service::sign_up`]): anyone, nobody (only the
+    /// operator creates accounts), or whoever holds an invite code. Open by default here (tests,
+    /// the demo); `keygate serve` closes it unless `--signup open|invite` (or `--demo`).
+    pub sign_up: SignUpMode,
     /// With several nodes on one database: how long after its last successful look at the
     /// change feed a node still checks signatures against its key cache (2 s); beyond it, signed
     /// requests are refused until the node is current again (see [`follow`]).
@@ -88,10 +90,21 @@ impl Default for ServiceConfig {
             require_2fa_for_trading_keys: true,
             withdrawal_lock_ms: 24 * 60 * 60 * 1000,
             withdrawal_hold_ms: 24 * 60 * 60 * 1000,
-            allow_sign_up: true,
+            sign_up: SignUpMode::Open,
             max_staleness_ms: 2_000,
         }
     }
+}
+
+/// Who may create their own account (`serve --signup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignUpMode {
+    /// Anyone.
+    Open,
+    /// Nobody: the operator creates accounts.
+    Closed,
+    /// Whoever presents an unused invite code the operator made (see [`invites`]).
+    Invite,
 }
 
 /// The operating system's random number generator, the production [`Entropy`].
@@ -234,11 +247,17 @@ impl Service {
         &self.inner.cache
     }
 
-    /// Whether owners may sign themselves up ([`ServiceConfig::allow_sign_up`]), for pages that
-    /// offer sign-up only when it can work.
+    /// Whether owners may sign themselves up at all, with or without an invite code
+    /// ([`ServiceConfig::sign_up`]), for pages that offer sign-up only when it can work.
     #[must_use]
     pub fn sign_up_open(&self) -> bool {
-        self.inner.config.allow_sign_up
+        self.inner.config.sign_up != SignUpMode::Closed
+    }
+
+    /// Who may sign up ([`ServiceConfig::sign_up`]), for pages that ask for an invite code.
+    #[must_use]
+    pub fn sign_up_mode(&self) -> SignUpMode {
+        self.inner.config.sign_up
     }
 
     /// The clock in force.

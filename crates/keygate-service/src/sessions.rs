@@ -20,10 +20,10 @@
 use crate::throttle::{Refusal, Ticket, ip_key};
 use crate::totp::CodeCaller;
 use crate::view::AccountView;
-use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult, accounts, password};
+use crate::{Actor, OsEntropy, Service, ServiceError, ServiceResult, SignUpMode, accounts, invites, password};
 use keygate_auth::{AccountId, SessionToken};
 use keygate_proto::UnixMillis;
-use keygate_store::{AccountRecord, AccountStatus, AuditDraft, NewAccount, SessionRecord};
+use keygate_store::{AccountRecord, AccountStatus, AuditDraft, InviteRefusal, NewAccount, SessionRecord};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -202,53 +202,107 @@ impl Service {
 
     /// Creates an account for its future owner (self sign-up): the same rules as
     /// [`Service::create_account`], audited as `account.sign_up` from `source`. Does not log in.
+    /// With sign-up by invitation this needs a code: see [`Service::sign_up_with_invite`].
     ///
     /// # Errors
-    /// [`ServiceError::Forbidden`] when sign-up is switched off, [`ServiceError::Invalid`] for a
-    /// bad name or weak password, [`ServiceError::Conflict`] if the name is taken,
-    /// [`ServiceError::Throttled`] after [`ThrottleConfig::sign_ups_per_ip_per_hour`] accounts from
-    /// one address.
+    /// As [`Service::sign_up_with_invite`] without a code.
     pub async fn sign_up(
         &self,
         name: &str,
         password: Zeroizing<String>,
         source: Option<String>,
     ) -> ServiceResult<AccountView> {
-        if !self.inner.config.allow_sign_up {
+        self.sign_up_with_invite(name, password, None, source).await
+    }
+
+    /// [`Service::sign_up`] presenting an invite code. With [`SignUpMode::Invite`] the code must
+    /// be unused, unrevoked and unexpired; it is spent in the transaction that creates the
+    /// account (also audited as `invite.redeem`), so it creates one account at most, and a
+    /// sign-up that fails leaves it usable. With [`SignUpMode::Open`] the code is not needed and
+    /// not looked at.
+    ///
+    /// # Errors
+    /// [`ServiceError::Forbidden`] when sign-up is switched off, or by invitation and the code is
+    /// missing, malformed, unknown, used, revoked or expired (the message says which, for a
+    /// person); [`ServiceError::Invalid`] for a bad name or weak password,
+    /// [`ServiceError::Conflict`] if the name is taken, [`ServiceError::Throttled`] after
+    /// [`ThrottleConfig::sign_ups_per_ip_per_hour`] attempts from one address.
+    pub async fn sign_up_with_invite(
+        &self,
+        name: &str,
+        password: Zeroizing<String>,
+        invite: Option<&str>,
+        source: Option<String>,
+    ) -> ServiceResult<AccountView> {
+        let mode = self.inner.config.sign_up;
+        if mode == SignUpMode::Closed {
             return Err(ServiceError::Forbidden("this server does not take sign-ups: ask its operator for an account (they create it with `keygate accounts create`)".into()));
         }
         accounts::check_name(name)?;
         password::check_strength(&password, &[name])?;
         let now = self.now_ms();
         let ip = ip_key(source.as_deref());
-        // Every attempt counts, a taken name included, and before any store or argon2 work: a
-        // refused sign-up is no cheaper for us than an accepted one.
+        // Every attempt counts, a taken name or a wrong code included, and before any store or
+        // argon2 work: a refused sign-up is no cheaper for us than an accepted one.
         if let Err(refusal) = self.inner.sign_ups_by_ip.consume(&ip, now) {
             return Err(ServiceError::Throttled { what: "sign-up".into(), retry_after_ms: refusal.retry_after_ms });
         }
+        // The code is checked before the password is hashed (a spent code costs no argon2 run);
+        // the transaction below decides.
+        let code_hash = match mode {
+            SignUpMode::Invite => {
+                let hash = invites::typed_code_hash(invite)?;
+                let found = self.inner.store.invite_by_code(&hash).await?;
+                let refusal = found.as_ref().map_or(Some(InviteRefusal::Unknown), |i| i.refusal(now));
+                if let Some(r) = refusal {
+                    return Err(ServiceError::Forbidden(invites::refusal_message(r)));
+                }
+                Some((hash, found.map(|i| i.id)))
+            }
+            SignUpMode::Open | SignUpMode::Closed => None,
+        };
         // A taken name is refused without hashing (the message says the name exists anyway; the
         // insert below still catches a race).
         if self.inner.store.account_by_name(name).await?.is_some() {
             return Err(ServiceError::Conflict(format!("account {name:?} already exists")));
         }
         let hash = self.hash_password(password).await?;
+        let details = match &code_hash {
+            Some((_, id)) => serde_json::json!({ "name": name, "invite": id }),
+            None => serde_json::json!({ "name": name }),
+        };
         let audit = self.draft(
             format!("owner:{name}"),
             "account.sign_up",
             format!("account:{name}"),
             None,
-            source,
-            serde_json::json!({ "name": name }),
+            source.clone(),
+            details,
         );
-        let rec = self
-            .inner
-            .store
-            .create_account(NewAccount { name: name.to_owned(), password_hash: hash, created_at: now }, audit)
-            .await
-            .map_err(|e| match ServiceError::from(e) {
-                ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
-                other => other,
-            })?;
+        let new = NewAccount { name: name.to_owned(), password_hash: hash, created_at: now };
+        let taken = |e: keygate_store::StoreError| match ServiceError::from(e) {
+            ServiceError::Conflict(_) => ServiceError::Conflict(format!("account {name:?} already exists")),
+            other => other,
+        };
+        let rec = match code_hash {
+            None => self.inner.store.create_account(new, audit).await.map_err(taken)?,
+            Some((code_hash, _)) => {
+                let redeem = self.draft(
+                    format!("owner:{name}"),
+                    "invite.redeem",
+                    String::new(),
+                    None,
+                    source,
+                    serde_json::json!({ "account": name }),
+                );
+                self.inner
+                    .store
+                    .create_account_with_invite(&code_hash, new, audit, redeem)
+                    .await
+                    .map_err(taken)?
+                    .map_err(|r| ServiceError::Forbidden(invites::refusal_message(r)))?
+            }
+        };
         Ok(AccountView::from(&rec))
     }
 

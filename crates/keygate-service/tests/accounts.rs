@@ -40,7 +40,7 @@ async fn env_with(tune: impl FnOnce(&mut ServiceConfig)) -> Env {
     let clock = Arc::new(ManualClock::new(UnixMicros(NOW.as_micros())));
     let mut config = ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() };
     tune(&mut config);
-    let sign_up = config.allow_sign_up;
+    let sign_up = config.sign_up == keygate_service::SignUpMode::Open;
     let service = Service::start(Arc::clone(&store), clock.clone(), config).await.unwrap();
     for name in ["alice", "bob"] {
         if sign_up {
@@ -164,7 +164,7 @@ async fn sign_up_and_login_give_an_owner_session_with_a_csrf_token_all_audited()
     e.service.sign_up("user8", pw(PASSWORD), Some("198.51.100.3".into())).await.unwrap();
     e.clock.advance_ms(60 * MINUTE);
     e.service.sign_up("user9", pw(PASSWORD), src()).await.unwrap();
-    let closed = env_with(|c| c.allow_sign_up = false).await;
+    let closed = env_with(|c| c.sign_up = keygate_service::SignUpMode::Closed).await;
     assert!(matches!(closed.service.sign_up("carol", pw(PASSWORD), src()).await, Err(ServiceError::Forbidden(_))));
 }
 
@@ -1083,4 +1083,86 @@ async fn a_wrong_enrollment_code_keeps_the_pending_secret_for_ten_minutes() {
     assert!(e.service.totp_pending(&bob).await.unwrap().is_none());
     let err = e.service.totp_confirm(&bob, &e.code(&totp_of(&started))).await.unwrap_err();
     assert!(matches!(err, ServiceError::Conflict(ref m) if m.contains("10 minutes")), "{err}");
+}
+
+/// `serve --signup invite` (issue #18): a sign-up needs an unused, unrevoked, unexpired invite
+/// code; the code is spent with the account it creates (audited), and a sign-up that fails for
+/// another reason leaves it usable. Only the operator makes, lists and revokes invites, and a
+/// listing never shows a code.
+#[tokio::test]
+async fn sign_up_by_invitation_needs_a_live_code_and_spends_it_with_the_account() {
+    let e = env_with(|c| c.sign_up = keygate_service::SignUpMode::Invite).await;
+    let op = Actor::operator_cli();
+    // Each attempt from its own address, so the per-address sign-up throttle stays out of it.
+    let mut n = 0;
+    let mut from = || {
+        n += 1;
+        Some(format!("198.51.100.{n}"))
+    };
+    let forbidden = |r: Result<keygate_service::AccountView, ServiceError>, says: &str| match r {
+        Err(ServiceError::Forbidden(m)) => assert!(m.contains(says), "{m:?} does not say {says:?}"),
+        other => panic!("expected a refusal saying {says:?}, got {other:?}"),
+    };
+    forbidden(e.service.sign_up("carol", pw(PASSWORD), from()).await, "by invitation only");
+    forbidden(e.service.sign_up_with_invite("carol", pw(PASSWORD), Some("  "), from()).await, "by invitation only");
+    forbidden(e.service.sign_up_with_invite("carol", pw(PASSWORD), Some("abc"), from()).await, "not an invite code");
+    let owner = e.actor(&e.login("alice").await.token).await;
+    assert!(matches!(e.service.create_invite(&owner, "", 60 * MINUTE).await, Err(ServiceError::Forbidden(_))));
+    assert!(matches!(e.service.list_invites(&owner).await, Err(ServiceError::Forbidden(_))));
+    assert!(matches!(e.service.create_invite(&op, "", 0).await, Err(ServiceError::Invalid(_))));
+    assert!(matches!(e.service.create_invite(&op, "a\nb", MINUTE).await, Err(ServiceError::Invalid(_))));
+
+    let invite = e.service.create_invite(&op, "for carol", 60 * MINUTE).await.unwrap();
+    let code = invite.code().to_owned();
+    assert!(code.starts_with("kginv_") && code.len() == 33, "{code}");
+    assert!(!format!("{invite:?}").contains(&code), "Debug shows the code");
+    let unknown = format!("kginv_{}", "A".repeat(27));
+    forbidden(e.service.sign_up_with_invite("carol", pw(PASSWORD), Some(&unknown), from()).await, "not valid");
+    // Refusals that are not about the code leave it usable.
+    let weak = e.service.sign_up_with_invite("carol", pw("short"), Some(&code), from()).await;
+    assert!(matches!(weak, Err(ServiceError::Invalid(_))), "{weak:?}");
+    let taken = e.service.sign_up_with_invite("alice", pw(PASSWORD), Some(&code), from()).await;
+    assert!(matches!(taken, Err(ServiceError::Conflict(_))), "{taken:?}");
+    let listed = e.service.list_invites(&op).await.unwrap();
+    assert_eq!((listed.len(), listed[0].status, listed[0].note.as_str()), (1, "unused", "for carol"));
+    assert!(!serde_json::to_string(&listed).unwrap().contains(&code), "a listing shows the code");
+
+    let carol = e.service.sign_up_with_invite("carol", pw(PASSWORD), Some(&format!(" {code} ")), from()).await;
+    assert_eq!(carol.unwrap().name, "carol");
+    e.service.login("carol", pw(PASSWORD), src()).await.unwrap();
+    forbidden(e.service.sign_up_with_invite("dave", pw(PASSWORD), Some(&code), from()).await, "already been used");
+    let listed = e.service.list_invites(&op).await.unwrap();
+    assert_eq!((listed[0].status, listed[0].used_by.as_deref()), ("used", Some("carol")));
+    assert_eq!(listed[0].used_at, Some(e.now().0));
+    let log = e.service.audit_log(&op, 0, 100).await.unwrap();
+    let invite_events: Vec<_> = log
+        .iter()
+        .filter(|a| a.action.starts_with("invite.") || a.target == "account:carol")
+        .map(|a| (a.action.as_str(), a.target.clone()))
+        .collect();
+    let target = format!("invite:{}", invite.invite.id);
+    assert_eq!(
+        invite_events,
+        [
+            ("invite.create", target.clone()),
+            ("account.sign_up", "account:carol".into()),
+            ("invite.redeem", target.clone()),
+            ("auth.login", "account:carol".into())
+        ]
+    );
+    assert!(!serde_json::to_string(&log).unwrap().contains(&code), "the audit log holds the code");
+    assert!(matches!(e.service.revoke_invite(&op, invite.invite.id).await, Err(ServiceError::Conflict(_))));
+
+    // Expired and revoked codes.
+    let short = e.service.create_invite(&op, "", MINUTE).await.unwrap();
+    let revoked = e.service.create_invite(&op, "", 60 * MINUTE).await.unwrap();
+    assert_eq!(e.service.revoke_invite(&op, revoked.invite.id).await.unwrap().status, "revoked");
+    assert!(matches!(e.service.revoke_invite(&op, revoked.invite.id).await, Err(ServiceError::Conflict(_))));
+    assert!(matches!(e.service.revoke_invite(&op, 999).await, Err(ServiceError::NotFound(_))));
+    forbidden(e.service.sign_up_with_invite("dave", pw(PASSWORD), Some(revoked.code()), from()).await, "withdrawn");
+    e.clock.advance_ms(MINUTE);
+    forbidden(e.service.sign_up_with_invite("dave", pw(PASSWORD), Some(short.code()), from()).await, "expired");
+    let statuses: Vec<_> = e.service.list_invites(&op).await.unwrap().iter().map(|i| i.status).collect();
+    assert_eq!(statuses, ["used", "expired", "revoked"]);
+    assert!(matches!(e.service.account(&op, "dave").await, Err(ServiceError::NotFound(_))));
 }

@@ -129,7 +129,7 @@ async fn sign_up_refuses_an_easy_password_with_advice_and_can_be_closed() {
 
     // Closed: the page says who makes accounts, the login page offers no sign-up, and a posted
     // form is refused.
-    let closed = TestApp::spawn_configured(|s| s.allow_sign_up = false, |_| {}).await;
+    let closed = TestApp::spawn_configured(|s| s.sign_up = keygate_service::SignUpMode::Closed, |_| {}).await;
     let mut b = Agent::new(&closed);
     let page = b.get("/console/signup").await;
     assert!(page.body.contains("id=\"signup-closed\"") && !page.body.contains("id=\"password\""), "{}", page.body);
