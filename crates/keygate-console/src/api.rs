@@ -143,10 +143,19 @@ struct Credentials {
     password: Zeroizing<String>,
 }
 
-async fn signup(State(c): State<Console>, ctx: Ctx, Body(b): Body<Credentials>) -> ApiResult {
+/// The sign-up body: credentials and, when the server takes sign-ups by invitation, the code.
+#[derive(Debug, Deserialize)]
+struct SignUp {
+    name: String,
+    password: Zeroizing<String>,
+    #[serde(default)]
+    invite: Option<String>,
+}
+
+async fn signup(State(c): State<Console>, ctx: Ctx, Body(b): Body<SignUp>) -> ApiResult {
     ctx.check_pre_csrf(None)?;
     let name = b.name.trim().to_ascii_lowercase();
-    c.service().sign_up(&name, b.password.clone(), ctx.source.clone()).await?;
+    c.service().sign_up_with_invite(&name, b.password.clone(), b.invite.as_deref(), ctx.source.clone()).await?;
     let s = c.service().login(&name, b.password, ctx.source.clone()).await?;
     Ok(json(StatusCode::CREATED, &SessionJson::of(&s.info), &[ctx.session_cookie(&s.token)]))
 }

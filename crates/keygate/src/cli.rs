@@ -52,6 +52,9 @@ pub enum Command {
     /// Read and check the audit log and the exchange ledger.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Make, list and revoke single-use invite codes for `serve --signup invite`.
+    #[command(subcommand)]
+    Invites(InvitesCmd),
     /// Find keygate secrets and key ids in files, directories or a git repository's history (exit
     /// status 1 when a secret is found, 2 when something could not be scanned).
     Scan(crate::scan::ScanArgs),
@@ -124,6 +127,44 @@ pub enum AccountsCmd {
         /// Account name.
         name: String,
     },
+}
+
+/// Invite commands.
+#[derive(Debug, Subcommand)]
+pub enum InvitesCmd {
+    /// Make a single-use invite code and print it, this once (only its hash is stored). With
+    /// `serve --signup invite`, the code lets one person create an account at /console/signup.
+    Create {
+        /// How long the code is valid: a whole number with s, m, h or d (e.g. 7d, 12h), at most a
+        /// year.
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_valid_for)]
+        expires: u64,
+        /// A note for your own records (whom the code is for); shown by `invites list`.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        note: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// List invites, without their codes: id, note, status, created, expires, used by and when.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Revoke an unused invite: its code is refused from now on.
+    Revoke {
+        /// Invite id (from `invites list`).
+        id: i64,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+/// An invite's validity: a duration as `serve` reads them, but not zero.
+fn parse_valid_for(text: &str) -> Result<u64, String> {
+    match parse_duration_ms(text)? {
+        0 => Err("an invite must be valid for some time, e.g. 7d".into()),
+        ms => Ok(ms),
+    }
 }
 
 /// Restriction flags shared by create.
@@ -286,6 +327,30 @@ pub enum AuditCmd {
     Journal,
 }
 
+/// Parses a duration as `0` or a whole number with a unit, `s`, `m`, `h` or `d`, into
+/// milliseconds (`24h` is 86,400,000).
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a duration: write 0, or a whole number with s, m, h or d (e.g. 24h, 90m)");
+    let text = text.trim();
+    if text == "0" {
+        return Ok(0);
+    }
+    let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(unit_at);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let per = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(per).filter(|ms| *ms <= 365 * 86_400_000).ok_or_else(|| format!("{text:?} is longer than a year"))
+}
+
 fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
     if from_stdin {
         let mut line = Zeroizing::new(String::new());
@@ -332,6 +397,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounts(cmd) => accounts(&ctx, cmd).await,
         Command::Keys(cmd) => keys(&ctx, cmd).await,
         Command::Audit(cmd) => audit(&ctx, cmd).await,
+        Command::Invites(cmd) => invites(&ctx, cmd).await,
         Command::Deposit { account, asset, amount, network, format } => {
             let v = ctx.dispatch(AdminRequest::Deposit { account: account.clone(), asset, amount, network }).await?;
             if format.json {
@@ -462,6 +528,34 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCmd::Keygen { out } => keygen::run(&out),
+    }
+}
+
+async fn invites(ctx: &Context, cmd: InvitesCmd) -> anyhow::Result<()> {
+    match cmd {
+        InvitesCmd::Create { expires, note, format } => {
+            let v = ctx.dispatch(AdminRequest::InviteCreate { note, valid_ms: Some(expires) }).await?;
+            match output::created_invite(&v, format.json) {
+                // The code is shown once: say that it is lost rather than exit quietly.
+                Err(e) if crate::closed_pipe(&e) => {
+                    let id = &v["id"];
+                    anyhow::bail!(
+                        "the output closed before the invite code was printed: invite {id} exists, but its code was \
+                         shown to no one; revoke it with `keygate invites revoke {id}` and create another"
+                    )
+                }
+                other => other,
+            }
+        }
+        InvitesCmd::List { format } => output::invites(&ctx.dispatch(AdminRequest::InviteList).await?, format.json),
+        InvitesCmd::Revoke { id, format } => {
+            let v = ctx.dispatch(AdminRequest::InviteRevoke { id }).await?;
+            if format.json {
+                return output::json(&v);
+            }
+            outln!("Revoked invite {id}; its code is refused from now on.");
+            Ok(())
+        }
     }
 }
 

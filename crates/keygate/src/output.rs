@@ -223,3 +223,40 @@ pub fn ledger(v: &Value, as_json: bool) -> anyhow::Result<()> {
     outln!("Invariant holds: per asset, balances + fees = deposits - withdrawals.");
     Ok(())
 }
+
+/// A list of invites (never their codes).
+pub fn invites(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut t = table(&["ID", "NOTE", "STATUS", "CREATED", "EXPIRES", "USED BY", "USED AT"]);
+    for i in v.as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text(&i["id"]),
+            text(&i["note"]),
+            text(&i["status"]),
+            time(&i["created_at"]),
+            time(&i["expires_at"]),
+            text(&i["used_by"]),
+            time(&i["used_at"]),
+        ]);
+    }
+    outln!("{t}");
+    Ok(())
+}
+
+/// A created invite, with its code shown once.
+pub fn created_invite(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    outln!("Invite code: {}", text(&v["code"]));
+    outln!(
+        "Invite {} expires {}. The code is shown once: give it to the person invited; it creates one account at \
+         /console/signup (`serve --signup invite`). Revoke it with `keygate invites revoke {}`.",
+        text(&v["id"]),
+        time(&v["expires_at"]),
+        text(&v["id"])
+    );
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! `keygate serve`.
 
+use crate::cli::parse_duration_ms;
 use crate::context::Context;
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -66,8 +67,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_ip: u32,
     /// Who may create console accounts: `open` (anyone, at /console/signup; at most 10 sign-ups
-    /// per client address per hour) or `closed` (only the operator, with `keygate accounts
-    /// create`). Default closed, and open with --demo.
+    /// per client address per hour), `invite` (whoever has an unused invite code from `keygate
+    /// invites create`, entered on the sign-up page; same limit) or `closed` (only the operator,
+    /// with `keygate accounts create`). Default closed, and open with --demo.
     #[arg(long, value_enum, value_name = "MODE")]
     pub signup: Option<SignupMode>,
     /// How long withdrawals wait after an owner turns 2FA on (the whole account), gives a key the
@@ -105,30 +107,8 @@ pub enum SignupMode {
     Open,
     /// Only the operator creates accounts (`keygate accounts create`); the default.
     Closed,
-}
-
-/// Parses a duration as `0` or a whole number with a unit, `s`, `m`, `h` or `d`, into
-/// milliseconds (`24h` is 86,400,000).
-///
-/// # Errors
-/// A message saying what is accepted.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a duration: write 0, or a whole number with s, m, h or d (e.g. 24h, 90m)");
-    let text = text.trim();
-    if text == "0" {
-        return Ok(0);
-    }
-    let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(unit_at);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let per = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(per).filter(|ms| *ms <= 365 * 86_400_000).ok_or_else(|| format!("{text:?} is longer than a year"))
+    /// Whoever holds an unused invite code (`keygate invites create`) may sign up, once per code.
+    Invite,
 }
 
 /// The rate limits `serve` enforces: off, a file's, 10x Binance's for the demo, or Binance's.
@@ -205,7 +185,11 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let signup = args.signup.unwrap_or(if args.demo { SignupMode::Open } else { SignupMode::Closed });
     let service_config = keygate_service::ServiceConfig {
         withdrawal_hold_ms,
-        allow_sign_up: signup == SignupMode::Open,
+        sign_up: match signup {
+            SignupMode::Open => keygate_service::SignUpMode::Open,
+            SignupMode::Closed => keygate_service::SignUpMode::Closed,
+            SignupMode::Invite => keygate_service::SignUpMode::Invite,
+        },
         ..keygate_service::ServiceConfig::default()
     };
     let (cluster, channel) = cluster_setup(ctx, &args).await?;

@@ -41,7 +41,7 @@ const EVENT_TYPES: &[(&str, &str, &[&str])] = &[
             "auth.sessions_ended",
         ],
     ),
-    ("account", "Account and password", &["account.create", "account.sign_up", "account.password"]),
+    ("account", "Account and password", &["account.create", "account.sign_up", "invite.redeem", "account.password"]),
     (
         "2fa",
         "2FA",
@@ -363,6 +363,7 @@ fn sentence(r: &AuditView, keys: &KeyNames) -> String {
         "auth.recovery_code_used" => "A recovery code was used".into(),
         "account.create" => "Account created by the operator".into(),
         "account.sign_up" => "Account signed up".into(),
+        "invite.redeem" => "Invite code used to create the account".into(),
         "account.password" if d["first"] == true => "Password set".into(),
         "account.password" => "Password changed; every other session ended".into(),
         "totp.enroll" => "2FA setup started".into(),

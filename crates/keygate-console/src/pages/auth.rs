@@ -19,9 +19,22 @@ struct SignupPage {
     csrf: String,
     name: String,
     error: Option<String>,
-    /// The server takes sign-ups (`serve --signup open`); otherwise the page says who makes
-    /// accounts instead of showing a form that cannot work.
+    /// The server takes sign-ups (`serve --signup open` or `invite`); otherwise the page says
+    /// who makes accounts instead of showing a form that cannot work.
     open: bool,
+    /// Sign-up is by invitation (`serve --signup invite`): the form asks for the code.
+    invite_only: bool,
+    /// The invite code as typed, kept when the form comes back with an error about something
+    /// else (the person's own code; the page is `no-store` like every console page).
+    invite: String,
+}
+
+impl SignupPage {
+    fn new(c: &Console, csrf: String, name: String, error: Option<String>, invite: String) -> Self {
+        let open = c.service().sign_up_open();
+        let invite_only = c.service().sign_up_mode() == keygate_service::SignUpMode::Invite;
+        Self { nav: None, csrf, name, error, open, invite_only, invite }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,25 +47,24 @@ pub(crate) struct SignupForm {
     password: Zeroizing<String>,
     #[serde(default)]
     password2: Zeroizing<String>,
+    #[serde(default)]
+    invite: Option<String>,
 }
 
 pub(super) async fn signup_page(State(c): State<Console>, ctx: Ctx) -> Response {
-    let open = c.service().sign_up_open();
     match ctx.pre_token() {
-        Ok((csrf, cookie)) => render(
-            StatusCode::OK,
-            &SignupPage { nav: None, csrf, name: String::new(), error: None, open },
-            cookie.as_slice(),
-        ),
+        Ok((csrf, cookie)) => {
+            render(StatusCode::OK, &SignupPage::new(&c, csrf, String::new(), None, String::new()), cookie.as_slice())
+        }
         Err(e) => error_page(&e, None),
     }
 }
 
 pub(super) async fn signup(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<SignupForm>) -> Response {
+    let invite = f.invite.as_deref().map(str::trim).unwrap_or_default().to_owned();
     let fail = |e: ConsoleError, name: &str| {
         let csrf = ctx.pre.clone().unwrap_or_default();
-        let open = c.service().sign_up_open();
-        let page = SignupPage { nav: None, csrf, name: name.to_owned(), error: Some(e.message()), open };
+        let page = SignupPage::new(&c, csrf, name.to_owned(), Some(e.message()), invite.clone());
         render(e.status(), &page, &[])
     };
     if let Err(e) = ctx.check_pre_csrf(f.csrf.as_deref()) {
@@ -62,7 +74,8 @@ pub(super) async fn signup(State(c): State<Console>, ctx: Ctx, axum::Form(f): ax
         return fail(ConsoleError::BadRequest("the two passwords differ".into()), &f.name);
     }
     let name = f.name.trim().to_ascii_lowercase();
-    if let Err(e) = c.service().sign_up(&name, f.password.clone(), ctx.source.clone()).await {
+    let code = f.invite.as_deref();
+    if let Err(e) = c.service().sign_up_with_invite(&name, f.password.clone(), code, ctx.source.clone()).await {
         return fail(e.into(), &name);
     }
     match c.service().login(&name, f.password, ctx.source.clone()).await {

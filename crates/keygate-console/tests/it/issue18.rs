@@ -308,3 +308,97 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+/// A form's fields as `Agent::post` takes them.
+fn fields(f: &[(String, String)]) -> Vec<(&str, &str)> {
+    f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// `serve --signup invite`: the sign-up form asks for the invite code; a sign-up without one, or
+/// with a used or expired one, is refused in words for a person and creates nothing; a live code
+/// creates one account and is spent. The JSON API answers the same.
+#[tokio::test]
+async fn sign_up_by_invitation_asks_for_a_code_and_accepts_each_live_code_once() {
+    let app = TestApp::spawn_configured(|s| s.sign_up = keygate_service::SignUpMode::Invite, |_| {}).await;
+    let op = TestApp::operator();
+    let mut a = Agent::new(&app);
+    assert!(a.get("/console/login").await.body.contains("href=\"/console/signup\""), "sign-up is offered");
+    let page = a.get("/console/signup").await;
+    assert!(page.body.contains("id=\"invite\"") && page.body.contains("id=\"password\""), "{}", page.body);
+    let form = |csrf: &str, name: &str, invite: Option<&str>| {
+        let mut f = vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("name".to_owned(), name.to_owned()),
+            ("password".to_owned(), PASSWORD.to_owned()),
+            ("password2".to_owned(), PASSWORD.to_owned()),
+        ];
+        if let Some(code) = invite {
+            f.push(("invite".to_owned(), code.to_owned()));
+        }
+        f
+    };
+
+    // Without a code.
+    let res = a.post("/console/signup", &fields(&form(&page.csrf(), "carol", None))).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(res.body.contains("by invitation only: enter the invite code"), "{}", res.body);
+    assert!(res.body.contains("id=\"invite\""), "the form comes back: {}", res.body);
+    assert!(app.service.account(&op, "carol").await.is_err());
+
+    // With a live code: the account is made, logged in, and the code is spent.
+    let invite = app.service.create_invite(&op, "for carol", 3_600_000).await.unwrap();
+    let code = invite.code().to_owned();
+    let page = a.get("/console/signup").await;
+    let res = a.post("/console/signup", &fields(&form(&page.csrf(), "carol", Some(&code)))).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert_eq!(res.location.as_deref(), Some("/console/2fa"));
+    let listed = app.service.list_invites(&op).await.unwrap();
+    assert_eq!((listed[0].status, listed[0].used_by.as_deref()), ("used", Some("carol")));
+    let activity = a.get("/console/audit").await;
+    assert!(activity.body.contains("Invite code used to create the account"), "{}", activity.body);
+
+    // The same code again, by someone else: refused, and what was typed is kept.
+    let mut b = Agent::new(&app);
+    let page = b.get("/console/signup").await;
+    let res = b.post("/console/signup", &fields(&form(&page.csrf(), "dave", Some(&code)))).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(
+        res.body.contains("This invite code has already been used: ask the operator for a new one."),
+        "{}",
+        res.body
+    );
+    assert_eq!(field_value(&res.body, "name").as_deref(), Some("dave"));
+    assert_eq!(field_value(&res.body, "invite").as_deref(), Some(code.as_str()));
+
+    // An expired code.
+    let short = app.service.create_invite(&op, "", 60_000).await.unwrap();
+    app.clock.advance_ms(60_000);
+    let page = b.get("/console/signup").await;
+    let res = b.post("/console/signup", &fields(&form(&page.csrf(), "dave", Some(short.code())))).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(res.body.contains("This invite code has expired"), "{}", res.body);
+    assert!(app.service.account(&op, "dave").await.is_err(), "no refused code made an account");
+
+    // The JSON API: without a code, with a live one, with the spent one.
+    let session = b.get("/api/console/v1/session").await;
+    let token: serde_json::Value = serde_json::from_str(&session.body).unwrap();
+    let csrf = token["csrf_token"].as_str();
+    let res =
+        b.post_json("/api/console/v1/signup", csrf, serde_json::json!({"name": "dave", "password": PASSWORD})).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    let body: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+    assert_eq!(body["error"], "forbidden", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("invitation only"), "{body}");
+    let fresh = app.service.create_invite(&op, "for dave", 3_600_000).await.unwrap();
+    let body = serde_json::json!({"name": "dave", "password": PASSWORD, "invite": fresh.code()});
+    let res = b.post_json("/api/console/v1/signup", csrf, body.clone()).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let mut c = Agent::new(&app);
+    let session = c.get("/api/console/v1/session").await;
+    let token: serde_json::Value = serde_json::from_str(&session.body).unwrap();
+    let again = serde_json::json!({"name": "erin", "password": PASSWORD, "invite": fresh.code()});
+    let res = c.post_json("/api/console/v1/signup", token["csrf_token"].as_str(), again).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(res.body.contains("already been used"), "{}", res.body);
+    assert!(app.service.account(&op, "erin").await.is_err());
+}
