@@ -1290,7 +1290,7 @@ pub async fn an_invite_redeems_once_even_when_concurrent<H: Harness>() {
     assert_eq!(winners.len(), 1, "{outcomes:?}");
     assert!(outcomes.iter().filter(|o| o.is_err()).all(|o| *o == Err(crate::InviteRefusal::Used)), "{outcomes:?}");
     let winner = winners[0].clone();
-    assert_eq!(store.list_accounts().await.unwrap(), [winner.clone()], "only the winner's account exists");
+    assert_eq!(store.list_accounts().await.unwrap(), std::slice::from_ref(&winner), "only the winner's account exists");
     let listed = store.list_invites().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, invite.id);
