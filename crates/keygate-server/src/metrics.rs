@@ -13,7 +13,10 @@
 //! - `engine_queue_depth`: commands and queries waiting for the exchange engine thread;
 //! - `journal_commit_duration_seconds`: one store transaction per batch of engine commands;
 //! - `key_cache_keys`: keys in the in-memory cache;
-//! - `replay_guard_signatures` and `replay_guard_capacity`: the replay guard's fill.
+//! - `replay_guard_signatures` and `replay_guard_capacity`: the replay guard's fill;
+//! - with shared counters only (`--redis-url`): `shared_counters_reachable` (1 or 0) and
+//!   `shared_counters_fallbacks_total` (counter calls decided by this node's own counts because
+//!   the shared counters failed or an outage pause was on).
 //!
 //! Gauges are read from the engine, the key cache and the replay guard when `/metrics` is
 //! scraped, through their own small accessors; those crates know nothing of metrics.
@@ -43,6 +46,8 @@ const COMMIT: &str = "keygate_journal_commit_duration_seconds";
 const CACHE: &str = "keygate_key_cache_keys";
 const REPLAY: &str = "keygate_replay_guard_signatures";
 const REPLAY_CAPACITY: &str = "keygate_replay_guard_capacity";
+const SHARED_UP: &str = "keygate_shared_counters_reachable";
+const SHARED_FALLBACKS: &str = "keygate_shared_counters_fallbacks_total";
 
 /// The handles of one (method, status) of one endpoint.
 #[derive(Debug)]
@@ -63,6 +68,9 @@ pub struct Metrics {
     cache: Gauge,
     replay: Gauge,
     replay_capacity: Gauge,
+    /// Registered at the first scrape of a node with shared counters, so a node without them
+    /// shows no such series.
+    shared: std::sync::OnceLock<(Gauge, Counter)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -112,6 +120,12 @@ impl Metrics {
         describe(QUEUE, None, "Commands and queries waiting for the exchange engine thread (429 beyond 8192).");
         describe(CACHE, None, "API keys in the in-memory key cache.");
         describe(REPLAY, None, "Signatures held by the replay guard (until their recvWindow ends).");
+        describe(SHARED_UP, None, "1 while the shared counters (--redis-url) answer; 0 while limits are per node.");
+        recorder.describe_counter(
+            SHARED_FALLBACKS.into(),
+            None,
+            SharedString::const_str("Counter calls decided by this node's own counts because the shared counters did not answer."),
+        );
         describe(
             REPLAY_CAPACITY,
             None,
@@ -123,6 +137,7 @@ impl Metrics {
             cache: gauge(CACHE),
             replay: gauge(REPLAY),
             replay_capacity: gauge(REPLAY_CAPACITY),
+            shared: std::sync::OnceLock::new(),
             routes: RwLock::new(HashMap::new()),
             handle,
             recorder,
@@ -185,6 +200,18 @@ impl Metrics {
         let guard = state.verifier.replay_guard();
         self.replay.set(f(guard.len()));
         self.replay_capacity.set(f(guard.capacity()));
+        if let Some(shared) = state.service.shared_counters() {
+            let (up, fallbacks) = self.shared.get_or_init(|| {
+                let key = |name: &'static str| Key::from_static_name(name);
+                (
+                    self.recorder.register_gauge(&key(SHARED_UP), &metadata()),
+                    self.recorder.register_counter(&key(SHARED_FALLBACKS), &metadata()),
+                )
+            });
+            let status = shared.status();
+            up.set(if status.reachable { 1.0 } else { 0.0 });
+            fallbacks.absolute(status.fallbacks);
+        }
         self.handle.render()
     }
 

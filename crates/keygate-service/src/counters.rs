@@ -191,7 +191,7 @@ impl SharedCounters {
         match &result {
             Ok(_) => {
                 if i.down.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(backend = %i.store.describe(), "shared counters answer again: limits are shared across nodes again");
+                    tracing::info!(backend = %i.store.describe(), "shared counters answer again: limits are shared across nodes again");
                 }
             }
             Err(e) => {

@@ -78,6 +78,16 @@ pub struct ServeArgs {
     /// API address; no authentication, and nothing secret in it (see docs/operations.md).
     #[arg(long, value_name = "ADDR", env = "KEYGATE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Share rate limits (request weight per IP, orders per account) and the login, sign-up and
+    /// 2FA throttles with every node given the same Redis (e.g. redis://127.0.0.1:6379/0).
+    /// Without it each node counts alone, and exchangeInfo says rateLimitsScope NODE. While
+    /// Redis does not answer, the node counts alone too, warns once, and stays ready.
+    #[arg(long, value_name = "URL", env = "KEYGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// What every key this node writes in Redis starts with: give deployments that share one
+    /// Redis different prefixes.
+    #[arg(long, value_name = "PREFIX", default_value = "keygate:", requires = "redis_url")]
+    pub redis_key_prefix: String,
 }
 
 /// Parses a duration as `0` or a whole number with a unit, `s`, `m`, `h` or `d`, into
@@ -174,8 +184,20 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     };
     // The demo is for trying withdrawals at once; everywhere else the holds protect owners.
     let withdrawal_hold_ms = args.withdrawal_hold.unwrap_or(if args.demo { 0 } else { 24 * 3_600_000 });
-    let service_config =
-        keygate_service::ServiceConfig { withdrawal_hold_ms, ..keygate_service::ServiceConfig::default() };
+    let shared_counters = match args.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let counters =
+                keygate_redis::RedisCounters::new(url, &args.redis_key_prefix, keygate_service::counters::CALL_TIMEOUT)?;
+            tracing::info!(at = %keygate_service::counters::CounterStore::describe(&counters), "rate limits and login throttles are shared through Redis");
+            Some(std::sync::Arc::new(counters) as std::sync::Arc<dyn keygate_service::counters::CounterStore>)
+        }
+        None => None,
+    };
+    let service_config = keygate_service::ServiceConfig {
+        withdrawal_hold_ms,
+        shared_counters,
+        ..keygate_service::ServiceConfig::default()
+    };
     let assembly = ctx
         .assembly(sync)?
         .config(service_config)
