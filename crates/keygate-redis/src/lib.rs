@@ -190,13 +190,7 @@ impl CounterStore for RedisCounters {
         Ok(())
     }
 
-    async fn reserve(
-        &self,
-        key: &str,
-        now_ms: u64,
-        window_ms: u64,
-        limit: u32,
-    ) -> Result<Reservation, CounterError> {
+    async fn reserve(&self, key: &str, now_ms: u64, window_ms: u64, limit: u32) -> Result<Reservation, CounterError> {
         let mut call = self.reserve.prepare_invoke();
         call.key(self.key(key))
             .arg(now_ms)
@@ -240,5 +234,227 @@ impl CounterStore for RedisCounters {
 
     fn describe(&self) -> String {
         self.described.clone()
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    //! For tests of several nodes sharing one Redis: the test Redis from the environment, a key
+    //! prefix no other test uses, and a Redis server process of a test's own to stop for real.
+    //!
+    //! `KEYGATE_TEST_REDIS_URL` names the Redis (CI exports `redis://127.0.0.1:6379/0`). Unset,
+    //! the Redis tests are skipped with a line on stderr; set, they must reach it or fail, so a
+    //! misconfigured CI cannot pass silently (as `KEYGATE_TEST_POSTGRES_URL` does).
+
+    use super::RedisCounters;
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// The variable naming the test Redis.
+    pub const REDIS_URL_ENV: &str = "KEYGATE_TEST_REDIS_URL";
+
+    static PREFIXES: AtomicU32 = AtomicU32::new(0);
+
+    /// The test Redis's URL, or `None` (after saying on stderr that `test` is skipped) when
+    /// [`REDIS_URL_ENV`] is unset.
+    ///
+    /// # Panics
+    /// When the variable is set but empty.
+    #[must_use]
+    pub fn url_or_skip(test: &str) -> Option<String> {
+        if let Ok(url) = std::env::var(REDIS_URL_ENV) {
+            assert!(
+                !url.trim().is_empty(),
+                "{REDIS_URL_ENV} is set but empty: set it (redis://127.0.0.1:6379/0) or unset it to skip"
+            );
+            return Some(url);
+        }
+        // Straight to stderr: libtest hides what a passing test prints.
+        let _ = writeln!(std::io::stderr(), "{test}: skipped: {REDIS_URL_ENV} is not set");
+        None
+    }
+
+    /// A key prefix no other test (in this process or another) uses, so tests share one Redis
+    /// without flushing anything.
+    #[must_use]
+    pub fn unique_prefix() -> String {
+        let mut random = [0u8; 4];
+        let _ = getrandom::getrandom(&mut random);
+        format!(
+            "kgtest:{}:{}:{}:",
+            std::process::id(),
+            PREFIXES.fetch_add(1, Ordering::Relaxed),
+            u32::from_le_bytes(random)
+        )
+    }
+
+    /// Counters at `url` under a fresh [`unique_prefix`], with the production timeout.
+    ///
+    /// # Panics
+    /// When `url` is not a Redis URL.
+    #[must_use]
+    #[allow(clippy::expect_used)] // Test support: failing loudly is the point.
+    pub fn counters(url: &str) -> RedisCounters {
+        RedisCounters::new(url, &unique_prefix(), Duration::from_millis(250)).expect("a Redis URL")
+    }
+
+    /// A `redis-server` of the test's own on a free loopback port, without persistence; stopped
+    /// (SIGKILL) by [`Self::kill`] or on drop.
+    #[derive(Debug)]
+    pub struct RedisProcess {
+        child: std::process::Child,
+        /// Its port on 127.0.0.1.
+        pub port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl RedisProcess {
+        /// Starts one and waits until it answers.
+        ///
+        /// # Panics
+        /// When `redis-server` is not installed or does not answer within 10 s.
+        #[must_use]
+        #[allow(clippy::expect_used, clippy::unwrap_used)] // Test support.
+        pub fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let dir = tempfile::tempdir().unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed for the Redis tests (apt-get install redis-server)");
+            let mut p = Self { child, port, _dir: dir };
+            for _ in 0..200 {
+                if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    let mut answer = [0u8; 7];
+                    if s.write_all(b"PING\r\n").is_ok()
+                        && std::io::Read::read_exact(&mut s, &mut answer).is_ok()
+                        && &answer == b"+PONG\r\n"
+                    {
+                        return p;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            p.kill();
+            panic!("redis-server on port {port} did not answer within 10 s");
+        }
+
+        /// `redis://127.0.0.1:<port>/0`.
+        #[must_use]
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+
+        /// Stops it at once (SIGKILL) and waits for it to be gone.
+        pub fn kill(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Drop for RedisProcess {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scripts against a real Redis (`KEYGATE_TEST_REDIS_URL`), each test under its own prefix.
+
+    use super::testing::{RedisProcess, counters, url_or_skip};
+    use super::*;
+
+    fn window(key: &str, by: u32, limit: u32) -> WindowAdd {
+        WindowAdd { key: key.to_owned(), by, limit, ttl_ms: 60_000 }
+    }
+
+    #[tokio::test]
+    async fn window_adds_count_across_handles_and_a_capped_add_stops_at_the_limit() {
+        let Some(url) = url_or_skip("window_adds_count_across_handles_and_a_capped_add_stops_at_the_limit") else {
+            return;
+        };
+        let a = counters(&url);
+        // A second connection under the same prefix: another node.
+        let b = RedisCounters::new(&url, &a.prefix, Duration::from_millis(250)).unwrap();
+        let got = a.add(&[window("w", 5, 10), window("r", 1, 100)], false).await.unwrap();
+        assert_eq!(got, WindowCounts { added: true, values: vec![5, 1] });
+        let got = b.add(&[window("w", 7, 10), window("r", 1, 100)], false).await.unwrap();
+        assert_eq!(got, WindowCounts { added: true, values: vec![12, 2] }, "uncapped adds go past the limit");
+        // Capped: both below their limits, so both count; then one is full, so neither does.
+        assert_eq!(a.add(&[window("o1", 1, 2), window("o2", 1, 3)], true).await.unwrap().values, vec![1, 1]);
+        assert_eq!(b.add(&[window("o1", 1, 2), window("o2", 1, 3)], true).await.unwrap().values, vec![2, 2]);
+        let full = a.add(&[window("o1", 1, 2), window("o2", 1, 3)], true).await.unwrap();
+        assert_eq!(full, WindowCounts { added: false, values: vec![2, 2] });
+        // A refund brings one back, never below zero, and creates nothing.
+        b.subtract(&["o1".to_owned(), "never".to_owned()], 1).await.unwrap();
+        b.subtract(&["o2".to_owned()], 5).await.unwrap();
+        assert_eq!(
+            a.add(&[window("o1", 0, 2), window("o2", 0, 3), window("never", 0, 1)], false).await.unwrap().values,
+            vec![1, 0, 0]
+        );
+        // Another prefix sees none of it.
+        assert_eq!(counters(&url).add(&[window("w", 0, 10)], false).await.unwrap().values, vec![0]);
+    }
+
+    #[tokio::test]
+    async fn failure_windows_start_at_the_first_attempt_refuse_at_the_limit_and_report_the_first_refusal_once() {
+        let Some(url) = url_or_skip(
+            "failure_windows_start_at_the_first_attempt_refuse_at_the_limit_and_report_the_first_refusal_once",
+        ) else {
+            return;
+        };
+        let a = counters(&url);
+        let b = RedisCounters::new(&url, &a.prefix, Duration::from_millis(250)).unwrap();
+        let t = 1_767_225_600_000;
+        assert_eq!(a.reserve("k", t, 1_000, 2).await.unwrap(), Reservation::Reserved { window_start: t });
+        assert_eq!(b.reserve("k", t + 10, 1_000, 2).await.unwrap(), Reservation::Reserved { window_start: t });
+        assert_eq!(
+            b.reserve("k", t + 20, 1_000, 2).await.unwrap(),
+            Reservation::Refused { window_start: t, first: true }
+        );
+        assert_eq!(
+            a.reserve("k", t + 30, 1_000, 2).await.unwrap(),
+            Reservation::Refused { window_start: t, first: false }
+        );
+        assert_eq!(a.failures("k", t + 40, 1_000).await.unwrap(), 2, "refusals are not counted");
+        a.release("k", t).await.unwrap();
+        assert_eq!(b.failures("k", t + 40, 1_000).await.unwrap(), 1);
+        a.release("k", t - 1).await.unwrap();
+        assert_eq!(b.failures("k", t + 40, 1_000).await.unwrap(), 1, "a release from another window changes nothing");
+        // The window ends by the callers' clock, not Redis's.
+        assert_eq!(a.failures("k", t + 1_000, 1_000).await.unwrap(), 0);
+        assert_eq!(
+            a.reserve("k", t + 1_000, 1_000, 2).await.unwrap(),
+            Reservation::Reserved { window_start: t + 1_000 }
+        );
+        b.forget("k").await.unwrap();
+        assert_eq!(a.failures("k", t + 1_001, 1_000).await.unwrap(), 0);
+        assert!(matches!(a.reserve("z", t, 1_000, 0).await.unwrap(), Reservation::Refused { first: true, .. }));
+        a.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_redis_answers_with_an_error_not_a_hang_even_before_the_first_connection() {
+        if url_or_skip("a_stopped_redis_answers_with_an_error_not_a_hang_even_before_the_first_connection").is_none() {
+            return;
+        }
+        let mut redis = RedisProcess::start();
+        let c = counters(&redis.url());
+        c.ping().await.unwrap();
+        redis.kill();
+        let failed = tokio::time::timeout(Duration::from_secs(2), c.add(&[window("w", 1, 10)], false)).await;
+        assert!(matches!(failed, Ok(Err(_))), "{failed:?}");
+        // Never connected: the first call fails the same way (nothing failed at construction).
+        let fresh = counters(&redis.url());
+        let failed = tokio::time::timeout(Duration::from_secs(2), fresh.ping()).await;
+        assert!(matches!(failed, Ok(Err(_))), "{failed:?}");
+        assert!(c.describe().starts_with("redis://127.0.0.1:"), "{}", c.describe());
     }
 }
