@@ -318,6 +318,16 @@ pub mod testing {
         #[allow(clippy::expect_used, clippy::unwrap_used)] // Test support.
         pub fn start() -> Self {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            Self::start_on(port)
+        }
+
+        /// Starts one on `port` (again, after [`Self::kill`]) and waits until it answers.
+        ///
+        /// # Panics
+        /// As [`Self::start`].
+        #[must_use]
+        #[allow(clippy::expect_used, clippy::unwrap_used)] // Test support.
+        pub fn start_on(port: u16) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let child = std::process::Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

@@ -124,7 +124,9 @@ impl Metrics {
         recorder.describe_counter(
             SHARED_FALLBACKS.into(),
             None,
-            SharedString::const_str("Counter calls decided by this node's own counts because the shared counters did not answer."),
+            SharedString::const_str(
+                "Counter calls decided by this node's own counts because the shared counters did not answer.",
+            ),
         );
         describe(
             REPLAY_CAPACITY,

@@ -24,12 +24,12 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use keygate_proto::AccountId;
+use keygate_service::counters::{SharedCounters, WindowAdd};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
-use keygate_service::counters::{SharedCounters, WindowAdd};
 
 /// Most addresses (and, separately, accounts) tracked at once. When the table is full (checked at
 /// most once a second), entries whose windows have all passed and whose bans are forgotten are
@@ -516,11 +516,16 @@ impl RateLimiter {
         }
         s.weight.add(weight);
         s.raw.add(raw);
-        // Every node's totals, in the order of `ip_windows`: weight windows, then raw ones.
+        // Every node's totals, in the order of `ip_windows`: weight windows, then raw ones; never
+        // below this node's own count (a Redis that restarted empty forgets the others' counts,
+        // not this node's).
         let (weight_now, raw_now) = match &shared {
             Some(values) if values.len() == c.request_weight.len() + c.raw_requests.len() => {
                 let (w, r) = values.split_at(c.request_weight.len());
-                (totals(&c.request_weight, w, now_ms), totals(&c.raw_requests, r, now_ms))
+                (
+                    at_least(totals(&c.request_weight, w, now_ms), &s.weight),
+                    at_least(totals(&c.raw_requests, r, now_ms), &s.raw),
+                )
             }
             _ => (s.weight.clone(), s.raw.clone()),
         };
@@ -585,14 +590,17 @@ impl RateLimiter {
             return (Vec::new(), Ok(()));
         }
         let shared = match &self.shared {
+            // This node's own count is a floor: an order it would refuse by itself is refused
+            // without asking (a Redis that restarted empty forgets the others' orders, not ours).
+            Some(_) if self.own_orders_full(account, now_ms) => None,
             Some(shared) => shared.add(&self.order_windows(account, now_ms), true).await,
             None => None,
         };
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         // Accounts are authenticated (each costs a key); when none is stale the least recently
         // seen make way, and an order that still finds no room is counted here nowhere.
-        let room = accounts.map.contains_key(&account)
-            || accounts.make_room(now_ms, |s| s.stale(&c.orders, now_ms), |_| true);
+        let room =
+            accounts.map.contains_key(&account) || accounts.make_room(now_ms, |s| s.stale(&c.orders, now_ms), |_| true);
         if let Some(shared) = shared.filter(|s| s.values.len() == c.orders.len()) {
             // Every node's count decided; this node's own share is kept for an outage.
             let counts = totals(&c.orders, &shared.values, now_ms);
@@ -619,6 +627,16 @@ impl RateLimiter {
         order_verdict(c, &counts, full, now_ms)
     }
 
+    /// Whether this node's own count of `account`'s orders fills a window at `now_ms`.
+    fn own_orders_full(&self, account: AccountId, now_ms: u64) -> bool {
+        let accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        accounts.map.get(&account).is_some_and(|e| {
+            let mut s = e.value.clone();
+            s.roll(&self.config.orders, now_ms);
+            s.0.iter().zip(&self.config.orders).any(|(n, w)| n.1 >= w.limit)
+        })
+    }
+
     /// The shared counters of `account`'s `ORDERS` windows at `now_ms`.
     fn order_windows(&self, account: AccountId, now_ms: u64) -> Vec<WindowAdd> {
         self.config.orders.iter().map(|w| shared_window("o", &account.0, w, 1, now_ms)).collect()
@@ -636,6 +654,16 @@ fn totals(windows: &[Window], values: &[u32], now_ms: u64) -> Counts {
     Counts(windows.iter().zip(values).map(|(w, v)| (now_ms / w.span_ms(), *v)).collect())
 }
 
+/// `shared`, with each window's count raised to `own`'s where `own` counted more.
+fn at_least(mut shared: Counts, own: &Counts) -> Counts {
+    for (s, o) in shared.0.iter_mut().zip(&own.0) {
+        if s.0 == o.0 {
+            s.1 = s.1.max(o.1);
+        }
+    }
+    shared
+}
+
 /// A shared counter of `kind` (`w` weight, `r` raw requests, `o` orders) for `who` in window `w`
 /// at `now_ms`: its name holds the window's length and index, and it is kept for the window's
 /// span and a minute more (nodes' clocks differ a little).
@@ -650,7 +678,12 @@ fn shared_window(kind: &str, who: &dyn std::fmt::Display, w: &Window, by: u32, n
 }
 
 /// The answer to an order: its counts per window, refused when `full` names a full window.
-fn order_verdict(c: &RateLimitConfig, counts: &Counts, full: Option<Window>, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+fn order_verdict(
+    c: &RateLimitConfig,
+    counts: &Counts,
+    full: Option<Window>,
+    now_ms: u64,
+) -> (Usage, Result<(), Refusal>) {
     let usage = c.orders.iter().zip(&counts.0).map(|(w, n)| (w.suffix(), n.1)).collect();
     match full {
         None => (usage, Ok(())),

@@ -87,8 +87,7 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
 
     /// Reserves one attempt of `key` at `now_ms` in a failure window of `window_ms` that starts
     /// at the first attempt: refused, counting nothing, when the live window holds `limit`.
-    async fn reserve(&self, key: &str, now_ms: u64, window_ms: u64, limit: u32)
-    -> Result<Reservation, CounterError>;
+    async fn reserve(&self, key: &str, now_ms: u64, window_ms: u64, limit: u32) -> Result<Reservation, CounterError>;
 
     /// Gives back one attempt reserved in the window that started at `window_start`, if that
     /// window is still the key's.

@@ -92,7 +92,8 @@ impl FailureCounter {
         {
             return match r {
                 Reservation::Reserved { window_start } => {
-                    let here = self.try_consume_here(key, now, u32::MAX).unwrap_or(Ticket { start: None, shared_start: None });
+                    let here =
+                        self.try_consume_here(key, now, u32::MAX).unwrap_or(Ticket { start: None, shared_start: None });
                     Ok(Ticket { start: here.start, shared_start: Some(window_start) })
                 }
                 Reservation::Refused { window_start, first } => Err(Refusal {
@@ -235,7 +236,9 @@ mod tests {
         let handles: Vec<_> = (0..16)
             .map(|_| {
                 let c = std::sync::Arc::clone(&c);
-                std::thread::spawn(move || (0..10).filter(|_| c.try_consume_here("k", UnixMillis(1), 5).is_ok()).count())
+                std::thread::spawn(move || {
+                    (0..10).filter(|_| c.try_consume_here("k", UnixMillis(1), 5).is_ok()).count()
+                })
             })
             .collect();
         let passed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();

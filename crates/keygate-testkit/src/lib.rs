@@ -59,8 +59,17 @@ impl TestApp {
     ///
     /// # Panics
     /// If the server cannot start.
-    #[allow(clippy::unwrap_used)] // Test support: failing loudly is the point.
     pub async fn spawn_with(tune: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::spawn_tuned(|_| {}, tune).await
+    }
+
+    /// Starts a fresh app after letting `service` change the service's policy (e.g. give it
+    /// shared counters) and `tune` the server configuration.
+    ///
+    /// # Panics
+    /// If the server cannot start.
+    #[allow(clippy::unwrap_used)] // Test support: failing loudly is the point.
+    pub async fn spawn_tuned(service: impl FnOnce(&mut ServiceConfig), tune: impl FnOnce(&mut ServerConfig)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = DataDir::new(tmp.path().join("data"));
         data_dir.ensure().unwrap();
@@ -71,8 +80,11 @@ impl TestApp {
             cipher: test_cipher(),
             sync: SyncMode::Normal,
         };
+        let mut service_config =
+            ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() };
+        service(&mut service_config);
         let service = Assembly::new(store, clock.clone())
-            .config(ServiceConfig { password: PasswordParams::insecure_for_tests(), ..ServiceConfig::default() })
+            .config(service_config)
             .exchange(ExchangeSetup::default())
             .flush_every(std::time::Duration::from_secs(1))
             .start()

@@ -186,8 +186,11 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let withdrawal_hold_ms = args.withdrawal_hold.unwrap_or(if args.demo { 0 } else { 24 * 3_600_000 });
     let shared_counters = match args.redis_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => {
-            let counters =
-                keygate_redis::RedisCounters::new(url, &args.redis_key_prefix, keygate_service::counters::CALL_TIMEOUT)?;
+            let counters = keygate_redis::RedisCounters::new(
+                url,
+                &args.redis_key_prefix,
+                keygate_service::counters::CALL_TIMEOUT,
+            )?;
             tracing::info!(at = %keygate_service::counters::CounterStore::describe(&counters), "rate limits and login throttles are shared through Redis");
             Some(std::sync::Arc::new(counters) as std::sync::Arc<dyn keygate_service::counters::CounterStore>)
         }
