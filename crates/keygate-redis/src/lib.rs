@@ -360,6 +360,16 @@ pub mod testing {
             format!("redis://127.0.0.1:{}/0", self.port)
         }
 
+        /// Freezes it (SIGSTOP): connections stay open and nothing answers, as with a hung host.
+        ///
+        /// # Panics
+        /// When `kill` cannot be run.
+        #[allow(clippy::unwrap_used)] // Test support.
+        pub fn pause(&self) {
+            let pid = self.child.id().to_string();
+            assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        }
+
         /// Stops it at once (SIGKILL) and waits for it to be gone.
         pub fn kill(&mut self) {
             let _ = self.child.kill();

@@ -190,8 +190,7 @@ impl Service {
     ) -> ServiceResult<Self> {
         let cache = Arc::new(KeyCache::default());
         warm_cache(&*store, &cache, KEY_LOAD_PAGE).await?;
-        let shared =
-            config.shared_counters.clone().map(|c| counters::SharedCounters::new(c, Arc::clone(&clock)));
+        let shared = config.shared_counters.clone().map(|c| counters::SharedCounters::new(c, Arc::clone(&clock)));
         let t = &config.throttle;
         let counter = |limit: u32, window_ms: u64, name: &'static str| {
             throttle::FailureCounter::new(limit, window_ms).sharing(shared.as_ref(), name)

@@ -97,6 +97,24 @@ async fn weight_spent_on_one_node_counts_on_the_other() {
 }
 
 #[tokio::test]
+async fn raw_requests_sent_to_one_node_count_on_the_other() {
+    let Some(url) = url_or_skip("raw_requests_sent_to_one_node_count_on_the_other") else { return };
+    let limits = RateLimitConfig {
+        request_weight: vec![Window::new(Interval::Minute, 1, 1_000)],
+        raw_requests: vec![Window::new(Interval::Minute, 5, 5)],
+        ..small()
+    };
+    let (a, b) = two_nodes(&url, &limits).await;
+    for app in [&a, &a, &a, &b, &b] {
+        assert_eq!(ping(app).await.0, 200);
+    }
+    let res = reqwest::get(format!("{}/api/v3/ping", b.base_url)).await.unwrap();
+    assert_eq!(res.status(), 429);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["msg"], "Too many requests; current limit is 5 requests per 5 MINUTE.");
+}
+
+#[tokio::test]
 async fn exchange_info_says_whether_limits_are_counted_per_node_or_across_the_cluster() {
     let Some(url) = url_or_skip("exchange_info_says_whether_limits_are_counted_per_node_or_across_the_cluster") else {
         return;
@@ -217,6 +235,13 @@ async fn login_and_two_factor_throttles_trip_across_nodes() {
         let r = app.service.login("bob", pw(PASSWORD), from("203.0.113.5")).await;
         assert!(matches!(r, Err(ServiceError::Throttled { .. })), "even the right password waits: {r:?}");
     }
+    // Sign-ups: 10 per address per hour, counted across both.
+    for (i, app) in [&a, &b].into_iter().cycle().take(10).enumerate() {
+        let r = app.service.sign_up(&format!("new{i}"), pw(PASSWORD), from("203.0.113.6")).await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let r = a.service.sign_up("new10", pw(PASSWORD), from("203.0.113.6")).await;
+    assert!(matches!(r, Err(ServiceError::Throttled { .. })), "{r:?}");
     // 2FA codes finishing logins: 10 failures per address, five sessions on A (two codes
     // each) use them up, and B refuses the next one before looking at it.
     let totp_a = with_two_factor(&a, "carol").await;
@@ -242,6 +267,8 @@ async fn a_redis_that_stops_answering_leaves_each_node_limiting_by_itself_and_re
     if url_or_skip("a_redis_that_stops_answering_leaves_each_node_limiting_by_itself_and_ready").is_none() {
         return;
     }
+    let capture = crate::access_log::capture();
+    let outage_lines = |says: &str| capture.log.text().lines().filter(|l| l.contains(says)).count();
     let mut redis = RedisProcess::start();
     let (a, b) = two_nodes(&redis.url(), &small()).await;
     for used in 1..=3 {
@@ -270,6 +297,7 @@ async fn a_redis_that_stops_answering_leaves_each_node_limiting_by_itself_and_re
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(fallbacks >= 8, "every request during the outage was decided here: {fallbacks}");
+    assert_eq!(outage_lines("shared counters do not answer"), 2, "one warning per node and outage");
     // Login throttles hold per node meanwhile.
     let pw = |s: &str| Zeroizing::new(s.to_owned());
     a.service.create_account(&TestApp::operator(), "dave", pw(PASSWORD)).await.unwrap();
@@ -282,10 +310,46 @@ async fn a_redis_that_stops_answering_leaves_each_node_limiting_by_itself_and_re
     // Redis back on its port, empty (it kept nothing): after the pause, limits are shared again,
     // and a node's own count stays a floor (A's minute is still over its limit).
     let _back = RedisProcess::start_on(redis.port);
-    a.clock.advance_ms(1_000);
-    b.clock.advance_ms(1_000);
+    for app in [&a, &b] {
+        app.clock.advance_ms(1_000);
+        // The first call after an outage may still meet the dropped connection (and start the
+        // reconnection): ask until Redis is found, as a load balancer polling /readyz would.
+        let mut found = false;
+        for _ in 0..40 {
+            let r = ready(app).await;
+            if r["shared_counters"]["reachable"] == true {
+                assert_eq!(r["rate_limits_scope"], "CLUSTER", "{r}");
+                found = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(found, "Redis is back but the node does not find it");
+    }
     assert_eq!(ping(&a).await, (429, Some(-1003), Some(12)));
     assert_eq!(ping(&b).await, (200, None, Some(4)));
-    let r = ready(&a).await;
-    assert_eq!((r["rate_limits_scope"].as_str(), &r["shared_counters"]["reachable"]), (Some("CLUSTER"), &true.into()));
+    assert_eq!(outage_lines("shared counters answer again"), 2);
+    assert_eq!(outage_lines("shared counters do not answer"), 2);
+}
+
+#[tokio::test]
+async fn a_redis_that_hangs_costs_a_request_at_most_the_timeout_and_then_nothing() {
+    if url_or_skip("a_redis_that_hangs_costs_a_request_at_most_the_timeout_and_then_nothing").is_none() {
+        return;
+    }
+    let redis = RedisProcess::start();
+    let a = node(Some((&redis.url(), &unique_prefix())), small()).await;
+    assert_eq!(ping(&a).await, (200, None, Some(1)));
+    redis.pause();
+    let started = tokio::time::Instant::now();
+    assert_eq!(ping(&a).await, (200, None, Some(2)), "decided by the node's own count");
+    let first = started.elapsed();
+    assert!(first >= Duration::from_millis(250) && first < Duration::from_secs(2), "{first:?}");
+    // Within the pause after a failure, requests do not wait for Redis at all.
+    let started = tokio::time::Instant::now();
+    for used in 3..=5 {
+        assert_eq!(ping(&a).await, (200, None, Some(used)));
+    }
+    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+    assert_eq!(ready(&a).await["shared_counters"]["reachable"], false);
 }
