@@ -6,6 +6,12 @@
 //! window at 00:00 UTC), as Binance's counters are. Time comes from the injected clock, so tests
 //! move it. Memory is bounded: at most [`MAX_TRACKED`] addresses and as many accounts.
 //!
+//! Several nodes (issue #13): given shared counters ([`RateLimiter::sharing`], `serve
+//! --redis-url`), weight, raw requests and orders are also counted there, one call per count, and
+//! every node's totals decide; this node's own counts are kept beside them as a floor and decide
+//! alone while the shared counters do not answer (see `keygate_service::counters`). Bans stay
+//! each node's own, from the refusals it gave.
+//!
 //! What counts (see docs/demo.md for the operator's view):
 //! - every request to the exchange API (not `/healthz`, `/readyz` or the console) adds its
 //!   weight (from the endpoint table) to its address's weight windows and one to its
