@@ -8,6 +8,7 @@ mod demo;
 mod durability;
 mod nodes;
 mod replay;
+mod shared_limits;
 mod store_faults;
 
 use std::io::{BufRead as _, BufReader, Write as _};
