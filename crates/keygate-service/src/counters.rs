@@ -11,7 +11,8 @@
 //!   for the outage itself: a counter outage must not take the API down;
 //! - one warning is logged per outage, and one line when the store answers again;
 //! - for [`RETRY_AFTER_MS`] of the service clock no further call is tried (requests pay nothing
-//!   for an outage), then the next one tries again; `/readyz` always tries;
+//!   for an outage), then one request tries again (the others meanwhile decide alone), and so on
+//!   every [`RETRY_AFTER_MS`] until one succeeds; `/readyz` always tries;
 //! - [`SharedCounters::status`] says so, for `/readyz` details and the metrics (the node stays
 //!   ready: it still serves, with per-node limits).
 //!
@@ -179,9 +180,19 @@ impl SharedCounters {
         force: bool,
     ) -> Option<Result<T, CounterError>> {
         let i = &self.0;
-        if !force && i.down.load(Ordering::Acquire) && self.now_ms() < i.retry_at.load(Ordering::Acquire) {
-            i.fallbacks.fetch_add(1, Ordering::Relaxed);
-            return None;
+        if !force && i.down.load(Ordering::Acquire) {
+            // During an outage one call at a time tries again, once the pause is over: whoever
+            // moves the next try's time on is it; everyone else decides alone meanwhile.
+            let now = self.now_ms();
+            let retry_at = i.retry_at.load(Ordering::Acquire);
+            let mine = now >= retry_at
+                && i.retry_at
+                    .compare_exchange(retry_at, now.saturating_add(RETRY_AFTER_MS), Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+            if !mine {
+                i.fallbacks.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
         }
         let result = match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(r) => r,
