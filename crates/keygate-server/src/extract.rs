@@ -141,22 +141,25 @@ where
     if spec.counts_as_order && state.limiter.config().enabled {
         let account = signed.request.account_id();
         let (usage, verdict) = state.limiter.admit_order(account, at_ms).await;
-        if let Err(refusal) = verdict {
-            // Refused by the limit itself: not counted, and the counts are reported.
-            let mut res = ApiError::RateLimited(refusal).into_response();
-            write_order_count_headers(res.headers_mut(), &usage);
-            return with_weight(res, used);
-        }
-        order = Some((account, usage, state.limiter.clone()));
+        let counted = match verdict {
+            Ok(counted) => counted,
+            Err(refusal) => {
+                // Refused by the limit itself: not counted, and the counts are reported.
+                let mut res = ApiError::RateLimited(refusal).into_response();
+                write_order_count_headers(res.headers_mut(), &usage);
+                return with_weight(res, used);
+            }
+        };
+        order = Some((account, usage, counted, state.limiter.clone()));
     }
     let mut res = handler(State(state), signed).await.into_response();
-    if let Some((account, usage, limiter)) = order {
+    if let Some((account, usage, counted, limiter)) = order {
         if res.status().is_success() {
             write_order_count_headers(res.headers_mut(), &usage);
         } else {
             // Refused after it was counted: not placed, so not counted (and no count headers,
             // which Binance does not promise on rejected orders either).
-            limiter.refund_order(account, at_ms).await;
+            limiter.refund_order(account, at_ms, counted).await;
         }
     }
     with_weight(res, used)

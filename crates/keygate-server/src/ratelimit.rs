@@ -590,10 +590,10 @@ impl RateLimiter {
     /// (`("10S", 3)`, for `X-MBX-ORDER-COUNT-10S`), or the refusal when one window is full (the
     /// refused order is not counted). With shared counters that answer, every node's orders
     /// count, checked and added in one step.
-    pub async fn admit_order(&self, account: AccountId, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+    pub async fn admit_order(&self, account: AccountId, now_ms: u64) -> (Usage, Result<OrderCounted, Refusal>) {
         let c = &self.config;
         if !c.enabled || c.orders.is_empty() {
-            return (Vec::new(), Ok(()));
+            return (Vec::new(), Ok(OrderCounted { shared: false }));
         }
         let shared = match &self.shared {
             // This node's own count is a floor: an order it would refuse by itself is refused
@@ -618,10 +618,10 @@ impl RateLimiter {
             let full = (!shared.added)
                 .then(|| counts.0.iter().zip(&c.orders).find(|(n, w)| n.1 >= w.limit).map(|(_, w)| *w))
                 .flatten();
-            return order_verdict(c, &counts, full, now_ms);
+            return order_verdict(c, &counts, full, now_ms, true);
         }
         if !room {
-            return (Vec::new(), Ok(()));
+            return (Vec::new(), Ok(OrderCounted { shared: false }));
         }
         let s = accounts.touch(account, now_ms);
         s.roll(&c.orders, now_ms);
@@ -630,7 +630,7 @@ impl RateLimiter {
             s.add(1);
         }
         let counts = s.clone();
-        order_verdict(c, &counts, full, now_ms)
+        order_verdict(c, &counts, full, now_ms, false)
     }
 
     /// Whether this node's own count of `account`'s orders fills a window at `now_ms`.
@@ -683,16 +683,25 @@ fn shared_window(kind: &str, who: &dyn std::fmt::Display, w: &Window, by: u32, n
     }
 }
 
+/// Where an admitted order was counted, for [`RateLimiter::refund_order`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct OrderCounted {
+    /// In the shared counters too (they answered), not only in this node's.
+    pub shared: bool,
+}
+
 /// The answer to an order: its counts per window, refused when `full` names a full window.
 fn order_verdict(
     c: &RateLimitConfig,
     counts: &Counts,
     full: Option<Window>,
     now_ms: u64,
-) -> (Usage, Result<(), Refusal>) {
+    shared: bool,
+) -> (Usage, Result<OrderCounted, Refusal>) {
     let usage = c.orders.iter().zip(&counts.0).map(|(w, n)| (w.suffix(), n.1)).collect();
     match full {
-        None => (usage, Ok(())),
+        None => (usage, Ok(OrderCounted { shared })),
         Some(w) => {
             let msg = format!("Too many new orders; current limit is {} orders per {}.", w.limit, w.describe());
             (usage, Err(Refusal::TooManyOrders { msg, retry_after: secs_to_window_end(&w, now_ms) }))
@@ -702,11 +711,12 @@ fn order_verdict(
 
 impl RateLimiter {
     /// Gives back an order counted for `account` at `at_ms` that did not go through (a bad
-    /// parameter, insufficient balance): Binance counts successfully placed orders. Windows that
-    /// have moved on since are left alone (here; in shared counters, an old window's counter
-    /// is decremented, harmlessly, until it expires).
-    pub async fn refund_order(&self, account: AccountId, at_ms: u64) {
-        if let Some(shared) = &self.shared {
+    /// parameter, insufficient balance): Binance counts successfully placed orders. Given back
+    /// where [`RateLimiter::admit_order`] counted it (`counted`): here, and in the shared counters
+    /// if they took it. Windows that have moved on since are unaffected (a shared counter is
+    /// named by its window).
+    pub async fn refund_order(&self, account: AccountId, at_ms: u64, counted: OrderCounted) {
+        if let Some(shared) = self.shared.as_ref().filter(|_| counted.shared) {
             let keys: Vec<String> = self.order_windows(account, at_ms).into_iter().map(|w| w.key).collect();
             shared.subtract(&keys, 1).await;
         }

@@ -172,6 +172,9 @@ async fn orders_per_ten_seconds_count_across_nodes() {
     fund(&a, on_a.account, "BTC", "1").await;
     fund(&b, on_b.account, "BTC", "1").await;
     assert_eq!(order(&a, &on_a.client, "a1").await, (200, None, Some("1".into())));
+    // An order the exchange refuses (a client order id Binance does not allow) is given back in
+    // the shared count too: otherwise B's next order would be the third and refused.
+    assert_eq!(order(&b, &on_b.client, "bad id!").await, (400, Some(-1100), None));
     assert_eq!(order(&b, &on_b.client, "b1").await, (200, None, Some("2".into())), "B counts A's order");
     // 2 per 10 s across both: the third is refused on either node, and placed nowhere.
     assert_eq!(order(&b, &on_b.client, "b2").await, (429, Some(-1015), Some("2".into())));
