@@ -97,6 +97,22 @@ async fn weight_spent_on_one_node_counts_on_the_other() {
 }
 
 #[tokio::test]
+async fn each_node_bans_from_the_refusals_it_gave_itself() {
+    let Some(url) = url_or_skip("each_node_bans_from_the_refusals_it_gave_itself") else { return };
+    let limits = RateLimitConfig { ban: BanPolicy { after_refusals: 2, ..BanPolicy::default() }, ..small() };
+    let (a, b) = two_nodes(&url, &limits).await;
+    for _ in 0..10 {
+        assert_eq!(ping(&a).await.0, 200);
+    }
+    // Over the shared limit: two 429s on B, then B bans the address (418).
+    assert_eq!(ping(&b).await, (429, Some(-1003), Some(11)));
+    assert_eq!(ping(&b).await.0, 429);
+    assert_eq!(ping(&b).await.0, 418);
+    // A refused nothing yet: it answers 429, not 418.
+    assert_eq!(ping(&a).await.0, 429);
+}
+
+#[tokio::test]
 async fn raw_requests_sent_to_one_node_count_on_the_other() {
     let Some(url) = url_or_skip("raw_requests_sent_to_one_node_count_on_the_other") else { return };
     let limits = RateLimitConfig {
