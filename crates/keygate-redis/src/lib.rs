@@ -126,7 +126,7 @@ impl RedisCounters {
     /// connection attempt, gives up after `timeout`.
     ///
     /// # Errors
-    /// A URL that is not a Redis URL, or one for TLS or a Unix socket (not built in).
+    /// A URL that is not a Redis URL, or one for TLS (`rediss://`: not built in).
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, UrlError> {
         let client = redis::Client::open(url).map_err(|e| UrlError(format!("--redis-url: {e}")))?;
         let info = client.get_connection_info();
