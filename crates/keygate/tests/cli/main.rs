@@ -10,6 +10,7 @@ mod durability;
 mod nodes;
 mod replay;
 mod signup;
+mod shared_limits;
 mod store_faults;
 
 use std::io::{BufRead as _, BufReader, Write as _};
