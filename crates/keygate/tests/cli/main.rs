@@ -9,8 +9,8 @@ mod demo;
 mod durability;
 mod nodes;
 mod replay;
-mod signup;
 mod shared_limits;
+mod signup;
 mod store_faults;
 
 use std::io::{BufRead as _, BufReader, Write as _};
