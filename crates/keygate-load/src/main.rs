@@ -73,6 +73,14 @@ struct Args {
     /// account-hmac-presigned.
     #[arg(long, default_value_t = 200_000)]
     presign_pool: usize,
+    /// Serve with the rate limits of this TOML file (`serve --rate-limits-config`) instead of
+    /// `--rate-limits off`: to measure what counting costs, give limits no load reaches.
+    #[arg(long, value_name = "FILE")]
+    rate_limits_config: Option<PathBuf>,
+    /// Serve with `--redis-url URL`: limits counted in Redis (needs `--rate-limits-config`,
+    /// since nothing is counted with limits off).
+    #[arg(long, value_name = "URL", requires = "rate_limits_config")]
+    redis_url: Option<String>,
 }
 
 struct Server {
@@ -114,8 +122,16 @@ fn start(args: &Args, dir: Option<tempfile::TempDir>) -> anyhow::Result<Server> 
         Some(d) => d,
         None => tempfile::tempdir()?,
     };
-    let mut child = Command::new(&args.keygate)
-        .args(["serve", "--listen", "127.0.0.1:0", "--market-maker", "--rate-limits", "off", "--sync", &args.sync])
+    let mut serve = Command::new(&args.keygate);
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--market-maker", "--sync", &args.sync]);
+    match &args.rate_limits_config {
+        Some(file) => serve.arg("--rate-limits-config").arg(file),
+        None => serve.args(["--rate-limits", "off"]),
+    };
+    if let Some(url) = &args.redis_url {
+        serve.args(["--redis-url", url, "--redis-key-prefix", &format!("keygate-load:{}:", std::process::id())]);
+    }
+    let mut child = serve
         .env("KEYGATE_DATA_DIR", dir.path().join("data"))
         .env("KEYGATE_MASTER_KEY_FILE", dir.path().join("master.key"))
         .env("RUST_LOG", "warn")

@@ -129,7 +129,7 @@ where
     if let Some(Provisional(charged)) = provisional {
         let extra = spec.weight.of(signed.request.params()).saturating_sub(charged);
         if extra > 0 {
-            let (usage, verdict) = state.limiter.charge_more(signed.client_ip, extra, at_ms);
+            let (usage, verdict) = state.limiter.charge_more(signed.client_ip, extra, at_ms).await;
             used = (!usage.is_empty()).then_some(UsedWeight(usage));
             if let Err(refusal) = verdict {
                 return with_weight(ApiError::RateLimited(refusal).into_response(), used);
@@ -140,23 +140,26 @@ where
     let mut order = None;
     if spec.counts_as_order && state.limiter.config().enabled {
         let account = signed.request.account_id();
-        let (usage, verdict) = state.limiter.admit_order(account, at_ms);
-        if let Err(refusal) = verdict {
-            // Refused by the limit itself: not counted, and the counts are reported.
-            let mut res = ApiError::RateLimited(refusal).into_response();
-            write_order_count_headers(res.headers_mut(), &usage);
-            return with_weight(res, used);
-        }
-        order = Some((account, usage, state.limiter.clone()));
+        let (usage, verdict) = state.limiter.admit_order(account, at_ms).await;
+        let counted = match verdict {
+            Ok(counted) => counted,
+            Err(refusal) => {
+                // Refused by the limit itself: not counted, and the counts are reported.
+                let mut res = ApiError::RateLimited(refusal).into_response();
+                write_order_count_headers(res.headers_mut(), &usage);
+                return with_weight(res, used);
+            }
+        };
+        order = Some((account, usage, counted, state.limiter.clone()));
     }
     let mut res = handler(State(state), signed).await.into_response();
-    if let Some((account, usage, limiter)) = order {
+    if let Some((account, usage, counted, limiter)) = order {
         if res.status().is_success() {
             write_order_count_headers(res.headers_mut(), &usage);
         } else {
             // Refused after it was counted: not placed, so not counted (and no count headers,
             // which Binance does not promise on rejected orders either).
-            limiter.refund_order(account, at_ms);
+            limiter.refund_order(account, at_ms, counted).await;
         }
     }
     with_weight(res, used)

@@ -17,7 +17,10 @@
 //! - `exchange_writer_term`: the term under which this node writes the exchange, 0 while it
 //!   follows the writer (on several nodes, exactly one node shows a non-zero term);
 //! - `exchange_journal_applied`: the last journal entry this node's exchange includes (a read
-//!   copy's lag is the writer's value minus its own).
+//!   copy's lag is the writer's value minus its own);
+//! - with shared counters only (`--redis-url`): `shared_counters_reachable` (1 or 0) and
+//!   `shared_counters_fallbacks_total` (counter calls decided by this node's own counts because
+//!   the shared counters failed or an outage pause was on).
 //!
 //! Gauges are read from the engine, the key cache and the replay guard when `/metrics` is
 //! scraped, through their own small accessors; those crates know nothing of metrics.
@@ -49,6 +52,8 @@ const REPLAY: &str = "keygate_replay_guard_signatures";
 const REPLAY_CAPACITY: &str = "keygate_replay_guard_capacity";
 const WRITER_TERM: &str = "keygate_exchange_writer_term";
 const APPLIED: &str = "keygate_exchange_journal_applied";
+const SHARED_UP: &str = "keygate_shared_counters_reachable";
+const SHARED_FALLBACKS: &str = "keygate_shared_counters_fallbacks_total";
 
 /// The handles of one (method, status) of one endpoint.
 #[derive(Debug)]
@@ -71,6 +76,9 @@ pub struct Metrics {
     replay_capacity: Gauge,
     writer_term: Gauge,
     applied: Gauge,
+    /// Registered at the first scrape of a node with shared counters, so a node without them
+    /// shows no such series.
+    shared: std::sync::OnceLock<(Gauge, Counter)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +128,14 @@ impl Metrics {
         describe(QUEUE, None, "Commands and queries waiting for the exchange engine thread (429 beyond 8192).");
         describe(CACHE, None, "API keys in the in-memory key cache.");
         describe(REPLAY, None, "Signatures held by the replay guard (until their recvWindow ends).");
+        describe(SHARED_UP, None, "1 while the shared counters (--redis-url) answer; 0 while limits are per node.");
+        recorder.describe_counter(
+            SHARED_FALLBACKS.into(),
+            None,
+            SharedString::const_str(
+                "Counter calls decided by this node's own counts because the shared counters did not answer.",
+            ),
+        );
         describe(
             REPLAY_CAPACITY,
             None,
@@ -139,6 +155,7 @@ impl Metrics {
             replay_capacity: gauge(REPLAY_CAPACITY),
             writer_term: gauge(WRITER_TERM),
             applied: gauge(APPLIED),
+            shared: std::sync::OnceLock::new(),
             routes: RwLock::new(HashMap::new()),
             handle,
             recorder,
@@ -205,6 +222,18 @@ impl Metrics {
         let g = |n: i64| n as f64;
         self.writer_term.set(g(state.engine.term()));
         self.applied.set(g(state.engine.applied()));
+        if let Some(shared) = state.service.shared_counters() {
+            let (up, fallbacks) = self.shared.get_or_init(|| {
+                let key = |name: &'static str| Key::from_static_name(name);
+                (
+                    self.recorder.register_gauge(&key(SHARED_UP), &metadata()),
+                    self.recorder.register_counter(&key(SHARED_FALLBACKS), &metadata()),
+                )
+            });
+            let status = shared.status();
+            up.set(if status.reachable { 1.0 } else { 0.0 });
+            fallbacks.absolute(status.fallbacks);
+        }
         self.handle.render()
     }
 

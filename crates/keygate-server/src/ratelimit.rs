@@ -6,6 +6,12 @@
 //! window at 00:00 UTC), as Binance's counters are. Time comes from the injected clock, so tests
 //! move it. Memory is bounded: at most [`MAX_TRACKED`] addresses and as many accounts.
 //!
+//! Several nodes (issue #13): given shared counters ([`RateLimiter::sharing`], `serve
+//! --redis-url`), weight, raw requests and orders are also counted there, one call per count, and
+//! every node's totals decide; this node's own counts are kept beside them as a floor and decide
+//! alone while the shared counters do not answer (see `keygate_service::counters`). Bans stay
+//! each node's own, from the refusals it gave.
+//!
 //! What counts (see docs/demo.md for the operator's view):
 //! - every request to the exchange API (not `/healthz`, `/readyz` or the console) adds its
 //!   weight (from the endpoint table) to its address's weight windows and one to its
@@ -24,6 +30,7 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use keygate_proto::AccountId;
+use keygate_service::counters::{SharedCounters, WindowAdd};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -386,6 +393,8 @@ pub struct RateLimiter {
     config: RateLimitConfig,
     ips: Mutex<Table<IpAddr, IpState>>,
     accounts: Mutex<Table<AccountId, Counts>>,
+    /// The counters every node shares, when there are some: they decide while they answer.
+    shared: Option<SharedCounters>,
 }
 
 /// What a request used so far in each `REQUEST_WEIGHT` window, for the response headers.
@@ -430,7 +439,23 @@ impl RateLimiter {
             config,
             ips: Mutex::new(Table::with_capacity(capacity)),
             accounts: Mutex::new(Table::with_capacity(capacity)),
+            shared: None,
         }
+    }
+
+    /// Counts in `shared` too (every node's requests and orders), when given: their totals
+    /// decide while they answer, this node's own counts when they do not.
+    #[must_use]
+    pub fn sharing(mut self, shared: Option<SharedCounters>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Whether the limits are counted across nodes right now: shared counters are configured
+    /// and answered their last call.
+    #[must_use]
+    pub fn shared_now(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.status().reachable)
     }
 
     /// The limits in force.
@@ -442,23 +467,35 @@ impl RateLimiter {
     /// Counts a request of `weight` from `ip` at `now_ms` and decides whether it may proceed.
     /// Returns the weight used per window (`("1M", 26)`, for `X-MBX-USED-WEIGHT-1M`) either way;
     /// empty when limits are off.
-    pub fn admit(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
-        self.count(ip, weight, 1, now_ms)
+    pub async fn admit(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+        self.count(ip, weight, 1, now_ms).await
     }
 
     /// Charges `ip` more weight for a request [`Self::admit`] already counted (weight found only
     /// once its body was read), without counting another raw request. Refuses as `admit` does.
-    pub fn charge_more(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
-        self.count(ip, weight, 0, now_ms)
+    pub async fn charge_more(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+        self.count(ip, weight, 0, now_ms).await
     }
 
-    /// Adds `weight` and `raw` requests to `ip`'s windows and decides.
-    fn count(&self, ip: IpAddr, weight: u32, raw: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+    /// Adds `weight` and `raw` requests to `ip`'s windows and decides: by every node's totals
+    /// when shared counters answer, by this node's own otherwise. Bans are this node's: each
+    /// node bans an address that keeps going after its own refusals.
+    async fn count(&self, ip: IpAddr, weight: u32, raw: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
         let c = &self.config;
         if !c.enabled {
             return (Vec::new(), Ok(()));
         }
         let key = crate::client_ip::counting_key(ip);
+        let shared = match &self.shared {
+            None => None,
+            Some(shared) => {
+                // A banned address costs no round trip, and counts nowhere, as before.
+                if let Some(banned) = self.banned(key, now_ms) {
+                    return banned;
+                }
+                shared.add(&self.ip_windows(key, weight, raw, now_ms), false).await.map(|counts| counts.values)
+            }
+        };
         let mut ips = self.ips.lock().unwrap_or_else(PoisonError::into_inner);
         let forget = c.ban.forget_after_secs.saturating_mul(1_000);
         // Whether an entry holds nothing worth keeping: a ban long enough past to forget, and
@@ -479,32 +516,41 @@ impl RateLimiter {
         let s = ips.touch(key, now_ms);
         s.weight.roll(&c.request_weight, now_ms);
         s.raw.roll(&c.raw_requests, now_ms);
-        let usage = |s: &IpState| -> Usage {
-            c.request_weight.iter().zip(&s.weight.0).map(|(w, n)| (w.suffix(), n.1)).collect()
-        };
         if s.banned_until > now_ms {
             let retry_after = (s.banned_until - now_ms).div_ceil(1_000).max(1);
-            return (usage(s), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }));
+            return (usage(c, &s.weight), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }));
         }
         s.weight.add(weight);
         s.raw.add(raw);
-        let over = s
-            .weight
+        // Every node's totals, in the order of `ip_windows`: weight windows, then raw ones; never
+        // below this node's own count (a Redis that restarted empty forgets the others' counts,
+        // not this node's).
+        let (weight_now, raw_now) = match &shared {
+            Some(values) if values.len() == c.request_weight.len() + c.raw_requests.len() => {
+                let (w, r) = values.split_at(c.request_weight.len());
+                (
+                    at_least(totals(&c.request_weight, w, now_ms), &s.weight),
+                    at_least(totals(&c.raw_requests, r, now_ms), &s.raw),
+                )
+            }
+            _ => (s.weight.clone(), s.raw.clone()),
+        };
+        let over = weight_now
             .over(&c.request_weight)
             .map(|w| (w, format!("Too much request weight used; current limit is {} request weight per {}. Please use WebSocket Streams for live updates to avoid polling the API.", w.limit, w.describe())))
             .or_else(|| {
-                s.raw.over(&c.raw_requests).map(|w| {
+                raw_now.over(&c.raw_requests).map(|w| {
                     (w, format!("Too many requests; current limit is {} requests per {}.", w.limit, w.describe()))
                 })
             });
         let Some((w, msg)) = over else {
             s.refused = 0;
-            return (usage(s), Ok(()));
+            return (usage(c, &weight_now), Ok(()));
         };
         s.refused = s.refused.saturating_add(1);
         if s.refused <= c.ban.after_refusals {
             let retry_after = secs_to_window_end(w, now_ms);
-            return (usage(s), Err(Refusal::TooManyRequests { msg, retry_after }));
+            return (usage(c, &weight_now), Err(Refusal::TooManyRequests { msg, retry_after }));
         }
         // Kept going after being told to stop: banned, longer each time.
         s.level = if s.banned_until > 0 && s.banned_until.saturating_add(forget) > now_ms {
@@ -517,23 +563,65 @@ impl RateLimiter {
         s.banned_until = now_ms.saturating_add(length);
         s.refused = 0;
         let retry_after = length.div_ceil(1_000).max(1);
-        (usage(s), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }))
+        (usage(c, &weight_now), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }))
+    }
+
+    /// The refusal of an address this node has banned, if it has.
+    fn banned(&self, key: IpAddr, now_ms: u64) -> Option<(Usage, Result<(), Refusal>)> {
+        let ips = self.ips.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = &ips.map.get(&key)?.value;
+        (s.banned_until > now_ms).then(|| {
+            let retry_after = (s.banned_until - now_ms).div_ceil(1_000).max(1);
+            let mut weight = s.weight.clone();
+            weight.roll(&self.config.request_weight, now_ms);
+            (usage(&self.config, &weight), Err(Refusal::Banned { until_ms: s.banned_until, retry_after }))
+        })
+    }
+
+    /// The shared counters of `key`'s windows at `now_ms` (weight windows, then raw ones), each
+    /// named by its window so that a new window is a new counter.
+    fn ip_windows(&self, key: IpAddr, weight: u32, raw: u32, now_ms: u64) -> Vec<WindowAdd> {
+        let c = &self.config;
+        let weight = c.request_weight.iter().map(|w| shared_window("w", &key, w, weight, now_ms));
+        weight.chain(c.raw_requests.iter().map(|w| shared_window("r", &key, w, raw, now_ms))).collect()
     }
 
     /// Counts a new order for `account` at `now_ms`. Returns the order count per `ORDERS` window
     /// (`("10S", 3)`, for `X-MBX-ORDER-COUNT-10S`), or the refusal when one window is full (the
-    /// refused order is not counted).
-    pub fn admit_order(&self, account: AccountId, now_ms: u64) -> (Usage, Result<(), Refusal>) {
+    /// refused order is not counted). With shared counters that answer, every node's orders
+    /// count, checked and added in one step.
+    pub async fn admit_order(&self, account: AccountId, now_ms: u64) -> (Usage, Result<OrderCounted, Refusal>) {
         let c = &self.config;
         if !c.enabled || c.orders.is_empty() {
-            return (Vec::new(), Ok(()));
+            return (Vec::new(), Ok(OrderCounted { shared: false }));
         }
+        let shared = match &self.shared {
+            // This node's own count is a floor: an order it would refuse by itself is refused
+            // without asking (a Redis that restarted empty forgets the others' orders, not ours).
+            Some(_) if self.own_orders_full(account, now_ms) => None,
+            Some(shared) => shared.add(&self.order_windows(account, now_ms), true).await,
+            None => None,
+        };
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         // Accounts are authenticated (each costs a key); when none is stale the least recently
-        // seen make way, and an order that still finds no room is counted nowhere.
-        if !accounts.map.contains_key(&account) && !accounts.make_room(now_ms, |s| s.stale(&c.orders, now_ms), |_| true)
-        {
-            return (Vec::new(), Ok(()));
+        // seen make way, and an order that still finds no room is counted here nowhere.
+        let room =
+            accounts.map.contains_key(&account) || accounts.make_room(now_ms, |s| s.stale(&c.orders, now_ms), |_| true);
+        if let Some(shared) = shared.filter(|s| s.values.len() == c.orders.len()) {
+            // Every node's count decided; this node's own share is kept for an outage.
+            let counts = totals(&c.orders, &shared.values, now_ms);
+            if shared.added && room {
+                let s = accounts.touch(account, now_ms);
+                s.roll(&c.orders, now_ms);
+                s.add(1);
+            }
+            let full = (!shared.added)
+                .then(|| counts.0.iter().zip(&c.orders).find(|(n, w)| n.1 >= w.limit).map(|(_, w)| *w))
+                .flatten();
+            return order_verdict(c, &counts, full, now_ms, true);
+        }
+        if !room {
+            return (Vec::new(), Ok(OrderCounted { shared: false }));
         }
         let s = accounts.touch(account, now_ms);
         s.roll(&c.orders, now_ms);
@@ -541,22 +629,97 @@ impl RateLimiter {
         if full.is_none() {
             s.add(1);
         }
-        let usage = c.orders.iter().zip(&s.0).map(|(w, n)| (w.suffix(), n.1)).collect();
-        match full {
-            None => (usage, Ok(())),
-            Some(w) => {
-                let msg = format!("Too many new orders; current limit is {} orders per {}.", w.limit, w.describe());
-                (usage, Err(Refusal::TooManyOrders { msg, retry_after: secs_to_window_end(&w, now_ms) }))
-            }
+        let counts = s.clone();
+        order_verdict(c, &counts, full, now_ms, false)
+    }
+
+    /// Whether this node's own count of `account`'s orders fills a window at `now_ms`.
+    fn own_orders_full(&self, account: AccountId, now_ms: u64) -> bool {
+        let accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        accounts.map.get(&account).is_some_and(|e| {
+            let mut s = e.value.clone();
+            s.roll(&self.config.orders, now_ms);
+            s.0.iter().zip(&self.config.orders).any(|(n, w)| n.1 >= w.limit)
+        })
+    }
+
+    /// The shared counters of `account`'s `ORDERS` windows at `now_ms`.
+    fn order_windows(&self, account: AccountId, now_ms: u64) -> Vec<WindowAdd> {
+        self.config.orders.iter().map(|w| shared_window("o", &account.0, w, 1, now_ms)).collect()
+    }
+}
+
+/// The usage headers' values of `weight`: one per `REQUEST_WEIGHT` window.
+fn usage(c: &RateLimitConfig, weight: &Counts) -> Usage {
+    c.request_weight.iter().zip(&weight.0).map(|(w, n)| (w.suffix(), n.1)).collect()
+}
+
+/// Counts read from shared counters, as this module keeps them: the window index of `now_ms`
+/// beside each value.
+fn totals(windows: &[Window], values: &[u32], now_ms: u64) -> Counts {
+    Counts(windows.iter().zip(values).map(|(w, v)| (now_ms / w.span_ms(), *v)).collect())
+}
+
+/// `shared`, with each window's count raised to `own`'s where `own` counted more.
+fn at_least(mut shared: Counts, own: &Counts) -> Counts {
+    for (s, o) in shared.0.iter_mut().zip(&own.0) {
+        if s.0 == o.0 {
+            s.1 = s.1.max(o.1);
+        }
+    }
+    shared
+}
+
+/// A shared counter of `kind` (`w` weight, `r` raw requests, `o` orders) for `who` in window `w`
+/// at `now_ms`: its name holds the window's length and index, and it is kept for the window's
+/// span and a minute more (nodes' clocks differ a little).
+fn shared_window(kind: &str, who: &dyn std::fmt::Display, w: &Window, by: u32, now_ms: u64) -> WindowAdd {
+    let span = w.span_ms();
+    WindowAdd {
+        key: format!("rl:{kind}:{who}:{}:{}", w.suffix(), now_ms / span),
+        by,
+        limit: w.limit,
+        ttl_ms: span.saturating_add(60_000),
+    }
+}
+
+/// Where an admitted order was counted, for [`RateLimiter::refund_order`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct OrderCounted {
+    /// In the shared counters too (they answered), not only in this node's.
+    pub shared: bool,
+}
+
+/// The answer to an order: its counts per window, refused when `full` names a full window.
+fn order_verdict(
+    c: &RateLimitConfig,
+    counts: &Counts,
+    full: Option<Window>,
+    now_ms: u64,
+    shared: bool,
+) -> (Usage, Result<OrderCounted, Refusal>) {
+    let usage = c.orders.iter().zip(&counts.0).map(|(w, n)| (w.suffix(), n.1)).collect();
+    match full {
+        None => (usage, Ok(OrderCounted { shared })),
+        Some(w) => {
+            let msg = format!("Too many new orders; current limit is {} orders per {}.", w.limit, w.describe());
+            (usage, Err(Refusal::TooManyOrders { msg, retry_after: secs_to_window_end(&w, now_ms) }))
         }
     }
 }
 
 impl RateLimiter {
     /// Gives back an order counted for `account` at `at_ms` that did not go through (a bad
-    /// parameter, insufficient balance): Binance counts successfully placed orders. Windows that
-    /// have moved on since are left alone.
-    pub fn refund_order(&self, account: AccountId, at_ms: u64) {
+    /// parameter, insufficient balance): Binance counts successfully placed orders. Given back
+    /// where [`RateLimiter::admit_order`] counted it (`counted`): here, and in the shared counters
+    /// if they took it. Windows that have moved on since are unaffected (a shared counter is
+    /// named by its window).
+    pub async fn refund_order(&self, account: AccountId, at_ms: u64, counted: OrderCounted) {
+        if let Some(shared) = self.shared.as_ref().filter(|_| counted.shared) {
+            let keys: Vec<String> = self.order_windows(account, at_ms).into_iter().map(|w| w.key).collect();
+            shared.subtract(&keys, 1).await;
+        }
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = accounts.map.get_mut(&account) {
             for (c, w) in s.value.0.iter_mut().zip(&self.config.orders) {
@@ -582,8 +745,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bans_grow_from_two_minutes_and_are_capped_at_three_days() {
+    #[tokio::test]
+    async fn bans_grow_from_two_minutes_and_are_capped_at_three_days() {
         let l = RateLimiter::new(small());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let mut now = 0;
@@ -591,10 +754,10 @@ mod tests {
         for _ in 0..14 {
             // Fresh window: 10 weight fits, then two 429s, then a ban.
             now = (now / 60_000 + 1) * 60_000;
-            assert!(l.admit(ip, 10, now).1.is_ok());
-            assert!(matches!(l.admit(ip, 1, now).1, Err(Refusal::TooManyRequests { .. })));
-            assert!(matches!(l.admit(ip, 1, now).1, Err(Refusal::TooManyRequests { .. })));
-            let Err(Refusal::Banned { until_ms, .. }) = l.admit(ip, 1, now).1 else { panic!("not banned") };
+            assert!(l.admit(ip, 10, now).await.1.is_ok());
+            assert!(matches!(l.admit(ip, 1, now).await.1, Err(Refusal::TooManyRequests { .. })));
+            assert!(matches!(l.admit(ip, 1, now).await.1, Err(Refusal::TooManyRequests { .. })));
+            let Err(Refusal::Banned { until_ms, .. }) = l.admit(ip, 1, now).await.1 else { panic!("not banned") };
             lengths.push((until_ms - now) / 1_000);
             now = until_ms;
         }
@@ -602,113 +765,113 @@ mod tests {
         assert_eq!(*lengths.last().unwrap(), 3 * 86_400);
     }
 
-    #[test]
-    fn a_ban_long_past_is_forgotten() {
+    #[tokio::test]
+    async fn a_ban_long_past_is_forgotten() {
         let l = RateLimiter::new(small());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let ban = |now: u64| {
+        let ban = async |now: u64| {
             for _ in 0..3 {
-                let _ = l.admit(ip, 11, now);
+                let _ = l.admit(ip, 11, now).await;
             }
-            match l.admit(ip, 1, now).1 {
+            match l.admit(ip, 1, now).await.1 {
                 Err(Refusal::Banned { until_ms, .. }) => until_ms - now,
                 other => panic!("{other:?}"),
             }
         };
-        assert_eq!(ban(60_000), 120_000);
-        assert_eq!(ban(2 * 86_400_000 + 60_000), 120_000);
+        assert_eq!(ban(60_000).await, 120_000);
+        assert_eq!(ban(2 * 86_400_000 + 60_000).await, 120_000);
     }
 
-    #[test]
-    fn orders_count_per_account_and_refused_ones_do_not_count() {
+    #[tokio::test]
+    async fn orders_count_per_account_and_refused_ones_do_not_count() {
         let l = RateLimiter::new(small());
         let (a, b) = (AccountId(1), AccountId(2));
-        assert_eq!(l.admit_order(a, 0).0, vec![("10S".to_owned(), 1), ("1D".to_owned(), 1)]);
-        assert!(l.admit_order(a, 1).1.is_ok());
-        let (usage, refused) = l.admit_order(a, 9_000);
+        assert_eq!(l.admit_order(a, 0).await.0, vec![("10S".to_owned(), 1), ("1D".to_owned(), 1)]);
+        assert!(l.admit_order(a, 1).await.1.is_ok());
+        let (usage, refused) = l.admit_order(a, 9_000).await;
         assert_eq!(usage[0].1, 2);
         assert_eq!(refused.unwrap_err().retry_after(), 1);
-        assert!(l.admit_order(b, 9_000).1.is_ok());
-        assert!(l.admit_order(a, 10_000).1.is_ok());
-        let Err(Refusal::TooManyOrders { msg, .. }) = l.admit_order(a, 10_001).1 else { panic!() };
+        assert!(l.admit_order(b, 9_000).await.1.is_ok());
+        assert!(l.admit_order(a, 10_000).await.1.is_ok());
+        let Err(Refusal::TooManyOrders { msg, .. }) = l.admit_order(a, 10_001).await.1 else { panic!() };
         assert_eq!(msg, "Too many new orders; current limit is 3 orders per 1 DAY.");
     }
 
-    #[test]
-    fn a_full_table_drops_stale_entries_then_the_least_recently_seen_ones() {
+    #[tokio::test]
+    async fn a_full_table_drops_stale_entries_then_the_least_recently_seen_ones() {
         let ip = |i: u32| IpAddr::from(i.to_be_bytes());
         let used = |(usage, _): (Usage, Result<(), Refusal>)| usage.first().map(|u| u.1);
         // Full of entries whose windows have all passed: they go.
         let l = RateLimiter::with_capacity(small(), 10);
         for i in 0..10 {
-            assert!(l.admit(ip(i), 1, 0).1.is_ok());
+            assert!(l.admit(ip(i), 1, 0).await.1.is_ok());
         }
-        assert_eq!(used(l.admit(ip(10), 1, 300_000)), Some(1));
+        assert_eq!(used(l.admit(ip(10), 1, 300_000).await), Some(1));
         assert_eq!(l.ips.lock().unwrap().map.len(), 1);
         // Full of live entries: only the least recently seen make way (down to 90%), the others
         // keep their counts.
         let l = RateLimiter::with_capacity(small(), 10);
         for i in 0..10 {
-            assert!(l.admit(ip(i), 1, u64::from(i)).1.is_ok());
+            assert!(l.admit(ip(i), 1, u64::from(i)).await.1.is_ok());
         }
-        assert!(l.admit(ip(10), 1, 10).1.is_ok());
+        assert!(l.admit(ip(10), 1, 10).await.1.is_ok());
         assert_eq!(l.ips.lock().unwrap().map.len(), 10);
         assert!(!l.ips.lock().unwrap().map.contains_key(&ip(0)));
-        assert_eq!(used(l.admit(ip(1), 1, 11)), Some(2));
+        assert_eq!(used(l.admit(ip(1), 1, 11).await), Some(2));
         // Full again within the second: no second walk; the newcomer is refused, not served
         // uncounted, and nobody is reset.
-        let (usage, verdict) = l.admit(ip(11), 1, 500);
+        let (usage, verdict) = l.admit(ip(11), 1, 500).await;
         assert!(usage.is_empty());
         assert!(matches!(verdict, Err(Refusal::TooManyRequests { retry_after: 1, .. })));
-        assert_eq!(used(l.admit(ip(1), 1, 500)), Some(3));
+        assert_eq!(used(l.admit(ip(1), 1, 500).await), Some(3));
     }
 
-    #[test]
-    fn a_full_table_never_forgets_refused_or_banned_addresses() {
+    #[tokio::test]
+    async fn a_full_table_never_forgets_refused_or_banned_addresses() {
         let ip = |i: u32| IpAddr::from(i.to_be_bytes());
         let l = RateLimiter::with_capacity(small(), 4);
         // 0: banned; 1: refused once (a second refusal, then a ban, would follow); 2, 3: quiet.
         for _ in 0..3 {
-            let _ = l.admit(ip(0), 11, 0);
+            let _ = l.admit(ip(0), 11, 0).await;
         }
-        assert!(matches!(l.admit(ip(0), 1, 0).1, Err(Refusal::Banned { .. })));
-        assert!(matches!(l.admit(ip(1), 11, 1).1, Err(Refusal::TooManyRequests { .. })));
-        assert!(l.admit(ip(2), 1, 2).1.is_ok());
-        assert!(l.admit(ip(3), 1, 3).1.is_ok());
+        assert!(matches!(l.admit(ip(0), 1, 0).await.1, Err(Refusal::Banned { .. })));
+        assert!(matches!(l.admit(ip(1), 11, 1).await.1, Err(Refusal::TooManyRequests { .. })));
+        assert!(l.admit(ip(2), 1, 2).await.1.is_ok());
+        assert!(l.admit(ip(3), 1, 3).await.1.is_ok());
         // A flood of new addresses evicts the quiet ones only.
-        assert!(l.admit(ip(4), 1, 10).1.is_ok());
+        assert!(l.admit(ip(4), 1, 10).await.1.is_ok());
         assert!(!l.ips.lock().unwrap().map.contains_key(&ip(2)));
-        assert!(matches!(l.admit(ip(0), 1, 20).1, Err(Refusal::Banned { .. })));
-        assert!(matches!(l.admit(ip(1), 1, 20).1, Err(Refusal::TooManyRequests { .. })));
-        assert!(matches!(l.admit(ip(1), 1, 20).1, Err(Refusal::Banned { .. })));
+        assert!(matches!(l.admit(ip(0), 1, 20).await.1, Err(Refusal::Banned { .. })));
+        assert!(matches!(l.admit(ip(1), 1, 20).await.1, Err(Refusal::TooManyRequests { .. })));
+        assert!(matches!(l.admit(ip(1), 1, 20).await.1, Err(Refusal::Banned { .. })));
         // Only limited addresses left (3 and 4 are refused now): newcomers are refused until
         // room is made, and the bans stand.
-        assert!(l.admit(ip(3), 20, 30).1.is_err());
-        assert!(l.admit(ip(4), 20, 30).1.is_err());
+        assert!(l.admit(ip(3), 20, 30).await.1.is_err());
+        assert!(l.admit(ip(4), 20, 30).await.1.is_err());
         for (i, now) in [(5, 2_000), (6, 2_500), (7, 4_000)] {
-            let (usage, verdict) = l.admit(ip(i), 1, now);
+            let (usage, verdict) = l.admit(ip(i), 1, now).await;
             assert!(usage.is_empty() && verdict.is_err(), "{i}");
         }
-        assert!(matches!(l.admit(ip(0), 1, 4_000).1, Err(Refusal::Banned { .. })));
-        assert!(matches!(l.admit(ip(1), 1, 4_000).1, Err(Refusal::Banned { .. })));
+        assert!(matches!(l.admit(ip(0), 1, 4_000).await.1, Err(Refusal::Banned { .. })));
+        assert!(matches!(l.admit(ip(1), 1, 4_000).await.1, Err(Refusal::Banned { .. })));
         // Once the windows pass and the bans are forgotten, entries go and newcomers are counted.
         let later = 4 * 86_400_000;
-        assert!(l.admit(ip(8), 1, later).1.is_ok());
+        assert!(l.admit(ip(8), 1, later).await.1.is_ok());
         assert_eq!(l.ips.lock().unwrap().map.len(), 1);
     }
 
-    #[test]
-    fn off_counts_nothing() {
+    #[tokio::test]
+    async fn off_counts_nothing() {
         let l = RateLimiter::new(RateLimitConfig::off());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..10 {
-            assert_eq!(l.admit(ip, 10_000, 0), (Vec::new(), Ok(())));
+            assert_eq!(l.admit(ip, 10_000, 0).await, (Vec::new(), Ok(())));
         }
         assert!(RateLimitConfig::off().published().is_empty());
     }
 
-    #[test]
-    fn toml_overrides_what_it_names_and_keeps_the_rest() {
+    #[tokio::test]
+    async fn toml_overrides_what_it_names_and_keeps_the_rest() {
         let c = RateLimitConfig::from_toml(
             "[[request_weight]]\ninterval = \"MINUTE\"\ninterval_num = 1\nlimit = 60000\n[ban]\nafter_refusals = 3\n",
         )

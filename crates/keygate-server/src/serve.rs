@@ -138,7 +138,9 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
-        limiter: Arc::new(crate::ratelimit::RateLimiter::new(config.rate_limits.clone())),
+        limiter: Arc::new(
+            crate::ratelimit::RateLimiter::new(config.rate_limits.clone()).sharing(service.shared_counters().cloned()),
+        ),
         metrics,
         request_ids: crate::request_id::RequestIds::default(),
     });

@@ -84,7 +84,7 @@ pub async fn layer(State(charging): State<Charging>, mut req: Request, next: Nex
     // the address; it is not counted under a made-up one.
     let (usage, verdict) = match request_client_ip(&req, &state.trusted_proxies) {
         Some(ip) => {
-            let (usage, verdict) = state.limiter.admit(ip, w, now);
+            let (usage, verdict) = state.limiter.admit(ip, w, now).await;
             (Some(usage), verdict)
         }
         None => (None, Ok(())),

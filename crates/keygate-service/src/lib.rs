@@ -13,6 +13,7 @@ mod background;
 pub mod cache;
 pub mod clock;
 pub mod cluster;
+pub mod counters;
 pub mod engine;
 mod error;
 mod faucet_status;
@@ -79,6 +80,10 @@ pub struct ServiceConfig {
     /// change feed a node still checks signatures against its key cache (2 s); beyond it, signed
     /// requests are refused until the node is current again (see [`follow`]).
     pub max_staleness_ms: u64,
+    /// Counters every node shares (`serve --redis-url`): login, sign-up and 2FA throttles here,
+    /// and the server's rate limits, count there. `None` (the default): each node counts alone.
+    /// See [`counters`].
+    pub shared_counters: Option<Arc<dyn counters::CounterStore>>,
 }
 
 impl Default for ServiceConfig {
@@ -92,6 +97,7 @@ impl Default for ServiceConfig {
             withdrawal_hold_ms: 24 * 60 * 60 * 1000,
             sign_up: SignUpMode::Open,
             max_staleness_ms: 2_000,
+            shared_counters: None,
         }
     }
 }
@@ -179,6 +185,8 @@ struct Inner {
     background: background::Background,
     /// Whether the caches are known to be current (see [`follow`]).
     currency: follow::Currency,
+    /// The counters every node shares, when configured.
+    shared: Option<counters::SharedCounters>,
 }
 
 impl Service {
@@ -200,6 +208,11 @@ impl Service {
     ) -> ServiceResult<Self> {
         let cache = Arc::new(KeyCache::default());
         warm_cache(&*store, &cache, KEY_LOAD_PAGE).await?;
+        let shared = config.shared_counters.clone().map(|c| counters::SharedCounters::new(c, Arc::clone(&clock)));
+        let t = &config.throttle;
+        let counter = |limit: u32, window_ms: u64, name: &'static str| {
+            throttle::FailureCounter::new(limit, window_ms).sharing(shared.as_ref(), name)
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -207,27 +220,12 @@ impl Service {
                 cache,
                 usage: UsageTracker::default(),
                 denials: DenialAggregator::default(),
-                login_by_account: throttle::FailureCounter::new(
-                    config.throttle.login_per_account_global,
-                    config.throttle.login_window_ms,
-                ),
-                login_by_pair: throttle::FailureCounter::new(
-                    config.throttle.login_per_account,
-                    config.throttle.login_window_ms,
-                ),
-                login_by_ip: throttle::FailureCounter::new(
-                    config.throttle.login_per_ip,
-                    config.throttle.login_window_ms,
-                ),
-                sign_ups_by_ip: throttle::FailureCounter::new(config.throttle.sign_ups_per_ip_per_hour, 60 * 60 * 1000),
-                totp_by_session: throttle::FailureCounter::new(
-                    config.throttle.totp_failures,
-                    config.throttle.totp_window_ms,
-                ),
-                totp_by_ip: throttle::FailureCounter::new(
-                    config.throttle.totp_login_per_ip,
-                    config.throttle.totp_window_ms,
-                ),
+                login_by_account: counter(t.login_per_account_global, t.login_window_ms, "login-account"),
+                login_by_pair: counter(t.login_per_account, t.login_window_ms, "login-pair"),
+                login_by_ip: counter(t.login_per_ip, t.login_window_ms, "login-ip"),
+                sign_ups_by_ip: counter(t.sign_ups_per_ip_per_hour, 60 * 60 * 1000, "sign-up-ip"),
+                totp_by_session: counter(t.totp_failures, t.totp_window_ms, "totp-session"),
+                totp_by_ip: counter(t.totp_login_per_ip, t.totp_window_ms, "totp-ip"),
                 password_work: Arc::new(tokio::sync::Semaphore::new(
                     config.throttle.password_hashing_concurrency.max(1),
                 )),
@@ -236,6 +234,7 @@ impl Service {
                 engine,
                 background: background::Background::default(),
                 currency: follow::Currency::default(),
+                shared,
                 config,
             }),
         })
@@ -264,6 +263,13 @@ impl Service {
     #[must_use]
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
+    }
+
+    /// The counters every node shares, when this node was given some: the server counts its
+    /// rate limits there too, so one outage policy holds for both (see [`counters`]).
+    #[must_use]
+    pub fn shared_counters(&self) -> Option<&counters::SharedCounters> {
+        self.inner.shared.as_ref()
     }
 
     /// Whether the service can serve: its keys are current (see [`follow`]), the store answers a

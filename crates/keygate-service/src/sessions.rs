@@ -10,8 +10,8 @@
 //! * The CSRF token is derived from the id ([`SessionToken::csrf_token`]): nothing more to store.
 //! * [`Service::session_actor`] is the one way the console turns a session into an
 //!   [`Actor::Owner`]: step-up window included, 2FA-pending sessions refused.
-//! * Password logins are throttled in memory (see `throttle.rs` for why, and what that means
-//!   with several nodes) per client address, per (account, address) pair, and per account
+//! * Password logins are throttled in memory, or in the counters every node shares when there
+//!   are some (see `throttle.rs` for why), per client address, per (account, address) pair, and per account
 //!   across addresses (past that, only addresses with no failure on the account are heard).
 //!   The attempt is reserved before argon2 runs and given back on success, so concurrent
 //!   guesses cannot all pass; every failure is audited. Sign-ups count every attempt per
@@ -244,7 +244,7 @@ impl Service {
         let ip = ip_key(source.as_deref());
         // Every attempt counts, a taken name or a wrong code included, and before any store or
         // argon2 work: a refused sign-up is no cheaper for us than an accepted one.
-        if let Err(refusal) = self.inner.sign_ups_by_ip.consume(&ip, now) {
+        if let Err(refusal) = self.inner.sign_ups_by_ip.consume(&ip, now).await {
             return Err(ServiceError::Throttled { what: "sign-up".into(), retry_after_ms: refusal.retry_after_ms });
         }
         // The code is checked before the password is hashed (a spent code costs no argon2 run);
@@ -374,32 +374,32 @@ impl Service {
     /// counts in one step under its lock): per address, per (account, address) pair (down to one
     /// attempt when the account's global count is past
     /// [`ThrottleConfig::login_per_account_global`]), and per account.
-    fn reserve_login(&self, account_key: &str, ip: &str, now: UnixMillis) -> Result<LoginTickets, Refusal> {
+    async fn reserve_login(&self, account_key: &str, ip: &str, now: UnixMillis) -> Result<LoginTickets, Refusal> {
         let c = &self.inner.config.throttle;
-        let ip_ticket = self.inner.login_by_ip.consume(ip, now)?;
+        let ip_ticket = self.inner.login_by_ip.consume(ip, now).await?;
         let pair_key = format!("{account_key} {ip}");
-        let under_attack = self.inner.login_by_account.count(account_key, now) >= c.login_per_account_global;
+        let under_attack = self.inner.login_by_account.count(account_key, now).await >= c.login_per_account_global;
         let pair_limit = if under_attack { c.login_per_account.min(1) } else { c.login_per_account };
-        let pair_ticket = match self.inner.login_by_pair.try_consume(&pair_key, now, pair_limit) {
+        let pair_ticket = match self.inner.login_by_pair.try_consume(&pair_key, now, pair_limit).await {
             Ok(t) => t,
             Err(refusal) => {
-                self.inner.login_by_ip.refund(ip, ip_ticket);
+                self.inner.login_by_ip.refund(ip, ip_ticket).await;
                 return Err(refusal);
             }
         };
         // Never refused by itself: the global count only lowers the pair limit above.
-        let account_ticket = self.inner.login_by_account.try_consume(account_key, now, u32::MAX).ok();
+        let account_ticket = self.inner.login_by_account.try_consume(account_key, now, u32::MAX).await.ok();
         Ok(LoginTickets { ip: ip_ticket, pair_key, pair: pair_ticket, account: account_ticket })
     }
 
     /// A password attempt reserved by [`Service::reserve_login`] succeeded: it does not count,
     /// and the pair's earlier failures are forgiven.
-    fn login_succeeded(&self, account_key: &str, ip: &str, tickets: LoginTickets) {
-        self.inner.login_by_ip.refund(ip, tickets.ip);
+    async fn login_succeeded(&self, account_key: &str, ip: &str, tickets: LoginTickets) {
+        self.inner.login_by_ip.refund(ip, tickets.ip).await;
         let _ = tickets.pair;
-        self.inner.login_by_pair.clear(&tickets.pair_key);
+        self.inner.login_by_pair.clear(&tickets.pair_key).await;
         if let Some(t) = tickets.account {
-            self.inner.login_by_account.refund(account_key, t);
+            self.inner.login_by_account.refund(account_key, t).await;
         }
     }
 
@@ -427,7 +427,7 @@ impl Service {
         let name_shown = if accounts::check_name(name).is_ok() { name } else { "<invalid>" };
         let account_key = name_shown.to_owned();
         let ip = ip_key(source.as_deref());
-        let tickets = match self.reserve_login(&account_key, &ip, now) {
+        let tickets = match self.reserve_login(&account_key, &ip, now).await {
             Ok(t) => t,
             Err(refusal) => {
                 if refusal.first {
@@ -460,7 +460,7 @@ impl Service {
             self.inner.store.append_audit(draft).await?;
             return Err(login_failed());
         };
-        self.login_succeeded(&account_key, &ip, tickets);
+        self.login_succeeded(&account_key, &ip, tickets).await;
         let two_factor = self.two_factor_enabled(rec.id).await?;
         let token = SessionToken::generate(&mut OsEntropy)?;
         let session = SessionRecord {
@@ -689,7 +689,7 @@ impl Service {
             ));
         }
         let ip = ip_key(source.as_deref());
-        let tickets = self.reserve_login(&account_key, &ip, now).map_err(Self::throttled)?;
+        let tickets = self.reserve_login(&account_key, &ip, now).await.map_err(Self::throttled)?;
         let (_, ok) = self.password_matches(&account.name, current).await?;
         if !ok {
             let draft = self.owner_draft(
@@ -701,7 +701,7 @@ impl Service {
             self.inner.store.append_audit(draft).await?;
             return Err(ServiceError::Unauthenticated("the current password is wrong".into()));
         }
-        self.login_succeeded(&account_key, &ip, tickets);
+        self.login_succeeded(&account_key, &ip, tickets).await;
         if let (true, Some(code)) = (two_factor, code) {
             self.verify_second_factor(&account, code, "password", source.clone(), &CodeCaller::Established).await?;
         }

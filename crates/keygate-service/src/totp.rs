@@ -207,7 +207,7 @@ impl Service {
     /// Reserves one code check of `account` before the code is looked at, so concurrent checks
     /// (in this process or on other nodes) cannot all pass a count read before any failure was
     /// written. A code finishing a password login counts per login session and per client
-    /// address (in memory), then against the account's login counter in the store, whose
+    /// address (in memory, or in the counters every node shares), then against the account's login counter in the store, whose
     /// ceiling is far higher; a code from an established session counts against the account's
     /// other counter, which login attempts never touch (issue #18). Refuses when a window is
     /// full, auditing the first refusal. On success, the caller gives the attempt back (or the
@@ -227,12 +227,12 @@ impl Service {
             CodeCaller::Login { session } => {
                 let session_key = hex::encode(session);
                 let ip = crate::throttle::ip_key(source.as_deref());
-                let s = self.inner.totp_by_session.try_consume(&session_key, now, t.totp_failures);
+                let s = self.inner.totp_by_session.try_consume(&session_key, now, t.totp_failures).await;
                 let s = s.map_err(|r| throttled(r.retry_after_ms))?;
-                let i = match self.inner.totp_by_ip.try_consume(&ip, now, t.totp_login_per_ip) {
+                let i = match self.inner.totp_by_ip.try_consume(&ip, now, t.totp_login_per_ip).await {
                     Ok(i) => i,
                     Err(r) => {
-                        self.inner.totp_by_session.refund(&session_key, s);
+                        self.inner.totp_by_session.refund(&session_key, s).await;
                         return Err(throttled(r.retry_after_ms));
                     }
                 };
@@ -248,7 +248,7 @@ impl Service {
             Ok(a) => a,
             Err(e) => {
                 if let Some(l) = local {
-                    self.refund_local(l);
+                    self.refund_local(l).await;
                 }
                 return Err(e.into());
             }
@@ -269,7 +269,7 @@ impl Service {
                     self.inner.store.append_audit(audit).await?;
                 }
                 if let Some(l) = local {
-                    self.refund_local(l);
+                    self.refund_local(l).await;
                 }
                 let end = window_start.plus_millis(t.totp_window_ms);
                 Err(throttled(end.0.saturating_sub(now.0)))
@@ -306,15 +306,15 @@ impl Service {
     }
 
     /// Gives back the in-memory attempts of a login code that did not count.
-    fn refund_local(&self, l: LocalTickets) {
-        self.inner.totp_by_session.refund(&l.session_key, l.session);
-        self.inner.totp_by_ip.refund(&l.ip, l.ip_ticket);
+    async fn refund_local(&self, l: LocalTickets) {
+        self.inner.totp_by_session.refund(&l.session_key, l.session).await;
+        self.inner.totp_by_ip.refund(&l.ip, l.ip_ticket).await;
     }
 
     /// A good code: none of its reserved attempts count.
     async fn release(&self, account: &AccountRecord, reserved: Reserved) -> ServiceResult<()> {
         if let Some(l) = reserved.local {
-            self.refund_local(l);
+            self.refund_local(l).await;
         }
         self.inner.store.release_totp_attempt(account.id, reserved.counter, reserved.window_start).await?;
         Ok(())

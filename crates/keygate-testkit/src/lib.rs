@@ -59,7 +59,6 @@ impl TestApp {
     ///
     /// # Panics
     /// If the server cannot start.
-    #[allow(clippy::unwrap_used)] // Test support: failing loudly is the point.
     pub async fn spawn_with(tune: impl FnOnce(&mut ServerConfig)) -> Self {
         Self::spawn_configured(|_| {}, tune).await
     }

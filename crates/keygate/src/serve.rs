@@ -98,6 +98,16 @@ pub struct ServeArgs {
     /// the process id).
     #[arg(long, value_name = "NAME", env = "KEYGATE_NODE_NAME")]
     pub node_name: Option<String>,
+    /// Share rate limits (request weight per IP, orders per account) and the login, sign-up and
+    /// 2FA throttles with every node given the same Redis (e.g. redis://127.0.0.1:6379/0).
+    /// Without it each node counts alone, and exchangeInfo says rateLimitsScope NODE. While
+    /// Redis does not answer, the node counts alone too, warns once, and stays ready.
+    #[arg(long, value_name = "URL", env = "KEYGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// What every key this node writes in Redis starts with: give deployments that share one
+    /// Redis different prefixes.
+    #[arg(long, value_name = "PREFIX", default_value = "keygate:", requires = "redis_url")]
+    pub redis_key_prefix: String,
 }
 
 /// Who may create console accounts (`serve --signup`).
@@ -183,6 +193,18 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let withdrawal_hold_ms = args.withdrawal_hold.unwrap_or(if args.demo { 0 } else { 24 * 3_600_000 });
     // A public sign-up page is a choice: off unless asked for, except in the demo (loopback only).
     let signup = args.signup.unwrap_or(if args.demo { SignupMode::Open } else { SignupMode::Closed });
+    let shared_counters = match args.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let counters = keygate_redis::RedisCounters::new(
+                url,
+                &args.redis_key_prefix,
+                keygate_service::counters::CALL_TIMEOUT,
+            )?;
+            tracing::info!(at = %keygate_service::counters::CounterStore::describe(&counters), "rate limits and login throttles are shared through Redis");
+            Some(std::sync::Arc::new(counters) as std::sync::Arc<dyn keygate_service::counters::CounterStore>)
+        }
+        None => None,
+    };
     let service_config = keygate_service::ServiceConfig {
         withdrawal_hold_ms,
         sign_up: match signup {
@@ -190,6 +212,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             SignupMode::Closed => keygate_service::SignUpMode::Closed,
             SignupMode::Invite => keygate_service::SignUpMode::Invite,
         },
+        shared_counters,
         ..keygate_service::ServiceConfig::default()
     };
     let (cluster, channel) = cluster_setup(ctx, &args).await?;

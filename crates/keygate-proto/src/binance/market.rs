@@ -16,6 +16,13 @@ pub struct ExchangeInfo {
     pub server_time: UnixMillis,
     /// The limits the server enforces (empty when they are off).
     pub rate_limits: Vec<RateLimit>,
+    /// keygate's own field, absent from Binance's answers: who `rateLimits` count across.
+    /// `NODE`: each keygate node counts its own requests and orders (one node, or several
+    /// without shared counters, or while they do not answer); `CLUSTER`: every node sharing the
+    /// counters counts together. Absent when limits are off. Clients that read Binance's answer
+    /// skip fields they do not know, as the compatibility suite shows for CCXT and python-binance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits_scope: Option<String>,
     /// Exchange-wide filters: none in the sandbox.
     pub exchange_filters: Vec<serde_json::Value>,
     /// The markets.
@@ -430,6 +437,7 @@ mod tests {
                 interval_num: 1,
                 limit: 6000,
             }],
+            rate_limits_scope: Some("NODE".to_owned()),
             exchange_filters: Vec::new(),
             symbols: vec![SymbolInfo {
                 symbol: btcusdt(),
@@ -488,12 +496,13 @@ mod tests {
         };
         round_trip(
             &info,
-            r#"{"timezone":"UTC","serverTime":1767225600000,"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000}],"exchangeFilters":[],"symbols":[{"symbol":"BTCUSDT","status":"TRADING","baseAsset":"BTC","baseAssetPrecision":8,"quoteAsset":"USDT","quotePrecision":8,"quoteAssetPrecision":8,"baseCommissionPrecision":8,"quoteCommissionPrecision":8,"orderTypes":["LIMIT","LIMIT_MAKER","MARKET"],"icebergAllowed":false,"ocoAllowed":false,"otoAllowed":false,"quoteOrderQtyMarketAllowed":true,"allowTrailingStop":false,"cancelReplaceAllowed":false,"isSpotTradingAllowed":true,"isMarginTradingAllowed":false,"filters":[{"filterType":"PRICE_FILTER","minPrice":"0.01000000","maxPrice":"1000000.00000000","tickSize":"0.01000000"},{"filterType":"LOT_SIZE","minQty":"0.00001000","maxQty":"9000.00000000","stepSize":"0.00001000"},{"filterType":"MARKET_LOT_SIZE","minQty":"0.00000000","maxQty":"100.00000000","stepSize":"0.00001000"},{"filterType":"NOTIONAL","minNotional":"5.00000000","applyMinToMarket":true,"maxNotional":"9000000.00000000","applyMaxToMarket":false,"avgPriceMins":5},{"filterType":"MAX_NUM_ORDERS","maxNumOrders":200}],"permissions":[],"permissionSets":[["SPOT"]],"defaultSelfTradePreventionMode":"EXPIRE_MAKER","allowedSelfTradePreventionModes":["NONE","EXPIRE_TAKER","EXPIRE_MAKER","EXPIRE_BOTH"]}]}"#,
+            r#"{"timezone":"UTC","serverTime":1767225600000,"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE","intervalNum":1,"limit":6000}],"rateLimitsScope":"NODE","exchangeFilters":[],"symbols":[{"symbol":"BTCUSDT","status":"TRADING","baseAsset":"BTC","baseAssetPrecision":8,"quoteAsset":"USDT","quotePrecision":8,"quoteAssetPrecision":8,"baseCommissionPrecision":8,"quoteCommissionPrecision":8,"orderTypes":["LIMIT","LIMIT_MAKER","MARKET"],"icebergAllowed":false,"ocoAllowed":false,"otoAllowed":false,"quoteOrderQtyMarketAllowed":true,"allowTrailingStop":false,"cancelReplaceAllowed":false,"isSpotTradingAllowed":true,"isMarginTradingAllowed":false,"filters":[{"filterType":"PRICE_FILTER","minPrice":"0.01000000","maxPrice":"1000000.00000000","tickSize":"0.01000000"},{"filterType":"LOT_SIZE","minQty":"0.00001000","maxQty":"9000.00000000","stepSize":"0.00001000"},{"filterType":"MARKET_LOT_SIZE","minQty":"0.00000000","maxQty":"100.00000000","stepSize":"0.00001000"},{"filterType":"NOTIONAL","minNotional":"5.00000000","applyMinToMarket":true,"maxNotional":"9000000.00000000","applyMaxToMarket":false,"avgPriceMins":5},{"filterType":"MAX_NUM_ORDERS","maxNumOrders":200}],"permissions":[],"permissionSets":[["SPOT"]],"defaultSelfTradePreventionMode":"EXPIRE_MAKER","allowedSelfTradePreventionModes":["NONE","EXPIRE_TAKER","EXPIRE_MAKER","EXPIRE_BOTH"]}]}"#,
         );
         let empty = ExchangeInfo {
             timezone: "UTC".to_owned(),
             server_time: UnixMillis(1),
             rate_limits: Vec::new(),
+            rate_limits_scope: None,
             exchange_filters: Vec::new(),
             symbols: Vec::new(),
         };

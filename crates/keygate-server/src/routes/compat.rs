@@ -19,6 +19,7 @@ pub(crate) async fn futures_exchange_info(
         timezone: "UTC".to_owned(),
         server_time: state.service.clock().now().as_millis(),
         rate_limits: Vec::new(),
+        rate_limits_scope: None,
         exchange_filters: Vec::new(),
         symbols: Vec::new(),
     }))

@@ -74,6 +74,12 @@ fn rate_limits(state: &AppState) -> Vec<json::RateLimit> {
         .collect()
 }
 
+/// `exchangeInfo.rateLimitsScope`: `CLUSTER` while the limits are counted in counters every
+/// node shares (configured, and answering), `NODE` otherwise.
+fn scope(state: &AppState) -> &'static str {
+    if state.limiter.shared_now() { "CLUSTER" } else { "NODE" }
+}
+
 fn symbol_info(m: &MarketSpec, permission_sets: bool) -> SymbolInfo {
     SymbolInfo {
         symbol: m.symbol.clone(),
@@ -150,6 +156,7 @@ pub(crate) async fn exchange_info(
         timezone: "UTC".to_owned(),
         server_time: now(&state),
         rate_limits: rate_limits(&state),
+        rate_limits_scope: state.limiter.config().enabled.then(|| scope(&state).to_owned()),
         exchange_filters: Vec::new(),
         symbols,
     }))

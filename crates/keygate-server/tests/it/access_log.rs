@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 /// Everything the log wrote, as bytes.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -25,7 +25,7 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 
@@ -40,8 +40,8 @@ impl Captured {
 }
 
 /// What [`capture`] returns: the log, and what keeps it installed.
-struct Capture {
-    log: Captured,
+pub(crate) struct Capture {
+    pub(crate) log: Captured,
     _guard: tracing::subscriber::DefaultGuard,
     _second: tracing::Dispatch,
 }
@@ -54,7 +54,7 @@ struct Capture {
 /// tracing-core decides a callsite's interest from the default of whichever thread reaches it
 /// first, so a test on another thread, with no subscriber, would switch the access event off
 /// for this one too (tracing-core 0.1, `Dispatchers::rebuilder`).
-fn capture() -> Capture {
+pub(crate) fn capture() -> Capture {
     let log = Captured::default();
     let w = log.clone();
     let subscriber = tracing_subscriber::fmt()

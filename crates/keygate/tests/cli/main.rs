@@ -9,6 +9,7 @@ mod demo;
 mod durability;
 mod nodes;
 mod replay;
+mod shared_limits;
 mod signup;
 mod store_faults;
 
