@@ -145,7 +145,14 @@ impl Dialect for PostgresDialect {
         .bind(stale_ms)
         .fetch_all(pool)
         .await?;
-        Ok(ended.iter().any(|(done,)| *done))
+        let deposed = ended.iter().any(|(done,)| *done);
+        if deposed {
+            // A writer paused in the middle of an append holds the lease row too: its append must
+            // not keep the next writer from raising the term.
+            let mut conn = pool.acquire().await?;
+            crate::writer::end_deposed_appends(&mut conn).await?;
+        }
+        Ok(deposed)
     }
 
     /// A session advisory lock on a connection opened for it alone (not from the pool, which

@@ -63,6 +63,38 @@ impl WriterLock {
         }
     }
 
+    /// On PostgreSQL, raises the term on the lock's own connection (so a claimer whose lock
+    /// connection is ended meanwhile cannot raise it), and returns it; `None` elsewhere (the
+    /// caller raises it in an ordinary transaction). The raise waits at most a second for the
+    /// lease row: longer means a deposed writer's append still holds it (a writer paused in the
+    /// middle of one), and since this node now holds the lock, that append can never be
+    /// acknowledged usefully: its session is ended and the raise tried again.
+    pub(crate) async fn raise_term(&mut self, node: &str, endpoint: &str, since: i64) -> StoreResult<Option<i64>> {
+        let LockInner::Postgres(conn) = &mut self.0 else {
+            return Ok(None);
+        };
+        let raise = format!(
+            "UPDATE exchange_writer SET term = term + 1, node = $1, endpoint = $2, since = $3, renewed_at = {} \
+             WHERE id = 1 RETURNING term",
+            <crate::dialect::PostgresDialect as Dialect>::DB_NOW_MS
+        );
+        sqlx::query("SET lock_timeout = '1s'").execute(&mut *conn).await?;
+        let first =
+            sqlx::query_scalar::<_, i64>(&raise).bind(node).bind(endpoint).bind(since).fetch_one(&mut *conn).await;
+        let term = match first {
+            Ok(term) => term,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => {
+                tracing::warn!("a deposed exchange writer's append holds the lease row; ending it");
+                end_deposed_appends(conn).await?;
+                sqlx::query("SET lock_timeout = '10s'").execute(&mut *conn).await?;
+                sqlx::query_scalar::<_, i64>(&raise).bind(node).bind(endpoint).bind(since).fetch_one(&mut *conn).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sqlx::query("SET lock_timeout = 0").execute(&mut *conn).await?;
+        Ok(Some(term))
+    }
+
     /// Renews the lease of `term` on the lock's own connection, by the database's clock: the
     /// writer does this twice a second, and the other nodes depose a writer that stops
     /// ([`WriterElection::depose_stale_writer`]), so a writer that is paused or cut off rather
@@ -90,6 +122,20 @@ impl WriterLock {
             }
         }
     }
+}
+
+/// Ends the sessions whose journal appends hold the lease row shared (`FOR SHARE` takes a
+/// `RowShareLock` on the table; nothing else does): called only when this session's node holds the
+/// writer's lock or the writer's lease is stale, so they belong to a writer that can no longer
+/// append anyway.
+pub(crate) async fn end_deposed_appends(conn: &mut sqlx::postgres::PgConnection) -> StoreResult<u64> {
+    let ended: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'relation' \
+         AND relation = 'exchange_writer'::regclass AND mode = 'RowShareLock' AND granted AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(u64::try_from(ended.iter().filter(|(done,)| *done).count()).unwrap_or(u64::MAX))
 }
 
 /// A node that became the writer: the term its appends must carry, and the lock to keep.
@@ -129,9 +175,12 @@ pub trait WriterElection: Send + Sync {
 #[async_trait]
 impl<D: Dialect> WriterElection for SqlStore<D> {
     async fn claim_writer(&self, node: &str, endpoint: &str, now: UnixMillis) -> StoreResult<Option<WriterClaim>> {
-        let Some(lock) = D::take_writer_lock(&self.writer).await? else {
+        let Some(mut lock) = D::take_writer_lock(&self.writer).await? else {
             return Ok(None);
         };
+        if let Some(term) = lock.raise_term(node, endpoint, to_db_time(now, "writer lease")?).await? {
+            return Ok(Some(WriterClaim { term, lock }));
+        }
         let mut tx = self.begin().await?;
         let row = D::Db::optional(
             &mut tx,
