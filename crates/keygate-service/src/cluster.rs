@@ -124,6 +124,8 @@ pub(crate) struct Cluster {
     kick: Notify,
     /// The writer's lock of an engine started on its own ([`Engine::start`]).
     kept: Mutex<Option<WriterLock>>,
+    /// Set when the lock is lost, before the engine thread hears of it through its queue.
+    demotion: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -137,7 +139,17 @@ impl Cluster {
             forward,
             kick: Notify::new(),
             kept: Mutex::new(None),
+            demotion: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn request_demotion(&self) {
+        self.demotion.store(true, Ordering::Release);
+    }
+
+    /// Whether a demotion was asked for since the last call (and forgets it).
+    pub(crate) fn take_demotion(&self) -> bool {
+        self.demotion.swap(false, Ordering::AcqRel)
     }
 
     pub(crate) fn term(&self) -> i64 {

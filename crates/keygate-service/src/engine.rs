@@ -392,6 +392,9 @@ impl Engine {
 
     /// Stops carrying out commands: the writer's lock is gone, so another node may be writing.
     pub(crate) async fn demote(&self) {
+        // Seen by the engine thread before its next batch, even if the job waits behind one: a
+        // node that lost the lock does not try another append just to be told it is fenced.
+        self.cluster.request_demotion();
         let _ = self.send_control(Job::Demote).await;
     }
 
@@ -782,6 +785,7 @@ impl Runner {
                     }
                     Job::Demote => {
                         self.run_batch(std::mem::take(&mut work));
+                        self.cluster.take_demotion();
                         self.set_term(0);
                     }
                     other => work.push(other),
@@ -801,6 +805,8 @@ impl Runner {
 
     /// Reads the journal to its end into the state, then writes as `term`.
     fn promote(&mut self, term: i64) -> Result<(), EngineError> {
+        // A demotion asked for before this takeover is over.
+        self.cluster.take_demotion();
         loop {
             let entries = self
                 .rt
@@ -893,6 +899,9 @@ impl Runner {
     fn run_batch(&mut self, batch: Vec<Job>) {
         if batch.is_empty() {
             return;
+        }
+        if self.cluster.take_demotion() && self.term != 0 {
+            self.set_term(0);
         }
         let now_us = self.clock.now();
         let now = now_us.as_millis();
