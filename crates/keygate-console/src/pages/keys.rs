@@ -90,7 +90,11 @@ fn new_form_token() -> String {
     }
 }
 
-/// The sentence for a notice on the keys page, naming the key (the viewer's own only).
+/// The sentence for a notice on the keys page, naming the key (the viewer's own only). A notice
+/// is shown only while it is still true, so a made-up link cannot make the page claim what did
+/// not happen: "revoked" only for a revoked key, "all revoked" only while no key is live (and
+/// without a count, which the link could invent), "already created" only for a key created in
+/// the last ten minutes.
 async fn keys_notice(c: &Console, v: &Viewer, q: &NoticeQuery) -> Option<String> {
     let key = match &q.key {
         Some(id) => c.service().key(&v.actor, id).await.ok(),
@@ -100,19 +104,21 @@ async fn keys_notice(c: &Console, v: &Viewer, q: &NoticeQuery) -> Option<String>
         let prefix: String = k.api_key.chars().take(12).collect();
         format!("“{}” ({prefix}…)", k.label)
     };
+    let now = c.service().now_ms().0;
     match (q.notice.as_deref()?, key) {
-        ("revoked", Some(k)) => Some(format!(
+        ("revoked", Some(k)) if k.status == keygate_auth::KeyStatus::Revoked => Some(format!(
             "Key {} is revoked: the next request signed with it is refused (-2015). Revoking cannot be undone.",
             named(&k)
         )),
-        ("revoked-all", _) => Some(match q.count()? {
-            0 => "You had no live keys: nothing was revoked.".to_owned(),
-            1 => "Your one live key is revoked: requests signed with it are refused from now on.".to_owned(),
-            n => format!(
-                "All {n} of your live keys are revoked: requests signed with any of them are refused from now on."
-            ),
-        }),
-        ("already-created", Some(k)) => Some(format!(
+        ("revoked-all", _) => {
+            let keys = c.service().list_keys(&v.actor, None).await.ok()?;
+            let live = keys.iter().any(|k| k.status != keygate_auth::KeyStatus::Revoked);
+            (!live && q.count().is_some()).then(|| {
+                "None of your keys is live any more: requests signed with any of them are refused from now on."
+                    .to_owned()
+            })
+        }
+        ("already-created", Some(k)) if now.saturating_sub(k.created_at.0) <= 600_000 => Some(format!(
             "This form was already sent, and it created key {} then. Nothing new was created. \
              An HMAC key's secret was shown only that once: if you did not save it, revoke the key and create another.",
             named(&k)

@@ -229,7 +229,7 @@ async fn an_ed25519_public_key_registered_in_the_console_signs_requests() {
     let page = a.get(&location).await;
     assert!(page.body.contains("ed25519"));
     let notice = crate::support::element_text(&page.body, "notice").expect("a notice says what happened");
-    assert!(notice.starts_with("Key created") && notice.contains("no secret"), "{notice}");
+    assert!(notice.starts_with("Key created. It is an Ed25519 key") && notice.contains("no secret"), "{notice}");
     let client = app.client(&api_key, Signer::ed25519_pem(&private).unwrap());
     let r = client.signed(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
     assert_eq!(r.status, 200, "{:?}", r.body);

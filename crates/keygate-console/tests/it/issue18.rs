@@ -217,6 +217,11 @@ async fn revoke_revoke_all_faucet_and_logout_redirect_to_a_page_that_says_what_h
         assert_eq!(res.status, 200, "{}", res.body);
     }
     let id = keys_of(&app, "alice").await.into_iter().find(|k| k.label == "one").unwrap().api_key;
+    // A made-up link claims nothing that is not true: not a live key revoked, not keys revoked
+    // while some are live.
+    for forged in [format!("/console/keys?notice=revoked&key={id}"), "/console/keys?notice=revoked-all&n=999".into()] {
+        assert!(element_text(&a.get(&forged).await.body, "notice").is_none(), "{forged}");
+    }
 
     let page = a.get(&format!("/console/keys/{id}/revoke")).await;
     let res = a.post(&format!("/console/keys/{id}/revoke"), &[("csrf", &page.csrf())]).await;
@@ -233,7 +238,7 @@ async fn revoke_revoke_all_faucet_and_logout_redirect_to_a_page_that_says_what_h
     assert_eq!(res.status, 303, "{}", res.body);
     let page = a.get(res.location.as_deref().unwrap()).await;
     let notice = element_text(&page.body, "notice").unwrap();
-    assert!(notice.starts_with("All 2 of your live keys are revoked"), "{notice}");
+    assert!(notice.starts_with("None of your keys is live any more"), "{notice}");
 
     let page = a.get("/console/wallet").await;
     let res = a.post("/console/wallet/faucet", &[("csrf", &page.csrf()), ("asset", "BTC")]).await;
