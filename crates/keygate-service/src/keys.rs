@@ -274,6 +274,28 @@ impl Service {
         self.create_key_with(actor, new, Some(hash)).await
     }
 
+    /// The key an earlier send of the create form with `form_token` made on the actor's own
+    /// account, if any: a read, for the console to say "already created" to a browser that
+    /// re-sends a form whose session has rotated since (a step-up renews the session, and with it
+    /// the form's CSRF token).
+    ///
+    /// # Errors
+    /// [`ServiceError::Store`] when the audit log cannot be read.
+    pub async fn key_created_by_form(&self, actor: &Actor, form_token: &str) -> ServiceResult<Option<KeyView>> {
+        let Actor::Owner { account_id, .. } = actor else {
+            return Ok(None);
+        };
+        let hash = hex::encode(&sha2::Sha256::digest(form_token.as_bytes())[..16]);
+        let records = self.inner.store.audit_records_newest(i64::MAX, FORM_TOKEN_LOOKBACK, Some(*account_id)).await?;
+        match records
+            .iter()
+            .find(|r| r.draft.action == "key.create" && r.draft.details["form_token"].as_str() == Some(&hash))
+        {
+            Some(r) => Ok(self.key(actor, &r.draft.target).await.ok()),
+            None => Ok(None),
+        }
+    }
+
     async fn create_key_with(
         &self,
         actor: &Actor,

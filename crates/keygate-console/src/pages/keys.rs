@@ -330,7 +330,17 @@ pub(super) async fn resume_draft(c: &Console, v: &Viewer, encoded: &str, cookies
 pub(super) async fn create_key(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<KeyForm>) -> Response {
     let mut v = match key_form_viewer(&c, &ctx, &f, None).await {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(refused) => {
+            // A browser re-sending a form that already created its key (a refresh of the secret
+            // page) carries the session's old CSRF token when the create stepped up: say what
+            // happened instead of "expired". Only a read, of the viewer's own account.
+            if let (Ok(v), Some(token)) = (ctx.viewer(&c).await, f.form_token.as_deref().filter(|t| !t.is_empty()))
+                && let Ok(Some(key)) = c.service().key_created_by_form(&v.actor, token).await
+            {
+                return see_other(&notice_url("/console/keys", "already-created", Some(&key.api_key)), &[]);
+            }
+            return refused;
+        }
     };
     let values = FormValues::from(&f);
     // A refused form keeps its token: nothing was created with it, so the next try may use it.

@@ -203,6 +203,20 @@ async fn refreshing_the_answer_of_the_create_form_makes_no_second_key() {
         .await;
     assert_eq!(res.status, 200);
     assert_eq!(keys_of(&app, "alice").await.len(), 2);
+    // A create that stepped up with a code renewed the session and its CSRF token, so the
+    // browser's re-send carries the old one: it is still told the key exists, not "expired".
+    let stale = [("csrf", "a-stale-token"), ("form_token", token2.as_str()), ("label", "second"), ("kind", "hmac")];
+    let res = a.post("/console/keys", &stale).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert!(res.location.unwrap().starts_with("/console/keys?notice=already-created"));
+    assert_eq!(keys_of(&app, "alice").await.len(), 2, "no third key");
+    // Without a token that made a key, a stale CSRF token is refused as before.
+    let fresh = "f".repeat(64);
+    let res = a
+        .post("/console/keys", &[("csrf", "a-stale-token"), ("form_token", &fresh), ("label", "x"), ("kind", "hmac")])
+        .await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert_eq!(keys_of(&app, "alice").await.len(), 2);
 }
 
 #[tokio::test]
