@@ -141,6 +141,56 @@ async fn status_on(client: &Client, order_id: i64) -> String {
     }
 }
 
+/// A fresh test database and `n` nodes on it (each its own sandbox, all the first one's master
+/// key), with the database kept alive as long as the caller holds it.
+async fn nodes_on_a_fresh_database(n: usize) -> (PgHarness, String, Vec<Node>) {
+    let db = PgHarness::fresh().await;
+    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
+    let (server_part, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{server_part}/{}", db.database());
+    let first = Sandbox::new();
+    let master_key = first.master_key();
+    let nodes = std::iter::once(first)
+        .chain((1..n).map(|_| Sandbox::new()))
+        .map(|sandbox| Node { sandbox, url: url.clone(), master_key: master_key.clone() })
+        .collect();
+    (db, url, nodes)
+}
+
+/// One order of [`place_and_cancel_until`]: when it was sent, its answer, the cancel's, and how
+/// long the order took.
+type Sent = (Instant, Answered, Option<Answered>, Duration);
+
+/// Load through `clients` until `stop`: a buy far below the book, canceled at once (so the
+/// account never reaches its open-order limit; the cancel goes to the writer too). Each entry:
+/// when the order was sent (only orders sent after a fault count as taken again after it), its
+/// answer, the cancel's, and how long the order took.
+fn place_and_cancel_until(
+    clients: &[Arc<Client>],
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Sent>>> {
+    clients
+        .iter()
+        .map(|c| {
+            let (c, stop) = (Arc::clone(c), Arc::clone(stop));
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let at = Instant::now();
+                    let placed = place(&c, "BUY", "40000").await;
+                    let answered = at.elapsed();
+                    let canceled = match placed {
+                        Answered::Placed(id) => Some(cancel(&c, id).await),
+                        Answered::Refused(..) => None,
+                    };
+                    out.push((at, placed, canceled, answered));
+                }
+                out
+            })
+        })
+        .collect()
+}
+
 fn trader(node: &Node, account: &str) -> (String, String) {
     let k = node.json(&["keys", "create", "--account", account, "--permissions", "read,trade", "--json"]);
     (k["api_key"].as_str().unwrap().to_owned(), k["secret"].as_str().unwrap().to_owned())
@@ -153,16 +203,8 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
         return;
     }
     let _alone = super::SEVERAL_SERVERS.lock().await;
-    let db = PgHarness::fresh().await;
-    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
-    let (server_part, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{server_part}/{}", db.database());
-    let first = Sandbox::new();
-    let master_key = first.master_key();
-    let nodes: Vec<Node> = std::iter::once(first)
-        .chain((0..2).map(|_| Sandbox::new()))
-        .map(|sandbox| Node { sandbox, url: url.clone(), master_key: master_key.clone() })
-        .collect();
+    let (db, url, nodes) = nodes_on_a_fresh_database(3).await;
+    let master_key = nodes[0].master_key.clone();
     nodes[0].account("alice");
     nodes[0].account("bob");
     // No server runs yet: the command writes the exchange itself.
@@ -274,28 +316,7 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
 
     // Kill the writer under load from the other two nodes.
     let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for c in &alice[1..] {
-        let c = Arc::clone(c);
-        let stop = Arc::clone(&stop_load);
-        load.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // Sent at `at`: only orders sent after the fault count as taken again after it.
-                let at = Instant::now();
-                let placed = place(&c, "BUY", "40000").await;
-                let answered = at.elapsed();
-                // Canceled again at once, so the account never reaches its open-order limit;
-                // the cancel goes to the writer too.
-                let canceled = match placed {
-                    Answered::Placed(id) => Some(cancel(&c, id).await),
-                    Answered::Refused(..) => None,
-                };
-                out.push((at, placed, canceled, answered));
-            }
-            out
-        }));
-    }
+    let load = place_and_cancel_until(&alice[1..], &stop_load);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed_at = Instant::now();
     servers[0].kill();
@@ -354,25 +375,7 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
     // Every connection to the database dropped under load (the writer's lock with them): the
     // nodes reconnect, one of them takes the exchange again, and nothing acknowledged is lost.
     let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for c in &alice[1..] {
-        let c = Arc::clone(c);
-        let stop = Arc::clone(&stop_load);
-        load.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let at = Instant::now();
-                let placed = place(&c, "BUY", "40000").await;
-                let answered = at.elapsed();
-                let canceled = match placed {
-                    Answered::Placed(id) => Some(cancel(&c, id).await),
-                    Answered::Refused(..) => None,
-                };
-                out.push((at, placed, canceled, answered));
-            }
-            out
-        }));
-    }
+    let load = place_and_cancel_until(&alice[1..], &stop_load);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut admin = {
         use sqlx::Connection as _;
@@ -447,16 +450,7 @@ async fn order_throughput_through_one_two_and_three_nodes() {
         return;
     }
     let _alone = super::SEVERAL_SERVERS.lock().await;
-    let db = PgHarness::fresh().await;
-    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
-    let (server_part, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{server_part}/{}", db.database());
-    let first = Sandbox::new();
-    let master_key = first.master_key();
-    let nodes: Vec<Node> = std::iter::once(first)
-        .chain((0..2).map(|_| Sandbox::new()))
-        .map(|sandbox| Node { sandbox, url: url.clone(), master_key: master_key.clone() })
-        .collect();
+    let (_db, _url, nodes) = nodes_on_a_fresh_database(3).await;
     nodes[0].account("alice");
     nodes[0].ok(&["deposit", "--account", "alice", "--asset", "USDT", "--amount", "1000000000"]);
     let servers: Vec<(Reaped, String, bool)> = nodes.iter().map(Node::serve).collect();
@@ -545,16 +539,8 @@ async fn nodes_started_together_with_the_market_maker_quote_once() {
         return;
     }
     let _alone = super::SEVERAL_SERVERS.lock().await;
-    let db = PgHarness::fresh().await;
-    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
-    let (server_part, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{server_part}/{}", db.database());
-    let first = Sandbox::new();
-    let master_key = first.master_key();
-    let nodes: Vec<Arc<Node>> = std::iter::once(first)
-        .chain((0..2).map(|_| Sandbox::new()))
-        .map(|sandbox| Arc::new(Node { sandbox, url: url.clone(), master_key: master_key.clone() }))
-        .collect();
+    let (_db, _url, nodes) = nodes_on_a_fresh_database(3).await;
+    let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
     // The first start creates the database's tables; the race is the account, not the schema.
     nodes[0].account("alice");
     let starting: Vec<_> = nodes
@@ -612,16 +598,7 @@ async fn a_paused_writer_is_deposed_and_follows_when_it_resumes() {
         return;
     }
     let _alone = super::SEVERAL_SERVERS.lock().await;
-    let db = PgHarness::fresh().await;
-    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
-    let (server_part, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{server_part}/{}", db.database());
-    let first = Sandbox::new();
-    let master_key = first.master_key();
-    let nodes: Vec<Node> = std::iter::once(first)
-        .chain(std::iter::once(Sandbox::new()))
-        .map(|sandbox| Node { sandbox, url: url.clone(), master_key: master_key.clone() })
-        .collect();
+    let (_db, _url, nodes) = nodes_on_a_fresh_database(2).await;
     nodes[0].account("alice");
     nodes[0].ok(&["deposit", "--account", "alice", "--asset", "USDT", "--amount", "100000"]);
     let mut servers: Vec<(Reaped, String, bool)> = nodes.iter().map(Node::serve).collect();
