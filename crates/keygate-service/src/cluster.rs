@@ -237,9 +237,7 @@ impl Cluster {
         }
         Err(EngineError::NoWriter(last))
     }
-}
 
-impl Cluster {
     /// Resolves once the lease names a term other than `term` (read every [`REPLACED_POLL`]).
     async fn replaced(&self, term: i64) {
         loop {
