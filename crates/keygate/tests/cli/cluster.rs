@@ -191,6 +191,55 @@ fn place_and_cancel_until(
         .collect()
 }
 
+/// Stops the load and collects what it was answered, in the order the orders were sent.
+async fn settle(load: Vec<tokio::task::JoinHandle<Vec<Sent>>>, stop: &std::sync::atomic::AtomicBool) -> Vec<Sent> {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for t in load {
+        sent.extend(t.await.unwrap());
+    }
+    sent.sort_by_key(|(at, ..)| *at);
+    sent
+}
+
+/// Checks that a client saw only what it may while the exchange recovers from a fault at
+/// `fault_at` (nothing carried out, -1001, or sent and unanswered, -1007; never a 500), and
+/// returns how long after the fault an order sent after it was first acknowledged, and how many
+/// sent after it were refused.
+fn through_a_fault(sent: &[Sent], fault_at: Instant, fault: &str) -> (Duration, usize) {
+    for a in sent.iter().flat_map(|(_, placed, canceled, _)| std::iter::once(placed).chain(canceled)) {
+        assert!(
+            matches!(a, Answered::Placed(_) | Answered::Refused(503, -1001 | -1007)),
+            "after {fault} a client got {a:?}"
+        );
+    }
+    let back = sent
+        .iter()
+        .find(|(at, a, ..)| *at > fault_at && matches!(a, Answered::Placed(_)))
+        .map(|(at, _, _, answered)| at.duration_since(fault_at) + *answered)
+        .unwrap_or_else(|| panic!("orders were never taken again after {fault}"));
+    let refused = sent.iter().filter(|(at, a, ..)| *at > fault_at && !matches!(a, Answered::Placed(_))).count();
+    (back, refused)
+}
+
+/// Every order acknowledged during the load is on each of `clients`' nodes: canceled when its
+/// cancel was acknowledged, else new or canceled (an unacknowledged cancel may or may not have
+/// happened).
+async fn still_standing(sent: &[Sent], clients: &[Arc<Client>], when: &str) {
+    for (_, placed, canceled, _) in sent {
+        if let Answered::Placed(id) = placed {
+            let want: &[&str] = match canceled {
+                Some(Answered::Placed(_)) => &["CANCELED"],
+                _ => &["NEW", "CANCELED"],
+            };
+            for c in clients {
+                let now = status_on(c, *id).await;
+                assert!(want.contains(&now.as_str()), "order {id} {when}: {now}, expected {want:?}");
+            }
+        }
+    }
+}
+
 fn trader(node: &Node, account: &str) -> (String, String) {
     let k = node.json(&["keys", "create", "--account", account, "--permissions", "read,trade", "--json"]);
     (k["api_key"].as_str().unwrap().to_owned(), k["secret"].as_str().unwrap().to_owned())
@@ -321,27 +370,8 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
     let killed_at = Instant::now();
     servers[0].kill();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut after = Vec::new();
-    for t in load {
-        after.extend(t.await.unwrap());
-    }
-    after.sort_by_key(|(at, ..)| *at);
-    for a in after.iter().flat_map(|(_, placed, canceled, _)| std::iter::once(placed).chain(canceled)) {
-        match a {
-            Answered::Placed(_) => {}
-            // What a client may see while the writer changes: nothing carried out (-1001), or
-            // sent and unanswered (-1007). Never a 500.
-            Answered::Refused(503, -1001 | -1007) => {}
-            other => panic!("during failover a client got {other:?}"),
-        }
-    }
-    let resumed = after
-        .iter()
-        .find(|(at, a, ..)| *at > killed_at && matches!(a, Answered::Placed(_)))
-        .map(|(at, _, _, answered)| at.duration_since(killed_at) + *answered)
-        .expect("orders were taken again after the writer was killed");
-    let outage = after.iter().filter(|(at, a, ..)| *at > killed_at && !matches!(a, Answered::Placed(_))).count();
+    let after = settle(load, &stop_load).await;
+    let (resumed, outage) = through_a_fault(&after, killed_at, "the writer was killed");
     let _ = writeln!(
         std::io::stderr(),
         "writer killed: orders taken again after {resumed:?} ({outage} refused meanwhile, {} orders in all)",
@@ -359,19 +389,7 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
             assert_eq!(&now, status, "order {id} changed across the failover");
         }
     }
-    for (_, placed, canceled, _) in &after {
-        if let Answered::Placed(id) = placed {
-            // Acknowledged cancels stand; an unacknowledged one may or may not have happened.
-            let want: &[&str] = match canceled {
-                Some(Answered::Placed(_)) => &["CANCELED"],
-                _ => &["NEW", "CANCELED"],
-            };
-            for c in &alice[1..] {
-                let now = status_on(c, *id).await;
-                assert!(want.contains(&now.as_str()), "order {id} after the failover: {now}, expected {want:?}");
-            }
-        }
-    }
+    still_standing(&after, &alice[1..], "after the failover").await;
     // Every connection to the database dropped under load (the writer's lock with them): the
     // nodes reconnect, one of them takes the exchange again, and nothing acknowledged is lost.
     let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -390,40 +408,14 @@ async fn three_nodes_run_one_exchange_and_survive_the_writer_being_killed() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut during = Vec::new();
-    for t in load {
-        during.extend(t.await.unwrap());
-    }
-    for a in during.iter().flat_map(|(_, placed, canceled, _)| std::iter::once(placed).chain(canceled)) {
-        assert!(
-            matches!(a, Answered::Placed(_) | Answered::Refused(503, -1001 | -1007)),
-            "with the database connections dropped a client got {a:?}"
-        );
-    }
-    let back = during
-        .iter()
-        .find(|(at, a, ..)| *at > dropped_at && matches!(a, Answered::Placed(_)))
-        .map(|(at, _, _, answered)| at.duration_since(dropped_at) + *answered)
-        .expect("orders were taken again after the connections were dropped");
+    let during = settle(load, &stop_load).await;
+    let (back, refused) = through_a_fault(&during, dropped_at, "the connections were dropped");
     let _ = writeln!(
         std::io::stderr(),
-        "{} database connections dropped: orders taken again after {back:?}, {} refused",
+        "{} database connections dropped: orders taken again after {back:?}, {refused} refused",
         dropped.len(),
-        during.iter().filter(|(at, a, ..)| *at > dropped_at && !matches!(a, Answered::Placed(_))).count()
     );
-    for (_, placed, canceled, _) in &during {
-        if let Answered::Placed(id) = placed {
-            let want: &[&str] = match canceled {
-                Some(Answered::Placed(_)) => &["CANCELED"],
-                _ => &["NEW", "CANCELED"],
-            };
-            for c in &alice[1..] {
-                let now = status_on(c, *id).await;
-                assert!(want.contains(&now.as_str()), "order {id} after the dropped connections: {now}");
-            }
-        }
-    }
+    still_standing(&during, &alice[1..], "after the dropped connections").await;
 
     let balance = alice[2].signed(Method::GET, "/api/v3/account", &[]).await.unwrap();
     let usdt = balance.body["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "USDT").cloned().unwrap();
