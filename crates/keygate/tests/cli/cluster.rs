@@ -16,32 +16,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A node: its own data directory, the shared database and master key.
-struct Node {
+pub(super) struct Node {
     sandbox: Sandbox,
     url: String,
     master_key: std::path::PathBuf,
 }
 
 impl Node {
-    fn command(&self, args: &[&str]) -> Command {
+    pub(super) fn command(&self, args: &[&str]) -> Command {
         let mut c = self.sandbox.command(args);
         c.env("KEYGATE_DATABASE_URL", &self.url).env("KEYGATE_MASTER_KEY_FILE", &self.master_key);
         c
     }
 
-    fn json(&self, args: &[&str]) -> serde_json::Value {
+    pub(super) fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.command(args).stdin(Stdio::null()).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(super) fn ok(&self, args: &[&str]) -> String {
         let out = self.command(args).stdin(Stdio::null()).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn account(&self, name: &str) {
+    pub(super) fn account(&self, name: &str) {
         let mut child = self
             .command(&["accounts", "create", name, "--password-stdin"])
             .stdin(Stdio::piped())
@@ -143,7 +143,7 @@ async fn status_on(client: &Client, order_id: i64) -> String {
 
 /// A fresh test database and `n` nodes on it (each its own sandbox, all the first one's master
 /// key), with the database kept alive as long as the caller holds it.
-async fn nodes_on_a_fresh_database(n: usize) -> (PgHarness, String, Vec<Node>) {
+pub(super) async fn nodes_on_a_fresh_database(n: usize) -> (PgHarness, String, Vec<Node>) {
     let db = PgHarness::fresh().await;
     let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
     let (server_part, _) = base.rsplit_once('/').unwrap();

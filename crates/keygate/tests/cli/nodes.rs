@@ -2,34 +2,12 @@
 //! created or revoked through any node is honoured or refused by every node within
 //! milliseconds (issue #13). Skipped when `KEYGATE_TEST_POSTGRES_URL` is not set.
 
-use super::{Sandbox, system_time};
+use super::system_time;
 use keygate_client::{Client, Signer};
 use keygate_store::conformance::{Harness as _, PgHarness};
 use reqwest::Method;
 use std::io::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A node: its own data directory (admin socket, lock), the shared database and master key.
-struct Node {
-    sandbox: Sandbox,
-    url: String,
-    master_key: std::path::PathBuf,
-}
-
-impl Node {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = self.sandbox.command(args);
-        c.env("KEYGATE_DATABASE_URL", &self.url).env("KEYGATE_MASTER_KEY_FILE", &self.master_key);
-        c
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.command(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
 
 /// Signed reads through `base` with the key until `want` is the status; how long it took.
 async fn until_status(client: &Client, want: u16) -> Duration {
@@ -51,20 +29,8 @@ async fn a_key_created_or_revoked_through_one_node_is_honoured_or_refused_by_eve
         return;
     }
     let _alone = super::SEVERAL_SERVERS.lock().await;
-    let db = PgHarness::fresh().await;
-    let base = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap();
-    let (server_part, _) = base.rsplit_once('/').unwrap();
-    let url = format!("{server_part}/{}", db.database());
-    let first = Sandbox::new();
-    let master_key = first.master_key();
-    let nodes: Vec<Node> = std::iter::once(first)
-        .chain((0..2).map(|_| Sandbox::new()))
-        .map(|sandbox| Node { sandbox, url: url.clone(), master_key: master_key.clone() })
-        .collect();
-    let mut create = nodes[0].command(&["accounts", "create", "alice", "--password-stdin"]);
-    let mut child = create.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
-    assert!(child.wait().unwrap().success());
+    let (_db, _url, nodes) = super::cluster::nodes_on_a_fresh_database(3).await;
+    nodes[0].account("alice");
     let servers: Vec<_> = nodes
         .iter()
         .map(|n| {
