@@ -176,8 +176,8 @@ struct CodeBody {
 async fn login_totp(State(c): State<Console>, ctx: Ctx, Body(b): Body<CodeBody>) -> ApiResult {
     let (token, _) = ctx.pending(&c).await.ok_or(ConsoleError::NotLoggedIn)?;
     ctx.check_session_csrf(&token, None)?;
-    let s = c.service().login_second_factor(&token, b.code.trim(), ctx.source.clone()).await?;
-    Ok(json(StatusCode::OK, &SessionJson::of(&s.info), &[ctx.session_cookie(&s.token)]))
+    let s = c.service().login_second_factor(&token, b.code.trim(), ctx.source.clone(), ctx.device.as_deref()).await?;
+    Ok(json(StatusCode::OK, &SessionJson::of(&s.info), &ctx.login_cookies(&s)))
 }
 
 async fn logout(State(c): State<Console>, ctx: Ctx) -> ApiResult {

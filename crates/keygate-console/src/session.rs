@@ -29,6 +29,12 @@ pub(crate) fn pre_cookie_name(secure: bool) -> &'static str {
     if secure { "__Host-kg_pre" } else { "kg_pre" }
 }
 
+/// The known-device cookie's name: it outlives sessions, so that the owner's browser is told
+/// apart from whoever else has the password (see `keygate_service::devices`).
+pub(crate) fn device_cookie_name(secure: bool) -> &'static str {
+    if secure { "__Host-kg_device" } else { "kg_device" }
+}
+
 /// A `Set-Cookie` value with every flag the console needs.
 pub(crate) fn set_cookie(name: &str, value: &str, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
@@ -80,6 +86,9 @@ pub(crate) struct Ctx {
     pub csrf_header: Option<String>,
     /// Cookies are `Secure`.
     pub secure: bool,
+    /// The known-device cookie's token, when present and of a plausible length (the service
+    /// checks its signature).
+    pub device: Option<String>,
 }
 
 impl FromRequestParts<Console> for Ctx {
@@ -97,7 +106,8 @@ impl FromRequestParts<Console> for Ctx {
                 .is_some_and(|host| console.config().allowed_hosts.allows(host)),
         };
         let csrf_header = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Self { token, pre, source: source_of(parts), origin_ok, csrf_header, secure })
+        let device = read_cookie(&parts.headers, device_cookie_name(secure)).filter(|d| d.len() <= 200);
+        Ok(Self { token, pre, source: source_of(parts), origin_ok, csrf_header, secure, device })
     }
 }
 
@@ -189,6 +199,23 @@ impl Ctx {
     /// The cookie deleting the session.
     pub fn clear_session_cookie(&self) -> HeaderValue {
         clear_cookie(session_cookie_name(self.secure), self.secure)
+    }
+
+    /// The cookies to set after a finished login: the session's, and the browser's fresh
+    /// known-device token (kept for the token's lifetime, across logouts) when the service gave
+    /// one.
+    pub fn login_cookies(&self, s: &keygate_service::NewSession) -> Vec<HeaderValue> {
+        let mut cookies = vec![self.session_cookie(&s.token)];
+        if let Some(d) = &s.device_token {
+            let secure = if self.secure { "; Secure" } else { "" };
+            let max_age = keygate_service::devices::KNOWN_DEVICE_TTL_MS / 1000;
+            let name = device_cookie_name(self.secure);
+            let v = format!("{name}={d}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                cookies.push(v);
+            }
+        }
+        cookies
     }
 }
 

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod clock;
 pub mod cluster;
 pub mod counters;
+pub mod devices;
 pub mod engine;
 mod error;
 mod faucet_status;
@@ -172,6 +173,11 @@ struct Inner {
     totp_by_session: throttle::FailureCounter,
     /// Codes finishing a password login, per client address (IPv6 per /64), in memory.
     totp_by_ip: throttle::FailureCounter,
+    /// Codes finishing a password login on a known device, per device (see [`devices`]): they
+    /// count here instead of against the account-wide ceiling.
+    totp_by_device: throttle::FailureCounter,
+    /// The key known-device tokens are signed with, derived from the master key.
+    device_key: zeroize::Zeroizing<[u8; 32]>,
     /// Bounds concurrent argon2 runs (see [`ThrottleConfig::password_hashing_concurrency`]).
     password_work: Arc<tokio::sync::Semaphore>,
     /// When ended sessions were last deleted, ms.
@@ -213,6 +219,7 @@ impl Service {
         let counter = |limit: u32, window_ms: u64, name: &'static str| {
             throttle::FailureCounter::new(limit, window_ms).sharing(shared.as_ref(), name)
         };
+        let device_key = store.derived_key(devices::KEY_PURPOSE);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -226,6 +233,8 @@ impl Service {
                 sign_ups_by_ip: counter(t.sign_ups_per_ip_per_hour, 60 * 60 * 1000, "sign-up-ip"),
                 totp_by_session: counter(t.totp_failures, t.totp_window_ms, "totp-session"),
                 totp_by_ip: counter(t.totp_login_per_ip, t.totp_window_ms, "totp-ip"),
+                totp_by_device: counter(t.totp_failures, t.totp_window_ms, "totp-device"),
+                device_key,
                 password_work: Arc::new(tokio::sync::Semaphore::new(
                     config.throttle.password_hashing_concurrency.max(1),
                 )),

@@ -147,6 +147,10 @@ pub struct NewSession {
     /// Set by [`Service::step_up`]: the code typed with this request, for the changes that need
     /// one in the same request (pass it on with [`Actor::with_fresh_code`]).
     pub fresh_code: Option<crate::FreshCode>,
+    /// Set by [`Service::login_second_factor`]: a new known-device token for the browser that
+    /// finished the login (see [`crate::devices`]); keep it in a long-lived cookie and pass it
+    /// back with the next login's code, so wrong codes typed elsewhere cannot lock it out.
+    pub device_token: Option<String>,
 }
 
 /// The attempts one password check reserved (see [`Service::reserve_login`]).
@@ -476,11 +480,14 @@ impl Service {
             self.owner_draft(&rec, "auth.login", source, serde_json::json!({ "two_factor_pending": two_factor }));
         self.inner.store.insert_session(&session, Some(audit)).await?;
         let info = self.session_info(&token, &session, &rec, two_factor);
-        Ok(NewSession { token, info, fresh_code: None })
+        Ok(NewSession { token, info, fresh_code: None, device_token: None })
     }
 
     /// Completes a 2FA-pending login with a TOTP code or a recovery code; the session id is
-    /// rotated (the old one no longer works). Audited as `auth.second_factor`.
+    /// rotated (the old one no longer works). Audited as `auth.second_factor`. `device` is the
+    /// browser's known-device token, if it has one: a code typed there counts on the device's
+    /// own counter instead of the account-wide ceiling that someone with only the password can
+    /// spend (see [`crate::devices`]). The answer carries a fresh token for the device.
     ///
     /// # Errors
     /// [`ServiceError::Unauthenticated`] for an unknown or ended session,
@@ -491,17 +498,26 @@ impl Service {
         token: &SessionToken,
         code: &str,
         source: Option<String>,
+        device: Option<&str>,
     ) -> ServiceResult<NewSession> {
         let (session, account) = self.live_session(token).await?;
         if !session.two_factor_pending {
             return Err(ServiceError::Conflict("this session is already logged in".into()));
         }
-        let caller = CodeCaller::Login { session: token.hash() };
+        let caller = CodeCaller::Login { session: token.hash(), device: device.map(str::to_owned) };
         let method = self.verify_second_factor(&account, code, "login", source.clone(), &caller).await?;
         let now = self.now_ms();
+        let known = device.is_some_and(|d| crate::devices::check(&self.inner.device_key, &account, d, now).is_some());
         let new = SessionRecord { two_factor_pending: false, last_seen_at: now, ..session.clone() };
-        let audit = self.owner_draft(&account, "auth.second_factor", source, serde_json::json!({ "method": method }));
-        self.rotate(token, new, &account, audit).await
+        let audit = self.owner_draft(
+            &account,
+            "auth.second_factor",
+            source,
+            serde_json::json!({ "method": method, "known_device": known }),
+        );
+        let mut fresh = self.rotate(token, new, &account, audit).await?;
+        fresh.device_token = Some(crate::devices::issue(&self.inner.device_key, &account, now));
+        Ok(fresh)
     }
 
     async fn rotate(
@@ -519,7 +535,7 @@ impl Service {
         })?;
         let enabled = self.two_factor_enabled(account.id).await?;
         let info = self.session_info(&token, &new, account, enabled);
-        Ok(NewSession { token, info, fresh_code: None })
+        Ok(NewSession { token, info, fresh_code: None, device_token: None })
     }
 
     /// The session and its account, if the session exists and has not ended; an ended one is
@@ -727,7 +743,7 @@ impl Service {
         self.inner.store.update_account_ending_sessions(&rec, Some(&new_session), audit).await?;
         let enabled = self.two_factor_enabled(rec.id).await?;
         let info = self.session_info(&fresh, &new_session, &rec, enabled);
-        Ok(NewSession { token: fresh, info, fresh_code: None })
+        Ok(NewSession { token: fresh, info, fresh_code: None, device_token: None })
     }
 
     /// The later of the account's current withdrawal lock and `now` + the configured lock.

@@ -44,6 +44,8 @@ pub(crate) enum CodeCaller {
     Login {
         /// The pending session's id hash.
         session: [u8; 32],
+        /// The browser's known-device token, if it sent one (checked here, not trusted).
+        device: Option<String>,
     },
     /// A code typed in a session past its login's second factor.
     Established,
@@ -56,13 +58,16 @@ struct LocalTickets {
     session: crate::throttle::Ticket,
     ip: String,
     ip_ticket: crate::throttle::Ticket,
+    /// The known device's id and its attempt, when the code came from one.
+    device: Option<(String, crate::throttle::Ticket)>,
 }
 
 /// One reserved code check: what to give back if the code was good.
 #[derive(Debug)]
 struct Reserved {
-    counter: TotpCounter,
-    window_start: UnixMillis,
+    /// The store's counter and window the attempt was counted in; none for a login code from a
+    /// known device, which counts only on its device's counter.
+    stored: Option<(TotpCounter, UnixMillis)>,
     local: Option<LocalTickets>,
 }
 use serde::Serialize;
@@ -207,11 +212,12 @@ impl Service {
     /// Reserves one code check of `account` before the code is looked at, so concurrent checks
     /// (in this process or on other nodes) cannot all pass a count read before any failure was
     /// written. A code finishing a password login counts per login session and per client
-    /// address (in memory, or in the counters every node shares), then against the account's login counter in the store, whose
-    /// ceiling is far higher; a code from an established session counts against the account's
-    /// other counter, which login attempts never touch (issue #18). Refuses when a window is
-    /// full, auditing the first refusal. On success, the caller gives the attempt back (or the
-    /// store clears it).
+    /// address (in memory, or in the counters every node shares), then either on its known
+    /// device's own counter (see [`crate::devices`]) or against the account's login counter in
+    /// the store, whose ceiling is far higher; a code from an established session counts against
+    /// the account's other counter, which login attempts never touch (issue #18). Refuses when a
+    /// window is full, auditing the first refusal of the store's windows. On success, the caller
+    /// gives the attempt back (or the store clears it).
     async fn reserve_totp_attempt(
         &self,
         account: &AccountRecord,
@@ -224,7 +230,7 @@ impl Service {
         let throttled = |retry_after_ms| ServiceError::Throttled { what: "2FA code".into(), retry_after_ms };
         let (counter, limit, local) = match caller {
             CodeCaller::Established => (TotpCounter::Established, t.totp_failures, None),
-            CodeCaller::Login { session } => {
+            CodeCaller::Login { session, device } => {
                 let session_key = hex::encode(session);
                 let ip = crate::throttle::ip_key(source.as_deref());
                 let s = self.inner.totp_by_session.try_consume(&session_key, now, t.totp_failures).await;
@@ -236,11 +242,22 @@ impl Service {
                         return Err(throttled(r.retry_after_ms));
                     }
                 };
-                (
-                    TotpCounter::Login,
-                    t.totp_login_per_account,
-                    Some(LocalTickets { session_key, session: s, ip, ip_ticket: i }),
-                )
+                let mut local = LocalTickets { session_key, session: s, ip, ip_ticket: i, device: None };
+                let known =
+                    device.as_deref().and_then(|d| crate::devices::check(&self.inner.device_key, account, d, now));
+                if let Some(id) = known {
+                    return match self.inner.totp_by_device.try_consume(&id, now, t.totp_failures).await {
+                        Ok(d) => {
+                            local.device = Some((id, d));
+                            Ok(Reserved { stored: None, local: Some(local) })
+                        }
+                        Err(r) => {
+                            self.refund_local(local).await;
+                            Err(throttled(r.retry_after_ms))
+                        }
+                    };
+                }
+                (TotpCounter::Login, t.totp_login_per_account, Some(local))
             }
         };
         let attempt = self.inner.store.reserve_totp_attempt(account.id, counter, now, t.totp_window_ms, limit).await;
@@ -254,7 +271,7 @@ impl Service {
             }
         };
         match attempt {
-            TotpAttempt::Reserved { window_start, .. } => Ok(Reserved { counter, window_start, local }),
+            TotpAttempt::Reserved { window_start, .. } => Ok(Reserved { stored: Some((counter, window_start)), local }),
             TotpAttempt::Refused { window_start, first } => {
                 // Only the first refusal of a window is audited, so a flood of attempts cannot
                 // flood the audit log; the window's start never moves, so this never extends
@@ -309,6 +326,9 @@ impl Service {
     async fn refund_local(&self, l: LocalTickets) {
         self.inner.totp_by_session.refund(&l.session_key, l.session).await;
         self.inner.totp_by_ip.refund(&l.ip, l.ip_ticket).await;
+        if let Some((id, ticket)) = l.device {
+            self.inner.totp_by_device.refund(&id, ticket).await;
+        }
     }
 
     /// A good code: none of its reserved attempts count.
@@ -316,7 +336,9 @@ impl Service {
         if let Some(l) = reserved.local {
             self.refund_local(l).await;
         }
-        self.inner.store.release_totp_attempt(account.id, reserved.counter, reserved.window_start).await?;
+        if let Some((counter, window_start)) = reserved.stored {
+            self.inner.store.release_totp_attempt(account.id, counter, window_start).await?;
+        }
         Ok(())
     }
 
@@ -361,7 +383,7 @@ impl Service {
             // keeps its failures (whoever made them may still be trying), so the attempt is
             // given back.
             if self.inner.store.accept_totp_step(account.id, step, None).await? {
-                if reserved.counter == TotpCounter::Login {
+                if !matches!(reserved.stored, Some((TotpCounter::Established, _))) {
                     self.release(account, reserved).await?;
                 }
                 return Ok(SecondFactor::Totp);

@@ -243,10 +243,10 @@ async fn with_2fa_a_login_is_pending_until_its_code_and_then_the_id_rotates() {
     assert!(unauthenticated(e.service.session_actor(&s.token, src()).await), "a pending login acts as the owner");
     assert!(e.service.session(&s.token, src()).await.unwrap().two_factor_pending);
     // A wrong code leaves the session pending and the id unchanged.
-    let err = e.service.login_second_factor(&s.token, "000000", src()).await.unwrap_err();
+    let err = e.service.login_second_factor(&s.token, "000000", src(), None).await.unwrap_err();
     assert!(matches!(err, ServiceError::InvalidCode(_)), "{err}");
     assert!(e.service.session(&s.token, src()).await.unwrap().two_factor_pending);
-    let done = e.service.login_second_factor(&s.token, &e.code(&totp), src()).await.unwrap();
+    let done = e.service.login_second_factor(&s.token, &e.code(&totp), src(), None).await.unwrap();
     assert!(!done.info.two_factor_pending);
     assert_ne!(done.token.expose(), s.token.expose());
     assert_ne!(done.info.csrf_token, s.info.csrf_token, "the CSRF token survived the rotation");
@@ -254,14 +254,14 @@ async fn with_2fa_a_login_is_pending_until_its_code_and_then_the_id_rotates() {
     assert!(!s.token.check_csrf(&done.info.csrf_token));
     e.actor(&done.token).await;
     assert!(matches!(
-        e.service.login_second_factor(&done.token, "123456", src()).await,
+        e.service.login_second_factor(&done.token, "123456", src(), None).await,
         Err(ServiceError::Conflict(_))
     ));
     // A pending login that waits too long ends.
     e.clock.advance_ms(30_000);
     let slow = e.login("alice").await;
     e.clock.advance_ms(5 * MINUTE);
-    assert!(unauthenticated(e.service.login_second_factor(&slow.token, &e.code(&totp), src()).await));
+    assert!(unauthenticated(e.service.login_second_factor(&slow.token, &e.code(&totp), src(), None).await));
 }
 
 #[tokio::test]
@@ -270,7 +270,7 @@ async fn a_totp_code_is_accepted_once_and_a_reused_one_changes_nothing() {
     let (_, totp, _) = e.alice_with_2fa().await;
     let s = e.login("alice").await;
     let code = e.code(&totp);
-    let done = e.service.login_second_factor(&s.token, &code, src()).await.unwrap();
+    let done = e.service.login_second_factor(&s.token, &code, src(), None).await.unwrap();
     let before = e.audit_len().await;
     let err = e.service.step_up(&done.token, &code, src()).await.unwrap_err();
     assert!(matches!(err, ServiceError::InvalidCode(ref m) if m.contains("already used")), "{err}");
@@ -384,7 +384,7 @@ async fn totp_codes_are_throttled_per_account_for_five_minutes_even_the_right_on
     // second factor is still checked, and a wrong code there adds nothing to this counter.
     let second = e.login("alice").await;
     assert!(matches!(
-        e.service.login_second_factor(&second.token, "000000", src()).await,
+        e.service.login_second_factor(&second.token, "000000", src(), None).await,
         Err(ServiceError::InvalidCode(_))
     ));
     let Actor::Owner { stepped_up_until, .. } = e.actor(&s.token).await else { panic!() };
@@ -506,7 +506,7 @@ async fn recovery_codes_stand_in_for_a_totp_code_once_each() {
     assert_eq!(codes.codes.len(), 10);
     let s = e.login("alice").await;
     let code = codes.codes[3].to_uppercase().replace('-', " ");
-    let done = e.service.login_second_factor(&s.token, &code, src()).await.unwrap();
+    let done = e.service.login_second_factor(&s.token, &code, src(), None).await.unwrap();
     assert!(e.audit_actions().await.contains(&"auth.recovery_code_used".to_owned()));
     let err = e.service.step_up(&done.token, &codes.codes[3], src()).await.unwrap_err();
     assert!(matches!(err, ServiceError::InvalidCode(_)), "a recovery code worked twice: {err}");
@@ -520,9 +520,9 @@ async fn recovery_codes_stand_in_for_a_totp_code_once_each() {
     assert_eq!(e.service.two_factor_status(&alice, "alice").await.unwrap().recovery_codes_left, 10);
     e.clock.advance_ms(30_000);
     let again = e.login("alice").await;
-    let err = e.service.login_second_factor(&again.token, &codes.codes[6], src()).await.unwrap_err();
+    let err = e.service.login_second_factor(&again.token, &codes.codes[6], src(), None).await.unwrap_err();
     assert!(matches!(err, ServiceError::InvalidCode(_)), "an old recovery code still works: {err}");
-    e.service.login_second_factor(&again.token, &fresh.codes[0], src()).await.unwrap();
+    e.service.login_second_factor(&again.token, &fresh.codes[0], src(), None).await.unwrap();
     assert!(e.audit_actions().await.contains(&"totp.recovery_codes_regenerated".to_owned()));
 }
 
@@ -586,7 +586,7 @@ async fn the_database_holds_no_totp_seed_session_id_or_recovery_code_in_plain_te
     let codes = e.service.totp_confirm(&bob, &e.code(&totp_of(&en))).await.unwrap();
     e.clock.advance_ms(30_000);
     let pending = e.login("bob").await;
-    let full = e.service.login_second_factor(&pending.token, &codes.codes[0], src()).await.unwrap();
+    let full = e.service.login_second_factor(&pending.token, &codes.codes[0], src(), None).await.unwrap();
     let seed = totp_rs::Secret::try_from_base32(&en.secret_base32).unwrap().as_bytes().to_vec();
     let mut dump = Vec::new();
     for entry in std::fs::read_dir(e.dir.path()).unwrap() {
@@ -674,7 +674,7 @@ impl Env {
     async fn relogin_alice(&self, totp: &totp_rs::Totp) -> NewSession {
         self.clock.advance_ms(30_000);
         let pending = self.login("alice").await;
-        self.service.login_second_factor(&pending.token, &self.code(totp), src()).await.unwrap()
+        self.service.login_second_factor(&pending.token, &self.code(totp), src(), None).await.unwrap()
     }
 
     async fn block(

@@ -75,7 +75,7 @@ async fn concurrent_wrong_totp_codes_get_at_most_the_limit_of_checks() {
 
     // A good recovery code is not counted as a failure: four wrong codes, a good recovery code
     // (as step-up on a full session), then the fifth wrong code is still checked.
-    let full = svc.login_second_factor(&pending.token, &recovery.codes[0], None).await.unwrap();
+    let full = svc.login_second_factor(&pending.token, &recovery.codes[0], None, None).await.unwrap();
     for code in &wrong[..4] {
         assert!(matches!(svc.step_up(&full.token, code, None).await, Err(ServiceError::InvalidCode(_))));
     }
@@ -90,7 +90,7 @@ async fn concurrent_wrong_totp_codes_get_at_most_the_limit_of_checks() {
     for code in wrong {
         let svc = svc.clone();
         let tok = pending.token.clone();
-        set.spawn(async move { svc.login_second_factor(&tok, &code, None).await.map(|_| ()) });
+        set.spawn(async move { svc.login_second_factor(&tok, &code, None, None).await.map(|_| ()) });
     }
     let got = tally(set, |e| matches!(e, ServiceError::InvalidCode(_))).await;
     assert_eq!(got, Tally { checked: 5, throttled: 95 });
@@ -198,9 +198,10 @@ async fn wrong_codes_from_someone_with_the_password_do_not_lock_the_owners_sessi
     clock.advance_ms(30_000);
     let pending = svc.login("alice", pw(PASSWORD), owner_ip.clone()).await.unwrap();
     let owner = svc
-        .login_second_factor(&pending.token, &totp.generate(now_s(&clock)).to_string(), owner_ip.clone())
+        .login_second_factor(&pending.token, &totp.generate(now_s(&clock)).to_string(), owner_ip.clone(), None)
         .await
         .unwrap();
+    let device = owner.device_token.clone().expect("a finished login gives its browser a device token");
     let t = now_s(&clock);
     let valid: Vec<String> = [t - 30, t, t + 30, t + 60].iter().map(|s| totp.generate(*s).to_string()).collect();
     let mut wrong = (0..1000u32).map(|i| format!("{:06}", 300_000 + i)).filter(|c| !valid.contains(c));
@@ -212,7 +213,7 @@ async fn wrong_codes_from_someone_with_the_password_do_not_lock_the_owners_sessi
     for _ in 0..3 {
         let p = svc.login("alice", pw(PASSWORD), attacker.clone()).await.unwrap();
         for _ in 0..6 {
-            match svc.login_second_factor(&p.token, &wrong.next().unwrap(), attacker.clone()).await {
+            match svc.login_second_factor(&p.token, &wrong.next().unwrap(), attacker.clone(), None).await {
                 Err(ServiceError::InvalidCode(_)) => checked += 1,
                 Err(ServiceError::Throttled { .. }) => {}
                 other => panic!("{other:?}"),
@@ -235,7 +236,7 @@ async fn wrong_codes_from_someone_with_the_password_do_not_lock_the_owners_sessi
         let Ok(p) = svc.login("alice", pw(PASSWORD), ip.clone()).await else { continue };
         for _ in 0..5 {
             if let Err(ServiceError::InvalidCode(_)) =
-                svc.login_second_factor(&p.token, &wrong.next().unwrap(), ip.clone()).await
+                svc.login_second_factor(&p.token, &wrong.next().unwrap(), ip.clone(), None).await
             {
                 spread += 1;
             }
@@ -256,4 +257,37 @@ async fn wrong_codes_from_someone_with_the_password_do_not_lock_the_owners_sessi
         svc.step_up(&owner.token, &wrong.next().unwrap(), owner_ip.clone()).await,
         Err(ServiceError::Throttled { .. })
     ));
+
+    // The ceiling is spent: a login from a browser the account has never seen is refused even
+    // with the right code until the window passes, and so is one with a forged device token ...
+    clock.advance_ms(30_000);
+    let elsewhere = Some("198.51.100.5".to_owned());
+    let right = |c: &ManualClock| totp.generate(now_s(c)).to_string();
+    let p = svc.login("alice", pw(PASSWORD), elsewhere.clone()).await.unwrap();
+    let r = svc.login_second_factor(&p.token, &right(&clock), elsewhere.clone(), None).await;
+    assert!(matches!(r, Err(ServiceError::Throttled { .. })), "{r:?}");
+    let mut forged = device.clone();
+    forged.replace_range(10..12, if &device[10..12] == "00" { "11" } else { "00" });
+    let r = svc.login_second_factor(&p.token, &right(&clock), elsewhere.clone(), Some(&forged)).await;
+    assert!(matches!(r, Err(ServiceError::Throttled { .. })), "{r:?}");
+    // ... but the owner's own browser, which finished a login before, logs in at once from any
+    // address, and gets a fresh token.
+    let p = svc.login("alice", pw(PASSWORD), elsewhere.clone()).await.unwrap();
+    let back = svc.login_second_factor(&p.token, &right(&clock), elsewhere.clone(), Some(&device)).await;
+    let back = back.expect("the owner's known browser was locked out");
+    let device = back.device_token.expect("a fresh device token");
+    // Wrong codes on the known device count on its own counter (five), not on the spent one,
+    // across its login sessions.
+    let mut on_device = 0;
+    for _ in 0..2 {
+        let p = svc.login("alice", pw(PASSWORD), owner_ip.clone()).await.unwrap();
+        for _ in 0..3 {
+            match svc.login_second_factor(&p.token, &wrong.next().unwrap(), owner_ip.clone(), Some(&device)).await {
+                Err(ServiceError::InvalidCode(_)) => on_device += 1,
+                Err(ServiceError::Throttled { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(on_device, 5, "the device's own counter holds five");
 }

@@ -100,10 +100,19 @@ pub trait Store:
     /// Closes every connection and waits for it, so a process can hand its data to the next one
     /// cleanly (SQLite checkpoints its WAL on the last close). Later calls fail.
     async fn close(&self);
+
+    /// A key for `purpose` derived from the master key, which every node of a deployment holds:
+    /// tokens the service signs (a browser's known-device token) then check on any node, with
+    /// no other secret to distribute. Distinct purposes give independent keys.
+    fn derived_key(&self, purpose: &[u8]) -> zeroize::Zeroizing<[u8; 32]>;
 }
 
 #[async_trait]
 impl<D: Dialect> Store for SqlStore<D> {
+    fn derived_key(&self, purpose: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
+        self.cipher.derive(purpose)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read_optional(sql::stmt("SELECT 1 AS one")).await?;
         // A value that changes each time, so the write is never a no-op: the process's clock is

@@ -119,6 +119,15 @@ impl AuditFilter {
         let key = self.key.as_deref().map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned);
         let from_ms = day_start(self.from.as_deref().unwrap_or(""), "from")?;
         let until_ms = day_start(self.to.as_deref().unwrap_or(""), "to")?.map(|d| d + DAY_MS);
+        if let (Some(from), Some(until)) = (from_ms, until_ms)
+            && from >= until
+        {
+            return Err(ConsoleError::BadRequest(format!(
+                "The range runs backwards: {} is after {}. Put the earlier date first.",
+                self.from.as_deref().unwrap_or("").trim(),
+                self.to.as_deref().unwrap_or("").trim()
+            )));
+        }
         Ok(Filter { actions, key, from_ms, until_ms })
     }
 
@@ -663,6 +672,11 @@ mod tests {
         assert_eq!(f.from_ms, Some(1_767_312_000_000));
         assert_eq!(f.until_ms, Some(1_767_312_000_000 + DAY_MS));
         assert!(AuditFilter { from: Some("yesterday".into()), ..AuditFilter::default() }.checked().is_err());
+        // A backwards range is said, not answered with an empty page.
+        let backwards =
+            AuditFilter { from: Some("2026-01-03".into()), to: Some("2026-01-02".into()), ..AuditFilter::default() };
+        let e = backwards.checked().unwrap_err();
+        assert!(e.message().contains("runs backwards"), "{}", e.message());
         assert!(AuditFilter { r#type: Some("nope".into()), ..AuditFilter::default() }.checked().is_err());
         let q = AuditFilter { r#type: Some("keys".into()), key: Some("kg_a b".into()), ..AuditFilter::default() };
         assert_eq!(q.query(), "type=keys&key=kg_a%20b");

@@ -202,13 +202,13 @@ pub(super) async fn login_totp(State(c): State<Console>, ctx: Ctx, axum::Form(f)
         return error_page(&e, None);
     }
     let draft = f.draft.clone().unwrap_or_default();
-    match c.service().login_second_factor(&token, f.code.trim(), ctx.source.clone()).await {
+    match c.service().login_second_factor(&token, f.code.trim(), ctx.source.clone(), ctx.device.as_deref()).await {
         Ok(s) if !draft.is_empty() => {
-            let cookie = ctx.session_cookie(&s.token);
+            let cookies = ctx.login_cookies(&s);
             let v = Viewer::of(s.token, s.info, ctx.source.clone());
-            resume_draft(&c, &v, &draft, &[cookie]).await
+            resume_draft(&c, &v, &draft, &cookies).await
         }
-        Ok(s) => see_other("/console/keys", &[ctx.session_cookie(&s.token)]),
+        Ok(s) => see_other("/console/keys", &ctx.login_cookies(&s)),
         Err(e) => {
             let e = ConsoleError::from(e);
             if matches!(e, ConsoleError::Service(ServiceError::Unauthenticated(_))) {

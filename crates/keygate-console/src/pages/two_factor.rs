@@ -287,6 +287,9 @@ struct StepUpPage {
     csrf: String,
     next: String,
     error: Option<String>,
+    /// False on an account without 2FA: the page says to turn it on instead of asking for a code
+    /// there is no app to read from.
+    two_factor: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,6 +325,7 @@ pub(super) async fn step_up_page(State(c): State<Console>, ctx: Ctx, Query(q): Q
                 csrf: v.info.csrf_token.clone(),
                 next: safe_next(q.next.as_deref()),
                 error: None,
+                two_factor: v.info.two_factor_enabled,
             },
             &[],
         ),
@@ -350,6 +354,7 @@ pub(super) async fn step_up(State(c): State<Console>, ctx: Ctx, axum::Form(f): a
                     csrf: v.info.csrf_token.clone(),
                     next,
                     error: Some(msg),
+                    two_factor: v.info.two_factor_enabled,
                 },
                 &[],
             )

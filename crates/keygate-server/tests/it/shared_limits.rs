@@ -268,16 +268,19 @@ async fn login_and_two_factor_throttles_trip_across_nodes() {
     for _ in 0..5 {
         let pending = a.service.login("carol", pw(PASSWORD), from("203.0.113.9")).await.unwrap();
         for _ in 0..2 {
-            let r = a.service.login_second_factor(&pending.token, &wrong_code(&a, &totp_a), from("203.0.113.9")).await;
+            let r = a
+                .service
+                .login_second_factor(&pending.token, &wrong_code(&a, &totp_a), from("203.0.113.9"), None)
+                .await;
             assert!(matches!(r, Err(ServiceError::InvalidCode(_))), "{r:?}");
         }
     }
     let pending = b.service.login("carol", pw(PASSWORD), from("203.0.113.9")).await.unwrap();
-    let r = b.service.login_second_factor(&pending.token, &wrong_code(&b, &totp_b), from("203.0.113.9")).await;
+    let r = b.service.login_second_factor(&pending.token, &wrong_code(&b, &totp_b), from("203.0.113.9"), None).await;
     assert!(matches!(r, Err(ServiceError::Throttled { .. })), "{r:?}");
     // Another address on B is still heard.
     let pending = b.service.login("carol", pw(PASSWORD), from("203.0.113.10")).await.unwrap();
-    let r = b.service.login_second_factor(&pending.token, &wrong_code(&b, &totp_b), from("203.0.113.10")).await;
+    let r = b.service.login_second_factor(&pending.token, &wrong_code(&b, &totp_b), from("203.0.113.10"), None).await;
     assert!(matches!(r, Err(ServiceError::InvalidCode(_))), "{r:?}");
 }
 
