@@ -39,6 +39,7 @@ fn hmac_key(seed: u64, account: AccountId) -> KeyRecord {
         permissions: Permissions::READ_ONLY,
         restrictions: Restrictions::default(),
         status: KeyStatus::Active,
+        status_reason: None,
         created_at: UnixMillis(1_767_225_600_000),
         created_by: "operator".into(),
         updated_at: UnixMillis(1_767_225_600_000),

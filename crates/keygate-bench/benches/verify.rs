@@ -47,6 +47,7 @@ fn record(id: ApiKeyId, material: KeyMaterial) -> KeyRecord {
         permissions: Permissions::READ_ONLY,
         restrictions: Restrictions::default(),
         status: KeyStatus::Active,
+        status_reason: None,
         created_at: UnixMillis(NOW_MS),
         created_by: "operator".into(),
         updated_at: UnixMillis(NOW_MS),

@@ -222,6 +222,7 @@ fn record(id: ApiKeyId, account_id: AccountId, material: KeyMaterial, now: keyga
         permissions: Permissions::READ_ONLY,
         restrictions: Restrictions::default(),
         status: KeyStatus::Active,
+        status_reason: None,
         created_at: now,
         created_by: "operator".into(),
         updated_at: now,

@@ -365,6 +365,7 @@ impl Service {
             permissions: new.permissions,
             restrictions: new.restrictions.clone(),
             status: KeyStatus::Active,
+            status_reason: None,
             created_at: now,
             created_by: actor.kind().into(),
             updated_at: now,

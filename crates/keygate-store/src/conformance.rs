@@ -166,6 +166,8 @@ macro_rules! store_conformance_suite {
             a_conditional_key_update_refuses_a_key_changed_meanwhile,
             single_use_signatures_are_recorded_with_their_batch_once,
             the_exchange_writer_takes_over_with_a_new_term_that_fences_the_old_one,
+            account_key_policies_round_trip_and_come_due_in_order,
+            a_key_warning_is_recorded_once_with_its_audit_record,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -523,6 +525,7 @@ fn key(e: &mut TestEntropy, account: AccountId, material: KeyMaterial, at: u64) 
         permissions: Permissions::READ_ONLY,
         restrictions: Restrictions::default(),
         status: KeyStatus::Active,
+        status_reason: None,
         created_at: UnixMillis(at),
         created_by: "owner".into(),
         updated_at: UnixMillis(at),
@@ -619,6 +622,7 @@ fn assert_same_key(got: &KeyRecord, want: &KeyRecord) {
     assert_eq!(got.permissions, want.permissions, "{id}: permissions");
     assert_eq!(got.restrictions, want.restrictions, "{id}: restrictions");
     assert_eq!(got.status, want.status, "{id}: status");
+    assert_eq!(got.status_reason, want.status_reason, "{id}: status_reason");
     assert_eq!(got.created_at, want.created_at, "{id}: created_at");
     assert_eq!(got.created_by, want.created_by, "{id}: created_by");
     assert_eq!(got.updated_at, want.updated_at, "{id}: updated_at");
@@ -941,6 +945,7 @@ pub async fn update_key_changes_only_mutable_fields_and_is_audited<H: Harness>()
     changed.permissions = Permissions::with(&[Permission::Trade]);
     changed.restrictions = full_restrictions();
     changed.status = KeyStatus::Disabled;
+    changed.status_reason = Some("policy:unused".into());
     changed.created_by = "system".into();
     changed.updated_at = UnixMillis(3_000);
     changed.updated_by = "operator".into();
@@ -963,6 +968,7 @@ pub async fn update_key_changes_only_mutable_fields_and_is_audited<H: Harness>()
         restrictions: changed.restrictions.clone(),
         withdrawal_holds: changed.withdrawal_holds.clone(),
         status: changed.status,
+        status_reason: changed.status_reason.clone(),
         updated_at: changed.updated_at,
         updated_by: changed.updated_by.clone(),
         ..stored
@@ -2452,4 +2458,68 @@ mod tests {
         }
         assert!(!head.is_empty());
     }
+}
+
+// Key policies (issue #17)
+
+/// An account's policy row is written whole with its audit record, read back exactly, and its
+/// re-confirmation comes due at its time, oldest first; clearing it takes the row out of the due
+/// list.
+pub async fn account_key_policies_round_trip_and_come_due_in_order<H: Harness>() {
+    use crate::{AccountPolicyRecord, Reconfirmation};
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    assert_eq!(store.account_policy(alice.id).await.unwrap(), None);
+    let before = audit_len(&*store).await;
+    let rec = |account, policy: &str, due: Option<u64>| AccountPolicyRecord {
+        account_id: account,
+        policy: policy.into(),
+        reconfirm: due.map(|d| Reconfirmation {
+            since: UnixMillis(5_000),
+            due: UnixMillis(d),
+            reason: "password_changed".into(),
+        }),
+        updated_at: UnixMillis(5_000),
+    };
+    let a = rec(alice.id, r#"{"unused_days":30}"#, Some(9_000));
+    store.put_account_policy(&a, draft("account.key_policy", "account:alice", Some(alice.id))).await.unwrap();
+    let b = rec(bob.id, "{}", Some(7_000));
+    store.put_account_policy(&b, draft("account.reconfirm", "account:bob", Some(bob.id))).await.unwrap();
+    assert_eq!(store.account_policy(alice.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(audit_len(&*store).await, before + 2);
+    assert!(store.reconfirmations_due(UnixMillis(6_999), 10).await.unwrap().is_empty());
+    let due = store.reconfirmations_due(UnixMillis(9_000), 10).await.unwrap();
+    assert_eq!(due, vec![b.clone(), a.clone()], "oldest due first");
+    assert_eq!(store.reconfirmations_due(UnixMillis(9_000), 1).await.unwrap(), vec![b.clone()]);
+    // Written whole: the re-confirmation cleared, the policy kept.
+    let cleared = AccountPolicyRecord { reconfirm: None, updated_at: UnixMillis(9_500), ..b.clone() };
+    store.put_account_policy(&cleared, draft("key.reconfirm", "account:bob", Some(bob.id))).await.unwrap();
+    assert_eq!(store.reconfirmations_due(UnixMillis(10_000), 10).await.unwrap(), vec![a]);
+    assert_eq!(store.account_policy(bob.id).await.unwrap(), Some(cleared));
+    assert!(verify_chain([0; 32], 0, &whole_audit(&*store).await).is_ok());
+}
+
+/// A warning about a key is recorded once: the second call (another sweeper, or a sweep again
+/// after a crash) writes nothing, neither the notice nor its audit record; another notice of the
+/// same key, or the same notice of another key, is recorded.
+pub async fn a_key_warning_is_recorded_once_with_its_audit_record<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(171);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let k = hmac_key(&mut e, alice.id, 2_000);
+    let k2 = hmac_key(&mut e, alice.id, 2_000);
+    let d = || draft("key.expiring", k.id.as_str(), Some(alice.id));
+    let before = audit_len(&*store).await;
+    assert!(store.record_key_notice(&k.id, "unused:7d:2000", UnixMillis(3_000), d()).await.unwrap());
+    assert!(!store.record_key_notice(&k.id, "unused:7d:2000", UnixMillis(3_001), d()).await.unwrap());
+    assert_eq!(audit_len(&*store).await, before + 1);
+    assert!(store.record_key_notice(&k.id, "unused:1d:2000", UnixMillis(3_002), d()).await.unwrap());
+    assert!(store.record_key_notice(&k2.id, "unused:7d:2000", UnixMillis(3_003), d()).await.unwrap());
+    assert_eq!(audit_len(&*store).await, before + 3);
+    let chain = whole_audit(&*store).await;
+    assert_eq!(chain.last().unwrap().draft.action, "key.expiring");
+    assert!(verify_chain([0; 32], 0, &chain).is_ok());
 }

@@ -63,8 +63,8 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             stmt(
                 "INSERT INTO api_keys (id, account_id, label, key_type, public_key_pem, secret_ciphertext, \
                  secret_master_key_id, permissions, restrictions, status, created_at, created_by, updated_at, \
-                 updated_by, last_used_at, last_used_ip, use_count, withdrawal_holds) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                 updated_by, last_used_at, last_used_ip, use_count, withdrawal_holds, status_reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
             )
             .arg(what)
             .arg(key.account_id.0)
@@ -83,7 +83,8 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             .arg(enc.last_used_at)
             .arg(key.last_used_ip.as_deref())
             .arg(enc.use_count)
-            .arg(&enc.holds),
+            .arg(&enc.holds)
+            .arg(key.status_reason.as_deref()),
         )
         .await
         .map_err(|e| name_violation(e, &format_args!("API key {what}"), &format_args!("account {}", key.account_id)))?;
@@ -197,12 +198,12 @@ impl<D: Dialect> SqlStore<D> {
             .transpose()?;
         let mut sql = String::from(
             "UPDATE api_keys SET label = $1, permissions = $2, restrictions = $3, withdrawal_holds = $4, \
-             status = $5, updated_at = $6, updated_by = $7 WHERE id = $8 AND status <> 'revoked'",
+             status = $5, updated_at = $6, updated_by = $7, status_reason = $8 WHERE id = $9 AND status <> 'revoked'",
         );
         if guard.is_some() {
             sql.push_str(
-                " AND label = $9 AND permissions = $10 AND restrictions = $11 AND withdrawal_holds = $12 \
-                 AND status = $13 AND updated_at = $14",
+                " AND label = $10 AND permissions = $11 AND restrictions = $12 AND withdrawal_holds = $13 \
+                 AND status = $14 AND updated_at = $15",
             );
         }
         let mut update = stmt(sql)
@@ -213,6 +214,7 @@ impl<D: Dialect> SqlStore<D> {
             .arg(key.status.as_str())
             .arg(updated_at)
             .arg(&key.updated_by)
+            .arg(key.status_reason.as_deref().filter(|_| key.status != keygate_auth::KeyStatus::Active))
             .arg(what);
         if let (Some(e), Some((p, r, h, at))) = (expected, &guard) {
             update = update.arg(&e.label).arg(p).arg(r).arg(h).arg(e.status.as_str()).arg(*at);

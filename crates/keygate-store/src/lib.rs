@@ -25,6 +25,7 @@ mod faucet;
 mod invites;
 mod journal;
 mod keys;
+mod policies;
 pub mod postgres;
 pub mod records;
 mod rows;
@@ -45,6 +46,7 @@ pub use faucet::FaucetStore;
 pub use invites::InviteStore;
 pub use journal::JournalStore;
 pub use keys::KeyStore;
+pub use policies::{AccountPolicyRecord, PolicyStore, Reconfirmation};
 pub use postgres::PgStore;
 pub use records::{
     AccountRecord, AccountStatus, AddressHold, AuditDraft, AuditRecord, Change, ChangeRecord, FaucetGrant, HoldPeriod,
@@ -70,7 +72,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub mod prelude {
     pub use crate::{
         AccountStore as _, AuditStore as _, ChangeFeed as _, FaucetStore as _, InviteStore as _, JournalStore as _,
-        KeyStore as _, SessionStore as _, Store as _, TwoFactorStore as _, WriterElection as _,
+        KeyStore as _, PolicyStore as _, SessionStore as _, Store as _, TwoFactorStore as _, WriterElection as _,
     };
 }
 
@@ -87,6 +89,7 @@ pub trait Store:
     + ChangeFeed
     + FaucetStore
     + InviteStore
+    + PolicyStore
     + WriterElection
     + std::fmt::Debug
     + Send

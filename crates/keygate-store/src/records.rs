@@ -201,6 +201,10 @@ pub struct KeyRecord {
     pub restrictions: Restrictions,
     /// Lifecycle state.
     pub status: KeyStatus,
+    /// Why the key is not active, when something other than a plain edit made it so
+    /// (`2fa_disabled`, `password_changed`, `policy:unused`, ...; issue #17), for the owner to
+    /// read on the key. Cleared when the key is active again.
+    pub status_reason: Option<String>,
     /// Creation time.
     pub created_at: UnixMillis,
     /// Who created it: `owner`, `operator` or `system` (DESIGN.md: operator and system actions are
