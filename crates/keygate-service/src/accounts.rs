@@ -156,6 +156,8 @@ impl Service {
         let now = self.now_ms();
         if !first {
             rec.withdrawals_locked_until = Some(self.lock_until(&rec, now));
+            // Before the change, so a crash in between leaves the safe side (issue #17).
+            self.ask_reconfirmation(actor, rec.id, name, "password_changed").await?;
         }
         let audit = AuditDraft {
             at: now,

@@ -49,13 +49,14 @@ pub struct Assembly {
     config: ServiceConfig,
     exchange: Option<ExchangeSetup>,
     flush_every: Option<Duration>,
+    sweep_every: Option<Duration>,
 }
 
 impl Assembly {
     /// A key system on `store` with the default policy, no exchange and no background tasks.
     #[must_use]
     pub fn new(store: StoreSource, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock, config: ServiceConfig::default(), exchange: None, flush_every: None }
+        Self { store, clock, config: ServiceConfig::default(), exchange: None, flush_every: None, sweep_every: None }
     }
 
     /// The service's policy.
@@ -77,6 +78,14 @@ impl Assembly {
     #[must_use]
     pub fn flush_every(mut self, every: Duration) -> Self {
         self.flush_every = Some(every);
+        self
+    }
+
+    /// Applies the key policies every `every` in the background (see
+    /// [`crate::policy`]; a server: on the exchange's writer only when several nodes run).
+    #[must_use]
+    pub fn sweep_policies_every(mut self, every: Duration) -> Self {
+        self.sweep_every = Some(every);
         self
     }
 
@@ -122,6 +131,9 @@ impl Assembly {
         service.follow_changes(cursor).await?;
         if let Some(every) = self.flush_every {
             service.spawn_flusher(every);
+        }
+        if let Some(every) = self.sweep_every {
+            service.spawn_policy_sweeper(every, engine.clone());
         }
         if let Some(engine) = engine {
             service.spawn_withdrawal_advancer(engine);

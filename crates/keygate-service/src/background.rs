@@ -46,6 +46,36 @@ impl Service {
         }));
     }
 
+    /// Starts applying the key policies every `every` ([`Service::sweep_key_policies`]). With an
+    /// exchange, only while this node writes it: with several nodes one sweeps, and a new writer
+    /// takes over the sweeping with the exchange.
+    pub(crate) fn spawn_policy_sweeper(&self, every: Duration, engine: Option<Engine>) {
+        let service = self.clone();
+        self.inner.background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if engine.as_ref().is_some_and(|e| !e.is_writer()) {
+                    continue;
+                }
+                match service.sweep_key_policies().await {
+                    Ok(r) if r != crate::policy::SweepReport::default() => {
+                        tracing::info!(
+                            warned = r.warned,
+                            disabled = r.disabled,
+                            expired = r.expired,
+                            suspended = r.suspended,
+                            "key policies applied"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "applying key policies failed; will retry"),
+                }
+            }
+        }));
+    }
+
     /// Starts moving withdrawals through their lifecycle: once a second, completes those whose
     /// processing delay has passed. Submitted only when one is due, so an idle exchange
     /// journals nothing.

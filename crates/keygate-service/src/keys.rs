@@ -154,6 +154,38 @@ pub struct KeyEdit {
     pub confirm_wide_ip: bool,
 }
 
+/// The withdraw-key expiry policy ([`crate::policy::KeyPolicy::withdraw_max_days`]): a key that
+/// can withdraw must expire within that many days. A key given `withdraw` (created, or widened
+/// from a key that could not) without an expiry gets the longest allowed, shown on the key; an
+/// expiry set or moved later than that is refused. A key that could already withdraw keeps the
+/// expiry it has while other things about it change.
+fn withdraw_expiry(
+    policy: &crate::policy::KeyPolicy,
+    permissions: Permissions,
+    r: &mut Restrictions,
+    before: Option<&KeyRecord>,
+    now: UnixMillis,
+) -> ServiceResult<()> {
+    let Some(days) = policy.withdraw_max_days else { return Ok(()) };
+    if !permissions.contains(Permission::Withdraw) {
+        return Ok(());
+    }
+    let latest = now.plus_millis(u64::from(days) * crate::policy::DAY_MS);
+    let could = before.is_some_and(|b| b.permissions.contains(Permission::Withdraw));
+    let unchanged = before.is_some_and(|b| b.restrictions.expires_at == r.expires_at);
+    match r.expires_at {
+        None if could && unchanged => Ok(()),
+        None => {
+            r.expires_at = Some(latest);
+            Ok(())
+        }
+        Some(at) if at > latest && !(could && unchanged) => Err(ServiceError::Invalid(format!(
+            "a key that can withdraw must expire within {days} days (the key policy); choose an earlier expiry"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 fn check_label(label: &str) -> ServiceResult<()> {
     if label.chars().count() > 64 || label.chars().any(char::is_control) {
         return Err(ServiceError::Invalid("the label must be at most 64 printable characters".into()));
@@ -226,7 +258,13 @@ impl Service {
         Ok(())
     }
 
-    fn audit(&self, actor: &Actor, action: &str, key: &KeyRecord, details: serde_json::Value) -> AuditDraft {
+    pub(crate) fn key_audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        key: &KeyRecord,
+        details: serde_json::Value,
+    ) -> AuditDraft {
         AuditDraft {
             at: self.now_ms(),
             actor: actor.label(),
@@ -337,12 +375,15 @@ impl Service {
             .iter()
             .filter(|k| k.status != KeyStatus::Revoked)
             .count();
-        if live >= MAX_KEYS_PER_ACCOUNT {
+        let policy = self.effective_key_policy(account.id).await?;
+        let max = usize::try_from(policy.max_keys).unwrap_or(usize::MAX).min(MAX_KEYS_PER_ACCOUNT);
+        if live >= max {
             return Err(ServiceError::Invalid(format!(
-                "account {} already has {MAX_KEYS_PER_ACCOUNT} keys; revoke unused ones first",
+                "account {} already has {max} keys, the most its key policy allows; revoke unused ones first",
                 account.name
             )));
         }
+        withdraw_expiry(&policy, new.permissions, &mut new.restrictions, None, now)?;
         let (material, secret) = match &new.material {
             NewKeyMaterial::Hmac => {
                 let secret = HmacSecret::generate(&mut OsEntropy)?;
@@ -386,7 +427,7 @@ impl Service {
         if let (Some(token), Some(map)) = (form_token, details.as_object_mut()) {
             map.insert("form_token".into(), serde_json::Value::String(token));
         }
-        let audit = self.audit(actor, "key.create", &record, details);
+        let audit = self.key_audit(actor, "key.create", &record, details);
         self.inner.store.insert_key(&record, audit).await?;
         self.inner.cache.upsert(&record)?;
         Ok(CreatedOnce::Created(CreatedKey { key: KeyView::new(&record, &account.name), secret }))
@@ -410,7 +451,10 @@ impl Service {
     /// [`ServiceError::NotFound`] when missing or not `actor`'s.
     pub async fn key(&self, actor: &Actor, id: &str) -> ServiceResult<KeyView> {
         let rec = self.key_record(actor, id).await?;
-        Ok(KeyView::new(&rec, &self.account_name(rec.account_id).await?))
+        let policy = self.effective_key_policy(rec.account_id).await?;
+        let mut view = KeyView::new(&rec, &self.account_name(rec.account_id).await?);
+        view.policy_deadline = crate::policy::next_deadline(&rec, &policy);
+        Ok(view)
     }
 
     /// Keys of one account (by name), or of every account for operators when `account` is None.
@@ -425,7 +469,18 @@ impl Service {
         };
         let accounts = self.inner.store.list_accounts().await?;
         let name_of = |id| accounts.iter().find(|a| a.id == id).map_or_else(|| format!("#{id}"), |a| a.name.clone());
-        Ok(self.inner.store.list_keys(filter).await?.iter().map(|k| KeyView::new(k, &name_of(k.account_id))).collect())
+        let mut policies = rustc_hash::FxHashMap::default();
+        let mut views = Vec::new();
+        for k in self.inner.store.list_keys(filter).await? {
+            let policy = match policies.get(&k.account_id) {
+                Some(p) => *p,
+                None => *policies.entry(k.account_id).or_insert(self.effective_key_policy(k.account_id).await?),
+            };
+            let mut view = KeyView::new(&k, &name_of(k.account_id));
+            view.policy_deadline = crate::policy::next_deadline(&k, &policy);
+            views.push(view);
+        }
+        Ok(views)
     }
 
     /// Changes a key.
@@ -484,6 +539,8 @@ impl Service {
             }
         }
         after.restrictions.dedup();
+        let policy = self.effective_key_policy(after.account_id).await?;
+        withdraw_expiry(&policy, after.permissions, &mut after.restrictions, Some(&before), now)?;
         check_key_rules(after.permissions, &after.restrictions, now)?;
         let was = (before.permissions, &before.restrictions.ip_allowlist);
         check_wide_ranges(actor, Some(was), after.permissions, &after.restrictions.ip_allowlist, edit.confirm_wide_ip)?;
@@ -518,7 +575,7 @@ impl Service {
             "after": { "label": after.label, "permissions": after.permissions, "restrictions": after.restrictions, "status": after.status },
         });
         with_holds(&mut details, &holds);
-        let audit = self.audit(actor, "key.edit", &after, details);
+        let audit = self.key_audit(actor, "key.edit", &after, details);
         match self.inner.store.update_key_if(&after, &before, audit).await {
             Err(StoreError::Stale(_)) => return Ok(None),
             other => other?,
@@ -550,7 +607,7 @@ impl Service {
                 let holds = Self::holds_ended_by_revocation(&rec, rec.updated_at);
                 let mut details = serde_json::json!({ "label": rec.label });
                 with_holds(&mut details, &holds);
-                let audit = self.audit(actor, "key.revoke", &rec, details);
+                let audit = self.key_audit(actor, "key.revoke", &rec, details);
                 match self.inner.store.update_key_if(&rec, &before, audit).await {
                     Err(StoreError::Stale(_)) => continue,
                     // Revoked meanwhile by someone else: what was asked is done.
@@ -591,11 +648,16 @@ impl Service {
     ///
     /// Called before the change that causes it is written, so a crash in between leaves keys
     /// suspended with 2FA still on (the safe side), never 2FA off with the keys live.
+    ///
+    /// With `not_confirmed_since`, only keys not changed by anyone since then are suspended:
+    /// the ones the owner did not re-confirm after a password change (see
+    /// [`Service::reconfirm_keys`]).
     pub(crate) async fn suspend_trading_keys(
         &self,
         actor: &Actor,
         account: keygate_auth::AccountId,
         reason: &str,
+        not_confirmed_since: Option<UnixMillis>,
     ) -> ServiceResult<usize> {
         let _writing = self.inner.key_writes.lock().await;
         let mut n = 0;
@@ -605,7 +667,8 @@ impl Service {
             for attempt in 0..=STALE_RETRIES {
                 let trading =
                     before.permissions.contains(Permission::Trade) || before.permissions.contains(Permission::Withdraw);
-                if before.status != KeyStatus::Active || !trading {
+                let confirmed = not_confirmed_since.is_some_and(|since| before.updated_at >= since);
+                if before.status != KeyStatus::Active || !trading || confirmed {
                     break;
                 }
                 if attempt == STALE_RETRIES {
@@ -613,10 +676,15 @@ impl Service {
                 }
                 let mut rec = before.clone();
                 rec.status = KeyStatus::Disabled;
+                rec.status_reason = Some(reason.into());
                 rec.updated_at = self.now_ms();
                 rec.updated_by = actor.kind().into();
-                let audit =
-                    self.audit(actor, "key.suspend", &rec, serde_json::json!({ "label": rec.label, "reason": reason }));
+                let audit = self.key_audit(
+                    actor,
+                    "key.suspend",
+                    &rec,
+                    serde_json::json!({ "label": rec.label, "reason": reason }),
+                );
                 match self.inner.store.update_key_if(&rec, &before, audit).await {
                     Err(StoreError::Stale(_) | StoreError::Conflict(_)) => {
                         match self.inner.store.get_key(&before.id).await? {
@@ -630,6 +698,38 @@ impl Service {
                         n += 1;
                         break;
                     }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Marks every active trade and withdraw key of `account` as re-confirmed by `actor` now
+    /// (`key.reconfirm`), so a pending re-confirmation does not suspend it. Returns how many.
+    pub(crate) async fn touch_trading_keys(
+        &self,
+        actor: &Actor,
+        account: keygate_auth::AccountId,
+    ) -> ServiceResult<usize> {
+        let _writing = self.inner.key_writes.lock().await;
+        let mut n = 0;
+        for before in self.inner.store.list_keys(Some(account)).await? {
+            let trading =
+                before.permissions.contains(Permission::Trade) || before.permissions.contains(Permission::Withdraw);
+            if before.status != KeyStatus::Active || !trading {
+                continue;
+            }
+            let mut rec = before.clone();
+            rec.updated_at = self.now_ms();
+            rec.updated_by = actor.kind().into();
+            let audit = self.key_audit(actor, "key.reconfirm", &rec, serde_json::json!({ "label": rec.label }));
+            match self.inner.store.update_key_if(&rec, &before, audit).await {
+                // Changed meanwhile: that change was a re-confirmation of its own, or a revocation.
+                Err(StoreError::Stale(_) | StoreError::Conflict(_)) => {}
+                other => {
+                    other?;
+                    self.inner.cache.upsert(&rec)?;
+                    n += 1;
                 }
             }
         }

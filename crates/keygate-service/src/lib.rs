@@ -24,6 +24,7 @@ pub mod holds;
 pub mod invites;
 pub mod keys;
 pub mod password;
+pub mod policy;
 pub mod sessions;
 mod throttle;
 pub mod totp;
@@ -85,6 +86,9 @@ pub struct ServiceConfig {
     /// and the server's rate limits, count there. `None` (the default): each node counts alone.
     /// See [`counters`].
     pub shared_counters: Option<Arc<dyn counters::CounterStore>>,
+    /// The deployment's key policies (issue #17; see [`policy`]): idle keys disabled, withdraw
+    /// keys expiring, keys per account, re-confirmation after a password change.
+    pub key_policy: policy::KeyPolicy,
 }
 
 impl Default for ServiceConfig {
@@ -99,6 +103,7 @@ impl Default for ServiceConfig {
             sign_up: SignUpMode::Open,
             max_staleness_ms: 2_000,
             shared_counters: None,
+            key_policy: policy::KeyPolicy::default(),
         }
     }
 }

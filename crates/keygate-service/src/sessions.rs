@@ -724,6 +724,16 @@ impl Service {
         let mut rec = account.clone();
         rec.password_hash = self.hash_password(new).await?;
         rec.withdrawals_locked_until = Some(self.lock_until(&account, now));
+        // Trade and withdraw keys are re-confirmed within the grace period or suspended (issue
+        // #17); asked before the change is written, so a crash in between leaves the safe side.
+        let owner = crate::Actor::Owner {
+            account_id: account.id,
+            name: account.name.clone(),
+            stepped_up_until: None,
+            source: source.clone(),
+            fresh_code: None,
+        };
+        self.ask_reconfirmation(&owner, account.id, &account.name, "password_changed").await?;
         let fresh = SessionToken::generate(&mut OsEntropy)?;
         let new_session = SessionRecord {
             id_hash: fresh.hash(),

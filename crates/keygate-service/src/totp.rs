@@ -530,7 +530,7 @@ impl Service {
         let account = self.own_account(actor).await?;
         let method =
             self.verify_second_factor(&account, code, "disable", actor.source(), &CodeCaller::Established).await?;
-        let suspended = self.suspend_trading_keys(actor, account.id, "2fa_disabled").await?;
+        let suspended = self.suspend_trading_keys(actor, account.id, "2fa_disabled", None).await?;
         let until = self.lock_until(&account, self.now_ms());
         let audit = self.owner_draft(
             &account,
@@ -570,7 +570,7 @@ impl Service {
             ));
         }
         let mut rec = self.account_record(actor, account).await?;
-        let suspended = self.suspend_trading_keys(actor, rec.id, "2fa_reset").await?;
+        let suspended = self.suspend_trading_keys(actor, rec.id, "2fa_reset", None).await?;
         let until = self.lock_until(&rec, self.now_ms());
         let audit = self.draft(
             actor.label(),

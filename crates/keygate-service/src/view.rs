@@ -53,6 +53,13 @@ pub struct KeyView {
     pub withdraw_limit_24h: Option<WithdrawLimit>,
     /// Lifecycle state.
     pub status: KeyStatus,
+    /// Why it is not active, when a policy or a security change made it so: `2fa_disabled`,
+    /// `2fa_reset`, `password_changed`, `policy:unused`, `policy:unrestricted_idle`, `expired`.
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    /// What a key policy will do to it next, and when (see [`crate::policy`]).
+    #[serde(default)]
+    pub policy_deadline: Option<crate::policy::PolicyDeadline>,
     /// Creation time, ms.
     pub created_at: UnixMillis,
     /// `owner`, `operator` or `system`.
@@ -88,6 +95,8 @@ impl KeyView {
             withdraw_addresses: k.restrictions.withdraw_addresses.clone(),
             withdraw_limit_24h: k.restrictions.withdraw_limit_24h.clone(),
             status: k.status,
+            status_reason: k.status_reason.clone(),
+            policy_deadline: None,
             created_at: k.created_at,
             created_by: k.created_by.clone(),
             updated_at: k.updated_at,

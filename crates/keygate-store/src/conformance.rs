@@ -2438,28 +2438,6 @@ pub async fn every_cached_change_enters_the_feed_with_its_audit_record<H: Harnes
     assert!(store.changes_after(feed.last().unwrap().seq, 10).await.unwrap().is_empty());
 }
 
-#[cfg(test)]
-mod tests {
-    /// Guards against a test written here but never run: every `pub async fn name<H: Harness>`
-    /// must be listed in `store_conformance_suite!`.
-    #[test]
-    fn every_conformance_test_is_listed_in_the_suite_macro() {
-        let src = include_str!("conformance.rs");
-        let (head, body) = src.split_once("macro_rules! store_conformance_suite").unwrap();
-        let listed = &body[..body.find("(@tests $harness:ty;").unwrap()];
-        let tests: Vec<&str> = src
-            .lines()
-            .filter_map(|l| l.strip_prefix("pub async fn "))
-            .filter_map(|l| l.split_once("<H: Harness>()").map(|(name, _)| name))
-            .collect();
-        assert!(tests.len() >= 20, "found only {tests:?}");
-        for t in tests {
-            assert!(listed.contains(&format!("{t},")), "{t} is not in store_conformance_suite!");
-        }
-        assert!(!head.is_empty());
-    }
-}
-
 // Key policies (issue #17)
 
 /// An account's policy row is written whole with its audit record, read back exactly, and its
@@ -2522,4 +2500,26 @@ pub async fn a_key_warning_is_recorded_once_with_its_audit_record<H: Harness>() 
     let chain = whole_audit(&*store).await;
     assert_eq!(chain.last().unwrap().draft.action, "key.expiring");
     assert!(verify_chain([0; 32], 0, &chain).is_ok());
+}
+
+#[cfg(test)]
+mod tests {
+    /// Guards against a test written here but never run: every `pub async fn name<H: Harness>`
+    /// must be listed in `store_conformance_suite!`.
+    #[test]
+    fn every_conformance_test_is_listed_in_the_suite_macro() {
+        let src = include_str!("conformance.rs");
+        let (head, body) = src.split_once("macro_rules! store_conformance_suite").unwrap();
+        let listed = &body[..body.find("(@tests $harness:ty;").unwrap()];
+        let tests: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .filter_map(|l| l.split_once("<H: Harness>()").map(|(name, _)| name))
+            .collect();
+        assert!(tests.len() >= 20, "found only {tests:?}");
+        for t in tests {
+            assert!(listed.contains(&format!("{t},")), "{t} is not in store_conformance_suite!");
+        }
+        assert!(!head.is_empty());
+    }
 }

@@ -276,7 +276,8 @@ async fn journey(c: &Client, app: &TestApp) -> Res {
     let events = text(c, "#events").await;
     assert!(events.contains("Trade key 'bot' (HMAC) created from 127.0.0.1"), "{events}");
     assert!(
-        events.contains("Trade key 'bot' widened to withdraw, IP allowlist changed, withdrawal address"),
+        events
+            .contains("Trade key 'bot' widened to withdraw, IP allowlist changed, expiry changed, withdrawal address"),
         "{events}"
     );
     let first_time = c.find(Locator::Css("#events time")).await.map_err(err)?;

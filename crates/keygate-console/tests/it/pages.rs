@@ -168,8 +168,11 @@ async fn activity_reads_as_sentences_filters_pages_past_500_and_downloads_what_i
     let keys = a.get(&format!("/console/audit?type=keys&key={bot}")).await;
     assert_eq!(keys.status, 200, "{}", keys.body);
     assert!(
-        keys.body.contains("Trade key &#39;bot&#39; widened to withdraw, IP allowlist changed, withdrawal address")
-            || keys.body.contains("Trade key 'bot' widened to withdraw, IP allowlist changed, withdrawal address"),
+        keys.body.contains(
+            "Trade key &#39;bot&#39; widened to withdraw, IP allowlist changed, expiry changed, withdrawal address"
+        ) || keys
+            .body
+            .contains("Trade key 'bot' widened to withdraw, IP allowlist changed, expiry changed, withdrawal address"),
         "{}",
         keys.body
     );
