@@ -170,6 +170,20 @@ pub enum AdminRequest {
     },
     /// List invites, without their codes.
     InviteList,
+    /// An account's key policies: the deployment's, its own tightenings, what applies.
+    AccountPolicyShow {
+        /// Account name.
+        name: String,
+    },
+    /// Replace an account's own key-policy tightenings.
+    AccountPolicySet {
+        /// Account name.
+        name: String,
+        /// The tightenings (`{}` for none: the deployment's apply).
+        policy: crate::policy::AccountKeyPolicy,
+    },
+    /// Apply the key policies now (the server also does every minute).
+    PolicySweep,
     /// Revoke an unused invite.
     InviteRevoke {
         /// Invite id.
@@ -327,6 +341,16 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
         }
         AdminRequest::InviteList => to_json(&service.list_invites(actor).await?),
         AdminRequest::InviteRevoke { id } => to_json(&service.revoke_invite(actor, id).await?),
+        AdminRequest::AccountPolicyShow { name } => to_json(&service.key_policy(actor, &name).await?),
+        AdminRequest::AccountPolicySet { name, policy } => {
+            to_json(&service.set_key_policy(actor, &name, policy).await?)
+        }
+        AdminRequest::PolicySweep => {
+            if !matches!(actor, Actor::Operator { .. }) {
+                return Err(ServiceError::Forbidden("only the operator applies the key policies by hand".into()));
+            }
+            to_json(&service.sweep_key_policies().await?)
+        }
     }
 }
 

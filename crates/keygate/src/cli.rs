@@ -32,6 +32,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "KEYGATE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// The deployment's key policies, a TOML file (see docs/hygiene.md): unused_days,
+    /// unrestricted_idle_days, max_keys, withdraw_max_days, reconfirm_grace_hours. `serve` flags
+    /// override it; commands that open the store themselves apply it too.
+    #[arg(long, global = true, env = "KEYGATE_KEY_POLICY", value_name = "FILE")]
+    pub key_policy: Option<PathBuf>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -42,7 +48,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     #[cfg(feature = "server")]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage accounts.
     #[command(subcommand)]
     Accounts(AccountsCmd),
@@ -127,6 +133,36 @@ pub enum AccountsCmd {
         /// Account name.
         name: String,
     },
+    /// Show an account's key policies (the deployment's, its own, what applies), or tighten them
+    /// with the flags (an account may only tighten the deployment's; audited).
+    Policy(PolicyFlags),
+}
+
+/// `accounts policy` flags.
+#[derive(Debug, Args)]
+pub struct PolicyFlags {
+    /// Account name.
+    pub name: String,
+    /// Disable keys unused for this many days.
+    #[arg(long, value_name = "DAYS")]
+    pub unused_days: Option<u32>,
+    /// Disable trade and withdraw keys without an IP allowlist after this many idle days.
+    #[arg(long, value_name = "DAYS")]
+    pub unrestricted_idle_days: Option<u32>,
+    /// At most this many live keys.
+    #[arg(long, value_name = "N")]
+    pub max_keys: Option<u32>,
+    /// Withdraw keys expire within this many days.
+    #[arg(long, value_name = "DAYS")]
+    pub withdraw_max_days: Option<u32>,
+    /// Hours to re-confirm trade and withdraw keys after a password change.
+    #[arg(long, value_name = "HOURS")]
+    pub reconfirm_grace_hours: Option<u32>,
+    /// Drop the account's own tightenings first (the deployment's apply again).
+    #[arg(long)]
+    pub reset: bool,
+    #[command(flatten)]
+    pub format: Format,
 }
 
 /// Invite commands.
@@ -220,10 +256,16 @@ pub enum KeysCmd {
         #[command(flatten)]
         format: Format,
     },
-    /// Show one key.
+    /// Show one key: its status and why, and what a key policy will do to it next and when.
     Show {
         /// API key id.
         key: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Apply the key policies now (a running server does every minute): disable idle keys,
+    /// mark expired ones, send the warnings due, suspend keys not re-confirmed in time.
+    Sweep {
         #[command(flatten)]
         format: Format,
     },
@@ -389,11 +431,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Scan(args) = &cli.command {
         return crate::scan::run(args);
     }
-    let ctx = Context::new(cli.data_dir, cli.master_key_file, cli.database_url)?;
+    let ctx = Context::new(cli.data_dir, cli.master_key_file, cli.database_url, cli.key_policy)?;
     match cli.command {
         Command::Scan(_) => Ok(()),
         #[cfg(feature = "server")]
-        Command::Serve(args) => serve::run(&ctx, args).await,
+        Command::Serve(args) => serve::run(&ctx, *args).await,
         Command::Accounts(cmd) => accounts(&ctx, cmd).await,
         Command::Keys(cmd) => keys(&ctx, cmd).await,
         Command::Audit(cmd) => audit(&ctx, cmd).await,
@@ -431,6 +473,27 @@ async fn accounts(ctx: &Context, cmd: AccountsCmd) -> anyhow::Result<()> {
             ctx.dispatch(AdminRequest::AccountPassword { name: name.clone(), password: password.to_string() }).await?;
             outln!("Password of {name} changed; its sessions ended and withdrawals are locked for 24 hours.");
             Ok(())
+        }
+        AccountsCmd::Policy(f) => {
+            let changes =
+                [f.unused_days, f.unrestricted_idle_days, f.max_keys, f.withdraw_max_days, f.reconfirm_grace_hours];
+            let v = if f.reset || changes.iter().any(Option::is_some) {
+                let current = ctx.dispatch(AdminRequest::AccountPolicyShow { name: f.name.clone() }).await?;
+                let mut own: keygate_service::policy::AccountKeyPolicy = if f.reset {
+                    keygate_service::policy::AccountKeyPolicy::default()
+                } else {
+                    serde_json::from_value(current["own"].clone()).context("reading the account's policy")?
+                };
+                own.unused_days = f.unused_days.or(own.unused_days);
+                own.unrestricted_idle_days = f.unrestricted_idle_days.or(own.unrestricted_idle_days);
+                own.max_keys = f.max_keys.or(own.max_keys);
+                own.withdraw_max_days = f.withdraw_max_days.or(own.withdraw_max_days);
+                own.reconfirm_grace_hours = f.reconfirm_grace_hours.or(own.reconfirm_grace_hours);
+                ctx.dispatch(AdminRequest::AccountPolicySet { name: f.name.clone(), policy: own }).await?
+            } else {
+                ctx.dispatch(AdminRequest::AccountPolicyShow { name: f.name.clone() }).await?
+            };
+            output::key_policy(&v, f.format.json)
         }
         AccountsCmd::TotpReset { name } => {
             ctx.dispatch(AdminRequest::AccountTotpReset { name: name.clone() }).await?;
@@ -485,6 +548,20 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
         }
         KeysCmd::Show { key, format } => {
             output::key(&ctx.dispatch(AdminRequest::KeyShow { id: key }).await?, format.json)
+        }
+        KeysCmd::Sweep { format } => {
+            let v = ctx.dispatch(AdminRequest::PolicySweep).await?;
+            if format.json {
+                return output::json(&v);
+            }
+            outln!(
+                "key policies applied: {} warned, {} disabled, {} expired, {} suspended",
+                v["warned"],
+                v["disabled"],
+                v["expired"],
+                v["suspended"]
+            );
+            Ok(())
         }
         KeysCmd::Edit(f) => {
             let edit = EditArgs {

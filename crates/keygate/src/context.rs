@@ -17,6 +17,9 @@ pub struct Context {
     pub data_dir: DataDir,
     master_key_file: Option<PathBuf>,
     database_url: Option<String>,
+    /// The deployment's key policies (`--key-policy FILE`, or the defaults), which commands that
+    /// open the store themselves apply as `serve` does.
+    key_policy: keygate_service::policy::KeyPolicy,
 }
 
 /// The default master key location: the user's config directory, outside any data directory,
@@ -33,17 +36,32 @@ impl Context {
     /// A context for `data_dir`, with the master key file given or the default one.
     ///
     /// # Errors
-    /// Never today; kept fallible for configuration checks.
+    /// An unreadable or invalid key policy file, named.
     pub fn new(
         data_dir: PathBuf,
         master_key_file: Option<PathBuf>,
         database_url: Option<String>,
+        key_policy: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
+        let key_policy = match key_policy.filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                keygate_service::policy::KeyPolicy::from_toml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
+            }
+            None => keygate_service::policy::KeyPolicy::default(),
+        };
         Ok(Self {
             data_dir: DataDir::new(data_dir),
             master_key_file: master_key_file.or_else(default_master_key_file),
             database_url: database_url.filter(|u| !u.is_empty()),
+            key_policy,
         })
+    }
+
+    /// The deployment's key policies, as the policy file (or the defaults) sets them.
+    #[must_use]
+    pub fn key_policy(&self) -> keygate_service::policy::KeyPolicy {
+        self.key_policy
     }
 
     #[cfg(feature = "server")]
@@ -89,7 +107,8 @@ impl Context {
         let master = MasterKey::load_or_create(key_file)?;
         let cipher = Arc::new(SecretCipher::new(master, Vec::new()));
         let store = StoreSource::Open { database_url: self.database_url.clone(), sqlite_path: database, cipher, sync };
-        Ok(Assembly::new(store, Arc::new(SystemClock)))
+        let config = keygate_service::ServiceConfig { key_policy: self.key_policy, ..Default::default() };
+        Ok(Assembly::new(store, Arc::new(SystemClock)).config(config))
     }
 
     /// This command's part among the nodes of a PostgreSQL deployment: it writes the exchange

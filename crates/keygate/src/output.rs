@@ -144,7 +144,25 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
                 .as_object()
                 .map_or_else(|| "-".into(), |l| format!("{} {}", text(&l["amount"]), text(&l["asset"]))),
         ),
-        ("Status", text(&k["status"])),
+        (
+            "Status",
+            match k["status_reason"].as_str() {
+                Some(reason) => format!("{} ({})", text(&k["status"]), status_reason(reason)),
+                None => text(&k["status"]),
+            },
+        ),
+        (
+            "Policy",
+            match k["policy_deadline"].as_object() {
+                Some(d) => format!(
+                    "{} on {} ({})",
+                    if d["action"] == "expire" { "expires" } else { "disabled" },
+                    time(&d["at"]),
+                    policy_name(d["policy"].as_str().unwrap_or_default())
+                ),
+                None => "-".into(),
+            },
+        ),
         ("Created", format!("{} by {}", time(&k["created_at"]), text(&k["created_by"]))),
         ("Updated", format!("{} by {}", time(&k["updated_at"]), text(&k["updated_by"]))),
         (
@@ -162,6 +180,70 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
     }
     if let Some(pem) = k["public_key"].as_str() {
         outln!("Public key:\n{pem}");
+    }
+    Ok(())
+}
+
+/// Why a key is not active, in words.
+pub fn status_reason(reason: &str) -> String {
+    match reason {
+        "2fa_disabled" => "suspended: 2FA was turned off".into(),
+        "2fa_reset" => "suspended: 2FA was reset".into(),
+        "password_changed" => "suspended: not re-confirmed after a password change".into(),
+        "expired" => "past its expiry".into(),
+        other => match other.strip_prefix("policy:") {
+            Some(p) => format!("disabled by the key policy: {}", policy_name(p)),
+            None => other.into(),
+        },
+    }
+}
+
+/// A key policy's name, in words.
+pub fn policy_name(policy: &str) -> String {
+    match policy {
+        "unused" => "unused too long".into(),
+        "unrestricted_idle" => "idle trade or withdraw key without an IP allowlist".into(),
+        "expiry" => "its expiry".into(),
+        other => other.into(),
+    }
+}
+
+/// An account's key policies.
+pub fn key_policy(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let days = |x: &Value| x.as_u64().map_or_else(|| "off".to_owned(), |d| format!("{d} days"));
+    let own = |field: &str, shown: &dyn Fn(&Value) -> String| {
+        let o = &v["own"][field];
+        if o.is_null() { "-".to_owned() } else { shown(o) }
+    };
+    let hours = |x: &Value| format!("{} hours", text(x));
+    let count = |x: &Value| text(x);
+    outln!("Key policies of {}", text(&v["account"]));
+    outln!("{:<28} {:<12} {:<12} {}", "policy", "deployment", "account", "applies");
+    type Shown<'a> = &'a dyn Fn(&Value) -> String;
+    let rows: [(&str, &str, Shown<'_>); 5] = [
+        ("disable unused keys after", "unused_days", &days),
+        ("  ... without IP allowlist", "unrestricted_idle_days", &days),
+        ("keys per account", "max_keys", &count),
+        ("withdraw keys expire within", "withdraw_max_days", &days),
+        ("re-confirm after password", "reconfirm_grace_hours", &hours),
+    ];
+    for (name, field, shown) in rows {
+        outln!(
+            "{name:<28} {:<12} {:<12} {}",
+            shown(&v["deployment"][field]),
+            own(field, shown),
+            shown(&v["effective"][field])
+        );
+    }
+    if let Some(r) = v["reconfirm"].as_object() {
+        outln!(
+            "Trade and withdraw keys not re-confirmed by {} are suspended ({}).",
+            time(&r["due"]),
+            text(&r["reason"])
+        );
     }
     Ok(())
 }

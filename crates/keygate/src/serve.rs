@@ -108,6 +108,63 @@ pub struct ServeArgs {
     /// Redis different prefixes.
     #[arg(long, value_name = "PREFIX", default_value = "keygate:", requires = "redis_url")]
     pub redis_key_prefix: String,
+    /// Disable API keys not used (nor created or edited) for this many days, warning their
+    /// owners 7 days and 1 day ahead; `off` never does. Default 90 (or the --key-policy file's).
+    #[arg(long, value_name = "DAYS|off", value_parser = parse_days)]
+    pub unused_key_days: Option<PolicyDays>,
+    /// The same, sooner, for keys that can trade or withdraw and have no IP allowlist. Default 30.
+    #[arg(long, value_name = "DAYS|off", value_parser = parse_days)]
+    pub unrestricted_key_idle_days: Option<PolicyDays>,
+    /// Keys that can withdraw must expire within this many days (one given withdraw without an
+    /// expiry gets the longest); `off` lets them live forever. Default 365.
+    #[arg(long, value_name = "DAYS|off", value_parser = parse_days)]
+    pub withdraw_key_max_days: Option<PolicyDays>,
+    /// Live keys an account may hold (at most 100). Default 100.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_keys_per_account: Option<u32>,
+    /// After a password change, hours the owner has to re-confirm trade and withdraw keys (with
+    /// a step-up) before they are suspended; 0 suspends them at once. Default 24.
+    #[arg(long, value_name = "HOURS")]
+    pub reconfirm_grace_hours: Option<u32>,
+    /// How often the key policies are applied (on one node: the exchange's writer).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, default_value = "60s")]
+    pub policy_sweep_every: u64,
+}
+
+/// A policy's number of days, or off (`serve --unused-key-days`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyDays(pub Option<u32>);
+
+/// `30` or `off`.
+fn parse_days(text: &str) -> Result<PolicyDays, String> {
+    match text.trim() {
+        "off" => Ok(PolicyDays(None)),
+        n => match n.parse::<u32>() {
+            Ok(d) if (1..=36_500).contains(&d) => Ok(PolicyDays(Some(d))),
+            _ => Err(format!("{text:?} is not a number of days from 1 to 36500, or off")),
+        },
+    }
+}
+
+/// The deployment's key policies: the --key-policy file's (or the defaults), then the flags.
+fn key_policy(ctx: &Context, args: &ServeArgs) -> keygate_service::policy::KeyPolicy {
+    let mut p = ctx.key_policy();
+    if let Some(d) = args.unused_key_days {
+        p.unused_days = d.0;
+    }
+    if let Some(d) = args.unrestricted_key_idle_days {
+        p.unrestricted_idle_days = d.0;
+    }
+    if let Some(d) = args.withdraw_key_max_days {
+        p.withdraw_max_days = d.0;
+    }
+    if let Some(n) = args.max_keys_per_account {
+        p.max_keys = n;
+    }
+    if let Some(h) = args.reconfirm_grace_hours {
+        p.reconfirm_grace_hours = h;
+    }
+    p
 }
 
 /// Who may create console accounts (`serve --signup`).
@@ -213,6 +270,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             SignupMode::Invite => keygate_service::SignUpMode::Invite,
         },
         shared_counters,
+        key_policy: key_policy(ctx, &args),
         ..keygate_service::ServiceConfig::default()
     };
     let (cluster, channel) = cluster_setup(ctx, &args).await?;
@@ -221,7 +279,8 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         .assembly(sync)?
         .config(service_config)
         .exchange(keygate_service::ExchangeSetup { config: exchange_config, cluster, ..Default::default() })
-        .flush_every(std::time::Duration::from_secs(1));
+        .flush_every(std::time::Duration::from_secs(1))
+        .sweep_policies_every(std::time::Duration::from_millis(args.policy_sweep_every.max(1_000)));
     let service = ctx.start(assembly).await?;
     let channel = match channel {
         Some(listener) => {
