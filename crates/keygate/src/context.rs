@@ -59,6 +59,7 @@ impl Context {
     }
 
     /// The deployment's key policies, as the policy file (or the defaults) sets them.
+    #[cfg(feature = "server")]
     #[must_use]
     pub fn key_policy(&self) -> keygate_service::policy::KeyPolicy {
         self.key_policy
