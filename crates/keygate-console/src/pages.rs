@@ -22,7 +22,8 @@ use auth::{login, login_page, login_totp, login_totp_page, logout, signup, signu
 use axum::Router;
 use axum::routing::{get, post};
 use keys::{
-    create_key, edit_key, edit_page, keys_page, remove_address, revoke_all, revoke_all_page, revoke_key, revoke_page,
+    create_key, edit_key, edit_page, keys_page, reconfirm, remove_address, revoke_all, revoke_all_page, revoke_key,
+    revoke_page,
 };
 use layout::{css, home, js, not_found};
 use password::{change_password, password_page};
@@ -51,6 +52,7 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/password", get(password_page).post(change_password))
         .route("/console/keys", get(keys_page).post(create_key))
         .route("/console/keys/revoke-all", get(revoke_all_page).post(revoke_all))
+        .route("/console/keys/reconfirm", post(reconfirm))
         .route("/console/keys/{id}", get(edit_page).post(edit_key))
         .route("/console/keys/{id}/revoke", get(revoke_page).post(revoke_key))
         .route("/console/keys/{id}/remove-address", post(remove_address))

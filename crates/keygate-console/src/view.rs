@@ -102,6 +102,13 @@ pub(crate) struct KeyRow {
     pub last_ip: String,
     pub use_count: u64,
     pub status: String,
+    /// Why it is not active, in words (empty when nothing special made it so).
+    pub status_reason: String,
+    /// What a key policy will do next: "disabled if still unused" / "expires", with its time
+    /// (ISO 8601 and UTC text); empty when nothing will.
+    pub policy_note: String,
+    pub policy_at: String,
+    pub policy_at_iso: String,
     pub active: bool,
     pub revoked: bool,
     pub risks: Vec<&'static str>,
@@ -159,6 +166,16 @@ impl KeyRow {
             last_ip: k.last_used_ip.clone().unwrap_or_else(|| "-".into()),
             use_count: k.use_count,
             status: k.status.as_str().to_owned(),
+            status_reason: k.status_reason.as_deref().map(keygate_service::policy::reason_words).unwrap_or_default(),
+            policy_note: k.policy_deadline.as_ref().map_or_else(String::new, |d| {
+                match (d.action.as_str(), d.policy.as_str()) {
+                    ("expire", _) => "expires".to_owned(),
+                    (_, "unrestricted_idle") => "disabled (no IP allowlist) if not used by".to_owned(),
+                    _ => "disabled if not used by".to_owned(),
+                }
+            }),
+            policy_at: when(k.policy_deadline.as_ref().map(|d| d.at)),
+            policy_at_iso: iso(k.policy_deadline.as_ref().map(|d| d.at)),
             active: k.status == KeyStatus::Active,
             revoked: k.status == KeyStatus::Revoked,
             wide_confirmed: moves_money && !keygate_service::keys::wide_ip_ranges(&k.ip_allowlist).is_empty(),

@@ -229,6 +229,32 @@ pub fn next_deadline(key: &KeyRecord, policy: &KeyPolicy) -> Option<PolicyDeadli
     found.into_iter().min_by_key(|d| d.at)
 }
 
+/// Why a key is not active ([`crate::KeyView::status_reason`]), in words for its owner.
+#[must_use]
+pub fn reason_words(reason: &str) -> String {
+    match reason {
+        "2fa_disabled" => "suspended: 2FA was turned off".into(),
+        "2fa_reset" => "suspended: 2FA was reset".into(),
+        "password_changed" => "suspended: not re-confirmed after a password change".into(),
+        "expired" => "past its expiry".into(),
+        other => match other.strip_prefix("policy:") {
+            Some(p) => format!("disabled by the key policy: {}", policy_words(p)),
+            None => other.into(),
+        },
+    }
+}
+
+/// A policy of [`PolicyDeadline::policy`], in words.
+#[must_use]
+pub fn policy_words(policy: &str) -> String {
+    match policy {
+        "unused" => "unused too long".into(),
+        "unrestricted_idle" => "idle trade or withdraw key without an IP allowlist".into(),
+        "expiry" => "its expiry".into(),
+        other => other.into(),
+    }
+}
+
 /// What a sweep at `now` does to a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SweepStep {

@@ -147,7 +147,7 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
         (
             "Status",
             match k["status_reason"].as_str() {
-                Some(reason) => format!("{} ({})", text(&k["status"]), status_reason(reason)),
+                Some(reason) => format!("{} ({})", text(&k["status"]), keygate_service::policy::reason_words(reason)),
                 None => text(&k["status"]),
             },
         ),
@@ -158,7 +158,7 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
                     "{} on {} ({})",
                     if d["action"] == "expire" { "expires" } else { "disabled" },
                     time(&d["at"]),
-                    policy_name(d["policy"].as_str().unwrap_or_default())
+                    keygate_service::policy::policy_words(d["policy"].as_str().unwrap_or_default())
                 ),
                 None => "-".into(),
             },
@@ -182,30 +182,6 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
         outln!("Public key:\n{pem}");
     }
     Ok(())
-}
-
-/// Why a key is not active, in words.
-pub fn status_reason(reason: &str) -> String {
-    match reason {
-        "2fa_disabled" => "suspended: 2FA was turned off".into(),
-        "2fa_reset" => "suspended: 2FA was reset".into(),
-        "password_changed" => "suspended: not re-confirmed after a password change".into(),
-        "expired" => "past its expiry".into(),
-        other => match other.strip_prefix("policy:") {
-            Some(p) => format!("disabled by the key policy: {}", policy_name(p)),
-            None => other.into(),
-        },
-    }
-}
-
-/// A key policy's name, in words.
-pub fn policy_name(policy: &str) -> String {
-    match policy {
-        "unused" => "unused too long".into(),
-        "unrestricted_idle" => "idle trade or withdraw key without an IP allowlist".into(),
-        "expiry" => "its expiry".into(),
-        other => other.into(),
-    }
 }
 
 /// An account's key policies.

@@ -69,6 +69,11 @@ struct KeysPage {
     holds: Vec<HoldRow>,
     /// Wrong login codes of the last 24 hours, as a sentence for the owner (issue #18).
     code_warning: Option<String>,
+    /// A re-confirmation of trade and withdraw keys due after a password change (issue #17):
+    /// its deadline as UTC text and ISO 8601.
+    reconfirm: Option<(String, String)>,
+    /// The key policies that apply, one line each, for the owner to read.
+    policy_lines: Vec<String>,
     form: FormValues,
     error: Option<String>,
     needs_code: bool,
@@ -118,12 +123,63 @@ async fn keys_notice(c: &Console, v: &Viewer, q: &NoticeQuery) -> Option<String>
                     .to_owned()
             })
         }
+        ("reconfirmed", _) => {
+            let p = c.service().key_policy(&v.actor, &v.info.account).await.ok()?;
+            p.reconfirm.is_none().then(|| {
+                "Your trade and withdraw keys are re-confirmed: they keep working after your password change."
+                    .to_owned()
+            })
+        }
         ("already-created", Some(k)) if now.saturating_sub(k.created_at.0) <= 600_000 => Some(format!(
             "This form was already sent, and it created key {} then. Nothing new was created. \
              An HMAC key's secret was shown only that once: if you did not save it, revoke the key and create another.",
             named(&k)
         )),
         _ => None,
+    }
+}
+
+/// The key policies that apply, as sentences.
+fn policy_lines(p: &keygate_service::policy::KeyPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(d) = p.unused_days {
+        out.push(format!("A key not used for {d} days is disabled; you are told 7 days and 1 day before."));
+    }
+    if let Some(d) = p.unrestricted_idle_days {
+        out.push(format!("A key that can trade or withdraw and has no IP allowlist is disabled after {d} idle days."));
+    }
+    if let Some(d) = p.withdraw_max_days {
+        out.push(format!("A key that can withdraw expires within {d} days."));
+    }
+    out.push(format!("At most {} keys.", p.max_keys));
+    out.push(if p.reconfirm_grace_hours == 0 {
+        "After a password change, trade and withdraw keys are suspended until you re-enable them.".to_owned()
+    } else {
+        format!(
+            "After a password change, re-confirm your trade and withdraw keys within {} hours, or they are suspended.",
+            p.reconfirm_grace_hours
+        )
+    });
+    out
+}
+
+/// The owner re-confirms every trade and withdraw key after a password change (issue #17), with
+/// a 2FA code typed in the same form unless a step-up is open.
+pub(super) async fn reconfirm(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<CodeForm>) -> Response {
+    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let code = Some(f.code.as_str()).filter(|c| !c.trim().is_empty());
+    let cookie = match maybe_step_up(&c, &ctx, &mut v, code).await {
+        Ok(c) => c,
+        Err(e) => return error_page(&e, Some(Nav::of(&v, c.now_ms()))),
+    };
+    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let account = v.info.account.clone();
+    match c.service().reconfirm_keys(&v.actor, &account).await {
+        Ok(_) => see_other("/console/keys?notice=reconfirmed", &cookies),
+        Err(e) => error_page(&e.into(), Some(Nav::of(&v, c.now_ms()))),
     }
 }
 
@@ -174,6 +230,12 @@ async fn keys_view(
         }),
         Err(e) => return error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
     };
+    let policy = match c.service().key_policy(&v.actor, &v.info.account).await {
+        Ok(p) => p,
+        Err(e) => return error_page(&e.into(), Some(Nav::of(v, c.now_ms()))),
+    };
+    let reconfirm = policy.reconfirm.as_ref().map(|r| (when(Some(r.due)), crate::view::iso(Some(r.due))));
+    let policy_lines = policy_lines(&policy.effective);
     let now = c.now_ms();
     let needle = extras.search.trim().to_lowercase();
     let mut rows: Vec<KeyRow> = keys
@@ -194,6 +256,8 @@ async fn keys_view(
         search: extras.search.trim().to_owned(),
         holds,
         code_warning,
+        reconfirm,
+        policy_lines,
         form,
         error: error.map(ConsoleError::message),
         needs_code: error.is_some_and(ConsoleError::needs_step_up),

@@ -8,6 +8,7 @@ mod browser;
 mod browser_pages;
 mod flows;
 mod holds;
+mod hygiene;
 mod issue18;
 mod pages;
 mod refusals;
