@@ -189,3 +189,77 @@ fn only_the_writers_market_maker_quotes_and_a_new_writer_starts_its_own() {
         b.shutdown().await;
     });
 }
+
+/// Issue #17: the key-policy sweeper runs on exactly one node, the exchange's writer; another
+/// node's sweeper, started the same way, does nothing while it follows. A key idle past its
+/// deadline is disabled once, its warnings sent once, and a new writer takes the sweeping over.
+#[test]
+fn the_key_policy_sweeper_runs_on_the_writer_only_and_acts_once() {
+    run_or_skip::<PgHarness>("the_key_policy_sweeper_runs_on_the_writer_only_and_acts_once", async {
+        let h = PgHarness::fresh().await;
+        let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+        let node = |clock: Arc<ManualClock>| {
+            let h = &h;
+            async move {
+                keygate_service::Assembly::new(keygate_service::StoreSource::Opened(h.open().await), clock)
+                    .config(keygate_service::ServiceConfig {
+                        password: keygate_service::PasswordParams::insecure_for_tests(),
+                        ..keygate_service::ServiceConfig::default()
+                    })
+                    .exchange(keygate_service::ExchangeSetup::default())
+                    .sweep_policies_every(Duration::from_millis(100))
+                    .start()
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = node(clock.clone()).await;
+        let b = node(clock.clone()).await;
+        assert!(a.engine().unwrap().is_writer() && !b.engine().unwrap().is_writer());
+        a.create_account(&Actor::operator_cli(), "alice", Zeroizing::new("correct horse battery".into()))
+            .await
+            .unwrap();
+        let first = new_key(&a).await;
+        let count = |node: &Service, action: &'static str| {
+            let node = node.clone();
+            async move {
+                let log = node.audit_log(&Actor::operator_cli(), 0, 10_000).await.unwrap();
+                log.iter().filter(|r| r.action == action).count()
+            }
+        };
+        let wait_for = |node: Service, action: &'static str, n: usize| async move {
+            let start = Instant::now();
+            loop {
+                let seen = count(&node, action).await;
+                if seen >= n {
+                    return seen;
+                }
+                assert!(start.elapsed() < Duration::from_secs(5), "{action}: {seen} of {n}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        // Six days before the 90-day deadline: one 7-day warning, from one node.
+        clock.advance_ms(84 * keygate_service::policy::DAY_MS);
+        wait_for(b.clone(), "key.expiring", 1).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(count(&b, "key.expiring").await, 1, "warned once");
+        // Past it: disabled once.
+        clock.advance_ms(7 * keygate_service::policy::DAY_MS);
+        wait_for(b.clone(), "key.policy_disable", 1).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(count(&b, "key.policy_disable").await, 1, "disabled once");
+        until_seen(&b, &first, Some(KeyStatus::Disabled)).await;
+        // A stops; B writes the exchange now, and sweeps: a key of B's goes when its time comes.
+        a.shutdown().await;
+        let second = new_key(&b).await;
+        let start = Instant::now();
+        while !b.engine().unwrap().is_writer() {
+            assert!(start.elapsed() < Duration::from_secs(5), "B never took over");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        clock.advance_ms(91 * keygate_service::policy::DAY_MS);
+        wait_for(b.clone(), "key.policy_disable", 2).await;
+        until_seen(&b, &second, Some(KeyStatus::Disabled)).await;
+        b.shutdown().await;
+    });
+}
