@@ -176,6 +176,12 @@ fn system_time() -> keygate_client::TimeSource {
 fn creates_an_account_and_a_key_with_every_restriction_as_json() {
     let s = Sandbox::new();
     s.account("alice");
+    // A withdraw key must expire within 365 days (the default key policy): 200 days from now, at
+    // midnight UTC.
+    let day = time::OffsetDateTime::now_utc().date() + time::Duration::days(200);
+    let at = day.midnight().assume_utc();
+    let expires = at.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let expires_ms = u64::try_from(at.unix_timestamp()).unwrap() * 1000;
     let k = s.json(&[
         "keys",
         "create",
@@ -192,7 +198,7 @@ fn creates_an_account_and_a_key_with_every_restriction_as_json() {
         "--symbols",
         "BTCUSDT,ETHUSDT",
         "--expires",
-        "2099-01-31T00:00:00Z",
+        &expires,
         "--withdraw-address",
         "bc1qexample",
         "--withdraw-address",
@@ -209,7 +215,7 @@ fn creates_an_account_and_a_key_with_every_restriction_as_json() {
     assert_eq!(k["symbols"], serde_json::json!(["BTCUSDT", "ETHUSDT"]));
     assert_eq!(k["withdraw_addresses"], serde_json::json!(["bc1qexample", "0xabc"]));
     assert_eq!(k["withdraw_limit_24h"], serde_json::json!({"asset": "BTC", "amount": "0.50000000"}));
-    assert_eq!(k["expires_at"], 4_073_500_800_000u64);
+    assert_eq!(k["expires_at"], expires_ms);
     assert_eq!(k["created_by"], "operator");
     let id = k["api_key"].as_str().unwrap();
     let shown = s.json(&["keys", "show", id, "--json"]);
