@@ -654,12 +654,15 @@ impl Service {
     /// Storage errors; pending usage is kept for the next flush.
     pub async fn flush(&self, all: bool) -> ServiceResult<()> {
         self.purge_sessions_now_and_then().await?;
-        let deltas = self.inner.usage.drain();
+        let (deltas, addresses) = self.inner.usage.drain_with_addresses();
         if !deltas.is_empty()
             && let Err(e) = self.inner.store.record_usage(&deltas).await
         {
             self.inner.usage.restore(deltas);
             return Err(e.into());
+        }
+        if let Err(e) = self.record_key_addresses(addresses).await {
+            tracing::warn!(error = %e, "recording the addresses keys were used from failed; the next use retries");
         }
         let mut drafts = self.inner.denials.drain(self.now_ms(), all).into_iter();
         while let Some(draft) = drafts.next() {

@@ -28,6 +28,7 @@ mod throttle;
 pub mod totp;
 pub mod usage;
 pub mod view;
+pub mod webhooks;
 
 pub use actor::{Actor, FRESH_CODE_MS, FreshCode};
 pub use assembly::{Assembly, ExchangeSetup, StoreSource};
@@ -44,6 +45,7 @@ pub use password::PasswordParams;
 pub use sessions::{NewSession, SessionConfig, SessionInfo, ThrottleConfig};
 pub use totp::{FailedLoginCodes, RecoveryCodes, TotpEnrollment, TwoFactorView};
 pub use view::{AccountView, AuditView, CreatedKey, KeyView};
+pub use webhooks::{CreatedWebhook, DeliveryView, NoticeView, WebhookConfig, WebhookTransport, WebhookView};
 
 use keygate_auth::{Entropy, EntropyError};
 use keygate_store::Store;
@@ -84,6 +86,8 @@ pub struct ServiceConfig {
     /// and the server's rate limits, count there. `None` (the default): each node counts alone.
     /// See [`counters`].
     pub shared_counters: Option<Arc<dyn counters::CounterStore>>,
+    /// Webhook delivery rules (targets allowed, retries, timeouts): see [`webhooks`].
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for ServiceConfig {
@@ -98,6 +102,7 @@ impl Default for ServiceConfig {
             sign_up: SignUpMode::Open,
             max_staleness_ms: 2_000,
             shared_counters: None,
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -187,6 +192,8 @@ struct Inner {
     currency: follow::Currency,
     /// The counters every node shares, when configured.
     shared: Option<counters::SharedCounters>,
+    /// The webhook worker's memory (see [`webhooks`]).
+    webhooks: webhooks::WebhookState,
 }
 
 impl Service {
@@ -236,6 +243,7 @@ impl Service {
                 currency: follow::Currency::default(),
                 shared,
                 config,
+                webhooks: webhooks::WebhookState::default(),
             }),
         })
     }

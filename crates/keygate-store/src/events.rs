@@ -32,7 +32,8 @@ use zeroize::Zeroizing;
 pub enum EndpointStatus {
     /// Deliveries are sent.
     Active,
-    /// Paused (by its owner, or because the receiver answered 410 Gone): deliveries wait.
+    /// Paused (by its owner, or because the receiver answered 410 Gone): its pending deliveries
+    /// wait, and events made meanwhile are not queued for it.
     Disabled,
 }
 
@@ -193,6 +194,8 @@ pub struct DeliveryRecord {
     pub id: i64,
     /// The event.
     pub event_id: i64,
+    /// The event's audit record.
+    pub audit_seq: i64,
     /// Its type.
     pub event_type: String,
     /// The endpoint.
@@ -382,6 +385,7 @@ fn delivery_from_row(row: &impl Columns) -> StoreResult<DeliveryRecord> {
     Ok(DeliveryRecord {
         id: row.get("id", WHAT)?,
         event_id: row.get("event_id", WHAT)?,
+        audit_seq: row.get("audit_seq", WHAT)?,
         event_type: row.get("event_type", WHAT)?,
         endpoint_id: row.get("endpoint_id", WHAT)?,
         status: DeliveryStatus::parse(&row.get::<String>("status", WHAT)?)?,
@@ -731,7 +735,7 @@ impl<D: Dialect> EventStore for SqlStore<D> {
         let rows = self
             .read_all(
                 stmt(
-                    "SELECT d.id, d.event_id, ev.event_type, d.endpoint_id, d.status, d.attempts, d.next_attempt_at, \
+                    "SELECT d.id, d.event_id, ev.audit_seq, ev.event_type, d.endpoint_id, d.status, d.attempts, d.next_attempt_at, \
                      d.last_attempt_at, d.last_status, d.last_error, d.delivered_at \
                      FROM webhook_deliveries d JOIN account_events ev ON ev.id = d.event_id \
                      WHERE d.endpoint_id = $1 ORDER BY d.id DESC LIMIT $2",

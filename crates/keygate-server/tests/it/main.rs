@@ -21,3 +21,4 @@ mod time_unit;
 mod tls;
 mod typed_client;
 mod usage_and_audit;
+mod webhooks;
