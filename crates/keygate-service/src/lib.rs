@@ -22,6 +22,7 @@ pub mod funds;
 pub mod holds;
 pub mod invites;
 pub mod keys;
+pub mod leaks;
 pub mod password;
 pub mod sessions;
 mod throttle;
@@ -41,6 +42,7 @@ pub use holds::{HoldKind, HoldView, WithdrawalBlock};
 pub use invites::{CreatedInvite, InviteView};
 pub use keygate_auth::SessionToken;
 pub use keys::{CreatedOnce, KeyEdit, NewKey, NewKeyMaterial};
+pub use leaks::{LeakReport, LeakVerdict};
 pub use password::PasswordParams;
 pub use sessions::{NewSession, SessionConfig, SessionInfo, ThrottleConfig};
 pub use totp::{FailedLoginCodes, RecoveryCodes, TotpEnrollment, TwoFactorView};
@@ -88,6 +90,9 @@ pub struct ServiceConfig {
     pub shared_counters: Option<Arc<dyn counters::CounterStore>>,
     /// Webhook delivery rules (targets allowed, retries, timeouts): see [`webhooks`].
     pub webhooks: WebhookConfig,
+    /// Public keys that sign leak reports (`serve --leak-report-key`); none: reports are
+    /// refused. See [`leaks`].
+    pub leak_reporters: Vec<keygate_auth::leak::ReporterKey>,
 }
 
 impl Default for ServiceConfig {
@@ -103,6 +108,7 @@ impl Default for ServiceConfig {
             max_staleness_ms: 2_000,
             shared_counters: None,
             webhooks: WebhookConfig::default(),
+            leak_reporters: Vec::new(),
         }
     }
 }
@@ -215,6 +221,8 @@ impl Service {
     ) -> ServiceResult<Self> {
         let cache = Arc::new(KeyCache::default());
         warm_cache(&*store, &cache, KEY_LOAD_PAGE).await?;
+        // Keys made before secrets were indexed get their digest now (leak reports find them).
+        while store.index_secret_digests(KEY_LOAD_PAGE).await? > 0 {}
         let shared = config.shared_counters.clone().map(|c| counters::SharedCounters::new(c, Arc::clone(&clock)));
         let t = &config.throttle;
         let counter = |limit: u32, window_ms: u64, name: &'static str| {

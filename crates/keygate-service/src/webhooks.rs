@@ -140,11 +140,20 @@ pub struct WebhookView {
 }
 
 /// A new endpoint and its signing secret, shown this once.
+#[derive(Serialize)]
 pub struct CreatedWebhook {
     /// The endpoint.
+    #[serde(flatten)]
     pub endpoint: WebhookView,
-    /// `whsec_...`: what the receiver verifies signatures with.
+    /// `whsec_...`: what the receiver verifies signatures with; stored sealed, shown this once.
+    #[serde(serialize_with = "expose_secret")]
     pub secret: Zeroizing<String>,
+}
+
+// Serialising a CreatedWebhook is the one sanctioned way the secret leaves the service: to
+// whoever registered the endpoint, once.
+fn expose_secret<S: serde::Serializer>(secret: &Zeroizing<String>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(secret)
 }
 
 impl fmt::Debug for CreatedWebhook {

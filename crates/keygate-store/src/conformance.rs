@@ -2731,6 +2731,13 @@ pub async fn key_addresses_and_leak_reports_are_recorded_once<H: Harness>() {
     let store = h.open().await;
     assert!(!store.record_leak_report(&digest, UnixMillis(3)).await.unwrap(), "a replay after a restart");
     assert!(store.record_leak_report(&[8u8; 32], UnixMillis(3)).await.unwrap());
+    // A leaked HMAC secret finds its key by the secret's digest; nothing else does.
+    let k = hmac_key(&mut e, alice.id, 5);
+    insert(&*store, &k).await;
+    let digest = crate::events::secret_digest(secret_of(&k).expose());
+    assert_eq!(store.key_by_secret_digest(&digest).await.unwrap(), Some(k.id.clone()));
+    assert_eq!(store.key_by_secret_digest(&crate::events::secret_digest(k.id.as_str())).await.unwrap(), None);
+    assert_eq!(store.index_secret_digests(100).await.unwrap(), 0, "new keys are indexed when created");
 }
 
 #[cfg(test)]

@@ -349,6 +349,20 @@ pub trait EventStore: Send + Sync {
 
     /// Records a leak report's digest at `at`; false when it was recorded before (a replay).
     async fn record_leak_report(&self, digest: &[u8; 32], at: UnixMillis) -> StoreResult<bool>;
+
+    /// The key whose HMAC secret has SHA-256 `digest` ([`secret_digest`]), if any.
+    async fn key_by_secret_digest(&self, digest: &[u8; 32]) -> StoreResult<Option<ApiKeyId>>;
+
+    /// Fills in the secret digest of up to `limit` HMAC keys stored without one (keys made before
+    /// the digest existed); returns how many. Call until it returns 0.
+    async fn index_secret_digests(&self, limit: u32) -> StoreResult<usize>;
+}
+
+/// The SHA-256 of an HMAC secret's text, as [`EventStore::key_by_secret_digest`] looks it up.
+#[must_use]
+pub fn secret_digest(secret: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).into()
 }
 
 const ENDPOINT_COLUMNS: &str = "id, account_id, url, description, status, created_at";
@@ -803,6 +817,40 @@ impl<D: Dialect> EventStore for SqlStore<D> {
         }
         tx.commit().await?;
         Ok(new)
+    }
+
+    async fn key_by_secret_digest(&self, digest: &[u8; 32]) -> StoreResult<Option<ApiKeyId>> {
+        let row = self.read_optional(stmt("SELECT id FROM api_keys WHERE secret_sha256 = $1").arg(&digest[..])).await?;
+        match row {
+            Some(r) => {
+                let id: String = r.get("id", "API key")?;
+                Ok(Some(ApiKeyId::parse(&id).map_err(|e| StoreError::Corrupt(format!("API key {id}: {e}")))?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn index_secret_digests(&self, limit: u32) -> StoreResult<usize> {
+        let sql = format!(
+            "SELECT {} FROM api_keys WHERE key_type = 'hmac' AND secret_sha256 IS NULL LIMIT $1",
+            crate::rows::KEY_COLUMNS
+        );
+        let rows = self.read_all(stmt(sql).arg(i64::from(limit))).await?;
+        let mut n = 0;
+        for row in &rows {
+            let key = crate::rows::key_from_row(&self.cipher, row)?;
+            if let crate::records::KeyMaterial::Hmac(secret) = &key.material {
+                let digest = secret_digest(secret.expose());
+                self.write_one(
+                    stmt("UPDATE api_keys SET secret_sha256 = $1 WHERE id = $2 AND secret_sha256 IS NULL")
+                        .arg(&digest[..])
+                        .arg(key.id.as_str()),
+                )
+                .await?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     async fn record_leak_report(&self, digest: &[u8; 32], at: UnixMillis) -> StoreResult<bool> {

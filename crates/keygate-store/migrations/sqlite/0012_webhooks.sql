@@ -80,3 +80,10 @@ CREATE TABLE leak_reports (
     digest BLOB PRIMARY KEY CHECK (length(digest) = 32),
     received_at INTEGER NOT NULL CHECK (received_at >= 0)
 );
+
+-- The SHA-256 of each HMAC secret, so a leaked secret a scanner reports is found in one lookup
+-- (the secret itself is sealed with a random nonce and cannot be searched). A secret carries
+-- 256 random bits, so its hash reveals nothing, as with GitHub's own token hashes. Filled when
+-- a key is created; keys made before this migration are filled at start (index_secret_digests).
+ALTER TABLE api_keys ADD COLUMN secret_sha256 BLOB NULL;
+CREATE UNIQUE INDEX api_keys_secret_sha256 ON api_keys (secret_sha256);
