@@ -9,6 +9,7 @@ mod browser_pages;
 mod flows;
 mod holds;
 mod issue18;
+mod notifications;
 mod pages;
 mod refusals;
 mod support;
