@@ -4,12 +4,13 @@
 use base64::Engine as _;
 use keygate_auth::leak::ReporterKey;
 use keygate_auth::{Permissions, Restrictions};
+use keygate_service::Stopwatch;
 use keygate_testkit::TestApp;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 use reqwest::Method;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PATH: &str = "/keygate/v1/leak-reports";
 const RESTRICTIONS: &str = "/sapi/v1/account/apiRestrictions";
@@ -67,7 +68,7 @@ async fn a_signed_report_revokes_live_keys_within_a_second_and_says_which_were_l
     let report = body(&[&secret, unknown.expose(), "kgs_not_a_secret"]);
     let ts = app.service.now_ms().0 / 1000;
 
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let answer = post_keygate(&app, &sk, &report, ts).await;
     assert_eq!(answer.status(), 200);
     let verdicts: serde_json::Value = answer.json().await.unwrap();
