@@ -2618,6 +2618,28 @@ pub async fn events_are_ingested_once_from_the_audit_log<H: Harness>() {
     let mut seqs: Vec<i64> = events.iter().map(|e| e.audit_seq).collect();
     seqs.dedup();
     assert_eq!(seqs.len(), 24, "no event twice");
+    // Concurrent claims (several nodes' workers) hand each delivery to one of them.
+    let pending = store.webhook_deliveries(ep.id, 100).await.unwrap().len();
+    assert_eq!(pending, 24, "one delivery per event of the active endpoint");
+    let claimers: Vec<Arc<dyn Store>> =
+        if H::SHARED { vec![h.open().await, h.open().await, h.open().await] } else { vec![Arc::clone(&store); 3] };
+    let claimed = futures_all(claimers.into_iter().map(|s| async move {
+        let mut ids = Vec::new();
+        loop {
+            let batch =
+                s.claim_deliveries(UnixMillis(u64::MAX / 4), UnixMillis(u64::MAX / 4 + 60_000), 3).await.unwrap();
+            if batch.is_empty() {
+                return ids;
+            }
+            ids.extend(batch.iter().map(|d| d.id));
+        }
+    }))
+    .await;
+    let mut all: Vec<i64> = claimed.iter().flatten().copied().collect();
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((total, all.len()), (24, 24), "every delivery claimed once: {claimed:?}");
 }
 
 /// Deliveries are claimed under a lease: a claimed one is not handed out again until its lease
