@@ -12,6 +12,7 @@ mod replay;
 mod shared_limits;
 mod signup;
 mod store_faults;
+mod webhooks_nodes;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
