@@ -556,6 +556,39 @@ impl Service {
         self.revoke_as(actor, id, crate::webhooks::LEAKED_ACTION, details).await
     }
 
+    /// Disables an active key because policy `policy` says so (issue #17, the sweeper's action):
+    /// audited as [`crate::webhooks::POLICY_DISABLE_ACTION`] by `system:POLICY` with `reason`,
+    /// which tells the owner (`key.disabled_by_policy` event). Returns false, writing nothing,
+    /// when the key is not active (already disabled, revoked or expired). The owner re-enables it
+    /// by editing its status, which needs a step-up.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for an unknown key; [`ServiceError::Conflict`] when it kept
+    /// changing meanwhile.
+    pub async fn disable_key_by_policy(&self, id: &str, policy: &str, reason: &str) -> ServiceResult<bool> {
+        let actor = Actor::System { policy: policy.to_owned() };
+        let _writing = self.inner.key_writes.lock().await;
+        for _ in 0..STALE_RETRIES {
+            let before = self.key_record(&actor, id).await?;
+            if before.status != KeyStatus::Active {
+                return Ok(false);
+            }
+            let mut rec = before.clone();
+            rec.status = KeyStatus::Disabled;
+            rec.updated_at = self.now_ms();
+            rec.updated_by = actor.kind().into();
+            let details = serde_json::json!({ "label": rec.label, "policy": policy, "reason": reason });
+            let audit = self.audit(&actor, crate::webhooks::POLICY_DISABLE_ACTION, &rec, details);
+            match self.inner.store.update_key_if(&rec, &before, audit).await {
+                Err(StoreError::Stale(_) | StoreError::Conflict(_)) => continue,
+                other => other?,
+            }
+            self.inner.cache.upsert(&rec)?;
+            return Ok(true);
+        }
+        Err(ServiceError::Conflict(format!("key {id} kept changing while policy {policy} disabled it; try again")))
+    }
+
     /// Revokes `id` with an audit record of `action` carrying `extra` details besides the label.
     async fn revoke_as(
         &self,

@@ -588,14 +588,10 @@ impl Service {
     /// [`ServiceError::Conflict`] when the delivery is not dead.
     pub async fn redeliver_webhook(&self, actor: &Actor, endpoint: i64, delivery: i64) -> ServiceResult<()> {
         let ep = self.endpoint_for(actor, endpoint).await?;
-        let ours = self.inner.store.webhook_deliveries(endpoint, 500).await?.iter().any(|d| d.id == delivery);
-        if !ours {
-            return Err(ServiceError::NotFound(format!("delivery {delivery} of webhook endpoint {endpoint}")));
-        }
         let mut audit =
             self.webhook_draft(actor, "webhook.redeliver", ep.account_id, serde_json::json!({ "delivery": delivery }));
         audit.target = format!("webhook:{endpoint}");
-        self.inner.store.redeliver(delivery, self.now_ms(), audit).await?;
+        self.inner.store.redeliver(endpoint, delivery, self.now_ms(), audit).await?;
         Ok(())
     }
 

@@ -2700,15 +2700,22 @@ pub async fn deliveries_are_leased_retried_and_dead_lettered<H: Harness>() {
     );
     // Redelivery of the dead letter, audited; only dead ones.
     assert!(matches!(
-        store.redeliver(a, UnixMillis(t0), draft("webhook.redeliver", "", None)).await,
+        store.redeliver(ep.id, a, UnixMillis(t0), draft("webhook.redeliver", "", None)).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.redeliver(9_999, UnixMillis(t0), draft("webhook.redeliver", "", None)).await,
+        store.redeliver(ep.id, 9_999, UnixMillis(t0), draft("webhook.redeliver", "", None)).await,
         Err(StoreError::NotFound(_))
     ));
     let before = audit_len(&*store).await;
-    store.redeliver(c, UnixMillis(t0 + 6_000), draft("webhook.redeliver", "", Some(alice.id))).await.unwrap();
+    assert!(
+        matches!(
+            store.redeliver(ep.id + 1, c, UnixMillis(t0), draft("webhook.redeliver", "", None)).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "a delivery is redelivered through its own endpoint only"
+    );
+    store.redeliver(ep.id, c, UnixMillis(t0 + 6_000), draft("webhook.redeliver", "", Some(alice.id))).await.unwrap();
     assert_eq!(audit_len(&*store).await, before + 1);
     // b's lease from the claim above runs to t0 + 6_000.
     let due = claim(t0 + 6_000, 10).await;

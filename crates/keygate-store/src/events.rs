@@ -339,9 +339,10 @@ pub trait EventStore: Send + Sync {
     /// The deliveries of one endpoint, newest first, at most `limit`.
     async fn webhook_deliveries(&self, endpoint: i64, limit: u32) -> StoreResult<Vec<DeliveryRecord>>;
 
-    /// Makes a dead delivery of an active endpoint pending again, due at `at`, with its audit
-    /// record. [`StoreError::NotFound`] when missing; [`StoreError::Conflict`] when not dead.
-    async fn redeliver(&self, id: i64, at: UnixMillis, audit: AuditDraft) -> StoreResult<()>;
+    /// Makes dead delivery `id` of endpoint `endpoint` pending again, due at `at`, with its audit
+    /// record. [`StoreError::NotFound`] when there is no such delivery of that endpoint;
+    /// [`StoreError::Conflict`] when it is not dead or the endpoint was deleted.
+    async fn redeliver(&self, endpoint: i64, id: i64, at: UnixMillis, audit: AuditDraft) -> StoreResult<()>;
 
     /// Records the addresses keys were used from; for each one new for its key, appends its
     /// audit record (in the same transaction). Returns how many were new.
@@ -761,11 +762,11 @@ impl<D: Dialect> EventStore for SqlStore<D> {
         rows.iter().map(delivery_from_row).collect()
     }
 
-    async fn redeliver(&self, id: i64, at: UnixMillis, audit: AuditDraft) -> StoreResult<()> {
+    async fn redeliver(&self, endpoint: i64, id: i64, at: UnixMillis, audit: AuditDraft) -> StoreResult<()> {
         let when = to_db_time(at, "webhook delivery")?;
         let mut tx = self.begin().await?;
-        let sql = format!("SELECT status FROM webhook_deliveries WHERE id = $1{}", D::FOR_UPDATE);
-        let status = match D::Db::optional(&mut tx, stmt(sql).arg(id)).await? {
+        let sql = format!("SELECT status FROM webhook_deliveries WHERE id = $1 AND endpoint_id = $2{}", D::FOR_UPDATE);
+        let status = match D::Db::optional(&mut tx, stmt(sql).arg(id).arg(endpoint)).await? {
             Some(row) => DeliveryStatus::parse(&row.get::<String>("status", "webhook delivery")?)?,
             None => return Err(StoreError::NotFound(format!("webhook delivery {id}"))),
         };

@@ -242,3 +242,34 @@ async fn owners_manage_only_their_own_endpoints_and_need_a_step_up_to_remove_one
     assert_eq!(actions, ["webhook.create", "webhook.create", "webhook.delete"]);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_policy_sweepers_actions_reach_the_owner() {
+    let app = app().await;
+    let op = TestApp::operator();
+    app.account("alice").await;
+    let (rx, url) = Receiver::start().await;
+    app.service.create_webhook(&op, "alice", &url, "").await.unwrap();
+    let key = app.hmac_key("alice", Permissions::READ_ONLY, Restrictions::default()).await;
+    rx.wait_for(1).await;
+    let id = key.key.api_key.as_str();
+    let expires = app.service.now_ms().plus_millis(7 * 24 * 3600 * 1000);
+    app.service.warn_key_expiring(id, expires, "withdraw_key_expiry").await.unwrap();
+    assert!(app.service.disable_key_by_policy(id, "unused_days", "unused for 90 days").await.unwrap());
+    assert!(!app.service.disable_key_by_policy(id, "unused_days", "again").await.unwrap(), "only an active key");
+    let got = rx.wait_for(3).await;
+    let expiring: serde_json::Value = serde_json::from_str(&got[1].3).unwrap();
+    assert_eq!(expiring["type"], "key.expiring");
+    assert_eq!(expiring["data"]["expires_at"], expires.0);
+    assert_eq!(expiring["data"]["policy"], "withdraw_key_expiry");
+    let disabled: serde_json::Value = serde_json::from_str(&got[2].3).unwrap();
+    assert_eq!(disabled["type"], "key.disabled_by_policy");
+    assert_eq!(disabled["data"]["policy"], "unused_days");
+    assert_eq!(disabled["data"]["reason"], "unused for 90 days");
+    assert_eq!(disabled["data"]["actor"], "system:unused_days");
+    let answer = app.hmac_client(&key).signed(Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await.unwrap();
+    assert_eq!(answer.status, 401, "a disabled key is refused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.got.lock().unwrap().len(), 3, "the refused second disable told nobody");
+    app.shutdown().await;
+}
