@@ -77,3 +77,36 @@ async fn owners_register_endpoints_see_notices_and_need_a_step_up_to_delete() {
     assert!(!after.body.contains("http://127.0.0.1:9/hook"));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_wrong_code_after_the_right_password_and_a_login_from_a_new_address_are_notices() {
+    let app = app().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let secret = a.enroll_totp(&app).await;
+    // Someone with the password, from the same machine (127.0.0.1): a wrong code, then the
+    // owner's right one.
+    let mut b = Agent::new(&app);
+    let page = b.get("/console/login").await;
+    b.post("/console/login", &[("csrf", &page.csrf()), ("name", "alice"), ("password", PASSWORD)]).await;
+    let prompt = b.get("/console/login/totp").await;
+    let wrong = b.post("/console/login/totp", &[("csrf", &prompt.csrf()), ("code", "000000")]).await;
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    next_totp_step(&app);
+    let prompt = b.get("/console/login/totp").await;
+    let ok = b.post("/console/login/totp", &[("csrf", &prompt.csrf()), ("code", &totp(&secret, &app))]).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    app.service.ingest_events().await.unwrap();
+    let notices = app.service.notices(&TestApp::operator(), "alice", 50).await.unwrap();
+    let types: Vec<&str> = notices.iter().map(|n| n.event_type.as_str()).collect();
+    let failed = notices
+        .iter()
+        .find(|n| n.event_type == "account.login_code_failed")
+        .unwrap_or_else(|| panic!("no login_code_failed in {types:?}"));
+    assert_eq!(failed.payload["data"]["address"], "127.0.0.1");
+    assert!(failed.summary.contains("wrong 2FA code"), "{}", failed.summary);
+    // 127.0.0.1 is new to the account once: its first completed login, not every login.
+    assert_eq!(types.iter().filter(|t| **t == "account.login_new_address").count(), 1, "{types:?}");
+    assert!(types.contains(&"account.2fa_enabled"), "{types:?}");
+    app.shutdown().await;
+}

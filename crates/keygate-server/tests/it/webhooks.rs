@@ -273,3 +273,36 @@ async fn the_policy_sweepers_actions_reach_the_owner() {
     assert_eq!(rx.got.lock().unwrap().len(), 3, "the refused second disable told nobody");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_withdrawal_request_reaches_the_owner() {
+    use keygate_auth::{IpAllowlist, Permission};
+    const ADDRESS: &str = "bc1qallowedaddressallowedaddressallowed00";
+    let app = app().await;
+    let op = TestApp::operator();
+    let account = keygate_proto::AccountId(app.account("dave").await.id);
+    let (rx, url) = Receiver::start().await;
+    app.service.create_webhook(&op, "dave", &url, "").await.unwrap();
+    let r = Restrictions {
+        ip_allowlist: IpAllowlist::parse(&["127.0.0.0/8"]).unwrap(),
+        withdraw_addresses: vec![ADDRESS.to_owned()],
+        ..Restrictions::default()
+    };
+    let key = app.hmac_key("dave", Permissions::with(&[Permission::Withdraw]), r).await;
+    super::exchange_support::fund(&app, account, "BTC", "1").await;
+    let params = [("coin", "BTC"), ("network", "BTC"), ("address", ADDRESS), ("amount", "0.1")];
+    let a = app.hmac_client(&key).signed(Method::POST, "/sapi/v1/capital/withdraw/apply", &params).await.unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    // key.created, key.new_address (its first use), withdrawal.requested, in some order.
+    let got = rx.wait_for(3).await;
+    let bodies: Vec<serde_json::Value> = got.iter().map(|g| serde_json::from_str(&g.3).unwrap()).collect();
+    let w = bodies.iter().find(|b| b["type"] == "withdrawal.requested").expect("a withdrawal.requested delivery");
+    assert_eq!(w["data"]["asset"], "BTC");
+    assert_eq!(w["data"]["amount"], "0.10000000");
+    assert_eq!(w["data"]["address"], ADDRESS);
+    assert_eq!(w["data"]["key"], key.key.api_key.as_str());
+    let notices = app.service.notices(&op, "dave", 10).await.unwrap();
+    let n = notices.iter().find(|n| n.event_type == "withdrawal.requested").unwrap();
+    assert!(n.summary.contains("0.10000000 BTC"), "{}", n.summary);
+    app.shutdown().await;
+}
