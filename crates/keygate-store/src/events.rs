@@ -837,21 +837,26 @@ impl<D: Dialect> EventStore for SqlStore<D> {
             crate::rows::KEY_COLUMNS
         );
         let rows = self.read_all(stmt(sql).arg(i64::from(limit))).await?;
-        let mut n = 0;
+        let mut digests = Vec::with_capacity(rows.len());
         for row in &rows {
             let key = crate::rows::key_from_row(&self.cipher, row)?;
             if let crate::records::KeyMaterial::Hmac(secret) = &key.material {
-                let digest = secret_digest(secret.expose());
-                self.write_one(
-                    stmt("UPDATE api_keys SET secret_sha256 = $1 WHERE id = $2 AND secret_sha256 IS NULL")
-                        .arg(&digest[..])
-                        .arg(key.id.as_str()),
-                )
-                .await?;
-                n += 1;
+                digests.push((key.id.clone(), secret_digest(secret.expose())));
             }
         }
-        Ok(n)
+        // One transaction per page: an upgrade with many keys is not one commit per key.
+        let mut tx = self.begin().await?;
+        for (id, digest) in &digests {
+            D::Db::run(
+                &mut tx,
+                stmt("UPDATE api_keys SET secret_sha256 = $1 WHERE id = $2 AND secret_sha256 IS NULL")
+                    .arg(&digest[..])
+                    .arg(id.as_str()),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(digests.len())
     }
 
     async fn record_leak_report(&self, digest: &[u8; 32], at: UnixMillis) -> StoreResult<bool> {

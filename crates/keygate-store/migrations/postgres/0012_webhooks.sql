@@ -57,12 +57,14 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id);
 
--- How far the event worker has read the audit log (one row).
+-- How far the event worker has read the audit log (one row). It starts at the end of the log as
+-- it is when this migration runs: events (and notices) begin with the upgrade, rather than the
+-- whole history turning into notices (every past login a "new address") at the first start.
 CREATE TABLE event_cursor (
     id BIGINT PRIMARY KEY CHECK (id = 1),
     audit_seq BIGINT NOT NULL CHECK (audit_seq >= 0)
 );
-INSERT INTO event_cursor (id, audit_seq) VALUES (1, 0);
+INSERT INTO event_cursor (id, audit_seq) SELECT 1, COALESCE(MAX(seq), 0) FROM audit_log;
 
 -- Addresses already seen, for "first use of a key from a new address" (scope 'key', subject =
 -- key id) and "login from a new address" (scope 'login', subject = account id).
