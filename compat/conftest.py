@@ -66,8 +66,9 @@ class Key:
 class Keygate:
     """A running `keygate serve` and its CLI."""
 
-    def __init__(self, root: Path, rate_limits: str = "", liquidity: bool = False):
+    def __init__(self, root: Path, rate_limits: str = "", liquidity: bool = False, extra_args: tuple[str, ...] = ()):
         self.root = root
+        self.extra_args = list(extra_args)
         self.rate_limits = rate_limits
         self.liquidity = liquidity
         self.bin = keygate_bin()
@@ -88,10 +89,19 @@ class Keygate:
         limits = self.root / "rate-limits.toml"
         limits.write_text(self.rate_limits)
         self.proc = subprocess.Popen(
-            [str(self.bin), "serve", "--listen", "127.0.0.1:0", "--market-maker", "--rate-limits-config", str(limits)],
+            [
+                str(self.bin),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--market-maker",
+                "--rate-limits-config",
+                str(limits),
+                *self.extra_args,
+            ],
             env=self.env,
             stdout=subprocess.PIPE,
-            stderr=open(self.log, "wb"),  # noqa: SIM115 - lives as long as the process
+            stderr=open(self.log, "ab"),  # noqa: SIM115 - lives as long as the process; appended across restarts
             text=True,
         )
         deadline = time.monotonic() + 30

@@ -14,6 +14,7 @@ pub mod credential;
 pub mod entropy;
 pub mod invite;
 pub mod keyfmt;
+pub mod leak;
 pub mod params;
 pub mod permission;
 pub mod replay;
@@ -21,6 +22,7 @@ pub mod restriction;
 pub mod scan;
 pub mod session;
 pub mod verify;
+pub mod webhook;
 
 pub use account::AccountId;
 pub use credential::{Credential, KeyType, PublicKey, PublicKeyError};

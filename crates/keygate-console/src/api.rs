@@ -43,6 +43,11 @@ pub(crate) fn routes() -> (Router<Console>, Vec<(&'static str, &'static str)>) {
         ("GET", "/api/console/v1/audit", get(audit)),
         ("GET", "/api/console/v1/wallet", get(wallet_json)),
         ("POST", "/api/console/v1/wallet/faucet", post(faucet)),
+        ("GET", "/api/console/v1/webhooks", get(list_webhooks)),
+        ("POST", "/api/console/v1/webhooks", post(create_webhook)),
+        ("DELETE", "/api/console/v1/webhooks/{id}", delete(delete_webhook)),
+        ("GET", "/api/console/v1/webhooks/{id}/deliveries", get(webhook_deliveries)),
+        ("GET", "/api/console/v1/notices", get(notices)),
     ];
     let mut router = Router::new();
     let mut ops = Vec::with_capacity(table.len());
@@ -479,4 +484,47 @@ struct FaucetBody {
 async fn faucet(State(c): State<Console>, ctx: Ctx, Body(b): Body<FaucetBody>) -> ApiResult {
     let v = acting(&c, &ctx).await?;
     Ok(json(StatusCode::CREATED, &wallet::faucet(&c, &v, &b.asset).await.map_err(semantic)?, &[]))
+}
+
+async fn list_webhooks(State(c): State<Console>, ctx: Ctx) -> ApiResult {
+    let v = ctx.viewer(&c).await?;
+    Ok(json(StatusCode::OK, &c.service().list_webhooks(&v.actor, None).await?, &[]))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewWebhookBody {
+    url: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /webhooks`: the answer holds the endpoint's `secret`, shown this once.
+async fn create_webhook(State(c): State<Console>, ctx: Ctx, Body(b): Body<NewWebhookBody>) -> ApiResult {
+    let v = acting(&c, &ctx).await?;
+    let account = v.info.account.clone();
+    let created = c.service().create_webhook(&v.actor, &account, &b.url, &b.description).await?;
+    Ok(json(StatusCode::CREATED, &created, &[]))
+}
+
+fn endpoint_id(id: &str) -> Result<i64, ConsoleError> {
+    id.parse().map_err(|_| ConsoleError::Service(ServiceError::NotFound(format!("webhook endpoint {id}"))))
+}
+
+/// `DELETE /webhooks/{id}`: needs an elevated window (a step-up), as it silences alerts.
+async fn delete_webhook(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>) -> ApiResult {
+    let v = acting(&c, &ctx).await?;
+    let id = endpoint_id(&id)?;
+    c.service().delete_webhook(&v.actor, id).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "id": id, "deleted": true }), &[]))
+}
+
+async fn webhook_deliveries(State(c): State<Console>, ctx: Ctx, Path(id): Path<String>) -> ApiResult {
+    let v = ctx.viewer(&c).await?;
+    Ok(json(StatusCode::OK, &c.service().webhook_deliveries(&v.actor, endpoint_id(&id)?, 100).await?, &[]))
+}
+
+async fn notices(State(c): State<Console>, ctx: Ctx) -> ApiResult {
+    let v = ctx.viewer(&c).await?;
+    let account = v.info.account.clone();
+    Ok(json(StatusCode::OK, &c.service().notices(&v.actor, &account, 100).await?, &[]))
 }

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod keys;
 mod layout;
+mod notifications;
 mod password;
 mod two_factor;
 pub(crate) mod wallet;
@@ -57,6 +58,10 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/keys/{id}/revoke", get(revoke_page).post(revoke_key))
         .route("/console/keys/{id}/remove-address", post(remove_address))
         .route("/console/audit", get(audit_page))
+        .route("/console/notifications", get(notifications::page))
+        .route("/console/notifications/webhooks", post(notifications::create))
+        .route("/console/notifications/webhooks/{id}/{action}", post(notifications::act))
+        .route("/console/notifications/webhooks/{id}/deliveries/{delivery}/redeliver", post(notifications::redeliver))
         .route("/console/audit.csv", get(audit_csv))
         .route("/console/audit.jsonl", get(audit_jsonl))
         .route("/console/wallet", get(wallet::page))

@@ -15,6 +15,7 @@ mod routes;
 pub mod serve;
 pub mod slow_clients;
 pub mod tls;
+pub mod webhook_transport;
 pub mod weight;
 
 pub use error::ApiError;

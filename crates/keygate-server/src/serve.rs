@@ -45,6 +45,10 @@ pub struct ServerConfig {
     pub faucet_per_day: usize,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere: never on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Deliver owners' webhooks from this process (the service's event worker, with the HTTP
+    /// transport of [`crate::webhook_transport`]). On by default; every node of a cluster may run
+    /// it, the store hands each delivery to one of them.
+    pub webhooks: bool,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +68,7 @@ impl Default for ServerConfig {
             console_hosts: Vec::new(),
             faucet_per_day: 5,
             metrics_listen: None,
+            webhooks: true,
         }
     }
 }
@@ -154,6 +159,11 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
     let tls = config.tls.clone().map(|t| tokio_rustls::TlsAcceptor::from(t.0));
     if let Some(mm) = config.market_maker.clone() {
         service.start_market_maker(mm).map_err(std::io::Error::other)?;
+    }
+    if config.webhooks {
+        let transport =
+            crate::webhook_transport::HttpTransport::new(service.webhook_settings()).map_err(std::io::Error::other)?;
+        service.start_webhooks(Arc::new(transport));
     }
     let socket_path = config.admin_socket.clone();
     let join = tokio::spawn(async move {

@@ -189,6 +189,57 @@ pub enum AdminRequest {
         /// Invite id.
         id: i64,
     },
+    /// Register a webhook endpoint for an account; the answer holds its secret, shown once.
+    WebhookCreate {
+        /// Account name.
+        account: String,
+        /// Where deliveries go.
+        url: String,
+        /// A note.
+        #[serde(default)]
+        description: String,
+    },
+    /// List webhook endpoints (one account's, or everyone's).
+    WebhookList {
+        /// Account name.
+        #[serde(default)]
+        account: Option<String>,
+    },
+    /// Delete a webhook endpoint (its pending deliveries become dead).
+    WebhookDelete {
+        /// Endpoint id.
+        id: i64,
+    },
+    /// Pause or resume a webhook endpoint.
+    WebhookSetActive {
+        /// Endpoint id.
+        id: i64,
+        /// Resume (true) or pause (false).
+        active: bool,
+    },
+    /// An endpoint's latest deliveries, dead letters included.
+    WebhookDeliveries {
+        /// Endpoint id.
+        id: i64,
+        /// At most this many.
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Send a dead delivery again.
+    WebhookRedeliver {
+        /// Endpoint id.
+        endpoint: i64,
+        /// Delivery id.
+        delivery: i64,
+    },
+    /// An account's latest events (the console's notices).
+    Notices {
+        /// Account name.
+        account: String,
+        /// At most this many.
+        #[serde(default)]
+        limit: Option<u32>,
+    },
 }
 
 impl AdminRequest {
@@ -350,6 +401,25 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
                 return Err(ServiceError::Forbidden("only the operator applies the key policies by hand".into()));
             }
             to_json(&service.sweep_key_policies().await?)
+        }
+        AdminRequest::WebhookCreate { account, url, description } => {
+            to_json(&service.create_webhook(actor, &account, &url, &description).await?)
+        }
+        AdminRequest::WebhookList { account } => to_json(&service.list_webhooks(actor, account.as_deref()).await?),
+        AdminRequest::WebhookDelete { id } => {
+            service.delete_webhook(actor, id).await?;
+            Ok(serde_json::json!({ "id": id, "deleted": true }))
+        }
+        AdminRequest::WebhookSetActive { id, active } => to_json(&service.set_webhook_active(actor, id, active).await?),
+        AdminRequest::WebhookDeliveries { id, limit } => {
+            to_json(&service.webhook_deliveries(actor, id, limit.unwrap_or(50)).await?)
+        }
+        AdminRequest::WebhookRedeliver { endpoint, delivery } => {
+            service.redeliver_webhook(actor, endpoint, delivery).await?;
+            Ok(serde_json::json!({ "endpoint": endpoint, "delivery": delivery, "status": "pending" }))
+        }
+        AdminRequest::Notices { account, limit } => {
+            to_json(&service.notices(actor, &account, limit.unwrap_or(50)).await?)
         }
     }
 }

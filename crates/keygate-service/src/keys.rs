@@ -595,6 +595,33 @@ impl Service {
 
     /// Revokes with the key-write lock already held.
     async fn revoke_locked(&self, actor: &Actor, id: &str) -> ServiceResult<KeyView> {
+        self.revoke_as(actor, id, "key.revoke", serde_json::Map::new()).await.map(|(view, _)| view)
+    }
+
+    /// Revokes a key reported leaked (issue #17): audited as [`crate::webhooks::LEAKED_ACTION`]
+    /// with `details` (where it was found), which the owner is told about. Returns the key and
+    /// whether this call revoked it (false: it was revoked already; nothing is written then).
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for an unknown key.
+    pub(crate) async fn revoke_leaked(
+        &self,
+        actor: &Actor,
+        id: &str,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) -> ServiceResult<(KeyView, bool)> {
+        let _writing = self.inner.key_writes.lock().await;
+        self.revoke_as(actor, id, crate::webhooks::LEAKED_ACTION, details).await
+    }
+
+    /// Revokes `id` with an audit record of `action` carrying `extra` details besides the label.
+    async fn revoke_as(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> ServiceResult<(KeyView, bool)> {
         // A revocation always wins: when the key changed meanwhile (another node), read it again
         // and revoke what is stored now.
         for _ in 0..STALE_RETRIES {
@@ -606,8 +633,11 @@ impl Service {
                 rec.updated_by = actor.kind().into();
                 let holds = Self::holds_ended_by_revocation(&rec, rec.updated_at);
                 let mut details = serde_json::json!({ "label": rec.label });
+                if let Some(map) = details.as_object_mut() {
+                    map.extend(extra.clone());
+                }
                 with_holds(&mut details, &holds);
-                let audit = self.key_audit(actor, "key.revoke", &rec, details);
+                let audit = self.key_audit(actor, action, &rec, details);
                 match self.inner.store.update_key_if(&rec, &before, audit).await {
                     Err(StoreError::Stale(_)) => continue,
                     // Revoked meanwhile by someone else: what was asked is done.
@@ -615,8 +645,9 @@ impl Service {
                     other => other?,
                 }
                 self.inner.cache.upsert(&rec)?;
+                return Ok((KeyView::new(&rec, &self.account_name(rec.account_id).await?), true));
             }
-            return Ok(KeyView::new(&rec, &self.account_name(rec.account_id).await?));
+            return Ok((KeyView::new(&rec, &self.account_name(rec.account_id).await?), false));
         }
         Err(ServiceError::Conflict(format!("key {id} kept changing while it was revoked; try again")))
     }
@@ -755,12 +786,15 @@ impl Service {
     /// Storage errors; pending usage is kept for the next flush.
     pub async fn flush(&self, all: bool) -> ServiceResult<()> {
         self.purge_sessions_now_and_then().await?;
-        let deltas = self.inner.usage.drain();
+        let (deltas, addresses) = self.inner.usage.drain_with_addresses();
         if !deltas.is_empty()
             && let Err(e) = self.inner.store.record_usage(&deltas).await
         {
             self.inner.usage.restore(deltas);
             return Err(e.into());
+        }
+        if let Err(e) = self.record_key_addresses(addresses).await {
+            tracing::warn!(error = %e, "recording the addresses keys were used from failed; the next use retries");
         }
         let mut drafts = self.inner.denials.drain(self.now_ms(), all).into_iter();
         while let Some(draft) = drafts.next() {

@@ -23,6 +23,7 @@ pub mod funds;
 pub mod holds;
 pub mod invites;
 pub mod keys;
+pub mod leaks;
 pub mod password;
 pub mod policy;
 pub mod sessions;
@@ -30,6 +31,7 @@ mod throttle;
 pub mod totp;
 pub mod usage;
 pub mod view;
+pub mod webhooks;
 
 pub use actor::{Actor, FRESH_CODE_MS, FreshCode};
 pub use assembly::{Assembly, ExchangeSetup, StoreSource};
@@ -42,10 +44,12 @@ pub use holds::{HoldKind, HoldView, WithdrawalBlock};
 pub use invites::{CreatedInvite, InviteView};
 pub use keygate_auth::SessionToken;
 pub use keys::{CreatedOnce, KeyEdit, NewKey, NewKeyMaterial};
+pub use leaks::{LeakReport, LeakVerdict};
 pub use password::PasswordParams;
 pub use sessions::{NewSession, SessionConfig, SessionInfo, ThrottleConfig};
 pub use totp::{FailedLoginCodes, RecoveryCodes, TotpEnrollment, TwoFactorView};
 pub use view::{AccountView, AuditView, CreatedKey, KeyView};
+pub use webhooks::{CreatedWebhook, DeliveryView, NoticeView, WebhookConfig, WebhookTransport, WebhookView};
 
 use keygate_auth::{Entropy, EntropyError};
 use keygate_store::Store;
@@ -89,6 +93,11 @@ pub struct ServiceConfig {
     /// The deployment's key policies (issue #17; see [`policy`]): idle keys disabled, withdraw
     /// keys expiring, keys per account, re-confirmation after a password change.
     pub key_policy: policy::KeyPolicy,
+    /// Webhook delivery rules (targets allowed, retries, timeouts): see [`webhooks`].
+    pub webhooks: WebhookConfig,
+    /// Public keys that sign leak reports (`serve --leak-report-key`); none: reports are
+    /// refused. See [`leaks`].
+    pub leak_reporters: Vec<keygate_auth::leak::ReporterKey>,
 }
 
 impl Default for ServiceConfig {
@@ -104,6 +113,8 @@ impl Default for ServiceConfig {
             max_staleness_ms: 2_000,
             shared_counters: None,
             key_policy: policy::KeyPolicy::default(),
+            webhooks: WebhookConfig::default(),
+            leak_reporters: Vec::new(),
         }
     }
 }
@@ -198,6 +209,8 @@ struct Inner {
     currency: follow::Currency,
     /// The counters every node shares, when configured.
     shared: Option<counters::SharedCounters>,
+    /// The webhook worker's memory (see [`webhooks`]).
+    webhooks: webhooks::WebhookState,
 }
 
 impl Service {
@@ -219,6 +232,8 @@ impl Service {
     ) -> ServiceResult<Self> {
         let cache = Arc::new(KeyCache::default());
         warm_cache(&*store, &cache, KEY_LOAD_PAGE).await?;
+        // Keys made before secrets were indexed get their digest now (leak reports find them).
+        while store.index_secret_digests(KEY_LOAD_PAGE).await? > 0 {}
         let shared = config.shared_counters.clone().map(|c| counters::SharedCounters::new(c, Arc::clone(&clock)));
         let t = &config.throttle;
         let counter = |limit: u32, window_ms: u64, name: &'static str| {
@@ -250,6 +265,7 @@ impl Service {
                 currency: follow::Currency::default(),
                 shared,
                 config,
+                webhooks: webhooks::WebhookState::default(),
             }),
         })
     }

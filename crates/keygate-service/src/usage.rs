@@ -35,11 +35,29 @@ thread_local! {
 
 /// One key's requests since the last flush. The address stays an [`IpAddr`] until the flush:
 /// recording runs on every verified request, formatting only once per key per flush.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Counted {
     count: u64,
     last_used_at: UnixMillis,
     last_used_ip: IpAddr,
+    /// The distinct addresses used since the last flush, with the first time each was seen, at
+    /// most [`MAX_ADDRESSES_PER_FLUSH`] (for the "used from a new address" event, issue #17).
+    addresses: Vec<(IpAddr, UnixMillis)>,
+}
+
+/// Distinct addresses remembered per key between two flushes; more are rare (a key used from
+/// many addresses within a second) and wait for a later flush to be noticed.
+const MAX_ADDRESSES_PER_FLUSH: usize = 8;
+
+/// A key used from an address since the last flush (the first time in that interval).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressUse {
+    /// The key.
+    pub key: ApiKeyId,
+    /// The address.
+    pub ip: IpAddr,
+    /// The first use from it in the interval.
+    pub at: UnixMillis,
 }
 
 impl UsageTracker {
@@ -49,17 +67,27 @@ impl UsageTracker {
         let mut map = self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = map.get_mut(key) {
             c.count += 1;
+            // The common case, one address per key, costs one comparison.
+            if c.last_used_ip != ip
+                && c.addresses.len() < MAX_ADDRESSES_PER_FLUSH
+                && !c.addresses.iter().any(|(a, _)| *a == ip)
+            {
+                c.addresses.push((ip, at));
+            }
             if at >= c.last_used_at {
                 c.last_used_at = at;
                 c.last_used_ip = ip;
             }
         } else {
-            map.insert(key.clone(), Counted { count: 1, last_used_at: at, last_used_ip: ip });
+            map.insert(
+                key.clone(),
+                Counted { count: 1, last_used_at: at, last_used_ip: ip, addresses: vec![(ip, at)] },
+            );
         }
     }
 
-    /// Takes everything counted so far, one delta per key.
-    pub fn drain(&self) -> Vec<UsageDelta> {
+    /// Takes everything counted so far: one delta per key, and every (key, address) pair used.
+    pub fn drain_with_addresses(&self) -> (Vec<UsageDelta>, Vec<AddressUse>) {
         let mut merged: HashMap<ApiKeyId, Counted> = HashMap::new();
         for shard in &self.shards {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
@@ -67,15 +95,25 @@ impl UsageTracker {
                 merge(&mut merged, key, c);
             }
         }
-        merged
+        let mut uses = Vec::new();
+        let deltas = merged
             .into_iter()
-            .map(|(key_id, c)| UsageDelta {
-                key_id,
-                count: c.count,
-                last_used_at: c.last_used_at,
-                last_used_ip: c.last_used_ip.to_string(),
+            .map(|(key_id, c)| {
+                uses.extend(c.addresses.iter().map(|&(ip, at)| AddressUse { key: key_id.clone(), ip, at }));
+                UsageDelta {
+                    key_id,
+                    count: c.count,
+                    last_used_at: c.last_used_at,
+                    last_used_ip: c.last_used_ip.to_string(),
+                }
             })
-            .collect()
+            .collect();
+        (deltas, uses)
+    }
+
+    /// Takes everything counted so far, one delta per key.
+    pub fn drain(&self) -> Vec<UsageDelta> {
+        self.drain_with_addresses().0
     }
 
     /// Puts back deltas whose flush failed, so no count is lost.
@@ -84,7 +122,9 @@ impl UsageTracker {
         for d in deltas {
             // The address was formatted by `drain` from an `IpAddr`, so it parses back.
             let ip = d.last_used_ip.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-            merge(&mut map, d.key_id, Counted { count: d.count, last_used_at: d.last_used_at, last_used_ip: ip });
+            // The addresses were handed on separately (see [`Self::drain_with_addresses`]).
+            let c = Counted { count: d.count, last_used_at: d.last_used_at, last_used_ip: ip, addresses: Vec::new() };
+            merge(&mut map, d.key_id, c);
         }
     }
 }
@@ -95,6 +135,13 @@ fn merge(map: &mut HashMap<ApiKeyId, Counted>, key: ApiKeyId, c: Counted) {
         std::collections::hash_map::Entry::Occupied(mut e) => {
             let e = e.get_mut();
             e.count += c.count;
+            for (ip, at) in c.addresses {
+                if let Some((_, first)) = e.addresses.iter_mut().find(|(a, _)| *a == ip) {
+                    *first = (*first).min(at);
+                } else if e.addresses.len() < MAX_ADDRESSES_PER_FLUSH {
+                    e.addresses.push((ip, at));
+                }
+            }
             if c.last_used_at > e.last_used_at {
                 e.last_used_at = c.last_used_at;
                 e.last_used_ip = c.last_used_ip;

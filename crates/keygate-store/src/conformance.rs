@@ -168,6 +168,10 @@ macro_rules! store_conformance_suite {
             the_exchange_writer_takes_over_with_a_new_term_that_fences_the_old_one,
             account_key_policies_round_trip_and_come_due_in_order,
             a_key_warning_is_recorded_once_with_its_audit_record,
+            webhook_endpoints_keep_sealed_secrets_and_deleting_one_ends_its_deliveries,
+            events_are_ingested_once_from_the_audit_log,
+            deliveries_are_leased_retried_and_dead_lettered,
+            key_addresses_and_leak_reports_are_recorded_once,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -2500,6 +2504,339 @@ pub async fn a_key_warning_is_recorded_once_with_its_audit_record<H: Harness>() 
     let chain = whole_audit(&*store).await;
     assert_eq!(chain.last().unwrap().draft.action, "key.expiring");
     assert!(verify_chain([0; 32], 0, &chain).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Owner notifications (issue #17)
+// ---------------------------------------------------------------------------------------------
+
+/// A mapper for the tests: `key.create` and `totp.disable` records become events;
+/// `auth.login` records become an event only from an address new for the account.
+fn test_mapper(r: &AuditRecord) -> Option<crate::events::NewEvent> {
+    let account = r.draft.account_id?;
+    let first_sighting = match r.draft.action.as_str() {
+        "key.create" | "totp.disable" => None,
+        "auth.login" => Some(crate::events::Sighting {
+            scope: "login",
+            subject: account.0.to_string(),
+            address: r.draft.source.clone()?,
+        }),
+        _ => return None,
+    };
+    Some(crate::events::NewEvent {
+        account_id: account,
+        event_type: r.draft.action.clone(),
+        payload: serde_json::json!({ "seq": r.seq }).to_string(),
+        first_sighting,
+    })
+}
+
+async fn new_endpoint(
+    store: &dyn Store,
+    account: AccountId,
+    url: &str,
+    secret: &[u8],
+) -> crate::events::WebhookEndpointRecord {
+    let new = crate::events::NewWebhookEndpoint {
+        account_id: account,
+        url: url.into(),
+        description: "test".into(),
+        secret: zeroize::Zeroizing::new(secret.to_vec()),
+        created_at: UnixMillis(1_000),
+    };
+    store.create_webhook_endpoint(new, draft("webhook.create", "", Some(account))).await.unwrap()
+}
+
+fn login(account: AccountId, source: &str) -> AuditDraft {
+    AuditDraft { source: Some(source.into()), ..draft("auth.login", "account:x", Some(account)) }
+}
+
+/// Endpoints are registered with their audit record and a sealed secret that never appears in
+/// the stored data; listing shows only live ones of the account; a deleted endpoint's pending
+/// deliveries become dead and it gets no new ones; the secret opens again after a restart.
+pub async fn webhook_endpoints_keep_sealed_secrets_and_deleting_one_ends_its_deliveries<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1).await;
+    let bob = new_account(&*store, "bob", 1).await;
+    let secret = b"whsec-test-secret-0123456789-abcdefghij";
+    let a1 = new_endpoint(&*store, alice.id, "https://a.example/1", secret).await;
+    let a2 = new_endpoint(&*store, alice.id, "https://a.example/2", secret).await;
+    let b1 = new_endpoint(&*store, bob.id, "https://b.example/1", secret).await;
+    let audit = whole_audit(&*store).await;
+    assert_eq!(audit.last().unwrap().draft.target, format!("webhook:{}", b1.id));
+    assert_eq!(store.list_webhook_endpoints(Some(alice.id)).await.unwrap(), vec![a1.clone(), a2.clone()]);
+    assert_eq!(store.list_webhook_endpoints(None).await.unwrap().len(), 3);
+    assert!(!contains(&h.dump().await, secret), "a webhook secret is stored in plain text");
+    let missing = crate::events::NewWebhookEndpoint {
+        account_id: AccountId(999),
+        url: "https://x.example".into(),
+        description: String::new(),
+        secret: zeroize::Zeroizing::new(vec![1; 32]),
+        created_at: UnixMillis(1),
+    };
+    let before = audit_len(&*store).await;
+    assert!(matches!(
+        store.create_webhook_endpoint(missing, draft("webhook.create", "", None)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(audit_len(&*store).await, before, "a refused endpoint leaves no audit record");
+
+    store.append_audit(draft("key.create", "kg_1", Some(alice.id))).await.unwrap();
+    let r = store.ingest_events(100, &test_mapper).await.unwrap();
+    assert_eq!((r.events, r.deliveries), (1, 2), "{r:?}");
+    store.delete_webhook_endpoint(a2.id, UnixMillis(5), draft("webhook.delete", "", Some(alice.id))).await.unwrap();
+    assert!(matches!(
+        store.delete_webhook_endpoint(a2.id, UnixMillis(5), draft("webhook.delete", "", None)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let dead = store.webhook_deliveries(a2.id, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].status, crate::events::DeliveryStatus::Dead);
+    assert_eq!(dead[0].last_error.as_deref(), Some("endpoint deleted"));
+    assert_eq!(store.list_webhook_endpoints(Some(alice.id)).await.unwrap(), vec![a1.clone()]);
+    assert_eq!(store.webhook_endpoint(a2.id).await.unwrap(), None);
+    store.append_audit(draft("key.create", "kg_2", Some(alice.id))).await.unwrap();
+    let r = store.ingest_events(100, &test_mapper).await.unwrap();
+    assert_eq!((r.events, r.deliveries), (1, 1), "the deleted endpoint gets nothing new: {r:?}");
+    drop(store);
+    let store = h.open().await;
+    let claimed = store.claim_deliveries(UnixMillis(u64::MAX / 4), UnixMillis(u64::MAX / 4 + 1), 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|c| c.endpoint_id == a1.id && c.secret.as_slice() == secret));
+    assert!(!format!("{claimed:?}").contains("whsec-test"), "Debug shows the secret");
+}
+
+/// The worker's ingest reads the audit log once: each mapped record becomes one event (the
+/// console's notice) with a delivery per active endpoint, due at the record's time; records the
+/// mapper ignores are passed over; a second ingest finds nothing; a login event is stored only
+/// for an address new to the account; concurrent ingests (several nodes) never store an event
+/// twice.
+pub async fn events_are_ingested_once_from_the_audit_log<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1).await;
+    let bob = new_account(&*store, "bob", 1).await;
+    let ep = new_endpoint(&*store, alice.id, "https://a.example/", b"0123456789abcdef0123456789").await;
+    let paused = new_endpoint(&*store, alice.id, "https://a.example/paused", b"0123456789abcdef0123456789").await;
+    store
+        .set_webhook_endpoint_status(
+            paused.id,
+            crate::events::EndpointStatus::Disabled,
+            draft("webhook.disable", "", None),
+        )
+        .await
+        .unwrap();
+    store.append_audit(draft("key.create", "kg_1", Some(alice.id))).await.unwrap();
+    store.append_audit(draft("key.edit", "kg_1", Some(alice.id))).await.unwrap();
+    store.append_audit(login(alice.id, "192.0.2.1")).await.unwrap();
+    store.append_audit(login(alice.id, "192.0.2.1")).await.unwrap();
+    store.append_audit(login(alice.id, "192.0.2.2")).await.unwrap();
+    store.append_audit(login(bob.id, "192.0.2.1")).await.unwrap();
+    store.append_audit(draft("totp.disable", "account:bob", Some(bob.id))).await.unwrap();
+    let last = whole_audit(&*store).await.last().unwrap().seq;
+    // Small pages: the cursor carries over.
+    let mut total = crate::events::IngestReport::default();
+    loop {
+        let r = store.ingest_events(3, &test_mapper).await.unwrap();
+        if r.read == 0 {
+            assert_eq!(r.cursor, last);
+            break;
+        }
+        total.events += r.events;
+        total.deliveries += r.deliveries;
+    }
+    assert_eq!(total.events, 5, "key.create, two new login addresses of alice, bob's login, bob's totp.disable");
+    assert_eq!(total.deliveries, 3, "alice's active endpoint only");
+    let events = store.account_events(alice.id, i64::MAX, 10).await.unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["auth.login", "auth.login", "key.create"], "newest first");
+    assert!(events.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(store.account_events(alice.id, events[1].id, 10).await.unwrap(), events[2..].to_vec());
+    assert_eq!(store.account_events(bob.id, i64::MAX, 10).await.unwrap().len(), 2);
+    let deliveries = store.webhook_deliveries(ep.id, 10).await.unwrap();
+    assert_eq!(deliveries.len(), 3);
+    assert!(deliveries.iter().all(|d| d.status == crate::events::DeliveryStatus::Pending && d.attempts == 0));
+    assert!(store.webhook_deliveries(paused.id, 10).await.unwrap().is_empty());
+    // Nothing more, and a new record continues from the cursor after a restart.
+    assert_eq!(store.ingest_events(100, &test_mapper).await.unwrap().events, 0);
+    drop(store);
+    let store = h.open().await;
+    store.append_audit(login(alice.id, "192.0.2.2")).await.unwrap();
+    store.append_audit(login(alice.id, "192.0.2.3")).await.unwrap();
+    assert_eq!(store.ingest_events(100, &test_mapper).await.unwrap().events, 1, "only the new address");
+    // Concurrent ingests, from several handles where the backend allows it.
+    for i in 0..20 {
+        store.append_audit(draft("key.create", &format!("kg_c{i}"), Some(alice.id))).await.unwrap();
+    }
+    let others: Vec<Arc<dyn Store>> =
+        if H::SHARED { vec![h.open().await, h.open().await, Arc::clone(&store)] } else { vec![Arc::clone(&store); 3] };
+    let reports = futures_all(others.into_iter().map(|s| async move {
+        let mut n = 0;
+        loop {
+            let r = s.ingest_events(2, &test_mapper).await.unwrap();
+            if r.read == 0 {
+                return n;
+            }
+            n += r.events;
+        }
+    }))
+    .await;
+    assert_eq!(reports.iter().sum::<usize>(), 20, "{reports:?}");
+    let events = store.account_events(alice.id, i64::MAX, 100).await.unwrap();
+    assert_eq!(events.len(), 24);
+    let mut seqs: Vec<i64> = events.iter().map(|e| e.audit_seq).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 24, "no event twice");
+    // Concurrent claims (several nodes' workers) hand each delivery to one of them.
+    let pending = store.webhook_deliveries(ep.id, 100).await.unwrap().len();
+    assert_eq!(pending, 24, "one delivery per event of the active endpoint");
+    let claimers: Vec<Arc<dyn Store>> =
+        if H::SHARED { vec![h.open().await, h.open().await, h.open().await] } else { vec![Arc::clone(&store); 3] };
+    let claimed = futures_all(claimers.into_iter().map(|s| async move {
+        let mut ids = Vec::new();
+        loop {
+            let batch =
+                s.claim_deliveries(UnixMillis(u64::MAX / 4), UnixMillis(u64::MAX / 4 + 60_000), 3).await.unwrap();
+            if batch.is_empty() {
+                return ids;
+            }
+            ids.extend(batch.iter().map(|d| d.id));
+        }
+    }))
+    .await;
+    let mut all: Vec<i64> = claimed.iter().flatten().copied().collect();
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((total, all.len()), (24, 24), "every delivery claimed once: {claimed:?}");
+}
+
+/// Deliveries are claimed under a lease: a claimed one is not handed out again until its lease
+/// runs out or it is finished; a failed attempt waits for its retry time; one given up is dead
+/// (the dead letter) until redelivered; a delivered one is never claimed again; a 410 answer
+/// pauses the endpoint, whose deliveries then wait.
+pub async fn deliveries_are_leased_retried_and_dead_lettered<H: Harness>() {
+    use crate::events::{AttemptOutcome, DeliveryStatus, EndpointStatus};
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1).await;
+    let ep = new_endpoint(&*store, alice.id, "https://a.example/", b"0123456789abcdef0123456789").await;
+    for i in 0..3 {
+        store.append_audit(draft("key.create", &format!("kg_{i}"), Some(alice.id))).await.unwrap();
+    }
+    store.ingest_events(100, &test_mapper).await.unwrap();
+    let t0 = 1_700_000_000_000u64;
+    let claim = |now: u64, n: u32| {
+        let store = Arc::clone(&store);
+        async move { store.claim_deliveries(UnixMillis(now), UnixMillis(now + 1_000), n).await.unwrap() }
+    };
+    assert!(claim(t0 - 1, 10).await.is_empty(), "not due before the change happened");
+    let first = claim(t0, 2).await;
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].attempts, 0);
+    let second = claim(t0, 10).await;
+    assert_eq!(second.len(), 1, "the leased ones are not handed out twice");
+    assert!(claim(t0 + 500, 10).await.is_empty());
+    // Lease over without a result (a crash mid-send): handed out again.
+    let again = claim(t0 + 1_000, 10).await;
+    assert_eq!(again.len(), 3);
+    let (a, b, c) = (again[0].id, again[1].id, again[2].id);
+    store.finish_delivery(a, AttemptOutcome::Delivered { at: UnixMillis(t0 + 1_100), status: 204 }).await.unwrap();
+    let failed = |at: u64, retry: Option<u64>, gone: bool| AttemptOutcome::Failed {
+        at: UnixMillis(at),
+        status: Some(if gone { 410 } else { 500 }),
+        error: "HTTP 500".into(),
+        retry_at: retry.map(UnixMillis),
+        disable_endpoint: gone,
+    };
+    store.finish_delivery(b, failed(t0 + 1_100, Some(t0 + 5_000), false)).await.unwrap();
+    store.finish_delivery(c, failed(t0 + 1_100, None, false)).await.unwrap();
+    assert!(claim(t0 + 4_999, 10).await.is_empty(), "the retry waits for its time");
+    let retried = claim(t0 + 5_000, 10).await;
+    assert_eq!(retried.iter().map(|d| (d.id, d.attempts)).collect::<Vec<_>>(), [(b, 1)]);
+    let listed = store.webhook_deliveries(ep.id, 10).await.unwrap();
+    let by_id = |id| listed.iter().find(|d| d.id == id).unwrap().clone();
+    assert_eq!(by_id(a).status, DeliveryStatus::Delivered);
+    assert_eq!(by_id(a).delivered_at, Some(UnixMillis(t0 + 1_100)));
+    assert_eq!(by_id(a).last_status, Some(204));
+    assert_eq!(by_id(c).status, DeliveryStatus::Dead);
+    assert_eq!((by_id(c).attempts, by_id(c).last_error.as_deref()), (1, Some("HTTP 500")));
+    // Finishing a delivered one again changes nothing.
+    store.finish_delivery(a, failed(t0 + 9_000, None, false)).await.unwrap();
+    assert_eq!(
+        store.webhook_deliveries(ep.id, 10).await.unwrap().iter().find(|d| d.id == a).unwrap().status,
+        DeliveryStatus::Delivered
+    );
+    // Redelivery of the dead letter, audited; only dead ones.
+    assert!(matches!(
+        store.redeliver(ep.id, a, UnixMillis(t0), draft("webhook.redeliver", "", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.redeliver(ep.id, 9_999, UnixMillis(t0), draft("webhook.redeliver", "", None)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let before = audit_len(&*store).await;
+    assert!(
+        matches!(
+            store.redeliver(ep.id + 1, c, UnixMillis(t0), draft("webhook.redeliver", "", None)).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "a delivery is redelivered through its own endpoint only"
+    );
+    store.redeliver(ep.id, c, UnixMillis(t0 + 6_000), draft("webhook.redeliver", "", Some(alice.id))).await.unwrap();
+    assert_eq!(audit_len(&*store).await, before + 1);
+    // b's lease from the claim above runs to t0 + 6_000.
+    let due = claim(t0 + 6_000, 10).await;
+    assert_eq!(due.iter().map(|d| (d.id, d.attempts)).collect::<Vec<_>>(), [(b, 1), (c, 0)]);
+    // A 410 pauses the endpoint: its pending deliveries wait until it is active again.
+    store.finish_delivery(b, failed(t0 + 6_100, Some(t0 + 6_200), true)).await.unwrap();
+    assert_eq!(store.webhook_endpoint(ep.id).await.unwrap().unwrap().status, EndpointStatus::Disabled);
+    assert!(claim(t0 + 60_000, 10).await.is_empty(), "a paused endpoint gets nothing");
+    store.set_webhook_endpoint_status(ep.id, EndpointStatus::Active, draft("webhook.enable", "", None)).await.unwrap();
+    assert_eq!(claim(t0 + 60_000, 10).await.len(), 2);
+}
+
+/// A key's addresses are recorded once each: the audit record of a sighting is appended only
+/// the first time (also across concurrent flushes); a leak report's digest is accepted once.
+pub async fn key_addresses_and_leak_reports_are_recorded_once<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1).await;
+    let mut e = TestEntropy::new(17);
+    let (ka, kb) = (ApiKeyId::generate(&mut e).unwrap(), ApiKeyId::generate(&mut e).unwrap());
+    let sighting = |key: &ApiKeyId, address: &str| crate::events::KeySighting {
+        key: key.clone(),
+        address: address.into(),
+        audit: draft("key.new_address", key.as_str(), Some(alice.id)),
+    };
+    let before = audit_len(&*store).await;
+    let batch = vec![sighting(&ka, "192.0.2.1"), sighting(&ka, "192.0.2.2"), sighting(&kb, "192.0.2.1")];
+    let counts = futures_all((0..4).map(|_| {
+        let store = Arc::clone(&store);
+        let batch = batch.clone();
+        async move { store.record_key_addresses(&batch).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(counts.iter().sum::<usize>(), 3, "{counts:?}");
+    assert_eq!(audit_len(&*store).await, before + 3);
+    assert_eq!(store.record_key_addresses(&[sighting(&ka, "192.0.2.3")]).await.unwrap(), 1);
+    assert_eq!(store.record_key_addresses(&[]).await.unwrap(), 0);
+    let digest = [7u8; 32];
+    assert!(store.record_leak_report(&digest, UnixMillis(1)).await.unwrap());
+    assert!(!store.record_leak_report(&digest, UnixMillis(2)).await.unwrap(), "a replay");
+    drop(store);
+    let store = h.open().await;
+    assert!(!store.record_leak_report(&digest, UnixMillis(3)).await.unwrap(), "a replay after a restart");
+    assert!(store.record_leak_report(&[8u8; 32], UnixMillis(3)).await.unwrap());
+    // A leaked HMAC secret finds its key by the secret's digest; nothing else does.
+    let k = hmac_key(&mut e, alice.id, 5);
+    insert(&*store, &k).await;
+    let digest = crate::events::secret_digest(secret_of(&k).expose());
+    assert_eq!(store.key_by_secret_digest(&digest).await.unwrap(), Some(k.id.clone()));
+    assert_eq!(store.key_by_secret_digest(&crate::events::secret_digest(k.id.as_str())).await.unwrap(), None);
+    assert_eq!(store.index_secret_digests(100).await.unwrap(), 0, "new keys are indexed when created");
 }
 
 #[cfg(test)]

@@ -210,6 +210,13 @@ pub fn totp_seed_aad(account_id: i64) -> Vec<u8> {
     format!("keygate/totp-seed/v1|{account_id}").into_bytes()
 }
 
+/// The associated data binding a webhook endpoint's signing secret to that endpoint and account,
+/// so a sealed secret moved to another endpoint's row fails to open.
+#[must_use]
+pub fn webhook_secret_aad(endpoint_id: i64, account_id: i64) -> Vec<u8> {
+    format!("keygate/webhook-secret/v1|{endpoint_id}|{account_id}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,10 @@ pub trait Dialect: Send + Sync + 'static + sealed::Sealed {
     /// Appended to a `SELECT` of a row the transaction only needs unchanged until it commits:
     /// PostgreSQL's `FOR SHARE` (a writer that wants to change it waits); nothing on SQLite.
     const FOR_SHARE: &'static str;
+    /// Appended to a `SELECT` of queued rows a node is about to claim: PostgreSQL's
+    /// `FOR UPDATE SKIP LOCKED` (nodes claiming at once take different rows instead of waiting
+    /// for each other); nothing on SQLite, whose write transactions are serialised.
+    const SKIP_LOCKED: &'static str;
 
     /// A connection of its own that hears the announcements made on `channel`, if the backend
     /// has them.
@@ -79,6 +83,7 @@ impl Dialect for SqliteDialect {
     const NOTIFY_CHANGE: Option<&'static str> = None;
     const NOTIFY_JOURNAL: Option<&'static str> = None;
     const FOR_SHARE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
     const DB_NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
     /// One process writes a SQLite file at a time (the data directory's lock), and it updates
@@ -115,6 +120,7 @@ impl Dialect for PostgresDialect {
     const NOTIFY_CHANGE: Option<&'static str> = Some("SELECT pg_notify('keygate_changes', $1)");
     const NOTIFY_JOURNAL: Option<&'static str> = Some("SELECT pg_notify('keygate_journal', $1)");
     const FOR_SHARE: &'static str = " FOR SHARE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const DB_NOW_MS: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
     async fn listen(

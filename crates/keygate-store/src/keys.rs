@@ -3,7 +3,7 @@
 
 use crate::audit_log::append;
 use crate::dialect::Dialect;
-use crate::records::{AuditDraft, Change, KeyRecord, UsageDelta};
+use crate::records::{AuditDraft, Change, KeyMaterial, KeyRecord, UsageDelta};
 use crate::rows::{
     EncodedKey, KEY_COLUMNS, holds_text, key_from_row, name_violation, restrictions_text, to_db_time, usage_count,
 };
@@ -88,6 +88,15 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         )
         .await
         .map_err(|e| name_violation(e, &format_args!("API key {what}"), &format_args!("account {}", key.account_id)))?;
+        if let KeyMaterial::Hmac(secret) = &key.material {
+            // Looked up when a scanner reports the secret leaked (issue #17).
+            let digest = crate::events::secret_digest(secret.expose());
+            D::Db::run(
+                &mut tx,
+                stmt("UPDATE api_keys SET secret_sha256 = $1 WHERE id = $2").arg(&digest[..]).arg(what),
+            )
+            .await?;
+        }
         append::<D>(&mut tx, audit, Some(key_change(key))).await?;
         tx.commit().await?;
         Ok(())

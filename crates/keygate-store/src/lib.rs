@@ -1,6 +1,6 @@
 //! Persistence behind traits, one per aggregate: accounts, keys, sessions, second factors, the
-//! audit chain, the exchange journal, the change feed other nodes listen to, the faucet's counter
-//! and invite codes.
+//! audit chain, the exchange journal, the change feed other nodes listen to, the faucet's counter,
+//! invite codes, and owner notifications (webhook endpoints, events, deliveries).
 //!
 //! The service layer talks to [`Store`], the union of those traits, only; the backend (SQLite in
 //! the data directory, or a PostgreSQL database shared by several nodes) is chosen at run time by
@@ -21,6 +21,7 @@ pub mod crypto;
 pub mod datadir;
 pub mod dialect;
 mod error;
+pub mod events;
 mod faucet;
 mod invites;
 mod journal;
@@ -42,6 +43,7 @@ pub use accounts::AccountStore;
 pub use audit_log::AuditStore;
 pub use changes::ChangeFeed;
 pub use error::StoreError;
+pub use events::EventStore;
 pub use faucet::FaucetStore;
 pub use invites::InviteStore;
 pub use journal::JournalStore;
@@ -71,8 +73,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The aggregate traits, for `use keygate_store::prelude::*` where a `dyn Store` is used.
 pub mod prelude {
     pub use crate::{
-        AccountStore as _, AuditStore as _, ChangeFeed as _, FaucetStore as _, InviteStore as _, JournalStore as _,
-        KeyStore as _, PolicyStore as _, SessionStore as _, Store as _, TwoFactorStore as _, WriterElection as _,
+        AccountStore as _, AuditStore as _, ChangeFeed as _, EventStore as _, FaucetStore as _, InviteStore as _,
+        JournalStore as _, KeyStore as _, PolicyStore as _, SessionStore as _, Store as _, TwoFactorStore as _,
+        WriterElection as _,
     };
 }
 
@@ -90,6 +93,7 @@ pub trait Store:
     + FaucetStore
     + InviteStore
     + PolicyStore
+    + EventStore
     + WriterElection
     + std::fmt::Debug
     + Send

@@ -61,6 +61,20 @@ pub enum Command {
     /// Make, list and revoke single-use invite codes for `serve --signup invite`.
     #[command(subcommand)]
     Invites(InvitesCmd),
+    /// Register and inspect webhook endpoints that tell account owners about their keys and
+    /// logins (Standard Webhooks signatures).
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
+    /// Show an account's latest notices: the events its webhooks carry.
+    Notices {
+        /// Account name.
+        account: String,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        format: Format,
+    },
     /// Find keygate secrets and key ids in files, directories or a git repository's history (exit
     /// status 1 when a secret is found, 2 when something could not be scanned).
     Scan(crate::scan::ScanArgs),
@@ -190,6 +204,73 @@ pub enum InvitesCmd {
     Revoke {
         /// Invite id (from `invites list`).
         id: i64,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+/// Webhook commands.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCmd {
+    /// Register an endpoint for ACCOUNT and print its signing secret (whsec_...), this once.
+    /// The URL must be https:// on a public address unless `serve --webhook-allow-http` /
+    /// `--webhook-allow-private-targets` allow otherwise.
+    Add {
+        /// Account name.
+        account: String,
+        /// Where deliveries are POSTed.
+        url: String,
+        /// A note for the owner's records.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// List endpoints, of one account or of all.
+    List {
+        /// Account name (all accounts when absent).
+        account: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Delete an endpoint: its pending deliveries become dead.
+    Delete {
+        /// Endpoint id (from `webhooks list`).
+        id: i64,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Pause an endpoint: nothing is sent to it until it is resumed.
+    Pause {
+        /// Endpoint id.
+        id: i64,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Resume a paused endpoint (also one paused by a 410 Gone answer).
+    Resume {
+        /// Endpoint id.
+        id: i64,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// An endpoint's latest deliveries, newest first: status (pending, delivered, dead),
+    /// attempts and the last error.
+    Deliveries {
+        /// Endpoint id.
+        id: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Send a dead delivery again (its attempts start over).
+    Redeliver {
+        /// Endpoint id.
+        endpoint: i64,
+        /// Delivery id (from `webhooks deliveries`).
+        delivery: i64,
         #[command(flatten)]
         format: Format,
     },
@@ -440,6 +521,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(&ctx, cmd).await,
         Command::Audit(cmd) => audit(&ctx, cmd).await,
         Command::Invites(cmd) => invites(&ctx, cmd).await,
+        Command::Webhooks(cmd) => webhooks(&ctx, cmd).await,
+        Command::Notices { account, limit, format } => {
+            output::notices(&ctx.dispatch(AdminRequest::Notices { account, limit: Some(limit) }).await?, format.json)
+        }
         Command::Deposit { account, asset, amount, network, format } => {
             let v = ctx.dispatch(AdminRequest::Deposit { account: account.clone(), asset, amount, network }).await?;
             if format.json {
@@ -606,6 +691,63 @@ async fn keys(ctx: &Context, cmd: KeysCmd) -> anyhow::Result<()> {
         }
         KeysCmd::Keygen { out } => keygen::run(&out),
     }
+}
+
+async fn webhooks(ctx: &Context, cmd: WebhooksCmd) -> anyhow::Result<()> {
+    match cmd {
+        WebhooksCmd::Add { account, url, description, format } => {
+            let v = ctx.dispatch(AdminRequest::WebhookCreate { account, url, description }).await?;
+            match output::created_webhook(&v, format.json) {
+                // The secret is shown once: say that it is lost rather than exit quietly.
+                Err(e) if crate::closed_pipe(&e) => {
+                    let id = &v["id"];
+                    anyhow::bail!(
+                        "the output closed before the webhook secret was printed: endpoint {id} exists, but its \
+                         secret was shown to no one; delete it with `keygate webhooks delete {id}` and add another"
+                    )
+                }
+                other => other,
+            }
+        }
+        WebhooksCmd::List { account, format } => {
+            output::webhooks(&ctx.dispatch(AdminRequest::WebhookList { account }).await?, format.json)
+        }
+        WebhooksCmd::Delete { id, format } => {
+            let v = ctx.dispatch(AdminRequest::WebhookDelete { id }).await?;
+            if format.json {
+                return output::json(&v);
+            }
+            outln!("Deleted webhook endpoint {id}; its pending deliveries will not be sent.");
+            Ok(())
+        }
+        WebhooksCmd::Pause { id, format } => set_webhook_active(ctx, id, false, &format).await,
+        WebhooksCmd::Resume { id, format } => set_webhook_active(ctx, id, true, &format).await,
+        WebhooksCmd::Deliveries { id, limit, format } => output::deliveries(
+            &ctx.dispatch(AdminRequest::WebhookDeliveries { id, limit: Some(limit) }).await?,
+            format.json,
+        ),
+        WebhooksCmd::Redeliver { endpoint, delivery, format } => {
+            let v = ctx.dispatch(AdminRequest::WebhookRedeliver { endpoint, delivery }).await?;
+            if format.json {
+                return output::json(&v);
+            }
+            outln!("Delivery {delivery} of endpoint {endpoint} will be sent again.");
+            Ok(())
+        }
+    }
+}
+
+async fn set_webhook_active(ctx: &Context, id: i64, active: bool, format: &Format) -> anyhow::Result<()> {
+    let v = ctx.dispatch(AdminRequest::WebhookSetActive { id, active }).await?;
+    if format.json {
+        return output::json(&v);
+    }
+    if active {
+        outln!("Webhook endpoint {id} is active again: events from now on are sent to it.");
+    } else {
+        outln!("Webhook endpoint {id} is paused: nothing is sent to it until `keygate webhooks resume {id}`.");
+    }
+    Ok(())
 }
 
 async fn invites(ctx: &Context, cmd: InvitesCmd) -> anyhow::Result<()> {

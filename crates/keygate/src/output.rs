@@ -303,6 +303,78 @@ pub fn invites(v: &Value, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Webhook endpoints.
+pub fn webhooks(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut t = table(&["ID", "ACCOUNT", "URL", "STATUS", "CREATED", "DESCRIPTION"]);
+    for w in v.as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text(&w["id"]),
+            text(&w["account"]),
+            text(&w["url"]),
+            text(&w["status"]),
+            time(&w["created_at"]),
+            text(&w["description"]),
+        ]);
+    }
+    outln!("{t}");
+    Ok(())
+}
+
+/// A registered endpoint, with its secret shown once.
+pub fn created_webhook(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    outln!("Webhook secret: {}", text(&v["secret"]));
+    outln!(
+        "Endpoint {} of {} posts to {}. The secret is shown once: give it to the receiver, which verifies the \
+         webhook-signature header with it (Standard Webhooks). See `keygate webhooks deliveries {}`.",
+        text(&v["id"]),
+        text(&v["account"]),
+        text(&v["url"]),
+        text(&v["id"])
+    );
+    Ok(())
+}
+
+/// An endpoint's deliveries.
+pub fn deliveries(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut t = table(&["ID", "WEBHOOK-ID", "EVENT", "STATUS", "ATTEMPTS", "LAST ATTEMPT", "NEXT", "LAST ERROR"]);
+    for d in v.as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text(&d["id"]),
+            text(&d["webhook_id"]),
+            text(&d["event_type"]),
+            text(&d["status"]),
+            text(&d["attempts"]),
+            time(&d["last_attempt_at"]),
+            time(&d["next_attempt_at"]),
+            text(&d["last_error"]),
+        ]);
+    }
+    outln!("{t}");
+    Ok(())
+}
+
+/// An account's notices.
+pub fn notices(v: &Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut t = table(&["AT", "EVENT", "NOTICE"]);
+    for n in v.as_array().into_iter().flatten() {
+        t.add_row(vec![time(&n["at"]), text(&n["event_type"]), text(&n["summary"])]);
+    }
+    outln!("{t}");
+    Ok(())
+}
+
 /// A created invite, with its code shown once.
 pub fn created_invite(v: &Value, as_json: bool) -> anyhow::Result<()> {
     if as_json {

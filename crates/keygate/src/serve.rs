@@ -129,6 +129,29 @@ pub struct ServeArgs {
     /// How often the key policies are applied (on one node: the exchange's writer).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, default_value = "60s")]
     pub policy_sweep_every: u64,
+    /// Let owners register plain http:// webhook URLs (a receiver on this machine, tests).
+    /// Without it, webhook URLs must be https://.
+    #[arg(long)]
+    pub webhook_allow_http: bool,
+    /// Let owners register webhook URLs on loopback, private, link-local and other non-public
+    /// addresses (checked again, after name resolution, at each delivery). Without it, they are
+    /// refused, so an owner cannot make the server probe its own network.
+    #[arg(long)]
+    pub webhook_allow_private_targets: bool,
+    /// The delays before each retry of a failed webhook delivery, comma-separated; after the
+    /// last, the delivery is dead (shown in the console, redeliverable).
+    #[arg(long, value_name = "DURATIONS", value_parser = parse_schedule,
+          default_value = "5s,5m,30m,2h,5h,10h,14h,20h,24h")]
+    pub webhook_retry_schedule: Schedule,
+    /// How long one webhook delivery attempt may take.
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration_ms, default_value = "15s")]
+    pub webhook_timeout: u64,
+    /// A public key that signs leak reports POSTed to /keygate/v1/leak-reports (GitHub's secret
+    /// scanning partner program, or any scanner signing the same way): ID=FILE, where ID is the
+    /// key identifier the reporter sends and FILE a PEM P-256 public key (repeatable). Without
+    /// one, the endpoint answers 404.
+    #[arg(long = "leak-report-key", value_name = "ID=FILE")]
+    pub leak_report_key: Vec<String>,
 }
 
 /// A policy's number of days, or off (`serve --unused-key-days`).
@@ -165,6 +188,35 @@ fn key_policy(ctx: &Context, args: &ServeArgs) -> keygate_service::policy::KeyPo
         p.reconfirm_grace_hours = h;
     }
     p
+}
+
+/// A retry schedule: delays in ms.
+#[derive(Debug, Clone)]
+pub struct Schedule(pub Vec<u64>);
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let delays = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(crate::cli::parse_duration_ms)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Schedule(delays))
+}
+
+/// Reads `--leak-report-key ID=FILE` values.
+fn leak_report_keys(specs: &[String]) -> anyhow::Result<Vec<keygate_auth::leak::ReporterKey>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (id, path) = spec
+                .split_once('=')
+                .filter(|(id, path)| !id.is_empty() && !path.is_empty())
+                .with_context(|| format!("--leak-report-key {spec:?}: expected ID=FILE"))?;
+            let pem =
+                std::fs::read_to_string(path).with_context(|| format!("--leak-report-key: cannot read {path}"))?;
+            keygate_auth::leak::ReporterKey::from_pem(id, &pem).map_err(anyhow::Error::msg)
+        })
+        .collect()
 }
 
 /// Who may create console accounts (`serve --signup`).
@@ -271,6 +323,14 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         },
         shared_counters,
         key_policy: key_policy(ctx, &args),
+        webhooks: keygate_service::WebhookConfig {
+            allow_http: args.webhook_allow_http,
+            allow_private_targets: args.webhook_allow_private_targets,
+            retry_schedule_ms: args.webhook_retry_schedule.0.clone(),
+            timeout_ms: args.webhook_timeout.max(1),
+            ..keygate_service::WebhookConfig::default()
+        },
+        leak_reporters: leak_report_keys(&args.leak_report_key)?,
         ..keygate_service::ServiceConfig::default()
     };
     let (cluster, channel) = cluster_setup(ctx, &args).await?;

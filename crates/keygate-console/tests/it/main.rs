@@ -10,6 +10,7 @@ mod flows;
 mod holds;
 mod hygiene;
 mod issue18;
+mod notifications;
 mod pages;
 mod refusals;
 mod support;

@@ -4,6 +4,7 @@
 mod account;
 mod compat;
 mod health;
+mod leaks;
 mod market;
 mod public;
 pub(crate) mod time_unit;
@@ -156,6 +157,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(console_routes(&state))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/keygate/v1/leak-reports", axum::routing::post(leaks::report))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     let routes = if charge {
         routes.fallback(not_found.layer(from_fn_with_state(Charging::unrouted(state.clone()), weight::layer)))

@@ -59,7 +59,7 @@ impl Node {
         self.serve_with(&[])
     }
 
-    fn serve_with(&self, extra: &[&str]) -> (Reaped, String, bool) {
+    pub(super) fn serve_with(&self, extra: &[&str]) -> (Reaped, String, bool) {
         let log = std::fs::File::create(self.sandbox.dir.path().join("serve.log")).unwrap();
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--rate-limits", "off"];
         args.extend_from_slice(extra);

@@ -13,6 +13,7 @@ mod replay;
 mod shared_limits;
 mod signup;
 mod store_faults;
+mod webhooks_nodes;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -344,7 +345,8 @@ async fn with_a_server_running_the_cli_goes_through_its_admin_socket_and_revocat
     let shown = s.json(&["keys", "show", id, "--json"]);
     assert_eq!(shown["use_count"], 1);
     assert_eq!(shown["status"], "revoked");
-    assert_eq!(s.ok(&["audit", "verify"]).trim(), "Audit chain intact: 4 record(s) verified.");
+    // account, key, the key's first use from 127.0.0.1 (key.new_address, issue #17), revocation.
+    assert_eq!(s.ok(&["audit", "verify"]).trim(), "Audit chain intact: 5 record(s) verified.");
 }
 
 #[test]
