@@ -37,6 +37,7 @@ pub(crate) fn routes() -> (Router<Console>, Vec<(&'static str, &'static str)>) {
         ("GET", "/api/console/v1/keys", get(list_keys)),
         ("POST", "/api/console/v1/keys", post(create_key)),
         ("POST", "/api/console/v1/keys/revoke-all", post(revoke_all)),
+        ("POST", "/api/console/v1/keys/reconfirm", post(reconfirm)),
         ("GET", "/api/console/v1/keys/{id}", get(get_key)),
         ("PATCH", "/api/console/v1/keys/{id}", patch(edit_key)),
         ("DELETE", "/api/console/v1/keys/{id}", delete(revoke_key)),
@@ -208,7 +209,7 @@ async fn password(State(c): State<Console>, ctx: Ctx, Body(b): Body<PasswordBody
         .service()
         .change_password(&v.token, b.current, b.password, b.code.as_deref().map(String::as_str), ctx.source.clone())
         .await?;
-    Ok(json(StatusCode::OK, &SessionJson::of(&s.info), &[ctx.session_cookie(&s.token)]))
+    Ok(json(StatusCode::OK, &SessionJson::of(&s.info), &ctx.login_cookies(&s)))
 }
 
 /// The logged-in viewer of a state-changing call, CSRF header checked.
@@ -464,6 +465,16 @@ async fn revoke_all(State(c): State<Console>, ctx: Ctx, Body(b): Body<OptionalCo
     let account = v.info.account.clone();
     let n = c.service().revoke_all_keys(&v.actor, &account).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "revoked": n }), cookie.as_slice()))
+}
+
+/// `POST /keys/reconfirm`: after a password change, keeps the trade and withdraw keys working
+/// (issue #17); needs a step-up like the other key changes.
+async fn reconfirm(State(c): State<Console>, ctx: Ctx, Body(b): Body<OptionalCodeBody>) -> ApiResult {
+    let mut v = acting(&c, &ctx).await?;
+    let cookie = maybe_step_up(&c, &ctx, &mut v, b.code.as_deref()).await?;
+    let account = v.info.account.clone();
+    let n = c.service().reconfirm_keys(&v.actor, &account).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "reconfirmed": n }), cookie.as_slice()))
 }
 
 async fn audit(State(c): State<Console>, ctx: Ctx) -> ApiResult {

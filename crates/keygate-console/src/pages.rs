@@ -24,7 +24,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use keys::{
     create_key, edit_key, edit_page, keys_page, reconfirm, remove_address, revoke_all, revoke_all_page, revoke_key,
-    revoke_page,
+    revoke_page, set_policy,
 };
 use layout::{css, home, js, not_found};
 use password::{change_password, password_page};
@@ -54,6 +54,7 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/keys", get(keys_page).post(create_key))
         .route("/console/keys/revoke-all", get(revoke_all_page).post(revoke_all))
         .route("/console/keys/reconfirm", post(reconfirm))
+        .route("/console/key-policy", post(set_policy))
         .route("/console/keys/{id}", get(edit_page).post(edit_key))
         .route("/console/keys/{id}/revoke", get(revoke_page).post(revoke_key))
         .route("/console/keys/{id}/remove-address", post(remove_address))

@@ -125,7 +125,7 @@ impl KeyRow {
         if live && k.ip_allowlist.is_empty() {
             risks.push("no IP restriction");
         }
-        if live && k.permissions.contains(Permission::Withdraw) {
+        if k.status == KeyStatus::Active && k.permissions.contains(Permission::Withdraw) {
             risks.push("withdraw enabled");
         }
         let moves_money = k.permissions.contains(Permission::Trade) || k.permissions.contains(Permission::Withdraw);
@@ -170,6 +170,7 @@ impl KeyRow {
             policy_note: k.policy_deadline.as_ref().map_or_else(String::new, |d| {
                 match (d.action.as_str(), d.policy.as_str()) {
                     ("expire", _) => "expires".to_owned(),
+                    ("suspend", _) => "suspended unless re-confirmed by".to_owned(),
                     (_, "unrestricted_idle") => "disabled (no IP allowlist) if not used by".to_owned(),
                     _ => "disabled if not used by".to_owned(),
                 }

@@ -154,6 +154,11 @@ pub struct KeyEdit {
     pub confirm_wide_ip: bool,
 }
 
+/// The notice a key's re-confirmation after the change at `since` is recorded under.
+fn reconfirm_notice(since: UnixMillis) -> String {
+    format!("reconfirmed:{}", since.0)
+}
+
 /// The withdraw-key expiry policy ([`crate::policy::KeyPolicy::withdraw_max_days`]): a key that
 /// can withdraw must expire within that many days. A key given `withdraw` (created, or widened
 /// from a key that could not) without an expiry gets the longest allowed, shown on the key; an
@@ -452,8 +457,9 @@ impl Service {
     pub async fn key(&self, actor: &Actor, id: &str) -> ServiceResult<KeyView> {
         let rec = self.key_record(actor, id).await?;
         let policy = self.effective_key_policy(rec.account_id).await?;
+        let pending = self.pending_reconfirmation(rec.account_id).await?;
         let mut view = KeyView::new(&rec, &self.account_name(rec.account_id).await?);
-        view.policy_deadline = crate::policy::next_deadline(&rec, &policy);
+        view.policy_deadline = self.key_deadline(&rec, &policy, pending.as_ref()).await?;
         Ok(view)
     }
 
@@ -472,12 +478,18 @@ impl Service {
         let mut policies = rustc_hash::FxHashMap::default();
         let mut views = Vec::new();
         for k in self.inner.store.list_keys(filter).await? {
-            let policy = match policies.get(&k.account_id) {
-                Some(p) => *p,
-                None => *policies.entry(k.account_id).or_insert(self.effective_key_policy(k.account_id).await?),
+            let (policy, pending) = match policies.get(&k.account_id) {
+                Some(p) => p,
+                None => {
+                    let p = (
+                        self.effective_key_policy(k.account_id).await?,
+                        self.pending_reconfirmation(k.account_id).await?,
+                    );
+                    policies.entry(k.account_id).or_insert(p)
+                }
             };
             let mut view = KeyView::new(&k, &name_of(k.account_id));
-            view.policy_deadline = crate::policy::next_deadline(&k, &policy);
+            view.policy_deadline = self.key_deadline(&k, policy, pending.as_ref()).await?;
             views.push(view);
         }
         Ok(views)
@@ -698,7 +710,10 @@ impl Service {
             for attempt in 0..=STALE_RETRIES {
                 let trading =
                     before.permissions.contains(Permission::Trade) || before.permissions.contains(Permission::Withdraw);
-                let confirmed = not_confirmed_since.is_some_and(|since| before.updated_at >= since);
+                let confirmed = match not_confirmed_since {
+                    Some(since) => self.reconfirmed_since(&before, since).await?,
+                    None => false,
+                };
                 if before.status != KeyStatus::Active || !trading || confirmed {
                     break;
                 }
@@ -735,36 +750,35 @@ impl Service {
         Ok(n)
     }
 
-    /// Marks every active trade and withdraw key of `account` as re-confirmed by `actor` now
-    /// (`key.reconfirm`), so a pending re-confirmation does not suspend it. Returns how many.
-    pub(crate) async fn touch_trading_keys(
+    /// Records `actor`'s re-confirmation, after the change at `since`, of every active trade and
+    /// withdraw key of `account` created before it (`key.reconfirm`, once per key and change).
+    /// Only this counts: another edit of the key, which may need no step-up, does not. Returns
+    /// how many keys.
+    pub(crate) async fn reconfirm_trading_keys(
         &self,
         actor: &Actor,
         account: keygate_auth::AccountId,
+        since: UnixMillis,
     ) -> ServiceResult<usize> {
-        let _writing = self.inner.key_writes.lock().await;
         let mut n = 0;
-        for before in self.inner.store.list_keys(Some(account)).await? {
-            let trading =
-                before.permissions.contains(Permission::Trade) || before.permissions.contains(Permission::Withdraw);
-            if before.status != KeyStatus::Active || !trading {
+        for k in self.inner.store.list_keys(Some(account)).await? {
+            let trading = k.permissions.contains(Permission::Trade) || k.permissions.contains(Permission::Withdraw);
+            if k.status != KeyStatus::Active || !trading || k.created_at >= since {
                 continue;
             }
-            let mut rec = before.clone();
-            rec.updated_at = self.now_ms();
-            rec.updated_by = actor.kind().into();
-            let audit = self.key_audit(actor, "key.reconfirm", &rec, serde_json::json!({ "label": rec.label }));
-            match self.inner.store.update_key_if(&rec, &before, audit).await {
-                // Changed meanwhile: that change was a re-confirmation of its own, or a revocation.
-                Err(StoreError::Stale(_) | StoreError::Conflict(_)) => {}
-                other => {
-                    other?;
-                    self.inner.cache.upsert(&rec)?;
-                    n += 1;
-                }
+            let audit =
+                self.key_audit(actor, "key.reconfirm", &k, serde_json::json!({ "label": k.label, "since": since }));
+            if self.inner.store.record_key_notice(&k.id, &reconfirm_notice(since), self.now_ms(), audit).await? {
+                n += 1;
             }
         }
         Ok(n)
+    }
+
+    /// Whether `key` needs no re-confirmation for the change at `since`: created after it, or
+    /// re-confirmed by its owner since.
+    pub(crate) async fn reconfirmed_since(&self, key: &KeyRecord, since: UnixMillis) -> ServiceResult<bool> {
+        Ok(key.created_at >= since || self.inner.store.key_notice_recorded(&key.id, &reconfirm_notice(since)).await?)
     }
 
     /// Counts one verified request, verified at `at`, for usage bookkeeping (in memory; see

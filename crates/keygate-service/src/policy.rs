@@ -186,9 +186,9 @@ mod toml_value {
 /// The next thing a policy will do to a key, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyDeadline {
-    /// `disable` or `expire`.
+    /// `disable`, `expire` or `suspend`.
     pub action: String,
-    /// The policy: `unused`, `unrestricted_idle` or `expiry`.
+    /// The policy: `unused`, `unrestricted_idle`, `expiry` or `reconfirm`.
     pub policy: String,
     /// When, ms.
     pub at: UnixMillis,
@@ -251,6 +251,7 @@ pub fn policy_words(policy: &str) -> String {
         "unused" => "unused too long".into(),
         "unrestricted_idle" => "idle trade or withdraw key without an IP allowlist".into(),
         "expiry" => "its expiry".into(),
+        "reconfirm" => "not re-confirmed after a password change".into(),
         other => other.into(),
     }
 }
@@ -349,6 +350,34 @@ impl Service {
             None => AccountKeyPolicy::default(),
         };
         Ok((own, row))
+    }
+
+    /// The first thing a policy will do to `key`: [`next_deadline`], or its suspension when a
+    /// re-confirmation is pending for its account (`pending`) and the owner has not given it.
+    pub(crate) async fn key_deadline(
+        &self,
+        key: &KeyRecord,
+        policy: &KeyPolicy,
+        pending: Option<&Reconfirmation>,
+    ) -> ServiceResult<Option<PolicyDeadline>> {
+        let next = next_deadline(key, policy);
+        let moves_money = key.permissions.contains(Permission::Trade) || key.permissions.contains(Permission::Withdraw);
+        let Some(r) = pending.filter(|_| key.status == KeyStatus::Active && moves_money) else {
+            return Ok(next);
+        };
+        if self.reconfirmed_since(key, r.since).await? {
+            return Ok(next);
+        }
+        let suspend = PolicyDeadline { action: "suspend".into(), policy: "reconfirm".into(), at: r.due };
+        Ok(Some(match next {
+            Some(n) if n.at < suspend.at => n,
+            _ => suspend,
+        }))
+    }
+
+    /// The account's pending re-confirmation, if any.
+    pub(crate) async fn pending_reconfirmation(&self, account: AccountId) -> ServiceResult<Option<Reconfirmation>> {
+        Ok(self.inner.store.account_policy(account).await?.and_then(|r| r.reconfirm))
     }
 
     /// The policies that apply to `account`.
@@ -493,19 +522,20 @@ impl Service {
         if !actor.stepped_up(now) {
             return Err(ServiceError::StepUpRequired("re-confirming the account's keys".into()));
         }
-        let n = self.touch_trading_keys(actor, rec.id).await?;
         let (own, row) = self.policy_row(rec.id).await?;
-        if row.as_ref().is_some_and(|r| r.reconfirm.is_some()) {
-            let record = AccountPolicyRecord {
-                account_id: rec.id,
-                policy: serde_json::to_string(&own).map_err(|e| ServiceError::Internal(e.to_string()))?,
-                reconfirm: None,
-                updated_at: now,
-            };
-            let audit =
-                self.policy_audit(actor, &rec.name, rec.id, "account.reconfirmed", serde_json::json!({ "keys": n }));
-            self.inner.store.put_account_policy(&record, audit).await?;
-        }
+        let Some(pending) = row.as_ref().and_then(|r| r.reconfirm.clone()) else {
+            return Ok(0);
+        };
+        let n = self.reconfirm_trading_keys(actor, rec.id, pending.since).await?;
+        let record = AccountPolicyRecord {
+            account_id: rec.id,
+            policy: serde_json::to_string(&own).map_err(|e| ServiceError::Internal(e.to_string()))?,
+            reconfirm: None,
+            updated_at: now,
+        };
+        let audit =
+            self.policy_audit(actor, &rec.name, rec.id, "account.reconfirmed", serde_json::json!({ "keys": n }));
+        self.inner.store.put_account_policy(&record, audit).await?;
         Ok(n)
     }
 

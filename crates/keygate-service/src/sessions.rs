@@ -753,7 +753,9 @@ impl Service {
         self.inner.store.update_account_ending_sessions(&rec, Some(&new_session), audit).await?;
         let enabled = self.two_factor_enabled(rec.id).await?;
         let info = self.session_info(&fresh, &new_session, &rec, enabled);
-        Ok(NewSession { token: fresh, info, fresh_code: None, device_token: None })
+        // The new password forgets every known device; the browser that changed it stays one.
+        let device_token = enabled.then(|| crate::devices::issue(&self.inner.device_key, &rec, now));
+        Ok(NewSession { token: fresh, info, fresh_code: None, device_token })
     }
 
     /// The later of the account's current withdrawal lock and `now` + the configured lock.

@@ -56,8 +56,8 @@ pub(crate) enum CodeCaller {
 struct LocalTickets {
     session_key: String,
     session: crate::throttle::Ticket,
-    ip: String,
-    ip_ticket: crate::throttle::Ticket,
+    /// The client address's key and attempt; none for a known device.
+    ip: Option<(String, crate::throttle::Ticket)>,
     /// The known device's id and its attempt, when the code came from one.
     device: Option<(String, crate::throttle::Ticket)>,
 }
@@ -232,19 +232,14 @@ impl Service {
             CodeCaller::Established => (TotpCounter::Established, t.totp_failures, None),
             CodeCaller::Login { session, device } => {
                 let session_key = hex::encode(session);
-                let ip = crate::throttle::ip_key(source.as_deref());
                 let s = self.inner.totp_by_session.try_consume(&session_key, now, t.totp_failures).await;
                 let s = s.map_err(|r| throttled(r.retry_after_ms))?;
-                let i = match self.inner.totp_by_ip.try_consume(&ip, now, t.totp_login_per_ip).await {
-                    Ok(i) => i,
-                    Err(r) => {
-                        self.inner.totp_by_session.refund(&session_key, s).await;
-                        return Err(throttled(r.retry_after_ms));
-                    }
-                };
-                let mut local = LocalTickets { session_key, session: s, ip, ip_ticket: i, device: None };
+                let mut local = LocalTickets { session_key, session: s, ip: None, device: None };
                 let known =
                     device.as_deref().and_then(|d| crate::devices::check(&self.inner.device_key, account, d, now));
+                // A known device counts on its own counter only: not on the client address's,
+                // which anyone behind the same address (a shared NAT, an unconfigured proxy)
+                // could fill with wrong codes for an account of their own (outside review).
                 if let Some(id) = known {
                     return match self.inner.totp_by_device.try_consume(&id, now, t.totp_failures).await {
                         Ok(d) => {
@@ -256,6 +251,14 @@ impl Service {
                             Err(throttled(r.retry_after_ms))
                         }
                     };
+                }
+                let ip = crate::throttle::ip_key(source.as_deref());
+                match self.inner.totp_by_ip.try_consume(&ip, now, t.totp_login_per_ip).await {
+                    Ok(i) => local.ip = Some((ip, i)),
+                    Err(r) => {
+                        self.refund_local(local).await;
+                        return Err(throttled(r.retry_after_ms));
+                    }
                 }
                 (TotpCounter::Login, t.totp_login_per_account, Some(local))
             }
@@ -289,7 +292,17 @@ impl Service {
                     self.refund_local(l).await;
                 }
                 let end = window_start.plus_millis(t.totp_window_ms);
-                Err(throttled(end.0.saturating_sub(now.0)))
+                let retry_after_ms = end.0.saturating_sub(now.0);
+                if counter == TotpCounter::Login {
+                    // The account-wide ceiling: say what it means and what still works.
+                    return Err(ServiceError::Throttled {
+                        what: "2FA codes for this account from browsers it has not seen; someone may be trying codes \
+                               with your password, and a browser you have logged in with before still gets in"
+                            .into(),
+                        retry_after_ms,
+                    });
+                }
+                Err(throttled(retry_after_ms))
             }
         }
     }
@@ -306,7 +319,12 @@ impl Service {
         let records = self.inner.store.audit_records_newest(i64::MAX, 1_000, Some(account)).await?;
         let mut found: Option<FailedLoginCodes> = None;
         for r in records.iter().take_while(|r| r.draft.at.0 >= since) {
-            if r.draft.action == "totp.failed" && r.draft.details["purpose"] == "login" {
+            // Only codes that were wrong: a refusal (throttled) is not a code typed, and a code
+            // used twice is the owner's own browser far more often than anyone else.
+            if r.draft.action == "totp.failed"
+                && r.draft.details["purpose"] == "login"
+                && r.draft.details["reason"] == "wrong"
+            {
                 match &mut found {
                     Some(f) => f.count += 1,
                     None => {
@@ -325,7 +343,9 @@ impl Service {
     /// Gives back the in-memory attempts of a login code that did not count.
     async fn refund_local(&self, l: LocalTickets) {
         self.inner.totp_by_session.refund(&l.session_key, l.session).await;
-        self.inner.totp_by_ip.refund(&l.ip, l.ip_ticket).await;
+        if let Some((ip, ticket)) = l.ip {
+            self.inner.totp_by_ip.refund(&ip, ticket).await;
+        }
         if let Some((id, ticket)) = l.device {
             self.inner.totp_by_device.refund(&id, ticket).await;
         }

@@ -196,15 +196,25 @@ async fn a_password_change_asks_for_reconfirmation_and_unconfirmed_keys_are_susp
     clock.advance_ms(3_600_000);
     assert_eq!(s.reconfirm_keys(&owner(1, "alice", &clock), "alice").await.unwrap(), 1);
     assert!(s.key_policy(&Actor::operator_cli(), "alice").await.unwrap().reconfirm.is_none());
-    // Bob edits one of his keys meanwhile: that counts as re-confirming it.
+    // Bob only renames one of his keys meanwhile (no step-up needed): that is not a
+    // re-confirmation (outside review). Both keys say when they will be suspended.
     let edit = KeyEdit { label: Some("bot2 (checked)".into()), ..KeyEdit::default() };
     s.edit_key(&owner(2, "bob", &clock), &b_bot2, edit).await.unwrap();
+    let d = s.key(&Actor::operator_cli(), &b_bot2).await.unwrap().policy_deadline.unwrap();
+    assert_eq!((d.action.as_str(), d.policy.as_str()), ("suspend", "reconfirm"));
+    assert_eq!(d.at, s.key_policy(&Actor::operator_cli(), "bob").await.unwrap().reconfirm.unwrap().due);
+    // A key created after the change needs no re-confirmation.
+    let b_new = key(&s, "bob", "new bot", &[Permission::Trade], true).await;
+    assert_eq!(s.key(&Actor::operator_cli(), &b_new).await.unwrap().policy_deadline.unwrap().policy, "unused");
+    // Alice's re-confirmed key is back to its idle deadline.
+    assert_eq!(s.key(&Actor::operator_cli(), &a_bot).await.unwrap().policy_deadline.unwrap().policy, "unused");
 
     clock.advance_ms(23 * 3_600_000);
     let r = s.sweep_key_policies().await.unwrap();
-    assert_eq!(r.suspended, 1, "{r:?}");
+    assert_eq!(r.suspended, 2, "{r:?}");
     assert_eq!(status(&s, &b_bot).await, (KeyStatus::Disabled, Some("password_changed".into())));
-    assert_eq!(status(&s, &b_bot2).await.0, KeyStatus::Active);
+    assert_eq!(status(&s, &b_bot2).await, (KeyStatus::Disabled, Some("password_changed".into())));
+    assert_eq!(status(&s, &b_new).await.0, KeyStatus::Active);
     assert_eq!(status(&s, &a_bot).await.0, KeyStatus::Active);
     assert_eq!(status(&s, &a_read).await.0, KeyStatus::Active, "read-only keys are not asked about");
     assert!(s.key_policy(&Actor::operator_cli(), "bob").await.unwrap().reconfirm.is_none(), "lapsed once");

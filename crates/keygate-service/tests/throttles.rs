@@ -291,3 +291,49 @@ async fn wrong_codes_from_someone_with_the_password_do_not_lock_the_owners_sessi
     }
     assert_eq!(on_device, 5, "the device's own counter holds five");
 }
+
+/// Outside review of issue #18's fix: the per-address counter was checked before the known
+/// device, so someone behind the owner's address (a shared NAT) could fill it with wrong codes
+/// for an account of their own and hold the owner's known browser out. A known device now counts
+/// on its own counter only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_for_another_account_from_the_same_address_do_not_hold_the_owners_known_browser() {
+    let (svc, clock, _dir) = service().await;
+    let shared = Some("198.51.100.77".to_owned());
+    let now_s = |c: &ManualClock| c.now().as_millis().0 / 1000;
+    let mut totps = Vec::new();
+    for name in ["alice", "bob"] {
+        let s = svc.login(name, pw(PASSWORD), shared.clone()).await.unwrap();
+        let actor = svc.session_actor(&s.token, shared.clone()).await.unwrap();
+        let e = svc.totp_enroll(&actor).await.unwrap();
+        let totp = totp_rs::Totp::from_url(&e.otpauth_uri).unwrap();
+        svc.totp_confirm(&actor, &totp.generate(now_s(&clock)).to_string()).await.unwrap();
+        totps.push(totp);
+    }
+    clock.advance_ms(30_000);
+    let p = svc.login("alice", pw(PASSWORD), shared.clone()).await.unwrap();
+    let code = totps[0].generate(now_s(&clock)).to_string();
+    let device = svc.login_second_factor(&p.token, &code, shared.clone(), None).await.unwrap().device_token.unwrap();
+    // Bob, behind the same address, fills its counter with wrong codes for his own account.
+    let mut refused = 0;
+    for _ in 0..3 {
+        let p = svc.login("bob", pw(PASSWORD), shared.clone()).await.unwrap();
+        for i in 0..5u32 {
+            let r = svc.login_second_factor(&p.token, &format!("{:06}", 900_000 + i), shared.clone(), None).await;
+            if matches!(r, Err(ServiceError::Throttled { .. })) {
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the address's counter filled");
+    clock.advance_ms(30_000);
+    let code = totps[0].generate(now_s(&clock)).to_string();
+    // Alice in a browser the account has not seen, from that address: held by the address ...
+    let p = svc.login("alice", pw(PASSWORD), shared.clone()).await.unwrap();
+    let r = svc.login_second_factor(&p.token, &code, shared.clone(), None).await;
+    assert!(matches!(r, Err(ServiceError::Throttled { .. })), "{r:?}");
+    // ... but her known browser gets in.
+    let p = svc.login("alice", pw(PASSWORD), shared.clone()).await.unwrap();
+    let r = svc.login_second_factor(&p.token, &code, shared.clone(), Some(&device)).await;
+    assert!(r.is_ok(), "the owner's known browser was held by someone else's wrong codes: {r:?}");
+}

@@ -2495,8 +2495,11 @@ pub async fn a_key_warning_is_recorded_once_with_its_audit_record<H: Harness>() 
     let k2 = hmac_key(&mut e, alice.id, 2_000);
     let d = || draft("key.expiring", k.id.as_str(), Some(alice.id));
     let before = audit_len(&*store).await;
+    assert!(!store.key_notice_recorded(&k.id, "unused:7d:2000").await.unwrap());
     assert!(store.record_key_notice(&k.id, "unused:7d:2000", UnixMillis(3_000), d()).await.unwrap());
     assert!(!store.record_key_notice(&k.id, "unused:7d:2000", UnixMillis(3_001), d()).await.unwrap());
+    assert!(store.key_notice_recorded(&k.id, "unused:7d:2000").await.unwrap());
+    assert!(!store.key_notice_recorded(&k2.id, "unused:7d:2000").await.unwrap());
     assert_eq!(audit_len(&*store).await, before + 1);
     assert!(store.record_key_notice(&k.id, "unused:1d:2000", UnixMillis(3_002), d()).await.unwrap());
     assert!(store.record_key_notice(&k2.id, "unused:7d:2000", UnixMillis(3_003), d()).await.unwrap());

@@ -64,6 +64,9 @@ pub trait PolicyStore: Send + Sync {
         at: UnixMillis,
         audit: AuditDraft,
     ) -> StoreResult<bool>;
+
+    /// Whether `notice` was recorded for `key` (e.g. the owner's re-confirmation of it).
+    async fn key_notice_recorded(&self, key: &ApiKeyId, notice: &str) -> StoreResult<bool>;
 }
 
 const WHAT: &str = "account key policy";
@@ -155,5 +158,16 @@ impl<D: Dialect> PolicyStore for SqlStore<D> {
         append::<D>(&mut tx, audit, None).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn key_notice_recorded(&self, key: &ApiKeyId, notice: &str) -> StoreResult<bool> {
+        let row = self
+            .read_optional(
+                stmt("SELECT 1 AS one FROM key_policy_notices WHERE key_id = $1 AND notice = $2")
+                    .arg(key.as_str())
+                    .arg(notice),
+            )
+            .await?;
+        Ok(row.is_some())
     }
 }

@@ -156,7 +156,11 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
             match k["policy_deadline"].as_object() {
                 Some(d) => format!(
                     "{} on {} ({})",
-                    if d["action"] == "expire" { "expires" } else { "disabled" },
+                    match d["action"].as_str() {
+                        Some("expire") => "expires",
+                        Some("suspend") => "suspended",
+                        _ => "disabled",
+                    },
                     time(&d["at"]),
                     keygate_service::policy::policy_words(d["policy"].as_str().unwrap_or_default())
                 ),
@@ -189,12 +193,14 @@ pub fn key_policy(v: &Value, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(v);
     }
-    let days = |x: &Value| x.as_u64().map_or_else(|| "off".to_owned(), |d| format!("{d} days"));
+    let days = |x: &Value| {
+        x.as_u64().map_or_else(|| "off".to_owned(), |d| format!("{d} day{}", if d == 1 { "" } else { "s" }))
+    };
     let own = |field: &str, shown: &dyn Fn(&Value) -> String| {
         let o = &v["own"][field];
         if o.is_null() { "-".to_owned() } else { shown(o) }
     };
-    let hours = |x: &Value| format!("{} hours", text(x));
+    let hours = |x: &Value| format!("{} hour{}", text(x), if x.as_u64() == Some(1) { "" } else { "s" });
     let count = |x: &Value| text(x);
     outln!("Key policies of {}", text(&v["account"]));
     outln!("{:<28} {:<12} {:<12} {}", "policy", "deployment", "account", "applies");

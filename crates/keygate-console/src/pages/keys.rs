@@ -74,6 +74,8 @@ struct KeysPage {
     reconfirm: Option<(String, String)>,
     /// The key policies that apply, one line each, for the owner to read.
     policy_lines: Vec<String>,
+    /// The account's own tightenings, as the form shows them (empty: the deployment's).
+    own_policy: [(&'static str, &'static str, String, String); 5],
     form: FormValues,
     error: Option<String>,
     needs_code: bool,
@@ -123,6 +125,7 @@ async fn keys_notice(c: &Console, v: &Viewer, q: &NoticeQuery) -> Option<String>
                     .to_owned()
             })
         }
+        ("policy", _) => Some("Your key policies are saved: see them under your keys.".to_owned()),
         ("reconfirmed", _) => {
             let p = c.service().key_policy(&v.actor, &v.info.account).await.ok()?;
             p.reconfirm.is_none().then(|| {
@@ -156,11 +159,103 @@ fn policy_lines(p: &keygate_service::policy::KeyPolicy) -> Vec<String> {
         "After a password change, trade and withdraw keys are suspended until you re-enable them.".to_owned()
     } else {
         format!(
-            "After a password change, re-confirm your trade and withdraw keys within {} hours, or they are suspended.",
-            p.reconfirm_grace_hours
+            "After a password change, re-confirm your trade and withdraw keys within {} hour{}, or they are suspended.",
+            p.reconfirm_grace_hours,
+            if p.reconfirm_grace_hours == 1 { "" } else { "s" }
         )
     });
     out
+}
+
+/// The policy form's fields: name, label, the account's own value (or empty) and the
+/// deployment's, for the hint.
+fn own_policy_fields(p: &keygate_service::policy::KeyPolicyView) -> [(&'static str, &'static str, String, String); 5] {
+    let v = |x: Option<u32>| x.map(|n| n.to_string()).unwrap_or_default();
+    let d = |x: Option<u32>, unit: &str| x.map_or_else(|| "off".to_owned(), |n| format!("{n} {unit}"));
+    let dep = &p.deployment;
+    [
+        ("unused_days", "Disable keys unused for (days)", v(p.own.unused_days), d(dep.unused_days, "days")),
+        (
+            "unrestricted_idle_days",
+            "… trade or withdraw keys without an IP allowlist (days)",
+            v(p.own.unrestricted_idle_days),
+            d(dep.unrestricted_idle_days, "days"),
+        ),
+        ("max_keys", "At most this many keys", v(p.own.max_keys), dep.max_keys.to_string()),
+        (
+            "withdraw_max_days",
+            "Withdraw keys expire within (days)",
+            v(p.own.withdraw_max_days),
+            d(dep.withdraw_max_days, "days"),
+        ),
+        (
+            "reconfirm_grace_hours",
+            "Re-confirm keys after a password change within (hours)",
+            v(p.own.reconfirm_grace_hours),
+            d(Some(dep.reconfirm_grace_hours), "hours"),
+        ),
+    ]
+}
+
+/// The key-policy form: each field a number or empty (the deployment's).
+#[derive(Debug, Deserialize)]
+pub(super) struct PolicyForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    unused_days: String,
+    #[serde(default)]
+    unrestricted_idle_days: String,
+    #[serde(default)]
+    max_keys: String,
+    #[serde(default)]
+    withdraw_max_days: String,
+    #[serde(default)]
+    reconfirm_grace_hours: String,
+}
+
+/// The owner tightens the account's key policies (issue #17); relaxing an earlier tightening
+/// needs a 2FA code (or an open step-up).
+pub(super) async fn set_policy(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<PolicyForm>) -> Response {
+    let mut v = match form_viewer(&ctx, &c, f.csrf.as_deref()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let number = |label: &str, text: &str| -> Result<Option<u32>, ConsoleError> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Ok(None);
+        }
+        t.parse::<u32>()
+            .map(Some)
+            .map_err(|_| ConsoleError::BadRequest(format!("{label}: write a whole number, or leave it empty")))
+    };
+    let own = (|| {
+        Ok::<_, ConsoleError>(keygate_service::policy::AccountKeyPolicy {
+            unused_days: number("Unused keys", &f.unused_days)?,
+            unrestricted_idle_days: number("Keys without an IP allowlist", &f.unrestricted_idle_days)?,
+            max_keys: number("Most keys", &f.max_keys)?,
+            withdraw_max_days: number("Withdraw key expiry", &f.withdraw_max_days)?,
+            reconfirm_grace_hours: number("Re-confirmation", &f.reconfirm_grace_hours)?,
+        })
+    })();
+    let own = match own {
+        Ok(o) => o,
+        Err(e) => return error_page(&e, Some(Nav::of(&v, c.now_ms()))),
+    };
+    let code = Some(f.code.as_str()).filter(|c| !c.trim().is_empty());
+    let cookie = match maybe_step_up(&c, &ctx, &mut v, code).await {
+        Ok(c) => c,
+        Err(e) => return error_page(&e, Some(Nav::of(&v, c.now_ms()))),
+    };
+    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let account = v.info.account.clone();
+    match c.service().set_key_policy(&v.actor, &account, own).await {
+        Ok(_) => see_other("/console/keys?notice=policy#key-policy", &cookies),
+        Err(e) => error_page(&e.into(), Some(Nav::of(&v, c.now_ms()))),
+    }
 }
 
 /// The owner re-confirms every trade and withdraw key after a password change (issue #17), with
@@ -236,6 +331,7 @@ async fn keys_view(
     };
     let reconfirm = policy.reconfirm.as_ref().map(|r| (when(Some(r.due)), crate::view::iso(Some(r.due))));
     let policy_lines = policy_lines(&policy.effective);
+    let own_policy = own_policy_fields(&policy);
     let now = c.now_ms();
     let needle = extras.search.trim().to_lowercase();
     let mut rows: Vec<KeyRow> = keys
@@ -258,6 +354,7 @@ async fn keys_view(
         code_warning,
         reconfirm,
         policy_lines,
+        own_policy,
         form,
         error: error.map(ConsoleError::message),
         needs_code: error.is_some_and(ConsoleError::needs_step_up),

@@ -17,6 +17,9 @@ struct PasswordPage {
     csrf: String,
     error: Option<String>,
     done: bool,
+    /// After a change: when the trade and withdraw keys must be re-confirmed by (issue #17),
+    /// UTC text and ISO 8601, if they must.
+    reconfirm: Option<(String, String)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,16 +39,23 @@ pub(crate) struct PasswordForm {
 
 pub(super) async fn password_page(State(c): State<Console>, ctx: Ctx, Query(q): Query<NoticeQuery>) -> Response {
     match viewer_or_login(&ctx, &c).await {
-        Ok(v) => render(
-            StatusCode::OK,
-            &PasswordPage {
-                nav: Some(Nav::of(&v, c.now_ms())),
-                csrf: v.info.csrf_token.clone(),
-                error: None,
-                done: q.is("changed"),
-            },
-            &[],
-        ),
+        Ok(v) => {
+            let pending = c.service().key_policy(&v.actor, &v.info.account).await.ok().and_then(|p| p.reconfirm);
+            let reconfirm = pending
+                .filter(|_| q.is("changed"))
+                .map(|r| (crate::view::when(Some(r.due)), crate::view::iso(Some(r.due))));
+            render(
+                StatusCode::OK,
+                &PasswordPage {
+                    nav: Some(Nav::of(&v, c.now_ms())),
+                    csrf: v.info.csrf_token.clone(),
+                    error: None,
+                    done: q.is("changed"),
+                    reconfirm,
+                },
+                &[],
+            )
+        }
         Err(r) => r,
     }
 }
@@ -65,6 +75,7 @@ pub(super) async fn change_password(
             csrf: v.info.csrf_token.clone(),
             error: Some(e.message()),
             done: false,
+            reconfirm: None,
         };
         retry_after(render(e.status(), &page, &[]), &e)
     };
@@ -74,7 +85,7 @@ pub(super) async fn change_password(
     match c.service().change_password(&v.token, f.current, f.password, Some(f.code.as_str()), ctx.source.clone()).await
     {
         // Post/redirect/get: the new session's cookie rides on the redirect.
-        Ok(fresh) => see_other("/console/password?notice=changed", &[ctx.session_cookie(&fresh.token)]),
+        Ok(fresh) => see_other("/console/password?notice=changed", &ctx.login_cookies(&fresh)),
         Err(e) => refuse(e.into()),
     }
 }

@@ -33,6 +33,18 @@ async fn owners_see_policies_reconfirm_after_a_password_change_and_read_why_a_ke
     assert!(keys.body.contains("A key not used for 90 days is disabled"), "{}", keys.body);
     assert!(keys.body.contains("disabled if not used by"), "{}", keys.body);
     assert!(!keys.body.contains("id=\"reconfirm\""), "nothing to re-confirm yet");
+    // The owner tightens a policy from the page; loosening past the deployment is refused.
+    let res = a.post("/console/key-policy", &[("csrf", &keys.csrf()), ("unused_days", "60")]).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let keys = a.get("/console/keys?notice=policy").await;
+    assert!(keys.body.contains("Your key policies are saved"), "{}", keys.body);
+    assert!(keys.body.contains("A key not used for 60 days is disabled"), "{}", keys.body);
+    let res = a.post("/console/key-policy", &[("csrf", &keys.csrf()), ("unused_days", "120")]).await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert!(res.body.contains("would loosen"), "{}", res.body);
+    // Back to the deployment's 90 days: relaxing her own tightening, inside her step-up window.
+    let res = a.post("/console/key-policy", &[("csrf", &keys.csrf()), ("unused_days", "")]).await;
+    assert_eq!(res.status, 303, "{}", res.body);
 
     // A password change asks to re-confirm the trade key, on the keys page.
     next_totp_step(&app);
