@@ -32,9 +32,8 @@ pub const MAX_HISTORY_DAYS: u32 = 365;
 const TRADES_PER_MINUTE: u64 = 24;
 /// Relative size of each hour of the UTC day's activity, in percent (quiet Asian night, busy
 /// European afternoon and American morning).
-const INTRADAY: [u64; 24] = [
-    70, 65, 60, 60, 65, 75, 85, 95, 105, 110, 105, 100, 105, 115, 130, 140, 135, 125, 110, 100, 95, 90, 85, 75,
-];
+const INTRADAY: [u64; 24] =
+    [70, 65, 60, 60, 65, 75, 85, 95, 105, 110, 105, 100, 105, 115, 130, 140, 135, 125, 110, 100, 95, 90, 85, 75];
 /// 1.0 in the walk's relative units (1e-8).
 const ONE: i128 = 100_000_000;
 
@@ -130,7 +129,11 @@ fn gauss(h: u64) -> i128 {
 
 /// Start of the minute with index `k` relative to `end` (k = -1 is the last minute before it).
 fn minute_start(end: u64, k: i64) -> u64 {
-    if k >= 0 { end.saturating_add(k.unsigned_abs() * MINUTE_MS) } else { end.saturating_sub(k.unsigned_abs() * MINUTE_MS) }
+    if k >= 0 {
+        end.saturating_add(k.unsigned_abs() * MINUTE_MS)
+    } else {
+        end.saturating_sub(k.unsigned_abs() * MINUTE_MS)
+    }
 }
 
 /// Activity of the hour containing minute `k`, in percent: the time of day times a slowly

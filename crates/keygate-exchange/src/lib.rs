@@ -20,8 +20,8 @@ pub mod wallet;
 pub use config::{AssetSpec, ConfigError, ExchangeConfig, MarketSpec, NetworkSpec};
 pub use error::ExchangeError;
 pub use exchange::{CanceledOrder, Command, Exchange, NewOrder, Outcome, PlacedOrder};
-pub use ledger::{AssetReport, Balance, ChangedAccounts, InvariantViolation, Ledger};
 pub use history::{DEFAULT_HISTORY_DAYS, History, HistoryRecord, HistorySpec, MAX_HISTORY_DAYS};
+pub use ledger::{AssetReport, Balance, ChangedAccounts, InvariantViolation, Ledger};
 pub use market_maker::{MarketMaker, MarketMakerConfig};
 pub use order::{
     Fill, MyTrade, Order, OrderRef, OrderStatus, OrderType, PublicTrade, Side, StpMode, TimeInForce, Trade,

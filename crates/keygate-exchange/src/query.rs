@@ -678,8 +678,7 @@ impl Exchange {
         for open in starts {
             let close_at = iv.next(open);
             let a = self.agg(m, open, close_at);
-            let prev =
-                prev_close.unwrap_or_else(|| self.last_before(m, open).map_or(0, |t| t.price.units()));
+            let prev = prev_close.unwrap_or_else(|| self.last_before(m, open).map_or(0, |t| t.price.units()));
             let (o, c) = match (a.first, a.last) {
                 (Some((_, o)), Some((_, c))) => (o, c),
                 _ => (prev, prev),

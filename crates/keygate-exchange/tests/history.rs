@@ -105,9 +105,9 @@ fn every_interval_and_every_trade_query_agree_with_the_one_minute_candles() {
     let last_hour = ex.trades_since(&s, None, Some(UnixMillis(NOW - 3_600_000)), Some(now), 1000).unwrap();
     assert_eq!(window.first_id, last_hour[0].id as i64);
     let recent = ex.trades_since(&s, None, Some(UnixMillis(NOW - 300_000)), Some(now), 1000).unwrap();
-    let (q, v) = recent.iter().fold((0u128, 0u128), |(q, v), t| {
-        (q + u128::from(t.quote_qty.units()), v + u128::from(t.qty.units()))
-    });
+    let (q, v) = recent
+        .iter()
+        .fold((0u128, 0u128), |(q, v), t| (q + u128::from(t.quote_qty.units()), v + u128::from(t.qty.units())));
     let avg = ex.avg_price(&s, now).unwrap();
     assert_eq!(u128::from(avg.price.units()), q * 100_000_000 / v);
     assert_eq!(avg.close_time, ex.recent_trades(&s, Some(1)).unwrap()[0].time);
@@ -199,10 +199,7 @@ fn each_market_moves_with_its_own_volatility() {
     let ex = seeded(9, 10);
     let vol = |s: &str| {
         let k = ex.klines(&sym(s), "1h", None, Some(UnixMillis(NOW - 3_600_000)), Some(230), UnixMillis(NOW)).unwrap();
-        let r: Vec<f64> = k
-            .windows(2)
-            .map(|w| (w[1].close.units() as f64 / w[0].close.units() as f64).ln())
-            .collect();
+        let r: Vec<f64> = k.windows(2).map(|w| (w[1].close.units() as f64 / w[0].close.units() as f64).ln()).collect();
         let mean = r.iter().sum::<f64>() / r.len() as f64;
         (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt() * 24f64.sqrt() * 10_000.0
     };
