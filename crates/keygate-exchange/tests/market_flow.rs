@@ -140,7 +140,6 @@ fn a_resting_buy_one_tick_below_the_best_bid_fills_as_a_maker() {
             assert_eq!(t.commission.units(), t.qty.units() * maker_fee.units() / 100_000_000);
         }
         sim.ex.ledger().check_invariant().unwrap();
-        eprintln!("seed {seed}: filled after {} s", (sim.now - started) / 1000);
     }
 }
 
