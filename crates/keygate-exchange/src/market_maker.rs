@@ -49,6 +49,10 @@ pub struct MarketMakerConfig {
     pub size_in_min_notionals: u64,
     /// The simulated taker flow, if any.
     pub flow: Option<FlowConfig>,
+    /// Days of history to give an exchange that has neither history nor trades, on the first
+    /// tick ([`Command::SeedHistory`] with this market maker's seed); `None` gives none, and the
+    /// reference then takes one step of its own walk per tick.
+    pub history_days: Option<u32>,
 }
 
 /// The simulated taker flow: MARKET orders against the book from their own account.
@@ -85,6 +89,7 @@ impl MarketMakerConfig {
             requote_bps: 10,
             size_in_min_notionals: 20,
             flow: None,
+            history_days: None,
         }
     }
 }
@@ -114,6 +119,8 @@ pub struct MarketMaker {
     markets: Vec<MarketState>,
     /// The flow has drawn its arrivals up to this time (ms).
     flow_until: Option<u64>,
+    /// The time of the last tick that followed the history's walk.
+    walked_at: Option<u64>,
 }
 
 /// Funds the market maker keeps, in multiples of its total quote size per side.
@@ -145,7 +152,13 @@ impl MarketMaker {
                 walk: None,
             })
             .collect();
-        Self { rng: config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, config, markets, flow_until: None }
+        Self {
+            rng: config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            config,
+            markets,
+            flow_until: None,
+            walked_at: None,
+        }
     }
 
     /// The config it runs with.
@@ -205,9 +218,26 @@ impl MarketMaker {
     /// commands to submit, in this order: deposits, then per market a cancel of the old quotes
     /// and the new ones (for markets that need a requote), then the taker flow's orders due by
     /// `now`.
+    ///
+    /// On a fresh exchange, when [`MarketMakerConfig::history_days`] asks for history, the first
+    /// tick returns only the [`Command::SeedHistory`] that gives it; the next one quotes.
     #[must_use]
     pub fn tick_at(&mut self, exchange: &Exchange, now: UnixMillis) -> Vec<Command> {
         let cfg = self.config.clone();
+        if let Some(days) = cfg.history_days
+            && exchange.history().is_none()
+            && !exchange.has_trades()
+        {
+            return vec![Command::SeedHistory(crate::history::HistorySpec { seed: cfg.seed, days })];
+        }
+        // Over a history the market is a function of time: a second tick at the same time has
+        // nothing to add (however often a caller ticks, the same times give the same market).
+        if exchange.history().is_some() {
+            if self.walked_at == Some(now.0) {
+                return Vec::new();
+            }
+            self.walked_at = Some(now.0);
+        }
         let mut commands = Vec::new();
         let mut needs: Vec<(AccountId, keygate_proto::AssetCode, u128)> = Vec::new();
         for i in 0..self.markets.len() {

@@ -14,6 +14,7 @@ mod exchange_support;
 mod exchange_trading;
 mod exchange_wallet;
 mod keys_over_http;
+mod living_market;
 mod rate_limits;
 mod shared_limits;
 mod slow_clients;
