@@ -66,10 +66,20 @@ class Key:
 class Keygate:
     """A running `keygate serve` and its CLI."""
 
-    def __init__(self, root: Path, rate_limits: str = "", liquidity: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        rate_limits: str = "",
+        liquidity: bool = False,
+        market: tuple[str, ...] = ("--market-flow", "off"),
+    ):
         self.root = root
         self.rate_limits = rate_limits
         self.liquidity = liquidity
+        # The simulated market's options. Off by default: with no taker flow, the suite's own
+        # orders (and the static liquidity below) are the only ones that trade, so fills,
+        # prices and refusals are the same on every run.
+        self.market = market
         self.bin = keygate_bin()
         self.env = dict(os.environ)
         self.env["KEYGATE_DATA_DIR"] = str(root / "data")
@@ -88,7 +98,10 @@ class Keygate:
         limits = self.root / "rate-limits.toml"
         limits.write_text(self.rate_limits)
         self.proc = subprocess.Popen(
-            [str(self.bin), "serve", "--listen", "127.0.0.1:0", "--market-maker", "--rate-limits-config", str(limits)],
+            [
+                str(self.bin), "serve", "--listen", "127.0.0.1:0", "--market-maker", *self.market,
+                "--rate-limits-config", str(limits),
+            ],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=open(self.log, "wb"),  # noqa: SIM115 - lives as long as the process
@@ -122,7 +135,7 @@ class Keygate:
 
     # Resting orders one tick either side of each market's reference price, deep enough for the
     # whole suite. The market maker's book is never empty on a side (it requotes in one engine
-    # batch), but it moves with its walk. These orders keep a best bid and ask in place throughout
+    # batch), but it moves with its walk (in time, from the end of the market's history). These orders keep a best bid and ask in place throughout
     # (its LIMIT_MAKER quotes never take them), so fills, prices and refusals are the same on every
     # run.
     LIQUIDITY = (
@@ -370,9 +383,16 @@ def keygate(request):
     yield from _serve(request, GENEROUS, liquidity=True)
 
 
-def _serve(request, rate_limits: str, liquidity: bool = False):
+@pytest.fixture(scope="session")
+def living_keygate(request):
+    """A keygate whose simulated market runs as the demo's does (history, the default taker
+    flow) and where nobody else trades: what a bot meets on a fresh `serve --demo`."""
+    yield from _serve(request, GENEROUS, market=("--market-seed", "7"))
+
+
+def _serve(request, rate_limits: str, liquidity: bool = False, market: tuple[str, ...] = ("--market-flow", "off")):
     root = Path(tempfile.mkdtemp(prefix="keygate-compat-"))
-    kg = Keygate(root, rate_limits, liquidity)
+    kg = Keygate(root, rate_limits, liquidity, market)
     try:
         kg.start()
         yield kg

@@ -10,9 +10,9 @@
 //! Once the exchange has its history ([`crate::history`]), the walk is the history's, continued
 //! minute by minute from where it ended and read at the time of each tick
 //! ([`MarketMaker::tick_at`]): the reference at a time is the same whoever computes it, so a new
-//! writer after a failover quotes where the old one would have. Its quotes are LIMIT orders: when
-//! the walk moves through someone's resting order, the new quote trades with it, as the market
-//! moving past a price does. The taker flow ([`MarketMakerConfig::flow`]) sends MARKET orders from
+//! writer after a failover quotes where the old one would have. Its quotes are LIMIT_MAKER: they
+//! never take, so a quote the walk has moved past someone's resting order is refused and that
+//! order is left at the touch, where the flow trades with it. The taker flow ([`MarketMakerConfig::flow`]) sends MARKET orders from
 //! a separate account, at seeded times, sized to the market's daily volume and leaning towards the
 //! walk, so that prices move through real trades and resting orders at the touch fill.
 //!
@@ -23,7 +23,7 @@
 use crate::config::MarketSpec;
 use crate::exchange::{Command, Exchange, NewOrder};
 use crate::history::{MINUTE_MS, WalkParams};
-use crate::order::{OrderType, Side, StpMode, TimeInForce};
+use crate::order::{OrderType, Side, StpMode};
 use crate::wallet::Deposit;
 use keygate_proto::{AccountId, Amount, Symbol, UnixMillis};
 
@@ -289,14 +289,12 @@ impl MarketMaker {
                         Side::Buy => quote_need += u128::from(qty) * u128::from(price) / 100_000_000,
                         Side::Sell => base_need += u128::from(qty),
                     }
-                    // LIMIT, not LIMIT_MAKER: a quote the walk has moved past someone's resting
-                    // order trades with it, as the market moving through a price would.
                     quotes.push(Command::PlaceOrder(NewOrder {
                         account: cfg.account,
                         symbol: spec.symbol.clone(),
                         side,
-                        order_type: OrderType::Limit,
-                        time_in_force: Some(TimeInForce::Gtc),
+                        order_type: OrderType::LimitMaker,
+                        time_in_force: None,
                         quantity: Some(Amount::from_units(qty)),
                         quote_order_qty: None,
                         price: Some(Amount::from_units(price)),
