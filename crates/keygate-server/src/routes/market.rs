@@ -301,6 +301,52 @@ pub(crate) async fn ticker_24hr(
     Ok(BinanceJson(out))
 }
 
+/// `windowSize` of `GET /api/v3/ticker`: `1m`..`59m`, `1h`..`23h`, `1d`..`7d`, in ms.
+fn window_size(text: &str) -> Option<u64> {
+    let (num, unit) = text.split_at(text.len().checked_sub(1)?);
+    if num.is_empty() || num.len() > 2 || !num.bytes().all(|b| b.is_ascii_digit()) || num.starts_with('0') {
+        return None;
+    }
+    let n: u64 = num.parse().ok()?;
+    let (max, ms) = match unit {
+        "m" => (59, 60_000),
+        "h" => (23, 3_600_000),
+        "d" => (7, 86_400_000),
+        _ => return None,
+    };
+    (1..=max).contains(&n).then_some(n * ms)
+}
+
+/// `GET /api/v3/ticker` (rolling window statistics): `symbol` or `symbols` (one is required),
+/// `windowSize` (default `1d`), `type` FULL (default) or MINI.
+pub(crate) async fn ticker_window(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<OneOrMany<json::TickerWindow>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "symbols", "windowSize", "type"])?;
+    let selection = wire::symbol_selection(&p)?;
+    if matches!(selection, SymbolSelection::All) {
+        return Err(ApiError::binance(
+            ErrorCode::MandatoryParamEmptyOrMalformed,
+            "Param 'symbol' or 'symbols' must be sent, but both were empty/null!",
+        ));
+    }
+    let window = match opt(&p, "windowSize")? {
+        None => 86_400_000,
+        Some(w) => window_size(w).ok_or_else(|| wire::invalid("windowSize"))?,
+    };
+    let mini = match opt(&p, "type")? {
+        None | Some("FULL") => false,
+        Some("MINI") => true,
+        Some(_) => return Err(wire::invalid("type")),
+    };
+    let at = now(&state);
+    let out =
+        per_symbol(&state, selection, move |ex, s| Ok(wire::ticker_window(ex.ticker_window(s, window, at)?, mini)))
+            .await?;
+    Ok(BinanceJson(out))
+}
+
 /// `GET /api/v3/ticker/bookTicker`: one, some or all.
 pub(crate) async fn book_ticker(
     State(state): State<AppState>,

@@ -52,12 +52,30 @@ async fn a_fresh_simulated_market_answers_a_thousand_one_minute_candles_on_every
         let (_, ticker) = public(&app, &format!("/api/v3/ticker/24hr?symbol={s}")).await;
         assert_eq!(ticker["lastPrice"], price["price"]);
         assert!(ticker["count"].as_u64().unwrap() > 10_000, "{s}: {ticker}");
+        // The rolling window over a day is the 24-hour ticker; an hour is part of it.
+        let (status, rolling) = public(&app, &format!("/api/v3/ticker?symbol={s}&windowSize=1d")).await;
+        assert_eq!(status, 200, "{rolling}");
+        for field in ["openPrice", "highPrice", "lowPrice", "lastPrice", "volume", "quoteVolume", "firstId", "lastId"] {
+            assert_eq!(rolling[field], ticker[field], "{s} {field}");
+        }
+        assert_eq!(rolling.get("bidPrice"), None, "the rolling window has no book fields");
+        let (_, hour) = public(&app, &format!("/api/v3/ticker?symbols=[\"{s}\"]&windowSize=1h&type=MINI")).await;
+        let hour_count = hour[0]["count"].as_u64().unwrap();
+        assert!(hour_count > 0 && hour_count < ticker["count"].as_u64().unwrap(), "{hour}");
         let (_, avg) = public(&app, &format!("/api/v3/avgPrice?symbol={s}")).await;
         assert!(avg["price"].as_str().unwrap().parse::<f64>().unwrap() > 0.0);
         let (_, hist) = public(&app, &format!("/api/v3/historicalTrades?symbol={s}&fromId=1&limit=5")).await;
         assert_eq!(hist.as_array().unwrap().len(), 5, "{s}: {hist}");
         let (_, agg) = public(&app, &format!("/api/v3/aggTrades?symbol={s}&limit=3")).await;
         assert_eq!(agg.as_array().unwrap().len(), 3, "{s}: {agg}");
+    }
+    for bad in [
+        "/api/v3/ticker",
+        "/api/v3/ticker?symbol=BTCUSDT&windowSize=60m",
+        "/api/v3/ticker?symbol=BTCUSDT&windowSize=8d",
+    ] {
+        let (status, err) = public(&app, bad).await;
+        assert_eq!(status, 400, "{bad}: {err}");
     }
     app.engine.query(|ex| ex.ledger().check_invariant()).await.unwrap().unwrap();
     app.shutdown().await;
