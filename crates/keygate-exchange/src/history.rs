@@ -73,8 +73,7 @@ impl WalkParams {
     pub fn of(spec: &MarketSpec, last: u64) -> Self {
         let reference = spec.reference_price.units().max(1);
         let default_volume = u64::try_from(
-            u128::from(spec.min_notional.units()) * 2_000_000 * crate::exchange::UNIT
-                / u128::from(reference),
+            u128::from(spec.min_notional.units()) * 2_000_000 * crate::exchange::UNIT / u128::from(reference),
         )
         .unwrap_or(u64::MAX / 2);
         Self {
