@@ -375,7 +375,7 @@ impl MarketMaker {
                     continue;
                 }
                 let side = if (h >> 20) % 100 < buy_pct { Side::Buy } else { Side::Sell };
-                // Sizes: uniform around the mean, and one in ten two to four times it.
+                // Sizes: 0.3 to 1.3 times the mean, and one in ten 2.3 to 5.3 times it.
                 let big = if (h >> 27).is_multiple_of(10) { 200 + (h >> 31) % 200 } else { 0 };
                 let pct = 30 + (h >> 40) % 100 + big;
                 let price = m.reference.max(1);
