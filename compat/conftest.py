@@ -66,11 +66,22 @@ class Key:
 class Keygate:
     """A running `keygate serve` and its CLI."""
 
-    def __init__(self, root: Path, rate_limits: str = "", liquidity: bool = False, extra_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        root: Path,
+        rate_limits: str = "",
+        liquidity: bool = False,
+        market: tuple[str, ...] = ("--market-flow", "off"),
+        extra_args: tuple[str, ...] = (),
+    ):
         self.root = root
         self.extra_args = list(extra_args)
         self.rate_limits = rate_limits
         self.liquidity = liquidity
+        # The simulated market's options. Off by default: with no taker flow, the suite's own
+        # orders (and the static liquidity below) are the only ones that trade, so fills,
+        # prices and refusals are the same on every run.
+        self.market = market
         self.bin = keygate_bin()
         self.env = dict(os.environ)
         self.env["KEYGATE_DATA_DIR"] = str(root / "data")
@@ -95,6 +106,7 @@ class Keygate:
                 "--listen",
                 "127.0.0.1:0",
                 "--market-maker",
+                *self.market,
                 "--rate-limits-config",
                 str(limits),
                 *self.extra_args,
@@ -132,7 +144,7 @@ class Keygate:
 
     # Resting orders one tick either side of each market's reference price, deep enough for the
     # whole suite. The market maker's book is never empty on a side (it requotes in one engine
-    # batch), but it moves with its walk. These orders keep a best bid and ask in place throughout
+    # batch), but it moves with its walk (in time, from the end of the market's history). These orders keep a best bid and ask in place throughout
     # (its LIMIT_MAKER quotes never take them), so fills, prices and refusals are the same on every
     # run.
     LIQUIDITY = (
@@ -380,9 +392,16 @@ def keygate(request):
     yield from _serve(request, GENEROUS, liquidity=True)
 
 
-def _serve(request, rate_limits: str, liquidity: bool = False):
+@pytest.fixture(scope="session")
+def living_keygate(request):
+    """A keygate whose simulated market runs as the demo's does (history, the default taker
+    flow) and where nobody else trades: what a bot meets on a fresh `serve --demo`."""
+    yield from _serve(request, GENEROUS, market=("--market-seed", "7"))
+
+
+def _serve(request, rate_limits: str, liquidity: bool = False, market: tuple[str, ...] = ("--market-flow", "off")):
     root = Path(tempfile.mkdtemp(prefix="keygate-compat-"))
-    kg = Keygate(root, rate_limits, liquidity)
+    kg = Keygate(root, rate_limits, liquidity, market)
     try:
         kg.start()
         yield kg

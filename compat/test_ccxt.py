@@ -428,3 +428,42 @@ def test_a_fresh_demo_withdraws_at_once(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_freqtrade_style_bot_trades_on_a_fresh_living_market(living_keygate):
+    """What freqtrade does on a fresh demo, with no other account trading: candles first (500,
+    for its indicators), then a limit buy at the touch that fills (the simulated taker flow trades
+    into it), then the coins sold back the same way. Before the market had history and a flow,
+    the candles were empty and the order never filled."""
+    kg = living_keygate
+    name = kg.account({"USDT": "1000"})
+    ex = fresh(kg, kg.key(name, "hmac", "read,trade"))
+    ex.load_markets()
+    candles = ex.fetch_ohlcv("BTC/USDT", "1m", limit=500)
+    assert len(candles) == 500
+    assert all(b[0] - a[0] == 60_000 for a, b in zip(candles, candles[1:])), "one candle a minute, no gap"
+    assert all(c[5] > 0 for c in candles[:-1]), "every past minute traded"
+    assert all(c[3] <= min(c[1], c[4]) and c[2] >= max(c[1], c[4]) for c in candles)
+
+    def filled(order: dict, side: str) -> dict:
+        deadline = time.monotonic() + 120
+        while (o := ex.fetch_order(order["id"], "BTC/USDT"))["status"] != "closed":
+            assert o["status"] == "open", o
+            assert time.monotonic() < deadline, f"the {side} at the touch did not fill in 120 s: {o}"
+            time.sleep(0.5)
+        return o
+
+    bid = ex.fetch_order_book("BTC/USDT", 5)["bids"][0][0]
+    buy = filled(ex.create_order("BTC/USDT", "limit", "buy", 0.001, bid), "buy")
+    assert buy["filled"] == 0.001 and buy["average"] == bid
+    mine = [t for t in ex.fetch_my_trades("BTC/USDT") if t["order"] == buy["id"]]
+    assert mine and all(t["takerOrMaker"] == "maker" and t["fee"]["currency"] == "BTC" for t in mine)
+    # 0.1 % maker fee, taken from the BTC bought.
+    assert sum(D(t["info"]["commission"]) for t in mine) == Decimal("0.00000100")
+
+    btc = ex.fetch_balance()["free"]["BTC"]
+    qty = float(ex.amount_to_precision("BTC/USDT", btc))
+    ask = ex.fetch_order_book("BTC/USDT", 5)["asks"][0][0]
+    sell = filled(ex.create_order("BTC/USDT", "limit", "sell", qty, ask), "sell")
+    assert sell["filled"] == qty
+    assert ex.fetch_balance()["free"]["BTC"] < 0.00001, "all but the dust below one step was sold"

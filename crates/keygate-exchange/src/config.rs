@@ -97,6 +97,15 @@ pub struct MarketSpec {
     pub max_num_orders: u32,
     /// The price the simulated market maker quotes around.
     pub reference_price: Amount,
+    /// Typical daily volatility of the simulated market, in basis points (250 = 2.5 % a day):
+    /// how far its seeded random walk, and so its generated history, moves. Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_volatility_bps: Option<u32>,
+    /// Typical daily volume of the simulated market, in the base asset: what its generated
+    /// history trades and what the simulated taker flow aims at. Default: two million minimum
+    /// notionals a day at the reference price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_volume: Option<Amount>,
 }
 
 /// Why a config was refused.
@@ -151,9 +160,10 @@ fn net(network: &str, fee: &str, min: &str, max: &str) -> Built<NetworkSpec> {
     })
 }
 
-/// `[symbol, base, quote, tick, step, min_qty, max_qty, market_max_qty, min_notional, reference]`.
-fn market(f: [&str; 10]) -> Built<MarketSpec> {
-    let [symbol, base, quote, tick, step, min_qty, max_qty, market_max_qty, min_notional, reference] = f;
+/// `[symbol, base, quote, tick, step, min_qty, max_qty, market_max_qty, min_notional, reference,
+/// daily volatility in bps, daily volume]`.
+fn market(f: [&str; 12]) -> Built<MarketSpec> {
+    let [symbol, base, quote, tick, step, min_qty, max_qty, market_max_qty, min_notional, reference, vol, volume] = f;
     Ok(MarketSpec {
         symbol: sym(symbol)?,
         base: coin(base)?,
@@ -172,6 +182,8 @@ fn market(f: [&str; 10]) -> Built<MarketSpec> {
         taker_fee: amt("0.001")?,
         max_num_orders: 200,
         reference_price: amt(reference)?,
+        daily_volatility_bps: Some(vol.parse().map_err(|_| format!("volatility {vol:?}"))?),
+        daily_volume: Some(amt(volume)?),
     })
 }
 
@@ -195,10 +207,14 @@ fn build_default() -> Built<ExchangeConfig> {
         asset("BNB", "BNB", vec![net("BSC", "0.0005", "0.01", "100000")?])?,
     ];
     let markets = vec![
-        market(["BTCUSDT", "BTC", "USDT", "0.01", "0.00001", "0.00001", "9000", "100", "5", "60000"])?,
-        market(["ETHUSDT", "ETH", "USDT", "0.01", "0.0001", "0.0001", "9000", "2000", "5", "3000"])?,
-        market(["ETHBTC", "ETH", "BTC", "0.00001", "0.001", "0.001", "100000", "2000", "0.0001", "0.05"])?,
-        market(["BNBUSDT", "BNB", "USDT", "0.01", "0.001", "0.001", "9000", "5000", "5", "600"])?,
+        // Volatility and volume in proportion to Binance's own markets, volume scaled down so
+        // that the simulated flow can trade it at a modest order rate.
+        market(["BTCUSDT", "BTC", "USDT", "0.01", "0.00001", "0.00001", "9000", "100", "5", "60000", "250", "400"])?,
+        market(["ETHUSDT", "ETH", "USDT", "0.01", "0.0001", "0.0001", "9000", "2000", "5", "3000", "350", "5000"])?,
+        market([
+            "ETHBTC", "ETH", "BTC", "0.00001", "0.001", "0.001", "100000", "2000", "0.0001", "0.05", "200", "1500",
+        ])?,
+        market(["BNBUSDT", "BNB", "USDT", "0.01", "0.001", "0.001", "9000", "5000", "5", "600", "300", "8000"])?,
     ];
     Ok(ExchangeConfig { assets, markets, withdraw_delay_ms: DEFAULT_WITHDRAW_DELAY_MS })
 }
@@ -303,6 +319,9 @@ impl ExchangeConfig {
             }
             if m.max_num_orders == 0 {
                 return err(format!("{s}: max_num_orders must be at least 1"));
+            }
+            if m.daily_volatility_bps.is_some_and(|v| v > 5_000) {
+                return err(format!("{s}: daily_volatility_bps above 5000 (50 % a day)"));
             }
         }
         Ok(())

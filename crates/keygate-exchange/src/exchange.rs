@@ -11,6 +11,7 @@
 use crate::book::Book;
 use crate::config::{ConfigError, ExchangeConfig, MarketSpec};
 use crate::error::ExchangeError;
+use crate::history::{History, HistoryRecord, HistorySpec, MAX_HISTORY_DAYS, MINUTE_MS, WalkParams};
 use crate::ledger::{ChangedAccounts, Ledger};
 use crate::order::{Fill, Order, OrderRef, OrderType, Side, StpMode, TimeInForce, Trade};
 use crate::wallet::{Deposit, DepositRecord, Withdraw, WithdrawalRecord};
@@ -87,6 +88,9 @@ pub enum Command {
     Withdraw(Withdraw),
     /// Completes withdrawals whose processing delay has passed.
     AdvanceWithdrawals,
+    /// Gives a sandbox without trades its simulated history (see [`crate::history`]): once, by
+    /// the simulated market when it starts.
+    SeedHistory(HistorySpec),
 }
 
 /// A placed order and its fills: what the FULL response needs.
@@ -124,6 +128,8 @@ pub enum Outcome {
     WithdrawApplied(WithdrawalRecord),
     /// These withdrawals completed.
     WithdrawalsCompleted(Vec<WithdrawalRecord>),
+    /// The history was generated: what it is rebuilt from.
+    HistorySeeded(HistoryRecord),
 }
 
 /// A market's filters and asset indices, copied out of the spec for the hot path.
@@ -201,6 +207,12 @@ pub struct Exchange {
     pub(crate) next_withdrawal: usize,
     /// The latest `now` applied: time never runs backwards inside the engine.
     pub(crate) clock: UnixMillis,
+    /// The simulated history, once seeded (its record in snapshots; the rest regenerated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) history: Option<History>,
+    /// Trade ids up to this one belong to the history: live trades are numbered after them.
+    #[serde(default)]
+    pub(crate) trade_id_base: u64,
 }
 
 /// `price * qty` in quote units (exact when the config's decimals sum to at most 8).
@@ -275,6 +287,8 @@ impl Exchange {
             withdrawals: Vec::new(),
             next_withdrawal: 0,
             clock: UnixMillis(0),
+            history: None,
+            trade_id_base: 0,
         })
     }
 
@@ -338,6 +352,7 @@ impl Exchange {
             Command::Deposit(d) => Outcome::Deposited(self.deposit(d, now)?),
             Command::Withdraw(w) => Outcome::WithdrawApplied(self.withdraw(w, now)?),
             Command::AdvanceWithdrawals => Outcome::WithdrawalsCompleted(self.advance_withdrawals(now)?),
+            Command::SeedHistory(spec) => Outcome::HistorySeeded(self.seed_history(*spec, now)?),
         };
         self.clock = now;
         Ok(out)
@@ -359,26 +374,59 @@ impl Exchange {
         self.accounts.get(&account).and_then(|a| a.get(&(m as u32)))
     }
 
-    /// The 5-minute average price used for MARKET notional checks (reference price if no trades).
+    /// The live trade with id `id` (history trades are generated, not kept: see
+    /// [`crate::history`]).
+    pub(crate) fn trade(&self, id: u64) -> Option<&Trade> {
+        id.checked_sub(1 + self.trade_id_base).and_then(|i| self.trades.get(i as usize))
+    }
+
+    /// The simulated history, once seeded.
+    #[must_use]
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    /// Whether any trade happened on this exchange (history aside).
+    #[must_use]
+    pub fn has_trades(&self) -> bool {
+        !self.trades.is_empty()
+    }
+
+    /// The 5-minute average price used for MARKET notional checks: volume-weighted over the
+    /// trades of the last five minutes, history included, else the last price.
     pub(crate) fn avg_price_units(&self, m: usize, now: UnixMillis) -> u64 {
-        let Ok(ms) = self.market(m) else { return 0 };
-        let from = now.0.saturating_sub(5 * 60_000);
-        let (mut qty, mut quote) = (0u128, 0u128);
-        for id in ms.trades.iter().rev() {
-            let Some(t) = id.checked_sub(1).and_then(|i| self.trades.get(i as usize)) else { break };
-            if t.time.0 < from {
-                break;
-            }
-            qty += u128::from(t.qty.units());
-            quote += u128::from(t.quote_qty.units());
+        let agg = self.agg(m, now.0.saturating_sub(5 * 60_000), u64::MAX);
+        match (agg.quote * UNIT).checked_div(agg.volume) {
+            Some(avg) => u64::try_from(avg).unwrap_or(u64::MAX),
+            None => self.last_price_units(m),
         }
-        if let Some(avg) = (quote * UNIT).checked_div(qty) {
-            return u64::try_from(avg).unwrap_or(u64::MAX);
+    }
+
+    /// Gives the exchange `spec.days` of history ending at the minute `now` is in.
+    fn seed_history(&mut self, spec: HistorySpec, now: UnixMillis) -> Result<HistoryRecord, ExchangeError> {
+        if self.history.is_some() {
+            return Err(ExchangeError::Internal("the history is already seeded"));
         }
-        match ms.trades.last().and_then(|id| id.checked_sub(1)).and_then(|i| self.trades.get(i as usize)) {
-            Some(t) => t.price.units(),
-            None => ms.params.reference_price,
+        if !self.trades.is_empty() {
+            return Err(ExchangeError::Internal("history can only be seeded before the first trade"));
         }
+        if spec.days > MAX_HISTORY_DAYS {
+            return Err(ExchangeError::Internal("too many days of history"));
+        }
+        let end = now.0 - now.0 % MINUTE_MS;
+        let days = spec.days.min(u32::try_from(end / (1440 * MINUTE_MS)).unwrap_or(u32::MAX));
+        let markets = self
+            .config
+            .markets
+            .iter()
+            .zip(&self.markets)
+            .map(|(spec, ms)| WalkParams::of(spec, ms.params.reference_price))
+            .collect();
+        let history = History::build(HistoryRecord { seed: spec.seed, days, end, markets });
+        self.trade_id_base = history.trade_count();
+        let record = history.record().clone();
+        self.history = Some(history);
+        Ok(record)
     }
 
     fn resolve_open(&self, account: AccountId, m: usize, order: &OrderRef) -> Result<u64, ExchangeError> {

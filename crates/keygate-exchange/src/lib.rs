@@ -9,6 +9,7 @@ pub mod book;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod history;
 mod ids;
 pub mod ledger;
 pub mod market_maker;
@@ -19,6 +20,7 @@ pub mod wallet;
 pub use config::{AssetSpec, ConfigError, ExchangeConfig, MarketSpec, NetworkSpec};
 pub use error::ExchangeError;
 pub use exchange::{CanceledOrder, Command, Exchange, NewOrder, Outcome, PlacedOrder};
+pub use history::{DEFAULT_HISTORY_DAYS, History, HistoryRecord, HistorySpec, MAX_HISTORY_DAYS};
 pub use ledger::{AssetReport, Balance, ChangedAccounts, InvariantViolation, Ledger};
 pub use market_maker::{MarketMaker, MarketMakerConfig};
 pub use order::{

@@ -5,6 +5,7 @@
 use crate::config::{AssetSpec, MarketSpec};
 use crate::error::ExchangeError;
 use crate::exchange::{Exchange, UNIT};
+use crate::history::{Agg, History, MINUTE_MS};
 use crate::order::{MyTrade, Order, OrderRef, PublicTrade, Side, Trade};
 use crate::wallet::{DepositRecord, WithdrawalRecord};
 use keygate_proto::{AccountId, Amount, AssetCode, ErrorCode, Symbol, UnixMillis};
@@ -105,6 +106,24 @@ fn history_window(q: &HistoryQuery, now: UnixMillis) -> Result<(u64, u64), Excha
         return Err(ExchangeError::HistoryWindowTooLong);
     }
     Ok((s, e))
+}
+
+/// A live trade as the public sees it.
+fn public_of(t: &Trade) -> PublicTrade {
+    PublicTrade {
+        id: t.id,
+        price: t.price,
+        qty: t.qty,
+        quote_qty: t.quote_qty,
+        time: t.time,
+        is_buyer_maker: t.is_buyer_maker,
+        is_best_match: true,
+    }
+}
+
+/// A sum in units as an amount (saturating: no market trades 1.8e11 of a coin).
+fn to_amount(v: u128) -> Amount {
+    Amount::from_units(u64::try_from(v).unwrap_or(u64::MAX))
 }
 
 /// Signed decimal text of `units` (e.g. `-12.50000000`).
@@ -232,14 +251,6 @@ fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
 }
 
 impl Exchange {
-    fn trade(&self, id: u64) -> Option<&Trade> {
-        id.checked_sub(1).and_then(|i| self.trades.get(i as usize))
-    }
-
-    fn market_trades(&self, m: usize) -> Result<Vec<&Trade>, ExchangeError> {
-        Ok(self.market(m)?.trades.iter().filter_map(|id| self.trade(*id)).collect())
-    }
-
     /// Every asset's balance for the account (zeros included, as Binance lists them).
     #[must_use]
     pub fn balances(&self, account: AccountId) -> Vec<BalanceView> {
@@ -433,34 +444,189 @@ impl Exchange {
         })
     }
 
-    /// `GET /api/v3/trades`: the most recent trades, oldest first (limit default 500, max 1000).
+    /// Market `m`'s live trade ids, ascending (and so in time order).
+    fn live_ids(&self, m: usize) -> &[u64] {
+        self.markets.get(m).map_or(&[], |ms| ms.trades.as_slice())
+    }
+
+    /// The first of market `m`'s live trades at or after `t`, as an index into [`Self::live_ids`].
+    fn live_from(&self, m: usize, t: u64) -> usize {
+        self.live_ids(m).partition_point(|id| self.trade(*id).is_some_and(|x| x.time.0 < t))
+    }
+
+    /// Sums over market `m`'s trades within `[from, to)`: the history's, then the live ones.
+    pub(crate) fn agg(&self, m: usize, from: u64, to: u64) -> Agg {
+        let mut agg = Agg::default();
+        if let Some(h) = &self.history {
+            h.add_to(m, from, to, &mut agg);
+        }
+        let ids = self.live_ids(m);
+        for id in ids.get(self.live_from(m, from)..).unwrap_or(&[]) {
+            let Some(t) = self.trade(*id) else { continue };
+            if t.time.0 >= to {
+                break;
+            }
+            agg.trade(t.id, t.price.units(), t.qty.units(), t.quote_qty.units(), t.is_buyer_maker);
+        }
+        agg
+    }
+
+    /// Market `m`'s trade `id`, from the history or live.
+    fn public_trade(&self, m: usize, id: u64) -> Option<PublicTrade> {
+        if id > self.trade_id_base {
+            self.trade(id).filter(|t| t.market as usize == m).map(public_of)
+        } else {
+            self.history.as_ref()?.trade_by_id(m, id)
+        }
+    }
+
+    /// Market `m`'s last trade, from the history or live.
+    fn last_trade(&self, m: usize) -> Option<PublicTrade> {
+        if let Some(t) = self.live_ids(m).last().and_then(|id| self.trade(*id)) {
+            return Some(public_of(t));
+        }
+        let h = self.history.as_ref()?;
+        let (_, past) = h.id_range(m)?;
+        h.trade_by_id(m, past - 1)
+    }
+
+    /// Market `m`'s last trade before `t`, from the history or live.
+    fn last_before(&self, m: usize, t: u64) -> Option<PublicTrade> {
+        let ids = self.live_ids(m);
+        if let Some(x) = self.live_from(m, t).checked_sub(1).and_then(|i| ids.get(i)).and_then(|id| self.trade(*id)) {
+            return Some(public_of(x));
+        }
+        let h = self.history.as_ref()?;
+        let mut i = h.minute_of(t.min(h.end()).checked_sub(1)?)?;
+        loop {
+            if let Some(x) = h.minute_trades(m, i).into_iter().rev().find(|x| x.time.0 < t) {
+                return Some(x);
+            }
+            i = i.checked_sub(1)?;
+        }
+    }
+
+    /// Market `m`'s last price: the last trade's, history included, else the reference price.
+    pub(crate) fn last_price_units(&self, m: usize) -> u64 {
+        if let Some(t) = self.live_ids(m).last().and_then(|id| self.trade(*id)) {
+            return t.price.units();
+        }
+        self.history
+            .as_ref()
+            .and_then(|h| h.last_close(m))
+            .or_else(|| self.markets.get(m).map(|ms| ms.params.reference_price))
+            .unwrap_or(0)
+    }
+
+    /// Market `m`'s latest `limit` trades at or before `until`, oldest first, history included.
+    fn latest_trades(&self, m: usize, limit: usize, until: u64) -> Vec<PublicTrade> {
+        let ids = self.live_ids(m);
+        let hi = self.live_from(m, until.saturating_add(1));
+        let lo = hi.saturating_sub(limit);
+        let live: Vec<PublicTrade> =
+            ids.get(lo..hi).unwrap_or(&[]).iter().filter_map(|id| self.trade(*id)).map(public_of).collect();
+        let Some(h) = self.history.as_ref().filter(|_| live.len() < limit) else { return live };
+        let need = limit - live.len();
+        let mut older = Vec::with_capacity(need);
+        let mut i = if until >= h.end() {
+            h.minutes(m)
+        } else if until < h.start() {
+            0
+        } else {
+            h.minute_of(until).map_or(0, |i| i + 1)
+        };
+        while older.len() < need && i > 0 {
+            i -= 1;
+            for t in h.minute_trades(m, i).into_iter().rev().filter(|t| t.time.0 <= until) {
+                if older.len() < need {
+                    older.push(t);
+                }
+            }
+        }
+        older.reverse();
+        older.extend(live);
+        older
+    }
+
+    /// `GET /api/v3/trades`: the most recent trades, oldest first (limit default 500, max 1000),
+    /// the history's included.
     ///
     /// # Errors
     /// -1121 unknown symbol; -1100 limit out of range.
     pub fn recent_trades(&self, symbol: &Symbol, limit: Option<u32>) -> Result<Vec<PublicTrade>, ExchangeError> {
         let m = self.market_idx(symbol)?;
         let limit = limit_of(limit, 500, 1000)?;
-        let ids = &self.market(m)?.trades;
-        let from = ids.len().saturating_sub(limit);
-        Ok(ids
-            .get(from..)
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|id| self.trade(*id))
-            .map(|t| PublicTrade {
-                id: t.id,
-                price: t.price,
-                qty: t.qty,
-                quote_qty: t.quote_qty,
-                time: t.time,
-                is_buyer_maker: t.is_buyer_maker,
-                is_best_match: true,
-            })
-            .collect())
+        Ok(self.latest_trades(m, limit, u64::MAX))
     }
 
-    /// `GET /api/v3/klines` built from this exchange's trades. Intervals without trades repeat
-    /// the previous close with zero volume; nothing before the first trade is reported.
+    /// `GET /api/v3/historicalTrades` and `GET /api/v3/aggTrades`: trades from id `from_id` up,
+    /// or from `start` up, or else the most recent ones; none after `end`; oldest first; at most
+    /// `limit` (clamped to 1..=1000). The history's trades are included, with their ids.
+    ///
+    /// # Errors
+    /// -1121 unknown symbol.
+    pub fn trades_since(
+        &self,
+        symbol: &Symbol,
+        from_id: Option<u64>,
+        start: Option<UnixMillis>,
+        end: Option<UnixMillis>,
+        limit: usize,
+    ) -> Result<Vec<PublicTrade>, ExchangeError> {
+        let m = self.market_idx(symbol)?;
+        let limit = limit.clamp(1, 1000);
+        let until = end.map_or(u64::MAX, |e| e.0);
+        if from_id.is_none() && start.is_none() {
+            return Ok(self.latest_trades(m, limit, until));
+        }
+        let keep = |t: &PublicTrade| {
+            from_id.is_none_or(|f| t.id >= f) && start.is_none_or(|s| t.time >= s) && t.time.0 <= until
+        };
+        let mut out = Vec::new();
+        if let Some(h) = &self.history {
+            let first_minute = match (from_id, start) {
+                (Some(id), _) => match h.id_range(m) {
+                    Some((lo, _)) if id <= lo => Some(0),
+                    Some((_, past)) if id < past => h.minute_of_id(m, id),
+                    _ => None,
+                },
+                (None, Some(s)) if s.0 < h.start() => Some(0),
+                (None, Some(s)) => h.minute_of(s.0),
+                (None, None) => None,
+            };
+            if let Some(mut i) = first_minute {
+                while i < h.minutes(m) && out.len() < limit {
+                    for t in h.minute_trades(m, i).into_iter().filter(|t| keep(t)) {
+                        if out.len() < limit {
+                            out.push(t);
+                        }
+                    }
+                    i += 1;
+                    if h.start().saturating_add(i as u64 * MINUTE_MS) > until {
+                        break;
+                    }
+                }
+            }
+        }
+        let ids = self.live_ids(m);
+        let lo = match (from_id, start) {
+            (Some(f), _) => ids.partition_point(|id| *id < f),
+            (None, Some(s)) => self.live_from(m, s.0),
+            (None, None) => ids.len(),
+        };
+        for id in ids.get(lo..).unwrap_or(&[]) {
+            let Some(t) = self.trade(*id) else { continue };
+            if out.len() >= limit || t.time.0 > until {
+                break;
+            }
+            out.push(public_of(t));
+        }
+        Ok(out)
+    }
+
+    /// `GET /api/v3/klines`: candles from the history and the live trades. Intervals without
+    /// trades repeat the previous close with zero volume; nothing before the first trade (the
+    /// start of the history, when there is one) is reported.
     ///
     /// # Errors
     /// -1121 unknown symbol; -1120 unknown interval; -1100 limit out of range.
@@ -477,9 +643,10 @@ impl Exchange {
         let iv = KlineInterval::parse(interval)
             .ok_or(ExchangeError::BadParam { code: ErrorCode::BadInterval, msg: "Invalid interval.".to_owned() })?;
         let limit = limit_of(limit, 500, 1000)?;
-        let trades = self.market_trades(m)?;
-        let Some(first) = trades.first() else { return Ok(Vec::new()) };
-        let first_bucket = iv.start_of(first.time.0);
+        let history_start = self.history.as_ref().filter(|h| h.minutes(m) > 0).map(History::start);
+        let live_start = self.live_ids(m).first().and_then(|id| self.trade(*id)).map(|t| t.time.0);
+        let Some(first) = history_start.into_iter().chain(live_start).min() else { return Ok(Vec::new()) };
+        let first_bucket = iv.start_of(first);
         let end_t = end.map_or(now.0, |e| e.0);
         let last_bucket = iv.start_of(end_t);
         if last_bucket < first_bucket {
@@ -507,43 +674,30 @@ impl Exchange {
             }
         }
         let mut out = Vec::with_capacity(starts.len());
+        let mut prev_close: Option<u64> = None;
         for open in starts {
             let close_at = iv.next(open);
-            let lo = trades.partition_point(|t| t.time.0 < open);
-            let hi = trades.partition_point(|t| t.time.0 < close_at);
-            let slice = trades.get(lo..hi).unwrap_or(&[]);
-            let prev_close = lo.checked_sub(1).and_then(|i| trades.get(i)).map_or(Amount::ZERO, |t| t.price);
-            let mut k = Kline {
-                open_time: UnixMillis(open),
-                open: slice.first().map_or(prev_close, |t| t.price),
-                high: prev_close,
-                low: prev_close,
-                close: slice.last().map_or(prev_close, |t| t.price),
-                volume: Amount::ZERO,
-                close_time: UnixMillis(close_at.saturating_sub(1)),
-                quote_volume: Amount::ZERO,
-                trades: slice.len() as u64,
-                taker_buy_base: Amount::ZERO,
-                taker_buy_quote: Amount::ZERO,
+            let a = self.agg(m, open, close_at);
+            let prev = prev_close.unwrap_or_else(|| self.last_before(m, open).map_or(0, |t| t.price.units()));
+            let (o, c) = match (a.first, a.last) {
+                (Some((_, o)), Some((_, c))) => (o, c),
+                _ => (prev, prev),
             };
-            if !slice.is_empty() {
-                k.high = slice.iter().map(|t| t.price).max().unwrap_or(prev_close);
-                k.low = slice.iter().map(|t| t.price).min().unwrap_or(prev_close);
-                let sum = |f: &dyn Fn(&Trade) -> u64, taker_buy: bool| {
-                    Amount::from_units(
-                        slice
-                            .iter()
-                            .filter(|t| !taker_buy || !t.is_buyer_maker)
-                            .map(|t| f(t))
-                            .fold(0u64, u64::saturating_add),
-                    )
-                };
-                k.volume = sum(&|t| t.qty.units(), false);
-                k.quote_volume = sum(&|t| t.quote_qty.units(), false);
-                k.taker_buy_base = sum(&|t| t.qty.units(), true);
-                k.taker_buy_quote = sum(&|t| t.quote_qty.units(), true);
-            }
-            out.push(k);
+            let empty = a.count == 0;
+            out.push(Kline {
+                open_time: UnixMillis(open),
+                open: Amount::from_units(o),
+                high: Amount::from_units(if empty { prev } else { a.high }),
+                low: Amount::from_units(if empty { prev } else { a.low }),
+                close: Amount::from_units(c),
+                volume: to_amount(a.volume),
+                close_time: UnixMillis(close_at.saturating_sub(1)),
+                quote_volume: to_amount(a.quote),
+                trades: a.count,
+                taker_buy_base: to_amount(a.taker_buy_base),
+                taker_buy_quote: to_amount(a.taker_buy_quote),
+            });
+            prev_close = Some(c);
         }
         Ok(out)
     }
@@ -553,24 +707,28 @@ impl Exchange {
     /// # Errors
     /// -1121 unknown symbol.
     pub fn ticker_24h(&self, symbol: &Symbol, now: UnixMillis) -> Result<Ticker24h, ExchangeError> {
+        self.ticker_window(symbol, DAY_MS, now)
+    }
+
+    /// `GET /api/v3/ticker` (the rolling window statistics): as `ticker/24hr`, over
+    /// `[now - window_ms, now]`. History and live trades both count.
+    ///
+    /// # Errors
+    /// -1121 unknown symbol.
+    pub fn ticker_window(&self, symbol: &Symbol, window_ms: u64, now: UnixMillis) -> Result<Ticker24h, ExchangeError> {
         let m = self.market_idx(symbol)?;
-        let trades = self.market_trades(m)?;
-        let open_time = now.0.saturating_sub(DAY_MS);
-        let lo = trades.partition_point(|t| t.time.0 < open_time);
-        let window = trades.get(lo..).unwrap_or(&[]);
-        let prev_close = lo.checked_sub(1).and_then(|i| trades.get(i)).map_or(Amount::ZERO, |t| t.price);
-        let last = window.last();
-        let open = window.first().map_or(Amount::ZERO, |t| t.price);
-        let last_price = last.map_or(prev_close, |t| t.price);
-        let volume: u128 = window.iter().map(|t| u128::from(t.qty.units())).sum();
-        let quote_volume: u128 = window.iter().map(|t| u128::from(t.quote_qty.units())).sum();
-        let change = if window.is_empty() { 0 } else { i128::from(last_price.units()) - i128::from(open.units()) };
+        let open_time = now.0.saturating_sub(window_ms);
+        let a = self.agg(m, open_time, now.0.saturating_add(1));
+        let prev_close = self.last_before(m, open_time).map_or(Amount::ZERO, |t| t.price);
+        let last = a.last.and_then(|(id, _)| self.public_trade(m, id));
+        let open = a.first.map_or(Amount::ZERO, |(_, p)| Amount::from_units(p));
+        let last_price = last.as_ref().map_or(prev_close, |t| t.price);
+        let change = if a.count == 0 { 0 } else { i128::from(last_price.units()) - i128::from(open.units()) };
         let pct_milli = if open.units() == 0 { 0 } else { change * 100_000 / i128::from(open.units()) };
         let pct_sign = if pct_milli < 0 { "-" } else { "" };
         let book = &self.market(m)?.book;
         let (bid, bid_qty) = book.best(Side::Buy).unwrap_or((0, 0));
         let (ask, ask_qty) = book.best(Side::Sell).unwrap_or((0, 0));
-        let to_amount = |v: u128| Amount::from_units(u64::try_from(v).unwrap_or(u64::MAX));
         Ok(Ticker24h {
             symbol: symbol.clone(),
             price_change: signed(change),
@@ -579,24 +737,24 @@ impl Exchange {
                 pct_milli.unsigned_abs() / 1000,
                 pct_milli.unsigned_abs() % 1000
             ),
-            weighted_avg_price: (quote_volume * UNIT).checked_div(volume).map_or(Amount::ZERO, to_amount),
+            weighted_avg_price: (a.quote * UNIT).checked_div(a.volume).map_or(Amount::ZERO, to_amount),
             prev_close_price: prev_close,
             last_price,
-            last_qty: last.map_or(Amount::ZERO, |t| t.qty),
+            last_qty: last.as_ref().map_or(Amount::ZERO, |t| t.qty),
             bid_price: Amount::from_units(bid),
             bid_qty: Amount::from_units(bid_qty),
             ask_price: Amount::from_units(ask),
             ask_qty: Amount::from_units(ask_qty),
             open_price: open,
-            high_price: window.iter().map(|t| t.price).max().unwrap_or(Amount::ZERO),
-            low_price: window.iter().map(|t| t.price).min().unwrap_or(Amount::ZERO),
-            volume: to_amount(volume),
-            quote_volume: to_amount(quote_volume),
+            high_price: Amount::from_units(if a.count == 0 { 0 } else { a.high }),
+            low_price: Amount::from_units(if a.count == 0 { 0 } else { a.low }),
+            volume: to_amount(a.volume),
+            quote_volume: to_amount(a.quote),
             open_time: UnixMillis(open_time),
             close_time: now,
-            first_id: window.first().map_or(-1, |t| t.id as i64),
-            last_id: last.map_or(-1, |t| t.id as i64),
-            count: window.len() as u64,
+            first_id: a.first.map_or(-1, |(id, _)| id as i64),
+            last_id: a.last.map_or(-1, |(id, _)| id as i64),
+            count: a.count,
         })
     }
 
@@ -618,28 +776,24 @@ impl Exchange {
         })
     }
 
-    /// `GET /api/v3/ticker/price`: the last trade price, or the reference price before any trade.
+    /// `GET /api/v3/ticker/price`: the last trade price (the history's included), or the
+    /// reference price before any trade.
     ///
     /// # Errors
     /// -1121 unknown symbol.
     pub fn last_price(&self, symbol: &Symbol) -> Result<Amount, ExchangeError> {
         let m = self.market_idx(symbol)?;
-        let ms = self.market(m)?;
-        Ok(ms
-            .trades
-            .last()
-            .and_then(|id| self.trade(*id))
-            .map_or(Amount::from_units(ms.params.reference_price), |t| t.price))
+        Ok(Amount::from_units(self.last_price_units(m)))
     }
 
-    /// `GET /api/v3/avgPrice`: volume-weighted over the last 5 minutes, else the last price, else
-    /// the reference price.
+    /// `GET /api/v3/avgPrice`: volume-weighted over the last 5 minutes (the history's trades
+    /// included), else the last price, else the reference price; `closeTime` is the last trade's.
     ///
     /// # Errors
     /// -1121 unknown symbol.
     pub fn avg_price(&self, symbol: &Symbol, now: UnixMillis) -> Result<AvgPrice, ExchangeError> {
         let m = self.market_idx(symbol)?;
-        let close_time = self.market(m)?.trades.last().and_then(|id| self.trade(*id)).map_or(now, |t| t.time);
+        let close_time = self.last_trade(m).map_or(now, |t| t.time);
         Ok(AvgPrice { mins: 5, price: Amount::from_units(self.avg_price_units(m, now)), close_time })
     }
 

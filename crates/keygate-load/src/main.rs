@@ -43,6 +43,10 @@ struct Args {
     /// against the number of stored keys).
     #[arg(long, default_value = "endpoints")]
     mode: String,
+    /// The server's simulated taker flow (`serve --market-flow`): orders a second on each
+    /// market, or `off` (the default, as in the runs before it existed).
+    #[arg(long, default_value = "off")]
+    market_flow: String,
     /// `--sync` mode of the server: normal (survives kill -9) or full (also power loss).
     #[arg(long, default_value = "normal")]
     sync: String,
@@ -87,6 +91,8 @@ struct Server {
     child: Child,
     url: String,
     dir: tempfile::TempDir,
+    /// `http://addr/metrics` of the server's metrics listener.
+    metrics: String,
 }
 
 impl Drop for Server {
@@ -124,6 +130,7 @@ fn start(args: &Args, dir: Option<tempfile::TempDir>) -> anyhow::Result<Server> 
     };
     let mut serve = Command::new(&args.keygate);
     serve.args(["serve", "--listen", "127.0.0.1:0", "--market-maker", "--sync", &args.sync]);
+    serve.args(["--market-flow", &args.market_flow, "--metrics-listen", "127.0.0.1:0"]);
     match &args.rate_limits_config {
         Some(file) => serve.arg("--rate-limits-config").arg(file),
         None => serve.args(["--rate-limits", "off"]),
@@ -140,10 +147,21 @@ fn start(args: &Args, dir: Option<tempfile::TempDir>) -> anyhow::Result<Server> 
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot run {}", args.keygate.display()))?;
+    let mut reader = BufReader::new(child.stdout.as_mut().context("no stdout")?);
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().context("no stdout")?).read_line(&mut line)?;
+    reader.read_line(&mut line)?;
     let url = line.trim().strip_prefix("keygate listening on ").context("no address printed")?.to_owned();
-    Ok(Server { child, url, dir })
+    // The console's line, then the metrics address.
+    let mut metrics = String::new();
+    for _ in 0..3 {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if let Some(m) = line.trim().strip_prefix("metrics: ") {
+            m.clone_into(&mut metrics);
+            break;
+        }
+    }
+    Ok(Server { child, url, dir, metrics })
 }
 
 /// Memory of a process from `/proc/<pid>/status`, in KiB.
@@ -611,6 +629,8 @@ async fn endpoints(args: &Args) -> anyhow::Result<()> {
         .filter(|e| *e == Endpoint::Ping || args.only.is_empty() || args.only.iter().any(|o| e.short() == o))
         .collect();
     let mut results: Vec<Vec<Round>> = endpoints.iter().map(|_| Vec::new()).collect();
+    let depths = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let queue = tokio::spawn(sample_queue_depth(http.clone(), server.metrics.clone(), Arc::clone(&depths)));
     for round in 0..args.rounds {
         for (i, e) in endpoints.iter().enumerate() {
             if *e == Endpoint::AccountHmacPresigned {
@@ -660,8 +680,46 @@ async fn endpoints(args: &Args) -> anyhow::Result<()> {
         "  (req/ping: ratio of the medians; round med: median over rounds of each round's ratio to that round's ping;\n   \
          server µs, client µs: CPU time per answered request from /proc/<pid>/stat, medians over rounds)"
     );
+    queue.abort();
+    let depths = depths.lock().map(|d| d.clone()).unwrap_or_default();
+    if !depths.is_empty() {
+        let mut sorted = depths.clone();
+        sorted.sort_unstable();
+        let p99 = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
+        println!(
+            "  engine queue depth (--market-flow {}): max {}, p99 {p99}, mean {:.2} over {} samples every 100 ms",
+            args.market_flow,
+            sorted.last().copied().unwrap_or(0),
+            depths.iter().sum::<u64>() as f64 / depths.len() as f64,
+            depths.len()
+        );
+    }
     drop(server);
     Ok(())
+}
+
+/// Samples the engine's queue depth (`keygate_engine_queue_depth` on the metrics listener) every
+/// 100 ms into `into`, so that a run shows whether the engine keeps up (with `--market-flow`, the
+/// simulated market's batches share it with the load). Runs until aborted.
+async fn sample_queue_depth(http: reqwest::Client, metrics: String, into: Arc<std::sync::Mutex<Vec<u64>>>) {
+    if metrics.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let Ok(res) = http.get(&metrics).send().await else { continue };
+        let Ok(text) = res.text().await else { continue };
+        if let Some(v) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("keygate_engine_queue_depth "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            && let Ok(mut seen) = into.lock()
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // A gauge of at most 8,192.
+            seen.push(v as u64);
+        }
+    }
 }
 
 /// Stores `count` fresh keys of `key_type` for account `load` in `dir` through the store's

@@ -64,6 +64,8 @@ pub enum Weight {
     WithSymbol(u32, u32),
     /// `ticker/24hr`: by `symbol`, or how many `symbols`.
     Ticker24hr,
+    /// `ticker` (rolling window): 4 a symbol, at most 200.
+    TickerWindow,
     /// `order/test`: 20 with `computeCommissionRates=true`, else 1.
     OrderTest,
 }
@@ -96,6 +98,7 @@ impl Weight {
                 }
             }
             Self::Ticker24hr => 80,
+            Self::TickerWindow => 200,
             Self::OrderTest => 20,
         }
     }
@@ -136,6 +139,13 @@ impl Weight {
                     80
                 }
             }
+            Self::TickerWindow => match p.get("symbols") {
+                // As for ticker/24hr: half the quotes is at least the number of symbols.
+                Some(list) if p.get("symbol").is_none() => {
+                    u32::try_from(list.matches('"').count() / 2).unwrap_or(u32::MAX).clamp(1, 50) * 4
+                }
+                _ => 4,
+            },
             Self::OrderTest => {
                 if p.get("computeCommissionRates").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
                     20
@@ -240,6 +250,8 @@ endpoint_table! {
     Ticker24hr => GET "/api/v3/ticker/24hr", Public, Weight::Ticker24hr;
     /// `GET /api/v3/ticker/bookTicker`.
     BookTicker => GET "/api/v3/ticker/bookTicker", Public, Weight::WithSymbol(2, 4);
+    /// `GET /api/v3/ticker` (rolling window price change statistics).
+    TickerWindow => GET "/api/v3/ticker", Public, Weight::TickerWindow;
     /// `GET /api/v3/avgPrice`.
     AvgPrice => GET "/api/v3/avgPrice", Public, Weight::Fixed(2);
     // Spot account and orders (USER_DATA reads, TRADE writes).

@@ -240,13 +240,22 @@ pub enum AdminRequest {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// Pause the running server's simulated market.
+    MarketPause,
+    /// Resume it.
+    MarketResume,
+    /// Show it.
+    MarketStatus,
 }
 
 impl AdminRequest {
     /// True if and only if the request needs the exchange engine.
     #[must_use]
     pub fn needs_engine(&self) -> bool {
-        matches!(self, Self::Deposit { .. } | Self::AuditLedger)
+        matches!(
+            self,
+            Self::Deposit { .. } | Self::AuditLedger | Self::MarketPause | Self::MarketResume | Self::MarketStatus
+        )
     }
 }
 
@@ -391,6 +400,9 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
             to_json(&service.create_invite(actor, &note, valid_ms.unwrap_or(crate::invites::DEFAULT_INVITE_MS)).await?)
         }
         AdminRequest::InviteList => to_json(&service.list_invites(actor).await?),
+        AdminRequest::MarketPause => to_json(&service.pause_market(actor, true).await?),
+        AdminRequest::MarketResume => to_json(&service.pause_market(actor, false).await?),
+        AdminRequest::MarketStatus => to_json(&service.market_status().await?),
         AdminRequest::InviteRevoke { id } => to_json(&service.revoke_invite(actor, id).await?),
         AdminRequest::AccountPolicyShow { name } => to_json(&service.key_policy(actor, &name).await?),
         AdminRequest::AccountPolicySet { name, policy } => {

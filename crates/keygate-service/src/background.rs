@@ -1,11 +1,11 @@
-//! The service's background work: writing usage counters, completing withdrawals, the market
-//! maker's quotes. Each task is owned by the service that started it and stopped by
+//! The service's background work: writing usage counters, completing withdrawals (the simulated
+//! market's steps are in [`crate::market`]). Each task is owned by the service that started it and stopped by
 //! [`Service::shutdown`], so no caller has to remember which loops a running keygate has.
 
+use crate::Service;
 use crate::engine::Engine;
-use crate::{Service, ServiceResult};
-use keygate_exchange::{Command, MarketMaker, MarketMakerConfig};
-use std::sync::{Arc, Mutex, PoisonError};
+use keygate_exchange::Command;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -98,61 +98,6 @@ impl Service {
                 }
             }
         }));
-    }
-
-    /// Starts the simulated market maker: every half second its walk takes a step, and whatever
-    /// it asks for (funding, cancels, new quotes) goes through the engine like any other command,
-    /// journal included, as one batch.
-    ///
-    /// # Errors
-    /// [`crate::ServiceError::Internal`] when the service runs no exchange.
-    pub fn start_market_maker(&self, config: MarketMakerConfig) -> ServiceResult<()> {
-        let engine = self.engine()?.clone();
-        self.inner.background.push(tokio::spawn(async move {
-            // Only the writer's market maker quotes. A node that becomes the writer starts its
-            // own from the book as it finds it (the previous writer's quotes included).
-            let mut mm: Option<Arc<Mutex<MarketMaker>>> = None;
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if !engine.is_writer() {
-                    mm = None;
-                    continue;
-                }
-                let state = match &mm {
-                    Some(state) => Arc::clone(state),
-                    None => {
-                        let config = config.clone();
-                        let Ok(made) = engine.query(move |ex| MarketMaker::new(config, ex)).await else {
-                            continue;
-                        };
-                        let made = Arc::new(Mutex::new(made));
-                        mm = Some(Arc::clone(&made));
-                        made
-                    }
-                };
-                let commands = engine
-                    .query(move |ex| state.lock().unwrap_or_else(PoisonError::into_inner).tick(ex))
-                    .await
-                    .unwrap_or_default();
-                if commands.is_empty() {
-                    continue;
-                }
-                // One batch: a reader sees the old quotes or the new ones, never a book with a
-                // side emptied by the cancel and not yet refilled.
-                match engine.submit_all(commands).await {
-                    Ok(results) => {
-                        for e in results.into_iter().filter_map(Result::err) {
-                            // A quote that would cross (someone traded meanwhile) is skipped.
-                            tracing::debug!(error = %e, "market maker command refused");
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "market maker requote not taken; the next tick retries"),
-                }
-            }
-        }));
-        Ok(())
     }
 
     /// Stops the background tasks, writes the usage counters still in memory and closes the

@@ -24,6 +24,7 @@ pub mod holds;
 pub mod invites;
 pub mod keys;
 pub mod leaks;
+pub mod market;
 pub mod password;
 pub mod policy;
 pub mod sessions;
@@ -205,6 +206,8 @@ struct Inner {
     engine: Option<engine::Engine>,
     /// Tasks started for this service, stopped by [`Service::shutdown`].
     background: background::Background,
+    /// The simulated market on this node, if started.
+    market: market::MarketControl,
     /// Whether the caches are known to be current (see [`follow`]).
     currency: follow::Currency,
     /// The counters every node shares, when configured.
@@ -262,6 +265,7 @@ impl Service {
                 key_writes: tokio::sync::Mutex::new(()),
                 engine,
                 background: background::Background::default(),
+                market: market::MarketControl::default(),
                 currency: follow::Currency::default(),
                 shared,
                 config,

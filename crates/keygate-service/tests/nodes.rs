@@ -263,3 +263,60 @@ fn the_key_policy_sweeper_runs_on_the_writer_only_and_acts_once() {
         b.shutdown().await;
     });
 }
+
+/// Both nodes run the living market (history, flow). Only the writer's steps trade; the other
+/// node answers the same history and the same trades from the journal.
+#[test]
+fn only_the_writer_runs_the_flow_and_a_follower_answers_the_same_history() {
+    run_or_skip::<PgHarness>("only_the_writer_runs_the_flow_and_a_follower_answers_the_same_history", async {
+        let h = PgHarness::fresh().await;
+        let clock = Arc::new(ManualClock::new(UnixMicros(START_US)));
+        let living = keygate_exchange::MarketMakerConfig {
+            flow: Some(keygate_exchange::market_maker::FlowConfig {
+                account: keygate_proto::AccountId(98),
+                rate_milli: 2000,
+            }),
+            history_days: Some(2),
+            ..keygate_exchange::MarketMakerConfig::new(keygate_proto::AccountId(99), 7)
+        };
+        let a = exchange_node(&h, &clock, false).await;
+        let b = exchange_node(&h, &clock, false).await;
+        a.start_market_maker(living.clone()).unwrap();
+        b.start_market_maker(living).unwrap();
+        assert!(a.engine().unwrap().is_writer() && !b.engine().unwrap().is_writer());
+        let mut traded = 0;
+        for _ in 0..20 {
+            clock.advance_ms(500);
+            traded += a.step_market().await.unwrap();
+            assert_eq!(b.step_market().await.unwrap(), 0, "the follower's market does nothing");
+        }
+        assert!(traded > 0);
+        let seq = a.engine().unwrap().applied();
+        let start = Instant::now();
+        while b.engine().unwrap().applied() < seq {
+            assert!(start.elapsed() < Duration::from_secs(5), "B never caught up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let symbol = keygate_proto::Symbol::parse("ETHUSDT").unwrap();
+        let at = keygate_proto::UnixMillis(now(&clock));
+        let view = |node: &Service| {
+            let symbol = symbol.clone();
+            let engine = node.engine().unwrap().clone();
+            async move {
+                engine
+                    .query(move |ex| {
+                        (ex.klines(&symbol, "1m", None, None, Some(1000), at), ex.recent_trades(&symbol, Some(1000)))
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let (ka, ta) = view(&a).await;
+        let (kb, tb) = view(&b).await;
+        assert_eq!(ka.as_ref().unwrap().len(), 1000);
+        assert_eq!(ka.unwrap(), kb.unwrap());
+        assert_eq!(ta.unwrap(), tb.unwrap());
+        a.shutdown().await;
+        b.shutdown().await;
+    });
+}

@@ -75,6 +75,15 @@ pub enum Command {
         #[command(flatten)]
         format: Format,
     },
+    /// Pause, resume or show the running server's simulated market (`serve --market-maker` or
+    /// `--demo`).
+    Market {
+        /// `pause`, `resume` or `status`.
+        #[arg(value_enum)]
+        action: MarketAction,
+        #[command(flatten)]
+        format: Format,
+    },
     /// Find keygate secrets and key ids in files, directories or a git repository's history (exit
     /// status 1 when a secret is found, 2 when something could not be scanned).
     Scan(crate::scan::ScanArgs),
@@ -177,6 +186,17 @@ pub struct PolicyFlags {
     pub reset: bool,
     #[command(flatten)]
     pub format: Format,
+}
+
+/// What `keygate market` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MarketAction {
+    /// Stop the market maker's requotes and the taker flow (the book stays as it is).
+    Pause,
+    /// Start them again, at the walk's price now.
+    Resume,
+    /// Show whether it runs, its seed, flow and history.
+    Status,
 }
 
 /// Invite commands.
@@ -524,6 +544,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Webhooks(cmd) => webhooks(&ctx, cmd).await,
         Command::Notices { account, limit, format } => {
             output::notices(&ctx.dispatch(AdminRequest::Notices { account, limit: Some(limit) }).await?, format.json)
+        }
+        Command::Market { action, format } => {
+            let req = match action {
+                MarketAction::Pause => AdminRequest::MarketPause,
+                MarketAction::Resume => AdminRequest::MarketResume,
+                MarketAction::Status => AdminRequest::MarketStatus,
+            };
+            let v = ctx.dispatch(req).await?;
+            if format.json {
+                return output::json(&v);
+            }
+            let state = match (v["running"].as_bool(), v["paused"].as_bool()) {
+                (Some(true), Some(true)) => "paused",
+                (Some(true), _) => "running",
+                _ => "not running",
+            };
+            outln!(
+                "Simulated market: {state}; seed {}, flow {} orders/s per market, history {} days{}",
+                v["seed"],
+                v["flow_per_second"],
+                v["history_days"],
+                if v["writer"].as_bool() == Some(false) {
+                    " (this node is not the writer: it does not trade)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
         }
         Command::Deposit { account, asset, amount, network, format } => {
             let v = ctx.dispatch(AdminRequest::Deposit { account: account.clone(), asset, amount, network }).await?;

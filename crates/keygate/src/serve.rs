@@ -22,12 +22,24 @@ pub struct ServeArgs {
     /// created with.
     #[arg(long, value_name = "FILE")]
     pub exchange_config: Option<std::path::PathBuf>,
-    /// Run the simulated market maker (account `market-maker`), so market orders find liquidity.
+    /// Run the simulated market (docs/demo.md): a market maker (account `market-maker`) quoting
+    /// around a seeded random walk, a taker flow (account `market-flow`) trading against the book,
+    /// and, on a sandbox without trades, --history-days of one-minute history.
     #[arg(long)]
     pub market_maker: bool,
-    /// Seed of the market maker's random walk (the same seed gives the same prices).
-    #[arg(long, default_value_t = 1)]
-    pub market_maker_seed: u64,
+    /// Seed of the simulated market's random walk, history and flow (the same seed gives the same
+    /// prices).
+    #[arg(long, alias = "market-maker-seed", value_name = "SEED", default_value_t = 1)]
+    pub market_seed: u64,
+    /// The simulated taker flow: orders a second on each market (e.g. 1, 0.2, 5; at most 100),
+    /// or `off`.
+    #[arg(long, value_name = "RATE|off", default_value = "1", value_parser = parse_flow_rate)]
+    pub market_flow: FlowRate,
+    /// Days of one-minute history a sandbox without trades gets when the simulated market first
+    /// starts (0 to 365); computed from the seed, not stored.
+    #[arg(long, value_name = "N", default_value_t = keygate_exchange::DEFAULT_HISTORY_DAYS,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(keygate_exchange::MAX_HISTORY_DAYS)))]
+    pub history_days: u32,
     /// Durability of writes: `normal` survives a crash of the process (kill -9); `full` also
     /// survives power loss.
     #[arg(long, value_parser = ["normal", "full"], default_value = "normal")]
@@ -219,6 +231,29 @@ fn leak_report_keys(specs: &[String]) -> anyhow::Result<Vec<keygate_auth::leak::
         .collect()
 }
 
+/// `--market-flow`: taker orders per 1000 seconds on each market; 0 is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowRate(pub u64);
+
+/// Parses `--market-flow`: `off`, or orders a second (up to three decimals, at most 100).
+fn parse_flow_rate(text: &str) -> Result<FlowRate, String> {
+    if text == "off" {
+        return Ok(FlowRate(0));
+    }
+    let bad = || format!("{text:?}: give orders a second on each market (e.g. 1 or 0.5, at most 100) or `off`");
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() || frac.len() > 3 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let whole: u64 = whole.parse().map_err(|_| bad())?;
+    let frac: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<3}").parse().map_err(|_| bad())? };
+    let milli = whole.checked_mul(1000).and_then(|w| w.checked_add(frac)).ok_or_else(bad)?;
+    if milli > keygate_exchange::market_maker::MAX_FLOW_RATE_MILLI {
+        return Err(bad());
+    }
+    Ok(FlowRate(milli))
+}
+
 /// Who may create console accounts (`serve --signup`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SignupMode {
@@ -353,8 +388,19 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let result: anyhow::Result<()> = async {
         let mut demo = if args.demo { Some(crate::demo::prepare(ctx, &service).await?) } else { None };
         let market_maker = if args.market_maker || args.demo {
-            let account = market_maker_account(&service).await?;
-            Some(keygate_exchange::MarketMakerConfig::new(account, args.market_maker_seed))
+            let account = system_account(&service, "market-maker").await?;
+            let flow = match args.market_flow.0 {
+                0 => None,
+                rate_milli => Some(keygate_exchange::market_maker::FlowConfig {
+                    account: system_account(&service, "market-flow").await?,
+                    rate_milli,
+                }),
+            };
+            Some(keygate_exchange::MarketMakerConfig {
+                flow,
+                history_days: Some(args.history_days),
+                ..keygate_exchange::MarketMakerConfig::new(account, args.market_seed)
+            })
         } else {
             None
         };
@@ -476,18 +522,18 @@ async fn wait_for_signal(term: Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// The market maker's account, created (by the system, without a console password) on first use.
-async fn market_maker_account(service: &keygate_service::Service) -> anyhow::Result<keygate_proto::AccountId> {
-    const NAME: &str = "market-maker";
-    let system = keygate_service::Actor::System { policy: "market-maker".into() };
-    if let Ok(a) = service.account(&system, NAME).await {
+/// An account of the simulated market (`market-maker`, `market-flow`), created (by the system,
+/// without a console password) on first use.
+async fn system_account(service: &keygate_service::Service, name: &str) -> anyhow::Result<keygate_proto::AccountId> {
+    let system = keygate_service::Actor::System { policy: name.into() };
+    if let Ok(a) = service.account(&system, name).await {
         return Ok(keygate_proto::AccountId(a.id));
     }
-    match service.create_account_without_password(&system, NAME).await {
+    match service.create_account_without_password(&system, name).await {
         Ok(a) => Ok(keygate_proto::AccountId(a.id)),
         // Several nodes starting at once on one database: another one created it meanwhile.
         Err(keygate_service::ServiceError::Conflict(_)) => {
-            Ok(keygate_proto::AccountId(service.account(&system, NAME).await?.id))
+            Ok(keygate_proto::AccountId(service.account(&system, name).await?.id))
         }
         Err(e) => Err(e.into()),
     }

@@ -326,7 +326,7 @@ impl Exchange {
         commission_asset: &AssetCode,
         now: UnixMillis,
     ) -> Result<Fill, ExchangeError> {
-        let trade_id = self.trades.len() as u64 + 1;
+        let trade_id = self.trade_id_base + self.trades.len() as u64 + 1;
         let (buyer_order_id, seller_order_id) =
             if taker.side == Side::Buy { (taker.id, fill.maker_id) } else { (fill.maker_id, taker.id) };
         self.trades.push(Trade {

@@ -366,6 +366,53 @@ pub struct Ticker24hMini {
     pub count: u64,
 }
 
+/// `GET /api/v3/ticker` (rolling window statistics), `type=FULL` (the default): the 24-hour
+/// ticker's fields without the previous close, the last quantity and the book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TickerWindowFull {
+    /// The market.
+    pub symbol: Symbol,
+    /// Last price minus open price, signed.
+    pub price_change: String,
+    /// The change in percent, signed, three decimals.
+    pub price_change_percent: String,
+    /// Volume-weighted average price.
+    pub weighted_avg_price: Amount,
+    /// First price of the window.
+    pub open_price: Amount,
+    /// Highest price.
+    pub high_price: Amount,
+    /// Lowest price.
+    pub low_price: Amount,
+    /// Last price.
+    pub last_price: Amount,
+    /// Base volume.
+    pub volume: Amount,
+    /// Quote volume.
+    pub quote_volume: Amount,
+    /// Start of the window.
+    pub open_time: UnixMillis,
+    /// End of the window.
+    pub close_time: UnixMillis,
+    /// First trade id in the window, -1 when none.
+    pub first_id: i64,
+    /// Last trade id in the window, -1 when none.
+    pub last_id: i64,
+    /// Trades in the window.
+    pub count: u64,
+}
+
+/// A rolling-window ticker in either shape (`type=MINI` is the 24-hour ticker's MINI shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TickerWindow {
+    /// `type=FULL` (the default).
+    Full(Box<TickerWindowFull>),
+    /// `type=MINI`.
+    Mini(Box<Ticker24hMini>),
+}
+
 /// A 24-hour ticker in either shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]

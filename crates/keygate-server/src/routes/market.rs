@@ -190,7 +190,7 @@ pub(crate) async fn trades(
 }
 
 /// `GET /api/v3/historicalTrades` (`symbol`, `limit` default 500, max 1000, `fromId`): older
-/// trades, oldest first, from the sandbox's window of the latest 1000 per market. Without
+/// trades, oldest first, from `fromId` up, the simulated market's history included. Without
 /// `fromId`, the most recent ones, as `trades`.
 pub(crate) async fn historical_trades(
     State(state): State<AppState>,
@@ -200,14 +200,7 @@ pub(crate) async fn historical_trades(
     let symbol = wire::symbol(&p)?;
     let limit = wire::clamped_limit(&p, 1000)?.unwrap_or(500).max(1) as usize;
     let from_id = wire::opt_u64(&p, "fromId")?;
-    let trades = state.engine.query(move |ex| ex.recent_trades(&symbol, Some(AGG_WINDOW))).await??;
-    Ok(BinanceJson(match from_id {
-        Some(id) => trades.into_iter().filter(|t| t.id >= id).take(limit).collect(),
-        None => {
-            let skip = trades.len().saturating_sub(limit);
-            trades.into_iter().skip(skip).collect()
-        }
-    }))
+    Ok(BinanceJson(state.engine.query(move |ex| ex.trades_since(&symbol, from_id, None, None, limit)).await??))
 }
 
 /// One aggregate per trade. Binance folds the fills of one taker order at one price into one
@@ -230,14 +223,11 @@ fn aggregate(trades: Vec<PublicTrade>) -> Vec<AggTrade> {
         .collect()
 }
 
-/// The most recent trades `GET /api/v3/aggTrades` and `historicalTrades` look through: the
-/// sandbox keeps the latest 1000 trades of a market queryable by the public.
-const AGG_WINDOW: u32 = 1000;
-
 /// `GET /api/v3/aggTrades` (`symbol`, `fromId`, `startTime`, `endTime`, `limit` default 500, max
 /// 1000): ccxt's `fetch_trades` reads these. Without `fromId`/`startTime` the most recent
-/// aggregates; otherwise the first `limit` from there, oldest first. `fromId` with a time is
-/// -1128; a window over one hour is -1127, as on Binance.
+/// aggregates (up to `endTime`); otherwise the first `limit` from there, oldest first, the
+/// simulated market's history included. `fromId` with a time is -1128; a window over one hour is
+/// -1127, as on Binance.
 pub(crate) async fn agg_trades(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
@@ -256,21 +246,8 @@ pub(crate) async fn agg_trades(
     {
         return Err(ApiError::binance(ErrorCode::MoreThanXxHours, "More than 1 hours between startTime and endTime."));
     }
-    let trades = state.engine.query(move |ex| ex.recent_trades(&symbol, Some(AGG_WINDOW))).await??;
-    let all = aggregate(trades);
-    let selected: Vec<AggTrade> = if from_id.is_none() && start.is_none() {
-        let kept: Vec<AggTrade> = all.into_iter().filter(|a| end.is_none_or(|e| a.time <= e)).collect();
-        let skip = kept.len().saturating_sub(limit);
-        kept.into_iter().skip(skip).collect()
-    } else {
-        all.into_iter()
-            .filter(|a| from_id.is_none_or(|id| a.id >= id))
-            .filter(|a| start.is_none_or(|s| a.time >= s))
-            .filter(|a| end.is_none_or(|e| a.time <= e))
-            .take(limit)
-            .collect()
-    };
-    Ok(BinanceJson(selected))
+    let trades = state.engine.query(move |ex| ex.trades_since(&symbol, from_id, start, end, limit)).await??;
+    Ok(BinanceJson(aggregate(trades)))
 }
 
 /// `GET /api/v3/klines` and `GET /api/v3/uiKlines` (`symbol`, `interval`, `startTime`, `endTime`,
@@ -321,6 +298,52 @@ pub(crate) async fn ticker_24hr(
     };
     let at = now(&state);
     let out = per_symbol(&state, selection, move |ex, s| Ok(wire::ticker_24h(ex.ticker_24h(s, at)?, mini))).await?;
+    Ok(BinanceJson(out))
+}
+
+/// `windowSize` of `GET /api/v3/ticker`: `1m`..`59m`, `1h`..`23h`, `1d`..`7d`, in ms.
+fn window_size(text: &str) -> Option<u64> {
+    let (num, unit) = text.split_at(text.len().checked_sub(1)?);
+    if num.is_empty() || num.len() > 2 || !num.bytes().all(|b| b.is_ascii_digit()) || num.starts_with('0') {
+        return None;
+    }
+    let n: u64 = num.parse().ok()?;
+    let (max, ms) = match unit {
+        "m" => (59, 60_000),
+        "h" => (23, 3_600_000),
+        "d" => (7, 86_400_000),
+        _ => return None,
+    };
+    (1..=max).contains(&n).then_some(n * ms)
+}
+
+/// `GET /api/v3/ticker` (rolling window statistics): `symbol` or `symbols` (one is required),
+/// `windowSize` (default `1d`), `type` FULL (default) or MINI.
+pub(crate) async fn ticker_window(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<BinanceJson<OneOrMany<json::TickerWindow>>, ApiError> {
+    let p = public_params(q.as_deref(), &["symbol", "symbols", "windowSize", "type"])?;
+    let selection = wire::symbol_selection(&p)?;
+    if matches!(selection, SymbolSelection::All) {
+        return Err(ApiError::binance(
+            ErrorCode::MandatoryParamEmptyOrMalformed,
+            "Param 'symbol' or 'symbols' must be sent, but both were empty/null!",
+        ));
+    }
+    let window = match opt(&p, "windowSize")? {
+        None => 86_400_000,
+        Some(w) => window_size(w).ok_or_else(|| wire::invalid("windowSize"))?,
+    };
+    let mini = match opt(&p, "type")? {
+        None | Some("FULL") => false,
+        Some("MINI") => true,
+        Some(_) => return Err(wire::invalid("type")),
+    };
+    let at = now(&state);
+    let out =
+        per_symbol(&state, selection, move |ex, s| Ok(wire::ticker_window(ex.ticker_window(s, window, at)?, mini)))
+            .await?;
     Ok(BinanceJson(out))
 }
 

@@ -75,6 +75,7 @@ fn handler(route: Route) -> MethodRouter<AppState> {
         R::TickerPrice => public(route, market::ticker_price),
         R::Ticker24hr => public(route, market::ticker_24hr),
         R::BookTicker => public(route, market::book_ticker),
+        R::TickerWindow => public(route, market::ticker_window),
         R::AvgPrice => public(route, market::avg_price),
         R::Account => signed(route, trading::account),
         R::AccountCommission => signed(route, trading::account_commission),

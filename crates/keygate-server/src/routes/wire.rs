@@ -341,6 +341,30 @@ pub(crate) fn ticker_24h(t: json::Ticker24hFull, mini: bool) -> json::Ticker24h 
     json::Ticker24h::Full(Box::new(t))
 }
 
+/// A rolling-window ticker in the shape asked for, from the exchange's full 24-hour shape.
+pub(crate) fn ticker_window(t: json::Ticker24hFull, mini: bool) -> json::TickerWindow {
+    match ticker_24h(t, mini) {
+        json::Ticker24h::Mini(m) => json::TickerWindow::Mini(m),
+        json::Ticker24h::Full(t) => json::TickerWindow::Full(Box::new(json::TickerWindowFull {
+            symbol: t.symbol,
+            price_change: t.price_change,
+            price_change_percent: t.price_change_percent,
+            weighted_avg_price: t.weighted_avg_price,
+            open_price: t.open_price,
+            high_price: t.high_price,
+            low_price: t.low_price,
+            last_price: t.last_price,
+            volume: t.volume,
+            quote_volume: t.quote_volume,
+            open_time: t.open_time,
+            close_time: t.close_time,
+            first_id: t.first_id,
+            last_id: t.last_id,
+            count: t.count,
+        })),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Account and wallet.
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ mod exchange_trading;
 mod exchange_wallet;
 mod keys_over_http;
 mod leak_reports;
+mod living_market;
 mod rate_limits;
 mod shared_limits;
 mod slow_clients;

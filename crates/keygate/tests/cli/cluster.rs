@@ -539,7 +539,7 @@ async fn nodes_started_together_with_the_market_maker_quote_once() {
         .iter()
         .map(|n| {
             let n = Arc::clone(n);
-            std::thread::spawn(move || n.serve_with(&["--market-maker"]))
+            std::thread::spawn(move || n.serve_with(&["--market-maker", "--market-flow", "off"]))
         })
         .collect();
     let mut servers: Vec<(Reaped, String, bool)> = starting.into_iter().map(|t| t.join().unwrap()).collect();

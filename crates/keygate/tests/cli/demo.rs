@@ -282,3 +282,68 @@ fn serve_refuses_a_withdrawal_hold_that_is_not_a_duration() {
     let s = Sandbox::new();
     s.fails(&["serve", "--listen", "127.0.0.1:0", "--withdrawal-hold", "24"], "is not a duration");
 }
+
+/// The last public trade id of `symbol`.
+async fn last_trade_id(url: &str, symbol: &str) -> u64 {
+    let t: serde_json::Value =
+        reqwest::get(format!("{url}/api/v3/trades?symbol={symbol}&limit=1")).await.unwrap().json().await.unwrap();
+    t[0]["id"].as_u64().unwrap()
+}
+
+/// Waits (wall time: the server runs on the system clock) until `check` holds, or fails saying
+/// `what`.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    #[allow(clippy::disallowed_methods)] // The server's own clock is the system's.
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A fresh demo is a living market: a thousand one-minute candles on every symbol at once, the
+/// flow trading by itself, and `keygate market pause` / `resume` stopping and restarting it.
+#[tokio::test]
+async fn a_fresh_demo_has_history_and_trades_by_itself_and_pauses_from_the_cli() {
+    let s = Sandbox::new();
+    let server = serve_demo(&s, &["--market-seed", "5", "--history-days", "2"]);
+    let url = server.url.clone();
+    for symbol in ["BTCUSDT", "ETHUSDT", "ETHBTC", "BNBUSDT"] {
+        until(&format!("{symbol}: a thousand candles"), || {
+            let url = url.clone();
+            async move {
+                let k: serde_json::Value =
+                    reqwest::get(format!("{url}/api/v3/klines?symbol={symbol}&interval=1m&limit=1000"))
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                k.as_array().is_some_and(|k| k.len() == 1000)
+            }
+        })
+        .await;
+    }
+    // The flow trades: the last trade id moves on by itself.
+    let first = last_trade_id(&url, "BTCUSDT").await;
+    until("the flow trades", || async { last_trade_id(&url, "BTCUSDT").await > first }).await;
+
+    let paused = s.json(&["market", "pause", "--json"]);
+    assert_eq!((paused["running"].as_bool(), paused["paused"].as_bool()), (Some(true), Some(true)), "{paused}");
+    // A step already under way finishes; after that, nothing trades.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let still = last_trade_id(&url, "BTCUSDT").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(last_trade_id(&url, "BTCUSDT").await, still, "a paused market trades nothing");
+    let status = s.ok(&["market", "status"]);
+    assert!(status.contains("paused") && status.contains("seed 5"), "{status}");
+
+    s.ok(&["market", "resume"]);
+    until("the resumed flow trades", || async { last_trade_id(&url, "BTCUSDT").await > still }).await;
+    let audit = s.json(&["audit", "list", "--json", "--limit", "1000"]);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
+    assert!(actions.contains(&"market.pause") && actions.contains(&"market.resume"), "{actions:?}");
+    stop(server);
+    // With no server running there is no market to pause.
+    s.fails(&["market", "pause"], "simulated market");
+}
