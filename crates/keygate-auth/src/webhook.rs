@@ -112,6 +112,7 @@ pub fn is_public_address(ip: IpAddr) -> bool {
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
                 || (o[0] == 198 && (18..20).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99)
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
@@ -119,14 +120,14 @@ pub fn is_public_address(ip: IpAddr) -> bool {
                 return is_public_address(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0x0db8)
-                || (s[0] == 0x0064 && s[1] == 0xff9b)
-                || s[0] == 0x2002)
+            // Only global unicast (2000::/3) is public; everything else (IPv4-compatible and
+            // -translated forms, site-local, discard-only, ULA, link-local, NAT64) is not
+            // (outside review). Inside it: IETF protocol assignments (2001::/23, Teredo among
+            // them), documentation (2001:db8::/32) and 6to4 (2002::/16) are not either.
+            (s[0] & 0xe000) == 0x2000
+                && !(s[0] == 0x2001 && s[1] < 0x0200)
+                && !(s[0] == 0x2001 && s[1] == 0x0db8)
+                && s[0] != 0x2002
         }
     }
 }
@@ -191,10 +192,19 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "2001:db8::1",
+            // The outside review's: IPv4-compatible and -translated, Teredo, site-local,
+            // discard-only, 6to4 and its relay.
+            "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "2001::1",
+            "fec0::1",
+            "100::1",
+            "2002:7f00:1::1",
+            "192.88.99.1",
         ] {
             assert!(!is_public_address(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "140.82.112.3", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for public in ["8.8.8.8", "1.1.1.1", "140.82.112.3", "2606:4700:4700::1111", "2a00:1450::1", "::ffff:8.8.8.8"] {
             assert!(is_public_address(public.parse().unwrap()), "{public}");
         }
     }

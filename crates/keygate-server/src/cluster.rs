@@ -104,6 +104,8 @@ impl HttpForward {
             .timeout(ANSWER_TIMEOUT)
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(30))
+            // Node to node directly: an HTTPS_PROXY meant for the outside must not carry it.
+            .no_proxy()
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Self { client, clock })

@@ -49,7 +49,11 @@ impl HttpTransport {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.timeout_ms.min(10_000)))
-            .user_agent("keygate-webhooks/1");
+            .user_agent("keygate-webhooks/1")
+            // Never through a proxy from the environment (HTTPS_PROXY and the like): the proxy
+            // would resolve the target's name itself, past the public-address check (outside
+            // review).
+            .no_proxy();
         if !config.allow_private_targets {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }

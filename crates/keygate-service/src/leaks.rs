@@ -73,9 +73,10 @@ impl Service {
         !self.inner.config.leak_reporters.is_empty()
     }
 
-    /// Handles a leak report: checks its signature and freshness, refuses a replay, then revokes
-    /// every live keygate secret in it (audited as `key.leaked` by `system:leak-report`, which
-    /// notifies the owner) and answers which tokens were live.
+    /// Handles a leak report: checks its signature and freshness, revokes every live keygate
+    /// secret in it (audited as `key.leaked` by `system:leak-report`, which notifies the owner),
+    /// then remembers the report, refusing one received before, and answers which tokens were
+    /// live.
     ///
     /// # Errors
     /// [`ServiceError::NotFound`] when no reporter key is configured;
@@ -119,9 +120,10 @@ impl Service {
             use sha2::Digest as _;
             <[u8; 32]>::from(sha2::Sha256::digest(&message))
         };
-        if !self.inner.store.record_leak_report(&digest, now).await? {
-            return Err(ServiceError::Conflict("this report was received before (a replay)".into()));
-        }
+        // Revoke first, remember the report after: a report cut short (a crash, a store error)
+        // is not yet remembered, so the reporter's resend of the same signed bytes revokes the
+        // rest (outside review: recording it first left the remaining keys live for good).
+        // Revoking is idempotent, so a replay changes nothing before it is refused.
         let actor = Actor::System { policy: "leak-report".into() };
         let mut verdicts = Vec::with_capacity(tokens.len());
         for t in tokens {
@@ -131,6 +133,9 @@ impl Service {
                 token_type: t.token_type,
                 label: if live { "true_positive" } else { "false_positive" },
             });
+        }
+        if !self.inner.store.record_leak_report(&digest, now).await? {
+            return Err(ServiceError::Conflict("this report was received before (a replay)".into()));
         }
         Ok(verdicts)
     }

@@ -238,6 +238,8 @@ const KNOWN_ADDRESSES_CAP: usize = 100_000;
 const INGEST_PAGE: u32 = 500;
 /// Deliveries claimed (and sent concurrently) per worker round.
 const CLAIM_BATCH: u32 = 32;
+/// Deliveries one node sends at once.
+const MAX_IN_FLIGHT: usize = 256;
 
 /// Checks an endpoint URL against the operator's rules: `https://` (or `http://` when allowed),
 /// a host, no user name or password (it would be stored in the clear), and, when the host is an
@@ -352,7 +354,9 @@ pub fn event_for(r: &AuditRecord) -> Option<NewEvent> {
     if let Some(map) = data.as_object_mut() {
         map.insert("account_id".into(), serde_json::json!(account.0));
         map.insert("actor".into(), serde_json::json!(d.actor));
-        map.insert("source".into(), serde_json::json!(d.source));
+        // The client address, unless the event names a source of its own (a leak report's
+        // scanner source, e.g. `content`), which it keeps (outside review).
+        map.entry("source").or_insert_with(|| serde_json::json!(d.source));
         map.insert("audit_seq".into(), serde_json::json!(r.seq));
     }
     let payload = serde_json::json!({
@@ -691,17 +695,30 @@ impl Service {
     /// Storage errors while claiming; an outcome that cannot be recorded is logged and left to
     /// the lease (the delivery is sent again).
     pub async fn deliver_due_webhooks(&self, transport: &Arc<dyn WebhookTransport>) -> ServiceResult<usize> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let n = self.send_due_webhooks(transport, CLAIM_BATCH, &mut tasks).await?;
+        while tasks.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// Claims up to `limit` deliveries due now (at most one per endpoint, none of an endpoint
+    /// with one in flight) and starts sending each as a task in `tasks`, without waiting for
+    /// them; returns how many.
+    async fn send_due_webhooks(
+        &self,
+        transport: &Arc<dyn WebhookTransport>,
+        limit: u32,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> ServiceResult<usize> {
         let now = self.now_ms();
         let lease = now.plus_millis(self.webhook_config().lease_ms());
-        let claimed = self.inner.store.claim_deliveries(now, lease, CLAIM_BATCH).await?;
+        let claimed = self.inner.store.claim_deliveries(now, lease, limit, true).await?;
         let n = claimed.len();
-        let mut tasks = tokio::task::JoinSet::new();
         for d in claimed {
             let service = self.clone();
             let transport = Arc::clone(transport);
             tasks.spawn(async move { service.attempt(&*transport, d).await });
         }
-        while tasks.join_next().await.is_some() {}
         Ok(n)
     }
 
@@ -761,8 +778,9 @@ impl Service {
     /// events and sends the deliveries that are due through `transport`. Runs on every node;
     /// the store makes sure each event is made once and each delivery sent by one node at a time.
     pub fn start_webhooks(&self, transport: Arc<dyn WebhookTransport>) {
-        let service = self.clone();
         let every = Duration::from_millis(self.webhook_config().poll_ms.max(10));
+        // Events (and so notices) are made on a loop of their own, never behind a delivery.
+        let service = self.clone();
         self.inner.background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -771,15 +789,26 @@ impl Service {
                 if let Err(e) = service.ingest_events().await {
                     tracing::warn!(error = %e, "reading new events failed; will retry");
                 }
-                loop {
-                    match service.deliver_due_webhooks(&transport).await {
-                        Ok(n) if n == CLAIM_BATCH as usize => {}
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "claiming webhook deliveries failed; will retry");
-                            break;
-                        }
-                    }
+            }
+        }));
+        // Deliveries: each on its own task, at most MAX_IN_FLIGHT at once on this node and one
+        // per endpoint anywhere, so a receiver that hangs holds back only its own.
+        let service = self.clone();
+        self.inner.background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut in_flight = tokio::task::JoinSet::new();
+            loop {
+                tick.tick().await;
+                while in_flight.try_join_next().is_some() {}
+                let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+                if room == 0 {
+                    continue;
+                }
+                let limit = u32::try_from(room).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
+                match service.send_due_webhooks(&transport, limit, &mut in_flight).await {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "claiming webhook deliveries failed; will retry"),
                 }
             }
         }));

@@ -172,6 +172,7 @@ macro_rules! store_conformance_suite {
             events_are_ingested_once_from_the_audit_log,
             deliveries_are_leased_retried_and_dead_lettered,
             key_addresses_and_leak_reports_are_recorded_once,
+            one_delivery_per_endpoint_is_in_flight_when_asked,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -2604,7 +2605,8 @@ pub async fn webhook_endpoints_keep_sealed_secrets_and_deleting_one_ends_its_del
     assert_eq!((r.events, r.deliveries), (1, 1), "the deleted endpoint gets nothing new: {r:?}");
     drop(store);
     let store = h.open().await;
-    let claimed = store.claim_deliveries(UnixMillis(u64::MAX / 4), UnixMillis(u64::MAX / 4 + 1), 10).await.unwrap();
+    let claimed =
+        store.claim_deliveries(UnixMillis(u64::MAX / 4), UnixMillis(u64::MAX / 4 + 1), 10, false).await.unwrap();
     assert_eq!(claimed.len(), 2);
     assert!(claimed.iter().all(|c| c.endpoint_id == a1.id && c.secret.as_slice() == secret));
     assert!(!format!("{claimed:?}").contains("whsec-test"), "Debug shows the secret");
@@ -2699,8 +2701,10 @@ pub async fn events_are_ingested_once_from_the_audit_log<H: Harness>() {
     let claimed = futures_all(claimers.into_iter().map(|s| async move {
         let mut ids = Vec::new();
         loop {
-            let batch =
-                s.claim_deliveries(UnixMillis(u64::MAX / 4), UnixMillis(u64::MAX / 4 + 60_000), 3).await.unwrap();
+            let batch = s
+                .claim_deliveries(UnixMillis(u64::MAX / 4), UnixMillis(u64::MAX / 4 + 60_000), 3, false)
+                .await
+                .unwrap();
             if batch.is_empty() {
                 return ids;
             }
@@ -2732,7 +2736,7 @@ pub async fn deliveries_are_leased_retried_and_dead_lettered<H: Harness>() {
     let t0 = 1_700_000_000_000u64;
     let claim = |now: u64, n: u32| {
         let store = Arc::clone(&store);
-        async move { store.claim_deliveries(UnixMillis(now), UnixMillis(now + 1_000), n).await.unwrap() }
+        async move { store.claim_deliveries(UnixMillis(now), UnixMillis(now + 1_000), n, false).await.unwrap() }
     };
     assert!(claim(t0 - 1, 10).await.is_empty(), "not due before the change happened");
     let first = claim(t0, 2).await;
@@ -2840,6 +2844,33 @@ pub async fn key_addresses_and_leak_reports_are_recorded_once<H: Harness>() {
     assert_eq!(store.key_by_secret_digest(&digest).await.unwrap(), Some(k.id.clone()));
     assert_eq!(store.key_by_secret_digest(&crate::events::secret_digest(k.id.as_str())).await.unwrap(), None);
     assert_eq!(store.index_secret_digests(100).await.unwrap(), 0, "new keys are indexed when created");
+}
+
+/// With `one_per_endpoint`, a claim takes at most one delivery of each endpoint, and none of an
+/// endpoint with one leased: a receiver that hangs holds back only its own deliveries.
+pub async fn one_delivery_per_endpoint_is_in_flight_when_asked<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1).await;
+    let bob = new_account(&*store, "bob", 1).await;
+    let slow = new_endpoint(&*store, alice.id, "https://a.example/", b"0123456789abcdef0123456789").await;
+    let other = new_endpoint(&*store, bob.id, "https://b.example/", b"0123456789abcdef0123456789").await;
+    for i in 0..3 {
+        store.append_audit(draft("key.create", &format!("kg_a{i}"), Some(alice.id))).await.unwrap();
+    }
+    store.ingest_events(100, &test_mapper).await.unwrap();
+    let t = 1_700_000_000_000u64;
+    let first = store.claim_deliveries(UnixMillis(t), UnixMillis(t + 10_000), 10, true).await.unwrap();
+    assert_eq!(first.len(), 1, "one of the endpoint's three");
+    assert!(store.claim_deliveries(UnixMillis(t), UnixMillis(t + 10_000), 10, true).await.unwrap().is_empty());
+    store.append_audit(draft("key.create", "kg_b", Some(bob.id))).await.unwrap();
+    store.ingest_events(100, &test_mapper).await.unwrap();
+    let next = store.claim_deliveries(UnixMillis(t + 1), UnixMillis(t + 10_000), 10, true).await.unwrap();
+    assert_eq!(next.iter().map(|d| d.endpoint_id).collect::<Vec<_>>(), vec![other.id], "bob's is not held up");
+    // The leases run out: again one of the slow endpoint's (and bob's unfinished one).
+    let later = store.claim_deliveries(UnixMillis(t + 10_000), UnixMillis(t + 20_000), 10, true).await.unwrap();
+    assert_eq!(later.iter().filter(|d| d.endpoint_id == slow.id).count(), 1, "{later:?}");
+    assert_eq!(later.len(), 2);
 }
 
 #[cfg(test)]

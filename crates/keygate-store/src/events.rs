@@ -324,12 +324,15 @@ pub trait EventStore: Send + Sync {
     async fn account_events(&self, account: AccountId, before: i64, limit: u32) -> StoreResult<Vec<AccountEvent>>;
 
     /// Takes up to `limit` pending deliveries due at `now` whose endpoint is active and that no
-    /// node holds (or whose lease ran out), leasing them until `lease_until`.
+    /// node holds (or whose lease ran out), leasing them until `lease_until`. With
+    /// `one_per_endpoint`, at most one per endpoint and none of an endpoint with one leased
+    /// already, so one slow receiver never holds up another's deliveries.
     async fn claim_deliveries(
         &self,
         now: UnixMillis,
         lease_until: UnixMillis,
         limit: u32,
+        one_per_endpoint: bool,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
 
     /// Records how an attempt on a pending delivery ended and releases its lease. A delivery no
@@ -365,6 +368,11 @@ pub fn secret_digest(secret: &str) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(secret.as_bytes()).into()
 }
+
+/// The claim's filter for [`EventStore::claim_deliveries`]'s `one_per_endpoint`: endpoints with
+/// a delivery in flight (leased) are skipped.
+const BUSY_ENDPOINTS_SKIPPED: &str = "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries busy \
+     WHERE busy.endpoint_id = webhook_deliveries.endpoint_id AND busy.status = 'pending' AND busy.claimed_until > $1)";
 
 const ENDPOINT_COLUMNS: &str = "id, account_id, url, description, status, created_at";
 
@@ -635,6 +643,7 @@ impl<D: Dialect> EventStore for SqlStore<D> {
         now: UnixMillis,
         lease_until: UnixMillis,
         limit: u32,
+        one_per_endpoint: bool,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let now = to_db_time(now, "webhook delivery")?;
         let until = to_db_time(lease_until, "webhook delivery")?;
@@ -642,16 +651,25 @@ impl<D: Dialect> EventStore for SqlStore<D> {
         // The free, due rows, locked as they are read (skipping those another node is taking
         // right now), then leased one by one; the lease conditions are checked again on update.
         let sql = format!(
-            "SELECT id FROM webhook_deliveries \
+            "SELECT id, endpoint_id FROM webhook_deliveries \
              WHERE status = 'pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
              AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE status = 'active' AND deleted_at IS NULL) \
-             ORDER BY next_attempt_at, id LIMIT $2{}",
+             {} ORDER BY next_attempt_at, id LIMIT $2{}",
+            if one_per_endpoint { BUSY_ENDPOINTS_SKIPPED } else { "" },
             D::SKIP_LOCKED
         );
         let due = D::Db::all(&mut tx, stmt(sql).arg(now).arg(i64::from(limit))).await?;
         let mut claimed = Vec::with_capacity(due.len());
+        // With `one_per_endpoint`, one delivery in flight per endpoint (none for an endpoint with
+        // one in flight already, above): a receiver that hangs holds its own deliveries back,
+        // never another account's (outside review: one tenant's hanging endpoints delayed
+        // everyone's alerts).
+        let mut endpoints = std::collections::HashSet::new();
         for row in &due {
             let id: i64 = row.get("id", "webhook delivery")?;
+            if !endpoints.insert(row.get::<i64>("endpoint_id", "webhook delivery")?) && one_per_endpoint {
+                continue;
+            }
             let n = D::Db::run(
                 &mut tx,
                 stmt(

@@ -316,3 +316,42 @@ async fn a_withdrawal_request_reaches_the_owner() {
     assert!(n.summary.contains("0.10000000 BTC"), "{}", n.summary);
     app.shutdown().await;
 }
+
+/// Outside review: one account's receivers that never answer held every account's deliveries
+/// (and notices) back, a batch at a time. Now each endpoint has at most one delivery in flight,
+/// deliveries do not wait for each other, and events are made on a loop of their own.
+#[tokio::test]
+async fn receivers_that_hang_hold_back_only_their_own_deliveries() {
+    let app = app().await;
+    let op = TestApp::operator();
+    app.account("mallory").await;
+    app.account("victim").await;
+    // A receiver that accepts connections and never answers (held open until the test ends).
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_url = format!("http://{}/hook", hang.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = hang.accept().await {
+            keep.lock().unwrap().push(socket);
+        }
+    });
+    for _ in 0..10 {
+        app.service.create_webhook(&op, "mallory", &hang_url, "").await.unwrap();
+    }
+    for _ in 0..10 {
+        app.hmac_key("mallory", Permissions::READ_ONLY, Restrictions::default()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rx, url) = Receiver::start().await;
+    app.service.create_webhook(&op, "victim", &url, "").await.unwrap();
+    let started = keygate_service::Stopwatch::start();
+    app.hmac_key("victim", Permissions::READ_ONLY, Restrictions::default()).await;
+    rx.wait_for(1).await;
+    let took = started.elapsed();
+    // The hanging receivers' timeout is 2 s: before the fix this waited for at least one.
+    assert!(took < Duration::from_millis(1_500), "the victim's delivery waited {took:?} behind mallory's");
+    assert!(!app.service.notices(&op, "victim", 10).await.unwrap().is_empty());
+    drop(held);
+    app.shutdown().await;
+}
