@@ -280,6 +280,8 @@ mod tests {
             let feed = store.changes_after(0, 10).await.unwrap();
             assert_eq!(feed.len(), 1);
             assert_eq!(feed[0].change, crate::Change::Account(acc.id));
+            // The listener holds a connection of the pool: closing the pool waits for it.
+            drop(listener);
             store.close().await;
         });
     }
