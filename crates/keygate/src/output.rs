@@ -97,7 +97,11 @@ pub fn keys(v: &Value, as_json: bool) -> anyhow::Result<()> {
             text(&k["type"]),
             text(&k["permissions"]),
             restrictions_summary(k),
-            text(&k["status"]),
+            // Why, when a policy or a security change made it so (`keys show` says it in words).
+            match k["status_reason"].as_str().filter(|r| Some(*r) != k["status"].as_str()) {
+                Some(reason) => format!("{} ({reason})", text(&k["status"])),
+                None => text(&k["status"]),
+            },
             last,
             text(&k["use_count"]),
         ]);

@@ -40,6 +40,8 @@ fn an_operator_sets_policies_tightens_an_account_and_sweeps_from_the_cli() {
     assert_eq!(swept["expired"], 1, "{swept}");
     let show = s.ok(&[&p[..], &["keys", "show", &short]].concat());
     assert!(show.contains("expired (past its expiry)"), "{show}");
+    let listed = s.ok(&[&p[..], &["keys", "list"]].concat());
+    assert!(listed.contains("expired") && !listed.contains("expired (expired)"), "{listed}");
     // The policy's key limit (3 in the file) holds.
     s.ok(&[&p[..], &["keys", "create", "--account", "alice", "--label", "three"]].concat());
     s.fails(
