@@ -36,10 +36,14 @@ pub struct MarketMakerConfig {
     pub seed: u64,
     /// Price levels per side.
     pub levels: u32,
-    /// Half the distance between best bid and best ask, in basis points of the reference.
-    pub half_spread_bps: u64,
-    /// Distance between consecutive levels, in basis points.
-    pub level_step_bps: u64,
+    /// Half the distance between best bid and best ask, in percent of the market's one-minute
+    /// volatility (its daily volatility over the square root of 1440), and never under one basis
+    /// point. Scaling with volatility keeps a live minute's range, which the bid-ask bounce and
+    /// level sweeps make, as wide as a history minute of the same market.
+    pub half_spread_pct: u64,
+    /// Distance between consecutive levels, in percent of the one-minute volatility (at least
+    /// one basis point).
+    pub level_step_pct: u64,
     /// Largest move of the reference per tick, in basis points.
     pub max_move_bps: u64,
     /// Requote once the reference has moved this far from the quoted one, in basis points.
@@ -75,18 +79,20 @@ const FLOW_SLOT_MS: u64 = 10;
 const FLOW_CATCH_UP_MS: u64 = 2_000;
 
 impl MarketMakerConfig {
-    /// Defaults for `account`: five levels a side, 5 bps half-spread, 5 bps apart, walk of at most
-    /// 3 bps a tick, requote after 10 bps, each quote 20 minimum notionals.
+    /// Defaults for `account`: five levels a side, half-spread and level distance each 20 % of
+    /// a one-minute move (calibrated in `tests/market_flow.rs` so that a live minute is as wide as
+    /// a history minute), walk of at most 3 bps a tick, requote after 2 bps, each quote 20
+    /// minimum notionals.
     #[must_use]
     pub fn new(account: AccountId, seed: u64) -> Self {
         Self {
             account,
             seed,
             levels: 5,
-            half_spread_bps: 5,
-            level_step_bps: 5,
+            half_spread_pct: 20,
+            level_step_pct: 20,
             max_move_bps: 3,
-            requote_bps: 10,
+            requote_bps: 2,
             size_in_min_notionals: 20,
             flow: None,
             history_days: None,
@@ -253,18 +259,23 @@ impl MarketMaker {
                     scale_bps(m.reference, 10_000 + step).saturating_sub(scale_bps(m.reference, cfg.max_move_bps));
                 m.reference = moved.clamp(spec.min_price.units().max(spec.tick_size.units()), spec.max_price.units());
             }
-            let open: Vec<_> = exchange
+            let open: Vec<(Side, u64)> = exchange
                 .open_orders(cfg.account, Some(&spec.symbol))
-                .map(|v| v.into_iter().map(|o| o.order_id).collect())
+                .map(|v| v.into_iter().map(|o| (o.side, o.price.units())).collect())
                 .unwrap_or_default();
             let drift = m.quoted_at.map_or(u64::MAX, |q| {
                 let d = m.reference.abs_diff(q);
                 u64::try_from(u128::from(d) * 10_000 / u128::from(q.max(1))).unwrap_or(u64::MAX)
             });
             let want = 2 * cfg.levels as usize;
-            if drift < cfg.requote_bps && open.len() == want {
+            // Below the threshold the ladder stays where it was quoted and only the levels the
+            // flow took are put back (one command each, not a cancel and ten places: the journal
+            // grows by what happened, not by the ladder's size); past it, the whole ladder moves.
+            let full = drift >= cfg.requote_bps;
+            if !full && open.len() == want {
                 continue;
             }
+            let base = if full { m.reference } else { m.quoted_at.unwrap_or(m.reference) };
             // Size: enough notional per quote, on the step grid, at least the minimum quantity,
             // and more than the flow's average order, so that most taker orders take one level.
             let flow_notional = cfg.flow.map_or(0, |f| flow_mean_notional(exchange, &spec, i, f, m.reference));
@@ -276,12 +287,21 @@ impl MarketMaker {
             };
             let mut quotes = Vec::new();
             let (mut base_need, mut quote_need) = (0u128, 0u128);
+            let sigma = minute_volatility_ppm(exchange, &spec, i);
+            let half = (sigma * cfg.half_spread_pct / 100).clamp(100, 999_999);
+            let tick = spec.tick_size.units().max(1);
+            // Levels at least a tick apart, so that each is its own price level in the book.
+            let level_step = round_up(scale_ppm(base, (sigma * cfg.level_step_pct / 100).max(100)), tick).max(tick);
+            let best_bid = round_down(scale_ppm(base, 1_000_000 - half), tick);
+            let best_ask = round_up(scale_ppm(base, 1_000_000 + half), tick);
             for level in 0..u64::from(cfg.levels) {
-                let off = cfg.half_spread_bps + level * cfg.level_step_bps;
-                let bid = round_down(scale_bps(m.reference, 10_000 - off.min(9_999)), spec.tick_size.units());
-                let ask = round_up(scale_bps(m.reference, 10_000 + off), spec.tick_size.units());
+                let bid = best_bid.saturating_sub(level * level_step);
+                let ask = best_ask.saturating_add(level * level_step);
                 for (side, price) in [(Side::Buy, bid), (Side::Sell, ask)] {
-                    if price < spec.min_price.units() || price > spec.max_price.units() {
+                    if price < spec.min_price.units()
+                        || price > spec.max_price.units()
+                        || (!full && open.contains(&(side, price)))
+                    {
                         continue;
                     }
                     let qty = qty_at(price);
@@ -305,11 +325,13 @@ impl MarketMaker {
             }
             needs.push((cfg.account, spec.base.clone(), base_need));
             needs.push((cfg.account, spec.quote.clone(), quote_need));
-            if !open.is_empty() {
-                commands.push(Command::CancelOpenOrders { account: cfg.account, symbol: spec.symbol.clone() });
+            if full {
+                if !open.is_empty() {
+                    commands.push(Command::CancelOpenOrders { account: cfg.account, symbol: spec.symbol.clone() });
+                }
+                m.quoted_at = Some(m.reference);
             }
             commands.extend(quotes);
-            m.quoted_at = Some(m.reference);
         }
         let flow = self.flow_orders(exchange, now.0, &mut needs);
         // Top up any asset the new quotes or orders could need more of than their account holds.
@@ -418,6 +440,22 @@ impl MarketMaker {
         }
         out
     }
+}
+
+/// Market `i`'s one-minute volatility in millionths of the price: its daily volatility (the
+/// history's walk, else the market's own setting, else 300 bps) over the square root of 1440.
+fn minute_volatility_ppm(exchange: &Exchange, spec: &MarketSpec, i: usize) -> u64 {
+    let daily_bps = exchange
+        .history()
+        .and_then(|h| h.walk(i))
+        .map_or_else(|| WalkParams::of(spec, spec.reference_price.units()).volatility_bps, |w| w.volatility_bps);
+    // 1 bps = 100 ppm; sqrt(1440) = 37.947.
+    u64::from(daily_bps) * 100 * 1000 / 37_947
+}
+
+/// `v` scaled by `ppm` millionths.
+fn scale_ppm(v: u64, ppm: u64) -> u64 {
+    u64::try_from(u128::from(v) * u128::from(ppm) / 1_000_000).unwrap_or(u64::MAX)
 }
 
 /// The random value of the flow's arrival slot `slot` on market `i`.

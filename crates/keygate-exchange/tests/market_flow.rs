@@ -1,6 +1,6 @@
 //! The simulated market over its history: the market maker follows the history's walk, the taker
 //! flow trades against the book, resting orders at the touch fill, and all of it is deterministic.
-#![allow(clippy::unwrap_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::print_stderr, missing_docs)]
 
 use keygate_exchange::market_maker::{DEFAULT_FLOW_RATE_MILLI, FlowConfig};
 use keygate_exchange::{
@@ -24,12 +24,18 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, rate_milli: u64) -> Self {
+        Self::with(seed, rate_milli, |_| {})
+    }
+
+    fn with(seed: u64, rate_milli: u64, tune: impl FnOnce(&mut MarketMakerConfig)) -> Self {
         let mut ex = Exchange::new(ExchangeConfig::default()).unwrap();
         ex.apply(&Command::SeedHistory(HistorySpec { seed, days: 2 }), UnixMillis(NOW)).unwrap();
         let config = MarketMakerConfig {
             flow: (rate_milli > 0).then_some(FlowConfig { account: FLOW, rate_milli }),
             ..MarketMakerConfig::new(MM, seed)
         };
+        let mut config = config;
+        tune(&mut config);
         let mm = MarketMaker::new(config, &ex);
         let mut sim = Self { ex, mm, now: NOW };
         sim.step();
@@ -96,7 +102,8 @@ fn the_same_seed_and_clock_give_the_same_market() {
 
 #[test]
 fn a_resting_buy_one_tick_below_the_best_bid_fills_as_a_maker() {
-    for seed in [1, 2, 3] {
+    let mut waits = Vec::new();
+    for seed in 1..=20 {
         let mut sim = Sim::new(seed, DEFAULT_FLOW_RATE_MILLI);
         let s = sym("BTCUSDT");
         let usdt = AssetCode::parse("USDT").unwrap();
@@ -125,12 +132,13 @@ fn a_resting_buy_one_tick_below_the_best_bid_fills_as_a_maker() {
         let keygate_exchange::Outcome::Placed(p) = placed else { panic!("{placed:?}") };
         let id = p.order.order_id;
         let started = sim.now;
-        // Bounded: under the default flow it fills within ten minutes.
+        // Bounded: under the default flow it fills within a minute.
         while sim.ex.order(USER, &s, &OrderRef::Id(id)).unwrap().status != OrderStatus::Filled {
-            assert!(sim.now - started < 10 * 60_000, "seed {seed}: not filled after ten minutes");
+            assert!(sim.now - started < 60_000, "seed {seed}: not filled after a minute");
             sim.now += TICK_MS;
             sim.step();
         }
+        waits.push(sim.now - started);
         let mine = sim.ex.my_trades(USER, &s, &TradeQuery::default()).unwrap();
         assert!(!mine.is_empty());
         let maker_fee = sim.ex.fee_rates(&s).unwrap().0;
@@ -141,6 +149,10 @@ fn a_resting_buy_one_tick_below_the_best_bid_fills_as_a_maker() {
         }
         sim.ex.ledger().check_invariant().unwrap();
     }
+    waits.sort_unstable();
+    eprintln!("fill waits (ms): {waits:?}");
+    // Typically seconds (measured: median 3.5 s, longest 13 s of 20).
+    assert!(waits[waits.len() / 2] <= 10_000, "median wait {} ms", waits[waits.len() / 2]);
 }
 
 #[test]
@@ -151,4 +163,77 @@ fn with_the_flow_off_nothing_trades_and_the_quotes_still_follow_the_walk() {
     sim.run_for(30 * 60_000);
     assert!(sim.ex.my_trades(MM, &s, &TradeQuery::default()).unwrap().is_empty());
     assert_ne!(sim.ex.book_ticker(&s).unwrap(), before, "the walk moved the quotes in 30 minutes");
+}
+
+/// Per-minute character of a run of candles: median high-low range in basis points of the open,
+/// mean trades and mean base volume a minute.
+fn character(candles: &[keygate_proto::binance::market::Kline]) -> (f64, f64, f64) {
+    let mut ranges: Vec<f64> = candles
+        .iter()
+        .map(|c| (c.high.units() as f64 - c.low.units() as f64) / c.open.units() as f64 * 10_000.0)
+        .collect();
+    ranges.sort_by(f64::total_cmp);
+    let n = candles.len() as f64;
+    let trades = candles.iter().map(|c| c.trades as f64).sum::<f64>() / n;
+    let volume = candles.iter().map(|c| c.volume.units() as f64).sum::<f64>() / n;
+    (ranges[ranges.len() / 2], trades, volume)
+}
+
+/// The seam between history and live trading: a live minute has the range and the volume of the
+/// history minutes before it, market by market (an outside check found live minutes 2.5 times as
+/// wide, measured the same way). Where a tick is more than a basis point of the price (ETHBTC: 2
+/// bps), the live spread is at least two ticks, and the range may be up to 1.7 times. A live
+/// minute has more trades (one taker order a second, against about 24 trades a history minute),
+/// each smaller.
+#[test]
+fn live_minutes_look_like_the_history_minutes_before_them() {
+    for seed in [17, 18] {
+        let mut sim = Sim::new(seed, DEFAULT_FLOW_RATE_MILLI);
+        let history: Vec<_> = sim
+            .ex
+            .markets()
+            .iter()
+            .map(|m| sim.ex.klines(&m.symbol, "1m", None, None, Some(1000), UnixMillis(sim.now)).unwrap())
+            .collect();
+        sim.run_for(61 * 60_000);
+        for (m, hist) in sim.ex.markets().to_vec().iter().zip(history) {
+            let since = Some(UnixMillis(NOW + 60_000));
+            let live = sim.ex.klines(&m.symbol, "1m", since, None, Some(60), UnixMillis(sim.now)).unwrap();
+            assert_eq!(live.len(), 60);
+            let ((hr, ht, hv), (lr, lt, lv)) = (character(&hist), character(&live));
+            eprintln!(
+                "seed {seed} {}: range {lr:.1} vs {hr:.1} bps, trades {lt:.1} vs {ht:.1}, volume ratio {:.2}",
+                m.symbol,
+                lv / hv
+            );
+            let coarse = m.tick_size.units() * 10_000 > m.reference_price.units();
+            let widest = if coarse { 1.7 } else { 1.5 };
+            assert!((0.75..=widest).contains(&(lr / hr)), "seed {seed} {}: range {lr:.1} live vs {hr:.1}", m.symbol);
+            assert!(lt >= ht, "seed {seed} {}: trades {lt:.1} live vs {ht:.1} history", m.symbol);
+            assert!(
+                (0.75..=1.5).contains(&(lv / hv)),
+                "seed {seed} {}: volume {lv:.0} live vs {hv:.0} history",
+                m.symbol
+            );
+        }
+    }
+}
+
+/// The journal grows by what happens: a level the flow took is put back on its own, and the whole
+/// ladder moves only when the walk has moved past the requote threshold. (Cancelling and placing
+/// all ten quotes whenever one level was taken made about 1,030 commands a minute over four
+/// markets at the default flow: 340 MB of journal a day.)
+#[test]
+fn the_market_makes_about_two_commands_per_taker_order_not_a_ladder_each() {
+    let mut sim = Sim::new(17, DEFAULT_FLOW_RATE_MILLI);
+    let mut commands = 0;
+    let until = sim.now + 10 * 60_000;
+    while sim.now < until {
+        sim.now += TICK_MS;
+        commands += sim.step();
+    }
+    let per_minute = commands / 10;
+    eprintln!("{per_minute} commands a minute over four markets");
+    // 240 taker orders a minute; measured: 484 commands a minute in all.
+    assert!(per_minute < 600, "{per_minute} commands a minute");
 }
