@@ -174,6 +174,15 @@ impl Answer {
     }
 }
 
+/// The rate-limit headers of one answer ([`Client::signed_paced`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateInfo {
+    /// `X-MBX-USED-WEIGHT-1M`: request weight this address used in the current minute.
+    pub used_weight_1m: Option<u32>,
+    /// `Retry-After` in seconds, sent with 429 and 418 answers.
+    pub retry_after_secs: Option<u64>,
+}
+
 /// Which order a query or cancel names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderRef<'a> {
@@ -335,6 +344,24 @@ impl Client {
     ) -> Result<Answer, ClientError> {
         let q = signed_query(params, (self.time)(), &self.signer);
         self.raw(method, path, &q, "").await
+    }
+
+    /// A signed GET with every parameter in the query string, returning the rate-limit headers
+    /// beside the answer: for tools that pace long runs of calls (history exports) by the weight
+    /// the server says they used and wait as long as a 429 or 418 tells them to.
+    ///
+    /// # Errors
+    /// [`ClientError::Http`] when the server cannot be reached.
+    pub async fn signed_paced(&self, path: &str, params: &[(&str, &str)]) -> Result<(Answer, RateInfo), ClientError> {
+        let q = signed_query(params, (self.time)(), &self.signer);
+        let url = format!("{}{path}?{q}", self.base_url);
+        let res = self.http.get(url).header("X-MBX-APIKEY", &self.api_key).send().await?;
+        let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned());
+        let info = RateInfo {
+            used_weight_1m: header("x-mbx-used-weight-1m").and_then(|v| v.parse().ok()),
+            retry_after_secs: header("retry-after").and_then(|v| v.parse().ok()),
+        };
+        Ok((Self::answer(res).await?, info))
     }
 
     /// Sends exactly `query` and `body`, with this client's key header: for tests that craft bytes.
