@@ -174,7 +174,7 @@ impl Answer {
     }
 }
 
-/// The rate-limit headers of one answer ([`Client::signed_paced`]).
+/// The rate-limit headers of one answer ([`Client::get_paced`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateInfo {
     /// `X-MBX-USED-WEIGHT-1M`: request weight this address used in the current minute.
@@ -346,16 +346,25 @@ impl Client {
         self.raw(method, path, &q, "").await
     }
 
-    /// A signed GET with every parameter in the query string, returning the rate-limit headers
-    /// beside the answer: for tools that pace long runs of calls (history exports) by the weight
-    /// the server says they used and wait as long as a 429 or 418 tells them to.
+    /// A GET (signed, or public when `signed` is false) returning the rate-limit headers beside
+    /// the answer: for tools that pace long runs of calls (history exports) by the weight the
+    /// server says they used and wait as long as a 429 or 418 tells them to.
     ///
     /// # Errors
     /// [`ClientError::Http`] when the server cannot be reached.
-    pub async fn signed_paced(&self, path: &str, params: &[(&str, &str)]) -> Result<(Answer, RateInfo), ClientError> {
-        let q = signed_query(params, (self.time)(), &self.signer);
-        let url = format!("{}{path}?{q}", self.base_url);
-        let res = self.http.get(url).header("X-MBX-APIKEY", &self.api_key).send().await?;
+    pub async fn get_paced(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        signed: bool,
+    ) -> Result<(Answer, RateInfo), ClientError> {
+        let q = if signed { signed_query(params, (self.time)(), &self.signer) } else { query_string(params) };
+        let url = if q.is_empty() { format!("{}{path}", self.base_url) } else { format!("{}{path}?{q}", self.base_url) };
+        let mut req = self.http.get(url);
+        if signed {
+            req = req.header("X-MBX-APIKEY", &self.api_key);
+        }
+        let res = req.send().await?;
         let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned());
         let info = RateInfo {
             used_weight_1m: header("x-mbx-used-weight-1m").and_then(|v| v.parse().ok()),

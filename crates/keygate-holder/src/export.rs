@@ -322,9 +322,13 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     async fn get(&mut self, path: &str, params: &[(&str, &str)]) -> Result<serde_json::Value, HolderError> {
+        self.request(path, params, true).await
+    }
+
+    async fn request(&mut self, path: &str, params: &[(&str, &str)], signed: bool) -> Result<serde_json::Value, HolderError> {
         let mut refusals = 0u32;
         loop {
-            let (answer, info) = self.client.signed_paced(path, params).await?;
+            let (answer, info) = self.client.get_paced(path, params, signed).await?;
             let retry = matches!(answer.status, 429 | 418) || answer.status >= 500;
             if retry {
                 if matches!(answer.status, 429 | 418) {
@@ -375,7 +379,7 @@ async fn export_entry(
     out: &mut Vec<Record>,
     since_ms: u64,
 ) -> Result<(), HolderError> {
-    let info = reader.client.public::<serde_json::Value>("/api/v3/exchangeInfo", &[]).await?;
+    let info = reader.request("/api/v3/exchangeInfo", &[], false).await?;
     reader.weight_limit = info["rateLimits"].as_array().and_then(|limits| {
         limits.iter().find_map(|l| {
             let minute = l["interval"] == "MINUTE" && l["intervalNum"] == 1;
@@ -539,7 +543,8 @@ fn csv_err(e: csv::Error) -> HolderError {
 
 /// Koinly universal CSV: a trade fills both sides (its gross `qty` and `quoteQty`) with the
 /// commission in the fee columns; a deposit fills Received; a withdrawal fills Sent with the
-/// amount requested and its network fee in the fee columns. Dates `YYYY-MM-DD HH:MM:SS UTC`.
+/// amount that left for the address and its network fee in the fee columns. In every row,
+/// Received − Sent − Fee is the change of the account's balance. Dates `YYYY-MM-DD HH:MM:SS UTC`.
 ///
 /// # Errors
 /// [`HolderError::Invalid`] for a record that cannot be written.
@@ -558,7 +563,16 @@ pub fn koinly_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
             }
             Kind::Trade => (r.amount.clone(), r.asset.clone(), quote, quote_asset, trade_comment(r), String::new()),
             Kind::Deposit => (String::new(), String::new(), r.amount.clone(), r.asset.clone(), format!("deposit {}", r.id), r.tx_id.clone().unwrap_or_default()),
-            Kind::Withdrawal => (r.amount.clone(), r.asset.clone(), String::new(), String::new(), format!("withdrawal {}", r.id), r.tx_id.clone().unwrap_or_default()),
+            // The exchange's amount includes the network fee: Sent is what left for the
+            // address, so that Sent + Fee is what left the account.
+            Kind::Withdrawal => (
+                add_decimal(&r.amount, if fee.is_empty() { "0" } else { &fee }, true)?,
+                r.asset.clone(),
+                String::new(),
+                String::new(),
+                format!("withdrawal {}", r.id),
+                r.tx_id.clone().unwrap_or_default(),
+            ),
         };
         w.write_record([
             d.as_str(), &sent, &sent_c, &recv, &recv_c, &fee, &fee_asset, "", "", "", &desc, &tx,
