@@ -347,13 +347,13 @@ impl Reader<'_> {
                 continue;
             }
             let value = answer.parse::<serde_json::Value>()?;
-            if let (Some(used), Some(limit)) = (info.used_weight_1m, self.weight_limit) {
-                if u64::from(used) * 10 >= u64::from(limit) * 9 {
-                    // Wait for the next minute window of the exchange's counters.
-                    let now = self.client.now().0;
-                    let wait_ms = 60_000 - now % 60_000 + 100;
-                    (self.pacer.sleep)(Duration::from_millis(wait_ms)).await;
-                }
+            if let (Some(used), Some(limit)) = (info.used_weight_1m, self.weight_limit)
+                && u64::from(used) * 10 >= u64::from(limit) * 9
+            {
+                // Wait for the next minute window of the exchange's counters.
+                let now = self.client.now().0;
+                let wait_ms = 60_000 - now % 60_000 + 100;
+                (self.pacer.sleep)(Duration::from_millis(wait_ms)).await;
             }
             return Ok(value);
         }
