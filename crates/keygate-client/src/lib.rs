@@ -359,7 +359,8 @@ impl Client {
         signed: bool,
     ) -> Result<(Answer, RateInfo), ClientError> {
         let q = if signed { signed_query(params, (self.time)(), &self.signer) } else { query_string(params) };
-        let url = if q.is_empty() { format!("{}{path}", self.base_url) } else { format!("{}{path}?{q}", self.base_url) };
+        let url =
+            if q.is_empty() { format!("{}{path}", self.base_url) } else { format!("{}{path}?{q}", self.base_url) };
         let mut req = self.http.get(url);
         if signed {
             req = req.header("X-MBX-APIKEY", &self.api_key);

@@ -123,12 +123,20 @@ pub fn assess(r: &Restrictions, account: Option<&AccountStatus>, cx: &Context) -
             (Severity::Critical, " and no IP allowlist: anyone holding it can move funds out")
         };
         let sev = if cx.purpose == Some(Purpose::Withdraw) && r.ip_restrict { Severity::Medium } else { sev };
-        add("withdraw-enabled", sev, format!("the key may withdraw funds{extra}; keep withdrawals on a key of their own"));
+        add(
+            "withdraw-enabled",
+            sev,
+            format!("the key may withdraw funds{extra}; keep withdrawals on a key of their own"),
+        );
     }
     if !r.ip_restrict {
         let trades = r.enable_spot_and_margin_trading || r.enable_margin || r.enable_futures;
         let sev = if trades { Severity::High } else { Severity::Medium };
-        add("no-ip-restriction", sev, "the key works from any IP address; restrict it to the addresses that use it".into());
+        add(
+            "no-ip-restriction",
+            sev,
+            "the key works from any IP address; restrict it to the addresses that use it".into(),
+        );
     }
     if cx.purpose == Some(Purpose::Read) {
         for (on, what) in [
@@ -160,7 +168,11 @@ pub fn assess(r: &Restrictions, account: Option<&AccountStatus>, cx: &Context) -
     if let Some(created) = r.create_time {
         let age = cx.now_ms.saturating_sub(created) / DAY_MS;
         if age > cx.max_age_days {
-            add("old-key", Severity::Low, format!("the key is {age} days old; rotate keys at least every {} days", cx.max_age_days));
+            add(
+                "old-key",
+                Severity::Low,
+                format!("the key is {age} days old; rotate keys at least every {} days", cx.max_age_days),
+            );
         }
     }
     if cx.hmac && cx.ed25519_offered {
@@ -175,7 +187,11 @@ pub fn assess(r: &Restrictions, account: Option<&AccountStatus>, cx: &Context) -
             add("account-cannot-trade", Severity::Info, "the key may trade but the account may not".into());
         }
         if r.enable_withdrawals && !a.can_withdraw {
-            add("account-cannot-withdraw", Severity::Info, "the key may withdraw but the account may not (a hold?)".into());
+            add(
+                "account-cannot-withdraw",
+                Severity::Info,
+                "the key may withdraw but the account may not (a hold?)".into(),
+            );
         }
     }
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
@@ -212,7 +228,11 @@ impl Report {
 /// Whether the exchange at `client` is known to take Ed25519 keys: keygate (its `exchangeInfo`
 /// carries `rateLimitsScope`) and Binance (by host) do.
 async fn offers_ed25519(client: &Client, url: &str) -> bool {
-    if reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(|h| h == "binance.com" || h.ends_with(".binance.com"))) == Some(true) {
+    if reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h == "binance.com" || h.ends_with(".binance.com")))
+        == Some(true)
+    {
         return true;
     }
     match client.raw(reqwest::Method::GET, "/api/v3/exchangeInfo", "", "").await {
@@ -226,13 +246,7 @@ async fn offers_ed25519(client: &Client, url: &str) -> bool {
 ///
 /// # Errors
 /// [`HolderError::Client`] only when the exchange cannot be reached at all.
-pub async fn check(
-    client: &Client,
-    name: &str,
-    url: &str,
-    hmac: bool,
-    mut cx: Context,
-) -> Result<Report, HolderError> {
+pub async fn check(client: &Client, name: &str, url: &str, hmac: bool, mut cx: Context) -> Result<Report, HolderError> {
     let mut report = Report {
         name: name.to_owned(),
         url: url.to_owned(),
@@ -242,18 +256,19 @@ pub async fn check(
         account: None,
         findings: Vec::new(),
     };
-    let restrictions = match client.call::<Restrictions>(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await {
-        Ok(r) => r,
-        Err(ClientError::Api { status, body }) => {
-            report.findings.push(Finding {
-                code: "key-refused",
-                severity: Severity::Critical,
-                message: format!("the exchange refused the key: HTTP {status}, {} {}", body.code, body.msg),
-            });
-            return Ok(report);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let restrictions =
+        match client.call::<Restrictions>(reqwest::Method::GET, "/sapi/v1/account/apiRestrictions", &[]).await {
+            Ok(r) => r,
+            Err(ClientError::Api { status, body }) => {
+                report.findings.push(Finding {
+                    code: "key-refused",
+                    severity: Severity::Critical,
+                    message: format!("the exchange refused the key: HTTP {status}, {} {}", body.code, body.msg),
+                });
+                return Ok(report);
+            }
+            Err(e) => return Err(e.into()),
+        };
     let account = client.call::<AccountStatus>(reqwest::Method::GET, "/api/v3/account", &[]).await.ok();
     cx.hmac = hmac;
     cx.ed25519_offered = offers_ed25519(client, url).await;
@@ -279,7 +294,12 @@ mod tests {
     }
 
     fn safe() -> Restrictions {
-        Restrictions { ip_restrict: true, enable_reading: true, create_time: Some(99 * DAY_MS), ..Restrictions::default() }
+        Restrictions {
+            ip_restrict: true,
+            enable_reading: true,
+            create_time: Some(99 * DAY_MS),
+            ..Restrictions::default()
+        }
     }
 
     fn codes(f: &[Finding]) -> Vec<&'static str> {

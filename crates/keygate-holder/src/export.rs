@@ -21,8 +21,8 @@
 //! are exported once final (credited; completed); the window cursor stops before the oldest
 //! one still pending, so it is picked up when it settles.
 
-use crate::vault::write_atomic;
 use crate::HolderError;
+use crate::vault::write_atomic;
 use keygate_client::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -296,7 +296,9 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
         state.entries.insert(source.name.clone(), es);
         summary.entries.push(s);
     }
-    records.sort_by(|a, b| (a.time, &a.exchange, a.kind, &a.symbol, &a.id).cmp(&(b.time, &b.exchange, b.kind, &b.symbol, &b.id)));
+    records.sort_by(|a, b| {
+        (a.time, &a.exchange, a.kind, &a.symbol, &a.id).cmp(&(b.time, &b.exchange, b.kind, &b.symbol, &b.id))
+    });
     let mut jsonl = Vec::new();
     for r in &records {
         serde_json::to_writer(&mut jsonl, r).map_err(|e| HolderError::Invalid(e.to_string()))?;
@@ -325,7 +327,12 @@ impl Reader<'_> {
         self.request(path, params, true).await
     }
 
-    async fn request(&mut self, path: &str, params: &[(&str, &str)], signed: bool) -> Result<serde_json::Value, HolderError> {
+    async fn request(
+        &mut self,
+        path: &str,
+        params: &[(&str, &str)],
+        signed: bool,
+    ) -> Result<serde_json::Value, HolderError> {
         let mut refusals = 0u32;
         loop {
             let (answer, info) = self.client.get_paced(path, params, signed).await?;
@@ -380,12 +387,15 @@ async fn export_entry(
     since_ms: u64,
 ) -> Result<(), HolderError> {
     let info = reader.request("/api/v3/exchangeInfo", &[], false).await?;
-    reader.weight_limit = info["rateLimits"].as_array().and_then(|limits| {
-        limits.iter().find_map(|l| {
-            let minute = l["interval"] == "MINUTE" && l["intervalNum"] == 1;
-            (l["rateLimitType"] == "REQUEST_WEIGHT" && minute).then(|| l["limit"].as_u64()).flatten()
+    reader.weight_limit = info["rateLimits"]
+        .as_array()
+        .and_then(|limits| {
+            limits.iter().find_map(|l| {
+                let minute = l["interval"] == "MINUTE" && l["intervalNum"] == 1;
+                (l["rateLimitType"] == "REQUEST_WEIGHT" && minute).then(|| l["limit"].as_u64()).flatten()
+            })
         })
-    }).and_then(|l| u32::try_from(l).ok());
+        .and_then(|l| u32::try_from(l).ok());
     let mut markets = Vec::new();
     for s in info["symbols"].as_array().into_iter().flatten() {
         markets.push((text(s, "symbol")?, text(s, "baseAsset")?, text(s, "quoteAsset")?));
@@ -394,9 +404,8 @@ async fn export_entry(
     for (symbol, base, quote) in &markets {
         loop {
             let from = es.trades.get(symbol).map_or(0, |last| last + 1).to_string();
-            let page = reader
-                .get("/api/v3/myTrades", &[("symbol", symbol), ("fromId", &from), ("limit", "1000")])
-                .await?;
+            let page =
+                reader.get("/api/v3/myTrades", &[("symbol", symbol), ("fromId", &from), ("limit", "1000")]).await?;
             let page = page.as_array().cloned().unwrap_or_default();
             for t in &page {
                 let id = number(t, "id")?;
@@ -442,9 +451,8 @@ async fn export_entry(
                     Kind::Deposit => "/sapi/v1/capital/deposit/hisrec",
                     _ => "/sapi/v1/capital/withdraw/history",
                 };
-                let page = reader
-                    .get(path, &[("startTime", &s), ("endTime", &e), ("offset", &o), ("limit", "1000")])
-                    .await?;
+                let page =
+                    reader.get(path, &[("startTime", &s), ("endTime", &e), ("offset", &o), ("limit", "1000")]).await?;
                 let page = page.as_array().cloned().unwrap_or_default();
                 for r in &page {
                     let status = number(r, "status")?;
@@ -521,9 +529,8 @@ fn date(ms: u64, with_utc: bool) -> Result<String, HolderError> {
 
 /// Decimal text plus or minus, exactly (eight decimal places, as Binance's amounts).
 fn add_decimal(a: &str, b: &str, subtract: bool) -> Result<String, HolderError> {
-    let parse = |s: &str| {
-        keygate_proto::Amount::parse(s).map_err(|e| HolderError::Invalid(format!("amount {s:?}: {e}")))
-    };
+    let parse =
+        |s: &str| keygate_proto::Amount::parse(s).map_err(|e| HolderError::Invalid(format!("amount {s:?}: {e}")));
     let (x, y) = (parse(a)?.units(), parse(b)?.units());
     let units = if subtract { x.saturating_sub(y) } else { x.saturating_add(y) };
     Ok(keygate_proto::Amount::from_units(units).to_string())
@@ -562,7 +569,14 @@ pub fn koinly_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
                 (quote, quote_asset, r.amount.clone(), r.asset.clone(), trade_comment(r), String::new())
             }
             Kind::Trade => (r.amount.clone(), r.asset.clone(), quote, quote_asset, trade_comment(r), String::new()),
-            Kind::Deposit => (String::new(), String::new(), r.amount.clone(), r.asset.clone(), format!("deposit {}", r.id), r.tx_id.clone().unwrap_or_default()),
+            Kind::Deposit => (
+                String::new(),
+                String::new(),
+                r.amount.clone(),
+                r.asset.clone(),
+                format!("deposit {}", r.id),
+                r.tx_id.clone().unwrap_or_default(),
+            ),
             // The exchange's amount includes the network fee: Sent is what left for the
             // address, so that Sent + Fee is what left the account.
             Kind::Withdrawal => (
@@ -574,10 +588,8 @@ pub fn koinly_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
                 r.tx_id.clone().unwrap_or_default(),
             ),
         };
-        w.write_record([
-            d.as_str(), &sent, &sent_c, &recv, &recv_c, &fee, &fee_asset, "", "", "", &desc, &tx,
-        ])
-        .map_err(csv_err)?;
+        w.write_record([d.as_str(), &sent, &sent_c, &recv, &recv_c, &fee, &fee_asset, "", "", "", &desc, &tx])
+            .map_err(csv_err)?;
     }
     finish(w)
 }
@@ -625,25 +637,69 @@ pub fn cointracking_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
                 let (f, fc) = if third { (String::new(), String::new()) } else { (fee.clone(), fee_asset.clone()) };
                 let comment = trade_comment(r);
                 w.write_record([
-                    "Trade", &buy, &buy_c, &sell, &sell_c, &f, &fc, &r.exchange, "", &comment, &d, &format!("trade-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
+                    "Trade",
+                    &buy,
+                    &buy_c,
+                    &sell,
+                    &sell_c,
+                    &f,
+                    &fc,
+                    &r.exchange,
+                    "",
+                    &comment,
+                    &d,
+                    &format!("trade-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
                 ])
                 .map_err(csv_err)?;
                 if third {
                     w.write_record([
-                        "Other Fee", "", "", &fee, &fee_asset, "", "", &r.exchange, "", &comment, &d, &format!("fee-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
+                        "Other Fee",
+                        "",
+                        "",
+                        &fee,
+                        &fee_asset,
+                        "",
+                        "",
+                        &r.exchange,
+                        "",
+                        &comment,
+                        &d,
+                        &format!("fee-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
                     ])
                     .map_err(csv_err)?;
                 }
             }
             Kind::Deposit => {
                 w.write_record([
-                    "Deposit", &r.amount, &r.asset, "", "", "", "", &r.exchange, "", &format!("deposit {}", r.id), &d, r.tx_id.as_deref().unwrap_or(""),
+                    "Deposit",
+                    &r.amount,
+                    &r.asset,
+                    "",
+                    "",
+                    "",
+                    "",
+                    &r.exchange,
+                    "",
+                    &format!("deposit {}", r.id),
+                    &d,
+                    r.tx_id.as_deref().unwrap_or(""),
                 ])
                 .map_err(csv_err)?;
             }
             Kind::Withdrawal => {
                 w.write_record([
-                    "Withdrawal", "", "", &r.amount, &r.asset, &fee, &fee_asset, &r.exchange, "", &format!("withdrawal {}", r.id), &d, r.tx_id.as_deref().unwrap_or(""),
+                    "Withdrawal",
+                    "",
+                    "",
+                    &r.amount,
+                    &r.asset,
+                    &fee,
+                    &fee_asset,
+                    &r.exchange,
+                    "",
+                    &format!("withdrawal {}", r.id),
+                    &d,
+                    r.tx_id.as_deref().unwrap_or(""),
                 ])
                 .map_err(csv_err)?;
             }

@@ -102,7 +102,12 @@ pub fn price_of(asset: &str, quote: &str, prices: &BTreeMap<String, Amount>) -> 
 
 /// Values `balances` (asset, free + locked) in `quote`. Pure.
 #[must_use]
-pub fn value(name: &str, balances: &[(String, Amount)], prices: &BTreeMap<String, Amount>, quote: &str) -> ExchangeHoldings {
+pub fn value(
+    name: &str,
+    balances: &[(String, Amount)],
+    prices: &BTreeMap<String, Amount>,
+    quote: &str,
+) -> ExchangeHoldings {
     let mut holdings = Vec::new();
     let mut total = Amount::ZERO;
     let mut unpriced = 0;
@@ -220,14 +225,17 @@ mod tests {
 
     #[test]
     fn assets_are_priced_directly_inversely_through_a_bridge_or_not_at_all() {
-        let prices: BTreeMap<String, Amount> =
-            [("BTCUSDT", "50000"), ("ETHBTC", "0.05"), ("USDTEUR", "0.5")].iter().map(|(k, v)| ((*k).to_owned(), a(v))).collect();
+        let prices: BTreeMap<String, Amount> = [("BTCUSDT", "50000"), ("ETHBTC", "0.05"), ("USDTEUR", "0.5")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), a(v)))
+            .collect();
         assert_eq!(price_of("BTC", "USDT", &prices).unwrap(), (a("50000"), "BTCUSDT".to_owned()));
         assert_eq!(price_of("ETH", "USDT", &prices).unwrap(), (a("2500"), "ETHBTC*BTCUSDT".to_owned()));
         assert_eq!(price_of("EUR", "USDT", &prices).unwrap(), (a("2"), "1/USDTEUR".to_owned()));
         assert_eq!(price_of("USDT", "USDT", &prices).unwrap().1, "quote");
         assert!(price_of("DOGE", "USDT", &prices).is_none());
-        let e = value("x", &[("BTC".into(), a("0.5")), ("DOGE".into(), a("10")), ("USDT".into(), a("1"))], &prices, "USDT");
+        let e =
+            value("x", &[("BTC".into(), a("0.5")), ("DOGE".into(), a("10")), ("USDT".into(), a("1"))], &prices, "USDT");
         assert_eq!(e.total, a("25001"));
         assert_eq!(e.unpriced, 1);
         assert_eq!(e.holdings[1].route, "no price");

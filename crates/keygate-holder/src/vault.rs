@@ -172,8 +172,8 @@ impl Entry {
                 self.name
             )));
         }
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| HolderError::Invalid(format!("url {:?}: {e}", self.url)))?;
+        let url =
+            reqwest::Url::parse(&self.url).map_err(|e| HolderError::Invalid(format!("url {:?}: {e}", self.url)))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(HolderError::Invalid(format!("url {:?}: an http(s) URL with a host", self.url)));
         }
@@ -246,7 +246,8 @@ fn derive(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing
 
 fn random<const N: usize>() -> Result<[u8; N], HolderError> {
     let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).map_err(|e| HolderError::Io { path: PathBuf::new(), msg: format!("OS randomness: {e}") })?;
+    getrandom::getrandom(&mut b)
+        .map_err(|e| HolderError::Io { path: PathBuf::new(), msg: format!("OS randomness: {e}") })?;
     Ok(b)
 }
 
@@ -263,7 +264,9 @@ impl Vault {
     /// [`HolderError::Io`] when it cannot be written.
     pub fn init(path: &Path, passphrase: &[u8], params: KdfParams) -> Result<Self, HolderError> {
         if String::from_utf8_lossy(passphrase).chars().count() < MIN_PASSPHRASE_CHARS {
-            return Err(HolderError::Invalid(format!("the passphrase needs at least {MIN_PASSPHRASE_CHARS} characters")));
+            return Err(HolderError::Invalid(format!(
+                "the passphrase needs at least {MIN_PASSPHRASE_CHARS} characters"
+            )));
         }
         if path.exists() {
             return Err(HolderError::Exists(path.to_owned()));
@@ -290,13 +293,17 @@ impl Vault {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HolderError::NoVault(path.to_owned())),
             Err(e) => return Err(io(path)(e)),
         };
-        let file: File = serde_json::from_slice(&text).map_err(|e| HolderError::Corrupt(format!("not a vault file: {e}")))?;
+        let file: File =
+            serde_json::from_slice(&text).map_err(|e| HolderError::Corrupt(format!("not a vault file: {e}")))?;
         let h = &file.header;
         if h.format != FORMAT {
             return Err(HolderError::Corrupt(format!("not a vault file (format {:?})", h.format)));
         }
         if h.version != VERSION {
-            return Err(HolderError::Corrupt(format!("vault version {} is not one this keygate reads ({VERSION})", h.version)));
+            return Err(HolderError::Corrupt(format!(
+                "vault version {} is not one this keygate reads ({VERSION})",
+                h.version
+            )));
         }
         if h.kdf != "argon2id" || h.cipher != "xchacha20poly1305" {
             return Err(HolderError::Corrupt(format!("unknown kdf {:?} or cipher {:?}", h.kdf, h.cipher)));
@@ -544,7 +551,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault.json");
         std::fs::write(&path, b"precious").unwrap();
-        assert!(matches!(Vault::init(&path, b"correct horse battery", KdfParams::INSECURE_FOR_TESTS), Err(HolderError::Exists(_))));
+        assert!(matches!(
+            Vault::init(&path, b"correct horse battery", KdfParams::INSECURE_FOR_TESTS),
+            Err(HolderError::Exists(_))
+        ));
         assert_eq!(std::fs::read(&path).unwrap(), b"precious");
         let other = dir.path().join("other.json");
         assert!(matches!(Vault::init(&other, b"short", KdfParams::INSECURE_FOR_TESTS), Err(HolderError::Invalid(_))));

@@ -227,14 +227,17 @@ fn passphrase(opts: &VaultOpts, confirm: bool) -> anyhow::Result<Zeroizing<Strin
         return read_line("passphrase");
     }
     if let Some(p) = std::env::var_os("KEYGATE_VAULT_PASSPHRASE").filter(|p| !p.is_empty()) {
-        return Ok(Zeroizing::new(p.into_string().map_err(|_| anyhow::anyhow!("KEYGATE_VAULT_PASSPHRASE is not UTF-8"))?));
+        return Ok(Zeroizing::new(
+            p.into_string().map_err(|_| anyhow::anyhow!("KEYGATE_VAULT_PASSPHRASE is not UTF-8"))?,
+        ));
     }
     if !std::io::stdin().is_terminal() {
         bail!("no terminal to ask for the vault passphrase; pass --passphrase-stdin or set KEYGATE_VAULT_PASSPHRASE");
     }
     let first = Zeroizing::new(rpassword::prompt_password("Vault passphrase: ").context("reading the passphrase")?);
     if confirm {
-        let again = Zeroizing::new(rpassword::prompt_password("Repeat passphrase: ").context("reading the passphrase")?);
+        let again =
+            Zeroizing::new(rpassword::prompt_password("Repeat passphrase: ").context("reading the passphrase")?);
         if first != again {
             bail!("the two passphrases differ");
         }
@@ -246,7 +249,10 @@ fn passphrase(opts: &VaultOpts, confirm: bool) -> anyhow::Result<Zeroizing<Strin
 /// else a prompt.
 fn secret() -> anyhow::Result<Credential> {
     let text = if std::io::stdin().is_terminal() {
-        Zeroizing::new(rpassword::prompt_password("Secret (HMAC) — for an Ed25519 key pipe its PEM in: ").context("reading the secret")?)
+        Zeroizing::new(
+            rpassword::prompt_password("Secret (HMAC) — for an Ed25519 key pipe its PEM in: ")
+                .context("reading the secret")?,
+        )
     } else {
         let mut s = Zeroizing::new(String::new());
         std::io::stdin().lock().read_to_string(&mut s).context("reading the secret from stdin")?;
@@ -383,7 +389,11 @@ async fn rotate(opts: &VaultOpts, name: &str, api_key: Option<String>) -> anyhow
         if permissions(r) != permissions(&new_r) {
             outln!("note: the old key could {}; check the new one is what you meant.", permissions(r));
         }
-        outln!("Now revoke the old key {} (console: Keys > Revoke; operator: `keygate keys revoke {}`).", old.api_key, old.api_key);
+        outln!(
+            "Now revoke the old key {} (console: Keys > Revoke; operator: `keygate keys revoke {}`).",
+            old.api_key,
+            old.api_key
+        );
     } else {
         outln!("The old key {} no longer answers: nothing left to revoke.", old.api_key);
     }
@@ -540,7 +550,11 @@ pub async fn portfolio(args: PortfolioArgs) -> anyhow::Result<()> {
     }
     outln!("{t}");
     let down = p.exchanges.iter().filter(|e| e.error.is_some()).count();
-    outln!("  total {} {quote}{}", p.total, if down > 0 { format!(" ({down} exchange(s) not read)") } else { String::new() });
+    outln!(
+        "  total {} {quote}{}",
+        p.total,
+        if down > 0 { format!(" ({down} exchange(s) not read)") } else { String::new() }
+    );
     if let Some(path) = &args.chart {
         outln!("chart: {}", path.display());
     }

@@ -29,9 +29,9 @@ macro_rules! sayln {
 
 mod cli;
 mod context;
-mod holder;
 #[cfg(feature = "server")]
 mod demo;
+mod holder;
 mod keygen;
 mod output;
 mod scan;

@@ -34,7 +34,9 @@ async fn each_risky_key_gets_its_finding_and_a_refused_key_is_critical() {
     let app = TestApp::spawn().await;
     app.account("owner").await;
     // Read-only, IP-restricted: only the HMAC advice (keygate offers Ed25519).
-    let good = app.hmac_key("owner", Permissions::default(), Restrictions { ip_allowlist: local(), ..Restrictions::default() }).await;
+    let good = app
+        .hmac_key("owner", Permissions::default(), Restrictions { ip_allowlist: local(), ..Restrictions::default() })
+        .await;
     let r = run(&app, &good, Some(Purpose::Read)).await;
     assert_eq!(codes(&r), vec![("hmac-where-ed25519-offered", Severity::Low)]);
     assert!(r.restrictions.as_ref().unwrap().ip_restrict);
@@ -62,14 +64,20 @@ async fn each_risky_key_gets_its_finding_and_a_refused_key_is_critical() {
     assert!(r.findings.iter().any(|f| f.code == "permission-beyond-purpose"));
 
     // Expiring in three days.
-    let e = Restrictions { ip_allowlist: local(), expires_at: Some(START.plus_millis(3 * 86_400_000)), ..Restrictions::default() };
+    let e = Restrictions {
+        ip_allowlist: local(),
+        expires_at: Some(START.plus_millis(3 * 86_400_000)),
+        ..Restrictions::default()
+    };
     let expiring = app.hmac_key("owner", Permissions::default(), e).await;
     let r = run(&app, &expiring, None).await;
     assert_eq!(r.findings[0].code, "expires-soon");
     assert!(r.findings[0].message.contains("3 day"), "{r:?}");
 
     // Old: the clock moves 100 days; a key from the start is past 90 days.
-    let old = app.hmac_key("owner", Permissions::default(), Restrictions { ip_allowlist: local(), ..Restrictions::default() }).await;
+    let old = app
+        .hmac_key("owner", Permissions::default(), Restrictions { ip_allowlist: local(), ..Restrictions::default() })
+        .await;
     app.clock.advance_ms(100 * 86_400_000);
     let r = run(&app, &old, None).await;
     assert!(r.findings.iter().any(|f| f.code == "old-key" && f.message.contains("100 days")), "{r:?}");

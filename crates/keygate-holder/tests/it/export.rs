@@ -167,6 +167,9 @@ async fn a_real_429_mid_export_is_waited_out_or_resumed_by_the_next_run() {
     let records = export::read_records(out.path()).unwrap();
     assert_eq!(trade_keys(&records).len(), 3);
     assert_eq!(records.iter().filter(|r| r.kind == Kind::Withdrawal).count(), 1);
-    assert_eq!(records.iter().find(|r| r.kind == Kind::Deposit).unwrap().asset, AssetCode::parse("USDT").unwrap().to_string());
+    assert_eq!(
+        records.iter().find(|r| r.kind == Kind::Deposit).unwrap().asset,
+        AssetCode::parse("USDT").unwrap().to_string()
+    );
     x.app.shutdown().await;
 }

@@ -72,14 +72,7 @@ impl Exchange {
         fund(&app, maker_id, "BTC", "10").await;
         fund(&app, maker_id, "ETH", "100").await;
         fund(&app, maker_id, "USDT", "1000000").await;
-        Self {
-            holder_trade: app.hmac_client(&tk),
-            holder_withdraw: app.hmac_client(&wk),
-            maker,
-            holder,
-            read,
-            app,
-        }
+        Self { holder_trade: app.hmac_client(&tk), holder_withdraw: app.hmac_client(&wk), maker, holder, read, app }
     }
 
     /// The holder buys `qty` BTC at `price` USDT from the maker (the maker's order rests, the
