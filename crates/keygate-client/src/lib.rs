@@ -45,9 +45,10 @@ pub enum ClientError {
     /// The private key could not be read.
     #[error("unreadable private key: {0}")]
     Key(String),
-    /// The HTTP request failed.
+    /// The HTTP request failed. The URL is left out: a signed request's URL carries its
+    /// signature, which stays out of messages and logs.
     #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
     /// The server refused the call with a Binance error.
     #[error("HTTP {status}, Binance error {}: {}", body.code, body.msg)]
     Api {
@@ -65,6 +66,12 @@ pub enum ClientError {
         /// What did not match.
         msg: String,
     },
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Http(e.without_url())
+    }
 }
 
 /// Signs payloads for one key.

@@ -175,43 +175,39 @@ pub fn combine(quote: &str, exchanges: Vec<ExchangeHoldings>) -> Portfolio {
     Portfolio { quote: quote.to_owned(), exchanges, by_asset: by.into_values().collect(), total }
 }
 
-/// An SVG bar chart of the allocation (share of the total per asset), drawn by hand: one
-/// `<rect>` and one `<text>` per asset, no fonts or image libraries needed.
-#[must_use]
-pub fn allocation_svg(p: &Portfolio) -> String {
-    let priced: Vec<&Holding> = p.by_asset.iter().filter(|h| h.value.is_some_and(|v| v.units() > 0)).collect();
-    let total = p.total.units().max(1);
-    let (w, row) = (640u64, 28u64);
-    let h = 60 + row * priced.len() as u64;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n<text x=\"16\" y=\"28\" font-size=\"16\">Allocation in {} (total {})</text>\n",
-        escape(&p.quote),
-        p.total
-    );
-    let palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"];
-    for (i, hd) in priced.iter().enumerate() {
-        let v = hd.value.map_or(0, Amount::units);
-        let share_bp = u128::from(v) * 10_000 / u128::from(total);
-        let bar = (u128::from(w - 240) * share_bp / 10_000) as u64;
-        let y = 44 + row * i as u64;
-        s.push_str(&format!(
-            "<text x=\"16\" y=\"{}\">{}</text><rect x=\"90\" y=\"{y}\" width=\"{bar}\" height=\"{}\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}.{:02} %</text>\n",
-            y + 15,
-            escape(&hd.asset),
-            row - 8,
-            palette[i % palette.len()],
-            96 + bar,
-            y + 15,
-            share_bp / 100,
-            share_bp % 100
-        ));
+/// An SVG bar chart of the allocation (share of the total per asset), drawn with plotters' SVG
+/// backend: one bar and one label per priced asset, largest first.
+///
+/// # Errors
+/// [`HolderError::Invalid`] when plotters fails to draw.
+pub fn allocation_svg(p: &Portfolio) -> Result<String, HolderError> {
+    use plotters::prelude::*;
+    let mut priced: Vec<&Holding> = p.by_asset.iter().filter(|h| h.value.is_some_and(|v| v.units() > 0)).collect();
+    priced.sort_by(|a, b| b.value.cmp(&a.value).then(a.asset.cmp(&b.asset)));
+    let total = u128::from(p.total.units().max(1));
+    let (w, row) = (640u32, 28u32);
+    let h = 60 + row * u32::try_from(priced.len()).unwrap_or(0);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+        let fail = |e: &dyn std::fmt::Display| HolderError::Invalid(format!("chart: {e}"));
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let font = ("sans-serif", 14).into_font();
+        let title = format!("Allocation in {} (total {})", p.quote, p.total);
+        root.draw(&Text::new(title, (16, 14), ("sans-serif", 18).into_font())).map_err(|e| fail(&e))?;
+        for (i, hd) in priced.iter().enumerate() {
+            let share_bp = u128::from(hd.value.map_or(0, Amount::units)) * 10_000 / total;
+            let bar = i32::try_from(u128::from(w - 240) * share_bp / 10_000).unwrap_or(0);
+            let y = 44 + i32::try_from(row).unwrap_or(28) * i32::try_from(i).unwrap_or(0);
+            let color = Palette99::pick(i).to_rgba();
+            root.draw(&Text::new(hd.asset.clone(), (16, y + 4), font.clone())).map_err(|e| fail(&e))?;
+            root.draw(&Rectangle::new([(90, y), (90 + bar.max(1), y + 20)], color.filled())).map_err(|e| fail(&e))?;
+            let label = format!("{}.{:02} %", share_bp / 100, share_bp % 100);
+            root.draw(&Text::new(label, (96 + bar, y + 4), font.clone())).map_err(|e| fail(&e))?;
+        }
+        root.present().map_err(|e| fail(&e))?;
     }
-    s.push_str("</svg>\n");
-    s
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    Ok(svg)
 }
 
 #[cfg(test)]

@@ -521,7 +521,7 @@ pub async fn portfolio(args: PortfolioArgs) -> anyhow::Result<()> {
     results.sort_by_key(|(i, _)| *i);
     let p = portfolio::combine(&quote, results.into_iter().map(|(_, r)| r).collect());
     if let Some(path) = &args.chart {
-        keygate_holder::vault::write_atomic(path, portfolio::allocation_svg(&p).as_bytes())?;
+        keygate_holder::vault::write_atomic(path, portfolio::allocation_svg(&p)?.as_bytes())?;
     }
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&p)?);

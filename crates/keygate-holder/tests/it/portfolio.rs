@@ -53,8 +53,8 @@ async fn totals_are_balances_times_ticker_prices_and_a_dead_exchange_is_reported
     assert_eq!(p.exchanges[0].holdings.iter().find(|h| h.asset == "ETH").unwrap().route, "ETHUSDT");
     assert_eq!(p.exchanges[2].error.as_deref(), Some("connection refused"));
     assert_eq!(p.by_asset.iter().map(|h| h.asset.as_str()).collect::<Vec<_>>(), vec!["BTC", "ETH", "USDT"]);
-    let svg = portfolio::allocation_svg(&p);
-    assert!(svg.starts_with("<svg") && svg.contains(">BTC<") && svg.contains(" %</text>"));
+    let svg = portfolio::allocation_svg(&p).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("\nBTC\n</text>") && svg.contains(" %\n</text>"), "{svg}");
     alpha.app.shutdown().await;
     beta.app.shutdown().await;
 }

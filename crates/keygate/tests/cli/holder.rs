@@ -109,6 +109,8 @@ async fn check_portfolio_and_export_work_against_a_running_keygate_and_a_dead_ex
     let unknown = holder(&s, PASS, &["check", "down"], "");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stdout).contains("critical"));
+    // A failed request's message names no signed URL (its signature stays out of output).
+    assert!(!String::from_utf8_lossy(&unknown.stdout).contains("signature="));
 
     // portfolio: USDT at 1, BTC at the exchange's BTCUSDT ticker; the dead exchange is reported.
     let ticker: serde_json::Value =
@@ -121,9 +123,10 @@ async fn check_portfolio_and_export_work_against_a_running_keygate_and_a_dead_ex
     assert!((total - (1000.0 + 0.5 * btc)).abs() < 1e-6, "{total} vs {btc}");
     assert_eq!(p["exchanges"][0]["name"], "down");
     assert!(p["exchanges"][0]["error"].as_str().is_some());
-    assert!(std::fs::read_to_string(&chart).unwrap().contains(">BTC<"));
+    assert!(std::fs::read_to_string(&chart).unwrap().contains("\nBTC\n</text>"));
     let text = ok(&holder(&s, PASS, &["portfolio"], ""));
     assert!(text.contains("not read:") && text.contains("All exchanges"), "{text}");
+    assert!(!text.contains("signature="), "{text}");
 
     // export: the two deposits; a second run adds nothing. The dead exchange makes it exit 1.
     let dir = s.dir.path().join("export");
