@@ -146,7 +146,10 @@ async fn check_portfolio_and_export_work_against_a_running_keygate_and_a_dead_ex
     // rotate: guidance first; a new key that does not work changes nothing; one that works
     // replaces the old one, and the owner is told to revoke the old one.
     let guide = ok(&holder(&s, PASS, &["vault", "rotate", "local"], ""));
-    assert!(guide.contains("the old key may: read, no IP allowlist") && guide.contains("--api-key NEW_KEY_ID"), "{guide}");
+    assert!(
+        guide.contains("the old key may: read, no IP allowlist") && guide.contains("--api-key NEW_KEY_ID"),
+        "{guide}"
+    );
     let k2 = s.json(&["keys", "create", "--account", "alice", "--json"]);
     let (id2, secret2) = (k2["api_key"].as_str().unwrap(), k2["secret"].as_str().unwrap());
     let vault = std::fs::read(s.dir.path().join("vault.json")).unwrap();
@@ -155,7 +158,10 @@ async fn check_portfolio_and_export_work_against_a_running_keygate_and_a_dead_ex
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the new key does not work; the vault was not changed"));
     assert_eq!(std::fs::read(s.dir.path().join("vault.json")).unwrap(), vault);
     let rotated = ok(&holder(&s, PASS, &["vault", "rotate", "local", "--api-key", id2], secret2));
-    assert!(rotated.contains("the new key works") && rotated.contains(&format!("revoke the old key {id}")), "{rotated}");
+    assert!(
+        rotated.contains("the new key works") && rotated.contains(&format!("revoke the old key {id}")),
+        "{rotated}"
+    );
     let list = ok(&holder(&s, PASS, &["vault", "list", "--json"], ""));
     assert!(list.contains(id2) && !list.contains(id), "{list}");
     drop(server);
