@@ -36,8 +36,8 @@ use std::time::Duration;
 pub const WINDOW_DAYS: u64 = 89;
 /// Where history starts when no `--since` is given: Binance's launch, 2017-07-14T00:00:00Z.
 pub const DEFAULT_SINCE_MS: u64 = 1_499_990_400_000;
-/// Trades a page asks for (Binance's maximum).
-const PAGE: usize = 1000;
+/// Records a page asks for: Binance's maximum for trades, deposits and withdrawals.
+pub const PAGE: u32 = 1000;
 const DAY_MS: u64 = 86_400_000;
 /// Each run reads the last day of windows again: records the exchange inserted late are then
 /// found, and the dedupe drops those already held.
@@ -229,6 +229,8 @@ pub struct Source {
     pub client: Client,
     /// How it waits.
     pub pacer: Pacer,
+    /// Records per page ([`PAGE`]; tests use small pages to walk the paging).
+    pub page: u32,
 }
 
 /// Reads the JSONL records in `dir` (none when there is no file yet).
@@ -277,7 +279,13 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
         let mut es = state.entries.get(&source.name).cloned().unwrap_or_default();
         let mut fresh = Vec::new();
         let mut s = EntrySummary { name: source.name.clone(), ..EntrySummary::default() };
-        let mut reader = Reader { client: &source.client, pacer: &source.pacer, weight_limit: None, rate_limited: 0 };
+        let mut reader = Reader {
+            client: &source.client,
+            pacer: &source.pacer,
+            page: source.page.clamp(1, PAGE),
+            weight_limit: None,
+            rate_limited: 0,
+        };
         let outcome = export_entry(&mut reader, &source.name, &mut es, &mut fresh, since_ms).await;
         s.rate_limited = reader.rate_limited;
         if let Err(e) = outcome {
@@ -317,6 +325,7 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
 struct Reader<'a> {
     client: &'a Client,
     pacer: &'a Pacer,
+    page: u32,
     /// `REQUEST_WEIGHT` per minute from `exchangeInfo`.
     weight_limit: Option<u32>,
     rate_limited: u32,
@@ -401,11 +410,13 @@ async fn export_entry(
         markets.push((text(s, "symbol")?, text(s, "baseAsset")?, text(s, "quoteAsset")?));
     }
     markets.sort();
+    let limit = reader.page.to_string();
+    let page_len = reader.page as usize;
     for (symbol, base, quote) in &markets {
         loop {
             let from = es.trades.get(symbol).map_or(0, |last| last + 1).to_string();
             let page =
-                reader.get("/api/v3/myTrades", &[("symbol", symbol), ("fromId", &from), ("limit", "1000")]).await?;
+                reader.get("/api/v3/myTrades", &[("symbol", symbol), ("fromId", &from), ("limit", &limit)]).await?;
             let page = page.as_array().cloned().unwrap_or_default();
             for t in &page {
                 let id = number(t, "id")?;
@@ -429,7 +440,7 @@ async fn export_entry(
                 let last = es.trades.entry(symbol.clone()).or_insert(0);
                 *last = (*last).max(id);
             }
-            if page.len() < PAGE {
+            if page.len() < page_len {
                 break;
             }
         }
@@ -452,7 +463,7 @@ async fn export_entry(
                     _ => "/sapi/v1/capital/withdraw/history",
                 };
                 let page =
-                    reader.get(path, &[("startTime", &s), ("endTime", &e), ("offset", &o), ("limit", "1000")]).await?;
+                    reader.get(path, &[("startTime", &s), ("endTime", &e), ("offset", &o), ("limit", &limit)]).await?;
                 let page = page.as_array().cloned().unwrap_or_default();
                 for r in &page {
                     let status = number(r, "status")?;
@@ -488,7 +499,7 @@ async fn export_entry(
                         tx_id: r["txId"].as_str().filter(|t| !t.is_empty()).map(str::to_owned),
                     });
                 }
-                if page.len() < PAGE {
+                if page.len() < page_len {
                     break;
                 }
                 offset += page.len();

@@ -586,6 +586,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
             name: e.name.clone(),
             client: keygate_holder::client_for(e, wall_clock())?,
             pacer: export::Pacer::tokio(),
+            page: export::PAGE,
         });
     }
     drop(v);

@@ -113,6 +113,11 @@ impl Exchange {
     }
 
     pub(crate) fn source(&self, name: &str, max_retries: u32) -> Source {
-        Source { name: name.to_owned(), client: self.app.hmac_client(&self.read), pacer: self.pacer(max_retries) }
+        Source {
+            name: name.to_owned(),
+            client: self.app.hmac_client(&self.read),
+            pacer: self.pacer(max_retries),
+            page: 1000,
+        }
     }
 }
