@@ -45,9 +45,10 @@ pub enum ClientError {
     /// The private key could not be read.
     #[error("unreadable private key: {0}")]
     Key(String),
-    /// The HTTP request failed.
+    /// The HTTP request failed. The URL is left out: a signed request's URL carries its
+    /// signature, which stays out of messages and logs.
     #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
     /// The server refused the call with a Binance error.
     #[error("HTTP {status}, Binance error {}: {}", body.code, body.msg)]
     Api {
@@ -65,6 +66,12 @@ pub enum ClientError {
         /// What did not match.
         msg: String,
     },
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Http(e.without_url())
+    }
 }
 
 /// Signs payloads for one key.
@@ -172,6 +179,15 @@ impl Answer {
         }
         T::deserialize(&self.body).map_err(|e| ClientError::Decode { status, msg: e.to_string() })
     }
+}
+
+/// The rate-limit headers of one answer ([`Client::get_paced`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateInfo {
+    /// `X-MBX-USED-WEIGHT-1M`: request weight this address used in the current minute.
+    pub used_weight_1m: Option<u32>,
+    /// `Retry-After` in seconds, sent with 429 and 418 answers.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// Which order a query or cancel names.
@@ -335,6 +351,34 @@ impl Client {
     ) -> Result<Answer, ClientError> {
         let q = signed_query(params, (self.time)(), &self.signer);
         self.raw(method, path, &q, "").await
+    }
+
+    /// A GET (signed, or public when `signed` is false) returning the rate-limit headers beside
+    /// the answer: for tools that pace long runs of calls (history exports) by the weight the
+    /// server says they used and wait as long as a 429 or 418 tells them to.
+    ///
+    /// # Errors
+    /// [`ClientError::Http`] when the server cannot be reached.
+    pub async fn get_paced(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        signed: bool,
+    ) -> Result<(Answer, RateInfo), ClientError> {
+        let q = if signed { signed_query(params, (self.time)(), &self.signer) } else { query_string(params) };
+        let url =
+            if q.is_empty() { format!("{}{path}", self.base_url) } else { format!("{}{path}?{q}", self.base_url) };
+        let mut req = self.http.get(url);
+        if signed {
+            req = req.header("X-MBX-APIKEY", &self.api_key);
+        }
+        let res = req.send().await?;
+        let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned());
+        let info = RateInfo {
+            used_weight_1m: header("x-mbx-used-weight-1m").and_then(|v| v.parse().ok()),
+            retry_after_secs: header("retry-after").and_then(|v| v.parse().ok()),
+        };
+        Ok((Self::answer(res).await?, info))
     }
 
     /// Sends exactly `query` and `body`, with this client's key header: for tests that craft bytes.

@@ -87,6 +87,19 @@ pub enum Command {
     /// Find keygate secrets and key ids in files, directories or a git repository's history (exit
     /// status 1 when a secret is found, 2 when something could not be scanned).
     Scan(crate::scan::ScanArgs),
+    // The key holder's tools (docs/holder.md): they talk to exchanges over HTTP with the
+    // credentials of an encrypted vault and need no data directory.
+    /// Keep exchange credentials in an encrypted vault (Argon2id, XChaCha20-Poly1305) and run
+    /// bots with them.
+    Vault(crate::holder::VaultArgs),
+    /// Check what API keys may do and what is risky about them (exit status 1 on a finding at
+    /// or above --fail-on, for CI).
+    Check(crate::holder::CheckArgs),
+    /// Balances of every vault entry, valued in one currency, with an allocation chart.
+    Portfolio(crate::holder::PortfolioArgs),
+    /// Trade, deposit and withdrawal history of vault entries as Koinly and CoinTracking CSV and
+    /// JSONL; a second run adds only what is new.
+    Export(crate::holder::ExportArgs),
     /// Credit sandbox funds to an account (an operator action; no API key can do this).
     Deposit {
         /// Account name.
@@ -532,9 +545,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Scan(args) = &cli.command {
         return crate::scan::run(args);
     }
+    // The key holder's tools read no data directory either.
+    let command = match cli.command {
+        Command::Vault(args) => return crate::holder::vault(args).await,
+        Command::Check(args) => return crate::holder::check(args).await,
+        Command::Portfolio(args) => return crate::holder::portfolio(args).await,
+        Command::Export(args) => return crate::holder::export(args).await,
+        other => other,
+    };
     let ctx = Context::new(cli.data_dir, cli.master_key_file, cli.database_url, cli.key_policy)?;
-    match cli.command {
-        Command::Scan(_) => Ok(()),
+    match command {
+        Command::Scan(_) | Command::Vault(_) | Command::Check(_) | Command::Portfolio(_) | Command::Export(_) => Ok(()),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(&ctx, *args).await,
         Command::Accounts(cmd) => accounts(&ctx, cmd).await,

@@ -31,6 +31,7 @@ mod cli;
 mod context;
 #[cfg(feature = "server")]
 mod demo;
+mod holder;
 mod keygen;
 mod output;
 mod scan;
@@ -89,6 +90,14 @@ fn main() -> ExitCode {
         Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         // Findings were printed; the status tells CI and pre-commit hooks.
         Err(e) if e.downcast_ref::<scan::SecretsFound>().is_some() => ExitCode::from(1),
+        // `check` findings and `vault exec`'s command choose the status (holder.rs).
+        Err(e) if e.downcast_ref::<holder::Exit>().is_some() => {
+            let exit = e.downcast_ref::<holder::Exit>();
+            if let Some(x) = exit.filter(|x| !x.message.is_empty()) {
+                eprintln!("keygate: {}", x.message);
+            }
+            ExitCode::from(exit.map_or(1, |x| x.code))
+        }
         Err(e) => {
             eprintln!("keygate: error: {e:#}");
             // `scan` keeps 1 for "a secret was found": 2 is "could not scan".

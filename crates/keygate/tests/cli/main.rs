@@ -7,6 +7,7 @@ mod access_log;
 mod cluster;
 mod demo;
 mod durability;
+mod holder;
 mod key_policies;
 mod nodes;
 mod replay;

@@ -1,0 +1,745 @@
+//! `keygate export`: the full trade, deposit and withdrawal history of vault entries, as JSONL,
+//! Koinly universal CSV and CoinTracking CSV.
+//!
+//! How it reads (Binance Spot's rules, which keygate follows):
+//! - trades: `GET /api/v3/myTrades` per symbol of `exchangeInfo`, `limit=1000`, paged by `fromId`
+//!   (the last id seen + 1) until a short page;
+//! - deposits and withdrawals: `GET /sapi/v1/capital/deposit/hisrec` and
+//!   `/capital/withdraw/history` in windows of [`WINDOW_DAYS`] days (Binance refuses 90 or more),
+//!   each paged by `offset` while a page is full;
+//! - pacing: after each answer, when `X-MBX-USED-WEIGHT-1M` reaches nine tenths of the
+//!   `REQUEST_WEIGHT` limit that `exchangeInfo.rateLimits` announces, it waits for the next
+//!   minute; a 429 or 418 waits `Retry-After` (at least one second, doubling on each repeat) and
+//!   asks again, up to [`Pacer::max_retries`] times.
+//!
+//! Resumable and idempotent: the records are kept in `history.jsonl` and the cursors (last trade
+//! id per symbol, how far the deposit and withdrawal windows are final) in
+//! `keygate-export-state.json`, both in the output directory. A run starts from the cursors,
+//! drops every record whose key (exchange entry, kind, symbol, id) it already holds, then
+//! rewrites all files atomically, the state last. A run cut short (a refusal past the retries, a
+//! crash) loses nothing already written, and the next run carries on. Deposits and withdrawals
+//! are exported once final (credited; completed); the window cursor stops before the oldest
+//! one still pending, so it is picked up when it settles.
+
+use crate::HolderError;
+use crate::vault::write_atomic;
+use keygate_client::Client;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deposit and withdrawal windows, in days: Binance refuses a span of 90 days or more.
+pub const WINDOW_DAYS: u64 = 89;
+/// Where history starts when no `--since` is given: Binance's launch, 2017-07-14T00:00:00Z.
+pub const DEFAULT_SINCE_MS: u64 = 1_499_990_400_000;
+/// Records a page asks for: Binance's maximum for trades, deposits and withdrawals.
+pub const PAGE: u32 = 1000;
+const DAY_MS: u64 = 86_400_000;
+/// Each run reads the last day of windows again: records the exchange inserted late are then
+/// found, and the dedupe drops those already held.
+const OVERLAP_MS: u64 = DAY_MS;
+
+/// The records file, one JSON object a line.
+pub const JSONL: &str = "history.jsonl";
+/// Koinly's universal CSV.
+pub const KOINLY: &str = "koinly.csv";
+/// CoinTracking's CSV import.
+pub const COINTRACKING: &str = "cointracking.csv";
+/// The cursors.
+pub const STATE: &str = "keygate-export-state.json";
+
+/// Koinly universal CSV header, in template order (Koinly help article 9489976).
+pub const KOINLY_HEADER: [&str; 12] = [
+    "Date",
+    "Sent Amount",
+    "Sent Currency",
+    "Received Amount",
+    "Received Currency",
+    "Fee Amount",
+    "Fee Currency",
+    "Net Worth Amount",
+    "Net Worth Currency",
+    "Label",
+    "Description",
+    "TxHash",
+];
+
+/// CoinTracking CSV import header: the eleven required columns, then `Tx-ID`.
+pub const COINTRACKING_HEADER: [&str; 12] = [
+    "Type",
+    "Buy Amount",
+    "Buy Currency",
+    "Sell Amount",
+    "Sell Currency",
+    "Fee",
+    "Fee Currency",
+    "Exchange",
+    "Trade-Group",
+    "Comment",
+    "Date",
+    "Tx-ID",
+];
+
+/// What a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A fill of one of the account's orders.
+    Trade,
+    /// A credited deposit.
+    Deposit,
+    /// A completed withdrawal.
+    Withdrawal,
+}
+
+/// One history record, as written to `history.jsonl`. Amounts are the exchange's decimal text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The vault entry it came from.
+    pub exchange: String,
+    /// Trade, deposit or withdrawal.
+    pub kind: Kind,
+    /// The exchange's id (trade id, deposit or withdrawal id).
+    pub id: String,
+    /// When it happened, ms since the epoch (trade time, deposit insert time, withdrawal apply
+    /// time).
+    pub time: u64,
+    /// Trades: the market.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    /// Trades: `buy` or `sell`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
+    /// Trades: the base asset; deposits and withdrawals: the coin.
+    pub asset: String,
+    /// Trades: `qty`; deposits: the amount credited; withdrawals: the amount requested, fee
+    /// included.
+    pub amount: String,
+    /// Trades: the quote asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_asset: Option<String>,
+    /// Trades: `quoteQty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_amount: Option<String>,
+    /// Trades: `price`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
+    /// Trades: `commission`; withdrawals: `transactionFee`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee: Option<String>,
+    /// The fee's asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_asset: Option<String>,
+    /// Trades: the order id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<u64>,
+    /// Deposits and withdrawals: the chain transaction id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_id: Option<String>,
+}
+
+impl Record {
+    /// The dedupe key: exchange entry, kind, symbol (trade ids are per market) and id.
+    #[must_use]
+    pub fn key(&self) -> String {
+        format!("{}|{:?}|{}|{}", self.exchange, self.kind, self.symbol.as_deref().unwrap_or(""), self.id)
+    }
+}
+
+/// Cursors of one vault entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryState {
+    /// The highest trade id held, per symbol.
+    pub trades: BTreeMap<String, u64>,
+    /// Deposits before this time (ms) are all held.
+    pub deposits_until: Option<u64>,
+    /// Withdrawals before this time (ms) are all held.
+    pub withdrawals_until: Option<u64>,
+}
+
+/// The state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Per vault entry.
+    pub entries: BTreeMap<String, EntryState>,
+}
+
+/// A sleep the exporter calls when it must wait; the CLI sleeps, tests move a manual clock.
+pub type Sleep = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How the exporter waits for rate limits.
+#[derive(Clone)]
+pub struct Pacer {
+    /// Waits this long.
+    pub sleep: Sleep,
+    /// 429/418/5xx answers in a row before an entry's export stops (to carry on next run).
+    pub max_retries: u32,
+}
+
+impl std::fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacer").field("max_retries", &self.max_retries).finish_non_exhaustive()
+    }
+}
+
+impl Pacer {
+    /// Real sleeps (tokio), five retries.
+    #[must_use]
+    pub fn tokio() -> Self {
+        Self { sleep: Arc::new(|d| Box::pin(tokio::time::sleep(d))), max_retries: 5 }
+    }
+}
+
+/// What one entry's run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EntrySummary {
+    /// The vault entry.
+    pub name: String,
+    /// New trades.
+    pub trades: usize,
+    /// New deposits.
+    pub deposits: usize,
+    /// New withdrawals.
+    pub withdrawals: usize,
+    /// 429/418 answers waited out.
+    pub rate_limited: u32,
+    /// Why the entry stopped early, if it did (the next run carries on from where it stopped).
+    pub error: Option<String>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Per entry.
+    pub entries: Vec<EntrySummary>,
+    /// Records in the files after the run.
+    pub total_records: usize,
+}
+
+/// One entry to export.
+#[derive(Debug)]
+pub struct Source {
+    /// The vault entry's name.
+    pub name: String,
+    /// A client for it.
+    pub client: Client,
+    /// How it waits.
+    pub pacer: Pacer,
+    /// Records per page ([`PAGE`]; tests use small pages to walk the paging).
+    pub page: u32,
+}
+
+/// Reads the JSONL records in `dir` (none when there is no file yet).
+///
+/// # Errors
+/// [`HolderError::Io`] or [`HolderError::Invalid`] for a file that is not ours.
+pub fn read_records(dir: &Path) -> Result<Vec<Record>, HolderError> {
+    let path = dir.join(JSONL);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(HolderError::Io { path, msg: e.to_string() }),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| HolderError::Invalid(format!("{} line {}: {e}", path.display(), i + 1)))
+        })
+        .collect()
+}
+
+fn read_state(dir: &Path) -> Result<State, HolderError> {
+    let path = dir.join(STATE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| HolderError::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(HolderError::Io { path, msg: e.to_string() }),
+    }
+}
+
+/// Exports `sources` into `dir` (created if missing). Entries are read one after another, so
+/// their pacing never competes; one entry failing stops only that entry, and what it read before
+/// is kept.
+///
+/// # Errors
+/// [`HolderError::Io`] when the output cannot be written; exchange failures are reported per
+/// entry in the [`Summary`] instead.
+pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summary, HolderError> {
+    std::fs::create_dir_all(dir).map_err(|e| HolderError::Io { path: dir.to_owned(), msg: e.to_string() })?;
+    let mut records = read_records(dir)?;
+    let mut state = read_state(dir)?;
+    let mut seen: BTreeSet<String> = records.iter().map(Record::key).collect();
+    let mut summary = Summary::default();
+    for source in sources {
+        let mut es = state.entries.get(&source.name).cloned().unwrap_or_default();
+        let mut fresh = Vec::new();
+        let mut s = EntrySummary { name: source.name.clone(), ..EntrySummary::default() };
+        let mut reader = Reader {
+            client: &source.client,
+            pacer: &source.pacer,
+            page: source.page.clamp(1, PAGE),
+            weight_limit: None,
+            rate_limited: 0,
+        };
+        let outcome = export_entry(&mut reader, &source.name, &mut es, &mut fresh, since_ms).await;
+        s.rate_limited = reader.rate_limited;
+        if let Err(e) = outcome {
+            s.error = Some(e.to_string());
+        }
+        for r in fresh {
+            if seen.insert(r.key()) {
+                match r.kind {
+                    Kind::Trade => s.trades += 1,
+                    Kind::Deposit => s.deposits += 1,
+                    Kind::Withdrawal => s.withdrawals += 1,
+                }
+                records.push(r);
+            }
+        }
+        state.entries.insert(source.name.clone(), es);
+        summary.entries.push(s);
+    }
+    records.sort_by(|a, b| {
+        (a.time, &a.exchange, a.kind, &a.symbol, &a.id).cmp(&(b.time, &b.exchange, b.kind, &b.symbol, &b.id))
+    });
+    let mut jsonl = Vec::new();
+    for r in &records {
+        serde_json::to_writer(&mut jsonl, r).map_err(|e| HolderError::Invalid(e.to_string()))?;
+        jsonl.push(b'\n');
+    }
+    write_atomic(&dir.join(JSONL), &jsonl)?;
+    write_atomic(&dir.join(KOINLY), &koinly_csv(&records)?)?;
+    write_atomic(&dir.join(COINTRACKING), &cointracking_csv(&records)?)?;
+    let state_bytes = serde_json::to_vec_pretty(&state).map_err(|e| HolderError::Invalid(e.to_string()))?;
+    write_atomic(&dir.join(STATE), &state_bytes)?;
+    summary.total_records = records.len();
+    Ok(summary)
+}
+
+/// Signed GETs with pacing.
+struct Reader<'a> {
+    client: &'a Client,
+    pacer: &'a Pacer,
+    page: u32,
+    /// `REQUEST_WEIGHT` per minute from `exchangeInfo`.
+    weight_limit: Option<u32>,
+    rate_limited: u32,
+}
+
+impl Reader<'_> {
+    async fn get(&mut self, path: &str, params: &[(&str, &str)]) -> Result<serde_json::Value, HolderError> {
+        self.request(path, params, true).await
+    }
+
+    async fn request(
+        &mut self,
+        path: &str,
+        params: &[(&str, &str)],
+        signed: bool,
+    ) -> Result<serde_json::Value, HolderError> {
+        let mut refusals = 0u32;
+        loop {
+            let (answer, info) = self.client.get_paced(path, params, signed).await?;
+            let retry = matches!(answer.status, 429 | 418) || answer.status >= 500;
+            if retry {
+                if matches!(answer.status, 429 | 418) {
+                    self.rate_limited += 1;
+                }
+                if refusals >= self.pacer.max_retries {
+                    return Err(answer.parse::<serde_json::Value>().err().map_or_else(
+                        || HolderError::Invalid(format!("HTTP {} from {path}", answer.status)),
+                        HolderError::from,
+                    ));
+                }
+                let backoff = 1u64 << refusals.min(6);
+                let wait = info.retry_after_secs.unwrap_or(0).max(backoff);
+                refusals += 1;
+                (self.pacer.sleep)(Duration::from_secs(wait)).await;
+                continue;
+            }
+            let value = answer.parse::<serde_json::Value>()?;
+            if let (Some(used), Some(limit)) = (info.used_weight_1m, self.weight_limit)
+                && u64::from(used) * 10 >= u64::from(limit) * 9
+            {
+                // Wait for the next minute window of the exchange's counters.
+                let now = self.client.now().0;
+                let wait_ms = 60_000 - now % 60_000 + 100;
+                (self.pacer.sleep)(Duration::from_millis(wait_ms)).await;
+            }
+            return Ok(value);
+        }
+    }
+}
+
+fn text(v: &serde_json::Value, field: &str) -> Result<String, HolderError> {
+    match &v[field] {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(HolderError::Invalid(format!("field {field} is {other}, not text"))),
+    }
+}
+
+fn number(v: &serde_json::Value, field: &str) -> Result<u64, HolderError> {
+    v[field].as_u64().ok_or_else(|| HolderError::Invalid(format!("field {field} is {}, not a number", v[field])))
+}
+
+async fn export_entry(
+    reader: &mut Reader<'_>,
+    name: &str,
+    es: &mut EntryState,
+    out: &mut Vec<Record>,
+    since_ms: u64,
+) -> Result<(), HolderError> {
+    let info = reader.request("/api/v3/exchangeInfo", &[], false).await?;
+    reader.weight_limit = info["rateLimits"]
+        .as_array()
+        .and_then(|limits| {
+            limits.iter().find_map(|l| {
+                let minute = l["interval"] == "MINUTE" && l["intervalNum"] == 1;
+                (l["rateLimitType"] == "REQUEST_WEIGHT" && minute).then(|| l["limit"].as_u64()).flatten()
+            })
+        })
+        .and_then(|l| u32::try_from(l).ok());
+    let mut markets = Vec::new();
+    for s in info["symbols"].as_array().into_iter().flatten() {
+        markets.push((text(s, "symbol")?, text(s, "baseAsset")?, text(s, "quoteAsset")?));
+    }
+    markets.sort();
+    let limit = reader.page.to_string();
+    let page_len = reader.page as usize;
+    for (symbol, base, quote) in &markets {
+        loop {
+            let from = es.trades.get(symbol).map_or(0, |last| last + 1).to_string();
+            let page =
+                reader.get("/api/v3/myTrades", &[("symbol", symbol), ("fromId", &from), ("limit", &limit)]).await?;
+            let page = page.as_array().cloned().unwrap_or_default();
+            for t in &page {
+                let id = number(t, "id")?;
+                out.push(Record {
+                    exchange: name.to_owned(),
+                    kind: Kind::Trade,
+                    id: id.to_string(),
+                    time: number(t, "time")?,
+                    symbol: Some(symbol.clone()),
+                    side: Some(if t["isBuyer"].as_bool() == Some(true) { "buy" } else { "sell" }.to_owned()),
+                    asset: base.clone(),
+                    amount: text(t, "qty")?,
+                    quote_asset: Some(quote.clone()),
+                    quote_amount: Some(text(t, "quoteQty")?),
+                    price: Some(text(t, "price")?),
+                    fee: Some(text(t, "commission")?),
+                    fee_asset: Some(text(t, "commissionAsset")?),
+                    order_id: t["orderId"].as_u64(),
+                    tx_id: None,
+                });
+                let last = es.trades.entry(symbol.clone()).or_insert(0);
+                *last = (*last).max(id);
+            }
+            if page.len() < page_len {
+                break;
+            }
+        }
+    }
+    let now = reader.client.now().0;
+    for kind in [Kind::Deposit, Kind::Withdrawal] {
+        let cursor = match kind {
+            Kind::Deposit => es.deposits_until,
+            _ => es.withdrawals_until,
+        };
+        let mut start = cursor.map_or(since_ms, |c| c.saturating_sub(OVERLAP_MS).max(since_ms));
+        let mut pending_from: Option<u64> = None;
+        while start <= now {
+            let end = (start + WINDOW_DAYS * DAY_MS - 1).min(now);
+            let mut offset = 0usize;
+            loop {
+                let (s, e, o) = (start.to_string(), end.to_string(), offset.to_string());
+                let path = match kind {
+                    Kind::Deposit => "/sapi/v1/capital/deposit/hisrec",
+                    _ => "/sapi/v1/capital/withdraw/history",
+                };
+                let page =
+                    reader.get(path, &[("startTime", &s), ("endTime", &e), ("offset", &o), ("limit", &limit)]).await?;
+                let page = page.as_array().cloned().unwrap_or_default();
+                for r in &page {
+                    let status = number(r, "status")?;
+                    let (time, final_ok, pending) = match kind {
+                        Kind::Deposit => (number(r, "insertTime")?, matches!(status, 1 | 6), matches!(status, 0 | 8)),
+                        _ => (withdraw_time(r)?, status == 6, matches!(status, 0 | 2 | 4)),
+                    };
+                    if pending {
+                        pending_from = Some(pending_from.map_or(time, |p| p.min(time)));
+                    }
+                    if !final_ok {
+                        continue;
+                    }
+                    let fee = match kind {
+                        Kind::Withdrawal => Some(text(r, "transactionFee")?),
+                        _ => None,
+                    };
+                    out.push(Record {
+                        exchange: name.to_owned(),
+                        kind,
+                        id: text(r, "id")?,
+                        time,
+                        symbol: None,
+                        side: None,
+                        asset: text(r, "coin")?,
+                        amount: text(r, "amount")?,
+                        quote_asset: None,
+                        quote_amount: None,
+                        price: None,
+                        fee_asset: fee.as_ref().map(|_| text(r, "coin")).transpose()?,
+                        fee,
+                        order_id: None,
+                        tx_id: r["txId"].as_str().filter(|t| !t.is_empty()).map(str::to_owned),
+                    });
+                }
+                if page.len() < page_len {
+                    break;
+                }
+                offset += page.len();
+            }
+            // Everything up to `end` is read; the cursor moves only past windows read in full
+            // and never past a record still pending.
+            let until = pending_from.map_or(end + 1, |p| p.min(end + 1));
+            match kind {
+                Kind::Deposit => es.deposits_until = Some(until),
+                _ => es.withdrawals_until = Some(until),
+            }
+            start = end + 1;
+        }
+    }
+    Ok(())
+}
+
+/// A withdrawal's time: `applyTime` is a UTC text (`2026-01-01 00:00:00`) on Binance.
+fn withdraw_time(r: &serde_json::Value) -> Result<u64, HolderError> {
+    let t = text(r, "applyTime")?;
+    if let Ok(ms) = t.parse::<u64>() {
+        return Ok(ms);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let dt = time::PrimitiveDateTime::parse(&t, &format)
+        .map_err(|e| HolderError::Invalid(format!("applyTime {t:?}: {e}")))?;
+    u64::try_from(dt.assume_utc().unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| HolderError::Invalid(format!("applyTime {t:?} before 1970")))
+}
+
+fn date(ms: u64, with_utc: bool) -> Result<String, HolderError> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|e| HolderError::Invalid(e.to_string()))?;
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let s = t.format(&format).map_err(|e| HolderError::Invalid(e.to_string()))?;
+    Ok(if with_utc { format!("{s} UTC") } else { s })
+}
+
+/// Decimal text plus or minus, exactly (eight decimal places, as Binance's amounts).
+fn add_decimal(a: &str, b: &str, subtract: bool) -> Result<String, HolderError> {
+    let parse =
+        |s: &str| keygate_proto::Amount::parse(s).map_err(|e| HolderError::Invalid(format!("amount {s:?}: {e}")));
+    let (x, y) = (parse(a)?.units(), parse(b)?.units());
+    let units = if subtract { x.saturating_sub(y) } else { x.saturating_add(y) };
+    Ok(keygate_proto::Amount::from_units(units).to_string())
+}
+
+fn writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new())
+}
+
+fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, HolderError> {
+    w.into_inner().map_err(|e| HolderError::Invalid(e.to_string()))
+}
+
+fn csv_err(e: csv::Error) -> HolderError {
+    HolderError::Invalid(e.to_string())
+}
+
+/// Koinly universal CSV: a trade fills both sides (its gross `qty` and `quoteQty`) with the
+/// commission in the fee columns; a deposit fills Received; a withdrawal fills Sent with the
+/// amount that left for the address and its network fee in the fee columns. In every row,
+/// Received − Sent − Fee is the change of the account's balance. Dates `YYYY-MM-DD HH:MM:SS UTC`.
+///
+/// # Errors
+/// [`HolderError::Invalid`] for a record that cannot be written.
+pub fn koinly_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
+    let mut w = writer();
+    w.write_record(KOINLY_HEADER).map_err(csv_err)?;
+    for r in records {
+        let d = date(r.time, true)?;
+        let fee = r.fee.clone().unwrap_or_default();
+        let fee_asset = r.fee_asset.clone().unwrap_or_default();
+        let quote = r.quote_amount.clone().unwrap_or_default();
+        let quote_asset = r.quote_asset.clone().unwrap_or_default();
+        let (sent, sent_c, recv, recv_c, desc, tx) = match r.kind {
+            Kind::Trade if r.side.as_deref() == Some("buy") => {
+                (quote, quote_asset, r.amount.clone(), r.asset.clone(), trade_comment(r), String::new())
+            }
+            Kind::Trade => (r.amount.clone(), r.asset.clone(), quote, quote_asset, trade_comment(r), String::new()),
+            Kind::Deposit => (
+                String::new(),
+                String::new(),
+                r.amount.clone(),
+                r.asset.clone(),
+                format!("deposit {}", r.id),
+                r.tx_id.clone().unwrap_or_default(),
+            ),
+            // The exchange's amount includes the network fee: Sent is what left for the
+            // address, so that Sent + Fee is what left the account.
+            Kind::Withdrawal => (
+                add_decimal(&r.amount, if fee.is_empty() { "0" } else { &fee }, true)?,
+                r.asset.clone(),
+                String::new(),
+                String::new(),
+                format!("withdrawal {}", r.id),
+                r.tx_id.clone().unwrap_or_default(),
+            ),
+        };
+        w.write_record([d.as_str(), &sent, &sent_c, &recv, &recv_c, &fee, &fee_asset, "", "", "", &desc, &tx])
+            .map_err(csv_err)?;
+    }
+    finish(w)
+}
+
+fn trade_comment(r: &Record) -> String {
+    format!(
+        "{} {} trade {} order {}",
+        r.symbol.as_deref().unwrap_or(""),
+        r.side.as_deref().unwrap_or(""),
+        r.id,
+        r.order_id.map(|o| o.to_string()).unwrap_or_default()
+    )
+}
+
+/// CoinTracking CSV, following its fee rules (amounts are the real balance changes, the fee
+/// columns informative): a buy whose commission is in the bought coin books the net amount; a
+/// sell whose commission is in the sold coin books the gross amount with the fee in it; a
+/// commission in a third coin gets an `Other Fee` row of its own; a withdrawal's amount includes
+/// its fee. Dates `YYYY-MM-DD HH:MM:SS`, UTC. `Exchange` is the vault entry's name.
+///
+/// # Errors
+/// [`HolderError::Invalid`] for a record that cannot be written.
+pub fn cointracking_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
+    let mut w = writer();
+    w.write_record(COINTRACKING_HEADER).map_err(csv_err)?;
+    for r in records {
+        let d = date(r.time, false)?;
+        let fee = r.fee.clone().unwrap_or_default();
+        let fee_asset = r.fee_asset.clone().unwrap_or_default();
+        match r.kind {
+            Kind::Trade => {
+                let quote = r.quote_amount.clone().unwrap_or_default();
+                let quote_asset = r.quote_asset.clone().unwrap_or_default();
+                let (mut buy, buy_c, mut sell, sell_c) = if r.side.as_deref() == Some("buy") {
+                    (r.amount.clone(), r.asset.clone(), quote, quote_asset)
+                } else {
+                    (quote, quote_asset, r.amount.clone(), r.asset.clone())
+                };
+                let third = !fee.is_empty() && fee_asset != buy_c && fee_asset != sell_c;
+                if fee_asset == buy_c && !fee.is_empty() {
+                    buy = add_decimal(&buy, &fee, true)?;
+                } else if fee_asset == sell_c && !fee.is_empty() {
+                    sell = add_decimal(&sell, &fee, false)?;
+                }
+                let (f, fc) = if third { (String::new(), String::new()) } else { (fee.clone(), fee_asset.clone()) };
+                let comment = trade_comment(r);
+                w.write_record([
+                    "Trade",
+                    &buy,
+                    &buy_c,
+                    &sell,
+                    &sell_c,
+                    &f,
+                    &fc,
+                    &r.exchange,
+                    "",
+                    &comment,
+                    &d,
+                    &format!("trade-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
+                ])
+                .map_err(csv_err)?;
+                if third {
+                    w.write_record([
+                        "Other Fee",
+                        "",
+                        "",
+                        &fee,
+                        &fee_asset,
+                        "",
+                        "",
+                        &r.exchange,
+                        "",
+                        &comment,
+                        &d,
+                        &format!("fee-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
+                    ])
+                    .map_err(csv_err)?;
+                }
+            }
+            Kind::Deposit => {
+                w.write_record([
+                    "Deposit",
+                    &r.amount,
+                    &r.asset,
+                    "",
+                    "",
+                    "",
+                    "",
+                    &r.exchange,
+                    "",
+                    &format!("deposit {}", r.id),
+                    &d,
+                    r.tx_id.as_deref().unwrap_or(""),
+                ])
+                .map_err(csv_err)?;
+            }
+            Kind::Withdrawal => {
+                w.write_record([
+                    "Withdrawal",
+                    "",
+                    "",
+                    &r.amount,
+                    &r.asset,
+                    &fee,
+                    &fee_asset,
+                    &r.exchange,
+                    "",
+                    &format!("withdrawal {}", r.id),
+                    &d,
+                    r.tx_id.as_deref().unwrap_or(""),
+                ])
+                .map_err(csv_err)?;
+            }
+        }
+    }
+    finish(w)
+}
+
+/// The output directory's files, for callers that print where things went.
+#[must_use]
+pub fn outputs(dir: &Path) -> [PathBuf; 4] {
+    [dir.join(JSONL), dir.join(KOINLY), dir.join(COINTRACKING), dir.join(STATE)]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn withdrawal_times_read_binances_text_and_dates_print_in_utc() {
+        let r = serde_json::json!({"applyTime": "2026-01-01 00:00:01"});
+        assert_eq!(withdraw_time(&r).unwrap(), 1_767_225_601_000);
+        assert_eq!(date(1_767_225_601_000, true).unwrap(), "2026-01-01 00:00:01 UTC");
+    }
+
+    #[test]
+    fn decimals_add_and_subtract_exactly() {
+        assert_eq!(add_decimal("0.01000000", "0.00001000", true).unwrap(), "0.00999000");
+        assert_eq!(add_decimal("1", "0.1", false).unwrap(), "1.10000000");
+    }
+}

@@ -1,0 +1,60 @@
+//! `portfolio`: totals equal the sum of balances times the exchanges' ticker prices; an exchange
+//! that is down is reported and the others still shown.
+
+use super::{Exchange, fund};
+use keygate_holder::portfolio;
+use keygate_proto::Amount;
+use std::collections::BTreeMap;
+
+#[tokio::test]
+async fn totals_are_balances_times_ticker_prices_and_a_dead_exchange_is_reported() {
+    let (alpha, beta) = tokio::join!(Exchange::start(), Exchange::start());
+    for (x, btc_price) in [(&alpha, "50000"), (&beta, "60000")] {
+        fund(&x.app, x.holder, "USDT", "10000").await;
+        x.buy("BTCUSDT", "0.1", btc_price).await;
+        x.buy("ETHBTC", "1", "0.05").await;
+    }
+    let mut results = Vec::new();
+    let mut expected_total: u128 = 0;
+    for (name, x) in [("alpha", &alpha), ("beta", &beta)] {
+        let client = x.app.hmac_client(&x.read);
+        let (balances, prices) = portfolio::read(&client).await.unwrap();
+        // Independently: every balance times its ticker against USDT.
+        let tickers: BTreeMap<String, u128> = client
+            .ticker_prices()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.symbol.to_string(), u128::from(p.price.units())))
+            .collect();
+        let account = client.account().await.unwrap();
+        for b in &account.balances {
+            let amt = u128::from(b.free.units() + b.locked.units());
+            let v = match b.asset.as_str() {
+                _ if amt == 0 => 0,
+                "USDT" => amt,
+                "BTC" => amt * tickers["BTCUSDT"] / 100_000_000,
+                "ETH" => amt * tickers["ETHUSDT"] / 100_000_000,
+                other => panic!("unexpected asset {other}"),
+            };
+            expected_total += v;
+        }
+        results.push(portfolio::value(name, &balances, &prices, "USDT"));
+    }
+    results.push(portfolio::ExchangeHoldings {
+        name: "down".into(),
+        holdings: vec![],
+        total: Amount::ZERO,
+        unpriced: 0,
+        error: Some("connection refused".into()),
+    });
+    let p = portfolio::combine("USDT", results);
+    assert_eq!(u128::from(p.total.units()), expected_total);
+    assert_eq!(p.exchanges[0].holdings.iter().find(|h| h.asset == "ETH").unwrap().route, "ETHUSDT");
+    assert_eq!(p.exchanges[2].error.as_deref(), Some("connection refused"));
+    assert_eq!(p.by_asset.iter().map(|h| h.asset.as_str()).collect::<Vec<_>>(), vec!["BTC", "ETH", "USDT"]);
+    let svg = portfolio::allocation_svg(&p).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("\nBTC\n</text>") && svg.contains(" %\n</text>"), "{svg}");
+    alpha.app.shutdown().await;
+    beta.app.shutdown().await;
+}
