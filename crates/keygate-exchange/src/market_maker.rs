@@ -391,6 +391,15 @@ impl MarketMaker {
             let lean_pct = (lean * 10_000 / i128::from(mid.max(1))).clamp(-20, 20);
             let buy_pct = u64::try_from(50 + lean_pct).unwrap_or(50);
             let (mut base_need, mut quote_need) = (0u128, 0u128);
+            // The flow takes at most 70 % of a side as the book stood before this tick (the
+            // market maker's commands of the tick only add to it), so it never empties a side:
+            // a reader always finds a bid and an ask.
+            let depth = exchange.depth(&spec.symbol, Some(5000)).ok();
+            let room = |levels: Option<&Vec<(Amount, Amount)>>| {
+                levels.map_or(0, |l| l.iter().map(|(_, q)| u128::from(q.units())).sum::<u128>() * 7 / 10)
+            };
+            let mut bid_room = room(depth.as_ref().map(|d| &d.bids));
+            let mut ask_room = room(depth.as_ref().map(|d| &d.asks));
             for slot in first_slot..=last_slot {
                 let h = flow_hash(seed, i, slot);
                 if h % 1_000_000 >= per_slot {
@@ -412,6 +421,12 @@ impl MarketMaker {
                     spec.step_size.units(),
                 )
                 .min(spec.market_max_qty.units());
+                let room = if side == Side::Buy { &mut ask_room } else { &mut bid_room };
+                let qty = round_down(u64::try_from((*room).min(u128::from(qty))).unwrap_or(0), spec.step_size.units());
+                if qty < min_qty {
+                    continue;
+                }
+                *room -= u128::from(qty);
                 match side {
                     Side::Buy => quote_need += u128::from(qty) * u128::from(price) * 2 / crate::exchange::UNIT,
                     Side::Sell => base_need += u128::from(qty),
