@@ -420,6 +420,7 @@ impl Service {
             last_used_ip: None,
             use_count: 0,
             withdrawal_holds: keygate_store::WithdrawalHolds::default(),
+            app_id: None,
         };
         let holds = self.apply_holds(actor, None, &mut record, now);
         let mut details = serde_json::json!({
