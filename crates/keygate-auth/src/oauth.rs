@@ -291,7 +291,8 @@ pub fn s256_challenge(verifier: &str) -> String {
 }
 
 fn pkce_chars(s: &str) -> bool {
-    (43..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    (43..=128).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Checks the PKCE parameters of an authorization request: a challenge is required (every
@@ -523,9 +524,8 @@ pub fn parse_basic(header: &str) -> Result<(String, Zeroizing<String>), OAuthErr
     let raw = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| bad())?);
     let text = std::str::from_utf8(&raw).map_err(|_| bad())?;
     let (id, secret) = text.split_once(':').ok_or_else(bad)?;
-    let dec = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned())
-    };
+    let dec =
+        |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned());
     Ok((dec(id).map_err(|_| bad())?, Zeroizing::new(dec(secret).map_err(|_| bad())?)))
 }
 
@@ -559,18 +559,31 @@ mod tests {
     fn only_s256_challenges_are_accepted() {
         let c = s256_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
         assert!(check_challenge(Some(&c), Some("S256")).is_ok());
-        for (ch, m) in [(None, Some("S256")), (Some(c.as_str()), None), (Some(c.as_str()), Some("plain")), (Some("x"), Some("S256"))]
-        {
+        for (ch, m) in [
+            (None, Some("S256")),
+            (Some(c.as_str()), None),
+            (Some(c.as_str()), Some("plain")),
+            (Some("x"), Some("S256")),
+        ] {
             assert_eq!(check_challenge(ch, m).unwrap_err().code, ErrorCode::InvalidRequest, "{ch:?} {m:?}");
         }
     }
 
     #[test]
     fn redirect_uris_are_https_or_loopback_and_match_exactly() {
-        for ok in ["https://app.example/cb", "http://127.0.0.1:8765/cb", "http://[::1]/cb", "https://a.example:8443/x?y=1"] {
+        for ok in
+            ["https://app.example/cb", "http://127.0.0.1:8765/cb", "http://[::1]/cb", "https://a.example:8443/x?y=1"]
+        {
             validate_redirect_uri(ok).unwrap();
         }
-        for bad in ["http://app.example/cb", "http://localhost/cb", "https://a.example/cb#f", "app.example/cb", "javascript://x", "https://u@a.example/"] {
+        for bad in [
+            "http://app.example/cb",
+            "http://localhost/cb",
+            "https://a.example/cb#f",
+            "app.example/cb",
+            "javascript://x",
+            "https://u@a.example/",
+        ] {
             assert!(validate_redirect_uri(bad).is_err(), "{bad}");
         }
         let reg = vec!["https://app.example/cb".to_owned(), "http://127.0.0.1:1/native".to_owned()];
@@ -619,7 +632,11 @@ mod tests {
             r#"[{"type":"keygate_api_key","colour":"red"}]"#,
             "not json",
         ] {
-            assert_eq!(parse_requested(None, Some(bad)).unwrap_err().code, ErrorCode::InvalidAuthorizationDetails, "{bad}");
+            assert_eq!(
+                parse_requested(None, Some(bad)).unwrap_err().code,
+                ErrorCode::InvalidAuthorizationDetails,
+                "{bad}"
+            );
         }
         assert_eq!(parse_requested(Some("read"), Some(d)).unwrap_err().code, ErrorCode::InvalidRequest);
     }

@@ -141,8 +141,13 @@ pub trait AppStore: Send + Sync {
 
     /// Allows (or stops allowing) an account to register apps from the console, with its audit
     /// record.
-    async fn set_app_developer(&self, account: AccountId, allowed: bool, at: UnixMillis, audit: AuditDraft)
-    -> StoreResult<()>;
+    async fn set_app_developer(
+        &self,
+        account: AccountId,
+        allowed: bool,
+        at: UnixMillis,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
 
     /// Whether the account may register apps from the console.
     async fn is_app_developer(&self, account: AccountId) -> StoreResult<bool>;
@@ -150,8 +155,7 @@ pub trait AppStore: Send + Sync {
 
 const APP_COLUMNS: &str = "client_id, name, homepage, publisher_domain, redirect_uris, max_permissions, client_kind, \
      secret_sha256, verified, logo_url, status, registered_by_account, created_at, created_by, updated_at";
-const CODE_COLUMNS: &str =
-    "code_hash, client_id, account_id, redirect_uri, code_challenge, grant_json, created_at, expires_at, used_at, key_id";
+const CODE_COLUMNS: &str = "code_hash, client_id, account_id, redirect_uri, code_challenge, grant_json, created_at, expires_at, used_at, key_id";
 
 fn corrupt(what: &str, why: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {why}"))
@@ -166,7 +170,8 @@ fn app_from_row(row: &impl Columns) -> StoreResult<AppRecord> {
         Permissions::parse_list(&row.get::<String>("max_permissions", what)?).map_err(|e| corrupt(what, e))?;
     let client_kind = ClientKind::parse(&row.get::<String>("client_kind", what)?).map_err(|e| corrupt(what, e))?;
     let secret_sha256 = row.get::<Option<Vec<u8>>>("secret_sha256", what)?.map(|b| hash32(b, what)).transpose()?;
-    let status = AppStatus::parse(&row.get::<String>("status", what)?).ok_or_else(|| corrupt(what, "unknown status"))?;
+    let status =
+        AppStatus::parse(&row.get::<String>("status", what)?).ok_or_else(|| corrupt(what, "unknown status"))?;
     Ok(AppRecord {
         name: row.get("name", what)?,
         homepage: row.get("homepage", what)?,
@@ -366,8 +371,9 @@ impl<D: Dialect> AppStore for SqlStore<D> {
     }
 
     async fn is_app_developer(&self, account: AccountId) -> StoreResult<bool> {
-        let row =
-            self.read_optional(stmt("SELECT 1 AS one FROM app_developers WHERE account_id = $1").arg(account.0)).await?;
+        let row = self
+            .read_optional(stmt("SELECT 1 AS one FROM app_developers WHERE account_id = $1").arg(account.0))
+            .await?;
         Ok(row.is_some())
     }
 }

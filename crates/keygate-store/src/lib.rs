@@ -76,9 +76,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The aggregate traits, for `use keygate_store::prelude::*` where a `dyn Store` is used.
 pub mod prelude {
     pub use crate::{
-        AccountStore as _, AppStore as _, AuditStore as _, ChangeFeed as _, EventStore as _, FaucetStore as _, InviteStore as _,
-        JournalStore as _, KeyStore as _, PolicyStore as _, SessionStore as _, Store as _, TwoFactorStore as _,
-        WriterElection as _,
+        AccountStore as _, AppStore as _, AuditStore as _, ChangeFeed as _, EventStore as _, FaucetStore as _,
+        InviteStore as _, JournalStore as _, KeyStore as _, PolicyStore as _, SessionStore as _, Store as _,
+        TwoFactorStore as _, WriterElection as _,
     };
 }
 
