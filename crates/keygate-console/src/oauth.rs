@@ -24,9 +24,7 @@ const MAX_TOKEN_BODY: usize = 16 * 1024;
 
 /// The routes of this module.
 pub(crate) fn routes() -> Router<Console> {
-    Router::new()
-        .route("/oauth/token", post(token))
-        .route("/.well-known/oauth-authorization-server", get(metadata))
+    Router::new().route("/oauth/token", post(token)).route("/.well-known/oauth-authorization-server", get(metadata))
 }
 
 fn error_response(e: &OAuthError, basic: bool) -> Response {

@@ -2877,28 +2877,6 @@ pub async fn one_delivery_per_endpoint_is_in_flight_when_asked<H: Harness>() {
     assert_eq!(later.len(), 2);
 }
 
-#[cfg(test)]
-mod tests {
-    /// Guards against a test written here but never run: every `pub async fn name<H: Harness>`
-    /// must be listed in `store_conformance_suite!`.
-    #[test]
-    fn every_conformance_test_is_listed_in_the_suite_macro() {
-        let src = include_str!("conformance.rs");
-        let (head, body) = src.split_once("macro_rules! store_conformance_suite").unwrap();
-        let listed = &body[..body.find("(@tests $harness:ty;").unwrap()];
-        let tests: Vec<&str> = src
-            .lines()
-            .filter_map(|l| l.strip_prefix("pub async fn "))
-            .filter_map(|l| l.split_once("<H: Harness>()").map(|(name, _)| name))
-            .collect();
-        assert!(tests.len() >= 20, "found only {tests:?}");
-        for t in tests {
-            assert!(listed.contains(&format!("{t},")), "{t} is not in store_conformance_suite!");
-        }
-        assert!(!head.is_empty());
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Connected apps (issue #15)
 // ---------------------------------------------------------------------------------------------
@@ -3035,4 +3013,26 @@ pub async fn app_developers_are_allowed_and_disallowed_with_audit_records<H: Har
         store.set_app_developer(AccountId(999_999), true, UnixMillis(2_003), d()).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    /// Guards against a test written here but never run: every `pub async fn name<H: Harness>`
+    /// must be listed in `store_conformance_suite!`.
+    #[test]
+    fn every_conformance_test_is_listed_in_the_suite_macro() {
+        let src = include_str!("conformance.rs");
+        let (head, body) = src.split_once("macro_rules! store_conformance_suite").unwrap();
+        let listed = &body[..body.find("(@tests $harness:ty;").unwrap()];
+        let tests: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .filter_map(|l| l.split_once("<H: Harness>()").map(|(name, _)| name))
+            .collect();
+        assert!(tests.len() >= 20, "found only {tests:?}");
+        for t in tests {
+            assert!(listed.contains(&format!("{t},")), "{t} is not in store_conformance_suite!");
+        }
+        assert!(!head.is_empty());
+    }
 }

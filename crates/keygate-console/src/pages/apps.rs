@@ -151,11 +151,7 @@ fn params_of(query: &str) -> (AuthorizeParams, Vec<String>) {
 /// `GET /oauth/authorize`: the request is checked first (a bad client or redirect URI gets a
 /// page, the rest goes back to the app), then the owner logs in if needed (the URL is kept
 /// through login and 2FA), then the consent page.
-pub(super) async fn authorize_page(
-    State(c): State<Console>,
-    ctx: Ctx,
-    RawQuery(query): RawQuery,
-) -> Response {
+pub(super) async fn authorize_page(State(c): State<Console>, ctx: Ctx, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
     let (p, repeated) = params_of(&query);
     let req = match c.service().authorization_request(&p, &repeated).await {
@@ -425,11 +421,7 @@ pub(crate) struct RegisterForm {
 }
 
 /// `POST /console/apps/register`: an allowed owner registers an app (unverified).
-pub(super) async fn register(
-    State(c): State<Console>,
-    ctx: Ctx,
-    axum::Form(f): axum::Form<RegisterForm>,
-) -> Response {
+pub(super) async fn register(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<RegisterForm>) -> Response {
     let v = match super::layout::form_viewer(&ctx, &c, f.csrf.as_deref()).await {
         Ok(v) => v,
         Err(res) => return res,

@@ -97,10 +97,11 @@ async fn an_app_is_connected_through_login_2fa_and_consent_and_disconnected_with
 
     // Allow, narrowed to one symbol and one address, trade kept with a 2FA code.
     crate::support::next_totp_step(&app);
-    let mut form: Vec<(String, String)> = ["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"]
-        .iter()
-        .map(|k| ((*k).to_owned(), field_value(&consent.body, k).unwrap()))
-        .collect();
+    let mut form: Vec<(String, String)> =
+        ["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"]
+            .iter()
+            .map(|k| ((*k).to_owned(), field_value(&consent.body, k).unwrap()))
+            .collect();
     form.push(("csrf".into(), consent.csrf()));
     form.push(("decision".into(), "allow".into()));
     form.push(("keep_trade".into(), "1".into()));
@@ -184,20 +185,31 @@ async fn refusals_redirect_or_show_a_page_and_a_reused_code_revokes_its_key() {
     let path = authorize_path(&client_id, "").replace("read%20trade", "read");
     let consent = a.get(&path).await;
     assert_eq!(consent.status, 200, "{}", consent.body);
-    let mut form: Vec<(String, String)> = ["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"]
-        .iter()
-        .map(|k| ((*k).to_owned(), field_value(&consent.body, k).unwrap()))
-        .collect();
+    let mut form: Vec<(String, String)> =
+        ["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"]
+            .iter()
+            .map(|k| ((*k).to_owned(), field_value(&consent.body, k).unwrap()))
+            .collect();
     form.push(("csrf".into(), consent.csrf()));
     form.push(("decision".into(), "allow".into()));
     let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let res = a.post("/oauth/authorize", &form_ref).await;
     let code = query_value(res.location.as_deref().unwrap(), "code").unwrap();
-    let good = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB), ("code_verifier", VERIFIER)];
+    let good = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", CB),
+        ("code_verifier", VERIFIER),
+    ];
     // Wrong secret: 401 invalid_client with WWW-Authenticate; nothing issued.
     let (status, body) = token(&app, &good, Some((&client_id, "kgcs_nope"))).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
-    let bad_verifier = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB), ("code_verifier", &VERIFIER.replace('d', "D"))];
+    let bad_verifier = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", CB),
+        ("code_verifier", &VERIFIER.replace('d', "D")),
+    ];
     let (status, body) = token(&app, &bad_verifier, Some((&client_id, &secret))).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
     assert!(app.service.list_keys(&Actor::operator_cli(), Some("bob")).await.unwrap().is_empty(), "nothing issued");
@@ -230,4 +242,41 @@ async fn the_metadata_document_describes_the_endpoints() {
     assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(m["authorization_details_types_supported"], serde_json::json!(["keygate_api_key"]));
+}
+
+#[tokio::test]
+async fn owners_the_operator_allows_register_unverified_apps_on_the_connected_apps_page() {
+    let app = TestApp::spawn().await;
+    let mut a = Agent::new(&app);
+    a.sign_up("carol", PASSWORD).await;
+    let page = a.get("/console/apps").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"no-apps\""));
+    assert!(!page.body.contains("id=\"register-app\""), "not allowed: no registration form");
+    let form = [
+        ("csrf", page.csrf()),
+        ("name", "Carol's Tracker".to_owned()),
+        ("homepage", "https://tracker.example".to_owned()),
+        ("publisher_domain", "tracker.example".to_owned()),
+        ("redirect_uris", "https://tracker.example/cb".to_owned()),
+        ("client_type", "confidential".to_owned()),
+    ];
+    let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = a.post("/console/apps/register", &form_ref).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(app.service.list_apps(&Actor::operator_cli(), true).await.unwrap().is_empty());
+
+    app.service.allow_app_developer(&Actor::operator_cli(), "carol", true).await.unwrap();
+    let page = a.get("/console/apps").await;
+    assert!(page.body.contains("id=\"register-app\""));
+    let done = a.post("/console/apps/register", &form_ref).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let secret = element_text(&done.body, "client-secret").expect("the client secret, shown once");
+    assert!(secret.starts_with("kgcs_"));
+    let apps = app.service.list_apps(&Actor::operator_cli(), false).await.unwrap();
+    assert_eq!(apps.len(), 1);
+    assert!(!apps[0].verified, "apps registered from the console start unverified");
+    let again = a.get("/console/apps").await;
+    assert!(!again.body.contains(&secret), "never shown again");
+    assert!(again.body.contains(&apps[0].client_id));
 }
