@@ -224,6 +224,25 @@ async fn refusals_redirect_or_show_a_page_and_a_reused_code_revokes_its_key() {
     let r = client.signed(reqwest::Method::GET, "/api/v3/account", &[]).await.unwrap();
     assert_eq!(r.error().map(|e| e.code), Some(-2015), "a reused code revokes the key it issued");
 
+    // Once the operator verifies the app, the consent page says so and drops the warning; its
+    // CSP lets the form lead to the app's redirect URI and nowhere else.
+    app.service.set_app_verified(&Actor::operator_cli(), &client_id, true).await.unwrap();
+    let verified = a.get(&path).await;
+    assert!(verified.body.contains("id=\"verified\"") && !verified.body.contains("id=\"warn-unverified\""));
+    let csp = reqwest::Client::new()
+        .get(format!("{}{path}", app.base_url))
+        .header("cookie", a.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("form-action 'self' http://127.0.0.1:9;") && csp.contains("frame-ancestors 'none'"), "{csp}");
+
     // Suspended: every key stops working, and the token endpoint says invalid_client.
     app.service.suspend_app(&Actor::operator_cli(), &client_id, false).await.unwrap();
     let res = a.get(&path).await;
