@@ -15,6 +15,7 @@ pub mod entropy;
 pub mod invite;
 pub mod keyfmt;
 pub mod leak;
+pub mod oauth;
 pub mod params;
 pub mod permission;
 pub mod replay;

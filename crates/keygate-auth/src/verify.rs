@@ -70,6 +70,8 @@ pub struct KeyEntry {
     pub status: KeyStatus,
     /// Creation time (reported by `apiRestrictions`).
     pub created_at: UnixMillis,
+    /// The connected app holding the key (issue #15), reported by `apiRestrictions`.
+    pub app_id: Option<String>,
     /// Its share of the replay guard, counted for the per-key quota.
     pub replay_use: KeyReplayUse,
 }

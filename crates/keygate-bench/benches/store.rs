@@ -48,6 +48,7 @@ fn hmac_key(seed: u64, account: AccountId) -> KeyRecord {
         last_used_ip: None,
         use_count: 0,
         withdrawal_holds: keygate_store::WithdrawalHolds::default(),
+        app_id: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn record(id: ApiKeyId, material: KeyMaterial) -> KeyRecord {
         last_used_ip: None,
         use_count: 0,
         withdrawal_holds: keygate_store::WithdrawalHolds::default(),
+        app_id: None,
     }
 }
 

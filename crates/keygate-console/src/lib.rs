@@ -16,6 +16,7 @@ mod api;
 mod error;
 mod forms;
 mod host;
+mod oauth;
 pub mod openapi;
 mod pages;
 mod session;
@@ -123,6 +124,11 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    // A page may set a policy of its own (the consent page admits the app's redirect URI as a
+    // form target); every other answer gets the console's.
+    if h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        return res;
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -140,6 +146,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(console: Console) -> Router<S> {
     Router::new()
         .merge(pages::routes())
         .merge(api::routes().0)
+        .merge(oauth::routes())
         .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn_with_state(allow, host::check))
         .with_state(console)

@@ -4,6 +4,7 @@
 //! The route table below is the whole map of the console's pages; each family's module holds its
 //! handlers, its templates' structs and its forms.
 
+mod apps;
 mod audit;
 mod auth;
 mod keys;
@@ -58,6 +59,10 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/console/keys/{id}", get(edit_page).post(edit_key))
         .route("/console/keys/{id}/revoke", get(revoke_page).post(revoke_key))
         .route("/console/keys/{id}/remove-address", post(remove_address))
+        .route("/oauth/authorize", get(apps::authorize_page).post(apps::authorize_answer))
+        .route("/console/apps", get(apps::apps_page))
+        .route("/console/apps/register", post(apps::register))
+        .route("/console/apps/{client_id}/disconnect", post(apps::disconnect))
         .route("/console/audit", get(audit_page))
         .route("/console/notifications", get(notifications::page))
         .route("/console/notifications/webhooks", post(notifications::create))

@@ -115,6 +115,8 @@ pub(crate) struct KeyRow {
     /// The key can trade or withdraw and has an IP range wider than /16 (IPv4) or /48 (IPv6),
     /// which the owner confirmed: the edit form keeps the confirmation ticked.
     pub wide_confirmed: bool,
+    /// The connected app holding the key (its client id), or empty (issue #15).
+    pub app: String,
 }
 
 impl KeyRow {
@@ -180,6 +182,7 @@ impl KeyRow {
             active: k.status == KeyStatus::Active,
             revoked: k.status == KeyStatus::Revoked,
             wide_confirmed: moves_money && !keygate_service::keys::wide_ip_ranges(&k.ip_allowlist).is_empty(),
+            app: k.app.clone().unwrap_or_default(),
             risks,
         }
     }

@@ -102,6 +102,7 @@ fn world(state: KeyState) -> World {
         restrictions: state.restrictions,
         status: state.status,
         created_at: UnixMillis(NOW_MS - 86_400_000),
+        app_id: None,
         replay_use: Default::default(),
     };
     World { id, secret, entry: Arc::new(entry) }

@@ -249,6 +249,7 @@ fn record(id: ApiKeyId, account_id: AccountId, material: KeyMaterial, now: keyga
         last_used_ip: None,
         use_count: 0,
         withdrawal_holds: keygate_store::WithdrawalHolds::default(),
+        app_id: None,
     }
 }
 

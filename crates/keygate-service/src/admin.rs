@@ -184,6 +184,50 @@ pub enum AdminRequest {
     },
     /// Apply the key policies now (the server also does every minute).
     PolicySweep,
+    /// Register a connected app (issue #15); the answer holds its client secret (confidential
+    /// clients), shown once.
+    AppRegister {
+        /// The app.
+        app: crate::apps::NewApp,
+    },
+    /// List apps (deleted ones with `all`).
+    AppList {
+        /// Include deleted apps.
+        #[serde(default)]
+        all: bool,
+    },
+    /// Show one app.
+    AppShow {
+        /// Client id.
+        client_id: String,
+    },
+    /// Mark an app verified or not.
+    AppVerify {
+        /// Client id.
+        client_id: String,
+        /// The flag.
+        verified: bool,
+    },
+    /// Suspend (or delete) an app: the kill switch, revoking every key it holds.
+    AppSuspend {
+        /// Client id.
+        client_id: String,
+        /// Delete rather than suspend.
+        #[serde(default)]
+        delete: bool,
+    },
+    /// Let a suspended app be connected again (its revoked keys stay revoked).
+    AppResume {
+        /// Client id.
+        client_id: String,
+    },
+    /// Allow (or stop allowing) an account to register apps from the console.
+    AppDeveloper {
+        /// Account name.
+        account: String,
+        /// Allowed or not.
+        allowed: bool,
+    },
     /// Revoke an unused invite.
     InviteRevoke {
         /// Invite id.
@@ -404,6 +448,20 @@ pub async fn execute(service: &Service, actor: &Actor, req: AdminRequest) -> Res
         AdminRequest::MarketResume => to_json(&service.pause_market(actor, false).await?),
         AdminRequest::MarketStatus => to_json(&service.market_status().await?),
         AdminRequest::InviteRevoke { id } => to_json(&service.revoke_invite(actor, id).await?),
+        AdminRequest::AppRegister { app } => to_json(&service.register_app(actor, app).await?),
+        AdminRequest::AppList { all } => to_json(&service.list_apps(actor, all).await?),
+        AdminRequest::AppShow { client_id } => to_json(&service.app(actor, &client_id).await?),
+        AdminRequest::AppVerify { client_id, verified } => {
+            to_json(&service.set_app_verified(actor, &client_id, verified).await?)
+        }
+        AdminRequest::AppSuspend { client_id, delete } => {
+            to_json(&service.suspend_app(actor, &client_id, delete).await?)
+        }
+        AdminRequest::AppResume { client_id } => to_json(&service.resume_app(actor, &client_id).await?),
+        AdminRequest::AppDeveloper { account, allowed } => {
+            service.allow_app_developer(actor, &account, allowed).await?;
+            Ok(serde_json::json!({ "account": account, "may_register_apps": allowed }))
+        }
         AdminRequest::AccountPolicyShow { name } => to_json(&service.key_policy(actor, &name).await?),
         AdminRequest::AccountPolicySet { name, policy } => {
             to_json(&service.set_key_policy(actor, &name, policy).await?)

@@ -37,6 +37,7 @@ pub fn entry_for(record: &KeyRecord) -> Result<KeyEntry, ServiceError> {
         restrictions: record.restrictions.clone(),
         status: record.status,
         created_at: record.created_at,
+        app_id: record.app_id.clone(),
         replay_use: Default::default(),
     })
 }

@@ -191,7 +191,7 @@ fn withdraw_expiry(
     }
 }
 
-fn check_label(label: &str) -> ServiceResult<()> {
+pub(crate) fn check_label(label: &str) -> ServiceResult<()> {
     if label.chars().count() > 64 || label.chars().any(char::is_control) {
         return Err(ServiceError::Invalid("the label must be at most 64 printable characters".into()));
     }
@@ -199,7 +199,7 @@ fn check_label(label: &str) -> ServiceResult<()> {
 }
 
 /// The rules every key must satisfy, whoever changes it.
-fn check_key_rules(permissions: Permissions, r: &Restrictions, now: UnixMillis) -> ServiceResult<()> {
+pub(crate) fn check_key_rules(permissions: Permissions, r: &Restrictions, now: UnixMillis) -> ServiceResult<()> {
     r.validate().map_err(|e| ServiceError::Invalid(e.to_string()))?;
     if permissions.contains(Permission::Withdraw) && r.ip_allowlist.is_empty() {
         return Err(ServiceError::Invalid(
@@ -420,6 +420,7 @@ impl Service {
             last_used_ip: None,
             use_count: 0,
             withdrawal_holds: keygate_store::WithdrawalHolds::default(),
+            app_id: None,
         };
         let holds = self.apply_holds(actor, None, &mut record, now);
         let mut details = serde_json::json!({
@@ -627,7 +628,7 @@ impl Service {
     }
 
     /// Revokes `id` with an audit record of `action` carrying `extra` details besides the label.
-    async fn revoke_as(
+    pub(crate) async fn revoke_as(
         &self,
         actor: &Actor,
         id: &str,

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod actor;
 pub mod admin;
+pub mod apps;
 pub mod assembly;
 mod background;
 pub mod cache;

@@ -692,6 +692,7 @@ mod tests {
             last_used_ip: None,
             use_count: 0,
             withdrawal_holds: keygate_store::WithdrawalHolds::default(),
+            app_id: None,
         }
     }
 

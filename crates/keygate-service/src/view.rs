@@ -76,6 +76,10 @@ pub struct KeyView {
     pub use_count: u64,
     /// The registered public key (Ed25519, RSA), PEM.
     pub public_key: Option<String>,
+    /// The connected app (client id) holding the key, when it was issued to one through the
+    /// OAuth token endpoint (issue #15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 impl KeyView {
@@ -108,6 +112,7 @@ impl KeyView {
                 KeyMaterial::Public(p) => Some(p.pem().to_owned()),
                 KeyMaterial::Hmac(_) => None,
             },
+            app: k.app_id.clone(),
         }
     }
 }

@@ -302,6 +302,7 @@ pub fn check_target(raw: &str, config: &WebhookConfig) -> ServiceResult<String> 
 /// | `totp.confirm` | | `account.2fa_enabled` |
 /// | `totp.disable`, `totp.reset` | | `account.2fa_removed` |
 /// | `api.withdraw` | | `withdrawal.requested` |
+/// | `app.token` (a key issued to a connected app) | | `key.created` (with `app`) |
 #[must_use]
 pub fn event_for(r: &AuditRecord) -> Option<NewEvent> {
     let d = &r.draft;
@@ -310,6 +311,8 @@ pub fn event_for(r: &AuditRecord) -> Option<NewEvent> {
     let mut first_sighting = None;
     let (event_type, data) = match d.action.as_str() {
         "key.create" => ("key.created", key_data(d, &["label", "type", "permissions", "restrictions"])),
+        // A key issued to a connected app at its code exchange (issue #15): a key created.
+        "app.token" => ("key.created", key_data(d, &["label", "type", "permissions", "restrictions", "app"])),
         "key.edit" if details["widened"] == serde_json::Value::Bool(true) => {
             let mut data = key_data(d, &[]);
             data["before"] = details["before"].clone();

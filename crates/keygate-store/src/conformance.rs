@@ -173,6 +173,9 @@ macro_rules! store_conformance_suite {
             deliveries_are_leased_retried_and_dead_lettered,
             key_addresses_and_leak_reports_are_recorded_once,
             one_delivery_per_endpoint_is_in_flight_when_asked,
+            apps_round_trip_and_keys_issued_to_them_are_marked_and_found,
+            an_authorization_code_is_redeemed_once_even_when_concurrent,
+            app_developers_are_allowed_and_disallowed_with_audit_records,
         );
     };
     (@tests $harness:ty; $($name:ident),+ $(,)?) => {
@@ -539,6 +542,7 @@ fn key(e: &mut TestEntropy, account: AccountId, material: KeyMaterial, at: u64) 
         last_used_ip: None,
         use_count: 0,
         withdrawal_holds: crate::WithdrawalHolds::default(),
+        app_id: None,
     }
 }
 
@@ -2871,6 +2875,144 @@ pub async fn one_delivery_per_endpoint_is_in_flight_when_asked<H: Harness>() {
     let later = store.claim_deliveries(UnixMillis(t + 10_000), UnixMillis(t + 20_000), 10, true).await.unwrap();
     assert_eq!(later.iter().filter(|d| d.endpoint_id == slow.id).count(), 1, "{later:?}");
     assert_eq!(later.len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connected apps (issue #15)
+// ---------------------------------------------------------------------------------------------
+
+fn test_app(client_id: &str, at: u64) -> crate::AppRecord {
+    crate::AppRecord {
+        client_id: client_id.into(),
+        name: "Tax Helper".into(),
+        homepage: "https://tax.example".into(),
+        publisher_domain: "tax.example".into(),
+        redirect_uris: vec!["https://tax.example/cb".into(), "http://127.0.0.1:1/cb".into()],
+        max_permissions: Permissions::with(&[Permission::Trade]),
+        client_kind: keygate_auth::oauth::ClientKind::Confidential,
+        secret_sha256: Some([7; 32]),
+        verified: false,
+        logo_url: None,
+        status: crate::AppStatus::Active,
+        registered_by_account: None,
+        created_at: UnixMillis(at),
+        created_by: "operator:cli".into(),
+        updated_at: UnixMillis(at),
+    }
+}
+
+/// An app is stored and read back whole, updates (verified, suspended) are audited, an unknown
+/// app is not found, and a key issued to an app carries its client id and is listed under it.
+pub async fn apps_round_trip_and_keys_issued_to_them_are_marked_and_found<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let mut e = TestEntropy::new(1501);
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let before = audit_len(&*store).await;
+    let app = test_app("kgapp_0123456789abcdef", 2_000);
+    store.insert_app(&app, draft("app.register", &app.client_id, None)).await.unwrap();
+    assert_eq!(store.get_app(&app.client_id).await.unwrap(), Some(app.clone()));
+    assert_eq!(store.get_app("kgapp_nope").await.unwrap(), None);
+    assert!(matches!(
+        store.insert_app(&app, draft("app.register", &app.client_id, None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let changed = crate::AppRecord {
+        verified: true,
+        status: crate::AppStatus::Suspended,
+        updated_at: UnixMillis(3_000),
+        ..app.clone()
+    };
+    store.update_app(&changed, draft("app.suspend", &app.client_id, None)).await.unwrap();
+    assert_eq!(store.list_apps().await.unwrap(), vec![changed.clone()]);
+    let missing = crate::AppRecord { client_id: "kgapp_missing".into(), ..changed.clone() };
+    assert!(matches!(store.update_app(&missing, draft("app.suspend", "x", None)).await, Err(StoreError::NotFound(_))));
+    assert_eq!(audit_len(&*store).await, before + 2, "one audit record per successful change, none for refusals");
+
+    let mut k = hmac_key(&mut e, alice.id, 4_000);
+    k.app_id = Some(app.client_id.clone());
+    store.insert_key(&k, draft("key.create", k.id.as_str(), Some(alice.id))).await.unwrap();
+    let plain = hmac_key(&mut e, alice.id, 4_001);
+    store.insert_key(&plain, draft("key.create", plain.id.as_str(), Some(alice.id))).await.unwrap();
+    assert_eq!(store.get_key(&k.id).await.unwrap().unwrap().app_id.as_deref(), Some(app.client_id.as_str()));
+    assert_eq!(store.get_key(&plain.id).await.unwrap().unwrap().app_id, None);
+    assert_eq!(store.app_key_ids(&app.client_id).await.unwrap(), vec![k.id.clone()]);
+    assert!(store.app_key_ids("kgapp_other").await.unwrap().is_empty());
+    assert!(verify_chain([0; 32], 0, &whole_audit(&*store).await).is_ok());
+}
+
+/// A code is stored with its consent's audit record and redeemed exactly once, even by many
+/// exchanges at the same moment; the winner's key id is kept with it for a later reuse to find.
+pub async fn an_authorization_code_is_redeemed_once_even_when_concurrent<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let app = test_app("kgapp_0123456789abcdef", 2_000);
+    store.insert_app(&app, draft("app.register", &app.client_id, None)).await.unwrap();
+    let code = crate::CodeRecord {
+        code_hash: [9; 32],
+        client_id: app.client_id.clone(),
+        account_id: alice.id,
+        redirect_uri: "https://tax.example/cb".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        grant_json: r#"{"permissions":["read"]}"#.into(),
+        created_at: UnixMillis(5_000),
+        expires_at: UnixMillis(65_000),
+        used_at: None,
+        key_id: None,
+    };
+    let before = audit_len(&*store).await;
+    store.insert_code(&code, draft("app.consent", &app.client_id, Some(alice.id))).await.unwrap();
+    assert_eq!(audit_len(&*store).await, before + 1);
+    assert_eq!(store.get_code(&[9; 32]).await.unwrap(), Some(code.clone()));
+    assert_eq!(store.get_code(&[8; 32]).await.unwrap(), None);
+    let mut e = TestEntropy::new(1502);
+    let ids: Vec<ApiKeyId> = (0..8).map(|_| ApiKeyId::generate(&mut e).unwrap()).collect();
+    let shared = store.clone();
+    let tasks = ids
+        .iter()
+        .cloned()
+        .map(|id| {
+            let s = shared.clone();
+            tokio::spawn(async move { s.redeem_code(&[9; 32], UnixMillis(6_000), &id).await.unwrap().then_some(id) })
+        })
+        .collect::<Vec<_>>();
+    let mut winners = Vec::new();
+    for t in tasks {
+        if let Some(id) = t.await.unwrap() {
+            winners.push(id);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one exchange takes the code");
+    let used = store.get_code(&[9; 32]).await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(UnixMillis(6_000)));
+    assert_eq!(used.key_id.as_ref(), Some(&winners[0]));
+    assert!(!store.redeem_code(&[9; 32], UnixMillis(7_000), &ids[0]).await.unwrap());
+    assert!(!store.redeem_code(&[1; 32], UnixMillis(7_000), &ids[0]).await.unwrap(), "unknown code");
+    assert_eq!(store.get_code(&[9; 32]).await.unwrap().unwrap().key_id.as_ref(), Some(&winners[0]));
+}
+
+/// The operator's list of accounts allowed to register apps: allowing twice is allowing, and
+/// each change has its audit record.
+pub async fn app_developers_are_allowed_and_disallowed_with_audit_records<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    let before = audit_len(&*store).await;
+    assert!(!store.is_app_developer(alice.id).await.unwrap());
+    let d = || draft("app.developer", "account:alice", Some(alice.id));
+    store.set_app_developer(alice.id, true, UnixMillis(2_000), d()).await.unwrap();
+    store.set_app_developer(alice.id, true, UnixMillis(2_001), d()).await.unwrap();
+    assert!(store.is_app_developer(alice.id).await.unwrap());
+    assert!(!store.is_app_developer(bob.id).await.unwrap());
+    store.set_app_developer(alice.id, false, UnixMillis(2_002), d()).await.unwrap();
+    assert!(!store.is_app_developer(alice.id).await.unwrap());
+    assert_eq!(audit_len(&*store).await, before + 3);
+    assert!(matches!(
+        store.set_app_developer(AccountId(999_999), true, UnixMillis(2_003), d()).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[cfg(test)]

@@ -63,8 +63,8 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             stmt(
                 "INSERT INTO api_keys (id, account_id, label, key_type, public_key_pem, secret_ciphertext, \
                  secret_master_key_id, permissions, restrictions, status, created_at, created_by, updated_at, \
-                 updated_by, last_used_at, last_used_ip, use_count, withdrawal_holds, status_reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                 updated_by, last_used_at, last_used_ip, use_count, withdrawal_holds, status_reason, app_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
             )
             .arg(what)
             .arg(key.account_id.0)
@@ -84,7 +84,8 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             .arg(key.last_used_ip.as_deref())
             .arg(enc.use_count)
             .arg(&enc.holds)
-            .arg(key.status_reason.as_deref()),
+            .arg(key.status_reason.as_deref())
+            .arg(key.app_id.as_deref()),
         )
         .await
         .map_err(|e| name_violation(e, &format_args!("API key {what}"), &format_args!("account {}", key.account_id)))?;

@@ -1,6 +1,7 @@
 //! Persistence behind traits, one per aggregate: accounts, keys, sessions, second factors, the
 //! audit chain, the exchange journal, the change feed other nodes listen to, the faucet's counter,
-//! invite codes, and owner notifications (webhook endpoints, events, deliveries).
+//! invite codes, owner notifications (webhook endpoints, events, deliveries), and connected apps
+//! (registered OAuth clients and their authorization codes).
 //!
 //! The service layer talks to [`Store`], the union of those traits, only; the backend (SQLite in
 //! the data directory, or a PostgreSQL database shared by several nodes) is chosen at run time by
@@ -14,6 +15,7 @@
 //! Both backends pass the same conformance suite.
 
 mod accounts;
+mod apps;
 pub mod audit;
 pub mod audit_log;
 pub mod changes;
@@ -40,6 +42,7 @@ pub mod writer;
 pub mod conformance;
 
 pub use accounts::AccountStore;
+pub use apps::{AppRecord, AppStatus, AppStore, CodeRecord};
 pub use audit_log::AuditStore;
 pub use changes::ChangeFeed;
 pub use error::StoreError;
@@ -73,9 +76,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The aggregate traits, for `use keygate_store::prelude::*` where a `dyn Store` is used.
 pub mod prelude {
     pub use crate::{
-        AccountStore as _, AuditStore as _, ChangeFeed as _, EventStore as _, FaucetStore as _, InviteStore as _,
-        JournalStore as _, KeyStore as _, PolicyStore as _, SessionStore as _, Store as _, TwoFactorStore as _,
-        WriterElection as _,
+        AccountStore as _, AppStore as _, AuditStore as _, ChangeFeed as _, EventStore as _, FaucetStore as _,
+        InviteStore as _, JournalStore as _, KeyStore as _, PolicyStore as _, SessionStore as _, Store as _,
+        TwoFactorStore as _, WriterElection as _,
     };
 }
 
@@ -93,6 +96,7 @@ pub trait Store:
     + FaucetStore
     + InviteStore
     + PolicyStore
+    + AppStore
     + EventStore
     + WriterElection
     + std::fmt::Debug

@@ -223,6 +223,10 @@ pub struct KeyRecord {
     /// Withdrawals this key may not make yet (issue #19), stored with the key so they are
     /// written in the same transaction as the change that started them.
     pub withdrawal_holds: WithdrawalHolds,
+    /// The connected app (client id) the key was issued to through the OAuth token endpoint
+    /// (issue #15), so it is marked as the app's everywhere and revoked with the app; `None` for
+    /// keys made by hand. Set at creation, never changed.
+    pub app_id: Option<String>,
 }
 
 /// A waiting period: started at `since`, over at `until`.

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 /// The columns of `api_keys` that [`key_from_row`] reads, in both schemas.
 pub(crate) const KEY_COLUMNS: &str = "id, account_id, label, key_type, public_key_pem, secret_ciphertext, \
      secret_master_key_id, permissions, restrictions, status, created_at, created_by, updated_at, updated_by, \
-     last_used_at, last_used_ip, use_count, withdrawal_holds, status_reason";
+     last_used_at, last_used_ip, use_count, withdrawal_holds, status_reason, app_id";
 /// The columns of `accounts` that [`account_from_row`] reads.
 pub(crate) const ACCOUNT_COLUMNS: &str =
     "id, name, password_hash, status, created_at, withdrawals_locked_until, withdrawals_held_until";
@@ -213,6 +213,7 @@ pub(crate) fn key_from_row(cipher: &SecretCipher, row: &impl Columns) -> StoreRe
         last_used_ip: row.get("last_used_ip", what)?,
         use_count,
         withdrawal_holds,
+        app_id: row.get("app_id", what)?,
     })
 }
 

@@ -61,6 +61,10 @@ pub enum Command {
     /// Make, list and revoke single-use invite codes for `serve --signup invite`.
     #[command(subcommand)]
     Invites(InvitesCmd),
+    /// Connected apps (OAuth clients that get API keys through a consent page): register,
+    /// list, show, verify, suspend, resume, delete, allow-developer.
+    #[command(subcommand)]
+    Apps(crate::apps::AppsCmd),
     /// Register and inspect webhook endpoints that tell account owners about their keys and
     /// logins (Standard Webhooks signatures).
     #[command(subcommand)]
@@ -562,6 +566,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(&ctx, cmd).await,
         Command::Audit(cmd) => audit(&ctx, cmd).await,
         Command::Invites(cmd) => invites(&ctx, cmd).await,
+        Command::Apps(cmd) => crate::apps::run(&ctx, cmd).await,
         Command::Webhooks(cmd) => webhooks(&ctx, cmd).await,
         Command::Notices { account, limit, format } => {
             output::notices(&ctx.dispatch(AdminRequest::Notices { account, limit: Some(limit) }).await?, format.json)

@@ -27,6 +27,7 @@ macro_rules! sayln {
     }};
 }
 
+mod apps;
 mod cli;
 mod context;
 #[cfg(feature = "server")]

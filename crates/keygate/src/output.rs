@@ -93,7 +93,11 @@ pub fn keys(v: &Value, as_json: bool) -> anyhow::Result<()> {
         t.add_row(vec![
             text(&k["api_key"]),
             text(&k["account"]),
-            text(&k["label"]),
+            // A key issued to a connected app says so (issue #15).
+            match k["app"].as_str() {
+                Some(app) => format!("{} (app {app})", text(&k["label"])),
+                None => text(&k["label"]),
+            },
             text(&k["type"]),
             text(&k["permissions"]),
             restrictions_summary(k),
@@ -119,6 +123,7 @@ pub fn key(k: &Value, as_json: bool) -> anyhow::Result<()> {
         ("API key", text(&k["api_key"])),
         ("Account", text(&k["account"])),
         ("Label", text(&k["label"])),
+        ("Held by app", if k["app"].is_string() { text(&k["app"]) } else { "none (made by hand)".into() }),
         ("Type", text(&k["type"])),
         ("Permissions", text(&k["permissions"])),
         (

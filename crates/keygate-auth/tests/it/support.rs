@@ -93,6 +93,7 @@ pub fn entry(id: ApiKeyId, credential: Credential) -> KeyEntry {
         restrictions: Restrictions::default(),
         status: KeyStatus::Active,
         created_at: UnixMillis(NOW_MS - 86_400_000),
+        app_id: None,
         replay_use: Default::default(),
     }
 }

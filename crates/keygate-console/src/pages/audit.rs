@@ -55,7 +55,12 @@ const EVENT_TYPES: &[(&str, &str, &[&str])] = &[
             "auth.recovery_code_used",
         ],
     ),
-    ("keys", "Key changes", &["key.create", "key.edit", "key.revoke", "key.suspend"]),
+    ("keys", "Key changes", &["key.create", "key.edit", "key.revoke", "key.suspend", "app.token"]),
+    (
+        "apps",
+        "Connected apps",
+        &["app.consent", "app.consent_refused", "app.token", "app.code_reuse", "app.disconnect", "app.register"],
+    ),
     ("refused", "Refused API requests", &["api.denied"]),
     ("withdrawals", "Withdrawals", &["api.withdraw"]),
     ("deposits", "Deposits and faucet", &["console.faucet", "exchange.deposit"]),
@@ -405,6 +410,18 @@ fn sentence(r: &AuditView, keys: &KeyNames) -> String {
             text(&d["address"]),
             key_named()
         ),
+        "app.consent" if d["narrowed"] == true => format!("You allowed app {}, narrowed", text(&d["app"])),
+        "app.consent" => format!("You allowed app {}", text(&d["app"])),
+        "app.consent_refused" => format!("You refused app {}", text(&d["app"])),
+        "app.token" => format!(
+            "App {} exchanged its code for {} key {}",
+            text(&d["app_name"]),
+            key_kind(&strings(&d["permissions"])).to_lowercase(),
+            key_named()
+        ),
+        "app.code_reuse" => "An app's code was used a second time; the key it issued is revoked".to_owned(),
+        "app.disconnect" => format!("App {} disconnected ({} keys revoked)", r.target, text(&d["keys_revoked"])),
+        "app.register" => format!("App {} registered", text(&d["name"])),
         "console.faucet" => format!("Sandbox faucet deposited {} {}", text(&d["amount"]), text(&d["asset"])),
         "exchange.deposit" => format!("Deposit of {} {} credited", text(&d["amount"]), text(&d["asset"])),
         other => other.to_owned(),

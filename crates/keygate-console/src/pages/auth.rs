@@ -143,7 +143,12 @@ pub(super) async fn login_page(State(c): State<Console>, ctx: Ctx, Query(q): Que
     }
 }
 
-pub(super) async fn login(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<LoginForm>) -> Response {
+pub(super) async fn login(
+    State(c): State<Console>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    axum::Form(f): axum::Form<LoginForm>,
+) -> Response {
     if let Err(e) = ctx.check_pre_csrf(f.csrf.as_deref()) {
         return error_page(&e, None);
     }
@@ -160,6 +165,12 @@ pub(super) async fn login(State(c): State<Console>, ctx: Ctx, axum::Form(f): axu
                 }
                 let v = Viewer::of(s.token, s.info, ctx.source.clone());
                 return resume_draft(&c, &v, &draft, &[cookie]).await;
+            }
+            // An app's authorize request that sent the owner here continues after the login.
+            if !s.info.two_factor_pending
+                && let Some((to, clear)) = super::apps::login_return(&ctx, &headers)
+            {
+                return see_other(&to, &[cookie, clear]);
             }
             let next = if s.info.two_factor_pending { "/console/login/totp" } else { "/console/keys" };
             see_other(next, &[cookie])
@@ -194,7 +205,12 @@ pub(super) async fn login_totp_page(State(c): State<Console>, ctx: Ctx) -> Respo
     }
 }
 
-pub(super) async fn login_totp(State(c): State<Console>, ctx: Ctx, axum::Form(f): axum::Form<CodeForm>) -> Response {
+pub(super) async fn login_totp(
+    State(c): State<Console>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    axum::Form(f): axum::Form<CodeForm>,
+) -> Response {
     let Some((token, info)) = ctx.pending(&c).await else {
         return see_other("/console/login", &[]);
     };
@@ -208,7 +224,14 @@ pub(super) async fn login_totp(State(c): State<Console>, ctx: Ctx, axum::Form(f)
             let v = Viewer::of(s.token, s.info, ctx.source.clone());
             resume_draft(&c, &v, &draft, &cookies).await
         }
-        Ok(s) => see_other("/console/keys", &ctx.login_cookies(&s)),
+        Ok(s) => match super::apps::login_return(&ctx, &headers) {
+            Some((to, clear)) => {
+                let mut cookies = ctx.login_cookies(&s);
+                cookies.push(clear);
+                see_other(&to, &cookies)
+            }
+            None => see_other("/console/keys", &ctx.login_cookies(&s)),
+        },
         Err(e) => {
             let e = ConsoleError::from(e);
             if matches!(e, ConsoleError::Service(ServiceError::Unauthenticated(_))) {

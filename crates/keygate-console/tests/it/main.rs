@@ -4,6 +4,7 @@
 // Tests fail loudly by design; the browser test says on stderr why it skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod apps;
 mod browser;
 mod browser_pages;
 mod flows;

@@ -155,6 +155,10 @@ pub struct ApiRestrictions {
     /// Expiry of the key when it has one (keygate expires the whole key, not one permission).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trading_authority_expiration_time: Option<UnixMillis>,
+    /// keygate's addition (issue #15): the client id of the connected app that holds the key,
+    /// absent for keys made by hand. Binance clients ignore fields they do not know.
+    #[serde(default, rename = "keygateConnectedApp", skip_serializing_if = "Option::is_none")]
+    pub connected_app: Option<String>,
 }
 
 #[cfg(test)]
@@ -229,6 +233,7 @@ mod tests {
             enable_spot_and_margin_trading: true,
             enable_portfolio_margin_trading: false,
             trading_authority_expiration_time: None,
+            connected_app: None,
         };
         let without = r#"{"ipRestrict":true,"createTime":1767225600000,"enableReading":true,"enableWithdrawals":false,"enableInternalTransfer":false,"enableMargin":false,"enableFutures":false,"permitsUniversalTransfer":false,"enableVanillaOptions":false,"enableFixApiTrade":false,"enableFixReadOnly":false,"enableSpotAndMarginTrading":true,"enablePortfolioMarginTrading":false}"#;
         round_trip(&r, without);

@@ -30,5 +30,6 @@ pub(crate) async fn api_restrictions(
         enable_spot_and_margin_trading: key.permissions.contains(Permission::Trade),
         enable_portfolio_margin_trading: false,
         trading_authority_expiration_time: key.restrictions.expires_at,
+        connected_app: key.app_id.clone(),
     }))
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod access_log;
+mod apps;
 mod cluster;
 mod demo;
 mod durability;
