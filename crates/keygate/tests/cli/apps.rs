@@ -9,8 +9,16 @@ fn the_operator_registers_verifies_suspends_and_deletes_apps() {
     let s = Sandbox::new();
     s.account("alice");
     let base = [
-        "apps", "register", "--name", "Grid Bot", "--homepage", "https://gridbot.example", "--publisher-domain",
-        "gridbot.example", "--redirect-uri", "https://gridbot.example/cb",
+        "apps",
+        "register",
+        "--name",
+        "Grid Bot",
+        "--homepage",
+        "https://gridbot.example",
+        "--publisher-domain",
+        "gridbot.example",
+        "--redirect-uri",
+        "https://gridbot.example/cb",
     ];
     let mut args = base.to_vec();
     args.extend(["--max-permissions", "read,withdraw"]);
