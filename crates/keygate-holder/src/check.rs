@@ -76,6 +76,9 @@ pub struct Restrictions {
     pub permits_universal_transfer: bool,
     /// When the key (keygate) or its trading authority (older Binance answers) expires (ms).
     pub trading_authority_expiration_time: Option<u64>,
+    /// keygate's report of the key's last use before this check (ms); absent when never used.
+    #[serde(rename = "keygateLastUsedTime", skip_serializing_if = "Option::is_none")]
+    pub last_used_time: Option<u64>,
 }
 
 /// The account switches of `GET /api/v3/account` that concern a key check.
@@ -107,6 +110,11 @@ pub struct Context {
     pub expiry_warn_days: u64,
     /// Advise rotation of keys older than this many days.
     pub max_age_days: u64,
+    /// The exchange reports each key's last use (keygate does, in `apiRestrictions`), so a key
+    /// without one has never been used.
+    pub usage_reported: bool,
+    /// Flag keys not used for this many days.
+    pub unused_days: u64,
 }
 
 const DAY_MS: u64 = 86_400_000;
@@ -175,6 +183,22 @@ pub fn assess(r: &Restrictions, account: Option<&AccountStatus>, cx: &Context) -
             );
         }
     }
+    if cx.usage_reported {
+        match r.last_used_time {
+            None => {
+                add("never-used", Severity::Medium, "the key has never been used; revoke keys that nothing uses".into())
+            }
+            Some(t) if cx.now_ms.saturating_sub(t) > cx.unused_days * DAY_MS => {
+                let days = cx.now_ms.saturating_sub(t) / DAY_MS;
+                add(
+                    "long-unused",
+                    Severity::Medium,
+                    format!("the key was last used {days} days ago; revoke keys that nothing uses any more"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
     if cx.hmac && cx.ed25519_offered {
         add(
             "hmac-where-ed25519-offered",
@@ -225,20 +249,18 @@ impl Report {
     }
 }
 
-/// Whether the exchange at `client` is known to take Ed25519 keys: keygate (its `exchangeInfo`
-/// carries `rateLimitsScope`) and Binance (by host) do.
-async fn offers_ed25519(client: &Client, url: &str) -> bool {
-    if reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h == "binance.com" || h.ends_with(".binance.com")))
-        == Some(true)
-    {
-        return true;
-    }
+/// Whether the exchange at `client` is keygate (its `exchangeInfo` carries `rateLimitsScope`).
+async fn is_keygate(client: &Client) -> bool {
     match client.raw(reqwest::Method::GET, "/api/v3/exchangeInfo", "", "").await {
         Ok(a) => a.status == 200 && a.body.get("rateLimitsScope").is_some(),
         Err(_) => false,
     }
+}
+
+/// Whether the exchange at `url` is Binance (by host), which takes Ed25519 keys.
+fn is_binance(url: &str) -> bool {
+    reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(|h| h == "binance.com" || h.ends_with(".binance.com")))
+        == Some(true)
 }
 
 /// Checks one key: reads its restrictions and account, then [`assess`]es them. A key the exchange
@@ -271,7 +293,9 @@ pub async fn check(client: &Client, name: &str, url: &str, hmac: bool, mut cx: C
         };
     let account = client.call::<AccountStatus>(reqwest::Method::GET, "/api/v3/account", &[]).await.ok();
     cx.hmac = hmac;
-    cx.ed25519_offered = offers_ed25519(client, url).await;
+    let keygate = is_keygate(client).await;
+    cx.ed25519_offered = keygate || is_binance(url);
+    cx.usage_reported = keygate;
     report.findings = assess(&restrictions, account.as_ref(), &cx);
     report.restrictions = Some(restrictions);
     report.account = account;
@@ -290,6 +314,8 @@ mod tests {
             ed25519_offered: false,
             expiry_warn_days: 14,
             max_age_days: 90,
+            usage_reported: false,
+            unused_days: 30,
         }
     }
 
@@ -334,6 +360,20 @@ mod tests {
             codes(&assess(&r, None, &c)),
             vec!["permission-beyond-purpose", "expires-soon", "hmac-where-ed25519-offered", "old-key"]
         );
+    }
+
+    #[test]
+    fn never_and_long_unused_keys_are_flagged_where_the_exchange_reports_use() {
+        let c = Context { usage_reported: true, ..cx() };
+        assert_eq!(codes(&assess(&safe(), None, &c)), vec!["never-used"]);
+        let recent = Restrictions { last_used_time: Some(95 * DAY_MS), ..safe() };
+        assert_eq!(codes(&assess(&recent, None, &c)), Vec::<&str>::new());
+        let stale = Restrictions { last_used_time: Some(60 * DAY_MS), ..safe() };
+        let f = assess(&stale, None, &c);
+        assert_eq!(codes(&f), vec!["long-unused"]);
+        assert!(f[0].message.contains("40 days"), "{f:?}");
+        // An exchange that does not report use (Binance) says nothing either way.
+        assert_eq!(codes(&assess(&safe(), None, &cx())), Vec::<&str>::new());
     }
 
     #[test]

@@ -226,6 +226,34 @@ pub struct Vault {
     params: KdfParams,
     salt: [u8; 16],
     entries: Vec<Entry>,
+    /// An exclusive lock on the vault's lock file, held while the vault is open, so that two
+    /// commands changing it at once cannot lose each other's entries (the second waits).
+    _lock: std::fs::File,
+}
+
+/// Largest Argon2id parameters a vault may name: a damaged or hostile header must not make
+/// opening it exhaust memory or run for ever before the passphrase is even checked.
+const MAX_KDF_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+/// See [`MAX_KDF_MEMORY_KIB`].
+const MAX_KDF_ITERATIONS: u32 = 64;
+/// See [`MAX_KDF_MEMORY_KIB`].
+const MAX_KDF_PARALLELISM: u32 = 64;
+
+/// Takes the exclusive lock of the vault at `path` (`.NAME.lock` beside it, mode 0600), waiting
+/// for another command that holds it.
+fn lock(path: &Path) -> Result<std::fs::File, HolderError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path.file_name().map_or_else(|| "vault".into(), |n| n.to_string_lossy().into_owned());
+    let lock_path = path.with_file_name(format!(".{name}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    f.lock().map_err(io(&lock_path))?;
+    Ok(f)
 }
 
 impl fmt::Debug for Vault {
@@ -274,9 +302,13 @@ impl Vault {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             create_private_dir(dir).map_err(io(dir))?;
         }
+        let lock = lock(path)?;
+        if path.exists() {
+            return Err(HolderError::Exists(path.to_owned()));
+        }
         let salt = random::<16>()?;
         let key = derive(passphrase, &salt, params)?;
-        let vault = Self { path: path.to_owned(), key, params, salt, entries: Vec::new() };
+        let vault = Self { path: path.to_owned(), key, params, salt, entries: Vec::new(), _lock: lock };
         vault.save()?;
         Ok(vault)
     }
@@ -288,6 +320,10 @@ impl Vault {
     /// passphrase (or an altered header) does not open it, [`HolderError::Corrupt`] when the file
     /// is not a vault this version reads.
     pub fn open(path: &Path, passphrase: &[u8]) -> Result<Self, HolderError> {
+        if !path.exists() {
+            return Err(HolderError::NoVault(path.to_owned()));
+        }
+        let lock = lock(path)?;
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HolderError::NoVault(path.to_owned())),
@@ -318,6 +354,14 @@ impl Vault {
             .ok_or_else(|| HolderError::Corrupt("nonce".into()))?;
         let sealed = STANDARD.decode(&file.ciphertext).map_err(|_| HolderError::Corrupt("ciphertext".into()))?;
         let aad = serde_json::to_vec(h).map_err(|e| HolderError::Corrupt(e.to_string()))?;
+        let k = h.kdf_params;
+        if k.memory_kib > MAX_KDF_MEMORY_KIB || k.iterations > MAX_KDF_ITERATIONS || k.parallelism > MAX_KDF_PARALLELISM
+        {
+            return Err(HolderError::Corrupt(format!(
+                "Argon2id parameters beyond what keygate makes (memory {} KiB, {} iterations, {} lanes)",
+                k.memory_kib, k.iterations, k.parallelism
+            )));
+        }
         let key = derive(passphrase, &salt, h.kdf_params)?;
         let cipher = XChaCha20Poly1305::new(key.as_ref().into());
         let plain = Zeroizing::new(
@@ -329,7 +373,7 @@ impl Vault {
             serde_json::from_slice(&plain).map_err(|e| HolderError::Corrupt(format!("entries: {e}")))?;
         let mut entries = contents.entries;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Self { path: path.to_owned(), key, params: h.kdf_params, salt, entries })
+        Ok(Self { path: path.to_owned(), key, params: h.kdf_params, salt, entries, _lock: lock })
     }
 
     /// The file this vault lives in.
@@ -506,6 +550,7 @@ mod tests {
         v.add(entry("binance")).unwrap();
         let before = std::fs::read(&path).unwrap();
         assert!(!String::from_utf8_lossy(&before).contains("kgs_secret_value"));
+        drop(v); // it holds the vault's lock
         assert!(matches!(Vault::open(&path, b"wrong horse battery"), Err(HolderError::WrongPassphrase)));
         assert_eq!(std::fs::read(&path).unwrap(), before);
         let v = Vault::open(&path, b"correct horse battery").unwrap();
@@ -516,8 +561,13 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
             assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
         }
-        // No temporary file is left beside it.
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        // No temporary file is left beside it (only the vault and its lock file).
+        let mut names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".vault.json.lock", "vault.json"]);
     }
 
     #[test]
@@ -529,7 +579,46 @@ mod tests {
         let mut f: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         f["header"]["kdf_params"]["iterations"] = 2.into();
         std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
+        drop(v);
         assert!(matches!(Vault::open(&path, b"correct horse battery"), Err(HolderError::WrongPassphrase)));
+    }
+
+    #[test]
+    fn a_header_naming_huge_argon2_parameters_is_refused_before_deriving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        drop(Vault::init(&path, b"correct horse battery", KdfParams::INSECURE_FOR_TESTS).unwrap());
+        let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for (field, value) in
+            [("memory_kib", u64::from(u32::MAX)), ("iterations", u64::from(u32::MAX)), ("parallelism", 65)]
+        {
+            let mut f = good.clone();
+            f["header"]["kdf_params"][field] = value.into();
+            std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
+            // Refused before deriving: deriving with these would take gigabytes or hours.
+            let err = Vault::open(&path, b"correct horse battery").unwrap_err();
+            assert!(matches!(err, HolderError::Corrupt(ref m) if m.contains("Argon2id parameters")), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn two_commands_adding_at_once_both_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        drop(Vault::init(&path, b"correct horse battery", KdfParams::INSECURE_FOR_TESTS).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut v = Vault::open(&path, b"correct horse battery").unwrap();
+                    v.add(entry(&format!("e{i}"))).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(Vault::open(&path, b"correct horse battery").unwrap().entries().len(), 8);
     }
 
     #[test]

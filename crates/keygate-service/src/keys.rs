@@ -451,6 +451,18 @@ impl Service {
         Ok(rec)
     }
 
+    /// When a key was last used, as last recorded (usage is written in batches, every few
+    /// seconds), for the key itself to report in `apiRestrictions`: a key holder's check flags
+    /// keys never or long unused. Only the key's own signed request reaches this, so it needs no
+    /// actor.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for an unknown key; store failures.
+    pub async fn key_last_used(&self, id: &ApiKeyId) -> ServiceResult<Option<UnixMillis>> {
+        let rec = self.inner.store.get_key(id).await?.ok_or_else(|| ServiceError::NotFound(format!("key {id}")))?;
+        Ok(rec.last_used_at)
+    }
+
     /// One key.
     ///
     /// # Errors

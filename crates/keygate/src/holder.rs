@@ -163,6 +163,9 @@ pub struct CheckArgs {
     /// Advise rotating keys older than this many days.
     #[arg(long, default_value_t = 90)]
     max_age_days: u64,
+    /// Flag keys not used for this many days (exchanges that report use: keygate).
+    #[arg(long, default_value_t = 30)]
+    unused_days: u64,
     /// JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -328,7 +331,12 @@ pub async fn vault(args: VaultArgs) -> anyhow::Result<()> {
             let v = open(opts)?;
             let e = v.get(&name)?;
             let mut c = std::process::Command::new(&command[0]);
-            c.args(&command[1..]).env("KEYGATE_BASE_URL", e.base_url()).env("KEYGATE_API_KEY", &e.api_key);
+            // The child gets its one entry, never the way into the whole vault.
+            c.args(&command[1..])
+                .env_remove("KEYGATE_VAULT_PASSPHRASE")
+                .env_remove("KEYGATE_VAULT")
+                .env("KEYGATE_BASE_URL", e.base_url())
+                .env("KEYGATE_API_KEY", &e.api_key);
             match &e.credential {
                 Credential::Hmac { secret } => c.env("KEYGATE_API_SECRET", secret),
                 Credential::Ed25519 { private_key_pem } => c.env("KEYGATE_PRIVATE_KEY", private_key_pem),
@@ -428,6 +436,8 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
             ed25519_offered: false,
             expiry_warn_days: args.expiry_warn_days,
             max_age_days: args.max_age_days,
+            usage_reported: false,
+            unused_days: args.unused_days,
         };
         let hmac = cx.hmac;
         let report = match check::check(&client, &e.name, e.base_url(), hmac, cx).await {

@@ -13,6 +13,8 @@ fn cx(app: &TestApp, purpose: Option<Purpose>) -> Context {
         ed25519_offered: false,
         expiry_warn_days: 14,
         max_age_days: 90,
+        usage_reported: false,
+        unused_days: 30,
     }
 }
 
@@ -38,10 +40,15 @@ async fn each_risky_key_gets_its_finding_and_a_refused_key_is_critical() {
         .hmac_key("owner", Permissions::default(), Restrictions { ip_allowlist: local(), ..Restrictions::default() })
         .await;
     let r = run(&app, &good, Some(Purpose::Read)).await;
-    assert_eq!(codes(&r), vec![("hmac-where-ed25519-offered", Severity::Low)]);
+    assert_eq!(codes(&r), vec![("never-used", Severity::Medium), ("hmac-where-ed25519-offered", Severity::Low)]);
     assert!(r.restrictions.as_ref().unwrap().ip_restrict);
     assert_eq!(r.restrictions.as_ref().unwrap().create_time, Some(START.0));
     assert_eq!(r.account.as_ref().unwrap().account_type, "SPOT");
+    // That check used the key: once its use is written, it is no longer "never used".
+    app.service.flush(true).await.unwrap();
+    let r = run(&app, &good, Some(Purpose::Read)).await;
+    assert_eq!(codes(&r), vec![("hmac-where-ed25519-offered", Severity::Low)]);
+    assert_eq!(r.restrictions.as_ref().unwrap().last_used_time, Some(START.0));
 
     // A trade permission on a key used only for reading, from anywhere.
     let wide = app.hmac_key("owner", Permissions::with(&[Permission::Trade]), Restrictions::default()).await;
@@ -51,6 +58,7 @@ async fn each_risky_key_gets_its_finding_and_a_refused_key_is_critical() {
         vec![
             ("no-ip-restriction", Severity::High),
             ("permission-beyond-purpose", Severity::High),
+            ("never-used", Severity::Medium),
             ("hmac-where-ed25519-offered", Severity::Low)
         ]
     );
@@ -81,6 +89,15 @@ async fn each_risky_key_gets_its_finding_and_a_refused_key_is_critical() {
     app.clock.advance_ms(100 * 86_400_000);
     let r = run(&app, &old, None).await;
     assert!(r.findings.iter().any(|f| f.code == "old-key" && f.message.contains("100 days")), "{r:?}");
+    assert!(r.findings.iter().any(|f| f.code == "never-used"), "{r:?}");
+    // Long unused: `good` was last used at the start, 100 days ago (more than 30).
+    let r = run(&app, &good, None).await;
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| (f.code, f.severity) == ("long-unused", Severity::Medium) && f.message.contains("100 days")),
+        "{r:?}"
+    );
 
     // Revoked: the exchange refuses it, a critical finding rather than an error.
     app.service.revoke_key(&TestApp::operator(), &old.key.api_key).await.unwrap();

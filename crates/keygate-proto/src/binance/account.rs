@@ -159,6 +159,11 @@ pub struct ApiRestrictions {
     /// absent for keys made by hand. Binance clients ignore fields they do not know.
     #[serde(default, rename = "keygateConnectedApp", skip_serializing_if = "Option::is_none")]
     pub connected_app: Option<String>,
+    /// keygate's addition (issue #16): when the key was last used before this request, as last
+    /// recorded (usage is written every few seconds); absent for a key never used. A key holder's
+    /// check flags keys never or long unused from it.
+    #[serde(default, rename = "keygateLastUsedTime", skip_serializing_if = "Option::is_none")]
+    pub last_used_time: Option<UnixMillis>,
 }
 
 #[cfg(test)]
@@ -234,10 +239,19 @@ mod tests {
             enable_portfolio_margin_trading: false,
             trading_authority_expiration_time: None,
             connected_app: None,
+            last_used_time: None,
         };
         let without = r#"{"ipRestrict":true,"createTime":1767225600000,"enableReading":true,"enableWithdrawals":false,"enableInternalTransfer":false,"enableMargin":false,"enableFutures":false,"permitsUniversalTransfer":false,"enableVanillaOptions":false,"enableFixApiTrade":false,"enableFixReadOnly":false,"enableSpotAndMarginTrading":true,"enablePortfolioMarginTrading":false}"#;
         round_trip(&r, without);
         r.trading_authority_expiration_time = Some(UnixMillis(1_800_000_000_000));
         round_trip(&r, &without.replace('}', r#","tradingAuthorityExpirationTime":1800000000000}"#));
+        r.last_used_time = Some(UnixMillis(1_790_000_000_000));
+        round_trip(
+            &r,
+            &without.replace(
+                '}',
+                r#","tradingAuthorityExpirationTime":1800000000000,"keygateLastUsedTime":1790000000000}"#,
+            ),
+        );
     }
 }

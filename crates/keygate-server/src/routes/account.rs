@@ -10,11 +10,13 @@ use keygate_proto::binance::account::ApiRestrictions;
 /// `GET /sapi/v1/account/apiRestrictions` (USER_DATA): what the calling key may do, in Binance's
 /// shape.
 pub(crate) async fn api_restrictions(
-    _: State<AppState>,
+    State(state): State<AppState>,
     signed: Signed,
 ) -> Result<BinanceJson<ApiRestrictions>, ApiError> {
     signed.request.params().ensure_only(&[])?;
     let key = signed.request.key();
+    let last_used_time =
+        state.service.key_last_used(&key.id).await.map_err(|e| ApiError::Unavailable(format!("key usage: {e}")))?;
     Ok(BinanceJson(ApiRestrictions {
         ip_restrict: !key.restrictions.ip_allowlist.is_empty(),
         create_time: key.created_at,
@@ -31,5 +33,6 @@ pub(crate) async fn api_restrictions(
         enable_portfolio_margin_trading: false,
         trading_authority_expiration_time: key.restrictions.expires_at,
         connected_app: key.app_id.clone(),
+        last_used_time,
     }))
 }
