@@ -256,9 +256,17 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
     if uri.contains('#') {
         return Err(format!("redirect URI {uri}: a fragment is not allowed"));
     }
-    let Some((scheme, host, _, _)) = split_uri(uri) else {
+    // Browsers read a backslash as a slash, so `https://evil.example\.a.example/cb` goes to
+    // evil.example whatever this parser would make of it; refuse what readers could disagree on.
+    if uri.contains('\\') {
+        return Err(format!("redirect URI {uri}: a backslash is not allowed"));
+    }
+    let Some((scheme, host, port, _)) = split_uri(uri) else {
         return Err(format!("redirect URI {uri}: not an absolute URI like https://app.example/callback"));
     };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Err(format!("redirect URI {uri}: the port must be a number up to 65535"));
+    }
     match scheme {
         "https" => Ok(()),
         "http" if loopback_host(host) => Ok(()),
@@ -278,7 +286,9 @@ pub fn redirect_uri_matches(registered: &[String], presented: &str) -> bool {
             return true;
         }
         match (split_uri(r), split_uri(presented)) {
-            (Some(("http", rh, _, rr)), Some(("http", ph, _, pr))) => loopback_host(rh) && rh == ph && rr == pr,
+            (Some(("http", rh, _, rr)), Some(("http", ph, pp, pr))) => {
+                loopback_host(rh) && rh == ph && rr == pr && pp.is_none_or(|p| p.parse::<u16>().is_ok())
+            }
             _ => false,
         }
     })
@@ -583,6 +593,9 @@ mod tests {
             "app.example/cb",
             "javascript://x",
             "https://u@a.example/",
+            "https://evil.example\\.a.example/cb",
+            "http://127.0.0.1:99999999999999999999/cb",
+            "https://a.example:x/cb",
         ] {
             assert!(validate_redirect_uri(bad).is_err(), "{bad}");
         }
@@ -594,6 +607,7 @@ mod tests {
         assert!(redirect_uri_matches(&reg, "http://127.0.0.1:50123/native"), "loopback ports vary");
         assert!(!redirect_uri_matches(&reg, "http://127.0.0.1:50123/other"));
         assert!(!redirect_uri_matches(&reg, "http://[::1]:50123/native"));
+        assert!(!redirect_uri_matches(&reg, "http://127.0.0.1:99999999999999999999/native"));
     }
 
     #[test]

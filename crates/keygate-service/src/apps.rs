@@ -488,6 +488,7 @@ impl Service {
             self.inner.store.update_app(&app, audit).await?;
         }
         let reason = if delete { "app_deleted" } else { "app_suspended" };
+        self.inner.store.expire_codes(client_id, None, self.now_ms()).await?;
         let keys_revoked = self.revoke_app_keys(actor, client_id, None, reason).await?;
         Ok(AppKillSwitch { app: AppView::from(&app), keys_revoked })
     }
@@ -500,6 +501,9 @@ impl Service {
     pub async fn resume_app(&self, actor: &Actor, client_id: &str) -> ServiceResult<AppView> {
         Self::operator_only(actor, "resume apps")?;
         let mut app = self.app_record(client_id).await?;
+        if app.status == AppStatus::Deleted {
+            return Err(ServiceError::Conflict(format!("app {client_id} was deleted; register it again")));
+        }
         app.status = AppStatus::Active;
         app.updated_at = self.now_ms();
         let audit = self.app_audit(actor, "app.resume", client_id, None, serde_json::json!({ "name": app.name }));
@@ -769,6 +773,11 @@ impl Service {
         if now >= rec.expires_at {
             return Err(grant_err("this code has expired (codes are valid for 60 s)"));
         }
+        // An operator's change since the code was issued (a suspension, even one resumed since,
+        // or a change of verification) voids it: the owner consented to the app as it was.
+        if app.updated_at > rec.created_at {
+            return Err(grant_err("the operator changed this app after the code was issued; authorize again"));
+        }
         if p.redirect_uri.as_deref() != Some(rec.redirect_uri.as_str()) {
             return Err(grant_err("redirect_uri differs from the authorization request's"));
         }
@@ -786,9 +795,10 @@ impl Service {
         }
         let (material, secret) = match p.public_key.as_deref().filter(|k| !k.trim().is_empty()) {
             Some(text) => (
-                KeyMaterial::Public(PublicKey::parse_ed25519(text).map_err(|e| {
-                    OAuthError::new(ErrorCode::InvalidRequest, format!("public_key is not an Ed25519 public key: {e}"))
-                })?),
+                KeyMaterial::Public(
+                    PublicKey::parse_ed25519(text)
+                        .map_err(|e| OAuthError::new(ErrorCode::InvalidRequest, format!("public_key: {e}")))?,
+                ),
                 None,
             ),
             None => {
@@ -830,6 +840,12 @@ impl Service {
             }
             return Err(grant_err("this code was already used; the key issued with it is revoked"));
         }
+        // A disconnect or suspension that ended the code after it was read above (expiring it
+        // while unused) wins: nothing is issued.
+        let fresh = self.inner.store.get_code(&code_hash).await.map_err(|e| server(e.into()))?;
+        if fresh.is_none_or(|c| c.expires_at <= self.now_ms()) {
+            return Err(grant_err("this code has expired (its app was disconnected or suspended)"));
+        }
         let audit = AuditDraft {
             at: now,
             actor: format!("app:{}", app.client_id),
@@ -847,6 +863,20 @@ impl Service {
             let _writing = self.inner.key_writes.lock().await;
             self.inner.store.insert_key(&record, audit).await.map_err(|e| server(e.into()))?;
             self.inner.cache.upsert(&record).map_err(server)?;
+        }
+        // The kill switch marks the app before it lists the app's keys. Read again after the key
+        // is stored: either this read sees the mark, and the key is revoked here, or the key was
+        // stored before the mark, and the kill switch's list (on any node) finds it.
+        let now_app = self.inner.store.get_app(&app.client_id).await.map_err(|e| server(e.into()))?;
+        if now_app.as_ref().is_none_or(|a| a.status != AppStatus::Active) {
+            let _writing = self.inner.key_writes.lock().await;
+            let mut extra = serde_json::Map::new();
+            extra.insert("app".into(), serde_json::Value::String(app.client_id.clone()));
+            extra.insert("reason".into(), serde_json::Value::String("app_suspended".into()));
+            self.revoke_as(&Actor::System { policy: "oauth".into() }, key_id.as_str(), "key.revoke", extra)
+                .await
+                .map_err(server)?;
+            return Err(OAuthError::new(ErrorCode::InvalidClient, "this app is suspended"));
         }
         Ok(TokenAnswer {
             access_token: key_id.to_string(),
@@ -950,6 +980,7 @@ impl Service {
         if !mine {
             return Err(ServiceError::NotFound(format!("connected app {client_id}")));
         }
+        self.inner.store.expire_codes(client_id, Some(*account_id), self.now_ms()).await?;
         let n = self.revoke_app_keys(actor, client_id, Some(*account_id), "app_disconnected").await?;
         let audit = self.app_audit(
             actor,

@@ -565,6 +565,21 @@ impl Service {
         }
         after.restrictions.dedup();
         let policy = self.effective_key_policy(after.account_id).await?;
+        // A key held by a connected app never goes beyond what the app was registered for, and
+        // never withdraws: widening it is what a fake app would ask its victim to do.
+        if let Some(client_id) = &before.app_id
+            && after.permissions != before.permissions
+        {
+            let ceiling = self.inner.store.get_app(client_id).await?.map(|a| a.max_permissions);
+            let beyond = after.permissions.contains(Permission::Withdraw)
+                || ceiling.is_none_or(|c| after.permissions.iter().any(|p| !c.contains(p)));
+            if beyond {
+                return Err(ServiceError::Invalid(format!(
+                    "key {id} is held by the app {client_id}: it cannot be given more than the app may ask for, \
+                     and never withdraw; make a key of your own for that"
+                )));
+            }
+        }
         withdraw_expiry(&policy, after.permissions, &mut after.restrictions, Some(&before), now)?;
         check_key_rules(after.permissions, &after.restrictions, now)?;
         let was = (before.permissions, &before.restrictions.ip_allowlist);

@@ -348,3 +348,92 @@ async fn registration_rules_owners_need_the_operators_leave_and_withdraw_is_neve
         assert!(matches!(e, ServiceError::Invalid(_)), "{bad:?}: {e:?}");
     }
 }
+
+/// The kill switch cannot be raced: codes exchanged while the app is being suspended either
+/// fail or give keys that the suspension revokes (an outside review got 8 working keys out of a
+/// suspended app by exchanging codes during the suspension).
+#[tokio::test]
+async fn codes_exchanged_while_the_app_is_suspended_leave_no_working_key() {
+    let (s, clock, _d) = env().await;
+    let (id, secret) = register(&s).await;
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let req = request(&s, &params(&id, "read")).await;
+        let url =
+            s.consent(&owner(1, "alice", &clock, false), &req, Consent::Allow(Narrowing::default())).await.unwrap();
+        codes.push(code_of(&url));
+    }
+    let exchanges = codes.iter().map(|c| {
+        let s = s.clone();
+        let p = token_params(&id, Some(&secret), c);
+        tokio::spawn(async move { s.token(p, None).await.is_ok() })
+    });
+    let handles: Vec<_> = exchanges.collect();
+    tokio::task::yield_now().await;
+    s.suspend_app(&Actor::operator_cli(), &id, false).await.unwrap();
+    let mut issued = 0;
+    for h in handles {
+        issued += usize::from(h.await.unwrap());
+    }
+    assert_eq!(live_keys(&s).await, 0, "{issued} exchanges answered with a key; none may still work");
+    for k in s.list_keys(&Actor::operator_cli(), None).await.unwrap() {
+        assert!(s.cache().lookup(&k.api_key).is_none_or(|e| e.status == KeyStatus::Revoked));
+    }
+}
+
+/// Resuming an app does not revive a code issued before its suspension; a deleted app stays
+/// deleted.
+#[tokio::test]
+async fn a_code_from_before_a_suspension_stays_void_after_resume_and_a_deleted_app_is_not_resumed() {
+    let (s, clock, _d) = env().await;
+    let (id, secret) = register(&s).await;
+    let req = request(&s, &params(&id, "read")).await;
+    let url = s.consent(&owner(1, "alice", &clock, false), &req, Consent::Allow(Narrowing::default())).await.unwrap();
+    clock.advance_ms(1);
+    s.suspend_app(&Actor::operator_cli(), &id, false).await.unwrap();
+    s.resume_app(&Actor::operator_cli(), &id).await.unwrap();
+    let e = s.token(token_params(&id, Some(&secret), &code_of(&url)), None).await.map(|_| ()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidGrant, "{e:?}");
+    assert_eq!(live_keys(&s).await, 0);
+    s.suspend_app(&Actor::operator_cli(), &id, true).await.unwrap();
+    let err = s.resume_app(&Actor::operator_cli(), &id).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Conflict(_)), "{err:?}");
+}
+
+/// A key held by an app cannot be widened past the app's registered ceiling, nor to withdraw.
+#[tokio::test]
+async fn a_key_held_by_an_app_cannot_be_widened_past_the_apps_ceiling() {
+    let (s, clock, _d) = env().await;
+    let r = s.register_app(&Actor::operator_cli(), new_app("read", "confidential")).await.unwrap();
+    let (id, secret) = (r.app.client_id, r.client_secret.unwrap());
+    let req = request(&s, &params(&id, "read")).await;
+    let url = s.consent(&owner(1, "alice", &clock, false), &req, Consent::Allow(Narrowing::default())).await.unwrap();
+    let key = s.token(token_params(&id, Some(&secret), &code_of(&url)), None).await.unwrap().api_key;
+    for wider in [vec![Permission::Trade], vec![Permission::Trade, Permission::Withdraw]] {
+        let edit = keygate_service::KeyEdit {
+            permissions: Some(keygate_auth::Permissions::with(&wider)),
+            ..keygate_service::KeyEdit::default()
+        };
+        let err = s.edit_key(&Actor::operator_cli(), &key, edit).await.unwrap_err();
+        assert!(matches!(err, ServiceError::Invalid(ref m) if m.contains("held by the app")), "{err:?}");
+    }
+}
+
+/// A code not yet exchanged when the owner disconnects the app makes no key afterwards.
+#[tokio::test]
+async fn disconnect_ends_the_owners_unexchanged_codes() {
+    let (s, clock, _d) = env().await;
+    let (id, secret) = register(&s).await;
+    let alice = owner(1, "alice", &clock, false);
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let req = request(&s, &params(&id, "read")).await;
+        urls.push(s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap());
+    }
+    s.token(token_params(&id, Some(&secret), &code_of(&urls[0])), None).await.unwrap();
+    clock.advance_ms(1);
+    assert_eq!(s.disconnect_app(&alice, &id).await.unwrap(), 1);
+    let e = s.token(token_params(&id, Some(&secret), &code_of(&urls[1])), None).await.map(|_| ()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidGrant, "{e:?}");
+    assert_eq!(live_keys(&s).await, 0);
+}

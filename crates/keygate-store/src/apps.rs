@@ -136,6 +136,10 @@ pub trait AppStore: Send + Sync {
     /// call took it, false if it was already used (by any node), or is unknown.
     async fn redeem_code(&self, code_hash: &[u8; 32], at: UnixMillis, key_id: &ApiKeyId) -> StoreResult<bool>;
 
+    /// Ends, at `at`, the unused codes of app `client_id` (only `account`'s when given): a
+    /// disconnect or a suspension must not leave a code that still makes a key. Returns how many.
+    async fn expire_codes(&self, client_id: &str, account: Option<AccountId>, at: UnixMillis) -> StoreResult<u64>;
+
     /// Ids of every key issued to the app (revoked ones included).
     async fn app_key_ids(&self, client_id: &str) -> StoreResult<Vec<ApiKeyId>>;
 
@@ -332,6 +336,25 @@ impl<D: Dialect> AppStore for SqlStore<D> {
             )
             .await?;
         Ok(done == 1)
+    }
+
+    async fn expire_codes(&self, client_id: &str, account: Option<AccountId>, at: UnixMillis) -> StoreResult<u64> {
+        let at = to_db_time(at, "authorization code")?;
+        let q = match account {
+            Some(a) => stmt(
+                "UPDATE oauth_codes SET expires_at = $1 \
+                 WHERE client_id = $2 AND account_id = $3 AND used_at IS NULL AND expires_at > $1",
+            )
+            .arg(at)
+            .arg(client_id)
+            .arg(a.0),
+            None => stmt(
+                "UPDATE oauth_codes SET expires_at = $1 WHERE client_id = $2 AND used_at IS NULL AND expires_at > $1",
+            )
+            .arg(at)
+            .arg(client_id),
+        };
+        self.write_one(q).await
     }
 
     async fn app_key_ids(&self, client_id: &str) -> StoreResult<Vec<ApiKeyId>> {

@@ -175,6 +175,7 @@ macro_rules! store_conformance_suite {
             one_delivery_per_endpoint_is_in_flight_when_asked,
             apps_round_trip_and_keys_issued_to_them_are_marked_and_found,
             an_authorization_code_is_redeemed_once_even_when_concurrent,
+            unused_codes_are_expired_by_app_and_by_account,
             app_developers_are_allowed_and_disallowed_with_audit_records,
         );
     };
@@ -2990,6 +2991,41 @@ pub async fn an_authorization_code_is_redeemed_once_even_when_concurrent<H: Harn
     assert!(!store.redeem_code(&[9; 32], UnixMillis(7_000), &ids[0]).await.unwrap());
     assert!(!store.redeem_code(&[1; 32], UnixMillis(7_000), &ids[0]).await.unwrap(), "unknown code");
     assert_eq!(store.get_code(&[9; 32]).await.unwrap().unwrap().key_id.as_ref(), Some(&winners[0]));
+}
+
+/// A disconnect ends the owner's unused codes of the app, a suspension all of them; a used code
+/// keeps its record (its reuse must still find the key it made).
+pub async fn unused_codes_are_expired_by_app_and_by_account<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let bob = new_account(&*store, "bob", 1_000).await;
+    let app = test_app("kgapp_0123456789abcdef", 2_000);
+    store.insert_app(&app, draft("app.register", &app.client_id, None)).await.unwrap();
+    let code = |hash: u8, account: AccountId| crate::CodeRecord {
+        code_hash: [hash; 32],
+        client_id: app.client_id.clone(),
+        account_id: account,
+        redirect_uri: "https://tax.example/cb".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        grant_json: r#"{"permissions":["read"]}"#.into(),
+        created_at: UnixMillis(5_000),
+        expires_at: UnixMillis(65_000),
+        used_at: None,
+        key_id: None,
+    };
+    for (hash, who) in [(1, alice.id), (2, alice.id), (3, bob.id)] {
+        store.insert_code(&code(hash, who), draft("app.consent", &app.client_id, Some(who))).await.unwrap();
+    }
+    let id = ApiKeyId::generate(&mut TestEntropy::new(77)).unwrap();
+    assert!(store.redeem_code(&[2; 32], UnixMillis(6_000), &id).await.unwrap());
+    assert_eq!(store.expire_codes(&app.client_id, Some(alice.id), UnixMillis(7_000)).await.unwrap(), 1);
+    assert_eq!(store.get_code(&[1; 32]).await.unwrap().unwrap().expires_at, UnixMillis(7_000));
+    assert_eq!(store.get_code(&[2; 32]).await.unwrap().unwrap().expires_at, UnixMillis(65_000), "used: kept");
+    assert_eq!(store.get_code(&[3; 32]).await.unwrap().unwrap().expires_at, UnixMillis(65_000), "bob's: kept");
+    assert_eq!(store.expire_codes(&app.client_id, None, UnixMillis(8_000)).await.unwrap(), 1);
+    assert_eq!(store.get_code(&[3; 32]).await.unwrap().unwrap().expires_at, UnixMillis(8_000));
+    assert_eq!(store.expire_codes("kgapp_ffffffffffffffff", None, UnixMillis(9_000)).await.unwrap(), 0);
 }
 
 /// The operator's list of accounts allowed to register apps: allowing twice is allowing, and
