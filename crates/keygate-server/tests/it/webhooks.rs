@@ -76,6 +76,21 @@ fn event_type(body: &str) -> String {
     v["type"].as_str().unwrap().to_owned()
 }
 
+/// Waits (real time, up to 10 s) until keygate has recorded `n` attempts of the delivery with
+/// this `webhook-id`. The receiver sees a request before keygate records its answer and
+/// schedules the retry from the app's clock, so a test must wait for this before it moves the
+/// clock, or the retry is scheduled from the moved clock and never falls due.
+async fn recorded(app: &TestApp, endpoint: i64, webhook_id: &str, n: u32) {
+    for _ in 0..200 {
+        let all = app.service.webhook_deliveries(&TestApp::operator(), endpoint, 50).await.unwrap();
+        if all.iter().any(|d| d.webhook_id == webhook_id && d.attempts >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("delivery {webhook_id} of endpoint {endpoint} never recorded {n} attempts");
+}
+
 /// The endpoint's deliveries once none is being sent (up to 10 s of real time).
 async fn settled(app: &TestApp, endpoint: i64) -> Vec<keygate_service::DeliveryView> {
     for _ in 0..200 {
@@ -133,6 +148,7 @@ async fn events_are_delivered_signed_retried_dead_lettered_and_shown_as_notices(
     app.service.revoke_key(&op, &key.key.api_key).await.unwrap();
     let got = rx.wait_for(3).await;
     assert_eq!(event_type(&got[2].3), "key.revoked");
+    recorded(&app, created.endpoint.id, &got[2].0, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.got.lock().unwrap().len(), 3, "no retry before its time (the app's clock has not moved)");
     app.clock.advance_ms(1_200);
@@ -148,9 +164,11 @@ async fn events_are_delivered_signed_retried_dead_lettered_and_shown_as_notices(
     // Three failures: the dead letter. Redelivered, it arrives.
     rx.answers.lock().unwrap().extend([500, 502, 503]);
     let other = app.hmac_key("alice", Permissions::READ_ONLY, Restrictions::default()).await;
-    rx.wait_for(5).await;
+    let first = rx.wait_for(5).await.remove(4).0;
+    recorded(&app, created.endpoint.id, &first, 1).await;
     app.clock.advance_ms(1_200);
     rx.wait_for(6).await;
+    recorded(&app, created.endpoint.id, &first, 2).await;
     app.clock.advance_ms(1_200);
     let got = rx.wait_for(7).await;
     assert!(got[4..7].iter().all(|g| g.0 == got[4].0 && event_type(&g.3) == "key.created"));
