@@ -47,7 +47,7 @@ pub enum ClientError {
     Key(String),
     /// The HTTP request failed. The URL is left out: a signed request's URL carries its
     /// signature, which stays out of messages and logs.
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", causes(.0))]
     Http(reqwest::Error),
     /// The server refused the call with a Binance error.
     #[error("HTTP {status}, Binance error {}: {}", body.code, body.msg)]
@@ -66,6 +66,23 @@ pub enum ClientError {
         /// What did not match.
         msg: String,
     },
+}
+
+/// An error and its causes, `: `-joined: reqwest's own message ("error sending request") says
+/// nothing of why (refused, a DNS name unknown, a TLS failure), which its sources say. The URL
+/// is stripped before this is reached, and no cause below it carries one.
+fn causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl From<reqwest::Error> for ClientError {
@@ -402,6 +419,12 @@ impl Client {
             req = req.header("Content-Type", "application/x-www-form-urlencoded").body(body.to_owned());
         }
         Self::answer(req.send().await?).await
+    }
+
+    /// The exchange's base URL, as given: the key holder's export names accounts by it.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The API key sent as `X-MBX-APIKEY`, for tests that send requests by hand.

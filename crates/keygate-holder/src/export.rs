@@ -12,14 +12,23 @@
 //!   minute; a 429 or 418 waits `Retry-After` (at least one second, doubling on each repeat) and
 //!   asks again, up to [`Pacer::max_retries`] times.
 //!
+//! Records belong to an **account**, not to a vault entry: the exchange's origin and the `uid`
+//! that `GET /api/v3/account` answers ([`account_id`]). Two entries holding keys of the same
+//! account are exported once (the second is skipped and named in the summary), and renaming an
+//! entry neither loses its cursors nor exports its history again.
+//!
 //! Resumable and idempotent: the records are kept in `history.jsonl` and the cursors (last trade
-//! id per symbol, how far the deposit and withdrawal windows are final) in
+//! id per symbol, how far the deposit and withdrawal windows are final) per account in
 //! `keygate-export-state.json`, both in the output directory. A run starts from the cursors,
-//! drops every record whose key (exchange entry, kind, symbol, id) it already holds, then
-//! rewrites all files atomically, the state last. A run cut short (a refusal past the retries, a
-//! crash) loses nothing already written, and the next run carries on. Deposits and withdrawals
-//! are exported once final (credited; completed); the window cursor stops before the oldest
-//! one still pending, so it is picked up when it settles.
+//! drops every record whose key (account, kind, symbol, id) it already holds, then rewrites all
+//! files atomically, the state last. A run cut short (a refusal past the retries, a crash) loses
+//! nothing already written, and the next run carries on. Deposits and withdrawals are exported
+//! once final (credited; completed); the window cursor stops before the oldest one still
+//! pending, so it is picked up when it settles.
+//!
+//! Files: Koinly imports a CSV into one wallet and its universal format has no wallet column, so
+//! each account gets its own `koinly-<entry>.csv`; CoinTracking's format names the exchange in a
+//! column, so `cointracking.csv` holds every account.
 
 use crate::HolderError;
 use crate::vault::write_atomic;
@@ -27,7 +36,7 @@ use keygate_client::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +54,8 @@ const OVERLAP_MS: u64 = DAY_MS;
 
 /// The records file, one JSON object a line.
 pub const JSONL: &str = "history.jsonl";
-/// Koinly's universal CSV.
-pub const KOINLY: &str = "koinly.csv";
+/// Koinly's universal CSV of one account: `koinly-<entry>.csv` ([`koinly_file`]).
+pub const KOINLY_PREFIX: &str = "koinly-";
 /// CoinTracking's CSV import.
 pub const COINTRACKING: &str = "cointracking.csv";
 /// The cursors.
@@ -99,7 +108,9 @@ pub enum Kind {
 /// One history record, as written to `history.jsonl`. Amounts are the exchange's decimal text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// The vault entry it came from.
+    /// The account it belongs to ([`account_id`]).
+    pub account: String,
+    /// The vault entry that last exported the account (the name the files show).
     pub exchange: String,
     /// Trade, deposit or withdrawal.
     pub kind: Kind,
@@ -143,11 +154,36 @@ pub struct Record {
 }
 
 impl Record {
-    /// The dedupe key: exchange entry, kind, symbol (trade ids are per market) and id.
+    /// The dedupe key: account, kind, symbol (trade ids are per market) and id.
     #[must_use]
     pub fn key(&self) -> String {
-        format!("{}|{:?}|{}|{}", self.exchange, self.kind, self.symbol.as_deref().unwrap_or(""), self.id)
+        format!("{}|{:?}|{}|{}", self.account, self.kind, self.symbol.as_deref().unwrap_or(""), self.id)
     }
+}
+
+/// Who records belong to: the exchange's origin (scheme, host, port and path, as the URL parser
+/// normalizes them) and the account's `uid`. Without a `uid` (an exchange that does not say) the
+/// vault entry's name stands in, and two entries of one account cannot be told apart.
+///
+/// # Errors
+/// [`HolderError::Invalid`] for a base URL that does not parse.
+pub fn account_id(base_url: &str, uid: Option<i64>, entry: &str) -> Result<String, HolderError> {
+    let url = reqwest::Url::parse(base_url).map_err(|e| HolderError::Invalid(format!("base URL {base_url:?}: {e}")))?;
+    let host = url.host_str().unwrap_or("");
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let origin = format!("{}://{host}{port}{}", url.scheme(), url.path().trim_end_matches('/'));
+    Ok(match uid {
+        Some(uid) => format!("{origin}#uid={uid}"),
+        None => format!("{origin}#entry={entry}"),
+    })
+}
+
+/// A short, stable tag of an account for ids that other tools deduplicate on (CoinTracking's
+/// `Tx-ID`): eight hex digits of the SHA-256 of [`account_id`].
+#[must_use]
+pub fn account_tag(account: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(account.as_bytes())[..4])
 }
 
 /// Cursors of one vault entry.
@@ -163,9 +199,10 @@ pub struct EntryState {
 
 /// The state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct State {
-    /// Per vault entry.
-    pub entries: BTreeMap<String, EntryState>,
+    /// Per account ([`account_id`]).
+    pub accounts: BTreeMap<String, EntryState>,
 }
 
 /// A sleep the exporter calls when it must wait; the CLI sleeps, tests move a manual clock.
@@ -207,6 +244,10 @@ pub struct EntrySummary {
     pub withdrawals: usize,
     /// 429/418 answers waited out.
     pub rate_limited: u32,
+    /// The account ([`account_id`]), once the exchange said whose the key is.
+    pub account: Option<String>,
+    /// Skipped: an earlier entry of this run holds a key of the same account.
+    pub same_account_as: Option<String>,
     /// Why the entry stopped early, if it did (the next run carries on from where it stopped).
     pub error: Option<String>,
 }
@@ -218,6 +259,8 @@ pub struct Summary {
     pub entries: Vec<EntrySummary>,
     /// Records in the files after the run.
     pub total_records: usize,
+    /// The files written, in the output directory.
+    pub files: Vec<String>,
 }
 
 /// One entry to export.
@@ -264,20 +307,25 @@ fn read_state(dir: &Path) -> Result<State, HolderError> {
 
 /// Exports `sources` into `dir` (created if missing). Entries are read one after another, so
 /// their pacing never competes; one entry failing stops only that entry, and what it read before
-/// is kept.
+/// is kept. History before `since_ms` is left out.
 ///
 /// # Errors
 /// [`HolderError::Io`] when the output cannot be written; exchange failures are reported per
 /// entry in the [`Summary`] instead.
 pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summary, HolderError> {
-    std::fs::create_dir_all(dir).map_err(|e| HolderError::Io { path: dir.to_owned(), msg: e.to_string() })?;
+    // Tax history says what an owner holds and trades: the directory is the owner's alone.
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| HolderError::Io { path: dir.to_owned(), msg: e.to_string() })?;
     let mut records = read_records(dir)?;
     let mut state = read_state(dir)?;
     let mut seen: BTreeSet<String> = records.iter().map(Record::key).collect();
     let mut summary = Summary::default();
+    // The accounts this run exported, and the entry that did.
+    let mut exported: BTreeMap<String, String> = BTreeMap::new();
     for source in sources {
-        let mut es = state.entries.get(&source.name).cloned().unwrap_or_default();
-        let mut fresh = Vec::new();
         let mut s = EntrySummary { name: source.name.clone(), ..EntrySummary::default() };
         let mut reader = Reader {
             client: &source.client,
@@ -286,10 +334,33 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
             weight_limit: None,
             rate_limited: 0,
         };
-        let outcome = export_entry(&mut reader, &source.name, &mut es, &mut fresh, since_ms).await;
+        let account = match identify(&mut reader, &source.name).await {
+            Ok(a) => a,
+            Err(e) => {
+                s.rate_limited = reader.rate_limited;
+                s.error = Some(e.to_string());
+                summary.entries.push(s);
+                continue;
+            }
+        };
+        s.account = Some(account.clone());
+        if let Some(first) = exported.get(&account) {
+            s.same_account_as = Some(first.clone());
+            summary.entries.push(s);
+            continue;
+        }
+        exported.insert(account.clone(), source.name.clone());
+        let mut es = state.accounts.get(&account).cloned().unwrap_or_default();
+        let mut fresh = Vec::new();
+        let target = Target { account: &account, name: &source.name, since_ms };
+        let outcome = export_entry(&mut reader, &target, &mut es, &mut fresh).await;
         s.rate_limited = reader.rate_limited;
         if let Err(e) = outcome {
             s.error = Some(e.to_string());
+        }
+        // The files show the account under the name of the entry that exported it last.
+        for r in records.iter_mut().filter(|r| r.account == account) {
+            r.exchange.clone_from(&source.name);
         }
         for r in fresh {
             if seen.insert(r.key()) {
@@ -301,24 +372,104 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
                 records.push(r);
             }
         }
-        state.entries.insert(source.name.clone(), es);
+        state.accounts.insert(account, es);
         summary.entries.push(s);
+        // Each entry's records are on disk before the next entry is read: a run killed later
+        // keeps them.
+        write_files(dir, &mut records, &state)?;
     }
+    summary.files = write_files(dir, &mut records, &state)?;
+    summary.total_records = records.len();
+    Ok(summary)
+}
+
+/// Writes every file from `records` (sorted here) and `state`, each atomically, the state last;
+/// returns the files' names.
+fn write_files(dir: &Path, records: &mut [Record], state: &State) -> Result<Vec<String>, HolderError> {
+    let mut files = Vec::new();
     records.sort_by(|a, b| {
-        (a.time, &a.exchange, a.kind, &a.symbol, &a.id).cmp(&(b.time, &b.exchange, b.kind, &b.symbol, &b.id))
+        (a.time, &a.exchange, &a.account, a.kind, &a.symbol, &a.id).cmp(&(
+            b.time,
+            &b.exchange,
+            &b.account,
+            b.kind,
+            &b.symbol,
+            &b.id,
+        ))
     });
     let mut jsonl = Vec::new();
-    for r in &records {
+    for r in records.iter() {
         serde_json::to_writer(&mut jsonl, r).map_err(|e| HolderError::Invalid(e.to_string()))?;
         jsonl.push(b'\n');
     }
     write_atomic(&dir.join(JSONL), &jsonl)?;
-    write_atomic(&dir.join(KOINLY), &koinly_csv(&records)?)?;
-    write_atomic(&dir.join(COINTRACKING), &cointracking_csv(&records)?)?;
-    let state_bytes = serde_json::to_vec_pretty(&state).map_err(|e| HolderError::Invalid(e.to_string()))?;
+    files.push(JSONL.to_owned());
+    let koinly = koinly_files(records)?;
+    for (file, bytes) in &koinly {
+        write_atomic(&dir.join(file), bytes)?;
+        files.push(file.clone());
+    }
+    remove_stale_koinly_files(dir, &koinly)?;
+    write_atomic(&dir.join(COINTRACKING), &cointracking_csv(records)?)?;
+    files.push(COINTRACKING.to_owned());
+    let state_bytes = serde_json::to_vec_pretty(state).map_err(|e| HolderError::Invalid(e.to_string()))?;
     write_atomic(&dir.join(STATE), &state_bytes)?;
-    summary.total_records = records.len();
-    Ok(summary)
+    files.push(STATE.to_owned());
+    Ok(files)
+}
+
+/// Asks the exchange whose key this is (`GET /api/v3/account`, weight 20).
+async fn identify(reader: &mut Reader<'_>, name: &str) -> Result<String, HolderError> {
+    let account = reader.get("/api/v3/account", &[("omitZeroBalances", "true")]).await?;
+    account_id(reader.client.base_url(), account["uid"].as_i64(), name)
+}
+
+/// One Koinly file per account, named after its entry; an entry name two accounts had (an
+/// entry pointed at another account since) gets the account's tag as well, so neither file
+/// overwrites the other.
+///
+/// # Errors
+/// [`HolderError::Invalid`] for a record that cannot be written.
+pub fn koinly_files(records: &[Record]) -> Result<Vec<(String, Vec<u8>)>, HolderError> {
+    let mut by_account: BTreeMap<&str, Vec<Record>> = BTreeMap::new();
+    for r in records {
+        by_account.entry(&r.account).or_default().push(r.clone());
+    }
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for rs in by_account.values() {
+        *names.entry(rs[rs.len() - 1].exchange.as_str()).or_insert(0) += 1;
+    }
+    let mut files = Vec::new();
+    for (account, rs) in &by_account {
+        let name = rs[rs.len() - 1].exchange.as_str();
+        let file = if names[name] > 1 {
+            format!("{KOINLY_PREFIX}{name}-{}.csv", account_tag(account))
+        } else {
+            koinly_file(name)
+        };
+        files.push((file, koinly_csv(rs)?));
+    }
+    Ok(files)
+}
+
+/// The Koinly file of the entry `name`.
+#[must_use]
+pub fn koinly_file(name: &str) -> String {
+    format!("{KOINLY_PREFIX}{name}.csv")
+}
+
+/// Koinly files of accounts renamed since: they hold records the current files hold, and an
+/// owner importing every `koinly-*.csv` would import them twice.
+fn remove_stale_koinly_files(dir: &Path, keep: &[(String, Vec<u8>)]) -> Result<(), HolderError> {
+    let io = |e: std::io::Error| HolderError::Io { path: dir.to_owned(), msg: e.to_string() };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with(KOINLY_PREFIX) && name.ends_with(".csv");
+        if ours && !keep.iter().any(|(f, _)| *f == name) {
+            std::fs::remove_file(dir.join(&name)).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 /// Signed GETs with pacing.
@@ -388,13 +539,20 @@ fn number(v: &serde_json::Value, field: &str) -> Result<u64, HolderError> {
     v[field].as_u64().ok_or_else(|| HolderError::Invalid(format!("field {field} is {}, not a number", v[field])))
 }
 
+/// Whose records an entry's run makes.
+struct Target<'a> {
+    account: &'a str,
+    name: &'a str,
+    since_ms: u64,
+}
+
 async fn export_entry(
     reader: &mut Reader<'_>,
-    name: &str,
+    target: &Target<'_>,
     es: &mut EntryState,
     out: &mut Vec<Record>,
-    since_ms: u64,
 ) -> Result<(), HolderError> {
+    let since_ms = target.since_ms;
     let info = reader.request("/api/v3/exchangeInfo", &[], false).await?;
     reader.weight_limit = info["rateLimits"]
         .as_array()
@@ -420,11 +578,18 @@ async fn export_entry(
             let page = page.as_array().cloned().unwrap_or_default();
             for t in &page {
                 let id = number(t, "id")?;
+                let last = es.trades.entry(symbol.clone()).or_insert(0);
+                *last = (*last).max(id);
+                let time = number(t, "time")?;
+                if time < since_ms {
+                    continue;
+                }
                 out.push(Record {
-                    exchange: name.to_owned(),
+                    account: target.account.to_owned(),
+                    exchange: target.name.to_owned(),
                     kind: Kind::Trade,
                     id: id.to_string(),
-                    time: number(t, "time")?,
+                    time,
                     symbol: Some(symbol.clone()),
                     side: Some(if t["isBuyer"].as_bool() == Some(true) { "buy" } else { "sell" }.to_owned()),
                     asset: base.clone(),
@@ -437,8 +602,6 @@ async fn export_entry(
                     order_id: t["orderId"].as_u64(),
                     tx_id: None,
                 });
-                let last = es.trades.entry(symbol.clone()).or_insert(0);
-                *last = (*last).max(id);
             }
             if page.len() < page_len {
                 break;
@@ -482,7 +645,8 @@ async fn export_entry(
                         _ => None,
                     };
                     out.push(Record {
-                        exchange: name.to_owned(),
+                        account: target.account.to_owned(),
+                        exchange: target.name.to_owned(),
                         kind,
                         id: text(r, "id")?,
                         time,
@@ -621,6 +785,10 @@ fn trade_comment(r: &Record) -> String {
 /// commission in a third coin gets an `Other Fee` row of its own; a withdrawal's amount includes
 /// its fee. Dates `YYYY-MM-DD HH:MM:SS`, UTC. `Exchange` is the vault entry's name.
 ///
+/// `Tx-ID` is what tools deduplicate rows on, so it is unique per row across accounts: the
+/// account's [`account_tag`], the kind and the exchange's id. A deposit and the withdrawal that
+/// sent it share a chain transaction id, so that goes in the comment instead.
+///
 /// # Errors
 /// [`HolderError::Invalid`] for a record that cannot be written.
 pub fn cointracking_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
@@ -630,6 +798,8 @@ pub fn cointracking_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
         let d = date(r.time, false)?;
         let fee = r.fee.clone().unwrap_or_default();
         let fee_asset = r.fee_asset.clone().unwrap_or_default();
+        let tag = account_tag(&r.account);
+        let chain = r.tx_id.as_ref().map_or(String::new(), |t| format!(" tx {t}"));
         match r.kind {
             Kind::Trade => {
                 let quote = r.quote_amount.clone().unwrap_or_default();
@@ -659,7 +829,7 @@ pub fn cointracking_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
                     "",
                     &comment,
                     &d,
-                    &format!("trade-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
+                    &format!("{tag}-trade-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
                 ])
                 .map_err(csv_err)?;
                 if third {
@@ -675,7 +845,7 @@ pub fn cointracking_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
                         "",
                         &comment,
                         &d,
-                        &format!("fee-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
+                        &format!("{tag}-fee-{}-{}", r.symbol.as_deref().unwrap_or(""), r.id),
                     ])
                     .map_err(csv_err)?;
                 }
@@ -691,9 +861,9 @@ pub fn cointracking_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
                     "",
                     &r.exchange,
                     "",
-                    &format!("deposit {}", r.id),
+                    &format!("deposit {}{chain}", r.id),
                     &d,
-                    r.tx_id.as_deref().unwrap_or(""),
+                    &format!("{tag}-deposit-{}", r.id),
                 ])
                 .map_err(csv_err)?;
             }
@@ -708,21 +878,15 @@ pub fn cointracking_csv(records: &[Record]) -> Result<Vec<u8>, HolderError> {
                     &fee_asset,
                     &r.exchange,
                     "",
-                    &format!("withdrawal {}", r.id),
+                    &format!("withdrawal {}{chain}", r.id),
                     &d,
-                    r.tx_id.as_deref().unwrap_or(""),
+                    &format!("{tag}-withdrawal-{}", r.id),
                 ])
                 .map_err(csv_err)?;
             }
         }
     }
     finish(w)
-}
-
-/// The output directory's files, for callers that print where things went.
-#[must_use]
-pub fn outputs(dir: &Path) -> [PathBuf; 4] {
-    [dir.join(JSONL), dir.join(KOINLY), dir.join(COINTRACKING), dir.join(STATE)]
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //! `BNB`, `USDT`, `USDC`: `XBTC` then `BTCUSDT`, either pair possibly inverted). An asset with none
 //! of these is shown as "no price" and left out of the totals, which say how many were left out.
 //! Arithmetic is on integer units of 1e-8, as the exchange's amounts are.
+//!
+//! Entries are per key, holdings per account: two entries holding keys of one account (the
+//! exchange's origin and `uid`, as [`crate::export::account_id`] names it) are counted once, under
+//! the first; the second is shown as the same account.
 
 use crate::HolderError;
 use keygate_client::Client;
@@ -46,6 +50,27 @@ pub struct ExchangeHoldings {
     pub unpriced: usize,
     /// Why this exchange could not be read (then `holdings` is empty).
     pub error: Option<String>,
+    /// The account the key belongs to, once read.
+    pub account: Option<String>,
+    /// An earlier entry holds a key of the same account: these holdings are that entry's and
+    /// are left out of the totals.
+    pub same_account_as: Option<String>,
+}
+
+impl ExchangeHoldings {
+    /// An exchange that could not be read.
+    #[must_use]
+    pub fn failed(name: &str, error: String) -> Self {
+        Self {
+            name: name.to_owned(),
+            holdings: vec![],
+            total: Amount::ZERO,
+            unpriced: 0,
+            error: Some(error),
+            account: None,
+            same_account_as: None,
+        }
+    }
 }
 
 /// All exchanges.
@@ -127,31 +152,71 @@ pub fn value(
         });
     }
     holdings.sort_by(|a, b| a.asset.cmp(&b.asset));
-    ExchangeHoldings { name: name.to_owned(), holdings, total, unpriced, error: None }
+    ExchangeHoldings {
+        name: name.to_owned(),
+        holdings,
+        total,
+        unpriced,
+        error: None,
+        account: None,
+        same_account_as: None,
+    }
 }
 
-/// Reads one exchange's balances (`GET /api/v3/account`) and last prices
+/// What one exchange answered: whose the key is, the balances and the last prices.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// The account ([`crate::export::account_id`]).
+    pub account: String,
+    /// Asset and free + locked.
+    pub balances: Vec<(String, Amount)>,
+    /// Symbol to last price.
+    pub prices: BTreeMap<String, Amount>,
+}
+
+/// Reads one exchange's account and balances (`GET /api/v3/account`) and last prices
 /// (`GET /api/v3/ticker/price`).
 ///
 /// # Errors
 /// [`HolderError::Client`] when the exchange is down or refuses the key.
-pub async fn read(client: &Client) -> Result<(Vec<(String, Amount)>, BTreeMap<String, Amount>), HolderError> {
+pub async fn read(client: &Client) -> Result<Read, HolderError> {
     let account = client.account().await?;
+    let id = crate::export::account_id(client.base_url(), Some(account.uid), "")?;
     let balances = account
         .balances
         .iter()
         .map(|b| (b.asset.to_string(), Amount::from_units(b.free.units().saturating_add(b.locked.units()))))
         .collect();
     let prices = client.ticker_prices().await?.into_iter().map(|p| (p.symbol.to_string(), p.price)).collect();
-    Ok((balances, prices))
+    Ok(Read { account: id, balances, prices })
 }
 
-/// Gathers per-exchange results (errors included) into a portfolio with totals per asset.
+/// One entry's holdings valued in `quote`, or why its exchange could not be read.
+pub async fn holdings(name: &str, client: &Client, quote: &str) -> ExchangeHoldings {
+    match read(client).await {
+        Ok(r) => ExchangeHoldings { account: Some(r.account), ..value(name, &r.balances, &r.prices, quote) },
+        Err(e) => ExchangeHoldings::failed(name, e.to_string()),
+    }
+}
+
+/// Gathers per-exchange results (errors included) into a portfolio with totals per asset; an
+/// account read through two entries counts once, under the first.
 #[must_use]
-pub fn combine(quote: &str, exchanges: Vec<ExchangeHoldings>) -> Portfolio {
+pub fn combine(quote: &str, mut exchanges: Vec<ExchangeHoldings>) -> Portfolio {
+    let mut first: BTreeMap<String, String> = BTreeMap::new();
+    for e in &mut exchanges {
+        if let Some(account) = &e.account {
+            match first.get(account) {
+                Some(name) => e.same_account_as = Some(name.clone()),
+                None => {
+                    first.insert(account.clone(), e.name.clone());
+                }
+            }
+        }
+    }
     let mut by: BTreeMap<String, Holding> = BTreeMap::new();
     let mut total = Amount::ZERO;
-    for e in exchanges.iter().filter(|e| e.error.is_none()) {
+    for e in exchanges.iter().filter(|e| e.error.is_none() && e.same_account_as.is_none()) {
         total = Amount::from_units(total.units().saturating_add(e.total.units()));
         for h in &e.holdings {
             let slot = by.entry(h.asset.clone()).or_insert_with(|| Holding {

@@ -11,7 +11,7 @@ use keygate_holder::export;
 use keygate_holder::portfolio;
 use keygate_holder::vault::{Credential, Entry, KdfParams, Purpose, Vault};
 use keygate_service::Clock as _;
-use std::io::{BufRead as _, IsTerminal as _, Read as _};
+use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -27,15 +27,17 @@ pub struct Exit {
     pub message: String,
 }
 
-/// Where the vault is and how to unlock it; shared by every holder command.
+/// Where the vault is and how to unlock it; shared by every holder command, and accepted before
+/// or after a `vault` subcommand's name (`keygate vault --vault F list`, `keygate vault list
+/// --vault F`).
 #[derive(Debug, Args, Clone)]
 pub struct VaultOpts {
     /// The vault file [default: ~/.config/keygate/vault.json].
-    #[arg(long, env = "KEYGATE_VAULT", value_name = "PATH")]
+    #[arg(long, env = "KEYGATE_VAULT", value_name = "PATH", global = true)]
     pub vault: Option<PathBuf>,
     /// Read the passphrase from the first line of standard input (else KEYGATE_VAULT_PASSPHRASE,
     /// else a prompt).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub passphrase_stdin: bool,
 }
 
@@ -194,10 +196,12 @@ pub struct ExportArgs {
     opts: VaultOpts,
     /// Vault entries to export [default: all].
     names: Vec<String>,
-    /// The output directory: history.jsonl, koinly.csv, cointracking.csv and the cursor file.
+    /// The output directory: history.jsonl, one koinly-ENTRY.csv per account, cointracking.csv
+    /// and the cursor file.
     #[arg(long, default_value = "keygate-export")]
     out: PathBuf,
-    /// Start of history on a first run, YYYY-MM-DD (UTC) [default: 2017-07-14, Binance's launch].
+    /// Leave out history before this date, YYYY-MM-DD (UTC) [default: 2017-07-14, Binance's
+    /// launch].
     #[arg(long)]
     since: Option<String>,
     /// JSON summary instead of lines.
@@ -217,10 +221,40 @@ fn vault_path(opts: &VaultOpts) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// A command's status as a shell reports it: its exit code, or 128 + the signal that ended it
+/// (a bot killed by SIGKILL is 137, not a plain failure).
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    #[cfg(unix)]
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return u8::try_from(128 + signal).unwrap_or(1);
+    }
+    status.code().and_then(|c| u8::try_from(c).ok()).filter(|c| *c != 0).unwrap_or(1)
+}
+
+/// The first line of standard input, read a byte at a time from the descriptor itself: a
+/// buffered read would take more than the line, and `vault exec` hands the rest of standard
+/// input to its command.
 fn read_line(what: &str) -> anyhow::Result<Zeroizing<String>> {
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().lock().read_line(&mut line).with_context(|| format!("reading the {what} from stdin"))?;
-    Ok(Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned()))
+    let context = || format!("reading the {what} from stdin");
+    let mut bytes = Zeroizing::new(Vec::new());
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let mut fd = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().with_context(context)?);
+        let mut byte = [0u8; 1];
+        while fd.read(&mut byte).with_context(context)? == 1 && byte[0] != b'\n' {
+            bytes.push(byte[0]);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::BufRead as _;
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line).with_context(context)?;
+        bytes.extend_from_slice(line.trim_end_matches('\n').as_bytes());
+    }
+    let line = std::str::from_utf8(&bytes).with_context(|| format!("the {what} is not UTF-8"))?;
+    Ok(Zeroizing::new(line.trim_end_matches('\r').to_owned()))
 }
 
 /// The passphrase: stdin's first line with --passphrase-stdin, else KEYGATE_VAULT_PASSPHRASE,
@@ -344,8 +378,7 @@ pub async fn vault(args: VaultArgs) -> anyhow::Result<()> {
             drop(v);
             let status = c.status().with_context(|| format!("cannot run {}", command[0]))?;
             if !status.success() {
-                let code = status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1);
-                return Err(Exit { code, message: String::new() }.into());
+                return Err(Exit { code: exit_code(status), message: String::new() }.into());
             }
         }
     }
@@ -388,6 +421,11 @@ async fn rotate(opts: &VaultOpts, name: &str, api_key: Option<String>) -> anyhow
         outln!("3. Revoke the old key {} where you made it (console: Keys > Revoke).", old.api_key);
         return Ok(());
     };
+    if api_key == old.api_key {
+        bail!(
+            "{name} already holds {api_key}; rotating means a new key (make one first, see `keygate vault rotate {name}`)"
+        );
+    }
     let credential = secret()?;
     let new = Entry { name: name.to_owned(), url: old.url.clone(), api_key, credential, purpose: old.purpose };
     let new_r = restrictions(&new).await.context("the new key does not work; the vault was not changed")?;
@@ -507,19 +545,9 @@ pub async fn portfolio(args: PortfolioArgs) -> anyhow::Result<()> {
         let client = keygate_holder::client_for(e, wall_clock())?;
         let (name, quote, bar) = (e.name.clone(), quote.clone(), bar.clone());
         tasks.spawn(async move {
-            let read = portfolio::read(&client).await;
+            let result = portfolio::holdings(&name, &client, &quote).await;
             bar.inc(1);
             bar.set_message(name.clone());
-            let result = match read {
-                Ok((balances, prices)) => portfolio::value(&name, &balances, &prices, &quote),
-                Err(err) => portfolio::ExchangeHoldings {
-                    name,
-                    holdings: vec![],
-                    total: keygate_proto::Amount::ZERO,
-                    unpriced: 0,
-                    error: Some(err.to_string()),
-                },
-            };
             (i, result)
         });
     }
@@ -533,15 +561,27 @@ pub async fn portfolio(args: PortfolioArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.chart {
         keygate_holder::vault::write_atomic(path, portfolio::allocation_svg(&p)?.as_bytes())?;
     }
+    let down = p.exchanges.iter().filter(|e| e.error.is_some()).count();
+    // Some exchanges down is a partial answer, shown; none read is a failure.
+    let none_read = || -> anyhow::Result<()> {
+        if down > 0 && down == p.exchanges.len() {
+            return Err(Exit { code: 1, message: "no exchange could be read".to_owned() }.into());
+        }
+        Ok(())
+    };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&p)?);
-        return Ok(());
+        return none_read();
     }
     let opt = |a: Option<keygate_proto::Amount>| a.map_or_else(|| "no price".to_owned(), |a| a.to_string());
     for e in &p.exchanges {
         outln!("{}", e.name);
         if let Some(err) = &e.error {
             outln!("  not read: {err}");
+            continue;
+        }
+        if let Some(first) = &e.same_account_as {
+            outln!("  a key of the same account as {first}: counted there");
             continue;
         }
         let mut t = Table::new();
@@ -559,7 +599,6 @@ pub async fn portfolio(args: PortfolioArgs) -> anyhow::Result<()> {
         t.add_row([h.asset.clone(), h.amount.to_string(), opt(h.value)]);
     }
     outln!("{t}");
-    let down = p.exchanges.iter().filter(|e| e.error.is_some()).count();
     outln!(
         "  total {} {quote}{}",
         p.total,
@@ -568,7 +607,7 @@ pub async fn portfolio(args: PortfolioArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.chart {
         outln!("chart: {}", path.display());
     }
-    Ok(())
+    none_read()
 }
 
 fn unpriced(n: usize) -> String {
@@ -605,6 +644,10 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         for e in &summary.entries {
+            if let Some(first) = &e.same_account_as {
+                outln!("{}: skipped, a key of the same account as {first}", e.name);
+                continue;
+            }
             outln!(
                 "{}: {} new trade(s), {} deposit(s), {} withdrawal(s){}",
                 e.name,
@@ -614,7 +657,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
                 e.error.as_ref().map_or(String::new(), |m| format!("; stopped early: {m} (the next run carries on)"))
             );
         }
-        outln!("{} record(s) in {}", summary.total_records, args.out.display());
+        outln!("{} record(s) in {}: {}", summary.total_records, args.out.display(), summary.files.join(", "));
     }
     let failed = summary.entries.iter().filter(|e| e.error.is_some()).count();
     if failed > 0 {

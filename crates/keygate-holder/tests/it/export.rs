@@ -2,6 +2,7 @@
 //! and a real 429 from keygate's rate limiter in the middle of an export.
 
 use super::{Exchange, fund};
+use keygate_auth::{IpAllowlist, Permissions, Restrictions};
 use keygate_holder::export::{self, COINTRACKING_HEADER, KOINLY_HEADER, Kind, Record};
 use keygate_proto::{Amount, AssetCode};
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,9 +55,15 @@ async fn balances(x: &Exchange) -> BTreeMap<String, i128> {
         .collect()
 }
 
-fn golden(dir: &Path, file: &str) {
+/// Compares `file` with its golden copy after `replace` (ports and the tags derived from them
+/// differ from run to run).
+fn golden(dir: &Path, file: &str, replace: &[(String, &str)]) {
     let want = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file);
-    let got = std::fs::read(dir.join(file)).unwrap();
+    let mut got = std::fs::read_to_string(dir.join(file)).unwrap();
+    for (from, to) in replace {
+        got = got.replace(from.as_str(), to);
+    }
+    let got = got.into_bytes();
     if std::env::var_os("KEYGATE_UPDATE_GOLDEN").is_some() {
         std::fs::write(&want, &got).unwrap();
     }
@@ -77,6 +84,20 @@ fn trade_keys(records: &[Record]) -> Vec<String> {
     records.iter().filter(|r| r.kind == Kind::Trade).map(Record::key).collect()
 }
 
+/// What CoinTracking books for the entry `name`, without the zeros.
+fn cointracking_of(dir: &Path, name: &str) -> BTreeMap<String, i128> {
+    let ct = cointracking_net(&dir.join(export::COINTRACKING));
+    ct.iter().filter(|((e, _), v)| e == name && **v != 0).map(|((_, c), v)| (c.clone(), *v)).collect()
+}
+
+/// A second read key of the exchange's holder account, as another vault entry would hold it.
+async fn second_key(x: &Exchange, name: &str) -> export::Source {
+    let ip = IpAllowlist::parse(&["127.0.0.0/8"]).unwrap();
+    let key =
+        x.app.hmac_key("holder", Permissions::default(), Restrictions { ip_allowlist: ip, ..Restrictions::default() });
+    export::Source { client: x.app.hmac_client(&key.await), ..x.source(name, 5) }
+}
+
 #[tokio::test]
 async fn two_exchanges_export_to_golden_files_that_reimport_to_the_balances_and_a_second_run_adds_only_new() {
     let (alpha, beta) = tokio::join!(Exchange::start(), Exchange::start());
@@ -84,34 +105,53 @@ async fn two_exchanges_export_to_golden_files_that_reimport_to_the_balances_and_
     history(&beta).await;
     let out = tempfile::tempdir().unwrap();
     // Pages of one record on alpha: every page is full, so trades page by fromId and deposits
-    // and withdrawals by offset to the end; the files must still equal the golden ones.
-    let sources = [export::Source { page: 1, ..alpha.source("alpha", 5) }, beta.source("beta", 5)];
+    // and withdrawals by offset to the end; the files must still equal the golden ones. The
+    // third entry holds another key of alpha's account: exported once, not twice.
+    let sources = [
+        export::Source { page: 1, ..alpha.source("alpha", 5) },
+        beta.source("beta", 5),
+        second_key(&alpha, "alpha-bot").await,
+    ];
 
     let first = export::run(&sources, out.path(), export::DEFAULT_SINCE_MS).await.unwrap();
-    for e in &first.entries {
+    for e in &first.entries[..2] {
         assert_eq!((e.trades, e.deposits, e.withdrawals, e.error.as_deref()), (3, 1, 1, None), "{e:?}");
     }
-    for f in [export::JSONL, export::KOINLY, export::COINTRACKING] {
-        golden(out.path(), f);
+    let copy = &first.entries[2];
+    assert_eq!(copy.same_account_as.as_deref(), Some("alpha"), "{copy:?}");
+    assert_eq!(copy.account, first.entries[0].account);
+    assert_eq!(copy.trades + copy.deposits + copy.withdrawals, 0);
+    let alpha_account = first.entries[0].account.clone().unwrap();
+    let beta_account = first.entries[1].account.clone().unwrap();
+    assert_eq!(alpha_account, format!("{}#uid={}", alpha.app.base_url, alpha.holder.0));
+    let replace = [
+        (alpha.app.base_url.clone(), "http://alpha.example"),
+        (beta.app.base_url.clone(), "http://beta.example"),
+        (export::account_tag(&alpha_account), "aaaaaaaa"),
+        (export::account_tag(&beta_account), "bbbbbbbb"),
+    ];
+    let (koinly_alpha, koinly_beta) = (export::koinly_file("alpha"), export::koinly_file("beta"));
+    for f in [export::JSONL, &koinly_alpha, &koinly_beta, export::COINTRACKING] {
+        golden(out.path(), f, &replace);
     }
 
-    // Re-imported, each format books exactly the balances the exchanges hold.
+    // Re-imported, each file books exactly the balances its exchange holds: one Koinly file per
+    // account (one wallet each), CoinTracking's rows by its Exchange column.
     let (ba, bb) = (balances(&alpha).await, balances(&beta).await);
-    let mut both = ba.clone();
-    for (k, v) in &bb {
-        *both.entry(k.clone()).or_insert(0) += v;
-    }
-    assert_eq!(koinly_net(&out.path().join(export::KOINLY)), both);
-    let ct = cointracking_net(&out.path().join(export::COINTRACKING));
-    for (name, b) in [("alpha", &ba), ("beta", &bb)] {
-        let mine: BTreeMap<String, i128> =
-            ct.iter().filter(|((e, _), v)| e == name && **v != 0).map(|((_, c), v)| (c.clone(), *v)).collect();
-        assert_eq!(&mine, b, "{name}");
-    }
+    assert_eq!(koinly_net(&out.path().join(&koinly_alpha)), ba);
+    assert_eq!(koinly_net(&out.path().join(&koinly_beta)), bb);
+    assert_eq!(cointracking_of(out.path(), "alpha"), ba);
+    assert_eq!(cointracking_of(out.path(), "beta"), bb);
+    let ids = csv::Reader::from_path(out.path().join(export::COINTRACKING))
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap()[11].to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "a Tx-ID repeats: {ids:?}");
 
     // A second run with nothing new adds nothing and leaves the files as they were.
-    let files = [export::JSONL, export::KOINLY, export::COINTRACKING];
-    let read_all = || files.map(|f| std::fs::read(out.path().join(f)).unwrap());
+    let files = [export::JSONL.to_owned(), koinly_alpha.clone(), koinly_beta.clone(), export::COINTRACKING.to_owned()];
+    let read_all = || files.clone().map(|f| std::fs::read(out.path().join(f)).unwrap());
     let before = read_all();
     let again = export::run(&sources, out.path(), export::DEFAULT_SINCE_MS).await.unwrap();
     assert!(again.entries.iter().all(|e| e.trades + e.deposits + e.withdrawals == 0), "{again:?}");
@@ -127,11 +167,19 @@ async fn two_exchanges_export_to_golden_files_that_reimport_to_the_balances_and_
     let keys = trade_keys(&records);
     assert_eq!(keys.len(), 7);
     assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), 7, "a trade appears twice");
-    let mut both = balances(&alpha).await;
-    for (k, v) in balances(&beta).await {
-        *both.entry(k).or_insert(0) += v;
-    }
-    assert_eq!(koinly_net(&out.path().join(export::KOINLY)), both);
+    assert_eq!(koinly_net(&out.path().join(&koinly_alpha)), balances(&alpha).await);
+    assert_eq!(koinly_net(&out.path().join(&koinly_beta)), bb);
+
+    // The entry renamed (or another key of the account in its place): nothing is exported
+    // again, and the files name the account as the vault does now.
+    let renamed = [second_key(&alpha, "main").await, beta.source("beta", 5)];
+    let fourth = export::run(&renamed, out.path(), export::DEFAULT_SINCE_MS).await.unwrap();
+    assert!(fourth.entries.iter().all(|e| e.trades + e.deposits + e.withdrawals == 0), "{fourth:?}");
+    assert_eq!(export::read_records(out.path()).unwrap().len(), records.len());
+    assert!(!out.path().join(&koinly_alpha).exists(), "the old name's Koinly file would be imported twice");
+    assert_eq!(koinly_net(&out.path().join(export::koinly_file("main"))), balances(&alpha).await);
+    assert_eq!(cointracking_of(out.path(), "main"), balances(&alpha).await);
+    assert!(cointracking_of(out.path(), "alpha").is_empty());
     alpha.app.shutdown().await;
     beta.app.shutdown().await;
 }
@@ -175,5 +223,28 @@ async fn a_real_429_mid_export_is_waited_out_or_resumed_by_the_next_run() {
         records.iter().find(|r| r.kind == Kind::Deposit).unwrap().asset,
         AssetCode::parse("USDT").unwrap().to_string()
     );
+    x.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn history_before_since_is_left_out_and_the_files_are_the_owners_alone() {
+    let x = Exchange::start().await;
+    history(&x).await;
+    // The deposit at START, trades at +1 s, +2 s and +3 s, the withdrawal at +4 s: from +2 s on.
+    let since = keygate_testkit::START.0 + 2_000;
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("tax");
+    let run = export::run(&[x.source("x", 5)], &dir, since).await.unwrap();
+    let e = &run.entries[0];
+    assert_eq!((e.trades, e.deposits, e.withdrawals, e.error.as_deref()), (2, 0, 1, None), "{e:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "the owner's alone");
+        let file = dir.join(export::COINTRACKING);
+        assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let records = export::read_records(&dir).unwrap();
+    assert!(records.iter().all(|r| r.time >= since), "{records:?}");
     x.app.shutdown().await;
 }

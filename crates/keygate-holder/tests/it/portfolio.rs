@@ -1,13 +1,14 @@
 //! `portfolio`: totals equal the sum of balances times the exchanges' ticker prices; an exchange
-//! that is down is reported and the others still shown.
+//! that is down is reported and the others still shown; an account read through two entries
+//! counts once.
 
 use super::{Exchange, fund};
+use keygate_auth::{Permissions, Restrictions};
 use keygate_holder::portfolio;
-use keygate_proto::Amount;
 use std::collections::BTreeMap;
 
 #[tokio::test]
-async fn totals_are_balances_times_ticker_prices_and_a_dead_exchange_is_reported() {
+async fn totals_are_balances_times_ticker_prices_once_per_account_and_a_dead_exchange_is_reported() {
     let (alpha, beta) = tokio::join!(Exchange::start(), Exchange::start());
     for (x, btc_price) in [(&alpha, "50000"), (&beta, "60000")] {
         fund(&x.app, x.holder, "USDT", "10000").await;
@@ -18,7 +19,6 @@ async fn totals_are_balances_times_ticker_prices_and_a_dead_exchange_is_reported
     let mut expected_total: u128 = 0;
     for (name, x) in [("alpha", &alpha), ("beta", &beta)] {
         let client = x.app.hmac_client(&x.read);
-        let (balances, prices) = portfolio::read(&client).await.unwrap();
         // Independently: every balance times its ticker against USDT.
         let tickers: BTreeMap<String, u128> = client
             .ticker_prices()
@@ -39,19 +39,24 @@ async fn totals_are_balances_times_ticker_prices_and_a_dead_exchange_is_reported
             };
             expected_total += v;
         }
-        results.push(portfolio::value(name, &balances, &prices, "USDT"));
+        results.push(portfolio::holdings(name, &client, "USDT").await);
     }
-    results.push(portfolio::ExchangeHoldings {
-        name: "down".into(),
-        holdings: vec![],
-        total: Amount::ZERO,
-        unpriced: 0,
-        error: Some("connection refused".into()),
-    });
+    // Another key of alpha's account, as a second vault entry would hold it.
+    let again = alpha.app.hmac_key("holder", Permissions::default(), Restrictions::default()).await;
+    results.push(portfolio::holdings("alpha-bot", &alpha.app.hmac_client(&again), "USDT").await);
+    let down = keygate_client::Client::new(
+        "http://127.0.0.1:9",
+        "kg_x",
+        keygate_client::Signer::hmac("kgs_x"),
+        std::sync::Arc::new(|| keygate_testkit::START),
+    );
+    results.push(portfolio::holdings("down", &down, "USDT").await);
     let p = portfolio::combine("USDT", results);
-    assert_eq!(u128::from(p.total.units()), expected_total);
+    assert_eq!(u128::from(p.total.units()), expected_total, "alpha's account counted once");
+    assert_eq!(p.exchanges[2].same_account_as.as_deref(), Some("alpha"));
+    assert_eq!(p.exchanges[2].holdings, p.exchanges[0].holdings);
+    assert!(p.exchanges[3].error.as_deref().is_some_and(|e| e.contains("Connection refused")), "{:?}", p.exchanges[3]);
     assert_eq!(p.exchanges[0].holdings.iter().find(|h| h.asset == "ETH").unwrap().route, "ETHUSDT");
-    assert_eq!(p.exchanges[2].error.as_deref(), Some("connection refused"));
     assert_eq!(p.by_asset.iter().map(|h| h.asset.as_str()).collect::<Vec<_>>(), vec!["BTC", "ETH", "USDT"]);
     let svg = portfolio::allocation_svg(&p).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("\nBTC\n</text>") && svg.contains(" %\n</text>"), "{svg}");

@@ -67,6 +67,18 @@ fn the_vault_round_trips_refuses_a_wrong_passphrase_untouched_and_execs_with_the
     assert!(!env.contains("KEYGATE_VAULT") && !env.contains(PASS), "{env}");
     let failed = holder(&s, PASS, &["vault", "exec", "bot", "--", "sh", "-c", "exit 7"], "");
     assert_eq!(failed.status.code(), Some(7));
+    // A bot killed by a signal: 128 + the signal, as a shell says.
+    let killed = holder(&s, PASS, &["vault", "exec", "bot", "--", "sh", "-c", "kill -9 $$"], "");
+    assert_eq!(killed.status.code(), Some(137));
+    // The passphrase from standard input's first line (the option after the subcommand's name):
+    // the bot gets the rest of standard input.
+    let piped = holder(
+        &s,
+        "",
+        &["vault", "exec", "--passphrase-stdin", "bot", "--", "cat"],
+        &format!("{PASS}\nfor the bot\nand more\n"),
+    );
+    assert_eq!(ok(&piped), "for the bot\nand more\n");
 
     ok(&holder(&s, PASS, &["vault", "remove", "bot"], ""));
     assert!(!ok(&holder(&s, PASS, &["vault", "list", "--json"], "")).contains("bot"));
@@ -134,6 +146,22 @@ async fn check_portfolio_and_export_work_against_a_running_keygate_and_a_dead_ex
     assert!(std::fs::read_to_string(&chart).unwrap().contains("\nBTC\n</text>"));
     let text = ok(&holder(&s, PASS, &["portfolio"], ""));
     assert!(text.contains("not read:") && text.contains("All exchanges"), "{text}");
+    // Only the dead exchange: nothing could be read, a failure.
+    let none = holder(&s, PASS, &["portfolio", "--json"], "");
+    assert!(ok(&none).contains("local"));
+    let other = tempfile::tempdir().unwrap();
+    let only_down = other.path().join("vault.json");
+    let vault_arg = only_down.to_str().unwrap();
+    ok(&holder(&s, PASS, &["vault", "init", "--vault", vault_arg], ""));
+    ok(&holder(
+        &s,
+        PASS,
+        &["vault", "add", "--vault", vault_arg, "down", "--url", "http://127.0.0.1:9", "--api-key", "kg_x"],
+        "kgs_x",
+    ));
+    let dead = holder(&s, PASS, &["portfolio", "--vault", vault_arg], "");
+    assert_eq!(dead.status.code(), Some(1), "{dead:?}");
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("no exchange could be read"), "{dead:?}");
     assert!(!text.contains("signature="), "{text}");
 
     // export: the two deposits; a second run adds nothing. The dead exchange makes it exit 1.
@@ -142,7 +170,7 @@ async fn check_portfolio_and_export_work_against_a_running_keygate_and_a_dead_ex
     assert!(ok(&first).contains("local: 0 new trade(s), 2 deposit(s), 0 withdrawal(s)"));
     let second = holder(&s, PASS, &["export", "local", "--out", dir.to_str().unwrap(), "--since", "2026-01-01"], "");
     assert!(ok(&second).contains("local: 0 new trade(s), 0 deposit(s)"));
-    let koinly = std::fs::read_to_string(dir.join("koinly.csv")).unwrap();
+    let koinly = std::fs::read_to_string(dir.join("koinly-local.csv")).unwrap();
     assert_eq!(koinly.lines().count(), 3, "{koinly}");
     let all = holder(&s, PASS, &["export", "--out", dir.to_str().unwrap()], "");
     assert_eq!(all.status.code(), Some(1));
@@ -150,6 +178,8 @@ async fn check_portfolio_and_export_work_against_a_running_keygate_and_a_dead_ex
         String::from_utf8_lossy(&all.stdout)
             .contains("down: 0 new trade(s), 0 deposit(s), 0 withdrawal(s); stopped early")
     );
+    // The reason, not only reqwest's "error sending request".
+    assert!(String::from_utf8_lossy(&all.stdout).contains("Connection refused"), "{all:?}");
 
     // rotate: guidance first; a new key that does not work changes nothing; one that works
     // replaces the old one, and the owner is told to revoke the old one.
@@ -161,6 +191,9 @@ async fn check_portfolio_and_export_work_against_a_running_keygate_and_a_dead_ex
     let k2 = s.json(&["keys", "create", "--account", "alice", "--json"]);
     let (id2, secret2) = (k2["api_key"].as_str().unwrap(), k2["secret"].as_str().unwrap());
     let vault = std::fs::read(s.dir.path().join("vault.json")).unwrap();
+    let same = holder(&s, PASS, &["vault", "rotate", "local", "--api-key", id], secret);
+    assert!(String::from_utf8_lossy(&same.stderr).contains("already holds"), "{same:?}");
+    assert_eq!(std::fs::read(s.dir.path().join("vault.json")).unwrap(), vault);
     let bad = holder(&s, PASS, &["vault", "rotate", "local", "--api-key", id2], "kgs_not_the_secret");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the new key does not work; the vault was not changed"));
