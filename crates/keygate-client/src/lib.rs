@@ -39,6 +39,28 @@ pub fn encode(value: &str) -> String {
     utf8_percent_encode(value, VALUE).to_string()
 }
 
+/// The largest answer body read: Binance's largest pages (1,000 trades, all tickers) are a few
+/// MiB.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+/// Connecting gives up after this long: an exchange that is down is reported, not waited for.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A whole request, answer included, gives up after this long.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The HTTP client every [`Client`] uses: timeouts, so one exchange that never answers cannot
+/// hang a tool that reads several; and no redirects, since a redirect would carry the
+/// `X-MBX-APIKEY` header and the signed query to wherever the server points.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 /// Why a client could not be built or a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -49,6 +71,10 @@ pub enum ClientError {
     /// signature, which stays out of messages and logs.
     #[error("request failed: {}", causes(.0))]
     Http(reqwest::Error),
+    /// The answer's body was larger than [`MAX_ANSWER_BYTES`]: no exchange answer is, and a
+    /// server sending one without end would otherwise take all memory.
+    #[error("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20)]
+    Oversized,
     /// The server refused the call with a Binance error.
     #[error("HTTP {status}, Binance error {}: {}", body.code, body.msg)]
     Api {
@@ -339,7 +365,7 @@ impl Client {
     /// `signer`, stamping requests with `time`.
     #[must_use]
     pub fn new(base_url: impl Into<String>, api_key: impl Into<String>, signer: Signer, time: TimeSource) -> Self {
-        Self { base_url: base_url.into(), api_key: api_key.into(), signer, time, http: reqwest::Client::new() }
+        Self { base_url: base_url.into(), api_key: api_key.into(), signer, time, http: http_client() }
     }
 
     async fn answer(res: reqwest::Response) -> Result<Answer, ClientError> {
@@ -347,7 +373,17 @@ impl Client {
         let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let reason = header("x-keygate-reason");
         let request_id = header("x-request-id");
-        let bytes = res.bytes().await?;
+        let mut res = res;
+        if res.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+            return Err(ClientError::Oversized);
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = res.chunk().await? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(ClientError::Oversized);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         Ok(Answer {
             status,
             reason,

@@ -168,7 +168,7 @@ pub fn assess(r: &Restrictions, account: Option<&AccountStatus>, cx: &Context) -
     if let Some(exp) = r.trading_authority_expiration_time {
         if exp <= cx.now_ms {
             add("expired", Severity::Critical, "the key has expired".into());
-        } else if exp - cx.now_ms <= cx.expiry_warn_days * DAY_MS {
+        } else if exp - cx.now_ms <= cx.expiry_warn_days.saturating_mul(DAY_MS) {
             let days = (exp - cx.now_ms) / DAY_MS;
             add("expires-soon", Severity::Medium, format!("the key expires in {days} day(s); rotate it before then"));
         }
@@ -188,7 +188,7 @@ pub fn assess(r: &Restrictions, account: Option<&AccountStatus>, cx: &Context) -
             None => {
                 add("never-used", Severity::Medium, "the key has never been used; revoke keys that nothing uses".into())
             }
-            Some(t) if cx.now_ms.saturating_sub(t) > cx.unused_days * DAY_MS => {
+            Some(t) if cx.now_ms.saturating_sub(t) > cx.unused_days.saturating_mul(DAY_MS) => {
                 let days = cx.now_ms.saturating_sub(t) / DAY_MS;
                 add(
                     "long-unused",
@@ -374,6 +374,9 @@ mod tests {
         assert!(f[0].message.contains("40 days"), "{f:?}");
         // An exchange that does not report use (Binance) says nothing either way.
         assert_eq!(codes(&assess(&safe(), None, &cx())), Vec::<&str>::new());
+        // Thresholds as large as a u64 holds neither overflow nor find anything.
+        let huge = Context { unused_days: u64::MAX, expiry_warn_days: u64::MAX, ..c };
+        assert_eq!(codes(&assess(&stale, None, &huge)), Vec::<&str>::new());
     }
 
     #[test]

@@ -161,6 +161,68 @@ impl Record {
     }
 }
 
+impl Record {
+    /// What must hold of a record before it is kept: every amount a plain decimal of at most
+    /// eight places, a date the CSVs can print, a withdrawal's fee within its amount, and every
+    /// text from the exchange short, free of control characters and starting with a letter or
+    /// digit (so no cell opens with `=`, `+`, `-` or `@`, which spreadsheets run as formulas).
+    ///
+    /// # Errors
+    /// [`HolderError::Invalid`] naming the field.
+    pub fn check(&self) -> Result<(), HolderError> {
+        let bad = |field: &str, why: &str| Err(HolderError::Invalid(format!("field {field} {why}")));
+        let amount = |field: &str, v: &str| -> Result<u64, HolderError> {
+            keygate_proto::Amount::parse(v)
+                .map(keygate_proto::Amount::units)
+                .map_err(|e| HolderError::Invalid(format!("field {field} {v:?}: {e}")))
+        };
+        let units = amount("amount", &self.amount)?;
+        for (field, v) in [("quote_amount", &self.quote_amount), ("price", &self.price), ("fee", &self.fee)] {
+            if let Some(v) = v {
+                amount(field, v)?;
+            }
+        }
+        if self.kind == Kind::Withdrawal
+            && self.fee.as_deref().map(|f| amount("fee", f)).transpose()?.unwrap_or(0) > units
+        {
+            return bad("fee", "is larger than the withdrawal's amount");
+        }
+        if self.time > MAX_TIME_MS {
+            return bad("time", "is past the year 9999");
+        }
+        let text_ok = |v: &str, max: usize, extra: &dyn Fn(char) -> bool| {
+            v.len() <= max
+                && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || extra(c))
+        };
+        let code = |c: char| matches!(c, '.' | '_' | '-');
+        let id = |c: char| matches!(c, '.' | '_' | '-' | ':' | ' ' | '/');
+        for (field, v) in [
+            ("asset", Some(&self.asset)),
+            ("quote_asset", self.quote_asset.as_ref()),
+            ("fee_asset", self.fee_asset.as_ref()),
+            ("symbol", self.symbol.as_ref()),
+        ] {
+            if let Some(v) = v
+                && !text_ok(v, 32, &code)
+            {
+                return bad(field, "is not an asset or market code");
+            }
+        }
+        for (field, v) in [("id", Some(&self.id)), ("tx_id", self.tx_id.as_ref())] {
+            if let Some(v) = v
+                && !text_ok(v, 128, &id)
+            {
+                return bad(field, "is not an id");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The latest time a record may have: 9999-12-31T23:59:59.999Z, the last the CSVs' dates print.
+const MAX_TIME_MS: u64 = 253_402_300_799_999;
+
 /// Who records belong to: the exchange's origin (scheme, host, port and path, as the URL parser
 /// normalizes them) and the account's `uid`. Without a `uid` (an exchange that does not say) the
 /// vault entry's name stands in, and two entries of one account cannot be told apart.
@@ -176,6 +238,13 @@ pub fn account_id(base_url: &str, uid: Option<i64>, entry: &str) -> Result<Strin
         Some(uid) => format!("{origin}#uid={uid}"),
         None => format!("{origin}#entry={entry}"),
     })
+}
+
+/// A tag of an API key and the `uid` it answered, stored instead of the key id itself.
+#[must_use]
+pub fn key_tag(api_key: &str, uid: i64) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(format!("{api_key}#uid={uid}").as_bytes())[..8])
 }
 
 /// A short, stable tag of an account for ids that other tools deduplicate on (CoinTracking's
@@ -195,6 +264,10 @@ pub struct EntryState {
     pub deposits_until: Option<u64>,
     /// Withdrawals before this time (ms) are all held.
     pub withdrawals_until: Option<u64>,
+    /// The `--since` the cursors were built from: a run asking for earlier history starts the
+    /// account over (what is held is kept, the dedupe drops it when read again).
+    #[serde(default)]
+    pub since: Option<u64>,
 }
 
 /// The state file.
@@ -203,7 +276,18 @@ pub struct EntryState {
 pub struct State {
     /// Per account ([`account_id`]).
     pub accounts: BTreeMap<String, EntryState>,
+    /// The Koinly files the last run wrote: the only files a later run removes (those of names
+    /// no longer used), so nothing else in the directory is ever touched.
+    #[serde(default)]
+    pub koinly_files: Vec<String>,
+    /// Accounts by [`key_tag`]: the same API key and `uid` reached under another origin
+    /// (`localhost` and `127.0.0.1`, a changed URL) is the account it was first seen as.
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
 }
+
+/// The lock file in the output directory: one export at a time writes there.
+pub const LOCK: &str = ".keygate-export.lock";
 
 /// A sleep the exporter calls when it must wait; the CLI sleeps, tests move a manual clock.
 pub type Sleep = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -291,7 +375,11 @@ pub fn read_records(dir: &Path) -> Result<Vec<Record>, HolderError> {
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| HolderError::Invalid(format!("{} line {}: {e}", path.display(), i + 1)))
+            let at =
+                |e: &dyn std::fmt::Display| HolderError::Invalid(format!("{} line {}: {e}", path.display(), i + 1));
+            let record: Record = serde_json::from_str(l).map_err(|e| at(&e))?;
+            record.check().map_err(|e| at(&e))?;
+            Ok(record)
         })
         .collect()
 }
@@ -319,6 +407,11 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir).map_err(|e| HolderError::Io { path: dir.to_owned(), msg: e.to_string() })?;
+    // Two exports into one directory would each rewrite the files from what they read first.
+    let _lock = crate::vault::lock_file(&dir.join(LOCK))?;
+    for file in [JSONL, COINTRACKING, STATE] {
+        crate::vault::remove_stale_temporaries(&dir.join(file))?;
+    }
     let mut records = read_records(dir)?;
     let mut state = read_state(dir)?;
     let mut seen: BTreeSet<String> = records.iter().map(Record::key).collect();
@@ -334,7 +427,7 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
             weight_limit: None,
             rate_limited: 0,
         };
-        let account = match identify(&mut reader, &source.name).await {
+        let account = match identify(&mut reader, &source.name, &mut state).await {
             Ok(a) => a,
             Err(e) => {
                 s.rate_limited = reader.rate_limited;
@@ -376,16 +469,16 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
         summary.entries.push(s);
         // Each entry's records are on disk before the next entry is read: a run killed later
         // keeps them.
-        write_files(dir, &mut records, &state)?;
+        write_files(dir, &mut records, &mut state)?;
     }
-    summary.files = write_files(dir, &mut records, &state)?;
+    summary.files = write_files(dir, &mut records, &mut state)?;
     summary.total_records = records.len();
     Ok(summary)
 }
 
 /// Writes every file from `records` (sorted here) and `state`, each atomically, the state last;
 /// returns the files' names.
-fn write_files(dir: &Path, records: &mut [Record], state: &State) -> Result<Vec<String>, HolderError> {
+fn write_files(dir: &Path, records: &mut [Record], state: &mut State) -> Result<Vec<String>, HolderError> {
     let mut files = Vec::new();
     records.sort_by(|a, b| {
         (a.time, &a.exchange, &a.account, a.kind, &a.symbol, &a.id).cmp(&(
@@ -406,10 +499,23 @@ fn write_files(dir: &Path, records: &mut [Record], state: &State) -> Result<Vec<
     files.push(JSONL.to_owned());
     let koinly = koinly_files(records)?;
     for (file, bytes) in &koinly {
+        crate::vault::remove_stale_temporaries(&dir.join(file))?;
         write_atomic(&dir.join(file), bytes)?;
         files.push(file.clone());
     }
-    remove_stale_koinly_files(dir, &koinly)?;
+    let written: Vec<String> = koinly.into_iter().map(|(f, _)| f).collect();
+    // Koinly files of accounts renamed since hold records the current files hold: an owner
+    // importing every `koinly-*.csv` would import them twice.
+    // The state file is only text on disk: a name in it that is not one of ours is left alone.
+    for old in state.koinly_files.iter().filter(|f| !written.contains(f) && is_koinly_file(f)) {
+        match std::fs::remove_file(dir.join(old)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(HolderError::Io { path: dir.join(old), msg: e.to_string() });
+            }
+            _ => {}
+        }
+    }
+    state.koinly_files = written;
     write_atomic(&dir.join(COINTRACKING), &cointracking_csv(records)?)?;
     files.push(COINTRACKING.to_owned());
     let state_bytes = serde_json::to_vec_pretty(state).map_err(|e| HolderError::Invalid(e.to_string()))?;
@@ -418,10 +524,15 @@ fn write_files(dir: &Path, records: &mut [Record], state: &State) -> Result<Vec<
     Ok(files)
 }
 
-/// Asks the exchange whose key this is (`GET /api/v3/account`, weight 20).
-async fn identify(reader: &mut Reader<'_>, name: &str) -> Result<String, HolderError> {
-    let account = reader.get("/api/v3/account", &[("omitZeroBalances", "true")]).await?;
-    account_id(reader.client.base_url(), account["uid"].as_i64(), name)
+/// Asks the exchange whose key this is (`GET /api/v3/account`, weight 20); a key and `uid`
+/// seen before under another origin keep the account they were seen as.
+async fn identify(reader: &mut Reader<'_>, name: &str, state: &mut State) -> Result<String, HolderError> {
+    let answer = reader.get("/api/v3/account", &[("omitZeroBalances", "true")]).await?;
+    let uid = answer["uid"].as_i64();
+    let account = account_id(reader.client.base_url(), uid, name)?;
+    let Some(uid) = uid else { return Ok(account) };
+    let tag = key_tag(reader.client.api_key(), uid);
+    Ok(state.keys.entry(tag).or_insert(account).clone())
 }
 
 /// One Koinly file per account, named after its entry; an entry name two accounts had (an
@@ -447,6 +558,9 @@ pub fn koinly_files(records: &[Record]) -> Result<Vec<(String, Vec<u8>)>, Holder
         } else {
             koinly_file(name)
         };
+        // The name comes from history.jsonl, text on disk; one that is not a vault entry's
+        // name does not make the file's path.
+        let file = if is_koinly_file(&file) { file } else { format!("{KOINLY_PREFIX}{}.csv", account_tag(account)) };
         files.push((file, koinly_csv(rs)?));
     }
     Ok(files)
@@ -458,18 +572,17 @@ pub fn koinly_file(name: &str) -> String {
     format!("{KOINLY_PREFIX}{name}.csv")
 }
 
-/// Koinly files of accounts renamed since: they hold records the current files hold, and an
-/// owner importing every `koinly-*.csv` would import them twice.
-fn remove_stale_koinly_files(dir: &Path, keep: &[(String, Vec<u8>)]) -> Result<(), HolderError> {
-    let io = |e: std::io::Error| HolderError::Io { path: dir.to_owned(), msg: e.to_string() };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
-        let ours = name.starts_with(KOINLY_PREFIX) && name.ends_with(".csv");
-        if ours && !keep.iter().any(|(f, _)| *f == name) {
-            std::fs::remove_file(dir.join(&name)).map_err(io)?;
-        }
-    }
-    Ok(())
+/// A Koinly file name this module makes: `koinly-` and a vault entry name's characters
+/// (letters, digits, `-`, `_`, `.`) and `.csv`, so never a path out of the directory.
+fn is_koinly_file(file: &str) -> bool {
+    let Some(middle) = file.strip_prefix(KOINLY_PREFIX).and_then(|f| f.strip_suffix(".csv")) else {
+        return false;
+    };
+    !middle.is_empty()
+        && middle.len() <= 80
+        && middle != "."
+        && middle != ".."
+        && middle.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Signed GETs with pacing.
@@ -553,6 +666,10 @@ async fn export_entry(
     out: &mut Vec<Record>,
 ) -> Result<(), HolderError> {
     let since_ms = target.since_ms;
+    if es.since.is_some_and(|s| since_ms < s) {
+        *es = EntryState::default();
+    }
+    es.since = Some(es.since.map_or(since_ms, |s| s.min(since_ms)));
     let info = reader.request("/api/v3/exchangeInfo", &[], false).await?;
     reader.weight_limit = info["rateLimits"]
         .as_array()
@@ -576,15 +693,16 @@ async fn export_entry(
             let page =
                 reader.get("/api/v3/myTrades", &[("symbol", symbol), ("fromId", &from), ("limit", &limit)]).await?;
             let page = page.as_array().cloned().unwrap_or_default();
+            let before = es.trades.get(symbol).copied();
             for t in &page {
                 let id = number(t, "id")?;
-                let last = es.trades.entry(symbol.clone()).or_insert(0);
-                *last = (*last).max(id);
                 let time = number(t, "time")?;
                 if time < since_ms {
+                    let last = es.trades.entry(symbol.clone()).or_insert(0);
+                    *last = (*last).max(id);
                     continue;
                 }
-                out.push(Record {
+                let record = Record {
                     account: target.account.to_owned(),
                     exchange: target.name.to_owned(),
                     kind: Kind::Trade,
@@ -601,10 +719,21 @@ async fn export_entry(
                     fee_asset: Some(text(t, "commissionAsset")?),
                     order_id: t["orderId"].as_u64(),
                     tx_id: None,
-                });
+                };
+                // Checked before the cursor moves past it: a record refused here is read
+                // again by the next run.
+                record.check().map_err(|e| HolderError::Invalid(format!("{symbol} trade {id}: {e}")))?;
+                out.push(record);
+                let last = es.trades.entry(symbol.clone()).or_insert(0);
+                *last = (*last).max(id);
             }
             if page.len() < page_len {
                 break;
+            }
+            if es.trades.get(symbol).copied() == before {
+                return Err(HolderError::Invalid(format!(
+                    "{symbol}: the exchange answered a full page of trades before fromId {from}; stopped"
+                )));
             }
         }
     }
@@ -619,6 +748,7 @@ async fn export_entry(
         while start <= now {
             let end = (start + WINDOW_DAYS * DAY_MS - 1).min(now);
             let mut offset = 0usize;
+            let mut window_ids = BTreeSet::new();
             loop {
                 let (s, e, o) = (start.to_string(), end.to_string(), offset.to_string());
                 let path = match kind {
@@ -628,7 +758,11 @@ async fn export_entry(
                 let page =
                     reader.get(path, &[("startTime", &s), ("endTime", &e), ("offset", &o), ("limit", &limit)]).await?;
                 let page = page.as_array().cloned().unwrap_or_default();
+                let mut new_ids = 0usize;
                 for r in &page {
+                    if window_ids.insert(text(r, "id")?) {
+                        new_ids += 1;
+                    }
                     let status = number(r, "status")?;
                     let (time, final_ok, pending) = match kind {
                         Kind::Deposit => (number(r, "insertTime")?, matches!(status, 1 | 6), matches!(status, 0 | 8)),
@@ -644,7 +778,7 @@ async fn export_entry(
                         Kind::Withdrawal => Some(text(r, "transactionFee")?),
                         _ => None,
                     };
-                    out.push(Record {
+                    let record = Record {
                         account: target.account.to_owned(),
                         exchange: target.name.to_owned(),
                         kind,
@@ -661,10 +795,17 @@ async fn export_entry(
                         fee,
                         order_id: None,
                         tx_id: r["txId"].as_str().filter(|t| !t.is_empty()).map(str::to_owned),
-                    });
+                    };
+                    record.check().map_err(|e| HolderError::Invalid(format!("{kind:?} {}: {e}", record.id)))?;
+                    out.push(record);
                 }
                 if page.len() < page_len {
                     break;
+                }
+                if new_ids == 0 {
+                    return Err(HolderError::Invalid(format!(
+                        "{path}: the exchange answered a full page it had answered before (offset {offset}); stopped"
+                    )));
                 }
                 offset += page.len();
             }
@@ -899,6 +1040,35 @@ mod tests {
         let r = serde_json::json!({"applyTime": "2026-01-01 00:00:01"});
         assert_eq!(withdraw_time(&r).unwrap(), 1_767_225_601_000);
         assert_eq!(date(1_767_225_601_000, true).unwrap(), "2026-01-01 00:00:01 UTC");
+    }
+
+    #[test]
+    fn koinly_file_names_never_leave_the_directory() {
+        assert!(is_koinly_file("koinly-main.csv") && is_koinly_file("koinly-a.b_c-1.csv"));
+        for bad in ["koinly-../x.csv", "koinly-a/b.csv", "koinly-...csv", "koinly-.csv", "x.csv", "koinly-a b.csv"] {
+            assert!(!is_koinly_file(bad), "{bad}");
+        }
+        let record = |exchange: &str| Record {
+            account: "http://x#uid=1".into(),
+            exchange: exchange.into(),
+            kind: Kind::Deposit,
+            id: "1".into(),
+            time: 0,
+            symbol: None,
+            side: None,
+            asset: "BTC".into(),
+            amount: "1".into(),
+            quote_asset: None,
+            quote_amount: None,
+            price: None,
+            fee: None,
+            fee_asset: None,
+            order_id: None,
+            tx_id: None,
+        };
+        let files = koinly_files(&[record("../../home/x")]).unwrap();
+        assert_eq!(files[0].0, format!("koinly-{}.csv", account_tag("http://x#uid=1")));
+        assert_eq!(koinly_files(&[record("main")]).unwrap()[0].0, "koinly-main.csv");
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct ExchangeHoldings {
     pub error: Option<String>,
     /// The account the key belongs to, once read.
     pub account: Option<String>,
+    /// [`crate::export::key_tag`] of the key and `uid`: the same key under two origins is one
+    /// account.
+    pub key_tag: Option<String>,
     /// An earlier entry holds a key of the same account: these holdings are that entry's and
     /// are left out of the totals.
     pub same_account_as: Option<String>,
@@ -68,6 +71,7 @@ impl ExchangeHoldings {
             unpriced: 0,
             error: Some(error),
             account: None,
+            key_tag: None,
             same_account_as: None,
         }
     }
@@ -159,6 +163,7 @@ pub fn value(
         unpriced,
         error: None,
         account: None,
+        key_tag: None,
         same_account_as: None,
     }
 }
@@ -168,6 +173,8 @@ pub fn value(
 pub struct Read {
     /// The account ([`crate::export::account_id`]).
     pub account: String,
+    /// [`crate::export::key_tag`], when the exchange said the `uid`.
+    pub key_tag: Option<String>,
     /// Asset and free + locked.
     pub balances: Vec<(String, Amount)>,
     /// Symbol to last price.
@@ -175,26 +182,34 @@ pub struct Read {
 }
 
 /// Reads one exchange's account and balances (`GET /api/v3/account`) and last prices
-/// (`GET /api/v3/ticker/price`).
+/// (`GET /api/v3/ticker/price`); `name` (the vault entry) names the account when the exchange
+/// gives no `uid`.
 ///
 /// # Errors
 /// [`HolderError::Client`] when the exchange is down or refuses the key.
-pub async fn read(client: &Client) -> Result<Read, HolderError> {
-    let account = client.account().await?;
-    let id = crate::export::account_id(client.base_url(), Some(account.uid), "")?;
-    let balances = account
-        .balances
+pub async fn read(client: &Client, name: &str) -> Result<Read, HolderError> {
+    // Read as JSON, not Binance's typed answer: an exchange that names no `uid` is still read.
+    let answer: serde_json::Value = client.call(reqwest::Method::GET, "/api/v3/account", &[]).await?;
+    let uid = answer["uid"].as_i64();
+    let id = crate::export::account_id(client.base_url(), uid, name)?;
+    let balances: Vec<keygate_proto::binance::account::Balance> = serde_json::from_value(answer["balances"].clone())
+        .map_err(|e| HolderError::Invalid(format!("balances: {e}")))?;
+    let balances = balances
         .iter()
         .map(|b| (b.asset.to_string(), Amount::from_units(b.free.units().saturating_add(b.locked.units()))))
         .collect();
     let prices = client.ticker_prices().await?.into_iter().map(|p| (p.symbol.to_string(), p.price)).collect();
-    Ok(Read { account: id, balances, prices })
+    Ok(Read { account: id, key_tag: uid.map(|u| crate::export::key_tag(client.api_key(), u)), balances, prices })
 }
 
 /// One entry's holdings valued in `quote`, or why its exchange could not be read.
 pub async fn holdings(name: &str, client: &Client, quote: &str) -> ExchangeHoldings {
-    match read(client).await {
-        Ok(r) => ExchangeHoldings { account: Some(r.account), ..value(name, &r.balances, &r.prices, quote) },
+    match read(client, name).await {
+        Ok(r) => ExchangeHoldings {
+            account: Some(r.account),
+            key_tag: r.key_tag,
+            ..value(name, &r.balances, &r.prices, quote)
+        },
         Err(e) => ExchangeHoldings::failed(name, e.to_string()),
     }
 }
@@ -205,13 +220,13 @@ pub async fn holdings(name: &str, client: &Client, quote: &str) -> ExchangeHoldi
 pub fn combine(quote: &str, mut exchanges: Vec<ExchangeHoldings>) -> Portfolio {
     let mut first: BTreeMap<String, String> = BTreeMap::new();
     for e in &mut exchanges {
-        if let Some(account) = &e.account {
-            match first.get(account) {
-                Some(name) => e.same_account_as = Some(name.clone()),
-                None => {
-                    first.insert(account.clone(), e.name.clone());
-                }
-            }
+        let ids: Vec<String> = [e.account.clone(), e.key_tag.clone()].into_iter().flatten().collect();
+        if let Some(name) = ids.iter().find_map(|id| first.get(id)) {
+            e.same_account_as = Some(name.clone());
+            continue;
+        }
+        for id in ids {
+            first.insert(id, e.name.clone());
         }
     }
     let mut by: BTreeMap<String, Holding> = BTreeMap::new();

@@ -240,20 +240,54 @@ const MAX_KDF_ITERATIONS: u32 = 64;
 const MAX_KDF_PARALLELISM: u32 = 64;
 
 /// Takes the exclusive lock of the vault at `path` (`.NAME.lock` beside it, mode 0600), waiting
-/// for another command that holds it.
+/// for another command that holds it, then removes the temporary files a killed command left
+/// beside it (no other command can be writing one while the lock is held).
 fn lock(path: &Path) -> Result<std::fs::File, HolderError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let name = path.file_name().map_or_else(|| "vault".into(), |n| n.to_string_lossy().into_owned());
-    let lock_path = path.with_file_name(format!(".{name}.lock"));
+    let f = lock_file(&path.with_file_name(format!(".{name}.lock")))?;
+    remove_stale_temporaries(path)?;
+    Ok(f)
+}
+
+/// Opens `lock_path` (mode 0600) and takes its exclusive lock, waiting for whoever holds it.
+pub(crate) fn lock_file(lock_path: &Path) -> Result<std::fs::File, HolderError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .open(&lock_path)
-        .map_err(io(&lock_path))?;
-    f.lock().map_err(io(&lock_path))?;
+        .open(lock_path)
+        .map_err(io(lock_path))?;
+    f.lock().map_err(io(lock_path))?;
     Ok(f)
+}
+
+/// Removes the temporary files [`write_atomic`] makes for `path` (`.NAME.tmp-*`) that a process
+/// killed between creating and renaming one left behind. Only while holding the lock that every
+/// writer of `path` takes.
+pub(crate) fn remove_stale_temporaries(path: &Path) -> Result<(), HolderError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(());
+    };
+    let prefix = format!(".{name}.tmp-");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(&dir))?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let stale = entry.path();
+            std::fs::remove_file(&stale).map_err(io(&stale))?;
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Debug for Vault {
@@ -323,6 +357,10 @@ impl Vault {
         if !path.exists() {
             return Err(HolderError::NoVault(path.to_owned()));
         }
+        // A vault reached through a symbolic link is the file it points to: written there (not
+        // replacing the link) and locked there (so both paths take one lock).
+        let resolved = std::fs::canonicalize(path).map_err(io(path))?;
+        let path = resolved.as_path();
         let lock = lock(path)?;
         let text = match std::fs::read(path) {
             Ok(t) => t,
@@ -599,6 +637,20 @@ mod tests {
             let err = Vault::open(&path, b"correct horse battery").unwrap_err();
             assert!(matches!(err, HolderError::Corrupt(ref m) if m.contains("Argon2id parameters")), "{field}: {err}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_vault_reached_through_a_symlink_is_written_where_it_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("vault.json");
+        Vault::init(&real, b"correct horse battery", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        Vault::open(&link, b"correct horse battery").unwrap().add(entry("via-link")).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+        let v = Vault::open(&real, b"correct horse battery").unwrap();
+        assert!(v.get("via-link").is_ok(), "the entry did not reach the vault the link points to");
     }
 
     #[test]

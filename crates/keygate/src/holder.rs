@@ -376,7 +376,11 @@ pub async fn vault(args: VaultArgs) -> anyhow::Result<()> {
                 Credential::Ed25519 { private_key_pem } => c.env("KEYGATE_PRIVATE_KEY", private_key_pem),
             };
             drop(v);
-            let status = c.status().with_context(|| format!("cannot run {}", command[0]))?;
+            // As a shell: 127 for a command not found, 126 for one that cannot be run.
+            let status = c.status().map_err(|e| Exit {
+                code: if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 },
+                message: format!("cannot run {}: {e}", command[0]),
+            })?;
             if !status.success() {
                 return Err(Exit { code: exit_code(status), message: String::new() }.into());
             }

@@ -113,7 +113,11 @@ async fn two_exchanges_export_to_golden_files_that_reimport_to_the_balances_and_
         second_key(&alpha, "alpha-bot").await,
     ];
 
+    // The owner's own file in the directory, and a temporary file of a run killed mid-write.
+    std::fs::write(out.path().join("koinly-mine.csv"), "mine").unwrap();
+    std::fs::write(out.path().join(".history.jsonl.tmp-0123456789ab"), "partial").unwrap();
     let first = export::run(&sources, out.path(), export::DEFAULT_SINCE_MS).await.unwrap();
+    assert!(!out.path().join(".history.jsonl.tmp-0123456789ab").exists(), "a stale temporary file is left");
     for e in &first.entries[..2] {
         assert_eq!((e.trades, e.deposits, e.withdrawals, e.error.as_deref()), (3, 1, 1, None), "{e:?}");
     }
@@ -177,6 +181,7 @@ async fn two_exchanges_export_to_golden_files_that_reimport_to_the_balances_and_
     assert!(fourth.entries.iter().all(|e| e.trades + e.deposits + e.withdrawals == 0), "{fourth:?}");
     assert_eq!(export::read_records(out.path()).unwrap().len(), records.len());
     assert!(!out.path().join(&koinly_alpha).exists(), "the old name's Koinly file would be imported twice");
+    assert_eq!(std::fs::read_to_string(out.path().join("koinly-mine.csv")).unwrap(), "mine", "not ours to remove");
     assert_eq!(koinly_net(&out.path().join(export::koinly_file("main"))), balances(&alpha).await);
     assert_eq!(cointracking_of(out.path(), "main"), balances(&alpha).await);
     assert!(cointracking_of(out.path(), "alpha").is_empty());
@@ -246,5 +251,38 @@ async fn history_before_since_is_left_out_and_the_files_are_the_owners_alone() {
     }
     let records = export::read_records(&dir).unwrap();
     assert!(records.iter().all(|r| r.time >= since), "{records:?}");
+    // Asked later for the earlier history: the trade and the deposit left out come now, and
+    // nothing twice.
+    let earlier = export::run(&[x.source("x", 5)], &dir, export::DEFAULT_SINCE_MS).await.unwrap();
+    let e = &earlier.entries[0];
+    assert_eq!((e.trades, e.deposits, e.withdrawals, e.error.as_deref()), (1, 1, 0, None), "{e:?}");
+    let records = export::read_records(&dir).unwrap();
+    assert_eq!(records.len(), 5);
+    assert_eq!(trade_keys(&records).iter().collect::<BTreeSet<_>>().len(), 3);
+    x.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_same_key_under_another_host_name_is_the_same_account() {
+    let x = Exchange::start().await;
+    history(&x).await;
+    let secret = x.read.secret.as_ref().unwrap().expose().to_owned();
+    let clock = x.app.clock.clone();
+    let localhost = x.app.base_url.replace("127.0.0.1", "localhost");
+    let other = keygate_client::Client::new(
+        localhost,
+        x.read.key.api_key.clone(),
+        keygate_client::Signer::hmac(&secret),
+        std::sync::Arc::new(move || keygate_service::Clock::now(&*clock).as_millis()),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let sources = [x.source("x", 5), export::Source { client: other, ..x.source("x-localhost", 5) }];
+    let run = export::run(&sources, out.path(), export::DEFAULT_SINCE_MS).await.unwrap();
+    assert_eq!(run.entries[1].same_account_as.as_deref(), Some("x"), "{run:?}");
+    // And on its own, later (the vault entry's URL changed): nothing new.
+    let later = export::run(&sources[1..], out.path(), export::DEFAULT_SINCE_MS).await.unwrap();
+    let e = &later.entries[0];
+    assert_eq!((e.trades, e.deposits, e.withdrawals, e.error.as_deref()), (0, 0, 0, None), "{e:?}");
+    assert_eq!(export::read_records(out.path()).unwrap().len(), 5);
     x.app.shutdown().await;
 }

@@ -6,6 +6,7 @@
 
 mod check;
 mod export;
+mod hostile;
 mod portfolio;
 
 use keygate_auth::{IpAllowlist, Permission, Permissions, Restrictions};

@@ -44,6 +44,16 @@ async fn totals_are_balances_times_ticker_prices_once_per_account_and_a_dead_exc
     // Another key of alpha's account, as a second vault entry would hold it.
     let again = alpha.app.hmac_key("holder", Permissions::default(), Restrictions::default()).await;
     results.push(portfolio::holdings("alpha-bot", &alpha.app.hmac_client(&again), "USDT").await);
+    // alpha's read key again, under the host name localhost: the same account.
+    let secret = alpha.read.secret.as_ref().unwrap().expose().to_owned();
+    let clock = alpha.app.clock.clone();
+    let localhost = keygate_client::Client::new(
+        alpha.app.base_url.replace("127.0.0.1", "localhost"),
+        alpha.read.key.api_key.clone(),
+        keygate_client::Signer::hmac(&secret),
+        std::sync::Arc::new(move || keygate_service::Clock::now(&*clock).as_millis()),
+    );
+    results.push(portfolio::holdings("alpha-localhost", &localhost, "USDT").await);
     let down = keygate_client::Client::new(
         "http://127.0.0.1:9",
         "kg_x",
@@ -55,7 +65,8 @@ async fn totals_are_balances_times_ticker_prices_once_per_account_and_a_dead_exc
     assert_eq!(u128::from(p.total.units()), expected_total, "alpha's account counted once");
     assert_eq!(p.exchanges[2].same_account_as.as_deref(), Some("alpha"));
     assert_eq!(p.exchanges[2].holdings, p.exchanges[0].holdings);
-    assert!(p.exchanges[3].error.as_deref().is_some_and(|e| e.contains("Connection refused")), "{:?}", p.exchanges[3]);
+    assert_eq!(p.exchanges[3].same_account_as.as_deref(), Some("alpha"), "{:?}", p.exchanges[3]);
+    assert!(p.exchanges[4].error.as_deref().is_some_and(|e| e.contains("Connection refused")), "{:?}", p.exchanges[4]);
     assert_eq!(p.exchanges[0].holdings.iter().find(|h| h.asset == "ETH").unwrap().route, "ETHUSDT");
     assert_eq!(p.by_asset.iter().map(|h| h.asset.as_str()).collect::<Vec<_>>(), vec!["BTC", "ETH", "USDT"]);
     let svg = portfolio::allocation_svg(&p).unwrap();

@@ -67,6 +67,9 @@ fn the_vault_round_trips_refuses_a_wrong_passphrase_untouched_and_execs_with_the
     assert!(!env.contains("KEYGATE_VAULT") && !env.contains(PASS), "{env}");
     let failed = holder(&s, PASS, &["vault", "exec", "bot", "--", "sh", "-c", "exit 7"], "");
     assert_eq!(failed.status.code(), Some(7));
+    let missing = holder(&s, PASS, &["vault", "exec", "bot", "--", "no-such-command-here"], "");
+    assert_eq!(missing.status.code(), Some(127), "{missing:?}");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run no-such-command-here"));
     // A bot killed by a signal: 128 + the signal, as a shell says.
     let killed = holder(&s, PASS, &["vault", "exec", "bot", "--", "sh", "-c", "kill -9 $$"], "");
     assert_eq!(killed.status.code(), Some(137));

@@ -1,0 +1,181 @@
+//! `export` against an exchange that answers badly, on purpose or by a bug: a small axum server
+//! on port 0 whose answers a test switches. What it must never do: lose a record for good, keep
+//! one a CSV cannot hold, loop for ever, or follow a redirect with the key.
+
+use keygate_client::{Client, Signer};
+use keygate_holder::export::{self, Pacer, Source};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+/// What the fake exchange answers.
+#[derive(Clone, Default)]
+struct Script {
+    /// `myTrades` pages in order (the last one repeats), each a JSON array.
+    trades: Arc<Mutex<Vec<Value>>>,
+    /// `deposit/hisrec` answer.
+    deposits: Arc<Mutex<Value>>,
+    /// `withdraw/history` answer.
+    withdrawals: Arc<Mutex<Value>>,
+    /// Requests that reached a redirect's target.
+    landed: Arc<Mutex<usize>>,
+}
+
+impl Script {
+    fn next_trades(&self) -> Value {
+        let mut pages = self.trades.lock().unwrap();
+        if pages.len() > 1 { pages.remove(0) } else { pages.first().cloned().unwrap_or(json!([])) }
+    }
+}
+
+/// Starts the fake exchange; a second listener is where `/api/v3/account` redirects when
+/// `redirect` is set.
+async fn exchange(script: Script, redirect: bool) -> String {
+    use axum::routing::get;
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_url = format!("http://{}", target.local_addr().unwrap());
+    let landed = script.landed.clone();
+    let catch_all = axum::Router::new().fallback(move || {
+        let landed = landed.clone();
+        async move {
+            *landed.lock().unwrap() += 1;
+            axum::Json(json!({"uid": 9, "balances": []}))
+        }
+    });
+    tokio::spawn(async move { axum::serve(target, catch_all).await });
+
+    let s = script.clone();
+    let app = axum::Router::new()
+        .route(
+            "/api/v3/exchangeInfo",
+            get(|| async {
+                axum::Json(json!({"rateLimits": [], "symbols": [{"symbol": "BTCUSDT", "baseAsset": "BTC", "quoteAsset": "USDT"}]}))
+            }),
+        )
+        .route(
+            "/api/v3/account",
+            get(move || async move {
+                if redirect {
+                    axum::response::Redirect::temporary(&format!("{target_url}/landed")).into_response()
+                } else {
+                    axum::Json(json!({"uid": 7, "balances": []})).into_response()
+                }
+            }),
+        )
+        .route("/api/v3/myTrades", get({
+            let s = s.clone();
+            move || async move { axum::Json(s.next_trades()) }
+        }))
+        .route("/sapi/v1/capital/deposit/hisrec", get({
+            let s = s.clone();
+            move || async move { axum::Json(s.deposits.lock().unwrap().clone()) }
+        }))
+        .route("/sapi/v1/capital/withdraw/history", get({
+            let s = s.clone();
+            move || async move { axum::Json(s.withdrawals.lock().unwrap().clone()) }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+use axum::response::IntoResponse as _;
+
+fn trade(id: u64, qty: Value) -> Value {
+    json!({"id": id, "orderId": id, "price": "50000", "qty": qty, "quoteQty": "500", "commission": "0.00001",
+           "commissionAsset": "BTC", "time": keygate_testkit::START.0 + id, "isBuyer": true})
+}
+
+fn source(url: &str, page: u32) -> Source {
+    let time: keygate_client::TimeSource = Arc::new(|| keygate_testkit::START);
+    Source {
+        name: "odd".into(),
+        client: Client::new(url, "kg_odd", Signer::hmac("kgs_odd"), time),
+        pacer: Pacer { sleep: Arc::new(|_| Box::pin(async {})), max_retries: 0 },
+        page,
+    }
+}
+
+async fn run(url: &str, page: u32, dir: &std::path::Path) -> export::EntrySummary {
+    export::run(&[source(url, page)], dir, keygate_testkit::START.0).await.unwrap().entries.remove(0)
+}
+
+#[tokio::test]
+async fn a_malformed_trade_stops_the_entry_and_is_read_again_once_the_exchange_answers_it_well() {
+    let script = Script::default();
+    *script.trades.lock().unwrap() = vec![json!([trade(1, json!("0.01")), trade(2, Value::Null)])];
+    *script.deposits.lock().unwrap() = json!([]);
+    *script.withdrawals.lock().unwrap() = json!([]);
+    let url = exchange(script.clone(), false).await;
+    let out = tempfile::tempdir().unwrap();
+    let first = run(&url, 1000, out.path()).await;
+    assert!(first.error.as_deref().is_some_and(|e| e.contains("qty")), "{first:?}");
+    assert_eq!(first.trades, 1);
+    // Fixed on the exchange's side: the next run reads trade 2.
+    *script.trades.lock().unwrap() = vec![json!([trade(2, json!("0.02"))])];
+    let second = run(&url, 1000, out.path()).await;
+    assert_eq!((second.trades, second.error.as_deref()), (1, None), "{second:?}");
+    assert_eq!(export::read_records(out.path()).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn amounts_a_csv_cannot_hold_and_formulas_are_refused_and_never_stored() {
+    let script = Script::default();
+    *script.deposits.lock().unwrap() = json!([]);
+    *script.withdrawals.lock().unwrap() = json!([]);
+    let url = exchange(script.clone(), false).await;
+    let out = tempfile::tempdir().unwrap();
+    let mut formula = trade(2, json!("0.01"));
+    formula["commissionAsset"] = json!("=HYPERLINK(\"http://evil\",\"x\")");
+    let wd = |amount: &str, fee: &str| {
+        json!([{"id": "w1", "amount": amount, "transactionFee": fee, "coin": "BTC", "status": 6,
+                "applyTime": "2026-01-01 00:00:09", "txId": "0xab"}])
+    };
+    for (trades, withdrawals, field) in [
+        (json!([trade(1, json!("-5"))]), json!([]), "field amount"),
+        (json!([formula]), json!([]), "fee_asset"),
+        (json!([]), wd("0.5", "0.6"), "fee"),
+    ] {
+        *script.trades.lock().unwrap() = vec![trades];
+        *script.withdrawals.lock().unwrap() = withdrawals;
+        let e = run(&url, 1000, out.path()).await;
+        assert!(e.error.as_deref().is_some_and(|m| m.contains(field)), "{field}: {e:?}");
+        assert_eq!(e.trades + e.withdrawals, 0, "{e:?}");
+    }
+    // Nothing bad was stored, so the files are whole and the next good answer is exported.
+    assert!(export::read_records(out.path()).unwrap().is_empty());
+    *script.trades.lock().unwrap() = vec![json!([trade(3, json!("0.01"))])];
+    *script.withdrawals.lock().unwrap() = json!([]);
+    let e = run(&url, 1000, out.path()).await;
+    assert_eq!((e.trades, e.error.as_deref()), (1, None), "{e:?}");
+}
+
+#[tokio::test]
+async fn an_exchange_that_repeats_full_pages_is_stopped_not_followed_for_ever() {
+    let script = Script::default();
+    // Every trades page is the same full page (page size 2); every deposits page too.
+    *script.trades.lock().unwrap() = vec![json!([trade(1, json!("0.01")), trade(2, json!("0.01"))])];
+    *script.deposits.lock().unwrap() = json!([]);
+    *script.withdrawals.lock().unwrap() = json!([]);
+    let url = exchange(script.clone(), false).await;
+    let out = tempfile::tempdir().unwrap();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), run(&url, 2, out.path())).await.unwrap();
+    assert!(e.error.as_deref().is_some_and(|m| m.contains("full page")), "{e:?}");
+    assert_eq!(e.trades, 2);
+
+    *script.trades.lock().unwrap() = vec![json!([])];
+    let dep = |id: &str| json!({"id": id, "amount": "1", "coin": "BTC", "status": 1, "insertTime": keygate_testkit::START.0, "txId": "0x1"});
+    *script.deposits.lock().unwrap() = json!([dep("d1"), dep("d2")]);
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), run(&url, 2, out.path())).await.unwrap();
+    assert!(e.error.as_deref().is_some_and(|m| m.contains("full page")), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_with_the_key_and_signature() {
+    let script = Script::default();
+    let url = exchange(script.clone(), true).await;
+    let out = tempfile::tempdir().unwrap();
+    let e = run(&url, 1000, out.path()).await;
+    assert!(e.error.is_some(), "{e:?}");
+    assert_eq!(*script.landed.lock().unwrap(), 0, "the signed request went to the redirect's target");
+}
