@@ -196,7 +196,12 @@ impl Record {
                 && v.chars().all(|c| c.is_ascii_alphanumeric() || extra(c))
         };
         let code = |c: char| matches!(c, '.' | '_' | '-');
-        let id = |c: char| matches!(c, '.' | '_' | '-' | ':' | ' ' | '/');
+        // Ids and transaction ids take any printable ASCII after their first character (chains
+        // write them as they like: `0.0.123@1634567890.1`, `Internal transfer 123`).
+        let id = |c: char| c.is_ascii_graphic() || c == ' ';
+        if !text_ok(&self.exchange, 64, &code) {
+            return bad("exchange", "is not a vault entry's name");
+        }
         for (field, v) in [
             ("asset", Some(&self.asset)),
             ("quote_asset", self.quote_asset.as_ref()),
@@ -224,19 +229,23 @@ impl Record {
 const MAX_TIME_MS: u64 = 253_402_300_799_999;
 
 /// Who records belong to: the exchange's origin (scheme, host, port and path, as the URL parser
-/// normalizes them) and the account's `uid`. Without a `uid` (an exchange that does not say) the
-/// vault entry's name stands in, and two entries of one account cannot be told apart.
+/// normalizes them) and the account's `uid`. Without a `uid` (an exchange that does not say) a
+/// tag of the API key stands in: renaming the entry keeps the account, but two keys of one such
+/// account cannot be told apart.
 ///
 /// # Errors
 /// [`HolderError::Invalid`] for a base URL that does not parse.
-pub fn account_id(base_url: &str, uid: Option<i64>, entry: &str) -> Result<String, HolderError> {
+pub fn account_id(base_url: &str, uid: Option<i64>, api_key: &str) -> Result<String, HolderError> {
     let url = reqwest::Url::parse(base_url).map_err(|e| HolderError::Invalid(format!("base URL {base_url:?}: {e}")))?;
     let host = url.host_str().unwrap_or("");
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     let origin = format!("{}://{host}{port}{}", url.scheme(), url.path().trim_end_matches('/'));
     Ok(match uid {
         Some(uid) => format!("{origin}#uid={uid}"),
-        None => format!("{origin}#entry={entry}"),
+        None => {
+            use sha2::Digest;
+            format!("{origin}#key={}", hex::encode(&sha2::Sha256::digest(api_key.as_bytes())[..8]))
+        }
     })
 }
 
@@ -427,7 +436,7 @@ pub async fn run(sources: &[Source], dir: &Path, since_ms: u64) -> Result<Summar
             weight_limit: None,
             rate_limited: 0,
         };
-        let account = match identify(&mut reader, &source.name, &mut state).await {
+        let account = match identify(&mut reader, &mut state).await {
             Ok(a) => a,
             Err(e) => {
                 s.rate_limited = reader.rate_limited;
@@ -499,6 +508,13 @@ fn write_files(dir: &Path, records: &mut [Record], state: &mut State) -> Result<
     files.push(JSONL.to_owned());
     let koinly = koinly_files(records)?;
     for (file, bytes) in &koinly {
+        // A file of that name that no run of ours wrote is the owner's: never overwritten.
+        if !state.koinly_files.contains(file) && std::fs::symlink_metadata(dir.join(file)).is_ok() {
+            return Err(HolderError::Invalid(format!(
+                "{} exists and was not written by keygate export; move it away or export to another --out",
+                dir.join(file).display()
+            )));
+        }
         crate::vault::remove_stale_temporaries(&dir.join(file))?;
         write_atomic(&dir.join(file), bytes)?;
         files.push(file.clone());
@@ -526,10 +542,13 @@ fn write_files(dir: &Path, records: &mut [Record], state: &mut State) -> Result<
 
 /// Asks the exchange whose key this is (`GET /api/v3/account`, weight 20); a key and `uid`
 /// seen before under another origin keep the account they were seen as.
-async fn identify(reader: &mut Reader<'_>, name: &str, state: &mut State) -> Result<String, HolderError> {
+async fn identify(reader: &mut Reader<'_>, state: &mut State) -> Result<String, HolderError> {
     let answer = reader.get("/api/v3/account", &[("omitZeroBalances", "true")]).await?;
+    if !answer.is_object() {
+        return Err(HolderError::Invalid(format!("/api/v3/account answered {}, not an account", kind_of(&answer))));
+    }
     let uid = answer["uid"].as_i64();
-    let account = account_id(reader.client.base_url(), uid, name)?;
+    let account = account_id(reader.client.base_url(), uid, reader.client.api_key())?;
     let Some(uid) = uid else { return Ok(account) };
     let tag = key_tag(reader.client.api_key(), uid);
     Ok(state.keys.entry(tag).or_insert(account).clone())
@@ -546,14 +565,15 @@ pub fn koinly_files(records: &[Record]) -> Result<Vec<(String, Vec<u8>)>, Holder
     for r in records {
         by_account.entry(&r.account).or_default().push(r.clone());
     }
-    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    // Counted without case: on a case-insensitive disk `koinly-x.csv` and `koinly-X.csv` are one.
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for rs in by_account.values() {
-        *names.entry(rs[rs.len() - 1].exchange.as_str()).or_insert(0) += 1;
+        *names.entry(rs[rs.len() - 1].exchange.to_ascii_lowercase()).or_insert(0) += 1;
     }
     let mut files = Vec::new();
     for (account, rs) in &by_account {
         let name = rs[rs.len() - 1].exchange.as_str();
-        let file = if names[name] > 1 {
+        let file = if names.get(&name.to_ascii_lowercase()).copied().unwrap_or(0) > 1 {
             format!("{KOINLY_PREFIX}{name}-{}.csv", account_tag(account))
         } else {
             koinly_file(name)
@@ -640,6 +660,27 @@ impl Reader<'_> {
     }
 }
 
+/// A page of records: an answer that is not a list (an HTML error page with status 200, an
+/// object) is an error, never an empty page, or the cursor would move past what it hid.
+fn list(page: serde_json::Value, path: &str) -> Result<Vec<serde_json::Value>, HolderError> {
+    match page {
+        serde_json::Value::Array(items) => Ok(items),
+        other => Err(HolderError::Invalid(format!("{path} answered {}, not a list", kind_of(&other)))),
+    }
+}
+
+/// What kind of JSON an answer was, for messages (never the answer itself).
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "no JSON",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 fn text(v: &serde_json::Value, field: &str) -> Result<String, HolderError> {
     match &v[field] {
         serde_json::Value::String(s) => Ok(s.clone()),
@@ -666,10 +707,12 @@ async fn export_entry(
     out: &mut Vec<Record>,
 ) -> Result<(), HolderError> {
     let since_ms = target.since_ms;
+    // The cursors move past what a run's `--since` leaves out: a run asking for anything earlier
+    // than the last run did reads the account again.
     if es.since.is_some_and(|s| since_ms < s) {
         *es = EntryState::default();
     }
-    es.since = Some(es.since.map_or(since_ms, |s| s.min(since_ms)));
+    es.since = Some(since_ms);
     let info = reader.request("/api/v3/exchangeInfo", &[], false).await?;
     reader.weight_limit = info["rateLimits"]
         .as_array()
@@ -681,7 +724,10 @@ async fn export_entry(
         })
         .and_then(|l| u32::try_from(l).ok());
     let mut markets = Vec::new();
-    for s in info["symbols"].as_array().into_iter().flatten() {
+    let Some(symbols) = info["symbols"].as_array() else {
+        return Err(HolderError::Invalid(format!("/api/v3/exchangeInfo answered {}, no symbols", kind_of(&info))));
+    };
+    for s in symbols {
         markets.push((text(s, "symbol")?, text(s, "baseAsset")?, text(s, "quoteAsset")?));
     }
     markets.sort();
@@ -692,7 +738,7 @@ async fn export_entry(
             let from = es.trades.get(symbol).map_or(0, |last| last + 1).to_string();
             let page =
                 reader.get("/api/v3/myTrades", &[("symbol", symbol), ("fromId", &from), ("limit", &limit)]).await?;
-            let page = page.as_array().cloned().unwrap_or_default();
+            let page = list(page, "/api/v3/myTrades")?;
             let before = es.trades.get(symbol).copied();
             for t in &page {
                 let id = number(t, "id")?;
@@ -757,7 +803,7 @@ async fn export_entry(
                 };
                 let page =
                     reader.get(path, &[("startTime", &s), ("endTime", &e), ("offset", &o), ("limit", &limit)]).await?;
-                let page = page.as_array().cloned().unwrap_or_default();
+                let page = list(page, path)?;
                 let mut new_ids = 0usize;
                 for r in &page {
                     if window_ids.insert(text(r, "id")?) {
@@ -1069,6 +1115,20 @@ mod tests {
         let files = koinly_files(&[record("../../home/x")]).unwrap();
         assert_eq!(files[0].0, format!("koinly-{}.csv", account_tag("http://x#uid=1")));
         assert_eq!(koinly_files(&[record("main")]).unwrap()[0].0, "koinly-main.csv");
+    }
+
+    #[test]
+    fn accounts_without_a_uid_are_named_by_their_key_and_records_name_a_vault_entry() {
+        let a = account_id("http://ex.example/", None, "kg_one").unwrap();
+        assert!(a.starts_with("http://ex.example#key=") && !a.contains("kg_one"), "{a}");
+        assert_eq!(a, account_id("http://EX.example", None, "kg_one").unwrap());
+        assert_ne!(a, account_id("http://ex.example", None, "kg_two").unwrap());
+        let mut r: Record = serde_json::from_value(serde_json::json!({"account": a, "exchange": "main",
+            "kind": "deposit", "id": "1", "time": 0, "asset": "BTC", "amount": "1"}))
+        .unwrap();
+        r.check().unwrap();
+        r.exchange = "=HYPERLINK(\"http://evil\")".into();
+        assert!(r.check().unwrap_err().to_string().contains("exchange"));
     }
 
     #[test]

@@ -182,16 +182,15 @@ pub struct Read {
 }
 
 /// Reads one exchange's account and balances (`GET /api/v3/account`) and last prices
-/// (`GET /api/v3/ticker/price`); `name` (the vault entry) names the account when the exchange
-/// gives no `uid`.
+/// (`GET /api/v3/ticker/price`).
 ///
 /// # Errors
 /// [`HolderError::Client`] when the exchange is down or refuses the key.
-pub async fn read(client: &Client, name: &str) -> Result<Read, HolderError> {
+pub async fn read(client: &Client) -> Result<Read, HolderError> {
     // Read as JSON, not Binance's typed answer: an exchange that names no `uid` is still read.
     let answer: serde_json::Value = client.call(reqwest::Method::GET, "/api/v3/account", &[]).await?;
     let uid = answer["uid"].as_i64();
-    let id = crate::export::account_id(client.base_url(), uid, name)?;
+    let id = crate::export::account_id(client.base_url(), uid, client.api_key())?;
     let balances: Vec<keygate_proto::binance::account::Balance> = serde_json::from_value(answer["balances"].clone())
         .map_err(|e| HolderError::Invalid(format!("balances: {e}")))?;
     let balances = balances
@@ -204,7 +203,7 @@ pub async fn read(client: &Client, name: &str) -> Result<Read, HolderError> {
 
 /// One entry's holdings valued in `quote`, or why its exchange could not be read.
 pub async fn holdings(name: &str, client: &Client, quote: &str) -> ExchangeHoldings {
-    match read(client, name).await {
+    match read(client).await {
         Ok(r) => ExchangeHoldings {
             account: Some(r.account),
             key_tag: r.key_tag,

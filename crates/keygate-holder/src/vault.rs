@@ -163,12 +163,14 @@ impl Entry {
     /// # Errors
     /// [`HolderError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), HolderError> {
-        let name_ok = !self.name.is_empty()
+        // It names files and fills CSV cells: a letter or digit first (no `.`, `..` or a cell
+        // a spreadsheet would run as a formula).
+        let name_ok = self.name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
             && self.name.len() <= 64
             && self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !name_ok {
             return Err(HolderError::Invalid(format!(
-                "name {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
+                "name {:?}: 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit",
                 self.name
             )));
         }
@@ -249,9 +251,13 @@ fn lock(path: &Path) -> Result<std::fs::File, HolderError> {
     Ok(f)
 }
 
-/// Opens `lock_path` (mode 0600) and takes its exclusive lock, waiting for whoever holds it.
+/// Opens `lock_path` (mode 0600) and takes its exclusive lock, waiting for whoever holds it. A
+/// symbolic link there is refused: opening it would create a file wherever it points.
 pub(crate) fn lock_file(lock_path: &Path) -> Result<std::fs::File, HolderError> {
     use std::os::unix::fs::OpenOptionsExt as _;
+    if std::fs::symlink_metadata(lock_path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(HolderError::Invalid(format!("{} is a symbolic link; refused", lock_path.display())));
+    }
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -653,6 +659,17 @@ mod tests {
         assert!(v.get("via-link").is_ok(), "the entry did not reach the vault the link points to");
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_file_that_is_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        let lock = dir.path().join(".x.lock");
+        std::os::unix::fs::symlink(&outside, &lock).unwrap();
+        assert!(lock_file(&lock).unwrap_err().to_string().contains("symbolic link"));
+        assert!(!outside.exists(), "the lock created a file where the link points");
+    }
+
     #[test]
     fn two_commands_adding_at_once_both_land() {
         let dir = tempfile::tempdir().unwrap();
@@ -714,6 +731,10 @@ mod tests {
     fn bad_fields_are_named() {
         let mut e = entry("has space");
         assert!(e.validate().unwrap_err().to_string().contains("name"));
+        for bad in ["-12", ".", "..", ".hidden", "_x", "a/b", ""] {
+            e.name = bad.into();
+            assert!(e.validate().unwrap_err().to_string().contains("name"), "{bad}");
+        }
         e.name = "ok".into();
         e.url = "ftp://x".into();
         assert!(e.validate().unwrap_err().to_string().contains("url"));

@@ -58,7 +58,7 @@ pub enum VaultCmd {
     /// Add an exchange credential. The secret (an HMAC secret, or an Ed25519 private key in
     /// PKCS#8 PEM) is read from standard input or a prompt, never from the command line.
     Add {
-        /// A name for it (letters, digits, '-', '_', '.').
+        /// A name for it (letters, digits, '-', '_', '.'; a letter or digit first).
         name: String,
         /// The exchange's base URL, e.g. https://api.binance.com or http://127.0.0.1:8080.
         #[arg(long)]
@@ -458,7 +458,13 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let entries: Vec<Entry> = match (&args.url, &args.api_key) {
         (Some(url), Some(api_key)) => {
             let credential = secret()?;
-            let e = Entry { name: "-".into(), url: url.clone(), api_key: api_key.clone(), credential, purpose: None };
+            let e = Entry {
+                name: "command-line".into(),
+                url: url.clone(),
+                api_key: api_key.clone(),
+                credential,
+                purpose: None,
+            };
             e.validate()?;
             vec![e]
         }

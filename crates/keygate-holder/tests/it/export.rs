@@ -259,6 +259,15 @@ async fn history_before_since_is_left_out_and_the_files_are_the_owners_alone() {
     let records = export::read_records(&dir).unwrap();
     assert_eq!(records.len(), 5);
     assert_eq!(trade_keys(&records).iter().collect::<BTreeSet<_>>().len(), 3);
+    // A trade, then one run with a later --since that leaves it out: the next run with the
+    // usual --since still exports it.
+    x.buy("BTCUSDT", "0.01", "50000").await;
+    let later = keygate_testkit::START.0 + 10 * 86_400_000;
+    let skipped = export::run(&[x.source("x", 5)], &dir, later).await.unwrap();
+    assert_eq!(skipped.entries[0].trades, 0, "{skipped:?}");
+    let usual = export::run(&[x.source("x", 5)], &dir, export::DEFAULT_SINCE_MS).await.unwrap();
+    assert_eq!((usual.entries[0].trades, usual.entries[0].error.as_deref()), (1, None), "{usual:?}");
+    assert_eq!(export::read_records(&dir).unwrap().len(), 6);
     x.app.shutdown().await;
 }
 

@@ -179,3 +179,42 @@ async fn a_redirect_is_not_followed_with_the_key_and_signature() {
     assert!(e.error.is_some(), "{e:?}");
     assert_eq!(*script.landed.lock().unwrap(), 0, "the signed request went to the redirect's target");
 }
+
+#[tokio::test]
+async fn an_answer_that_is_not_a_list_stops_the_entry_and_hides_nothing() {
+    let script = Script::default();
+    *script.trades.lock().unwrap() = vec![json!([])];
+    // An HTML error page served with status 200 reads as a JSON string or as nothing.
+    *script.deposits.lock().unwrap() = json!("<html>502 Bad Gateway</html>");
+    *script.withdrawals.lock().unwrap() = json!([]);
+    let url = exchange(script.clone(), false).await;
+    let out = tempfile::tempdir().unwrap();
+    let e = run(&url, 1000, out.path()).await;
+    assert!(e.error.as_deref().is_some_and(|m| m.contains("not a list")), "{e:?}");
+    // Answered well later: the deposit it hid is exported (with a chain's own id form).
+    let dep = json!({"id": "d1", "amount": "1", "coin": "HBAR", "status": 1, "insertTime": keygate_testkit::START.0 + 5,
+                     "txId": "0.0.12345@1634567890.123456789"});
+    *script.deposits.lock().unwrap() = json!([dep]);
+    let e = run(&url, 1000, out.path()).await;
+    assert_eq!((e.deposits, e.error.as_deref()), (1, None), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_koinly_file_the_export_did_not_write_is_never_overwritten() {
+    let script = Script::default();
+    *script.trades.lock().unwrap() = vec![json!([trade(1, json!("0.01"))])];
+    *script.deposits.lock().unwrap() = json!([]);
+    *script.withdrawals.lock().unwrap() = json!([]);
+    let url = exchange(script.clone(), false).await;
+    let out = tempfile::tempdir().unwrap();
+    let mine = out.path().join(export::koinly_file("odd"));
+    std::fs::write(&mine, "the owner's own").unwrap();
+    let err = export::run(&[source(&url, 1000)], out.path(), keygate_testkit::START.0).await.unwrap_err();
+    assert!(err.to_string().contains("was not written by keygate export"), "{err}");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "the owner's own");
+    // Moved away, the export writes it, and from then on it is the export's.
+    std::fs::remove_file(&mine).unwrap();
+    export::run(&[source(&url, 1000)], out.path(), keygate_testkit::START.0).await.unwrap();
+    export::run(&[source(&url, 1000)], out.path(), keygate_testkit::START.0).await.unwrap();
+    assert!(std::fs::read_to_string(&mine).unwrap().contains("BTCUSDT buy trade 1"));
+}
