@@ -34,6 +34,8 @@ mod context;
 mod demo;
 mod holder;
 mod keygen;
+#[cfg(feature = "server")]
+mod log_format;
 mod output;
 mod scan;
 #[cfg(feature = "server")]
@@ -71,11 +73,26 @@ fn main() -> ExitCode {
     // drop lines. The guard flushes what is left when `main` returns.
     let (stderr, _flush_on_exit) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
-    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr);
     match format {
         // Fields at the top level (not under "fields"), so shippers index `status`, `path`, ...
-        LogFormat::Json => log.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
-        LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(stderr)
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let layer = tracing_subscriber::fmt::layer().with_writer(stderr).with_ansi(ansi);
+            // The access line written plainly (log_format), everything else as by default.
+            #[cfg(feature = "server")]
+            let layer = layer.event_format(log_format::Text::new(ansi));
+            tracing_subscriber::registry().with(filter).with(layer).init();
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

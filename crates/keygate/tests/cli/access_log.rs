@@ -90,4 +90,11 @@ async fn text_log_format_is_the_default_and_names_the_fields() {
         assert!(lines[0].contains(field), "{field} in {}", lines[0]);
     }
     assert!(!lines[0].contains("x=1") && !lines[0].starts_with('{'), "{}", lines[0]);
+    // The layout of tracing-subscriber's default formatter, which writes every other line:
+    // `2026-12-07T16:05:57.476809Z  INFO keygate::access: answered request_id=...`.
+    let (time, rest) = lines[0].split_at(27);
+    let shape: String = time.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+    assert_eq!(shape, "9999-99-99T99:99:99.999999Z", "{}", lines[0]);
+    assert!(rest.starts_with("  INFO keygate::access: answered request_id="), "{}", lines[0]);
+    assert!(!lines[0].contains('"') && !lines[0].contains('\u{1b}'), "{}", lines[0]);
 }
