@@ -242,26 +242,28 @@ pub fn account_id(base_url: &str, uid: Option<i64>, api_key: &str) -> Result<Str
     let origin = format!("{}://{host}{port}{}", url.scheme(), url.path().trim_end_matches('/'));
     Ok(match uid {
         Some(uid) => format!("{origin}#uid={uid}"),
-        None => {
-            use sha2::Digest;
-            format!("{origin}#key={}", hex::encode(&sha2::Sha256::digest(api_key.as_bytes())[..8]))
-        }
+        None => format!("{origin}#key={}", digest_hex(api_key, 8)),
     })
 }
 
 /// A tag of an API key and the `uid` it answered, stored instead of the key id itself.
 #[must_use]
 pub fn key_tag(api_key: &str, uid: i64) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(format!("{api_key}#uid={uid}").as_bytes())[..8])
+    digest_hex(&format!("{api_key}#uid={uid}"), 8)
 }
 
 /// A short, stable tag of an account for ids that other tools deduplicate on (CoinTracking's
 /// `Tx-ID`): eight hex digits of the SHA-256 of [`account_id`].
 #[must_use]
 pub fn account_tag(account: &str) -> String {
+    digest_hex(account, 4)
+}
+
+/// The first `bytes` bytes of the SHA-256 of `text`, in hex: a short stable name for something
+/// that should not be written as itself (an API key) or is too long for an id (an account).
+fn digest_hex(text: &str, bytes: usize) -> String {
     use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(account.as_bytes())[..4])
+    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..bytes])
 }
 
 /// Cursors of one vault entry.

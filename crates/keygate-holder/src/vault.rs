@@ -269,14 +269,19 @@ pub(crate) fn lock_file(lock_path: &Path) -> Result<std::fs::File, HolderError> 
     Ok(f)
 }
 
+/// The directory `path` is in (`.` for a bare file name), where its temporary files go.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Removes the temporary files [`write_atomic`] makes for `path` (`.NAME.tmp-*`) that a process
 /// killed between creating and renaming one left behind. Only while holding the lock that every
 /// writer of `path` takes.
 pub(crate) fn remove_stale_temporaries(path: &Path) -> Result<(), HolderError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Ok(());
     };
@@ -534,10 +539,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// # Errors
 /// [`HolderError::Io`] naming the path; the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HolderError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", hex::encode(random::<6>()?)));
     let result = (|| {

@@ -218,3 +218,24 @@ async fn a_koinly_file_the_export_did_not_write_is_never_overwritten() {
     export::run(&[source(&url, 1000)], out.path(), keygate_testkit::START.0).await.unwrap();
     assert!(std::fs::read_to_string(&mine).unwrap().contains("BTCUSDT buy trade 1"));
 }
+
+#[tokio::test]
+async fn what_earlier_entries_read_is_on_disk_when_a_later_entry_never_answers() {
+    let script = Script::default();
+    *script.trades.lock().unwrap() = vec![json!([trade(1, json!("0.01"))])];
+    *script.deposits.lock().unwrap() = json!([]);
+    *script.withdrawals.lock().unwrap() = json!([]);
+    let url = exchange(script.clone(), false).await;
+    // A listener that never accepts: the second entry's first request hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let sources = [source(&url, 1000), Source { name: "silent".into(), ..source(&silent_url, 1000) }];
+    // The run is stopped in the middle of the second entry, as a kill would stop it.
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(2), export::run(&sources, out.path(), 0)).await;
+    assert!(cut.is_err(), "the silent exchange answered");
+    let records = export::read_records(out.path()).unwrap();
+    assert_eq!(records.len(), 1, "the first entry's trade is not on disk: {records:?}");
+    assert!(out.path().join(export::koinly_file("odd")).exists());
+    drop(silent);
+}
