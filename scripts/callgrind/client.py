@@ -1,12 +1,17 @@
-"""Drives a keygate server running under callgrind for scripts/count-instructions.
+"""Drives a server running under callgrind for scripts/count-instructions.
 
-Sends N pings, then N signed account reads, twice over, zeroing the counters before each phase
-and dumping them after it (callgrind_control), then prints instructions per request for each
-phase and the functions whose inclusive count per request differs most between the second ping
-and the second account phase (the first of each warms caches and lazily initialised state).
-Usage: client.py PORT N VALGRIND_PID KEY_JSON CALLGRIND_OUT
+keygate mode (`client.py PORT N VALGRIND_PID OUT HMAC_KEY_JSON [ED25519_KEY_JSON ED25519_PEM]`):
+sends N pings, N HMAC-signed account reads and (with an Ed25519 key) N Ed25519-signed account
+reads, each phase twice, zeroing the counters before each phase and dumping them after it
+(callgrind_control); prints the instructions per request of each phase and the functions whose
+inclusive count per request differs most between the second ping and the second HMAC phase (the
+first of each warms caches and lazily initialised state). Ed25519 signing needs Python's
+`cryptography`; without it that phase is skipped.
+
+bare mode (`client.py PORT N VALGRIND_PID OUT bare`): N pings, twice, against keygate-bare-axum.
 """
 
+import base64
 import hashlib
 import hmac
 import http.client
@@ -15,9 +20,10 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
 
-port, n, pid, key_file, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-key = json.load(open(key_file))
+port, n, pid, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rest = sys.argv[5:]
 conn = http.client.HTTPConnection("127.0.0.1", port)
 
 
@@ -33,22 +39,48 @@ def ping():
     get("/api/v3/ping")
 
 
-def account():
-    q = f"omitZeroBalances=true&recvWindow=60000&timestamp={int(time.time() * 1_000_000)}"
-    sig = hmac.new(key["secret"].encode(), q.encode(), hashlib.sha256).hexdigest()
-    get(f"/api/v3/account?{q}&signature={sig}", {"X-MBX-APIKEY": key["api_key"]})
+def query():
+    return f"omitZeroBalances=true&recvWindow=60000&timestamp={int(time.time() * 1_000_000)}"
 
+
+phases = [("ping", ping)]
+if rest != ["bare"]:
+    key = json.load(open(rest[0]))
+
+    def account():
+        q = query()
+        sig = hmac.new(key["secret"].encode(), q.encode(), hashlib.sha256).hexdigest()
+        get(f"/api/v3/account?{q}&signature={sig}", {"X-MBX-APIKEY": key["api_key"]})
+
+    phases.append(("account", account))
+    try:
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    except ImportError:
+        load_pem_private_key = None
+        print("client.py: Python's cryptography is not installed; the Ed25519 phase is skipped")
+    if len(rest) == 3 and load_pem_private_key:
+        ed_key = json.load(open(rest[1]))
+        signer = load_pem_private_key(open(rest[2], "rb").read(), None)
+
+        def ed25519():
+            q = query()
+            sig = urllib.parse.quote(base64.b64encode(signer.sign(q.encode())).decode(), safe="")
+            get(f"/api/v3/account?{q}&signature={sig}", {"X-MBX-APIKEY": ed_key["api_key"]})
+
+        phases.append(("ed25519", ed25519))
 
 for _ in range(200):
-    ping()
-    account()
+    for _, call in phases:
+        call()
 
-phases = [("ping", ping), ("account", account), ("ping", ping), ("account", account)]
-for i, (name, call) in enumerate(phases, 1):
+dumps = []
+for name, call in phases + phases:
+    i = len(dumps) + 1
     subprocess.run(["callgrind_control", "-z", pid], capture_output=True, check=True)
     for _ in range(n):
         call()
     subprocess.run(["callgrind_control", "-d", f"{name}{i}", pid], capture_output=True, check=True)
+    dumps.append((name, f"{out}.{i}"))
 
 
 def inclusive(path):
@@ -73,11 +105,19 @@ def inclusive(path):
     return total, per_fn
 
 
-results = [inclusive(f"{out}.{i}") for i in range(1, 5)]
-print(f"instructions per request (N={n}):")
-for (name, _), (total, _) in zip(phases, results):
+results = [inclusive(path) for _, path in dumps]
+print(f"instructions per request (N={n}{', bare axum' if rest == ['bare'] else ''}):")
+for (name, _), (total, _) in zip(dumps, results):
     print(f"  {name:8} {total / n:10.0f}")
-(_, ping_fns), (_, account_fns) = results[2], results[3]
+if rest == ["bare"]:
+    sys.exit(0)
+second = dict(zip([name for name, _ in phases], results[len(phases):]))
+ping_fns, account_fns = second["ping"][1], second["account"][1]
+if "ed25519" in second:
+    verify = max((c for f, c in second["ed25519"][1].items() if "verify_strict" in f), default=0) / n
+    extra = (second["ed25519"][0] - second["ping"][0]) / n
+    print(f"Ed25519 read over ping: {extra:.0f}; one verify_strict inside it: {verify:.0f} "
+          f"(ratio {extra / verify:.2f}; the target is at most 1.2)" if verify else "")
 names = sorted(set(ping_fns) | set(account_fns), key=lambda k: -abs(account_fns.get(k, 0) - ping_fns.get(k, 0)))
 print("largest differences, inclusive, per request (ping, account, difference; recursive frames may count twice):")
 shown = 0

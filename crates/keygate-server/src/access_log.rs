@@ -18,11 +18,15 @@
 use crate::AppState;
 use crate::error::InternalCause;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderName;
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::response::Response;
 use keygate_auth::keyfmt::KEY_LEN;
 use keygate_service::Stopwatch;
+use pin_project_lite::pin_project;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
 
 /// The `tracing` target of access lines.
 pub const TARGET: &str = "keygate::access";
@@ -46,13 +50,13 @@ fn key_id(req: &Request) -> Option<[u8; KEY_LEN]> {
     v.try_into().ok()
 }
 
-/// The `path` of an access line: a known route's template (`/api/console/v1/keys/{id}`), else what
-/// can be shown of an unknown path without risk. A path is whatever the client put before the
+/// The `path` of an access line for an unknown path (a known route's is its template,
+/// `/api/console/v1/keys/{id}`): what can be shown of it without risk. A path is whatever the client put before the
 /// first `?`, so an unknown one may hold a whole signed query (`/api/v3/order%3Fsymbol=...&signature=...`,
 /// or after a `;`) or a secret (`/kgs_...`). Only its leading `[A-Za-z0-9/_.-]` characters are
 /// written, every segment longer than [`UNKNOWN_SEGMENT_MAX`] (as every key id, secret and
 /// signature is) as `*`, at most [`UNKNOWN_PATH_MAX`] bytes, and `...` where it was cut.
-struct LoggedPath<'a>(Option<&'a str>, &'a str);
+struct LoggedPath<'a>(&'a str);
 
 /// Most bytes of an unknown path an access line shows.
 const UNKNOWN_PATH_MAX: usize = 64;
@@ -62,11 +66,8 @@ const UNKNOWN_SEGMENT_MAX: usize = 24;
 
 impl std::fmt::Display for LoggedPath<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(template) = self.0 {
-            return f.write_str(template);
-        }
         let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'.' | b'-');
-        let raw = self.1;
+        let raw = self.0;
         let end = raw.bytes().position(|b| !safe(b)).unwrap_or(raw.len());
         // Only ASCII before `end`, so the slice is on a character boundary.
         let mut written = 0;
@@ -88,58 +89,223 @@ impl std::fmt::Display for LoggedPath<'_> {
     }
 }
 
-/// Middleware: answers the request, then logs it once and counts it in the metrics.
-pub async fn layer(axum::extract::State(state): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
-    let watch = Stopwatch::start();
-    let method = req.method().clone();
-    // A clone of the URI shares its bytes; the path is read from it after the answer.
-    let uri = req.uri().clone();
-    let endpoint = req.extensions().get::<MatchedPath>().cloned();
-    let key = key_id(&req);
-    let id = state.request_ids.for_request(req.headers());
-    // X-MBX-TIME-UNIT is handled here too: one layer fewer on every request's path.
-    let mut res = match crate::routes::time_unit::requested(&req) {
-        Ok(None) => next.run(req).await,
-        Ok(Some(klines)) => crate::routes::time_unit::in_micros(next.run(req).await, klines).await,
-        Err(refused) => axum::response::IntoResponse::into_response(refused),
-    };
-    res.headers_mut().insert(crate::request_id::HEADER, id.clone());
-    let took = watch.elapsed();
-    let status = res.status().as_u16();
-    if let Some(m) = &state.metrics {
-        m.record_request(
-            endpoint.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str),
-            &method,
+/// The layer that writes the access log, applied to every route and fallback by
+/// `routes::router` (so each request has its route's [`MatchedPath`] here).
+///
+/// Written out as a tower layer rather than `axum::middleware::from_fn`: that one clones the
+/// state and the inner service and boxes a future on every request, on every endpoint's path;
+/// this one forwards to the inner service and wraps its future in place.
+#[derive(Debug, Clone)]
+pub struct AccessLogLayer {
+    state: AppState,
+}
+
+impl AccessLogLayer {
+    /// Logs with `state`'s request ids and metrics.
+    #[must_use]
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> AccessLog<S> {
+        AccessLog { inner, state: self.state.clone() }
+    }
+}
+
+/// The service of [`AccessLogLayer`].
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+    state: AppState,
+}
+
+/// What the access line needs of the request, taken before the request is handed on.
+struct Pending {
+    watch: Stopwatch,
+    method: Method,
+    endpoint: Option<MatchedPath>,
+    /// The URI, kept (a reference count, not a copy) only when no route matched: its path is
+    /// then shown sanitized.
+    unmatched: Option<Uri>,
+    key: Option<[u8; KEY_LEN]>,
+    id: HeaderValue,
+    state: AppState,
+}
+
+impl<S> Service<Request> for AccessLog<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AccessLogFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let watch = Stopwatch::start();
+        let endpoint = req.extensions().get::<MatchedPath>().cloned();
+        let pending = Pending {
+            watch,
+            method: req.method().clone(),
+            unmatched: if endpoint.is_none() { Some(req.uri().clone()) } else { None },
+            endpoint,
+            key: key_id(&req),
+            id: self.state.request_ids.for_request(req.headers()),
+            state: self.state.clone(),
+        };
+        // X-MBX-TIME-UNIT is handled here too: one layer fewer on every request's path.
+        let answer = match crate::routes::time_unit::requested(&req) {
+            Ok(None) => Answer::Inner { fut: self.inner.call(req) },
+            Ok(Some(klines)) => {
+                let fut = self.inner.call(req);
+                Answer::Converted {
+                    fut: Box::pin(async move {
+                        let Ok(res) = fut.await;
+                        crate::routes::time_unit::in_micros(res, klines).await
+                    }),
+                }
+            }
+            Err(refused) => Answer::Ready { res: Some(axum::response::IntoResponse::into_response(refused)) },
+        };
+        AccessLogFuture { answer, pending: Some(pending) }
+    }
+}
+
+pin_project! {
+    /// The answer of [`AccessLog`]: the inner answer, logged when it is ready.
+    pub struct AccessLogFuture<F> {
+        #[pin]
+        answer: Answer<F>,
+        pending: Option<Pending>,
+    }
+}
+
+pin_project! {
+    /// Where the answer comes from.
+    #[project = AnswerProj]
+    enum Answer<F> {
+        /// The inner service's, as it is (nearly every request).
+        Inner { #[pin] fut: F },
+        /// The inner service's with its times converted to microseconds (`X-MBX-TIME-UNIT`).
+        Converted { fut: Pin<Box<dyn Future<Output = Response> + Send>> },
+        /// A refusal made here.
+        Ready { res: Option<Response> },
+    }
+}
+
+impl<F> Future for AccessLogFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = match this.answer.project() {
+            AnswerProj::Inner { fut } => match fut.poll(cx) {
+                Poll::Ready(Ok(res)) => res,
+                Poll::Pending => return Poll::Pending,
+            },
+            AnswerProj::Converted { fut } => std::task::ready!(fut.as_mut().poll(cx)),
+            AnswerProj::Ready { res } => res.take().unwrap_or_else(|| {
+                axum::response::IntoResponse::into_response(crate::ApiError::Internal("polled after ready".into()))
+            }),
+        };
+        Poll::Ready(Ok(match this.pending.take() {
+            Some(pending) => pending.log(res),
+            None => res,
+        }))
+    }
+}
+
+impl Pending {
+    /// Gives `res` its request id, counts it in the metrics and writes its access line.
+    fn log(self, mut res: Response) -> Response {
+        let Self { watch, method, endpoint, unmatched, key, id, state } = self;
+        res.headers_mut().insert(crate::request_id::HEADER, id.clone());
+        let took = watch.elapsed();
+        let status = res.status().as_u16();
+        if let Some(m) = &state.metrics {
+            m.record_request(
+                endpoint.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str),
+                &method,
+                status,
+                took,
+            );
+        }
+        let (code, reason) =
+            match (res.extensions().get::<Refused>(), res.extensions().get::<keygate_console::Refused>()) {
+                (Some(r), _) => (Some(r.code), Some(r.reason)),
+                (None, Some(r)) => (None, Some(r.0)),
+                (None, None) => (None, None),
+            };
+        let request_id = id.to_str().unwrap_or("");
+        let key = key.as_ref().and_then(|k| std::str::from_utf8(k).ok());
+        let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let mut shown = ShownPath::default();
+        let path = match (&endpoint, &unmatched) {
+            (Some(template), _) => template.as_str(),
+            (None, Some(uri)) => shown.of(uri.path()),
+            (None, None) => "",
+        };
+        // Every field a plain `&str` or number: the text format writes them as they are (a path,
+        // request id, method, key id or reason holds no space or control character to escape),
+        // without going through `Display`.
+        tracing::info!(
+            target: TARGET,
+            request_id,
+            method = method.as_str(),
+            path,
             status,
-            took,
+            latency_us,
+            key,
+            code,
+            reason,
+            "answered"
         );
+        if let Some(InternalCause(cause)) = res.extensions().get::<InternalCause>() {
+            // The cause of a 500 is logged once, here, and never sent to the client.
+            tracing::error!(request_id, status, %cause, "request failed");
+        }
+        res
     }
-    let request_id = id.to_str().unwrap_or("");
-    let (code, reason) = match (res.extensions().get::<Refused>(), res.extensions().get::<keygate_console::Refused>()) {
-        (Some(r), _) => (Some(r.code), Some(r.reason)),
-        (None, Some(r)) => (None, Some(r.0)),
-        (None, None) => (None, None),
-    };
-    let key = key.as_ref().and_then(|k| std::str::from_utf8(k).ok());
-    let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-    // Display, not Debug: the text format then shows `path=/api/v3/ping`, unquoted (a path,
-    // request id, method, key id or reason holds no space or control character to escape).
-    let shown = tracing::field::display;
-    tracing::info!(
-        target: TARGET,
-        request_id = %request_id,
-        method = %method.as_str(),
-        path = %LoggedPath(endpoint.as_ref().map(MatchedPath::as_str), uri.path()),
-        status,
-        latency_us,
-        key = key.map(shown),
-        code,
-        reason = reason.map(shown),
-        "answered"
-    );
-    if let Some(InternalCause(cause)) = res.extensions().get::<InternalCause>() {
-        // The cause of a 500 is logged once, here, and never sent to the client.
-        tracing::error!(request_id, status, %cause, "request failed");
+}
+
+/// An unknown path as [`LoggedPath`] shows it, in a buffer on the stack.
+struct ShownPath {
+    buf: [u8; UNKNOWN_PATH_MAX + 8],
+    len: usize,
+}
+
+impl Default for ShownPath {
+    fn default() -> Self {
+        Self { buf: [0; UNKNOWN_PATH_MAX + 8], len: 0 }
     }
-    res
+}
+
+impl ShownPath {
+    fn of(&mut self, raw: &str) -> &str {
+        use std::fmt::Write as _;
+        self.len = 0;
+        // Cannot fail: the shown path is at most UNKNOWN_PATH_MAX + 3 bytes.
+        let _ = write!(self, "{}", LoggedPath(raw));
+        std::str::from_utf8(self.buf.get(..self.len).unwrap_or_default()).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for ShownPath {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }

@@ -5,11 +5,11 @@
 //! atomic increment instead of a `getrandom` system call per request, and distinct servers (or
 //! restarts) still never repeat one another's ids.
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The header name.
-pub const HEADER: &str = "x-request-id";
+/// The header name (a `HeaderName`, not a `&str`, so no lookup parses and lowercases it anew).
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Makes the ids of one server.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ impl RequestIds {
     /// letters, digits and `-`, else a fresh one.
     #[must_use]
     pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
-        match headers.get(HEADER) {
+        match headers.get(&HEADER) {
             Some(v)
                 if (8..=64).contains(&v.len())
                     && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') =>

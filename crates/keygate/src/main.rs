@@ -70,9 +70,12 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // One access line per request: written by a background thread, so a request never waits on
     // a write(2) to stderr. Not lossy: when the thread falls behind, writers wait rather than
-    // drop lines. The guard flushes what is left when `main` returns.
-    let (stderr, _flush_on_exit) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    // drop lines. The thread writes every line waiting for it at once (it flushes its buffer
+    // whenever it has caught up), so a busy server makes one write(2) per batch, not per line.
+    // The guard flushes what is left when `main` returns.
+    let (stderr, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     match format {
         // Fields at the top level (not under "fields"), so shippers index `status`, `path`, ...
         LogFormat::Json => tracing_subscriber::fmt()

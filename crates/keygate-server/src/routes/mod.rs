@@ -166,5 +166,5 @@ pub(crate) fn router(state: AppState) -> Router {
         routes.fallback(not_found)
     };
     // Outermost: one access line per answer, whoever answered (see access_log).
-    routes.layer(from_fn_with_state(state.clone(), crate::access_log::layer)).with_state(state)
+    routes.layer(crate::access_log::AccessLogLayer::new(state.clone())).with_state(state)
 }

@@ -13,7 +13,7 @@ use crate::ApiError;
 use crate::error::JSON;
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use keygate_proto::ErrorCode;
 use serde_json::Value;
@@ -25,12 +25,15 @@ const TIME_FIELDS: &[&str] =
 /// Larger answers are passed through unchanged rather than buffered twice.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// The header, as a `HeaderName` so that looking it up on every request parses nothing.
+const X_MBX_TIME_UNIT: HeaderName = HeaderName::from_static("x-mbx-time-unit");
+
 /// What a request asks of its answer's times: `Ok(None)` for milliseconds (the default, and
 /// every `/sapi` answer), `Ok(Some(klines))` for microseconds (`klines`: the answer is kline
 /// rows), or the refusal of a header that names no unit. Read before the request is answered; the
 /// access log layer calls it, so a request that sends no header costs one header lookup.
 pub(crate) fn requested(req: &Request) -> Result<Option<bool>, ApiError> {
-    let Some(unit) = req.headers().get("x-mbx-time-unit") else {
+    let Some(unit) = req.headers().get(&X_MBX_TIME_UNIT) else {
         return Ok(None);
     };
     match unit.as_bytes() {
