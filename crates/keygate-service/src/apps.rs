@@ -334,7 +334,23 @@ fn check_app_fields(new: &NewApp) -> ServiceResult<(Permissions, ClientKind)> {
     Ok((perms, kind))
 }
 
+/// How long an authorization code's row is kept after it expired. Its reuse is refused either way;
+/// within its lifetime (a minute) a reuse must still find the key the first use made, and a day
+/// more keeps it for whoever looks into a failed connection.
+pub const CODE_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+
 impl Service {
+    /// Deletes the authorization codes that expired more than [`CODE_RETENTION_MS`] ago (run
+    /// once a minute by the server's housekeeping): one row is written per consent, and without
+    /// this the table only grows. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn purge_codes(&self) -> ServiceResult<u64> {
+        let before = UnixMillis(self.now_ms().0.saturating_sub(CODE_RETENTION_MS));
+        Ok(self.inner.store.purge_codes(before).await?)
+    }
+
     fn app_audit(
         &self,
         actor: &Actor,

@@ -764,8 +764,8 @@ impl Service {
         account.withdrawals_locked_until.map_or(fresh, |u| u.max(fresh))
     }
 
-    /// [`Service::purge_sessions`] if the last purge was a minute ago or more (called from
-    /// [`Service::flush`], which the server runs every second or so).
+    /// [`Service::purge_sessions`] and [`Service::purge_codes`] if the last purge was a minute
+    /// ago or more (called from [`Service::flush`], which the server runs every second or so).
     pub(crate) async fn purge_sessions_now_and_then(&self) -> ServiceResult<()> {
         let now = self.now_ms().0;
         let last = self.inner.last_session_purge.load(std::sync::atomic::Ordering::Relaxed);
@@ -773,7 +773,8 @@ impl Service {
             return Ok(());
         }
         self.inner.last_session_purge.store(now, std::sync::atomic::Ordering::Relaxed);
-        self.purge_sessions().await.map(|_| ())
+        self.purge_sessions().await?;
+        self.purge_codes().await.map(|_| ())
     }
 
     /// Deletes sessions that have passed their idle or absolute timeout (housekeeping; a

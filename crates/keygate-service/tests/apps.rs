@@ -437,3 +437,27 @@ async fn disconnect_ends_the_owners_unexchanged_codes() {
     assert_eq!(e.code, ErrorCode::InvalidGrant, "{e:?}");
     assert_eq!(live_keys(&s).await, 0);
 }
+
+/// Housekeeping deletes a code a day after it expired, and only then: a newer code still makes
+/// its key, and the purged one is refused as any unknown code is.
+#[tokio::test]
+async fn codes_are_purged_a_day_after_they_expire_and_newer_ones_still_work() {
+    let (s, clock, _d) = env().await;
+    let (id, secret) = register(&s).await;
+    let alice = owner(1, "alice", &clock, false);
+    let req = request(&s, &params(&id, "read")).await;
+    let old = code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap());
+    // Expired, but not yet a day ago: kept.
+    clock.advance_ms(keygate_auth::oauth::CODE_TTL_MS + keygate_service::apps::CODE_RETENTION_MS);
+    assert_eq!(s.purge_codes().await.unwrap(), 0);
+    clock.advance_ms(1);
+    let alice = owner(1, "alice", &clock, false);
+    let req = request(&s, &params(&id, "read")).await;
+    let fresh = code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap());
+    assert_eq!(s.purge_codes().await.unwrap(), 1, "the old code, and only it");
+    assert_eq!(s.purge_codes().await.unwrap(), 0);
+    let e = s.token(token_params(&id, Some(&secret), &old), None).await.map(|_| ()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidGrant, "{e:?}");
+    s.token(token_params(&id, Some(&secret), &fresh), None).await.unwrap();
+    assert_eq!(live_keys(&s).await, 1);
+}

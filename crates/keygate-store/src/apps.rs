@@ -140,6 +140,12 @@ pub trait AppStore: Send + Sync {
     /// disconnect or a suspension must not leave a code that still makes a key. Returns how many.
     async fn expire_codes(&self, client_id: &str, account: Option<AccountId>, at: UnixMillis) -> StoreResult<u64>;
 
+    /// Deletes every code that expired before `expired_before` (housekeeping: a code is refused
+    /// once it has expired, so without this the table only grows, one row per consent). The
+    /// caller keeps a margin past expiry, so a code's reuse within its lifetime still finds the
+    /// key its first use made. Returns how many were deleted.
+    async fn purge_codes(&self, expired_before: UnixMillis) -> StoreResult<u64>;
+
     /// Ids of every key issued to the app (revoked ones included).
     async fn app_key_ids(&self, client_id: &str) -> StoreResult<Vec<ApiKeyId>>;
 
@@ -355,6 +361,11 @@ impl<D: Dialect> AppStore for SqlStore<D> {
             .arg(client_id),
         };
         self.write_one(q).await
+    }
+
+    async fn purge_codes(&self, expired_before: UnixMillis) -> StoreResult<u64> {
+        let before = to_db_time(expired_before, "authorization code")?;
+        self.write_one(stmt("DELETE FROM oauth_codes WHERE expires_at < $1").arg(before)).await
     }
 
     async fn app_key_ids(&self, client_id: &str) -> StoreResult<Vec<ApiKeyId>> {

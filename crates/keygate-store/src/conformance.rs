@@ -176,6 +176,7 @@ macro_rules! store_conformance_suite {
             apps_round_trip_and_keys_issued_to_them_are_marked_and_found,
             an_authorization_code_is_redeemed_once_even_when_concurrent,
             unused_codes_are_expired_by_app_and_by_account,
+            expired_codes_are_purged_and_live_ones_kept,
             app_developers_are_allowed_and_disallowed_with_audit_records,
         );
     };
@@ -3026,6 +3027,41 @@ pub async fn unused_codes_are_expired_by_app_and_by_account<H: Harness>() {
     assert_eq!(store.expire_codes(&app.client_id, None, UnixMillis(8_000)).await.unwrap(), 1);
     assert_eq!(store.get_code(&[3; 32]).await.unwrap().unwrap().expires_at, UnixMillis(8_000));
     assert_eq!(store.expire_codes("kgapp_ffffffffffffffff", None, UnixMillis(9_000)).await.unwrap(), 0);
+}
+
+/// Housekeeping deletes the codes that expired before the given time, used or not, and nothing
+/// else: a live code, and one that expires exactly then, are kept.
+pub async fn expired_codes_are_purged_and_live_ones_kept<H: Harness>() {
+    let h = H::fresh().await;
+    let store = h.open().await;
+    let alice = new_account(&*store, "alice", 1_000).await;
+    let app = test_app("kgapp_0123456789abcdef", 2_000);
+    store.insert_app(&app, draft("app.register", &app.client_id, None)).await.unwrap();
+    let code = |hash: u8, expires_at: u64| crate::CodeRecord {
+        code_hash: [hash; 32],
+        client_id: app.client_id.clone(),
+        account_id: alice.id,
+        redirect_uri: "https://tax.example/cb".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        grant_json: r#"{"permissions":["read"]}"#.into(),
+        created_at: UnixMillis(5_000),
+        expires_at: UnixMillis(expires_at),
+        used_at: None,
+        key_id: None,
+    };
+    for (hash, expires_at) in [(1, 10_000), (2, 20_000), (3, 30_000), (4, 40_000)] {
+        store.insert_code(&code(hash, expires_at), draft("app.consent", &app.client_id, Some(alice.id))).await.unwrap();
+    }
+    let id = ApiKeyId::generate(&mut TestEntropy::new(78)).unwrap();
+    assert!(store.redeem_code(&[2; 32], UnixMillis(6_000), &id).await.unwrap());
+    let audit_before = audit_len(&*store).await;
+    assert_eq!(store.purge_codes(UnixMillis(30_000)).await.unwrap(), 2, "the unused and the used expired code");
+    assert_eq!(store.get_code(&[1; 32]).await.unwrap(), None);
+    assert_eq!(store.get_code(&[2; 32]).await.unwrap(), None);
+    assert_eq!(store.get_code(&[3; 32]).await.unwrap().unwrap().expires_at, UnixMillis(30_000), "expires then: kept");
+    assert!(store.get_code(&[4; 32]).await.unwrap().is_some());
+    assert_eq!(store.purge_codes(UnixMillis(30_000)).await.unwrap(), 0, "nothing left to purge");
+    assert_eq!(audit_len(&*store).await, audit_before, "housekeeping writes no audit record");
 }
 
 /// The operator's list of accounts allowed to register apps: allowing twice is allowing, and
