@@ -397,18 +397,38 @@ pub struct RateLimiter {
     shared: Option<SharedCounters>,
 }
 
-/// What a request used so far in each `REQUEST_WEIGHT` window, for the response headers.
-pub type Usage = Vec<(String, u32)>;
+/// What a request used so far in each window (`REQUEST_WEIGHT`, or `ORDERS` for
+/// [`RateLimiter::admit_order`]), for the response headers. The window itself, not its suffix
+/// formatted as a string: usage is reported on every answer.
+pub type Usage = Vec<(Window, u32)>;
+
+/// The legacy header, the first weight window's usage.
+const X_MBX_USED_WEIGHT: HeaderName = HeaderName::from_static("x-mbx-used-weight");
+
+/// `prefix` + the window's lowercase suffix (`x-mbx-used-weight-1m`): Binance's own windows
+/// are named without formatting anything, others as configured.
+fn window_header(prefix: &'static str, w: &Window) -> Option<HeaderName> {
+    let known = match (prefix, w.interval_num, w.interval) {
+        ("x-mbx-used-weight-", 1, Interval::Minute) => Some("x-mbx-used-weight-1m"),
+        ("x-mbx-order-count-", 10, Interval::Second) => Some("x-mbx-order-count-10s"),
+        ("x-mbx-order-count-", 1, Interval::Day) => Some("x-mbx-order-count-1d"),
+        _ => None,
+    };
+    match known {
+        Some(name) => Some(HeaderName::from_static(name)),
+        None => HeaderName::try_from(format!("{prefix}{}", w.suffix().to_ascii_lowercase())).ok(),
+    }
+}
 
 /// Writes `X-MBX-USED-WEIGHT-<window>` for each weight window, and the legacy
 /// `X-MBX-USED-WEIGHT` for the first, as Binance does on every answer.
 pub fn write_weight_headers(h: &mut HeaderMap, usage: &Usage) {
-    for (i, (suffix, used)) in usage.iter().enumerate() {
-        let name = format!("x-mbx-used-weight-{}", suffix.to_ascii_lowercase());
-        if let (Ok(name), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(used.to_string())) {
-            if i == 0 {
-                h.insert("x-mbx-used-weight", v.clone());
-            }
+    for (i, (window, used)) in usage.iter().enumerate() {
+        let v = HeaderValue::from(*used);
+        if i == 0 {
+            h.insert(X_MBX_USED_WEIGHT, v.clone());
+        }
+        if let Some(name) = window_header("x-mbx-used-weight-", window) {
             h.insert(name, v);
         }
     }
@@ -416,10 +436,9 @@ pub fn write_weight_headers(h: &mut HeaderMap, usage: &Usage) {
 
 /// Writes `X-MBX-ORDER-COUNT-<window>` for each `ORDERS` window, on an order's answer.
 pub fn write_order_count_headers(h: &mut HeaderMap, usage: &Usage) {
-    for (suffix, count) in usage {
-        let name = format!("x-mbx-order-count-{}", suffix.to_ascii_lowercase());
-        if let (Ok(name), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(count.to_string())) {
-            h.insert(name, v);
+    for (window, count) in usage {
+        if let Some(name) = window_header("x-mbx-order-count-", window) {
+            h.insert(name, HeaderValue::from(*count));
         }
     }
 }
@@ -465,7 +484,8 @@ impl RateLimiter {
     }
 
     /// Counts a request of `weight` from `ip` at `now_ms` and decides whether it may proceed.
-    /// Returns the weight used per window (`("1M", 26)`, for `X-MBX-USED-WEIGHT-1M`) either way;
+    /// Returns the weight used per window (the 1-minute window and 26, for
+    /// `X-MBX-USED-WEIGHT-1M: 26`) either way;
     /// empty when limits are off.
     pub async fn admit(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
         self.count(ip, weight, 1, now_ms).await
@@ -587,7 +607,7 @@ impl RateLimiter {
     }
 
     /// Counts a new order for `account` at `now_ms`. Returns the order count per `ORDERS` window
-    /// (`("10S", 3)`, for `X-MBX-ORDER-COUNT-10S`), or the refusal when one window is full (the
+    /// (the 10-second window and 3, for `X-MBX-ORDER-COUNT-10S: 3`), or the refusal when one window is full (the
     /// refused order is not counted). With shared counters that answer, every node's orders
     /// count, checked and added in one step.
     pub async fn admit_order(&self, account: AccountId, now_ms: u64) -> (Usage, Result<OrderCounted, Refusal>) {
@@ -651,7 +671,7 @@ impl RateLimiter {
 
 /// The usage headers' values of `weight`: one per `REQUEST_WEIGHT` window.
 fn usage(c: &RateLimitConfig, weight: &Counts) -> Usage {
-    c.request_weight.iter().zip(&weight.0).map(|(w, n)| (w.suffix(), n.1)).collect()
+    c.request_weight.iter().zip(&weight.0).map(|(w, n)| (*w, n.1)).collect()
 }
 
 /// Counts read from shared counters, as this module keeps them: the window index of `now_ms`
@@ -699,7 +719,7 @@ fn order_verdict(
     now_ms: u64,
     shared: bool,
 ) -> (Usage, Result<OrderCounted, Refusal>) {
-    let usage = c.orders.iter().zip(&counts.0).map(|(w, n)| (w.suffix(), n.1)).collect();
+    let usage = c.orders.iter().zip(&counts.0).map(|(w, n)| (*w, n.1)).collect();
     match full {
         None => (usage, Ok(OrderCounted { shared })),
         Some(w) => {
@@ -734,6 +754,34 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_header_names_are_the_windows_suffixes_whether_named_in_advance_or_formatted() {
+        for prefix in ["x-mbx-used-weight-", "x-mbx-order-count-"] {
+            for interval in [Interval::Second, Interval::Minute, Interval::Hour, Interval::Day] {
+                for n in [1, 10, 30] {
+                    let w = Window::new(interval, n, 100);
+                    let expected = format!("{prefix}{}", w.suffix().to_ascii_lowercase());
+                    assert_eq!(window_header(prefix, &w).unwrap().as_str(), expected);
+                }
+            }
+        }
+        let mut h = HeaderMap::new();
+        let usage = vec![(Window::new(Interval::Minute, 1, 6000), 26), (Window::new(Interval::Hour, 1, 9), 7)];
+        write_weight_headers(&mut h, &usage);
+        assert_eq!(h["x-mbx-used-weight"], "26");
+        assert_eq!(h["x-mbx-used-weight-1m"], "26");
+        assert_eq!(h["x-mbx-used-weight-1h"], "7");
+        let mut h = HeaderMap::new();
+        write_order_count_headers(
+            &mut h,
+            &vec![(Window::new(Interval::Second, 10, 50), 3), (Window::new(Interval::Day, 1, 9), 4)],
+        );
+        assert_eq!(
+            (&h["x-mbx-order-count-10s"], &h["x-mbx-order-count-1d"]),
+            (&"3".parse().unwrap(), &"4".parse().unwrap())
+        );
+    }
 
     fn small() -> RateLimitConfig {
         RateLimitConfig {
@@ -786,7 +834,8 @@ mod tests {
     async fn orders_count_per_account_and_refused_ones_do_not_count() {
         let l = RateLimiter::new(small());
         let (a, b) = (AccountId(1), AccountId(2));
-        assert_eq!(l.admit_order(a, 0).await.0, vec![("10S".to_owned(), 1), ("1D".to_owned(), 1)]);
+        let windows = |usage: Usage| usage.into_iter().map(|(w, n)| (w.suffix(), n)).collect::<Vec<_>>();
+        assert_eq!(windows(l.admit_order(a, 0).await.0), vec![("10S".to_owned(), 1), ("1D".to_owned(), 1)]);
         assert!(l.admit_order(a, 1).await.1.is_ok());
         let (usage, refused) = l.admit_order(a, 9_000).await;
         assert_eq!(usage[0].1, 2);
