@@ -491,6 +491,20 @@ impl RateLimiter {
         self.count(ip, weight, 1, now_ms).await
     }
 
+    /// [`Self::admit`] without waiting, when this node decides alone (no shared counters are
+    /// configured): the weight middleware then answers without boxing a future. `None` when
+    /// shared counters are configured; the caller must use [`Self::admit`].
+    #[must_use]
+    pub fn admit_here(&self, ip: IpAddr, weight: u32, now_ms: u64) -> Option<(Usage, Result<(), Refusal>)> {
+        if !self.config.enabled {
+            return Some((Vec::new(), Ok(())));
+        }
+        if self.shared.is_some() {
+            return None;
+        }
+        Some(self.decide(crate::client_ip::counting_key(ip), weight, 1, now_ms, None))
+    }
+
     /// Charges `ip` more weight for a request [`Self::admit`] already counted (weight found only
     /// once its body was read), without counting another raw request. Refuses as `admit` does.
     pub async fn charge_more(&self, ip: IpAddr, weight: u32, now_ms: u64) -> (Usage, Result<(), Refusal>) {
@@ -516,6 +530,21 @@ impl RateLimiter {
                 shared.add(&self.ip_windows(key, weight, raw, now_ms), false).await.map(|counts| counts.values)
             }
         };
+        self.decide(key, weight, raw, now_ms, shared)
+    }
+
+    /// The deciding half of [`Self::count`], for the counting key `key`: adds to this node's
+    /// windows and decides by `shared` (every node's totals, when shared counters answered) or
+    /// by this node's own counts.
+    fn decide(
+        &self,
+        key: IpAddr,
+        weight: u32,
+        raw: u32,
+        now_ms: u64,
+        shared: Option<Vec<u32>>,
+    ) -> (Usage, Result<(), Refusal>) {
+        let c = &self.config;
         let mut ips = self.ips.lock().unwrap_or_else(PoisonError::into_inner);
         let forget = c.ban.forget_after_secs.saturating_mul(1_000);
         // Whether an entry holds nothing worth keeping: a ban long enough past to forget, and

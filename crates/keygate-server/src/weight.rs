@@ -19,9 +19,13 @@ use crate::client_ip::request_client_ip;
 use crate::endpoints::{Route, Weight};
 use crate::ratelimit::{Usage, write_weight_headers};
 use crate::{ApiError, AppState};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse as _, Response};
+use pin_project_lite::pin_project;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
 
 /// What one instance of the middleware knows: the state, and the rows of the path it stands in
 /// front of.
@@ -70,36 +74,157 @@ fn exempt(path: &str) -> bool {
         || path.starts_with("/api/console/")
 }
 
-/// Middleware: charges the request's weight (see the module documentation).
-pub async fn layer(State(charging): State<Charging>, mut req: Request, next: Next) -> Response {
-    let Charging { state, rows } = charging;
-    if rows.is_empty() && exempt(req.uri().path()) {
-        return next.run(req).await;
+/// The layer that charges weight (see the module documentation), one instance per path and one
+/// in front of the fallback (`routes::router`).
+///
+/// Written out as a tower layer rather than `axum::middleware::from_fn`, which clones the state
+/// and the inner service and boxes a future on every request: when this node decides its limits
+/// alone (no shared counters), the request is charged and answered without either. With shared
+/// counters the decision waits for Redis, and that path boxes as before.
+#[derive(Debug, Clone)]
+pub struct WeightLayer {
+    charging: Charging,
+}
+
+impl WeightLayer {
+    /// Charges as `charging` says.
+    #[must_use]
+    pub fn new(charging: Charging) -> Self {
+        Self { charging }
     }
-    let route = rows.iter().copied().find(|r| r.spec().method == *req.method());
-    let weight = route.map_or(Weight::UNLISTED, |r| r.spec().weight);
-    let w = weight.of_query(req.uri().query().unwrap_or(""));
-    let now = state.service.clock().now().as_millis().0;
-    // A request whose client address cannot be read is refused later (-1002) by whatever needs
-    // the address; it is not counted under a made-up one.
-    let (usage, verdict) = match request_client_ip(&req, &state.trusted_proxies) {
-        Some(ip) => {
-            let (usage, verdict) = state.limiter.admit(ip, w, now).await;
-            (Some(usage), verdict)
+}
+
+impl<S> Layer<S> for WeightLayer {
+    type Service = Weighed<S>;
+
+    fn layer(&self, inner: S) -> Weighed<S> {
+        Weighed { inner, charging: self.charging.clone() }
+    }
+}
+
+/// The service of [`WeightLayer`].
+#[derive(Debug, Clone)]
+pub struct Weighed<S> {
+    inner: S,
+    charging: Charging,
+}
+
+impl<S> Service<Request> for Weighed<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = WeighedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let Charging { state, rows } = &self.charging;
+        if rows.is_empty() && exempt(req.uri().path()) {
+            return WeighedFuture { answer: Answer::Inner { fut: self.inner.call(req) }, usage: None, report: false };
         }
-        None => (None, Ok(())),
-    };
-    let signed = route.is_some_and(|r| r.spec().security.access().is_some());
-    if usage.is_some() && signed && weight.fixed().is_none() {
-        req.extensions_mut().insert(Provisional(w));
+        let route = rows.iter().copied().find(|r| r.spec().method == *req.method());
+        let weight = route.map_or(Weight::UNLISTED, |r| r.spec().weight);
+        let w = weight.of_query(req.uri().query().unwrap_or(""));
+        let now = state.service.clock().now().as_millis().0;
+        let provisional = route.is_some_and(|r| r.spec().security.access().is_some()) && weight.fixed().is_none();
+        // A request whose client address cannot be read is refused later (-1002) by whatever needs
+        // the address; it is not counted under a made-up one.
+        let Some(ip) = request_client_ip(&req, &state.trusted_proxies) else {
+            return WeighedFuture { answer: Answer::Inner { fut: self.inner.call(req) }, usage: None, report: true };
+        };
+        let Some((usage, verdict)) = state.limiter.admit_here(ip, w, now) else {
+            // Shared counters: the decision waits for them. The inner service was made ready by
+            // `poll_ready`; that one goes into the future, a clone stays here.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let state = state.clone();
+            let fut = async move {
+                let (usage, verdict) = state.limiter.admit(ip, w, now).await;
+                let res = match verdict {
+                    Ok(()) => {
+                        if provisional {
+                            req.extensions_mut().insert(Provisional(w));
+                        }
+                        let mut inner = inner;
+                        let Ok(res) = inner.call(req).await;
+                        res
+                    }
+                    Err(refusal) => ApiError::RateLimited(refusal).into_response(),
+                };
+                report_usage(res, Some(usage))
+            };
+            return WeighedFuture { answer: Answer::Boxed { fut: Box::pin(fut) }, usage: None, report: false };
+        };
+        let answer = match verdict {
+            Ok(()) => {
+                if provisional {
+                    req.extensions_mut().insert(Provisional(w));
+                }
+                Answer::Inner { fut: self.inner.call(req) }
+            }
+            Err(refusal) => Answer::Ready { res: Some(ApiError::RateLimited(refusal).into_response()) },
+        };
+        WeighedFuture { answer, usage: Some(usage), report: true }
     }
-    let mut res = match verdict {
-        Ok(()) => next.run(req).await,
-        Err(refusal) => ApiError::RateLimited(refusal).into_response(),
-    };
+}
+
+/// Reports the usage in the answer's headers: the signed-request runner's, when it charged what
+/// the body added ([`UsedWeight`]), else `usage`.
+fn report_usage(mut res: Response, usage: Option<Usage>) -> Response {
     let usage = res.extensions_mut().remove::<UsedWeight>().map(|u| u.0).or(usage);
     if let Some(usage) = &usage {
         write_weight_headers(res.headers_mut(), usage);
     }
     res
+}
+
+pin_project! {
+    /// The answer of [`Weighed`], with the usage headers added when it is ready.
+    pub struct WeighedFuture<F> {
+        #[pin]
+        answer: Answer<F>,
+        usage: Option<Usage>,
+        // Whether to report usage (off in front of exempt paths and where the boxed path does).
+        report: bool,
+    }
+}
+
+pin_project! {
+    /// Where the answer comes from.
+    #[project = AnswerProj]
+    enum Answer<F> {
+        /// The inner service's.
+        Inner { #[pin] fut: F },
+        /// Decided with shared counters, usage reported inside.
+        Boxed { fut: Pin<Box<dyn Future<Output = Response> + Send>> },
+        /// A refusal made here.
+        Ready { res: Option<Response> },
+    }
+}
+
+impl<F> Future for WeighedFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = match this.answer.project() {
+            AnswerProj::Inner { fut } => match fut.poll(cx) {
+                Poll::Ready(Ok(res)) => res,
+                Poll::Pending => return Poll::Pending,
+            },
+            AnswerProj::Boxed { fut } => std::task::ready!(fut.as_mut().poll(cx)),
+            AnswerProj::Ready { res } => {
+                res.take().unwrap_or_else(|| ApiError::Internal("polled after ready".into()).into_response())
+            }
+        };
+        Poll::Ready(Ok(if *this.report { report_usage(res, this.usage.take()) } else { res }))
+    }
 }

@@ -21,7 +21,6 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::http::{HeaderValue, header};
-use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, any, get, on};
 use serde::Serialize;
@@ -149,7 +148,7 @@ pub(crate) fn router(state: AppState) -> Router {
             .fold(MethodRouter::new(), |methods, &route| methods.merge(handler(route)))
             .fallback(|| async { ApiError::MethodNotAllowed });
         if charge {
-            methods = methods.layer(from_fn_with_state(Charging::path(state.clone(), rows), weight::layer));
+            methods = methods.layer(weight::WeightLayer::new(Charging::path(state.clone(), rows)));
         }
         routes = routes.route(first.spec().path, methods);
     }
@@ -161,7 +160,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/keygate/v1/leak-reports", axum::routing::post(leaks::report))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     let routes = if charge {
-        routes.fallback(not_found.layer(from_fn_with_state(Charging::unrouted(state.clone()), weight::layer)))
+        routes.fallback(not_found.layer(weight::WeightLayer::new(Charging::unrouted(state.clone()))))
     } else {
         routes.fallback(not_found)
     };
