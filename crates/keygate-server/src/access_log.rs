@@ -61,6 +61,9 @@ struct LoggedPath<'a>(&'a str);
 /// Most bytes of an unknown path an access line shows.
 const UNKNOWN_PATH_MAX: usize = 64;
 
+/// Longest request method shown whole.
+const METHOD_MAX: usize = 16;
+
 /// Longest segment of an unknown path shown as it is.
 const UNKNOWN_SEGMENT_MAX: usize = 24;
 
@@ -251,6 +254,8 @@ impl Pending {
         let key = key.as_ref().and_then(|k| std::str::from_utf8(k).ok());
         let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let mut shown = ShownPath::default();
+        let mut shown_method = ShownPath::default();
+        let method = shown_method.method(method.as_str());
         let path = match (&endpoint, &unmatched) {
             (Some(template), _) => template.as_str(),
             (None, Some(uri)) => shown.of(uri.path()),
@@ -262,7 +267,7 @@ impl Pending {
         tracing::info!(
             target: TARGET,
             request_id,
-            method = method.as_str(),
+            method,
             path,
             status,
             latency_us,
@@ -292,6 +297,24 @@ impl Default for ShownPath {
 }
 
 impl ShownPath {
+    /// A request method as the line shows it: whole up to [`METHOD_MAX`] bytes (every standard
+    /// method), else its first [`METHOD_MAX`] and `...`. hyper accepts any token as a method, of
+    /// hundreds of kilobytes; written whole, one request would write that much log.
+    fn method<'a>(&'a mut self, method: &'a str) -> &'a str {
+        use std::fmt::Write as _;
+        self.len = 0;
+        match method.get(..METHOD_MAX) {
+            // A method is ASCII (a token), so the cut is on a character boundary.
+            Some(head) if method.len() > METHOD_MAX => {
+                let _ = self.write_str(head);
+                let _ = self.write_str("...");
+                std::str::from_utf8(self.buf.get(..self.len).unwrap_or_default()).unwrap_or("")
+            }
+            _ if method.len() > METHOD_MAX => "...",
+            _ => method,
+        }
+    }
+
     fn of(&mut self, raw: &str) -> &str {
         use std::fmt::Write as _;
         self.len = 0;

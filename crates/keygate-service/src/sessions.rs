@@ -773,8 +773,10 @@ impl Service {
             return Ok(());
         }
         self.inner.last_session_purge.store(now, std::sync::atomic::Ordering::Relaxed);
-        self.purge_sessions().await?;
-        self.purge_codes().await.map(|_| ())
+        // Each runs whatever the other did: a failed session purge does not hold back the codes'.
+        let sessions = self.purge_sessions().await;
+        let codes = self.purge_codes().await;
+        sessions.and(codes).map(|_| ())
     }
 
     /// Deletes sessions that have passed their idle or absolute timeout (housekeeping; a

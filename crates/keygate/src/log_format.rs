@@ -80,7 +80,8 @@ struct Line {
 }
 
 /// The longest access line written plainly: the line's fields are bounded (ids of at most 64
-/// characters, a path template or a shown path of at most 67) and come to about 250 bytes.
+/// characters, a method of at most 19, a path template or a shown path of at most 67) and come to
+/// about 250 bytes.
 const LINE_MAX: usize = 1024;
 
 impl Line {

@@ -20,9 +20,11 @@ use serde_json::Value;
 
 /// Object fields that hold a time in Binance's `/api/v3` answers (`T`: `aggTrades`).
 const TIME_FIELDS: &[&str] =
-    &["serverTime", "transactTime", "time", "updateTime", "workingTime", "openTime", "closeTime"];
+    &["serverTime", "transactTime", "time", "updateTime", "workingTime", "openTime", "closeTime", "T"];
 
-/// Larger answers are passed through unchanged rather than buffered twice.
+/// The largest answer converted; a larger one is refused as an internal error (its body is
+/// partly read by then). None comes near it: the largest, 5,000 depth levels a side or 1,000
+/// orders, are well under a megabyte.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// The header, as a `HeaderName` so that looking it up on every request parses nothing.
@@ -30,9 +32,16 @@ const X_MBX_TIME_UNIT: HeaderName = HeaderName::from_static("x-mbx-time-unit");
 
 /// What a request asks of its answer's times: `Ok(None)` for milliseconds (the default, and
 /// every `/sapi` answer), `Ok(Some(klines))` for microseconds (`klines`: the answer is kline
-/// rows), or the refusal of a header that names no unit. Read before the request is answered; the
-/// access log layer calls it, so a request that sends no header costs one header lookup.
+/// rows), or the refusal of a header that names no unit. Only Binance's paths read the header:
+/// the console, its JSON API (`/api/console/...`) and health checks ignore it. Read before the
+/// request is answered; the access log layer calls it, so a request that sends no header costs
+/// one header lookup.
 pub(crate) fn requested(req: &Request) -> Result<Option<bool>, ApiError> {
+    let path = req.uri().path();
+    let api = path.starts_with("/api/v3/");
+    if !api && !path.starts_with("/sapi/") {
+        return Ok(None);
+    }
     let Some(unit) = req.headers().get(&X_MBX_TIME_UNIT) else {
         return Ok(None);
     };
@@ -46,8 +55,7 @@ pub(crate) fn requested(req: &Request) -> Result<Option<bool>, ApiError> {
             ));
         }
     }
-    let path = req.uri().path();
-    if !path.starts_with("/api/") {
+    if !api {
         return Ok(None);
     }
     Ok(Some(path == "/api/v3/klines" || path == "/api/v3/uiKlines"))

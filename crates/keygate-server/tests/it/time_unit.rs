@@ -55,6 +55,16 @@ async fn server_time_follows_the_requested_unit_and_a_bad_unit_is_refused() {
     assert_eq!(info["symbols"][0]["filters"][0]["tickSize"], "0.01000000");
     let (status, body) = get(&app, "/api/v3/time", Some("SECOND")).await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(-1100)));
+    // Paths that are not Binance's ignore the header, good or bad.
+    for (path, status) in [("/readyz", 200), ("/api/console/v1/session", 200)] {
+        let res = reqwest::Client::new()
+            .get(format!("{}{path}", app.base_url))
+            .header("X-MBX-TIME-UNIT", "SECOND")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{path}");
+    }
     app.shutdown().await;
 }
 
@@ -118,6 +128,9 @@ async fn orders_trades_and_klines_answer_in_microseconds_and_filter_by_microseco
     assert_eq!(row[8], 1);
     let (_, t24) = get(&app, "/api/v3/ticker/24hr?symbol=BTCUSDT", Some("MICROSECOND")).await;
     assert_eq!(t24["closeTime"].as_u64(), Some(US));
+    // aggTrades name their time `T`.
+    let (_, agg) = get(&app, "/api/v3/aggTrades?symbol=BTCUSDT&limit=1", Some("MICROSECOND")).await;
+    assert_eq!(agg[0]["T"].as_u64(), Some(US), "{agg}");
 
     // The wallet keeps milliseconds, as on Binance.
     let deposits = signed(&app, &bob_key.0, &bob_key.1, Method::GET, "/sapi/v1/capital/deposit/hisrec", &[]).await;
