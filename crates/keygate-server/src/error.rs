@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The body did not arrive within its deadline after the headers: 408, and the connection
     /// is closed rather than kept for the rest of the trickle.
     SlowBody,
+    /// The body ended before its declared length (the client closed its connection, or the
+    /// chunked encoding broke): 400, and the connection is closed.
+    BodyIncomplete,
 }
 
 impl From<ExchangeError> for ApiError {
@@ -122,6 +125,11 @@ impl ApiError {
             Self::SlowBody => (
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorBody::with_msg(ErrorCode::Unknown, "The request body did not arrive in time."),
+                None,
+            ),
+            Self::BodyIncomplete => (
+                bad,
+                ErrorBody::with_msg(ErrorCode::Unknown, "The request body ended before its declared length."),
                 None,
             ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(ErrorCode::Unknown), None),
@@ -248,6 +256,7 @@ impl ApiError {
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::OutcomeUnknown(_) => "WRITER_NO_ANSWER",
             Self::SlowBody => "BODY_TOO_SLOW",
+            Self::BodyIncomplete => "BODY_INCOMPLETE",
         }
     }
 }
@@ -268,7 +277,7 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Denied(Denial::ReplayGuardFull | Denial::ReplayKeyQuota) | Self::Busy) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if matches!(self, Self::SlowBody) {
+        if matches!(self, Self::SlowBody | Self::BodyIncomplete) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Self::RateLimited(r) = &self {

@@ -78,7 +78,10 @@ impl Signed {
             match axum::body::to_bytes(body, limit).await {
                 Ok(b) => b,
                 Err(e) if crate::slow_clients::is_body_deadline(&e) => return Err(ApiError::SlowBody),
-                Err(_) => return Err(ApiError::Denied(keygate_auth::Denial::BodyTooLarge)),
+                Err(e) if crate::slow_clients::is_body_limit(&e) => {
+                    return Err(ApiError::Denied(keygate_auth::Denial::BodyTooLarge));
+                }
+                Err(_) => return Err(ApiError::BodyIncomplete),
             }
         };
         let endpoint = keygate_auth::Endpoint { method: parts.method.as_str(), path: parts.uri.path() };

@@ -35,6 +35,20 @@ pub fn is_body_deadline(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether reading a body failed because it was longer than the limit it was read with (axum's
+/// `to_bytes`), rather than because it stopped short: a client that closes its connection in the
+/// middle of a body sent too little, not too much.
+pub fn is_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// A request body that fails with [`BodyDeadlineExceeded`] once a fixed instant has passed,
 /// however steadily its bytes trickle in.
 ///

@@ -104,3 +104,32 @@ async fn a_body_that_trickles_in_is_cut_off_at_its_deadline() {
     assert_eq!(ping(&app).await, 200);
     app.shutdown().await;
 }
+
+/// A client that stops sending in the middle of a body (here: closes its side after 14 of 1,000
+/// bytes) sent too little, not too much: 400 `BODY_INCOMPLETE`, not 413 "too large", and the
+/// connection is closed. A body over the limit is still 413.
+#[tokio::test]
+async fn a_body_cut_short_is_incomplete_and_one_over_the_limit_too_large() {
+    let app = TestApp::spawn().await;
+    let key = keygate_auth::ApiKeyId::generate(&mut keygate_service::OsEntropy).unwrap();
+    let mut c = connect_from([127, 0, 0, 1], app.addr).await;
+    c.write_all(slow_order_head(key.as_str()).as_bytes()).await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("ended before its declared length"), "{text}");
+
+    let big = "x".repeat(2 * 1024 * 1024);
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v3/order", app.base_url))
+        .header("X-MBX-APIKEY", key.as_str())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    app.shutdown().await;
+}
