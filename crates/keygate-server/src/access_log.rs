@@ -16,6 +16,7 @@
 //! Filter it like any target: `RUST_LOG=info,keygate::access=off` silences it.
 
 use crate::AppState;
+use crate::answer::Answer;
 use crate::error::InternalCause;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
@@ -169,7 +170,7 @@ where
             Ok(None) => Answer::Inner { fut: self.inner.call(req) },
             Ok(Some(klines)) => {
                 let fut = self.inner.call(req);
-                Answer::Converted {
+                Answer::Boxed {
                     fut: Box::pin(async move {
                         let Ok(res) = fut.await;
                         crate::routes::time_unit::in_micros(res, klines).await
@@ -191,19 +192,6 @@ pin_project! {
     }
 }
 
-pin_project! {
-    /// Where the answer comes from.
-    #[project = AnswerProj]
-    enum Answer<F> {
-        /// The inner service's, as it is (nearly every request).
-        Inner { #[pin] fut: F },
-        /// The inner service's with its times converted to microseconds (`X-MBX-TIME-UNIT`).
-        Converted { fut: Pin<Box<dyn Future<Output = Response> + Send>> },
-        /// A refusal made here.
-        Ready { res: Option<Response> },
-    }
-}
-
 impl<F> Future for AccessLogFuture<F>
 where
     F: Future<Output = Result<Response, Infallible>>,
@@ -212,16 +200,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let res = match this.answer.project() {
-            AnswerProj::Inner { fut } => match fut.poll(cx) {
-                Poll::Ready(Ok(res)) => res,
-                Poll::Pending => return Poll::Pending,
-            },
-            AnswerProj::Converted { fut } => std::task::ready!(fut.as_mut().poll(cx)),
-            AnswerProj::Ready { res } => res.take().unwrap_or_else(|| {
-                axum::response::IntoResponse::into_response(crate::ApiError::Internal("polled after ready".into()))
-            }),
-        };
+        let res = std::task::ready!(this.answer.poll(cx));
         Poll::Ready(Ok(match this.pending.take() {
             Some(pending) => pending.log(res),
             None => res,

@@ -3,6 +3,7 @@
 //! rule about requests in `keygate-auth`; this crate moves bytes between them and the wire.
 
 pub mod access_log;
+mod answer;
 pub mod client_ip;
 pub mod cluster;
 pub mod endpoints;

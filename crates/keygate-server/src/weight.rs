@@ -15,6 +15,7 @@
 //! body are verified and hands the new usage back in the answer ([`UsedWeight`]). A query the
 //! parser refuses is charged the endpoint's maximum.
 
+use crate::answer::Answer;
 use crate::client_ip::request_client_ip;
 use crate::endpoints::{Route, Weight};
 use crate::ratelimit::{Usage, write_weight_headers};
@@ -194,19 +195,6 @@ pin_project! {
     }
 }
 
-pin_project! {
-    /// Where the answer comes from.
-    #[project = AnswerProj]
-    enum Answer<F> {
-        /// The inner service's.
-        Inner { #[pin] fut: F },
-        /// Decided with shared counters, usage reported inside.
-        Boxed { fut: Pin<Box<dyn Future<Output = Response> + Send>> },
-        /// A refusal made here.
-        Ready { res: Option<Response> },
-    }
-}
-
 impl<F> Future for WeighedFuture<F>
 where
     F: Future<Output = Result<Response, Infallible>>,
@@ -215,16 +203,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let res = match this.answer.project() {
-            AnswerProj::Inner { fut } => match fut.poll(cx) {
-                Poll::Ready(Ok(res)) => res,
-                Poll::Pending => return Poll::Pending,
-            },
-            AnswerProj::Boxed { fut } => std::task::ready!(fut.as_mut().poll(cx)),
-            AnswerProj::Ready { res } => {
-                res.take().unwrap_or_else(|| ApiError::Internal("polled after ready".into()).into_response())
-            }
-        };
+        let res = std::task::ready!(this.answer.poll(cx));
         Poll::Ready(Ok(if *this.report { report_usage(res, this.usage.take()) } else { res }))
     }
 }
