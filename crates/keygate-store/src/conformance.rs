@@ -2883,6 +2883,22 @@ pub async fn one_delivery_per_endpoint_is_in_flight_when_asked<H: Harness>() {
 // Connected apps (issue #15)
 // ---------------------------------------------------------------------------------------------
 
+/// An unused code of app `client_id` for `account`, issued at 5,000 ms, with hash `[hash; 32]`.
+fn test_code(client_id: &str, hash: u8, account: AccountId, expires_at: u64) -> crate::CodeRecord {
+    crate::CodeRecord {
+        code_hash: [hash; 32],
+        client_id: client_id.into(),
+        account_id: account,
+        redirect_uri: "https://tax.example/cb".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        grant_json: r#"{"permissions":["read"]}"#.into(),
+        created_at: UnixMillis(5_000),
+        expires_at: UnixMillis(expires_at),
+        used_at: None,
+        key_id: None,
+    }
+}
+
 fn test_app(client_id: &str, at: u64) -> crate::AppRecord {
     crate::AppRecord {
         client_id: client_id.into(),
@@ -2951,18 +2967,7 @@ pub async fn an_authorization_code_is_redeemed_once_even_when_concurrent<H: Harn
     let alice = new_account(&*store, "alice", 1_000).await;
     let app = test_app("kgapp_0123456789abcdef", 2_000);
     store.insert_app(&app, draft("app.register", &app.client_id, None)).await.unwrap();
-    let code = crate::CodeRecord {
-        code_hash: [9; 32],
-        client_id: app.client_id.clone(),
-        account_id: alice.id,
-        redirect_uri: "https://tax.example/cb".into(),
-        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
-        grant_json: r#"{"permissions":["read"]}"#.into(),
-        created_at: UnixMillis(5_000),
-        expires_at: UnixMillis(65_000),
-        used_at: None,
-        key_id: None,
-    };
+    let code = test_code(&app.client_id, 9, alice.id, 65_000);
     let before = audit_len(&*store).await;
     store.insert_code(&code, draft("app.consent", &app.client_id, Some(alice.id))).await.unwrap();
     assert_eq!(audit_len(&*store).await, before + 1);
@@ -3003,18 +3008,7 @@ pub async fn unused_codes_are_expired_by_app_and_by_account<H: Harness>() {
     let bob = new_account(&*store, "bob", 1_000).await;
     let app = test_app("kgapp_0123456789abcdef", 2_000);
     store.insert_app(&app, draft("app.register", &app.client_id, None)).await.unwrap();
-    let code = |hash: u8, account: AccountId| crate::CodeRecord {
-        code_hash: [hash; 32],
-        client_id: app.client_id.clone(),
-        account_id: account,
-        redirect_uri: "https://tax.example/cb".into(),
-        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
-        grant_json: r#"{"permissions":["read"]}"#.into(),
-        created_at: UnixMillis(5_000),
-        expires_at: UnixMillis(65_000),
-        used_at: None,
-        key_id: None,
-    };
+    let code = |hash: u8, account: AccountId| test_code(&app.client_id, hash, account, 65_000);
     for (hash, who) in [(1, alice.id), (2, alice.id), (3, bob.id)] {
         store.insert_code(&code(hash, who), draft("app.consent", &app.client_id, Some(who))).await.unwrap();
     }
@@ -3037,18 +3031,7 @@ pub async fn expired_codes_are_purged_and_live_ones_kept<H: Harness>() {
     let alice = new_account(&*store, "alice", 1_000).await;
     let app = test_app("kgapp_0123456789abcdef", 2_000);
     store.insert_app(&app, draft("app.register", &app.client_id, None)).await.unwrap();
-    let code = |hash: u8, expires_at: u64| crate::CodeRecord {
-        code_hash: [hash; 32],
-        client_id: app.client_id.clone(),
-        account_id: alice.id,
-        redirect_uri: "https://tax.example/cb".into(),
-        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
-        grant_json: r#"{"permissions":["read"]}"#.into(),
-        created_at: UnixMillis(5_000),
-        expires_at: UnixMillis(expires_at),
-        used_at: None,
-        key_id: None,
-    };
+    let code = |hash: u8, expires_at: u64| test_code(&app.client_id, hash, alice.id, expires_at);
     for (hash, expires_at) in [(1, 10_000), (2, 20_000), (3, 30_000), (4, 40_000)] {
         store.insert_code(&code(hash, expires_at), draft("app.consent", &app.client_id, Some(alice.id))).await.unwrap();
     }

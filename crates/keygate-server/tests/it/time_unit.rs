@@ -22,6 +22,16 @@ async fn get(app: &TestApp, path_and_query: &str, unit: Option<&str>) -> (u16, s
     (status, res.json().await.unwrap())
 }
 
+/// An unsigned request of any method and answer type with the time-unit header `unit`.
+async fn with_unit(app: &TestApp, method: reqwest::Method, path: &str, unit: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(method, format!("{}{path}", app.base_url))
+        .header("X-MBX-TIME-UNIT", unit)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A signed request, all parameters in the query string, with the time-unit header.
 async fn signed(
     app: &TestApp,
@@ -57,13 +67,7 @@ async fn server_time_follows_the_requested_unit_and_a_bad_unit_is_refused() {
     assert_eq!((status, body["code"].as_i64()), (400, Some(-1100)));
     // Paths that are not Binance's ignore the header, good or bad.
     for (path, status) in [("/readyz", 200), ("/api/console/v1/session", 200)] {
-        let res = reqwest::Client::new()
-            .get(format!("{}{path}", app.base_url))
-            .header("X-MBX-TIME-UNIT", "SECOND")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), status, "{path}");
+        assert_eq!(with_unit(&app, reqwest::Method::GET, path, "SECOND").await.status(), status, "{path}");
     }
     app.shutdown().await;
 }
@@ -136,12 +140,7 @@ async fn orders_trades_and_klines_answer_in_microseconds_and_filter_by_microseco
     let deposits = signed(&app, &bob_key.0, &bob_key.1, Method::GET, "/sapi/v1/capital/deposit/hisrec", &[]).await;
     assert_eq!(deposits.body[0]["insertTime"].as_u64(), Some(START.0));
     // And a bad unit is refused before anything happens.
-    let bad = reqwest::Client::new()
-        .post(format!("{}/api/v3/order", app.base_url))
-        .header("X-MBX-TIME-UNIT", "NANOSECOND")
-        .send()
-        .await
-        .unwrap();
+    let bad = with_unit(&app, reqwest::Method::POST, "/api/v3/order", "NANOSECOND").await;
     assert_eq!(bad.status(), 400);
     let body: serde_json::Value = bad.json().await.unwrap();
     assert_eq!(body["code"], -1100);
