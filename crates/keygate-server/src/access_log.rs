@@ -10,9 +10,11 @@
 //! The specific reason is logged even when the client was not told it (before the signature
 //! verified): the log is the operator's, and DESIGN.md keeps the reason from the caller only.
 //!
-//! It is the router's outermost layer, and also gives every answer its `X-Request-Id` (see
-//! [`crate::request_id`]) and applies `X-MBX-TIME-UNIT` (see `routes::time_unit`), so it sees every answer, refusals by the rate limiter included, and
-//! costs one event and no allocation.
+//! It stands outermost in front of every answer: the front ([`crate::front`]) logs the endpoint
+//! table's paths with [`logged`], and the router's outermost layer ([`AccessLogLayer`]) logs the
+//! rest. It also gives every answer its `X-Request-Id` (see [`crate::request_id`]) and applies
+//! `X-MBX-TIME-UNIT` (see `routes::time_unit`), so it sees every answer, refusals by the rate
+//! limiter included, and costs one event and no allocation.
 //! Filter it like any target: `RUST_LOG=info,keygate::access=off` silences it.
 
 use crate::AppState;
@@ -93,8 +95,9 @@ impl std::fmt::Display for LoggedPath<'_> {
     }
 }
 
-/// The layer that writes the access log, applied to every route and fallback by
-/// `routes::router` (so each request has its route's [`MatchedPath`] here).
+/// The layer that writes the access log, applied to every route and fallback of the router by
+/// `routes::router` (so each request has its route's [`MatchedPath`] here); the endpoint table's
+/// paths are logged by the front.
 ///
 /// Written out as a tower layer rather than `axum::middleware::from_fn`: that one clones the
 /// state and the inner service and boxes a future on every request, on every endpoint's path;
@@ -127,14 +130,33 @@ pub struct AccessLog<S> {
     state: AppState,
 }
 
+/// What an access line shows as the request's `path`.
+enum Shown {
+    /// A path of the endpoint table, as the front found it.
+    Template(&'static str),
+    /// The template of the route the router matched.
+    Matched(MatchedPath),
+    /// The URI (a reference count, not a copy) of a request no route matched: its path is
+    /// shown sanitized.
+    Unmatched(Uri),
+}
+
+impl Shown {
+    /// The route's template, if a route matched.
+    fn template(&self) -> Option<&str> {
+        match self {
+            Self::Template(t) => Some(t),
+            Self::Matched(m) => Some(m.as_str()),
+            Self::Unmatched(_) => None,
+        }
+    }
+}
+
 /// What the access line needs of the request, taken before the request is handed on.
 struct Pending {
     watch: Stopwatch,
     method: Method,
-    endpoint: Option<MatchedPath>,
-    /// The URI, kept (a reference count, not a copy) only when no route matched: its path is
-    /// then shown sanitized.
-    unmatched: Option<Uri>,
+    shown: Shown,
     key: Option<[u8; KEY_LEN]>,
     id: HeaderValue,
     state: AppState,
@@ -154,33 +176,54 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let watch = Stopwatch::start();
-        let endpoint = req.extensions().get::<MatchedPath>().cloned();
-        let pending = Pending {
-            watch,
-            method: req.method().clone(),
-            unmatched: if endpoint.is_none() { Some(req.uri().clone()) } else { None },
-            endpoint,
-            key: key_id(&req),
-            id: self.state.request_ids.for_request(req.headers()),
-            state: self.state.clone(),
-        };
-        // X-MBX-TIME-UNIT is handled here too: one layer fewer on every request's path.
-        let answer = match crate::routes::time_unit::requested(&req) {
-            Ok(None) => Answer::Inner { fut: self.inner.call(req) },
-            Ok(Some(klines)) => {
-                let fut = self.inner.call(req);
-                Answer::Boxed {
-                    fut: Box::pin(async move {
-                        let Ok(res) = fut.await;
-                        crate::routes::time_unit::in_micros(res, klines).await
-                    }),
-                }
-            }
-            Err(refused) => Answer::Ready { res: Some(axum::response::IntoResponse::into_response(refused)) },
-        };
-        AccessLogFuture { answer, pending: Some(pending) }
+        let inner = &mut self.inner;
+        logged(&self.state, req, None, |req| inner.call(req))
     }
+}
+
+/// Answers `req` by `call` and logs it: the core of [`AccessLog`], also used by
+/// [`crate::front::Front`], which answers the endpoint table's paths without the router and
+/// knows their `template` (else the router's [`MatchedPath`] is shown, or the sanitized path).
+pub(crate) fn logged<F>(
+    state: &AppState,
+    req: Request,
+    template: Option<&'static str>,
+    call: impl FnOnce(Request) -> F,
+) -> AccessLogFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+{
+    let watch = Stopwatch::start();
+    let shown = match template {
+        Some(t) => Shown::Template(t),
+        None => match req.extensions().get::<MatchedPath>() {
+            Some(m) => Shown::Matched(m.clone()),
+            None => Shown::Unmatched(req.uri().clone()),
+        },
+    };
+    let pending = Pending {
+        watch,
+        method: req.method().clone(),
+        shown,
+        key: key_id(&req),
+        id: state.request_ids.for_request(req.headers()),
+        state: state.clone(),
+    };
+    // X-MBX-TIME-UNIT is handled here too: one layer fewer on every request's path.
+    let answer = match crate::routes::time_unit::requested(&req) {
+        Ok(None) => Answer::Inner { fut: call(req) },
+        Ok(Some(klines)) => {
+            let fut = call(req);
+            Answer::Boxed {
+                fut: Box::pin(async move {
+                    let Ok(res) = fut.await;
+                    crate::routes::time_unit::in_micros(res, klines).await
+                }),
+            }
+        }
+        Err(refused) => Answer::Ready { res: Some(axum::response::IntoResponse::into_response(refused)) },
+    };
+    AccessLogFuture { answer, pending: Some(pending) }
 }
 
 pin_project! {
@@ -211,17 +254,12 @@ where
 impl Pending {
     /// Gives `res` its request id, counts it in the metrics and writes its access line.
     fn log(self, mut res: Response) -> Response {
-        let Self { watch, method, endpoint, unmatched, key, id, state } = self;
+        let Self { watch, method, shown, key, id, state } = self;
         res.headers_mut().insert(crate::request_id::HEADER, id.clone());
         let took = watch.elapsed();
         let status = res.status().as_u16();
         if let Some(m) = &state.metrics {
-            m.record_request(
-                endpoint.as_ref().map_or(crate::metrics::UNMATCHED, MatchedPath::as_str),
-                &method,
-                status,
-                took,
-            );
+            m.record_request(shown.template().unwrap_or(crate::metrics::UNMATCHED), &method, status, took);
         }
         let (code, reason) =
             match (res.extensions().get::<Refused>(), res.extensions().get::<keygate_console::Refused>()) {
@@ -232,13 +270,12 @@ impl Pending {
         let request_id = id.to_str().unwrap_or("");
         let key = key.as_ref().and_then(|k| std::str::from_utf8(k).ok());
         let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let mut shown = ShownPath::default();
+        let mut shown_path = ShownPath::default();
         let mut shown_method = ShownPath::default();
         let method = shown_method.method(method.as_str());
-        let path = match (&endpoint, &unmatched) {
-            (Some(template), _) => template.as_str(),
-            (None, Some(uri)) => shown.of(uri.path()),
-            (None, None) => "",
+        let path = match &shown {
+            Shown::Unmatched(uri) => shown_path.of(uri.path()),
+            matched => matched.template().unwrap_or(""),
         };
         // Every field a plain `&str` or number: the text format writes them as they are (a path,
         // request id, method, key id or reason holds no space or control character to escape),

@@ -1,7 +1,7 @@
 //! The endpoint table: every Binance route keygate serves, with its method, path, security type
 //! and request weight, in one place (reference section 11).
 //!
-//! Everything else reads it: the router is built from its rows (`routes::router` pairs each
+//! Everything else reads it: the front serves its rows (`routes::table` pairs each
 //! [`Route`] with its handler in one exhaustive `match`), the weight middleware charges the row's
 //! [`Weight`], and the signed-request runner verifies with the row's [`Security`] and counts the
 //! order when the row says so. A path and its weight sit in the same row, so a typo in one cannot

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod endpoints;
 mod error;
 pub mod extract;
+pub mod front;
 pub mod metrics;
 pub mod ratelimit;
 pub mod request_id;
@@ -22,7 +23,6 @@ pub mod weight;
 pub use error::ApiError;
 pub use serve::{ServerConfig, ServerHandle};
 
-use axum::Router;
 use keygate_auth::Verifier;
 use keygate_service::Service;
 use keygate_service::engine::Engine;
@@ -72,8 +72,8 @@ pub struct AppStateInner {
     pub request_ids: request_id::RequestIds,
 }
 
-/// The router with every route and layer, separate from binding a socket so tests can drive it
-/// with `oneshot`.
-pub fn app(state: AppState) -> Router {
-    routes::router(state)
+/// Every route and layer: the endpoint table served by [`front::Front`], the rest by the
+/// router. Separate from binding a socket so tests can drive it with `oneshot`.
+pub fn app(state: AppState) -> front::Front {
+    front::Front::new(routes::table(&state), routes::router(state.clone()), state)
 }

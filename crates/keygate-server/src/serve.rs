@@ -171,8 +171,12 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
         let metrics_tasks = metrics_listener.map(|l| {
             (tokio::spawn(crate::metrics::serve(l, state.clone())), tokio::spawn(crate::metrics::upkeep(state.clone())))
         });
-        let router = if tls.is_some() { app(state).layer(axum::middleware::map_response(hsts)) } else { app(state) };
-        let served = serve_http(listener, router, &limits, tls, rx).await;
+        let front = app(state);
+        let served = if tls.is_some() {
+            serve_http(listener, tower::util::MapResponse::new(front, hsts), &limits, tls, rx).await
+        } else {
+            serve_http(listener, front, &limits, tls, rx).await
+        };
         if let Some(t) = admin_task {
             t.abort();
         }
@@ -196,7 +200,7 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
 /// `Strict-Transport-Security` on every answer served over our own TLS, so a browser that has
 /// reached the console once over HTTPS never falls back to plain HTTP (behind a TLS-terminating
 /// proxy, the proxy sets it).
-async fn hsts(mut res: axum::response::Response) -> axum::response::Response {
+fn hsts(mut res: axum::response::Response) -> axum::response::Response {
     res.headers_mut().insert(
         axum::http::header::STRICT_TRANSPORT_SECURITY,
         axum::http::HeaderValue::from_static("max-age=31536000"),
@@ -220,13 +224,20 @@ pub(crate) struct ConnectionLimits {
 /// deadline for request headers (slow-header clients) and one for the whole body after them
 /// (slow-body clients), a cap on open connections in all and per client address, and a pause
 /// after a failed accept (when file descriptors run out) instead of a busy loop.
-pub(crate) async fn serve_http(
+pub(crate) async fn serve_http<S>(
     listener: tokio::net::TcpListener,
-    router: axum::Router,
+    router: S,
     limits: &ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: oneshot::Receiver<()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     use hyper_util::rt::TokioIo;
     use tower::ServiceExt as _;
     let read_timeout = limits.read_timeout;
@@ -266,7 +277,10 @@ pub(crate) async fn serve_http(
             let deadline = tokio::time::Instant::now() + read_timeout;
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(axum::extract::ConnectInfo(peer));
-            axum::extract::Request::from_parts(parts, crate::slow_clients::DeadlineBody::new(body, deadline))
+            axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::new(crate::slow_clients::DeadlineBody::new(body, deadline)),
+            )
         });
         let watcher = graceful.watcher();
         let tls = tls.clone();

@@ -4,9 +4,10 @@
 //! `X-MBX-USED-WEIGHT-1M` (and the legacy `X-MBX-USED-WEIGHT`) on every answer. The limiter in
 //! [`crate::AppState`] decides.
 //!
-//! The router puts one instance around each path's methods, knowing that path's rows
-//! ([`Charging::path`]), and one around the fallback ([`Charging::unrouted`]): the middleware
-//! finds its row by method, never by matching the path. Health checks and the console get none.
+//! The front ([`crate::front`]) puts one instance around each path of the endpoint table, knowing
+//! that path's rows ([`Charging::path`]), and the router one around its fallback
+//! ([`Charging::unrouted`]): the middleware finds its row by method, never by matching the path.
+//! Health checks and the console get none.
 //!
 //! Weights that depend on parameters are read from the parameters as the handlers decode them.
 //! The body is not read here (a refused request does no work), so the weight is charged from the
@@ -75,8 +76,8 @@ fn exempt(path: &str) -> bool {
         || path.starts_with("/api/console/")
 }
 
-/// The layer that charges weight (see the module documentation), one instance per path and one
-/// in front of the fallback (`routes::router`).
+/// The layer that charges weight (see the module documentation), one instance per path of the
+/// table (`routes::table`) and one in front of the router's fallback (`routes::router`).
 ///
 /// Written out as a tower layer rather than `axum::middleware::from_fn`, which clones the state
 /// and the inner service and boxes a future on every request: when this node decides its limits

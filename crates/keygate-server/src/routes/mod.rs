@@ -1,5 +1,6 @@
-//! The router, built from the endpoint table ([`crate::endpoints`]): each row paired with its
-//! handler, the console, health checks and the fallbacks.
+//! What answers requests: the endpoint table ([`crate::endpoints`]), each row paired with its
+//! handler ([`table`], served by [`crate::front`]), and the router of the console, health checks
+//! and the fallbacks ([`router`]).
 
 mod account;
 mod compat;
@@ -15,15 +16,17 @@ mod wire;
 use crate::endpoints::Route;
 use crate::error::JSON;
 use crate::extract::Signed;
+use crate::front::{AnswerFuture, Endpoint, PathEntry, PathService};
 use crate::weight::{self, Charging};
 use crate::{ApiError, AppState};
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::handler::Handler;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, any, get, on};
+use axum::routing::get;
 use serde::Serialize;
+use tower::Layer as _;
 
 /// A JSON answer with Binance's content type.
 pub(crate) struct BinanceJson<T>(pub T);
@@ -56,9 +59,9 @@ async fn console_client_addr(
 }
 
 /// The handler of each Binance route: one arm per row of the endpoint table. The match is
-/// exhaustive, so a row without a handler does not compile; [`router`] adds Binance routes only
+/// exhaustive, so a row without a handler does not compile; [`table`] serves Binance paths only
 /// from the table's rows, so a handler is only reachable at its row's method and path.
-fn handler(route: Route) -> MethodRouter<AppState> {
+fn handler(route: Route) -> Endpoint {
     use Route as R;
     match route {
         R::Ping => public(route, public::ping),
@@ -97,63 +100,69 @@ fn handler(route: Route) -> MethodRouter<AppState> {
     }
 }
 
-/// A public route: `handler` answers the row's method. A row whose security type is not `NONE`
-/// is answered 500 instead, never served unverified.
-fn public<H, T>(route: Route, handler: H) -> MethodRouter<AppState>
+/// A public route: `handler` answers the row's method, with axum's extractors. A row whose
+/// security type is not `NONE` is answered 500 instead, never served unverified.
+fn public<H, T>(route: Route, handler: H) -> Endpoint
 where
-    H: Handler<T, AppState>,
+    // Every async fn handler's future is this one boxed future: no second box around it.
+    H: Handler<T, AppState, Future = AnswerFuture>,
     T: 'static,
 {
-    let spec = route.spec();
-    match (spec.security.access(), MethodFilter::try_from(spec.method.clone())) {
-        (None, Ok(filter)) => on(filter, handler),
-        _ => misrouted(route),
+    match route.spec().security.access() {
+        None => Box::new(move |req, state| handler.clone().call(req, state)),
+        Some(_) => misrouted(route),
     }
 }
 
 /// A signed route: every request is verified for the row's security type before `handler` sees
 /// it (see [`crate::extract::serve`], which refuses a public row with a 500). Signed handlers take
 /// `(State<AppState>, Signed)`; [`Signed`] is no extractor, so they cannot be routed any other way.
-fn signed<H, Fut, Res>(route: Route, handler: H) -> MethodRouter<AppState>
+fn signed<H, Fut, Res>(route: Route, handler: H) -> Endpoint
 where
     H: FnOnce(State<AppState>, Signed) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Res> + Send + 'static,
     Res: IntoResponse + 'static,
 {
-    match MethodFilter::try_from(route.spec().method.clone()) {
-        Ok(filter) => on(filter, move |State(state): State<AppState>, req: Request| {
-            crate::extract::serve(route, state, req, handler.clone())
-        }),
-        Err(_) => misrouted(route),
-    }
+    Box::new(move |req, state| Box::pin(crate::extract::serve(route, state, req, handler.clone())))
 }
 
 /// A row whose handler does not fit it: answered 500 (`tests/it/endpoints.rs` requests every
 /// row, so this never ships).
-fn misrouted(route: Route) -> MethodRouter<AppState> {
-    any(move || async move { ApiError::Internal(format!("{route:?} is routed against its row")) })
+fn misrouted(route: Route) -> Endpoint {
+    Box::new(move |_, _| {
+        Box::pin(std::future::ready(ApiError::Internal(format!("{route:?} is routed against its row")).into_response()))
+    })
 }
 
-/// The router: every row of the endpoint table, the console, health checks, and the fallbacks.
-/// With rate limits on, each Binance path and the fallback have the weight middleware in front,
-/// knowing their rows; with them off (`serve --rate-limits off`) there is nothing to count or to
-/// answer in `X-MBX-USED-WEIGHT-*`, so it is left out rather than passed through on every request.
+/// The endpoint table's paths, each with its rows' handlers ([`crate::front`] serves them), and
+/// the weight middleware in front of each when rate limits are on.
+pub(crate) fn table(state: &AppState) -> Vec<(&'static str, PathEntry)> {
+    let charge = state.limiter.config().enabled;
+    let mut paths: Vec<(&'static str, PathEntry)> = Route::by_path()
+        .filter_map(|rows| {
+            let path = rows.first()?.spec().path;
+            let methods = rows.iter().map(|&route| (route.spec().method.clone(), handler(route))).collect();
+            let service = PathService::new(state.clone(), methods);
+            let entry = if charge {
+                PathEntry::Charged(weight::WeightLayer::new(Charging::path(state.clone(), rows)).layer(service))
+            } else {
+                PathEntry::Plain(service)
+            };
+            Some((path, entry))
+        })
+        .collect();
+    paths.sort_by(|a, b| a.0.cmp(b.0));
+    paths
+}
+
+/// The router of everything outside the endpoint table: the console, health checks, leak reports,
+/// and the fallbacks (every unknown path, charged [`Weight::UNLISTED`](crate::endpoints::Weight)
+/// with rate limits on), each with its access line. [`crate::front::Front`] hands it what the
+/// table does not hold.
 pub(crate) fn router(state: AppState) -> Router {
     let charge = state.limiter.config().enabled;
-    let mut routes = Router::new();
-    for rows in Route::by_path() {
-        let Some(first) = rows.first() else { continue };
-        let mut methods = rows
-            .iter()
-            .fold(MethodRouter::new(), |methods, &route| methods.merge(handler(route)))
-            .fallback(|| async { ApiError::MethodNotAllowed });
-        if charge {
-            methods = methods.layer(weight::WeightLayer::new(Charging::path(state.clone(), rows)));
-        }
-        routes = routes.route(first.spec().path, methods);
-    }
     let not_found = || async { ApiError::NotFound };
-    let routes = routes
+    let routes = Router::new()
         .merge(console_routes(&state))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))

@@ -64,3 +64,38 @@ async fn every_signed_row_demands_the_permission_its_security_type_names() {
     }
     app.shutdown().await;
 }
+
+/// The endpoint table's paths are served without the router (`front.rs`), and still answer as a
+/// router would: `HEAD` as `GET` without the body, another method 405 with `Allow`, each charged
+/// the weight of a request no row lists.
+#[tokio::test]
+async fn a_table_path_answers_head_like_get_without_a_body_and_an_unserved_method_405_with_allow() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v3/exchangeInfo?symbol=BTCUSDT", app.base_url);
+    let get = http.get(&url).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    let (get_type, get_len) = (get.headers()["content-type"].clone(), get.bytes().await.unwrap().len());
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], get_type);
+    assert_eq!(head.headers()["content-length"], get_len.to_string().as_str(), "the length GET's body has");
+    assert!(head.headers().contains_key("x-request-id"));
+    assert!(head.bytes().await.unwrap().is_empty(), "no body");
+
+    let weight =
+        |res: &reqwest::Response| res.headers()["x-mbx-used-weight-1m"].to_str().unwrap().parse::<u32>().unwrap();
+    let put = http.put(format!("{}/api/v3/ping", app.base_url)).send().await.unwrap();
+    assert_eq!(put.status(), 405);
+    assert_eq!(put.headers()["allow"], "GET,HEAD");
+    let before = weight(&put);
+    let patch = http.patch(format!("{}/api/v3/order", app.base_url)).send().await.unwrap();
+    assert_eq!(patch.status(), 405);
+    let mut allowed: Vec<&str> = patch.headers()["allow"].to_str().unwrap().split(',').collect();
+    allowed.sort_unstable();
+    assert_eq!(allowed, ["DELETE", "GET", "HEAD", "POST"]);
+    assert_eq!(weight(&patch), before + 1, "an unlisted request weighs 1");
+    let body: serde_json::Value = patch.json().await.unwrap();
+    assert!(body["code"].is_i64() && body["msg"].is_string(), "Binance's error shape: {body}");
+    app.shutdown().await;
+}
