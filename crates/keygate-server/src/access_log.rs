@@ -277,21 +277,13 @@ impl Pending {
             Shown::Unmatched(uri) => shown_path.of(uri.path()),
             matched => matched.template().unwrap_or(""),
         };
-        // Every field a plain `&str` or number: the text format writes them as they are (a path,
-        // request id, method, key id or reason holds no space or control character to escape),
-        // without going through `Display`.
-        tracing::info!(
-            target: TARGET,
-            request_id,
-            method,
-            path,
-            status,
-            latency_us,
-            key,
-            code,
-            reason,
-            "answered"
-        );
+        let line = crate::access_line::AccessLine { request_id, method, path, status, latency_us, key, code, reason };
+        // Written directly when the process gave a writer (and the filter lets the line through),
+        // else as a `tracing` event, as in tests and when keygate is embedded.
+        let direct = state.access_log.as_ref().filter(|_| tracing::enabled!(target: TARGET, tracing::Level::INFO));
+        if direct.is_none_or(|d| !d.write(&line, TARGET)) {
+            tracing::info!(target: TARGET, request_id, method, path, status, latency_us, key, code, reason, "answered");
+        }
         if let Some(InternalCause(cause)) = res.extensions().get::<InternalCause>() {
             // The cause of a 500 is logged once, here, and never sent to the client.
             tracing::error!(request_id, status, %cause, "request failed");

@@ -2,6 +2,7 @@
 //! console's routes (the admin channel is the service's, `keygate_service::admin`). Thin by design: every decision about keys lives in `keygate-service`, every
 //! rule about requests in `keygate-auth`; this crate moves bytes between them and the wire.
 
+pub mod access_line;
 pub mod access_log;
 mod answer;
 pub mod client_ip;
@@ -70,6 +71,8 @@ pub struct AppStateInner {
     pub metrics: Option<Arc<metrics::Metrics>>,
     /// Makes the `X-Request-Id` of requests that bring none.
     pub request_ids: request_id::RequestIds,
+    /// Where access lines are written directly; `None` writes them as `tracing` events.
+    pub access_log: Option<access_line::DirectLog>,
 }
 
 /// Every route and layer: the endpoint table served by [`front::Front`], the rest by the

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// transport of [`crate::webhook_transport`]). On by default; every node of a cluster may run
     /// it, the store hands each delivery to one of them.
     pub webhooks: bool,
+    /// Where to write access lines directly (the process's log writer; see
+    /// [`crate::access_line`]). `None`, the default, writes each as a `tracing` event.
+    pub access_log: Option<crate::access_line::DirectLog>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             faucet_per_day: 5,
             metrics_listen: None,
             webhooks: true,
+            access_log: None,
         }
     }
 }
@@ -148,6 +152,7 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
         ),
         metrics,
         request_ids: crate::request_id::RequestIds::default(),
+        access_log: config.access_log.clone(),
     });
     let (tx, rx) = oneshot::channel::<()>();
     let limits = ConnectionLimits {

@@ -544,7 +544,10 @@ fn read_key_file(path: &PathBuf) -> anyhow::Result<String> {
 ///
 /// # Errors
 /// Anything that went wrong, with a message for the operator.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(
+    cli: Cli,
+    #[cfg(feature = "server")] access_log: Option<keygate_server::access_line::DirectLog>,
+) -> anyhow::Result<()> {
     // Reads only the paths it is given: no data directory, no store.
     if let Command::Scan(args) = &cli.command {
         return crate::scan::run(args);
@@ -561,7 +564,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Scan(_) | Command::Vault(_) | Command::Check(_) | Command::Portfolio(_) | Command::Export(_) => Ok(()),
         #[cfg(feature = "server")]
-        Command::Serve(args) => serve::run(&ctx, *args).await,
+        Command::Serve(args) => serve::run(&ctx, *args, access_log).await,
         Command::Accounts(cmd) => accounts(&ctx, cmd).await,
         Command::Keys(cmd) => keys(&ctx, cmd).await,
         Command::Audit(cmd) => audit(&ctx, cmd).await,

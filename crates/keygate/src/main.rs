@@ -34,8 +34,7 @@ mod context;
 mod demo;
 mod holder;
 mod keygen;
-#[cfg(feature = "server")]
-mod log_format;
+mod log_writer;
 mod output;
 mod scan;
 #[cfg(feature = "server")]
@@ -68,35 +67,43 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // One access line per request: written by a background thread, so a request never waits on
-    // a write(2) to stderr. Not lossy: when the thread falls behind, writers wait rather than
-    // drop lines. The thread writes every line waiting for it at once (it flushes its buffer
-    // whenever it has caught up), so a busy server makes one write(2) per batch, not per line.
-    // The guard flushes what is left when `main` returns.
-    let (stderr, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    // One access line per request: every log line goes to one buffer that a background thread
+    // writes in batches, so a request never waits on a write(2) to stderr. Not lossy: when the
+    // thread falls behind, writers wait rather than drop lines (log_writer). The guard writes what
+    // is left when `main` returns.
+    let (writer, _flush_on_exit) = match log_writer::LogWriter::start(std::io::stderr()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("keygate: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ansi = format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match format {
         // Fields at the top level (not under "fields"), so shippers index `status`, `path`, ...
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(stderr)
+            .with_writer(writer.clone())
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
             .init(),
         LogFormat::Text => {
-            use tracing_subscriber::layer::SubscriberExt as _;
-            use tracing_subscriber::util::SubscriberInitExt as _;
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let layer = tracing_subscriber::fmt::layer().with_writer(stderr).with_ansi(ansi);
-            // The access line written plainly (log_format), everything else as by default.
-            #[cfg(feature = "server")]
-            let layer = layer.event_format(log_format::Text::new(ansi));
-            tracing_subscriber::registry().with(filter).with(layer).init();
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer.clone()).with_ansi(ansi).init()
         }
     }
+    // Access lines are written straight to the same writer, in the same layout (see
+    // keygate_server::access_line); on a terminal, where the formatter colours its lines, they
+    // stay `tracing` events and are coloured too.
+    #[cfg(feature = "server")]
+    let access_log = (!ansi).then(|| {
+        let format = match format {
+            LogFormat::Text => keygate_server::access_line::LogFormat::Text,
+            LogFormat::Json => keygate_server::access_line::LogFormat::Json,
+        };
+        keygate_server::access_line::DirectLog::new(std::sync::Arc::new(writer.clone()), format)
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -105,7 +112,11 @@ fn main() -> ExitCode {
         }
     };
     let scanning = matches!(cli.command, cli::Command::Scan(_));
-    match runtime.block_on(cli::run(cli)) {
+    match runtime.block_on(cli::run(
+        cli,
+        #[cfg(feature = "server")]
+        access_log,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`): nothing left to say to anyone.
         Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,

@@ -286,7 +286,11 @@ fn rate_limits(args: &ServeArgs) -> anyhow::Result<keygate_server::ratelimit::Ra
 ///
 /// # Errors
 /// When the data directory is in use, the address cannot be bound, or the store cannot open.
-pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: &Context,
+    args: ServeArgs,
+    access_log: Option<keygate_server::access_line::DirectLog>,
+) -> anyhow::Result<()> {
     let mut trusted = Vec::new();
     for t in &args.trusted_proxy {
         let net =
@@ -416,6 +420,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
             faucet_per_day: args.faucet_per_day,
             max_connections_per_ip: args.max_connections_per_ip as usize,
             metrics_listen: args.metrics_listen,
+            access_log: access_log.clone(),
             ..ServerConfig::default()
         };
         // Before the address is printed: see wait_for_signal.
