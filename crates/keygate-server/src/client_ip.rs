@@ -1,7 +1,7 @@
 //! The client address: the socket peer, unless that peer is a configured trusted proxy.
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,9 +12,15 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// [`client_ip`]); `None` when a trusted proxy forwarded an address that cannot be read, or the
 /// connection's peer is unknown.
 pub fn request_client_ip(req: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    let lines = req.headers().get_all(X_FORWARDED_FOR).into_iter().filter_map(|v| v.to_str().ok());
-    client_ip(peer, lines, trusted)
+    peer_client_ip(req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0), req.headers(), trusted)
+}
+
+/// The client address of a request with `headers` that came from `peer` (the front passes the
+/// connection's peer to the endpoint table's paths itself, without a `ConnectInfo` extension; see
+/// [`crate::front`]).
+pub fn peer_client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let lines = headers.get_all(X_FORWARDED_FOR).into_iter().filter_map(|v| v.to_str().ok());
+    client_ip(peer?.ip(), lines, trusted)
 }
 
 /// Parses one `X-Forwarded-For` hop: an address, or an address with a port as some proxies

@@ -202,7 +202,7 @@ pub fn serve_channel(
         };
         // Stopped by aborting the task: the sender lives as long as it does.
         let (_keep, never) = tokio::sync::oneshot::channel();
-        if let Err(e) = crate::serve::serve_http(listener, router, &limits, None, never).await {
+        if let Err(e) = crate::serve::serve_http(listener, |_| router.clone(), &limits, None, never).await {
             tracing::error!(error = %e, "the channel between nodes stopped");
         }
     }))

@@ -8,7 +8,7 @@
 //! settles the count with the answer (given back when the exchange refused the order). What it
 //! learned travels with the answer, never through shared slots in the request.
 
-use crate::client_ip::request_client_ip;
+use crate::client_ip::peer_client_ip;
 use crate::endpoints::Route;
 use crate::ratelimit::write_order_count_headers;
 use crate::weight::{Provisional, UsedWeight};
@@ -19,7 +19,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use keygate_auth::{Access, UnverifiedRequest, VerifiedRequest};
 use keygate_proto::UnixMicros;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A request verified for its route's security type. Consumes the body: handlers read parameters
 /// only from [`VerifiedRequest::params`], so what was verified is what is executed.
@@ -52,8 +52,13 @@ fn has_no_body(parts: &axum::http::request::Parts, body: &axum::body::Body) -> b
 impl Signed {
     /// Verifies `req` for `access`, recording the key's use or the denial. Returns the request and
     /// when it was verified (after its body arrived).
-    async fn verify(req: Request, state: &AppState, access: Access) -> Result<(Self, UnixMicros), ApiError> {
-        let Some(ip) = request_client_ip(&req, &state.trusted_proxies) else {
+    async fn verify(
+        req: Request,
+        peer: Option<SocketAddr>,
+        state: &AppState,
+        access: Access,
+    ) -> Result<(Self, UnixMicros), ApiError> {
+        let Some(ip) = peer_client_ip(peer, req.headers(), &state.trusted_proxies) else {
             return Err(ApiError::UnknownClient);
         };
         // The head is read in place (no copies of the key, path or query); only the body moves.
@@ -105,13 +110,19 @@ impl Signed {
     }
 }
 
-/// Answers one request to a signed `route` with `handler`: verifies it for the security type of
+/// Answers one request to a signed `route`, from the connection's `peer`, with `handler`: verifies it for the security type of
 /// the route's row, charges the weight its body adds (a [`Provisional`] charge left by the weight
 /// middleware), counts it against its account's `ORDERS` limits when the row says it places an
 /// order (an order over the limit never reaches the engine), runs the handler, and gives the
 /// count back when the answer is an error (Binance counts orders placed). A public route (no
 /// access to verify) is refused as an internal error: it is routed wrongly.
-pub(crate) async fn serve<H, Fut, R>(route: Route, state: AppState, req: Request, handler: H) -> Response
+pub(crate) async fn serve<H, Fut, R>(
+    route: Route,
+    state: AppState,
+    req: Request,
+    peer: Option<SocketAddr>,
+    handler: H,
+) -> Response
 where
     H: FnOnce(State<AppState>, Signed) -> Fut,
     Fut: Future<Output = R>,
@@ -122,7 +133,7 @@ where
         return ApiError::Internal(format!("{route:?} is public but routed as signed")).into_response();
     };
     let provisional = req.extensions().get::<Provisional>().copied();
-    let (signed, now) = match Signed::verify(req, &state, access).await {
+    let (signed, now) = match Signed::verify(req, peer, &state, access).await {
         Ok(verified) => verified,
         Err(e) => return e.into_response(),
     };

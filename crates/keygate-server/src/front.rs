@@ -14,7 +14,7 @@
 //! stands in front of each path when rate limits are on, and the access log writes every answer,
 //! with the path's template.
 
-use crate::weight::Weighed;
+use crate::weight::Charging;
 use crate::{ApiError, AppState};
 use axum::Router;
 use axum::extract::Request;
@@ -22,6 +22,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse as _, Response};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,17 +31,23 @@ use tower::Service;
 /// The answer of a handler: what axum's async fn handlers return, boxed once.
 pub(crate) type AnswerFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
-/// One row's handler, called with the request and the state.
-pub(crate) type Endpoint = Box<dyn Fn(Request, AppState) -> AnswerFuture + Send + Sync>;
+/// One row's handler, called with the request, the state and the connection's peer.
+pub(crate) type Endpoint = Box<dyn Fn(Request, AppState, Option<SocketAddr>) -> AnswerFuture + Send + Sync>;
 
 /// The service in front of everything: see the module documentation. Cheap to clone (hyper
 /// clones it for every request): three reference counts.
+///
+/// One is made per connection ([`Front::for_peer`]), knowing the connection's peer: the table's
+/// paths are handed the peer directly, and only requests for the router get it as a
+/// `ConnectInfo` extension (the console reads it there). An extension costs the request a map
+/// allocated and freed.
 #[derive(Clone)]
 pub struct Front {
     /// Sorted by path.
     paths: Arc<[(&'static str, PathEntry)]>,
     router: Router,
     state: AppState,
+    peer: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Front {
@@ -54,7 +61,13 @@ impl Front {
     /// `router`.
     pub(crate) fn new(paths: Vec<(&'static str, PathEntry)>, router: Router, state: AppState) -> Self {
         debug_assert!(paths.windows(2).all(|w| w[0].0 < w[1].0), "paths sorted and distinct");
-        Self { paths: paths.into(), router, state }
+        Self { paths: paths.into(), router, state, peer: None }
+    }
+
+    /// The front of one connection, from `peer`.
+    #[must_use]
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self { peer: Some(peer), ..self.clone() }
     }
 }
 
@@ -68,18 +81,23 @@ impl Service<Request> for Front {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request) -> FrontFuture {
+    fn call(&mut self, mut req: Request) -> FrontFuture {
         let path = req.uri().path();
         match self.paths.binary_search_by(|(p, _)| (*p).cmp(path)) {
             Ok(i) => {
                 let (template, entry) = &self.paths[i];
-                let mut entry = entry.clone();
+                let peer = self.peer;
                 FrontFuture::Table {
-                    fut: crate::access_log::logged(&self.state, req, Some(template), |req| entry.call(req)),
+                    fut: crate::access_log::logged(&self.state, req, Some(template), |req| entry.answer(req, peer)),
                 }
             }
             // The router logs its own answers (its access-log layer sees its `MatchedPath`).
-            Err(_) => FrontFuture::Routed { fut: self.router.call(req) },
+            Err(_) => {
+                if let Some(peer) = self.peer {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                }
+                FrontFuture::Routed { fut: self.router.call(req) }
+            }
         }
     }
 }
@@ -112,28 +130,28 @@ impl Future for FrontFuture {
 }
 
 /// One path of the table as the front serves it: with the weight middleware in front of it
-/// when rate limits are on, without when they are off (there is nothing to count).
+/// when rate limits are on (`charging`), without when they are off (there is nothing to count).
 #[derive(Clone)]
-pub(crate) enum PathEntry {
-    /// Rate limits off.
-    Plain(PathService),
-    /// Rate limits on.
-    Charged(Weighed<PathService>),
+pub(crate) struct PathEntry {
+    service: PathService,
+    charging: Option<Charging>,
 }
 
-impl Service<Request> for PathEntry {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = EntryFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+impl PathEntry {
+    /// `service`, charged as `charging` says when rate limits are on.
+    pub(crate) fn new(service: PathService, charging: Option<Charging>) -> Self {
+        Self { service, charging }
     }
 
-    fn call(&mut self, req: Request) -> EntryFuture {
-        match self {
-            Self::Plain(s) => EntryFuture::Plain { fut: s.call(req) },
-            Self::Charged(s) => EntryFuture::Charged { fut: s.call(req) },
+    /// Answers `req`, from `peer`.
+    fn answer(&self, req: Request, peer: Option<SocketAddr>) -> EntryFuture {
+        let mut service = PathService { peer, ..self.service.clone() };
+        match &self.charging {
+            None => EntryFuture::Plain { fut: service.call(req) },
+            Some(charging) => {
+                let ip = crate::client_ip::peer_client_ip(peer, req.headers(), &self.service.state.trusted_proxies);
+                EntryFuture::Charged { fut: crate::weight::weigh(charging, &mut service, req, ip) }
+            }
         }
     }
 }
@@ -165,11 +183,12 @@ impl Future for EntryFuture {
     }
 }
 
-/// The rows of one path: their handlers by method.
+/// The rows of one path: their handlers by method, for one request from `peer`.
 #[derive(Clone)]
 pub(crate) struct PathService {
     methods: Arc<Methods>,
     state: AppState,
+    peer: Option<SocketAddr>,
 }
 
 struct Methods {
@@ -189,7 +208,7 @@ impl PathService {
             }
         }
         let allow = HeaderValue::from_str(&allow.join(",")).unwrap_or(HeaderValue::from_static(""));
-        Self { methods: Arc::new(Methods { by_method, allow }), state }
+        Self { methods: Arc::new(Methods { by_method, allow }), state, peer: None }
     }
 }
 
@@ -207,7 +226,7 @@ impl Service<Request> for PathService {
         // not the body (RFC 9110, section 9.3.2).
         let wanted = if req.method() == Method::HEAD { &Method::GET } else { req.method() };
         match self.methods.by_method.iter().find(|(m, _)| m == wanted) {
-            Some((_, endpoint)) => PathFuture { fut: endpoint(req, self.state.clone()) },
+            Some((_, endpoint)) => PathFuture { fut: endpoint(req, self.state.clone(), self.peer) },
             None => {
                 let mut res = ApiError::MethodNotAllowed.into_response();
                 res.headers_mut().insert(header::ALLOW, self.methods.allow.clone());

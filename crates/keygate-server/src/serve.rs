@@ -178,9 +178,10 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
         });
         let front = app(state);
         let served = if tls.is_some() {
-            serve_http(listener, tower::util::MapResponse::new(front, hsts), &limits, tls, rx).await
+            let connection = |peer| tower::util::MapResponse::new(front.for_peer(peer), hsts);
+            serve_http(listener, connection, &limits, tls, rx).await
         } else {
-            serve_http(listener, front, &limits, tls, rx).await
+            serve_http(listener, |peer| front.for_peer(peer), &limits, tls, rx).await
         };
         if let Some(t) = admin_task {
             t.abort();
@@ -231,7 +232,7 @@ pub(crate) struct ConnectionLimits {
 /// after a failed accept (when file descriptors run out) instead of a busy loop.
 pub(crate) async fn serve_http<S>(
     listener: tokio::net::TcpListener,
-    router: S,
+    connection: impl Fn(std::net::SocketAddr) -> S,
     limits: &ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: oneshot::Receiver<()>,
@@ -276,16 +277,12 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(move |req: axum::extract::Request<hyper::body::Incoming>| {
+        // The service knows the connection's peer (`connection`); a request carries none.
+        let service = connection(peer).map_request(move |req: axum::extract::Request<hyper::body::Incoming>| {
             // Headers have arrived (hyper's header deadline); the whole body must follow within
             // the same time, counted once, not per chunk.
             let deadline = tokio::time::Instant::now() + read_timeout;
-            let (mut parts, body) = req.into_parts();
-            parts.extensions.insert(axum::extract::ConnectInfo(peer));
-            axum::extract::Request::from_parts(
-                parts,
-                axum::body::Body::new(crate::slow_clients::DeadlineBody::new(body, deadline)),
-            )
+            req.map(|body| axum::body::Body::new(crate::slow_clients::DeadlineBody::new(body, deadline)))
         });
         let watcher = graceful.watcher();
         let tls = tls.clone();

@@ -25,6 +25,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse as _, Response};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
@@ -124,10 +125,29 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let Charging { state, rows } = &self.charging;
+    fn call(&mut self, req: Request) -> Self::Future {
+        let ip = request_client_ip(&req, &self.charging.state.trusted_proxies);
+        weigh(&self.charging, &mut self.inner, req, ip)
+    }
+}
+
+/// Charges `req`, from client address `ip`, and answers it by `inner` unless it is refused: the
+/// core of [`Weighed`], also used by the front ([`crate::front`]), which knows the connection's
+/// peer without a `ConnectInfo` extension.
+pub(crate) fn weigh<S>(
+    charging: &Charging,
+    inner: &mut S,
+    mut req: Request,
+    ip: Option<IpAddr>,
+) -> WeighedFuture<S::Future>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    {
+        let Charging { state, rows } = charging;
         if rows.is_empty() && exempt(req.uri().path()) {
-            return WeighedFuture { answer: Answer::Inner { fut: self.inner.call(req) }, usage: None, report: false };
+            return WeighedFuture { answer: Answer::Inner { fut: inner.call(req) }, usage: None, report: false };
         }
         let route = rows.iter().copied().find(|r| r.spec().method == *req.method());
         let weight = route.map_or(Weight::UNLISTED, |r| r.spec().weight);
@@ -136,14 +156,14 @@ where
         let provisional = route.is_some_and(|r| r.spec().security.access().is_some()) && weight.fixed().is_none();
         // A request whose client address cannot be read is refused later (-1002) by whatever needs
         // the address; it is not counted under a made-up one.
-        let Some(ip) = request_client_ip(&req, &state.trusted_proxies) else {
-            return WeighedFuture { answer: Answer::Inner { fut: self.inner.call(req) }, usage: None, report: true };
+        let Some(ip) = ip else {
+            return WeighedFuture { answer: Answer::Inner { fut: inner.call(req) }, usage: None, report: true };
         };
         let Some((usage, verdict)) = state.limiter.admit_here(ip, w, now) else {
             // Shared counters: the decision waits for them. The inner service was made ready by
             // `poll_ready`; that one goes into the future, a clone stays here.
-            let clone = self.inner.clone();
-            let inner = std::mem::replace(&mut self.inner, clone);
+            let clone = inner.clone();
+            let inner = std::mem::replace(inner, clone);
             let state = state.clone();
             let fut = async move {
                 let (usage, verdict) = state.limiter.admit(ip, w, now).await;
@@ -167,7 +187,7 @@ where
                 if provisional {
                     req.extensions_mut().insert(Provisional(w));
                 }
-                Answer::Inner { fut: self.inner.call(req) }
+                Answer::Inner { fut: inner.call(req) }
             }
             Err(refusal) => Answer::Ready { res: Some(ApiError::RateLimited(refusal).into_response()) },
         };

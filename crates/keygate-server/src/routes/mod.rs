@@ -26,7 +26,6 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use tower::Layer as _;
 
 /// A JSON answer with Binance's content type.
 pub(crate) struct BinanceJson<T>(pub T);
@@ -109,7 +108,7 @@ where
     T: 'static,
 {
     match route.spec().security.access() {
-        None => Box::new(move |req, state| handler.clone().call(req, state)),
+        None => Box::new(move |req, state, _peer| handler.clone().call(req, state)),
         Some(_) => misrouted(route),
     }
 }
@@ -123,13 +122,13 @@ where
     Fut: Future<Output = Res> + Send + 'static,
     Res: IntoResponse + 'static,
 {
-    Box::new(move |req, state| Box::pin(crate::extract::serve(route, state, req, handler.clone())))
+    Box::new(move |req, state, peer| Box::pin(crate::extract::serve(route, state, req, peer, handler.clone())))
 }
 
 /// A row whose handler does not fit it: answered 500 (`tests/it/endpoints.rs` requests every
 /// row, so this never ships).
 fn misrouted(route: Route) -> Endpoint {
-    Box::new(move |_, _| {
+    Box::new(move |_, _, _| {
         Box::pin(std::future::ready(ApiError::Internal(format!("{route:?} is routed against its row")).into_response()))
     })
 }
@@ -143,12 +142,7 @@ pub(crate) fn table(state: &AppState) -> Vec<(&'static str, PathEntry)> {
             let path = rows.first()?.spec().path;
             let methods = rows.iter().map(|&route| (route.spec().method.clone(), handler(route))).collect();
             let service = PathService::new(state.clone(), methods);
-            let entry = if charge {
-                PathEntry::Charged(weight::WeightLayer::new(Charging::path(state.clone(), rows)).layer(service))
-            } else {
-                PathEntry::Plain(service)
-            };
-            Some((path, entry))
+            Some((path, PathEntry::new(service, charge.then(|| Charging::path(state.clone(), rows)))))
         })
         .collect();
     paths.sort_by(|a, b| a.0.cmp(b.0));
