@@ -26,6 +26,11 @@ pub const FULL: usize = 4 << 20;
 /// How long the thread lets lines gather after writing a batch.
 pub const GATHER: Duration = Duration::from_millis(5);
 
+/// How long the end of `main` waits for what is left to be written. stderr that is not being read
+/// (a full pipe) would otherwise keep a stopping process alive until someone reads it; after this
+/// long, what is left is given up, as tracing-appender's guard did.
+pub const EXIT_WAIT: Duration = Duration::from_secs(1);
+
 /// The writing end; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct LogWriter {
@@ -52,7 +57,8 @@ struct State {
     stopped: bool,
 }
 
-/// Writes what is left and stops the thread when dropped (at the end of `main`).
+/// Writes what is left and stops the thread when dropped (at the end of `main`), waiting at most
+/// [`EXIT_WAIT`].
 #[derive(Debug)]
 #[must_use = "dropping the guard stops the log writer"]
 pub struct FlushOnDrop {
@@ -131,13 +137,23 @@ impl Shared {
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        {
-            let mut st = self.shared.lock();
-            st.closing = true;
-            self.shared.lines.notify_one();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let mut st = self.shared.lock();
+        st.closing = true;
+        self.shared.lines.notify_one();
+        // The thread says it stopped on `room`.
+        let (st, _) = self
+            .shared
+            .room
+            .wait_timeout_while(st, EXIT_WAIT, |st| !st.stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        let stopped = st.stopped;
+        drop(st);
+        match self.thread.take() {
+            Some(t) if stopped => {
+                let _ = t.join();
+            }
+            // Stuck in a write nobody reads: left behind, to end with the process.
+            _ => {}
         }
     }
 }
@@ -241,24 +257,43 @@ mod tests {
         assert_eq!(out.0.lock().unwrap().0, b"one\n");
     }
 
+    /// An output that blocks until told to go on (a pipe nobody reads).
+    #[derive(Clone)]
+    struct Held(Arc<(Mutex<bool>, Condvar)>, Out);
+
+    impl Write for Held {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (go, cv) = &*self.0;
+            let mut g = go.lock().unwrap();
+            while !*g {
+                g = cv.wait(g).unwrap();
+            }
+            self.1.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_end_waits_at_most_exit_wait_for_an_output_nobody_reads() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let out = Out::default();
+        let (w, guard) = LogWriter::start(Held(gate.clone(), out.clone())).unwrap();
+        w.append(b"stuck\n");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = done_tx.send(());
+        });
+        assert!(done_rx.recv_timeout(EXIT_WAIT * 5).is_ok(), "the guard gave up instead of hanging");
+        // Let the stuck thread finish, so the test leaves nothing blocked behind.
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    }
+
     #[test]
     fn writers_wait_for_room_when_the_buffer_is_full_and_nothing_is_dropped() {
-        /// An output that blocks until told to go on.
-        #[derive(Clone)]
-        struct Held(Arc<(Mutex<bool>, Condvar)>, Out);
-        impl Write for Held {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                let (go, cv) = &*self.0;
-                let mut g = go.lock().unwrap();
-                while !*g {
-                    g = cv.wait(g).unwrap();
-                }
-                self.1.write(buf)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let out = Out::default();
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let (w, guard) = LogWriter::start(Held(gate.clone(), out.clone())).unwrap();
