@@ -255,7 +255,6 @@ impl Pending {
     /// Gives `res` its request id, counts it in the metrics and writes its access line.
     fn log(self, mut res: Response) -> Response {
         let Self { watch, method, shown, key, id, state } = self;
-        res.headers_mut().insert(crate::request_id::HEADER, id.clone());
         let took = watch.elapsed();
         let status = res.status().as_u16();
         if let Some(m) = &state.metrics {
@@ -288,6 +287,9 @@ impl Pending {
             // The cause of a 500 is logged once, here, and never sent to the client.
             tracing::error!(request_id, status, %cause, "request failed");
         }
+        // Moved, not cloned: the first clone of a fresh id's bytes would allocate their shared
+        // reference count.
+        res.headers_mut().insert(crate::request_id::HEADER, id);
         res
     }
 }
