@@ -80,7 +80,7 @@ impl DirectLog {
     /// fit the stack buffer (it cannot: every field is bounded) is left to `tracing`, never cut.
     #[must_use]
     pub fn write(&self, line: &AccessLine<'_>, target: &str) -> bool {
-        let mut buf = Line::new();
+        let mut buf = Line::default();
         let formatted = match self.format {
             LogFormat::Text => text(&mut buf, line, target),
             LogFormat::Json => json(&mut buf, line, target),
@@ -229,28 +229,37 @@ fn second(secs: u64) -> [u8; 19] {
     buf
 }
 
-/// A line being written, on the stack.
-struct Line {
-    buf: [u8; LINE_MAX],
+/// Text being put together on the stack, at most `N` bytes: a piece that would not fit is
+/// refused whole (the text stays as it was), never cut.
+pub(crate) struct StackLine<const N: usize> {
+    buf: [u8; N],
     len: usize,
 }
 
-/// The longest access line written directly: the fields are bounded (ids of at most 64
-/// characters, a method of at most 19, a path template or a shown path of at most 67) and come to
-/// about 300 bytes in JSON.
-const LINE_MAX: usize = 1024;
-
-impl Line {
-    fn new() -> Self {
-        Self { buf: [0; LINE_MAX], len: 0 }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or_default()
+impl<const N: usize> Default for StackLine<N> {
+    fn default() -> Self {
+        Self { buf: [0; N], len: 0 }
     }
 }
 
-impl fmt::Write for Line {
+impl<const N: usize> StackLine<N> {
+    /// Empties it.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// What was written.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    /// What was written, as text (only whole `&str`s are ever copied in).
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl<const N: usize> fmt::Write for StackLine<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let end = self.len + s.len();
         self.buf.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
@@ -258,6 +267,14 @@ impl fmt::Write for Line {
         Ok(())
     }
 }
+
+/// An access line being written.
+type Line = StackLine<LINE_MAX>;
+
+/// The longest access line written directly: the fields are bounded (ids of at most 64
+/// characters, a method of at most 19, a path template or a shown path of at most 67) and come to
+/// about 300 bytes in JSON.
+const LINE_MAX: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -321,7 +338,7 @@ mod tests {
         assert_eq!(v["path"], "/a\"b\\c\u{1}");
         assert_eq!(&second(0), b"1970-01-01T00:00:00");
         assert_eq!(&second(1_796_658_001), b"2026-12-07T15:40:01");
-        let mut line = Line::new();
+        let mut line = Line::default();
         now(&mut line).unwrap();
         let stamp = std::str::from_utf8(line.as_bytes()).unwrap();
         let parsed = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).unwrap();
@@ -331,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_line_that_would_not_fit_is_refused_whole_and_never_cut() {
-        let mut line = Line::new();
+        let mut line = Line::default();
         line.write_str("answered").unwrap();
         assert!(line.write_str(&"x".repeat(LINE_MAX)).is_err());
         assert_eq!(line.as_bytes(), b"answered", "a refused piece leaves the line as it was");

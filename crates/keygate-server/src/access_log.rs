@@ -18,6 +18,7 @@
 //! Filter it like any target: `RUST_LOG=info,keygate::access=off` silences it.
 
 use crate::AppState;
+use crate::access_line::StackLine;
 use crate::answer::Answer;
 use crate::error::InternalCause;
 use axum::extract::{MatchedPath, Request};
@@ -294,17 +295,9 @@ impl Pending {
     }
 }
 
-/// An unknown path as [`LoggedPath`] shows it, in a buffer on the stack.
-struct ShownPath {
-    buf: [u8; UNKNOWN_PATH_MAX + 8],
-    len: usize,
-}
-
-impl Default for ShownPath {
-    fn default() -> Self {
-        Self { buf: [0; UNKNOWN_PATH_MAX + 8], len: 0 }
-    }
-}
+/// An unknown path as [`LoggedPath`] shows it, or a long method cut, in a buffer on the stack.
+#[derive(Default)]
+struct ShownPath(StackLine<{ UNKNOWN_PATH_MAX + 8 }>);
 
 impl ShownPath {
     /// A request method as the line shows it: whole up to [`METHOD_MAX`] bytes (every standard
@@ -312,13 +305,13 @@ impl ShownPath {
     /// hundreds of kilobytes; written whole, one request would write that much log.
     fn method<'a>(&'a mut self, method: &'a str) -> &'a str {
         use std::fmt::Write as _;
-        self.len = 0;
+        self.0.clear();
         match method.get(..METHOD_MAX) {
             // A method is ASCII (a token), so the cut is on a character boundary.
             Some(head) if method.len() > METHOD_MAX => {
-                let _ = self.write_str(head);
-                let _ = self.write_str("...");
-                std::str::from_utf8(self.buf.get(..self.len).unwrap_or_default()).unwrap_or("")
+                let _ = self.0.write_str(head);
+                let _ = self.0.write_str("...");
+                self.0.as_str()
             }
             _ if method.len() > METHOD_MAX => "...",
             _ => method,
@@ -327,18 +320,9 @@ impl ShownPath {
 
     fn of(&mut self, raw: &str) -> &str {
         use std::fmt::Write as _;
-        self.len = 0;
+        self.0.clear();
         // Cannot fail: the shown path is at most UNKNOWN_PATH_MAX + 3 bytes.
-        let _ = write!(self, "{}", LoggedPath(raw));
-        std::str::from_utf8(self.buf.get(..self.len).unwrap_or_default()).unwrap_or("")
-    }
-}
-
-impl std::fmt::Write for ShownPath {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
+        let _ = write!(self.0, "{}", LoggedPath(raw));
+        self.0.as_str()
     }
 }

@@ -145,11 +145,12 @@ impl PathEntry {
 
     /// Answers `req`, from `peer`.
     fn answer(&self, req: Request, peer: Option<SocketAddr>) -> EntryFuture {
-        let mut service = PathService { peer, ..self.service.clone() };
         match &self.charging {
-            None => EntryFuture::Plain { fut: service.call(req) },
+            None => EntryFuture::Plain { fut: self.service.answer(req, peer) },
             Some(charging) => {
                 let ip = crate::client_ip::peer_client_ip(peer, req.headers(), &self.service.state.trusted_proxies);
+                // The weight middleware takes a service it can keep (shared counters answer later).
+                let mut service = PathService { peer, ..self.service.clone() };
                 EntryFuture::Charged { fut: crate::weight::weigh(charging, &mut service, req, ip) }
             }
         }
@@ -210,6 +211,21 @@ impl PathService {
         let allow = HeaderValue::from_str(&allow.join(",")).unwrap_or(HeaderValue::from_static(""));
         Self { methods: Arc::new(Methods { by_method, allow }), state, peer: None }
     }
+
+    /// Answers `req`, from `peer`, by the handler of its method.
+    fn answer(&self, req: Request, peer: Option<SocketAddr>) -> PathFuture {
+        // HEAD is answered by the GET handler; hyper sends its head (with the body's length) and
+        // not the body (RFC 9110, section 9.3.2).
+        let wanted = if req.method() == Method::HEAD { &Method::GET } else { req.method() };
+        match self.methods.by_method.iter().find(|(m, _)| m == wanted) {
+            Some((_, endpoint)) => PathFuture { fut: endpoint(req, self.state.clone(), peer) },
+            None => {
+                let mut res = ApiError::MethodNotAllowed.into_response();
+                res.headers_mut().insert(header::ALLOW, self.methods.allow.clone());
+                PathFuture { fut: Box::pin(std::future::ready(res)) }
+            }
+        }
+    }
 }
 
 impl Service<Request> for PathService {
@@ -222,17 +238,7 @@ impl Service<Request> for PathService {
     }
 
     fn call(&mut self, req: Request) -> PathFuture {
-        // HEAD is answered by the GET handler; hyper sends its head (with the body's length) and
-        // not the body (RFC 9110, section 9.3.2).
-        let wanted = if req.method() == Method::HEAD { &Method::GET } else { req.method() };
-        match self.methods.by_method.iter().find(|(m, _)| m == wanted) {
-            Some((_, endpoint)) => PathFuture { fut: endpoint(req, self.state.clone(), self.peer) },
-            None => {
-                let mut res = ApiError::MethodNotAllowed.into_response();
-                res.headers_mut().insert(header::ALLOW, self.methods.allow.clone());
-                PathFuture { fut: Box::pin(std::future::ready(res)) }
-            }
-        }
+        self.answer(req, self.peer)
     }
 }
 
