@@ -222,6 +222,14 @@ where
                 }),
             }
         }
+        // On the endpoint table's paths the refusal comes after the weight is charged, like any
+        // other refusal of a Binance request (the path answers it, see `front::PathService`): a
+        // client cannot send requests past its limits by sending a bad unit with them.
+        Err(_) if template.is_some() => {
+            let mut req = req;
+            req.extensions_mut().insert(crate::routes::time_unit::BadUnit);
+            Answer::Inner { fut: call(req) }
+        }
         Err(refused) => Answer::Ready { res: Some(axum::response::IntoResponse::into_response(refused)) },
     };
     AccessLogFuture { answer, pending: Some(pending) }

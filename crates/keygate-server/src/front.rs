@@ -217,6 +217,11 @@ impl PathService {
         // HEAD is answered by the GET handler; hyper sends its head (with the body's length) and
         // not the body (RFC 9110, section 9.3.2).
         let wanted = if req.method() == Method::HEAD { &Method::GET } else { req.method() };
+        if req.extensions().get::<crate::routes::time_unit::BadUnit>().is_some() {
+            return PathFuture {
+                fut: Box::pin(std::future::ready(crate::routes::time_unit::refusal().into_response())),
+            };
+        }
         match self.methods.by_method.iter().find(|(m, _)| m == wanted) {
             Some((_, endpoint)) => PathFuture { fut: endpoint(req, self.state.clone(), peer) },
             None => {

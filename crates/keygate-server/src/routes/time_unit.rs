@@ -30,6 +30,16 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// The header, as a `HeaderName` so that looking it up on every request parses nothing.
 const X_MBX_TIME_UNIT: HeaderName = HeaderName::from_static("x-mbx-time-unit");
 
+/// Left in a request whose `X-MBX-TIME-UNIT` names no unit, for the path to refuse once the
+/// request is charged (see `access_log::logged`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BadUnit;
+
+/// The refusal of a header that names no unit.
+pub(crate) fn refusal() -> ApiError {
+    ApiError::binance(ErrorCode::IllegalChars, "Invalid X-MBX-TIME-UNIT header; use MILLISECOND or MICROSECOND.")
+}
+
 /// What a request asks of its answer's times: `Ok(None)` for milliseconds (the default, and
 /// every `/sapi` answer), `Ok(Some(klines))` for microseconds (`klines`: the answer is kline
 /// rows), or the refusal of a header that names no unit. Only Binance's paths read the header:
@@ -48,12 +58,7 @@ pub(crate) fn requested(req: &Request) -> Result<Option<bool>, ApiError> {
     match unit.as_bytes() {
         b"MILLISECOND" | b"millisecond" => return Ok(None),
         b"MICROSECOND" | b"microsecond" => {}
-        _ => {
-            return Err(ApiError::binance(
-                ErrorCode::IllegalChars,
-                "Invalid X-MBX-TIME-UNIT header; use MILLISECOND or MICROSECOND.",
-            ));
-        }
+        _ => return Err(refusal()),
     }
     if !api {
         return Ok(None);

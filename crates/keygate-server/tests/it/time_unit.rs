@@ -65,6 +65,13 @@ async fn server_time_follows_the_requested_unit_and_a_bad_unit_is_refused() {
     assert_eq!(info["symbols"][0]["filters"][0]["tickSize"], "0.01000000");
     let (status, body) = get(&app, "/api/v3/time", Some("SECOND")).await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(-1100)));
+    // Refused after the request is charged, like any refusal: a bad unit does not get a client
+    // past its limits.
+    let used = |r: &reqwest::Response| r.headers()["x-mbx-used-weight-1m"].to_str().unwrap().parse::<u32>().unwrap();
+    let first = with_unit(&app, reqwest::Method::GET, "/api/v3/time", "SECOND").await;
+    let second = with_unit(&app, reqwest::Method::GET, "/api/v3/depth?symbol=BTCUSDT&limit=5000", "SECOND").await;
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (400, 400));
+    assert_eq!(used(&second), used(&first) + 250, "depth at 5000 levels weighs 250, refused or not");
     // Paths that are not Binance's ignore the header, good or bad.
     for (path, status) in [("/readyz", 200), ("/api/console/v1/session", 200)] {
         assert_eq!(with_unit(&app, reqwest::Method::GET, path, "SECOND").await.status(), status, "{path}");
