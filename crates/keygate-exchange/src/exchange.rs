@@ -19,6 +19,10 @@ use keygate_proto::{AccountId, Amount, AssetCode, Symbol, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use board::{OpenOrderIds, OrderBoard};
+
+/// What a test order is checked against, away from the engine thread.
+mod board;
 /// Matching a taker against the book.
 mod matching;
 /// Placing an order, step by step.
@@ -457,7 +461,7 @@ impl Exchange {
         let ms = self.markets.get_mut(m).ok_or(ExchangeError::Internal("market index"))?;
         ms.book.remove(side, price, rem);
         self.ledger.unlock(account, p.locked_asset(side), locked)?;
-        close_open(&mut self.accounts, account, m, id, &cid);
+        close_open(&mut self.accounts, &mut self.ledger, account, m, id, &cid);
         Ok(CanceledOrder { order, cancel_client_order_id: cancel_cid })
     }
 
@@ -495,14 +499,16 @@ impl Exchange {
     }
 }
 
-/// Removes an order from its account's open sets.
+/// Removes an order from its account's open sets, noting the account as changed.
 fn close_open(
     accounts: &mut BTreeMap<AccountId, BTreeMap<u32, AccountMarket>>,
+    ledger: &mut Ledger,
     account: AccountId,
     m: usize,
     id: u64,
     client_id: &str,
 ) {
+    ledger.note_changed(account);
     if let Some(am) = accounts.get_mut(&account).and_then(|a| a.get_mut(&(m as u32))) {
         am.open.remove(&id);
         if am.open_client_ids.get(client_id) == Some(&id) {

@@ -88,8 +88,9 @@ pub struct Ledger {
     changed: ChangedAccounts,
 }
 
-/// The accounts whose balances may have changed since [`Ledger::take_changed`] last ran, so that
-/// a cache outside the exchange (the engine's account views) drops only what went stale.
+/// The accounts whose balances or open orders may have changed since [`Ledger::take_changed`]
+/// last ran, so that a cache outside the exchange (the engine's account views) drops only what
+/// went stale.
 ///
 /// Bookkeeping, not state: never saved, and equal to any other (a replayed exchange equals the
 /// original whatever either has handed out). Bounded: past [`ChangedAccounts::MAX`] distinct
@@ -212,6 +213,12 @@ impl Ledger {
     /// The accounts whose balances may have changed since the last call, and a fresh list.
     pub fn take_changed(&mut self) -> ChangedAccounts {
         std::mem::take(&mut self.changed)
+    }
+
+    /// Notes that something cached per account besides its balances changed (its open orders):
+    /// caches that drop an account's entry on a balance change then drop it on this one too.
+    pub(crate) fn note_changed(&mut self, account: AccountId) {
+        self.changed.note(account);
     }
 
     /// The one way to a mutable balance, so every change is noted in `changed`.

@@ -19,7 +19,7 @@ pub mod wallet;
 
 pub use config::{AssetSpec, ConfigError, ExchangeConfig, MarketSpec, NetworkSpec};
 pub use error::ExchangeError;
-pub use exchange::{CanceledOrder, Command, Exchange, NewOrder, Outcome, PlacedOrder};
+pub use exchange::{CanceledOrder, Command, Exchange, NewOrder, OpenOrderIds, OrderBoard, Outcome, PlacedOrder};
 pub use history::{DEFAULT_HISTORY_DAYS, History, HistoryRecord, HistorySpec, MAX_HISTORY_DAYS};
 pub use ledger::{AssetReport, Balance, ChangedAccounts, InvariantViolation, Ledger};
 pub use market_maker::{MarketMaker, MarketMakerConfig};

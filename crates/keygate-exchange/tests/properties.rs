@@ -14,7 +14,27 @@ fn account() -> impl Strategy<Value = AccountId> {
 
 fn command() -> impl Strategy<Value = Command> {
     let symbols = prop_oneof![Just("BTCUSDT"), Just("ETHBTC")];
-    let place = (
+    prop_oneof![
+        6 => place(),
+        2 => cancel(symbols.clone()),
+        1 => (account(), symbols).prop_map(|(a, s)| Command::CancelOpenOrders { account: a, symbol: sym(s) }),
+        2 => deposit(),
+        1 => withdraw(),
+        1 => Just(Command::AdvanceWithdrawals),
+    ]
+}
+
+/// A new order of any type on either market, now and then with a client order id of its own.
+fn new_order() -> impl Strategy<Value = NewOrder> {
+    place().prop_map(|c| match c {
+        Command::PlaceOrder(o) => o,
+        _ => unreachable!("place() makes orders"),
+    })
+}
+
+fn place() -> impl Strategy<Value = Command> {
+    let symbols = prop_oneof![Just("BTCUSDT"), Just("ETHBTC")];
+    (
         account(),
         symbols.clone(),
         any::<bool>(),
@@ -28,8 +48,9 @@ fn command() -> impl Strategy<Value = Command> {
             Just(Some(StpMode::ExpireTaker)),
             Just(Some(StpMode::ExpireBoth))
         ],
+        prop_oneof![4 => Just(None), 1 => Just(Some("a")), 1 => Just(Some("b"))],
     )
-        .prop_map(|(acct, s, buy, kind, tif, price_steps, qty_steps, stp)| {
+        .prop_map(|(acct, s, buy, kind, tif, price_steps, qty_steps, stp, client_id)| {
             let (price, qty) = if s == "BTCUSDT" {
                 (Amount::from_units((49_900 + price_steps * 10) * 100_000_000), Amount::from_units(qty_steps * 1_000))
             } else {
@@ -51,23 +72,31 @@ fn command() -> impl Strategy<Value = Command> {
                 quantity,
                 quote_order_qty: quote,
                 price,
-                new_client_order_id: None,
+                new_client_order_id: client_id.map(str::to_owned),
                 stp_mode: stp,
             })
-        });
-    let cancel = (account(), symbols.clone(), 1u64..60).prop_map(|(a, s, id)| Command::CancelOrder {
-        account: a,
-        symbol: sym(s),
-        order: OrderRef::Id(id),
-        new_client_order_id: None,
-    });
-    let cancel_all = (account(), symbols).prop_map(|(a, s)| Command::CancelOpenOrders { account: a, symbol: sym(s) });
-    let deposit = (account(), prop_oneof![Just("BTC"), Just("USDT"), Just("ETH")], 1u64..5_000_000_000_000).prop_map(
-        |(a, c, u)| {
-            Command::Deposit(Deposit { account: a, coin: coin(c), network: None, amount: Amount::from_units(u) })
-        },
-    );
-    let withdraw = (account(), 1u64..200_000_000_000, any::<bool>()).prop_map(|(a, u, limited)| {
+        })
+}
+
+fn cancel(symbols: impl Strategy<Value = &'static str>) -> impl Strategy<Value = Command> {
+    (account(), symbols, 1u64..60, prop_oneof![Just(None), Just(Some("a"))]).prop_map(|(a, s, id, by_client)| {
+        Command::CancelOrder {
+            account: a,
+            symbol: sym(s),
+            order: by_client.map_or(OrderRef::Id(id), |c: &str| OrderRef::ClientId(c.to_owned())),
+            new_client_order_id: None,
+        }
+    })
+}
+
+fn deposit() -> impl Strategy<Value = Command> {
+    (account(), prop_oneof![Just("BTC"), Just("USDT"), Just("ETH")], 1u64..5_000_000_000_000).prop_map(|(a, c, u)| {
+        Command::Deposit(Deposit { account: a, coin: coin(c), network: None, amount: Amount::from_units(u) })
+    })
+}
+
+fn withdraw() -> impl Strategy<Value = Command> {
+    (account(), 1u64..200_000_000_000, any::<bool>()).prop_map(|(a, u, limited)| {
         Command::Withdraw(Withdraw {
             account: a,
             coin: coin("USDT"),
@@ -81,15 +110,7 @@ fn command() -> impl Strategy<Value = Command> {
                 key_id: format!("k{}", a.0),
             },
         })
-    });
-    prop_oneof![
-        6 => place,
-        2 => cancel,
-        1 => cancel_all,
-        2 => deposit,
-        1 => withdraw,
-        1 => Just(Command::AdvanceWithdrawals),
-    ]
+    })
 }
 
 proptest! {
@@ -134,5 +155,32 @@ proptest! {
         prop_assert_eq!(fresh.snapshot().unwrap(), ex.snapshot().unwrap());
         let restored = Exchange::from_snapshot(&ex.snapshot().unwrap()).unwrap();
         prop_assert_eq!(&restored, &ex);
+    }
+
+    /// An order board and open order ids kept until their account is listed as changed answer
+    /// every test order the board takes exactly as the exchange does, after any history.
+    #[test]
+    fn a_board_answers_test_orders_as_the_exchange_does(
+        steps in prop::collection::vec((command(), 0u64..5_000, new_order()), 1..120)
+    ) {
+        let mut ex = Exchange::new(ExchangeConfig::default()).unwrap();
+        let mut board = ex.order_board(None);
+        let mut kept: std::collections::BTreeMap<AccountId, OpenOrderIds> = std::collections::BTreeMap::new();
+        let mut now = 1_700_000_000_000u64;
+        for (cmd, dt, test) in steps {
+            now += dt;
+            let _ = ex.apply(&cmd, UnixMillis(now));
+            let changed = ex.take_changed_accounts();
+            kept.retain(|account, _| !changed.contains(*account));
+            board = ex.order_board(Some(&board));
+            let open = kept.entry(test.account).or_insert_with(|| ex.open_order_ids(test.account));
+            prop_assert_eq!(&*open, &ex.open_order_ids(test.account), "kept open orders went stale after {:?}", cmd);
+            let on_board = board.test_order(open, &test);
+            let on_exchange = ex.apply(&Command::TestOrder(test.clone()), UnixMillis(now));
+            match on_board {
+                Some(answer) => prop_assert_eq!(answer, on_exchange, "{:?}", test),
+                None => prop_assert!(test.order_type == OrderType::Market && test.quantity.is_some()),
+            }
+        }
     }
 }

@@ -10,8 +10,11 @@
 //! engine applied it).
 
 use crate::{Clock, ServiceError};
-use keygate_exchange::{BalanceView, ChangedAccounts, Command, Exchange, ExchangeConfig, ExchangeError, Outcome};
-use keygate_proto::{AccountId, Amount, UnixMicros, UnixMillis};
+use keygate_exchange::{
+    BalanceView, ChangedAccounts, Command, Exchange, ExchangeConfig, ExchangeError, NewOrder, OpenOrderIds, OrderBoard,
+    OrderType, Outcome,
+};
+use keygate_proto::{AccountId, Amount, Symbol, UnixMicros, UnixMillis};
 use keygate_store::{AuditDraft, JournalEntry, Store};
 use rustc_hash::FxHashMap;
 use std::any::Any;
@@ -169,6 +172,8 @@ pub struct Engine {
     reads: Arc<Reads>,
     stats: Arc<Stats>,
     cluster: Arc<crate::cluster::Cluster>,
+    /// Read for a test order's window when it is checked off the engine thread.
+    clock: Arc<dyn Clock>,
 }
 
 /// Called with the time each journal commit took (the store's transaction for one batch).
@@ -197,43 +202,74 @@ pub struct AccountView {
     pub fees: Option<(Amount, Amount)>,
     /// The exchange's clock when the view was computed: the account has not changed since.
     pub update_time: UnixMillis,
+    /// The account's open orders as a test order's checks read them (see [`Engine::test_order`]).
+    pub open_orders: OpenOrderIds,
     /// Whatever a caller derives from this view and wants to keep exactly as long as the view is
     /// served (the HTTP layer keeps its serialized answers here, so an unchanged account is not
     /// serialized again on every read). Empty when the view is made; the engine never reads it.
     pub memo: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
-/// Account views computed on the engine thread, each reused until its account changes.
+/// Account views computed on the engine thread, each reused until its account changes, and the
+/// exchange's [`OrderBoard`] as of the last committed batch.
 ///
 /// A read otherwise hops to the engine thread and back (two thread wake-ups, measured as the
 /// largest single cost of a signed account read). Only the engine thread writes here: a query
 /// inserts the view it computed, and after a batch is committed, before any of its replies is
 /// sent, the engine drops the views of the accounts the batch changed (all of them when it changed
-/// too many to list, or was rolled back). So a client that has seen the answer to its order is
-/// never served a view older than that order, and a view served from here is exactly what a query
+/// too many to list, or was rolled back) and, if the batch changed the exchange, publishes its new
+/// board, both under one lock. So a client that has seen the answer to its order is never served
+/// a view or board older than that order, and what is served from here is exactly what a query
 /// on the engine thread would answer. Trading on one account leaves every other account's view
 /// cached.
 #[derive(Debug, Default)]
 struct Reads {
-    accounts: Mutex<FxHashMap<AccountId, Arc<AccountView>>>,
+    state: Mutex<ReadState>,
+}
+
+/// What [`Reads`] guards.
+#[derive(Debug, Default)]
+struct ReadState {
+    accounts: FxHashMap<AccountId, Arc<AccountView>>,
+    /// `None` until the engine publishes one, and while the exchange is rebuilt.
+    board: Option<OrderBoard>,
 }
 
 impl Reads {
-    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<AccountId, Arc<AccountView>>> {
-        self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Drops the views `changed` may have made stale.
-    fn forget(&self, changed: &ChangedAccounts) {
-        let mut accounts = self.lock();
+    /// Drops the views `changed` may have made stale and, when `exchange` is given (it changed),
+    /// replaces the board by its new one.
+    fn publish(&self, changed: &ChangedAccounts, exchange: Option<&Exchange>) {
+        let mut state = self.lock();
         match changed.listed() {
             Some(listed) => {
                 for account in listed {
-                    accounts.remove(&account);
+                    state.accounts.remove(&account);
                 }
             }
-            None => accounts.clear(),
+            None => state.accounts.clear(),
         }
+        if let Some(ex) = exchange {
+            state.board = Some(ex.order_board(state.board.as_ref()));
+        }
+    }
+
+    /// Forgets everything: the exchange is being replaced.
+    fn clear(&self) {
+        let mut state = self.lock();
+        state.accounts.clear();
+        state.board = None;
+    }
+
+    /// What [`OrderBoard::test_order`] answers for `order` on the published board and the
+    /// account's cached view, if both are there and the board can tell.
+    fn test_order(&self, order: &NewOrder) -> Option<Result<Outcome, ExchangeError>> {
+        let state = self.lock();
+        let view = state.accounts.get(&order.account)?;
+        state.board.as_ref()?.test_order(&view.open_orders, order)
     }
 }
 
@@ -321,9 +357,10 @@ impl Engine {
         let (mut exchange, last_seq, snapshot_seq) = recover(&*store, &exchange_config).await?;
         let clock_now_ms = clock.now().as_millis().0;
         // Nothing is cached yet: what the replay changed is of no interest.
-        exchange.take_changed_accounts();
+        let changed = exchange.take_changed_accounts();
         let (tx, rx) = sync_channel(QUEUE);
         let reads = Arc::new(Reads::default());
+        reads.publish(&changed, Some(&exchange));
         let stats = Arc::new(Stats::default());
         let cluster = Arc::new(crate::cluster::Cluster::new(Arc::clone(&store), last_seq, forward));
         let runner = Runner {
@@ -331,7 +368,7 @@ impl Engine {
             reads: Arc::clone(&reads),
             stats: Arc::clone(&stats),
             store,
-            clock,
+            clock: Arc::clone(&clock),
             rt: tokio::runtime::Handle::current(),
             next_seq: last_seq + 1,
             snapshot_seq,
@@ -348,7 +385,7 @@ impl Engine {
             .name("keygate-engine".into())
             .spawn(move || runner.run(rx))
             .map_err(|e| ServiceError::Internal(format!("cannot start the engine thread: {e}")))?;
-        Ok(Self { tx, reads, stats, cluster })
+        Ok(Self { tx, reads, stats, cluster, clock })
     }
 
     /// What this node's tasks share about its role in the cluster.
@@ -490,6 +527,54 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
+    /// `POST /api/v3/order/test`: what the exchange answers `order` as a test order (it changes
+    /// nothing), checked where the request is, without a trip to the engine thread, against the
+    /// published [`OrderBoard`] and the account's cached view (the same checks, see `Reads`).
+    /// The engine thread checks it when the board cannot: a MARKET order by quantity (valued at
+    /// the average price, which moves with the clock), or an account with no cached view yet
+    /// (which the trip caches).
+    ///
+    /// # Errors
+    /// As [`Engine::submit`]: the exchange's refusal, [`EngineError::Expired`] when the window
+    /// has passed, [`EngineError::Unavailable`] while the exchange is rebuilt.
+    pub async fn test_order(&self, order: NewOrder, fresh_until: Option<UnixMicros>) -> Result<Outcome, EngineError> {
+        let by_quantity = order.order_type == OrderType::Market && order.quantity.is_some();
+        if by_quantity || !self.is_available() {
+            return self.submit(Command::TestOrder(order), fresh_until).await;
+        }
+        // The engine checks the window again when a command reaches it; so does this.
+        if fresh_until.is_some_and(|f| self.clock.now() > f) {
+            return Err(EngineError::Expired);
+        }
+        if let Some(answer) = self.reads.test_order(&order) {
+            return answer.map_err(EngineError::Rejected);
+        }
+        // No view of this account yet (or it just changed): one trip caches it for the next.
+        self.compute_view(order.account).await?;
+        match self.reads.test_order(&order) {
+            Some(answer) => answer.map_err(EngineError::Rejected),
+            None => self.submit(Command::TestOrder(order), fresh_until).await,
+        }
+    }
+
+    /// The market's maker and taker commission rates, from the published board (they are fixed
+    /// with the exchange), or from the engine thread while there is none.
+    ///
+    /// # Errors
+    /// [`EngineError::Rejected`] for an unknown symbol; [`EngineError::Busy`] or
+    /// [`EngineError::Stopped`].
+    pub async fn fee_rates(&self, symbol: &Symbol) -> Result<(Amount, Amount), EngineError> {
+        let on_board = self.reads.lock().board.as_ref().map(|b| b.fee_rates(symbol));
+        let rates = match on_board {
+            Some(rates) => rates,
+            None => {
+                let symbol = symbol.clone();
+                self.query(move |ex| ex.fee_rates(&symbol)).await?
+            }
+        };
+        rates.map_err(EngineError::Rejected)
+    }
+
     /// Applies `commands` durably, in order, in one batch: a reader sees the state before all of
     /// them or after all of them, never in between (the market maker's cancel-and-requote must
     /// never show a book with an empty side). Each command succeeds or is refused on its own, as
@@ -554,7 +639,7 @@ impl Engine {
     /// `f` applied to the cached view under the read cache's lock if there is one (a cached view
     /// is always current, see `Reads`), else `f` back unused.
     fn if_current<R, F: FnOnce(&Arc<AccountView>) -> R>(&self, account: AccountId, f: F) -> Result<R, F> {
-        match self.reads.lock().get(&account) {
+        match self.reads.lock().accounts.get(&account) {
             Some(view) => Ok(f(view)),
             None => Err(f),
         }
@@ -568,10 +653,11 @@ impl Engine {
                 balances: ex.balances(account),
                 fees: ex.markets().first().map(|m| (m.maker_fee, m.taker_fee)),
                 update_time: ex.clock(),
+                open_orders: ex.open_order_ids(account),
                 memo: OnceLock::new(),
             });
             // On the engine thread, between batches: the account cannot change meanwhile.
-            reads.lock().insert(account, Arc::clone(&view));
+            reads.lock().accounts.insert(account, Arc::clone(&view));
             view
         })
         .await
@@ -694,7 +780,7 @@ impl Runner {
     fn rebuild(&mut self) {
         use std::sync::atomic::Ordering;
         self.stats.unavailable.store(true, Ordering::Release);
-        self.reads.lock().clear();
+        self.reads.clear();
         let mut wait = std::time::Duration::from_millis(100);
         loop {
             let recovered = self.rt.block_on(recover(&*self.store, &self.exchange_config)).and_then(|r| {
@@ -711,7 +797,8 @@ impl Runner {
                     self.next_seq = seq + 1;
                     self.snapshot_seq = snap;
                     self.cluster.set_applied(seq);
-                    self.reads.lock().clear();
+                    self.reads.clear();
+                    self.reads.publish(&ChangedAccounts::default(), Some(&self.exchange));
                     self.stats.unavailable.store(false, Ordering::Release);
                     tracing::warn!(next_seq = self.next_seq, "the exchange was rebuilt from the store; serving again");
                     return;
@@ -834,6 +921,7 @@ impl Runner {
             return true;
         }
         let mut ok = true;
+        let first = self.next_seq;
         for e in entries {
             if e.seq < self.next_seq {
                 continue;
@@ -854,7 +942,8 @@ impl Runner {
             self.next_seq += 1;
         }
         if ok {
-            self.reads.forget(&self.exchange.take_changed_accounts());
+            let changed = self.exchange.take_changed_accounts();
+            self.reads.publish(&changed, (self.next_seq > first).then_some(&self.exchange));
             self.cluster.set_applied(self.next_seq - 1);
         } else {
             self.rebuild();
@@ -984,8 +1073,10 @@ impl Runner {
             return;
         }
         // Before any reply: whoever sees a reply is served no view older than it (see `Reads`).
-        // Refused commands are covered too: any balance they touched is listed.
-        self.reads.forget(&self.exchange.take_changed_accounts());
+        // Refused commands are covered too: any balance they touched is listed. Only applied
+        // commands change the exchange, and each of them is journaled.
+        let changed = self.exchange.take_changed_accounts();
+        self.reads.publish(&changed, (!journal.is_empty()).then_some(&self.exchange));
         let last = self.next_seq - 1;
         self.cluster.set_applied(last);
         for pending in replies {

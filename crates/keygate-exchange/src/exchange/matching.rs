@@ -311,7 +311,7 @@ impl Exchange {
         o.locked = Amount::ZERO;
         let (account, side, client_id) = (o.account, o.side, o.client_order_id.clone());
         self.ledger.unlock(account, p.locked_asset(side), locked)?;
-        close_open(&mut self.accounts, account, m, maker_id, &client_id);
+        close_open(&mut self.accounts, &mut self.ledger, account, m, maker_id, &client_id);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use super::matching::Target;
 use super::{Exchange, MarketParams, NEW_ORDER_SALT, NewOrder, Outcome, PlacedOrder, notional, valid_client_id};
 use crate::error::ExchangeError;
 use crate::order::{Order, OrderStatus, OrderType, Side, StpMode, TimeInForce};
-use keygate_proto::{Amount, UnixMillis};
+use keygate_proto::{AccountId, Amount, Symbol, UnixMillis};
 
 /// What an order asks for, once its parameters have been checked against its type.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +76,156 @@ impl Terms {
     }
 }
 
+/// What a new order's checks read of the exchange's state: the same checks run on the exchange
+/// itself ([`Exchange::place_order`]) and on an [`OrderBoard`](super::board::OrderBoard) published
+/// from it (`order/test` answered without the engine thread), so both answer alike by
+/// construction.
+pub(super) trait CheckSource {
+    /// The market's index and fixed rules; [`ExchangeError::UnknownSymbol`] when not listed.
+    fn market_params(&self, symbol: &Symbol) -> Result<(usize, MarketParams), ExchangeError>;
+    /// The id the next order gets (its position in the order table, plus one).
+    fn next_order_id(&self) -> u64;
+    /// How many orders `account` has open on market `m`, and whether one of them has the client
+    /// order id `client_id`.
+    fn open_orders(&self, account: AccountId, m: usize, client_id: &str) -> (usize, bool);
+    /// The best price on `side` of market `m`'s book.
+    fn best_price(&self, m: usize, side: Side) -> Option<u64>;
+    /// The 5-minute average price of market `m` at `now`, when this source knows it.
+    fn avg_price_units(&self, m: usize, now: UnixMillis) -> Option<u64>;
+}
+
+impl CheckSource for Exchange {
+    fn market_params(&self, symbol: &Symbol) -> Result<(usize, MarketParams), ExchangeError> {
+        let m = self.market_idx(symbol)?;
+        Ok((m, self.market(m)?.params))
+    }
+
+    fn next_order_id(&self) -> u64 {
+        self.orders.len() as u64 + 1
+    }
+
+    fn open_orders(&self, account: AccountId, m: usize, client_id: &str) -> (usize, bool) {
+        self.account_market(account, m)
+            .map_or((0, false), |a| (a.open.len(), a.open_client_ids.contains_key(client_id)))
+    }
+
+    fn best_price(&self, m: usize, side: Side) -> Option<u64> {
+        self.markets.get(m).and_then(|ms| ms.book.best(side)).map(|(price, _)| price)
+    }
+
+    fn avg_price_units(&self, m: usize, now: UnixMillis) -> Option<u64> {
+        Some(Exchange::avg_price_units(self, m, now))
+    }
+}
+
+/// An order that passed every check that does not depend on funds: what placing it goes on with.
+#[derive(Debug, Clone)]
+pub(super) struct Checked {
+    /// The market's index.
+    m: usize,
+    /// The market's rules.
+    p: MarketParams,
+    /// What the order asks for.
+    terms: Terms,
+    /// The ids it gets.
+    ids: Ids,
+}
+
+/// The checks of a new order, in Binance's order, up to (not including) its funds: market,
+/// parameters, filters, client order id, MAX_NUM_ORDERS, and a LIMIT_MAKER that would take.
+pub(super) fn check<S: CheckSource + ?Sized>(
+    src: &S,
+    req: &NewOrder,
+    now: UnixMillis,
+) -> Result<Checked, ExchangeError> {
+    let (m, p) = src.market_params(&req.symbol)?;
+    let terms = Terms::of(req)?;
+    check_filters(src, m, &p, terms, now)?;
+    let ids = admit(src, req, m, &p, terms)?;
+    Ok(Checked { m, p, terms, ids })
+}
+
+/// The symbol's filters, in Binance's order: PRICE_FILTER, LOT_SIZE (MARKET_LOT_SIZE for a
+/// MARKET order by quantity), then NOTIONAL, which values a MARKET order by quantity at the
+/// 5-minute average price.
+fn check_filters<S: CheckSource + ?Sized>(
+    src: &S,
+    m: usize,
+    p: &MarketParams,
+    terms: Terms,
+    now: UnixMillis,
+) -> Result<(), ExchangeError> {
+    if let Some(price) = terms.price
+        && (price < p.min_price || price > p.max_price || price % p.tick != 0)
+    {
+        return Err(ExchangeError::Filter("PRICE_FILTER"));
+    }
+    let notional_units = match (terms.price, terms.target) {
+        (Some(price), Target::Qty(q)) => {
+            if q == 0 || q < p.min_qty || q > p.max_qty || q % p.step != 0 {
+                return Err(ExchangeError::Filter("LOT_SIZE"));
+            }
+            notional(price, q)
+        }
+        (None, Target::Qty(q)) => {
+            if q == 0 || q < p.market_min_qty || q > p.market_max_qty || q % p.step != 0 {
+                return Err(ExchangeError::Filter("MARKET_LOT_SIZE"));
+            }
+            // Only the exchange itself knows the average price; a board sends such orders to it.
+            let avg = src.avg_price_units(m, now).ok_or(ExchangeError::Internal("no average price here"))?;
+            notional(avg, q)
+        }
+        (_, Target::Quote(q)) => u128::from(q),
+    };
+    if notional_units == 0 || notional_units < u128::from(p.min_notional) || notional_units > u128::from(p.max_notional)
+    {
+        return Err(ExchangeError::Filter("NOTIONAL"));
+    }
+    Ok(())
+}
+
+/// The checks that depend on the account and the book: the client order id (the one given, or
+/// one generated from the order id) must be well formed and not used by an open order of the
+/// account, the account must be below MAX_NUM_ORDERS, and a LIMIT_MAKER must not trade on
+/// arrival. Returns the ids the order gets.
+fn admit<S: CheckSource + ?Sized>(
+    src: &S,
+    req: &NewOrder,
+    m: usize,
+    p: &MarketParams,
+    terms: Terms,
+) -> Result<Ids, ExchangeError> {
+    let order_id = src.next_order_id();
+    let client_order_id = match &req.new_client_order_id {
+        Some(c) => {
+            if !valid_client_id(c) {
+                return Err(ExchangeError::illegal("newClientOrderId", "^[a-zA-Z0-9-_]{1,36}$"));
+            }
+            c.clone()
+        }
+        None => crate::ids::client_order_id(order_id, NEW_ORDER_SALT),
+    };
+    let (open, in_use) = src.open_orders(req.account, m, &client_order_id);
+    if in_use {
+        return Err(ExchangeError::DuplicateOrder);
+    }
+    if open >= p.max_num_orders as usize {
+        return Err(ExchangeError::Filter("MAX_NUM_ORDERS"));
+    }
+    if req.order_type == OrderType::LimitMaker
+        && let Some(price) = terms.price
+    {
+        let takes = match req.side {
+            Side::Buy => src.best_price(m, Side::Sell).is_some_and(|ask| price >= ask),
+            Side::Sell => src.best_price(m, Side::Buy).is_some_and(|bid| price <= bid),
+        };
+        if takes {
+            return Err(ExchangeError::WouldTake);
+        }
+    }
+    Ok(Ids { order_id, client_order_id })
+}
+
 impl Exchange {
     /// `POST /api/v3/order` (and, with `test`, `/api/v3/order/test`, which stops after the
     /// checks): the steps below, in order.
@@ -85,11 +235,7 @@ impl Exchange {
         now: UnixMillis,
         test: bool,
     ) -> Result<Outcome, ExchangeError> {
-        let m = self.market_idx(&req.symbol)?;
-        let p = self.market(m)?.params;
-        let terms = Terms::of(req)?;
-        self.check_filters(m, &p, terms, now)?;
-        let ids = self.admit(req, m, &p, terms)?;
+        let Checked { m, p, terms, ids } = check(self, req, now)?;
         if test {
             return Ok(Outcome::Tested);
         }
@@ -106,76 +252,6 @@ impl Exchange {
         self.finish_taker(order_id, m, terms.price, terms.target, fok_fails, now)?;
         let order = self.order_at(order_id).cloned().ok_or(ExchangeError::Internal("order vanished"))?;
         Ok(Outcome::Placed(PlacedOrder { order, fills }))
-    }
-
-    /// The symbol's filters, in Binance's order: PRICE_FILTER, LOT_SIZE (MARKET_LOT_SIZE for a
-    /// MARKET order by quantity), then NOTIONAL, which values a MARKET order by quantity at the
-    /// 5-minute average price.
-    fn check_filters(&self, m: usize, p: &MarketParams, terms: Terms, now: UnixMillis) -> Result<(), ExchangeError> {
-        if let Some(price) = terms.price
-            && (price < p.min_price || price > p.max_price || price % p.tick != 0)
-        {
-            return Err(ExchangeError::Filter("PRICE_FILTER"));
-        }
-        let notional_units = match (terms.price, terms.target) {
-            (Some(price), Target::Qty(q)) => {
-                if q == 0 || q < p.min_qty || q > p.max_qty || q % p.step != 0 {
-                    return Err(ExchangeError::Filter("LOT_SIZE"));
-                }
-                notional(price, q)
-            }
-            (None, Target::Qty(q)) => {
-                if q == 0 || q < p.market_min_qty || q > p.market_max_qty || q % p.step != 0 {
-                    return Err(ExchangeError::Filter("MARKET_LOT_SIZE"));
-                }
-                notional(self.avg_price_units(m, now), q)
-            }
-            (_, Target::Quote(q)) => u128::from(q),
-        };
-        if notional_units == 0
-            || notional_units < u128::from(p.min_notional)
-            || notional_units > u128::from(p.max_notional)
-        {
-            return Err(ExchangeError::Filter("NOTIONAL"));
-        }
-        Ok(())
-    }
-
-    /// The checks that depend on the account and the book: the client order id (the one given,
-    /// or one generated from the order id) must be well formed and not used by an open order of
-    /// the account, the account must be below MAX_NUM_ORDERS, and a LIMIT_MAKER must not trade on
-    /// arrival. Returns the ids the order gets.
-    fn admit(&self, req: &NewOrder, m: usize, p: &MarketParams, terms: Terms) -> Result<Ids, ExchangeError> {
-        let order_id = self.orders.len() as u64 + 1;
-        let am = self.account_market(req.account, m);
-        let client_order_id = match &req.new_client_order_id {
-            Some(c) => {
-                if !valid_client_id(c) {
-                    return Err(ExchangeError::illegal("newClientOrderId", "^[a-zA-Z0-9-_]{1,36}$"));
-                }
-                c.clone()
-            }
-            None => crate::ids::client_order_id(order_id, NEW_ORDER_SALT),
-        };
-        if am.is_some_and(|a| a.open_client_ids.contains_key(&client_order_id)) {
-            return Err(ExchangeError::DuplicateOrder);
-        }
-        if am.map_or(0, |a| a.open.len()) >= p.max_num_orders as usize {
-            return Err(ExchangeError::Filter("MAX_NUM_ORDERS"));
-        }
-        let book = &self.market(m)?.book;
-        if req.order_type == OrderType::LimitMaker
-            && let Some(price) = terms.price
-        {
-            let takes = match req.side {
-                Side::Buy => book.best(Side::Sell).is_some_and(|(ask, _)| price >= ask),
-                Side::Sell => book.best(Side::Buy).is_some_and(|(bid, _)| price <= bid),
-            };
-            if takes {
-                return Err(ExchangeError::WouldTake);
-            }
-        }
-        Ok(Ids { order_id, client_order_id })
     }
 
     /// How much of [`MarketParams::locked_asset`] the order locks, refused when the account's
@@ -264,6 +340,7 @@ impl Exchange {
         let (side, rem, account, cid) = (o.side, o.remaining(), o.account, o.client_order_id.clone());
         let ms = self.markets.get_mut(m).ok_or(ExchangeError::Internal("market index"))?;
         ms.book.insert(side, price.unwrap_or(0), order_id, rem);
+        self.ledger.note_changed(account);
         let am = self.accounts.entry(account).or_default().entry(m as u32).or_default();
         am.open.insert(order_id);
         am.open_client_ids.insert(cid, order_id);

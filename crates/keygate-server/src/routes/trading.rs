@@ -146,8 +146,7 @@ pub(crate) async fn account_commission(
     let p = signed.request.params();
     p.ensure_only(&["symbol"])?;
     let symbol = wire::symbol(p)?;
-    let query = symbol.clone();
-    let (maker, taker) = state.engine.query(move |ex| ex.fee_rates(&query)).await??;
+    let (maker, taker) = state.engine.fee_rates(&symbol).await?;
     let zero = CommissionRates::maker_taker(Amount::ZERO, Amount::ZERO);
     Ok(BinanceJson(json::AccountCommission {
         symbol,
@@ -277,14 +276,14 @@ pub(crate) async fn test_order(
     let compute = wire::opt_bool(r.params(), "computeCommissionRates")?.unwrap_or(false);
     let (order, _) = parse_new_order(r.params(), r.account_id())?;
     let symbol = order.symbol.clone();
-    match state.engine.submit(Command::TestOrder(order), fresh_until(&state, r)).await? {
+    match state.engine.test_order(order, fresh_until(&state, r)).await? {
         Outcome::Tested => {}
         other => return Err(unexpected(&other)),
     }
     if !compute {
         return Ok(BinanceJson(json::TestOrderResponse::Empty(json::EmptyObject {})));
     }
-    let (maker, taker) = state.engine.query(move |ex| ex.fee_rates(&symbol)).await??;
+    let (maker, taker) = state.engine.fee_rates(&symbol).await?;
     Ok(BinanceJson(json::TestOrderResponse::Commissions(json::TestOrderCommissions {
         standard_commission_for_order: MakerTaker { maker, taker },
         tax_commission_for_order: MakerTaker { maker: Amount::ZERO, taker: Amount::ZERO },

@@ -253,6 +253,73 @@ async fn test_orders_validate_without_changing_anything() {
     app.shutdown().await;
 }
 
+/// Test orders are checked off the engine thread, against the book and the account's open orders
+/// as of the last answer: each step here follows an answer that changed what the next test order
+/// must see.
+#[tokio::test]
+async fn test_orders_see_the_book_and_the_open_orders_as_of_the_last_answer() {
+    let app = TestApp::spawn().await;
+    let alice = trader(&app, "alice", &[Permission::Trade]).await;
+    let bob = trader(&app, "bob", &[Permission::Trade]).await;
+    fund(&app, alice.account, "BTC", "1").await;
+    // Each request a millisecond later, so that the same parameters are signed anew.
+    let test = async |client: &keygate_client::Client, params: Vec<(&'static str, &'static str)>| {
+        app.clock.advance_ms(1);
+        client.signed(Method::POST, "/api/v3/order/test", &params).await.unwrap()
+    };
+    let maker_buy = |price: &'static str| {
+        vec![("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "LIMIT_MAKER"), ("quantity", "0.001"), ("price", price)]
+    };
+    let mine = vec![
+        ("symbol", "BTCUSDT"),
+        ("side", "SELL"),
+        ("type", "LIMIT"),
+        ("timeInForce", "GTC"),
+        ("quantity", "0.001"),
+        ("price", "61000"),
+        ("newClientOrderId", "mine"),
+    ];
+    // Bob's account has never been read: its first test order caches it.
+    let a = test(&bob.client, maker_buy("61000")).await;
+    assert_eq!((a.status, &a.body), (200, &serde_json::json!({})));
+    assert_eq!((test(&alice.client, mine.clone()).await.status), 200);
+
+    let placed = alice.client.signed(Method::POST, ORDER, &mine).await.unwrap();
+    assert_eq!(placed.status, 200, "{:?}", placed.body);
+    // At once: the ask is in the book and Alice's client id is taken.
+    let a = test(&bob.client, maker_buy("61000")).await;
+    assert_error(&a, 400, -2010);
+    assert_eq!(a.body["msg"], "Order would immediately match and take.");
+    assert_eq!(test(&bob.client, maker_buy("60999.99")).await.status, 200);
+    let a = test(&alice.client, mine.clone()).await;
+    assert_error(&a, 400, -2010);
+    assert_eq!(a.body["msg"], "Duplicate order sent.");
+    // Another account may use the same client id.
+    assert_eq!(
+        test(&bob.client, [&maker_buy("50000")[..], &[("newClientOrderId", "mine")]].concat()).await.status,
+        200
+    );
+
+    let canceled = alice
+        .client
+        .signed(Method::DELETE, ORDER, &[("symbol", "BTCUSDT"), ("origClientOrderId", "mine")])
+        .await
+        .unwrap();
+    assert_eq!(canceled.status, 200, "{:?}", canceled.body);
+    assert_eq!(test(&alice.client, mine.clone()).await.status, 200);
+    assert_eq!(test(&bob.client, maker_buy("61000")).await.status, 200);
+
+    // A MARKET order by quantity is valued at the average price: the engine thread checks it.
+    let market = vec![("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quantity", "0.001")];
+    assert_eq!(test(&bob.client, market).await.status, 200);
+    let too_small = vec![("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quantity", "0.00001")];
+    assert_error(&test(&bob.client, too_small).await, 400, -1013);
+    let unknown =
+        vec![("symbol", "NOPEUSDT"), ("side", "BUY"), ("type", "LIMIT_MAKER"), ("quantity", "1"), ("price", "1")];
+    assert_error(&test(&bob.client, unknown).await, 400, -1121);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn order_errors_get_binances_codes_and_leave_balances_alone() {
     let app = TestApp::spawn().await;
