@@ -1,8 +1,8 @@
 """Drives a server running under callgrind for scripts/count-instructions.
 
 keygate mode (`client.py PORT N VALGRIND_PID OUT HMAC_KEY_JSON [ED25519_KEY_JSON ED25519_PEM]`):
-sends N pings, N HMAC-signed account reads and (with an Ed25519 key) N Ed25519-signed account
-reads, each phase twice, zeroing the counters before each phase and dumping them after it
+sends N pings, N HMAC-signed account reads, N HMAC-signed `POST /api/v3/order/test` (a LIMIT buy)
+and (with an Ed25519 key) N Ed25519-signed account reads, each phase twice, zeroing the counters before each phase and dumping them after it
 (callgrind_control); prints the instructions per request of each phase and the functions whose
 inclusive count per request differs most between the second ping and the second HMAC phase (the
 first of each warms caches and lazily initialised state). Ed25519 signing needs Python's
@@ -28,8 +28,8 @@ rest = sys.argv[5:]
 conn = http.client.HTTPConnection("127.0.0.1", port)
 
 
-def get(path, headers=None):
-    conn.request("GET", path, headers=headers or {})
+def get(path, headers=None, method="GET", body=None):
+    conn.request(method, path, body=body, headers=headers or {})
     r = conn.getresponse()
     body = r.read()
     if r.status != 200:
@@ -55,6 +55,15 @@ if not ping_only:
         get(f"/api/v3/account?{q}&signature={sig}", {"X-MBX-APIKEY": key["api_key"]})
 
     phases.append(("account", account))
+
+    def order_test():
+        q = ("symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.001&price=50000&recvWindow=60000"
+             f"&timestamp={int(time.time() * 1_000_000)}")
+        sig = hmac.new(key["secret"].encode(), q.encode(), hashlib.sha256).hexdigest()
+        # In the query string, as scripts/load-wrk sends it (keygate-presign).
+        get(f"/api/v3/order/test?{q}&signature={sig}", {"X-MBX-APIKEY": key["api_key"]}, "POST")
+
+    phases.append(("order", order_test))
     try:
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
     except ImportError:

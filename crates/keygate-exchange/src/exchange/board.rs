@@ -133,9 +133,14 @@ impl CheckSource for Source<'_> {
         self.board.next_order_id
     }
 
-    fn open_orders(&self, account: AccountId, m: usize, client_id: &str) -> (usize, bool) {
+    fn open_count(&self, account: AccountId, m: usize) -> usize {
         debug_assert_eq!(account, self.open.account, "a board checks the account whose open orders it has");
-        self.open.markets.get(&(m as u32)).map_or((0, false), |(n, ids)| (*n, ids.contains(client_id)))
+        self.open.markets.get(&(m as u32)).map_or(0, |(n, _)| *n)
+    }
+
+    fn client_id_open(&self, account: AccountId, m: usize, client_id: &str) -> bool {
+        debug_assert_eq!(account, self.open.account, "a board checks the account whose open orders it has");
+        self.open.markets.get(&(m as u32)).is_some_and(|(_, ids)| ids.contains(client_id))
     }
 
     fn best_price(&self, m: usize, side: Side) -> Option<u64> {

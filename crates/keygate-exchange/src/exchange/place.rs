@@ -24,12 +24,21 @@ struct Terms {
 }
 
 /// The ids an admitted order gets.
-#[derive(Debug, Clone)]
-struct Ids {
+#[derive(Debug, Clone, Copy)]
+struct Ids<'a> {
     /// Sequential: its position in the order table, plus one.
     order_id: u64,
-    /// The client's own, or one generated from the order id.
-    client_order_id: String,
+    /// The client's own client order id, checked; without one, an id generated from the order
+    /// id is made when the order is recorded (a test order never needs it unless the account
+    /// has open orders to compare it with).
+    given: Option<&'a str>,
+}
+
+impl Ids<'_> {
+    /// The order's client order id.
+    fn client_order_id(self) -> String {
+        self.given.map_or_else(|| crate::ids::client_order_id(self.order_id, NEW_ORDER_SALT), str::to_owned)
+    }
 }
 
 impl Terms {
@@ -85,9 +94,10 @@ pub(super) trait CheckSource {
     fn market_params(&self, symbol: &Symbol) -> Result<(usize, MarketParams), ExchangeError>;
     /// The id the next order gets (its position in the order table, plus one).
     fn next_order_id(&self) -> u64;
-    /// How many orders `account` has open on market `m`, and whether one of them has the client
-    /// order id `client_id`.
-    fn open_orders(&self, account: AccountId, m: usize, client_id: &str) -> (usize, bool);
+    /// How many orders `account` has open on market `m`.
+    fn open_count(&self, account: AccountId, m: usize) -> usize;
+    /// Whether an open order of `account` on market `m` has the client order id `client_id`.
+    fn client_id_open(&self, account: AccountId, m: usize, client_id: &str) -> bool;
     /// The best price on `side` of market `m`'s book.
     fn best_price(&self, m: usize, side: Side) -> Option<u64>;
     /// The 5-minute average price of market `m` at `now`, when this source knows it.
@@ -104,9 +114,12 @@ impl CheckSource for Exchange {
         self.orders.len() as u64 + 1
     }
 
-    fn open_orders(&self, account: AccountId, m: usize, client_id: &str) -> (usize, bool) {
-        self.account_market(account, m)
-            .map_or((0, false), |a| (a.open.len(), a.open_client_ids.contains_key(client_id)))
+    fn open_count(&self, account: AccountId, m: usize) -> usize {
+        self.account_market(account, m).map_or(0, |a| a.open.len())
+    }
+
+    fn client_id_open(&self, account: AccountId, m: usize, client_id: &str) -> bool {
+        self.account_market(account, m).is_some_and(|a| a.open_client_ids.contains_key(client_id))
     }
 
     fn best_price(&self, m: usize, side: Side) -> Option<u64> {
@@ -120,7 +133,7 @@ impl CheckSource for Exchange {
 
 /// An order that passed every check that does not depend on funds: what placing it goes on with.
 #[derive(Debug, Clone)]
-pub(super) struct Checked {
+pub(super) struct Checked<'a> {
     /// The market's index.
     m: usize,
     /// The market's rules.
@@ -128,16 +141,16 @@ pub(super) struct Checked {
     /// What the order asks for.
     terms: Terms,
     /// The ids it gets.
-    ids: Ids,
+    ids: Ids<'a>,
 }
 
 /// The checks of a new order, in Binance's order, up to (not including) its funds: market,
 /// parameters, filters, client order id, MAX_NUM_ORDERS, and a LIMIT_MAKER that would take.
-pub(super) fn check<S: CheckSource + ?Sized>(
+pub(super) fn check<'a, S: CheckSource + ?Sized>(
     src: &S,
-    req: &NewOrder,
+    req: &'a NewOrder,
     now: UnixMillis,
-) -> Result<Checked, ExchangeError> {
+) -> Result<Checked<'a>, ExchangeError> {
     let (m, p) = src.market_params(&req.symbol)?;
     let terms = Terms::of(req)?;
     check_filters(src, m, &p, terms, now)?;
@@ -188,26 +201,27 @@ fn check_filters<S: CheckSource + ?Sized>(
 /// one generated from the order id) must be well formed and not used by an open order of the
 /// account, the account must be below MAX_NUM_ORDERS, and a LIMIT_MAKER must not trade on
 /// arrival. Returns the ids the order gets.
-fn admit<S: CheckSource + ?Sized>(
+fn admit<'a, S: CheckSource + ?Sized>(
     src: &S,
-    req: &NewOrder,
+    req: &'a NewOrder,
     m: usize,
     p: &MarketParams,
     terms: Terms,
-) -> Result<Ids, ExchangeError> {
-    let order_id = src.next_order_id();
-    let client_order_id = match &req.new_client_order_id {
-        Some(c) => {
-            if !valid_client_id(c) {
-                return Err(ExchangeError::illegal("newClientOrderId", "^[a-zA-Z0-9-_]{1,36}$"));
-            }
-            c.clone()
+) -> Result<Ids<'a>, ExchangeError> {
+    let ids = Ids { order_id: src.next_order_id(), given: req.new_client_order_id.as_deref() };
+    if ids.given.is_some_and(|c| !valid_client_id(c)) {
+        return Err(ExchangeError::illegal("newClientOrderId", "^[a-zA-Z0-9-_]{1,36}$"));
+    }
+    let open = src.open_count(req.account, m);
+    // Only an open order holds a client order id: with none, there is nothing to compare with.
+    if open > 0 {
+        let in_use = match ids.given {
+            Some(c) => src.client_id_open(req.account, m, c),
+            None => src.client_id_open(req.account, m, &ids.client_order_id()),
+        };
+        if in_use {
+            return Err(ExchangeError::DuplicateOrder);
         }
-        None => crate::ids::client_order_id(order_id, NEW_ORDER_SALT),
-    };
-    let (open, in_use) = src.open_orders(req.account, m, &client_order_id);
-    if in_use {
-        return Err(ExchangeError::DuplicateOrder);
     }
     if open >= p.max_num_orders as usize {
         return Err(ExchangeError::Filter("MAX_NUM_ORDERS"));
@@ -223,7 +237,7 @@ fn admit<S: CheckSource + ?Sized>(
             return Err(ExchangeError::WouldTake);
         }
     }
-    Ok(Ids { order_id, client_order_id })
+    Ok(ids)
 }
 
 impl Exchange {
@@ -279,7 +293,7 @@ impl Exchange {
 
     /// Enters the accepted order in the order table (its id is its position) and in its
     /// account's order history, as NEW, holding `lock`.
-    fn record_order(&mut self, req: &NewOrder, m: usize, ids: Ids, terms: Terms, lock: u64, now: UnixMillis) {
+    fn record_order(&mut self, req: &NewOrder, m: usize, ids: Ids<'_>, terms: Terms, lock: u64, now: UnixMillis) {
         let (orig_qty, orig_quote) = match terms.target {
             Target::Qty(q) => (q, 0),
             Target::Quote(q) => (0, q),
@@ -288,7 +302,7 @@ impl Exchange {
             symbol: req.symbol.clone(),
             order_id: ids.order_id,
             order_list_id: -1,
-            client_order_id: ids.client_order_id,
+            client_order_id: ids.client_order_id(),
             account: req.account,
             price: Amount::from_units(terms.price.unwrap_or(0)),
             orig_qty: Amount::from_units(orig_qty),

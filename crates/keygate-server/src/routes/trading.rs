@@ -265,10 +265,7 @@ pub(crate) async fn new_order(
 
 /// `POST /api/v3/order/test` (TRADE): the same validation as a real order, changing nothing;
 /// `{}`, or the commission rates with `computeCommissionRates=true`.
-pub(crate) async fn test_order(
-    State(state): State<AppState>,
-    signed: Signed,
-) -> Result<BinanceJson<json::TestOrderResponse>, ApiError> {
+pub(crate) async fn test_order(State(state): State<AppState>, signed: Signed) -> Result<Response, ApiError> {
     let r = &signed.request;
     let mut known = ORDER_PARAMS.to_vec();
     known.push("computeCommissionRates");
@@ -281,15 +278,21 @@ pub(crate) async fn test_order(
         other => return Err(unexpected(&other)),
     }
     if !compute {
-        return Ok(BinanceJson(json::TestOrderResponse::Empty(json::EmptyObject {})));
+        // The common answer, written once rather than serialized per request.
+        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], Bytes::from_static(EMPTY_OBJECT))
+            .into_response());
     }
     let (maker, taker) = state.engine.fee_rates(&symbol).await?;
     Ok(BinanceJson(json::TestOrderResponse::Commissions(json::TestOrderCommissions {
         standard_commission_for_order: MakerTaker { maker, taker },
         tax_commission_for_order: MakerTaker { maker: Amount::ZERO, taker: Amount::ZERO },
         discount: Discount::none(),
-    })))
+    }))
+    .into_response())
 }
+
+/// `json::TestOrderResponse::Empty` serialized (a unit test holds them equal).
+const EMPTY_OBJECT: &[u8] = b"{}";
 
 // ---------------------------------------------------------------------------------------------
 // Cancels.
@@ -442,6 +445,12 @@ pub(crate) async fn my_trades(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_empty_test_order_answer_is_the_serialized_empty_response() {
+        let empty = json::TestOrderResponse::Empty(json::EmptyObject {});
+        assert_eq!(serde_json::to_vec(&empty).unwrap(), EMPTY_OBJECT);
+    }
 
     #[test]
     fn recv_window_parses_like_the_verifier() {
