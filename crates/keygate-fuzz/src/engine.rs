@@ -342,7 +342,15 @@ pub fn run(data: &[u8]) {
             continue;
         };
         let before = ex.clone();
+        // What the engine's read side answers for a test order, from a board of this state.
+        let on_board = match &cmd {
+            Command::TestOrder(o) => ex.order_board(None).test_order(&ex.open_order_ids(o.account), o),
+            _ => None,
+        };
         let result = ex.apply(&cmd, UnixMillis(at));
+        if let Some(answer) = on_board {
+            assert!(answer == result, "the board answered {answer:?}, the exchange {result:?}, for {cmd:?}");
+        }
         match &result {
             Err(e) => {
                 assert!(!matches!(e, ExchangeError::Internal(_)), "internal error {e:?} for {cmd:?}");

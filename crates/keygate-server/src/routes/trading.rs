@@ -179,6 +179,24 @@ const ORDER_PARAMS: &[&str] = &[
     "trailingDelta",
 ];
 
+/// What `POST /api/v3/order/test` reads: a new order's parameters and `computeCommissionRates`.
+const TEST_ORDER_PARAMS: &[&str] = &[
+    "symbol",
+    "side",
+    "type",
+    "timeInForce",
+    "quantity",
+    "quoteOrderQty",
+    "price",
+    "newClientOrderId",
+    "newOrderRespType",
+    "selfTradePreventionMode",
+    "stopPrice",
+    "icebergQty",
+    "trailingDelta",
+    "computeCommissionRates",
+];
+
 /// Binance's answer to an order type it knows but this market does not enable: -2010 for the
 /// stop and take-profit types, -1116 for anything else.
 fn unsupported_type(t: &str) -> ApiError {
@@ -267,21 +285,19 @@ pub(crate) async fn new_order(
 /// `{}`, or the commission rates with `computeCommissionRates=true`.
 pub(crate) async fn test_order(State(state): State<AppState>, signed: Signed) -> Result<Response, ApiError> {
     let r = &signed.request;
-    let mut known = ORDER_PARAMS.to_vec();
-    known.push("computeCommissionRates");
-    r.params().ensure_only(&known)?;
+    r.params().ensure_only(TEST_ORDER_PARAMS)?;
     let compute = wire::opt_bool(r.params(), "computeCommissionRates")?.unwrap_or(false);
     let (order, _) = parse_new_order(r.params(), r.account_id())?;
-    let symbol = order.symbol.clone();
+    let symbol = compute.then(|| order.symbol.clone());
     match state.engine.test_order(order, fresh_until(&state, r)).await? {
         Outcome::Tested => {}
         other => return Err(unexpected(&other)),
     }
-    if !compute {
+    let Some(symbol) = symbol else {
         // The common answer, written once rather than serialized per request.
         return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], Bytes::from_static(EMPTY_OBJECT))
             .into_response());
-    }
+    };
     let (maker, taker) = state.engine.fee_rates(&symbol).await?;
     Ok(BinanceJson(json::TestOrderResponse::Commissions(json::TestOrderCommissions {
         standard_commission_for_order: MakerTaker { maker, taker },
@@ -445,6 +461,11 @@ pub(crate) async fn my_trades(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_order_reads_a_new_orders_parameters_and_compute_commission_rates() {
+        assert_eq!(TEST_ORDER_PARAMS, [ORDER_PARAMS, &["computeCommissionRates"]].concat());
+    }
 
     #[test]
     fn the_empty_test_order_answer_is_the_serialized_empty_response() {
