@@ -542,8 +542,10 @@ impl Engine {
         if by_quantity || !self.is_available() {
             return self.submit(Command::TestOrder(order), fresh_until).await;
         }
-        // The engine checks the window again when a command reaches it; so does this.
-        if fresh_until.is_some_and(|f| self.clock.now() > f) {
+        // The engine checks the window again when a command reaches it; so does this, just
+        // before answering.
+        let expired = || fresh_until.is_some_and(|f| self.clock.now() > f);
+        if expired() {
             return Err(EngineError::Expired);
         }
         if let Some(answer) = self.reads.test_order(&order) {
@@ -551,6 +553,10 @@ impl Engine {
         }
         // No view of this account yet (or it just changed): one trip caches it for the next.
         self.compute_view(order.account).await?;
+        // The trip may have waited in the engine's queue past the window.
+        if expired() {
+            return Err(EngineError::Expired);
+        }
         match self.reads.test_order(&order) {
             Some(answer) => answer.map_err(EngineError::Rejected),
             None => self.submit(Command::TestOrder(order), fresh_until).await,

@@ -132,6 +132,46 @@ async fn refused_and_expired_commands_are_not_journaled_and_change_nothing() {
     assert_eq!(store.journal_after(0, 100).await.unwrap().len(), journal);
 }
 
+/// A test order is answered off the engine thread, but one that waits for the engine (its
+/// account's view was not cached) is refused like a real order when its window passed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_order_whose_window_passes_while_it_waits_for_the_engine_is_refused() {
+    let (_dir, _store, clock, engine) = fresh(10_000).await;
+    let Command::PlaceOrder(order) = limit(1, Side::Buy, "0.01", "50000") else { unreachable!() };
+    let fresh_until = Some(UnixMicros(START_US + 5_000_000));
+    // Answered from the board once the view is cached (the first one caches it).
+    assert!(matches!(engine.test_order(order.clone(), fresh_until).await, Ok(Outcome::Tested)));
+    engine.submit(deposit(1, "USDT", "10"), None).await.unwrap();
+    // The deposit dropped the view. Hold the engine thread in a query that, once let go,
+    // moves the clock past the window; the test order's trip queues behind it.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (inside, started) = std::sync::mpsc::channel::<()>();
+    let hold = {
+        let (engine, clock) = (engine.clone(), Arc::clone(&clock));
+        tokio::spawn(async move {
+            engine
+                .query(move |_| {
+                    inside.send(()).unwrap();
+                    wait.recv().unwrap();
+                    clock.advance_ms(10_000);
+                })
+                .await
+        })
+    };
+    tokio::task::spawn_blocking(move || started.recv().unwrap()).await.unwrap();
+    let tested = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.test_order(order, fresh_until).await }
+    });
+    while engine.queue_depth() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    go.send(()).unwrap();
+    hold.await.unwrap().unwrap();
+    let answer = tested.await.unwrap();
+    assert!(matches!(answer, Err(EngineError::Expired)), "{answer:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_sandbox_fixes_its_configuration_in_snapshot_zero() {
     let (_dir, store, _clock, _engine) = fresh(10_000).await;
