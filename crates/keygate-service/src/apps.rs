@@ -880,19 +880,36 @@ impl Service {
             self.inner.store.insert_key(&record, audit).await.map_err(|e| server(e.into()))?;
             self.inner.cache.upsert(&record).map_err(server)?;
         }
-        // The kill switch marks the app before it lists the app's keys. Read again after the key
-        // is stored: either this read sees the mark, and the key is revoked here, or the key was
-        // stored before the mark, and the kill switch's list (on any node) finds it.
+        // The kill switch marks the app, and a disconnect ends the owner's codes (this one too,
+        // though it is taken), before either lists the app's keys. Read both again after the key
+        // is stored: either a read sees the mark, and the key is revoked here, or the key was
+        // stored before the mark, and the kill switch's or the disconnect's list (on any node)
+        // finds it. Only an end rewrites a code's expiry, so a changed one is a disconnect's or a
+        // suspension's, never the code's own minute running out meanwhile.
         let now_app = self.inner.store.get_app(&app.client_id).await.map_err(|e| server(e.into()))?;
-        if now_app.as_ref().is_none_or(|a| a.status != AppStatus::Active) {
+        let suspended = now_app.as_ref().is_none_or(|a| a.status != AppStatus::Active);
+        let ended = !suspended
+            && self
+                .inner
+                .store
+                .get_code(&code_hash)
+                .await
+                .map_err(|e| server(e.into()))?
+                .is_none_or(|c| c.expires_at != rec.expires_at);
+        if suspended || ended {
             let _writing = self.inner.key_writes.lock().await;
             let mut extra = serde_json::Map::new();
             extra.insert("app".into(), serde_json::Value::String(app.client_id.clone()));
-            extra.insert("reason".into(), serde_json::Value::String("app_suspended".into()));
+            let reason = if suspended { "app_suspended" } else { "app_disconnected" };
+            extra.insert("reason".into(), serde_json::Value::String(reason.into()));
             self.revoke_as(&Actor::System { policy: "oauth".into() }, key_id.as_str(), "key.revoke", extra)
                 .await
                 .map_err(server)?;
-            return Err(OAuthError::new(ErrorCode::InvalidClient, "this app is suspended"));
+            return Err(if suspended {
+                OAuthError::new(ErrorCode::InvalidClient, "this app is suspended")
+            } else {
+                grant_err("this code has expired (its app was disconnected)")
+            });
         }
         Ok(TokenAnswer {
             access_token: key_id.to_string(),

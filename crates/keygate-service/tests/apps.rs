@@ -438,6 +438,52 @@ async fn disconnect_ends_the_owners_unexchanged_codes() {
     assert_eq!(live_keys(&s).await, 0);
 }
 
+/// Codes exchanged while the owner disconnects the app leave no working key: an exchange that
+/// had already taken its code when the disconnect ended the owner's codes either sees the
+/// disconnect after storing its key and revokes it, or stored it before the disconnect listed the
+/// app's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn codes_exchanged_while_the_owner_disconnects_leave_no_working_key() {
+    // The disconnect starts after a different number of scheduler turns each round, so that it
+    // lands between different steps of the exchanges.
+    for turns in 0..40 {
+        let (s, clock, _d) = env().await;
+        let (id, secret) = register(&s).await;
+        let alice = owner(1, "alice", &clock, false);
+        let mut codes = Vec::new();
+        for _ in 0..21 {
+            let req = request(&s, &params(&id, "read")).await;
+            codes.push(code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap()));
+        }
+        // Connected once, so the owner has an app to disconnect.
+        s.token(token_params(&id, Some(&secret), &codes[0]), None).await.unwrap();
+        let handles: Vec<_> = codes[1..]
+            .iter()
+            .map(|c| {
+                let s = s.clone();
+                let p = token_params(&id, Some(&secret), c);
+                tokio::spawn(async move { s.token(p, None).await.is_ok() })
+            })
+            .collect();
+        for _ in 0..turns {
+            tokio::task::yield_now().await;
+        }
+        s.disconnect_app(&alice, &id).await.unwrap();
+        let mut issued = 0;
+        for h in handles {
+            issued += usize::from(h.await.unwrap());
+        }
+        assert_eq!(
+            live_keys(&s).await,
+            0,
+            "turns {turns}: {issued} exchanges answered with a key; none may still work"
+        );
+        for k in s.list_keys(&Actor::operator_cli(), None).await.unwrap() {
+            assert!(s.cache().lookup(&k.api_key).is_none_or(|e| e.status == KeyStatus::Revoked));
+        }
+    }
+}
+
 /// Housekeeping deletes a code a day after it expired, and only then: a newer code still makes
 /// its key, and the purged one is refused as any unknown code is.
 #[tokio::test]

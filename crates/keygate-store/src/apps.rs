@@ -136,8 +136,10 @@ pub trait AppStore: Send + Sync {
     /// call took it, false if it was already used (by any node), or is unknown.
     async fn redeem_code(&self, code_hash: &[u8; 32], at: UnixMillis, key_id: &ApiKeyId) -> StoreResult<bool>;
 
-    /// Ends, at `at`, the unused codes of app `client_id` (only `account`'s when given): a
-    /// disconnect or a suspension must not leave a code that still makes a key. Returns how many.
+    /// Ends, at `at`, the live codes of app `client_id` (only `account`'s when given): a
+    /// disconnect or a suspension must not leave a code that still makes a key. Codes already
+    /// taken by an exchange still in progress are ended too, so that the exchange, reading its
+    /// code again once it has stored its key, sees the end and revokes that key. Returns how many.
     async fn expire_codes(&self, client_id: &str, account: Option<AccountId>, at: UnixMillis) -> StoreResult<u64>;
 
     /// Deletes every code that expired before `expired_before` (housekeeping: a code is refused
@@ -348,17 +350,14 @@ impl<D: Dialect> AppStore for SqlStore<D> {
         let at = to_db_time(at, "authorization code")?;
         let q = match account {
             Some(a) => stmt(
-                "UPDATE oauth_codes SET expires_at = $1 \
-                 WHERE client_id = $2 AND account_id = $3 AND used_at IS NULL AND expires_at > $1",
+                "UPDATE oauth_codes SET expires_at = $1 WHERE client_id = $2 AND account_id = $3 AND expires_at > $1",
             )
             .arg(at)
             .arg(client_id)
             .arg(a.0),
-            None => stmt(
-                "UPDATE oauth_codes SET expires_at = $1 WHERE client_id = $2 AND used_at IS NULL AND expires_at > $1",
-            )
-            .arg(at)
-            .arg(client_id),
+            None => stmt("UPDATE oauth_codes SET expires_at = $1 WHERE client_id = $2 AND expires_at > $1")
+                .arg(at)
+                .arg(client_id),
         };
         self.write_one(q).await
     }
