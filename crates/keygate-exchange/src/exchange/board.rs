@@ -1,10 +1,9 @@
 //! What a test order is checked against, copied out of the exchange so that `order/test` can be
 //! answered on any thread.
 //!
-//! A test order changes nothing, but its checks read the exchange: the market's rules, the id the
-//! next order would get (a generated client order id is derived from it), the account's open
-//! orders (a client order id in use, MAX_NUM_ORDERS) and the best prices (a LIMIT_MAKER that
-//! would take). The engine publishes an [`OrderBoard`] after every change and keeps each
+//! A test order changes nothing, but its checks read the exchange: the market's rules, the
+//! account's open orders (a client order id in use, MAX_NUM_ORDERS) and the best prices (a
+//! LIMIT_MAKER that would take). The engine publishes an [`OrderBoard`] after every change and keeps each
 //! account's [`OpenOrderIds`] beside its balances; [`OrderBoard::test_order`] runs the very checks
 //! [`Exchange::apply`] runs (`place::check`, over [`CheckSource`]), so the two cannot drift apart.
 //! The one thing a board does not know is the 5-minute average price, which changes with the
@@ -19,14 +18,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The exchange's state as a new order's checks read it, as of one moment: the markets' fixed
-/// rules, the next order id and each book's best prices. Cheap to make (the rules are shared
+/// rules and each book's best prices. Cheap to make (the rules are shared
 /// with the board it replaces) and to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderBoard {
     /// Fixed for the exchange's life: made once and shared by every board after it.
     markets: Arc<Markets>,
-    /// The id the next order gets.
-    next_order_id: u64,
     /// Per market, in index order: the best bid and the best ask.
     tops: Vec<(Option<u64>, Option<u64>)>,
 }
@@ -61,7 +58,7 @@ impl Exchange {
             }),
         };
         let tops = self.markets.iter().map(|ms| (best(ms, Side::Buy), best(ms, Side::Sell))).collect();
-        OrderBoard { markets, next_order_id: CheckSource::next_order_id(self), tops }
+        OrderBoard { markets, tops }
     }
 
     /// `account`'s open orders as a board's checks read them. Changes to them are noted like
@@ -127,10 +124,6 @@ impl CheckSource for Source<'_> {
         let m = *markets.index.get(symbol).ok_or(ExchangeError::UnknownSymbol)? as usize;
         let p = markets.params.get(m).ok_or(ExchangeError::Internal("market index"))?;
         Ok((m, *p))
-    }
-
-    fn next_order_id(&self) -> u64 {
-        self.board.next_order_id
     }
 
     fn open_count(&self, account: AccountId, m: usize) -> usize {
@@ -203,13 +196,22 @@ mod tests {
     }
 
     #[test]
-    fn a_generated_client_id_taken_by_an_open_order_is_refused_on_the_board_too() {
+    fn an_order_without_a_client_id_is_never_a_duplicate_even_when_its_derived_id_is_taken() {
         let mut ex = funded();
         // The id the next order (the second) would be given, taken by the first as its own.
         let next = crate::ids::client_order_id(2, super::super::NEW_ORDER_SALT);
         let rest = order(1, Side::Buy, OrderType::Limit, "40000", "0.01", Some(&next));
         ex.apply(&Command::PlaceOrder(rest), UnixMillis(2)).unwrap();
         let (exchange, board) = both(&mut ex, &order(1, Side::Buy, OrderType::Limit, "40000", "0.01", None));
+        assert_eq!(exchange, Ok(Outcome::Tested));
+        assert_eq!(board, Some(exchange));
+        let placed =
+            ex.apply(&Command::PlaceOrder(order(1, Side::Buy, OrderType::Limit, "40000", "0.01", None)), UnixMillis(3));
+        let Ok(Outcome::Placed(p)) = placed else { panic!("{placed:?}") };
+        assert_eq!(p.order.order_id, 2);
+        assert_eq!(p.order.client_order_id, crate::ids::client_order_id(2, super::super::NEW_ORDER_SALT + 1));
+        // The client's own id is still refused as a duplicate, on both.
+        let (exchange, board) = both(&mut ex, &order(1, Side::Sell, OrderType::Limit, "70000", "0.01", Some(&next)));
         assert_eq!(exchange, Err(ExchangeError::DuplicateOrder));
         assert_eq!(board, Some(exchange));
     }
@@ -242,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn a_later_board_shares_the_rules_and_sees_the_new_top_and_order_id() {
+    fn a_later_board_shares_the_rules_and_sees_the_new_top() {
         let mut ex = funded();
         let first = ex.order_board(None);
         ex.apply(&Command::PlaceOrder(order(1, Side::Buy, OrderType::Limit, "40000", "0.01", None)), UnixMillis(2))
@@ -250,7 +252,6 @@ mod tests {
         let second = ex.order_board(Some(&first));
         assert!(Arc::ptr_eq(&first.markets, &second.markets));
         assert_eq!(second, ex.order_board(None));
-        assert_eq!((first.next_order_id, second.next_order_id), (1, 2));
         assert_eq!(second.tops.first(), Some(&(Some(40_000 * 100_000_000), None)));
         assert_eq!(
             second.fee_rates(&Symbol::parse("BTCUSDT").unwrap()),

@@ -23,24 +23,6 @@ struct Terms {
     stp: StpMode,
 }
 
-/// The ids an admitted order gets.
-#[derive(Debug, Clone, Copy)]
-struct Ids<'a> {
-    /// Sequential: its position in the order table, plus one.
-    order_id: u64,
-    /// The client's own client order id, checked; without one, an id generated from the order
-    /// id is made when the order is recorded (a test order never needs it unless the account
-    /// has open orders to compare it with).
-    given: Option<&'a str>,
-}
-
-impl Ids<'_> {
-    /// The order's client order id.
-    fn client_order_id(self) -> String {
-        self.given.map_or_else(|| crate::ids::client_order_id(self.order_id, NEW_ORDER_SALT), str::to_owned)
-    }
-}
-
 impl Terms {
     /// The parameters each order type needs and refuses, checked as Binance checks them (a
     /// missing one is -1102, a superfluous one -1106).
@@ -92,8 +74,6 @@ impl Terms {
 pub(super) trait CheckSource {
     /// The market's index and fixed rules; [`ExchangeError::UnknownSymbol`] when not listed.
     fn market_params(&self, symbol: &Symbol) -> Result<(usize, MarketParams), ExchangeError>;
-    /// The id the next order gets (its position in the order table, plus one).
-    fn next_order_id(&self) -> u64;
     /// How many orders `account` has open on market `m`.
     fn open_count(&self, account: AccountId, m: usize) -> usize;
     /// Whether an open order of `account` on market `m` has the client order id `client_id`.
@@ -108,10 +88,6 @@ impl CheckSource for Exchange {
     fn market_params(&self, symbol: &Symbol) -> Result<(usize, MarketParams), ExchangeError> {
         let m = self.market_idx(symbol)?;
         Ok((m, self.market(m)?.params))
-    }
-
-    fn next_order_id(&self) -> u64 {
-        self.orders.len() as u64 + 1
     }
 
     fn open_count(&self, account: AccountId, m: usize) -> usize {
@@ -132,30 +108,28 @@ impl CheckSource for Exchange {
 }
 
 /// An order that passed every check that does not depend on funds: what placing it goes on with.
-#[derive(Debug, Clone)]
-pub(super) struct Checked<'a> {
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Checked {
     /// The market's index.
     m: usize,
     /// The market's rules.
     p: MarketParams,
     /// What the order asks for.
     terms: Terms,
-    /// The ids it gets.
-    ids: Ids<'a>,
 }
 
 /// The checks of a new order, in Binance's order, up to (not including) its funds: market,
 /// parameters, filters, client order id, MAX_NUM_ORDERS, and a LIMIT_MAKER that would take.
-pub(super) fn check<'a, S: CheckSource + ?Sized>(
+pub(super) fn check<S: CheckSource + ?Sized>(
     src: &S,
-    req: &'a NewOrder,
+    req: &NewOrder,
     now: UnixMillis,
-) -> Result<Checked<'a>, ExchangeError> {
+) -> Result<Checked, ExchangeError> {
     let (m, p) = src.market_params(&req.symbol)?;
     let terms = Terms::of(req)?;
     check_filters(src, m, &p, terms, now)?;
-    let ids = admit(src, req, m, &p, terms)?;
-    Ok(Checked { m, p, terms, ids })
+    admit(src, req, m, &p, terms)?;
+    Ok(Checked { m, p, terms })
 }
 
 /// The symbol's filters, in Binance's order: PRICE_FILTER, LOT_SIZE (MARKET_LOT_SIZE for a
@@ -201,28 +175,24 @@ fn check_filters<S: CheckSource + ?Sized>(
 /// one generated from the order id) must be well formed and not used by an open order of the
 /// account, the account must be below MAX_NUM_ORDERS, and a LIMIT_MAKER must not trade on
 /// arrival. Returns the ids the order gets.
-fn admit<'a, S: CheckSource + ?Sized>(
+fn admit<S: CheckSource + ?Sized>(
     src: &S,
-    req: &'a NewOrder,
+    req: &NewOrder,
     m: usize,
     p: &MarketParams,
     terms: Terms,
-) -> Result<Ids<'a>, ExchangeError> {
-    let ids = Ids { order_id: src.next_order_id(), given: req.new_client_order_id.as_deref() };
-    if ids.given.is_some_and(|c| !valid_client_id(c)) {
-        return Err(ExchangeError::illegal("newClientOrderId", "^[a-zA-Z0-9-_]{1,36}$"));
-    }
-    let open = src.open_count(req.account, m);
-    // Only an open order holds a client order id: with none, there is nothing to compare with.
-    if open > 0 {
-        let in_use = match ids.given {
-            Some(c) => src.client_id_open(req.account, m, c),
-            None => src.client_id_open(req.account, m, &ids.client_order_id()),
-        };
-        if in_use {
+) -> Result<(), ExchangeError> {
+    // An order without a client order id gets one no open order holds (see
+    // `Exchange::generated_client_id`): only the client's own can be a duplicate.
+    if let Some(c) = &req.new_client_order_id {
+        if !valid_client_id(c) {
+            return Err(ExchangeError::illegal("newClientOrderId", "^[a-zA-Z0-9-_]{1,36}$"));
+        }
+        if src.client_id_open(req.account, m, c) {
             return Err(ExchangeError::DuplicateOrder);
         }
     }
+    let open = src.open_count(req.account, m);
     if open >= p.max_num_orders as usize {
         return Err(ExchangeError::Filter("MAX_NUM_ORDERS"));
     }
@@ -237,7 +207,7 @@ fn admit<'a, S: CheckSource + ?Sized>(
             return Err(ExchangeError::WouldTake);
         }
     }
-    Ok(ids)
+    Ok(())
 }
 
 impl Exchange {
@@ -249,7 +219,7 @@ impl Exchange {
         now: UnixMillis,
         test: bool,
     ) -> Result<Outcome, ExchangeError> {
-        let Checked { m, p, terms, ids } = check(self, req, now)?;
+        let Checked { m, p, terms } = check(self, req, now)?;
         if test {
             return Ok(Outcome::Tested);
         }
@@ -260,8 +230,9 @@ impl Exchange {
             && matches!(terms.target, Target::Qty(q)
                 if self.preview(m, req.account, req.side, terms.stp, terms.price, terms.target).0 < q);
         self.ledger.lock(req.account, p.locked_asset(req.side), lock)?;
-        let order_id = ids.order_id;
-        self.record_order(req, m, ids, terms, lock, now);
+        // Sequential: its position in the order table, plus one.
+        let order_id = self.orders.len() as u64 + 1;
+        self.record_order(req, m, order_id, terms, lock, now);
         let fills = if fok_fails { Vec::new() } else { self.match_order(order_id, m, terms.price, terms.target, now)? };
         self.finish_taker(order_id, m, terms.price, terms.target, fok_fails, now)?;
         let order = self.order_at(order_id).cloned().ok_or(ExchangeError::Internal("order vanished"))?;
@@ -293,16 +264,19 @@ impl Exchange {
 
     /// Enters the accepted order in the order table (its id is its position) and in its
     /// account's order history, as NEW, holding `lock`.
-    fn record_order(&mut self, req: &NewOrder, m: usize, ids: Ids<'_>, terms: Terms, lock: u64, now: UnixMillis) {
+    fn record_order(&mut self, req: &NewOrder, m: usize, order_id: u64, terms: Terms, lock: u64, now: UnixMillis) {
         let (orig_qty, orig_quote) = match terms.target {
             Target::Qty(q) => (q, 0),
             Target::Quote(q) => (0, q),
         };
         self.orders.push(Order {
             symbol: req.symbol.clone(),
-            order_id: ids.order_id,
+            order_id,
             order_list_id: -1,
-            client_order_id: ids.client_order_id(),
+            client_order_id: req
+                .new_client_order_id
+                .clone()
+                .unwrap_or_else(|| self.generated_client_id(req.account, m, order_id)),
             account: req.account,
             price: Amount::from_units(terms.price.unwrap_or(0)),
             orig_qty: Amount::from_units(orig_qty),
@@ -323,7 +297,26 @@ impl Exchange {
             locked: Amount::from_units(lock),
             market: m as u32,
         });
-        self.accounts.entry(req.account).or_default().entry(m as u32).or_default().orders.push(ids.order_id);
+        self.accounts.entry(req.account).or_default().entry(m as u32).or_default().orders.push(order_id);
+    }
+
+    /// The client order id of an order placed without one: derived from its order id, unless an
+    /// open order of the account holds that id (a client may have chosen it for its own, since
+    /// the derivation is no secret); then the first of the ids derived with the following salts
+    /// that none holds. Binance never refuses an order for the id it generated itself. An order
+    /// recorded before this rule got the first id (it was refused otherwise), so journals replay
+    /// to the same ids.
+    fn generated_client_id(&self, account: AccountId, m: usize, order_id: u64) -> String {
+        let open = self.account_market(account, m);
+        // At most MAX_NUM_ORDERS ids are held, so one of that many plus one salts is free.
+        let mut salt = NEW_ORDER_SALT;
+        loop {
+            let id = crate::ids::client_order_id(order_id, salt);
+            if open.is_none_or(|a| !a.open_client_ids.contains_key(&id)) {
+                return id;
+            }
+            salt = salt.wrapping_add(1);
+        }
     }
 
     /// After matching: a LIMIT GTC or LIMIT_MAKER order with quantity left rests in the book;
