@@ -661,7 +661,7 @@ impl Service {
     /// [`ServiceError::Forbidden`] for a non-owner or no 2FA; [`ServiceError::StepUpRequired`];
     /// [`ServiceError::Invalid`] for a narrowing that cannot be chosen.
     pub async fn consent(&self, actor: &Actor, req: &AuthorizeRequest, answer: Consent) -> ServiceResult<String> {
-        let Actor::Owner { account_id, .. } = actor else {
+        let Actor::Owner { account_id, name, .. } = actor else {
             return Err(ServiceError::Forbidden("only the account's owner consents".into()));
         };
         let now = self.now_ms();
@@ -701,6 +701,9 @@ impl Service {
                 return Err(ServiceError::StepUpRequired("giving an app the trade permission".into()));
             }
         }
+        // The key the code makes counts like any other: told here, on the owner's page, rather
+        // than only to the app when it exchanges the code.
+        self.check_key_room(*account_id, name).await?;
         let code = oauth::generate_code(&mut OsEntropy)?;
         let code_hash = oauth::hash_code(&code).ok_or_else(|| ServiceError::Internal("code format".into()))?;
         let record = CodeRecord {
@@ -806,8 +809,14 @@ impl Service {
         let grant: Grant =
             serde_json::from_str(&rec.grant_json).map_err(|e| server(ServiceError::Internal(e.to_string())))?;
         let account = self.inner.store.account_by_id(rec.account_id).await.map_err(|e| server(e.into()))?;
-        if account.as_ref().is_none_or(|a| a.status != keygate_store::AccountStatus::Active) {
+        let Some(account) = account.filter(|a| a.status == keygate_store::AccountStatus::Active) else {
             return Err(grant_err("the account that consented is not active"));
+        };
+        // Checked again: the owner may have made other keys since consenting.
+        match self.check_key_room(account.id, &account.name).await {
+            Ok(_) => {}
+            Err(ServiceError::Invalid(why)) => return Err(grant_err(why)),
+            Err(e) => return Err(server(e)),
         }
         let (material, secret) = match p.public_key.as_deref().filter(|k| !k.trim().is_empty()) {
             Some(text) => (

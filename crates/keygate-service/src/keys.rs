@@ -372,22 +372,7 @@ impl Service {
         if new.permissions.widens(Permissions::READ_ONLY) && !actor.stepped_up(now) {
             return Err(ServiceError::StepUpRequired("creating a key that can trade or withdraw".into()));
         }
-        let live = self
-            .inner
-            .store
-            .list_keys(Some(account.id))
-            .await?
-            .iter()
-            .filter(|k| k.status != KeyStatus::Revoked)
-            .count();
-        let policy = self.effective_key_policy(account.id).await?;
-        let max = usize::try_from(policy.max_keys).unwrap_or(usize::MAX).min(MAX_KEYS_PER_ACCOUNT);
-        if live >= max {
-            return Err(ServiceError::Invalid(format!(
-                "account {} already has {max} keys, the most its key policy allows; revoke unused ones first",
-                account.name
-            )));
-        }
+        let policy = self.check_key_room(account.id, &account.name).await?;
         withdraw_expiry(&policy, new.permissions, &mut new.restrictions, None, now)?;
         let (material, secret) = match &new.material {
             NewKeyMaterial::Hmac => {
@@ -437,6 +422,29 @@ impl Service {
         self.inner.store.insert_key(&record, audit).await?;
         self.inner.cache.upsert(&record)?;
         Ok(CreatedOnce::Created(CreatedKey { key: KeyView::new(&record, &account.name), secret }))
+    }
+
+    /// Refuses a new key for the account once it holds as many live keys as its key policy
+    /// allows (at most [`MAX_KEYS_PER_ACCOUNT`]), whoever asks: the owner, the operator, or an
+    /// app the owner connects. Returns the account's effective policy.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming the limit; store failures.
+    pub(crate) async fn check_key_room(
+        &self,
+        account: keygate_auth::AccountId,
+        name: &str,
+    ) -> ServiceResult<crate::policy::KeyPolicy> {
+        let live =
+            self.inner.store.list_keys(Some(account)).await?.iter().filter(|k| k.status != KeyStatus::Revoked).count();
+        let policy = self.effective_key_policy(account).await?;
+        let max = usize::try_from(policy.max_keys).unwrap_or(usize::MAX).min(MAX_KEYS_PER_ACCOUNT);
+        if live >= max {
+            return Err(ServiceError::Invalid(format!(
+                "account {name} already has {max} keys, the most its key policy allows; revoke unused ones first"
+            )));
+        }
+        Ok(policy)
     }
 
     async fn key_record(&self, actor: &Actor, id: &str) -> ServiceResult<KeyRecord> {

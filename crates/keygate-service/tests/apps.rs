@@ -484,6 +484,31 @@ async fn codes_exchanged_while_the_owner_disconnects_leave_no_working_key() {
     }
 }
 
+/// A key an app gets counts towards the account's key policy maximum like any other: the owner
+/// is told when consenting, and a code consented to before the account filled up is refused.
+#[tokio::test]
+async fn app_keys_count_towards_the_accounts_key_maximum() {
+    let (s, clock, _d) = env().await;
+    let (id, secret) = register(&s).await;
+    let alice = owner(1, "alice", &clock, false);
+    let two = keygate_service::policy::AccountKeyPolicy { max_keys: Some(2), ..Default::default() };
+    s.set_key_policy(&alice, "alice", two).await.unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let req = request(&s, &params(&id, "read")).await;
+        codes.push(code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap()));
+    }
+    s.token(token_params(&id, Some(&secret), &codes[0]), None).await.unwrap();
+    s.token(token_params(&id, Some(&secret), &codes[1]), None).await.unwrap();
+    let e = s.token(token_params(&id, Some(&secret), &codes[2]), None).await.map(|_| ()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidGrant, "{e:?}");
+    assert!(e.description.contains("already has 2 keys"), "{e:?}");
+    let req = request(&s, &params(&id, "read")).await;
+    let err = s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Invalid(ref m) if m.contains("already has 2 keys")), "{err}");
+    assert_eq!(live_keys(&s).await, 2);
+}
+
 /// Housekeeping deletes a code a day after it expired, and only then: a newer code still makes
 /// its key, and the purged one is refused as any unknown code is.
 #[tokio::test]
