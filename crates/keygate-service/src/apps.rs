@@ -812,12 +812,9 @@ impl Service {
         let Some(account) = account.filter(|a| a.status == keygate_store::AccountStatus::Active) else {
             return Err(grant_err("the account that consented is not active"));
         };
-        // Checked again: the owner may have made other keys since consenting.
-        match self.check_key_room(account.id, &account.name).await {
-            Ok(_) => {}
-            Err(ServiceError::Invalid(why)) => return Err(grant_err(why)),
-            Err(e) => return Err(server(e)),
-        }
+        // Checked again: the owner may have made other keys since consenting (and once more
+        // below, where keys are written one at a time).
+        self.token_key_room(&account).await?;
         let (material, secret) = match p.public_key.as_deref().filter(|k| !k.trim().is_empty()) {
             Some(text) => (
                 KeyMaterial::Public(
@@ -865,11 +862,12 @@ impl Service {
             }
             return Err(grant_err("this code was already used; the key issued with it is revoked"));
         }
-        // A disconnect or suspension that ended the code after it was read above (expiring it
-        // while unused) wins: nothing is issued.
+        // A disconnect or suspension that ended the code after it was read above wins: nothing is
+        // issued. Only an end rewrites a code's expiry; the code's own minute running out after it
+        // was taken in time does not count (it was taken in time).
         let fresh = self.inner.store.get_code(&code_hash).await.map_err(|e| server(e.into()))?;
-        if fresh.is_none_or(|c| c.expires_at <= self.now_ms()) {
-            return Err(grant_err("this code has expired (its app was disconnected or suspended)"));
+        if fresh.is_none_or(|c| c.expires_at != rec.expires_at) {
+            return Err(grant_err("this code has ended (its app was disconnected or suspended)"));
         }
         let audit = AuditDraft {
             at: now,
@@ -886,6 +884,9 @@ impl Service {
         };
         {
             let _writing = self.inner.key_writes.lock().await;
+            // Under the lock every key creation on this node takes, so that exchanges at once
+            // cannot each find room for one more (the code is spent: the app asks again).
+            self.token_key_room(&account).await?;
             self.inner.store.insert_key(&record, audit).await.map_err(|e| server(e.into()))?;
             self.inner.cache.upsert(&record).map_err(server)?;
         }
@@ -917,7 +918,7 @@ impl Service {
             return Err(if suspended {
                 OAuthError::new(ErrorCode::InvalidClient, "this app is suspended")
             } else {
-                grant_err("this code has expired (its app was disconnected)")
+                grant_err("this code has ended (its app was disconnected)")
             });
         }
         Ok(TokenAnswer {
@@ -930,6 +931,18 @@ impl Service {
             authorization_details: oauth::granted_details(&grant),
             expires_in: grant.expires_at.map(|at| at.0.saturating_sub(now.0) / 1000),
         })
+    }
+
+    /// [`Service::check_key_room`] for the token endpoint: a full account is `invalid_grant`.
+    async fn token_key_room(&self, account: &keygate_store::AccountRecord) -> Result<(), OAuthError> {
+        match self.check_key_room(account.id, &account.name).await {
+            Ok(_) => Ok(()),
+            Err(ServiceError::Invalid(why)) => Err(grant_err(why)),
+            Err(e) => {
+                tracing::warn!(error = %e, "token endpoint failed");
+                Err(OAuthError::new(ErrorCode::ServerError, "try again"))
+            }
+        }
     }
 
     /// A code used again: revokes the key its first use made (RFC 6749 section 4.1.2: the code

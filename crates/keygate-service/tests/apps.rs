@@ -509,6 +509,35 @@ async fn app_keys_count_towards_the_accounts_key_maximum() {
     assert_eq!(live_keys(&s).await, 2);
 }
 
+/// Codes consented to while the account had room, exchanged at once, make no more keys than the
+/// maximum allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exchanges_at_once_do_not_pass_the_accounts_key_maximum() {
+    let (s, clock, _d) = env().await;
+    let (id, secret) = register(&s).await;
+    let alice = owner(1, "alice", &clock, false);
+    let two = keygate_service::policy::AccountKeyPolicy { max_keys: Some(2), ..Default::default() };
+    s.set_key_policy(&alice, "alice", two).await.unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let req = request(&s, &params(&id, "read")).await;
+        codes.push(code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap()));
+    }
+    let handles: Vec<_> = codes
+        .iter()
+        .map(|c| {
+            let s = s.clone();
+            let p = token_params(&id, Some(&secret), c);
+            tokio::spawn(async move { s.token(p, None).await.is_ok() })
+        })
+        .collect();
+    let mut issued = 0;
+    for h in handles {
+        issued += usize::from(h.await.unwrap());
+    }
+    assert_eq!((issued, live_keys(&s).await), (2, 2));
+}
+
 /// Housekeeping deletes a code a day after it expired, and only then: a newer code still makes
 /// its key, and the purged one is refused as any unknown code is.
 #[tokio::test]
