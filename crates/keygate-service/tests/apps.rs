@@ -104,6 +104,46 @@ async fn live_keys(s: &Service) -> usize {
     s.list_keys(&Actor::operator_cli(), None).await.unwrap().iter().filter(|k| k.status != KeyStatus::Revoked).count()
 }
 
+/// Exchanges every code at once, each in its own task; the handles answer whether it got a key.
+fn exchange_all(s: &Service, id: &str, secret: &str, codes: &[String]) -> Vec<tokio::task::JoinHandle<bool>> {
+    codes
+        .iter()
+        .map(|c| {
+            let s = s.clone();
+            let p = token_params(id, Some(secret), c);
+            tokio::spawn(async move { s.token(p, None).await.is_ok() })
+        })
+        .collect()
+}
+
+/// How many of `handles` got a key.
+async fn issued(handles: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+    let mut n = 0;
+    for h in handles {
+        n += usize::from(h.await.unwrap());
+    }
+    n
+}
+
+/// No key of the store is live, there or in the key cache.
+async fn assert_no_live_key(s: &Service, issued: usize, context: &str) {
+    assert_eq!(live_keys(s).await, 0, "{context}: {issued} exchanges answered with a key; none may still work");
+    for k in s.list_keys(&Actor::operator_cli(), None).await.unwrap() {
+        assert!(s.cache().lookup(&k.api_key).is_none_or(|e| e.status == KeyStatus::Revoked));
+    }
+}
+
+/// `n` codes Alice consented to for app `id` (read only).
+async fn alice_codes(s: &Service, clock: &ManualClock, id: &str, n: usize) -> Vec<String> {
+    let alice = owner(1, "alice", clock, false);
+    let mut codes = Vec::new();
+    for _ in 0..n {
+        let req = request(s, &params(id, "read")).await;
+        codes.push(code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap()));
+    }
+    codes
+}
+
 /// Registers a confidential trade app; returns (client id, secret).
 async fn register(s: &Service) -> (String, String) {
     let r = s.register_app(&Actor::operator_cli(), new_app("read,trade", "confidential")).await.unwrap();
@@ -356,29 +396,12 @@ async fn registration_rules_owners_need_the_operators_leave_and_withdraw_is_neve
 async fn codes_exchanged_while_the_app_is_suspended_leave_no_working_key() {
     let (s, clock, _d) = env().await;
     let (id, secret) = register(&s).await;
-    let mut codes = Vec::new();
-    for _ in 0..30 {
-        let req = request(&s, &params(&id, "read")).await;
-        let url =
-            s.consent(&owner(1, "alice", &clock, false), &req, Consent::Allow(Narrowing::default())).await.unwrap();
-        codes.push(code_of(&url));
-    }
-    let exchanges = codes.iter().map(|c| {
-        let s = s.clone();
-        let p = token_params(&id, Some(&secret), c);
-        tokio::spawn(async move { s.token(p, None).await.is_ok() })
-    });
-    let handles: Vec<_> = exchanges.collect();
+    let codes = alice_codes(&s, &clock, &id, 30).await;
+    let handles = exchange_all(&s, &id, &secret, &codes);
     tokio::task::yield_now().await;
     s.suspend_app(&Actor::operator_cli(), &id, false).await.unwrap();
-    let mut issued = 0;
-    for h in handles {
-        issued += usize::from(h.await.unwrap());
-    }
-    assert_eq!(live_keys(&s).await, 0, "{issued} exchanges answered with a key; none may still work");
-    for k in s.list_keys(&Actor::operator_cli(), None).await.unwrap() {
-        assert!(s.cache().lookup(&k.api_key).is_none_or(|e| e.status == KeyStatus::Revoked));
-    }
+    let n = issued(handles).await;
+    assert_no_live_key(&s, n, "suspended").await;
 }
 
 /// Resuming an app does not revive a code issued before its suspension; a deleted app stays
@@ -449,38 +472,16 @@ async fn codes_exchanged_while_the_owner_disconnects_leave_no_working_key() {
     for turns in 0..40 {
         let (s, clock, _d) = env().await;
         let (id, secret) = register(&s).await;
-        let alice = owner(1, "alice", &clock, false);
-        let mut codes = Vec::new();
-        for _ in 0..21 {
-            let req = request(&s, &params(&id, "read")).await;
-            codes.push(code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap()));
-        }
+        let codes = alice_codes(&s, &clock, &id, 21).await;
         // Connected once, so the owner has an app to disconnect.
         s.token(token_params(&id, Some(&secret), &codes[0]), None).await.unwrap();
-        let handles: Vec<_> = codes[1..]
-            .iter()
-            .map(|c| {
-                let s = s.clone();
-                let p = token_params(&id, Some(&secret), c);
-                tokio::spawn(async move { s.token(p, None).await.is_ok() })
-            })
-            .collect();
+        let handles = exchange_all(&s, &id, &secret, &codes[1..]);
         for _ in 0..turns {
             tokio::task::yield_now().await;
         }
-        s.disconnect_app(&alice, &id).await.unwrap();
-        let mut issued = 0;
-        for h in handles {
-            issued += usize::from(h.await.unwrap());
-        }
-        assert_eq!(
-            live_keys(&s).await,
-            0,
-            "turns {turns}: {issued} exchanges answered with a key; none may still work"
-        );
-        for k in s.list_keys(&Actor::operator_cli(), None).await.unwrap() {
-            assert!(s.cache().lookup(&k.api_key).is_none_or(|e| e.status == KeyStatus::Revoked));
-        }
+        s.disconnect_app(&owner(1, "alice", &clock, false), &id).await.unwrap();
+        let n = issued(handles).await;
+        assert_no_live_key(&s, n, &format!("turns {turns}")).await;
     }
 }
 
@@ -493,11 +494,7 @@ async fn app_keys_count_towards_the_accounts_key_maximum() {
     let alice = owner(1, "alice", &clock, false);
     let two = keygate_service::policy::AccountKeyPolicy { max_keys: Some(2), ..Default::default() };
     s.set_key_policy(&alice, "alice", two).await.unwrap();
-    let mut codes = Vec::new();
-    for _ in 0..3 {
-        let req = request(&s, &params(&id, "read")).await;
-        codes.push(code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap()));
-    }
+    let codes = alice_codes(&s, &clock, &id, 3).await;
     s.token(token_params(&id, Some(&secret), &codes[0]), None).await.unwrap();
     s.token(token_params(&id, Some(&secret), &codes[1]), None).await.unwrap();
     let e = s.token(token_params(&id, Some(&secret), &codes[2]), None).await.map(|_| ()).unwrap_err();
@@ -518,24 +515,9 @@ async fn exchanges_at_once_do_not_pass_the_accounts_key_maximum() {
     let alice = owner(1, "alice", &clock, false);
     let two = keygate_service::policy::AccountKeyPolicy { max_keys: Some(2), ..Default::default() };
     s.set_key_policy(&alice, "alice", two).await.unwrap();
-    let mut codes = Vec::new();
-    for _ in 0..12 {
-        let req = request(&s, &params(&id, "read")).await;
-        codes.push(code_of(&s.consent(&alice, &req, Consent::Allow(Narrowing::default())).await.unwrap()));
-    }
-    let handles: Vec<_> = codes
-        .iter()
-        .map(|c| {
-            let s = s.clone();
-            let p = token_params(&id, Some(&secret), c);
-            tokio::spawn(async move { s.token(p, None).await.is_ok() })
-        })
-        .collect();
-    let mut issued = 0;
-    for h in handles {
-        issued += usize::from(h.await.unwrap());
-    }
-    assert_eq!((issued, live_keys(&s).await), (2, 2));
+    let codes = alice_codes(&s, &clock, &id, 12).await;
+    let n = issued(exchange_all(&s, &id, &secret, &codes)).await;
+    assert_eq!((n, live_keys(&s).await), (2, 2));
 }
 
 /// Housekeeping deletes a code a day after it expired, and only then: a newer code still makes
