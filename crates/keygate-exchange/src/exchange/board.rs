@@ -3,11 +3,11 @@
 //!
 //! A test order changes nothing, but its checks read the exchange: the market's rules, the
 //! account's open orders (a client order id in use, MAX_NUM_ORDERS) and the best prices (a
-//! LIMIT_MAKER that would take). The engine publishes an [`OrderBoard`] after every change and keeps each
-//! account's [`OpenOrderIds`] beside its balances; [`OrderBoard::test_order`] runs the very checks
-//! [`Exchange::apply`] runs (`place::check`, over [`CheckSource`]), so the two cannot drift apart.
-//! The one thing a board does not know is the 5-minute average price, which changes with the
-//! clock: a MARKET order by quantity is left to the exchange itself.
+//! LIMIT_MAKER that would take). The engine publishes an [`OrderBoard`] after every change and
+//! keeps each account's [`OpenOrderIds`] beside its balances; [`OrderBoard::test_order`] runs the
+//! very checks [`Exchange::apply`] runs (`place::check`, over [`CheckSource`]), so the two cannot
+//! drift apart. The one thing a board does not know is the 5-minute average price, which changes
+//! with the clock: a MARKET order by quantity is left to the exchange itself.
 
 use super::place::{CheckSource, check};
 use super::{Exchange, MarketParams, NewOrder, Outcome};
@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The exchange's state as a new order's checks read it, as of one moment: the markets' fixed
-/// rules and each book's best prices. Cheap to make (the rules are shared
-/// with the board it replaces) and to clone.
+/// rules and each book's best prices. Cheap to make (the rules are shared with the board it
+/// replaces) and to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderBoard {
     /// Fixed for the exchange's life: made once and shared by every board after it.

@@ -171,10 +171,9 @@ fn check_filters<S: CheckSource + ?Sized>(
     Ok(())
 }
 
-/// The checks that depend on the account and the book: the client order id (the one given, or
-/// one generated from the order id) must be well formed and not used by an open order of the
-/// account, the account must be below MAX_NUM_ORDERS, and a LIMIT_MAKER must not trade on
-/// arrival. Returns the ids the order gets.
+/// The checks that depend on the account and the book: a client order id the client gives must
+/// be well formed and not used by an open order of the account, the account must be below
+/// MAX_NUM_ORDERS, and a LIMIT_MAKER must not trade on arrival.
 fn admit<S: CheckSource + ?Sized>(
     src: &S,
     req: &NewOrder,
