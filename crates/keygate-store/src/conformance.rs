@@ -175,7 +175,7 @@ macro_rules! store_conformance_suite {
             one_delivery_per_endpoint_is_in_flight_when_asked,
             apps_round_trip_and_keys_issued_to_them_are_marked_and_found,
             an_authorization_code_is_redeemed_once_even_when_concurrent,
-            unused_codes_are_expired_by_app_and_by_account,
+            live_codes_are_ended_by_app_and_by_account_taken_ones_too,
             expired_codes_are_purged_and_live_ones_kept,
             app_developers_are_allowed_and_disallowed_with_audit_records,
         );
@@ -2999,9 +2999,10 @@ pub async fn an_authorization_code_is_redeemed_once_even_when_concurrent<H: Harn
     assert_eq!(store.get_code(&[9; 32]).await.unwrap().unwrap().key_id.as_ref(), Some(&winners[0]));
 }
 
-/// A disconnect ends the owner's unused codes of the app, a suspension all of them; a used code
-/// keeps its record (its reuse must still find the key it made).
-pub async fn unused_codes_are_expired_by_app_and_by_account<H: Harness>() {
+/// Ending an app's codes (a disconnect: one account's; a suspension: everyone's) rewrites the
+/// expiry of every live code, taken ones included, so that an exchange still in progress sees
+/// its code ended; a taken code stays taken (a second exchange of it is still a reuse).
+pub async fn live_codes_are_ended_by_app_and_by_account_taken_ones_too<H: Harness>() {
     let h = H::fresh().await;
     let store = h.open().await;
     let alice = new_account(&*store, "alice", 1_000).await;
@@ -3014,12 +3015,15 @@ pub async fn unused_codes_are_expired_by_app_and_by_account<H: Harness>() {
     }
     let id = ApiKeyId::generate(&mut TestEntropy::new(77)).unwrap();
     assert!(store.redeem_code(&[2; 32], UnixMillis(6_000), &id).await.unwrap());
-    assert_eq!(store.expire_codes(&app.client_id, Some(alice.id), UnixMillis(7_000)).await.unwrap(), 1);
+    assert_eq!(store.expire_codes(&app.client_id, Some(alice.id), UnixMillis(7_000)).await.unwrap(), 2);
     assert_eq!(store.get_code(&[1; 32]).await.unwrap().unwrap().expires_at, UnixMillis(7_000));
-    assert_eq!(store.get_code(&[2; 32]).await.unwrap().unwrap().expires_at, UnixMillis(65_000), "used: kept");
+    let taken = store.get_code(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!((taken.expires_at, taken.used_at, taken.key_id), (UnixMillis(7_000), Some(UnixMillis(6_000)), Some(id)));
     assert_eq!(store.get_code(&[3; 32]).await.unwrap().unwrap().expires_at, UnixMillis(65_000), "bob's: kept");
+    // Ended codes are not ended again (their expiry stays when it was).
     assert_eq!(store.expire_codes(&app.client_id, None, UnixMillis(8_000)).await.unwrap(), 1);
     assert_eq!(store.get_code(&[3; 32]).await.unwrap().unwrap().expires_at, UnixMillis(8_000));
+    assert_eq!(store.get_code(&[1; 32]).await.unwrap().unwrap().expires_at, UnixMillis(7_000));
     assert_eq!(store.expire_codes("kgapp_ffffffffffffffff", None, UnixMillis(9_000)).await.unwrap(), 0);
 }
 
