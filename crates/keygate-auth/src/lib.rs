@@ -4,13 +4,16 @@
 //! raw bytes of the request and a [`KeyLookup`] (the in-memory key cache). That keeps the hot path
 //! testable to the byte and lets property tests drive it without a server.
 //!
-//! The one entry point for signed requests is [`Verifier::verify`]; the only way to obtain a
-//! [`VerifiedRequest`] is through it, and handlers read parameters only from that value, so what
-//! was verified is exactly what is executed.
+//! The one entry point for signed requests is [`Verifier::verify`] (or its two halves,
+//! [`Verifier::prepare`] and [`Verifier::conclude`], between which the server checks Ed25519
+//! signatures of concurrent requests together); the only way to obtain a [`VerifiedRequest`] is
+//! through them, and handlers read parameters only from that value, so what was verified is
+//! exactly what is executed.
 
 pub mod account;
 pub mod base62;
 pub mod credential;
+pub mod ed25519_batch;
 pub mod entropy;
 pub mod invite;
 pub mod keyfmt;
@@ -35,5 +38,6 @@ pub use replay::{Endpoint, ReplayGuard};
 pub use restriction::{IpAllowlist, RestrictionError, Restrictions, WithdrawLimit};
 pub use session::{SessionToken, SessionTokenError};
 pub use verify::{
-    Access, Denial, KeyEntry, KeyLookup, KeyStatus, Limits, Rejection, UnverifiedRequest, VerifiedRequest, Verifier,
+    Access, Denial, GoodSignature, KeyEntry, KeyLookup, KeyStatus, Limits, Prepared, Rejection, SignatureCheck,
+    UnverifiedRequest, VerifiedRequest, Verifier,
 };

@@ -13,6 +13,7 @@
 
 use crate::account::AccountId;
 use crate::credential::Credential;
+use crate::ed25519_batch::Ed25519Check;
 use crate::keyfmt::ApiKeyId;
 use crate::params::{ParamError, Params};
 use crate::permission::{Permission, Permissions};
@@ -258,8 +259,9 @@ pub struct Rejection {
 
 /// A request whose key, signature, time window and permissions have all been checked.
 ///
-/// There is no public constructor: only [`Verifier::verify`] makes one, so a handler that takes
-/// a `VerifiedRequest` cannot run on unverified input.
+/// There is no public constructor: only [`Verifier::verify`] and [`Verifier::conclude`] make one,
+/// and `conclude` needs the [`GoodSignature`] of the request's own signature, so a handler that
+/// takes a `VerifiedRequest` cannot run on unverified input.
 #[derive(Debug)]
 pub struct VerifiedRequest {
     key: Arc<KeyEntry>,
@@ -401,48 +403,110 @@ fn durable_id(key: &str, endpoint: Endpoint<'_>, sig: &[u8; 16]) -> [u8; 32] {
 }
 
 /// The first 16 bytes of a decoded signature: its identity in the replay guard.
-fn replay_id(sig: &[u8]) -> [u8; 16] {
+pub(crate) fn replay_id(sig: &[u8]) -> [u8; 16] {
     let mut id = [0u8; 16];
     let n = sig.len().min(16);
     id[..n].copy_from_slice(&sig[..n]);
     id
 }
 
-/// Checks a signature, returning its replay-guard identity.
+/// Proof that a request's signature verified, and the signature's identity in the replay guard.
+/// Only this crate's checks make one ([`Prepared::signature_check`], [`Ed25519Check`] and
+/// [`crate::ed25519_batch::verify_all`]), so [`Verifier::conclude`] cannot be handed a verdict
+/// nobody reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoodSignature {
+    id: [u8; 16],
+}
+
+impl GoodSignature {
+    /// The verdict for a signature whose replay identity is `id`, once it has verified.
+    pub(crate) const fn verified(id: [u8; 16]) -> Self {
+        Self { id }
+    }
+}
+
+/// What is left of a request's signature check after [`Prepared::signature_check`].
+#[derive(Debug)]
+pub enum SignatureCheck {
+    /// Decided already: HMAC and RSA are checked on the spot, as is an Ed25519 signature that
+    /// does not even decode. `None` means the signature is bad.
+    Done(Option<GoodSignature>),
+    /// An Ed25519 signature, to be checked alone ([`Ed25519Check::verify`]) or together with
+    /// other requests' ([`crate::ed25519_batch::verify_all`]).
+    Ed25519(Box<Ed25519Check>),
+}
+
+/// Checks a signature, or hands an Ed25519 one back to be checked, and gives its replay-guard
+/// identity.
 fn check_signature(
     credential: &Credential,
     signature: &str,
     payload: &crate::params::SignedPayload<'_>,
-) -> Option<[u8; 16]> {
+) -> (SignatureCheck, Option<[u8; 16]>) {
+    let refused = (SignatureCheck::Done(None), None);
     match credential {
         Credential::Hmac(keyed) => {
-            let expected = decode_hex32(signature.as_bytes())?;
+            let Some(expected) = decode_hex32(signature.as_bytes()) else { return refused };
             let mut mac = keyed.clone();
             for piece in payload.pieces() {
                 mac.update(piece);
             }
+            let id = replay_id(&expected);
             // `verify_slice` compares in constant time.
-            mac.verify_slice(&expected).ok()?;
-            Some(replay_id(&expected))
+            let good = mac.verify_slice(&expected).is_ok().then(|| GoodSignature::verified(id));
+            (SignatureCheck::Done(good), Some(id))
         }
         Credential::Ed25519(vk) => {
             let mut raw = [0u8; 66];
-            let n = STANDARD.decode_slice(signature.as_bytes(), &mut raw).ok()?;
-            let bytes: [u8; 64] = raw.get(..n)?.try_into().ok()?;
-            let sig = ed25519_dalek::Signature::from_bytes(&bytes);
-            vk.verify_strict(&payload.contiguous(), &sig).ok()?;
-            Some(replay_id(&bytes))
+            let Ok(n) = STANDARD.decode_slice(signature.as_bytes(), &mut raw) else { return refused };
+            let Some(bytes) = raw.get(..n).and_then(|b| <[u8; 64]>::try_from(b).ok()) else { return refused };
+            let check = Ed25519Check::new(*vk, &bytes, payload.contiguous().into_owned());
+            (SignatureCheck::Ed25519(Box::new(check)), Some(replay_id(&bytes)))
         }
         Credential::Rsa { key, size } => {
             use rsa::signature::Verifier as _;
-            let bytes = STANDARD.decode(signature.as_bytes()).ok()?;
+            let Ok(bytes) = STANDARD.decode(signature.as_bytes()) else { return refused };
             if bytes.len() != *size {
-                return None;
+                return refused;
             }
-            let sig = rsa::pkcs1v15::Signature::try_from(bytes.as_slice()).ok()?;
-            key.verify(&payload.contiguous(), &sig).ok()?;
-            Some(replay_id(&bytes))
+            let Ok(sig) = rsa::pkcs1v15::Signature::try_from(bytes.as_slice()) else { return refused };
+            let id = replay_id(&bytes);
+            let good = key.verify(&payload.contiguous(), &sig).is_ok().then(|| GoodSignature::verified(id));
+            (SignatureCheck::Done(good), Some(id))
         }
+    }
+}
+
+/// A request that passed every check that comes before its signature's (steps 1 to 4 of the
+/// module documentation). [`Prepared::signature_check`] starts step 5, [`Verifier::conclude`]
+/// takes its verdict and makes the rest. [`Verifier::verify`] does all three in a row; the server
+/// splits them to check the Ed25519 signatures of concurrent requests together.
+#[derive(Debug)]
+pub struct Prepared {
+    found: Arc<KeyEntry>,
+    params: Params,
+    timestamp: UnixMicros,
+    recv_window_us: u64,
+    /// The identity of the signature that [`Prepared::signature_check`] decoded.
+    signature_id: Option<[u8; 16]>,
+}
+
+impl Prepared {
+    /// The key the request names.
+    #[must_use]
+    pub fn key(&self) -> &Arc<KeyEntry> {
+        &self.found
+    }
+
+    /// Checks the signature of `req` (the request this was prepared from) where that is cheap, or
+    /// hands back the Ed25519 check to make.
+    pub fn signature_check(&mut self, req: &UnverifiedRequest<'_>) -> SignatureCheck {
+        let Some(signature) = self.params.signature() else { return SignatureCheck::Done(None) };
+        let payload = self.params.signed_payload(req.query, req.body);
+        let (check, id) = check_signature(&self.found.credential, signature, &payload);
+        self.signature_id = id;
+        check
     }
 }
 
@@ -484,6 +548,24 @@ impl Verifier {
         keys: &dyn KeyLookup,
         now: UnixMicros,
     ) -> Result<VerifiedRequest, Rejection> {
+        let mut prepared = self.prepare(req, keys, now)?;
+        let good = match prepared.signature_check(req) {
+            SignatureCheck::Done(good) => good,
+            SignatureCheck::Ed25519(check) => check.verify(),
+        };
+        self.conclude(prepared, good, req, access, now)
+    }
+
+    /// Steps 1 to 4 of the module documentation: everything before the signature.
+    ///
+    /// # Errors
+    /// A [`Rejection`] with the first failed check.
+    pub fn prepare(
+        &self,
+        req: &UnverifiedRequest<'_>,
+        keys: &dyn KeyLookup,
+        now: UnixMicros,
+    ) -> Result<Prepared, Rejection> {
         let reject = |denial, key: Option<&Arc<KeyEntry>>| Rejection { denial, key: key.cloned() };
         let api_key = match req.api_key {
             None | Some(b"") => return Err(reject(Denial::MissingApiKey, None)),
@@ -522,44 +604,60 @@ impl Verifier {
             let behind_ms = (now.0 - timestamp.0) / 1000;
             return Err(reject(Denial::TimestampStale { behind_ms }, key));
         }
-        let signature = match params.signature() {
-            Some(s) if !s.is_empty() => s,
+        match params.signature() {
+            Some(s) if !s.is_empty() => {}
             _ => return Err(reject(Denial::Param(ParamError::mandatory("signature")), key)),
+        }
+        Ok(Prepared { found, params, timestamp, recv_window_us, signature_id: None })
+    }
+
+    /// Step 5's verdict and step 6: the key's own state, its restrictions and the replay guard.
+    /// `good` is the verdict on `prepared`'s signature; a verdict on another request's signature is
+    /// refused like a bad one.
+    ///
+    /// # Errors
+    /// A [`Rejection`] with the first failed check.
+    pub fn conclude(
+        &self,
+        prepared: Prepared,
+        good: Option<GoodSignature>,
+        req: &UnverifiedRequest<'_>,
+        access: Access,
+        now: UnixMicros,
+    ) -> Result<VerifiedRequest, Rejection> {
+        let Prepared { found, params, timestamp, recv_window_us, signature_id } = prepared;
+        let reject = |denial, key: &Arc<KeyEntry>| Rejection { denial, key: Some(Arc::clone(key)) };
+        let key_ref = &found;
+        let sig_bytes = match (good, signature_id) {
+            (Some(good), Some(id)) if good.id == id => id,
+            _ => return Err(reject(Denial::BadSignature, key_ref)),
         };
-        let payload = params.signed_payload(req.query, req.body);
-        let Some(key_ref) = key else {
-            return Err(reject(Denial::UnknownApiKey, None));
-        };
-        let Some(sig_bytes) = check_signature(&key_ref.credential, signature, &payload) else {
-            return Err(reject(Denial::BadSignature, key));
-        };
-        drop(payload);
         // The caller holds the key: from here on, specific reasons may be told.
         match key_ref.status {
             KeyStatus::Active => {}
-            KeyStatus::Disabled => return Err(reject(Denial::KeyDisabled, key)),
-            KeyStatus::Revoked => return Err(reject(Denial::KeyRevoked, key)),
-            KeyStatus::Expired => return Err(reject(Denial::KeyExpired, key)),
+            KeyStatus::Disabled => return Err(reject(Denial::KeyDisabled, key_ref)),
+            KeyStatus::Revoked => return Err(reject(Denial::KeyRevoked, key_ref)),
+            KeyStatus::Expired => return Err(reject(Denial::KeyExpired, key_ref)),
         }
         let r = &key_ref.restrictions;
         if r.expires_at.is_some_and(|e| e.as_micros() <= now.0) {
-            return Err(reject(Denial::KeyExpired, key));
+            return Err(reject(Denial::KeyExpired, key_ref));
         }
         if !r.ip_allowlist.allows(req.peer) {
-            return Err(reject(Denial::IpNotAllowed { ip: req.peer.to_canonical() }, key));
+            return Err(reject(Denial::IpNotAllowed { ip: req.peer.to_canonical() }, key_ref));
         }
         if !key_ref.permissions.contains(access.permission) {
-            return Err(reject(Denial::PermissionMissing(access.permission), key));
+            return Err(reject(Denial::PermissionMissing(access.permission), key_ref));
         }
         if access.permission == Permission::Withdraw && r.ip_allowlist.is_empty() {
-            return Err(reject(Denial::IpRestrictionRequired, key));
+            return Err(reject(Denial::IpRestrictionRequired, key_ref));
         }
         if access.permission == Permission::Trade && !r.symbols.is_empty() {
             // A key limited to some symbols may only make TRADE requests that name one of them;
             // a request naming none (or naming them another way) is refused, not waved through.
             match params.get("symbol") {
                 Some(symbol) if r.allows_symbol(symbol) => {}
-                other => return Err(reject(Denial::SymbolNotAllowed(other.unwrap_or("").to_owned()), key)),
+                other => return Err(reject(Denial::SymbolNotAllowed(other.unwrap_or("").to_owned()), key_ref)),
             }
         }
         // Every verified signature is remembered until its window ends, whatever the endpoint, so
@@ -569,9 +667,9 @@ impl Verifier {
         match self.replay.check_and_record(&sig_bytes, req.endpoint, expires, now.0, quota) {
             ReplayOutcome::Fresh => {}
             ReplayOutcome::Reused if !access.single_use => {}
-            ReplayOutcome::Reused => return Err(reject(Denial::SignatureReused, key)),
-            ReplayOutcome::Full => return Err(reject(Denial::ReplayGuardFull, key)),
-            ReplayOutcome::KeyFull => return Err(reject(Denial::ReplayKeyQuota, key)),
+            ReplayOutcome::Reused => return Err(reject(Denial::SignatureReused, key_ref)),
+            ReplayOutcome::Full => return Err(reject(Denial::ReplayGuardFull, key_ref)),
+            ReplayOutcome::KeyFull => return Err(reject(Denial::ReplayKeyQuota, key_ref)),
         }
         let single_use = access.single_use.then(|| durable_id(key_ref.id.as_str(), req.endpoint, &sig_bytes));
         // The looked-up handle moves into the result: no second reference count round trip.

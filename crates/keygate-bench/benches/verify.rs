@@ -182,6 +182,7 @@ fn main() {
             .lookup(hmac_id.as_str())
             .is_some_and(|e: std::sync::Arc<KeyEntry>| matches!(e.credential, Credential::Hmac(_)))
     );
+    let batch_sizes = ed25519_batches(&mut c);
     c.final_summary();
 
     let target = keygate_bench::criterion_target();
@@ -201,6 +202,54 @@ fn main() {
          fastest batches {fastest_pipe_ns:.0} ns / {fastest_base_ns:.0} ns = {:.2}  (target <= 2.0)",
         fastest_pipe_ns / fastest_base_ns
     );
+    println!("\nEd25519 checked together (keygate_auth::ed25519_batch::verify_all), CPU per signature:");
+    let alone = get_batch(&target, "alone");
+    for name in batch_sizes {
+        let n: f64 = name.trim_start_matches("batch_").trim_end_matches("_one_bad").parse().unwrap_or(1.0);
+        match (get_batch(&target, &name), alone) {
+            (Some(t), Some(a)) => println!("  {name:<16} {:>9.0} ns per signature  ({:.2} of alone)", t / n, t / n / a),
+            _ => println!("  {name}: no estimates found under {}", target.display()),
+        }
+    }
+}
+
+fn get_batch(target: &std::path::Path, name: &str) -> Option<f64> {
+    keygate_bench::mean_ns(target, "ed25519_batch", name)
+}
+
+/// `verify_all` on batches of good signatures of one key (as one bot sends), and on a batch with
+/// one bad signature (the batch fails and every signature is checked again alone). Returns the
+/// names of the batch benchmarks; "alone" is a single check (`verify_strict`).
+fn ed25519_batches(c: &mut Criterion) -> Vec<String> {
+    use keygate_auth::ed25519_batch::{Ed25519Check, verify_all};
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let checks: Vec<Ed25519Check> = (0..64)
+        .map(|i| {
+            let message = format!("omitZeroBalances=true&recvWindow=5000&timestamp={}", NOW_MS + i).into_bytes();
+            let sig = signing.sign(&message).to_bytes();
+            Ed25519Check::new(signing.verifying_key(), &sig, message)
+        })
+        .collect();
+    let mut one_bad = checks.clone();
+    let last = one_bad.len() - 1;
+    one_bad[last] = {
+        let message = b"timestamp=1".to_vec();
+        let mut sig = signing.sign(&message).to_bytes();
+        sig[40] ^= 1;
+        Ed25519Check::new(signing.verifying_key(), &sig, message)
+    };
+    let mut g = c.benchmark_group("ed25519_batch");
+    g.bench_function("alone", |b| b.iter(|| black_box(verify_all(black_box(&checks[..1])))));
+    let mut names = Vec::new();
+    for n in [2, 8, 64] {
+        let name = format!("batch_{n}");
+        g.bench_function(&name, |b| b.iter(|| black_box(verify_all(black_box(&checks[..n])))));
+        names.push(name);
+    }
+    g.bench_function("batch_64_one_bad", |b| b.iter(|| black_box(verify_all(black_box(&one_bad)))));
+    names.push("batch_64_one_bad".to_owned());
+    g.finish();
+    names
 }
 
 /// The result of [`interleave`].

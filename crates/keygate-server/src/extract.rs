@@ -17,7 +17,7 @@ use axum::body::{Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use keygate_auth::{Access, UnverifiedRequest, VerifiedRequest};
+use keygate_auth::{Access, SignatureCheck, UnverifiedRequest, VerifiedRequest};
 use keygate_proto::UnixMicros;
 use std::net::{IpAddr, SocketAddr};
 
@@ -97,7 +97,7 @@ impl Signed {
         if !state.service.is_current(now.as_millis().0) {
             return Err(ApiError::Unavailable("this node cannot confirm its API keys are current".into()));
         }
-        match state.verifier.verify(&unverified, access, state.service.cache().as_ref(), now) {
+        match verify(state, &unverified, access, now).await {
             Ok(request) => {
                 state.service.record_use(&request.key().id, ip, now.as_millis());
                 Ok((Self { request, client_ip: ip }, now))
@@ -108,6 +108,22 @@ impl Signed {
             }
         }
     }
+}
+
+/// [`keygate_auth::Verifier::verify`], with an Ed25519 signature checked together with those of
+/// concurrent requests ([`crate::ed25519_batches`]).
+async fn verify(
+    state: &AppState,
+    req: &UnverifiedRequest<'_>,
+    access: Access,
+    now: UnixMicros,
+) -> Result<VerifiedRequest, keygate_auth::Rejection> {
+    let mut prepared = state.verifier.prepare(req, state.service.cache().as_ref(), now)?;
+    let good = match prepared.signature_check(req) {
+        SignatureCheck::Done(good) => good,
+        SignatureCheck::Ed25519(check) => state.ed25519_batches.verify(check).await,
+    };
+    state.verifier.conclude(prepared, good, req, access, now)
 }
 
 /// Answers one request to a signed `route`, from the connection's `peer`, with `handler`: verifies it for the security type of

@@ -7,6 +7,7 @@ pub mod access_log;
 mod answer;
 pub mod client_ip;
 pub mod cluster;
+pub mod ed25519_batches;
 pub mod endpoints;
 mod error;
 pub mod extract;
@@ -62,6 +63,8 @@ pub struct AppStateInner {
     pub engine: Engine,
     /// The request verifier (limits and replay guard).
     pub verifier: Arc<Verifier>,
+    /// Ed25519 signatures of concurrent requests, checked together.
+    pub ed25519_batches: ed25519_batches::Ed25519Batches,
     /// Networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// Rate limits and their counters (weight per address, orders per account, bans).

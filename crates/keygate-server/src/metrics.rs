@@ -14,6 +14,8 @@
 //! - `journal_commit_duration_seconds`: one store transaction per batch of engine commands;
 //! - `key_cache_keys`: keys in the in-memory cache;
 //! - `replay_guard_signatures` and `replay_guard_capacity`: the replay guard's fill;
+//! - `ed25519_batches_total` and `ed25519_signatures_total`: Ed25519 signatures checked, and the
+//!   batches they were checked in (the second over the first is the mean batch size);
 //! - `exchange_writer_term`: the term under which this node writes the exchange, 0 while it
 //!   follows the writer (on several nodes, exactly one node shows a non-zero term);
 //! - `exchange_journal_applied`: the last journal entry this node's exchange includes (a read
@@ -50,6 +52,8 @@ const COMMIT: &str = "keygate_journal_commit_duration_seconds";
 const CACHE: &str = "keygate_key_cache_keys";
 const REPLAY: &str = "keygate_replay_guard_signatures";
 const REPLAY_CAPACITY: &str = "keygate_replay_guard_capacity";
+const ED25519_BATCHES: &str = "keygate_ed25519_batches_total";
+const ED25519_SIGNATURES: &str = "keygate_ed25519_signatures_total";
 const WRITER_TERM: &str = "keygate_exchange_writer_term";
 const APPLIED: &str = "keygate_exchange_journal_applied";
 const SHARED_UP: &str = "keygate_shared_counters_reachable";
@@ -74,6 +78,8 @@ pub struct Metrics {
     cache: Gauge,
     replay: Gauge,
     replay_capacity: Gauge,
+    ed25519_batches: Counter,
+    ed25519_signatures: Counter,
     writer_term: Gauge,
     applied: Gauge,
     /// Registered at the first scrape of a node with shared counters, so a node without them
@@ -147,12 +153,27 @@ impl Metrics {
             "The term under which this node writes the exchange; 0 while it follows the writer.",
         );
         describe(APPLIED, None, "The last exchange journal entry this node's state includes.");
+        recorder.describe_counter(
+            ED25519_BATCHES.into(),
+            None,
+            SharedString::const_str(
+                "Batches of Ed25519 signatures checked together (a lone signature is a batch of one).",
+            ),
+        );
+        recorder.describe_counter(
+            ED25519_SIGNATURES.into(),
+            None,
+            SharedString::const_str("Ed25519 signatures checked, in all batches."),
+        );
         let gauge = |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &metadata());
+        let counter = |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &metadata());
         Self {
             queue: gauge(QUEUE),
             cache: gauge(CACHE),
             replay: gauge(REPLAY),
             replay_capacity: gauge(REPLAY_CAPACITY),
+            ed25519_batches: counter(ED25519_BATCHES),
+            ed25519_signatures: counter(ED25519_SIGNATURES),
             writer_term: gauge(WRITER_TERM),
             applied: gauge(APPLIED),
             shared: std::sync::OnceLock::new(),
@@ -218,6 +239,9 @@ impl Metrics {
         let guard = state.verifier.replay_guard();
         self.replay.set(f(guard.len()));
         self.replay_capacity.set(f(guard.capacity()));
+        let (batches, signatures) = state.ed25519_batches.counts();
+        self.ed25519_batches.absolute(batches);
+        self.ed25519_signatures.absolute(signatures);
         #[allow(clippy::cast_precision_loss)] // Terms and journal positions far below 2^52.
         let g = |n: i64| n as f64;
         self.writer_term.set(g(state.engine.term()));

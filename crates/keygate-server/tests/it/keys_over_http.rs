@@ -67,6 +67,75 @@ async fn ed25519_key_signs_requests_with_percent_encoded_base64() {
     app.shutdown().await;
 }
 
+/// An Ed25519 key for alice, and its signing half.
+async fn ed25519_key(app: &TestApp, seed: u8) -> (String, ed25519_dalek::SigningKey) {
+    use ed25519_dalek::pkcs8::EncodePublicKey as _;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let pem = signing.verifying_key().to_public_key_pem(Default::default()).unwrap();
+    let material = NewKeyMaterial::Ed25519(pem);
+    let new = NewKey {
+        account: "alice".into(),
+        label: format!("bot {seed}"),
+        material,
+        permissions: Permissions::READ_ONLY,
+        restrictions: Restrictions::default(),
+        confirm_wide_ip: false,
+    };
+    let created = app.service.create_key(&TestApp::operator(), new).await.unwrap();
+    (created.key.api_key, signing)
+}
+
+/// Concurrent Ed25519 requests are checked through the batcher (`keygate_server::ed25519_batches`);
+/// a bad signature among them is refused alone, and every request gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ed25519_requests_share_batches_and_each_gets_its_own_answer() {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    let app = TestApp::spawn_with(|c| {
+        c.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        c.rate_limits.enabled = false;
+    })
+    .await;
+    app.account("alice").await;
+    let (key_a, signing_a) = ed25519_key(&app, 11).await;
+    let (key_b, signing_b) = ed25519_key(&app, 12).await;
+    // Right key ids, and for every fifth request the other key's signature.
+    let clients = [
+        (Arc::new(app.client(&key_a, Signer::Ed25519(signing_a.clone()))), true),
+        (Arc::new(app.client(&key_b, Signer::Ed25519(signing_b.clone()))), true),
+        (Arc::new(app.client(&key_a, Signer::Ed25519(signing_b))), false),
+        (Arc::new(app.client(&key_b, Signer::Ed25519(signing_a))), false),
+    ];
+    let requests: Vec<_> = (0..300)
+        .map(|i| {
+            let (client, good) = clients[if i % 5 == 4 { 2 + i % 2 } else { i % 2 }].clone();
+            tokio::spawn(async move {
+                let recv_window = format!("{}", 10_000 + i);
+                let a = client.signed(Method::GET, RESTRICTIONS, &[("recvWindow", &recv_window)]).await.unwrap();
+                (a, good)
+            })
+        })
+        .collect();
+    for r in requests {
+        let (a, good) = r.await.unwrap();
+        if good {
+            assert_eq!(a.status, 200, "{:?}", a.body);
+        } else {
+            assert_eq!((a.status, a.error().map(|e| e.code)), (400, Some(-1022)), "{:?}", a.body);
+        }
+    }
+    let text =
+        reqwest::get(format!("http://{}/metrics", app.metrics_addr.unwrap())).await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap()
+    };
+    // How many were checked together depends on how the requests met (the batcher's own tests
+    // show the batching); every one of them was checked, in some batch.
+    assert_eq!(value("keygate_ed25519_signatures_total"), 300.0, "{text}");
+    assert!((1.0..=300.0).contains(&value("keygate_ed25519_batches_total")), "{text}");
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn revoked_key_is_refused_on_the_very_next_request() {
     let app = TestApp::spawn().await;
