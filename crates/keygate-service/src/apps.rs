@@ -652,6 +652,21 @@ impl Service {
         })
     }
 
+    /// Why the owner's account cannot take the key an app would get (it holds as many live keys
+    /// as its key policy allows), for the consent page to say before the owner answers rather
+    /// than after; `None` when it can, and for anyone but an owner.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn key_room_notice(&self, actor: &Actor) -> ServiceResult<Option<String>> {
+        let Actor::Owner { account_id, name, .. } = actor else { return Ok(None) };
+        match self.check_key_room(*account_id, name).await {
+            Ok(_) => Ok(None),
+            Err(ServiceError::Invalid(full)) => Ok(Some(full)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The owner's answer to a checked request: the URL to send the browser to. Allowing issues
     /// a code (valid [`oauth::CODE_TTL_MS`]) for the narrowed grant; a grant with `trade` needs
     /// 2FA on the account and a step-up, as creating a trade key does. Audited as `app.consent`

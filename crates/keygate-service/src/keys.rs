@@ -440,8 +440,9 @@ impl Service {
         let policy = self.effective_key_policy(account).await?;
         let max = usize::try_from(policy.max_keys).unwrap_or(usize::MAX).min(MAX_KEYS_PER_ACCOUNT);
         if live >= max {
+            let keys = if max == 1 { "key" } else { "keys" };
             return Err(ServiceError::Invalid(format!(
-                "account {name} already has {max} keys, the most its key policy allows; revoke unused ones first"
+                "account {name} already has {max} {keys}, the most its key policy allows; revoke unused ones first"
             )));
         }
         Ok(policy)

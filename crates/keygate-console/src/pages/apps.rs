@@ -57,6 +57,8 @@ struct ConsentPage {
     error: Option<String>,
     /// The account has 2FA (trade can be given only then).
     two_factor: bool,
+    /// The account holds as many keys as its policy allows, so Allow cannot succeed: why.
+    full: Option<String>,
 }
 
 fn hidden_fields(p: &AuthorizeParams) -> Vec<(&'static str, String)> {
@@ -82,7 +84,7 @@ fn origin_of(uri: &str) -> Option<String> {
     origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
-fn consent_page(
+async fn consent_page(
     v: &Viewer,
     c: &Console,
     p: &AuthorizeParams,
@@ -91,6 +93,12 @@ fn consent_page(
     error: Option<String>,
     cookies: &[HeaderValue],
 ) -> Response {
+    let full = match c.service().key_room_notice(&v.actor).await {
+        Ok(full) => full,
+        Err(e) => return error_page(&ConsoleError::from(e), Some(Nav::of(v, c.now_ms()))),
+    };
+    // Said once: as the page's warning, not again as the refused answer's error.
+    let error = error.filter(|e| full.as_ref() != Some(e));
     let g = &req.requested;
     let page = ConsentPage {
         nav: Some(Nav::of(v, c.now_ms())),
@@ -111,6 +119,7 @@ fn consent_page(
             .unwrap_or_default(),
         error,
         two_factor: v.info.two_factor_enabled,
+        full,
     };
     let mut res = render(status, &page, cookies);
     // The answer to this form is a redirect to the app: the one other place it may go.
@@ -167,7 +176,7 @@ pub(super) async fn authorize_page(State(c): State<Console>, ctx: Ctx, RawQuery(
         }
         Err(e) => return error_page(&e, None),
     };
-    consent_page(&v, &c, &p, &req, StatusCode::OK, None, &[])
+    consent_page(&v, &c, &p, &req, StatusCode::OK, None, &[]).await
 }
 
 /// The consent form: the request's parameters again, the owner's answer and narrowing.
@@ -235,7 +244,7 @@ pub(super) async fn authorize_answer(
     let answer = if f.decision == "allow" {
         let expires_at = match crate::forms::expiry(&f.expires) {
             Ok(e) => e,
-            Err(e) => return consent_page(&v, &c, &p, &req, e.status(), Some(e.message()), &[]),
+            Err(e) => return consent_page(&v, &c, &p, &req, e.status(), Some(e.message()), &[]).await,
         };
         Consent::Allow(Narrowing {
             keep_trade: f.keep_trade.is_some(),
@@ -249,7 +258,7 @@ pub(super) async fn authorize_answer(
     let cookies: Vec<HeaderValue> = if matches!(answer, Consent::Allow(_)) {
         match maybe_step_up(&c, &ctx, &mut v, f.code.as_deref()).await {
             Ok(cookie) => cookie.into_iter().collect(),
-            Err(e) => return consent_page(&v, &c, &p, &req, e.status(), Some(e.message()), &[]),
+            Err(e) => return consent_page(&v, &c, &p, &req, e.status(), Some(e.message()), &[]).await,
         }
     } else {
         Vec::new()
@@ -258,7 +267,7 @@ pub(super) async fn authorize_answer(
         Ok(url) => see_other(&url, &cookies),
         Err(e) => {
             let e = ConsoleError::from(e);
-            consent_page(&v, &c, &p, &req, e.status(), Some(e.message()), &cookies)
+            consent_page(&v, &c, &p, &req, e.status(), Some(e.message()), &cookies).await
         }
     }
 }

@@ -299,3 +299,28 @@ async fn owners_the_operator_allows_register_unverified_apps_on_the_connected_ap
     assert!(!again.body.contains(&secret), "never shown again");
     assert!(again.body.contains(&apps[0].client_id));
 }
+
+/// An account at its key policy's maximum is told so on the consent page, before answering, and
+/// Allow is switched off; once a key is revoked the page lets the owner allow again.
+#[tokio::test]
+async fn the_consent_page_says_when_the_account_has_no_room_for_the_apps_key() {
+    let app = TestApp::spawn().await;
+    let (client_id, _) = register(&app).await;
+    let mut a = Agent::new(&app);
+    a.sign_up("alice", PASSWORD).await;
+    let one = keygate_service::policy::AccountKeyPolicy { max_keys: Some(1), ..Default::default() };
+    app.service.set_key_policy(&Actor::operator_cli(), "alice", one).await.unwrap();
+    let key = app.hmac_key("alice", keygate_auth::Permissions::READ_ONLY, keygate_auth::Restrictions::default()).await;
+    let path = authorize_path(&client_id, "");
+    let page = a.get(&path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let warning = element_text(&page.body, "warn-full").expect("the full account is flagged");
+    assert!(warning.contains("already has 1 key,"), "{warning}");
+    assert!(page.body.contains("id=\"allow\" disabled"), "Allow is off: {}", page.body);
+    assert!(page.body.contains("id=\"deny\""), "Deny stays");
+
+    app.service.revoke_key(&Actor::operator_cli(), &key.key.api_key).await.unwrap();
+    let page = a.get(&path).await;
+    assert!(element_text(&page.body, "warn-full").is_none(), "{}", page.body);
+    assert!(!page.body.contains("id=\"allow\" disabled"));
+}
