@@ -199,24 +199,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn requests_queued_behind_a_leader_are_checked_as_one_batch_each_with_its_own_verdict() {
+    async fn requests_queued_behind_a_leader_are_checked_in_full_batches_each_with_its_own_verdict() {
         let batches = Ed25519Batches::default();
-        // A leader is busy; twenty requests queue behind it, every third with a bad signature.
+        // A leader is busy; forty requests queue behind it, every third with a bad signature.
         batches.lock().leading = true;
-        let checks: Vec<_> = (0..20).map(|i| check(i, i % 3 != 1)).collect();
+        let checks: Vec<_> = (0..40).map(|i| check(i, i % 3 != 1)).collect();
         let expected: Vec<_> = checks.iter().map(|c| c.verify()).collect();
         let mut queued: Vec<_> = checks.into_iter().map(|c| Box::pin(batches.verify(c))).collect();
         for q in &mut queued {
             assert!(futures_poll(q.as_mut()).is_pending());
         }
-        // The leader finishes: the first queued request leads and checks all twenty at once.
+        // The leader finishes: the first queued request leads and checks a full batch, then hands
+        // the lead to the first of the rest, which checks them.
         batches.hand_on();
         for (i, (q, expected)) in queued.into_iter().zip(expected).enumerate() {
             let got = q.await;
             assert_eq!(got, expected, "request {i}");
             assert_eq!(got.is_some(), i % 3 != 1);
         }
-        assert_eq!(batches.counts(), (1, 20), "one batch of twenty");
+        assert_eq!(batches.counts(), (2, 40), "a batch of {MAX_BATCH}, then one of the other {}", 40 - MAX_BATCH);
         assert!(!batches.lock().leading);
     }
 
