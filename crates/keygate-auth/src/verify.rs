@@ -612,8 +612,10 @@ impl Verifier {
     }
 
     /// Step 5's verdict and step 6: the key's own state, its restrictions and the replay guard.
-    /// `good` is the verdict on `prepared`'s signature; a verdict on another request's signature is
-    /// refused like a bad one.
+    /// `good` is the verdict on `prepared`'s signature; a verdict on another signature is refused
+    /// like a bad one. `now` is read again after the signature check: a request that waited for it
+    /// past its `recvWindow` is refused as stale, since the replay guard forgets a window's
+    /// signatures once it has passed.
     ///
     /// # Errors
     /// A [`Rejection`] with the first failed check.
@@ -632,6 +634,10 @@ impl Verifier {
             (Some(good), Some(id)) if good.id == id => id,
             _ => return Err(reject(Denial::BadSignature, key_ref)),
         };
+        if now.0.saturating_sub(timestamp.0) > recv_window_us {
+            let behind_ms = (now.0 - timestamp.0) / 1000;
+            return Err(reject(Denial::TimestampStale { behind_ms }, key_ref));
+        }
         // The caller holds the key: from here on, specific reasons may be told.
         match key_ref.status {
             KeyStatus::Active => {}

@@ -98,7 +98,7 @@ impl Signed {
             return Err(ApiError::Unavailable("this node cannot confirm its API keys are current".into()));
         }
         match verify(state, &unverified, access, now).await {
-            Ok(request) => {
+            Ok((request, now)) => {
                 state.service.record_use(&request.key().id, ip, now.as_millis());
                 Ok((Self { request, client_ip: ip }, now))
             }
@@ -111,19 +111,22 @@ impl Signed {
 }
 
 /// [`keygate_auth::Verifier::verify`], with an Ed25519 signature checked together with those of
-/// concurrent requests ([`crate::ed25519_batches`]).
+/// concurrent requests ([`crate::ed25519_batches`]). Returns the request and the time its
+/// verification ended.
 async fn verify(
     state: &AppState,
     req: &UnverifiedRequest<'_>,
     access: Access,
     now: UnixMicros,
-) -> Result<VerifiedRequest, keygate_auth::Rejection> {
+) -> Result<(VerifiedRequest, UnixMicros), keygate_auth::Rejection> {
     let mut prepared = state.verifier.prepare(req, state.service.cache().as_ref(), now)?;
-    let good = match prepared.signature_check(req) {
-        SignatureCheck::Done(good) => good,
-        SignatureCheck::Ed25519(check) => state.ed25519_batches.verify(check).await,
+    let (good, now) = match prepared.signature_check(req) {
+        SignatureCheck::Done(good) => (good, now),
+        // The check may have waited for other requests': the window and the replay guard are
+        // judged at the time it ended.
+        SignatureCheck::Ed25519(check) => (state.ed25519_batches.verify(check).await, state.service.clock().now()),
     };
-    state.verifier.conclude(prepared, good, req, access, now)
+    state.verifier.conclude(prepared, good, req, access, now).map(|request| (request, now))
 }
 
 /// Answers one request to a signed `route`, from the connection's `peer`, with `handler`: verifies it for the security type of

@@ -676,3 +676,26 @@ fn unknown_key_is_reported_before_its_parameters_are_judged() {
     let req = request_from(PEER, stranger.as_str(), "timestamp=1", "");
     assert_eq!(verifier().verify(&req, Access::USER_DATA, &keys, now()).unwrap_err().denial, Denial::UnknownApiKey);
 }
+
+/// A request whose signature check ended after its window (it waited for other requests' Ed25519
+/// signatures) is refused as stale when concluded, before the replay guard, which forgets a
+/// window's signatures once it has passed: judged there at the later time, a replay could look new.
+#[test]
+fn a_request_concluded_after_its_window_is_stale_and_never_reaches_the_replay_guard() {
+    use keygate_auth::SignatureCheck;
+    let k = HmacKey::new(|e| e.permissions = Permissions::with(&[Permission::Read, Permission::Trade]));
+    let query = k.signed(&format!("{}&recvWindow=1000", order(NOW_MS)));
+    let req = request(k.id.as_str(), &query, "");
+    let conclude_at = |at: UnixMicros| {
+        let mut prepared = k.verifier.prepare(&req, &k.keys, ms(NOW_MS)).unwrap();
+        let SignatureCheck::Done(good) = prepared.signature_check(&req) else { panic!("HMAC is checked at once") };
+        assert!(good.is_some());
+        k.verifier.conclude(prepared, good, &req, Access::TRADE, at)
+    };
+    let late = conclude_at(UnixMicros(NOW_MS * 1000 + 1_000_001));
+    assert_eq!(denial(late), Denial::TimestampStale { behind_ms: 1000 });
+    assert_eq!(k.verifier.replay_guard().len(), 0, "nothing was recorded");
+    // Concluded within the window: recorded once, and the same signature again is a replay.
+    assert!(conclude_at(UnixMicros(NOW_MS * 1000 + 1_000_000)).is_ok());
+    assert_eq!(denial(conclude_at(UnixMicros(NOW_MS * 1000 + 1_000_000))), Denial::SignatureReused);
+}
