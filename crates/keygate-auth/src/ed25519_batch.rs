@@ -25,6 +25,34 @@
 
 use crate::verify::{GoodSignature, replay_id};
 use ed25519_dalek::{Signature, VerifyingKey};
+use keygate_proto::UnixMicros;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How long after a bad signature a key's Ed25519 signatures are checked alone
+/// ([`RecentBadSignature`]).
+pub const CHECK_ALONE_AFTER_BAD_US: u64 = 60_000_000;
+
+/// When a key last sent a bad Ed25519 signature, kept beside the key in its cache entry. For
+/// [`CHECK_ALONE_AFTER_BAD_US`] after, the server checks that key's signatures alone, on the
+/// request's own thread, instead of batching them: one bad signature sends its whole batch back to
+/// be checked one by one, so a flood of bad signatures made with one key id would slow everyone's
+/// Ed25519 requests. This way each key spoils at most one batch a minute.
+#[derive(Debug, Default)]
+pub struct RecentBadSignature(AtomicU64);
+
+impl RecentBadSignature {
+    /// Notes a bad signature at `now`.
+    pub fn note(&self, now: UnixMicros) {
+        self.0.fetch_max(now.0, Ordering::Relaxed);
+    }
+
+    /// True if the key sent a bad signature less than [`CHECK_ALONE_AFTER_BAD_US`] before `now`.
+    #[must_use]
+    pub fn recent(&self, now: UnixMicros) -> bool {
+        let at = self.0.load(Ordering::Relaxed);
+        at != 0 && now.0.saturating_sub(at) < CHECK_ALONE_AFTER_BAD_US
+    }
+}
 
 /// One Ed25519 check, owned, so that it can wait in a queue beside other requests' checks.
 #[derive(Debug, Clone)]
@@ -63,22 +91,106 @@ impl Ed25519Check {
     }
 }
 
+/// Whether `check` may join a batch: its key is not of small order, and its `R` is neither
+/// encoded non-canonically nor of small order (the cases `verify_strict` refuses that a batch
+/// would not, looked for in the bytes, without decoding the point).
+fn batchable(check: &Ed25519Check) -> bool {
+    let r = check.signature.r_bytes();
+    !check.key.is_weak() && canonical_y(r) && !SMALL_ORDER_R.contains(r)
+}
+
+/// True if the y coordinate of an encoded point (its low 255 bits) is below p = 2^255 - 19.
+fn canonical_y(encoded: &[u8; 32]) -> bool {
+    let mut y = *encoded;
+    y[31] &= 0x7f;
+    // y >= p only if it is 2^255 - 19 + k for k in 0..19: all bytes 0xff but the first >= 0xed
+    // and the last 0x7f.
+    !(y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff) && y[0] >= 0xed)
+}
+
+/// The canonical encodings of the eight points of small order, and the two of them with x = 0
+/// (the identity and the point of order 2) with the sign bit set, which decode to the same points.
+const SMALL_ORDER_R: [[u8; 32]; 10] = {
+    const fn point(head: &[u8], last: u8) -> [u8; 32] {
+        let mut p = [0u8; 32];
+        let mut i = 0;
+        while i < head.len() {
+            p[i] = head[i];
+            i += 1;
+        }
+        p[31] = last;
+        p
+    }
+    // x = 0: y = 1 (the identity) and y = p - 1 (order 2).
+    let identity = point(&[1], 0);
+    let order_2 = {
+        let mut p = [0xff; 32];
+        p[0] = 0xec;
+        p[31] = 0x7f;
+        p
+    };
+    // y = 0: the two points of order 4.
+    let order_4 = point(&[], 0);
+    let order_4_neg = point(&[], 0x80);
+    // The four points of order 8.
+    let order_8 = [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf,
+        0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+    ];
+    let order_8_neg = {
+        let mut p = order_8;
+        p[31] |= 0x80;
+        p
+    };
+    let order_8_b = [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20,
+        0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+    ];
+    let order_8_b_neg = {
+        let mut p = order_8_b;
+        p[31] |= 0x80;
+        p
+    };
+    let mut identity_neg = identity;
+    identity_neg[31] |= 0x80;
+    let mut order_2_neg = order_2;
+    order_2_neg[31] |= 0x80;
+    [identity, identity_neg, order_2, order_2_neg, order_4, order_4_neg, order_8, order_8_neg, order_8_b, order_8_b_neg]
+};
+
 /// The verdict on each of `checks`, in order: `Some` where the signature is good.
 ///
-/// A single check, and a set with a weak key, is verified one by one; the rest as one batch, and
-/// one by one if the batch fails (see the module documentation).
+/// A single check, and any that may not join a batch ([`batchable`]), is verified alone; the rest
+/// as one batch, and one by one if the batch fails (see the module documentation).
 #[must_use]
 pub fn verify_all(checks: &[Ed25519Check]) -> Vec<Option<GoodSignature>> {
-    let batchable = checks.len() > 1 && checks.iter().all(|c| !c.key.is_weak());
-    if batchable {
-        let messages: Vec<&[u8]> = checks.iter().map(|c| c.message.as_slice()).collect();
-        let signatures: Vec<Signature> = checks.iter().map(|c| c.signature).collect();
-        let keys: Vec<VerifyingKey> = checks.iter().map(|c| c.key).collect();
-        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-            return checks.iter().map(|c| Some(c.good())).collect();
+    let (batch, alone): (Vec<usize>, Vec<usize>) =
+        (0..checks.len()).partition(|&i| checks.get(i).is_some_and(batchable));
+    if batch.len() < 2 {
+        return checks.iter().map(Ed25519Check::verify).collect();
+    }
+    let mut verdicts: Vec<Option<GoodSignature>> = vec![None; checks.len()];
+    for i in alone {
+        if let (Some(v), Some(c)) = (verdicts.get_mut(i), checks.get(i)) {
+            *v = c.verify();
         }
     }
-    checks.iter().map(Ed25519Check::verify).collect()
+    let members: Vec<&Ed25519Check> = batch.iter().filter_map(|&i| checks.get(i)).collect();
+    let together = verify_batch(&members);
+    for (&i, c) in batch.iter().zip(&members) {
+        if let Some(v) = verdicts.get_mut(i) {
+            *v = if together { Some(c.good()) } else { c.verify() };
+        }
+    }
+    verdicts
+}
+
+/// One `verify_batch` of all of `checks`.
+fn verify_batch(checks: &[&Ed25519Check]) -> bool {
+    let messages: Vec<&[u8]> = checks.iter().map(|c| c.message.as_slice()).collect();
+    let signatures: Vec<Signature> = checks.iter().map(|c| c.signature).collect();
+    let keys: Vec<VerifyingKey> = checks.iter().map(|c| c.key).collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
 }
 
 #[cfg(test)]
@@ -157,6 +269,17 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_signature_is_remembered_for_a_minute() {
+        let r = RecentBadSignature::default();
+        assert!(!r.recent(UnixMicros(5)));
+        r.note(UnixMicros(1_000_000));
+        assert!(r.recent(UnixMicros(1_000_000 + CHECK_ALONE_AFTER_BAD_US - 1)));
+        assert!(!r.recent(UnixMicros(1_000_000 + CHECK_ALONE_AFTER_BAD_US)));
+        r.note(UnixMicros(10)); // an earlier time does not shorten it
+        assert!(r.recent(UnixMicros(1_000_001)));
+    }
+
+    #[test]
     fn good_signatures_pass_in_batches_of_every_size_and_alone() {
         let keys = [signer(1), signer(2), signer(3)];
         let checks: Vec<Ed25519Check> =
@@ -193,6 +316,71 @@ mod tests {
                 prop_assert_eq!(verdict.is_some(), i != at, "check {} of {}", i, n);
                 prop_assert_eq!(*verdict, checks[i].verify());
             }
+        }
+    }
+
+    #[test]
+    fn the_small_order_encodings_are_exactly_those_of_the_eight_torsion_points() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        for t in EIGHT_TORSION {
+            assert!(SMALL_ORDER_R.contains(t.compress().as_bytes()), "{:?}", t.compress());
+        }
+        for r in SMALL_ORDER_R {
+            let p = CompressedEdwardsY(r).decompress().expect("a point");
+            assert!(p.is_small_order(), "{r:?}");
+        }
+        let mut y = [0xff; 32];
+        y[31] = 0x7f;
+        for first in 0xed..=0xffu8 {
+            y[0] = first;
+            assert!(!canonical_y(&y), "y = 2^255 - 19 + {}", first - 0xed);
+        }
+        y[0] = 0xec;
+        assert!(canonical_y(&y), "p - 1");
+    }
+
+    /// Signatures `verify_strict` refuses that only the key's holder can make, and that a batch's
+    /// equation alone would accept: each is checked alone, whatever it is batched with.
+    #[test]
+    fn a_holders_small_order_or_non_canonical_r_is_never_batched() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        use curve25519_dalek::scalar::Scalar;
+        use sha2::{Digest as _, Sha512};
+        let key = signer(8);
+        let a = key.to_scalar();
+        let holder_signs = |r: [u8; 32], message: &[u8]| {
+            // s = H(R || A || M) * a, so that [s]B = [h]A = R + [h]A when R is the identity.
+            let h = Scalar::from_bytes_mod_order_wide(
+                &Sha512::new()
+                    .chain_update(r)
+                    .chain_update(key.verifying_key().as_bytes())
+                    .chain_update(message)
+                    .finalize()
+                    .into(),
+            );
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&r);
+            sig[32..].copy_from_slice((h * a).as_bytes());
+            Ed25519Check::new(key.verifying_key(), &sig, message.to_vec())
+        };
+        let identity = EIGHT_TORSION[0].compress().to_bytes();
+        let mut identity_sign = identity;
+        identity_sign[31] |= 0x80;
+        // y = p + 1: the identity, encoded non-canonically.
+        let mut identity_wide = [0xff; 32];
+        identity_wide[0] = 0xee;
+        identity_wide[31] = 0x7f;
+        for r in [identity, identity_sign, identity_wide] {
+            let odd = holder_signs(r, b"timestamp=1&quantity=1");
+            assert!(odd.verify().is_none(), "verify_strict refuses it");
+            let good: Vec<Ed25519Check> = (0..5).map(|i| check(&key, format!("timestamp={i}").as_bytes())).collect();
+            let mut all = good.clone();
+            all.insert(2, odd.clone());
+            assert!(verify_batch(&all.iter().collect::<Vec<_>>()), "a batch's equation alone accepts {r:?}");
+            let verdicts = verify_all(&all);
+            assert_eq!(verdicts.iter().filter(|v| v.is_some()).count(), 5, "{r:?}");
+            assert!(verdicts[2].is_none(), "{r:?}");
         }
     }
 

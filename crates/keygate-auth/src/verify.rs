@@ -75,6 +75,9 @@ pub struct KeyEntry {
     pub app_id: Option<String>,
     /// Its share of the replay guard, counted for the per-key quota.
     pub replay_use: KeyReplayUse,
+    /// When it last sent a bad Ed25519 signature: its signatures are then checked alone for a
+    /// while, not batched.
+    pub bad_signature: crate::ed25519_batch::RecentBadSignature,
 }
 
 /// Finds a key by its id without I/O: the server's key cache implements this.

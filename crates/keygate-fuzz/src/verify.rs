@@ -104,6 +104,7 @@ fn world(state: KeyState) -> World {
         created_at: UnixMillis(NOW_MS - 86_400_000),
         app_id: None,
         replay_use: Default::default(),
+        bad_signature: Default::default(),
     };
     World { id, secret, entry: Arc::new(entry) }
 }

@@ -1,12 +1,14 @@
 //! Ed25519 signatures of concurrent requests gathered into batches
 //! ([`keygate_auth::ed25519_batch`] says why and what a batch accepts).
 //!
-//! No thread of its own and no timer: the first request to arrive while no batch is being checked
-//! leads, checking its own signature at once, so a lone request waits for nothing. Requests that
-//! arrive meanwhile queue; when the leader is done it hands the lead to the longest-waiting one,
-//! which checks everything queued by then (up to [`MAX_BATCH`]) as one batch and answers the
-//! others. Under load, batches grow to what arrives during one batch, and a worker thread that
-//! leads spends its time on signatures while the other serves connections.
+//! No thread of its own and no timer: a request that arrives while fewer batches are being checked
+//! than there are lanes leads, checking its own signature at once, so a lone request waits for
+//! nothing. Requests that arrive while every lane is busy queue; when a leader is done it hands the
+//! lead to the longest-waiting one, which checks everything queued by then (up to [`MAX_BATCH`])
+//! as one batch and answers the others. Under load, batches grow to what arrives during one
+//! batch. A server has one lane fewer than it has worker threads (at least one), so that a thread
+//! is left to serve connections while the others check signatures: with two, one thread checks
+//! batches while the other reads the requests that fill the next.
 //!
 //! The lead is never lost: a leader that panics hands it on from a drop guard, and a waiter
 //! whose request is dropped (its client went away) before it took up the lead passes it on
@@ -19,16 +21,25 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::oneshot;
 
 /// The queue of Ed25519 checks, shared by every request of a server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ed25519Batches {
     queue: Mutex<Queue>,
+    /// Batches checked at the same time at most.
+    lanes: usize,
+}
+
+impl Default for Ed25519Batches {
+    /// One lane.
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 #[derive(Debug, Default)]
 struct Queue {
     waiting: VecDeque<Waiter>,
-    /// A request is checking a batch, or has been handed the lead and will.
-    leading: bool,
+    /// Requests checking a batch, or handed the lead and about to.
+    leaders: usize,
     /// Batches checked, and signatures in them, since start (for the metrics).
     batches: u64,
     signatures: u64,
@@ -50,12 +61,24 @@ enum Turn {
 }
 
 impl Ed25519Batches {
+    /// A queue checking at most `lanes` batches at a time (at least one).
+    #[must_use]
+    pub fn new(lanes: usize) -> Self {
+        Self { queue: Mutex::new(Queue::default()), lanes: lanes.max(1) }
+    }
+
+    /// The lanes for a runtime of `workers` worker threads: all but one, and at least one.
+    #[must_use]
+    pub fn lanes_for(workers: usize) -> usize {
+        workers.saturating_sub(1).max(1)
+    }
+
     /// Checks `check`, alone or in a batch with other requests' checks.
     pub async fn verify(&self, check: Box<Ed25519Check>) -> Option<GoodSignature> {
         let waiting = {
             let mut q = self.lock();
-            if !q.leading {
-                q.leading = true;
+            if q.leaders < self.lanes {
+                q.leaders += 1;
                 drop(q);
                 return self.lead(check);
             }
@@ -108,7 +131,8 @@ impl Ed25519Batches {
         mine
     }
 
-    /// Gives the lead to the longest-waiting request still there, or ends it when none waits.
+    /// Gives the lead to the longest-waiting request still there, or frees the lane when none
+    /// waits.
     fn hand_on(&self) {
         loop {
             let next = {
@@ -116,7 +140,7 @@ impl Ed25519Batches {
                 match q.waiting.pop_front() {
                     Some(w) => w,
                     None => {
-                        q.leading = false;
+                        q.leaders = q.leaders.saturating_sub(1);
                         return;
                     }
                 }
@@ -195,14 +219,14 @@ mod tests {
         assert!(batches.verify(check(1, true)).await.is_some());
         assert!(batches.verify(check(2, false)).await.is_none());
         assert_eq!(batches.counts(), (2, 2));
-        assert!(!batches.lock().leading);
+        assert_eq!(batches.lock().leaders, 0);
     }
 
     #[tokio::test]
     async fn requests_queued_behind_a_leader_are_checked_in_full_batches_each_with_its_own_verdict() {
         let batches = Ed25519Batches::default();
         // A leader is busy; forty requests queue behind it, every third with a bad signature.
-        batches.lock().leading = true;
+        batches.lock().leaders = 1;
         let checks: Vec<_> = (0..40).map(|i| check(i, i % 3 != 1)).collect();
         let expected: Vec<_> = checks.iter().map(|c| c.verify()).collect();
         let mut queued: Vec<_> = checks.into_iter().map(|c| Box::pin(batches.verify(c))).collect();
@@ -218,7 +242,7 @@ mod tests {
             assert_eq!(got.is_some(), i % 3 != 1);
         }
         assert_eq!(batches.counts(), (2, 40), "a batch of {MAX_BATCH}, then one of the other {}", 40 - MAX_BATCH);
-        assert!(!batches.lock().leading);
+        assert_eq!(batches.lock().leaders, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,14 +264,14 @@ mod tests {
             assert_eq!(got.is_some(), good);
         }
         assert_eq!(batches.counts().1, 400);
-        assert!(!batches.lock().leading);
+        assert_eq!(batches.lock().leaders, 0);
     }
 
     #[tokio::test]
     async fn a_waiter_that_goes_away_after_being_handed_the_lead_passes_it_on() {
         let batches = Ed25519Batches::default();
         // A leader is busy (as if checking); two requests queue behind it.
-        batches.lock().leading = true;
+        batches.lock().leaders = 1;
         let mut first = Box::pin(batches.verify(check(1, true)));
         let mut second = Box::pin(batches.verify(check(2, true)));
         assert!(futures_poll(first.as_mut()).is_pending());
@@ -259,19 +283,40 @@ mod tests {
         // for ever on a lead nobody holds).
         let second = tokio::time::timeout(std::time::Duration::from_secs(10), second).await;
         assert!(second.expect("the lead was passed on").is_some());
-        assert!(!batches.lock().leading, "nobody holds the lead");
+        assert_eq!(batches.lock().leaders, 0, "nobody holds the lead");
         assert!(batches.verify(check(3, true)).await.is_some(), "a later request leads");
+    }
+
+    #[tokio::test]
+    async fn requests_lead_in_every_free_lane_and_queue_only_when_all_are_busy() {
+        assert_eq!(
+            (Ed25519Batches::lanes_for(1), Ed25519Batches::lanes_for(2), Ed25519Batches::lanes_for(8)),
+            (1, 1, 7)
+        );
+        let batches = Ed25519Batches::new(3);
+        // Two lanes busy: a third request leads at once.
+        batches.lock().leaders = 2;
+        let mut third = Box::pin(batches.verify(check(1, true)));
+        assert!(futures_poll(third.as_mut()).is_ready());
+        assert_eq!(batches.lock().leaders, 2, "its lane was freed again");
+        // Three busy: a request queues until one of them hands on.
+        batches.lock().leaders = 3;
+        let mut fourth = Box::pin(batches.verify(check(2, true)));
+        assert!(futures_poll(fourth.as_mut()).is_pending());
+        batches.hand_on();
+        assert!(matches!(futures_poll(fourth.as_mut()), std::task::Poll::Ready(Some(_))));
+        assert_eq!(batches.lock().leaders, 2);
     }
 
     #[tokio::test]
     async fn a_waiter_gone_before_the_lead_is_skipped() {
         let batches = Ed25519Batches::default();
-        batches.lock().leading = true;
+        batches.lock().leaders = 1;
         let mut first = Box::pin(batches.verify(check(1, true)));
         assert!(futures_poll(first.as_mut()).is_pending());
         drop(first);
         batches.hand_on();
-        assert!(!batches.lock().leading);
+        assert_eq!(batches.lock().leaders, 0);
     }
 
     /// Polls once with a waker that does nothing.

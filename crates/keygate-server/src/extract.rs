@@ -122,9 +122,19 @@ async fn verify(
     let mut prepared = state.verifier.prepare(req, state.service.cache().as_ref(), now)?;
     let (good, now) = match prepared.signature_check(req) {
         SignatureCheck::Done(good) => (good, now),
-        // The check may have waited for other requests': the window and the replay guard are
-        // judged at the time it ended.
-        SignatureCheck::Ed25519(check) => (state.ed25519_batches.verify(check).await, state.service.clock().now()),
+        SignatureCheck::Ed25519(check) => {
+            let key = std::sync::Arc::clone(prepared.key());
+            // A key that sent a bad signature lately is checked alone, here, so that a flood of
+            // bad signatures spoils nobody else's batches (`RecentBadSignature`).
+            let good =
+                if key.bad_signature.recent(now) { check.verify() } else { state.ed25519_batches.verify(check).await };
+            if good.is_none() {
+                key.bad_signature.note(now);
+            }
+            // The check may have waited for other requests': the window and the replay guard are
+            // judged at the time it ended.
+            (good, state.service.clock().now())
+        }
     };
     state.verifier.conclude(prepared, good, req, access, now).map(|request| (request, now))
 }

@@ -146,7 +146,11 @@ pub async fn start(config: ServerConfig, service: Service) -> std::io::Result<Se
         service: service.clone(),
         engine: engine.clone(),
         verifier: Arc::new(Verifier::new(config.limits, config.replay_capacity)),
-        ed25519_batches: crate::ed25519_batches::Ed25519Batches::default(),
+        ed25519_batches: crate::ed25519_batches::Ed25519Batches::new(
+            crate::ed25519_batches::Ed25519Batches::lanes_for(
+                tokio::runtime::Handle::current().metrics().num_workers(),
+            ),
+        ),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         limiter: Arc::new(
             crate::ratelimit::RateLimiter::new(config.rate_limits.clone()).sharing(service.shared_counters().cloned()),

@@ -39,6 +39,7 @@ pub fn entry_for(record: &KeyRecord) -> Result<KeyEntry, ServiceError> {
         created_at: record.created_at,
         app_id: record.app_id.clone(),
         replay_use: Default::default(),
+        bad_signature: Default::default(),
     })
 }
 

@@ -95,6 +95,7 @@ pub fn entry(id: ApiKeyId, credential: Credential) -> KeyEntry {
         created_at: UnixMillis(NOW_MS - 86_400_000),
         app_id: None,
         replay_use: Default::default(),
+        bad_signature: Default::default(),
     }
 }
 
