@@ -12,7 +12,7 @@
 //!
 //! The lead is never lost: a leader that panics hands it on from a drop guard, and a waiter
 //! whose request is dropped (its client went away) before it took up the lead passes it on
-//! ([`Waiting`]'s drop).
+//! (`Waiting`'s drop).
 
 use keygate_auth::GoodSignature;
 use keygate_auth::ed25519_batch::{Ed25519Check, MAX_BATCH, verify_all};
