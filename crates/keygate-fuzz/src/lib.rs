@@ -10,6 +10,7 @@
 
 pub mod amount;
 pub mod config;
+pub mod ed25519_batch;
 pub mod engine;
 pub mod input;
 pub mod keyfmt;
@@ -32,4 +33,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("engine", engine::run),
     ("config", config::run),
     ("scan", scan::run),
+    ("ed25519_batch", ed25519_batch::run),
 ];

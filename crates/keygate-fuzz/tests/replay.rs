@@ -69,7 +69,7 @@ fn run_target(name: &str, random_inputs: usize, max_len: usize) {
 
 #[test]
 fn every_target_has_a_test_here_and_a_corpus() {
-    let tested = ["params", "verify", "keyfmt", "amount", "engine", "config", "scan"];
+    let tested = ["params", "verify", "keyfmt", "amount", "engine", "config", "scan", "ed25519_batch"];
     for (name, _) in TARGETS {
         assert!(tested.contains(name), "{name} has no replay test");
         assert!(!corpus(name).is_empty(), "{name} has no seed corpus");
@@ -109,4 +109,9 @@ fn exchange_config_toml_never_panics_and_round_trips() {
 #[test]
 fn the_credential_scanner_finds_exactly_what_brute_force_finds() {
     run_target("scan", 3000, 300);
+}
+
+#[test]
+fn ed25519_batches_give_every_signature_the_verdict_it_gets_alone() {
+    run_target("ed25519_batch", 300, 400);
 }
