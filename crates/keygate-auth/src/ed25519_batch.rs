@@ -114,51 +114,40 @@ fn canonical_y(encoded: &[u8; 32]) -> bool {
 /// The canonical encodings of the eight points of small order, and the two of them with x = 0
 /// (the identity and the point of order 2) with the sign bit set, which decode to the same points.
 const SMALL_ORDER_R: [[u8; 32]; 10] = {
-    const fn point(head: &[u8], last: u8) -> [u8; 32] {
-        let mut p = [0u8; 32];
-        let mut i = 0;
-        while i < head.len() {
-            p[i] = head[i];
-            i += 1;
-        }
-        p[31] = last;
+    /// `p` with the sign bit (of x) set.
+    const fn signed(mut p: [u8; 32]) -> [u8; 32] {
+        p[31] |= 0x80;
         p
     }
     // x = 0: y = 1 (the identity) and y = p - 1 (order 2).
-    let identity = point(&[1], 0);
-    let order_2 = {
-        let mut p = [0xff; 32];
-        p[0] = 0xec;
-        p[31] = 0x7f;
-        p
-    };
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut order_2 = [0xff; 32];
+    order_2[0] = 0xec;
+    order_2[31] = 0x7f;
     // y = 0: the two points of order 4.
-    let order_4 = point(&[], 0);
-    let order_4_neg = point(&[], 0x80);
-    // The four points of order 8.
+    let order_4 = [0u8; 32];
+    // Two of the four points of order 8; the sign bit gives the other two.
     let order_8 = [
         0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf,
         0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
     ];
-    let order_8_neg = {
-        let mut p = order_8;
-        p[31] |= 0x80;
-        p
-    };
     let order_8_b = [
         0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20,
         0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
     ];
-    let order_8_b_neg = {
-        let mut p = order_8_b;
-        p[31] |= 0x80;
-        p
-    };
-    let mut identity_neg = identity;
-    identity_neg[31] |= 0x80;
-    let mut order_2_neg = order_2;
-    order_2_neg[31] |= 0x80;
-    [identity, identity_neg, order_2, order_2_neg, order_4, order_4_neg, order_8, order_8_neg, order_8_b, order_8_b_neg]
+    [
+        identity,
+        signed(identity),
+        order_2,
+        signed(order_2),
+        order_4,
+        signed(order_4),
+        order_8,
+        signed(order_8),
+        order_8_b,
+        signed(order_8_b),
+    ]
 };
 
 /// The verdict on each of `checks`, in order: `Some` where the signature is good.
